@@ -1,0 +1,60 @@
+# Jigsaw: the only entry point. Every target creates .venv/ and installs what it
+# needs when missing, so `make demo` and `make test` work on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTO_SRC := proto/jigsaw/v1/jigsaw.proto
+
+.PHONY: setup demo test test-fast check lint typecheck format proto proto-check bench bench-quality bench-speed bench-attack clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py linkage/_dicekernel.c
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/jigsaw demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not e2e"
+
+check: lint typecheck proto-check
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy linkage server client benchmarks
+
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_SRC)
+
+proto-check: $(STAMP)
+	$(PY) -m client.protocheck
+
+bench: bench-quality bench-speed
+
+bench-quality: $(STAMP)
+	$(VENV)/bin/jigsaw bench quality --json --report benchmarks/RESULTS.md
+
+bench-speed: $(STAMP)
+	$(VENV)/bin/jigsaw bench speed --json --report benchmarks/RESULTS.md
+
+bench-attack: $(STAMP)
+	$(VENV)/bin/jigsaw bench attack --json --report benchmarks/RESULTS.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info linkage/*.so

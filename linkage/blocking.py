@@ -1,0 +1,592 @@
+"""Candidate-pair generation: keyed blocking tokens and Hamming LSH on packed Bloom filters.
+
+Role in the pipeline: after the nodes have encoded and published their records, the matcher
+must decide which pairs of records are worth comparing with the (comparatively expensive) Dice
+kernel. This module turns per-record *block keys* into *candidate pairs*, fast, with no Python
+loop over blocks or records (only over blocking rules and LSH bands, which are few).
+
+Inputs
+------
+``block_keys`` is a ``uint64`` array of shape ``(n_records, n_rules)``. Column ``r`` holds, per
+record, the key of blocking rule ``r``: on the nodes that is a keyed blocking token (for example
+HMAC of the surname's phonetic code and the birth year, truncated to 64 bits); on the matcher it
+can also be an LSH band key computed by :func:`lsh_keys`. The value ``0`` means "no key" (a
+field the rule needs was missing) and never puts two records in the same block. Rules are
+compared column to column only: a key of rule 0 never meets a key of rule 1.
+
+Output
+------
+A :class:`CandidatePairs`: two ``int64`` arrays ``left`` and ``right`` of equal length, the row
+indices of the pairs, unique across rules and sorted by ``(left, right)``. For deduplication
+within one dataset every pair has ``left < right``.
+
+Oversized blocks
+----------------
+A block is the set of records sharing one key under one rule. Its pair count is
+``left count x right count`` for linkage and ``n (n - 1) / 2`` for deduplication. When
+``max_block_size`` is given, a block whose pair count exceeds it is skipped *as a whole*: none
+of its pairs is emitted (its records can still pair through other rules), and it is counted in
+``skipped_blocks`` for its rule. Blocks are never silently truncated. ``largest_block`` is the
+largest pair count among all blocks, skipped or not, so a caller can see how far over the
+limit the data went. :func:`count_block_pairs_link` and :func:`count_block_pairs_dedupe` give
+these figures without materialising any pair.
+
+How the fast path works (per rule)
+----------------------------------
+The right-hand keys are sorted once (stable argsort, zeros dropped). Every left record finds
+its block in the sorted right keys with two ``searchsorted`` calls, giving a start and a count.
+The whole cartesian product of every block is then expanded in one go: ``np.repeat`` of the
+left index by its count, plus ``np.repeat(start - exclusive_cumsum(count), count) +
+arange(total)`` for the right positions. Because left records are visited in index order and
+a stable sort keeps equal keys in index order, each rule's pairs come out already sorted by
+``(left, right)``. Pairs of all rules are encoded as ``left * n_right + right``, merged with a
+stable sort (timsort merges the pre-sorted runs) and deduplicated with one comparison.
+Deduplication is the same with the partner positions ``s + 1 .. block_end - 1`` of each sorted
+position ``s``, which gives ``left < right`` by construction.
+
+LSH key format
+--------------
+:func:`lsh_keys` implements bit-sampling LSH for Hamming distance on packed filters (bit ``i``
+of a filter is bit ``i % 64`` of word ``i // 64``, least significant bit first). For each band
+``b`` (``0 <= b < bands``), ``bits_per_band`` distinct bit positions are drawn, band after band,
+with ``rng.choice(filter_bits, bits_per_band, replace=False)`` from
+``np.random.default_rng(seed)``. They are not secret: the matcher chooses them. The sampled bit
+``t`` of band ``b`` becomes bit ``t`` of a 64-bit integer ``pattern``. The band key is
+``splitmix64_finalise(pattern + (b + 1) * 0x9E3779B97F4A7C15 mod 2**64)`` where the finaliser is
+``z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31``
+(all modulo 2**64). The finaliser is a bijection, so within a band two records get equal keys
+exactly when their sampled bits are equal, and equal bit patterns in different bands give
+different keys. A filter whose bits are all zero (a missing record) gets key 0 in every band;
+a computed key that happens to be 0 is replaced by 1 so it cannot be mistaken for "missing".
+
+Errors: malformed filters raise :class:`~linkage.errors.FilterFormatError`; key arrays with the
+wrong shape or dtype and bad parameters raise :class:`~linkage.errors.JigsawError`; left and
+right key arrays with different rule counts raise
+:class:`~linkage.errors.IncompatibleEncodingError`. No message carries a key or filter value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from linkage.errors import FilterFormatError, IncompatibleEncodingError, JigsawError
+
+__all__ = [
+    "BlockCounts",
+    "CandidatePairs",
+    "candidate_pairs_dedupe",
+    "candidate_pairs_dedupe_reference",
+    "candidate_pairs_link",
+    "candidate_pairs_link_reference",
+    "count_block_pairs_dedupe",
+    "count_block_pairs_link",
+    "lsh_bit_positions",
+    "lsh_keys",
+    "union_pairs",
+]
+
+IndexArray = NDArray[np.int64]
+KeyArray = NDArray[np.uint64]
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+_MIX_MULTIPLIER_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_MULTIPLIER_2 = np.uint64(0x94D049BB133111EB)
+_MAX_PAIR_CODE = (1 << 63) - 1
+
+
+@dataclass(frozen=True, eq=False)
+class CandidatePairs:
+    """Candidate pairs, unique and sorted by ``(left, right)``.
+
+    ``left`` and ``right`` are ``int64`` row indices of equal length, made read-only.
+    ``skipped_blocks`` holds, per rule (in column order), the number of blocks skipped for
+    exceeding ``max_block_size``. ``largest_block`` is the largest pair count of any block,
+    skipped or not (0 if none). Equality is identity (``eq=False``): comparing arrays
+    field by field has no single truth value; compare ``left`` and ``right`` explicitly.
+    """
+
+    left: IndexArray
+    right: IndexArray
+    skipped_blocks: tuple[int, ...]
+    largest_block: int
+
+    def __post_init__(self) -> None:
+        if self.left.shape != self.right.shape or self.left.ndim != 1:
+            raise JigsawError("left and right must be one-dimensional arrays of equal length")
+        self.left.flags.writeable = False
+        self.right.flags.writeable = False
+
+    def __len__(self) -> int:
+        return int(self.left.shape[0])
+
+
+@dataclass(frozen=True)
+class BlockCounts:
+    """Pair counts of a blocking, computed without materialising the pairs.
+
+    ``pairs_per_rule`` is, per rule, the number of pairs the rule emits after skipping
+    oversized blocks. Pairs found by several rules are counted once per rule, so
+    ``pairs_upper_bound`` (their sum) is an upper bound on the distinct candidate pairs and is
+    exact for a single rule. ``skipped_blocks`` and ``largest_block`` mean the same as in
+    :class:`CandidatePairs`.
+    """
+
+    pairs_per_rule: tuple[int, ...]
+    skipped_blocks: tuple[int, ...]
+    largest_block: int
+
+    @property
+    def pairs_upper_bound(self) -> int:
+        return sum(self.pairs_per_rule)
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_keys(keys: Any, name: str) -> KeyArray:
+    if not isinstance(keys, np.ndarray):
+        raise JigsawError(f"{name} must be a numpy array of dtype uint64")
+    if keys.dtype != np.uint64:
+        raise JigsawError(f"{name} must have dtype uint64, got {keys.dtype}")
+    if keys.ndim != 2:
+        raise JigsawError(f"{name} must have shape (n_records, n_rules), got {keys.ndim} dims")
+    return keys
+
+
+def _check_max_block_size(max_block_size: int | None) -> None:
+    if max_block_size is None:
+        return
+    if isinstance(max_block_size, bool) or not isinstance(max_block_size, int | np.integer):
+        raise JigsawError("max_block_size must be an integer or None")
+    if max_block_size < 1:
+        raise JigsawError("max_block_size must be at least 1")
+
+
+def _check_pair_code_range(n_left: int, n_right: int) -> None:
+    if n_left * max(n_right, 1) > _MAX_PAIR_CODE:
+        raise JigsawError("too many records: n_left * n_right must fit in a signed 64-bit int")
+
+
+def _check_link_keys(left_keys: Any, right_keys: Any) -> tuple[KeyArray, KeyArray]:
+    left = _check_keys(left_keys, "left_keys")
+    right = _check_keys(right_keys, "right_keys")
+    if left.shape[1] != right.shape[1]:
+        raise IncompatibleEncodingError(
+            f"left_keys has {left.shape[1]} blocking rules but right_keys has {right.shape[1]}"
+        )
+    _check_pair_code_range(left.shape[0], right.shape[0])
+    return left, right
+
+
+# ----------------------------------------------------------------------------------------------
+# per-rule block statistics (shared by the pair and the count functions)
+
+
+def _exclusive_cumsum(counts: IndexArray) -> IndexArray:
+    ends = np.cumsum(counts, dtype=np.int64)
+    return ends - counts
+
+
+def _link_block_stats(
+    left_column: KeyArray, right_sorted: KeyArray
+) -> tuple[KeyArray, IndexArray, IndexArray, IndexArray]:
+    """Per distinct left key: the key, its inverse map, and left/right record counts.
+
+    Returns ``(block_keys, inverse, left_counts, right_counts)`` where ``inverse`` maps each
+    left record to its index in ``block_keys``. ``right_sorted`` must hold the sorted right
+    keys *without* zeros (see :func:`_sorted_nonzero`), so left key 0 finds no right records
+    and its block has 0 pairs.
+    """
+    block_keys, inverse, left_counts = np.unique(
+        left_column, return_inverse=True, return_counts=True
+    )
+    right_counts = np.searchsorted(right_sorted, block_keys, side="right") - np.searchsorted(
+        right_sorted, block_keys, side="left"
+    )
+    return (
+        block_keys,
+        inverse.astype(np.int64),
+        left_counts.astype(np.int64),
+        right_counts.astype(np.int64),
+    )
+
+
+def _sorted_nonzero(column: KeyArray) -> tuple[IndexArray, KeyArray]:
+    """Stable sort order of a key column with the zero keys (which sort first) removed."""
+    order = np.argsort(column, kind="stable").astype(np.int64)
+    ordered = column[order]
+    first_nonzero = int(np.searchsorted(ordered, np.uint64(0), side="right"))
+    return order[first_nonzero:], ordered[first_nonzero:]
+
+
+def _dedupe_block_stats(column: KeyArray) -> tuple[IndexArray, KeyArray, IndexArray, IndexArray]:
+    """Sorted order of a column and, per sorted position, its block's start and end positions.
+
+    Zero keys are included in the order but their block end equals their own position + 1,
+    so they have no partners.
+    """
+    order = np.argsort(column, kind="stable").astype(np.int64)
+    ordered = column[order]
+    n = ordered.shape[0]
+    is_start = np.empty(n, dtype=bool)
+    if n:
+        is_start[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=is_start[1:])
+    starts = np.flatnonzero(is_start).astype(np.int64)
+    lengths = np.diff(np.append(starts, n)).astype(np.int64)
+    return order, ordered, starts, lengths
+
+
+def _skip_summary(
+    block_pairs: IndexArray, max_block_size: int | None
+) -> tuple[NDArray[np.bool_], int, int]:
+    """Which blocks are oversized, how many, and the largest block's pair count."""
+    largest = int(block_pairs.max()) if block_pairs.size else 0
+    if max_block_size is None:
+        return np.zeros(block_pairs.shape, dtype=bool), 0, largest
+    oversized = block_pairs > max_block_size
+    return oversized, int(np.count_nonzero(oversized)), largest
+
+
+# ----------------------------------------------------------------------------------------------
+# fast pair generation
+
+
+def _link_rule_codes(
+    left_column: KeyArray, right_column: KeyArray, n_right: int, max_block_size: int | None
+) -> tuple[IndexArray, int, int]:
+    right_order, right_sorted = _sorted_nonzero(right_column)
+    _, inverse, left_counts, right_counts = _link_block_stats(left_column, right_sorted)
+    oversized, skipped, largest = _skip_summary(left_counts * right_counts, max_block_size)
+    # Per left record (in index order): where its block starts in the sorted right keys, and
+    # how many right records it pairs with.
+    starts = np.searchsorted(right_sorted, left_column, side="left").astype(np.int64)
+    counts = right_counts[inverse]
+    if skipped:
+        counts = np.where(oversized[inverse], 0, counts)
+    total = int(counts.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64), skipped, largest
+    positions = np.repeat(starts - _exclusive_cumsum(counts), counts)
+    positions += np.arange(total, dtype=np.int64)
+    codes = right_order[positions]
+    codes += np.repeat(np.arange(left_column.shape[0], dtype=np.int64) * n_right, counts)
+    return codes, skipped, largest
+
+
+def _dedupe_rule_codes(column: KeyArray, max_block_size: int | None) -> tuple[IndexArray, int, int]:
+    n = column.shape[0]
+    order, ordered, starts, lengths = _dedupe_block_stats(column)
+    block_pairs = lengths * (lengths - 1) // 2
+    block_pairs[ordered[starts] == 0] = 0
+    oversized, skipped, largest = _skip_summary(block_pairs, max_block_size)
+    # Per sorted position s: partners are the sorted positions s+1 .. block_end-1.
+    block_ends = np.repeat(starts + lengths, lengths)
+    sorted_positions = np.arange(n, dtype=np.int64)
+    partner_counts = block_ends - sorted_positions - 1
+    excluded = np.repeat((ordered[starts] == 0) | oversized, lengths)
+    partner_counts[excluded] = 0
+    # Visit records in index order so the pairs come out sorted by (left, right).
+    position_of = np.empty(n, dtype=np.int64)
+    position_of[order] = sorted_positions
+    counts = partner_counts[position_of]
+    total = int(counts.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64), skipped, largest
+    positions = np.repeat(position_of + 1 - _exclusive_cumsum(counts), counts)
+    positions += np.arange(total, dtype=np.int64)
+    codes = order[positions]
+    codes += np.repeat(np.arange(n, dtype=np.int64) * n, counts)
+    return codes, skipped, largest
+
+
+def _merge_codes(runs: list[IndexArray]) -> IndexArray:
+    """Merge per-rule sorted, unique pair codes into one sorted, unique array."""
+    if not runs:
+        return np.empty(0, dtype=np.int64)
+    if len(runs) == 1:
+        return runs[0]
+    merged = np.sort(np.concatenate(runs), kind="stable")
+    if merged.size == 0:
+        return merged
+    keep = np.empty(merged.shape[0], dtype=bool)
+    keep[0] = True
+    np.not_equal(merged[1:], merged[:-1], out=keep[1:])
+    return merged[keep]
+
+
+def _pairs_from_codes(
+    codes: IndexArray, width: int, skipped: list[int], largest: int
+) -> CandidatePairs:
+    if codes.size == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return CandidatePairs(empty, empty.copy(), tuple(skipped), largest)
+    left = codes // width
+    right = codes - left * width
+    return CandidatePairs(left, right, tuple(skipped), largest)
+
+
+def candidate_pairs_link(
+    left_keys: KeyArray, right_keys: KeyArray, *, max_block_size: int | None = None
+) -> CandidatePairs:
+    """Every ``(i, j)`` with ``left_keys[i, r] == right_keys[j, r] != 0`` for some rule ``r``.
+
+    Pairs are unique across rules and sorted by ``(i, j)``. Blocks whose pair count
+    (left count x right count) exceeds ``max_block_size`` are skipped and counted.
+    """
+    left, right = _check_link_keys(left_keys, right_keys)
+    _check_max_block_size(max_block_size)
+    n_right = right.shape[0]
+    runs: list[IndexArray] = []
+    skipped: list[int] = []
+    largest = 0
+    for rule in range(left.shape[1]):
+        codes, rule_skipped, rule_largest = _link_rule_codes(
+            np.ascontiguousarray(left[:, rule]),
+            np.ascontiguousarray(right[:, rule]),
+            n_right,
+            max_block_size,
+        )
+        runs.append(codes)
+        skipped.append(rule_skipped)
+        largest = max(largest, rule_largest)
+    return _pairs_from_codes(_merge_codes(runs), n_right, skipped, largest)
+
+
+def candidate_pairs_dedupe(keys: KeyArray, *, max_block_size: int | None = None) -> CandidatePairs:
+    """Every ``(i, j)``, ``i < j``, with ``keys[i, r] == keys[j, r] != 0`` for some rule ``r``.
+
+    Pairs are unique across rules and sorted by ``(i, j)``. Blocks of ``n`` records whose pair
+    count ``n (n - 1) / 2`` exceeds ``max_block_size`` are skipped and counted.
+    """
+    checked = _check_keys(keys, "keys")
+    _check_max_block_size(max_block_size)
+    n = checked.shape[0]
+    _check_pair_code_range(n, n)
+    runs: list[IndexArray] = []
+    skipped: list[int] = []
+    largest = 0
+    for rule in range(checked.shape[1]):
+        codes, rule_skipped, rule_largest = _dedupe_rule_codes(
+            np.ascontiguousarray(checked[:, rule]), max_block_size
+        )
+        runs.append(codes)
+        skipped.append(rule_skipped)
+        largest = max(largest, rule_largest)
+    return _pairs_from_codes(_merge_codes(runs), n, skipped, largest)
+
+
+def union_pairs(*pairs: CandidatePairs) -> CandidatePairs:
+    """The union of several candidate-pair sets over the same records, sorted and unique.
+
+    ``skipped_blocks`` is the concatenation of the inputs' per-rule tuples, in argument order
+    (so the rules of the first input come first); ``largest_block`` is the maximum.
+    """
+    skipped: list[int] = []
+    largest = 0
+    width = 1
+    for candidate in pairs:
+        skipped.extend(candidate.skipped_blocks)
+        largest = max(largest, candidate.largest_block)
+        if candidate.right.size:
+            width = max(width, int(candidate.right.max()) + 1)
+    height = max((int(c.left.max()) + 1 for c in pairs if c.left.size), default=1)
+    _check_pair_code_range(height, width)
+    runs = [c.left * width + c.right for c in pairs if c.left.size]
+    return _pairs_from_codes(_merge_codes(runs), width, skipped, largest)
+
+
+# ----------------------------------------------------------------------------------------------
+# cheap pre-counts
+
+
+def count_block_pairs_link(
+    left_keys: KeyArray, right_keys: KeyArray, *, max_block_size: int | None = None
+) -> BlockCounts:
+    """How many pairs :func:`candidate_pairs_link` would emit per rule, without emitting them."""
+    left, right = _check_link_keys(left_keys, right_keys)
+    _check_max_block_size(max_block_size)
+    per_rule: list[int] = []
+    skipped: list[int] = []
+    largest = 0
+    for rule in range(left.shape[1]):
+        _, right_sorted = _sorted_nonzero(np.ascontiguousarray(right[:, rule]))
+        _, _, left_counts, right_counts = _link_block_stats(
+            np.ascontiguousarray(left[:, rule]), right_sorted
+        )
+        block_pairs = left_counts * right_counts
+        oversized, rule_skipped, rule_largest = _skip_summary(block_pairs, max_block_size)
+        per_rule.append(int(block_pairs[~oversized].sum()))
+        skipped.append(rule_skipped)
+        largest = max(largest, rule_largest)
+    return BlockCounts(tuple(per_rule), tuple(skipped), largest)
+
+
+def count_block_pairs_dedupe(keys: KeyArray, *, max_block_size: int | None = None) -> BlockCounts:
+    """How many pairs :func:`candidate_pairs_dedupe` would emit per rule, without emitting them."""
+    checked = _check_keys(keys, "keys")
+    _check_max_block_size(max_block_size)
+    per_rule: list[int] = []
+    skipped: list[int] = []
+    largest = 0
+    for rule in range(checked.shape[1]):
+        block_keys, lengths = np.unique(checked[:, rule], return_counts=True)
+        lengths = lengths.astype(np.int64)
+        block_pairs = lengths * (lengths - 1) // 2
+        block_pairs[block_keys == 0] = 0
+        oversized, rule_skipped, rule_largest = _skip_summary(block_pairs, max_block_size)
+        per_rule.append(int(block_pairs[~oversized].sum()))
+        skipped.append(rule_skipped)
+        largest = max(largest, rule_largest)
+    return BlockCounts(tuple(per_rule), tuple(skipped), largest)
+
+
+# ----------------------------------------------------------------------------------------------
+# plain reference implementations (dicts and sets; for tests only, not for speed)
+
+
+def _reference_blocks(column: KeyArray) -> dict[int, list[int]]:
+    blocks: dict[int, list[int]] = {}
+    for row, key in enumerate(column.tolist()):
+        if key != 0:
+            blocks.setdefault(key, []).append(row)
+    return blocks
+
+
+def _reference_result(
+    found: set[tuple[int, int]], skipped: list[int], largest: int
+) -> CandidatePairs:
+    ordered = sorted(found)
+    left = np.array([pair[0] for pair in ordered], dtype=np.int64)
+    right = np.array([pair[1] for pair in ordered], dtype=np.int64)
+    return CandidatePairs(left, right, tuple(skipped), largest)
+
+
+def candidate_pairs_link_reference(
+    left_keys: KeyArray, right_keys: KeyArray, *, max_block_size: int | None = None
+) -> CandidatePairs:
+    """Plain-Python equivalent of :func:`candidate_pairs_link` (same result, exactly)."""
+    left, right = _check_link_keys(left_keys, right_keys)
+    _check_max_block_size(max_block_size)
+    found: set[tuple[int, int]] = set()
+    skipped: list[int] = []
+    largest = 0
+    for rule in range(left.shape[1]):
+        left_blocks = _reference_blocks(left[:, rule])
+        right_blocks = _reference_blocks(right[:, rule])
+        rule_skipped = 0
+        for key, left_rows in left_blocks.items():
+            right_rows = right_blocks.get(key, [])
+            block_pairs = len(left_rows) * len(right_rows)
+            largest = max(largest, block_pairs)
+            if max_block_size is not None and block_pairs > max_block_size:
+                rule_skipped += 1
+                continue
+            for i in left_rows:
+                for j in right_rows:
+                    found.add((i, j))
+        skipped.append(rule_skipped)
+    return _reference_result(found, skipped, largest)
+
+
+def candidate_pairs_dedupe_reference(
+    keys: KeyArray, *, max_block_size: int | None = None
+) -> CandidatePairs:
+    """Plain-Python equivalent of :func:`candidate_pairs_dedupe` (same result, exactly)."""
+    checked = _check_keys(keys, "keys")
+    _check_max_block_size(max_block_size)
+    found: set[tuple[int, int]] = set()
+    skipped: list[int] = []
+    largest = 0
+    for rule in range(checked.shape[1]):
+        rule_skipped = 0
+        for rows in _reference_blocks(checked[:, rule]).values():
+            block_pairs = len(rows) * (len(rows) - 1) // 2
+            largest = max(largest, block_pairs)
+            if max_block_size is not None and block_pairs > max_block_size:
+                rule_skipped += 1
+                continue
+            for position, i in enumerate(rows):
+                for j in rows[position + 1 :]:
+                    found.add((i, j))
+        skipped.append(rule_skipped)
+    return _reference_result(found, skipped, largest)
+
+
+# ----------------------------------------------------------------------------------------------
+# locality-sensitive hashing on packed filters
+
+
+def _check_filters(filters: Any) -> NDArray[np.uint64]:
+    if not isinstance(filters, np.ndarray):
+        raise FilterFormatError("filters must be a numpy array of dtype uint64")
+    if filters.dtype != np.uint64:
+        raise FilterFormatError(f"filters must have dtype uint64, got {filters.dtype}")
+    if filters.ndim != 2:
+        raise FilterFormatError(
+            f"filters must have shape (n_records, words), got {filters.ndim} dims"
+        )
+    if filters.shape[1] == 0:
+        raise FilterFormatError("filters must have at least one 64-bit word per record")
+    return filters
+
+
+def _splitmix64_finalise(values: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """The splitmix64 output mix (a bijection on 64-bit integers), in place on ``values``."""
+    values ^= values >> np.uint64(30)
+    values *= _MIX_MULTIPLIER_1
+    values ^= values >> np.uint64(27)
+    values *= _MIX_MULTIPLIER_2
+    values ^= values >> np.uint64(31)
+    return values
+
+
+def lsh_bit_positions(
+    filter_bits: int, *, bands: int, bits_per_band: int, seed: int
+) -> NDArray[np.int64]:
+    """The sampled bit positions, shape ``(bands, bits_per_band)``, as :func:`lsh_keys` uses."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.choice(filter_bits, size=bits_per_band, replace=False) for _ in range(bands)]
+    return np.array(rows, dtype=np.int64).reshape(bands, bits_per_band)
+
+
+def lsh_keys(
+    filters: NDArray[np.uint64], *, bands: int, bits_per_band: int, seed: int
+) -> NDArray[np.uint64]:
+    """Hamming (bit-sampling) LSH band keys, shape ``(n_records, bands)``, dtype ``uint64``.
+
+    See the module docstring for the exact key format. All-zero filters get key 0 in every
+    band; the keys feed :func:`candidate_pairs_link` / :func:`candidate_pairs_dedupe`.
+    """
+    checked = _check_filters(filters)
+    filter_bits = checked.shape[1] * 64
+    if isinstance(bands, bool) or not isinstance(bands, int) or bands < 1:
+        raise JigsawError("bands must be a positive integer")
+    if isinstance(bits_per_band, bool) or not isinstance(bits_per_band, int):
+        raise JigsawError("bits_per_band must be an integer")
+    if not 1 <= bits_per_band <= min(64, filter_bits):
+        raise JigsawError("bits_per_band must be between 1 and min(64, filter bits)")
+    positions = lsh_bit_positions(filter_bits, bands=bands, bits_per_band=bits_per_band, seed=seed)
+    words = positions // 64
+    shifts = (positions % 64).astype(np.uint64)
+    weights = np.left_shift(np.uint64(1), np.arange(bits_per_band, dtype=np.uint64))
+    n = checked.shape[0]
+    keys = np.empty((n, bands), dtype=np.uint64)
+    one = np.uint64(1)
+    for band in range(bands):
+        gathered = checked[:, words[band]]
+        gathered >>= shifts[band]
+        gathered &= one
+        gathered *= weights
+        pattern = np.bitwise_or.reduce(gathered, axis=1)
+        pattern += np.uint64(((band + 1) * _GOLDEN_GAMMA) & _MASK64)
+        keys[:, band] = _splitmix64_finalise(pattern)
+    keys[keys == 0] = one
+    keys[~checked.any(axis=1)] = 0
+    return keys

@@ -1,0 +1,462 @@
+"""Encoding: normalised identifiers -> tokens -> keyed positions -> packed Bloom filters.
+
+Role in the pipeline: runs on the agency node only (it needs the keys). For a batch of
+records it produces, per record, one Bloom filter per field (field-level filters, compared
+field by field by the matcher), one record-level filter (a CLK, used for LSH blocking and
+for compatibility) and one keyed blocking token per blocking rule. Nothing in the output can
+be turned back into a value without the linkage secret.
+
+Tokens (strings; a prefix keeps token kinds apart, so a bigram can never equal a code):
+
+* ``qgram`` (names, text): for every part of the normalised value, its q-grams, padded with
+  ``_`` on both sides when ``padded`` (``q:_j``, ``q:jo``, ...), the whole part (``w:jo``)
+  and each configured phonetic code of the part (``p:soundex:J000``).
+* ``date``: ``y:YYYY``, ``m:MM``, ``d:DD``, ``ym:YYYY-MM``, ``md:MM-DD`` and the unordered
+  day/month pair ``dm:<low>/<high>``, so a day/month transposition keeps some similarity.
+* ``postcode``: unit ``u:SW1A1AA``, sector ``s:SW1A 1``, district ``t:SW1A``, area ``a:SW``
+  and padded bigrams of the unit without its space.
+* ``exact``: the whole value ``x:<value>``.
+
+When a field is salted (hardening), every token becomes ``<salt value>|<token>``; a record
+whose salt value is missing is encoded unsalted with the prefix ``~|``.
+
+Positions: token ``t`` (UTF-8) of field ``f`` sets ``k = hashes_per_token`` positions in the
+field filter of ``m = filter_bits`` bits. Block ``b`` of 32 bytes is
+``HMAC-SHA256(key("filter", f), bytes([b]) + t)``; position ``i`` (``0 <= i < k``) is the
+little-endian uint32 at bytes ``4*(i % 8)`` of block ``i // 8``, reduced modulo ``m``. Each
+position comes from independent pseudo-random output (no double hashing, whose linear
+structure is exploitable); the modulo bias is below 2^-19 for every allowed ``m``. The record
+filter uses ``key("record", f)`` and ``record_hashes_per_token`` positions modulo
+``record_filter_bits`` in the same way.
+
+Byte layout of a packed filter of ``m`` bits: ``m / 64`` little-endian uint64 words; bit
+``i`` is bit ``i % 64`` of word ``i // 64`` (equivalently bit ``i % 8``, LSB first, of byte
+``i // 8``). A batch is a C-contiguous ``uint64`` array of shape ``(n, m / 64)``.
+
+Blocking tokens: for rule ``r`` with parts ``(field, transform)``, the parts' values are
+joined with ``"\\x1f"`` and the token is the first 8 bytes, as a little-endian uint64, of
+``HMAC-SHA256(key("block", r), joined)``; 0 is reserved for "a part is missing" (a computed
+0 becomes 1).
+
+Speed: every distinct raw value of a field is normalised and tokenised once per batch and
+every distinct token hashed once per batch (per-batch dictionaries that die with the call;
+no global caches). Bits are set with vectorised numpy scatter operations.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import jellyfish
+import numpy as np
+from numpy.typing import NDArray
+
+from linkage import normalise as norm
+from linkage.errors import FilterFormatError, InvalidValueError, SchemaError
+from linkage.keys import KeySet
+from linkage.schema import FieldSpec, Schema
+
+log = logging.getLogger(__name__)
+
+U64 = np.uint64
+_UNIT_SEP = "\x1f"
+
+_PHONETIC: Mapping[str, Callable[[str], str]] = {
+    "soundex": jellyfish.soundex,
+    "nysiis": jellyfish.nysiis,
+    "metaphone": jellyfish.metaphone,
+    "match_rating": jellyfish.match_rating_codex,
+}
+
+
+@dataclass(frozen=True)
+class ValueProblem:
+    """A present value that failed normalisation and was encoded as missing."""
+
+    row: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """The encodings of a batch of records (row order preserved).
+
+    ``field_filters[f]`` is the packed filter array of field ``f`` (shape ``(n, words_f)``);
+    ``field_present[:, f]`` is False where the value was missing or invalid (its filter is
+    all zero). ``block_keys`` has one column per blocking rule, 0 where a part was missing.
+    """
+
+    schema_fingerprint: str
+    key_version: int
+    field_names: tuple[str, ...]
+    field_filters: tuple[NDArray[np.uint64], ...]
+    field_present: NDArray[np.bool_]
+    record_filters: NDArray[np.uint64]
+    block_keys: NDArray[np.uint64]
+    problems: tuple[ValueProblem, ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.record_filters.shape[0])
+
+    def take(self, rows: NDArray[np.int64] | Sequence[int]) -> EncodedBatch:
+        """A new batch holding only ``rows`` (problems are dropped)."""
+        idx = np.asarray(rows, dtype=np.int64)
+        return EncodedBatch(
+            schema_fingerprint=self.schema_fingerprint,
+            key_version=self.key_version,
+            field_names=self.field_names,
+            field_filters=tuple(np.ascontiguousarray(f[idx]) for f in self.field_filters),
+            field_present=np.ascontiguousarray(self.field_present[idx]),
+            record_filters=np.ascontiguousarray(self.record_filters[idx]),
+            block_keys=np.ascontiguousarray(self.block_keys[idx]),
+        )
+
+    def invalid_counts(self) -> dict[str, int]:
+        """How many present values of each field failed normalisation."""
+        counts = dict.fromkeys(self.field_names, 0)
+        for p in self.problems:
+            counts[p.field] += 1
+        return counts
+
+
+def concat_batches(batches: Sequence[EncodedBatch]) -> EncodedBatch:
+    """Concatenate batches made with the same schema and key version."""
+    if not batches:
+        raise FilterFormatError("batches: expected at least one batch")
+    first = batches[0]
+    for b in batches[1:]:
+        if (b.schema_fingerprint, b.key_version, b.field_names) != (
+            first.schema_fingerprint,
+            first.key_version,
+            first.field_names,
+        ):
+            raise FilterFormatError("batches: schema fingerprint or key version differ")
+    offsets = np.cumsum([0] + [len(b) for b in batches])
+    problems = tuple(
+        ValueProblem(p.row + int(off), p.field, p.reason)
+        for b, off in zip(batches, offsets, strict=False)
+        for p in b.problems
+    )
+    return EncodedBatch(
+        schema_fingerprint=first.schema_fingerprint,
+        key_version=first.key_version,
+        field_names=first.field_names,
+        field_filters=tuple(
+            np.concatenate([b.field_filters[f] for b in batches])
+            for f in range(len(first.field_names))
+        ),
+        field_present=np.concatenate([b.field_present for b in batches]),
+        record_filters=np.concatenate([b.record_filters for b in batches]),
+        block_keys=np.concatenate([b.block_keys for b in batches]),
+        problems=problems,
+    )
+
+
+def validate_filters(name: str, filters: NDArray[np.generic], n: int, words: int) -> None:
+    """Raise :class:`FilterFormatError` unless ``filters`` is uint64 of shape ``(n, words)``."""
+    if filters.dtype != np.uint64 or filters.ndim != 2:
+        raise FilterFormatError(
+            f"{name}: expected a 2-d uint64 array, got {filters.ndim}-d {filters.dtype}"
+        )
+    if filters.shape != (n, words):
+        raise FilterFormatError(
+            f"{name}: expected shape ({n}, {words}) ({words * 64}-bit filters), "
+            f"got {tuple(filters.shape)}"
+        )
+
+
+# --------------------------------------------------------------------------- tokenisers
+
+
+def _qgrams(part: str, q: int, padded: bool) -> list[str]:
+    text = f"{'_' * (q - 1)}{part}{'_' * (q - 1)}" if padded and q > 1 else part
+    if len(text) < q:
+        return [f"q:{text}"]
+    return [f"q:{text[i : i + q]}" for i in range(len(text) - q + 1)]
+
+
+def tokenise(spec: FieldSpec, value: str) -> list[str]:
+    """Tokens of one normalised value (order-preserving, duplicates removed)."""
+    tokens: list[str]
+    if spec.tokeniser == "qgram":
+        tokens = []
+        for part in value.split(" "):
+            if not part:
+                continue
+            tokens.extend(_qgrams(part, spec.q, spec.padded))
+            tokens.append(f"w:{part}")
+            for code in spec.phonetic:
+                ph = _PHONETIC[code](part)
+                if ph:
+                    tokens.append(f"p:{code}:{ph}")
+    elif spec.tokeniser == "date":
+        y, m, d = value[0:4], value[5:7], value[8:10]
+        lo, hi = sorted((m, d))
+        tokens = [f"y:{y}", f"m:{m}", f"d:{d}", f"ym:{y}-{m}", f"md:{m}-{d}", f"dm:{lo}/{hi}"]
+    elif spec.tokeniser == "postcode":
+        unit = value.replace(" ", "")
+        district = value.split(" ")[0]
+        tokens = [f"u:{unit}", f"t:{district}", f"a:{norm.postcode_area(value)}"]
+        if " " in value:
+            tokens.append(f"s:{norm.postcode_sector(value)}")
+        tokens.extend(_qgrams(unit, 2, True))
+    else:
+        tokens = [f"x:{value}"]
+    return list(dict.fromkeys(tokens))
+
+
+def blocking_value(kind: str, transform: str, value: str) -> str:
+    """The value a blocking part (or salt) takes from a normalised field value."""
+    if transform == "value":
+        return value
+    if kind in ("name", "text"):
+        first = value.split(" ")[0]
+        if transform == "soundex":
+            return " ".join(jellyfish.soundex(p) for p in value.split(" ") if p)
+        if transform == "nysiis":
+            return " ".join(jellyfish.nysiis(p) for p in value.split(" ") if p)
+        if transform == "metaphone":
+            return " ".join(jellyfish.metaphone(p) for p in value.split(" ") if p)
+        if transform == "initial":
+            return first[:1]
+        if transform == "first_part":
+            return first
+    if kind == "date":
+        if transform == "year":
+            return value[0:4]
+        if transform == "month_day":
+            return value[5:10]
+        if transform == "year_month":
+            return value[0:7]
+    if kind == "postcode":
+        if transform == "sector":
+            return norm.postcode_sector(value)
+        if transform == "district":
+            return norm.postcode_district(value)
+        if transform == "area":
+            return norm.postcode_area(value)
+    raise SchemaError([f"transform {transform!r} not available for a {kind} field"])
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def token_positions(key: bytes, tokens: Sequence[str], hashes: int, bits: int) -> NDArray[np.int64]:
+    """Positions (shape ``(len(tokens), hashes)``) of each token under ``key`` (see above)."""
+    blocks = (hashes + 7) // 8
+    raw = bytearray()
+    for tok in tokens:
+        data = tok.encode("utf-8")
+        for b in range(blocks):
+            raw += hmac.digest(key, bytes((b,)) + data, "sha256")
+    words = np.frombuffer(bytes(raw), dtype="<u4").reshape(len(tokens), blocks * 8)
+    return (words[:, :hashes].astype(np.int64)) % bits
+
+
+def _scatter_bits(
+    n_rows: int, words: int, rows: NDArray[np.int64], positions: NDArray[np.int64]
+) -> NDArray[np.uint64]:
+    """A (n_rows, words) filter array with bit positions[i] set in row rows[i]."""
+    out = np.zeros(n_rows * words, dtype=U64)
+    if rows.size:
+        flat = rows * words + (positions >> 6)
+        np.bitwise_or.at(out, flat, np.left_shift(U64(1), (positions & 63).astype(U64)))
+    return out.reshape(n_rows, words)
+
+
+def blocking_token(key: bytes, parts: Sequence[str]) -> int:
+    """Keyed 64-bit blocking token of the joined part values (never 0)."""
+    digest = hmac.digest(key, _UNIT_SEP.join(parts).encode("utf-8"), "sha256")
+    return int.from_bytes(digest[:8], "little") or 1
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+@dataclass
+class _FieldColumn:
+    """Per-batch working state of one field (dies with the call)."""
+
+    spec: FieldSpec
+    inverse: NDArray[np.int64]  # row -> distinct index; -1 when missing/invalid
+    values: list[str] = field(default_factory=list)  # distinct normalised values
+
+
+def _normalise_column(
+    spec: FieldSpec, raw: Sequence[str | None], day_first: bool, problems: list[ValueProblem]
+) -> _FieldColumn:
+    normaliser = norm.NORMALISERS[spec.kind]
+    seen: dict[str | None, int] = {}
+    result: list[int] = []
+    distinct_norm: dict[str, int] = {}
+    values: list[str] = []
+    bad_reason: dict[str | None, str] = {}
+    for row, value in enumerate(raw):
+        slot = seen.get(value)
+        if slot is None:
+            try:
+                canon = normaliser(value, field=spec.name, day_first=day_first)
+            except InvalidValueError as exc:
+                canon = None
+                bad_reason[value] = exc.reason
+            if canon is None:
+                slot = -1
+            else:
+                slot = distinct_norm.setdefault(canon, len(values))
+                if slot == len(values):
+                    values.append(canon)
+            seen[value] = slot
+        if slot == -1 and value in bad_reason:
+            problems.append(ValueProblem(row, spec.name, bad_reason[value]))
+        result.append(slot)
+    return _FieldColumn(spec, np.asarray(result, dtype=np.int64), values)
+
+
+def _transform_column(col: _FieldColumn, transform: str) -> tuple[NDArray[np.int64], list[str]]:
+    """Per-row index into distinct transformed values (-1 where missing)."""
+    mapped: dict[str, int] = {}
+    out_values: list[str] = []
+    remap = np.empty(len(col.values) + 1, dtype=np.int64)
+    remap[-1] = -1
+    for i, v in enumerate(col.values):
+        t = blocking_value(col.spec.kind, transform, v)
+        if not t:
+            remap[i] = -1
+            continue
+        slot = mapped.setdefault(t, len(out_values))
+        if slot == len(out_values):
+            out_values.append(t)
+        remap[i] = slot
+    return remap[col.inverse], out_values
+
+
+def encode_records(
+    schema: Schema,
+    keys: KeySet,
+    columns: Mapping[str, Sequence[str | None]],
+) -> EncodedBatch:
+    """Encode a batch given as columns of raw strings (``None``/empty for missing).
+
+    Every schema field must have a column; extra columns are ignored. Values that fail
+    normalisation are encoded as missing and reported in ``problems`` (row, field, reason —
+    never the value).
+    """
+    missing = [f.name for f in schema.fields if f.name not in columns]
+    if missing:
+        raise SchemaError([f"column for field {name!r} is missing" for name in missing])
+    lengths = {len(columns[f.name]) for f in schema.fields}
+    if len(lengths) != 1:
+        raise SchemaError(["columns: every field column must have the same number of rows"])
+    n = lengths.pop()
+
+    problems: list[ValueProblem] = []
+    cols = {
+        spec.name: _normalise_column(spec, columns[spec.name], schema.day_first, problems)
+        for spec in schema.fields
+    }
+    record = np.zeros((n, schema.record_filter_words), dtype=U64)
+    field_filters: list[NDArray[np.uint64]] = []
+    present = np.zeros((n, len(schema.fields)), dtype=bool)
+
+    for f_index, spec in enumerate(schema.fields):
+        col = cols[spec.name]
+        inverse = col.inverse
+        values = col.values
+        if spec.salt:
+            salt_field, salt_transform = spec.salt.split(".")
+            salt_idx, salt_values = _transform_column(cols[salt_field], salt_transform)
+            # distinct (value, salt) combinations
+            combo = inverse * (len(salt_values) + 1) + (salt_idx + 1)
+            combo[inverse < 0] = -1
+            uniq, inv = np.unique(combo, return_inverse=True)
+            has_missing = bool(uniq.size and uniq[0] < 0)
+            pairs = uniq[1:] if has_missing else uniq
+            salted_values: list[tuple[str, str]] = []
+            for c in pairs.tolist():
+                v_i, s_i = divmod(int(c), len(salt_values) + 1)
+                salted_values.append((values[v_i], salt_values[s_i - 1] if s_i else "~"))
+            inverse = inv.astype(np.int64) - (1 if has_missing else 0)
+            token_lists = [
+                [f"{salt}|{t}" for t in tokenise(spec, v)] for v, salt in salted_values
+            ]
+        else:
+            token_lists = [tokenise(spec, v) for v in values]
+
+        table: dict[str, int] = {}
+        flat_tokens: list[int] = []
+        counts: list[int] = []
+        for toks in token_lists:
+            counts.append(len(toks))
+            for t in toks:
+                slot = table.setdefault(t, len(table))
+                flat_tokens.append(slot)
+        token_list = list(table)
+        tok_ids = np.asarray(flat_tokens, dtype=np.int64)
+        owner = np.repeat(np.arange(len(token_lists), dtype=np.int64), counts)
+
+        pos = token_positions(keys.key("filter", spec.name), token_list, spec.hashes_per_token,
+                              spec.filter_bits)
+        k = spec.hashes_per_token
+        distinct_filters = _scatter_bits(
+            len(token_lists), spec.filter_words, np.repeat(owner, k), pos[tok_ids].ravel()
+        )
+        ok = inverse >= 0
+        out = np.zeros((n, spec.filter_words), dtype=U64)
+        out[ok] = distinct_filters[inverse[ok]]
+        field_filters.append(out)
+        present[:, f_index] = ok
+
+        rk = spec.record_hashes_per_token
+        if rk:
+            rpos = token_positions(keys.key("record", spec.name), token_list, rk,
+                                   schema.record_filter_bits)
+            distinct_record = _scatter_bits(
+                len(token_lists), schema.record_filter_words, np.repeat(owner, rk),
+                rpos[tok_ids].ravel(),
+            )
+            record[ok] |= distinct_record[inverse[ok]]
+
+    block_keys = np.zeros((n, len(schema.blocking)), dtype=U64)
+    for r_index, rule in enumerate(schema.blocking):
+        key = keys.key("block", rule.name)
+        part_idx: list[NDArray[np.int64]] = []
+        part_vals: list[list[str]] = []
+        for fname, transform in rule.parts:
+            idx, vals = _transform_column(cols[fname], transform)
+            part_idx.append(idx)
+            part_vals.append(vals)
+        stacked = np.stack(part_idx, axis=1)
+        ok = (stacked >= 0).all(axis=1)
+        if not ok.any():
+            continue
+        uniq, inv = np.unique(stacked[ok], axis=0, return_inverse=True)
+        tokens = np.fromiter(
+            (
+                blocking_token(key, [part_vals[p][int(i)] for p, i in enumerate(combo)])
+                for combo in uniq.tolist()
+            ),
+            dtype=U64,
+            count=len(uniq),
+        )
+        block_keys[ok, r_index] = tokens[inv.reshape(-1)]
+
+    if schema.hardening != type(schema.hardening)():
+        from linkage import harden
+
+        record = harden.harden_record_filters(record, schema.hardening, keys)
+
+    log.debug("encoded %d records, %d invalid values", n, len(problems))
+    return EncodedBatch(
+        schema_fingerprint=schema.fingerprint(),
+        key_version=keys.key_version,
+        field_names=schema.field_names,
+        field_filters=tuple(field_filters),
+        field_present=present,
+        record_filters=record,
+        block_keys=block_keys,
+        problems=tuple(problems),
+    )

@@ -1,0 +1,298 @@
+"""Batch linkage wired end to end: candidates -> field Dice -> levels -> EM -> probabilities.
+
+Role in the pipeline: the one place where ``blocking``, ``similarity``, ``scoring`` and
+``solve`` are put together, used alike by the matcher (online index and batch Link), the
+benchmarks and the demo. Everything here works on :class:`~linkage.encode.EncodedBatch`
+encodings only — no identifier, no key.
+
+Steps for a batch link or deduplication:
+
+1. **Candidates**: records that share a keyed blocking token for some rule, united with
+   pairs that share a band of bit-sampling LSH keys on the record-level filters (when
+   ``lsh_bands > 0``).
+2. **Comparison**: per field, the Dice coefficient of the two field filters (fast kernel);
+   a pair where either side lacks the field is marked missing, not dissimilar.
+3. **Model**: u from the comparison levels of uniformly random record pairs (nearly all
+   non-matches); m and the match prior by EM over the candidates' comparison vectors; no
+   labels anywhere. The threshold is the model's own: match probability >= 0.5.
+4. **Solving**: one-to-one assignment for two datasets without duplicates, clustering for
+   deduplication and for many agencies (duplicates within one agency allowed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from linkage import blocking, scoring, similarity, solve
+from linkage.encode import EncodedBatch, concat_batches
+from linkage.errors import IncompatibleEncodingError, ModelError
+from linkage.schema import Schema
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class LinkageOptions:
+    """Knobs of a batch linkage run (defaults suit every shipped schema)."""
+
+    min_probability: float = 0.5
+    max_block_size: int | None = 2_000_000
+    lsh_bands: int = 0
+    lsh_bits_per_band: int = 28
+    lsh_seed: int = 20261126
+    u_sample_pairs: int = 300_000
+    em_max_iterations: int = 200
+    seed: int = 1
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class ScoredPairs:
+    """Candidate pairs with their comparison levels and match probabilities."""
+
+    left: NDArray[np.int64]
+    right: NDArray[np.int64]
+    levels: NDArray[np.int8]
+    probability: NDArray[np.float64]
+    model: scoring.FellegiSunterModel
+    candidates: int
+
+    def above(self, threshold: float) -> NDArray[np.bool_]:
+        return self.probability >= threshold
+
+
+def check_compatible(schema: Schema, *batches: EncodedBatch) -> None:
+    """Refuse to compare encodings made with another schema or key version."""
+    fingerprint = schema.fingerprint()
+    versions = {b.key_version for b in batches}
+    for b in batches:
+        if b.schema_fingerprint != fingerprint:
+            raise IncompatibleEncodingError(
+                "encodings were made with schema fingerprint "
+                f"{b.schema_fingerprint}, expected {fingerprint}"
+            )
+    if len(versions) > 1:
+        raise IncompatibleEncodingError(
+            f"encodings were made with different key versions {sorted(versions)}"
+        )
+
+
+def thresholds_of(schema: Schema) -> tuple[tuple[float, ...], ...]:
+    return tuple(f.levels for f in schema.fields)
+
+
+def n_levels_of(schema: Schema) -> tuple[int, ...]:
+    return tuple(len(f.levels) + 1 for f in schema.fields)
+
+
+def compare_pairs(
+    schema: Schema,
+    left: EncodedBatch,
+    right: EncodedBatch,
+    left_idx: NDArray[np.int64],
+    right_idx: NDArray[np.int64],
+    *,
+    threads: int = 1,
+) -> NDArray[np.int8]:
+    """Comparison levels (n_pairs, n_fields) of the given pairs, MISSING_LEVEL where absent."""
+    n_fields = len(schema.fields)
+    sim = np.zeros((left_idx.shape[0], n_fields), dtype=np.float64)
+    both = left.field_present[left_idx] & right.field_present[right_idx]
+    for f in range(n_fields):
+        sim[:, f] = similarity.dice_pairs(
+            left.field_filters[f], right.field_filters[f], left_idx, right_idx, threads=threads
+        )
+    return scoring.comparison_levels(sim, both, thresholds_of(schema))
+
+
+def random_pairs(
+    n_left: int, n_right: int, count: int, *, seed: int, distinct: bool
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Uniformly random record pairs (``distinct``: never a record with itself)."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n_left, size=count, dtype=np.int64)
+    b = rng.integers(0, n_right, size=count, dtype=np.int64)
+    if distinct:
+        keep = a != b
+        a, b = a[keep], b[keep]
+    return a, b
+
+
+def fit_model(
+    schema: Schema,
+    left: EncodedBatch,
+    right: EncodedBatch,
+    candidate_levels: NDArray[np.int8],
+    *,
+    options: LinkageOptions,
+    dedupe: bool,
+) -> scoring.FellegiSunterModel:
+    """u from random pairs, m and the prior by EM over the candidates (no labels)."""
+    if candidate_levels.shape[0] == 0:
+        raise ModelError("no candidate pairs to fit the model on")
+    ra, rb = random_pairs(
+        len(left), len(right), options.u_sample_pairs, seed=options.seed, distinct=dedupe
+    )
+    u = scoring.estimate_u(compare_pairs(schema, left, right, ra, rb), n_levels_of(schema))
+    expected_matches = min(len(left), len(right)) if not dedupe else len(left) / 2
+    prior = float(np.clip(expected_matches / candidate_levels.shape[0], 1e-4, 0.5))
+    return scoring.fit_fellegi_sunter(
+        candidate_levels,
+        field_names=schema.field_names,
+        thresholds=thresholds_of(schema),
+        u=u,
+        initial_prior=prior,
+        max_iterations=options.em_max_iterations,
+    )
+
+
+def candidate_pairs(
+    left: EncodedBatch, right: EncodedBatch | None, options: LinkageOptions
+) -> blocking.CandidatePairs:
+    """Keyed-token blocking united with LSH on record filters (``right=None``: dedupe)."""
+    if right is None:
+        pairs = blocking.candidate_pairs_dedupe(
+            left.block_keys, max_block_size=options.max_block_size
+        )
+    else:
+        pairs = blocking.candidate_pairs_link(
+            left.block_keys, right.block_keys, max_block_size=options.max_block_size
+        )
+    if options.lsh_bands:
+        lk = blocking.lsh_keys(
+            left.record_filters,
+            bands=options.lsh_bands,
+            bits_per_band=options.lsh_bits_per_band,
+            seed=options.lsh_seed,
+        )
+        if right is None:
+            lsh = blocking.candidate_pairs_dedupe(lk, max_block_size=options.max_block_size)
+        else:
+            rk = blocking.lsh_keys(
+                right.record_filters,
+                bands=options.lsh_bands,
+                bits_per_band=options.lsh_bits_per_band,
+                seed=options.lsh_seed,
+            )
+            lsh = blocking.candidate_pairs_link(lk, rk, max_block_size=options.max_block_size)
+        pairs = blocking.union_pairs(pairs, lsh)
+    return pairs
+
+
+def score_pairs(
+    schema: Schema,
+    left: EncodedBatch,
+    right: EncodedBatch | None,
+    *,
+    options: LinkageOptions | None = None,
+    progress: Progress = _no_progress,
+    model: scoring.FellegiSunterModel | None = None,
+) -> ScoredPairs:
+    """Candidates, comparison levels, model (fitted unless given) and probabilities."""
+    opts = options or LinkageOptions()
+    other = left if right is None else right
+    check_compatible(schema, left, other)
+    progress("blocking", 0, 1)
+    pairs = candidate_pairs(left, right, opts)
+    progress("blocking", 1, 1)
+    log.info("blocking produced %d candidate pairs", len(pairs))
+    progress("comparing", 0, len(pairs))
+    levels = compare_pairs(schema, left, other, pairs.left, pairs.right, threads=opts.threads)
+    progress("comparing", len(pairs), len(pairs))
+    if model is None:
+        progress("fitting", 0, 1)
+        model = fit_model(schema, left, other, levels, options=opts, dedupe=right is None)
+        progress("fitting", 1, 1)
+    probability = model.match_probability(levels)
+    return ScoredPairs(pairs.left, pairs.right, levels, probability, model, len(pairs))
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """Matched pairs of a two-dataset linkage (after the one-to-one rule when asked)."""
+
+    left: NDArray[np.int64]
+    right: NDArray[np.int64]
+    probability: NDArray[np.float64]
+    scored: ScoredPairs
+
+
+def link_two(
+    schema: Schema,
+    left: EncodedBatch,
+    right: EncodedBatch,
+    *,
+    one_to_one: bool = True,
+    options: LinkageOptions | None = None,
+    progress: Progress = _no_progress,
+) -> LinkResult:
+    """Link two datasets; ``one_to_one`` when neither holds duplicates."""
+    opts = options or LinkageOptions()
+    scored = score_pairs(schema, left, right, options=opts, progress=progress)
+    keep = scored.above(opts.min_probability)
+    if one_to_one:
+        keep = solve.one_to_one(
+            scored.left, scored.right, scored.probability, threshold=opts.min_probability
+        )
+    return LinkResult(scored.left[keep], scored.right[keep], scored.probability[keep], scored)
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    """Clusters over the concatenation of several datasets (one cluster = one person)."""
+
+    labels: NDArray[np.int64]
+    source: NDArray[np.int64]
+    offsets: NDArray[np.int64]
+    scored: ScoredPairs
+
+    def edges(self, threshold: float) -> NDArray[np.bool_]:
+        """Mask of scored pairs at or above ``threshold`` that lie inside one cluster."""
+        s = self.scored
+        return (s.probability >= threshold) & (self.labels[s.left] == self.labels[s.right])
+
+
+def cluster_datasets(
+    schema: Schema,
+    datasets: Sequence[EncodedBatch],
+    *,
+    options: LinkageOptions | None = None,
+    progress: Progress = _no_progress,
+    one_per_source: bool = False,
+    model: scoring.FellegiSunterModel | None = None,
+) -> ClusterResult:
+    """Cluster the records of several datasets (agencies) together.
+
+    Records are numbered over the concatenation in the order given; duplicates inside one
+    dataset are allowed unless ``one_per_source``.
+    """
+    opts = options or LinkageOptions()
+    check_compatible(schema, *datasets)
+    combined = concat_batches(list(datasets))
+    sizes = np.array([len(d) for d in datasets], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    source = np.repeat(np.arange(len(datasets), dtype=np.int64), sizes)
+    scored = score_pairs(schema, combined, None, options=opts, progress=progress, model=model)
+    progress("clustering", 0, 1)
+    labels = solve.cluster_records(
+        len(combined),
+        scored.left,
+        scored.right,
+        scored.probability,
+        threshold=opts.min_probability,
+        source=source,
+        one_per_source=one_per_source,
+    )
+    progress("clustering", 1, 1)
+    return ClusterResult(labels, source, offsets, scored)

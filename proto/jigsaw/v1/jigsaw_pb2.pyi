@@ -1,0 +1,306 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProbabilityBand(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROBABILITY_BAND_UNSPECIFIED: _ClassVar[ProbabilityBand]
+    PROBABILITY_BAND_VERY_HIGH: _ClassVar[ProbabilityBand]
+    PROBABILITY_BAND_HIGH: _ClassVar[ProbabilityBand]
+    PROBABILITY_BAND_POSSIBLE: _ClassVar[ProbabilityBand]
+    PROBABILITY_BAND_LOW: _ClassVar[ProbabilityBand]
+
+class Agreement(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGREEMENT_UNSPECIFIED: _ClassVar[Agreement]
+    AGREEMENT_EXACT: _ClassVar[Agreement]
+    AGREEMENT_STRONG: _ClassVar[Agreement]
+    AGREEMENT_WEAK: _ClassVar[Agreement]
+    AGREEMENT_DISAGREES: _ClassVar[Agreement]
+    AGREEMENT_MISSING: _ClassVar[Agreement]
+PROBABILITY_BAND_UNSPECIFIED: ProbabilityBand
+PROBABILITY_BAND_VERY_HIGH: ProbabilityBand
+PROBABILITY_BAND_HIGH: ProbabilityBand
+PROBABILITY_BAND_POSSIBLE: ProbabilityBand
+PROBABILITY_BAND_LOW: ProbabilityBand
+AGREEMENT_UNSPECIFIED: Agreement
+AGREEMENT_EXACT: Agreement
+AGREEMENT_STRONG: Agreement
+AGREEMENT_WEAK: Agreement
+AGREEMENT_DISAGREES: Agreement
+AGREEMENT_MISSING: Agreement
+
+class FieldEvidence(_message.Message):
+    __slots__ = ("field", "agreement", "weight")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    agreement: Agreement
+    weight: float
+    def __init__(self, field: _Optional[str] = ..., agreement: _Optional[_Union[Agreement, str]] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("agency", "reference", "band", "evidence", "probability")
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    BAND_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    agency: str
+    reference: str
+    band: ProbabilityBand
+    evidence: _containers.RepeatedCompositeFieldContainer[FieldEvidence]
+    probability: float
+    def __init__(self, agency: _Optional[str] = ..., reference: _Optional[str] = ..., band: _Optional[_Union[ProbabilityBand, str]] = ..., evidence: _Optional[_Iterable[_Union[FieldEvidence, _Mapping]]] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class EncodingHeader(_message.Message):
+    __slots__ = ("schema_fingerprint", "key_version")
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    schema_fingerprint: str
+    key_version: int
+    def __init__(self, schema_fingerprint: _Optional[str] = ..., key_version: _Optional[int] = ...) -> None: ...
+
+class EncodedRecord(_message.Message):
+    __slots__ = ("reference", "field_filters", "record_filter", "block_keys")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FILTER_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_KEYS_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    field_filters: _containers.RepeatedScalarFieldContainer[bytes]
+    record_filter: bytes
+    block_keys: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, reference: _Optional[str] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., record_filter: _Optional[bytes] = ..., block_keys: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PublishRequest(_message.Message):
+    __slots__ = ("header", "records")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    header: EncodingHeader
+    records: _containers.RepeatedCompositeFieldContainer[EncodedRecord]
+    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., records: _Optional[_Iterable[_Union[EncodedRecord, _Mapping]]] = ...) -> None: ...
+
+class PublishResponse(_message.Message):
+    __slots__ = ("received", "inserted", "replaced", "unchanged")
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    inserted: int
+    replaced: int
+    unchanged: int
+    def __init__(self, received: _Optional[int] = ..., inserted: _Optional[int] = ..., replaced: _Optional[int] = ..., unchanged: _Optional[int] = ...) -> None: ...
+
+class WithdrawRequest(_message.Message):
+    __slots__ = ("references",)
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    references: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, references: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WithdrawResponse(_message.Message):
+    __slots__ = ("withdrawn",)
+    WITHDRAWN_FIELD_NUMBER: _ClassVar[int]
+    withdrawn: int
+    def __init__(self, withdrawn: _Optional[int] = ...) -> None: ...
+
+class MatchRequest(_message.Message):
+    __slots__ = ("header", "query", "max_candidates", "purpose", "on_behalf_of")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
+    header: EncodingHeader
+    query: EncodedRecord
+    max_candidates: int
+    purpose: str
+    on_behalf_of: str
+    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., query: _Optional[_Union[EncodedRecord, _Mapping]] = ..., max_candidates: _Optional[int] = ..., purpose: _Optional[str] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
+
+class MatchResponse(_message.Message):
+    __slots__ = ("candidates",)
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+
+class LinkRequest(_message.Message):
+    __slots__ = ("min_probability",)
+    MIN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    min_probability: float
+    def __init__(self, min_probability: _Optional[float] = ...) -> None: ...
+
+class LinkProgress(_message.Message):
+    __slots__ = ("stage", "done", "total", "result_id")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RESULT_ID_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    done: int
+    total: int
+    result_id: str
+    def __init__(self, stage: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., result_id: _Optional[str] = ...) -> None: ...
+
+class GetLinkResultRequest(_message.Message):
+    __slots__ = ("result_id", "page_size", "page_token")
+    RESULT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    result_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, result_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ClusterMember(_message.Message):
+    __slots__ = ("agency", "reference")
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    agency: str
+    reference: str
+    def __init__(self, agency: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class ClusterEdge(_message.Message):
+    __slots__ = ("left", "right", "band", "probability", "evidence")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    BAND_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    left: int
+    right: int
+    band: ProbabilityBand
+    probability: float
+    evidence: _containers.RepeatedCompositeFieldContainer[FieldEvidence]
+    def __init__(self, left: _Optional[int] = ..., right: _Optional[int] = ..., band: _Optional[_Union[ProbabilityBand, str]] = ..., probability: _Optional[float] = ..., evidence: _Optional[_Iterable[_Union[FieldEvidence, _Mapping]]] = ...) -> None: ...
+
+class Cluster(_message.Message):
+    __slots__ = ("cluster_id", "members", "edges")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    members: _containers.RepeatedCompositeFieldContainer[ClusterMember]
+    edges: _containers.RepeatedCompositeFieldContainer[ClusterEdge]
+    def __init__(self, cluster_id: _Optional[str] = ..., members: _Optional[_Iterable[_Union[ClusterMember, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[ClusterEdge, _Mapping]]] = ...) -> None: ...
+
+class GetLinkResultResponse(_message.Message):
+    __slots__ = ("clusters", "next_page_token", "total_clusters", "total_records")
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    clusters: _containers.RepeatedCompositeFieldContainer[Cluster]
+    next_page_token: str
+    total_clusters: int
+    total_records: int
+    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_clusters: _Optional[int] = ..., total_records: _Optional[int] = ...) -> None: ...
+
+class MatcherStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AgencyCount(_message.Message):
+    __slots__ = ("agency", "records")
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    agency: str
+    records: int
+    def __init__(self, agency: _Optional[str] = ..., records: _Optional[int] = ...) -> None: ...
+
+class MatcherStatusResponse(_message.Message):
+    __slots__ = ("schema_fingerprint", "key_version", "agencies", "indexed_records", "version")
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AGENCIES_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    schema_fingerprint: str
+    key_version: int
+    agencies: _containers.RepeatedCompositeFieldContainer[AgencyCount]
+    indexed_records: int
+    version: str
+    def __init__(self, schema_fingerprint: _Optional[str] = ..., key_version: _Optional[int] = ..., agencies: _Optional[_Iterable[_Union[AgencyCount, _Mapping]]] = ..., indexed_records: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("identifiers", "purpose", "max_candidates")
+    class IdentifiersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    identifiers: _containers.ScalarMap[str, str]
+    purpose: str
+    max_candidates: int
+    def __init__(self, identifiers: _Optional[_Mapping[str, str]] = ..., purpose: _Optional[str] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("lookup_id", "candidates")
+    LOOKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    lookup_id: str
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    def __init__(self, lookup_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+
+class DiscloseRequest(_message.Message):
+    __slots__ = ("reference", "purpose")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    purpose: str
+    def __init__(self, reference: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class DiscloseResponse(_message.Message):
+    __slots__ = ("disclosure_id", "agency", "reference", "fields", "withheld_fields")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DISCLOSURE_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    disclosure_id: str
+    agency: str
+    reference: str
+    fields: _containers.ScalarMap[str, str]
+    withheld_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, disclosure_id: _Optional[str] = ..., agency: _Optional[str] = ..., reference: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., withheld_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NodeStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStatusResponse(_message.Message):
+    __slots__ = ("agency", "records", "published", "pending", "schema_fingerprint", "key_version", "version")
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    agency: str
+    records: int
+    published: int
+    pending: int
+    schema_fingerprint: str
+    key_version: int
+    version: str
+    def __init__(self, agency: _Optional[str] = ..., records: _Optional[int] = ..., published: _Optional[int] = ..., pending: _Optional[int] = ..., schema_fingerprint: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
