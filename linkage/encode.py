@@ -213,7 +213,7 @@ def blocking_value(kind: str, transform: str, value: str) -> str:
     """The value a blocking part (or salt) takes from a normalised field value."""
     if transform == "value":
         return value
-    if kind in ("name", "text"):
+    if kind in ("name", "family_name", "text"):
         first = value.split(" ")[0]
         if transform == "soundex":
             return " ".join(jellyfish.soundex(p) for p in value.split(" ") if p)

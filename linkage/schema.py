@@ -42,11 +42,12 @@ from linkage.errors import SchemaError
 #: Version of the tokenisation + Bloom-filter construction. Bump on any change of output.
 ENCODING_VERSION = 1
 
-FIELD_KINDS = ("name", "date", "postcode", "nhs_number", "sex", "text", "exact")
+FIELD_KINDS = ("name", "family_name", "date", "postcode", "nhs_number", "sex", "text", "exact")
 TOKENISERS = ("qgram", "date", "postcode", "exact")
 PHONETIC_CODES = ("soundex", "nysiis", "metaphone", "match_rating")
 DEFAULT_TOKENISER = {
     "name": "qgram",
+    "family_name": "qgram",
     "text": "qgram",
     "date": "date",
     "postcode": "postcode",
@@ -56,6 +57,7 @@ DEFAULT_TOKENISER = {
 }
 BLOCKING_TRANSFORMS: Mapping[str, frozenset[str]] = {
     "name": frozenset({"value", "soundex", "nysiis", "metaphone", "initial", "first_part"}),
+    "family_name": frozenset({"value", "soundex", "nysiis", "metaphone", "initial", "first_part"}),
     "text": frozenset({"value", "soundex", "initial"}),
     "date": frozenset({"value", "year", "month_day", "year_month"}),
     "postcode": frozenset({"value", "sector", "district", "area"}),
@@ -405,7 +407,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
                 p.add(f"{where}.phonetic: expected codes from {', '.join(PHONETIC_CODES)}")
             else:
                 phonetic.append(code)
-        if phonetic and kind not in ("name", "text"):
+        if phonetic and kind not in ("name", "family_name", "text"):
             p.add(f"{where}.phonetic: only name and text fields take phonetic codes")
         levels_raw = p.typed(where, raw, "levels", list, [0.9, 0.7, 0.5])
         levels: list[float] = []

@@ -1,0 +1,387 @@
+"""The matcher's in-memory index of published encodings, for online lookups.
+
+Role in the pipeline: the matcher holds every agency's published encodings here (rebuilt
+from its SQLite store at start) and answers ``Match``: one encoded query in, ranked
+candidates (agency, reference, probability, per-field comparison levels) out. It holds
+encodings and opaque references only — nothing here can be read back as an identifier.
+
+Layout (columnar numpy arrays over *slots*; a slot is one record, reused when the same
+(agency, reference) is published again):
+
+* per field, the packed field filters ``(capacity, words_f)``; an all-zero filter means the
+  field is missing (a present value always sets at least one bit);
+* the record-level filters ``(capacity, record_words)`` and their popcounts;
+* the keyed blocking tokens ``(capacity, rules)``;
+* the agency code (int16; -1 marks a free slot) and the reference (16 raw bytes).
+
+Finding things: per blocking rule, and for references, a *sorted permutation* of the slots
+(int32, ordered by key) is searched by bisection, plus a small unsorted *delta* of slots
+written since the last merge, scanned vectorised; the delta is merged into the sorted
+permutation when it grows past ``merge_threshold``. Stale entries (a slot republished with
+new tokens, or withdrawn) are filtered by re-checking the slot's current key, so withdrawals
+and replacements never need an index rewrite. This keeps the index at roughly
+``sum(field filter bytes) + record filter bytes + 8·rules + 4·(rules + 2) + 18`` bytes per
+record (about 360 bytes for the default child schema).
+
+A lookup unites the slots that share a blocking token with the query and the ``scan_top_k``
+slots whose record-level filter is most similar to the query's (a full scan with the fast
+Dice kernel, which catches queries whose every blocking token is damaged), compares them
+field by field and scores them with the fitted Fellegi-Sunter model.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from linkage import scoring, similarity
+from linkage.encode import EncodedBatch, validate_filters
+from linkage.errors import FilterFormatError, IncompatibleEncodingError
+from linkage.schema import Schema
+
+REFERENCE_BYTES = 16
+
+
+def reference_to_bytes(reference: str) -> bytes:
+    """A reference's 16 raw bytes (references are 32 lowercase hex characters)."""
+    if len(reference) != 2 * REFERENCE_BYTES:
+        raise FilterFormatError(f"reference: expected {2 * REFERENCE_BYTES} hex characters")
+    try:
+        return bytes.fromhex(reference)
+    except ValueError:
+        raise FilterFormatError("reference: expected hexadecimal characters") from None
+
+
+@dataclass(frozen=True)
+class IndexedCandidate:
+    """One lookup result: who holds it, how likely it is the same person and why."""
+
+    agency: str
+    reference: str
+    probability: float
+    levels: tuple[int, ...]
+
+
+class _SortedKeys:
+    """Slots sorted by a uint64 key, plus an unsorted delta; lookups by bisection."""
+
+    def __init__(self, merge_threshold: int) -> None:
+        self.order = np.zeros(0, dtype=np.int32)
+        self.delta: list[int] = []
+        self.merge_threshold = merge_threshold
+
+    def add(self, slots: NDArray[np.int64], keys_of: NDArray[np.uint64]) -> None:
+        self.delta.extend(int(s) for s in slots)
+        if len(self.delta) > self.merge_threshold:
+            self.merge(keys_of)
+
+    def merge(self, keys_of: NDArray[np.uint64]) -> None:
+        if not self.delta:
+            return
+        fresh = np.unique(np.asarray(self.delta, dtype=np.int32))
+        keep = ~np.isin(self.order, fresh)
+        slots = np.concatenate([self.order[keep], fresh])
+        self.order = slots[np.argsort(keys_of[slots], kind="stable")].astype(np.int32)
+        self.delta = []
+
+    def find(self, key: int, keys_of: NDArray[np.uint64]) -> NDArray[np.int64]:
+        """Slots whose *current* key equals ``key`` (stale entries filtered out)."""
+        order = self.order
+
+        def at(i: int) -> int:
+            return int(keys_of[order[i]])
+
+        lo = bisect_left(range(len(order)), key, key=at)
+        hi = bisect_right(range(len(order)), key, lo=lo, key=at)
+        found = order[lo:hi].astype(np.int64)
+        if self.delta:
+            d = np.asarray(self.delta, dtype=np.int64)
+            found = np.concatenate([found, d[keys_of[d] == np.uint64(key)]])
+        if found.size:
+            found = np.unique(found[keys_of[found] == np.uint64(key)])
+        return found
+
+
+class MatchIndex:
+    """Encodings of many agencies, searchable by blocking token and record similarity."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        key_version: int,
+        capacity: int = 1024,
+        merge_threshold: int = 20_000,
+    ) -> None:
+        self.schema = schema
+        self.fingerprint = schema.fingerprint()
+        self.key_version = key_version
+        self._lock = threading.RLock()
+        self._agencies: list[str] = []
+        self._agency_code: dict[str, int] = {}
+        self._size = 0  # slots in use or freed (high-water mark)
+        self._live = 0
+        self._free: list[int] = []
+        cap = max(16, capacity)
+        self._field_filters = [np.zeros((cap, f.filter_words), np.uint64) for f in schema.fields]
+        self._record = np.zeros((cap, schema.record_filter_words), np.uint64)
+        self._record_pop = np.zeros(cap, np.uint32)
+        self._block = np.zeros((len(schema.blocking), cap), np.uint64)  # rule-major
+        self._agency = np.full(cap, -1, np.int16)
+        self._refs = np.zeros((cap, REFERENCE_BYTES), np.uint8)
+        self._ref_keys = np.zeros(cap, np.uint64)  # view helper: first 8 bytes of the ref
+        self._ref_index = _SortedKeys(merge_threshold)
+        self._block_index = [_SortedKeys(merge_threshold) for _ in schema.blocking]
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def __len__(self) -> int:
+        return self._live
+
+    @property
+    def agencies(self) -> tuple[str, ...]:
+        return tuple(self._agencies)
+
+    def counts_by_agency(self) -> dict[str, int]:
+        with self._lock:
+            codes = self._agency[: self._size]
+            counts = np.bincount(codes[codes >= 0], minlength=len(self._agencies))
+            return {a: int(counts[i]) for i, a in enumerate(self._agencies)}
+
+    def nbytes(self) -> int:
+        """Bytes held by the index arrays (capacity included)."""
+        arrays: list[NDArray[np.generic]] = [
+            *self._field_filters, self._record, self._record_pop, self._block,
+            self._agency, self._refs, self._ref_keys, self._ref_index.order,
+            *(b.order for b in self._block_index),
+        ]
+        return int(sum(a.nbytes for a in arrays))
+
+    def _code(self, agency: str) -> int:
+        code = self._agency_code.get(agency)
+        if code is None:
+            code = len(self._agencies)
+            self._agencies.append(agency)
+            self._agency_code[agency] = code
+        return code
+
+    def _grow(self, needed: int) -> None:
+        cap = self._agency.shape[0]
+        if needed <= cap:
+            return
+        new = max(needed, cap * 2)
+
+        def grown(a: NDArray[np.generic], fill: int = 0) -> NDArray[np.generic]:
+            out = np.full((new, *a.shape[1:]), fill, dtype=a.dtype)
+            out[:cap] = a
+            return out
+
+        self._field_filters = [grown(f) for f in self._field_filters]  # type: ignore[misc]
+        self._record = grown(self._record)  # type: ignore[assignment]
+        self._record_pop = grown(self._record_pop)  # type: ignore[assignment]
+        block = np.zeros((self._block.shape[0], new), dtype=np.uint64)
+        block[:, :cap] = self._block
+        self._block = block
+        self._agency = grown(self._agency, -1)  # type: ignore[assignment]
+        self._refs = grown(self._refs)  # type: ignore[assignment]
+        self._ref_keys = grown(self._ref_keys)  # type: ignore[assignment]
+
+    def _check(self, batch: EncodedBatch) -> None:
+        if batch.schema_fingerprint != self.fingerprint:
+            raise IncompatibleEncodingError(
+                f"schema fingerprint {batch.schema_fingerprint} differs from the index's "
+                f"{self.fingerprint}"
+            )
+        if batch.key_version != self.key_version:
+            raise IncompatibleEncodingError(
+                f"key version {batch.key_version} differs from the index's {self.key_version}"
+            )
+        n = len(batch)
+        for spec, filters in zip(self.schema.fields, batch.field_filters, strict=True):
+            validate_filters(f"field_filters[{spec.name}]", filters, n, spec.filter_words)
+        validate_filters("record_filters", batch.record_filters, n, self.schema.record_filter_words)
+        if batch.block_keys.shape != (n, len(self.schema.blocking)):
+            raise FilterFormatError(
+                f"block_keys: expected shape ({n}, {len(self.schema.blocking)}), "
+                f"got {tuple(batch.block_keys.shape)}"
+            )
+
+    def _ref_key_array(self, refs: NDArray[np.uint8]) -> NDArray[np.uint64]:
+        return np.ascontiguousarray(refs[:, :8]).view("<u8").reshape(-1)
+
+    def _slots_of(self, code: int, refs: NDArray[np.uint8]) -> NDArray[np.int64]:
+        """Current slot of each (agency, reference), -1 when absent."""
+        keys = self._ref_key_array(refs)
+        out = np.full(len(refs), -1, dtype=np.int64)
+        for i, key in enumerate(keys.tolist()):
+            for slot in self._ref_index.find(key, self._ref_keys).tolist():
+                if self._agency[slot] == code and bytes(self._refs[slot]) == bytes(refs[i]):
+                    out[i] = slot
+                    break
+        return out
+
+    # ------------------------------------------------------------------ mutation
+
+    def upsert(
+        self, agency: str, references: Sequence[str], batch: EncodedBatch
+    ) -> tuple[int, int]:
+        """Insert or replace records; returns (inserted, replaced)."""
+        self._check(batch)
+        if len(references) != len(batch):
+            raise FilterFormatError("references: expected one reference per encoded record")
+        refs = np.frombuffer(
+            b"".join(reference_to_bytes(r) for r in references), dtype=np.uint8
+        ).reshape(-1, REFERENCE_BYTES)
+        with self._lock:
+            code = self._code(agency)
+            slots = self._slots_of(code, refs)
+            # a reference repeated inside one batch: the last occurrence wins
+            _, last = np.unique(refs[::-1], axis=0, return_index=True)
+            keep = np.zeros(len(refs), dtype=bool)
+            keep[len(refs) - 1 - last] = True
+            new_rows = np.flatnonzero((slots < 0) & keep)
+            replaced = int(np.count_nonzero((slots >= 0) & keep))
+            for row in new_rows.tolist():
+                if self._free:
+                    slots[row] = self._free.pop()
+                else:
+                    slots[row] = self._size
+                    self._size += 1
+            self._grow(self._size)
+            rows = np.flatnonzero(keep)
+            target = slots[rows]
+            for f in range(len(self._field_filters)):
+                self._field_filters[f][target] = batch.field_filters[f][rows]
+                self._field_filters[f][target[~batch.field_present[rows, f]]] = 0
+            self._record[target] = batch.record_filters[rows]
+            self._record_pop[target] = similarity.popcounts(batch.record_filters[rows])
+            self._block[:, target] = batch.block_keys[rows].T
+            self._agency[target] = code
+            self._refs[target] = refs[rows]
+            self._ref_keys[target] = self._ref_key_array(refs[rows])
+            new_slots = slots[new_rows]
+            self._ref_index.add(new_slots, self._ref_keys)
+            for r, idx in enumerate(self._block_index):
+                idx.add(target, self._block[r])
+            self._live += len(new_rows)
+            return len(new_rows), replaced
+
+    def remove(self, agency: str, references: Sequence[str]) -> int:
+        """Withdraw records; returns how many were present."""
+        if agency not in self._agency_code:
+            return 0
+        refs = np.frombuffer(
+            b"".join(reference_to_bytes(r) for r in references), dtype=np.uint8
+        ).reshape(-1, REFERENCE_BYTES)
+        with self._lock:
+            slots = self._slots_of(self._agency_code[agency], refs)
+            slots = np.unique(slots[slots >= 0])
+            for f in self._field_filters:
+                f[slots] = 0
+            self._record[slots] = 0
+            self._record_pop[slots] = 0
+            self._block[:, slots] = 0
+            self._agency[slots] = -1
+            self._ref_keys[slots] = 0
+            self._free.extend(slots.tolist())
+            self._live -= len(slots)
+            return len(slots)
+
+    # ------------------------------------------------------------------ queries
+
+    def snapshot(self) -> tuple[EncodedBatch, NDArray[np.int16], list[str]]:
+        """All live records as one batch, with their agency codes and references."""
+        with self._lock:
+            live = np.flatnonzero(self._agency[: self._size] >= 0)
+            fields = tuple(np.ascontiguousarray(f[live]) for f in self._field_filters)
+            present = np.stack([f.any(axis=1) for f in fields], axis=1) if fields else np.zeros(
+                (len(live), 0), bool
+            )
+            batch = EncodedBatch(
+                schema_fingerprint=self.fingerprint,
+                key_version=self.key_version,
+                field_names=self.schema.field_names,
+                field_filters=fields,
+                field_present=present,
+                record_filters=np.ascontiguousarray(self._record[live]),
+                block_keys=np.ascontiguousarray(self._block[:, live].T),
+            )
+            refs = [bytes(r).hex() for r in self._refs[live]]
+            return batch, self._agency[live].copy(), refs
+
+    def agency_name(self, code: int) -> str:
+        return self._agencies[code]
+
+    def query(
+        self,
+        query: EncodedBatch,
+        model: scoring.FellegiSunterModel,
+        *,
+        max_candidates: int = 10,
+        min_probability: float = 0.5,
+        scan_top_k: int = 20,
+        scan_threshold: float = 0.5,
+        threads: int = 1,
+    ) -> list[IndexedCandidate]:
+        """Ranked candidates for one encoded record (see the module docstring)."""
+        self._check(query)
+        if len(query) != 1:
+            raise FilterFormatError("query: expected exactly one encoded record")
+        with self._lock:
+            size = self._size
+            found: list[NDArray[np.int64]] = []
+            for r, idx in enumerate(self._block_index):
+                key = int(query.block_keys[0, r])
+                if key:
+                    found.append(idx.find(key, self._block[r]))
+            if scan_top_k and size:
+                scan_idx, _ = similarity.dice_one_to_many(
+                    query.record_filters[0],
+                    self._record[:size],
+                    threshold=scan_threshold,
+                    top_k=scan_top_k,
+                    threads=threads,
+                    candidate_popcounts=self._record_pop[:size],
+                )
+                found.append(scan_idx.astype(np.int64))
+            if not found:
+                return []
+            slots = np.unique(np.concatenate(found))
+            slots = slots[self._agency[slots] >= 0]
+            if slots.size == 0:
+                return []
+            n_fields = len(self.schema.fields)
+            sim = np.zeros((slots.size, n_fields))
+            both = np.zeros((slots.size, n_fields), dtype=bool)
+            zeros = np.zeros(slots.size, dtype=np.int64)
+            for f in range(n_fields):
+                cand = self._field_filters[f]
+                sim[:, f] = similarity.dice_pairs(query.field_filters[f], cand, zeros, slots)
+                both[:, f] = bool(query.field_present[0, f]) & cand[slots].any(axis=1)
+            levels = scoring.comparison_levels(
+                sim, both, tuple(f.levels for f in self.schema.fields)
+            )
+            prob = model.match_probability(levels)
+            order, probs = _rank(prob, min_probability, max_candidates)
+            return [
+                IndexedCandidate(
+                    agency=self._agencies[int(self._agency[slots[i]])],
+                    reference=bytes(self._refs[slots[i]]).hex(),
+                    probability=float(p),
+                    levels=tuple(int(x) for x in levels[i]),
+                )
+                for i, p in zip(order.tolist(), probs.tolist(), strict=True)
+            ]
+
+
+def _rank(
+    prob: NDArray[np.float64], threshold: float, top_k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    from linkage.solve import rank_candidates
+
+    return rank_candidates(np.arange(prob.size), prob, threshold=threshold, top_k=top_k)
