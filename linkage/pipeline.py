@@ -53,6 +53,7 @@ class LinkageOptions:
     lsh_seed: int = 20261126
     u_sample_pairs: int = 300_000
     em_max_iterations: int = 200
+    fix_u: bool = False
     seed: int = 1
     threads: int = 1
 
@@ -154,6 +155,7 @@ def fit_model(
         u=u,
         initial_prior=prior,
         max_iterations=options.em_max_iterations,
+        fix_u=options.fix_u,
     )
 
 

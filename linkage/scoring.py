@@ -1,0 +1,606 @@
+"""Unsupervised Fellegi-Sunter scoring: Dice similarities to calibrated match probabilities.
+
+Role in the pipeline: after ``similarity`` has computed, for every candidate pair from
+``blocking``, a Dice similarity per field (``sim[:, f]``, float64 in [0, 1]) and a presence mask
+(``both_present[:, f]``, False when either record lacks the field), this module
+
+1. cuts each field's similarity into *comparison levels* (:func:`comparison_levels`),
+2. estimates the per-level probabilities without labels: ``u`` (probability of a level among
+   non-matches) from random pairs (:func:`estimate_u`), ``m`` (probability among matches) and
+   the prior proportion of matches ``λ`` by expectation-maximisation over the candidate pairs'
+   comparison vectors (:func:`fit_fellegi_sunter`), assuming the fields are conditionally
+   independent given the match status,
+3. turns a comparison vector into per-field weights ``log2(m / u)``, a calibrated match
+   probability and a per-field explanation (:class:`FellegiSunterModel`), which ``solve``
+   then ranks, assigns or clusters.
+
+Comparison levels: a field with descending Dice cut-offs ``(t_1 > t_2 > ... > t_k)`` has
+``k + 1`` levels. Level ``k`` ("exact") means ``sim >= t_1``; level ``k - i`` means
+``t_(i+1) <= sim < t_i``; level 0 ("disagrees") means ``sim < t_k``. In other words the level
+is the number of cut-offs the similarity reaches. :data:`MISSING_LEVEL` (-1) marks a pair where
+either record lacks the field; a missing field carries weight 0 (it is neutral, never counted as
+disagreement) and is skipped in the EM likelihood for that field.
+
+Level labels, used in explanations: level 0 is ``"disagrees"``, the top level ``"exact"``, and
+the levels in between, from the top down, ``"strong"``, ``"moderate"``, ``"weak"`` when there
+are at most three of them (one middle level is ``"strong"``, two are ``"strong"``/``"weak"``);
+with more middle levels they are called ``"similar_<level>"``. :data:`MISSING_LEVEL` is
+``"missing"``.
+
+The stored form of a fitted model (:meth:`FellegiSunterModel.to_dict`) is a JSON-safe dict,
+parsed strictly by :meth:`FellegiSunterModel.from_dict` (an unknown or missing key is an error)::
+
+    {"format": "jigsaw.fellegi_sunter", "version": 1,
+     "field_names": [str, ...],            one per field, in comparison-vector column order
+     "thresholds": [[float, ...], ...],    per field, strictly descending Dice cut-offs
+     "m": [[float, ...], ...],             per field, P(level | match), index = level
+     "u": [[float, ...], ...],             per field, P(level | non-match), index = level
+     "prior": float,                       λ, proportion of matches among candidate pairs
+     "iterations": int, "converged": bool} EM iterations run and whether tolerance was reached
+
+The module holds no state and logs nothing; it never sees an identifier, only similarities.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from linkage.errors import ModelError
+
+__all__ = [
+    "MISSING_LEVEL",
+    "PROBABILITY_FLOOR",
+    "FellegiSunterModel",
+    "FieldEvidence",
+    "comparison_levels",
+    "estimate_u",
+    "fit_fellegi_sunter",
+    "level_label",
+]
+
+MISSING_LEVEL = -1
+"""Comparison level of a pair in which either record lacks the field."""
+
+PROBABILITY_FLOOR = 1e-6
+"""m, u and λ are clamped to [PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR] so no weight is infinite."""
+
+_MODEL_FORMAT = "jigsaw.fellegi_sunter"
+_MODEL_VERSION = 1
+_MODEL_KEYS = frozenset(
+    {"format", "version", "field_names", "thresholds", "m", "u", "prior", "iterations", "converged"}
+)
+_MAX_LEVELS = 127  # levels are int8
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison levels
+# --------------------------------------------------------------------------------------------
+
+
+def _check_thresholds(thresholds: Sequence[Sequence[float]]) -> tuple[tuple[float, ...], ...]:
+    """Return the thresholds as tuples of floats, or raise ModelError naming every bad field."""
+    problems: list[str] = []
+    checked: list[tuple[float, ...]] = []
+    for field_index, field_thresholds in enumerate(thresholds):
+        values = tuple(float(value) for value in field_thresholds)
+        if not values:
+            problems.append(f"field {field_index}: needs at least one threshold")
+        elif len(values) + 1 > _MAX_LEVELS:
+            problems.append(f"field {field_index}: at most {_MAX_LEVELS - 1} thresholds")
+        elif not all(0.0 <= value <= 1.0 for value in values):
+            problems.append(f"field {field_index}: thresholds must lie in [0, 1]")
+        elif any(later >= earlier for earlier, later in itertools.pairwise(values)):
+            problems.append(f"field {field_index}: thresholds must be strictly descending")
+        checked.append(values)
+    if problems:
+        raise ModelError("invalid comparison thresholds: " + "; ".join(problems))
+    return tuple(checked)
+
+
+def comparison_levels(
+    sim: NDArray[np.float64],
+    both_present: NDArray[np.bool_],
+    thresholds: Sequence[Sequence[float]],
+) -> NDArray[np.int8]:
+    """Cut per-field Dice similarities into comparison levels (see the module docstring).
+
+    ``sim`` and ``both_present`` have shape (n_pairs, n_fields); ``thresholds[f]`` are field
+    f's strictly descending cut-offs. Returns int8 levels of the same shape, with
+    :data:`MISSING_LEVEL` wherever ``both_present`` is False.
+    """
+    sim = np.asarray(sim, dtype=np.float64)
+    both_present = np.asarray(both_present)
+    if sim.ndim != 2:
+        raise ModelError(f"similarities must be 2-D (pairs, fields), got {sim.ndim}-D")
+    if both_present.shape != sim.shape:
+        raise ModelError(
+            f"presence mask shape {both_present.shape} differs from similarity shape {sim.shape}"
+        )
+    if both_present.dtype != np.bool_:
+        raise ModelError("presence mask must be boolean")
+    checked = _check_thresholds(thresholds)
+    n_fields = sim.shape[1]
+    if len(checked) != n_fields:
+        raise ModelError(f"got thresholds for {len(checked)} fields, similarities have {n_fields}")
+    present_values = sim[both_present]
+    if not np.all(np.isfinite(present_values)):
+        raise ModelError("similarities of present fields must be finite")
+    if present_values.size and (present_values.min() < 0.0 or present_values.max() > 1.0):
+        raise ModelError("similarities of present fields must lie in [0, 1]")
+
+    levels = np.empty(sim.shape, dtype=np.int8)
+    for field_index, field_thresholds in enumerate(checked):
+        column = sim[:, field_index]
+        reached = np.zeros(column.shape, dtype=np.int8)
+        for cut_off in field_thresholds:
+            reached += column >= cut_off
+        levels[:, field_index] = np.where(both_present[:, field_index], reached, MISSING_LEVEL)
+    return levels
+
+
+def level_label(level: int, n_levels: int) -> str:
+    """The human label of ``level`` for a field with ``n_levels`` levels (module docstring)."""
+    if n_levels < 2:
+        raise ModelError(f"a field needs at least 2 levels, got {n_levels}")
+    if level == MISSING_LEVEL:
+        return "missing"
+    if not 0 <= level < n_levels:
+        raise ModelError(f"level {level} outside 0..{n_levels - 1}")
+    if level == 0:
+        return "disagrees"
+    if level == n_levels - 1:
+        return "exact"
+    n_middle = n_levels - 2
+    from_top = n_levels - 2 - level  # 0 for the level just below "exact"
+    names = {1: ("strong",), 2: ("strong", "weak"), 3: ("strong", "moderate", "weak")}
+    if n_middle in names:
+        return names[n_middle][from_top]
+    return f"similar_{level}"
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldEvidence:
+    """The contribution of one field to one pair's score."""
+
+    field: str
+    level: int
+    level_label: str
+    weight: float
+    """log2(m / u) for the level; 0.0 when the field is missing (neutral)."""
+
+
+def _weight_table(
+    probabilities: tuple[tuple[float, ...], ...], numerator: tuple[tuple[float, ...], ...] | None
+) -> NDArray[np.float64]:
+    """Table (n_fields, max_levels + 1) of log2 values, last column 0.0 for MISSING_LEVEL.
+
+    With ``numerator`` the entries are log2(numerator / probabilities), otherwise
+    log2(probabilities). Indexing the table with level -1 hits the last column, so a missing
+    field contributes 0.0 without a branch.
+    """
+    max_levels = max(len(field) for field in probabilities)
+    table = np.zeros((len(probabilities), max_levels + 1), dtype=np.float64)
+    for field_index, field_probabilities in enumerate(probabilities):
+        values = np.log2(np.asarray(field_probabilities, dtype=np.float64))
+        if numerator is not None:
+            values = np.log2(np.asarray(numerator[field_index], dtype=np.float64)) - values
+        table[field_index, : len(field_probabilities)] = values
+    return table
+
+
+def _stable_sigmoid(natural_log_odds: NDArray[np.float64]) -> NDArray[np.float64]:
+    """1 / (1 + exp(-x)) without overflow for large |x|."""
+    result = np.empty_like(natural_log_odds)
+    positive = natural_log_odds >= 0
+    result[positive] = 1.0 / (1.0 + np.exp(-natural_log_odds[positive]))
+    exp_negative = np.exp(natural_log_odds[~positive])
+    result[~positive] = exp_negative / (1.0 + exp_negative)
+    return result
+
+
+def _check_probability_vectors(
+    name: str, vectors: Sequence[Sequence[float]], n_levels: Sequence[int]
+) -> tuple[tuple[float, ...], ...]:
+    """Validate per-field probability vectors against the level counts; return them as tuples."""
+    problems: list[str] = []
+    if len(vectors) != len(n_levels):
+        raise ModelError(f"{name} has {len(vectors)} fields, expected {len(n_levels)}")
+    checked: list[tuple[float, ...]] = []
+    for field_index, (vector, expected) in enumerate(zip(vectors, n_levels, strict=True)):
+        values = tuple(float(value) for value in vector)
+        if len(values) != expected:
+            problems.append(f"field {field_index}: {len(values)} levels, expected {expected}")
+        elif not all(math.isfinite(value) and 0.0 < value <= 1.0 for value in values):
+            problems.append(f"field {field_index}: probabilities must lie in (0, 1]")
+        elif abs(sum(values) - 1.0) > 1e-6:
+            problems.append(f"field {field_index}: probabilities must sum to 1")
+        checked.append(values)
+    if problems:
+        raise ModelError(f"invalid {name} probabilities: " + "; ".join(problems))
+    return tuple(checked)
+
+
+def _check_levels(levels: NDArray[Any], n_levels: Sequence[int]) -> NDArray[np.int8]:
+    """Validate a (n_pairs, n_fields) level array against the per-field level counts."""
+    levels = np.asarray(levels)
+    if levels.ndim != 2:
+        raise ModelError(f"levels must be 2-D (pairs, fields), got {levels.ndim}-D")
+    if not np.issubdtype(levels.dtype, np.integer):
+        raise ModelError(f"levels must be integers, got dtype {levels.dtype}")
+    if levels.shape[1] != len(n_levels):
+        raise ModelError(f"levels have {levels.shape[1]} fields, expected {len(n_levels)}")
+    if levels.shape[0]:
+        lowest = levels.min(axis=0)
+        highest = levels.max(axis=0)
+        bad = [
+            str(field_index)
+            for field_index, count in enumerate(n_levels)
+            if lowest[field_index] < MISSING_LEVEL or highest[field_index] >= count
+        ]
+        if bad:
+            raise ModelError(
+                "levels out of range for fields " + ", ".join(bad) + " (expected -1..levels-1)"
+            )
+    return levels.astype(np.int8, copy=False)
+
+
+@dataclass(frozen=True)
+class FellegiSunterModel:
+    """A fitted Fellegi-Sunter model over comparison levels (see the module docstring).
+
+    ``m[f][level]`` = P(level | match), ``u[f][level]`` = P(level | non-match); ``prior`` is λ,
+    the proportion of matches among the candidate pairs the model was fitted on.
+    """
+
+    field_names: tuple[str, ...]
+    thresholds: tuple[tuple[float, ...], ...]
+    m: tuple[tuple[float, ...], ...]
+    u: tuple[tuple[float, ...], ...]
+    prior: float
+    iterations: int = 0
+    converged: bool = True
+
+    def __post_init__(self) -> None:
+        names = tuple(self.field_names)
+        if not names:
+            raise ModelError("a model needs at least one field")
+        if len(set(names)) != len(names):
+            raise ModelError("field names must be unique")
+        if not all(isinstance(name, str) and name for name in names):
+            raise ModelError("field names must be non-empty strings")
+        thresholds = _check_thresholds(self.thresholds)
+        if len(thresholds) != len(names):
+            raise ModelError(f"{len(thresholds)} threshold lists for {len(names)} fields")
+        n_levels = [len(field) + 1 for field in thresholds]
+        m = _check_probability_vectors("m", self.m, n_levels)
+        u = _check_probability_vectors("u", self.u, n_levels)
+        prior = float(self.prior)
+        if not (math.isfinite(prior) and 0.0 < prior < 1.0):
+            raise ModelError("prior must lie strictly between 0 and 1")
+        if int(self.iterations) < 0:
+            raise ModelError("iterations must be non-negative")
+        object.__setattr__(self, "field_names", names)
+        object.__setattr__(self, "thresholds", thresholds)
+        object.__setattr__(self, "m", m)
+        object.__setattr__(self, "u", u)
+        object.__setattr__(self, "prior", prior)
+        object.__setattr__(self, "iterations", int(self.iterations))
+        object.__setattr__(self, "converged", bool(self.converged))
+
+    @property
+    def n_levels(self) -> tuple[int, ...]:
+        """Number of comparison levels per field."""
+        return tuple(len(field) + 1 for field in self.thresholds)
+
+    def match_weights(self, levels: NDArray[Any]) -> NDArray[np.float64]:
+        """Per-field weights log2(m / u), shape (n_pairs, n_fields); 0.0 for a missing field."""
+        checked = _check_levels(levels, self.n_levels)
+        table = _weight_table(self.u, self.m)
+        field_columns = np.arange(len(self.field_names))[np.newaxis, :]
+        weights: NDArray[np.float64] = table[field_columns, checked.astype(np.intp)]
+        return weights
+
+    def match_log2_odds(self, levels: NDArray[Any]) -> NDArray[np.float64]:
+        """log2 posterior odds of a match: log2(λ / (1 - λ)) + the sum of the field weights."""
+        prior_log2_odds = math.log2(self.prior) - math.log2(1.0 - self.prior)
+        log2_odds: NDArray[np.float64] = prior_log2_odds + self.match_weights(levels).sum(axis=1)
+        return log2_odds
+
+    def match_probability(self, levels: NDArray[Any]) -> NDArray[np.float64]:
+        """Posterior match probability per pair (a sigmoid of the log odds, overflow-free)."""
+        return _stable_sigmoid(self.match_log2_odds(levels) * math.log(2.0))
+
+    def explain(self, levels_row: NDArray[Any] | Sequence[int]) -> tuple[FieldEvidence, ...]:
+        """Per-field evidence for one pair's comparison vector (one level per field)."""
+        row = np.asarray(levels_row)
+        if row.ndim != 1:
+            raise ModelError(f"explain takes one comparison vector (1-D), got {row.ndim}-D")
+        weights = self.match_weights(row[np.newaxis, :])[0]
+        return tuple(
+            FieldEvidence(
+                field=name,
+                level=int(level),
+                level_label=level_label(int(level), count),
+                weight=float(weight),
+            )
+            for name, level, count, weight in zip(
+                self.field_names, row, self.n_levels, weights, strict=True
+            )
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form of the model (format in the module docstring)."""
+        return {
+            "format": _MODEL_FORMAT,
+            "version": _MODEL_VERSION,
+            "field_names": list(self.field_names),
+            "thresholds": [list(field) for field in self.thresholds],
+            "m": [list(field) for field in self.m],
+            "u": [list(field) for field in self.u],
+            "prior": self.prior,
+            "iterations": self.iterations,
+            "converged": self.converged,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FellegiSunterModel:
+        """Parse :meth:`to_dict` output strictly: unknown or missing keys are an error."""
+        if not isinstance(data, Mapping):
+            raise ModelError("a stored model must be a mapping")
+        problems: list[str] = []
+        unknown = sorted(str(key) for key in data if key not in _MODEL_KEYS)
+        missing = sorted(_MODEL_KEYS - set(data))
+        if unknown:
+            problems.append("unknown keys " + ", ".join(unknown))
+        if missing:
+            problems.append("missing keys " + ", ".join(missing))
+        if not missing:
+            if data["format"] != _MODEL_FORMAT:
+                problems.append(f"format must be {_MODEL_FORMAT!r}")
+            if data["version"] != _MODEL_VERSION:
+                problems.append(f"version must be {_MODEL_VERSION}")
+            if not isinstance(data["converged"], bool):
+                problems.append("converged must be a boolean")
+            if isinstance(data["iterations"], bool) or not isinstance(data["iterations"], int):
+                problems.append("iterations must be an integer")
+        if problems:
+            raise ModelError("invalid stored model: " + "; ".join(problems))
+        try:
+            return cls(
+                field_names=tuple(data["field_names"]),
+                thresholds=tuple(tuple(field) for field in data["thresholds"]),
+                m=tuple(tuple(field) for field in data["m"]),
+                u=tuple(tuple(field) for field in data["u"]),
+                prior=float(data["prior"]),
+                iterations=data["iterations"],
+                converged=data["converged"],
+            )
+        except (TypeError, ValueError) as error:
+            raise ModelError(
+                f"invalid stored model: wrong value type ({type(error).__name__})"
+            ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Estimation
+# --------------------------------------------------------------------------------------------
+
+
+def _clamp_and_normalise(probabilities: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Clamp each row to [floor, 1 - floor] and renormalise it to sum to 1."""
+    clamped = np.clip(probabilities, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+    normalised: NDArray[np.float64] = clamped / clamped.sum(axis=-1, keepdims=True)
+    return normalised
+
+
+def estimate_u(
+    levels_random_pairs: NDArray[Any], n_levels_per_field: Sequence[int]
+) -> tuple[tuple[float, ...], ...]:
+    """u probabilities per field from the comparison levels of RANDOM record pairs.
+
+    Random pairs are nearly all non-matches, so the level frequencies estimate
+    P(level | non-match). Laplace smoothing (one pseudo-count per level) keeps every level
+    possible; missing levels are skipped for that field.
+    """
+    n_levels = tuple(int(count) for count in n_levels_per_field)
+    if not n_levels or any(count < 2 or count > _MAX_LEVELS for count in n_levels):
+        raise ModelError(f"each field needs between 2 and {_MAX_LEVELS} levels")
+    levels = _check_levels(levels_random_pairs, n_levels)
+    if levels.shape[0] == 0:
+        raise ModelError("estimate_u needs at least one random pair")
+    u: list[tuple[float, ...]] = []
+    for field_index, count in enumerate(n_levels):
+        column = levels[:, field_index]
+        counts = np.bincount(column[column >= 0], minlength=count).astype(np.float64) + 1.0
+        u.append(tuple(float(value) for value in _clamp_and_normalise(counts / counts.sum())))
+    return tuple(u)
+
+
+def _collapse_patterns(
+    levels: NDArray[np.int8], n_levels: Sequence[int]
+) -> tuple[NDArray[np.int8], NDArray[np.float64]]:
+    """Distinct comparison vectors and how many pairs have each (sorted, deterministic).
+
+    Each row is packed into one int64 in mixed radix (level + 1 per field, so missing is
+    digit 0) when the product of radices fits; np.unique on that 1-D key is much faster than on
+    rows. Otherwise np.unique over rows is used.
+    """
+    radices = [count + 1 for count in n_levels]
+    if math.prod(radices) < 2**62:
+        keys = np.zeros(levels.shape[0], dtype=np.int64)
+        for field_index, radix in enumerate(radices):
+            keys *= radix
+            keys += levels[:, field_index].astype(np.int64) + 1
+        unique_keys, counts = np.unique(keys, return_counts=True)
+        patterns = np.empty((unique_keys.size, len(radices)), dtype=np.int8)
+        remainder = unique_keys.copy()
+        for field_index in range(len(radices) - 1, -1, -1):
+            patterns[:, field_index] = remainder % radices[field_index] - 1
+            remainder //= radices[field_index]
+    else:
+        patterns, counts = np.unique(levels, axis=0, return_counts=True)
+    return patterns, counts.astype(np.float64)
+
+
+def _initial_m(n_levels: Sequence[int]) -> NDArray[np.float64]:
+    """Starting m: P(level | match) ∝ 4**level, so matches start out agreeing at high levels."""
+    table = np.zeros((len(n_levels), max(n_levels)), dtype=np.float64)
+    for field_index, count in enumerate(n_levels):
+        values = 4.0 ** np.arange(count)
+        table[field_index, :count] = values / values.sum()
+    return table
+
+
+def _level_sums(
+    patterns: NDArray[np.int8], weights: NDArray[np.float64], max_levels: int
+) -> NDArray[np.float64]:
+    """Sum of ``weights`` per (field, level) over non-missing cells, shape (fields, max_levels)."""
+    n_fields = patterns.shape[1]
+    flat = np.arange(n_fields)[np.newaxis, :] * max_levels + patterns.astype(np.intp)
+    present = patterns >= 0
+    cell_weights = np.broadcast_to(weights[:, np.newaxis], patterns.shape)
+    sums = np.bincount(
+        flat[present], weights=cell_weights[present], minlength=n_fields * max_levels
+    )
+    return np.asarray(sums, dtype=np.float64).reshape(n_fields, max_levels)
+
+
+def _m_step(
+    level_sums: NDArray[np.float64], previous: NDArray[np.float64], n_levels: Sequence[int]
+) -> NDArray[np.float64]:
+    """Normalise per-field level sums into probabilities; keep ``previous`` for empty fields."""
+    updated = previous.copy()
+    for field_index, count in enumerate(n_levels):
+        field_sums = level_sums[field_index, :count]
+        total = field_sums.sum()
+        if total > 0.0:
+            updated[field_index, :count] = _clamp_and_normalise(field_sums / total)
+    return updated
+
+
+def _log_table(probabilities: NDArray[np.float64], n_levels: Sequence[int]) -> NDArray[np.float64]:
+    """Natural-log table with an extra last column of 0.0 that level -1 (missing) indexes."""
+    table = np.zeros((probabilities.shape[0], probabilities.shape[1] + 1), dtype=np.float64)
+    for field_index, count in enumerate(n_levels):
+        table[field_index, :count] = np.log(probabilities[field_index, :count])
+    return table
+
+
+def fit_fellegi_sunter(
+    levels: NDArray[Any],
+    *,
+    field_names: Sequence[str],
+    thresholds: Sequence[Sequence[float]],
+    u: Sequence[Sequence[float]] | None = None,
+    initial_prior: float | None = None,
+    max_iterations: int = 100,
+    tolerance: float = 1e-6,
+    fix_u: bool = True,
+) -> FellegiSunterModel:
+    """Fit m and λ (and u, unless fixed) by EM on candidate pairs' comparison vectors.
+
+    ``levels`` is (n_pairs, n_fields) from :func:`comparison_levels`. When ``u`` is given (the
+    Splink approach: estimated from random pairs with :func:`estimate_u`) it is held fixed if
+    ``fix_u`` is True and only used as the starting point otherwise; without ``u``, u starts as
+    the mirror image of the starting m (low levels likely) and is estimated by EM. λ starts at
+    ``initial_prior`` (default 0.1). Identical comparison vectors are collapsed first, so EM
+    runs over the distinct patterns weighted by their counts; missing levels are skipped in the
+    likelihood for their field. Every probability is clamped to
+    [PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR] (then renormalised). EM stops when no m, u or λ
+    value moves by more than ``tolerance`` or after ``max_iterations``. Deterministic.
+    """
+    names = tuple(field_names)
+    checked_thresholds = _check_thresholds(thresholds)
+    if len(names) != len(checked_thresholds):
+        raise ModelError(f"{len(names)} field names but {len(checked_thresholds)} threshold lists")
+    n_levels = tuple(len(field) + 1 for field in checked_thresholds)
+    level_array = np.asarray(levels)
+    if level_array.ndim == 2 and level_array.shape[0] == 0:
+        raise ModelError("cannot fit a model on zero candidate pairs")
+    checked_levels = _check_levels(level_array, n_levels)
+    if max_iterations < 1:
+        raise ModelError("max_iterations must be at least 1")
+    if not (math.isfinite(tolerance) and tolerance > 0.0):
+        raise ModelError("tolerance must be a positive number")
+    prior = 0.1 if initial_prior is None else float(initial_prior)
+    if not (math.isfinite(prior) and 0.0 < prior < 1.0):
+        raise ModelError("initial_prior must lie strictly between 0 and 1")
+
+    max_levels = max(n_levels)
+    m_table = _initial_m(n_levels)
+    if u is None:
+        u_table = np.zeros_like(m_table)
+        for field_index, count in enumerate(n_levels):
+            u_table[field_index, :count] = m_table[field_index, :count][::-1]
+        update_u = True
+    else:
+        given_u = _check_probability_vectors("u", u, n_levels)
+        u_table = np.zeros_like(m_table)
+        for field_index, field_u in enumerate(given_u):
+            values = np.asarray(field_u, dtype=np.float64)
+            if values.min() < PROBABILITY_FLOOR or values.max() > 1.0 - PROBABILITY_FLOOR:
+                values = _clamp_and_normalise(values)  # otherwise kept bit for bit
+            u_table[field_index, : len(field_u)] = values
+        update_u = not fix_u
+
+    patterns, counts = _collapse_patterns(checked_levels, n_levels)
+    total_count = counts.sum()
+    pattern_index = patterns.astype(np.intp)
+    field_columns = np.arange(len(n_levels))[np.newaxis, :]
+    log_u_table = _log_table(u_table, n_levels)
+    log_u_sum = log_u_table[field_columns, pattern_index].sum(axis=1)
+
+    iterations = 0
+    converged = False
+    while iterations < max_iterations:
+        iterations += 1
+        # E-step: posterior probability that each pattern is a match.
+        log_m_sum = _log_table(m_table, n_levels)[field_columns, pattern_index].sum(axis=1)
+        log_odds = math.log(prior) - math.log1p(-prior) + log_m_sum - log_u_sum
+        match_share = _stable_sigmoid(log_odds)
+        match_weight = counts * match_share
+        # M-step.
+        new_prior = float(
+            np.clip(match_weight.sum() / total_count, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+        )
+        new_m = _m_step(_level_sums(patterns, match_weight, max_levels), m_table, n_levels)
+        change = max(abs(new_prior - prior), float(np.max(np.abs(new_m - m_table))))
+        if update_u:
+            non_match_weight = counts - match_weight
+            new_u = _m_step(_level_sums(patterns, non_match_weight, max_levels), u_table, n_levels)
+            change = max(change, float(np.max(np.abs(new_u - u_table))))
+            u_table = new_u
+            log_u_table = _log_table(u_table, n_levels)
+            log_u_sum = log_u_table[field_columns, pattern_index].sum(axis=1)
+        prior, m_table = new_prior, new_m
+        if change < tolerance:
+            converged = True
+            break
+
+    return FellegiSunterModel(
+        field_names=names,
+        thresholds=checked_thresholds,
+        m=tuple(
+            tuple(float(value) for value in m_table[field_index, :count])
+            for field_index, count in enumerate(n_levels)
+        ),
+        u=tuple(
+            tuple(float(value) for value in u_table[field_index, :count])
+            for field_index, count in enumerate(n_levels)
+        ),
+        prior=prior,
+        iterations=iterations,
+        converged=converged,
+    )

@@ -1,0 +1,404 @@
+"""Solving: from scored candidate pairs to ranked candidates, one-to-one links and clusters.
+
+Role in the pipeline: ``scoring`` gives every candidate pair a match probability (or any score
+where higher means more likely the same child). This module turns those scores into decisions:
+
+- :func:`rank_candidates` - for an online lookup, the candidates at or above a threshold,
+  best first;
+- :func:`one_to_one` - for linking two datasets without duplicates, a greedy best-first
+  assignment in which no record is used twice (fast vectorised "mutual best" rounds, with the
+  plain loop :func:`one_to_one_reference` beside it; both give the identical answer);
+- :func:`cluster_records` - for batch linkage across agencies, clusters of records (one
+  cluster = one child) built by a constrained union-find over edges in descending score order,
+  with :func:`cluster_records_reference` as a plain, slow reference;
+- :func:`pairs_from_labels` - every within-cluster pair, for evaluation and storage.
+
+Ordering is total and deterministic everywhere: score descending, then the smaller record index,
+then the larger (or left, then right), so the result never depends on input order.
+
+Clustering rule (guard against chaining two children through one weak edge). Edges are the
+scored pairs (i, j), i != j, unordered; when a pair is given more than once its highest score is
+used. Edges with score >= ``threshold`` ("strong" edges) are visited in descending order; an
+edge merges the clusters A and B of its two records unless
+
+1. *support*: fewer than half of the scored edges between A and B (every scored edge, strong or
+   not, with one end in A and the other in B) are strong. Pairs that were never scored (blocked
+   out) are no evidence either way. A merge of two singletons always has support 1/1; adding a
+   record to a cluster where it has one strong and one weak edge has support 1/2 and is allowed;
+   with one strong and two weak edges (1/3) it is refused; or
+2. *one record per source* (only with ``one_per_source=True``): the merged cluster would hold two
+   records with the same ``source`` (dataset / agency), which is impossible when the sources
+   have no internal duplicates.
+
+Labels are canonical: a record's label is the smallest record index in its cluster.
+
+Input errors (shape mismatches, indices out of range, NaN scores) raise
+:class:`linkage.errors.ModelError`, the library's error for scoring results that cannot be used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from linkage.errors import ModelError
+
+__all__ = [
+    "cluster_records",
+    "cluster_records_reference",
+    "one_to_one",
+    "one_to_one_reference",
+    "pairs_from_labels",
+    "rank_candidates",
+]
+
+
+def _as_index_array(name: str, values: NDArray[Any]) -> NDArray[np.int64]:
+    """A 1-D int64 array of non-negative indices, or ModelError."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ModelError(f"{name} must be 1-D, got {array.ndim}-D")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ModelError(f"{name} must hold integers, got dtype {array.dtype}")
+    result = array.astype(np.int64, copy=False)
+    if result.size and result.min() < 0:
+        raise ModelError(f"{name} must hold non-negative indices")
+    return result
+
+
+def _as_score_array(name: str, values: NDArray[Any], expected_length: int) -> NDArray[np.float64]:
+    """A 1-D finite float64 array of the expected length, or ModelError."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.shape[0] != expected_length:
+        raise ModelError(f"{name} must be 1-D with {expected_length} entries, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ModelError(f"{name} must be finite (no NaN or infinity)")
+    return array
+
+
+# --------------------------------------------------------------------------------------------
+# Ranking (lookup)
+# --------------------------------------------------------------------------------------------
+
+
+def rank_candidates(
+    candidate_idx: NDArray[Any],
+    probabilities: NDArray[Any],
+    *,
+    threshold: float = 0.5,
+    top_k: int | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Candidates with probability >= threshold, by probability descending then index ascending.
+
+    Returns (indices, probabilities), at most ``top_k`` of them when given.
+    """
+    indices = _as_index_array("candidate_idx", candidate_idx)
+    scores = _as_score_array("probabilities", probabilities, indices.shape[0])
+    if top_k is not None and top_k < 0:
+        raise ModelError("top_k must be non-negative")
+    keep = np.flatnonzero(scores >= threshold)
+    order = keep[np.lexsort((indices[keep], -scores[keep]))]
+    if top_k is not None:
+        order = order[:top_k]
+    return indices[order], scores[order]
+
+
+# --------------------------------------------------------------------------------------------
+# One-to-one assignment (two-dataset linkage)
+# --------------------------------------------------------------------------------------------
+
+
+def _best_first_order(
+    left: NDArray[np.int64], right: NDArray[np.int64], scores: NDArray[np.float64], threshold: float
+) -> NDArray[np.intp]:
+    """Positions of pairs with score >= threshold, by score desc, then left asc, then right asc."""
+    keep = np.flatnonzero(scores >= threshold)
+    order: NDArray[np.intp] = keep[np.lexsort((right[keep], left[keep], -scores[keep]))]
+    return order
+
+
+def _check_pairs(
+    left_idx: NDArray[Any], right_idx: NDArray[Any], scores: NDArray[Any]
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    left = _as_index_array("left_idx", left_idx)
+    right = _as_index_array("right_idx", right_idx)
+    if right.shape != left.shape:
+        raise ModelError(f"left_idx has {left.shape[0]} pairs but right_idx has {right.shape[0]}")
+    return left, right, _as_score_array("scores", scores, left.shape[0])
+
+
+def one_to_one_reference(
+    left_idx: NDArray[Any], right_idx: NDArray[Any], scores: NDArray[Any], *, threshold: float
+) -> NDArray[np.bool_]:
+    """Plain-loop greedy best-first assignment; the reference for :func:`one_to_one`."""
+    left, right, score_array = _check_pairs(left_idx, right_idx, scores)
+    kept = np.zeros(left.shape[0], dtype=np.bool_)
+    used_left: set[int] = set()
+    used_right: set[int] = set()
+    for position in _best_first_order(left, right, score_array, threshold).tolist():
+        left_record, right_record = int(left[position]), int(right[position])
+        if left_record in used_left or right_record in used_right:
+            continue
+        used_left.add(left_record)
+        used_right.add(right_record)
+        kept[position] = True
+    return kept
+
+
+def one_to_one(
+    left_idx: NDArray[Any], right_idx: NDArray[Any], scores: NDArray[Any], *, threshold: float
+) -> NDArray[np.bool_]:
+    """Greedy best-first one-to-one assignment; returns the mask of kept pairs.
+
+    Pairs at or above ``threshold`` are considered in the order score desc, left asc, right asc;
+    a pair is kept when neither record is already used. Computed in vectorised rounds: in each
+    round every remaining pair that comes first in that order among the remaining pairs of both
+    its records ("mutual best") is kept - greedy would keep exactly these, since nothing before
+    them can take their records - and every remaining pair touching a kept record is dropped.
+    When a round keeps few pairs (long chains of nested preferences), the rest is finished by
+    the plain greedy loop, which continues from the same state and so gives the same answer.
+    """
+    left, right, score_array = _check_pairs(left_idx, right_idx, scores)
+    kept = np.zeros(left.shape[0], dtype=np.bool_)
+    order = _best_first_order(left, right, score_array, threshold)
+    if order.size == 0:
+        return kept
+    # Compact record ids to 0..n-1 so that "used" flags are plain boolean arrays.
+    _, left_ids = np.unique(left[order], return_inverse=True)
+    _, right_ids = np.unique(right[order], return_inverse=True)
+    used_left = np.zeros(int(left_ids.max()) + 1, dtype=np.bool_)
+    used_right = np.zeros(int(right_ids.max()) + 1, dtype=np.bool_)
+    alive = np.arange(order.size)  # positions in `order`, ascending = best first
+    while alive.size:
+        alive_left, alive_right = left_ids[alive], right_ids[alive]
+        best_of_left = np.full(used_left.shape, order.size, dtype=np.int64)
+        best_of_right = np.full(used_right.shape, order.size, dtype=np.int64)
+        np.minimum.at(best_of_left, alive_left, alive)
+        np.minimum.at(best_of_right, alive_right, alive)
+        mutual = (best_of_left[alive_left] == alive) & (best_of_right[alive_right] == alive)
+        winners = alive[mutual]
+        kept[order[winners]] = True
+        used_left[left_ids[winners]] = True
+        used_right[right_ids[winners]] = True
+        alive = alive[~(used_left[alive_left] | used_right[alive_right])]
+        if winners.size * 64 < alive.size:  # slow progress: finish with the plain loop
+            for position in alive.tolist():
+                left_record, right_record = left_ids[position], right_ids[position]
+                if used_left[left_record] or used_right[right_record]:
+                    continue
+                used_left[left_record] = True
+                used_right[right_record] = True
+                kept[order[position]] = True
+            break
+    return kept
+
+
+# --------------------------------------------------------------------------------------------
+# Clustering (batch linkage)
+# --------------------------------------------------------------------------------------------
+
+
+def _prepare_edges(
+    n_records: int,
+    left_idx: NDArray[Any],
+    right_idx: NDArray[Any],
+    scores: NDArray[Any],
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Unordered edges (low < high), self-pairs removed, one edge per pair with its top score.
+
+    Returned sorted by score desc, low asc, high asc (the visiting order).
+    """
+    left, right, score_array = _check_pairs(left_idx, right_idx, scores)
+    if n_records < 0:
+        raise ModelError("n_records must be non-negative")
+    if left.size and max(int(left.max()), int(right.max())) >= n_records:
+        raise ModelError(f"record indices must be below n_records={n_records}")
+    low = np.minimum(left, right)
+    high = np.maximum(left, right)
+    distinct = low != high
+    low, high, score_array = low[distinct], high[distinct], score_array[distinct]
+    order = np.lexsort((high, low, -score_array))
+    low, high, score_array = low[order], high[order], score_array[order]
+    # After this sort the first occurrence of each (low, high) carries its highest score.
+    keys = low * np.int64(max(n_records, 1)) + high
+    _, first = np.unique(keys, return_index=True)
+    first.sort()
+    return low[first], high[first], score_array[first]
+
+
+def _check_sources(
+    n_records: int, source: NDArray[Any] | None, one_per_source: bool
+) -> NDArray[np.int64] | None:
+    if not one_per_source:
+        return None
+    if source is None:
+        raise ModelError("one_per_source=True needs the source of every record")
+    source_array = np.asarray(source)
+    if source_array.shape != (n_records,):
+        raise ModelError(f"source must have one entry per record ({n_records})")
+    _, codes = np.unique(source_array, return_inverse=True)
+    return codes.astype(np.int64).reshape(n_records)
+
+
+def _canonical_labels(roots: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Relabel so that each record's label is the smallest record index in its cluster."""
+    n_records = roots.shape[0]
+    smallest = np.full(n_records, n_records, dtype=np.int64)
+    np.minimum.at(smallest, roots, np.arange(n_records, dtype=np.int64))
+    labels: NDArray[np.int64] = smallest[roots]
+    return labels
+
+
+def cluster_records(
+    n_records: int,
+    left_idx: NDArray[Any],
+    right_idx: NDArray[Any],
+    scores: NDArray[Any],
+    *,
+    threshold: float,
+    source: NDArray[Any] | None = None,
+    one_per_source: bool = False,
+) -> NDArray[np.int64]:
+    """Cluster records 0..n_records-1 from scored edges (rule in the module docstring).
+
+    Returns int64 labels, label = smallest record index in the cluster. Union-find with union by
+    size; each cluster root keeps a map of neighbouring clusters to (strong, total) edge counts
+    and, with ``one_per_source``, the set of sources it holds; maps are merged smaller into
+    larger. The loop runs over strong edges only.
+    """
+    sources = _check_sources(n_records, source, one_per_source)
+    low, high, score_array = _prepare_edges(n_records, left_idx, right_idx, scores)
+    parent = np.arange(n_records, dtype=np.int64)
+    strong = score_array >= threshold
+    n_strong = int(np.count_nonzero(strong))  # strong edges come first in the visiting order
+    if n_strong == 0:
+        return parent
+
+    parent_list = parent.tolist()
+    size = [1] * n_records
+    # A record without a strong edge stays a singleton, so an edge touching one never lies
+    # between two clusters that could merge: count only edges between strongly linked records.
+    strongly_linked = np.zeros(n_records, dtype=np.bool_)
+    strongly_linked[low[:n_strong]] = True
+    strongly_linked[high[:n_strong]] = True
+    relevant = strongly_linked[low] & strongly_linked[high]
+    neighbours: dict[int, dict[int, list[int]]] = {}
+    for a, b, is_strong in zip(
+        low[relevant].tolist(), high[relevant].tolist(), strong[relevant].tolist(), strict=True
+    ):
+        counts = [1 if is_strong else 0, 1]  # one list shared by both directions
+        neighbours.setdefault(a, {})[b] = counts
+        neighbours.setdefault(b, {})[a] = counts
+    held: dict[int, set[int]] | None = None
+    if sources is not None:
+        source_list = sources.tolist()
+        held = {record: {source_list[record]} for record in neighbours}
+
+    def find(record: int) -> int:
+        root = record
+        while parent_list[root] != root:
+            root = parent_list[root]
+        while parent_list[record] != root:  # path compression
+            parent_list[record], record = root, parent_list[record]
+        return root
+
+    for a, b in zip(low[:n_strong].tolist(), high[:n_strong].tolist(), strict=True):
+        root_a, root_b = find(a), find(b)
+        if root_a == root_b:
+            continue
+        strong_between, total_between = neighbours[root_a][root_b]
+        if 2 * strong_between < total_between:
+            continue
+        if held is not None and not held[root_a].isdisjoint(held[root_b]):
+            continue
+        if size[root_a] < size[root_b]:
+            root_a, root_b = root_b, root_a
+        # Merge root_b into root_a.
+        parent_list[root_b] = root_a
+        size[root_a] += size[root_b]
+        into = neighbours[root_a]
+        del into[root_b]
+        for other, counts in neighbours.pop(root_b).items():
+            if other == root_a:
+                continue
+            other_map = neighbours[other]
+            del other_map[root_b]
+            existing = into.get(other)
+            if existing is None:
+                into[other] = counts
+                other_map[root_a] = counts  # the same list object on both sides
+            else:
+                existing[0] += counts[0]
+                existing[1] += counts[1]
+        if held is not None:
+            held[root_a] |= held.pop(root_b)
+
+    roots = np.array(parent_list, dtype=np.int64)
+    while True:  # pointer jumping until every record points at its root
+        grandparents = roots[roots]
+        if np.array_equal(grandparents, roots):
+            break
+        roots = grandparents
+    return _canonical_labels(roots)
+
+
+def cluster_records_reference(
+    n_records: int,
+    left_idx: NDArray[Any],
+    right_idx: NDArray[Any],
+    scores: NDArray[Any],
+    *,
+    threshold: float,
+    source: NDArray[Any] | None = None,
+    one_per_source: bool = False,
+) -> NDArray[np.int64]:
+    """Plain reference for :func:`cluster_records`: recounts edges between clusters each time."""
+    sources = _check_sources(n_records, source, one_per_source)
+    low, high, score_array = _prepare_edges(n_records, left_idx, right_idx, scores)
+    labels = list(range(n_records))
+    edges = list(zip(low.tolist(), high.tolist(), score_array.tolist(), strict=True))
+    for a, b, score in edges:
+        if score < threshold or labels[a] == labels[b]:
+            continue
+        cluster_a, cluster_b = labels[a], labels[b]
+        between = [
+            other_score
+            for x, y, other_score in edges
+            if {labels[x], labels[y]} == {cluster_a, cluster_b}
+        ]
+        if 2 * sum(other_score >= threshold for other_score in between) < len(between):
+            continue
+        if sources is not None:
+            sources_a = {int(sources[r]) for r in range(n_records) if labels[r] == cluster_a}
+            sources_b = {int(sources[r]) for r in range(n_records) if labels[r] == cluster_b}
+            if sources_a & sources_b:
+                continue
+        labels = [cluster_a if label == cluster_b else label for label in labels]
+    return _canonical_labels(np.asarray(labels, dtype=np.int64))
+
+
+def pairs_from_labels(labels: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Every within-cluster pair (i, j) with i < j, sorted by i then j."""
+    label_array = np.asarray(labels)
+    if label_array.ndim != 1:
+        raise ModelError(f"labels must be 1-D, got {label_array.ndim}-D")
+    n_records = label_array.shape[0]
+    if n_records == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    members = np.argsort(label_array, kind="stable").astype(np.int64)  # by label, then index
+    sorted_labels = label_array[members]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    ends = np.r_[starts[1:], n_records]
+    cluster_end = np.repeat(ends, ends - starts)
+    positions = np.arange(n_records, dtype=np.int64)
+    partners = cluster_end - 1 - positions  # later members of the same cluster
+    first_positions = np.repeat(positions, partners)
+    offsets = np.arange(first_positions.size, dtype=np.int64) - np.repeat(
+        np.cumsum(partners) - partners, partners
+    )
+    first = members[first_positions]
+    second = members[first_positions + 1 + offsets]
+    order = np.lexsort((second, first))
+    return first[order], second[order]

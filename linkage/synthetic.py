@@ -1,0 +1,818 @@
+"""Seeded synthetic multi-agency child population with ground truth.
+
+Role in the pipeline: the test, demo and benchmark data. Nothing here is real: a population of
+children living in England is drawn from a seed, then each agency (police, health, school,
+children's social care) receives its own messy copy of the children it "knows", in its own
+formats, and the true child behind every record is kept (``AgencyData.child_id``) so that
+linkage quality can be measured.
+
+How a population is drawn (all from ``seed``; the output never depends on today's date):
+
+* Households. About 25 % of children live with a sibling (groups of 2 or 3 sharing family
+  name and postcode); about 4 % of sibling groups contain twins (same date of birth). Each
+  household has a cultural background (``namedata.NAME_GROUPS``), a family name drawn from that
+  background with a long-tailed Zipf-Mandelbrot frequency, and a postcode: a real outward code
+  (district) plus a random inward part "9AA".
+* Children. Sex, a given name by sex (10 % from another background), ~30 % with one or two
+  middle names, a date of birth giving an age of 0-17 on ``REFERENCE_DATE`` (2026-01-01),
+  a unique NHS number valid under modulus 11.
+* Agency records. A child appears in an agency with probability ``coverage``; a held child has
+  a second record with probability ``duplicate_rate``. Every record gets independent errors at
+  the agency's rates (see ``AgencyProfile``). Records are shuffled before numbering, so a
+  record id ("POL-000123") says nothing about the child.
+
+NHS numbers are 10 digits: nine body digits and a check digit. The check digit is
+``11 - (sum of body digit i * weight i) mod 11`` with weights 10, 9, ..., 2; a result of 11 is
+written 0 and a result of 10 makes the body unusable (redrawn). Synthetic bodies all start with
+the digit 9: England, Wales and the Isle of Man issue 3xx, 4xx and 6xx-7xx numbers to patients,
+so a synthetic number should not be a real patient's. (The published test block 999 xxx xxxx
+holds only about 909,000 valid numbers, too few for the large benchmark populations.)
+
+Speed: every per-record choice is drawn in numpy arrays up front; Python-level string edits run
+only over the records flagged for an edit. One million records take a few seconds per core.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+from anyascii import anyascii
+from numpy.typing import NDArray
+
+from linkage import namedata
+from linkage.errors import InvalidValueError
+
+REFERENCE_DATE = dt.date(2026, 1, 1)
+"""Ages are relative to this fixed date, not today, so a seed always gives the same data."""
+
+COLUMNS: tuple[str, ...] = (
+    "record_id",
+    "given_name",
+    "middle_names",
+    "family_name",
+    "date_of_birth",
+    "sex",
+    "postcode",
+    "nhs_number",
+)
+"""The columns every agency holds, in CSV order."""
+
+DATE_FORMATS: Mapping[str, str] = MappingProxyType(
+    {"iso": "%Y-%m-%d", "uk": "%d/%m/%Y", "mon": "%d-%b-%Y", "long": "%d %B %Y"}
+)
+"""``AgencyProfile.date_format`` key -> the ``strftime`` pattern that agency writes dates in."""
+
+SEX_STYLES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {"M/F": ("M", "F"), "Male/Female": ("Male", "Female"), "1/2": ("1", "2")}
+)
+"""``AgencyProfile.sex_style`` -> (code for male, code for female)."""
+
+SIBLING_SHARE = 0.25
+"""Share of children who live with at least one sibling (same family name and postcode)."""
+TWIN_SHARE = 0.04
+"""Share of sibling groups whose first two children are twins (same date of birth)."""
+MIDDLE_NAME_SHARE = 0.30
+"""Share of children with at least one middle name (a tenth of them have two)."""
+MIXED_NAME_SHARE = 0.10
+"""Share of children whose given name comes from a background other than their household's."""
+BOY_SHARE = 0.512
+
+_OLDEST_BIRTH_DATE = dt.date(REFERENCE_DATE.year - 18, REFERENCE_DATE.month, REFERENCE_DATE.day)
+_MONTH_ABBREVIATIONS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                        "Nov", "Dec")  # fmt: skip
+_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August",
+                "September", "October", "November", "December")  # fmt: skip
+_INWARD_LETTERS = "ABDEFGHJLNPQRSTUWXYZ"  # letters used in the inward part of a UK postcode
+_KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+
+
+def _keyboard_neighbours() -> Mapping[str, str]:
+    """Letter -> the letters touching its key on a UK QWERTY keyboard.
+
+    Each row sits about half a key to the right of the row above, so key ``col`` of a row
+    touches keys ``col`` and ``col + 1`` of the row above and ``col - 1`` and ``col`` below.
+    """
+    neighbours: dict[str, str] = {}
+    for row, keys in enumerate(_KEYBOARD_ROWS):
+        for col, letter in enumerate(keys):
+            touching = [(row, col - 1), (row, col + 1), (row - 1, col), (row - 1, col + 1),
+                        (row + 1, col - 1), (row + 1, col)]  # fmt: skip
+            neighbours[letter] = "".join(
+                _KEYBOARD_ROWS[r][c]
+                for r, c in touching
+                if 0 <= r < len(_KEYBOARD_ROWS) and 0 <= c < len(_KEYBOARD_ROWS[r])
+            )
+    return MappingProxyType(neighbours)
+
+
+_KEYBOARD_NEIGHBOURS = _keyboard_neighbours()
+_NICKNAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(dict(namedata.NICKNAMES))
+
+
+def _build_variants() -> Mapping[str, tuple[str, ...]]:
+    variants: dict[str, list[str]] = {}
+    for spellings in namedata.TRANSLITERATIONS:
+        for name in spellings:
+            known = variants.setdefault(name, [])
+            known.extend(other for other in spellings if other != name and other not in known)
+    return MappingProxyType({name: tuple(others) for name, others in variants.items()})
+
+
+_TRANSLITERATIONS = _build_variants()
+
+
+@dataclass(frozen=True)
+class MissingRates:
+    """Probability that an agency leaves each field empty (``None`` or ``""``, mixed)."""
+
+    given_name: float = 0.0
+    middle_names: float = 0.0
+    family_name: float = 0.0
+    date_of_birth: float = 0.0
+    sex: float = 0.0
+    postcode: float = 0.0
+
+
+@dataclass(frozen=True)
+class AgencyProfile:
+    """How one agency holds children: who it sees, its formats, and how messy its records are.
+
+    Every ``*_rate`` is a per-record probability. Some errors only apply where they can:
+    a nickname needs a formal name with a known short form, a transliteration needs a name with
+    another spelling (or accents to drop), a day/month transposition needs a day of 12 or less.
+    NHS numbers are present with probability ``has_nhs_number`` (no separate missing rate).
+    """
+
+    name: str
+    record_prefix: str
+    coverage: float
+    duplicate_rate: float
+    typo_rate: float
+    nickname_rate: float
+    transliteration_rate: float
+    family_name_change_rate: float
+    hyphenation_rate: float
+    date_transposition_rate: float
+    moved_house_rate: float
+    missing: MissingRates
+    date_format: str
+    has_nhs_number: float
+    sex_style: str
+    case_noise_rate: float = 0.0
+    """Names (and postcode) upper-cased, lower-cased or padded with spaces ("  SMITH ")."""
+    postcode_no_space_rate: float = 0.0
+    nhs_spaced_rate: float = 0.0
+    """NHS number written "943 476 5919" instead of "9434765919"."""
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for field_name in (
+            "coverage", "duplicate_rate", "typo_rate", "nickname_rate", "transliteration_rate",
+            "family_name_change_rate", "hyphenation_rate", "date_transposition_rate",
+            "moved_house_rate", "has_nhs_number", "case_noise_rate", "postcode_no_space_rate",
+            "nhs_spaced_rate",
+        ):  # fmt: skip
+            if not _is_probability(getattr(self, field_name)):
+                problems.append(f"{field_name} must be a probability in [0, 1]")
+        for field_name, rate in vars(self.missing).items():
+            if not _is_probability(rate):
+                problems.append(f"missing.{field_name} must be a probability in [0, 1]")
+        if self.date_format not in DATE_FORMATS:
+            problems.append(f"date_format must be one of {sorted(DATE_FORMATS)}")
+        if self.sex_style not in SEX_STYLES:
+            problems.append(f"sex_style must be one of {sorted(SEX_STYLES)}")
+        if not self.name:
+            problems.append("name must not be empty")
+        if not self.record_prefix:
+            problems.append("record_prefix must not be empty")
+        if problems:
+            raise InvalidValueError(f"AgencyProfile {self.name!r}", "; ".join(problems))
+
+
+def _is_probability(value: object) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+DEFAULT_AGENCIES: tuple[AgencyProfile, ...] = (
+    AgencyProfile(
+        name="police",
+        record_prefix="POL",
+        coverage=0.25,
+        duplicate_rate=0.08,
+        typo_rate=0.08,
+        nickname_rate=0.12,
+        transliteration_rate=0.08,
+        family_name_change_rate=0.05,
+        hyphenation_rate=0.03,
+        date_transposition_rate=0.04,
+        moved_house_rate=0.15,
+        missing=MissingRates(
+            given_name=0.01,
+            middle_names=0.5,
+            family_name=0.005,
+            date_of_birth=0.05,
+            sex=0.02,
+            postcode=0.10,
+        ),
+        date_format="uk",
+        has_nhs_number=0.3,
+        sex_style="M/F",
+        case_noise_rate=0.4,
+        postcode_no_space_rate=0.3,
+        nhs_spaced_rate=0.5,
+    ),
+    AgencyProfile(
+        name="health",
+        record_prefix="HLT",
+        coverage=0.95,
+        duplicate_rate=0.02,
+        typo_rate=0.02,
+        nickname_rate=0.01,
+        transliteration_rate=0.02,
+        family_name_change_rate=0.03,
+        hyphenation_rate=0.02,
+        date_transposition_rate=0.005,
+        moved_house_rate=0.08,
+        missing=MissingRates(middle_names=0.1, date_of_birth=0.002, sex=0.002, postcode=0.01),
+        date_format="iso",
+        has_nhs_number=0.98,
+        sex_style="1/2",
+        case_noise_rate=0.05,
+        postcode_no_space_rate=0.05,
+        nhs_spaced_rate=0.1,
+    ),
+    AgencyProfile(
+        name="school",
+        record_prefix="SCH",
+        coverage=0.85,
+        duplicate_rate=0.01,
+        typo_rate=0.03,
+        nickname_rate=0.06,
+        transliteration_rate=0.03,
+        family_name_change_rate=0.04,
+        hyphenation_rate=0.04,
+        date_transposition_rate=0.01,
+        moved_house_rate=0.06,
+        missing=MissingRates(middle_names=0.3, date_of_birth=0.005, sex=0.005, postcode=0.03),
+        date_format="mon",
+        has_nhs_number=0.2,
+        sex_style="Male/Female",
+        case_noise_rate=0.1,
+        postcode_no_space_rate=0.1,
+        nhs_spaced_rate=0.3,
+    ),
+    AgencyProfile(
+        name="childrens_social_care",
+        record_prefix="CSC",
+        coverage=0.15,
+        duplicate_rate=0.10,
+        typo_rate=0.05,
+        nickname_rate=0.05,
+        transliteration_rate=0.05,
+        family_name_change_rate=0.06,
+        hyphenation_rate=0.03,
+        date_transposition_rate=0.02,
+        moved_house_rate=0.20,
+        missing=MissingRates(
+            given_name=0.005, middle_names=0.4, date_of_birth=0.03, sex=0.01, postcode=0.08
+        ),
+        date_format="long",
+        has_nhs_number=0.6,
+        sex_style="M/F",
+        case_noise_rate=0.15,
+        postcode_no_space_rate=0.15,
+        nhs_spaced_rate=0.4,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class AgencyData:
+    """One agency's records: raw strings as it stores them, and the true child of each record.
+
+    ``columns`` maps every name in ``COLUMNS`` to one value per record; a missing value is
+    ``None`` or ``""`` (agencies mix both). ``child_id[i]`` is the true child of record ``i``.
+    """
+
+    name: str
+    profile: AgencyProfile
+    columns: dict[str, list[str | None]]
+    child_id: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return int(self.child_id.shape[0])
+
+
+@dataclass(frozen=True)
+class CombinedRecords:
+    """Every agency's records one after another; ``source[i]`` names the agency of record i."""
+
+    columns: dict[str, list[str | None]]
+    child_id: NDArray[np.int64]
+    source: NDArray[np.str_]
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """A generated population: each agency's records, plus the household of every child."""
+
+    seed: int
+    n_children: int
+    agencies: dict[str, AgencyData]
+    household_id: NDArray[np.int64]
+    """``household_id[child]``: children with the same value are siblings."""
+
+    def all_records(self) -> CombinedRecords:
+        """Concatenate every agency's records (in ``agencies`` order) with their source."""
+        parts = list(self.agencies.values())
+        columns: dict[str, list[str | None]] = {column: [] for column in COLUMNS}
+        for part in parts:
+            for column in COLUMNS:
+                columns[column].extend(part.columns[column])
+        child_id = np.concatenate(
+            [part.child_id for part in parts] or [np.zeros(0, dtype=np.int64)]
+        ).astype(np.int64, copy=False)
+        source = np.repeat(
+            np.array([part.name for part in parts], dtype=np.str_),
+            [len(part) for part in parts],
+        )
+        return CombinedRecords(columns=columns, child_id=child_id, source=source)
+
+
+def true_pairs_between(a: AgencyData, b: AgencyData) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Every (i, j) with record i of ``a`` and record j of ``b`` about the same child.
+
+    Sorted by i, then j. Duplicates make a record match more than one record of the other side.
+    """
+    return _pairs_with_equal_ids(a.child_id, b.child_id)
+
+
+def true_pairs_within(a: AgencyData) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Every (i, j) with i < j and records i and j of ``a`` about the same child (duplicates)."""
+    left, right = _pairs_with_equal_ids(a.child_id, a.child_id)
+    keep = left < right
+    return left[keep], right[keep]
+
+
+def _pairs_with_equal_ids(
+    left_ids: NDArray[np.int64], right_ids: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    right_order = np.argsort(right_ids, kind="stable")
+    right_sorted = right_ids[right_order]
+    starts = np.searchsorted(right_sorted, left_ids, side="left")
+    counts = np.searchsorted(right_sorted, left_ids, side="right") - starts
+    left = np.repeat(np.arange(left_ids.shape[0], dtype=np.int64), counts)
+    group_starts = np.repeat(np.cumsum(counts) - counts, counts)
+    positions = np.repeat(starts, counts) + (np.arange(left.shape[0]) - group_starts)
+    right = right_order[positions].astype(np.int64, copy=False)
+    return left, right
+
+
+def rows(agency: AgencyData) -> Iterator[dict[str, str]]:
+    """Yield one ``{column: value}`` dict per record, missing values as "" (for CSV writing)."""
+    columns = [agency.columns[column] for column in COLUMNS]
+    for values in zip(*columns, strict=True):
+        yield {
+            column: "" if value is None else value
+            for column, value in zip(COLUMNS, values, strict=True)
+        }
+
+
+def nhs_check_digit(body: str) -> int | None:
+    """The modulus 11 check digit of a 9-digit NHS number body, or None if no digit is valid."""
+    if len(body) != 9 or not body.isascii() or not body.isdigit():
+        raise InvalidValueError("nhs_number", "body must be exactly 9 ASCII digits")
+    total = sum(int(digit) * weight for digit, weight in zip(body, range(10, 1, -1), strict=True))
+    check = 11 - total % 11
+    if check == 11:
+        return 0
+    return None if check == 10 else check
+
+
+def is_valid_nhs_number(text: str) -> bool:
+    """True if ``text`` (spaces allowed) is 10 digits whose last is the modulus 11 check digit."""
+    digits = text.replace(" ", "")
+    if len(digits) != 10 or not digits.isascii() or not digits.isdigit():
+        return False
+    return nhs_check_digit(digits[:9]) == int(digits[9])
+
+
+def zipf_weights(count: int, *, offset: float, exponent: float = 1.0) -> NDArray[np.float64]:
+    """Zipf-Mandelbrot probabilities ``1 / (rank + offset) ** exponent`` for ranks 1..count."""
+    ranks = np.arange(1, count + 1, dtype=np.float64)
+    weights = 1.0 / (ranks + offset) ** exponent
+    normalised: NDArray[np.float64] = weights / weights.sum()
+    return normalised
+
+
+def make_typo(text: str, kind: float, position: float, letter: float) -> str:
+    """Return ``text`` with exactly one keyboard-style edit, chosen by three draws in [0, 1).
+
+    ``kind`` picks insert, delete, substitute (by a keyboard neighbour where there is one) or
+    transpose (two adjacent, different characters). A deletion never empties the text and a
+    transposition falls back to a substitution when every adjacent pair is equal, so the result
+    always differs from ``text`` by one Damerau-Levenshtein edit.
+    """
+    if not text:
+        raise InvalidValueError("text", "a typo needs a non-empty value")
+    edit = min(int(kind * 4), 3)
+    at = min(int(position * len(text)), len(text) - 1)
+    if edit == 1 and len(text) >= 2:  # delete
+        return text[:at] + text[at + 1 :]
+    if edit == 3:  # transpose
+        swappable = [i for i in range(len(text) - 1) if text[i] != text[i + 1]]
+        if swappable:
+            i = swappable[min(int(position * len(swappable)), len(swappable) - 1)]
+            return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+    original = text[at]
+    replacement = _neighbour_letter(original, letter)
+    if edit == 0:  # insert a neighbour of the key just struck, after it
+        return text[: at + 1] + replacement + text[at + 1 :]
+    return text[:at] + replacement + text[at + 1 :]  # substitute
+
+
+def _neighbour_letter(character: str, draw: float) -> str:
+    options = _KEYBOARD_NEIGHBOURS.get(character.lower())
+    if not options:
+        options = "etaoinshrdlu".replace(character.lower(), "")
+    chosen = options[min(int(draw * len(options)), len(options) - 1)]
+    return chosen.upper() if character.isupper() else chosen
+
+
+def transliterate(name: str, draw: float) -> str:
+    """Another spelling of ``name`` (Mohammed for Muhammad), or its accents dropped; else itself."""
+    others = _TRANSLITERATIONS.get(name)
+    if others:
+        return others[min(int(draw * len(others)), len(others) - 1)]
+    if not name.isascii():
+        return str(anyascii(name))
+    return name
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@dataclass(frozen=True)
+class _NameTables:
+    """All names of all groups in one array each, with each group's slice and weights."""
+
+    given: NDArray[np.object_]
+    family: NDArray[np.object_]
+    boys: tuple[tuple[int, NDArray[np.float64]], ...]  # (offset into given, weights) per group
+    girls: tuple[tuple[int, NDArray[np.float64]], ...]
+    family_slices: tuple[tuple[int, NDArray[np.float64]], ...]
+    group_shares: NDArray[np.float64]
+
+
+def _name_tables() -> _NameTables:
+    given: list[str] = []
+    family: list[str] = []
+    boys: list[tuple[int, NDArray[np.float64]]] = []
+    girls: list[tuple[int, NDArray[np.float64]]] = []
+    families: list[tuple[int, NDArray[np.float64]]] = []
+    for group in namedata.NAME_GROUPS:
+        boys.append((len(given), zipf_weights(len(group.boys), offset=5.0)))
+        given.extend(group.boys)
+        girls.append((len(given), zipf_weights(len(group.girls), offset=5.0)))
+        given.extend(group.girls)
+        families.append((len(family), zipf_weights(len(group.family), offset=10.0)))
+        family.extend(group.family)
+    shares = np.array([group.population_share for group in namedata.NAME_GROUPS])
+    return _NameTables(
+        given=np.array(given, dtype=object),
+        family=np.array(family, dtype=object),
+        boys=tuple(boys),
+        girls=tuple(girls),
+        family_slices=tuple(families),
+        group_shares=shares / shares.sum(),
+    )
+
+
+def _draw_from_groups(
+    rng: np.random.Generator,
+    groups: NDArray[np.int64],
+    slices: Sequence[tuple[int, NDArray[np.float64]]],
+) -> NDArray[np.int64]:
+    """For each entry of ``groups``, an index into the global name array, Zipf within group."""
+    chosen = np.zeros(groups.shape[0], dtype=np.int64)
+    for group, (offset, weights) in enumerate(slices):
+        members = np.flatnonzero(groups == group)
+        if members.size:
+            chosen[members] = offset + rng.choice(weights.shape[0], size=members.size, p=weights)
+    return chosen
+
+
+def _draw_postcodes(rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` postcodes "OUTWARD 9AA": a real district and a random inward part."""
+    outward = rng.integers(0, len(namedata.OUTWARD_CODES), size=count).tolist()
+    sector = rng.integers(0, 10, size=count).tolist()
+    letters = rng.integers(0, len(_INWARD_LETTERS), size=(count, 2)).tolist()
+    return [
+        f"{namedata.OUTWARD_CODES[o]} {s}{_INWARD_LETTERS[a]}{_INWARD_LETTERS[b]}"
+        for o, s, (a, b) in zip(outward, sector, letters, strict=True)
+    ]
+
+
+def _draw_nhs_numbers(rng: np.random.Generator, count: int) -> NDArray[np.int64]:
+    """``count`` distinct valid NHS numbers (as integers) with bodies 900000000-999999999."""
+    weights = np.arange(10, 1, -1, dtype=np.int64)
+    chosen = np.zeros(0, dtype=np.int64)
+    while chosen.shape[0] < count:
+        bodies = rng.integers(900_000_000, 1_000_000_000, size=int(count * 1.2) + 16)
+        digits = (bodies[:, None] // 10 ** np.arange(8, -1, -1)) % 10
+        check = 11 - (digits @ weights) % 11
+        check[check == 11] = 0
+        numbers = (bodies * 10 + check)[check != 10]
+        merged = np.concatenate([chosen, numbers])
+        _, first = np.unique(merged, return_index=True)
+        chosen = merged[np.sort(first)]
+    return chosen[:count].astype(np.int64, copy=False)
+
+
+@dataclass(frozen=True)
+class _Children:
+    """The true population: one entry per child (names as global table indices)."""
+
+    household: NDArray[np.int64]
+    is_boy: NDArray[np.bool_]
+    given: NDArray[np.int64]
+    middle: list[str | None]
+    family: NDArray[np.int64]
+    birth_year: NDArray[np.int64]
+    birth_month: NDArray[np.int64]
+    birth_day: NDArray[np.int64]
+    postcode: list[str]
+    nhs_number: NDArray[np.int64]
+    household_family: NDArray[np.int64]  # family-name index of every household
+
+
+def _sibling_group_sizes(rng: np.random.Generator, children_in_groups: int) -> list[int]:
+    sizes: list[int] = []
+    remaining = children_in_groups
+    draws = rng.random(children_in_groups // 2 + 1).tolist()
+    for draw in draws:
+        if remaining < 2:
+            break
+        size = 3 if draw < 0.3 and remaining != 4 else 2
+        size = remaining if remaining <= 3 else size
+        sizes.append(size)
+        remaining -= size
+    return sizes
+
+
+def _draw_children(rng: np.random.Generator, n_children: int, tables: _NameTables) -> _Children:
+    # Households: sibling groups first, then single-child households; then shuffle children.
+    group_sizes = _sibling_group_sizes(rng, round(SIBLING_SHARE * n_children))
+    in_groups = sum(group_sizes)
+    n_households = len(group_sizes) + (n_children - in_groups)
+    household_in_order = np.concatenate(
+        [
+            np.repeat(np.arange(len(group_sizes), dtype=np.int64), group_sizes),
+            np.arange(len(group_sizes), n_households, dtype=np.int64),
+        ]
+    )
+    household = household_in_order[rng.permutation(n_children)]
+
+    household_group = rng.choice(
+        tables.group_shares.shape[0], size=n_households, p=tables.group_shares
+    ).astype(np.int64)
+    household_family = _draw_from_groups(rng, household_group, tables.family_slices)
+    household_postcode = _draw_postcodes(rng, n_households)
+
+    is_boy = rng.random(n_children) < BOY_SHARE
+    name_group = household_group[household]
+    mixed = rng.random(n_children) < MIXED_NAME_SHARE
+    name_group[mixed] = rng.choice(
+        tables.group_shares.shape[0], size=int(mixed.sum()), p=tables.group_shares
+    )
+    given = np.where(
+        is_boy,
+        _draw_from_groups(rng, name_group, tables.boys),
+        _draw_from_groups(rng, name_group, tables.girls),
+    )
+    first_middle = np.where(
+        is_boy,
+        _draw_from_groups(rng, name_group, tables.boys),
+        _draw_from_groups(rng, name_group, tables.girls),
+    )
+    second_middle = np.where(
+        is_boy,
+        _draw_from_groups(rng, name_group, tables.boys),
+        _draw_from_groups(rng, name_group, tables.girls),
+    )
+    middle_draw = rng.random(n_children)
+    middle: list[str | None] = [None] * n_children
+    for child in np.flatnonzero(middle_draw < MIDDLE_NAME_SHARE).tolist():
+        # A middle name never repeats the given name or the other middle name.
+        candidates = [first_middle[child], second_middle[child]]
+        chosen = [index for index in dict.fromkeys(candidates) if index != given[child]]
+        two = middle_draw[child] < MIDDLE_NAME_SHARE / 10
+        names = [str(tables.given[index]) for index in chosen[: 2 if two else 1]]
+        middle[child] = " ".join(names) or None
+
+    # Dates of birth: age 0-17 on REFERENCE_DATE; twins copy their sibling's date.
+    span_days = (REFERENCE_DATE - _OLDEST_BIRTH_DATE).days  # born after the oldest date
+    days_before = rng.integers(0, span_days, size=n_children)
+    birth = np.datetime64(REFERENCE_DATE.isoformat(), "D") - days_before.astype("timedelta64[D]")
+    twin_groups = np.flatnonzero(rng.random(len(group_sizes)) < TWIN_SHARE)
+    if twin_groups.size:
+        order = np.argsort(household, kind="stable")  # children of each group side by side
+        group_starts = np.searchsorted(household[order], twin_groups)
+        birth[order[group_starts + 1]] = birth[order[group_starts]]
+    months = birth.astype("datetime64[M]")
+    birth_year = months.astype("datetime64[Y]").astype(np.int64) + 1970
+    birth_month = months.astype(np.int64) % 12 + 1
+    birth_day = (birth - months).astype(np.int64) + 1
+
+    return _Children(
+        household=household,
+        is_boy=is_boy,
+        given=given.astype(np.int64),
+        middle=middle,
+        family=household_family[household],
+        birth_year=birth_year,
+        birth_month=birth_month,
+        birth_day=birth_day,
+        postcode=[household_postcode[h] for h in household.tolist()],
+        nhs_number=_draw_nhs_numbers(rng, n_children),
+        household_family=household_family,
+    )
+
+
+def _flagged(rng: np.random.Generator, count: int, rate: float) -> list[int]:
+    """Indices of the records (out of ``count``) that an error with probability ``rate`` hits."""
+    return np.flatnonzero(rng.random(count) < rate).tolist()
+
+
+def _render_dates(
+    year: list[int], month: list[int], day: list[int], date_format: str
+) -> list[str | None]:
+    if date_format == "iso":
+        return [f"{y:04d}-{m:02d}-{d:02d}" for y, m, d in zip(year, month, day, strict=True)]
+    if date_format == "uk":
+        return [f"{d:02d}/{m:02d}/{y:04d}" for y, m, d in zip(year, month, day, strict=True)]
+    names = _MONTH_ABBREVIATIONS if date_format == "mon" else _MONTH_NAMES
+    separator = "-" if date_format == "mon" else " "
+    return [
+        f"{d:02d}{separator}{names[m - 1]}{separator}{y:04d}"
+        for y, m, d in zip(year, month, day, strict=True)
+    ]
+
+
+def _case_noise(text: str, style: int) -> str:
+    if style == 0:
+        return text.upper()
+    if style == 1:
+        return text.lower()
+    if style == 2:
+        return f"  {text.upper()} "
+    return f" {text}  "
+
+
+def _agency_records(
+    rng: np.random.Generator, profile: AgencyProfile, children: _Children, tables: _NameTables
+) -> AgencyData:
+    n_children = children.household.shape[0]
+    held = np.flatnonzero(rng.random(n_children) < profile.coverage)
+    second = held[rng.random(held.shape[0]) < profile.duplicate_rate]
+    child_id = np.concatenate([held, second]).astype(np.int64)
+    child_id = child_id[rng.permutation(child_id.shape[0])]
+    count = int(child_id.shape[0])
+    width = max(6, len(str(count)))
+    record_id: list[str | None] = [
+        f"{profile.record_prefix}-{k:0{width}d}" for k in range(1, count + 1)
+    ]
+
+    given: list[str | None] = tables.given[children.given[child_id]].tolist()
+    family: list[str | None] = tables.family[children.family[child_id]].tolist()
+    middle: list[str | None] = [children.middle[c] for c in child_id.tolist()]
+    draws = rng.random((count, 3))  # the choices (which nickname, which spelling...) of edits
+
+    def draw(record: int, which: int) -> float:
+        return float(draws[record, which])
+
+    for r in _flagged(rng, count, profile.nickname_rate):
+        short_forms = _NICKNAMES.get(given[r] or "")
+        if short_forms:
+            given[r] = short_forms[min(int(draw(r, 0) * len(short_forms)), len(short_forms) - 1)]
+    for r in _flagged(rng, count, profile.transliteration_rate):
+        given[r] = transliterate(given[r] or "", draw(r, 1))
+        family[r] = transliterate(family[r] or "", draw(r, 2))
+
+    households = children.household_family.shape[0]
+    for r in _flagged(rng, count, profile.family_name_change_rate):
+        partner = children.household_family[int(draw(r, 0) * households)]
+        family[r] = str(tables.family[partner])
+    for r in _flagged(rng, count, profile.hyphenation_rate):
+        other = str(tables.family[children.household_family[int(draw(r, 1) * households)]])
+        style = int(draw(r, 2) * 3)
+        own = family[r] or ""
+        if other != own:
+            family[r] = (f"{own}-{other}", f"{own} {other}", f"{other}-{own}")[style]
+    typo_records = _flagged(rng, count, profile.typo_rate)
+    typo_draws = rng.random((len(typo_records), 4)).tolist()
+    for r, (field_draw, kind, position, letter) in zip(typo_records, typo_draws, strict=True):
+        names = given if field_draw < 0.5 else family
+        names[r] = make_typo(names[r] or "?", kind, position, letter)
+
+    # Dates, with day/month transposed where the day could also be a month.
+    year = children.birth_year[child_id]
+    month = children.birth_month[child_id].copy()
+    day = children.birth_day[child_id].copy()
+    transpose = (rng.random(count) < profile.date_transposition_rate) & (day <= 12)
+    month[transpose], day[transpose] = day[transpose], month[transpose]
+    date_of_birth = _render_dates(year.tolist(), month.tolist(), day.tolist(), profile.date_format)
+
+    male, female = SEX_STYLES[profile.sex_style]
+    sex: list[str | None] = np.where(children.is_boy[child_id], male, female).tolist()
+
+    postcode: list[str | None] = [children.postcode[c] for c in child_id.tolist()]
+    moved = _flagged(rng, count, profile.moved_house_rate)
+    for r, new_postcode in zip(moved, _draw_postcodes(rng, len(moved)), strict=True):
+        postcode[r] = new_postcode
+    for r in _flagged(rng, count, profile.postcode_no_space_rate):
+        postcode[r] = (postcode[r] or "").replace(" ", "")
+
+    case_records = _flagged(rng, count, profile.case_noise_rate)
+    case_styles = rng.integers(0, 4, size=len(case_records)).tolist()
+    for r, style in zip(case_records, case_styles, strict=True):
+        given[r] = _case_noise(given[r] or "", style)
+        family[r] = _case_noise(family[r] or "", style)
+        if middle[r] is not None:
+            middle[r] = _case_noise(middle[r] or "", style)
+        if style in (1, 3):
+            postcode[r] = (postcode[r] or "").lower() if style == 1 else f"{postcode[r]} "
+
+    nhs_present = rng.random(count) < profile.has_nhs_number
+    nhs_number: list[str | None] = [None] * count
+    spaced = rng.random(count) < profile.nhs_spaced_rate
+    for r, number, with_spaces in zip(
+        np.flatnonzero(nhs_present).tolist(),
+        children.nhs_number[child_id[nhs_present]].tolist(),
+        spaced[nhs_present].tolist(),
+        strict=True,
+    ):
+        text = str(number)
+        nhs_number[r] = f"{text[:3]} {text[3:6]} {text[6:]}" if with_spaces else text
+
+    columns: dict[str, list[str | None]] = {
+        "record_id": record_id,
+        "given_name": given,
+        "middle_names": middle,
+        "family_name": family,
+        "date_of_birth": date_of_birth,
+        "sex": sex,
+        "postcode": postcode,
+        "nhs_number": nhs_number,
+    }
+    # Missing values, written as None or "" at random; NHS numbers too, where absent.
+    for column in ("given_name", "middle_names", "family_name", "date_of_birth", "sex",
+                   "postcode"):  # fmt: skip
+        values = columns[column]
+        blanks = _flagged(rng, count, getattr(profile.missing, column))
+        empty_string = rng.random(len(blanks)) < 0.5
+        for r, as_empty in zip(blanks, empty_string.tolist(), strict=True):
+            values[r] = "" if as_empty else None
+    for r in np.flatnonzero(~nhs_present)[rng.random(int((~nhs_present).sum())) < 0.5].tolist():
+        nhs_number[r] = ""
+
+    return AgencyData(name=profile.name, profile=profile, columns=columns, child_id=child_id)
+
+
+def _stream(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def generate_population(
+    n_children: int, *, seed: int, agencies: Sequence[AgencyProfile] = DEFAULT_AGENCIES
+) -> SyntheticData:
+    """Draw ``n_children`` children and each agency's records about them, all from ``seed``.
+
+    Each agency draws from its own random stream keyed by its name, so adding, removing or
+    reordering agencies leaves the other agencies' records unchanged.
+    """
+    if isinstance(n_children, bool) or not isinstance(n_children, int) or n_children < 0:
+        raise InvalidValueError("n_children", "must be a non-negative integer")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidValueError("seed", "must be a non-negative integer")
+    names = [profile.name for profile in agencies]
+    prefixes = [profile.record_prefix for profile in agencies]
+    if len(set(names)) != len(names) or len(set(prefixes)) != len(prefixes):
+        raise InvalidValueError("agencies", "agency names and record prefixes must be unique")
+
+    tables = _name_tables()
+    children = _draw_children(_stream(seed, 0), n_children, tables)
+    records = {
+        profile.name: _agency_records(
+            _stream(seed, 1, zlib.crc32(profile.name.encode("utf-8"))), profile, children, tables
+        )
+        for profile in agencies
+    }
+    return SyntheticData(
+        seed=seed, n_children=n_children, agencies=records, household_id=children.household
+    )
