@@ -54,6 +54,7 @@ class LinkageOptions:
     u_sample_pairs: int = 300_000
     em_max_iterations: int = 200
     fix_u: bool = False
+    random_u_weights: bool = True
     seed: int = 1
     threads: int = 1
 
@@ -139,23 +140,46 @@ def fit_model(
     options: LinkageOptions,
     dedupe: bool,
 ) -> scoring.FellegiSunterModel:
-    """u from random pairs, m and the prior by EM over the candidates (no labels)."""
+    """Fit the Fellegi-Sunter model without labels.
+
+    Two estimates of u exist and each is right for one job. Among *candidate* pairs the
+    non-matches agree on the blocked fields far more often than random pairs do (blocking
+    selected them for it), so EM run over the candidates must be free to learn that u, or it
+    mistakes "shares a family name" for "is the same child". EM with u free therefore
+    separates the classes and gives m and the prior. The final weights use u from uniformly
+    random pairs (nearly all non-matches, unbiased by blocking), which is what
+    log2(m/u) means: how much more often matches agree at that level than people in general.
+    ``options.fix_u`` instead holds u at the random-pair estimate during EM.
+    """
     if candidate_levels.shape[0] == 0:
         raise ModelError("no candidate pairs to fit the model on")
     ra, rb = random_pairs(
         len(left), len(right), options.u_sample_pairs, seed=options.seed, distinct=dedupe
     )
-    u = scoring.estimate_u(compare_pairs(schema, left, right, ra, rb), n_levels_of(schema))
+    u_random = scoring.estimate_u(compare_pairs(schema, left, right, ra, rb), n_levels_of(schema))
     expected_matches = min(len(left), len(right)) if not dedupe else len(left) / 2
     prior = float(np.clip(expected_matches / candidate_levels.shape[0], 1e-4, 0.5))
-    return scoring.fit_fellegi_sunter(
+    fitted = scoring.fit_fellegi_sunter(
         candidate_levels,
         field_names=schema.field_names,
         thresholds=thresholds_of(schema),
-        u=u,
+        u=u_random,
         initial_prior=prior,
         max_iterations=options.em_max_iterations,
         fix_u=options.fix_u,
+    )
+    if options.fix_u or not options.random_u_weights:
+        return fitted
+    n_total = len(left) * (len(left) - 1) / 2 if dedupe else len(left) * len(right)
+    matches = fitted.prior * candidate_levels.shape[0]
+    return scoring.FellegiSunterModel(
+        field_names=fitted.field_names,
+        thresholds=fitted.thresholds,
+        m=fitted.m,
+        u=u_random,
+        prior=float(np.clip(matches / max(n_total, 1.0), 1e-12, 0.5)),
+        iterations=fitted.iterations,
+        converged=fitted.converged,
     )
 
 

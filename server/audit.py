@@ -1,0 +1,426 @@
+"""Append-only, hash-chained audit log of lookups, disclosures and administrative actions.
+
+Role in the pipeline: nodes and the matcher append one entry per lookup, disclosure, publish,
+link run and refusal (who, when, what, the stated purpose, the outcome); an auditor runs
+:func:`verify_audit_log` to prove nothing was edited, inserted, deleted, reordered or cut off.
+
+Byte format of ``<path>`` (UTF-8 text, one entry per line, each line ending in ``\\n``): every
+line is a JSON object with exactly these keys::
+
+    seq      integer, 1 for the first entry, +1 per entry
+    ts       UTC time of the append, "YYYY-MM-DDTHH:MM:SS.ffffffZ"
+    actor    who acted (an identity name such as "alice" or "police-node")
+    action   what was done ("lookup", "disclose", "enumeration_alert", ...)
+    purpose  the purpose the caller stated ("" when none applies)
+    outcome  "ok", "denied", "error", ...
+    details  object of str/int/float/bool values (counts, ids, fingerprints; never identifiers)
+    prev     hash of the previous entry; 64 "0" characters for the first entry
+    hash     lowercase hex SHA-256 of the canonical JSON of this object without "hash"
+
+Canonical JSON: ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+allow_nan=False)`` encoded as UTF-8. The line written is the canonical JSON of the whole entry
+(including "hash"). Each append is one ``write`` of one line, then ``flush`` and ``fsync``.
+
+Sidecar ``<path>.head`` holds ``"<seq> <hash>\\n"`` of the last entry, replaced atomically (temp
+file, fsync, rename, directory fsync) after every append. The chain alone cannot reveal that
+its last entries were cut off; the head can. If a crash falls between the log fsync and the
+head rename, the log is exactly one entry ahead of the head and that entry's ``prev`` is the
+head's hash: this state is accepted (and repaired on the next open).
+
+Identifier values (names, dates of birth, postcodes, NHS numbers, local record ids) must never
+be written here: callers log opaque references, counts and purposes. As a guard, ``details``
+keys that are identifier field names (:data:`FORBIDDEN_DETAIL_KEYS`) are refused.
+
+The chain is unkeyed: it shows tampering by anyone who does not also rewrite every later
+entry and the head; ship the head hash to another party (e.g. the matcher or a printout) for
+stronger guarantees.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import hashlib
+import json
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from linkage.errors import JigsawError
+
+GENESIS_HASH = "0" * 64
+ENTRY_KEYS = frozenset(
+    {"seq", "ts", "actor", "action", "purpose", "outcome", "details", "prev", "hash"}
+)
+FORBIDDEN_DETAIL_KEYS: frozenset[str] = frozenset(
+    {
+        "given_name",
+        "middle_names",
+        "family_name",
+        "first_name",
+        "last_name",
+        "surname",
+        "forename",
+        "name",
+        "full_name",
+        "date_of_birth",
+        "dob",
+        "birth_date",
+        "sex",
+        "gender",
+        "postcode",
+        "address",
+        "nhs_number",
+        "local_id",
+        "record_id",
+        "identifiers",
+    }
+)
+
+DetailValue = str | int | float | bool
+
+
+class AuditIntegrityError(JigsawError):
+    """The audit log on disk does not match its head or ends mid-line; refuse to append."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit-log line, as written."""
+
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    purpose: str
+    outcome: str
+    details: Mapping[str, DetailValue]
+    prev: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as the JSON object written to the log."""
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "actor": self.actor,
+            "action": self.action,
+            "purpose": self.purpose,
+            "outcome": self.outcome,
+            "details": dict(self.details),
+            "prev": self.prev,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    """Result of :func:`verify_audit_log`.
+
+    ``entries`` counts the entries verified before the first problem (all of them when ok);
+    ``first_bad_seq`` is the sequence number expected where the problem was found.
+    """
+
+    ok: bool
+    entries: int
+    first_bad_seq: int | None
+    reason: str
+
+
+def canonical_json(obj: Mapping[str, Any]) -> bytes:
+    """The canonical UTF-8 JSON bytes that are hashed and written (see module docstring)."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def entry_hash(entry_without_hash: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the canonical JSON of an entry without its "hash" key."""
+    return hashlib.sha256(canonical_json(entry_without_hash)).hexdigest()
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _format_ts(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _check_details(details: Mapping[str, DetailValue] | None) -> dict[str, DetailValue]:
+    checked: dict[str, DetailValue] = {}
+    for key, value in (details or {}).items():
+        if not isinstance(key, str) or not key:
+            raise ValueError("audit details keys must be non-empty strings")
+        if key.lower() in FORBIDDEN_DETAIL_KEYS:
+            raise ValueError(
+                f"audit details key {key!r} is an identifier field name; audit entries must not "
+                "carry identifier values"
+            )
+        if not isinstance(value, str | int | float | bool):
+            raise ValueError(f"audit details key {key!r}: value must be str, int, float or bool")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"audit details key {key!r}: float value must be finite")
+        checked[key] = value
+    return checked
+
+
+def _read_head(head_path: Path) -> tuple[int, str] | None:
+    if not head_path.exists():
+        return None
+    parts = head_path.read_text(encoding="ascii").split()
+    if len(parts) != 2 or not parts[0].isdigit():
+        raise AuditIntegrityError(f"audit head file {head_path} is malformed")
+    return int(parts[0]), parts[1]
+
+
+def _read_last_line(path: Path) -> bytes | None:
+    """The last line of ``path`` without its newline (None if empty), reading from the end."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        handle.seek(size - 1)
+        if handle.read(1) != b"\n":
+            raise AuditIntegrityError(f"audit log {path} ends in the middle of a line")
+        tail = b""
+        position = size - 1  # the tail holds bytes [position, size - 1): no final newline
+        while position > 0:
+            step = min(4096, position)
+            position -= step
+            handle.seek(position)
+            tail = handle.read(step) + tail
+            newline = tail.rfind(b"\n")
+            if newline != -1:
+                return tail[newline + 1 :]
+        return tail
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class AuditLog:
+    """An open, append-only audit log at ``path`` (plus its ``<path>.head`` sidecar).
+
+    Thread-safe. One process at a time: the log file is locked (``flock``) while open.
+    Opening an existing log reads its last line and head to continue the chain, and refuses
+    (:class:`AuditIntegrityError`) when they disagree, e.g. after the tail was cut off.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime.datetime] = _utc_now) -> None:
+        self.path = Path(path)
+        self.head_path = self.path.with_name(self.path.name + ".head")
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("ab")
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise AuditIntegrityError(f"audit log {self.path} is open elsewhere") from None
+        try:
+            self._seq, self._last_hash = self._recover_tail()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _recover_tail(self) -> tuple[int, str]:
+        last_line = _read_last_line(self.path)
+        head = _read_head(self.head_path)
+        if last_line is None:
+            if head is not None:
+                raise AuditIntegrityError(f"audit log {self.path} is empty but its head is not")
+            return 0, GENESIS_HASH
+        try:
+            last = json.loads(last_line.decode("utf-8"))
+            seq, last_hash, prev = int(last["seq"]), str(last["hash"]), str(last["prev"])
+        except (ValueError, KeyError, TypeError):
+            raise AuditIntegrityError(f"last line of audit log {self.path} is malformed") from None
+        if head == (seq, last_hash):
+            return seq, last_hash
+        if (head is not None and head == (seq - 1, prev)) or (head is None and seq == 1):
+            self._write_head(seq, last_hash)  # an append was interrupted before its head
+            return seq, last_hash
+        raise AuditIntegrityError(
+            f"audit log {self.path} does not match its head file (truncated or edited)"
+        )
+
+    def _write_head(self, seq: int, last_hash: str) -> None:
+        descriptor, temp_name = tempfile.mkstemp(
+            dir=self.head_path.parent, prefix=f".{self.head_path.name}."
+        )
+        try:
+            with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+                handle.write(f"{seq} {last_hash}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, self.head_path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        _fsync_directory(self.head_path.parent)
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the last entry (0 when empty)."""
+        return self._seq
+
+    def append(
+        self,
+        *,
+        actor: str,
+        action: str,
+        purpose: str = "",
+        outcome: str,
+        details: Mapping[str, DetailValue] | None = None,
+    ) -> AuditEntry:
+        """Append one entry durably and return it. Raises ValueError for a forbidden key."""
+        for field_name, value, required in (
+            ("actor", actor, True),
+            ("action", action, True),
+            ("purpose", purpose, False),
+            ("outcome", outcome, True),
+        ):
+            if not isinstance(value, str) or (required and not value):
+                raise ValueError(f"audit field {field_name!r} must be a non-empty string")
+        checked = _check_details(details)
+        with self._lock:
+            if self._file.closed:
+                raise ValueError("audit log is closed")
+            body: dict[str, Any] = {
+                "seq": self._seq + 1,
+                "ts": _format_ts(self._clock()),
+                "actor": actor,
+                "action": action,
+                "purpose": purpose,
+                "outcome": outcome,
+                "details": checked,
+                "prev": self._last_hash,
+            }
+            digest = entry_hash(body)
+            line = canonical_json({**body, "hash": digest}) + b"\n"
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._write_head(body["seq"], digest)
+            self._seq, self._last_hash = body["seq"], digest
+        return AuditEntry(
+            seq=body["seq"],
+            ts=body["ts"],
+            actor=actor,
+            action=action,
+            purpose=purpose,
+            outcome=outcome,
+            details=MappingProxyType(checked),
+            prev=body["prev"],
+            hash=digest,
+        )
+
+    def close(self) -> None:
+        """Release the file (and its lock)."""
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def verify_audit_log(path: Path) -> AuditVerification:
+    """Check every entry's hash, sequence and chain link, and the head against the last entry.
+
+    Detects an edited entry (hash mismatch), an inserted, deleted or reordered entry (sequence
+    gap or chain break) and tail truncation (head names a later entry than the log's last).
+    """
+    path = Path(path)
+    head_path = path.with_name(path.name + ".head")
+
+    def bad(seq: int, reason: str) -> AuditVerification:
+        return AuditVerification(ok=False, entries=seq - 1, first_bad_seq=seq, reason=reason)
+
+    if not path.exists():
+        return AuditVerification(ok=False, entries=0, first_bad_seq=None, reason="log missing")
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        lines_before = data.count(b"\n")
+        return bad(lines_before + 1, "log ends in the middle of a line")
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    for line in data.splitlines():
+        seq = expected_seq
+        try:
+            entry = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return bad(seq, "line is not valid JSON")
+        if not isinstance(entry, dict) or set(entry) != ENTRY_KEYS:
+            return bad(seq, "entry does not have exactly the audit keys")
+        body = {key: value for key, value in entry.items() if key != "hash"}
+        try:
+            recomputed = entry_hash(body)
+        except ValueError:
+            return bad(seq, "entry cannot be canonicalised")
+        if entry["seq"] != seq:
+            return bad(seq, f"sequence break: expected {seq}, found {entry['seq']!r}")
+        if entry["prev"] != prev_hash:
+            return bad(seq, "chain break: prev does not match the previous entry's hash")
+        if entry["hash"] != recomputed:
+            return bad(seq, "hash mismatch: entry was edited")
+        if canonical_json(entry) != line:
+            return bad(seq, "line is not in canonical form")
+        prev_hash = entry["hash"]
+        expected_seq += 1
+    try:
+        head = _read_head(head_path)
+    except AuditIntegrityError:
+        return bad(expected_seq, "head file is malformed")
+    last_seq = expected_seq - 1
+    if head is None:
+        if last_seq == 0:
+            return AuditVerification(ok=True, entries=0, first_bad_seq=None, reason="empty log")
+        if last_seq == 1:
+            return AuditVerification(
+                ok=True, entries=1, first_bad_seq=None, reason="ok; head lags (interrupted append)"
+            )
+        return bad(last_seq + 1, "head file missing")
+    head_seq, head_hash = head
+    if head == (last_seq, prev_hash):
+        return AuditVerification(ok=True, entries=last_seq, first_bad_seq=None, reason="ok")
+    if head_seq > last_seq:
+        return bad(
+            last_seq + 1, f"log truncated: head names entry {head_seq}, log ends at {last_seq}"
+        )
+    if head_seq == last_seq - 1 and head_hash == _hash_of_entry(data, head_seq):
+        return AuditVerification(
+            ok=True,
+            entries=last_seq,
+            first_bad_seq=None,
+            reason="ok; head lags (interrupted append)",
+        )
+    return bad(min(head_seq, last_seq) if head_seq >= 1 else 1, "head does not match the log")
+
+
+def _hash_of_entry(data: bytes, seq: int) -> str | None:
+    lines = data.splitlines()
+    if not 1 <= seq <= len(lines):
+        return None
+    value = json.loads(lines[seq - 1].decode("utf-8"))["hash"]
+    return value if isinstance(value, str) else None

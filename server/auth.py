@@ -1,0 +1,267 @@
+"""Who is calling, and may they call this method? Identity from the client certificate, roles.
+
+Role in the pipeline: every node and matcher server is built with an :class:`AuthInterceptor`
+holding its :class:`RolePolicy` (:data:`MATCHER_POLICY` or :data:`NODE_POLICY`). Mutual TLS
+(``server.tls``) has already verified the client certificate against the federation CA; the
+interceptor reads the identity out of that certificate (CN = name, O = agency, OU = role; see
+``server.pki``) before any servicer code runs, refuses the call with ``UNAUTHENTICATED`` (no
+usable identity) or ``PERMISSION_DENIED`` (role not allowed, or method not in the policy:
+deny by default), and hands the identity to the servicer, which reads it with
+:func:`current_identity`.
+
+Health checking and reflection services are open to every authenticated identity.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from server.pki import ROLES
+from server.status import Unauthenticated
+
+OPEN_SERVICES: frozenset[str] = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A verified caller: its name (CN), agency (O) and role (OU)."""
+
+    name: str
+    agency: str
+    role: str
+
+
+def _single_attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
+    attributes = name.get_attributes_for_oid(oid)
+    if len(attributes) != 1:
+        return None
+    value = attributes[0].value
+    return value if isinstance(value, str) and value else None
+
+
+def identity_from_certificate(pem: bytes) -> Identity | None:
+    """The Identity encoded in a PEM certificate's subject, or None if it has none."""
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return None
+    subject = certificate.subject
+    name = _single_attribute(subject, NameOID.COMMON_NAME)
+    agency = _single_attribute(subject, NameOID.ORGANIZATION_NAME)
+    role = _single_attribute(subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if name is None or agency is None or role not in ROLES:
+        return None
+    return Identity(name=name, agency=agency, role=role)
+
+
+def identity_from_context(context: grpc.ServicerContext) -> Identity | None:
+    """The Identity of the peer's verified client certificate, or None (no TLS, no cert)."""
+    auth_context: Mapping[str, Iterable[bytes]] = context.auth_context() or {}
+    certificates = list(auth_context.get("x509_pem_cert", ()))
+    if len(certificates) != 1:
+        return None
+    return identity_from_certificate(certificates[0])
+
+
+# The identity of the call the current thread is serving, paired with that call's context so
+# that a stale value can never be mistaken for another call's identity. Set and cleared by the
+# interceptor's wrapper around each handler; grpc runs a handler (including every step of a
+# streaming response) on one pool thread, and each thread has its own contextvars context.
+_CURRENT_CALL: contextvars.ContextVar[tuple[object, Identity] | None] = contextvars.ContextVar(
+    "jigsaw_current_call", default=None
+)
+
+
+def current_identity(context: grpc.ServicerContext) -> Identity:
+    """The caller's Identity inside a servicer method; raises Unauthenticated if there is none.
+
+    Uses the identity the interceptor resolved for this call; if called on another thread (or
+    without the interceptor) it re-reads the peer certificate from ``context``.
+    """
+    current = _CURRENT_CALL.get()
+    if current is not None and current[0] is context:
+        return current[1]
+    identity = identity_from_context(context)
+    if identity is None:
+        raise Unauthenticated("no verified client identity on this call")
+    return identity
+
+
+def service_of(method: str) -> str:
+    """``"/jigsaw.v1.Matcher/Publish"`` → ``"jigsaw.v1.Matcher"``."""
+    return method.lstrip("/").split("/", 1)[0]
+
+
+class RolePolicy:
+    """Which roles may call which full method names; everything else is denied.
+
+    ``rules`` maps full method names (``"/jigsaw.v1.Matcher/Publish"``) to allowed roles.
+    Methods of ``open_services`` (health, reflection) are allowed for every role.
+    """
+
+    def __init__(
+        self,
+        rules: Mapping[str, Iterable[str]],
+        *,
+        open_services: Iterable[str] = OPEN_SERVICES,
+    ) -> None:
+        problems = []
+        parsed: dict[str, frozenset[str]] = {}
+        for method, roles in rules.items():
+            role_set = frozenset(roles)
+            if not method.startswith("/") or method.count("/") != 2:
+                problems.append(f"method {method!r} is not a full name '/package.Service/Method'")
+            unknown = sorted(role_set - ROLES)
+            if unknown:
+                problems.append(f"method {method!r} names unknown roles {unknown}")
+            parsed[method] = role_set
+        if problems:
+            raise ValueError("invalid role policy: " + "; ".join(problems))
+        self._rules: Mapping[str, frozenset[str]] = parsed
+        self._open_services = frozenset(open_services)
+
+    def allowed_roles(self, method: str) -> frozenset[str]:
+        """The roles allowed to call ``method`` (all roles for open services, none if unknown)."""
+        if service_of(method) in self._open_services:
+            return frozenset(ROLES)
+        return self._rules.get(method, frozenset())
+
+    def permits(self, method: str, role: str) -> bool:
+        """True when ``role`` may call ``method``."""
+        return role in self.allowed_roles(method)
+
+    @property
+    def methods(self) -> frozenset[str]:
+        """The full method names the policy has rules for."""
+        return frozenset(self._rules)
+
+
+MATCHER_POLICY = RolePolicy(
+    {
+        "/jigsaw.v1.Matcher/Publish": {"node"},
+        "/jigsaw.v1.Matcher/Withdraw": {"node"},
+        "/jigsaw.v1.Matcher/Match": {"node"},
+        "/jigsaw.v1.Matcher/Link": {"operator"},
+        "/jigsaw.v1.Matcher/GetLinkResult": {"operator"},
+        "/jigsaw.v1.Matcher/Status": {"operator"},
+    }
+)
+
+NODE_POLICY = RolePolicy(
+    {
+        "/jigsaw.v1.AgencyNode/Lookup": {"staff"},
+        "/jigsaw.v1.AgencyNode/Disclose": {"staff"},
+        "/jigsaw.v1.AgencyNode/Status": {"operator", "staff"},
+    }
+)
+
+
+Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Server interceptor enforcing a :class:`RolePolicy` on every call, before the servicer."""
+
+    def __init__(self, policy: RolePolicy) -> None:
+        self._policy = policy
+
+    def _authorise(self, method: str, context: grpc.ServicerContext) -> Identity:
+        identity = identity_from_context(context)
+        if identity is None:
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "no verified client certificate with a Jigsaw identity (CN, O, OU)",
+            )
+            raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
+        if not self._policy.permits(method, identity.role):
+            allowed = sorted(self._policy.allowed_roles(method))
+            allowed_text = ", ".join(allowed) if allowed else "no role"
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"method {method} is allowed for {allowed_text}; caller has role {identity.role}",
+            )
+            raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
+        return identity
+
+    def _wrap_unary_response(self, method: str, behaviour: Behaviour) -> Behaviour:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            identity = self._authorise(method, context)
+            _CURRENT_CALL.set((context, identity))
+            try:
+                return behaviour(request, context)
+            finally:
+                _CURRENT_CALL.set(None)
+
+        return wrapped
+
+    def _wrap_stream_response(self, method: str, behaviour: Behaviour) -> Behaviour:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            identity = self._authorise(method, context)
+            _CURRENT_CALL.set((context, identity))
+            try:
+                responses = behaviour(request, context)
+            finally:
+                _CURRENT_CALL.set(None)
+            return _with_identity(responses, context, identity)
+
+        return wrapped
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        serialisers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary_response(method, handler.unary_unary), **serialisers
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary_response(method, handler.stream_unary), **serialisers
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream_response(method, handler.unary_stream), **serialisers
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream_response(method, handler.stream_stream), **serialisers
+            )
+        return None  # pragma: no cover - a handler always has one behaviour
+
+
+def _with_identity(
+    responses: Iterable[Any], context: grpc.ServicerContext, identity: Identity
+) -> Iterator[Any]:
+    """Iterate ``responses`` with the call's identity set for every step of the generator."""
+    iterator = iter(responses)
+    while True:
+        _CURRENT_CALL.set((context, identity))
+        try:
+            response = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            _CURRENT_CALL.set(None)
+        yield response

@@ -1,0 +1,171 @@
+"""Per-caller rate limiting and enumeration detection for lookups.
+
+Role in the pipeline: a node's ``Lookup`` (and the matcher's ``Match``) asks a
+:class:`RateLimiter` before doing any work and answers ``RESOURCE_EXHAUSTED`` with a
+retry-after delay when the caller is over its rate (``server.status.RateLimitedError``); an
+:class:`EnumerationGuard` watches the same calls and says when a caller's lookups in a sliding
+window cross an alert threshold, so the servicer can write an "enumeration_alert" audit entry.
+
+Both are in-memory, per process, thread-safe (one lock each) and bounded: at most
+``max_callers`` callers are tracked; idle callers are evicted first.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """Token bucket per caller: ``burst`` tokens, refilled at ``rate_per_minute``.
+
+    A bucket starts full. A caller whose bucket has refilled completely is indistinguishable
+    from a new caller, so it is forgotten (that is what keeps memory bounded without loss);
+    beyond ``max_callers`` active callers the least recently seen one is forgotten as well.
+    """
+
+    def __init__(
+        self,
+        rate_per_minute: float,
+        burst: int,
+        *,
+        clock: Clock = time.monotonic,
+        max_callers: int = 10_000,
+    ) -> None:
+        if not (isinstance(rate_per_minute, int | float) and math.isfinite(rate_per_minute)):
+            raise ValueError("rate_per_minute must be a finite number")
+        if rate_per_minute <= 0:
+            raise ValueError("rate_per_minute must be positive")
+        if not isinstance(burst, int) or burst < 1:
+            raise ValueError("burst must be an integer of at least 1")
+        if max_callers < 1:
+            raise ValueError("max_callers must be at least 1")
+        self.rate_per_second = float(rate_per_minute) / 60.0
+        self.burst = burst
+        self.max_callers = max_callers
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def _refilled(self, bucket: _Bucket, now: float) -> float:
+        elapsed = max(0.0, now - bucket.updated)
+        return min(float(self.burst), bucket.tokens + elapsed * self.rate_per_second)
+
+    def _evict(self, now: float) -> None:
+        # Runs before the current caller is (re)inserted, so it leaves room for one more.
+        # Oldest-seen first: forget callers whose bucket is full again, then enforce the bound.
+        while self._buckets:
+            caller, bucket = next(iter(self._buckets.items()))
+            if self._refilled(bucket, now) >= self.burst or len(self._buckets) >= self.max_callers:
+                del self._buckets[caller]
+            else:
+                break
+
+    def acquire(self, caller: str) -> float | None:
+        """Take one token for ``caller``: None when allowed, else seconds until one is available."""
+        with self._lock:
+            now = self._clock()
+            bucket = self._buckets.pop(caller, None)
+            self._evict(now)
+            if bucket is None:
+                bucket = _Bucket(tokens=float(self.burst), updated=now)
+            bucket.tokens = self._refilled(bucket, now)
+            bucket.updated = now
+            self._buckets[caller] = bucket  # most recently seen goes last
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return None
+            return (1.0 - bucket.tokens) / self.rate_per_second
+
+    def tracked_callers(self) -> int:
+        """How many callers are held in memory right now."""
+        with self._lock:
+            return len(self._buckets)
+
+
+class EnumerationGuard:
+    """Sliding-window count of lookups per caller, alerting when it exceeds ``threshold``.
+
+    :meth:`observe` returns True once when a caller's count in the last ``window_seconds``
+    goes above ``threshold``, and again only after the count has fallen back to the threshold
+    or below (so one burst of enumeration gives one alert, not one per lookup). Only the last
+    ``threshold + 1`` timestamps per caller are kept.
+    """
+
+    def __init__(
+        self,
+        threshold: int,
+        window_seconds: float,
+        *,
+        clock: Clock = time.monotonic,
+        max_callers: int = 10_000,
+    ) -> None:
+        if not isinstance(threshold, int) or threshold < 1:
+            raise ValueError("threshold must be an integer of at least 1")
+        if not (isinstance(window_seconds, int | float) and window_seconds > 0):
+            raise ValueError("window_seconds must be positive")
+        if max_callers < 1:
+            raise ValueError("max_callers must be at least 1")
+        self.threshold = threshold
+        self.window_seconds = float(window_seconds)
+        self.max_callers = max_callers
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+        self._alerting: set[str] = set()
+
+    def _expire(self, times: deque[float], now: float) -> None:
+        while times and times[0] <= now - self.window_seconds:
+            times.popleft()
+
+    def _evict(self, now: float) -> None:
+        # Runs before the current caller is (re)inserted, so it leaves room for one more.
+        while self._seen:
+            caller, times = next(iter(self._seen.items()))
+            self._expire(times, now)
+            if not times or len(self._seen) >= self.max_callers:
+                del self._seen[caller]
+                self._alerting.discard(caller)
+            else:
+                break
+
+    def observe(self, caller: str) -> bool:
+        """Record one lookup by ``caller``; True when this lookup raises an alert."""
+        with self._lock:
+            now = self._clock()
+            times = self._seen.pop(caller, None)
+            self._evict(now)
+            if times is None:
+                times = deque(maxlen=self.threshold + 1)
+            times.append(now)
+            self._expire(times, now)
+            self._seen[caller] = times
+            over = len(times) > self.threshold
+            if not over:
+                self._alerting.discard(caller)
+                return False
+            if caller in self._alerting:
+                return False
+            self._alerting.add(caller)
+            return True
+
+    def count(self, caller: str) -> int:
+        """Lookups by ``caller`` in the current window (capped at ``threshold + 1``)."""
+        with self._lock:
+            times = self._seen.get(caller)
+            if times is None:
+                return 0
+            self._expire(times, self._clock())
+            return len(times)

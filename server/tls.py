@@ -1,0 +1,114 @@
+"""Mutual-TLS plumbing for every gRPC server and channel in the federation.
+
+Role in the pipeline: node, matcher and client code never build gRPC credentials themselves;
+they call :func:`server_credentials` / :func:`secure_channel` with the :class:`TlsFiles` of
+their identity (see ``server.pki`` for how the files are made). Servers always require a
+client certificate signed by the federation CA; channels always present one.
+
+Message size limits are fixed at :data:`MAX_MESSAGE_BYTES` (8 MiB) in both directions: large
+transfers (publishing encodings, link results) are streamed in batches, not sent whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+# Keepalive: clients ping an idle connection every 60 s and give up after 20 s without an
+# answer; servers accept pings every 30 s or more (twice the client rate), so a well-behaved
+# client is never sent GOAWAY "too_many_pings".
+KEEPALIVE_TIME_MS = 60_000
+KEEPALIVE_TIMEOUT_MS = 20_000
+MIN_PING_INTERVAL_MS = 30_000
+
+_MESSAGE_LIMITS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of one identity: the federation CA, its certificate and its private key."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        """Return (CA certificate, certificate chain, private key) bytes."""
+        for kind, path in (
+            ("CA certificate", self.ca_cert),
+            ("certificate", self.cert),
+            ("private key", self.key),
+        ):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"TLS {kind} file not found: {path}")
+        return (
+            Path(self.ca_cert).read_bytes(),
+            Path(self.cert).read_bytes(),
+            Path(self.key).read_bytes(),
+        )
+
+
+def tls_files_for(pki_dir: Path, name: str) -> TlsFiles:
+    """The TlsFiles of identity ``name`` in a directory made by ``server.pki.init_pki``."""
+    pki_dir = Path(pki_dir)
+    files = TlsFiles(
+        ca_cert=pki_dir / "ca.pem", cert=pki_dir / f"{name}.pem", key=pki_dir / f"{name}.key"
+    )
+    files.read()  # fail early, naming the missing file
+    return files
+
+
+def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    """Server credentials that require and verify a client certificate from the CA."""
+    ca_pem, cert_pem, key_pem = tls.read()
+    return grpc.ssl_server_credentials(
+        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
+    )
+
+
+def server_options() -> list[tuple[str, int]]:
+    """Options for ``grpc.server``: message limits and keepalive values matching the channels."""
+    return [
+        *_MESSAGE_LIMITS,
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
+def channel_options() -> list[tuple[str, int]]:
+    """Default options of :func:`secure_channel`: message limits and keepalive."""
+    return [
+        *_MESSAGE_LIMITS,
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 0),
+    ]
+
+
+def secure_channel(
+    address: str, tls: TlsFiles, *, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.Channel:
+    """A channel to ``address`` presenting this identity's certificate, trusting only the CA.
+
+    ``options`` override the defaults of :func:`channel_options` key by key (for example a
+    test's ``grpc.ssl_target_name_override``); the message limits should not be raised.
+    """
+    ca_pem, cert_pem, key_pem = tls.read()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
+    )
+    merged: dict[str, Any] = dict(channel_options())
+    merged.update(dict(options))
+    return grpc.secure_channel(address, credentials, options=list(merged.items()))

@@ -1,0 +1,219 @@
+"""Tests for server.pki: certificate layout, identity encoding, extensions, file modes, TLS."""
+
+from __future__ import annotations
+
+import ipaddress
+import stat
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from server.pki import PkiError, PkiLayout, init_pki, issue_certificate
+from server.tls import (
+    MAX_MESSAGE_BYTES,
+    TlsFiles,
+    secure_channel,
+    server_credentials,
+    server_options,
+    tls_files_for,
+)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PkiLayout]:
+    out = tmp_path_factory.mktemp("pki")
+    layout = init_pki(
+        out,
+        agencies=["police", "health"],
+        staff=[("alice", "police")],
+        operators=["olga"],
+        days=30,
+    )
+    return out, layout
+
+
+def load(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def subject(certificate: x509.Certificate) -> tuple[str, str, str]:
+    name = certificate.subject
+
+    def one(oid: x509.ObjectIdentifier) -> str:
+        (attribute,) = name.get_attributes_for_oid(oid)
+        return str(attribute.value)
+
+    return (
+        one(NameOID.COMMON_NAME),
+        one(NameOID.ORGANIZATION_NAME),
+        one(NameOID.ORGANIZATIONAL_UNIT_NAME),
+    )
+
+
+def test_layout_lists_every_identity(pki: tuple[Path, PkiLayout]) -> None:
+    out, layout = pki
+    assert layout.names() == ["matcher", "police-node", "health-node", "alice", "olga"]
+    assert layout.ca_cert == out / "ca.pem"
+    for name in layout.names():
+        cert_path, key_path = layout[name]
+        assert cert_path == out / f"{name}.pem" and cert_path.is_file()
+        assert key_path == out / f"{name}.key" and key_path.is_file()
+    assert "alice" in layout and "mallory" not in layout
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("matcher", ("matcher", "unit", "matcher")),
+        ("police-node", ("police-node", "police", "node")),
+        ("health-node", ("health-node", "health", "node")),
+        ("alice", ("alice", "police", "staff")),
+        ("olga", ("olga", "unit", "operator")),
+    ],
+)
+def test_identity_encoded_in_subject(
+    pki: tuple[Path, PkiLayout], name: str, expected: tuple[str, str, str]
+) -> None:
+    _out, layout = pki
+    assert subject(load(layout[name][0])) == expected
+
+
+def test_private_keys_are_owner_only(pki: tuple[Path, PkiLayout]) -> None:
+    out, _layout = pki
+    keys = sorted(out.glob("*.key"))
+    assert len(keys) == 6
+    for key_path in keys:
+        assert stat.S_IMODE(key_path.stat().st_mode) == 0o600, key_path.name
+
+
+def test_ca_certificate_extensions(pki: tuple[Path, PkiLayout]) -> None:
+    _out, layout = pki
+    ca = load(layout.ca_cert)
+    assert ca.issuer == ca.subject
+    constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.critical and constraints.value.ca
+    usage = ca.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.key_cert_sign and usage.crl_sign
+    assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey)
+    assert ca.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+    ca.verify_directly_issued_by(ca)
+
+
+@pytest.mark.parametrize("name", ["matcher", "police-node", "alice", "olga"])
+def test_leaf_extensions(pki: tuple[Path, PkiLayout], name: str) -> None:
+    _out, layout = pki
+    ca = load(layout.ca_cert)
+    leaf = load(layout[name][0])
+    leaf.verify_directly_issued_by(ca)
+    extensions = leaf.extensions
+    assert not extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+    purposes = set(extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert purposes == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    authority = extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ca_key_id = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert authority.key_identifier == ca_key_id.digest
+    extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    has_san = True
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        has_san = False
+    if name in {"matcher", "police-node"}:
+        assert has_san
+        assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+        assert set(san.get_values_for_type(x509.IPAddress)) == {
+            ipaddress.ip_address("127.0.0.1"),
+            ipaddress.ip_address("::1"),
+        }
+    else:
+        assert not has_san
+
+
+def test_refuses_to_overwrite_ca(tmp_path: Path) -> None:
+    init_pki(tmp_path, agencies=["police"], staff=[], operators=[])
+    before = (tmp_path / "ca.pem").read_bytes()
+    with pytest.raises(PkiError, match="already exists"):
+        init_pki(tmp_path, agencies=["police"], staff=[], operators=[])
+    assert (tmp_path / "ca.pem").read_bytes() == before
+    init_pki(tmp_path, agencies=["police"], staff=[], operators=[], force=True)
+    assert (tmp_path / "ca.pem").read_bytes() != before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"agencies": ["Police"], "staff": [], "operators": []}, "agency id"),
+        ({"agencies": ["police"], "staff": [("bob", "schools")], "operators": []}, "agency"),
+        ({"agencies": ["police"], "staff": [("../evil", "police")], "operators": []}, "name"),
+        ({"agencies": ["police"], "staff": [], "operators": ["ca"]}, "reserved"),
+        ({"agencies": ["police"], "staff": [("olga", "police")], "operators": ["olga"]}, "twice"),
+    ],
+)
+def test_rejects_bad_plans(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(PkiError, match=message):
+        init_pki(tmp_path, **kwargs)  # type: ignore[arg-type]
+    assert not (tmp_path / "ca.pem").exists()
+
+
+def test_issue_certificate_later(tmp_path: Path) -> None:
+    init_pki(tmp_path, agencies=["police"], staff=[], operators=[])
+    cert_path, key_path = issue_certificate(tmp_path, "schools-node", "schools", "node")
+    assert subject(load(cert_path)) == ("schools-node", "schools", "node")
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    with pytest.raises(PkiError, match="already exists"):
+        issue_certificate(tmp_path, "schools-node", "schools", "node")
+    with pytest.raises(PkiError, match="role"):
+        issue_certificate(tmp_path, "bob", "police", "admin")
+    with pytest.raises(PkiError, match="no certificate authority"):
+        issue_certificate(tmp_path / "empty", "bob", "police", "staff")
+
+
+class _Matcher(jigsaw_pb2_grpc.MatcherServicer):
+    def Status(
+        self, request: jigsaw_pb2.MatcherStatusRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.MatcherStatusResponse:
+        return jigsaw_pb2.MatcherStatusResponse(version="ok")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_certificates_work_for_grpc_mutual_tls(pki: tuple[Path, PkiLayout], host: str) -> None:
+    out, _layout = pki
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=server_options())
+    jigsaw_pb2_grpc.add_MatcherServicer_to_server(_Matcher(), server)
+    bind = "[::1]:0" if host == "[::1]" else "127.0.0.1:0"
+    try:
+        port = server.add_secure_port(bind, server_credentials(tls_files_for(out, "matcher")))
+    except RuntimeError:
+        pytest.skip("IPv6 loopback unavailable")
+    server.start()
+    try:
+        with secure_channel(f"{host}:{port}", tls_files_for(out, "olga")) as channel:
+            response = jigsaw_pb2_grpc.MatcherStub(channel).Status(
+                jigsaw_pb2.MatcherStatusRequest(), timeout=10
+            )
+        assert response.version == "ok"
+    finally:
+        server.stop(None)
+
+
+def test_tls_files_for_names_missing_file(pki: tuple[Path, PkiLayout]) -> None:
+    out, _layout = pki
+    assert tls_files_for(out, "alice") == TlsFiles(
+        out / "ca.pem", out / "alice.pem", out / "alice.key"
+    )
+    with pytest.raises(FileNotFoundError, match=r"nobody\.pem"):
+        tls_files_for(out, "nobody")
+
+
+def test_message_limits_in_server_options() -> None:
+    options = dict(server_options())
+    assert options["grpc.max_send_message_length"] == MAX_MESSAGE_BYTES == 8 * 1024 * 1024
+    assert options["grpc.max_receive_message_length"] == MAX_MESSAGE_BYTES
+    assert options["grpc.keepalive_time_ms"] >= 10_000

@@ -1,0 +1,163 @@
+"""Tests for server.ratelimit with a fake clock: token buckets, eviction, enumeration alerts."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.ratelimit import EnumerationGuard, RateLimiter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_burst_then_retry_after() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_minute=60, burst=3, clock=clock)
+    assert [limiter.acquire("alice") for _ in range(3)] == [None, None, None]
+    assert limiter.acquire("alice") == pytest.approx(1.0)
+    clock.advance(0.25)
+    assert limiter.acquire("alice") == pytest.approx(0.75)
+    clock.advance(0.75)
+    assert limiter.acquire("alice") is None
+    assert limiter.acquire("alice") == pytest.approx(1.0)
+
+
+def test_callers_are_independent() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_minute=6, burst=1, clock=clock)
+    assert limiter.acquire("alice") is None
+    assert limiter.acquire("alice") == pytest.approx(10.0)
+    assert limiter.acquire("bob") is None
+
+
+def test_refill_is_capped_at_burst() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_minute=60, burst=2, clock=clock)
+    limiter.acquire("alice")
+    clock.advance(3600)
+    assert [limiter.acquire("alice") for _ in range(3)][:2] == [None, None]
+    assert limiter.acquire("alice") is not None
+
+
+def test_idle_callers_are_evicted() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_minute=60, burst=2, clock=clock)
+    for number in range(100):
+        limiter.acquire(f"caller{number}")
+    assert limiter.tracked_callers() == 100
+    clock.advance(2.0)  # every bucket has refilled: nothing worth remembering
+    limiter.acquire("late")
+    assert limiter.tracked_callers() == 1
+
+
+def test_memory_bound_holds_for_busy_callers() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_minute=1, burst=1, clock=clock, max_callers=10)
+    for number in range(1000):
+        limiter.acquire(f"caller{number}")
+        assert limiter.tracked_callers() <= 10
+
+
+def test_clock_going_backwards_does_not_mint_tokens() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_minute=60, burst=1, clock=clock)
+    assert limiter.acquire("alice") is None
+    clock.advance(-100)
+    assert limiter.acquire("alice") is not None
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst"), [(0, 1), (-1, 1), (float("inf"), 1), (float("nan"), 1), (10, 0), (10, 1.5)]
+)
+def test_invalid_settings(rate: float, burst: int) -> None:
+    with pytest.raises(ValueError):
+        RateLimiter(rate_per_minute=rate, burst=burst)
+
+
+def test_thread_safe_token_count() -> None:
+    clock = FakeClock()  # frozen: exactly `burst` calls may succeed in total
+    limiter = RateLimiter(rate_per_minute=1, burst=50, clock=clock)
+    allowed: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        count = sum(limiter.acquire("shared") is None for _ in range(40))
+        with lock:
+            allowed.append(count)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(allowed) == 50
+
+
+@settings(deadline=None, max_examples=50)
+@given(
+    rate=st.floats(min_value=1, max_value=600),
+    burst=st.integers(min_value=1, max_value=20),
+    gaps=st.lists(st.floats(min_value=0, max_value=5), min_size=1, max_size=60),
+)
+def test_never_more_than_burst_plus_refill(rate: float, burst: int, gaps: list[float]) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_minute=rate, burst=burst, clock=clock)
+    allowed = 0
+    for gap in gaps:
+        clock.advance(gap)
+        retry_after = limiter.acquire("caller")
+        if retry_after is None:
+            allowed += 1
+        else:
+            assert 0 < retry_after <= 60 / rate + 1e-9
+    assert allowed <= burst + sum(gaps) * rate / 60 + 1e-6
+
+
+def test_enumeration_alert_fires_once_per_burst() -> None:
+    clock = FakeClock()
+    guard = EnumerationGuard(threshold=5, window_seconds=60, clock=clock)
+    alerts = [guard.observe("alice") for _ in range(5)]
+    assert alerts == [False] * 5
+    assert guard.observe("alice") is True
+    assert [guard.observe("alice") for _ in range(10)] == [False] * 10
+    assert guard.observe("bob") is False
+    clock.advance(61)  # window slides past the burst: re-armed
+    assert guard.count("alice") == 0
+    assert [guard.observe("alice") for _ in range(6)] == [False] * 5 + [True]
+
+
+def test_enumeration_window_slides() -> None:
+    clock = FakeClock()
+    guard = EnumerationGuard(threshold=3, window_seconds=10, clock=clock)
+    for _ in range(3):
+        assert not guard.observe("alice")
+        clock.advance(4)  # lookups at 0, 4, 8; the 4th at 12 drops the one at 0
+    assert not guard.observe("alice")
+    assert guard.count("alice") == 3
+    assert guard.observe("alice")  # 4, 8, 12, 12 within 10 s
+
+
+def test_enumeration_guard_bounded() -> None:
+    clock = FakeClock()
+    guard = EnumerationGuard(threshold=2, window_seconds=60, clock=clock, max_callers=5)
+    for number in range(50):
+        guard.observe(f"caller{number}")
+    assert len(guard._seen) <= 5
+
+
+@pytest.mark.parametrize(("threshold", "window"), [(0, 60), (3, 0), (3, -1)])
+def test_enumeration_invalid_settings(threshold: int, window: float) -> None:
+    with pytest.raises(ValueError):
+        EnumerationGuard(threshold=threshold, window_seconds=window)
