@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,9 +68,24 @@ class Result:
     seconds: float
     records: int
     true_pairs: int
+    # candidate-pair match probabilities and whether each pair is a true match (for plots)
+    scores: tuple[NDArray[np.float64], NDArray[np.bool_]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "scores"}
+
+
+def _scores(
+    left: NDArray[np.int64], right: NDArray[np.int64], prob: NDArray[np.float64],
+    ti: NDArray[np.int64], tj: NDArray[np.int64], n: int, *, ordered: bool,
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    if not ordered:
+        left, right = np.minimum(left, right), np.maximum(left, right)
+        ti, tj = np.minimum(ti, tj), np.maximum(ti, tj)
+    truth = np.isin(left * n + right, ti * n + tj)
+    return prob, truth
 
 
 def _columns(frame: Any) -> dict[str, list[str | None]]:
@@ -109,21 +124,8 @@ def _febrl3() -> tuple[Any, NDArray[np.int64], NDArray[np.int64]]:
 
     d = load_febrl3()
     entity = np.array([int(r.split("-")[1]) for r in d.index], dtype=np.int64)
-    i, j = evaluate_pairs_from_entities(entity)
+    i, j = evaluate.true_pairs_from_entities(entity)
     return d, i, j
-
-
-def evaluate_pairs_from_entities(entity: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """All pairs i < j of records that share an entity id."""
-    from linkage.solve import pairs_from_labels
-
-    # canonical labels: smallest index per entity
-    order = np.argsort(entity, kind="stable")
-    first = np.empty_like(entity)
-    uniq, start = np.unique(entity[order], return_index=True)
-    lab_of_entity = order[start]
-    first = lab_of_entity[np.searchsorted(uniq, entity)]
-    return pairs_from_labels(first)
 
 
 def run_jigsaw_link(
@@ -138,9 +140,11 @@ def run_jigsaw_link(
     bq = evaluate.blocking_quality(
         result.scored.left, result.scored.right, ti, tj, len(a) * len(b), ordered=True
     )
+    sc = result.scored
     return Result(
         name, "jigsaw", q.precision, q.recall, q.f1, bq.pair_completeness, bq.reduction_ratio,
-        result.scored.candidates, "model: p >= 0.5, one-to-one", seconds, len(a) + len(b), len(ti),
+        sc.candidates, "model: p >= 0.5, one-to-one", seconds, len(a) + len(b), len(ti),
+        _scores(sc.left, sc.right, sc.probability, ti, tj, max(len(a), len(b)), ordered=True),
     )
 
 
@@ -158,9 +162,11 @@ def run_jigsaw_dedupe(
     bq = evaluate.blocking_quality(
         res.scored.left, res.scored.right, ti, tj, n * (n - 1) // 2, ordered=False
     )
+    sc = res.scored
     return Result(
         name, "jigsaw", q.precision, q.recall, q.f1, bq.pair_completeness, bq.reduction_ratio,
-        res.scored.candidates, "model: p >= 0.5, clustered", seconds, n, len(ti),
+        sc.candidates, "model: p >= 0.5, clustered", seconds, n, len(ti),
+        _scores(sc.left, sc.right, sc.probability, ti, tj, n, ordered=False),
     )
 
 
@@ -258,7 +264,7 @@ def synthetic_population(n_children: int, seed: int) -> tuple[list[dict[str, lis
 
 def run_synthetic(n_children: int, seed: int) -> Result:
     columns, truth = synthetic_population(n_children, seed)
-    ti, tj = evaluate_pairs_from_entities(truth)
+    ti, tj = evaluate.true_pairs_from_entities(truth)
     return run_jigsaw_dedupe("synthetic", default_child_schema(), columns, ti, tj)
 
 

@@ -240,3 +240,14 @@ def cluster_quality(predicted_labels: NDArray[Any], true_labels: NDArray[Any]) -
         predicted_clusters=int(predicted_sizes.size),
         true_clusters=int(true_sizes.size),
     )
+
+
+def true_pairs_from_entities(entity: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Every pair i < j of records that carry the same ground-truth entity id (vectorised)."""
+    from linkage.solve import pairs_from_labels
+
+    ids = np.asarray(entity)
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    first_index = np.full(uniq.size, ids.size, dtype=np.int64)
+    np.minimum.at(first_index, inverse, np.arange(ids.size, dtype=np.int64))
+    return pairs_from_labels(first_index[inverse])

@@ -1,0 +1,172 @@
+"""``jigsaw bench``: the benchmark commands and how their figures reach RESULTS.md.
+
+``jigsaw bench quality|speed|attack [--json] [--report benchmarks/RESULTS.md]`` runs one
+benchmark, prints its figures (one JSON object per line with ``--json``), and with
+``--report`` rewrites that benchmark's section of the results file and its plot under
+``benchmarks/plots/``. Progress goes to standard error so standard output stays parseable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import RESULTS, markdown_table, provenance, write_section
+
+PLOTS = Path(__file__).resolve().parent / "plots"
+
+
+def add_bench_parser(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="run a benchmark").add_subparsers(
+        dest="bench_command", required=True
+    )
+    q = bench.add_parser("quality", help="linkage quality on FEBRL and synthetic data")
+    q.add_argument("--dataset", action="append", choices=["febrl4", "febrl4-half", "febrl3",
+                                                          "synthetic"])
+    q.add_argument("--no-baseline", action="store_true", help="skip the plaintext baseline")
+    q.add_argument("--synthetic-children", type=int, default=5000)
+    s = bench.add_parser("speed", help="Dice and encoding throughput, with peers")
+    s.add_argument("--queries", type=int, default=2000)
+    s.add_argument("--candidates", type=int, default=100_000)
+    s.add_argument("--encode-records", type=int, default=200_000)
+    s.add_argument("--no-peers", action="store_true", help="skip anonlink and clkhash")
+    a = bench.add_parser("attack", help="re-identification attacks against the encodings")
+    a.add_argument("--large", action="store_true", help="also the 50 k population (slow)")
+    for p in (q, s, a):
+        p.add_argument("--json", action="store_true", help="one JSON object per line")
+        p.add_argument("--report", nargs="?", const=str(RESULTS), default=None,
+                       help="write the figures into this results file")
+        p.add_argument("--seed", type=int, default=7)
+        p.set_defaults(func=run_bench)
+
+
+def _emit(args: argparse.Namespace, row: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(row), flush=True)
+    else:
+        print(", ".join(f"{k}={_fmt(v)}" for k, v in row.items()), flush=True)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) and abs(v) < 1000 else str(v)
+
+
+def _command(args: argparse.Namespace) -> str:
+    return "jigsaw " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else (
+        f"jigsaw bench {args.bench_command} --json --report")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "quality":
+        return _quality(args)
+    if args.bench_command == "speed":
+        return _speed(args)
+    return _attack(args)
+
+
+# ------------------------------------------------------------------------------ quality
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from benchmarks import quality
+
+    datasets = tuple(args.dataset) if args.dataset else quality.DATASETS
+    results = []
+    for r in quality.run(datasets, seed=args.seed, baseline=not args.no_baseline,
+                         synthetic_children=args.synthetic_children):
+        _emit(args, r.as_dict())
+        results.append(r)
+    if args.report:
+        plot = _plot_quality(results)
+        rows = [r.as_dict() for r in results]
+        body = (
+            "## Linkage quality\n\n" + provenance(_command(args)) + "\n"
+            + markdown_table(rows, ["dataset", "method", "precision", "recall", "f1",
+                                    "pair_completeness", "reduction_ratio", "candidate_pairs",
+                                    "threshold", "seconds"])
+            + "\n\nJigsaw links keyed Bloom-filter encodings (published test secret) with the "
+            "model's own threshold (match probability >= 0.5); labels are used only to score "
+            "the output. `plaintext-recordlinkage-ecm` links the same plaintext with the "
+            "recordlinkage package (blocking on four keys, binary comparisons, ECM).\n\n"
+            f"![match probabilities of candidate pairs]({plot.relative_to(RESULTS.parent)})\n"
+        )
+        write_section("quality", body, path=Path(args.report))
+    return 0
+
+
+def _plot_quality(results: list[Any]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    mine = [r for r in results if r.scores is not None]
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, max(1, len(mine)), figsize=(4.2 * max(1, len(mine)), 3.4),
+                             squeeze=False)
+    bins = np.linspace(0, 1, 41)
+    for ax, r in zip(axes[0], mine, strict=False):
+        prob, truth = r.scores
+        ax.hist(prob[truth], bins=bins, alpha=0.7, label="true matches", color="tab:green")
+        ax.hist(prob[~truth], bins=bins, alpha=0.7, label="non-matches", color="tab:red")
+        ax.axvline(0.5, color="k", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_title(f"{r.dataset}: F1 {r.f1:.4f}")
+        ax.set_xlabel("match probability (candidate pairs)")
+    axes[0][0].set_ylabel("pairs (log scale)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path = PLOTS / "quality_scores.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------ speed
+
+
+def _speed(args: argparse.Namespace) -> int:
+    from benchmarks import encode_speed, speed
+
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {}
+    print("measuring Dice kernel...", file=sys.stderr, flush=True)
+    row.update(speed.bench_dice(args.queries, args.candidates, seed=args.seed))
+    print("measuring encoder...", file=sys.stderr, flush=True)
+    row.update(encode_speed.bench_encode(args.encode_records, seed=args.seed))
+    if not args.no_peers:
+        print("measuring anonlink (own virtualenv)...", file=sys.stderr, flush=True)
+        peer = speed.bench_anonlink_dice(args.queries, args.candidates, seed=args.seed)
+        row.update({f"anonlink_{k}" if not k.startswith("anonlink") else k: v
+                    for k, v in peer.items()})
+        if "anonlink_dice_pairs_per_s_1core" in row:
+            row["ratio_to_anonlink_1core"] = (
+                row["dice_pairs_per_s_1core"] / row["anonlink_dice_pairs_per_s_1core"])
+        print("measuring clkhash (own virtualenv)...", file=sys.stderr, flush=True)
+        enc_peer = encode_speed.bench_clkhash(min(args.encode_records, 20_000), seed=args.seed)
+        row.update(enc_peer)
+        if "clkhash_records_per_s" in row:
+            row["ratio_to_clkhash"] = row["encode_records_per_s_1core"] / row["clkhash_records_per_s"]
+    row["seconds"] = time.perf_counter() - t0
+    _emit(args, row)
+    if args.report:
+        keys = [k for k in row if not isinstance(row[k], dict)]
+        body = ("## Speed\n\n" + provenance(_command(args)) + "\n"
+                + markdown_table([{"figure": k, "value": row[k]} for k in keys],
+                                 ["figure", "value"]) + "\n")
+        write_section("speed", body, path=Path(args.report))
+    return 0
+
+
+# ------------------------------------------------------------------------------ attack
+
+
+def _attack(args: argparse.Namespace) -> int:
+    from benchmarks import attack
+
+    return attack.run_cli(args, emit=lambda row: _emit(args, row))

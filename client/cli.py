@@ -1,0 +1,499 @@
+"""The ``jigsaw`` command line: one entry point for operators and staff.
+
+Commands::
+
+    jigsaw pki init        create a CA and certificates for nodes, staff, operators, matcher
+    jigsaw secret init     create the agencies' shared linkage secret (hex file, mode 0600)
+    jigsaw node serve      run an agency node (gRPC, mutual TLS)
+    jigsaw matcher serve   run the matcher (gRPC, mutual TLS)
+    jigsaw ingest          read a node's configured sources into its store
+    jigsaw publish         encode and publish a node's new/changed records to the matcher
+    jigsaw lookup          staff: which agencies hold records about this child?
+    jigsaw disclose        staff: the minimal record behind a reference, with a purpose
+    jigsaw link            operator: batch-link every published agency, show clusters
+    jigsaw status          node or matcher status
+    jigsaw audit verify    check hash-chained audit logs for edits, insertions, deletions
+    jigsaw demo            the whole federation on synthetic data, on embedded defaults
+    jigsaw bench           linkage benchmarks: quality, speed, attack
+
+Exit codes: 0 success; 1 bad input or configuration (the message says which field);
+2 usage error; 3 a remote call failed (the gRPC status is printed); 4 audit verification
+failed; 130 interrupted.
+
+Messages never carry identifier values: errors name the field, line or expectation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from linkage.errors import JigsawError
+
+EXIT_OK = 0
+EXIT_INPUT = 1
+EXIT_USAGE = 2
+EXIT_RPC = 3
+EXIT_AUDIT = 4
+EXIT_INTERRUPTED = 130
+
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("jigsaw")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+# ------------------------------------------------------------------------------ pki / secret
+
+
+def cmd_pki_init(args: argparse.Namespace) -> int:
+    from server.pki import init_pki
+
+    staff = []
+    for item in args.staff:
+        name, sep, agency = item.partition(":")
+        if not sep or not name or not agency:
+            err.print(f"--staff {item!r}: expected NAME:AGENCY")
+            return EXIT_USAGE
+        staff.append((name, agency))
+    layout = init_pki(
+        Path(args.dir),
+        agencies=args.agency,
+        staff=staff,
+        operators=args.operator,
+        days=args.days,
+        force=args.force,
+    )
+    out.print(f"certificate authority: {layout.ca_cert}")
+    for name in layout.names():
+        out.print(f"  {name}: {layout[name][0]}")
+    return EXIT_OK
+
+
+def cmd_secret_init(args: argparse.Namespace) -> int:
+    from linkage.keys import LinkageSecret
+
+    path = Path(args.out)
+    if path.exists() and not args.force:
+        err.print(f"{path} exists; use --force to replace it (every agency must then re-encode)")
+        return EXIT_INPUT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(LinkageSecret.generate().to_hex() + "\n", "ascii")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    out.print(f"linkage secret written to {path} (share it only with the agencies)")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ serving
+
+
+def _serve(runtime: Any, port_file: str | None, what: str) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runtime.server.start()
+    if port_file:
+        tmp = Path(port_file + ".tmp")
+        tmp.write_text(str(runtime.port))
+        tmp.replace(port_file)
+    log.info("%s serving on port %d", what, runtime.port)
+    stop.wait()
+    log.info("%s shutting down", what)
+    runtime.server.stop(grace=5).wait()
+    runtime.close()
+    return EXIT_OK
+
+
+def cmd_node_serve(args: argparse.Namespace) -> int:
+    from server.node import build_node
+    from server.node_config import load_node_config
+
+    config = load_node_config(args.config)
+    return _serve(build_node(config), args.port_file, f"agency node {config.agency}")
+
+
+def cmd_matcher_serve(args: argparse.Namespace) -> int:
+    from server.matcher import build_matcher
+    from server.matcher_config import load_matcher_config
+
+    config = load_matcher_config(args.config)
+    return _serve(build_matcher(config), args.port_file, "matcher")
+
+
+# ------------------------------------------------------------------------------ node work
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from server.ingest import ingest_source
+    from server.node_config import load_node_config
+    from server.node_store import NodeStore
+
+    config = load_node_config(args.config)
+    store = NodeStore(config.store)
+    worst = EXIT_OK
+    try:
+        for source in config.sources:
+            with _progress() as bar:
+                task = bar.add_task(f"ingest {source.path.name}", total=None)
+
+                def tick(done: int, total: int | None, _task: Any = task, _bar: Any = bar) -> None:
+                    _bar.update(_task, completed=done, total=total)
+
+                report = ingest_source(store, source, config.schema, progress=tick)
+            out.print(
+                f"{source.path.name}: {report.rows_read} rows read, {report.inserted} inserted, "
+                f"{report.updated} updated, {report.unchanged} unchanged, "
+                f"{len(report.rejected)} rejected, {len(report.warnings)} warnings"
+            )
+            problems = [("rejected", p) for p in report.rejected] + [
+                ("warning", p) for p in report.warnings
+            ]
+            if problems:
+                table = Table("line", "field", "outcome", "reason")
+                for outcome, p in problems[: args.show]:
+                    table.add_row(str(p.line), p.field, outcome, p.reason)
+                out.print(table)
+                if len(problems) > args.show:
+                    out.print(f"... and {len(problems) - args.show} more")
+    finally:
+        store.close()
+    return worst
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from proto.jigsaw.v1 import jigsaw_pb2_grpc
+    from server.node_config import load_node_config, read_linkage_keys
+    from server.node_store import NodeStore
+    from server.publish import publish_pending
+    from server.tls import secure_channel
+
+    config = load_node_config(args.config)
+    keys = read_linkage_keys(config)
+    store = NodeStore(config.store)
+    channel = secure_channel(config.matcher, config.tls)
+    try:
+        stub = jigsaw_pb2_grpc.MatcherStub(channel)  # type: ignore[no-untyped-call]
+        with _progress() as bar:
+            task = bar.add_task(f"publish {config.agency}", total=None)
+
+            def tick(done: int, total: int | None) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = publish_pending(
+                store, config.schema, keys, stub, batch_size=config.publish_batch_size,
+                progress=tick,
+            )
+        out.print(
+            f"{config.agency}: {report.published} records published, "
+            f"{report.withdrawn} withdrawn, in {report.calls} calls"
+        )
+    finally:
+        channel.close()
+        store.close()
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ staff
+
+
+def _tls(args: argparse.Namespace) -> Any:
+    from server.tls import tls_files_for
+
+    return tls_files_for(Path(args.pki), args.identity)
+
+
+BAND_NAMES = {1: "very high", 2: "high", 3: "possible", 4: "low"}
+AGREEMENT_NAMES = {1: "exact", 2: "strong", 3: "weak", 4: "disagrees", 5: "missing"}
+
+
+def evidence_text(evidence: Sequence[Any]) -> str:
+    return ", ".join(
+        f"{e.field} {AGREEMENT_NAMES.get(e.agreement, '?')}" for e in evidence
+    )
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from client.client import NodeClient
+
+    identifiers: dict[str, str] = {}
+    for item in args.field:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            err.print("--field: expected FIELD=VALUE")
+            return EXIT_USAGE
+        identifiers[key] = value
+    with NodeClient(args.node, _tls(args)) as node:
+        response = node.lookup(identifiers, purpose=args.purpose, max_candidates=args.max)
+    if args.json:
+        print(json.dumps(_lookup_json(response)))
+        return EXIT_OK
+    table = Table("agency", "reference", "match", "evidence", title=f"lookup {response.lookup_id}")
+    for c in response.candidates:
+        table.add_row(c.agency, c.reference, BAND_NAMES.get(c.band, "?"), evidence_text(c.evidence))
+    out.print(table if response.candidates else "no agency holds a matching record")
+    return EXIT_OK
+
+
+def _lookup_json(response: Any) -> dict[str, Any]:
+    return {
+        "lookup_id": response.lookup_id,
+        "candidates": [
+            {
+                "agency": c.agency,
+                "reference": c.reference,
+                "band": BAND_NAMES.get(c.band, "?"),
+                "evidence": {e.field: AGREEMENT_NAMES.get(e.agreement, "?") for e in c.evidence},
+            }
+            for c in response.candidates
+        ],
+    }
+
+
+def cmd_disclose(args: argparse.Namespace) -> int:
+    from client.client import NodeClient
+
+    with NodeClient(args.node, _tls(args)) as node:
+        response = node.disclose(args.reference, purpose=args.purpose)
+    table = Table("field", "value", title=f"{response.agency} record {response.reference}")
+    for key in sorted(response.fields):
+        table.add_row(key, response.fields[key])
+    out.print(table)
+    if response.withheld_fields:
+        out.print("withheld by policy: " + ", ".join(response.withheld_fields))
+    out.print(f"disclosure id {response.disclosure_id} (audited)")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ operators
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    from client.client import MatcherClient
+
+    with MatcherClient(args.matcher, _tls(args)) as matcher, _progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(p: Any) -> None:
+            if p.stage and p.stage not in tasks:
+                tasks[p.stage] = bar.add_task(p.stage, total=p.total or None)
+            if p.stage:
+                bar.update(tasks[p.stage], completed=p.done, total=p.total or None)
+
+        result_id = matcher.link(min_probability=args.min_probability, on_progress=on_progress)
+        pages = list(matcher.link_result_pages(result_id))
+    clusters = [c for page in pages for c in page.clusters]
+    total = pages[0].total_clusters if pages else 0
+    out.print(f"link result {result_id}: {total} clusters of two or more records")
+    table = Table("cluster", "members")
+    for c in clusters[: args.show]:
+        table.add_row(c.cluster_id, ", ".join(f"{m.agency}:{m.reference[:8]}" for m in c.members))
+    out.print(table)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from client.client import MatcherClient, NodeClient
+
+    if args.matcher:
+        with MatcherClient(args.matcher, _tls(args)) as matcher:
+            status = matcher.status()
+        out.print(f"matcher: {status.indexed_records} records, schema {status.schema_fingerprint}")
+        for a in status.agencies:
+            out.print(f"  {a.agency}: {a.records}")
+    else:
+        with NodeClient(args.node, _tls(args)) as node:
+            ns = node.status()
+        out.print(f"node {ns.agency}: {ns.records} records, {ns.published} published, "
+                  f"{ns.pending} pending")
+    return EXIT_OK
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from server.audit import verify_audit_log
+
+    code = EXIT_OK
+    for path in args.files:
+        result = verify_audit_log(Path(path))
+        if result.ok:
+            out.print(f"{path}: OK, {result.entries} entries, chain intact")
+        else:
+            out.print(f"{path}: TAMPERED at entry {result.first_bad_seq}: {result.reason}")
+            code = EXIT_AUDIT
+    return code
+
+
+# ------------------------------------------------------------------------------ demo / bench
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from client.demo import run_demo
+
+    return run_demo(Path(args.dir), children=args.children, seed=args.seed, console=out)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.cli import run_bench
+
+    return run_bench(args)
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jigsaw",
+        description="Privacy-preserving record linkage for multi-agency child protection.",
+        epilog="Exit codes: 0 ok, 1 bad input/config, 2 usage, 3 remote call failed, "
+        "4 audit verification failed, 130 interrupted.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pki = sub.add_parser("pki", help="certificates").add_subparsers(dest="pki_command", required=True)
+    pi = pki.add_parser("init", help="create a CA and certificates for every identity")
+    pi.add_argument("--dir", required=True, help="output directory")
+    pi.add_argument("--agency", action="append", default=[], help="agency id (repeat)")
+    pi.add_argument("--staff", action="append", default=[], help="NAME:AGENCY (repeat)")
+    pi.add_argument("--operator", action="append", default=[], help="operator name (repeat)")
+    pi.add_argument("--days", type=int, default=365)
+    pi.add_argument("--force", action="store_true", help="replace an existing CA")
+    pi.set_defaults(func=cmd_pki_init)
+
+    secret = sub.add_parser("secret", help="linkage secret").add_subparsers(
+        dest="secret_command", required=True
+    )
+    si = secret.add_parser("init", help="create a new shared linkage secret")
+    si.add_argument("--out", required=True)
+    si.add_argument("--force", action="store_true")
+    si.set_defaults(func=cmd_secret_init)
+
+    node = sub.add_parser("node", help="agency node").add_subparsers(dest="node_command", required=True)
+    ns = node.add_parser("serve", help="run an agency node until SIGTERM")
+    ns.add_argument("--config", required=True)
+    ns.add_argument("--port-file", help="write the bound port here once serving")
+    ns.set_defaults(func=cmd_node_serve)
+
+    matcher = sub.add_parser("matcher", help="matcher").add_subparsers(
+        dest="matcher_command", required=True
+    )
+    ms = matcher.add_parser("serve", help="run the matcher until SIGTERM")
+    ms.add_argument("--config", required=True)
+    ms.add_argument("--port-file", help="write the bound port here once serving")
+    ms.set_defaults(func=cmd_matcher_serve)
+
+    ing = sub.add_parser("ingest", help="read a node's sources into its store")
+    ing.add_argument("--config", required=True)
+    ing.add_argument("--show", type=int, default=20, help="problems to list")
+    ing.set_defaults(func=cmd_ingest)
+
+    pub = sub.add_parser("publish", help="encode and publish pending records to the matcher")
+    pub.add_argument("--config", required=True)
+    pub.set_defaults(func=cmd_publish)
+
+    def identity(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--pki", required=True, help="directory with ca.pem and NAME.pem/.key")
+        sp.add_argument("--identity", required=True, help="your certificate name")
+
+    lk = sub.add_parser("lookup", help="staff: which agencies hold records about this child?")
+    lk.add_argument("--node", required=True, help="your agency node's address")
+    identity(lk)
+    lk.add_argument("--purpose", required=True)
+    lk.add_argument("--field", action="append", default=[], help="FIELD=VALUE (repeat)")
+    lk.add_argument("--max", type=int, default=10)
+    lk.add_argument("--json", action="store_true")
+    lk.set_defaults(func=cmd_lookup)
+
+    dc = sub.add_parser("disclose", help="staff: request the record behind a reference")
+    dc.add_argument("--node", required=True, help="the holding agency's node address")
+    identity(dc)
+    dc.add_argument("--reference", required=True)
+    dc.add_argument("--purpose", required=True)
+    dc.set_defaults(func=cmd_disclose)
+
+    ln = sub.add_parser("link", help="operator: batch-link all agencies")
+    ln.add_argument("--matcher", required=True)
+    identity(ln)
+    ln.add_argument("--min-probability", type=float, default=0.0)
+    ln.add_argument("--show", type=int, default=10)
+    ln.set_defaults(func=cmd_link)
+
+    st = sub.add_parser("status", help="node or matcher status")
+    grp = st.add_mutually_exclusive_group(required=True)
+    grp.add_argument("--node")
+    grp.add_argument("--matcher")
+    identity(st)
+    st.set_defaults(func=cmd_status)
+
+    audit = sub.add_parser("audit", help="audit logs").add_subparsers(
+        dest="audit_command", required=True
+    )
+    av = audit.add_parser("verify", help="verify hash-chained audit logs")
+    av.add_argument("files", nargs="+")
+    av.set_defaults(func=cmd_audit_verify)
+
+    demo = sub.add_parser("demo", help="run the demo federation on synthetic data")
+    demo.add_argument("--dir", default="jigsaw-demo", help="where the demo writes its data")
+    demo.add_argument("--children", type=int, default=3000)
+    demo.add_argument("--seed", type=int, default=2026)
+    demo.set_defaults(func=cmd_demo)
+
+    from benchmarks.cli import add_bench_parser
+
+    add_bench_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.func(args)
+        return code
+    except JigsawError as exc:
+        err.print(f"error: {exc}")
+        return EXIT_INPUT
+    except grpc.RpcError as exc:
+        code_name = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+        details = exc.details() if hasattr(exc, "details") else ""
+        err.print(f"remote call failed: {code_name}: {details}")
+        return EXIT_RPC
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

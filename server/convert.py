@@ -1,0 +1,207 @@
+"""The one place where protobuf messages and ``linkage`` domain objects are converted.
+
+Role in the pipeline: the node turns an :class:`~linkage.encode.EncodedBatch` into
+``EncodedRecord`` messages to publish or to query; the matcher turns received records back
+into arrays, validated against its schema, before comparing. Servicers never touch filter
+bytes themselves, so a change of wire format stays in ``proto/`` and this module.
+
+Wire layout of one ``EncodedRecord`` (see also ``proto/jigsaw/v1/jigsaw.proto``):
+
+* ``reference``: 32 lowercase hex characters chosen by the node;
+* ``field_filters``: one entry per schema field, in schema order; a present field is its
+  packed filter, ``filter_bits / 8`` bytes = ``filter_bits / 64`` uint64 words, each
+  little-endian (bit ``i`` is bit ``i % 8``, LSB first, of byte ``i // 8``); a missing field is
+  empty bytes;
+* ``record_filter``: the record-level filter, ``record_filter_bits / 8`` bytes, same layout;
+* ``block_keys``: one fixed64 per schema blocking rule, 0 where a part was missing.
+
+Validation errors are :class:`server.status.RequestError` naming the exact path
+(``records[3].field_filters[1]``) and the expected byte count, never the bytes.
+
+Bands and agreement labels: :func:`band_for` maps a probability to the staff-facing band
+(``>= 0.99`` very high, ``>= 0.90`` high, ``>= 0.50`` possible, else low);
+:func:`agreement_for` maps a ``linkage.scoring`` level label to the ``Agreement`` enum
+(``exact``, ``strong``, ``disagrees``, ``missing`` one to one; ``moderate``, ``weak`` and
+``similar_<n>`` to ``WEAK``) and :func:`label_for` maps back to the canonical label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from linkage.encode import EncodedBatch
+from linkage.errors import FilterFormatError, IncompatibleEncodingError
+from linkage.schema import Schema
+from proto.jigsaw.v1 import jigsaw_pb2
+from server.status import RequestError, require_filter_bytes, require_reference
+
+_LE_U64 = np.dtype("<u8")
+
+BAND_THRESHOLDS: tuple[tuple[float, jigsaw_pb2.ProbabilityBand], ...] = (
+    (0.99, jigsaw_pb2.PROBABILITY_BAND_VERY_HIGH),
+    (0.90, jigsaw_pb2.PROBABILITY_BAND_HIGH),
+    (0.50, jigsaw_pb2.PROBABILITY_BAND_POSSIBLE),
+)
+
+AGREEMENT_BY_LABEL: Mapping[str, jigsaw_pb2.Agreement] = {
+    "exact": jigsaw_pb2.AGREEMENT_EXACT,
+    "strong": jigsaw_pb2.AGREEMENT_STRONG,
+    "moderate": jigsaw_pb2.AGREEMENT_WEAK,
+    "weak": jigsaw_pb2.AGREEMENT_WEAK,
+    "disagrees": jigsaw_pb2.AGREEMENT_DISAGREES,
+    "missing": jigsaw_pb2.AGREEMENT_MISSING,
+}
+
+LABEL_BY_AGREEMENT: Mapping[int, str] = {
+    jigsaw_pb2.AGREEMENT_EXACT: "exact",
+    jigsaw_pb2.AGREEMENT_STRONG: "strong",
+    jigsaw_pb2.AGREEMENT_WEAK: "weak",
+    jigsaw_pb2.AGREEMENT_DISAGREES: "disagrees",
+    jigsaw_pb2.AGREEMENT_MISSING: "missing",
+}
+
+
+def band_for(probability: float) -> jigsaw_pb2.ProbabilityBand:
+    """The staff-facing band of a match probability (NaN is low)."""
+    for threshold, band in BAND_THRESHOLDS:
+        if probability >= threshold:
+            return band
+    return jigsaw_pb2.PROBABILITY_BAND_LOW
+
+
+def agreement_for(label: str) -> jigsaw_pb2.Agreement:
+    """The ``Agreement`` of a ``linkage.scoring`` level label (unknown → UNSPECIFIED)."""
+    if label.startswith("similar_"):
+        return jigsaw_pb2.AGREEMENT_WEAK
+    return AGREEMENT_BY_LABEL.get(label, jigsaw_pb2.AGREEMENT_UNSPECIFIED)
+
+
+def label_for(agreement: int) -> str:
+    """The canonical label of an ``Agreement`` value ("unspecified" for anything else)."""
+    return LABEL_BY_AGREEMENT.get(agreement, "unspecified")
+
+
+def _row_bytes(words: NDArray[np.uint64]) -> bytes:
+    return np.ascontiguousarray(words, dtype=_LE_U64).tobytes()
+
+
+def encoded_to_proto(
+    batch: EncodedBatch, references: Sequence[str]
+) -> list[jigsaw_pb2.EncodedRecord]:
+    """One ``EncodedRecord`` per row of ``batch``, with ``references[i]`` for row ``i``."""
+    if len(references) != len(batch):
+        raise FilterFormatError(
+            f"references: expected {len(batch)} (one per encoded row), got {len(references)}"
+        )
+    # whole arrays converted once; rows are then slices of the little-endian bytes
+    field_bytes = [
+        np.ascontiguousarray(filters, dtype=_LE_U64).tobytes() for filters in batch.field_filters
+    ]
+    field_widths = [filters.shape[1] * 8 for filters in batch.field_filters]
+    record_bytes = _row_bytes(batch.record_filters)
+    record_width = batch.record_filters.shape[1] * 8
+    present = batch.field_present
+    block_keys = batch.block_keys.tolist()
+    out: list[jigsaw_pb2.EncodedRecord] = []
+    for row, reference in enumerate(references):
+        filters = [
+            data[row * width : (row + 1) * width] if present[row, f] else b""
+            for f, (data, width) in enumerate(zip(field_bytes, field_widths, strict=True))
+        ]
+        out.append(
+            jigsaw_pb2.EncodedRecord(
+                reference=reference,
+                field_filters=filters,
+                record_filter=record_bytes[row * record_width : (row + 1) * record_width],
+                block_keys=block_keys[row],
+            )
+        )
+    return out
+
+
+def proto_to_encoded(
+    records: Sequence[jigsaw_pb2.EncodedRecord],
+    schema: Schema,
+    *,
+    fingerprint: str,
+    key_version: int,
+    field_prefix: str = "records",
+) -> tuple[EncodedBatch, list[str]]:
+    """Validate received records against ``schema`` and return (batch, references).
+
+    Raises :class:`IncompatibleEncodingError` when ``fingerprint`` is not the schema's, and
+    :class:`RequestError` naming ``<field_prefix>[i]...`` for a malformed record: a bad or
+    repeated reference, the wrong number of field filters or block keys, or a filter of the
+    wrong length.
+    """
+    if fingerprint != schema.fingerprint():
+        raise IncompatibleEncodingError(
+            "schema_fingerprint: the encodings were made with a different schema than this server's"
+        )
+    n = len(records)
+    field_widths = [spec.filter_words * 8 for spec in schema.fields]
+    record_width = schema.record_filter_words * 8
+    n_rules = len(schema.blocking)
+    field_chunks: list[list[bytes]] = [[] for _ in schema.fields]
+    present = np.zeros((n, len(schema.fields)), dtype=bool)
+    record_chunks: list[bytes] = []
+    block_keys = np.zeros((n, n_rules), dtype=np.uint64)
+    references: list[str] = []
+    seen: dict[str, int] = {}
+    for i, record in enumerate(records):
+        where = f"{field_prefix}[{i}]"
+        reference = require_reference(record.reference, f"{where}.reference")
+        if reference in seen:
+            raise RequestError(
+                f"{where}.reference", f"must be unique; repeats {field_prefix}[{seen[reference]}]"
+            )
+        seen[reference] = i
+        references.append(reference)
+        if len(record.field_filters) != len(field_widths):
+            raise RequestError(
+                f"{where}.field_filters",
+                f"expected {len(field_widths)} filters (one per schema field), "
+                f"got {len(record.field_filters)}",
+            )
+        for j, (data, width) in enumerate(zip(record.field_filters, field_widths, strict=True)):
+            if data:
+                field_chunks[j].append(
+                    require_filter_bytes(data, f"{where}.field_filters[{j}]", width)
+                )
+                present[i, j] = True
+            else:
+                field_chunks[j].append(bytes(width))
+        record_chunks.append(
+            require_filter_bytes(record.record_filter, f"{where}.record_filter", record_width)
+        )
+        if len(record.block_keys) != n_rules:
+            raise RequestError(
+                f"{where}.block_keys",
+                f"expected {n_rules} keys (one per schema blocking rule), "
+                f"got {len(record.block_keys)}",
+            )
+        if n_rules:
+            block_keys[i] = record.block_keys
+    field_filters = tuple(
+        _words(chunks, n, spec.filter_words)
+        for chunks, spec in zip(field_chunks, schema.fields, strict=True)
+    )
+    batch = EncodedBatch(
+        schema_fingerprint=fingerprint,
+        key_version=key_version,
+        field_names=schema.field_names,
+        field_filters=field_filters,
+        field_present=present,
+        record_filters=_words(record_chunks, n, schema.record_filter_words),
+        block_keys=block_keys,
+    )
+    return batch, references
+
+
+def _words(chunks: list[bytes], rows: int, words: int) -> NDArray[np.uint64]:
+    """Native-order uint64 array (rows, words) from little-endian row bytes."""
+    data = np.frombuffer(b"".join(chunks), dtype=_LE_U64).reshape(rows, words)
+    return np.ascontiguousarray(data.astype(np.uint64))

@@ -1,0 +1,465 @@
+"""The agency node's gRPC server: ``Lookup``, ``Disclose`` and ``Status`` for staff and operators.
+
+Role in the pipeline: steps 3 and 4 of the data flow. A staff member asks their own node
+``Lookup`` with raw identifiers; the node validates them, encodes them locally with the
+agency's keys (the identifiers never leave the node) and asks the matcher ``Match`` over
+mutual TLS with its own node certificate, passing the staff member's name and purpose for the
+matcher's audit log; it returns the matcher's ranked candidates (agency, opaque reference,
+band, per-field evidence). A staff member then asks the holding node ``Disclose`` for one
+reference: the node releases only the fields its ``[disclosure]`` policy allows for the
+caller's role and names the withheld ones. ``Status`` reports store counts.
+
+Security: every call passes :class:`server.auth.AuthInterceptor` with
+:data:`server.auth.NODE_POLICY` first (Lookup, Disclose: staff; Status: operator, staff).
+Lookups are rate-limited per caller name (``RESOURCE_EXHAUSTED`` with ``retry-after-s``) and
+watched by an :class:`~server.ratelimit.EnumerationGuard` whose alert is audited as
+``enumeration_alert``. Every lookup and disclosure attempt is audited (actor, purpose,
+outcome, counts, ids, released field *names*); no identifier value is ever logged, audited or
+put in a status message.
+
+Servicer errors map to status codes through :mod:`server.status`; the matcher being
+unreachable (or too slow) is ``UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import FrameType
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from linkage.encode import encode_records
+from linkage.keys import KeySet
+from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from server.audit import AuditLog
+from server.auth import NODE_POLICY, AuthInterceptor, Identity, current_identity
+from server.convert import encoded_to_proto
+from server.node_config import NodeConfig, read_linkage_keys
+from server.node_store import NodeStore
+from server.ratelimit import EnumerationGuard, RateLimiter
+from server.status import (
+    NotFoundError,
+    PolicyDenied,
+    RateLimitedError,
+    RequestError,
+    grpc_errors,
+    require_reference,
+    require_text,
+)
+from server.tls import secure_channel, server_credentials, server_options
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = jigsaw_pb2.DESCRIPTOR.services_by_name["AgencyNode"].full_name
+MAX_PURPOSE_CHARS = 500
+MAX_VALUE_CHARS = 200
+MAX_KEY_CHARS_SHOWN = 64
+DEFAULT_MAX_CANDIDATES = 20
+MAX_CANDIDATES = 100
+MATCH_TIMEOUT_S = 5.0
+MAX_WORKERS = 16
+SHUTDOWN_GRACE_S = 5.0
+ENUMERATION_WINDOW_S = 3600.0
+#: Field kinds that identify a person on their own; ``sex`` alone does not.
+NON_IDENTIFYING_KINDS = frozenset({"sex"})
+
+
+def _version() -> str:
+    try:
+        return metadata.version("jigsaw-linkage")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
+    """The AgencyNode service over one store, key set, audit log and matcher channel."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        store: NodeStore,
+        keys: KeySet,
+        audit: AuditLog,
+        matcher: jigsaw_pb2_grpc.MatcherStub,
+        limiter: RateLimiter,
+        guard: EnumerationGuard,
+    ) -> None:
+        self._config = config
+        self._schema = config.schema
+        self._fingerprint = config.schema.fingerprint()
+        self._store = store
+        self._keys = keys
+        self._audit = audit
+        self._matcher = matcher
+        self._limiter = limiter
+        self._guard = guard
+
+    # ------------------------------------------------------------------ Lookup
+
+    @grpc_errors
+    def Lookup(
+        self, request: jigsaw_pb2.LookupRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.LookupResponse:
+        identity = current_identity(context)
+        lookup_id = secrets.token_hex(16)
+        base = {"lookup_id": lookup_id, "caller_agency": identity.agency}
+        retry_after = self._limiter.acquire(identity.name)
+        if retry_after is not None:
+            self._audit_lookup(identity, "", "rate_limited", base)
+            raise RateLimitedError(retry_after)
+        if self._guard.observe(identity.name):
+            logger.warning("enumeration alert: caller %s over the lookup threshold", identity.name)
+            self._audit.append(
+                actor=identity.name,
+                action="enumeration_alert",
+                outcome="alert",
+                details={
+                    **base,
+                    "lookups_in_window": self._guard.count(identity.name),
+                    "threshold": self._guard.threshold,
+                },
+            )
+        try:
+            purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
+            query = self._encode_query(request.identifiers, lookup_id)
+        except RequestError:
+            self._audit_lookup(identity, "", "invalid_argument", base)
+            raise
+        max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
+        match_request = jigsaw_pb2.MatchRequest(
+            header=jigsaw_pb2.EncodingHeader(
+                schema_fingerprint=self._fingerprint, key_version=self._keys.key_version
+            ),
+            query=query,
+            max_candidates=min(max_candidates, MAX_CANDIDATES),
+            purpose=purpose,
+            on_behalf_of=identity.name,
+        )
+        try:
+            response = self._matcher.Match(match_request, timeout=MATCH_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            self._audit_lookup(identity, purpose, "matcher_error", base)
+            self._abort_for_matcher(context, exc)
+        candidates = list(response.candidates)
+        self._audit_lookup(identity, purpose, "ok", {**base, "candidates": len(candidates)})
+        logger.info("lookup %s: %d candidates", lookup_id, len(candidates))
+        return jigsaw_pb2.LookupResponse(lookup_id=lookup_id, candidates=candidates)
+
+    def _audit_lookup(
+        self,
+        identity: Identity,
+        purpose: str,
+        outcome: str,
+        details: Mapping[str, str | int],
+    ) -> None:
+        self._audit.append(
+            actor=identity.name, action="lookup", purpose=purpose, outcome=outcome, details=details
+        )
+
+    def _encode_query(
+        self, identifiers: Mapping[str, str], lookup_id: str
+    ) -> jigsaw_pb2.EncodedRecord:
+        """Validate the identifiers and encode them as one record (reference = lookup id)."""
+        fields = set(self._schema.field_names)
+        for key in sorted(identifiers):
+            if key not in fields:
+                shown = key[:MAX_KEY_CHARS_SHOWN]
+                raise RequestError(
+                    f"identifiers[{shown!r}]",
+                    "unknown field; expected one of " + ", ".join(self._schema.field_names),
+                )
+            require_text(
+                identifiers[key], f"identifiers[{key!r}]", MAX_VALUE_CHARS, allow_empty=True
+            )
+        columns = {name: [identifiers.get(name)] for name in self._schema.field_names}
+        batch = encode_records(self._schema, self._keys, columns)
+        for problem in batch.problems:
+            raise RequestError(f"identifiers[{problem.field!r}]", problem.reason)
+        identifying = [
+            spec.name
+            for index, spec in enumerate(self._schema.fields)
+            if spec.kind not in NON_IDENTIFYING_KINDS and batch.field_present[0, index]
+        ]
+        if not identifying:
+            raise RequestError(
+                "identifiers", "expected at least one identifying field with a value"
+            )
+        return encoded_to_proto(batch, [lookup_id])[0]
+
+    def _abort_for_matcher(self, context: grpc.ServicerContext, exc: grpc.RpcError) -> NoReturn:
+        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+        logger.warning("matcher call failed: %s", code.name if code else "unknown")
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the matcher at {self._config.matcher} is unreachable or did not answer in "
+                f"{MATCH_TIMEOUT_S:g} s; try again later",
+            )
+        # the matcher never sees identifiers, so its status details cannot carry any
+        details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+        context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION
+            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+            else grpc.StatusCode.UNAVAILABLE,
+            f"the matcher refused the lookup ({code.name if code else 'unknown'}): {details}",
+        )
+        raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
+
+    # ------------------------------------------------------------------ Disclose
+
+    @grpc_errors
+    def Disclose(
+        self, request: jigsaw_pb2.DiscloseRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.DiscloseResponse:
+        identity = current_identity(context)
+        disclosure_id = secrets.token_hex(16)
+        base: dict[str, str | int] = {
+            "disclosure_id": disclosure_id,
+            "caller_agency": identity.agency,
+            "caller_role": identity.role,
+        }
+        try:
+            reference = require_reference(request.reference, "reference")
+            purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
+        except RequestError:
+            self._audit_disclose(identity, "", "invalid_argument", base)
+            raise
+        base["reference"] = reference
+        record = self._store.get_by_reference(reference)
+        if record is None or record.deleted:
+            self._audit_disclose(identity, purpose, "not_found", base)
+            raise NotFoundError(
+                f"reference: no record with this reference at {self._config.agency}"
+            )
+        if identity.role not in self._config.disclosure:
+            self._audit_disclose(identity, purpose, "denied", base)
+            raise PolicyDenied(
+                f"the {self._config.agency} disclosure policy releases nothing to role "
+                f"{identity.role}"
+            )
+        allowed = self._config.released_fields(identity.role)
+        known = list(dict.fromkeys([*self._schema.field_names, *record.fields]))
+        released = {
+            name: value
+            for name in allowed
+            if isinstance(value := record.fields.get(name), str) and value
+        }
+        withheld = [name for name in known if name not in allowed]
+        self._audit_disclose(
+            identity,
+            purpose,
+            "ok",
+            {**base, "released": ",".join(released), "withheld": ",".join(withheld)},
+        )
+        logger.info(
+            "disclosure %s: %d fields released, %d withheld",
+            disclosure_id, len(released), len(withheld),
+        )  # fmt: skip
+        return jigsaw_pb2.DiscloseResponse(
+            disclosure_id=disclosure_id,
+            agency=self._config.agency,
+            reference=reference,
+            fields=released,
+            withheld_fields=withheld,
+        )
+
+    def _audit_disclose(
+        self,
+        identity: Identity,
+        purpose: str,
+        outcome: str,
+        details: Mapping[str, str | int],
+    ) -> None:
+        self._audit.append(
+            actor=identity.name,
+            action="disclose",
+            purpose=purpose,
+            outcome=outcome,
+            details=details,
+        )
+
+    # ------------------------------------------------------------------ Status
+
+    @grpc_errors
+    def Status(
+        self, request: jigsaw_pb2.NodeStatusRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.NodeStatusResponse:
+        counts = self._store.counts()
+        return jigsaw_pb2.NodeStatusResponse(
+            agency=self._config.agency,
+            records=counts.records,
+            published=counts.published,
+            pending=counts.pending,
+            schema_fingerprint=self._fingerprint,
+            key_version=self._keys.key_version,
+            version=_version(),
+        )
+
+
+class _OwningServer(grpc.Server):  # type: ignore[misc]
+    """A grpc.Server that releases the node's resources once it has stopped.
+
+    Delegates every call to the real server; ``stop`` additionally closes the store, audit
+    log and matcher channel (on a helper thread) when the stop has completed.
+    """
+
+    def __init__(self, inner: grpc.Server, on_stopped: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_stopped = on_stopped
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
+        self._inner.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
+        self._inner.add_registered_method_handlers(service_name, method_handlers)
+
+    def add_insecure_port(self, address: str) -> int:
+        return int(self._inner.add_insecure_port(address))
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return int(self._inner.add_secure_port(address, server_credentials))
+
+    def start(self) -> None:
+        self._inner.start()
+
+    def stop(self, grace: float | None) -> threading.Event:
+        stopped: threading.Event = self._inner.stop(grace)
+
+        def release() -> None:
+            stopped.wait()
+            self._on_stopped()
+
+        threading.Thread(target=release, name="node-release", daemon=True).start()
+        return stopped
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return bool(self._inner.wait_for_termination(timeout))
+
+
+@dataclass
+class NodeRuntime:
+    """A built (not yet started) node server and the resources it owns.
+
+    ``server.stop(...)`` releases the resources once the server has stopped; :meth:`close`
+    does it at once (idempotent) for callers that want it synchronous.
+    """
+
+    server: grpc.Server
+    port: int
+    servicer: AgencyNodeServicer
+    store: NodeStore
+    audit: AuditLog
+    matcher_channel: grpc.Channel
+    _closed: bool = False
+    _close_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def close(self) -> None:
+        """Release the store, audit log and matcher channel (after the server stopped)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.matcher_channel.close()
+            self.audit.close()
+            self.store.close()
+
+
+def build_node(config: NodeConfig) -> NodeRuntime:
+    """Build the node server bound to ``config.listen`` with mutual TLS, ready to start."""
+    keys = read_linkage_keys(config)
+    store = NodeStore(config.store)
+    audit = AuditLog(config.audit_log)
+    channel = secure_channel(config.matcher, config.tls)
+    try:
+        limits = config.rate_limits
+        servicer = AgencyNodeServicer(
+            config,
+            store=store,
+            keys=keys,
+            audit=audit,
+            matcher=jigsaw_pb2_grpc.MatcherStub(channel),  # type: ignore[no-untyped-call]
+            limiter=RateLimiter(limits.lookups_per_minute, limits.burst),
+            guard=EnumerationGuard(limits.enumeration_alert_per_hour, ENUMERATION_WINDOW_S),
+        )
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="node"),
+            interceptors=[AuthInterceptor(NODE_POLICY)],
+            options=server_options(),
+        )
+        jigsaw_pb2_grpc.add_AgencyNodeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = server.add_secure_port(config.listen, server_credentials(config.tls))
+        if port == 0:
+            raise OSError(f"cannot bind the node server to {config.listen}")
+    except BaseException:
+        channel.close()
+        audit.close()
+        store.close()
+        raise
+    runtime = NodeRuntime(server, port, servicer, store, audit, channel)
+    runtime.server = _OwningServer(server, runtime.close)
+    return runtime
+
+
+def create_server(config: NodeConfig) -> tuple[grpc.Server, int]:
+    """The node server (not started) and its bound port.
+
+    Stopping the server also closes the node's store, audit log and matcher channel; use
+    :func:`build_node` to get at those resources directly.
+    """
+    runtime = build_node(config)
+    return runtime.server, runtime.port
+
+
+def serve(config: NodeConfig) -> None:
+    """Run the node until SIGTERM or SIGINT, then stop gracefully (5 s grace)."""
+    runtime = build_node(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous: list[tuple[signal.Signals, Any]] = []
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous.append((signum, signal.signal(signum, on_signal)))
+    runtime.server.start()
+    logger.info(
+        "agency node %s serving on port %d (schema %s, key version %d)",
+        config.agency, runtime.port, config.schema.fingerprint(), config.key_version,
+    )  # fmt: skip
+    try:
+        stop.wait()
+    finally:
+        runtime.server.stop(grace=SHUTDOWN_GRACE_S).wait()
+        runtime.close()
+        for signum, handler in previous:
+            signal.signal(signum, handler)
+        logger.info("agency node %s stopped", config.agency)
+
+
+__all__ = [
+    "AgencyNodeServicer",
+    "NodeRuntime",
+    "build_node",
+    "create_server",
+    "serve",
+]

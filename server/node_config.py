@@ -1,0 +1,442 @@
+"""Agency node configuration: one strict TOML file read by ``jigsaw node serve``.
+
+Role in the pipeline: tells a node which agency it is, which linkage schema and secret it
+encodes with, where its SQLite store and audit log live, how to reach the matcher, which
+certificates it presents, which sources it ingests (with their column mappings), which
+fields each caller role may have disclosed, and its lookup rate limits.
+
+Parsing is strict, like the schema: an unknown key, a missing required key or a value of
+the wrong type is a problem, and every problem in the file is reported at once in one
+:class:`ConfigError`. Relative paths resolve against the directory of the config file.
+
+File layout (``*`` = required)::
+
+    [node]
+    agency*            "police"               lowercase letters, digits, underscore
+    schema*            "child"                shipped schema name, or a path to a schema TOML
+    secret_file*       "secret.hex"           hex linkage secret (read by read_linkage_keys)
+    key_version        1                      integer >= 1
+    store*             "police.sqlite"
+    audit_log*         "police-audit.jsonl"
+    listen             "127.0.0.1:0"          host:port this node serves on
+    matcher*           "127.0.0.1:50051"      host:port of the matcher
+    publish_batch_size 1000                   records encoded per publish message
+    [tls]              ca_cert*, cert*, key*  PEM files (see server.pki)
+    [[source]]         kind* ("csv" | "sqlite"), path*, table (required for sqlite),
+                       day_first (default: the schema's), columns* (schema field or
+                       "local_id" -> source column; local_id required), extra (disclosable
+                       non-linkage field -> source column)
+    [disclosure]       role -> list of schema or extra field names released by Disclose
+    [rate_limits]      lookups_per_minute (60), burst (10), enumeration_alert_per_hour (200)
+
+Problem messages name the key and the expectation; a config file holds no identifier values,
+but messages still never echo a value that failed validation.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from linkage.errors import JigsawError, KeyMaterialError, SchemaError
+from linkage.keys import KeySet, LinkageSecret
+from linkage.schema import Schema, load_schema, parse_schema, shipped_schema_names
+from server.pki import ROLES
+from server.tls import TlsFiles
+
+AGENCY_RE = re.compile(r"[a-z0-9_]+")
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+LOCAL_ID = "local_id"
+SOURCE_KINDS = ("csv", "sqlite")
+
+_NODE_KEYS = {
+    "agency",
+    "schema",
+    "secret_file",
+    "key_version",
+    "store",
+    "audit_log",
+    "listen",
+    "matcher",
+    "publish_batch_size",
+}
+_TLS_KEYS = {"ca_cert", "cert", "key"}
+_SOURCE_KEYS = {"kind", "path", "table", "day_first", "columns", "extra"}
+_RATE_KEYS = {"lookups_per_minute", "burst", "enumeration_alert_per_hour"}
+_TOP_KEYS = {"node", "tls", "source", "disclosure", "rate_limits"}
+
+
+class ConfigError(JigsawError):
+    """A node config file is malformed. ``problems`` lists every problem found."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("invalid node config: " + "; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One ingest source. ``columns`` maps schema fields and ``local_id`` to source columns;
+    ``extra`` maps disclosable non-linkage fields to source columns."""
+
+    kind: str
+    path: Path
+    table: str
+    day_first: bool
+    columns: Mapping[str, str]
+    extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Per-caller lookup limits (token bucket) and the enumeration alert threshold."""
+
+    lookups_per_minute: float = 60.0
+    burst: int = 10
+    enumeration_alert_per_hour: int = 200
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A parsed, validated node config with every path resolved."""
+
+    agency: str
+    schema_source: str
+    schema: Schema
+    secret_file: Path
+    key_version: int
+    store: Path
+    audit_log: Path
+    listen: str
+    matcher: str
+    publish_batch_size: int
+    tls: TlsFiles
+    sources: tuple[SourceConfig, ...]
+    disclosure: Mapping[str, tuple[str, ...]]
+    rate_limits: RateLimitConfig
+    config_path: Path
+
+    @property
+    def extra_fields(self) -> tuple[str, ...]:
+        """Every extra (non-linkage) field named by any source, in first-seen order."""
+        seen: dict[str, None] = {}
+        for source in self.sources:
+            for name in source.extra:
+                seen.setdefault(name, None)
+        return tuple(seen)
+
+    def released_fields(self, role: str) -> tuple[str, ...]:
+        """The fields Disclose releases to ``role`` (empty when the role has no policy)."""
+        return self.disclosure.get(role, ())
+
+
+class _Problems:
+    """Collects problems so the whole file is reported at once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def unknown(self, where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
+        for key in sorted(set(got) - allowed):
+            self.add(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+
+    def table(self, where: str, value: Any) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.add(f"{where}: expected a table")
+            return {}
+        return value
+
+    def get(
+        self,
+        where: str,
+        data: Mapping[str, Any],
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+    ) -> Any:
+        """``data[key]`` checked against ``kind``; a problem and ``None`` when wrong."""
+        if key not in data:
+            if default is ...:
+                self.add(f"{where}.{key}: required key is missing")
+                return None
+            return default
+        value = data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int subclass in Python: never accept it where a number is expected
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            expected = " or ".join(_type_word(k) for k in kinds)
+            self.add(f"{where}.{key}: expected {expected}, got {_type_word(type(value))}")
+            return None
+        return value
+
+
+def _type_word(kind: type) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "an array",
+        dict: "a table",
+    }.get(kind, kind.__name__)
+
+
+def _address_ok(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65535)
+
+
+def _resolve(base: Path, text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _load_schema(base: Path, ref: str, problems: _Problems) -> Schema | None:
+    try:
+        if ref in shipped_schema_names():
+            return load_schema(ref)
+        path = _resolve(base, ref)
+        if not path.is_file():
+            problems.add(
+                f"node.schema: expected a shipped schema name "
+                f"({', '.join(shipped_schema_names())}) or an existing schema file"
+            )
+            return None
+        return parse_schema(path.read_text("utf-8"))
+    except SchemaError as exc:
+        for item in exc.problems:
+            problems.add(f"node.schema: {item}")
+        return None
+
+
+def _parse_mapping(where: str, value: Any, problems: _Problems) -> dict[str, str]:
+    table = problems.table(where, value)
+    out: dict[str, str] = {}
+    for name, column in table.items():
+        if not isinstance(column, str) or not column:
+            problems.add(f"{where}.{name}: expected a non-empty column name string")
+            continue
+        out[name] = column
+    return out
+
+
+def _parse_source(
+    where: str,
+    raw: Any,
+    base: Path,
+    schema: Schema | None,
+    problems: _Problems,
+) -> SourceConfig | None:
+    data = problems.table(where, raw)
+    if not data:
+        if isinstance(raw, dict):
+            problems.add(f"{where}: expected keys kind, path and columns")
+        return None
+    problems.unknown(where, data, _SOURCE_KEYS)
+    kind = problems.get(where, data, "kind", str)
+    path = problems.get(where, data, "path", str)
+    table = problems.get(where, data, "table", str, "")
+    default_day_first = schema.day_first if schema is not None else True
+    day_first = problems.get(where, data, "day_first", bool, default_day_first)
+    columns = _parse_mapping(f"{where}.columns", data.get("columns"), problems)
+    extra = _parse_mapping(f"{where}.extra", data.get("extra"), problems)
+    if "columns" not in data:
+        problems.add(f"{where}.columns: required table is missing")
+    elif LOCAL_ID not in columns:
+        problems.add(f"{where}.columns: a {LOCAL_ID!r} column mapping is required")
+    if kind is not None and kind not in SOURCE_KINDS:
+        problems.add(f"{where}.kind: expected one of {', '.join(SOURCE_KINDS)}")
+    if kind == "sqlite" and not table:
+        problems.add(f"{where}.table: required (a table name) when kind is 'sqlite'")
+    if kind == "sqlite" and table and not NAME_RE.fullmatch(table):
+        problems.add(f"{where}.table: expected a plain table name (letters, digits, _)")
+    if kind == "csv" and table:
+        problems.add(f"{where}.table: only allowed when kind is 'sqlite'")
+    if schema is not None:
+        allowed = set(schema.field_names) | {LOCAL_ID}
+        for name in columns:
+            if name not in allowed:
+                problems.add(
+                    f"{where}.columns.{name}: not a schema field or {LOCAL_ID!r} "
+                    f"(schema fields: {', '.join(schema.field_names)})"
+                )
+        for name in extra:
+            if name in allowed:
+                problems.add(f"{where}.extra.{name}: already a schema field or {LOCAL_ID!r}")
+            elif not NAME_RE.fullmatch(name):
+                problems.add(f"{where}.extra.{name}: expected a name of letters, digits, _")
+    if kind is None or path is None or day_first is None or table is None:
+        return None
+    return SourceConfig(
+        kind=kind,
+        path=_resolve(base, path),
+        table=table,
+        day_first=day_first,
+        columns=MappingProxyType(columns),
+        extra=MappingProxyType(extra),
+    )
+
+
+def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = None) -> NodeConfig:
+    """Parse config TOML text; relative paths resolve against ``base_dir``."""
+    problems = _Problems()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"]) from None
+    problems.unknown("config", data, _TOP_KEYS)
+
+    node = problems.table("node", data.get("node"))
+    if "node" not in data:
+        problems.add("node: required table is missing")
+    problems.unknown("node", node, _NODE_KEYS)
+    has_node = "node" in data
+    agency = problems.get("node", node, "agency", str) if has_node else None
+    if agency is not None and not AGENCY_RE.fullmatch(agency):
+        problems.add("node.agency: expected lowercase letters, digits and underscores")
+    schema_ref = problems.get("node", node, "schema", str) if has_node else None
+    secret_file = problems.get("node", node, "secret_file", str) if has_node else None
+    key_version = problems.get("node", node, "key_version", int, 1)
+    if key_version is not None and key_version < 1:
+        problems.add("node.key_version: expected an integer >= 1")
+    store = problems.get("node", node, "store", str) if has_node else None
+    audit_log = problems.get("node", node, "audit_log", str) if has_node else None
+    listen = problems.get("node", node, "listen", str, "127.0.0.1:0")
+    if listen is not None and not _address_ok(listen):
+        problems.add("node.listen: expected host:port")
+    matcher = problems.get("node", node, "matcher", str) if has_node else None
+    if matcher is not None and not _address_ok(matcher):
+        problems.add("node.matcher: expected host:port")
+    batch = problems.get("node", node, "publish_batch_size", int, 1000)
+    if batch is not None and not 1 <= batch <= 100_000:
+        problems.add("node.publish_batch_size: expected an integer from 1 to 100000")
+
+    schema = _load_schema(base_dir, schema_ref, problems) if schema_ref is not None else None
+
+    tls_data = problems.table("tls", data.get("tls"))
+    if "tls" not in data:
+        problems.add("tls: required table is missing")
+    else:
+        problems.unknown("tls", tls_data, _TLS_KEYS)
+    tls_paths = {
+        key: problems.get("tls", tls_data, key, str) if "tls" in data else None
+        for key in sorted(_TLS_KEYS)
+    }
+
+    raw_sources = data.get("source", [])
+    sources: list[SourceConfig] = []
+    if not isinstance(raw_sources, list):
+        problems.add("source: expected an array of tables ([[source]])")
+        raw_sources = []
+    for index, raw in enumerate(raw_sources):
+        parsed = _parse_source(f"source[{index}]", raw, base_dir, schema, problems)
+        if parsed is not None:
+            sources.append(parsed)
+
+    extra_names = {name for source in sources for name in source.extra}
+    disclosable = (set(schema.field_names) if schema is not None else set()) | extra_names
+    disclosure: dict[str, tuple[str, ...]] = {}
+    for role, fields in problems.table("disclosure", data.get("disclosure")).items():
+        where = f"disclosure.{role}"
+        if role not in ROLES:
+            problems.add(f"disclosure: unknown role {role!r} (roles: {', '.join(sorted(ROLES))})")
+            continue
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            problems.add(f"{where}: expected an array of field names")
+            continue
+        if schema is not None:
+            for name in fields:
+                if name not in disclosable:
+                    problems.add(f"{where}: {name!r} is not a schema field or an extra field")
+        disclosure[role] = tuple(dict.fromkeys(fields))
+
+    rates = problems.table("rate_limits", data.get("rate_limits"))
+    problems.unknown("rate_limits", rates, _RATE_KEYS)
+    per_minute = problems.get("rate_limits", rates, "lookups_per_minute", (int, float), 60)
+    burst = problems.get("rate_limits", rates, "burst", int, 10)
+    alert = problems.get("rate_limits", rates, "enumeration_alert_per_hour", int, 200)
+    if per_minute is not None and per_minute <= 0:
+        problems.add("rate_limits.lookups_per_minute: expected a number > 0")
+    if burst is not None and burst < 1:
+        problems.add("rate_limits.burst: expected an integer >= 1")
+    if alert is not None and alert < 1:
+        problems.add("rate_limits.enumeration_alert_per_hour: expected an integer >= 1")
+
+    if problems.items:
+        raise ConfigError(problems.items)
+    # every value below was checked above; the narrowing is for the type checker
+    if (
+        agency is None
+        or schema_ref is None
+        or schema is None
+        or secret_file is None
+        or key_version is None
+        or store is None
+        or audit_log is None
+        or listen is None
+        or matcher is None
+        or batch is None
+        or per_minute is None
+        or burst is None
+        or alert is None
+        or any(v is None for v in tls_paths.values())
+    ):
+        raise ConfigError(["config: incomplete"])  # unreachable: each None added a problem
+    return NodeConfig(
+        agency=agency,
+        schema_source=schema_ref,
+        schema=schema,
+        secret_file=_resolve(base_dir, secret_file),
+        key_version=key_version,
+        store=_resolve(base_dir, store),
+        audit_log=_resolve(base_dir, audit_log),
+        listen=listen,
+        matcher=matcher,
+        publish_batch_size=batch,
+        tls=TlsFiles(
+            ca_cert=_resolve(base_dir, str(tls_paths["ca_cert"])),
+            cert=_resolve(base_dir, str(tls_paths["cert"])),
+            key=_resolve(base_dir, str(tls_paths["key"])),
+        ),
+        sources=tuple(sources),
+        disclosure=MappingProxyType(disclosure),
+        rate_limits=RateLimitConfig(float(per_minute), burst, alert),
+        config_path=config_path if config_path is not None else base_dir / "<text>",
+    )
+
+
+def load_node_config(path: Path | str) -> NodeConfig:
+    """Read and parse a node config file (see the module docstring for the layout)."""
+    config_path = Path(path).resolve()
+    try:
+        text = config_path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["config file: not valid UTF-8"]) from None
+    return parse_node_config(text, base_dir=config_path.parent, config_path=config_path)
+
+
+def read_linkage_keys(config: NodeConfig) -> KeySet:
+    """Read the node's linkage secret file and return its :class:`KeySet`.
+
+    Raises :class:`KeyMaterialError` naming the file (never its content) when unusable.
+    """
+    try:
+        text = config.secret_file.read_text("ascii")
+    except (OSError, UnicodeDecodeError):
+        raise KeyMaterialError(
+            f"linkage secret file {config.secret_file}: cannot be read as hex text"
+        ) from None
+    return KeySet(LinkageSecret.from_hex(text), config.key_version)

@@ -1,0 +1,342 @@
+"""The agency node's store: its raw records and their publication state, in one SQLite file.
+
+Role in the pipeline: ``ingest`` writes records here, ``publish`` reads the records whose
+encodings the matcher does not hold yet (and the deleted ones it must withdraw), and the node
+servicer reads a record by its opaque reference to answer ``Disclose``. Raw identifiers live
+only in this file, on the agency's own machine.
+
+Tables::
+
+    records(
+        local_id       TEXT PRIMARY KEY,      the agency's own record id
+        reference      TEXT UNIQUE NOT NULL,  opaque id shown to the matcher: 32 lowercase hex
+                                              characters from secrets.token_hex(16), assigned at
+                                              first insert and kept for the record's life, so
+                                              republishing replaces and never duplicates
+        fields         TEXT NOT NULL,         JSON object: raw value (string or null) by schema
+                                              field name, plus the source's extra fields
+        content_hash   TEXT NOT NULL,         content_hash(fields) (see below)
+        published_hash TEXT,                  content_hash last acknowledged by the matcher;
+                                              NULL = never published
+        deleted        INTEGER DEFAULT 0,     1 = to be withdrawn from the matcher, then purged
+        updated_at     TEXT)                  UTC ISO-8601 time of the last change
+    meta(key TEXT PRIMARY KEY, value TEXT)    store format version and publication encoding
+
+A record is *pending publication* when it is not deleted and ``content_hash`` differs from
+``published_hash``; *pending withdrawal* when it is deleted and was published. A deleted record
+that was never published is purged at once.
+
+``content_hash`` is ``"sha256:" + hex(SHA-256(JSON))`` of the fields object serialised with
+sorted keys, separators ``","``/``":"`` and ASCII escapes, so equal content always hashes equal.
+
+Concurrency and crash safety: one connection (``check_same_thread=False``) guarded by a lock,
+usable from gRPC's thread pool; WAL journal with ``synchronous=FULL``; every method that writes
+does so in one transaction, so a process killed mid-ingest loses no committed row, and a re-run
+upserts by ``local_id`` and never duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+STORE_FORMAT_VERSION = "1"
+_IN_CHUNK = 500  # parameters per "IN (...)" query, below SQLite's limit
+
+FieldValues = Mapping[str, str | None]
+
+_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS records (
+    local_id TEXT PRIMARY KEY,
+    reference TEXT UNIQUE NOT NULL,
+    fields TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    published_hash TEXT,
+    deleted INTEGER DEFAULT 0,
+    updated_at TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+def content_hash(fields: FieldValues) -> str:
+    """The content hash of a record's fields (see the module docstring)."""
+    canonical = json.dumps(dict(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    """What one :meth:`NodeStore.upsert_many` call did."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One record as held by the node."""
+
+    local_id: str
+    reference: str
+    fields: dict[str, str | None]
+    content_hash: str
+    published: bool
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """Record counts: live records, of which published and pending; deleted awaiting withdrawal."""
+
+    records: int
+    published: int
+    pending: int
+    deleted: int
+
+
+class NodeStore:
+    """The node's SQLite store (see the module docstring). Use as a context manager or close()."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            with self._transaction():
+                for statement in _SCHEMA_SQL.split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('store_format', ?)",
+                    (STORE_FORMAT_VERSION,),
+                )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> NodeStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writes
+
+    def upsert_many(self, rows: Iterable[tuple[str, FieldValues]]) -> UpsertCounts:
+        """Insert or update records by local id, in one transaction.
+
+        A new local id gets a fresh reference; a changed record keeps its reference and becomes
+        pending publication again; a record marked deleted but present again is restored.
+        """
+        inserted = updated = unchanged = 0
+        now = _now()
+        with self._lock, self._transaction():
+            conn = self._conn
+            for local_id, fields in rows:
+                stored = dict(fields)
+                digest = content_hash(stored)
+                found = conn.execute(
+                    "SELECT content_hash, deleted FROM records WHERE local_id = ?", (local_id,)
+                ).fetchone()
+                if found is None:
+                    conn.execute(
+                        "INSERT INTO records(local_id, reference, fields, content_hash, "
+                        "published_hash, deleted, updated_at) VALUES (?, ?, ?, ?, NULL, 0, ?)",
+                        (local_id, _new_reference(conn), _to_json(stored), digest, now),
+                    )
+                    inserted += 1
+                elif found[0] == digest and not found[1]:
+                    unchanged += 1
+                else:
+                    conn.execute(
+                        "UPDATE records SET fields = ?, content_hash = ?, deleted = 0, "
+                        "updated_at = ? WHERE local_id = ?",
+                        (_to_json(stored), digest, now, local_id),
+                    )
+                    updated += 1
+        return UpsertCounts(inserted, updated, unchanged)
+
+    def mark_deleted(self, local_ids: Iterable[str]) -> int:
+        """Mark records for withdrawal (never-published ones are purged at once); returns count."""
+        ids = list(local_ids)
+        changed = 0
+        now = _now()
+        with self._lock, self._transaction():
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                changed += self._conn.execute(
+                    f"DELETE FROM records WHERE published_hash IS NULL AND local_id IN ({marks})",
+                    chunk,
+                ).rowcount
+                changed += self._conn.execute(
+                    f"UPDATE records SET deleted = 1, updated_at = ? "
+                    f"WHERE deleted = 0 AND local_id IN ({marks})",
+                    [now, *chunk],
+                ).rowcount
+        return changed
+
+    def mark_published(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Record that the matcher holds ``(reference, content_hash)``; returns rows touched.
+
+        Pass the hash of the content actually sent: a record changed since then stays pending.
+        """
+        with self._lock, self._transaction():
+            cursor = self._conn.executemany(
+                "UPDATE records SET published_hash = ? WHERE reference = ?",
+                [(digest, reference) for reference, digest in pairs],
+            )
+            return cursor.rowcount
+
+    def mark_withdrawn(self, references: Iterable[str]) -> int:
+        """The matcher dropped these deleted records: purge them; returns rows purged."""
+        refs = list(references)
+        purged = 0
+        with self._lock, self._transaction():
+            for chunk in _chunks(refs):
+                marks = ",".join("?" * len(chunk))
+                purged += self._conn.execute(
+                    f"DELETE FROM records WHERE deleted = 1 AND reference IN ({marks})", chunk
+                ).rowcount
+        return purged
+
+    def reset_publication(self) -> int:
+        """Mark every record unpublished (after a schema or key change); returns rows reset."""
+        with self._lock, self._transaction():
+            return self._conn.execute(
+                "UPDATE records SET published_hash = NULL WHERE published_hash IS NOT NULL"
+            ).rowcount
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock, self._transaction():
+            self._conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # ------------------------------------------------------------------ reads
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def pending_publish(self, limit: int) -> list[tuple[str, str, dict[str, str | None]]]:
+        """Up to ``limit`` live records the matcher lacks: ``(local_id, reference, fields)``."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT local_id, reference, fields FROM records "
+                "WHERE deleted = 0 AND (published_hash IS NULL OR published_hash != content_hash) "
+                "ORDER BY rowid LIMIT ?",
+                (int(limit),),
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), json.loads(r[2])) for r in rows]
+
+    def pending_withdraw(self) -> list[str]:
+        """References of deleted records that were published (to send in Withdraw)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT reference FROM records WHERE deleted = 1 AND published_hash IS NOT NULL "
+                "ORDER BY rowid"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def get_by_reference(self, reference: str) -> StoredRecord | None:
+        """The record with this opaque reference, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT local_id, reference, fields, content_hash, published_hash, deleted "
+                "FROM records WHERE reference = ?",
+                (reference,),
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredRecord(
+            local_id=str(row[0]),
+            reference=str(row[1]),
+            fields=json.loads(row[2]),
+            content_hash=str(row[3]),
+            published=row[4] is not None and row[4] == row[3],
+            deleted=bool(row[5]),
+        )
+
+    def counts(self) -> StoreCounts:
+        """Live, published, pending and deleted-awaiting-withdrawal record counts."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT "
+                "COALESCE(SUM(deleted = 0), 0), "
+                "COALESCE(SUM(deleted = 0 AND published_hash = content_hash), 0), "
+                "COALESCE(SUM(deleted = 1), 0) FROM records"
+            ).fetchone()
+        records, published, deleted = (int(v) for v in row)
+        return StoreCounts(records, published, records - published, deleted)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("ROLLBACK")
+
+
+def _new_reference(conn: sqlite3.Connection) -> str:
+    """A fresh random reference not used by any record (collisions are ~2^-64 likely)."""
+    while True:
+        reference = secrets.token_hex(16)
+        taken = conn.execute("SELECT 1 FROM records WHERE reference = ?", (reference,))
+        if taken.fetchone() is None:
+            return reference
+
+
+def _to_json(fields: Mapping[str, str | None]) -> str:
+    return json.dumps(dict(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield list(items[start : start + _IN_CHUNK])

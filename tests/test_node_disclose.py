@@ -1,0 +1,594 @@
+"""gRPC tests of the agency node (server.node) over mutual TLS on 127.0.0.1, port 0.
+
+Certificates come from ``server.pki.init_pki`` in a temporary directory. A small fake
+matcher (the real generated Matcher base class, behind the real AuthInterceptor with
+MATCHER_POLICY) records what the node sends it, so Lookup and publishing are exercised end to
+end without the real matcher.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from linkage.keys import TEST_SECRET_HEX
+from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from server.audit import verify_audit_log
+from server.auth import MATCHER_POLICY, AuthInterceptor, Identity, current_identity
+from server.ingest import ingest_source
+from server.node import NodeRuntime, build_node, create_server
+from server.node_config import NodeConfig, load_node_config, read_linkage_keys
+from server.node_store import NodeStore
+from server.pki import init_pki
+from server.publish import publish_pending
+from server.status import RETRY_AFTER_METADATA_KEY
+from server.tls import TlsFiles, secure_channel, server_credentials, tls_files_for
+
+# Identifier values of the test records: none may appear in an audit line or status message.
+CANARY_GIVEN = "Zebedee"
+CANARY_FAMILY = "Quixotic"
+CANARY_DOB = "17/09/2013"
+CANARY_ADDRESS = "99 Canary Wharf"
+CANARY_NHS = "9434765919"
+CANARY_LOCAL_ID = "LOCAL-ID-CANARY"
+CSV = (
+    "record_id,forename,surname,dob,postcode,nhs,address\n"
+    f"{CANARY_LOCAL_ID},{CANARY_GIVEN},{CANARY_FAMILY},{CANARY_DOB},SW1A 1AA,"
+    f"{CANARY_NHS},{CANARY_ADDRESS}\n"
+    "c2,Amy,Smith,02/03/2014,B1 1AA,,\n"
+)
+IDENTIFIER_VALUES = (
+    CANARY_GIVEN,
+    CANARY_FAMILY,
+    CANARY_DOB,
+    CANARY_ADDRESS,
+    CANARY_NHS,
+    CANARY_LOCAL_ID,
+)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("pki")
+    init_pki(
+        directory,
+        agencies=["police", "health"],
+        staff=[("alice", "health"), ("bob", "police")],
+        operators=["olive"],
+    )
+    return directory
+
+
+# --------------------------------------------------------------------------- fake matcher
+
+
+@dataclass
+class MatcherLog:
+    matches: list[tuple[Identity, jigsaw_pb2.MatchRequest]] = field(default_factory=list)
+    published: list[jigsaw_pb2.PublishRequest] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FakeMatcher(jigsaw_pb2_grpc.MatcherServicer):
+    def __init__(self, log: MatcherLog) -> None:
+        self.log = log
+
+    def Match(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.log.lock:
+            self.log.matches.append((current_identity(context), request))
+        return jigsaw_pb2.MatchResponse(
+            candidates=[
+                jigsaw_pb2.Candidate(
+                    agency="health",
+                    reference="ab" * 16,
+                    band=jigsaw_pb2.PROBABILITY_BAND_HIGH,
+                    evidence=[
+                        jigsaw_pb2.FieldEvidence(
+                            field="family_name", agreement=jigsaw_pb2.AGREEMENT_EXACT, weight=7.5
+                        )
+                    ],
+                )
+            ]
+        )
+
+    def Publish(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+        messages = list(request_iterator)
+        with self.log.lock:
+            self.log.published.extend(messages)
+        received = sum(len(m.records) for m in messages)
+        return jigsaw_pb2.PublishResponse(received=received, inserted=received)
+
+    def Withdraw(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.log.lock:
+            self.log.withdrawn.extend(request.references)
+        return jigsaw_pb2.WithdrawResponse(withdrawn=len(request.references))
+
+
+@pytest.fixture(scope="module")
+def matcher(pki: Path) -> Iterator[tuple[str, MatcherLog]]:
+    log = MatcherLog()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4),
+        interceptors=[AuthInterceptor(MATCHER_POLICY)],
+    )
+    jigsaw_pb2_grpc.add_MatcherServicer_to_server(FakeMatcher(log), server)
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(tls_files_for(pki, "matcher")))
+    server.start()
+    yield f"localhost:{port}", log
+    server.stop(grace=None).wait()
+
+
+# --------------------------------------------------------------------------- node
+
+
+def write_node_config(
+    directory: Path,
+    pki: Path,
+    matcher_address: str,
+    *,
+    per_minute: int = 600,
+    burst: int = 100,
+    alert: int = 1000,
+    disclosure: str = 'staff = ["given_name", "family_name", "date_of_birth", "address"]',
+) -> NodeConfig:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "secret.hex").write_text(TEST_SECRET_HEX, "ascii")
+    (directory / "police.csv").write_text(CSV, "utf-8")
+    text = f"""
+[node]
+agency = "police"
+schema = "child"
+secret_file = "secret.hex"
+store = "police.sqlite"
+audit_log = "police-audit.jsonl"
+listen = "127.0.0.1:0"
+matcher = "{matcher_address}"
+[tls]
+ca_cert = "{pki / "ca.pem"}"
+cert = "{pki / "police-node.pem"}"
+key = "{pki / "police-node.key"}"
+[[source]]
+kind = "csv"
+path = "police.csv"
+[source.columns]
+local_id = "record_id"
+given_name = "forename"
+family_name = "surname"
+date_of_birth = "dob"
+postcode = "postcode"
+nhs_number = "nhs"
+[source.extra]
+address = "address"
+[disclosure]
+{disclosure}
+[rate_limits]
+lookups_per_minute = {per_minute}
+burst = {burst}
+enumeration_alert_per_hour = {alert}
+"""
+    (directory / "node.toml").write_text(text, "utf-8")
+    config = load_node_config(directory / "node.toml")
+    with NodeStore(config.store) as store:
+        report = ingest_source(store, config.sources[0], config.schema)
+        assert report.inserted == 2 and not report.rejected
+    return config
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    runtime: NodeRuntime
+    address: str
+
+    def stub(self, pki: Path, who: str) -> jigsaw_pb2_grpc.AgencyNodeStub:
+        channel = secure_channel(self.address, tls_files_for(pki, who))
+        self.channels.append(channel)
+        return jigsaw_pb2_grpc.AgencyNodeStub(channel)
+
+    channels: list[grpc.Channel] = field(default_factory=list)
+
+    def reference_of(self, local_id: str) -> str:
+        with NodeStore(self.config.store) as store:
+            row = store._conn.execute(
+                "SELECT reference FROM records WHERE local_id = ?", (local_id,)
+            ).fetchone()
+        return str(row[0])
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        lines = self.config.audit_log.read_text("utf-8").splitlines()
+        return [json.loads(line) for line in lines]
+
+
+def start_node(config: NodeConfig) -> Node:
+    runtime = build_node(config)
+    runtime.server.start()
+    return Node(config, runtime, f"localhost:{runtime.port}")
+
+
+def stop_node(node: Node) -> None:
+    for channel in node.channels:
+        channel.close()
+    node.runtime.server.stop(grace=None).wait()
+    node.runtime.close()
+
+
+@pytest.fixture(scope="module")
+def node(
+    pki: Path, matcher: tuple[str, MatcherLog], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
+    config = write_node_config(tmp_path_factory.mktemp("node"), pki, matcher[0])
+    started = start_node(config)
+    yield started
+    stop_node(started)
+
+
+@pytest.fixture
+def fresh_node(pki: Path, tmp_path: Path) -> Iterator[Any]:
+    """A factory for a node with its own config (rate limits, matcher address)."""
+    started: list[Node] = []
+
+    def make(matcher_address: str, **options: Any) -> Node:
+        config = write_node_config(tmp_path / f"n{len(started)}", pki, matcher_address, **options)
+        started.append(start_node(config))
+        return started[-1]
+
+    yield make
+    for item in started:
+        stop_node(item)
+
+
+def assert_no_identifier(text: str) -> None:
+    for value in IDENTIFIER_VALUES:
+        assert value not in text
+
+
+# --------------------------------------------------------------------------- Disclose
+
+
+def test_disclose_releases_policy_fields_to_staff(node: Node, pki: Path) -> None:
+    reference = node.reference_of(CANARY_LOCAL_ID)
+    response = node.stub(pki, "alice").Disclose(
+        jigsaw_pb2.DiscloseRequest(reference=reference, purpose="section 47 enquiry"),
+        timeout=10,
+    )
+    assert response.agency == "police" and response.reference == reference
+    assert dict(response.fields) == {
+        "given_name": CANARY_GIVEN,
+        "family_name": CANARY_FAMILY,
+        "date_of_birth": CANARY_DOB,
+        "address": CANARY_ADDRESS,
+    }
+    assert set(response.withheld_fields) == {"middle_names", "sex", "postcode", "nhs_number"}
+    assert len(response.disclosure_id) == 32
+
+    entry = node.audit_lines()[-1]
+    assert (entry["actor"], entry["action"], entry["outcome"]) == ("alice", "disclose", "ok")
+    assert entry["purpose"] == "section 47 enquiry"
+    assert entry["details"]["caller_agency"] == "health"
+    assert entry["details"]["reference"] == reference
+    assert entry["details"]["disclosure_id"] == response.disclosure_id
+    assert entry["details"]["released"].split(",") == [
+        "given_name",
+        "family_name",
+        "date_of_birth",
+        "address",
+    ]
+    assert_no_identifier(node.config.audit_log.read_text("utf-8"))
+    assert verify_audit_log(node.config.audit_log).ok
+
+
+def test_disclose_missing_value_is_neither_released_nor_withheld(node: Node, pki: Path) -> None:
+    response = node.stub(pki, "bob").Disclose(
+        jigsaw_pb2.DiscloseRequest(reference=node.reference_of("c2"), purpose="check"), timeout=10
+    )
+    assert dict(response.fields) == {
+        "given_name": "Amy",
+        "family_name": "Smith",
+        "date_of_birth": "02/03/2014",
+    }
+    assert "address" not in response.withheld_fields
+
+
+def test_disclose_by_wrong_role_is_denied(node: Node, pki: Path) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub(pki, "olive").Disclose(
+            jigsaw_pb2.DiscloseRequest(
+                reference=node.reference_of(CANARY_LOCAL_ID), purpose="curious"
+            ),
+            timeout=10,
+        )
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "staff" in info.value.details()
+    # the matcher's own certificate (role matcher) is no staff member either
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub(pki, "matcher").Disclose(
+            jigsaw_pb2.DiscloseRequest(reference=node.reference_of(CANARY_LOCAL_ID), purpose="x"),
+            timeout=10,
+        )
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_disclose_to_a_role_without_policy_is_denied(fresh_node: Any, pki: Path) -> None:
+    strict: Node = fresh_node("localhost:1", disclosure='operator = ["family_name"]')
+    with pytest.raises(grpc.RpcError) as info:
+        strict.stub(pki, "alice").Disclose(
+            jigsaw_pb2.DiscloseRequest(reference=strict.reference_of("c2"), purpose="check"),
+            timeout=10,
+        )
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "releases nothing to role staff" in info.value.details()
+    assert strict.audit_lines()[-1]["outcome"] == "denied"
+
+
+@pytest.mark.parametrize(
+    ("reference", "purpose", "code", "field_name"),
+    [
+        ("not-hex", "check", grpc.StatusCode.INVALID_ARGUMENT, "reference"),
+        ("AB" * 16, "check", grpc.StatusCode.INVALID_ARGUMENT, "reference"),
+        ("0" * 32, "check", grpc.StatusCode.NOT_FOUND, "reference"),
+        (None, "", grpc.StatusCode.INVALID_ARGUMENT, "purpose"),
+        (None, "x" * 501, grpc.StatusCode.INVALID_ARGUMENT, "purpose"),
+    ],
+)
+def test_disclose_validation(
+    node: Node,
+    pki: Path,
+    reference: str | None,
+    purpose: str,
+    code: grpc.StatusCode,
+    field_name: str,
+) -> None:
+    ref = reference if reference is not None else node.reference_of(CANARY_LOCAL_ID)
+    before = len(node.audit_lines())
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub(pki, "alice").Disclose(
+            jigsaw_pb2.DiscloseRequest(reference=ref, purpose=purpose), timeout=10
+        )
+    assert info.value.code() == code
+    assert field_name in info.value.details()
+    assert_no_identifier(info.value.details())
+    entries = node.audit_lines()
+    assert len(entries) == before + 1 and entries[-1]["outcome"] != "ok"
+
+
+def test_status_for_operator_and_health(node: Node, pki: Path) -> None:
+    status = node.stub(pki, "olive").Status(jigsaw_pb2.NodeStatusRequest(), timeout=10)
+    assert (status.agency, status.records, status.pending) == ("police", 2, 2)
+    assert status.schema_fingerprint == node.config.schema.fingerprint()
+    assert status.key_version == 1
+    channel = secure_channel(node.address, tls_files_for(pki, "olive"))
+    try:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="jigsaw.v1.AgencyNode"), timeout=10
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        channel.close()
+
+
+def test_client_from_another_ca_is_refused(node: Node, tmp_path: Path) -> None:
+    other = tmp_path / "other-pki"
+    init_pki(other, agencies=["police"], staff=[("alice", "police")], operators=[])
+    bad = TlsFiles(
+        ca_cert=tls_files_for(Path(node.config.tls.ca_cert).parent, "alice").ca_cert,
+        cert=other / "alice.pem",
+        key=other / "alice.key",
+    )
+    channel = secure_channel(node.address, bad)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            jigsaw_pb2_grpc.AgencyNodeStub(channel).Status(
+                jigsaw_pb2.NodeStatusRequest(), timeout=10
+            )
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        channel.close()
+
+
+# --------------------------------------------------------------------------- Lookup
+
+
+def test_lookup_goes_through_the_matcher(
+    node: Node, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    log = matcher[1]
+    before = len(log.matches)
+    response = node.stub(pki, "alice").Lookup(
+        jigsaw_pb2.LookupRequest(
+            identifiers={"given_name": "Amy", "family_name": "Smith", "date_of_birth": "2/3/2014"},
+            purpose="strategy meeting",
+            max_candidates=5,
+        ),
+        timeout=10,
+    )
+    assert len(response.lookup_id) == 32
+    (candidate,) = response.candidates
+    assert (candidate.agency, candidate.reference) == ("health", "ab" * 16)
+    assert candidate.band == jigsaw_pb2.PROBABILITY_BAND_HIGH
+    assert candidate.evidence[0].agreement == jigsaw_pb2.AGREEMENT_EXACT
+
+    identity, request = log.matches[before]
+    assert identity == Identity(name="police-node", agency="police", role="node")
+    assert request.on_behalf_of == "alice" and request.purpose == "strategy meeting"
+    assert request.header.schema_fingerprint == node.config.schema.fingerprint()
+    assert request.max_candidates == 5
+    filters = list(request.query.field_filters)
+    names = node.config.schema.field_names
+    present = {name for name, data in zip(names, filters, strict=True) if data}
+    assert present == {"given_name", "family_name", "date_of_birth"}
+    assert_no_identifier(request.SerializeToString().decode("latin-1"))
+    assert b"Amy" not in request.SerializeToString()
+
+    entry = node.audit_lines()[-1]
+    assert (entry["actor"], entry["action"], entry["outcome"]) == ("alice", "lookup", "ok")
+    assert entry["details"]["candidates"] == 1
+    assert entry["details"]["lookup_id"] == response.lookup_id
+
+
+@pytest.mark.parametrize(
+    ("identifiers", "purpose", "expected"),
+    [
+        ({"shoe_size": "9"}, "p", "identifiers['shoe_size']"),
+        ({"date_of_birth": CANARY_DOB.replace("17", "37")}, "p", "identifiers['date_of_birth']"),
+        ({"family_name": "x" * 201}, "p", "at most 200"),
+        ({"sex": "F"}, "p", "at least one identifying field"),
+        ({}, "p", "at least one identifying field"),
+        ({"family_name": "Smith"}, "", "purpose"),
+    ],
+)
+def test_lookup_validation(
+    node: Node, pki: Path, identifiers: dict[str, str], purpose: str, expected: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub(pki, "alice").Lookup(
+            jigsaw_pb2.LookupRequest(identifiers=identifiers, purpose=purpose), timeout=10
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details()
+    assert expected in details
+    for value in identifiers.values():
+        if value not in ("9", "F"):
+            assert value not in details
+    assert node.audit_lines()[-1]["outcome"] == "invalid_argument"
+
+
+def test_lookup_by_operator_is_denied(node: Node, pki: Path) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub(pki, "olive").Lookup(
+            jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+            timeout=10,
+        )
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_rate_limit_and_enumeration_alert(
+    fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    limited: Node = fresh_node(matcher[0], per_minute=1, burst=2, alert=1)
+    stub = limited.stub(pki, "alice")
+    request = jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p")
+    stub.Lookup(request, timeout=10)
+    stub.Lookup(request, timeout=10)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Lookup(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    trailing = dict(info.value.trailing_metadata() or ())
+    assert float(trailing[RETRY_AFTER_METADATA_KEY]) > 0
+    # another caller has its own bucket
+    limited.stub(pki, "bob").Lookup(request, timeout=10)
+    actions = [(e["actor"], e["action"], e["outcome"]) for e in limited.audit_lines()]
+    assert ("alice", "enumeration_alert", "alert") in actions
+    assert ("alice", "lookup", "rate_limited") in actions
+    assert actions.count(("alice", "lookup", "ok")) == 2
+    assert verify_audit_log(limited.config.audit_log).ok
+
+
+def test_matcher_unreachable_is_unavailable(fresh_node: Any, pki: Path) -> None:
+    lonely: Node = fresh_node("localhost:1")
+    with pytest.raises(grpc.RpcError) as info:
+        lonely.stub(pki, "alice").Lookup(
+            jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+            timeout=20,
+        )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "matcher" in info.value.details() and "Smith" not in info.value.details()
+    assert lonely.audit_lines()[-1]["outcome"] == "matcher_error"
+
+
+# --------------------------------------------------------------------------- publish + server
+
+
+def test_publish_over_mutual_tls(
+    fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    node: Node = fresh_node(matcher[0])
+    log = matcher[1]
+    before = len(log.published)
+    channel = secure_channel(node.config.matcher, node.config.tls)
+    try:
+        report = publish_pending(
+            node.runtime.store,
+            node.config.schema,
+            read_linkage_keys(node.config),
+            jigsaw_pb2_grpc.MatcherStub(channel),
+            batch_size=node.config.publish_batch_size,
+        )
+    finally:
+        channel.close()
+    assert (report.published, report.calls) == (2, 1)
+    (message,) = log.published[before:]
+    assert message.header.schema_fingerprint == node.config.schema.fingerprint()
+    assert {r.reference for r in message.records} == {
+        node.reference_of(CANARY_LOCAL_ID),
+        node.reference_of("c2"),
+    }
+    assert b"Quixotic" not in message.SerializeToString()
+    status = node.stub(pki, "alice").Status(jigsaw_pb2.NodeStatusRequest(), timeout=10)
+    assert (status.records, status.published, status.pending) == (2, 2, 0)
+
+
+def test_create_server_returns_bound_port(pki: Path, tmp_path: Path) -> None:
+    config = write_node_config(tmp_path, pki, "localhost:1")
+    server, port = create_server(config)
+    assert port > 0
+    server.start()
+    server.stop(grace=None).wait()
+
+
+_SERVE = """
+import logging, sys
+from server.node import serve
+from server.node_config import load_node_config
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
+serve(load_node_config(sys.argv[1]))
+"""
+
+
+def test_serve_stops_gracefully_on_sigterm(pki: Path, tmp_path: Path) -> None:
+    config = write_node_config(tmp_path, pki, "localhost:1")
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SERVE, str(config.config_path)],
+        cwd=Path(__file__).resolve().parent.parent,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    port = None
+    try:
+        for line in process.stderr:
+            found = re.search(r"serving on port (\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port is not None
+        channel = secure_channel(f"localhost:{port}", tls_files_for(pki, "olive"))
+        try:
+            status = jigsaw_pb2_grpc.AgencyNodeStub(channel).Status(
+                jigsaw_pb2.NodeStatusRequest(), timeout=10
+            )
+        finally:
+            channel.close()
+        assert status.records == 2
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        rest = process.stderr.read()
+        assert "agency node police stopped" in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
