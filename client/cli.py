@@ -234,10 +234,18 @@ BAND_NAMES = {1: "very high", 2: "high", 3: "possible", 4: "low"}
 AGREEMENT_NAMES = {1: "exact", 2: "strong", 3: "weak", 4: "disagrees", 5: "missing"}
 
 
+FIELD_SHORT = {"given_name": "given", "middle_names": "middle", "family_name": "family",
+               "date_of_birth": "dob", "nhs_number": "nhs"}
+
+
 def evidence_text(evidence: Sequence[Any]) -> str:
-    return ", ".join(
-        f"{e.field} {AGREEMENT_NAMES.get(e.agreement, '?')}" for e in evidence
-    )
+    """Compact per-field evidence, e.g. ``given exact · dob transposed? · postcode disagrees``."""
+    parts = [
+        f"{FIELD_SHORT.get(e.field, e.field)} {AGREEMENT_NAMES.get(e.agreement, '?')}"
+        for e in evidence
+        if e.agreement != 5  # missing on either side: neutral, not shown
+    ]
+    return " · ".join(parts)
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:

@@ -85,7 +85,7 @@ def _jigsaw(*args: str) -> list[str]:
     return [sys.executable, "-m", "client.cli", *args]
 
 
-def _start(name: str, args: Sequence[str], workdir: Path) -> Service:
+def start_service(name: str, args: Sequence[str], workdir: Path) -> Service:
     port_file = workdir / f"{name}.port"
     port_file.unlink(missing_ok=True)
     log_file = workdir / f"{name}.log"
@@ -99,7 +99,7 @@ def _start(name: str, args: Sequence[str], workdir: Path) -> Service:
     return Service(name, proc, port_file, log_file)
 
 
-def _wait_ready(services: Sequence[Service]) -> None:
+def wait_ready(services: Sequence[Service]) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     for s in services:
         while not s.port_file.exists():
@@ -110,7 +110,7 @@ def _wait_ready(services: Sequence[Service]) -> None:
             time.sleep(0.05)
 
 
-def _stop(services: Sequence[Service]) -> list[tuple[str, int]]:
+def stop_services(services: Sequence[Service]) -> list[tuple[str, int]]:
     for s in services:
         if s.process.poll() is None:
             s.process.send_signal(signal.SIGTERM)
@@ -141,7 +141,7 @@ def write_agency_csv(agency: synthetic.AgencyData, path: Path, *, bad_row: bool)
     return len(rows) + (1 if bad_row else 0)
 
 
-def _node_config(root: Path, agency: str, matcher_address: str) -> Path:
+def write_node_config(root: Path, agency: str, matcher_address: str) -> Path:
     names = COLUMN_NAMES[agency]
     columns = "\n".join(f'{field} = "{col}"' for field, col in names.items())
     text = f"""# Demo agency node: {agency}
@@ -183,7 +183,7 @@ enumeration_alert_per_hour = 200
     return path
 
 
-def _matcher_config(root: Path) -> Path:
+def write_matcher_config(root: Path) -> Path:
     text = """# Demo matcher
 [matcher]
 schema = "child"
@@ -244,15 +244,15 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
     services: list[Service] = []
     try:
         # 3. matcher and nodes, each its own process
-        matcher = _start("matcher", ["matcher", "serve", "--config",
-                                     str(_matcher_config(root))], root / "matcher")
+        matcher = start_service("matcher", ["matcher", "serve", "--config",
+                                     str(write_matcher_config(root))], root / "matcher")
         services.append(matcher)
-        _wait_ready([matcher])
-        node_cfgs = {a: _node_config(root, a, matcher.address()) for a in AGENCIES}
-        nodes = {a: _start(f"{a}-node", ["node", "serve", "--config", str(node_cfgs[a])],
+        wait_ready([matcher])
+        node_cfgs = {a: write_node_config(root, a, matcher.address()) for a in AGENCIES}
+        nodes = {a: start_service(f"{a}-node", ["node", "serve", "--config", str(node_cfgs[a])],
                            root / a) for a in AGENCIES}
         services.extend(nodes.values())
-        _wait_ready(list(nodes.values()))
+        wait_ready(list(nodes.values()))
         console.print(f"[3] matcher on {matcher.address()}; nodes: " + ", ".join(
             f"{a} {s.address()}" for a, s in nodes.items()))
 
@@ -307,7 +307,7 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
             first_police_ref = ""
             for child_query in picked:
                 response = own_node.lookup(child_query, purpose="strategy discussion (demo)")
-                table = Table("agency", "reference", "match", "evidence",
+                table = Table("agency", "reference", "match", "evidence (fields on both sides)",
                               title=f"lookup {response.lookup_id} — query fields: "
                               + ", ".join(sorted(child_query)))
                 for c in response.candidates:
@@ -324,7 +324,7 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
                           f"fields {sorted(disclosed.fields)}; withheld "
                           f"{list(disclosed.withheld_fields)} (values not printed)")
     finally:
-        codes = _stop(services)
+        codes = stop_services(services)
 
     # 7. audit verification
     ok = True
@@ -341,21 +341,21 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
 
 
 def _pick_children(population: synthetic.SyntheticData, count: int, seed: int) -> list[dict[str, str]]:
-    """Queries for children known to several agencies, typed the way staff would."""
-    social = population.agencies["childrens_social_care"]
+    """Queries for children known to police and to children's social care (so the demo can
+    show a disclosure), typed as health recorded them (different spelling and format)."""
+    police = {int(c) for c in population.agencies["police"].child_id}
+    social = {int(c) for c in population.agencies["childrens_social_care"].child_id}
     health = population.agencies["health"]
     rng = np.random.default_rng(seed)
-    in_health = {int(c): i for i, c in enumerate(health.child_id)}
     chosen: list[dict[str, str]] = []
-    for i in rng.permutation(len(social)):
-        child = int(social.child_id[i])
-        if child not in in_health:
+    for j in rng.permutation(len(health)).tolist():
+        child = int(health.child_id[j])
+        if child not in police or (child not in social and len(chosen) < count - 1):
             continue
-        j = in_health[child]
         query = {
-            f: str(health.columns[f][j])
+            f: str(health.columns[f][j]).strip()
             for f in ("given_name", "family_name", "date_of_birth", "postcode")
-            if health.columns[f][j]
+            if health.columns[f][j] and str(health.columns[f][j]).strip()
         }
         if len(query) == 4:
             chosen.append(query)
