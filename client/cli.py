@@ -164,8 +164,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             with _progress() as bar:
                 task = bar.add_task(f"ingest {source.path.name}", total=None)
 
-                def tick(done: int, total: int | None, _task: Any = task, _bar: Any = bar) -> None:
-                    _bar.update(_task, completed=done, total=total)
+                def tick(done: int, _task: Any = task, _bar: Any = bar) -> None:
+                    _bar.update(_task, completed=done)
 
                 report = ingest_source(store, source, config.schema, progress=tick)
             out.print(
@@ -204,8 +204,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         with _progress() as bar:
             task = bar.add_task(f"publish {config.agency}", total=None)
 
-            def tick(done: int, total: int | None) -> None:
-                bar.update(task, completed=done, total=total)
+            def tick(done: int) -> None:
+                bar.update(task, completed=done)
 
             report = publish_pending(
                 store, config.schema, keys, stub, batch_size=config.publish_batch_size,

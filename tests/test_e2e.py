@@ -1,0 +1,314 @@
+"""End-to-end: the federation as an operator runs it, through the real CLI.
+
+Real processes (``python -m client.cli ...``) on loopback with mutual TLS, real SQLite files,
+real CSV input: a matcher and four agency nodes, ingest, publish, link, lookup, disclose,
+audit verification; then the failure paths — a missing or foreign certificate, a wrong
+role, a tampered audit log, ``kill -9`` of the matcher mid-publish and mid-link and of a
+node mid-ingest — and a canary identifier that must never reach a log or an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from client.demo import (
+    AGENCIES,
+    Service,
+    start_service,
+    stop_services,
+    wait_ready,
+    write_agency_csv,
+    write_matcher_config,
+    write_node_config,
+)
+from linkage import synthetic
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parent.parent
+CANARY = "Zqxcanary"
+
+
+def jigsaw(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "client.cli", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=timeout,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"jigsaw {args[0]} failed ({done.returncode}):\n{done.stderr}")
+    return done
+
+
+@dataclass
+class Federation:
+    root: Path
+    population: synthetic.SyntheticData
+    services: list[Service] = field(default_factory=list)
+    matcher: Service | None = None
+    nodes: dict[str, Service] = field(default_factory=dict)
+    node_configs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def pki(self) -> str:
+        return str(self.root / "pki")
+
+    def start_matcher(self) -> Service:
+        self.matcher = start_service(
+            "matcher", ["matcher", "serve", "--config", str(self.root / "matcher" / "matcher.toml")],
+            self.root / "matcher",
+        )
+        self.services.append(self.matcher)
+        wait_ready([self.matcher])
+        return self.matcher
+
+    def kill_matcher(self) -> None:
+        assert self.matcher is not None
+        self.matcher.process.send_signal(signal.SIGKILL)
+        self.matcher.process.wait(timeout=10)
+
+    def matcher_rows(self) -> int:
+        con = sqlite3.connect(self.root / "matcher" / "store.sqlite", timeout=10)
+        try:
+            return int(con.execute("SELECT count(*) FROM encodings").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            con.close()
+
+
+def _build(root: Path, children: int, seed: int) -> Federation:
+    fed = Federation(root, synthetic.generate_population(children, seed=seed))
+    jigsaw("pki", "init", "--dir", fed.pki, *[f"--agency={a}" for a in AGENCIES],
+           "--staff", "alice:childrens_social_care", "--staff", "bob:police",
+           "--operator", "olivia")
+    jigsaw("secret", "init", "--out", str(root / "secret.hex"))
+    (root / "data").mkdir()
+    for a in AGENCIES:
+        write_agency_csv(fed.population.agencies[a], root / "data" / f"{a}.csv", bad_row=a == "police")
+    write_matcher_config(root)
+    return fed
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    fed = _build(tmp_path_factory.mktemp("federation"), 400, 11)
+    try:
+        _start_all(fed)
+        yield fed
+    finally:
+        stop_services(fed.services)
+
+
+def _start_all(fed: Federation) -> None:
+    fed.start_matcher()
+    assert fed.matcher is not None
+    for a in AGENCIES:
+        fed.node_configs[a] = write_node_config(fed.root, a, fed.matcher.address())
+        fed.nodes[a] = start_service(f"{a}-node", ["node", "serve", "--config",
+                                                   str(fed.node_configs[a])], fed.root / a)
+        fed.services.append(fed.nodes[a])
+    wait_ready(list(fed.nodes.values()))
+    for a in AGENCIES:
+        jigsaw("ingest", "--config", str(fed.node_configs[a]))
+        jigsaw("publish", "--config", str(fed.node_configs[a]))
+
+
+def _health_query(fed: Federation) -> dict[str, str]:
+    health = fed.population.agencies["health"]
+    for j in range(len(health)):
+        q = {f: str(health.columns[f][j]).strip() for f in ("given_name", "family_name",
+                                                            "date_of_birth")
+             if health.columns[f][j] and str(health.columns[f][j]).strip()}
+        if len(q) == 3:
+            return q
+    raise AssertionError("no complete health record")
+
+
+def test_ingest_reports_bad_row_by_line_and_field(tmp_path: Path, federation: Federation) -> None:
+    out = jigsaw("ingest", "--config", str(federation.node_configs["police"])).stdout
+    assert "rejected" in out and "date_of_birth" in out and "5" in out
+    assert "31/02/2015" not in out  # the bad value itself is never echoed
+
+
+def test_publish_is_idempotent(federation: Federation) -> None:
+    before = federation.matcher_rows()
+    jigsaw("publish", "--config", str(federation.node_configs["health"]))
+    assert federation.matcher_rows() == before
+    expected = sum(
+        sqlite3.connect(federation.root / a / "store.sqlite").execute(
+            "SELECT count(*) FROM records WHERE deleted = 0").fetchone()[0]
+        for a in AGENCIES
+    )
+    assert before == expected
+
+
+def test_lookup_finds_the_child_in_health(federation: Federation) -> None:
+    q = _health_query(federation)
+    args = ["lookup", "--node", federation.nodes["childrens_social_care"].address(),
+            "--pki", federation.pki, "--identity", "alice", "--purpose", "e2e test", "--json"]
+    for k, v in q.items():
+        args += ["--field", f"{k}={v}"]
+    result = json.loads(jigsaw(*args).stdout)
+    agencies = [c["agency"] for c in result["candidates"]]
+    assert "health" in agencies
+    top = result["candidates"][0]
+    assert top["band"] in ("very high", "high")
+    assert "probability" not in top  # staff see bands, never raw scores
+
+
+def test_disclose_releases_only_policy_fields(federation: Federation) -> None:
+    q = _health_query(federation)
+    args = ["lookup", "--node", federation.nodes["childrens_social_care"].address(),
+            "--pki", federation.pki, "--identity", "alice", "--purpose", "e2e", "--json"]
+    for k, v in q.items():
+        args += ["--field", f"{k}={v}"]
+    ref = next(c["reference"] for c in json.loads(jigsaw(*args).stdout)["candidates"]
+               if c["agency"] == "health")
+    out = jigsaw("disclose", "--node", federation.nodes["health"].address(), "--pki",
+                 federation.pki, "--identity", "alice", "--reference", ref,
+                 "--purpose", "section 47 enquiry").stdout
+    assert "given_name" in out and "withheld by policy" in out and "nhs_number" in out
+
+
+def test_link_as_operator_and_denied_to_staff(federation: Federation) -> None:
+    assert federation.matcher is not None
+    ok = jigsaw("link", "--matcher", federation.matcher.address(), "--pki", federation.pki,
+                "--identity", "olivia")
+    assert "clusters" in ok.stdout
+    denied = jigsaw("link", "--matcher", federation.matcher.address(), "--pki",
+                    federation.pki, "--identity", "alice", check=False)
+    assert denied.returncode == 3 and "PERMISSION_DENIED" in denied.stderr
+
+
+def test_foreign_certificate_is_refused(federation: Federation, tmp_path: Path) -> None:
+    jigsaw("pki", "init", "--dir", str(tmp_path / "rogue"), "--agency", "police",
+           "--staff", "mallory:police")
+    out = jigsaw("lookup", "--node", federation.nodes["police"].address(), "--pki",
+                 str(tmp_path / "rogue"), "--identity", "mallory", "--purpose", "x",
+                 "--field", "given_name=Amelia", check=False)
+    assert out.returncode == 3 and "UNAVAILABLE" in out.stderr
+
+
+def test_bad_lookup_field_is_invalid_argument_without_value(federation: Federation) -> None:
+    out = jigsaw("lookup", "--node", federation.nodes["police"].address(), "--pki",
+                 federation.pki, "--identity", "bob", "--purpose", "x",
+                 "--field", f"date_of_birth={CANARY}", "--field", "given_name=Amelia",
+                 check=False)
+    assert out.returncode == 3 and "INVALID_ARGUMENT" in out.stderr
+    assert "date_of_birth" in out.stderr and CANARY.lower() not in out.stderr.lower()
+
+
+def test_audit_verify_detects_tampering(federation: Federation, tmp_path: Path) -> None:
+    log = federation.root / "childrens_social_care" / "audit.jsonl"
+    assert jigsaw("audit", "verify", str(log)).returncode == 0
+    copy = tmp_path / "audit.jsonl"
+    lines = log.read_text().splitlines()
+    assert lines, "lookups must have been audited"
+    lines[0] = lines[0].replace("e2e", "E2E")
+    copy.write_text("\n".join(lines) + "\n")
+    head = Path(str(log) + ".head")
+    if head.exists():
+        Path(str(copy) + ".head").write_text(head.read_text())
+    out = jigsaw("audit", "verify", str(copy), check=False)
+    assert out.returncode == 4 and "TAMPERED" in out.stdout
+
+
+def test_no_canary_in_any_log(federation: Federation) -> None:
+    for path in federation.root.rglob("*"):
+        if path.suffix in (".log", ".jsonl"):
+            assert CANARY.lower() not in path.read_text(errors="replace").lower(), path
+
+
+# ------------------------------------------------------------------ crashes (own federation)
+
+
+@pytest.mark.slow
+def test_kill_matcher_mid_publish_and_mid_link(tmp_path: Path) -> None:
+    fed = _build(tmp_path, 6000, 5)
+    fed.start_matcher()
+    assert fed.matcher is not None
+    cfg = write_node_config(fed.root, "health", fed.matcher.address())
+    text = cfg.read_text().replace("publish_batch_size = 1000", "publish_batch_size = 200")
+    cfg.write_text(text)
+    jigsaw("ingest", "--config", str(cfg))
+    total = sqlite3.connect(fed.root / "health" / "store.sqlite").execute(
+        "SELECT count(*) FROM records").fetchone()[0]
+    try:
+        publisher = subprocess.Popen([sys.executable, "-m", "client.cli", "publish", "--config",
+                                      str(cfg)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while fed.matcher_rows() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fed.kill_matcher()
+        publisher.wait(timeout=60)
+        partial = fed.matcher_rows()
+        assert 0 < partial < total, "the kill must land mid-publish"
+        # restart on the same store and port-file; the node re-sends what was not acknowledged
+        fed.start_matcher()
+        write_node_config(fed.root, "health", fed.matcher.address())
+        jigsaw("publish", "--config", str(cfg))
+        assert fed.matcher_rows() == total
+        jigsaw("publish", "--config", str(cfg))
+        assert fed.matcher_rows() == total  # nothing duplicated
+
+        # kill -9 in the middle of a link, restart, link again
+        linker = subprocess.Popen([sys.executable, "-m", "client.cli", "link", "--matcher",
+                                   fed.matcher.address(), "--pki", fed.pki, "--identity",
+                                   "olivia"], cwd=REPO, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(0.8)
+        fed.kill_matcher()
+        linker.wait(timeout=60)
+        fed.start_matcher()
+        out = jigsaw("link", "--matcher", fed.matcher.address(), "--pki", fed.pki,
+                     "--identity", "olivia")
+        assert "clusters" in out.stdout
+        assert fed.matcher_rows() == total
+    finally:
+        stop_services(fed.services)
+
+
+@pytest.mark.slow
+def test_kill_node_mid_ingest_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    fed = _build(tmp_path, 30000, 3)
+    cfg = write_node_config(fed.root, "health", "127.0.0.1:1")
+    with open(fed.root / "data" / "health.csv", encoding="utf-8") as handle:
+        rows = sum(1 for _ in handle) - 1
+    ingester = subprocess.Popen([sys.executable, "-m", "client.cli", "ingest", "--config",
+                                 str(cfg)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    store = fed.root / "health" / "store.sqlite"
+
+    def stored() -> int:
+        try:
+            con = sqlite3.connect(store, timeout=10)
+            try:
+                return int(con.execute("SELECT count(*) FROM records").fetchone()[0])
+            finally:
+                con.close()
+        except sqlite3.OperationalError:
+            return 0
+
+    deadline = time.monotonic() + 60
+    while stored() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(ingester.pid, signal.SIGKILL)
+    ingester.wait()
+    partial = stored()
+    assert 0 < partial < rows, "the kill must land mid-ingest"
+    jigsaw("ingest", "--config", str(cfg))
+    assert stored() == rows
+    con = sqlite3.connect(store)
+    assert con.execute("SELECT count(DISTINCT local_id) FROM records").fetchone()[0] == rows
+    con.close()
