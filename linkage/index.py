@@ -17,9 +17,12 @@ Layout (columnar numpy arrays over *slots*; a slot is one record, reused when th
 Finding things: per blocking rule, and for references, a *sorted permutation* of the slots
 (int32, ordered by key) is searched by bisection, plus a small unsorted *delta* of slots
 written since the last merge, scanned vectorised; the delta is merged into the sorted
-permutation when it grows past ``merge_threshold``. Stale entries (a slot republished with
-new tokens, or withdrawn) are filtered by re-checking the slot's current key, so withdrawals
-and replacements never need an index rewrite. This keeps the index at roughly
+permutation when it grows past ``merge_threshold``. The invariant that makes bisection
+sound: **a slot's keys never change while any permutation holds it.** A withdrawn record's
+slot is marked dead (agency -1, filters zeroed, keys kept); a republished record whose
+blocking tokens changed moves to a new slot and its old slot dies. Dead slots are dropped
+from every permutation at the next compaction and only then reused. This keeps the index at
+roughly
 ``sum(field filter bytes) + record filter bytes + 8·rules + 4·(rules + 2) + 18`` bytes per
 record (about 360 bytes for the default child schema).
 
@@ -68,7 +71,11 @@ class IndexedCandidate:
 
 
 class _SortedKeys:
-    """Slots sorted by a uint64 key, plus an unsorted delta; lookups by bisection."""
+    """Slots sorted by a uint64 key, plus an unsorted delta; lookups by bisection.
+
+    The keys live in the index's per-slot arrays (``keys_of``); this class holds only slot
+    numbers, so it relies on the index never changing the key of a slot it holds.
+    """
 
     def __init__(self, merge_threshold: int) -> None:
         self.order = np.zeros(0, dtype=np.int32)
@@ -80,17 +87,19 @@ class _SortedKeys:
         if len(self.delta) > self.merge_threshold:
             self.merge(keys_of)
 
-    def merge(self, keys_of: NDArray[np.uint64]) -> None:
-        if not self.delta:
+    def merge(self, keys_of: NDArray[np.uint64], *, drop: NDArray[np.int64] | None = None) -> None:
+        """Fold the delta into the sorted order; ``drop`` removes dead slots."""
+        if not self.delta and (drop is None or drop.size == 0):
             return
-        fresh = np.unique(np.asarray(self.delta, dtype=np.int32))
-        keep = ~np.isin(self.order, fresh)
-        slots = np.concatenate([self.order[keep], fresh])
+        slots = np.concatenate([self.order, np.asarray(self.delta, dtype=np.int32)])
+        if drop is not None and drop.size:
+            slots = slots[~np.isin(slots, drop)]
+        slots = np.unique(slots)
         self.order = slots[np.argsort(keys_of[slots], kind="stable")].astype(np.int32)
         self.delta = []
 
     def find(self, key: int, keys_of: NDArray[np.uint64]) -> NDArray[np.int64]:
-        """Slots whose *current* key equals ``key`` (stale entries filtered out)."""
+        """Slots whose key equals ``key`` (the caller filters dead slots)."""
         order = self.order
 
         def at(i: int) -> int:
@@ -102,9 +111,24 @@ class _SortedKeys:
         if self.delta:
             d = np.asarray(self.delta, dtype=np.int64)
             found = np.concatenate([found, d[keys_of[d] == np.uint64(key)]])
-        if found.size:
-            found = np.unique(found[keys_of[found] == np.uint64(key)])
-        return found
+        return np.unique(found)
+
+    def find_many(self, keys: NDArray[np.uint64], keys_of: NDArray[np.uint64]) -> NDArray[np.int64]:
+        """For each key, one slot holding it (-1 when none); for unique keys such as refs."""
+        out = np.full(keys.size, -1, dtype=np.int64)
+        if self.order.size:
+            sorted_keys = keys_of[self.order]
+            pos = np.minimum(np.searchsorted(sorted_keys, keys), self.order.size - 1)
+            hit = sorted_keys[pos] == keys
+            out[hit] = self.order[pos[hit]]
+        if self.delta:
+            d = np.asarray(self.delta, dtype=np.int64)
+            dk = keys_of[d]
+            by_key = np.argsort(dk, kind="stable")
+            pos = np.minimum(np.searchsorted(dk[by_key], keys), d.size - 1)
+            hit = (dk[by_key][pos] == keys) & (out < 0)
+            out[hit] = d[by_key][pos[hit]]
+        return out
 
 
 class MatchIndex:
@@ -126,7 +150,9 @@ class MatchIndex:
         self._agency_code: dict[str, int] = {}
         self._size = 0  # slots in use or freed (high-water mark)
         self._live = 0
-        self._free: list[int] = []
+        self._free: list[int] = []  # slots purged from every permutation, ready for reuse
+        self._dead: list[int] = []  # withdrawn/moved slots still held by permutations
+        self._merge_threshold = merge_threshold
         cap = max(16, capacity)
         self._field_filters = [np.zeros((cap, f.filter_words), np.uint64) for f in schema.fields]
         self._record = np.zeros((cap, schema.record_filter_words), np.uint64)
@@ -212,18 +238,57 @@ class MatchIndex:
             )
 
     def _ref_key_array(self, refs: NDArray[np.uint8]) -> NDArray[np.uint64]:
-        return np.ascontiguousarray(refs[:, :8]).view("<u8").reshape(-1)
+        """64-bit lookup key of each 16-byte reference: low half XOR (high half * odd const)."""
+        halves = np.ascontiguousarray(refs).view("<u8").reshape(-1, 2)
+        with np.errstate(over="ignore"):
+            return halves[:, 0] ^ (halves[:, 1] * np.uint64(0x9E3779B97F4A7C15))
 
     def _slots_of(self, code: int, refs: NDArray[np.uint8]) -> NDArray[np.int64]:
-        """Current slot of each (agency, reference), -1 when absent."""
+        """Current live slot of each (agency, reference), -1 when absent (vectorised).
+
+        Lookup keys are 64 bits of a 128-bit reference, so two references may share one; a
+        candidate that fails the full comparison is re-checked against every slot holding
+        that key (never taken in practice with random references, but always correct).
+        """
         keys = self._ref_key_array(refs)
-        out = np.full(len(refs), -1, dtype=np.int64)
-        for i, key in enumerate(keys.tolist()):
-            for slot in self._ref_index.find(key, self._ref_keys).tolist():
-                if self._agency[slot] == code and bytes(self._refs[slot]) == bytes(refs[i]):
-                    out[i] = slot
+        slots = self._ref_index.find_many(keys, self._ref_keys)
+        hit = slots >= 0
+        ok = hit.copy()
+        ok[hit] = (self._agency[slots[hit]] == code) & (
+            self._refs[slots[hit]] == refs[hit]
+        ).all(axis=1)
+        for row in np.flatnonzero(hit & ~ok).tolist():
+            slots[row] = -1
+            for slot in self._ref_index.find(int(keys[row]), self._ref_keys).tolist():
+                if self._agency[slot] == code and bytes(self._refs[slot]) == bytes(refs[row]):
+                    slots[row] = slot
                     break
-        return out
+        slots[~hit] = -1
+        return slots
+
+    def _retire(self, slots: NDArray[np.int64]) -> None:
+        """Mark slots dead (keys kept until compaction; see the module docstring)."""
+        if slots.size == 0:
+            return
+        for f in self._field_filters:
+            f[slots] = 0
+        self._record[slots] = 0
+        self._record_pop[slots] = 0
+        self._agency[slots] = -1
+        self._dead.extend(slots.tolist())
+        self._live -= int(slots.size)
+        if len(self._dead) > self._merge_threshold:
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop dead slots from every permutation and make them reusable."""
+        with self._lock:
+            dead = np.asarray(self._dead, dtype=np.int64)
+            self._ref_index.merge(self._ref_keys, drop=dead)
+            for r, idx in enumerate(self._block_index):
+                idx.merge(self._block[r], drop=dead)
+            self._free.extend(self._dead)
+            self._dead = []
 
     # ------------------------------------------------------------------ mutation
 
@@ -244,8 +309,16 @@ class MatchIndex:
             _, last = np.unique(refs[::-1], axis=0, return_index=True)
             keep = np.zeros(len(refs), dtype=bool)
             keep[len(refs) - 1 - last] = True
+            existing = (slots >= 0) & keep
+            replaced = int(np.count_nonzero(existing))
+            # a replacement whose blocking tokens changed moves to a fresh slot (invariant)
+            moved = existing.copy()
+            moved[existing] = (self._block[:, slots[existing]].T != batch.block_keys[existing]).any(
+                axis=1
+            )
+            self._retire(slots[moved])
+            slots[moved] = -1
             new_rows = np.flatnonzero((slots < 0) & keep)
-            replaced = int(np.count_nonzero((slots >= 0) & keep))
             for row in new_rows.tolist():
                 if self._free:
                     slots[row] = self._free.pop()
@@ -260,16 +333,16 @@ class MatchIndex:
                 self._field_filters[f][target[~batch.field_present[rows, f]]] = 0
             self._record[target] = batch.record_filters[rows]
             self._record_pop[target] = similarity.popcounts(batch.record_filters[rows])
-            self._block[:, target] = batch.block_keys[rows].T
-            self._agency[target] = code
-            self._refs[target] = refs[rows]
-            self._ref_keys[target] = self._ref_key_array(refs[rows])
             new_slots = slots[new_rows]
+            self._block[:, new_slots] = batch.block_keys[new_rows].T
+            self._agency[target] = code
+            self._refs[new_slots] = refs[new_rows]
+            self._ref_keys[new_slots] = self._ref_key_array(refs[new_rows])
             self._ref_index.add(new_slots, self._ref_keys)
             for r, idx in enumerate(self._block_index):
-                idx.add(target, self._block[r])
+                idx.add(new_slots, self._block[r])
             self._live += len(new_rows)
-            return len(new_rows), replaced
+            return len(new_rows) - int(np.count_nonzero(moved)), replaced
 
     def remove(self, agency: str, references: Sequence[str]) -> int:
         """Withdraw records; returns how many were present."""
@@ -281,16 +354,8 @@ class MatchIndex:
         with self._lock:
             slots = self._slots_of(self._agency_code[agency], refs)
             slots = np.unique(slots[slots >= 0])
-            for f in self._field_filters:
-                f[slots] = 0
-            self._record[slots] = 0
-            self._record_pop[slots] = 0
-            self._block[:, slots] = 0
-            self._agency[slots] = -1
-            self._ref_keys[slots] = 0
-            self._free.extend(slots.tolist())
-            self._live -= len(slots)
-            return len(slots)
+            self._retire(slots)
+            return int(slots.size)
 
     # ------------------------------------------------------------------ queries
 

@@ -1,0 +1,134 @@
+"""Matcher-side proto <-> domain conversions that ``server.convert`` does not already cover.
+
+Role in the pipeline: the matcher servicer stays thin by calling these helpers to check an
+``EncodingHeader`` against the served schema and key version, turn a ``MatchRequest.query``
+into a one-row :class:`~linkage.encode.EncodedBatch`, and turn index candidates and stored
+link-result clusters into ``Candidate`` / ``Cluster`` messages. Records are parsed and
+validated by :func:`server.convert.proto_to_encoded` (the one place filter bytes are read);
+bands and agreements come from :func:`server.convert.band_for` and
+:func:`server.convert.agreement_for`.
+
+Nothing converted here is an identifier: filters, opaque references, agency ids, level labels
+and weights only. Error messages name fields (``query.field_filters[2]``) and expectations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from linkage.encode import EncodedBatch
+from linkage.errors import IncompatibleEncodingError
+from linkage.index import IndexedCandidate
+from linkage.schema import Schema
+from linkage.scoring import FellegiSunterModel
+from proto.jigsaw.v1 import jigsaw_pb2
+from server.convert import agreement_for, band_for, proto_to_encoded
+from server.matcher_store import StoredCluster
+from server.status import RequestError
+
+
+def check_header(
+    message: jigsaw_pb2.PublishRequest | jigsaw_pb2.MatchRequest,
+    schema: Schema,
+    key_version: int,
+) -> None:
+    """Require ``message.header`` and that it names the served fingerprint and key version.
+
+    Missing header → :class:`RequestError`; a different fingerprint or key version →
+    :class:`IncompatibleEncodingError` saying which differs (fingerprints and versions are not
+    identifiers, so both values are shown).
+    """
+    if not message.HasField("header"):
+        raise RequestError("header", "required (schema_fingerprint and key_version)")
+    header = message.header
+    problems = []
+    fingerprint = schema.fingerprint()
+    if header.schema_fingerprint != fingerprint:
+        shown = header.schema_fingerprint[:80]
+        problems.append(
+            f"header.schema_fingerprint: encodings made with schema {shown!r}, "
+            f"this matcher serves {fingerprint!r}"
+        )
+    if header.key_version != key_version:
+        problems.append(
+            f"header.key_version: encodings made with key version {header.key_version}, "
+            f"this matcher serves {key_version}"
+        )
+    if problems:
+        raise IncompatibleEncodingError("; ".join(problems))
+
+
+def records_to_encoded(
+    records: Sequence[jigsaw_pb2.EncodedRecord], schema: Schema, *, key_version: int
+) -> tuple[EncodedBatch, list[str]]:
+    """Validated (batch, references) of published records (errors name ``records[i]...``)."""
+    return proto_to_encoded(
+        records, schema, fingerprint=schema.fingerprint(), key_version=key_version
+    )
+
+
+def query_to_encoded(
+    query: jigsaw_pb2.EncodedRecord, schema: Schema, *, key_version: int
+) -> EncodedBatch:
+    """The validated one-row batch of a ``MatchRequest.query`` (errors name ``query...``)."""
+    try:
+        batch, _ = proto_to_encoded(
+            [query],
+            schema,
+            fingerprint=schema.fingerprint(),
+            key_version=key_version,
+            field_prefix="query",
+        )
+    except RequestError as exc:
+        # proto_to_encoded names records "query[0]..."; there is only one query
+        field = exc.field.replace("query[0]", "query", 1)
+        raise RequestError(field, exc.expectation) from None
+    return batch
+
+
+def evidence_to_proto(
+    field_names: Sequence[str], evidence: Sequence[tuple[str, float]]
+) -> list[jigsaw_pb2.FieldEvidence]:
+    """``FieldEvidence`` per field from (level label, weight) pairs in schema field order."""
+    return [
+        jigsaw_pb2.FieldEvidence(field=name, agreement=agreement_for(label), weight=weight)
+        for name, (label, weight) in zip(field_names, evidence, strict=True)
+    ]
+
+
+def candidate_to_proto(
+    candidate: IndexedCandidate, model: FellegiSunterModel, *, reveal_probability: bool
+) -> jigsaw_pb2.Candidate:
+    """A ``Candidate`` with band and per-field evidence; probability only if revealed."""
+    explained = model.explain(list(candidate.levels))
+    evidence = [(item.level_label, item.weight) for item in explained]
+    return jigsaw_pb2.Candidate(
+        agency=candidate.agency,
+        reference=candidate.reference,
+        band=band_for(candidate.probability),
+        evidence=evidence_to_proto(model.field_names, evidence),
+        probability=candidate.probability if reveal_probability else 0.0,
+    )
+
+
+def cluster_to_proto(
+    cluster_id: str, cluster: StoredCluster, field_names: Sequence[str]
+) -> jigsaw_pb2.Cluster:
+    """A stored link-result cluster as a ``Cluster`` message."""
+    return jigsaw_pb2.Cluster(
+        cluster_id=cluster_id,
+        members=[
+            jigsaw_pb2.ClusterMember(agency=agency, reference=reference)
+            for agency, reference in cluster.members
+        ],
+        edges=[
+            jigsaw_pb2.ClusterEdge(
+                left=edge.left,
+                right=edge.right,
+                band=band_for(edge.probability),
+                probability=edge.probability,
+                evidence=evidence_to_proto(field_names, edge.evidence),
+            )
+            for edge in cluster.edges
+        ],
+    )

@@ -1,0 +1,542 @@
+"""The matcher's durable store: published encodings, the fitted model and batch-link results.
+
+Role in the pipeline: every ``Publish`` message is committed here (one SQLite transaction per
+message) before it is applied to the in-memory :class:`~linkage.index.MatchIndex`, and at start
+the index is rebuilt from here. ``Withdraw`` deletes here first. ``Link`` results and the fitted
+Fellegi-Sunter model are kept here too. The store holds encodings, opaque references, agency
+ids, fingerprints and counts only: nothing in it is an identifier value.
+
+One SQLite file in WAL mode (``synchronous=FULL``), tables::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)
+        "schema_fingerprint", "key_version", "payload_format" — written when the store is
+        created; opening a store made for another fingerprint or key version is refused
+        (:class:`StoreMismatchError`, which names both values: they are not identifiers).
+    encodings(agency TEXT, reference TEXT, payload BLOB, updated_at TEXT,
+              PRIMARY KEY(agency, reference))
+    models(name TEXT PRIMARY KEY, json TEXT, updated_at TEXT)
+        the fitted model as ``FellegiSunterModel.to_dict()`` JSON, under the name "default".
+    link_results(result_id TEXT PRIMARY KEY, created_at TEXT, finished_at TEXT, status TEXT,
+                 min_probability REAL, total_records INTEGER, total_clusters INTEGER)
+        status is "running" from the start of a link run, "complete" once its clusters are
+        written, "failed" on an error and "abandoned" for a run found "running" when the
+        store is opened (the process died mid-link). Only "complete" results are readable.
+    link_clusters(result_id TEXT, ordinal INTEGER, cluster TEXT, PRIMARY KEY(result_id, ordinal))
+        one row per cluster (0-based ``ordinal``), ``cluster`` = JSON
+        ``{"members": [[agency, reference], ...],
+           "edges": [[left, right, probability, [[level_label, weight], ...]], ...]}``
+        where ``left``/``right`` index ``members`` and the evidence pairs follow schema field
+        order. A result's clusters and its "complete" status are written in one transaction,
+        so a crash mid-link never leaves half a result visible.
+
+Payload byte layout (format 1, fixed length for a given schema; all integers little-endian)::
+
+    byte 0                    payload format version, 1
+    ceil(F / 8) bytes         present bitmap: bit f (LSB first) of byte f // 8 is set when
+                              field f (schema order) has a value
+    per field f, in order     the packed field filter, filter_bits_f / 8 bytes (uint64 words,
+                              little-endian; bit i is bit i % 8 of byte i // 8); zeros when
+                              the field is missing
+    record_filter_bits / 8    the packed record-level filter, same layout
+    8 bytes per rule          the keyed blocking tokens (uint64), schema rule order, 0 = missing
+
+Crash safety: each :meth:`MatcherStore.upsert` / :meth:`MatcherStore.delete` call is one
+transaction, so a ``kill -9`` loses only calls not yet committed; the node re-sends whatever it
+had not seen acknowledged and the upsert (keyed by agency and reference, "unchanged" when the
+payload is byte-identical) makes that harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from linkage.encode import EncodedBatch
+from linkage.errors import IncompatibleEncodingError, JigsawError
+from linkage.schema import Schema
+
+PAYLOAD_FORMAT = 1
+DEFAULT_MODEL_NAME = "default"
+_LE_U64 = np.dtype("<u8")
+_SQL_CHUNK = 500  # references per IN (...) query, below SQLite's variable limit
+
+_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS encodings (
+    agency TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (agency, reference)
+);
+CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, json TEXT NOT NULL, updated_at TEXT);
+CREATE TABLE IF NOT EXISTS link_results (
+    result_id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'complete', 'failed', 'abandoned')),
+    min_probability REAL NOT NULL,
+    total_records INTEGER NOT NULL DEFAULT 0,
+    total_clusters INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS link_clusters (
+    result_id TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    cluster TEXT NOT NULL,
+    PRIMARY KEY (result_id, ordinal)
+);
+"""
+
+
+class MatcherStoreError(JigsawError):
+    """The matcher store is unusable (corrupt payload, unknown format)."""
+
+
+class StoreMismatchError(IncompatibleEncodingError):
+    """The store was made for another schema fingerprint or key version."""
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    """Outcome of one upsert: counts, and the batch rows whose stored payload changed."""
+
+    inserted: int
+    replaced: int
+    unchanged: int
+    changed_rows: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StoredEdge:
+    """One scored pair inside a cluster; ``evidence`` is (level label, weight) per field."""
+
+    left: int
+    right: int
+    probability: float
+    evidence: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class StoredCluster:
+    """One cluster of a link result: its members (agency, reference) and its edges."""
+
+    members: tuple[tuple[str, str], ...]
+    edges: tuple[StoredEdge, ...]
+
+
+@dataclass(frozen=True)
+class LinkResultInfo:
+    """The row of one link result."""
+
+    result_id: str
+    created_at: str
+    status: str
+    min_probability: float
+    total_records: int
+    total_clusters: int
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ------------------------------------------------------------------------------ payloads
+
+
+def payload_length(schema: Schema) -> int:
+    """Bytes in one payload of ``schema`` (see the module docstring)."""
+    n_fields = len(schema.fields)
+    return (
+        1
+        + (n_fields + 7) // 8
+        + sum(spec.filter_words * 8 for spec in schema.fields)
+        + schema.record_filter_words * 8
+        + 8 * len(schema.blocking)
+    )
+
+
+def _le_bytes(words: NDArray[np.uint64]) -> NDArray[np.uint8]:
+    rows = words.shape[0]
+    return np.ascontiguousarray(words, dtype=_LE_U64).view(np.uint8).reshape(rows, -1)
+
+
+def pack_payloads(batch: EncodedBatch, schema: Schema) -> list[bytes]:
+    """One payload per row of ``batch`` (format in the module docstring)."""
+    n = len(batch)
+    if n == 0:
+        return []
+    present = np.asarray(batch.field_present, dtype=bool).reshape(n, len(schema.fields))
+    parts: list[NDArray[np.uint8]] = [
+        np.full((n, 1), PAYLOAD_FORMAT, dtype=np.uint8),
+        np.packbits(present, axis=1, bitorder="little").reshape(n, -1),
+    ]
+    for f, filters in enumerate(batch.field_filters):
+        row_bytes = _le_bytes(filters).copy()
+        row_bytes[~present[:, f]] = 0
+        parts.append(row_bytes)
+    parts.append(_le_bytes(batch.record_filters))
+    parts.append(_le_bytes(batch.block_keys))
+    table = np.concatenate(parts, axis=1)
+    width = payload_length(schema)
+    if table.shape[1] != width:
+        raise MatcherStoreError(
+            f"payload: expected {width} bytes per record for this schema, got {table.shape[1]}"
+        )
+    data = table.tobytes()
+    return [data[i * width : (i + 1) * width] for i in range(n)]
+
+
+def unpack_payloads(payloads: Sequence[bytes], schema: Schema, *, key_version: int) -> EncodedBatch:
+    """The :class:`EncodedBatch` of ``payloads`` (inverse of :func:`pack_payloads`)."""
+    width = payload_length(schema)
+    n = len(payloads)
+    for i, payload in enumerate(payloads):
+        if len(payload) != width or payload[0] != PAYLOAD_FORMAT:
+            raise MatcherStoreError(
+                f"payload {i}: expected {width} bytes in format {PAYLOAD_FORMAT}"
+            )
+    table = np.frombuffer(b"".join(payloads), dtype=np.uint8).reshape(n, width)
+    n_fields = len(schema.fields)
+    offset = 1
+    bitmap_bytes = (n_fields + 7) // 8
+    present = np.unpackbits(table[:, offset : offset + bitmap_bytes], axis=1, bitorder="little")[
+        :, :n_fields
+    ].astype(bool)
+    offset += bitmap_bytes
+
+    def words(count: int) -> NDArray[np.uint64]:
+        nonlocal offset
+        chunk = np.ascontiguousarray(table[:, offset : offset + 8 * count])
+        offset += 8 * count
+        return np.ascontiguousarray(chunk.view(_LE_U64).astype(np.uint64).reshape(n, count))
+
+    field_filters = tuple(words(spec.filter_words) for spec in schema.fields)
+    record_filters = words(schema.record_filter_words)
+    block_keys = words(len(schema.blocking))
+    return EncodedBatch(
+        schema_fingerprint=schema.fingerprint(),
+        key_version=key_version,
+        field_names=schema.field_names,
+        field_filters=field_filters,
+        field_present=present,
+        record_filters=record_filters,
+        block_keys=block_keys,
+    )
+
+
+# ------------------------------------------------------------------------------ store
+
+
+class MatcherStore:
+    """The matcher's SQLite store (thread-safe: one connection behind a lock)."""
+
+    def __init__(self, path: Path | str, *, schema: Schema, key_version: int) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.key_version = key_version
+        self.fingerprint = schema.fingerprint()
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA_SQL)
+            self._check_meta()
+            with self._transaction():
+                self._conn.execute(
+                    "UPDATE link_results SET status = 'abandoned', finished_at = ? "
+                    "WHERE status = 'running'",
+                    (_now(),),
+                )
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -------------------------------------------------------------- plumbing
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the body raises."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _check_meta(self) -> None:
+        expected = {
+            "schema_fingerprint": self.fingerprint,
+            "key_version": str(self.key_version),
+            "payload_format": str(PAYLOAD_FORMAT),
+        }
+        with self._transaction() as conn:
+            stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if not stored:
+                conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", expected.items())
+                return
+        problems = [
+            f"{key} is {stored.get(key)!s}, this matcher serves {value}"
+            for key, value in expected.items()
+            if stored.get(key) != value
+        ]
+        if problems:
+            raise StoreMismatchError(
+                f"store {self.path.name} was made for other encodings: " + "; ".join(problems)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -------------------------------------------------------------- encodings
+
+    def upsert(self, agency: str, references: Sequence[str], batch: EncodedBatch) -> UpsertCounts:
+        """Insert or replace ``batch`` (row i under ``references[i]``) in one transaction.
+
+        A row whose payload is byte-identical to the stored one is "unchanged"; a reference
+        repeated in the batch counts once (its last row wins).
+        """
+        if len(references) != len(batch):
+            raise MatcherStoreError("references: expected one reference per encoded record")
+        if batch.schema_fingerprint != self.fingerprint or batch.key_version != self.key_version:
+            raise IncompatibleEncodingError(
+                "batch: schema fingerprint or key version differ from the store's"
+            )
+        payloads = pack_payloads(batch, self.schema)
+        last_row = {reference: row for row, reference in enumerate(references)}
+        now = _now()
+        inserted = replaced = unchanged = 0
+        changed: list[int] = []
+        writes: list[tuple[str, str, bytes, str]] = []
+        with self._lock, self._transaction() as conn:
+            existing = self._existing(conn, agency, list(last_row))
+            for reference, row in last_row.items():
+                old = existing.get(reference)
+                if old is None:
+                    inserted += 1
+                elif old == payloads[row]:
+                    unchanged += 1
+                    continue
+                else:
+                    replaced += 1
+                changed.append(row)
+                writes.append((agency, reference, payloads[row], now))
+            conn.executemany(
+                "INSERT INTO encodings (agency, reference, payload, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (agency, reference) DO UPDATE SET "
+                "payload = excluded.payload, updated_at = excluded.updated_at",
+                writes,
+            )
+        return UpsertCounts(inserted, replaced, unchanged, tuple(sorted(changed)))
+
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, agency: str, references: list[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for start in range(0, len(references), _SQL_CHUNK):
+            chunk = references[start : start + _SQL_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT reference, payload FROM encodings WHERE agency = ? "
+                f"AND reference IN ({marks})",
+                (agency, *chunk),
+            )
+            found.update((reference, bytes(payload)) for reference, payload in rows)
+        return found
+
+    def delete(self, agency: str, references: Sequence[str]) -> int:
+        """Delete ``agency``'s records with these references (one transaction); how many were."""
+        unique = list(dict.fromkeys(references))
+        deleted = 0
+        with self._lock, self._transaction() as conn:
+            for start in range(0, len(unique), _SQL_CHUNK):
+                chunk = unique[start : start + _SQL_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                cursor = conn.execute(
+                    f"DELETE FROM encodings WHERE agency = ? AND reference IN ({marks})",
+                    (agency, *chunk),
+                )
+                deleted += cursor.rowcount
+        return deleted
+
+    def iter_encodings(
+        self, *, chunk_size: int = 10_000
+    ) -> Iterator[tuple[str, list[str], EncodedBatch]]:
+        """Every stored record as (agency, references, batch) chunks, one agency per chunk.
+
+        Reads page by page (keyset pagination on the primary key), so it may run while other
+        threads write; it is meant for rebuilding the index at start.
+        """
+        after = ("", "")
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT agency, reference, payload FROM encodings "
+                    "WHERE (agency, reference) > (?, ?) ORDER BY agency, reference LIMIT ?",
+                    (*after, chunk_size),
+                ).fetchall()
+            if not rows:
+                return
+            after = (rows[-1][0], rows[-1][1])
+            start = 0
+            while start < len(rows):
+                agency = rows[start][0]
+                end = start
+                while end < len(rows) and rows[end][0] == agency:
+                    end += 1
+                group = rows[start:end]
+                batch = unpack_payloads(
+                    [bytes(r[2]) for r in group], self.schema, key_version=self.key_version
+                )
+                yield agency, [r[1] for r in group], batch
+                start = end
+
+    def counts_by_agency(self) -> dict[str, int]:
+        """Stored records per agency."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT agency, COUNT(*) FROM encodings GROUP BY agency ORDER BY agency"
+            ).fetchall()
+        return {agency: int(count) for agency, count in rows}
+
+    def count(self) -> int:
+        """Stored records over all agencies."""
+        return sum(self.counts_by_agency().values())
+
+    # -------------------------------------------------------------- model
+
+    def save_model(self, data: Mapping[str, Any], *, name: str = DEFAULT_MODEL_NAME) -> None:
+        """Store a model's ``to_dict()`` form under ``name`` (replacing any previous one)."""
+        text = json.dumps(data, sort_keys=True, allow_nan=False)
+        with self._lock, self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO models (name, json, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET json = excluded.json, "
+                "updated_at = excluded.updated_at",
+                (name, text, _now()),
+            )
+
+    def load_model(self, *, name: str = DEFAULT_MODEL_NAME) -> dict[str, Any] | None:
+        """The stored model dict under ``name``, or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT json FROM models WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        if not isinstance(data, dict):
+            raise MatcherStoreError(f"model {name!r}: stored JSON is not an object")
+        return data
+
+    # -------------------------------------------------------------- link results
+
+    def begin_link(self, *, min_probability: float) -> str:
+        """Record the start of a link run; returns its new random result id."""
+        result_id = secrets.token_hex(16)
+        with self._lock, self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO link_results (result_id, created_at, status, min_probability) "
+                "VALUES (?, ?, 'running', ?)",
+                (result_id, _now(), float(min_probability)),
+            )
+        return result_id
+
+    def finish_link(
+        self, result_id: str, clusters: Sequence[StoredCluster], *, total_records: int
+    ) -> None:
+        """Write every cluster and mark the result complete, in one transaction."""
+        rows = [
+            (result_id, ordinal, _cluster_json(cluster)) for ordinal, cluster in enumerate(clusters)
+        ]
+        with self._lock, self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE link_results SET status = 'complete', finished_at = ?, "
+                "total_records = ?, total_clusters = ? WHERE result_id = ? AND status = 'running'",
+                (_now(), int(total_records), len(rows), result_id),
+            )
+            if cursor.rowcount != 1:
+                raise MatcherStoreError("link result: no running link with this result id")
+            conn.executemany(
+                "INSERT INTO link_clusters (result_id, ordinal, cluster) VALUES (?, ?, ?)", rows
+            )
+
+    def fail_link(self, result_id: str) -> None:
+        """Mark a running link result failed."""
+        with self._lock, self._transaction() as conn:
+            conn.execute(
+                "UPDATE link_results SET status = 'failed', finished_at = ? "
+                "WHERE result_id = ? AND status = 'running'",
+                (_now(), result_id),
+            )
+
+    def link_result(self, result_id: str) -> LinkResultInfo | None:
+        """The row of a link result (any status), or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT result_id, created_at, status, min_probability, total_records, "
+                "total_clusters FROM link_results WHERE result_id = ?",
+                (result_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return LinkResultInfo(
+            result_id=row[0],
+            created_at=row[1],
+            status=row[2],
+            min_probability=float(row[3]),
+            total_records=int(row[4]),
+            total_clusters=int(row[5]),
+        )
+
+    def link_clusters(self, result_id: str, *, offset: int, limit: int) -> list[StoredCluster]:
+        """Clusters ``offset .. offset + limit - 1`` of a result, in ordinal order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT cluster FROM link_clusters WHERE result_id = ? AND ordinal >= ? "
+                "ORDER BY ordinal LIMIT ?",
+                (result_id, int(offset), int(limit)),
+            ).fetchall()
+        return [_cluster_from_json(text) for (text,) in rows]
+
+
+def _cluster_json(cluster: StoredCluster) -> str:
+    return json.dumps(
+        {
+            "members": [list(member) for member in cluster.members],
+            "edges": [
+                [e.left, e.right, e.probability, [list(item) for item in e.evidence]]
+                for e in cluster.edges
+            ],
+        },
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+
+
+def _cluster_from_json(text: str) -> StoredCluster:
+    data = json.loads(text)
+    return StoredCluster(
+        members=tuple((str(agency), str(reference)) for agency, reference in data["members"]),
+        edges=tuple(
+            StoredEdge(
+                left=int(left),
+                right=int(right),
+                probability=float(probability),
+                evidence=tuple((str(label), float(weight)) for label, weight in evidence),
+            )
+            for left, right, probability, evidence in data["edges"]
+        ),
+    )

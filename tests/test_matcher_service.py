@@ -1,0 +1,726 @@
+"""Tests for server.matcher: a real matcher on 127.0.0.1 port 0, mutual TLS, a real SQLite store."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from linkage.encode import EncodedBatch, encode_records
+from linkage.keys import KeySet, LinkageSecret
+from linkage.schema import load_schema
+from linkage.synthetic import DEFAULT_AGENCIES, generate_population
+from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from server.audit import verify_audit_log
+from server.convert import encoded_to_proto
+from server.matcher import (
+    MatcherRuntime,
+    build_matcher,
+    decode_page_token,
+    encode_page_token,
+)
+from server.matcher_config import ConfigError, MatcherConfig, parse_matcher_config
+from server.pki import init_pki
+from server.status import RequestError
+from server.tls import secure_channel, tls_files_for
+
+TIMEOUT = 30
+SCHEMA = load_schema("child")
+KEYS = KeySet(LinkageSecret.for_tests(), 1)
+AGENCIES = ("police", "health", "school")
+CANARY_GIVEN = "Zebulonqx"
+CANARY_FAMILY = "Quackenbushcanary"
+
+
+@dataclass(frozen=True)
+class AgencyEncodings:
+    agency: str
+    references: list[str]
+    child_id: np.ndarray
+    batch: EncodedBatch
+
+    def records(self, rows: Sequence[int] | None = None) -> list[jigsaw_pb2.EncodedRecord]:
+        picked = list(range(len(self.references))) if rows is None else list(rows)
+        return encoded_to_proto(self.batch.take(picked), [self.references[i] for i in picked])
+
+
+def reference_of(agency: str, record_id: str) -> str:
+    return hashlib.sha256(f"test:{agency}:{record_id}".encode()).hexdigest()[:32]
+
+
+@pytest.fixture(scope="module")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pki")
+    init_pki(out, agencies=list(AGENCIES), staff=[("alice", "police")], operators=["olga"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def population() -> dict[str, AgencyEncodings]:
+    profiles = [p for p in DEFAULT_AGENCIES if p.name in AGENCIES]
+    data = generate_population(200, seed=20261126, agencies=profiles)
+    out: dict[str, AgencyEncodings] = {}
+    for name, agency in data.agencies.items():
+        columns = {field: agency.columns[field] for field in SCHEMA.field_names}
+        out[name] = AgencyEncodings(
+            agency=name,
+            references=[reference_of(name, str(r)) for r in agency.columns["record_id"]],
+            child_id=agency.child_id,
+            batch=encode_records(SCHEMA, KEYS, columns),
+        )
+    return out
+
+
+def matcher_config(tmp_path: Path, pki_dir: Path, *, max_batch: int = 5000) -> MatcherConfig:
+    text = f"""
+[matcher]
+schema = "child"
+key_version = 1
+store = "matcher.sqlite"
+audit_log = "matcher-audit.jsonl"
+listen = "127.0.0.1:0"
+benchmark_mode = true
+max_publish_batch = {max_batch}
+[tls]
+ca_cert = "{pki_dir / "ca.pem"}"
+cert = "{pki_dir / "matcher.pem"}"
+key = "{pki_dir / "matcher.key"}"
+"""
+    return parse_matcher_config(text, base_dir=tmp_path)
+
+
+class Running:
+    """A started matcher and channels to it per identity."""
+
+    def __init__(self, config: MatcherConfig, pki_dir: Path) -> None:
+        self.config = config
+        self.pki_dir = pki_dir
+        self.runtime: MatcherRuntime = build_matcher(config)
+        self.runtime.server.start()
+        self.address = f"127.0.0.1:{self.runtime.port}"
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def stub(self, identity: str) -> jigsaw_pb2_grpc.MatcherStub:
+        if identity not in self._channels:
+            self._channels[identity] = secure_channel(
+                self.address, tls_files_for(self.pki_dir, identity)
+            )
+        return jigsaw_pb2_grpc.MatcherStub(self._channels[identity])
+
+    def channel(self, identity: str) -> grpc.Channel:
+        self.stub(identity)
+        return self._channels[identity]
+
+    def stop(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self.runtime.server.stop(grace=None).wait()
+        self.runtime.close()
+
+
+@pytest.fixture
+def matcher(tmp_path: Path, pki_dir: Path) -> Iterator[Running]:
+    running = Running(matcher_config(tmp_path, pki_dir, max_batch=500), pki_dir)
+    yield running
+    running.stop()
+
+
+def header(fingerprint: str | None = None, key_version: int = 1) -> jigsaw_pb2.EncodingHeader:
+    return jigsaw_pb2.EncodingHeader(
+        schema_fingerprint=fingerprint or SCHEMA.fingerprint(), key_version=key_version
+    )
+
+
+def publish(
+    stub: jigsaw_pb2_grpc.MatcherStub,
+    records: list[jigsaw_pb2.EncodedRecord],
+    *,
+    per_message: int = 40,
+    first_header: jigsaw_pb2.EncodingHeader | None = None,
+) -> jigsaw_pb2.PublishResponse:
+    def requests() -> Iterator[jigsaw_pb2.PublishRequest]:
+        yield jigsaw_pb2.PublishRequest(header=first_header or header())
+        for start in range(0, len(records), per_message):
+            yield jigsaw_pb2.PublishRequest(records=records[start : start + per_message])
+
+    return stub.Publish(requests(), timeout=TIMEOUT)
+
+
+def publish_all(matcher: Running, population: dict[str, AgencyEncodings]) -> None:
+    for name, encodings in population.items():
+        response = publish(matcher.stub(f"{name}-node"), encodings.records())
+        assert response.received == response.inserted == len(encodings.references)
+
+
+def status(matcher: Running) -> dict[str, int]:
+    response = matcher.stub("olga").Status(jigsaw_pb2.MatcherStatusRequest(), timeout=TIMEOUT)
+    assert response.schema_fingerprint == SCHEMA.fingerprint()
+    assert response.key_version == 1
+    counts = {a.agency: a.records for a in response.agencies}
+    assert sum(counts.values()) == response.indexed_records
+    return counts
+
+
+def match(
+    matcher: Running, identity: str, query: jigsaw_pb2.EncodedRecord, **extra: object
+) -> jigsaw_pb2.MatchResponse:
+    request = jigsaw_pb2.MatchRequest(
+        header=header(),
+        query=query,
+        max_candidates=10,
+        purpose="section 47 enquiry",
+        on_behalf_of="alice",
+    )
+    for key, value in extra.items():
+        if isinstance(value, jigsaw_pb2.EncodingHeader):
+            getattr(request, key).CopyFrom(value)
+        else:
+            setattr(request, key, value)
+    return matcher.stub(identity).Match(request, timeout=TIMEOUT)
+
+
+def error_of(call: object) -> grpc.RpcError:
+    assert isinstance(call, grpc.RpcError)
+    return call
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def test_config_is_strict(tmp_path: Path) -> None:
+    text = """
+[matcher]
+schema = "child"
+key_version = "one"
+stor = "x.sqlite"
+benchmark_mode = 1
+max_publish_batch = 0
+[tls]
+ca_cert = "ca.pem"
+cert = "m.pem"
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_matcher_config(text, base_dir=tmp_path)
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "matcher.key_version: expected an integer",
+        "unknown key 'stor'",
+        "matcher.store: required key is missing",
+        "matcher.audit_log: required key is missing",
+        "matcher.benchmark_mode: expected a boolean",
+        "matcher.max_publish_batch: expected an integer from 1",
+        "tls.key: required key is missing",
+    ):
+        assert expected in problems
+
+
+def test_config_defaults_and_paths(tmp_path: Path, pki_dir: Path) -> None:
+    config = matcher_config(tmp_path, pki_dir)
+    assert config.store == (tmp_path / "matcher.sqlite").resolve()
+    assert config.max_publish_batch == 5000
+    assert config.benchmark_mode is True
+    assert config.schema.fingerprint() == SCHEMA.fingerprint()
+
+
+# ------------------------------------------------------------------------------ publish, match
+
+
+def test_publish_match_republish(matcher: Running, population: dict[str, AgencyEncodings]) -> None:
+    publish_all(matcher, population)
+    counts = status(matcher)
+    assert counts == {name: len(e.references) for name, e in population.items()}
+
+    police = population["police"]
+    for row in range(3):
+        found = match(matcher, "health-node", police.records([row])[0]).candidates
+        assert found, "the published record itself must come back"
+        best = found[0]
+        assert (best.agency, best.reference) == ("police", police.references[row])
+        assert best.band in (
+            jigsaw_pb2.PROBABILITY_BAND_VERY_HIGH,
+            jigsaw_pb2.PROBABILITY_BAND_HIGH,
+        )
+        # benchmark mode is on, but the caller is a node: never a raw probability
+        assert all(c.probability == 0.0 for c in found)
+        assert [e.field for e in best.evidence] == list(SCHEMA.field_names)
+        present = police.batch.field_present[row]
+        for evidence, has_value in zip(best.evidence, present, strict=True):
+            if has_value:
+                assert evidence.agreement == jigsaw_pb2.AGREEMENT_EXACT
+                assert evidence.weight > 0
+            else:
+                assert evidence.agreement == jigsaw_pb2.AGREEMENT_MISSING
+                assert evidence.weight == 0.0
+
+    again = publish(matcher.stub("police-node"), police.records())
+    assert (again.inserted, again.replaced, again.unchanged) == (0, 0, len(police.references))
+    assert status(matcher) == counts
+    # the model was fitted lazily and stored
+    assert matcher.runtime.store.load_model() is not None
+
+    entries = [line for line in matcher.config.audit_log.read_text("utf-8").splitlines() if line]
+    assert any('"action":"match"' in e and "section 47 enquiry" in e for e in entries)
+    assert any('"on_behalf_of":"alice"' in e for e in entries)
+    assert verify_audit_log(matcher.config.audit_log).ok
+
+
+def test_publishing_agency_comes_from_the_certificate(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    # health's node publishes police's records: they are filed under health, not police
+    publish(matcher.stub("health-node"), population["police"].records(range(5)))
+    assert status(matcher) == {"health": 5}
+
+
+def test_wrong_fingerprint_or_key_version(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    records = population["police"].records(range(3))
+    stub = matcher.stub("police-node")
+    with pytest.raises(grpc.RpcError) as caught:
+        publish(stub, records, first_header=header("0" * 64))
+    assert error_of(caught.value).code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "schema_fingerprint" in caught.value.details()
+    assert "key_version" not in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        publish(stub, records, first_header=header(key_version=2))
+    assert error_of(caught.value).code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "key version 2" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        match(matcher, "police-node", records[0], header=header(key_version=7))
+    assert error_of(caught.value).code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert status(matcher) == {}
+
+
+def test_malformed_records_are_refused(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    stub = matcher.stub("police-node")
+    records = population["police"].records(range(3))
+    bad = jigsaw_pb2.EncodedRecord()
+    bad.CopyFrom(records[1])
+    bad.field_filters[2] = bad.field_filters[2][:-8]
+    with pytest.raises(grpc.RpcError) as caught:
+        publish(stub, [records[0], bad, records[2]], per_message=3)
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    expected_bytes = SCHEMA.fields[2].filter_bits // 8
+    assert "records[1].field_filters[2]" in caught.value.details()
+    assert f"expected {expected_bytes} bytes" in caught.value.details()
+
+    short = jigsaw_pb2.EncodedRecord()
+    short.CopyFrom(records[0])
+    del short.block_keys[-1]
+    with pytest.raises(grpc.RpcError) as caught:
+        publish(stub, [short])
+    assert "records[0].block_keys" in caught.value.details()
+
+    no_header = iter([jigsaw_pb2.PublishRequest(records=records)])
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Publish(no_header, timeout=TIMEOUT)
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "header" in caught.value.details()
+
+    bad_query = jigsaw_pb2.EncodedRecord()
+    bad_query.CopyFrom(records[0])
+    bad_query.record_filter = b"\x00" * 3
+    with pytest.raises(grpc.RpcError) as caught:
+        match(matcher, "police-node", bad_query)
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "query.record_filter" in caught.value.details()
+    assert status(matcher) == {}
+
+
+def test_publish_batch_limit_and_partial_streams(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    police = population["police"]
+    big = [police.records([0])[0]] * 501
+    stub = matcher.stub("police-node")
+    with pytest.raises(grpc.RpcError) as caught:
+        publish(stub, big, per_message=501)
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 500 records per message" in caught.value.details()
+
+    # a stream that fails on its fourth message keeps the three committed ones
+    records = police.records(range(20))
+    bad = jigsaw_pb2.EncodedRecord()
+    bad.CopyFrom(records[15])
+    bad.reference = "not-a-reference"
+    with pytest.raises(grpc.RpcError) as caught:
+        publish(stub, [*records[:15], bad], per_message=5)
+    assert "records[0].reference" in caught.value.details()
+    assert status(matcher) == {"police": 15}
+
+
+def test_roles_are_enforced(matcher: Running, population: dict[str, AgencyEncodings]) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        publish(matcher.stub("alice"), population["police"].records(range(2)))
+    assert error_of(caught.value).code() is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as caught:
+        match(matcher, "olga", population["police"].records([0])[0])
+    assert error_of(caught.value).code() is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as caught:
+        matcher.stub("police-node").Status(jigsaw_pb2.MatcherStatusRequest(), timeout=TIMEOUT)
+    assert error_of(caught.value).code() is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as caught:
+        list(matcher.stub("alice").Link(jigsaw_pb2.LinkRequest(), timeout=TIMEOUT))
+    assert error_of(caught.value).code() is grpc.StatusCode.PERMISSION_DENIED
+    health = health_pb2_grpc.HealthStub(matcher.channel("alice"))
+    answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    assert status(matcher) == {}
+
+
+def test_match_validates_purpose_and_limits(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    query = population["police"].records([0])[0]
+    for extra, field in (
+        ({"purpose": ""}, "purpose"),
+        ({"on_behalf_of": ""}, "on_behalf_of"),
+        ({"max_candidates": 101}, "max_candidates"),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            match(matcher, "police-node", query, **extra)
+        assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert field in caught.value.details()
+    assert match(matcher, "police-node", query).candidates == []  # empty index
+    publish(matcher.stub("police-node"), population["police"].records([0]))
+    with pytest.raises(grpc.RpcError) as caught:  # one record: nothing to fit a model on
+        match(matcher, "police-node", query)
+    assert error_of(caught.value).code() is grpc.StatusCode.FAILED_PRECONDITION
+
+
+# ------------------------------------------------------------------------------ withdraw, restart
+
+
+def test_withdraw_and_restart(
+    tmp_path: Path, pki_dir: Path, population: dict[str, AgencyEncodings]
+) -> None:
+    config = matcher_config(tmp_path, pki_dir)
+    first = Running(config, pki_dir)
+    try:
+        publish_all(first, population)
+        police = population["police"]
+        gone = police.references[:5]
+        # another agency's node cannot withdraw police's records
+        other = first.stub("health-node").Withdraw(
+            jigsaw_pb2.WithdrawRequest(references=gone), timeout=TIMEOUT
+        )
+        assert other.withdrawn == 0
+        response = first.stub("police-node").Withdraw(
+            jigsaw_pb2.WithdrawRequest(references=gone), timeout=TIMEOUT
+        )
+        assert response.withdrawn == 5
+        with pytest.raises(grpc.RpcError) as caught:
+            first.stub("police-node").Withdraw(
+                jigsaw_pb2.WithdrawRequest(references=["ABC"]), timeout=TIMEOUT
+            )
+        assert "references[0]" in caught.value.details()
+        counts = status(first)
+        assert counts["police"] == len(police.references) - 5
+        found = match(first, "school-node", police.records([0])[0]).candidates
+        assert all(c.reference not in gone for c in found)
+        first_model = first.runtime.servicer.model
+    finally:
+        first.stop()
+
+    second = Running(config, pki_dir)
+    try:
+        assert status(second) == counts
+        assert second.runtime.servicer.model == first_model  # loaded, not refitted
+        found = match(second, "school-node", police.records([7])[0]).candidates
+        assert (found[0].agency, found[0].reference) == ("police", police.references[7])
+    finally:
+        second.stop()
+
+
+# ------------------------------------------------------------------------------ link
+
+
+def test_link_progress_result_and_pages(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    publish_all(matcher, population)
+    messages = list(matcher.stub("olga").Link(jigsaw_pb2.LinkRequest(), timeout=120))
+    stages = [m.stage for m in messages]
+    assert "comparing" in stages and "clustering" in stages
+    assert all(not m.result_id for m in messages[:-1])
+    final = messages[-1]
+    assert len(final.result_id) == 32
+
+    stub = matcher.stub("olga")
+    clusters: list[jigsaw_pb2.Cluster] = []
+    token = ""
+    pages = 0
+    while True:
+        page = stub.GetLinkResult(
+            jigsaw_pb2.GetLinkResultRequest(
+                result_id=final.result_id, page_size=7, page_token=token
+            ),
+            timeout=TIMEOUT,
+        )
+        assert len(page.clusters) <= 7
+        clusters.extend(page.clusters)
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    total_records = sum(len(e.references) for e in population.values())
+    assert page.total_clusters == len(clusters) == final.done
+    assert page.total_records == total_records
+    assert pages == -(-len(clusters) // 7)
+    assert len({c.cluster_id for c in clusters}) == len(clusters)
+
+    child_of = {
+        (name, ref): int(child)
+        for name, e in population.items()
+        for ref, child in zip(e.references, e.child_id, strict=True)
+    }
+    pure = 0
+    for cluster in clusters:
+        assert len(cluster.members) >= 2
+        assert cluster.edges
+        for edge in cluster.edges:
+            assert edge.left < len(cluster.members) and edge.right < len(cluster.members)
+            assert edge.probability >= 0.5
+            assert [e.field for e in edge.evidence] == list(SCHEMA.field_names)
+        children = {child_of[(m.agency, m.reference)] for m in cluster.members}
+        pure += len(children) == 1
+    assert len(clusters) >= 30
+    assert pure / len(clusters) > 0.9
+
+    for token, code in (
+        ("garbage!", grpc.StatusCode.INVALID_ARGUMENT),
+        (encode_page_token("f" * 32, 1), grpc.StatusCode.INVALID_ARGUMENT),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetLinkResult(
+                jigsaw_pb2.GetLinkResultRequest(result_id=final.result_id, page_token=token),
+                timeout=TIMEOUT,
+            )
+        assert error_of(caught.value).code() is code
+        assert "page_token" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetLinkResult(
+            jigsaw_pb2.GetLinkResultRequest(result_id=final.result_id, page_size=1001),
+            timeout=TIMEOUT,
+        )
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetLinkResult(jigsaw_pb2.GetLinkResultRequest(result_id="0" * 32), timeout=TIMEOUT)
+    assert error_of(caught.value).code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_link_completes_when_the_client_goes_away(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    publish_all(matcher, population)
+    call = matcher.stub("olga").Link(jigsaw_pb2.LinkRequest(min_probability=0.9), timeout=120)
+    next(call)  # the first progress message
+    call.cancel()
+    deadline = time.monotonic() + 60
+    rows: list[tuple[str, str]] = []
+    while time.monotonic() < deadline:
+        conn = sqlite3.connect(matcher.config.store)
+        try:
+            rows = conn.execute("SELECT result_id, status FROM link_results").fetchall()
+        finally:
+            conn.close()
+        if rows and rows[0][1] != "running":
+            break
+        time.sleep(0.1)
+    assert len(rows) == 1 and rows[0][1] == "complete"
+    page = matcher.stub("olga").GetLinkResult(
+        jigsaw_pb2.GetLinkResultRequest(result_id=rows[0][0]), timeout=TIMEOUT
+    )
+    assert page.total_clusters > 0
+    assert all(e.probability >= 0.9 for c in page.clusters for e in c.edges)
+
+
+def test_link_needs_records(matcher: Running) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        list(matcher.stub("olga").Link(jigsaw_pb2.LinkRequest(), timeout=TIMEOUT))
+    assert error_of(caught.value).code() is grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as caught:
+        list(matcher.stub("olga").Link(jigsaw_pb2.LinkRequest(min_probability=1.5), timeout=5))
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_page_tokens_round_trip() -> None:
+    token = encode_page_token("a" * 32, 200)
+    assert decode_page_token(token, "a" * 32, 300) == 200
+    assert decode_page_token("", "a" * 32, 0) == 0
+    for bad, total in ((token, 199), (encode_page_token("a" * 32, 0), 300), ("%%%", 300)):
+        with pytest.raises(RequestError):
+            decode_page_token(bad, "a" * 32, total)
+
+
+# ------------------------------------------------------------------------------ privacy
+
+ALLOWED_STRING_FIELDS = {
+    "reference",
+    "references",
+    "schema_fingerprint",
+    "purpose",
+    "on_behalf_of",
+    "agency",
+    "stage",
+    "result_id",
+    "page_token",
+    "next_page_token",
+    "cluster_id",
+    "field",
+    "version",
+}
+ALLOWED_BYTES_FIELDS = {"field_filters", "record_filter"}
+SAFE_SCALARS = {
+    FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_DOUBLE,
+    FieldDescriptor.TYPE_ENUM,
+}
+
+
+def _reachable(descriptor: Descriptor, seen: dict[str, Descriptor]) -> None:
+    if descriptor.full_name in seen:
+        return
+    seen[descriptor.full_name] = descriptor
+    for field in descriptor.fields:
+        if field.message_type is not None:
+            _reachable(field.message_type, seen)
+
+
+def test_no_matcher_message_can_carry_raw_identifiers() -> None:
+    service = jigsaw_pb2.DESCRIPTOR.services_by_name["Matcher"]
+    seen: dict[str, Descriptor] = {}
+    for method in service.methods:
+        _reachable(method.input_type, seen)
+        _reachable(method.output_type, seen)
+    assert "jigsaw.v1.EncodedRecord" in seen and "jigsaw.v1.ClusterEdge" in seen
+    assert "jigsaw.v1.LookupRequest" not in seen
+    assert "jigsaw.v1.DiscloseResponse" not in seen
+    problems = []
+    for name, descriptor in seen.items():
+        assert descriptor.GetOptions().map_entry is False, f"{name} is a map"
+        for field in descriptor.fields:
+            where = f"{name}.{field.name}"
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                if field.message_type.GetOptions().map_entry:
+                    problems.append(f"{where}: map field")
+            elif field.type == FieldDescriptor.TYPE_STRING:
+                if field.name not in ALLOWED_STRING_FIELDS:
+                    problems.append(f"{where}: unexpected string field")
+            elif field.type == FieldDescriptor.TYPE_BYTES:
+                if field.name not in ALLOWED_BYTES_FIELDS:
+                    problems.append(f"{where}: unexpected bytes field")
+            elif field.type == FieldDescriptor.TYPE_FIXED64:
+                if field.name != "block_keys":
+                    problems.append(f"{where}: unexpected fixed64 field")
+            elif field.type not in SAFE_SCALARS:
+                problems.append(f"{where}: unexpected field type {field.type}")
+    assert problems == []
+
+
+def test_store_and_audit_hold_no_canary(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    columns: dict[str, list[str | None]] = {
+        "given_name": [CANARY_GIVEN, CANARY_GIVEN, "Amy"],
+        "middle_names": [CANARY_FAMILY, None, None],
+        "family_name": [CANARY_FAMILY, CANARY_FAMILY, "Smith"],
+        "date_of_birth": ["2015-02-03", "2015-02-03", "2014-01-01"],
+        "sex": ["F", "F", "F"],
+        "postcode": ["SW1A 1AA", "SW1A 1AA", None],
+        "nhs_number": [None, None, None],
+    }
+    batch = encode_records(SCHEMA, KEYS, columns)
+    references = [reference_of("canary", str(i)) for i in range(3)]
+    records = encoded_to_proto(batch, references)
+    publish_all(matcher, population)
+    publish(matcher.stub("police-node"), records)
+    found = match(matcher, "health-node", records[0]).candidates
+    assert found[0].reference == references[0]
+    list(matcher.stub("olga").Link(jigsaw_pb2.LinkRequest(), timeout=120))
+
+    needles = {
+        form.encode("utf-8")
+        for word in (CANARY_GIVEN, CANARY_FAMILY)
+        for form in (word, word.lower(), word.upper())
+    }
+    dumped = b""
+    conn = sqlite3.connect(matcher.config.store)
+    try:
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            for row in conn.execute(f"SELECT * FROM {table}"):
+                dumped += repr(row).encode("utf-8")
+    finally:
+        conn.close()
+    assert len(dumped) > 10_000
+    store_dir = matcher.config.store.parent
+    files = [p for p in store_dir.iterdir() if p.is_file()]
+    assert any(p.name.endswith(".sqlite-wal") or p.suffix == ".sqlite" for p in files)
+    for needle in needles:
+        assert needle not in dumped
+        for path in files:
+            assert needle not in path.read_bytes(), path.name
+
+
+# ------------------------------------------------------------------------------ serve()
+
+_SERVE = (
+    "import sys; sys.path.insert(0, sys.argv[2]);"
+    "from server.matcher import serve;"
+    "from server.matcher_config import load_matcher_config;"
+    "serve(load_matcher_config(sys.argv[1]), on_started=lambda port: print(port, flush=True))"
+)
+
+
+def test_serve_stops_gracefully_on_sigterm(tmp_path: Path, pki_dir: Path) -> None:
+    config_path = tmp_path / "matcher.toml"
+    config_path.write_text(
+        f"""
+[matcher]
+schema = "child"
+store = "matcher.sqlite"
+audit_log = "matcher-audit.jsonl"
+[tls]
+ca_cert = "{pki_dir / "ca.pem"}"
+cert = "{pki_dir / "matcher.pem"}"
+key = "{pki_dir / "matcher.key"}"
+""",
+        encoding="utf-8",
+    )
+    repo = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SERVE, str(config_path), str(repo)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        with secure_channel(f"127.0.0.1:{port}", tls_files_for(pki_dir, "olga")) as channel:
+            answer = jigsaw_pb2_grpc.MatcherStub(channel).Status(
+                jigsaw_pb2.MatcherStatusRequest(), timeout=TIMEOUT
+            )
+        assert answer.schema_fingerprint == SCHEMA.fingerprint()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
