@@ -277,6 +277,29 @@ def blocking_token(key: bytes, parts: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- encoder
 
 
+def _unique_rows(
+    rows: NDArray[np.int64], radix: Sequence[int]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """``np.unique(rows, axis=0, return_inverse=True)`` via a mixed-radix 1-d code (fast)."""
+    capacity = 1
+    for r in radix:
+        capacity *= max(r, 1)
+    if capacity >= 2**62:
+        uniq, inv = np.unique(rows, axis=0, return_inverse=True)
+        return uniq, inv.reshape(-1)
+    code = np.zeros(rows.shape[0], dtype=np.int64)
+    for column, r in enumerate(radix):
+        code = code * max(r, 1) + rows[:, column]
+    uniq_code, inv = np.unique(code, return_inverse=True)
+    out = np.empty((uniq_code.size, len(radix)), dtype=np.int64)
+    rest = uniq_code
+    for column in range(len(radix) - 1, -1, -1):
+        r = max(radix[column], 1)
+        out[:, column] = rest % r
+        rest = rest // r
+    return out, inv.reshape(-1)
+
+
 @dataclass
 class _FieldColumn:
     """Per-batch working state of one field (dies with the call)."""
@@ -289,31 +312,39 @@ class _FieldColumn:
 def _normalise_column(
     spec: FieldSpec, raw: Sequence[str | None], day_first: bool, problems: list[ValueProblem]
 ) -> _FieldColumn:
+    """Normalise each distinct raw value once; map rows to distinct normalised values.
+
+    Row codes: ``>= 0`` index into ``values``; ``-1`` missing; ``<= -2`` invalid (reason
+    ``reasons[-2 - code]``), reported as a problem and then encoded as missing.
+    """
     normaliser = norm.NORMALISERS[spec.kind]
-    seen: dict[str | None, int] = {}
-    result: list[int] = []
+    slot_of: dict[str | None, int] = {}
     distinct_norm: dict[str, int] = {}
     values: list[str] = []
-    bad_reason: dict[str | None, str] = {}
-    for row, value in enumerate(raw):
-        slot = seen.get(value)
-        if slot is None:
-            try:
-                canon = normaliser(value, field=spec.name, day_first=day_first)
-            except InvalidValueError as exc:
-                canon = None
-                bad_reason[value] = exc.reason
-            if canon is None:
-                slot = -1
-            else:
-                slot = distinct_norm.setdefault(canon, len(values))
-                if slot == len(values):
-                    values.append(canon)
-            seen[value] = slot
-        if slot == -1 and value in bad_reason:
-            problems.append(ValueProblem(row, spec.name, bad_reason[value]))
-        result.append(slot)
-    return _FieldColumn(spec, np.asarray(result, dtype=np.int64), values)
+    reasons: list[str] = []
+    for value in dict.fromkeys(raw):  # distinct raw values, first-seen order
+        try:
+            canon = normaliser(value, field=spec.name, day_first=day_first)
+        except InvalidValueError as exc:
+            slot_of[value] = -2 - len(reasons)
+            reasons.append(exc.reason)
+            continue
+        if canon is None:
+            slot_of[value] = -1
+            continue
+        slot = distinct_norm.setdefault(canon, len(values))
+        if slot == len(values):
+            values.append(canon)
+        slot_of[value] = slot
+    inverse = np.fromiter(map(slot_of.__getitem__, raw), dtype=np.int64, count=len(raw))
+    if reasons:
+        bad_rows = np.flatnonzero(inverse <= -2)
+        problems.extend(
+            ValueProblem(row, spec.name, reasons[-2 - code])
+            for row, code in zip(bad_rows.tolist(), inverse[bad_rows].tolist(), strict=True)
+        )
+        inverse[bad_rows] = -1
+    return _FieldColumn(spec, inverse, values)
 
 
 def _transform_column(col: _FieldColumn, transform: str) -> tuple[NDArray[np.int64], list[str]]:
@@ -433,10 +464,18 @@ def encode_records(
         ok = (stacked >= 0).all(axis=1)
         if not ok.any():
             continue
-        uniq, inv = np.unique(stacked[ok], axis=0, return_inverse=True)
+        uniq, inv = _unique_rows(stacked[ok], [len(v) for v in part_vals])
+        encoded_parts = [[v.encode("utf-8") for v in vals] for vals in part_vals]
+        sep = _UNIT_SEP.encode()
         tokens = np.fromiter(
             (
-                blocking_token(key, [part_vals[p][int(i)] for p, i in enumerate(combo)])
+                int.from_bytes(
+                    hmac.digest(
+                        key, sep.join([encoded_parts[p][i] for p, i in enumerate(combo)]), "sha256"
+                    )[:8],
+                    "little",
+                )
+                or 1
                 for combo in uniq.tolist()
             ),
             dtype=U64,
@@ -449,6 +488,8 @@ def encode_records(
 
         record = harden.harden_record_filters(record, schema.hardening, keys)
 
+    field_order = {name: i for i, name in enumerate(schema.field_names)}
+    problems.sort(key=lambda p: (p.row, field_order[p.field]))  # row-major, schema order
     log.debug("encoded %d records, %d invalid values", n, len(problems))
     return EncodedBatch(
         schema_fingerprint=schema.fingerprint(),
