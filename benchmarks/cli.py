@@ -1,6 +1,6 @@
 """``jigsaw bench``: the benchmark commands and how their figures reach RESULTS.md.
 
-``jigsaw bench quality|speed|attack [--json] [--report benchmarks/RESULTS.md]`` runs one
+``jigsaw bench quality|speed|attack|federation [--json] [--report benchmarks/RESULTS.md]`` runs one
 benchmark, prints its figures (one JSON object per line with ``--json``), and with
 ``--report`` rewrites that benchmark's section of the results file and its plot under
 ``benchmarks/plots/``. Progress goes to standard error so standard output stays parseable.
@@ -36,7 +36,21 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--no-peers", action="store_true", help="skip anonlink and clkhash")
     a = bench.add_parser("attack", help="re-identification attacks against the encodings")
     a.add_argument("--large", action="store_true", help="also the 50 k population (slow)")
-    for p in (q, s, a):
+    f = bench.add_parser("federation", help="matcher and nodes as processes: publish, memory, "
+                         "lookup latency, batch link")
+    f.add_argument("--records", type=int, action="append",
+                   help="about this many records (repeat for several sizes; default 20000)")
+    f.add_argument("--lookups", type=int, default=2000, help="at most this many lookups per run")
+    f.add_argument("--lookup-seconds", type=float, default=30.0,
+                   help="time budget per lookup run (concurrency 1 and 32)")
+    f.add_argument("--no-link", action="store_true", help="skip the batch link")
+    f.add_argument("--link-max-records", type=int, default=300_000,
+                   help="skip the batch link above this size (the library's link holds every "
+                   "scored pair in memory: about 2.7 GB at 200 k records)")
+    f.add_argument("--library", action="store_true",
+                   help="also link the same population in-process (benchmarks.quality)")
+    f.add_argument("--workdir", default=None, help="keep the federation's files here")
+    for p in (q, s, a, f):
         p.add_argument("--json", action="store_true", help="one JSON object per line")
         p.add_argument("--report", nargs="?", const=str(RESULTS), default=None,
                        help="write the figures into this results file")
@@ -65,6 +79,8 @@ def run_bench(args: argparse.Namespace) -> int:
         return _quality(args)
     if args.bench_command == "speed":
         return _speed(args)
+    if args.bench_command == "federation":
+        return _federation(args)
     return _attack(args)
 
 
@@ -151,7 +167,8 @@ def _speed(args: argparse.Namespace) -> int:
         enc_peer = encode_speed.bench_clkhash(min(args.encode_records, 20_000), seed=args.seed)
         row.update(enc_peer)
         if "clkhash_records_per_s" in row:
-            row["ratio_to_clkhash"] = row["encode_records_per_s_1core"] / row["clkhash_records_per_s"]
+            row["ratio_to_clkhash"] = (
+                row["encode_records_per_s_1core"] / row["clkhash_records_per_s"])
     row["seconds"] = time.perf_counter() - t0
     _emit(args, row)
     if args.report:
@@ -170,3 +187,90 @@ def _attack(args: argparse.Namespace) -> int:
     from benchmarks import attack
 
     return attack.run_cli(args, emit=lambda row: _emit(args, row))
+
+
+# ------------------------------------------------------------------------------ federation
+
+FEDERATION_COLUMNS = [
+    "records", "ingest_records_per_s", "publish_records_per_s",
+    "matcher_publish_records_per_cpu_s", "matcher_bytes_per_record", "first_lookup_seconds",
+    "lookup_c1_p50_ms", "lookup_c1_p99_ms", "lookup_c1_per_s",
+    "lookup_c32_p50_ms", "lookup_c32_p99_ms", "lookup_c32_per_s", "lookup_c1_hit_rate",
+    "lookup_c32_matcher_cpu_ms_per_lookup", "lookup_c32_node_cpu_ms_per_lookup",
+    "lookup_c32_client_cpu_ms_per_lookup",
+    "link_seconds", "link_matcher_peak_rss_mb", "link_largest_cluster", "link_precision",
+    "link_recall", "link_f1", "library_f1",
+]
+
+
+def _federation(args: argparse.Namespace) -> int:
+    from benchmarks import federation
+
+    runs = []
+    for records in args.records or [20_000]:
+        figures = federation.run_federation(
+            records, seed=args.seed, emit=lambda row: _emit(args, row),
+            lookups=args.lookups, lookup_seconds=args.lookup_seconds,
+            link=not args.no_link and records <= args.link_max_records,
+            library=args.library and records <= args.link_max_records,
+            workdir=Path(args.workdir) / str(records) if args.workdir else None,
+        )
+        public = {k: v for k, v in figures.items() if not k.startswith("_")}
+        _emit(args, {"stage": "summary", **public})
+        runs.append(figures)
+    if args.report:
+        plot = _plot_federation(runs[-1])
+        sizes = [f"{r['records']:,} records" for r in runs]
+        rows = [
+            {"figure": k, **{size: r.get(k, "") for size, r in zip(sizes, runs, strict=True)}}
+            for k in FEDERATION_COLUMNS
+            if any(k in r for r in runs)
+        ]
+        body = (
+            "## Federation\n\n" + provenance(_command(args)) + "\n"
+            + markdown_table(rows, ["figure", *sizes])
+            + "\n\nA real matcher process and four agency node processes on loopback with "
+            "mutual TLS, on the seeded synthetic population. Publish: four concurrent "
+            "`jigsaw publish` processes, wall time (records/s) and records per CPU second of "
+            "the matcher. Memory: matcher VmRSS after minus before publishing, per indexed "
+            "record. Lookups: a staff member's `Lookup` on the children's social care node "
+            "(rate limits raised), queries typed by another agency, at 1 and 32 concurrent "
+            "callers (CPU per lookup of the matcher, the node and the benchmark's own client "
+            "threads); hit rate = share of lookups whose candidates include another record of "
+            "the same child. Link: `Link` RPC until the result id (skipped above "
+            f"{args.link_max_records:,} records), clusters scored against the ground truth. "
+            "Targets at 1 M records: publish >= 20 k/s, <= 400 B/record, p99 <= 50 ms and "
+            ">= 300 lookups/s, link <= 10 min.\n\n"
+            f"![lookup latency]({plot.relative_to(RESULTS.parent)})\n"
+        )
+        write_section("federation", body, path=Path(args.report))
+    return 0
+
+
+def _plot_federation(figures: dict[str, Any]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    series = [(c, figures.get(f"_lookup_c{c}_latencies_ms")) for c in (1, 32)]
+    data = [s for _, s in series if s is not None and len(s)]
+    top = max(float(np.percentile(s, 99.5)) for s in data) if data else 1.0
+    bins = np.linspace(0, top, 60)
+    for concurrency, ms in series:
+        if ms is not None and len(ms):
+            ax.hist(np.minimum(ms, top), bins=bins, alpha=0.6,
+                    label=f"concurrency {concurrency}: p99 {np.percentile(ms, 99):.1f} ms")
+    ax.axvline(50, color="k", lw=0.8, ls="--")
+    ax.set_xlabel("Lookup latency (ms)")
+    ax.set_ylabel("lookups")
+    ax.set_title(f"Lookup latency, {figures.get('records', 0):,} records indexed")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = PLOTS / "federation_lookup_latency.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

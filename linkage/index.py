@@ -30,6 +30,12 @@ A lookup unites the slots that share a blocking token with the query and the ``s
 slots whose record-level filter is most similar to the query's (a full scan with the fast
 Dice kernel, which catches queries whose every blocking token is damaged), compares them
 field by field and scores them with the fitted Fellegi-Sunter model.
+
+Concurrency: one re-entrant lock guards every mutation. A lookup holds it only to find the
+blocking candidates and, later, to gather the candidates' rows; the full scan (the one cost
+that grows with the index, GIL-free in the kernel) runs between the two without it, so
+concurrent lookups use every core. The scan only proposes slots; each is re-checked (live?)
+and scored on its current contents under the lock.
 """
 
 from __future__ import annotations
@@ -81,15 +87,34 @@ class _SortedKeys:
         self.order = np.zeros(0, dtype=np.int32)
         self.delta: list[int] = []
         self.merge_threshold = merge_threshold
+        self._delta_array: NDArray[np.int64] | None = None  # ``delta`` as an array, for finds
 
     def add(self, slots: NDArray[np.int64], keys_of: NDArray[np.uint64]) -> None:
         self.delta.extend(int(s) for s in slots)
+        self._delta_array = None
         if len(self.delta) > self.merge_threshold:
             self.merge(keys_of)
+
+    def delta_array(self) -> NDArray[np.int64]:
+        """``delta`` as an int64 array, converted once per change rather than once per lookup."""
+        if self._delta_array is None:
+            self._delta_array = np.asarray(self.delta, dtype=np.int64)
+        return self._delta_array
 
     def merge(self, keys_of: NDArray[np.uint64], *, drop: NDArray[np.int64] | None = None) -> None:
         """Fold the delta into the sorted order; ``drop`` removes dead slots."""
         if not self.delta and (drop is None or drop.size == 0):
+            return
+        if drop is None or drop.size == 0:
+            # the common case: sort only the delta and insert it into the sorted order, O(n)
+            # a delta slot is never in the order too: slots are added only when fresh, or
+            # reused after compaction dropped them from every permutation
+            delta = np.unique(np.asarray(self.delta, dtype=np.int32))
+            delta = delta[np.argsort(keys_of[delta], kind="stable")]
+            at = np.searchsorted(keys_of[self.order], keys_of[delta], side="right")
+            self.order = np.insert(self.order, at, delta).astype(np.int32)
+            self.delta = []
+            self._delta_array = None
             return
         slots = np.concatenate([self.order, np.asarray(self.delta, dtype=np.int32)])
         if drop is not None and drop.size:
@@ -97,6 +122,7 @@ class _SortedKeys:
         slots = np.unique(slots)
         self.order = slots[np.argsort(keys_of[slots], kind="stable")].astype(np.int32)
         self.delta = []
+        self._delta_array = None
 
     def find(self, key: int, keys_of: NDArray[np.uint64]) -> NDArray[np.int64]:
         """Slots whose key equals ``key`` (the caller filters dead slots)."""
@@ -109,7 +135,7 @@ class _SortedKeys:
         hi = bisect_right(range(len(order)), key, lo=lo, key=at)
         found = order[lo:hi].astype(np.int64)
         if self.delta:
-            d = np.asarray(self.delta, dtype=np.int64)
+            d = self.delta_array()
             found = np.concatenate([found, d[keys_of[d] == np.uint64(key)]])
         return np.unique(found)
 
@@ -122,7 +148,7 @@ class _SortedKeys:
             hit = sorted_keys[pos] == keys
             out[hit] = self.order[pos[hit]]
         if self.delta:
-            d = np.asarray(self.delta, dtype=np.int64)
+            d = self.delta_array()
             dk = keys_of[d]
             by_key = np.argsort(dk, kind="stable")
             pos = np.minimum(np.searchsorted(dk[by_key], keys), d.size - 1)
@@ -182,8 +208,14 @@ class MatchIndex:
     def nbytes(self) -> int:
         """Bytes held by the index arrays (capacity included)."""
         arrays: list[NDArray[np.generic]] = [
-            *self._field_filters, self._record, self._record_pop, self._block,
-            self._agency, self._refs, self._ref_keys, self._ref_index.order,
+            *self._field_filters,
+            self._record,
+            self._record_pop,
+            self._block,
+            self._agency,
+            self._refs,
+            self._ref_keys,
+            self._ref_index.order,
             *(b.order for b in self._block_index),
         ]
         return int(sum(a.nbytes for a in arrays))
@@ -203,7 +235,10 @@ class MatchIndex:
         new = max(needed, cap * 2)
 
         def grown(a: NDArray[np.generic], fill: int = 0) -> NDArray[np.generic]:
-            out = np.full((new, *a.shape[1:]), fill, dtype=a.dtype)
+            # np.zeros maps fresh zero pages lazily: capacity not yet written costs no memory
+            out = np.zeros((new, *a.shape[1:]), dtype=a.dtype)
+            if fill:
+                out[cap:] = fill
             out[:cap] = a
             return out
 
@@ -254,9 +289,9 @@ class MatchIndex:
         slots = self._ref_index.find_many(keys, self._ref_keys)
         hit = slots >= 0
         ok = hit.copy()
-        ok[hit] = (self._agency[slots[hit]] == code) & (
-            self._refs[slots[hit]] == refs[hit]
-        ).all(axis=1)
+        ok[hit] = (self._agency[slots[hit]] == code) & (self._refs[slots[hit]] == refs[hit]).all(
+            axis=1
+        )
         for row in np.flatnonzero(hit & ~ok).tolist():
             slots[row] = -1
             for slot in self._ref_index.find(int(keys[row]), self._ref_keys).tolist():
@@ -313,9 +348,8 @@ class MatchIndex:
             replaced = int(np.count_nonzero(existing))
             # a replacement whose blocking tokens changed moves to a fresh slot (invariant)
             moved = existing.copy()
-            moved[existing] = (self._block[:, slots[existing]].T != batch.block_keys[existing]).any(
-                axis=1
-            )
+            stored_keys = self._block[:, slots[existing]].T
+            moved[existing] = (stored_keys != batch.block_keys[existing]).any(axis=1)
             self._retire(slots[moved])
             slots[moved] = -1
             new_rows = np.flatnonzero((slots < 0) & keep)
@@ -359,13 +393,24 @@ class MatchIndex:
 
     # ------------------------------------------------------------------ queries
 
-    def snapshot(self) -> tuple[EncodedBatch, NDArray[np.int16], list[str]]:
-        """All live records as one batch, with their agency codes and references."""
+    def snapshot(
+        self, *, sample: int | None = None, seed: int = 0
+    ) -> tuple[EncodedBatch, NDArray[np.int16], list[str]]:
+        """All live records as one batch, with their agency codes and references.
+
+        With ``sample``, at most that many live records drawn uniformly without replacement
+        (a generator seeded with ``seed``), in slot order.
+        """
         with self._lock:
             live = np.flatnonzero(self._agency[: self._size] >= 0)
+            if sample is not None and live.size > sample:
+                rng = np.random.default_rng(seed)
+                live = np.sort(rng.choice(live, size=sample, replace=False))
             fields = tuple(np.ascontiguousarray(f[live]) for f in self._field_filters)
-            present = np.stack([f.any(axis=1) for f in fields], axis=1) if fields else np.zeros(
-                (len(live), 0), bool
+            present = (
+                np.stack([f.any(axis=1) for f in fields], axis=1)
+                if fields
+                else np.zeros((len(live), 0), bool)
             )
             batch = EncodedBatch(
                 schema_fingerprint=self.fingerprint,
@@ -399,49 +444,61 @@ class MatchIndex:
             raise FilterFormatError("query: expected exactly one encoded record")
         with self._lock:
             size = self._size
+            # array objects, not copies: a concurrent upsert writes rows in place and a growth
+            # swaps in new arrays, which leaves these as they were (see the scan below)
+            record_filters = self._record[:size]
+            record_popcounts = self._record_pop[:size]
             found: list[NDArray[np.int64]] = []
             for r, idx in enumerate(self._block_index):
                 key = int(query.block_keys[0, r])
                 if key:
                     found.append(idx.find(key, self._block[r]))
-            if scan_top_k and size:
-                scan_idx, _ = similarity.dice_one_to_many(
-                    query.record_filters[0],
-                    self._record[:size],
-                    threshold=scan_threshold,
-                    top_k=scan_top_k,
-                    threads=threads,
-                    candidate_popcounts=self._record_pop[:size],
-                )
-                found.append(scan_idx.astype(np.int64))
-            if not found:
-                return []
+        if scan_top_k and size:
+            # The full scan runs outside the lock, so that concurrent lookups use every core
+            # (the kernel releases the GIL). It only proposes slots: a row being rewritten
+            # meanwhile can at worst change which slots are proposed, and every proposed slot
+            # is checked and scored below, under the lock, on its current contents.
+            scan_idx, _ = similarity.dice_one_to_many(
+                query.record_filters[0],
+                record_filters,
+                threshold=scan_threshold,
+                top_k=scan_top_k,
+                threads=threads,
+                candidate_popcounts=record_popcounts,
+            )
+            found.append(scan_idx.astype(np.int64))
+        if not found:
+            return []
+        n_fields = len(self.schema.fields)
+        with self._lock:
             slots = np.unique(np.concatenate(found))
             slots = slots[self._agency[slots] >= 0]
             if slots.size == 0:
                 return []
-            n_fields = len(self.schema.fields)
-            sim = np.zeros((slots.size, n_fields))
-            both = np.zeros((slots.size, n_fields), dtype=bool)
-            zeros = np.zeros(slots.size, dtype=np.int64)
-            for f in range(n_fields):
-                cand = self._field_filters[f]
-                sim[:, f] = similarity.dice_pairs(query.field_filters[f], cand, zeros, slots)
-                both[:, f] = bool(query.field_present[0, f]) & cand[slots].any(axis=1)
-            levels = scoring.comparison_levels(
-                sim, both, tuple(f.levels for f in self.schema.fields)
+            # gather the candidates' rows (copies): dice_pairs counts the bits of every row it
+            # is given, and a whole column is the size of the index
+            gathered = [self._field_filters[f][slots] for f in range(n_fields)]
+            agency_names = [self._agencies[code] for code in self._agency[slots].tolist()]
+            references = self._refs[slots]
+        sim = np.zeros((slots.size, n_fields))
+        both = np.zeros((slots.size, n_fields), dtype=bool)
+        zeros = np.zeros(slots.size, dtype=np.int64)
+        rows = np.arange(slots.size, dtype=np.int64)
+        for f, cand in enumerate(gathered):
+            sim[:, f] = similarity.dice_pairs(query.field_filters[f], cand, zeros, rows)
+            both[:, f] = bool(query.field_present[0, f]) & cand.any(axis=1)
+        levels = scoring.comparison_levels(sim, both, tuple(f.levels for f in self.schema.fields))
+        prob = model.match_probability(levels)
+        order, probs = _rank(prob, min_probability, max_candidates)
+        return [
+            IndexedCandidate(
+                agency=agency_names[i],
+                reference=bytes(references[i]).hex(),
+                probability=float(p),
+                levels=tuple(int(x) for x in levels[i]),
             )
-            prob = model.match_probability(levels)
-            order, probs = _rank(prob, min_probability, max_candidates)
-            return [
-                IndexedCandidate(
-                    agency=self._agencies[int(self._agency[slots[i]])],
-                    reference=bytes(self._refs[slots[i]]).hex(),
-                    probability=float(p),
-                    levels=tuple(int(x) for x in levels[i]),
-                )
-                for i, p in zip(order.tolist(), probs.tolist(), strict=True)
-            ]
+            for i, p in zip(order.tolist(), probs.tolist(), strict=True)
+        ]
 
 
 def _rank(

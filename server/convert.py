@@ -27,6 +27,7 @@ Bands and agreement labels: :func:`band_for` maps a probability to the staff-fac
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -39,6 +40,8 @@ from proto.jigsaw.v1 import jigsaw_pb2
 from server.status import RequestError, require_filter_bytes, require_reference
 
 _LE_U64 = np.dtype("<u8")
+#: A reference as ``server.status.require_reference`` accepts it (checked again there on errors).
+_REFERENCE_FULL = re.compile(r"[0-9a-f]{32}")
 
 BAND_THRESHOLDS: tuple[tuple[float, jigsaw_pb2.ProbabilityBand], ...] = (
     (0.99, jigsaw_pb2.PROBABILITY_BAND_VERY_HIGH),
@@ -141,6 +144,10 @@ def proto_to_encoded(
         raise IncompatibleEncodingError(
             "schema_fingerprint: the encodings were made with a different schema than this server's"
         )
+    fast = _proto_to_encoded_fast(records, schema, fingerprint, key_version)
+    if fast is not None:
+        return fast
+    # something is malformed: the record-by-record loop below finds and names the first problem
     n = len(records)
     field_widths = [spec.filter_words * 8 for spec in schema.fields]
     record_width = schema.record_filter_words * 8
@@ -196,6 +203,64 @@ def proto_to_encoded(
         field_filters=field_filters,
         field_present=present,
         record_filters=_words(record_chunks, n, schema.record_filter_words),
+        block_keys=block_keys,
+    )
+    return batch, references
+
+
+def _proto_to_encoded_fast(
+    records: Sequence[jigsaw_pb2.EncodedRecord],
+    schema: Schema,
+    fingerprint: str,
+    key_version: int,
+) -> tuple[EncodedBatch, list[str]] | None:
+    """Column-at-a-time :func:`proto_to_encoded` for well-formed records, else None.
+
+    Every check of the record-by-record loop is made here too, on whole columns (lengths
+    compared as arrays); on any failure it returns None and the caller's loop, which checks
+    records in order, raises the error naming the first offending record.
+    """
+    n = len(records)
+    n_fields = len(schema.fields)
+    n_rules = len(schema.blocking)
+    references = [record.reference for record in records]
+    if len(set(references)) != n or not all(map(_REFERENCE_FULL.fullmatch, references)):
+        return None
+    filter_lists = [record.field_filters for record in records]
+    if any(len(filters) != n_fields for filters in filter_lists):
+        return None
+    present = np.zeros((n, n_fields), dtype=bool)
+    field_filters = []
+    for j, spec in enumerate(schema.fields):
+        width = spec.filter_words * 8
+        column = [filters[j] for filters in filter_lists]
+        lengths = np.fromiter(map(len, column), dtype=np.int64, count=n)
+        if np.any((lengths != 0) & (lengths != width)):
+            return None
+        present[:, j] = lengths != 0
+        if not present[:, j].all():
+            empty = bytes(width)
+            column = [data or empty for data in column]
+        field_filters.append(_words(column, n, spec.filter_words))
+    record_column = [record.record_filter for record in records]
+    record_width = schema.record_filter_words * 8
+    if any(len(data) != record_width for data in record_column):
+        return None
+    key_lists = [record.block_keys for record in records]
+    if any(len(keys) != n_rules for keys in key_lists):
+        return None
+    block_keys = (
+        np.array([list(keys) for keys in key_lists], dtype=np.uint64).reshape(n, n_rules)
+        if n_rules
+        else np.zeros((n, 0), dtype=np.uint64)
+    )
+    batch = EncodedBatch(
+        schema_fingerprint=fingerprint,
+        key_version=key_version,
+        field_names=schema.field_names,
+        field_filters=tuple(field_filters),
+        field_present=present,
+        record_filters=_words(record_column, n, schema.record_filter_words),
         block_keys=block_keys,
     )
     return batch, references

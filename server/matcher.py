@@ -12,9 +12,10 @@ State: a :class:`~server.matcher_store.MatcherStore` (SQLite, the durable copy) 
 :class:`~linkage.index.MatchIndex` (in memory, rebuilt from the store at start). Every Publish
 message is committed to the store in its own transaction and then applied to the index, so a
 ``kill -9`` loses only the message in flight, which the node re-sends (upserts are idempotent).
-The Fellegi-Sunter model is loaded from the store at start; if there is none, it is fitted on
-the whole index at the first Match (``pipeline.score_pairs(schema, snapshot, None).model``)
-and stored; every Link refits it on everything published and stores it again.
+The Fellegi-Sunter model is loaded from the store at start; if there is none, it is fitted at
+the first Match on a random sample of at most ``MODEL_FIT_RECORDS`` indexed records
+(``pipeline.score_pairs(schema, sample, None).model``) and stored; every Link refits it on
+everything published and stores it again.
 
 Security: every call passes :class:`server.auth.AuthInterceptor` with
 :data:`server.auth.MATCHER_POLICY` first (Publish, Withdraw, Match: node; Link,
@@ -40,6 +41,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
+import ctypes.util
 import logging
 import math
 import queue
@@ -58,7 +61,6 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from numpy.typing import NDArray
 
 from linkage import pipeline
 from linkage.errors import JigsawError, ModelError
@@ -98,8 +100,14 @@ MAX_CANDIDATES = 100
 MAX_WITHDRAW_REFERENCES = 100_000
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+#: A GetLinkResult page stops before this many bytes of clusters (under gRPC's 4 MiB default);
+#: a single larger cluster is still sent whole, alone on its page.
+MAX_PAGE_BYTES = 3 * 2**20
 DEFAULT_MIN_PROBABILITY = 0.5
 REBUILD_CHUNK = 10_000
+#: Records (drawn at random, fixed seed) the on-demand model fit of the first Match uses.
+MODEL_FIT_RECORDS = 100_000
+MODEL_FIT_SEED = 20_260_101
 
 _RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
 _PAGE_TOKEN = re.compile(r"^([0-9a-f]{32}):([0-9]{1,12})$")
@@ -181,15 +189,33 @@ def build_clusters(
     model = scored.model
     mask = result.edges(threshold)
     edge_rows = np.flatnonzero(mask)
-    levels = scored.levels[edge_rows]
-    weights = model.match_weights(levels) if edge_rows.size else np.zeros((0, 0))
-    label_tables = _label_tables(model)
-    edges_of: dict[int, list[tuple[int, int, float, NDArray[Any], NDArray[np.float64]]]] = {}
-    for k, row in enumerate(edge_rows.tolist()):
-        left, right = int(scored.left[row]), int(scored.right[row])
-        edges_of.setdefault(int(labels[left]), []).append(
-            (left, right, float(scored.probability[row]), levels[k], weights[k])
-        )
+    # evidence depends only on the row of levels, and few distinct rows occur: build each once
+    evidence_of: list[tuple[tuple[str, float], ...]] = []
+    which = np.zeros(edge_rows.size, dtype=np.int64)
+    if edge_rows.size:
+        distinct, inverse = np.unique(scored.levels[edge_rows], axis=0, return_inverse=True)
+        which = inverse.reshape(-1)
+        label_tables = _label_tables(model)
+        for row_levels, row_weights in zip(
+            distinct.tolist(), model.match_weights(distinct).tolist(), strict=True
+        ):
+            evidence_of.append(
+                tuple(
+                    (label_tables[f][level], float(weight))
+                    for f, (level, weight) in enumerate(zip(row_levels, row_weights, strict=True))
+                )
+            )
+    edges_of: dict[int, list[tuple[int, int, float, int]]] = {}
+    lefts = scored.left[edge_rows].tolist()
+    for left, right, probability, label, evidence in zip(
+        lefts,
+        scored.right[edge_rows].tolist(),
+        scored.probability[edge_rows].tolist(),
+        labels[scored.left[edge_rows]].tolist(),
+        which.tolist(),
+        strict=True,
+    ):
+        edges_of.setdefault(label, []).append((left, right, probability, evidence))
     clusters: list[tuple[tuple[str, str], StoredCluster]] = []
     for label, records in records_of.items():
         records.sort(key=lambda r: members[r])
@@ -199,12 +225,9 @@ def build_clusters(
                 left=position[left],
                 right=position[right],
                 probability=probability,
-                evidence=tuple(
-                    (label_tables[f][int(level)], float(weight))
-                    for f, (level, weight) in enumerate(zip(row_levels, row_weights, strict=True))
-                ),
+                evidence=evidence_of[evidence],
             )
-            for left, right, probability, row_levels, row_weights in edges_of.get(label, [])
+            for left, right, probability, evidence in edges_of.get(label, [])
         )
         member_tuple = tuple(members[r] for r in records)
         clusters.append((member_tuple[0], StoredCluster(members=member_tuple, edges=edges)))
@@ -275,6 +298,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             outcome = _outcome_of(exc)
             raise
         finally:
+            _release_free_memory()
             self._audit.append(
                 actor=identity.name,
                 action="publish",
@@ -394,10 +418,16 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         return jigsaw_pb2.MatchResponse(candidates=candidates)
 
     def _ensure_model(self) -> FellegiSunterModel:
-        """The current model, fitted on the whole index (and stored) if there is none yet."""
+        """The current model, fitted on the index (and stored) if there is none yet.
+
+        The fit uses at most :data:`MODEL_FIT_RECORDS` records drawn at random: scoring every
+        blocked pair of a million-record index takes more memory than a matcher host has, and
+        m and u probabilities are proportions that a sample of this size estimates well. A
+        ``Link`` refits on everything it links.
+        """
         with self._model_lock:
             if self._model is None:
-                batch, _, _ = self._index.snapshot()
+                batch, _, _ = self._index.snapshot(sample=MODEL_FIT_RECORDS, seed=MODEL_FIT_SEED)
                 if len(batch) < 2:
                     raise ModelError("no fitted model: at least 2 published records are needed")
                 started = time.perf_counter()
@@ -536,12 +566,19 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             raise RequestError("page_size", f"at most {MAX_PAGE_SIZE}")
         offset = decode_page_token(request.page_token, result_id, info.total_clusters)
         stored = self._store.link_clusters(result_id, offset=offset, limit=page_size)
-        end = offset + len(stored)
+        clusters: list[jigsaw_pb2.Cluster] = []
+        page_bytes = 0
+        for i, cluster in enumerate(stored):
+            message = cluster_to_proto(
+                f"{result_id}-{offset + i}", cluster, self._schema.field_names
+            )
+            page_bytes += message.ByteSize()
+            if clusters and page_bytes > MAX_PAGE_BYTES:
+                break  # the page ends early; next_page_token continues from this cluster
+            clusters.append(message)
+        end = offset + len(clusters)
         return jigsaw_pb2.GetLinkResultResponse(
-            clusters=[
-                cluster_to_proto(f"{result_id}-{offset + i}", cluster, self._schema.field_names)
-                for i, cluster in enumerate(stored)
-            ],
+            clusters=clusters,
             next_page_token=encode_page_token(result_id, end) if end < info.total_clusters else "",
             total_clusters=info.total_clusters,
             total_records=info.total_records,
@@ -565,6 +602,43 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             indexed_records=len(self._index),
             version=_version(),
         )
+
+
+def _load_libc() -> Any:
+    """The C library through ctypes, or None when it cannot be loaded."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+_MALLOC_TRIM: Callable[[int], int] | None = getattr(_LIBC, "malloc_trim", None)
+_MALLOPT: Callable[[int, int], int] | None = getattr(_LIBC, "mallopt", None)
+_M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+_MMAP_THRESHOLD_BYTES = 256 * 1024
+
+
+def _fix_mmap_threshold() -> None:
+    """Keep glibc serving large blocks with mmap, so freeing one returns it at once (glibc only).
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after
+    which the arrays of every Publish message come from the heap and their freed space stays
+    resident. A fixed threshold keeps the matcher's memory close to what its index holds.
+    """
+    if _MALLOPT is not None:
+        _MALLOPT(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+
+
+def _release_free_memory() -> None:
+    """Hand the heap's free pages back to the operating system (glibc only).
+
+    A Publish stream parses megabytes of messages into short-lived arrays on a gRPC worker
+    thread; glibc keeps the freed chunks in that thread's arena, so without this the matcher's
+    resident memory stays far above what the index holds. Costs a few milliseconds per stream.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _outcome_of(exc: BaseException) -> str:
@@ -625,6 +699,7 @@ def _load_model(store: MatcherStore, config: MatcherConfig) -> FellegiSunterMode
 
 def build_matcher(config: MatcherConfig) -> MatcherRuntime:
     """Build the matcher server bound to ``config.listen`` with mutual TLS, ready to start."""
+    _fix_mmap_threshold()
     store = MatcherStore(config.store, schema=config.schema, key_version=config.key_version)
     audit: AuditLog | None = None
     try:

@@ -336,6 +336,7 @@ class MatcherStore:
                     replaced += 1
                 changed.append(row)
                 writes.append((agency, reference, payloads[row], now))
+            writes.sort()  # in key order, the B-tree pages of one message are visited once each
             conn.executemany(
                 "INSERT INTO encodings (agency, reference, payload, updated_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (agency, reference) DO UPDATE SET "

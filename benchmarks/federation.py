@@ -1,0 +1,531 @@
+"""Federation benchmark: a real matcher and real agency nodes on loopback with mutual TLS.
+
+Role: the operator's end-to-end figures for a deployment on one machine (issue 3). Everything
+runs exactly as an operator would run it — ``jigsaw matcher serve`` and four
+``jigsaw node serve`` processes, each agency's records ingested by the node's own code and
+published by four concurrent ``jigsaw publish`` processes, lookups through a node's
+``Lookup`` RPC as a unit staff member, a batch ``Link`` as the operator — on the seeded
+synthetic four-agency population (about 2.26 records per child, so ``records / 2.26``
+children give about ``records`` records). Certificates come from :func:`server.pki.init_pki`
+and a fresh :class:`~linkage.keys.LinkageSecret`; everything lives in a temporary directory
+removed at the end (``keep=True`` keeps it).
+
+Figures (one row per stage to ``emit``; the returned dict holds them all):
+
+* ``ingest_*``: CSV → node store, per agency in turn, in-process (``server.ingest``).
+* ``publish_records_per_s``: records published / wall time of the four concurrent
+  ``jigsaw publish`` processes (node encoding + proto + matcher store + index, both cores
+  shared by all five processes); ``matcher_publish_cpu_s`` and
+  ``matcher_publish_records_per_cpu_s`` isolate the matcher's share (user + system CPU of the
+  matcher process over the publish, from ``/proc/<pid>/stat``).
+* ``matcher_rss_*`` and ``matcher_bytes_per_record``: VmRSS of the matcher process (from
+  ``/proc/<pid>/status``) before and after publishing, difference divided by records indexed.
+* ``lookup_c{1,32}_*``: p50/p99 latency (ms) and lookups/s through the children's social care
+  node's ``Lookup`` at concurrency 1 and 32 (threads, each with its own channel), bounded by
+  a count and a time budget; queries are records of the synthetic data as another agency
+  typed them (police, health or school), all their non-empty linkage fields. ``hit_rate`` is
+  the share of lookups whose candidates include a record of the same child (the query
+  record itself excluded), among queries whose child has another record.
+* ``link_seconds``: the ``Link`` RPC from the request to the result id (run after the
+  lookups, which therefore use the model the matcher fits on a sample at the first lookup);
+  ``link_matcher_peak_rss_mb`` the matcher's peak VmRSS meanwhile; ``link_precision``,
+  ``link_recall``, ``link_f1`` score the stored clusters (fetched with ``GetLinkResult``,
+  or read from the matcher's store file when a cluster is too large for one message,
+  flagged ``link_result_error``), mapped back to the true children through the node stores;
+  ``library_f1`` is :func:`benchmarks.quality.run_synthetic` on the same population
+  (in-process library run), when asked for.
+
+Rate limits of the nodes are raised in their config for the benchmark (the limiter and the
+enumeration guard still run on every lookup). Progress lines go to standard error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from numpy.typing import NDArray
+
+from client import demo
+from linkage import evaluate, synthetic
+from linkage.keys import LinkageSecret
+
+RECORDS_PER_CHILD = 2.26
+STAFF = ("alice", "childrens_social_care")
+OPERATOR = "olivia"
+QUERY_AGENCIES = ("police", "health", "school")
+LOOKUP_PURPOSE = "federation benchmark"
+Emit = Callable[[dict[str, Any]], None]
+
+
+def _progress(message: str) -> None:
+    print(f"[federation {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _keep(figures: dict[str, Any], row: dict[str, Any]) -> None:
+    figures.update((k, v) for k, v in row.items() if k != "stage")
+
+
+def _rss_bytes(pid: int) -> int:
+    """VmRSS of process ``pid`` in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _node_config(root: Path, agency: str, matcher_address: str, batch_size: int) -> Path:
+    """The demo node config with the benchmark's publish batch and raised rate limits."""
+    path = demo.write_node_config(root, agency, matcher_address)
+    text = path.read_text("utf-8")
+    text = text.replace("publish_batch_size = 1000", f"publish_batch_size = {batch_size}")
+    text = text.replace("lookups_per_minute = 120", "lookups_per_minute = 100000000")
+    text = text.replace("burst = 20", "burst = 1000000")
+    text = text.replace(
+        "enumeration_alert_per_hour = 200", "enumeration_alert_per_hour = 100000000"
+    )
+    path.write_text(text, "utf-8")
+    return path
+
+
+@dataclass
+class _Query:
+    identifiers: dict[str, str]
+    agency: str
+    local_id: str
+    child: int
+
+
+def _pick_queries(
+    population: synthetic.SyntheticData, count: int, seed: int, fields: Sequence[str]
+) -> list[_Query]:
+    rng = np.random.default_rng(seed + 1)
+    pool = [(a, i) for a in QUERY_AGENCIES for i in range(len(population.agencies[a]))]
+    picks = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
+    queries = []
+    for p in picks.tolist():
+        agency, row = pool[p]
+        data = population.agencies[agency]
+        identifiers = {
+            f: str(data.columns[f][row]).strip()
+            for f in fields
+            if data.columns[f][row] and str(data.columns[f][row]).strip()
+        }
+        record_id = data.columns["record_id"][row]
+        queries.append(
+            _Query(identifiers, agency, str(record_id), int(data.child_id[row]))
+        )
+    return queries
+
+
+def _child_of_references(
+    root: Path, population: synthetic.SyntheticData
+) -> dict[tuple[str, str], tuple[int, str]]:
+    """(agency, reference) -> (true child, local id), read from the node stores."""
+    out: dict[tuple[str, str], tuple[int, str]] = {}
+    for agency in demo.AGENCIES:
+        data = population.agencies[agency]
+        by_local = dict(zip(data.columns["record_id"], data.child_id.tolist(), strict=True))
+        con = sqlite3.connect(root / agency / "store.sqlite")
+        try:
+            for local_id, reference in con.execute("SELECT local_id, reference FROM records"):
+                if local_id in by_local:
+                    out[(agency, reference)] = (by_local[local_id], local_id)
+        finally:
+            con.close()
+    return out
+
+
+def _percentile(values: NDArray[np.float64], q: float) -> float:
+    return float(np.percentile(values, q)) if values.size else float("nan")
+
+
+def _run_lookups(
+    address: str,
+    tls: Any,
+    queries: Sequence[_Query],
+    *,
+    concurrency: int,
+    max_seconds: float,
+    truth: dict[tuple[str, str], tuple[int, str]],
+    records_of_child: dict[int, int],
+) -> dict[str, Any]:
+    """Lookups from ``concurrency`` threads (own channel each), until count or time runs out."""
+    from client.client import NodeClient
+
+    clients = [NodeClient(address, tls) for _ in range(concurrency)]
+    for client in clients:
+        client.wait_ready()
+        client.lookup(queries[0].identifiers, purpose=LOOKUP_PURPOSE)  # warm the connection
+    latencies: list[float] = []
+    hits = [0, 0]  # (lookups whose child has another record, of which found)
+    errors = [0]
+    lock = threading.Lock()
+    next_query = [0]
+    deadline = time.perf_counter() + max_seconds
+
+    def worker(client: Any) -> None:
+        while True:
+            with lock:
+                i = next_query[0]
+                next_query[0] += 1
+            if i >= len(queries) or time.perf_counter() > deadline:
+                return
+            query = queries[i]
+            started = time.perf_counter()
+            try:
+                response = client.lookup(query.identifiers, purpose=LOOKUP_PURPOSE)
+            except grpc.RpcError:  # counted and reported, never fatal
+                with lock:
+                    errors[0] += 1
+                continue
+            elapsed = time.perf_counter() - started
+            others = [
+                truth.get((c.agency, c.reference), (-1, ""))
+                for c in response.candidates
+            ]
+            found = any(
+                child == query.child and local != query.local_id for child, local in others
+            )
+            with lock:
+                latencies.append(elapsed)
+                if records_of_child.get(query.child, 0) > 1:
+                    hits[0] += 1
+                    hits[1] += int(found)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    for client in clients:
+        client.close()
+    ms = np.asarray(latencies) * 1000.0
+    prefix = f"lookup_c{concurrency}"
+    return {
+        f"{prefix}_count": int(ms.size),
+        f"{prefix}_errors": errors[0],
+        f"{prefix}_p50_ms": _percentile(ms, 50),
+        f"{prefix}_p99_ms": _percentile(ms, 99),
+        f"{prefix}_per_s": ms.size / wall if wall > 0 else 0.0,
+        f"{prefix}_hit_rate": hits[1] / hits[0] if hits[0] else float("nan"),
+        f"_{prefix}_latencies_ms": ms,
+    }
+
+
+@dataclass
+class _Member:
+    agency: str
+    reference: str
+
+
+@dataclass
+class _Cluster:
+    members: list[_Member]
+
+
+def _clusters_from_matcher_store(path: Path, result_id: str) -> list[_Cluster]:
+    """A link result's clusters read from the matcher's store file (benchmark fallback only)."""
+    import json
+
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute(
+            "SELECT cluster FROM link_clusters WHERE result_id = ? ORDER BY ordinal", (result_id,)
+        ).fetchall()
+    finally:
+        con.close()
+    return [
+        _Cluster([_Member(a, r) for a, r in json.loads(text)["members"]]) for (text,) in rows
+    ]
+
+
+def _score_clusters(
+    clusters: Sequence[Any], truth: dict[tuple[str, str], tuple[int, str]]
+) -> dict[str, float]:
+    keys = sorted(truth)
+    position = {k: i for i, k in enumerate(keys)}
+    labels = np.arange(len(keys), dtype=np.int64)
+    for cluster in clusters:
+        members = [
+            position[(m.agency, m.reference)]
+            for m in cluster.members
+            if (m.agency, m.reference) in position
+        ]
+        if members:
+            labels[members] = min(members)
+    child = np.array([truth[k][0] for k in keys], dtype=np.int64)
+    from linkage.solve import pairs_from_labels
+
+    ti, tj = evaluate.true_pairs_from_entities(child)
+    pi, pj = pairs_from_labels(labels)
+    q = evaluate.pairwise_quality(pi, pj, ti, tj)
+    return {"link_precision": q.precision, "link_recall": q.recall, "link_f1": q.f1}
+
+
+def run_federation(
+    records: int,
+    *,
+    seed: int,
+    emit: Emit,
+    lookups: int = 2000,
+    lookup_seconds: float = 30.0,
+    publish_batch_size: int = 2000,
+    link: bool = True,
+    library: bool = False,
+    workdir: Path | None = None,
+    keep: bool = False,
+) -> dict[str, Any]:
+    """Run the federation benchmark on about ``records`` records (see the module docstring).
+
+    Returns every figure (keys starting with ``_`` hold raw arrays for plots, not figures).
+    """
+    from client.client import MatcherClient
+    from server.ingest import ingest_source
+    from server.node_config import load_node_config
+    from server.node_store import NodeStore
+    from server.pki import init_pki
+    from server.tls import tls_files_for
+
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="jigsaw-federation-"))
+    root.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {"records_requested": records}
+    services: list[demo.Service] = []
+    try:
+        init_pki(root / "pki", agencies=demo.AGENCIES, staff=[STAFF], operators=[OPERATOR])
+        secret = root / "secret.hex"
+        secret.write_text(LinkageSecret.generate().to_hex() + "\n", "ascii")
+        os.chmod(secret, 0o600)
+
+        children = max(1, round(records / RECORDS_PER_CHILD))
+        started = time.perf_counter()
+        population = synthetic.generate_population(children, seed=seed)
+        (root / "data").mkdir(exist_ok=True)
+        total = 0
+        for name in demo.AGENCIES:
+            total += demo.write_agency_csv(
+                population.agencies[name], root / "data" / f"{name}.csv", bad_row=False
+            )
+        figures.update(children=children, records=total)
+        _progress(f"{total} records of {children} children generated and written to CSV in "
+                  f"{time.perf_counter() - started:.1f} s (workdir {root})")
+
+        matcher = demo.start_service(
+            "matcher",
+            ["matcher", "serve", "--config", str(demo.write_matcher_config(root))],
+            root / "matcher",
+        )
+        services.append(matcher)
+        demo.wait_ready([matcher])
+        configs = {
+            a: _node_config(root, a, matcher.address(), publish_batch_size) for a in demo.AGENCIES
+        }
+        nodes = {
+            a: demo.start_service(
+                f"{a}-node", ["node", "serve", "--config", str(configs[a])], root / a
+            )
+            for a in demo.AGENCIES
+        }
+        services.extend(nodes.values())
+        demo.wait_ready(list(nodes.values()))
+        _progress(f"matcher (pid {matcher.process.pid}) and 4 nodes serving")
+
+        # ---- ingest (node code, in-process, one agency after another)
+        started = time.perf_counter()
+        for agency in demo.AGENCIES:
+            config = load_node_config(configs[agency])
+            store = NodeStore(config.store)
+            try:
+                for source in config.sources:
+                    ingest_source(store, source, config.schema)
+            finally:
+                store.close()
+        ingest_s = time.perf_counter() - started
+        row = {"stage": "ingest", "records": total, "ingest_seconds": ingest_s,
+               "ingest_records_per_s": total / ingest_s}
+        _keep(figures, row)
+        emit(row)
+        _progress(f"ingested in {ingest_s:.1f} s")
+
+        # ---- publish (four concurrent `jigsaw publish` processes)
+        matcher_pid = matcher.process.pid
+        rss_before = _rss_bytes(matcher_pid)
+        cpu_before = _cpu_seconds(matcher_pid)
+        started = time.perf_counter()
+        publishers = []
+        for agency in demo.AGENCIES:
+            log = open(root / agency / "publish.log", "wb")  # noqa: SIM115 - closed below
+            publishers.append((agency, log, subprocess.Popen(
+                [sys.executable, "-m", "client.cli", "publish", "--config", str(configs[agency])],
+                stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+            )))
+        peak_rss = rss_before
+        while any(p.poll() is None for _, _, p in publishers):
+            peak_rss = max(peak_rss, _rss_bytes(matcher_pid))
+            time.sleep(0.2)
+        publish_s = time.perf_counter() - started
+        cpu_after = _cpu_seconds(matcher_pid)
+        for agency, log, proc in publishers:
+            log.close()
+            if proc.returncode != 0:
+                raise RuntimeError(f"publish for {agency} failed; see {root / agency}/publish.log")
+        time.sleep(1.0)
+        rss_after = _rss_bytes(matcher_pid)
+        with MatcherClient(matcher.address(), tls_files_for(root / "pki", OPERATOR)) as mc:
+            indexed = int(mc.status().indexed_records)
+        matcher_cpu = cpu_after - cpu_before
+        row = {
+            "stage": "publish",
+            "records": indexed,
+            "publish_seconds": publish_s,
+            "publish_records_per_s": indexed / publish_s,
+            "matcher_publish_cpu_s": matcher_cpu,
+            "matcher_publish_records_per_cpu_s": indexed / matcher_cpu if matcher_cpu else 0.0,
+            "matcher_rss_before_mb": rss_before / 2**20,
+            "matcher_rss_after_mb": rss_after / 2**20,
+            "matcher_rss_peak_mb": peak_rss / 2**20,
+            "matcher_bytes_per_record": (rss_after - rss_before) / max(1, indexed),
+        }
+        _keep(figures, row)
+        emit(row)
+        _progress(f"published {indexed} records in {publish_s:.1f} s "
+                  f"({indexed / publish_s:,.0f}/s); matcher CPU {matcher_cpu:.1f} s, "
+                  f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB")
+
+        truth = _child_of_references(root, population)
+        records_of_child: dict[int, int] = {}
+        for child, _ in truth.values():
+            records_of_child[child] = records_of_child.get(child, 0) + 1
+        # ---- lookups through the children's social care node, as staff
+        from linkage.schema import default_child_schema
+
+        queries = _pick_queries(
+            population, lookups, seed, default_child_schema().field_names
+        )
+        staff_tls = tls_files_for(root / "pki", STAFF[0])
+        node_address = nodes[STAFF[1]].address()
+        # without a link run, the first lookup makes the matcher fit its model on the whole
+        # index, which can outlast the node's deadline: retry it, and keep it out of timings
+        started = time.perf_counter()
+        from client.client import NodeClient
+
+        with NodeClient(node_address, staff_tls) as warm:
+            while True:
+                try:
+                    warm.lookup(queries[0].identifiers, purpose=LOOKUP_PURPOSE)
+                    break
+                except grpc.RpcError:
+                    if time.perf_counter() - started > 1800:
+                        raise
+                    time.sleep(2.0)
+        figures["first_lookup_seconds"] = time.perf_counter() - started
+        _progress(f"first lookup (fits the model) took {figures['first_lookup_seconds']:.1f} s")
+        for concurrency in (1, 32):
+            _progress(f"lookups at concurrency {concurrency} "
+                      f"(at most {len(queries)} or {lookup_seconds:g} s)")
+            pids = {"matcher": matcher_pid, "node": nodes[STAFF[1]].process.pid,
+                    "client": os.getpid()}
+            cpu_start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+            result = _run_lookups(
+                node_address, staff_tls, queries, concurrency=concurrency,
+                max_seconds=lookup_seconds, truth=truth, records_of_child=records_of_child,
+            )
+            done = max(1, result[f"lookup_c{concurrency}_count"])
+            for name, pid in pids.items():
+                result[f"lookup_c{concurrency}_{name}_cpu_ms_per_lookup"] = (
+                    1000.0 * (_cpu_seconds(pid) - cpu_start[name]) / done
+                )
+            figures.update(result)
+            row = {"stage": f"lookup_c{concurrency}", "records": indexed}
+            row.update({k: v for k, v in result.items() if not k.startswith("_")})
+            emit(row)
+
+        # ---- batch link as the operator
+        if link:
+            _progress("batch link")
+            with MatcherClient(matcher.address(), tls_files_for(root / "pki", OPERATOR)) as mc:
+                started = time.perf_counter()
+                last_stage = [""]
+
+                def on_progress(p: Any) -> None:
+                    if p.stage != last_stage[0]:
+                        last_stage[0] = p.stage
+                        _progress(f"link stage {p.stage} "
+                                  f"({time.perf_counter() - started:.1f} s)")
+
+                peak = [_rss_bytes(matcher_pid)]
+                linking = threading.Event()
+
+                def watch_memory() -> None:
+                    while not linking.wait(0.5):
+                        peak[0] = max(peak[0], _rss_bytes(matcher_pid))
+
+                watcher = threading.Thread(target=watch_memory, daemon=True)
+                watcher.start()
+                try:
+                    result_id = mc.link(on_progress=on_progress)
+                finally:
+                    linking.set()
+                    watcher.join()
+                link_s = time.perf_counter() - started
+                row = {"stage": "link", "records": indexed, "link_seconds": link_s,
+                       "link_matcher_peak_rss_mb": peak[0] / 2**20}
+                try:
+                    clusters = [
+                        c for page in mc.link_result_pages(result_id, page_size=100)
+                        for c in page.clusters
+                    ]
+                except grpc.RpcError as exc:  # a cluster too large for one message
+                    row["link_result_error"] = str(exc.code())
+                    clusters = _clusters_from_matcher_store(root / "matcher" / "store.sqlite",
+                                                            result_id)
+                    row["link_scored_from"] = "matcher store (GetLinkResult failed)"
+                    row["link_clusters"] = len(clusters)
+                    row["link_largest_cluster"] = max((len(c.members) for c in clusters), default=0)
+                    row.update(_score_clusters(clusters, truth))
+                else:
+                    row["link_clusters"] = len(clusters)
+                    row["link_largest_cluster"] = max((len(c.members) for c in clusters), default=0)
+                    row.update(_score_clusters(clusters, truth))
+            _keep(figures, row)
+            emit(row)
+        if library:
+            from benchmarks import quality
+
+            _progress("library link on the same population (benchmarks.quality)")
+            lib = quality.run_synthetic(children, seed)
+            row = {"stage": "library", "records": lib.records, "library_precision": lib.precision,
+                   "library_recall": lib.recall, "library_f1": lib.f1,
+                   "library_seconds": lib.seconds}
+            _keep(figures, row)
+            emit(row)
+    finally:
+        codes = demo.stop_services(services)
+        bad = [(n, c) for n, c in codes if c != 0]
+        if bad:
+            _progress(f"services exited with {bad}; logs in {root}")
+        if not keep and workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return figures

@@ -1,0 +1,256 @@
+"""Regenerate the encoding golden vectors from the current library (run deliberately, by hand).
+
+Role: the golden files ``tokens.json``, ``filters.json`` and ``fingerprint.json`` are the
+compatibility contract between agencies (see ``README.md`` beside this script). This script
+writes them from whatever the library currently does, so running it *accepts* the current
+behaviour as the new contract: only run it after an intended change of normalisation,
+tokenisation, filter construction or schema, bump the version that the change requires
+(``NORMALISATION_VERSION`` or ``ENCODING_VERSION``) and add a CHANGELOG.md entry. Tests never
+call it.
+
+Usage (from the repository root)::
+
+    .venv/bin/python tests/golden/make_vectors.py          # rewrite the three files
+    .venv/bin/python tests/golden/make_vectors.py --check  # exit 1 if any file would change
+
+``hkdf_rfc5869.json`` is not generated: it is copied from RFC 5869 Appendix A.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+GOLDEN_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(GOLDEN_DIR.parent.parent))
+
+from linkage import normalise  # noqa: E402
+from linkage.encode import encode_records, tokenise  # noqa: E402
+from linkage.keys import TEST_SECRET_HEX, KeySet, LinkageSecret  # noqa: E402
+from linkage.schema import ENCODING_VERSION, load_schema, shipped_schema_names  # noqa: E402
+
+#: (field of the child schema, raw value) pairs for tokens.json. Chosen to cover every field
+#: kind, non-ASCII names, particles, hyphens, several date formats (and a day/month
+#: transposition), postcode spellings, NHS-number spellings, sex codes and missing values.
+TOKEN_CASES: list[tuple[str, str | None]] = [
+    ("given_name", "José"),
+    ("given_name", "JOSE"),
+    ("given_name", "Jose"),
+    ("given_name", "Nguyễn Văn"),
+    ("given_name", "Ben Ali"),
+    ("given_name", "Mary-Jane"),
+    ("given_name", "Dr. Siobhán"),
+    ("given_name", ""),
+    ("given_name", None),
+    ("middle_names", "Zoë Anne"),
+    ("middle_names", "N/A"),
+    ("family_name", "Müller"),
+    ("family_name", "MULLER"),
+    ("family_name", "Nguyễn"),
+    ("family_name", "O'Brien"),
+    ("family_name", "O Brien"),
+    ("family_name", "van der Berg"),
+    ("family_name", "Van Der Berg"),
+    ("family_name", "Smith-Jones"),
+    ("family_name", "Ng"),
+    ("date_of_birth", "2014-03-02"),
+    ("date_of_birth", "02/03/2014"),
+    ("date_of_birth", "2 March 2014"),
+    ("date_of_birth", "02-Mar-2014"),
+    ("date_of_birth", "03/02/2014"),
+    ("date_of_birth", "1999-12-31"),
+    ("date_of_birth", "unknown"),
+    ("sex", "F"),
+    ("sex", "female"),
+    ("sex", "1"),
+    ("sex", "X"),
+    ("sex", "U"),
+    ("postcode", "SW1A 1AA"),
+    ("postcode", "sw1a1aa"),
+    ("postcode", "M1 1AE"),
+    ("postcode", "EC1A 1BB"),
+    ("postcode", "B33 8TH"),
+    ("nhs_number", "943 476 5919"),
+    ("nhs_number", "943-476-5919"),
+    ("nhs_number", "4010232137"),
+]
+
+#: A small fixed batch in the child schema for filters.json. Rows 0 and 1 are one child
+#: spelled two ways (identical filters and block keys expected); row 3 has the day and month
+#: of row 0's date of birth transposed and an NHS number with a wrong check digit (a
+#: problem, encoded as missing); row 5 has an impossible date; row 6 is entirely missing;
+#: row 7 shares row 4's family name in another spelling.
+FILTER_RECORDS: list[dict[str, str | None]] = [
+    {
+        "given_name": "José",
+        "middle_names": "María",
+        "family_name": "Müller",
+        "date_of_birth": "02/03/2014",
+        "sex": "F",
+        "postcode": "SW1A 1AA",
+        "nhs_number": "943 476 5919",
+    },
+    {
+        "given_name": "JOSE",
+        "middle_names": "Maria",
+        "family_name": "MULLER",
+        "date_of_birth": "2014-03-02",
+        "sex": "female",
+        "postcode": "sw1a1aa",
+        "nhs_number": "9434765919",
+    },
+    {
+        "given_name": "Nguyễn Văn",
+        "middle_names": "",
+        "family_name": "Nguyễn",
+        "date_of_birth": "2 March 2014",
+        "sex": "M",
+        "postcode": "M1 1AE",
+        "nhs_number": None,
+    },
+    {
+        "given_name": "Seán",
+        "middle_names": "Patrick",
+        "family_name": "O'Brien",
+        "date_of_birth": "03/02/2014",
+        "sex": "1",
+        "postcode": "B33 8TH",
+        "nhs_number": "943 476 5918",
+    },
+    {
+        "given_name": "Anna",
+        "middle_names": None,
+        "family_name": "van der Berg",
+        "date_of_birth": "1999-12-31",
+        "sex": "X",
+        "postcode": "EH1 1YZ",
+        "nhs_number": "401 023 2137",
+    },
+    {
+        "given_name": "Tom",
+        "middle_names": "",
+        "family_name": "Smith-Jones",
+        "date_of_birth": "31/02/2014",
+        "sex": "U",
+        "postcode": "",
+        "nhs_number": "",
+    },
+    {
+        "given_name": None,
+        "middle_names": None,
+        "family_name": None,
+        "date_of_birth": None,
+        "sex": None,
+        "postcode": None,
+        "nhs_number": None,
+    },
+    {
+        "given_name": "Ben",
+        "middle_names": "Ali",
+        "family_name": "Van Der Berg",
+        "date_of_birth": "31/12/1999",
+        "sex": "male",
+        "postcode": "eh11yz",
+        "nhs_number": "9876543210",
+    },
+]
+
+
+def filter_hex(words: Any) -> str:
+    """Hex of a packed filter row's bytes (little-endian uint64 words, as in linkage.encode)."""
+    return bytes(words.astype("<u8").tobytes()).hex()
+
+
+def token_vectors() -> list[dict[str, Any]]:
+    schema = load_schema("child")
+    out: list[dict[str, Any]] = []
+    for field_name, raw in TOKEN_CASES:
+        spec = schema.field(field_name)
+        normalised = normalise.NORMALISERS[spec.kind](
+            raw, field=spec.name, day_first=schema.day_first
+        )
+        tokens = [] if normalised is None else tokenise(spec, normalised)
+        out.append(
+            {
+                "field": field_name,
+                "kind": spec.kind,
+                "raw": raw,
+                "normalised": normalised,
+                "tokens": tokens,
+            }
+        )
+    return out
+
+
+def filter_vectors() -> dict[str, Any]:
+    schema = load_schema("child")
+    keys = KeySet(LinkageSecret.for_tests(), key_version=1)
+    columns = {f: [r[f] for r in FILTER_RECORDS] for f in schema.field_names}
+    batch = encode_records(schema, keys, columns)
+    rows: list[dict[str, Any]] = []
+    for row, record in enumerate(FILTER_RECORDS):
+        rows.append(
+            {
+                "row": row,
+                "record": record,
+                "field_filters": {
+                    name: filter_hex(batch.field_filters[i][row])
+                    for i, name in enumerate(schema.field_names)
+                },
+                "record_filter": filter_hex(batch.record_filters[row]),
+                "present": {
+                    name: bool(batch.field_present[row, i])
+                    for i, name in enumerate(schema.field_names)
+                },
+                "block_keys": {
+                    rule.name: f"{int(batch.block_keys[row, r]):016x}"
+                    for r, rule in enumerate(schema.blocking)
+                },
+                "problem_fields": [p.field for p in batch.problems if p.row == row],
+            }
+        )
+    return {
+        "schema": "child",
+        "schema_fingerprint": schema.fingerprint(),
+        "encoding_version": ENCODING_VERSION,
+        "normalisation_version": normalise.NORMALISATION_VERSION,
+        "secret_hex": TEST_SECRET_HEX,
+        "key_version": 1,
+        "rows": rows,
+    }
+
+
+def fingerprint_vectors() -> dict[str, str]:
+    return {name: load_schema(name).fingerprint() for name in shipped_schema_names()}
+
+
+def render(data: Any) -> str:
+    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="report changes, write nothing")
+    args = parser.parse_args()
+    outputs = {
+        "tokens.json": render(token_vectors()),
+        "filters.json": render(filter_vectors()),
+        "fingerprint.json": render(fingerprint_vectors()),
+    }
+    changed = []
+    for name, text in outputs.items():
+        path = GOLDEN_DIR / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            changed.append(name)
+            if not args.check:
+                path.write_text(text, encoding="utf-8")
+    verb = "would change" if args.check else "written"
+    print(f"{verb}: {', '.join(changed) if changed else 'nothing'}")
+    return 1 if (args.check and changed) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

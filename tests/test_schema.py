@@ -1,0 +1,611 @@
+"""Tests for linkage.schema: shipped schemas, strict parsing, round trips and the fingerprint."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from linkage.errors import SchemaError
+from linkage.normalise import NORMALISATION_VERSION
+from linkage.schema import (
+    BLOCKING_TRANSFORMS,
+    DEFAULT_TOKENISER,
+    ENCODING_VERSION,
+    FIELD_KINDS,
+    PHONETIC_CODES,
+    FieldSpec,
+    Hardening,
+    Schema,
+    load_schema,
+    parse_schema,
+    schema_from_dict,
+    shipped_schema_names,
+    shipped_schema_text,
+)
+
+FINGERPRINT_PATH = Path(__file__).parent / "golden" / "fingerprint.json"
+GOLDEN_FINGERPRINTS: dict[str, str] = json.loads(FINGERPRINT_PATH.read_text(encoding="utf-8"))
+
+
+def child_dict() -> dict[str, Any]:
+    return load_schema("child").to_dict()
+
+
+def problems_of(data: dict[str, Any]) -> tuple[str, ...]:
+    with pytest.raises(SchemaError) as info:
+        schema_from_dict(data)
+    assert info.value.problems, "a SchemaError must list its problems"
+    return info.value.problems
+
+
+def field_index(data: dict[str, Any], name: str) -> int:
+    return next(i for i, f in enumerate(data["field"]) if f["name"] == name)
+
+
+# ---------------------------------------------------------------------------------------------
+# shipped schemas
+
+
+@pytest.mark.parametrize("name", shipped_schema_names())
+def test_shipped_schema_parses_and_round_trips(name: str) -> None:
+    schema = load_schema(name)
+    assert schema.fields and schema.blocking
+    assert parse_schema(schema.to_toml()) == schema
+    assert schema_from_dict(schema.to_dict()) == schema
+    assert parse_schema(shipped_schema_text(name)) == schema
+    assert len(set(schema.field_names)) == len(schema.fields)
+
+
+def test_child_schema_has_the_expected_fields() -> None:
+    schema = load_schema("child")
+    assert schema.field_names == (
+        "given_name",
+        "middle_names",
+        "family_name",
+        "date_of_birth",
+        "sex",
+        "postcode",
+        "nhs_number",
+    )
+    assert {f.kind for f in schema.fields} == {
+        "name",
+        "family_name",
+        "date",
+        "sex",
+        "postcode",
+        "nhs_number",
+    }
+    for spec in schema.fields:
+        assert spec.filter_bits % 64 == 0 and spec.filter_words == spec.filter_bits // 64
+
+
+def test_unknown_shipped_schema_is_a_schema_error() -> None:
+    with pytest.raises(SchemaError):
+        load_schema("no-such-schema")
+
+
+# ---------------------------------------------------------------------------------------------
+# fingerprint
+
+
+def test_fingerprint_golden_file_covers_every_shipped_schema() -> None:
+    assert set(GOLDEN_FINGERPRINTS) == set(shipped_schema_names())
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_FINGERPRINTS))
+def test_fingerprint_matches_golden(name: str) -> None:
+    assert load_schema(name).fingerprint() == GOLDEN_FINGERPRINTS[name]
+
+
+@pytest.mark.parametrize("name", shipped_schema_names())
+def test_fingerprint_follows_the_documented_canonical_form(name: str) -> None:
+    schema = load_schema(name)
+    payload = {
+        "schema": schema.to_dict(),
+        "normalisation_version": NORMALISATION_VERSION,
+        "encoding_version": ENCODING_VERSION,
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert schema.canonical_bytes() == canonical.encode("utf-8")
+    assert schema.fingerprint() == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_shipped_schemas_have_different_fingerprints() -> None:
+    prints = [load_schema(n).fingerprint() for n in shipped_schema_names()]
+    assert len(set(prints)) == len(prints)
+
+
+def _rename_field(data: dict[str, Any], old: str, new: str) -> None:
+    data["field"][field_index(data, old)]["name"] = new
+    for spec in data["field"]:
+        if spec["salt"].startswith(old + "."):
+            spec["salt"] = new + spec["salt"][len(old) :]
+    for rule in data["blocking"]:
+        rule["parts"] = [
+            new + p[len(old) :] if p.split(".")[0] == old else p for p in rule["parts"]
+        ]
+
+
+def _set(table: str, key: str, value: Any, index: int | None = None) -> Any:
+    def apply(data: dict[str, Any]) -> None:
+        target = data[table] if index is None else data[table][index]
+        target[key] = value
+
+    return apply
+
+
+# One change of one option per entry, covering every key that to_dict writes (checked below).
+# Field 0 is given_name (kind name), field 3 date_of_birth (kind date).
+SINGLE_CHANGES: list[tuple[str, Any]] = [
+    ("schema.name", _set("schema", "name", "child-records-2")),
+    ("schema.version", _set("schema", "version", 2)),
+    ("schema.day_first", _set("schema", "day_first", False)),
+    ("schema.record_filter_bits", _set("schema", "record_filter_bits", 2048)),
+    ("schema.description", _set("schema", "description", "changed")),
+    ("hardening.balance", _set("hardening", "balance", True)),
+    ("hardening.xor_fold", _set("hardening", "xor_fold", True)),
+    ("hardening.blip_epsilon", _set("hardening", "blip_epsilon", 2.0)),
+    ("hardening.diffusion_t", _set("hardening", "diffusion_t", 4)),
+    ("field.name", lambda d: _rename_field(d, "given_name", "first_name")),
+    ("field.kind", _set("field", "kind", "family_name", 0)),
+    ("field.tokeniser", _set("field", "tokeniser", "exact", 0)),
+    ("field.tokeniser(date)", _set("field", "tokeniser", "qgram", 3)),
+    ("field.q", _set("field", "q", 3, 0)),
+    ("field.padded", _set("field", "padded", False, 0)),
+    ("field.filter_bits", _set("field", "filter_bits", 512, 0)),
+    ("field.filter_bits(date)", _set("field", "filter_bits", 192, 3)),
+    ("field.hashes_per_token", _set("field", "hashes_per_token", 5, 0)),
+    ("field.record_hashes_per_token", _set("field", "record_hashes_per_token", 0, 0)),
+    ("field.phonetic", _set("field", "phonetic", ["soundex"], 0)),
+    ("field.phonetic(order)", _set("field", "phonetic", ["nysiis", "soundex"], 0)),
+    ("field.levels", _set("field", "levels", [0.95, 0.8, 0.6], 0)),
+    ("field.levels(value)", _set("field", "levels", [0.95, 0.8, 0.6, 0.41], 0)),
+    ("field.salt", _set("field", "salt", "date_of_birth.year", 0)),
+    ("blocking.name", _set("blocking", "name", "renamed_rule", 0)),
+    ("blocking.parts", _set("blocking", "parts", ["family_name.nysiis", "date_of_birth.year"], 0)),
+    (
+        "blocking.parts(order)",
+        _set("blocking", "parts", ["date_of_birth.year", "family_name.soundex"], 0),
+    ),
+    ("blocking(drop a rule)", lambda d: d["blocking"].pop()),
+    ("field(order)", lambda d: d["field"].insert(0, d["field"].pop(1))),
+]
+
+
+def test_single_changes_cover_every_option() -> None:
+    data = child_dict()
+    covered = {name.split("(")[0] for name, _ in SINGLE_CHANGES}
+    expected = {f"schema.{k}" for k in data["schema"]}
+    expected |= {f"hardening.{k}" for k in data["hardening"]}
+    expected |= {f"field.{k}" for k in data["field"][0]}
+    expected |= {f"blocking.{k}" for k in data["blocking"][0]}
+    assert expected <= covered, expected - covered
+
+
+@pytest.mark.parametrize("change", SINGLE_CHANGES, ids=[name for name, _ in SINGLE_CHANGES])
+def test_changing_any_single_option_changes_the_fingerprint(change: tuple[str, Any]) -> None:
+    base = load_schema("child")
+    data = child_dict()
+    change[1](data)
+    changed = schema_from_dict(data)  # the change must itself be a valid schema
+    assert changed != base
+    assert changed.fingerprint() != base.fingerprint()
+
+
+def _strip_defaults(data: dict[str, Any]) -> int:
+    """Delete every option equal to its default; return how many were deleted."""
+    removed = 0
+    head_defaults = {"day_first": True, "record_filter_bits": 1024, "description": ""}
+    for key, default in head_defaults.items():
+        if data["schema"].get(key) == default:
+            del data["schema"][key]
+            removed += 1
+    if data["hardening"] == {k: getattr(Hardening(), k) for k in data["hardening"]}:
+        del data["hardening"]
+        removed += 1
+    spec_defaults = {
+        "q": 2,
+        "padded": True,
+        "filter_bits": 256,
+        "hashes_per_token": 4,
+        "record_hashes_per_token": 2,
+        "phonetic": [],
+        "levels": [0.9, 0.7, 0.5],
+        "salt": "",
+    }
+    for spec in data["field"]:
+        defaults = dict(spec_defaults, tokeniser=DEFAULT_TOKENISER[spec["kind"]])
+        for key, default in defaults.items():
+            if spec.get(key) == default:
+                del spec[key]
+                removed += 1
+    return removed
+
+
+@pytest.mark.parametrize("name", shipped_schema_names())
+def test_spelling_out_a_default_does_not_change_the_fingerprint(name: str) -> None:
+    schema = load_schema(name)
+    minimal = schema.to_dict()
+    assert _strip_defaults(minimal) >= 10
+    assert schema_from_dict(minimal) == schema
+    assert schema_from_dict(minimal).fingerprint() == schema.fingerprint()
+
+
+def test_defaults_in_toml_text_match_explicit_values() -> None:
+    terse = """
+[schema]
+name = "s"
+version = 1
+
+[[field]]
+name = "given"
+kind = "name"
+"""
+    explicit = """
+[schema]
+name = "s"
+version = 1
+day_first = true
+record_filter_bits = 1024
+description = ""
+
+[hardening]
+balance = false
+xor_fold = false
+blip_epsilon = 0
+diffusion_t = 0
+
+[[field]]
+name = "given"
+kind = "name"
+tokeniser = "qgram"
+q = 2
+padded = true
+filter_bits = 256
+hashes_per_token = 4
+record_hashes_per_token = 2
+phonetic = []
+levels = [0.9, 0.7, 0.5]
+salt = ""
+"""
+    assert parse_schema(terse) == parse_schema(explicit)
+    assert parse_schema(terse).fingerprint() == parse_schema(explicit).fingerprint()
+    assert parse_schema(terse).fields[0] == FieldSpec(name="given", kind="name", tokeniser="qgram")
+
+
+# ---------------------------------------------------------------------------------------------
+# strictness: unknown keys at every level
+
+
+@pytest.mark.parametrize(
+    ("level", "where"),
+    [
+        ("top", "top level"),
+        ("schema", "[schema]"),
+        ("hardening", "[hardening]"),
+        ("field", "field[2]"),  # family_name; unknown keys are reported by table index
+        ("blocking", "blocking[2]"),  # the rule named nhs_number
+    ],
+)
+def test_unknown_key_at_every_level_is_an_error(level: str, where: str) -> None:
+    data = child_dict()
+    if level == "top":
+        data["xor_folds"] = 1
+    elif level in ("schema", "hardening"):
+        data[level]["xor_folds"] = 1
+    elif level == "field":
+        data["field"][field_index(data, "family_name")]["xor_folds"] = 1
+    else:
+        rule = next(r for r in data["blocking"] if r["name"] == "nhs_number")
+        rule["xor_folds"] = 1
+    problems = problems_of(data)
+    assert len(problems) == 1
+    assert problems[0].startswith(where) and "xor_folds" in problems[0]
+
+
+def test_misspelled_key_in_toml_is_an_error() -> None:
+    text = load_schema("child").to_toml().replace("xor_fold =", "xorFold =")
+    with pytest.raises(SchemaError) as info:
+        parse_schema(text)
+    assert any("xorFold" in p for p in info.value.problems)
+
+
+def test_invalid_toml_is_a_schema_error() -> None:
+    with pytest.raises(SchemaError) as info:
+        parse_schema("[schema\nname = ")
+    assert "TOML" in info.value.problems[0]
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    data = child_dict()
+    data["schema"]["record_filter_bits"] = 1000
+    data["field"][0]["filter_bits"] = 100
+    data["field"][1]["kind"] = "shoe_size"
+    data["field"][2]["levels"] = [0.5, 0.9]
+    data["blocking"][0]["parts"] = ["family_name.year"]
+    data["hardening"]["diffusion_t"] = -1
+    problems = problems_of(data)
+    assert len(problems) >= 6
+    joined = "\n".join(problems)
+    for needle in (
+        "record_filter_bits",
+        "filter_bits",
+        ".kind",
+        ".levels",
+        "parts",
+        "diffusion_t",
+    ):
+        assert needle in joined
+    assert str(SchemaError(problems)).count(";") == len(problems) - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# individual validation rules
+
+
+def _mutated(mutate: Any) -> dict[str, Any]:
+    data = child_dict()
+    mutate(data)
+    return data
+
+
+@pytest.mark.parametrize("bits", [0, 32, 100, 255, 8256, -64, "256", True, 256.0])
+def test_bad_filter_bits(bits: Any) -> None:
+    problems = problems_of(_mutated(_set("field", "filter_bits", bits, 0)))
+    assert all("filter_bits" in p for p in problems)
+
+
+@pytest.mark.parametrize("bits", [64, 128, 8192])
+def test_good_filter_bits(bits: int) -> None:
+    assert schema_from_dict(_mutated(_set("field", "filter_bits", bits, 0))).fields[0].filter_bits
+
+
+@pytest.mark.parametrize("bits", [0, 100, -1024, "1024"])
+def test_bad_record_filter_bits(bits: Any) -> None:
+    problems = problems_of(_mutated(_set("schema", "record_filter_bits", bits)))
+    assert any("record_filter_bits" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [
+        [0.5, 0.9],
+        [0.9, 0.9],
+        [0.9, 0.7, 0.8],
+        [],
+        [1.5, 0.5],
+        [0.9, 0.0],
+        [0.9, -0.1],
+        ["high"],
+        [True],
+        "0.9",
+    ],
+)
+def test_bad_levels(levels: Any) -> None:
+    problems = problems_of(_mutated(_set("field", "levels", levels, 0)))
+    assert all(".levels" in p for p in problems)
+
+
+@pytest.mark.parametrize("kind", ["shoe_size", "Name", "", 3])
+def test_unknown_kind(kind: Any) -> None:
+    problems = problems_of(_mutated(_set("field", "kind", kind, 1)))  # middle_names: no refs
+    assert any(".kind" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (_set("field", "tokeniser", "bigram", 0), ".tokeniser"),
+        (_set("field", "tokeniser", "date", 0), ".tokeniser"),
+        (_set("field", "tokeniser", "postcode", 3), ".tokeniser"),
+        (_set("field", "q", 0, 0), ".q"),
+        (_set("field", "q", 5, 0), ".q"),
+        (_set("field", "hashes_per_token", 0, 0), ".hashes_per_token"),
+        (_set("field", "hashes_per_token", 65, 0), ".hashes_per_token"),
+        (_set("field", "record_hashes_per_token", -1, 0), ".record_hashes_per_token"),
+        (_set("field", "phonetic", ["caverphone"], 0), ".phonetic"),
+        (_set("field", "phonetic", ["soundex"], 3), ".phonetic"),
+        (_set("field", "padded", "yes", 0), ".padded"),
+        (_set("field", "name", "given name", 0), ".name"),
+        (_set("field", "name", "", 0), ".name"),
+        (_set("schema", "version", 0), ".version"),
+        (_set("schema", "name", ""), ".name"),
+        (_set("schema", "day_first", 1), ".day_first"),
+        (_set("hardening", "blip_epsilon", -0.5), "blip_epsilon"),
+        (_set("hardening", "balance", "false"), "balance"),
+        (lambda d: d.pop("schema"), "[schema]"),
+        (lambda d: d.__setitem__("field", []), "[[field]]"),
+        (lambda d: d.__setitem__("hardening", [1]), "[hardening]"),
+        (lambda d: d.__setitem__("blocking", {"name": "x"}), "[[blocking]]"),
+        (lambda d: d["field"].append("not a table"), "field[7]"),
+    ],
+)
+def test_single_invalid_option_is_reported(mutate: Any, needle: str) -> None:
+    problems = problems_of(_mutated(mutate))
+    assert any(needle in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        "family_name",
+        "family_name.soundex.extra",
+        "shoe_size.value",
+        "family_name.year",
+        "date_of_birth.soundex",
+        "postcode.initial",
+        "nhs_number.sector",
+        "",
+        3,
+    ],
+)
+def test_bad_blocking_part(part: Any) -> None:
+    problems = problems_of(_mutated(_set("blocking", "parts", [part, "date_of_birth.year"], 0)))
+    assert len(problems) == 1
+    assert problems[0].startswith("blocking 'family_soundex_birth_year'.parts")
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"name": "r", "parts": []},
+        {"name": "a/b", "parts": ["nhs_number.value"]},
+        {"name": "", "parts": ["nhs_number.value"]},
+        {"name": "nhs_number", "parts": ["nhs_number.value"]},  # duplicate rule name
+        {"parts": ["nhs_number.value"]},
+    ],
+)
+def test_bad_blocking_rule(rule: dict[str, Any]) -> None:
+    problems_of(_mutated(lambda d: d["blocking"].append(rule)))
+
+
+def test_salt_referencing_its_own_field_is_an_error() -> None:
+    problems = problems_of(_mutated(_set("field", "salt", "given_name.initial", 0)))
+    assert problems == ("field 'given_name'.salt: a field cannot be salted with itself",)
+
+
+@pytest.mark.parametrize("salt", ["date_of_birth", "nowhere.value", "date_of_birth.soundex"])
+def test_bad_salt_reference(salt: str) -> None:
+    problems = problems_of(_mutated(_set("field", "salt", salt, 0)))
+    assert all(p.startswith("field 'given_name'.salt") for p in problems)
+
+
+def test_salt_may_reference_a_later_field() -> None:
+    schema = schema_from_dict(_mutated(_set("field", "salt", "nhs_number.value", 0)))
+    assert schema.fields[0].salt == "nhs_number.value"
+
+
+def test_duplicate_field_names() -> None:
+    problems = problems_of(_mutated(_set("field", "name", "given_name", 1)))
+    assert any("duplicate field name" in p for p in problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# round trip of generated schemas (Hypothesis)
+
+_NAME_KINDS = ("name", "family_name", "text")
+_BMP_TEXT = st.text(alphabet=st.characters(max_codepoint=0xFFFF, codec="utf-8"), max_size=20)
+_OPTIONAL = st.booleans()
+
+
+def _refs_to(field: str, kind: str) -> st.SearchStrategy[str]:
+    """``"<field>.<transform>"`` references to ``field`` with a transform its kind allows."""
+    return st.sampled_from([f"{field}.{t}" for t in sorted(BLOCKING_TRANSFORMS[kind])])
+
+
+@st.composite
+def schema_dicts(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid schema mapping; each optional key is either written out or left to its default."""
+    names = draw(
+        st.lists(
+            st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True),
+            min_size=1,
+            max_size=5,
+            unique=True,
+        )
+    )
+    kinds = {n: draw(st.sampled_from(FIELD_KINDS)) for n in names}
+    fields: list[dict[str, Any]] = []
+    for name in names:
+        kind = kinds[name]
+        spec: dict[str, Any] = {"name": name, "kind": kind}
+        tokenisers = ["qgram", "exact"] + (["date"] if kind == "date" else [])
+        tokenisers += ["postcode"] if kind == "postcode" else []
+        options: dict[str, Any] = {
+            "tokeniser": st.sampled_from(tokenisers),
+            "q": st.integers(1, 4),
+            "padded": st.booleans(),
+            "filter_bits": st.integers(1, 128).map(lambda w: 64 * w),
+            "hashes_per_token": st.integers(1, 64),
+            "record_hashes_per_token": st.integers(0, 64),
+            "levels": st.lists(
+                st.floats(0, 1, exclude_min=True), min_size=1, max_size=5, unique=True
+            ).map(lambda xs: sorted(xs, reverse=True)),
+        }
+        if kind in _NAME_KINDS:
+            options["phonetic"] = st.lists(st.sampled_from(PHONETIC_CODES), unique=True)
+        others = [n for n in names if n != name]
+        if others:
+            options["salt"] = st.one_of([_refs_to(o, kinds[o]) for o in others])
+        for key, strategy in options.items():
+            if draw(_OPTIONAL):
+                spec[key] = draw(strategy)
+        fields.append(spec)
+    refs = st.one_of([_refs_to(n, kinds[n]) for n in names])
+    rule_names = draw(
+        st.lists(_BMP_TEXT.filter(lambda s: s and "/" not in s), max_size=3, unique=True)
+    )
+    rules = [{"name": r, "parts": draw(st.lists(refs, min_size=1, max_size=3))} for r in rule_names]
+    head: dict[str, Any] = {
+        "name": draw(_BMP_TEXT.filter(bool)),
+        "version": draw(st.integers(1, 2**31)),
+    }
+    head_options = {
+        "day_first": st.booleans(),
+        "record_filter_bits": st.integers(1, 64).map(lambda w: 64 * w),
+        "description": _BMP_TEXT,
+    }
+    for key, strategy in head_options.items():
+        if draw(_OPTIONAL):
+            head[key] = draw(strategy)
+    data: dict[str, Any] = {"schema": head, "field": fields}
+    if rules:
+        data["blocking"] = rules
+    if draw(_OPTIONAL):
+        data["hardening"] = {
+            "balance": draw(st.booleans()),
+            "xor_fold": draw(st.booleans()),
+            "blip_epsilon": draw(st.floats(0, 20, allow_nan=False)),
+            "diffusion_t": draw(st.integers(0, 64)),
+        }
+    return data
+
+
+@settings(deadline=None, derandomize=True, max_examples=150)
+@given(schema_dicts())
+def test_generated_schemas_round_trip(data: dict[str, Any]) -> None:
+    schema = schema_from_dict(data)
+    assert isinstance(schema, Schema)
+    again = parse_schema(schema.to_toml())
+    assert again == schema
+    assert again.fingerprint() == schema.fingerprint()
+    assert schema_from_dict(schema.to_dict()) == schema
+    assert schema_from_dict(copy.deepcopy(data)).fingerprint() == schema.fingerprint()
+
+
+# ---------------------------------------------------------------------------------------------
+# known defects (strict xfail: these fail loudly once the library is fixed, so the marker
+# must then be removed)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=SchemaError,
+    reason="schema._toml_value uses json.dumps (ASCII escapes): a non-BMP character becomes a "
+    "surrogate pair \\ud83d\\ude00, which TOML rejects",
+)
+@pytest.mark.parametrize("where", ["description", "name", "rule"])
+def test_to_toml_round_trips_characters_outside_the_bmp(where: str) -> None:
+    data = child_dict()
+    if where == "rule":
+        data["blocking"][0]["name"] = "rule \U0001f600"
+    else:
+        data["schema"][where] = "Children \U0001f600"
+    schema = schema_from_dict(data)
+    assert parse_schema(schema.to_toml()) == schema
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="schema_from_dict checks blip_epsilon < 0, which is False for NaN, so NaN is "
+    "accepted (and the schema no longer equals itself)",
+)
+def test_nan_blip_epsilon_is_rejected() -> None:
+    problems_of(_mutated(_set("hardening", "blip_epsilon", float("nan"))))
