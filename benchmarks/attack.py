@@ -586,3 +586,27 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def run_cli(args: Any, *, emit: Callable[[dict[str, Any]], None]) -> int:
+    """``jigsaw bench attack``: every setting at 10 k records (50 k with ``--large``)."""
+    from pathlib import Path
+
+    from benchmarks.report import PLOTS_DIR, markdown_table, provenance, write_section
+
+    n_records = 50_000 if args.large else 10_000
+    rows = list(run_attack(SETTINGS, n_records=n_records, seed=args.seed, emit=emit))
+    if args.report:
+        PLOTS_DIR.mkdir(parents=True, exist_ok=True)
+        plot = PLOTS_DIR / "attack_tradeoff.png"
+        plot_tradeoff(rows, str(plot))
+        columns = sorted({k for r in rows for k in r if not isinstance(r[k], dict | list)})
+        body = (
+            "## Re-identification attacks\n\n"
+            + provenance("jigsaw bench attack --json --report")
+            + "\n"
+            + markdown_table(rows, columns)
+            + f"\n\n![trade-off]({plot.relative_to(Path(args.report).resolve().parent)})\n"
+        )
+        write_section("attack", body, path=Path(args.report))
+    return 0

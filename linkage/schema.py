@@ -348,7 +348,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
         blip_epsilon=p.typed("[hardening]", hard, "blip_epsilon", float, 0.0),
         diffusion_t=p.typed("[hardening]", hard, "diffusion_t", int, 0),
     )
-    if hardening.blip_epsilon < 0:
+    if not hardening.blip_epsilon >= 0 or hardening.blip_epsilon == float("inf"):
         p.add("[hardening].blip_epsilon: expected >= 0 (0 turns BLIP off)")
     if hardening.diffusion_t < 0:
         p.add("[hardening].diffusion_t: expected >= 0 (0 turns diffusion off)")
