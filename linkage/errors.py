@@ -17,6 +17,10 @@ value (a name, a date of birth, an NHS number): putting one in an error is a dat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class JigsawError(Exception):
@@ -56,3 +60,17 @@ class IncompatibleEncodingError(JigsawError):
 
 class ModelError(JigsawError):
     """A Fellegi-Sunter model could not be fitted or applied."""
+
+
+def as_float_array(value: object, name: str) -> np.typing.NDArray[np.float64]:
+    """``np.asarray(value, float64)`` raising :class:`ModelError` that names ``name`` only.
+
+    numpy's own ``ValueError`` quotes the offending element ("could not convert string to
+    float: '<value>'"), which may be an identifier: never let it propagate.
+    """
+    import numpy as np
+
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ModelError(f"{name}: expected numbers") from None

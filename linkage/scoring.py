@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from linkage.errors import ModelError
+from linkage.errors import ModelError, as_float_array
 
 __all__ = [
     "MISSING_LEVEL",
@@ -89,7 +89,9 @@ def _check_thresholds(thresholds: Sequence[Sequence[float]]) -> tuple[tuple[floa
     problems: list[str] = []
     checked: list[tuple[float, ...]] = []
     for field_index, field_thresholds in enumerate(thresholds):
-        values = tuple(float(value) for value in field_thresholds)
+        values = tuple(
+            as_float_array(list(field_thresholds), f"thresholds[{field_index}]").tolist()
+        )
         if not values:
             problems.append(f"field {field_index}: needs at least one threshold")
         elif len(values) + 1 > _MAX_LEVELS:
@@ -115,7 +117,7 @@ def comparison_levels(
     f's strictly descending cut-offs. Returns int8 levels of the same shape, with
     :data:`MISSING_LEVEL` wherever ``both_present`` is False.
     """
-    sim = np.asarray(sim, dtype=np.float64)
+    sim = as_float_array(sim, "similarities")
     both_present = np.asarray(both_present)
     if sim.ndim != 2:
         raise ModelError(f"similarities must be 2-D (pairs, fields), got {sim.ndim}-D")
@@ -219,7 +221,7 @@ def _check_probability_vectors(
         raise ModelError(f"{name} has {len(vectors)} fields, expected {len(n_levels)}")
     checked: list[tuple[float, ...]] = []
     for field_index, (vector, expected) in enumerate(zip(vectors, n_levels, strict=True)):
-        values = tuple(float(value) for value in vector)
+        values = tuple(as_float_array(list(vector), f"{name}[{field_index}]").tolist())
         if len(values) != expected:
             problems.append(f"field {field_index}: {len(values)} levels, expected {expected}")
         elif not all(math.isfinite(value) and 0.0 < value <= 1.0 for value in values):

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from linkage.errors import ModelError
+from linkage.errors import ModelError, as_float_array
 
 __all__ = [
     "cluster_records",
@@ -70,7 +70,7 @@ def _as_index_array(name: str, values: NDArray[Any]) -> NDArray[np.int64]:
 
 def _as_score_array(name: str, values: NDArray[Any], expected_length: int) -> NDArray[np.float64]:
     """A 1-D finite float64 array of the expected length, or ModelError."""
-    array = np.asarray(values, dtype=np.float64)
+    array = as_float_array(values, name)
     if array.ndim != 1 or array.shape[0] != expected_length:
         raise ModelError(f"{name} must be 1-D with {expected_length} entries, got {array.shape}")
     if not np.all(np.isfinite(array)):

@@ -345,13 +345,6 @@ def test_validate_filters_does_not_echo_array_contents(
 # ---------------------------------------------------------------------------------------------
 # scoring and solving
 
-_LEAKS_NUMPY = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a string in a numeric input reaches float()/np.asarray(dtype=float64) unchecked; "
-    "the raw ValueError quotes the value",
-)
-
 
 def _model_kwargs(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
@@ -423,22 +416,18 @@ SCORING_CASES = [
     pytest.param(
         lambda: scoring.FellegiSunterModel(**_model_kwargs(thresholds=((CANARY,),))),
         id="model-threshold-string",
-        marks=_LEAKS_NUMPY,
     ),
     pytest.param(
         lambda: scoring.comparison_levels(np.array([[CANARY]]), np.array([[True]]), [[0.5]]),
         id="levels-similarity-string",
-        marks=_LEAKS_NUMPY,
     ),
     pytest.param(
         lambda: solve.rank_candidates(np.array([0]), np.array([CANARY])),
         id="rank-probability-string",
-        marks=_LEAKS_NUMPY,
     ),
     pytest.param(
         lambda: solve.one_to_one(np.array([0]), np.array([1]), np.array([CANARY]), threshold=0.5),
         id="one_to_one-score-string",
-        marks=_LEAKS_NUMPY,
     ),
 ]
 
