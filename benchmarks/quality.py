@@ -36,6 +36,7 @@ from linkage import evaluate, pipeline, synthetic
 from linkage.encode import EncodedBatch, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema, default_child_schema, febrl_schema
+from linkage.solve import pairs_from_labels
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def run_jigsaw_dedupe(
     encoded = [_encode(schema, cols) for cols in datasets]
     res = pipeline.cluster_datasets(schema, encoded)
     seconds = time.perf_counter() - t0
-    pi, pj = _pairs_of_labels(res.labels)
+    pi, pj = pairs_from_labels(res.labels)
     n = len(res.labels)
     q = evaluate.pairwise_quality(pi, pj, ti, tj, ordered=False)
     bq = evaluate.blocking_quality(
@@ -168,12 +169,6 @@ def run_jigsaw_dedupe(
         sc.candidates, "model: p >= 0.5, clustered", seconds, n, len(ti),
         _scores(sc.left, sc.right, sc.probability, ti, tj, n, ordered=False),
     )
-
-
-def _pairs_of_labels(labels: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    from linkage.solve import pairs_from_labels
-
-    return pairs_from_labels(labels)
 
 
 # ---------------------------------------------------------------- plaintext baseline
