@@ -25,8 +25,9 @@ def add_bench_parser(sub: Any) -> None:
         dest="bench_command", required=True
     )
     q = bench.add_parser("quality", help="linkage quality on FEBRL and synthetic data")
-    q.add_argument("--dataset", action="append", choices=["febrl4", "febrl4-half", "febrl3",
-                                                          "synthetic"])
+    q.add_argument(
+        "--dataset", action="append", choices=["febrl4", "febrl4-half", "febrl3", "synthetic"]
+    )
     q.add_argument("--no-baseline", action="store_true", help="skip the plaintext baseline")
     q.add_argument("--synthetic-children", type=int, default=5000)
     s = bench.add_parser("speed", help="Dice and encoding throughput, with peers")
@@ -36,24 +37,46 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--no-peers", action="store_true", help="skip anonlink and clkhash")
     a = bench.add_parser("attack", help="re-identification attacks against the encodings")
     a.add_argument("--large", action="store_true", help="also the 50 k population (slow)")
-    f = bench.add_parser("federation", help="matcher and nodes as processes: publish, memory, "
-                         "lookup latency, batch link")
-    f.add_argument("--records", type=int, action="append",
-                   help="about this many records (repeat for several sizes; default 20000)")
+    f = bench.add_parser(
+        "federation",
+        help="matcher and nodes as processes: publish, memory, lookup latency, batch link",
+    )
+    f.add_argument(
+        "--records",
+        type=int,
+        action="append",
+        help="about this many records (repeat for several sizes; default 20000)",
+    )
     f.add_argument("--lookups", type=int, default=2000, help="at most this many lookups per run")
-    f.add_argument("--lookup-seconds", type=float, default=30.0,
-                   help="time budget per lookup run (concurrency 1 and 32)")
+    f.add_argument(
+        "--lookup-seconds",
+        type=float,
+        default=30.0,
+        help="time budget per lookup run (concurrency 1 and 32)",
+    )
     f.add_argument("--no-link", action="store_true", help="skip the batch link")
-    f.add_argument("--link-max-records", type=int, default=300_000,
-                   help="skip the batch link above this size (the library's link holds every "
-                   "scored pair in memory: about 2.7 GB at 200 k records)")
-    f.add_argument("--library", action="store_true",
-                   help="also link the same population in-process (benchmarks.quality)")
+    f.add_argument(
+        "--link-max-records",
+        type=int,
+        default=300_000,
+        help="skip the batch link above this size (the library's link holds every "
+        "scored pair in memory: about 2.7 GB at 200 k records)",
+    )
+    f.add_argument(
+        "--library",
+        action="store_true",
+        help="also link the same population in-process (benchmarks.quality)",
+    )
     f.add_argument("--workdir", default=None, help="keep the federation's files here")
     for p in (q, s, a, f):
         p.add_argument("--json", action="store_true", help="one JSON object per line")
-        p.add_argument("--report", nargs="?", const=str(RESULTS), default=None,
-                       help="write the figures into this results file")
+        p.add_argument(
+            "--report",
+            nargs="?",
+            const=str(RESULTS),
+            default=None,
+            help="write the figures into this results file",
+        )
         p.add_argument("--seed", type=int, default=7)
         p.set_defaults(func=run_bench)
 
@@ -70,8 +93,11 @@ def _fmt(v: Any) -> str:
 
 
 def _command(args: argparse.Namespace) -> str:
-    return "jigsaw " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else (
-        f"jigsaw bench {args.bench_command} --json --report")
+    return (
+        "jigsaw " + " ".join(sys.argv[1:])
+        if sys.argv[1:2] == ["bench"]
+        else (f"jigsaw bench {args.bench_command} --json --report")
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -92,18 +118,36 @@ def _quality(args: argparse.Namespace) -> int:
 
     datasets = tuple(args.dataset) if args.dataset else quality.DATASETS
     results = []
-    for r in quality.run(datasets, seed=args.seed, baseline=not args.no_baseline,
-                         synthetic_children=args.synthetic_children):
+    for r in quality.run(
+        datasets,
+        seed=args.seed,
+        baseline=not args.no_baseline,
+        synthetic_children=args.synthetic_children,
+    ):
         _emit(args, r.as_dict())
         results.append(r)
     if args.report:
         plot = _plot_quality(results)
         rows = [r.as_dict() for r in results]
         body = (
-            "## Linkage quality\n\n" + provenance(_command(args)) + "\n"
-            + markdown_table(rows, ["dataset", "method", "precision", "recall", "f1",
-                                    "pair_completeness", "reduction_ratio", "candidate_pairs",
-                                    "threshold", "seconds"])
+            "## Linkage quality\n\n"
+            + provenance(_command(args))
+            + "\n"
+            + markdown_table(
+                rows,
+                [
+                    "dataset",
+                    "method",
+                    "precision",
+                    "recall",
+                    "f1",
+                    "pair_completeness",
+                    "reduction_ratio",
+                    "candidate_pairs",
+                    "threshold",
+                    "seconds",
+                ],
+            )
             + "\n\nJigsaw links keyed Bloom-filter encodings (published test secret) with the "
             "model's own threshold (match probability >= 0.5); labels are used only to score "
             "the output. `plaintext-recordlinkage-ecm` links the same plaintext with the "
@@ -123,8 +167,9 @@ def _plot_quality(results: list[Any]) -> Path:
 
     mine = [r for r in results if r.scores is not None]
     PLOTS.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, max(1, len(mine)), figsize=(4.2 * max(1, len(mine)), 3.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, len(mine)), figsize=(4.2 * max(1, len(mine)), 3.4), squeeze=False
+    )
     bins = np.linspace(0, 1, 41)
     for ax, r in zip(axes[0], mine, strict=False):
         prob, truth = r.scores
@@ -158,24 +203,31 @@ def _speed(args: argparse.Namespace) -> int:
     if not args.no_peers:
         print("measuring anonlink (own virtualenv)...", file=sys.stderr, flush=True)
         peer = speed.bench_anonlink_dice(args.queries, args.candidates, seed=args.seed)
-        row.update({f"anonlink_{k}" if not k.startswith("anonlink") else k: v
-                    for k, v in peer.items()})
+        row.update(
+            {f"anonlink_{k}" if not k.startswith("anonlink") else k: v for k, v in peer.items()}
+        )
         if "anonlink_dice_pairs_per_s_1core" in row:
             row["ratio_to_anonlink_1core"] = (
-                row["dice_pairs_per_s_1core"] / row["anonlink_dice_pairs_per_s_1core"])
+                row["dice_pairs_per_s_1core"] / row["anonlink_dice_pairs_per_s_1core"]
+            )
         print("measuring clkhash (own virtualenv)...", file=sys.stderr, flush=True)
         enc_peer = encode_speed.bench_clkhash(min(args.encode_records, 20_000), seed=args.seed)
         row.update(enc_peer)
         if "clkhash_records_per_s" in row:
             row["ratio_to_clkhash"] = (
-                row["encode_records_per_s_1core"] / row["clkhash_records_per_s"])
+                row["encode_records_per_s_1core"] / row["clkhash_records_per_s"]
+            )
     row["seconds"] = time.perf_counter() - t0
     _emit(args, row)
     if args.report:
         keys = [k for k in row if not isinstance(row[k], dict)]
-        body = ("## Speed\n\n" + provenance(_command(args)) + "\n"
-                + markdown_table([{"figure": k, "value": row[k]} for k in keys],
-                                 ["figure", "value"]) + "\n")
+        body = (
+            "## Speed\n\n"
+            + provenance(_command(args))
+            + "\n"
+            + markdown_table([{"figure": k, "value": row[k]} for k in keys], ["figure", "value"])
+            + "\n"
+        )
         write_section("speed", body, path=Path(args.report))
     return 0
 
@@ -192,14 +244,29 @@ def _attack(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ federation
 
 FEDERATION_COLUMNS = [
-    "records", "ingest_records_per_s", "publish_records_per_s",
-    "matcher_publish_records_per_cpu_s", "matcher_bytes_per_record", "first_lookup_seconds",
-    "lookup_c1_p50_ms", "lookup_c1_p99_ms", "lookup_c1_per_s",
-    "lookup_c32_p50_ms", "lookup_c32_p99_ms", "lookup_c32_per_s", "lookup_c1_hit_rate",
-    "lookup_c32_matcher_cpu_ms_per_lookup", "lookup_c32_node_cpu_ms_per_lookup",
+    "records",
+    "ingest_records_per_s",
+    "publish_records_per_s",
+    "matcher_publish_records_per_cpu_s",
+    "matcher_bytes_per_record",
+    "first_lookup_seconds",
+    "lookup_c1_p50_ms",
+    "lookup_c1_p99_ms",
+    "lookup_c1_per_s",
+    "lookup_c32_p50_ms",
+    "lookup_c32_p99_ms",
+    "lookup_c32_per_s",
+    "lookup_c1_hit_rate",
+    "lookup_c32_matcher_cpu_ms_per_lookup",
+    "lookup_c32_node_cpu_ms_per_lookup",
     "lookup_c32_client_cpu_ms_per_lookup",
-    "link_seconds", "link_matcher_peak_rss_mb", "link_largest_cluster", "link_precision",
-    "link_recall", "link_f1", "library_f1",
+    "link_seconds",
+    "link_matcher_peak_rss_mb",
+    "link_largest_cluster",
+    "link_precision",
+    "link_recall",
+    "link_f1",
+    "library_f1",
 ]
 
 
@@ -209,8 +276,11 @@ def _federation(args: argparse.Namespace) -> int:
     runs = []
     for records in args.records or [20_000]:
         figures = federation.run_federation(
-            records, seed=args.seed, emit=lambda row: _emit(args, row),
-            lookups=args.lookups, lookup_seconds=args.lookup_seconds,
+            records,
+            seed=args.seed,
+            emit=lambda row: _emit(args, row),
+            lookups=args.lookups,
+            lookup_seconds=args.lookup_seconds,
             link=not args.no_link and records <= args.link_max_records,
             library=args.library and records <= args.link_max_records,
             workdir=Path(args.workdir) / str(records) if args.workdir else None,
@@ -227,7 +297,9 @@ def _federation(args: argparse.Namespace) -> int:
             if any(k in r for r in runs)
         ]
         body = (
-            "## Federation\n\n" + provenance(_command(args)) + "\n"
+            "## Federation\n\n"
+            + provenance(_command(args))
+            + "\n"
             + markdown_table(rows, ["figure", *sizes])
             + "\n\nA real matcher process and four agency node processes on loopback with "
             "mutual TLS, on the seeded synthetic population. Publish: four concurrent "
@@ -259,11 +331,15 @@ def _plot_federation(figures: dict[str, Any]) -> Path:
     series = [(c, figures.get(f"_lookup_c{c}_latencies_ms")) for c in (1, 32)]
     data = [s for _, s in series if s is not None and len(s)]
     top = max(float(np.percentile(s, 99.5)) for s in data) if data else 1.0
-    bins = np.linspace(0, top, 60)
+    bins = [float(b) for b in np.linspace(0, top, 60)]
     for concurrency, ms in series:
         if ms is not None and len(ms):
-            ax.hist(np.minimum(ms, top), bins=bins, alpha=0.6,
-                    label=f"concurrency {concurrency}: p99 {np.percentile(ms, 99):.1f} ms")
+            ax.hist(
+                np.minimum(ms, top),
+                bins=bins,
+                alpha=0.6,
+                label=f"concurrency {concurrency}: p99 {np.percentile(ms, 99):.1f} ms",
+            )
     ax.axvline(50, color="k", lw=0.8, ls="--")
     ax.set_xlabel("Lookup latency (ms)")
     ax.set_ylabel("lookups")

@@ -30,8 +30,15 @@ from linkage.schema import default_child_schema
 
 CLKHASH_VENV = Path(__file__).resolve().parent / ".clkhash-venv"
 CLKHASH_SCRIPT = Path(__file__).resolve().parent / "peers_clkhash.py"
-FIELDS = ("given_name", "middle_names", "family_name", "date_of_birth", "sex", "postcode",
-          "nhs_number")
+FIELDS = (
+    "given_name",
+    "middle_names",
+    "family_name",
+    "date_of_birth",
+    "sex",
+    "postcode",
+    "nhs_number",
+)
 
 
 def _records(n: int, seed: int) -> dict[str, list[str | None]]:
@@ -62,10 +69,15 @@ def bench_encode(n_records: int, *, seed: int, repeats: int = 3) -> dict[str, An
 def _ensure_clkhash_venv() -> Path:
     python = CLKHASH_VENV / "bin" / "python"
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(CLKHASH_VENV)], check=True,
-                       capture_output=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "clkhash"], check=True,
-                       capture_output=True, timeout=900)
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(CLKHASH_VENV)], check=True, capture_output=True
+        )
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "clkhash"],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
     return python
 
 
@@ -82,7 +94,10 @@ def bench_clkhash(n_records: int, *, seed: int) -> dict[str, Any]:
         try:
             done = subprocess.run(
                 [str(python), str(CLKHASH_SCRIPT), str(path)],
-                capture_output=True, text=True, check=True, timeout=1800,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=1800,
             )
             result: dict[str, Any] = json.loads(done.stdout)
         except subprocess.CalledProcessError as exc:

@@ -132,9 +132,7 @@ def _pick_queries(
             if data.columns[f][row] and str(data.columns[f][row]).strip()
         }
         record_id = data.columns["record_id"][row]
-        queries.append(
-            _Query(identifiers, agency, str(record_id), int(data.child_id[row]))
-        )
+        queries.append(_Query(identifiers, agency, str(record_id), int(data.child_id[row])))
     return queries
 
 
@@ -200,13 +198,8 @@ def _run_lookups(
                     errors[0] += 1
                 continue
             elapsed = time.perf_counter() - started
-            others = [
-                truth.get((c.agency, c.reference), (-1, ""))
-                for c in response.candidates
-            ]
-            found = any(
-                child == query.child and local != query.local_id for child, local in others
-            )
+            others = [truth.get((c.agency, c.reference), (-1, "")) for c in response.candidates]
+            found = any(child == query.child and local != query.local_id for child, local in others)
             with lock:
                 latencies.append(elapsed)
                 if records_of_child.get(query.child, 0) > 1:
@@ -257,9 +250,7 @@ def _clusters_from_matcher_store(path: Path, result_id: str) -> list[_Cluster]:
         ).fetchall()
     finally:
         con.close()
-    return [
-        _Cluster([_Member(a, r) for a, r in json.loads(text)["members"]]) for (text,) in rows
-    ]
+    return [_Cluster([_Member(a, r) for a, r in json.loads(text)["members"]]) for (text,) in rows]
 
 
 def _score_clusters(
@@ -329,8 +320,10 @@ def run_federation(
                 population.agencies[name], root / "data" / f"{name}.csv", bad_row=False
             )
         figures.update(children=children, records=total)
-        _progress(f"{total} records of {children} children generated and written to CSV in "
-                  f"{time.perf_counter() - started:.1f} s (workdir {root})")
+        _progress(
+            f"{total} records of {children} children generated and written to CSV in "
+            f"{time.perf_counter() - started:.1f} s (workdir {root})"
+        )
 
         matcher = demo.start_service(
             "matcher",
@@ -363,8 +356,12 @@ def run_federation(
             finally:
                 store.close()
         ingest_s = time.perf_counter() - started
-        row = {"stage": "ingest", "records": total, "ingest_seconds": ingest_s,
-               "ingest_records_per_s": total / ingest_s}
+        row = {
+            "stage": "ingest",
+            "records": total,
+            "ingest_seconds": ingest_s,
+            "ingest_records_per_s": total / ingest_s,
+        }
         _keep(figures, row)
         emit(row)
         _progress(f"ingested in {ingest_s:.1f} s")
@@ -377,10 +374,25 @@ def run_federation(
         publishers = []
         for agency in demo.AGENCIES:
             log = open(root / agency / "publish.log", "wb")  # noqa: SIM115 - closed below
-            publishers.append((agency, log, subprocess.Popen(
-                [sys.executable, "-m", "client.cli", "publish", "--config", str(configs[agency])],
-                stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
-            )))
+            publishers.append(
+                (
+                    agency,
+                    log,
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "client.cli",
+                            "publish",
+                            "--config",
+                            str(configs[agency]),
+                        ],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        cwd=Path(__file__).resolve().parent.parent,
+                    ),
+                )
+            )
         peak_rss = rss_before
         while any(p.poll() is None for _, _, p in publishers):
             peak_rss = max(peak_rss, _rss_bytes(matcher_pid))
@@ -410,9 +422,11 @@ def run_federation(
         }
         _keep(figures, row)
         emit(row)
-        _progress(f"published {indexed} records in {publish_s:.1f} s "
-                  f"({indexed / publish_s:,.0f}/s); matcher CPU {matcher_cpu:.1f} s, "
-                  f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB")
+        _progress(
+            f"published {indexed} records in {publish_s:.1f} s "
+            f"({indexed / publish_s:,.0f}/s); matcher CPU {matcher_cpu:.1f} s, "
+            f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB"
+        )
 
         truth = _child_of_references(root, population)
         records_of_child: dict[int, int] = {}
@@ -421,9 +435,7 @@ def run_federation(
         # ---- lookups through the children's social care node, as staff
         from linkage.schema import default_child_schema
 
-        queries = _pick_queries(
-            population, lookups, seed, default_child_schema().field_names
-        )
+        queries = _pick_queries(population, lookups, seed, default_child_schema().field_names)
         staff_tls = tls_files_for(root / "pki", STAFF[0])
         node_address = nodes[STAFF[1]].address()
         # without a link run, the first lookup makes the matcher fit its model on the whole
@@ -443,14 +455,24 @@ def run_federation(
         figures["first_lookup_seconds"] = time.perf_counter() - started
         _progress(f"first lookup (fits the model) took {figures['first_lookup_seconds']:.1f} s")
         for concurrency in (1, 32):
-            _progress(f"lookups at concurrency {concurrency} "
-                      f"(at most {len(queries)} or {lookup_seconds:g} s)")
-            pids = {"matcher": matcher_pid, "node": nodes[STAFF[1]].process.pid,
-                    "client": os.getpid()}
+            _progress(
+                f"lookups at concurrency {concurrency} "
+                f"(at most {len(queries)} or {lookup_seconds:g} s)"
+            )
+            pids = {
+                "matcher": matcher_pid,
+                "node": nodes[STAFF[1]].process.pid,
+                "client": os.getpid(),
+            }
             cpu_start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
             result = _run_lookups(
-                node_address, staff_tls, queries, concurrency=concurrency,
-                max_seconds=lookup_seconds, truth=truth, records_of_child=records_of_child,
+                node_address,
+                staff_tls,
+                queries,
+                concurrency=concurrency,
+                max_seconds=lookup_seconds,
+                truth=truth,
+                records_of_child=records_of_child,
             )
             done = max(1, result[f"lookup_c{concurrency}_count"])
             for name, pid in pids.items():
@@ -472,8 +494,7 @@ def run_federation(
                 def on_progress(p: Any) -> None:
                     if p.stage != last_stage[0]:
                         last_stage[0] = p.stage
-                        _progress(f"link stage {p.stage} "
-                                  f"({time.perf_counter() - started:.1f} s)")
+                        _progress(f"link stage {p.stage} ({time.perf_counter() - started:.1f} s)")
 
                 peak = [_rss_bytes(matcher_pid)]
                 linking = threading.Event()
@@ -490,17 +511,24 @@ def run_federation(
                     linking.set()
                     watcher.join()
                 link_s = time.perf_counter() - started
-                row = {"stage": "link", "records": indexed, "link_seconds": link_s,
-                       "link_matcher_peak_rss_mb": peak[0] / 2**20}
+                row = {
+                    "stage": "link",
+                    "records": indexed,
+                    "link_seconds": link_s,
+                    "link_matcher_peak_rss_mb": peak[0] / 2**20,
+                }
+                clusters: list[Any]
                 try:
                     clusters = [
-                        c for page in mc.link_result_pages(result_id, page_size=100)
+                        c
+                        for page in mc.link_result_pages(result_id, page_size=100)
                         for c in page.clusters
                     ]
                 except grpc.RpcError as exc:  # a cluster too large for one message
                     row["link_result_error"] = str(exc.code())
-                    clusters = _clusters_from_matcher_store(root / "matcher" / "store.sqlite",
-                                                            result_id)
+                    clusters = _clusters_from_matcher_store(
+                        root / "matcher" / "store.sqlite", result_id
+                    )
                     row["link_scored_from"] = "matcher store (GetLinkResult failed)"
                     row["link_clusters"] = len(clusters)
                     row["link_largest_cluster"] = max((len(c.members) for c in clusters), default=0)
@@ -516,9 +544,14 @@ def run_federation(
 
             _progress("library link on the same population (benchmarks.quality)")
             lib = quality.run_synthetic(children, seed)
-            row = {"stage": "library", "records": lib.records, "library_precision": lib.precision,
-                   "library_recall": lib.recall, "library_f1": lib.f1,
-                   "library_seconds": lib.seconds}
+            row = {
+                "stage": "library",
+                "records": lib.records,
+                "library_precision": lib.precision,
+                "library_recall": lib.recall,
+                "library_f1": lib.f1,
+                "library_seconds": lib.seconds,
+            }
             _keep(figures, row)
             emit(row)
     finally:

@@ -79,8 +79,14 @@ class Result:
 
 
 def _scores(
-    left: NDArray[np.int64], right: NDArray[np.int64], prob: NDArray[np.float64],
-    ti: NDArray[np.int64], tj: NDArray[np.int64], n: int, *, ordered: bool,
+    left: NDArray[np.int64],
+    right: NDArray[np.int64],
+    prob: NDArray[np.float64],
+    ti: NDArray[np.int64],
+    tj: NDArray[np.int64],
+    n: int,
+    *,
+    ordered: bool,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     if not ordered:
         left, right = np.minimum(left, right), np.maximum(left, right)
@@ -143,15 +149,28 @@ def run_jigsaw_link(
     )
     sc = result.scored
     return Result(
-        name, "jigsaw", q.precision, q.recall, q.f1, bq.pair_completeness, bq.reduction_ratio,
-        sc.candidates, "model: p >= 0.5, one-to-one", seconds, len(a) + len(b), len(ti),
+        name,
+        "jigsaw",
+        q.precision,
+        q.recall,
+        q.f1,
+        bq.pair_completeness,
+        bq.reduction_ratio,
+        sc.candidates,
+        "model: p >= 0.5, one-to-one",
+        seconds,
+        len(a) + len(b),
+        len(ti),
         _scores(sc.left, sc.right, sc.probability, ti, tj, max(len(a), len(b)), ordered=True),
     )
 
 
 def run_jigsaw_dedupe(
-    name: str, schema: Schema, datasets: list[dict[str, list[str | None]]],
-    ti: NDArray[np.int64], tj: NDArray[np.int64],
+    name: str,
+    schema: Schema,
+    datasets: list[dict[str, list[str | None]]],
+    ti: NDArray[np.int64],
+    tj: NDArray[np.int64],
 ) -> Result:
     t0 = time.perf_counter()
     encoded = [_encode(schema, cols) for cols in datasets]
@@ -165,8 +184,18 @@ def run_jigsaw_dedupe(
     )
     sc = res.scored
     return Result(
-        name, "jigsaw", q.precision, q.recall, q.f1, bq.pair_completeness, bq.reduction_ratio,
-        sc.candidates, "model: p >= 0.5, clustered", seconds, n, len(ti),
+        name,
+        "jigsaw",
+        q.precision,
+        q.recall,
+        q.f1,
+        bq.pair_completeness,
+        bq.reduction_ratio,
+        sc.candidates,
+        "model: p >= 0.5, clustered",
+        seconds,
+        n,
+        len(ti),
         _scores(sc.left, sc.right, sc.probability, ti, tj, n, ordered=False),
     )
 
@@ -217,9 +246,18 @@ def run_baseline_link(
     q = evaluate.pairwise_quality(pi, pj, ti, tj, ordered=True)
     bq = evaluate.blocking_quality(ci, cj, ti, tj, len(a) * len(b), ordered=True)
     return Result(
-        name, "plaintext-recordlinkage-ecm", q.precision, q.recall, q.f1,
-        bq.pair_completeness, bq.reduction_ratio, len(cands), "ECM classifier", seconds,
-        len(a) + len(b), len(ti),
+        name,
+        "plaintext-recordlinkage-ecm",
+        q.precision,
+        q.recall,
+        q.f1,
+        bq.pair_completeness,
+        bq.reduction_ratio,
+        len(cands),
+        "ECM classifier",
+        seconds,
+        len(a) + len(b),
+        len(ti),
     )
 
 
@@ -240,16 +278,27 @@ def run_baseline_dedupe(name: str, d: Any, ti: NDArray[np.int64], tj: NDArray[np
     q = evaluate.pairwise_quality(pi, pj, ti, tj, ordered=False)
     bq = evaluate.blocking_quality(ci, cj, ti, tj, n * (n - 1) // 2, ordered=False)
     return Result(
-        name, "plaintext-recordlinkage-ecm", q.precision, q.recall, q.f1,
-        bq.pair_completeness, bq.reduction_ratio, len(cands), "ECM classifier", seconds,
-        n, len(ti),
+        name,
+        "plaintext-recordlinkage-ecm",
+        q.precision,
+        q.recall,
+        q.f1,
+        bq.pair_completeness,
+        bq.reduction_ratio,
+        len(cands),
+        "ECM classifier",
+        seconds,
+        n,
+        len(ti),
     )
 
 
 # ---------------------------------------------------------------- synthetic
 
 
-def synthetic_population(n_children: int, seed: int) -> tuple[list[dict[str, list[str | None]]], NDArray[np.int64]]:
+def synthetic_population(
+    n_children: int, seed: int
+) -> tuple[list[dict[str, list[str | None]]], NDArray[np.int64]]:
     """Columns per agency and the ground-truth child id of every record (concatenated)."""
     data = synthetic.generate_population(n_children, seed=seed)
     columns = [agency.columns for agency in data.agencies.values()]

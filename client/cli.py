@@ -208,7 +208,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 bar.update(task, completed=done)
 
             report = publish_pending(
-                store, config.schema, keys, stub, batch_size=config.publish_batch_size,
+                store,
+                config.schema,
+                keys,
+                stub,
+                batch_size=config.publish_batch_size,
                 progress=tick,
             )
         out.print(
@@ -234,8 +238,13 @@ BAND_NAMES = {1: "very high", 2: "high", 3: "possible", 4: "low"}
 AGREEMENT_NAMES = {1: "exact", 2: "strong", 3: "weak", 4: "disagrees", 5: "missing"}
 
 
-FIELD_SHORT = {"given_name": "given", "middle_names": "middle", "family_name": "family",
-               "date_of_birth": "dob", "nhs_number": "nhs"}
+FIELD_SHORT = {
+    "given_name": "given",
+    "middle_names": "middle",
+    "family_name": "family",
+    "date_of_birth": "dob",
+    "nhs_number": "nhs",
+}
 
 
 def evidence_text(evidence: Sequence[Any]) -> str:
@@ -339,8 +348,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         with NodeClient(args.node, _tls(args)) as node:
             ns = node.status()
-        out.print(f"node {ns.agency}: {ns.records} records, {ns.published} published, "
-                  f"{ns.pending} pending")
+        out.print(
+            f"node {ns.agency}: {ns.records} records, {ns.published} published, "
+            f"{ns.pending} pending"
+        )
     return EXIT_OK
 
 
@@ -386,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
 
-    pki = sub.add_parser("pki", help="certificates").add_subparsers(dest="pki_command", required=True)
+    pki = sub.add_parser("pki", help="certificates").add_subparsers(
+        dest="pki_command", required=True
+    )
     pi = pki.add_parser("init", help="create a CA and certificates for every identity")
     pi.add_argument("--dir", required=True, help="output directory")
     pi.add_argument("--agency", action="append", default=[], help="agency id (repeat)")
@@ -404,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--force", action="store_true")
     si.set_defaults(func=cmd_secret_init)
 
-    node = sub.add_parser("node", help="agency node").add_subparsers(dest="node_command", required=True)
+    node = sub.add_parser("node", help="agency node").add_subparsers(
+        dest="node_command", required=True
+    )
     ns = node.add_parser("serve", help="run an agency node until SIGTERM")
     ns.add_argument("--config", required=True)
     ns.add_argument("--port-file", help="write the bound port here once serving")

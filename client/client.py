@@ -73,9 +73,7 @@ class NodeClient(_Client):
         request = jigsaw_pb2.LookupRequest(
             identifiers=dict(identifiers), purpose=purpose, max_candidates=max_candidates
         )
-        response: jigsaw_pb2.LookupResponse = self._stub.Lookup(
-            request, timeout=LOOKUP_DEADLINE_S
-        )
+        response: jigsaw_pb2.LookupResponse = self._stub.Lookup(request, timeout=LOOKUP_DEADLINE_S)
         return response
 
     def disclose(self, reference: str, *, purpose: str) -> jigsaw_pb2.DiscloseResponse:

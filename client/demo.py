@@ -46,24 +46,44 @@ OPERATOR = "olivia"
 # Each agency's own CSV column names (schema field -> column) and date layout.
 COLUMN_NAMES: dict[str, dict[str, str]] = {
     "police": {
-        "local_id": "PersonRef", "given_name": "Forename", "middle_names": "MiddleNames",
-        "family_name": "Surname", "date_of_birth": "DOB", "sex": "Gender",
-        "postcode": "Postcode", "nhs_number": "NHSNo",
+        "local_id": "PersonRef",
+        "given_name": "Forename",
+        "middle_names": "MiddleNames",
+        "family_name": "Surname",
+        "date_of_birth": "DOB",
+        "sex": "Gender",
+        "postcode": "Postcode",
+        "nhs_number": "NHSNo",
     },
     "health": {
-        "local_id": "patient_id", "given_name": "first_name", "middle_names": "middle_name",
-        "family_name": "last_name", "date_of_birth": "birth_date", "sex": "sex",
-        "postcode": "post_code", "nhs_number": "nhs_number",
+        "local_id": "patient_id",
+        "given_name": "first_name",
+        "middle_names": "middle_name",
+        "family_name": "last_name",
+        "date_of_birth": "birth_date",
+        "sex": "sex",
+        "postcode": "post_code",
+        "nhs_number": "nhs_number",
     },
     "school": {
-        "local_id": "UPN", "given_name": "LegalForename", "middle_names": "MiddleNames",
-        "family_name": "LegalSurname", "date_of_birth": "DateOfBirth", "sex": "Sex",
-        "postcode": "HomePostcode", "nhs_number": "NHSNumber",
+        "local_id": "UPN",
+        "given_name": "LegalForename",
+        "middle_names": "MiddleNames",
+        "family_name": "LegalSurname",
+        "date_of_birth": "DateOfBirth",
+        "sex": "Sex",
+        "postcode": "HomePostcode",
+        "nhs_number": "NHSNumber",
     },
     "childrens_social_care": {
-        "local_id": "case_person_id", "given_name": "forename", "middle_names": "other_names",
-        "family_name": "surname", "date_of_birth": "dob", "sex": "gender",
-        "postcode": "postcode", "nhs_number": "nhs_no",
+        "local_id": "case_person_id",
+        "given_name": "forename",
+        "middle_names": "other_names",
+        "family_name": "surname",
+        "date_of_birth": "dob",
+        "sex": "gender",
+        "postcode": "postcode",
+        "nhs_number": "nhs_no",
     },
 }
 DISCLOSED = ["given_name", "family_name", "date_of_birth", "postcode"]
@@ -204,8 +224,8 @@ key = "../pki/matcher.key"
 
 
 def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
-    from client.client import MatcherClient, NodeClient
     from client.cli import BAND_NAMES, evidence_text
+    from client.client import MatcherClient, NodeClient
     from proto.jigsaw.v1 import jigsaw_pb2_grpc
     from server.audit import verify_audit_log
     from server.ingest import ingest_source
@@ -230,31 +250,43 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
     secret_path = root / "secret.hex"
     secret_path.write_text(LinkageSecret.generate().to_hex() + "\n", "ascii")
     os.chmod(secret_path, 0o600)
-    console.print(f"[1] certificates for {len(AGENCIES)} nodes, {len(STAFF)} staff, "
-                  "1 operator and the matcher; a fresh linkage secret for the agencies")
+    console.print(
+        f"[1] certificates for {len(AGENCIES)} nodes, {len(STAFF)} staff, "
+        "1 operator and the matcher; a fresh linkage secret for the agencies"
+    )
 
     # 2. synthetic data
     population = synthetic.generate_population(children, seed=seed)
     (root / "data").mkdir()
     for name in AGENCIES:
-        n = write_agency_csv(population.agencies[name], root / "data" / f"{name}.csv",
-                             bad_row=name == "police")
+        n = write_agency_csv(
+            population.agencies[name], root / "data" / f"{name}.csv", bad_row=name == "police"
+        )
         console.print(f"[2] {name}: {n} rows written to data/{name}.csv")
 
     services: list[Service] = []
     try:
         # 3. matcher and nodes, each its own process
-        matcher = start_service("matcher", ["matcher", "serve", "--config",
-                                     str(write_matcher_config(root))], root / "matcher")
+        matcher = start_service(
+            "matcher",
+            ["matcher", "serve", "--config", str(write_matcher_config(root))],
+            root / "matcher",
+        )
         services.append(matcher)
         wait_ready([matcher])
         node_cfgs = {a: write_node_config(root, a, matcher.address()) for a in AGENCIES}
-        nodes = {a: start_service(f"{a}-node", ["node", "serve", "--config", str(node_cfgs[a])],
-                           root / a) for a in AGENCIES}
+        nodes = {
+            a: start_service(
+                f"{a}-node", ["node", "serve", "--config", str(node_cfgs[a])], root / a
+            )
+            for a in AGENCIES
+        }
         services.extend(nodes.values())
         wait_ready(list(nodes.values()))
-        console.print(f"[3] matcher on {matcher.address()}; nodes: " + ", ".join(
-            f"{a} {s.address()}" for a, s in nodes.items()))
+        console.print(
+            f"[3] matcher on {matcher.address()}; nodes: "
+            + ", ".join(f"{a} {s.address()}" for a, s in nodes.items())
+        )
 
         # 4. ingest and publish (what `jigsaw ingest` and `jigsaw publish` do)
         for agency in AGENCIES:
@@ -273,7 +305,9 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
                 channel = secure_channel(config.matcher, config.tls)
                 try:
                     pub = publish_pending(
-                        store, config.schema, read_linkage_keys(config),
+                        store,
+                        config.schema,
+                        read_linkage_keys(config),
                         jigsaw_pb2_grpc.MatcherStub(channel),  # type: ignore[no-untyped-call]
                         batch_size=config.publish_batch_size,
                     )
@@ -295,9 +329,11 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
             result_id = mc.link(on_progress=on_progress)
             clusters = [c for page in mc.link_result_pages(result_id) for c in page.clusters]
             status = mc.status()
-        console.print(f"[5] batch link {result_id} ({' → '.join(stages)}): "
-                      f"{len(clusters)} children held by two or more records, "
-                      f"{status.indexed_records} records indexed")
+        console.print(
+            f"[5] batch link {result_id} ({' → '.join(stages)}): "
+            f"{len(clusters)} children held by two or more records, "
+            f"{status.indexed_records} records indexed"
+        )
         _score_link(root, population, clusters, console)
 
         # 6. lookups and one disclosure as unit staff (alice, children's social care)
@@ -307,22 +343,32 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
             first_police_ref = ""
             for child_query in picked:
                 response = own_node.lookup(child_query, purpose="strategy discussion (demo)")
-                table = Table("agency", "reference", "match", "evidence (fields on both sides)",
-                              title=f"lookup {response.lookup_id} — query fields: "
-                              + ", ".join(sorted(child_query)))
+                table = Table(
+                    "agency",
+                    "reference",
+                    "match",
+                    "evidence (fields on both sides)",
+                    title=f"lookup {response.lookup_id} — query fields: "
+                    + ", ".join(sorted(child_query)),
+                )
                 for c in response.candidates:
-                    table.add_row(c.agency, c.reference[:12] + "…", BAND_NAMES.get(c.band, "?"),
-                                  evidence_text(c.evidence))
+                    table.add_row(
+                        c.agency,
+                        c.reference[:12] + "…",
+                        BAND_NAMES.get(c.band, "?"),
+                        evidence_text(c.evidence),
+                    )
                     if c.agency == "police" and not first_police_ref:
                         first_police_ref = c.reference
                 console.print(table)
         if first_police_ref:
             with NodeClient(nodes["police"].address(), alice) as police:
-                disclosed = police.disclose(first_police_ref,
-                                            purpose="section 47 enquiry (demo)")
-            console.print(f"[6] disclosure {disclosed.disclosure_id} from police: released "
-                          f"fields {sorted(disclosed.fields)}; withheld "
-                          f"{list(disclosed.withheld_fields)} (values not printed)")
+                disclosed = police.disclose(first_police_ref, purpose="section 47 enquiry (demo)")
+            console.print(
+                f"[6] disclosure {disclosed.disclosure_id} from police: released "
+                f"fields {sorted(disclosed.fields)}; withheld "
+                f"{list(disclosed.withheld_fields)} (values not printed)"
+            )
     finally:
         codes = stop_services(services)
 
@@ -331,16 +377,23 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
     for log in sorted(root.glob("*/audit.jsonl")):
         result = verify_audit_log(log)
         ok &= result.ok
-        console.print(f"[7] audit {log.relative_to(root)}: "
-                      + (f"OK, {result.entries} entries" if result.ok
-                         else f"TAMPERED at {result.first_bad_seq}: {result.reason}"))
+        console.print(
+            f"[7] audit {log.relative_to(root)}: "
+            + (
+                f"OK, {result.entries} entries"
+                if result.ok
+                else f"TAMPERED at {result.first_bad_seq}: {result.reason}"
+            )
+        )
     console.print("    shutdown: " + ", ".join(f"{n} exit {c}" for n, c in codes))
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s; data in {root}")
     clean = all(c == 0 for _, c in codes)
     return 0 if ok and clean else 1
 
 
-def _pick_children(population: synthetic.SyntheticData, count: int, seed: int) -> list[dict[str, str]]:
+def _pick_children(
+    population: synthetic.SyntheticData, count: int, seed: int
+) -> list[dict[str, str]]:
     """Queries for children known to police and to children's social care (so the demo can
     show a disclosure), typed as health recorded them (different spelling and format)."""
     police = {int(c) for c in population.agencies["police"].child_id}
@@ -364,8 +417,9 @@ def _pick_children(population: synthetic.SyntheticData, count: int, seed: int) -
     return chosen
 
 
-def _score_link(root: Path, population: synthetic.SyntheticData, clusters: Sequence[object],
-                console: Console) -> None:
+def _score_link(
+    root: Path, population: synthetic.SyntheticData, clusters: Sequence[object], console: Console
+) -> None:
     """Compare the federation's clusters with the synthetic ground truth (demo only)."""
     import sqlite3
 
@@ -384,8 +438,11 @@ def _score_link(root: Path, population: synthetic.SyntheticData, clusters: Seque
     position = {k: i for i, k in enumerate(keys)}
     labels = np.arange(len(keys), dtype=np.int64)
     for c in clusters:
-        members = [position[(m.agency, m.reference)] for m in c.members  # type: ignore[attr-defined]
-                   if (m.agency, m.reference) in position]
+        members = [
+            position[(m.agency, m.reference)]
+            for m in c.members  # type: ignore[attr-defined]
+            if (m.agency, m.reference) in position
+        ]
         if members:
             labels[members] = min(members)
     truth = np.array([child_of[k] for k in keys], dtype=np.int64)
@@ -394,5 +451,7 @@ def _score_link(root: Path, population: synthetic.SyntheticData, clusters: Seque
     ti, tj = evaluate.true_pairs_from_entities(truth)
     pi, pj = pairs_from_labels(labels)
     q = evaluate.pairwise_quality(pi, pj, ti, tj)
-    console.print(f"    against the synthetic ground truth: precision {q.precision:.4f}, "
-                  f"recall {q.recall:.4f}, F1 {q.f1:.4f} ({len(ti)} true pairs)")
+    console.print(
+        f"    against the synthetic ground truth: precision {q.precision:.4f}, "
+        f"recall {q.recall:.4f}, F1 {q.f1:.4f} ({len(ti)} true pairs)"
+    )

@@ -411,9 +411,7 @@ def encode_records(
                 v_i, s_i = divmod(int(c), len(salt_values) + 1)
                 salted_values.append((values[v_i], salt_values[s_i - 1] if s_i else "~"))
             inverse = inv.astype(np.int64) - (1 if has_missing else 0)
-            token_lists = [
-                [f"{salt}|{t}" for t in tokenise(spec, v)] for v, salt in salted_values
-            ]
+            token_lists = [[f"{salt}|{t}" for t in tokenise(spec, v)] for v, salt in salted_values]
         else:
             token_lists = [tokenise(spec, v) for v in values]
 
@@ -429,8 +427,9 @@ def encode_records(
         tok_ids = np.asarray(flat_tokens, dtype=np.int64)
         owner = np.repeat(np.arange(len(token_lists), dtype=np.int64), counts)
 
-        pos = token_positions(keys.key("filter", spec.name), token_list, spec.hashes_per_token,
-                              spec.filter_bits)
+        pos = token_positions(
+            keys.key("filter", spec.name), token_list, spec.hashes_per_token, spec.filter_bits
+        )
         k = spec.hashes_per_token
         distinct_filters = _scatter_bits(
             len(token_lists), spec.filter_words, np.repeat(owner, k), pos[tok_ids].ravel()
@@ -443,10 +442,13 @@ def encode_records(
 
         rk = spec.record_hashes_per_token
         if rk:
-            rpos = token_positions(keys.key("record", spec.name), token_list, rk,
-                                   schema.record_filter_bits)
+            rpos = token_positions(
+                keys.key("record", spec.name), token_list, rk, schema.record_filter_bits
+            )
             distinct_record = _scatter_bits(
-                len(token_lists), schema.record_filter_words, np.repeat(owner, rk),
+                len(token_lists),
+                schema.record_filter_words,
+                np.repeat(owner, rk),
                 rpos[tok_ids].ravel(),
             )
             record[ok] |= distinct_record[inverse[ok]]
@@ -461,7 +463,7 @@ def encode_records(
             part_idx.append(idx)
             part_vals.append(vals)
         stacked = np.stack(part_idx, axis=1)
-        ok = (stacked >= 0).all(axis=1)
+        ok = np.asarray((stacked >= 0).all(axis=1), dtype=np.bool_)
         if not ok.any():
             continue
         uniq, inv = _unique_rows(stacked[ok], [len(v) for v in part_vals])

@@ -164,9 +164,7 @@ def normalise_name(raw: str | None, *, field: str, day_first: bool = True) -> st
     return _normalise_person_name(raw, field=field, glue_particles=False)
 
 
-def normalise_family_name(
-    raw: str | None, *, field: str, day_first: bool = True
-) -> str | None:
+def normalise_family_name(raw: str | None, *, field: str, day_first: bool = True) -> str | None:
     """Return a family name as lowercase ASCII letters, parts separated by single spaces.
 
     Steps: NFKC and ``anyascii`` transliteration (José -> jose, Straße -> strasse,

@@ -286,7 +286,10 @@ class ClusterResult:
     def edges(self, threshold: float) -> NDArray[np.bool_]:
         """Mask of scored pairs at or above ``threshold`` that lie inside one cluster."""
         s = self.scored
-        return (s.probability >= threshold) & (self.labels[s.left] == self.labels[s.right])
+        mask: NDArray[np.bool_] = (s.probability >= threshold) & (
+            self.labels[s.left] == self.labels[s.right]
+        )
+        return mask
 
 
 def cluster_datasets(

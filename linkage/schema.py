@@ -30,6 +30,7 @@ spelling out a default have the same fingerprint.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import tomllib
 from collections.abc import Mapping
@@ -222,7 +223,9 @@ class Schema:
             "normalisation_version": NORMALISATION_VERSION,
             "encoding_version": ENCODING_VERSION,
         }
-        return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+        return json.dumps(
+            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode()
 
     def fingerprint(self) -> str:
         """``sha256:<hex>`` over the canonical form; identical schemas give identical prints."""
@@ -261,8 +264,9 @@ def shipped_schema_names() -> tuple[str, ...]:
 
 def shipped_schema_text(name: str) -> str:
     if name not in shipped_schema_names():
-        raise SchemaError([f"unknown shipped schema {name!r}; expected one of "
-                           f"{list(shipped_schema_names())}"])
+        raise SchemaError(
+            [f"unknown shipped schema {name!r}; expected one of {list(shipped_schema_names())}"]
+        )
     return resources.files("linkage").joinpath("schemas", f"{name}.toml").read_text("utf-8")
 
 
@@ -298,9 +302,11 @@ class _Problems:
         return value
 
 
-def _parse_ref(problems: _Problems, where: str, ref: Any, kinds: Mapping[str, str]) -> tuple[str, str] | None:
+def _parse_ref(
+    problems: _Problems, where: str, ref: Any, kinds: Mapping[str, str]
+) -> tuple[str, str] | None:
     if not isinstance(ref, str) or ref.count(".") != 1:
-        problems.add(f"{where}: expected \"<field>.<transform>\"")
+        problems.add(f'{where}: expected "<field>.<transform>"')
         return None
     fld, transform = ref.split(".")
     if fld not in kinds:
@@ -416,7 +422,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
                 p.add(f"{where}.levels: expected numbers in (0, 1]")
                 break
             levels.append(float(lv))
-        if not levels or any(a <= b for a, b in zip(levels, levels[1:], strict=False)):
+        if not levels or any(a <= b for a, b in itertools.pairwise(levels)):
             p.add(f"{where}.levels: expected a non-empty, strictly descending list")
         salt = p.typed(where, raw, "salt", str, "")
         if salt:
@@ -463,7 +469,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
         rule_names.add(rname)
         parts_raw = p.typed(where, raw, "parts", list, [])
         if not parts_raw:
-            p.add(f"{where}.parts: expected a non-empty list of \"<field>.<transform>\"")
+            p.add(f'{where}.parts: expected a non-empty list of "<field>.<transform>"')
         parts = [_parse_ref(p, f"{where}.parts", part, kinds) for part in parts_raw]
         rules.append(BlockingRule(rname, tuple(x for x in parts if x is not None)))
 

@@ -39,10 +39,15 @@ REPO = Path(__file__).resolve().parent.parent
 CANARY = "Zqxcanary"
 
 
-def jigsaw(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def jigsaw(
+    *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "client.cli", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
     )
     if check and done.returncode != 0:
         raise AssertionError(f"jigsaw {args[0]} failed ({done.returncode}):\n{done.stderr}")
@@ -64,7 +69,8 @@ class Federation:
 
     def start_matcher(self) -> Service:
         self.matcher = start_service(
-            "matcher", ["matcher", "serve", "--config", str(self.root / "matcher" / "matcher.toml")],
+            "matcher",
+            ["matcher", "serve", "--config", str(self.root / "matcher" / "matcher.toml")],
             self.root / "matcher",
         )
         self.services.append(self.matcher)
@@ -88,13 +94,25 @@ class Federation:
 
 def _build(root: Path, children: int, seed: int) -> Federation:
     fed = Federation(root, synthetic.generate_population(children, seed=seed))
-    jigsaw("pki", "init", "--dir", fed.pki, *[f"--agency={a}" for a in AGENCIES],
-           "--staff", "alice:childrens_social_care", "--staff", "bob:police",
-           "--operator", "olivia")
+    jigsaw(
+        "pki",
+        "init",
+        "--dir",
+        fed.pki,
+        *[f"--agency={a}" for a in AGENCIES],
+        "--staff",
+        "alice:childrens_social_care",
+        "--staff",
+        "bob:police",
+        "--operator",
+        "olivia",
+    )
     jigsaw("secret", "init", "--out", str(root / "secret.hex"))
     (root / "data").mkdir()
     for a in AGENCIES:
-        write_agency_csv(fed.population.agencies[a], root / "data" / f"{a}.csv", bad_row=a == "police")
+        write_agency_csv(
+            fed.population.agencies[a], root / "data" / f"{a}.csv", bad_row=a == "police"
+        )
     write_matcher_config(root)
     return fed
 
@@ -114,8 +132,9 @@ def _start_all(fed: Federation) -> None:
     assert fed.matcher is not None
     for a in AGENCIES:
         fed.node_configs[a] = write_node_config(fed.root, a, fed.matcher.address())
-        fed.nodes[a] = start_service(f"{a}-node", ["node", "serve", "--config",
-                                                   str(fed.node_configs[a])], fed.root / a)
+        fed.nodes[a] = start_service(
+            f"{a}-node", ["node", "serve", "--config", str(fed.node_configs[a])], fed.root / a
+        )
         fed.services.append(fed.nodes[a])
     wait_ready(list(fed.nodes.values()))
     for a in AGENCIES:
@@ -126,9 +145,11 @@ def _start_all(fed: Federation) -> None:
 def _health_query(fed: Federation) -> dict[str, str]:
     health = fed.population.agencies["health"]
     for j in range(len(health)):
-        q = {f: str(health.columns[f][j]).strip() for f in ("given_name", "family_name",
-                                                            "date_of_birth")
-             if health.columns[f][j] and str(health.columns[f][j]).strip()}
+        q = {
+            f: str(health.columns[f][j]).strip()
+            for f in ("given_name", "family_name", "date_of_birth")
+            if health.columns[f][j] and str(health.columns[f][j]).strip()
+        }
         if len(q) == 3:
             return q
     raise AssertionError("no complete health record")
@@ -145,8 +166,9 @@ def test_publish_is_idempotent(federation: Federation) -> None:
     jigsaw("publish", "--config", str(federation.node_configs["health"]))
     assert federation.matcher_rows() == before
     expected = sum(
-        sqlite3.connect(federation.root / a / "store.sqlite").execute(
-            "SELECT count(*) FROM records WHERE deleted = 0").fetchone()[0]
+        sqlite3.connect(federation.root / a / "store.sqlite")
+        .execute("SELECT count(*) FROM records WHERE deleted = 0")
+        .fetchone()[0]
         for a in AGENCIES
     )
     assert before == expected
@@ -154,8 +176,18 @@ def test_publish_is_idempotent(federation: Federation) -> None:
 
 def test_lookup_finds_the_child_in_health(federation: Federation) -> None:
     q = _health_query(federation)
-    args = ["lookup", "--node", federation.nodes["childrens_social_care"].address(),
-            "--pki", federation.pki, "--identity", "alice", "--purpose", "e2e test", "--json"]
+    args = [
+        "lookup",
+        "--node",
+        federation.nodes["childrens_social_care"].address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "alice",
+        "--purpose",
+        "e2e test",
+        "--json",
+    ]
     for k, v in q.items():
         args += ["--field", f"{k}={v}"]
     result = json.loads(jigsaw(*args).stdout)
@@ -168,42 +200,111 @@ def test_lookup_finds_the_child_in_health(federation: Federation) -> None:
 
 def test_disclose_releases_only_policy_fields(federation: Federation) -> None:
     q = _health_query(federation)
-    args = ["lookup", "--node", federation.nodes["childrens_social_care"].address(),
-            "--pki", federation.pki, "--identity", "alice", "--purpose", "e2e", "--json"]
+    args = [
+        "lookup",
+        "--node",
+        federation.nodes["childrens_social_care"].address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "alice",
+        "--purpose",
+        "e2e",
+        "--json",
+    ]
     for k, v in q.items():
         args += ["--field", f"{k}={v}"]
-    ref = next(c["reference"] for c in json.loads(jigsaw(*args).stdout)["candidates"]
-               if c["agency"] == "health")
-    out = jigsaw("disclose", "--node", federation.nodes["health"].address(), "--pki",
-                 federation.pki, "--identity", "alice", "--reference", ref,
-                 "--purpose", "section 47 enquiry").stdout
+    ref = next(
+        c["reference"]
+        for c in json.loads(jigsaw(*args).stdout)["candidates"]
+        if c["agency"] == "health"
+    )
+    out = jigsaw(
+        "disclose",
+        "--node",
+        federation.nodes["health"].address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "alice",
+        "--reference",
+        ref,
+        "--purpose",
+        "section 47 enquiry",
+    ).stdout
     assert "given_name" in out and "withheld by policy" in out and "nhs_number" in out
 
 
 def test_link_as_operator_and_denied_to_staff(federation: Federation) -> None:
     assert federation.matcher is not None
-    ok = jigsaw("link", "--matcher", federation.matcher.address(), "--pki", federation.pki,
-                "--identity", "olivia")
+    ok = jigsaw(
+        "link",
+        "--matcher",
+        federation.matcher.address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "olivia",
+    )
     assert "clusters" in ok.stdout
-    denied = jigsaw("link", "--matcher", federation.matcher.address(), "--pki",
-                    federation.pki, "--identity", "alice", check=False)
+    denied = jigsaw(
+        "link",
+        "--matcher",
+        federation.matcher.address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "alice",
+        check=False,
+    )
     assert denied.returncode == 3 and "PERMISSION_DENIED" in denied.stderr
 
 
 def test_foreign_certificate_is_refused(federation: Federation, tmp_path: Path) -> None:
-    jigsaw("pki", "init", "--dir", str(tmp_path / "rogue"), "--agency", "police",
-           "--staff", "mallory:police")
-    out = jigsaw("lookup", "--node", federation.nodes["police"].address(), "--pki",
-                 str(tmp_path / "rogue"), "--identity", "mallory", "--purpose", "x",
-                 "--field", "given_name=Amelia", check=False)
+    jigsaw(
+        "pki",
+        "init",
+        "--dir",
+        str(tmp_path / "rogue"),
+        "--agency",
+        "police",
+        "--staff",
+        "mallory:police",
+    )
+    out = jigsaw(
+        "lookup",
+        "--node",
+        federation.nodes["police"].address(),
+        "--pki",
+        str(tmp_path / "rogue"),
+        "--identity",
+        "mallory",
+        "--purpose",
+        "x",
+        "--field",
+        "given_name=Amelia",
+        check=False,
+    )
     assert out.returncode == 3 and "UNAVAILABLE" in out.stderr
 
 
 def test_bad_lookup_field_is_invalid_argument_without_value(federation: Federation) -> None:
-    out = jigsaw("lookup", "--node", federation.nodes["police"].address(), "--pki",
-                 federation.pki, "--identity", "bob", "--purpose", "x",
-                 "--field", f"date_of_birth={CANARY}", "--field", "given_name=Amelia",
-                 check=False)
+    out = jigsaw(
+        "lookup",
+        "--node",
+        federation.nodes["police"].address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "bob",
+        "--purpose",
+        "x",
+        "--field",
+        f"date_of_birth={CANARY}",
+        "--field",
+        "given_name=Amelia",
+        check=False,
+    )
     assert out.returncode == 3 and "INVALID_ARGUMENT" in out.stderr
     assert "date_of_birth" in out.stderr and CANARY.lower() not in out.stderr.lower()
 
@@ -241,12 +342,18 @@ def test_kill_matcher_mid_publish_and_mid_link(tmp_path: Path) -> None:
     text = cfg.read_text().replace("publish_batch_size = 1000", "publish_batch_size = 200")
     cfg.write_text(text)
     jigsaw("ingest", "--config", str(cfg))
-    total = sqlite3.connect(fed.root / "health" / "store.sqlite").execute(
-        "SELECT count(*) FROM records").fetchone()[0]
+    total = (
+        sqlite3.connect(fed.root / "health" / "store.sqlite")
+        .execute("SELECT count(*) FROM records")
+        .fetchone()[0]
+    )
     try:
-        publisher = subprocess.Popen([sys.executable, "-m", "client.cli", "publish", "--config",
-                                      str(cfg)], cwd=REPO, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        publisher = subprocess.Popen(
+            [sys.executable, "-m", "client.cli", "publish", "--config", str(cfg)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while fed.matcher_rows() == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -263,16 +370,30 @@ def test_kill_matcher_mid_publish_and_mid_link(tmp_path: Path) -> None:
         assert fed.matcher_rows() == total  # nothing duplicated
 
         # kill -9 in the middle of a link, restart, link again
-        linker = subprocess.Popen([sys.executable, "-m", "client.cli", "link", "--matcher",
-                                   fed.matcher.address(), "--pki", fed.pki, "--identity",
-                                   "olivia"], cwd=REPO, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        linker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "client.cli",
+                "link",
+                "--matcher",
+                fed.matcher.address(),
+                "--pki",
+                fed.pki,
+                "--identity",
+                "olivia",
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.8)
         fed.kill_matcher()
         linker.wait(timeout=60)
         fed.start_matcher()
-        out = jigsaw("link", "--matcher", fed.matcher.address(), "--pki", fed.pki,
-                     "--identity", "olivia")
+        out = jigsaw(
+            "link", "--matcher", fed.matcher.address(), "--pki", fed.pki, "--identity", "olivia"
+        )
         assert "clusters" in out.stdout
         assert fed.matcher_rows() == total
     finally:
@@ -285,9 +406,12 @@ def test_kill_node_mid_ingest_loses_and_duplicates_nothing(tmp_path: Path) -> No
     cfg = write_node_config(fed.root, "health", "127.0.0.1:1")
     with open(fed.root / "data" / "health.csv", encoding="utf-8") as handle:
         rows = sum(1 for _ in handle) - 1
-    ingester = subprocess.Popen([sys.executable, "-m", "client.cli", "ingest", "--config",
-                                 str(cfg)], cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    ingester = subprocess.Popen(
+        [sys.executable, "-m", "client.cli", "ingest", "--config", str(cfg)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     store = fed.root / "health" / "store.sqlite"
 
     def stored() -> int:

@@ -92,7 +92,7 @@ def test_remove_then_reuse_after_compaction(encoded: tuple[EncodedBatch, np.ndar
     index.compact()
     index.upsert("health", refs(30, start=500), batch.take(range(100, 130)))
     assert index._size == size_before  # freed slots reused
-    snap, agencies, references = index.snapshot()
+    snap, _agencies, references = index.snapshot()
     assert len(snap) == 100 and len(references) == len(set(references)) == 100
 
 
@@ -127,7 +127,9 @@ def _small_batch() -> EncodedBatch:
     return _CACHE["b"]
 
 
-def test_incompatible_and_malformed_input_is_refused(encoded: tuple[EncodedBatch, np.ndarray]) -> None:
+def test_incompatible_and_malformed_input_is_refused(
+    encoded: tuple[EncodedBatch, np.ndarray],
+) -> None:
     batch, _ = encoded
     index = MatchIndex(SCHEMA, key_version=2)
     with pytest.raises(IncompatibleEncodingError, match="key version"):
