@@ -33,6 +33,17 @@ Byte layout of a packed filter of ``m`` bits: ``m / 64`` little-endian uint64 wo
 ``i`` is bit ``i % 64`` of word ``i // 64`` (equivalently bit ``i % 8``, LSB first, of byte
 ``i // 8``). A batch is a C-contiguous ``uint64`` array of shape ``(n, m / 64)``.
 
+Hardening (the last step, :mod:`linkage.harden`): a field whose schema entry has a
+``hardening`` table has its filters passed through :func:`linkage.harden.harden_field_filters`
+(key ``harden/<field name>``); the record filter through
+:func:`linkage.harden.harden_record_filters` (key ``harden/record``) when ``[hardening]`` is
+on. A hardened filter is published with the width :attr:`FieldSpec.published_bits` /
+:attr:`Schema.published_record_bits` (balancing doubles it, XOR folding halves it). Hardening
+is a deterministic function of (key, filter bytes), so each distinct field value is hardened
+once per batch and the same record always publishes the same bytes. A missing value stays an
+all-zero filter with ``present`` False (hardening would otherwise set bits for it), and a
+record none of whose record-filter fields is present keeps an all-zero record filter.
+
 Blocking tokens: for rule ``r`` with parts ``(field, transform)``, the parts' values are
 joined with ``"\\x1f"`` and the token is the first 8 bytes, as a little-endian uint64, of
 ``HMAC-SHA256(key("block", r), joined)``; 0 is reserved for "a part is missing" (a computed
@@ -54,6 +65,7 @@ import jellyfish
 import numpy as np
 from numpy.typing import NDArray
 
+from linkage import harden
 from linkage import normalise as norm
 from linkage.errors import FilterFormatError, InvalidValueError, SchemaError
 from linkage.keys import KeySet
@@ -85,9 +97,11 @@ class ValueProblem:
 class EncodedBatch:
     """The encodings of a batch of records (row order preserved).
 
-    ``field_filters[f]`` is the packed filter array of field ``f`` (shape ``(n, words_f)``);
-    ``field_present[:, f]`` is False where the value was missing or invalid (its filter is
-    all zero). ``block_keys`` has one column per blocking rule, 0 where a part was missing.
+    ``field_filters[f]`` is the packed filter array of field ``f`` as published (shape
+    ``(n, FieldSpec.published_words)``, after the field's hardening); ``record_filters`` has
+    shape ``(n, Schema.published_record_words)``. ``field_present[:, f]`` is False where the
+    value was missing or invalid (its filter is all zero, hardened or not).
+    ``block_keys`` has one column per blocking rule, 0 where a part was missing.
     """
 
     schema_fingerprint: str
@@ -435,7 +449,13 @@ def encode_records(
             len(token_lists), spec.filter_words, np.repeat(owner, k), pos[tok_ids].ravel()
         )
         ok = inverse >= 0
-        out = np.zeros((n, spec.filter_words), dtype=U64)
+        if spec.hardening.enabled and token_lists:
+            # one row per distinct present value: hardening is a function of (key, bytes), so
+            # this equals hardening every row, and missing rows never reach it
+            distinct_filters = harden.harden_field_filters(
+                distinct_filters, spec.hardening, keys, spec.name
+            )
+        out = np.zeros((n, spec.published_words), dtype=U64)
         out[ok] = distinct_filters[inverse[ok]]
         field_filters.append(out)
         present[:, f_index] = ok
@@ -485,10 +505,16 @@ def encode_records(
         )
         block_keys[ok, r_index] = tokens[inv.reshape(-1)]
 
-    if schema.hardening != type(schema.hardening)():
-        from linkage import harden
-
-        record = harden.harden_record_filters(record, schema.hardening, keys)
+    if schema.hardening.enabled:
+        # a record with no value in any record-filter field keeps its all-zero filter
+        in_record = [spec.record_hashes_per_token > 0 for spec in schema.fields]
+        has_values = present[:, in_record].any(axis=1)
+        hardened = np.zeros((n, schema.published_record_words), dtype=U64)
+        if has_values.any():
+            hardened[has_values] = harden.harden_record_filters(
+                record[has_values], schema.hardening, keys
+            )
+        record = hardened
 
     field_order = {name: i for i, name in enumerate(schema.field_names)}
     problems.sort(key=lambda p: (p.row, field_order[p.field]))  # row-major, schema order

@@ -307,22 +307,19 @@ def diffuse(
 def hardened_bits(filter_bits: int, options: Hardening) -> int:
     """Width in bits of a ``filter_bits``-bit filter after :func:`harden_filters`.
 
-    Raises :class:`FilterFormatError` when the options cannot apply to that width (XOR folding
-    of an odd number of words).
+    The width rule itself is :meth:`Hardening.published_bits` (one statement, used by the
+    schema's published widths); this adds the checks. Raises :class:`FilterFormatError` when
+    the options cannot apply to that width (XOR folding of an odd number of words).
     """
     if filter_bits < 64 or filter_bits % 64:
         raise FilterFormatError("filter_bits: expected a positive multiple of 64")
-    bits = filter_bits
-    if options.balance:
-        bits *= 2
-    if options.xor_fold:
-        if (bits // 64) % 2:
-            raise FilterFormatError(
-                f"XOR folding needs an even number of 64-bit words; a {filter_bits}-bit filter "
-                f"has {bits // 64} at that step"
-            )
-        bits //= 2
-    return bits
+    bits = 2 * filter_bits if options.balance else filter_bits
+    if options.xor_fold and (bits // 64) % 2:
+        raise FilterFormatError(
+            f"XOR folding needs an even number of 64-bit words; a {filter_bits}-bit filter "
+            f"has {bits // 64} at that step"
+        )
+    return options.published_bits(filter_bits)
 
 
 def harden_filters(
@@ -360,7 +357,9 @@ def harden_field_filters(
 ) -> NDArray[np.uint64]:
     """Harden one field's filters under ``keys.key("harden", field_name)``.
 
-    Rows where ``present`` is False (missing values) stay all-zero, as the matcher expects.
+    Rows where ``present`` is False (missing values) stay all-zero, as the matcher expects:
+    hardening never turns a missing value into a set of bits (balancing alone would set half
+    of them).
     """
     batch = _check_batch(filters)
     out = harden_filters(batch, options, keys.key("harden", field_name))

@@ -29,8 +29,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import blocking, scoring, similarity, solve
-from linkage.encode import EncodedBatch, concat_batches
-from linkage.errors import IncompatibleEncodingError, ModelError
+from linkage.encode import EncodedBatch, concat_batches, validate_filters
+from linkage.errors import FilterFormatError, IncompatibleEncodingError, ModelError
 from linkage.schema import Schema
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,10 @@ class LinkageOptions:
     lsh_bits_per_band: int = 28
     lsh_seed: int = 20261126
     u_sample_pairs: int = 300_000
-    em_max_iterations: int = 200
+    em_max_iterations: int = 500
+    #: latent classes in EM; more than 2 (:func:`linkage.scoring.fit_latent_classes`) keeps
+    #: same-name different-person pairs of a large population out of the match class
+    em_classes: int = 3
     fix_u: bool = False
     random_u_weights: bool = True
     seed: int = 1
@@ -75,7 +78,13 @@ class ScoredPairs:
 
 
 def check_compatible(schema: Schema, *batches: EncodedBatch) -> None:
-    """Refuse to compare encodings made with another schema or key version."""
+    """Refuse to compare encodings made with another schema or key version.
+
+    Also checks every filter array against the schema's *published* widths
+    (:attr:`~linkage.schema.FieldSpec.published_words`,
+    :attr:`~linkage.schema.Schema.published_record_words`: the widths after hardening) and
+    raises :class:`~linkage.errors.FilterFormatError` on a mismatch.
+    """
     fingerprint = schema.fingerprint()
     versions = {b.key_version for b in batches}
     for b in batches:
@@ -88,6 +97,16 @@ def check_compatible(schema: Schema, *batches: EncodedBatch) -> None:
         raise IncompatibleEncodingError(
             f"encodings were made with different key versions {sorted(versions)}"
         )
+    for b in batches:
+        n = len(b)
+        if len(b.field_filters) != len(schema.fields):
+            raise FilterFormatError(
+                f"field_filters: expected {len(schema.fields)} filter arrays (one per schema "
+                f"field), got {len(b.field_filters)}"
+            )
+        for spec, filters in zip(schema.fields, b.field_filters, strict=True):
+            validate_filters(f"field_filters[{spec.name}]", filters, n, spec.published_words)
+        validate_filters("record_filters", b.record_filters, n, schema.published_record_words)
 
 
 def thresholds_of(schema: Schema) -> tuple[tuple[float, ...], ...]:
@@ -159,6 +178,20 @@ def fit_model(
     u_random = scoring.estimate_u(compare_pairs(schema, left, right, ra, rb), n_levels_of(schema))
     expected_matches = min(len(left), len(right)) if not dedupe else len(left) / 2
     prior = float(np.clip(expected_matches / candidate_levels.shape[0], 1e-4, 0.5))
+    n_total = len(left) * (len(left) - 1) / 2 if dedupe else len(left) * len(right)
+    if options.em_classes > 2 and not options.fix_u and options.random_u_weights:
+        latent = scoring.fit_latent_classes(
+            candidate_levels,
+            field_names=schema.field_names,
+            thresholds=thresholds_of(schema),
+            u=u_random,
+            classes=options.em_classes,
+            initial_prior=prior,
+            max_iterations=options.em_max_iterations,
+        )
+        return latent.match_model(
+            u_random, candidate_pairs=candidate_levels.shape[0], population_pairs=n_total
+        )
     fitted = scoring.fit_fellegi_sunter(
         candidate_levels,
         field_names=schema.field_names,
@@ -170,7 +203,6 @@ def fit_model(
     )
     if options.fix_u or not options.random_u_weights:
         return fitted
-    n_total = len(left) * (len(left) - 1) / 2 if dedupe else len(left) * len(right)
     matches = fitted.prior * candidate_levels.shape[0]
     return scoring.FellegiSunterModel(
         field_names=fitted.field_names,

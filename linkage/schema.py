@@ -8,11 +8,23 @@ frozen dataclasses.
 File layout::
 
     [schema]                      name, version, day_first, record_filter_bits
-    [hardening]                   record-level hardening (see linkage.harden)
+    [hardening]                   record-level hardening (see linkage.harden):
+        balance, xor_fold, blip_epsilon, diffusion_t
     [[field]]                     one table per field, in encoding order:
         name, kind, tokeniser, q, padded, filter_bits, hashes_per_token,
-        record_hashes_per_token, phonetic, levels, salt
+        record_hashes_per_token, phonetic, levels, salt, hardening
+    [field.hardening]             optional, after a [[field]]: that field's hardening, same
+                                  keys as [hardening] (or inline: hardening = { balance = true })
+
+Hardening changes the width a filter is published with (balance doubles it, xor_fold halves
+it): :meth:`Hardening.published_bits`, :attr:`FieldSpec.published_bits` and
+:attr:`Schema.published_record_bits` are the one statement of the published widths.
     [[blocking]]                  one table per keyed blocking rule: name, parts
+
+Problems are reported by position built from known structure (``field[2].salt``,
+``blocking[1].parts[0]``, "key 4 of the table"), with the expectation and, for a misspelling,
+the nearest allowed word; never with a key, name or reference from the file, which may be an
+identifier pasted in by mistake.
 
 A blocking part or salt is written ``"<field>.<transform>"``, e.g. ``"family_name.soundex"``
 or ``"date_of_birth.year"``; the transforms each kind supports are in
@@ -24,14 +36,20 @@ differs from the schema it serves): ``"sha256:" + hex(SHA-256(canonical))`` wher
 ``":"`` and ASCII escapes, of the object ``{"schema": to_dict(schema),
 "normalisation_version": NORMALISATION_VERSION, "encoding_version": ENCODING_VERSION}``.
 ``to_dict`` writes every option with its resolved default, so two files that differ only in
-spelling out a default have the same fingerprint.
+spelling out a default have the same fingerprint; the one exception is a field's
+``hardening``, written (all four options) only when some option is on, so that a schema
+without field hardening keeps the fingerprint it had before field hardening existed.
+Record and field hardening are both in the canonical form: encodings hardened differently
+never share a fingerprint.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -81,9 +99,48 @@ _FIELD_KEYS = {
     "phonetic",
     "levels",
     "salt",
+    "hardening",
 }
 _BLOCKING_KEYS = {"name", "parts"}
 _TOP_KEYS = {"schema", "hardening", "field", "blocking"}
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """Hardening options of one filter (all off by default); see :mod:`linkage.harden`.
+
+    The schema's ``[hardening]`` table hardens the record-level filter; a field's
+    ``hardening`` table hardens that field's filter. Each filter is hardened under its own key.
+    """
+
+    balance: bool = False
+    xor_fold: bool = False
+    blip_epsilon: float = 0.0
+    diffusion_t: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when any transform is on (the filter is not published as encoded)."""
+        return self != Hardening()
+
+    def published_bits(self, filter_bits: int) -> int:
+        """Width in bits of a ``filter_bits``-bit filter once hardened: what is published.
+
+        The one statement of the width rule (:func:`linkage.harden.hardened_bits`, the
+        encoder, the index and the wire checks all use it): balancing doubles the width, XOR
+        folding halves it, diffusion and BLIP keep it. A validated schema never asks for a
+        fold of an odd number of 64-bit words.
+        """
+        bits = 2 * filter_bits if self.balance else filter_bits
+        return bits // 2 if self.xor_fold else bits
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "balance": self.balance,
+            "xor_fold": self.xor_fold,
+            "blip_epsilon": self.blip_epsilon,
+            "diffusion_t": self.diffusion_t,
+        }
 
 
 @dataclass(frozen=True)
@@ -95,7 +152,8 @@ class FieldSpec:
     ``record_hashes_per_token`` the positions each token sets in the record-level filter
     (0 keeps the field out of it). ``levels`` are descending Dice cut-offs for the
     Fellegi-Sunter comparison levels. ``salt`` names a ``field.transform`` whose value is mixed
-    into every token of this field (hardening; empty for none).
+    into every token of this field (hardening; empty for none). ``hardening`` transforms the
+    field filter after encoding; the published width is :attr:`published_bits`.
     """
 
     name: str
@@ -109,11 +167,22 @@ class FieldSpec:
     phonetic: tuple[str, ...] = ()
     levels: tuple[float, ...] = (0.9, 0.7, 0.5)
     salt: str = ""
+    hardening: Hardening = field(default_factory=Hardening)
 
     @property
     def filter_words(self) -> int:
-        """Number of uint64 words in this field's packed filter."""
+        """Number of uint64 words in this field's filter as encoded (before hardening)."""
         return self.filter_bits // 64
+
+    @property
+    def published_bits(self) -> int:
+        """Width in bits of this field's filter as published (after its hardening)."""
+        return self.hardening.published_bits(self.filter_bits)
+
+    @property
+    def published_words(self) -> int:
+        """Number of uint64 words in this field's filter as published (after its hardening)."""
+        return self.published_bits // 64
 
 
 @dataclass(frozen=True)
@@ -122,16 +191,6 @@ class BlockingRule:
 
     name: str
     parts: tuple[tuple[str, str], ...]  # (field name, transform)
-
-
-@dataclass(frozen=True)
-class Hardening:
-    """Record-level hardening options (all off by default); see :mod:`linkage.harden`."""
-
-    balance: bool = False
-    xor_fold: bool = False
-    blip_epsilon: float = 0.0
-    diffusion_t: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,13 +212,53 @@ class Schema:
 
     @property
     def record_filter_words(self) -> int:
+        """Number of uint64 words in the record filter as encoded (before hardening)."""
         return self.record_filter_bits // 64
+
+    @property
+    def published_record_bits(self) -> int:
+        """Width in bits of the record filter as published (after ``[hardening]``)."""
+        return self.hardening.published_bits(self.record_filter_bits)
+
+    @property
+    def published_record_words(self) -> int:
+        """Number of uint64 words in the record filter as published (after ``[hardening]``)."""
+        return self.published_record_bits // 64
 
     def field(self, name: str) -> FieldSpec:
         for spec in self.fields:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+    def with_hardening(
+        self,
+        record: Hardening | None = None,
+        fields: Hardening | Mapping[str, Hardening] | None = None,
+    ) -> Schema:
+        """This schema with other hardening, validated as a parsed file would be.
+
+        ``record`` replaces ``[hardening]`` (None keeps it); ``fields`` is one
+        :class:`Hardening` for every field, or field name -> :class:`Hardening` for some
+        (None keeps every field's). Raises :class:`SchemaError` when an option cannot apply to
+        a filter's width or a named field does not exist.
+        """
+        data = self.to_dict()
+        if record is not None:
+            data["hardening"] = record.to_dict()
+        if fields is not None:
+            chosen = (
+                dict.fromkeys(self.field_names, fields)
+                if isinstance(fields, Hardening)
+                else dict(fields)
+            )
+            unknown = [name for name in chosen if name not in self.field_names]
+            if unknown:
+                raise SchemaError([f"fields: {len(unknown)} name(s) not fields of this schema"])
+            for entry in data["field"]:
+                if entry["name"] in chosen:
+                    entry["hardening"] = chosen[entry["name"]].to_dict()
+        return schema_from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         """Every option with its resolved value; round-trips through :func:`parse_schema`."""
@@ -171,12 +270,7 @@ class Schema:
                 "record_filter_bits": self.record_filter_bits,
                 "description": self.description,
             },
-            "hardening": {
-                "balance": self.hardening.balance,
-                "xor_fold": self.hardening.xor_fold,
-                "blip_epsilon": self.hardening.blip_epsilon,
-                "diffusion_t": self.hardening.diffusion_t,
-            },
+            "hardening": self.hardening.to_dict(),
             "field": [
                 {
                     "name": f.name,
@@ -190,6 +284,9 @@ class Schema:
                     "phonetic": list(f.phonetic),
                     "levels": list(f.levels),
                     "salt": f.salt,
+                    # written only when on, so that schemas without field hardening keep
+                    # the fingerprints they had before field hardening existed
+                    **({"hardening": f.hardening.to_dict()} if f.hardening.enabled else {}),
                 }
                 for f in self.fields
             ],
@@ -238,10 +335,33 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return _toml_basic_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table; keys are our own option names
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot render {type(value).__name__} as TOML")
+
+
+def _toml_basic_string(text: str) -> str:
+    """``text`` as a TOML basic string that parses back to exactly ``text``.
+
+    Written between double quotes; ``"`` and ``\\`` are escaped with a backslash, the
+    control characters U+0000 to U+001F and U+007F (which TOML forbids raw) as ``\\uXXXX``
+    (four upper-case hex digits), and every other character, including characters outside the
+    Basic Multilingual Plane, is written as itself (the file is UTF-8). ``json.dumps`` is not
+    used: its ASCII escapes write a non-BMP character as a surrogate pair, which TOML rejects.
+    """
+    out: list[str] = []
+    for char in text:
+        code = ord(char)
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def parse_schema(text: str) -> Schema:
@@ -249,8 +369,49 @@ def parse_schema(text: str) -> Schema:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SchemaError([f"not valid TOML: {exc}"]) from None
+        raise SchemaError([f"not valid TOML: {_toml_error_text(exc)}"]) from None
     return schema_from_dict(data)
+
+
+#: tomllib messages that quote the document (a key, a table name, a character), which may be an
+#: identifier pasted into the file, and what to say instead.
+_TOML_REASONS_QUOTING_THE_TEXT = {
+    "Cannot declare": "a table is declared twice",
+    "Cannot mutate immutable namespace": "a key extends an inline table or a static array",
+    "Cannot redefine namespace": "a dotted key redefines a table",
+    "Duplicate inline table key": "a key is repeated in an inline table",
+    "Found invalid character": "invalid character in a comment or literal string",
+    "Illegal character": "illegal character in a string",
+}
+#: tomllib messages made of the parser's own words only; they are passed on as they are.
+_TOML_OWN_REASONS = re.compile(
+    r"Invalid statement|Expected newline or end of document after a statement"
+    r"|Cannot overwrite a value|Expected '\]' at the end of a table declaration"
+    r"|Expected '\]\]' at the end of an array declaration"
+    r"|Expected '=' after a key in a key/value pair|Invalid initial character for a key part"
+    r"|Unclosed array|Unclosed inline table|Unescaped '\\' in a string|Invalid hex value"
+    r"|Escaped character is not a Unicode scalar value|Unterminated string"
+    r"|Invalid date or datetime|Invalid value|Expected \"'{1,3}\""
+)
+_TOML_POSITION = re.compile(r" \(at (line \d+, column \d+|end of document)\)\Z")
+
+
+def _toml_error_text(error: tomllib.TOMLDecodeError) -> str:
+    """tomllib's reason and position, without any text quoted from the document.
+
+    A schema path may point at a data file by mistake: the message keeps the line and column
+    and the parser's own reason, and replaces a reason that quotes the text.
+    """
+    message = str(error)
+    position = _TOML_POSITION.search(message)
+    reason = message[: position.start()] if position else message
+    where = f" ({position.group(1)})" if position else ""
+    if _TOML_OWN_REASONS.fullmatch(reason):
+        return reason + where
+    for prefix, safe in _TOML_REASONS_QUOTING_THE_TEXT.items():
+        if reason.startswith(prefix):
+            return safe + where
+    return "syntax error" + where
 
 
 def load_schema(name_or_text: str) -> Schema:
@@ -264,8 +425,9 @@ def shipped_schema_names() -> tuple[str, ...]:
 
 def shipped_schema_text(name: str) -> str:
     if name not in shipped_schema_names():
+        # The asked name is not echoed: an operator may have pasted a path or a record here.
         raise SchemaError(
-            [f"unknown shipped schema {name!r}; expected one of {list(shipped_schema_names())}"]
+            [f"unknown shipped schema name: expected one of {', '.join(shipped_schema_names())}"]
         )
     return resources.files("linkage").joinpath("schemas", f"{name}.toml").read_text("utf-8")
 
@@ -286,8 +448,15 @@ class _Problems:
         self.items.append(msg)
 
     def unknown_keys(self, where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
-        for key in sorted(set(got) - allowed):
-            self.add(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+        """One problem per unknown key, by position: the key itself may be an identifier."""
+        container = "the document" if where == "top level" else "the table"
+        expected = ", ".join(sorted(allowed))
+        for position, key in enumerate(got, start=1):
+            if key not in allowed:
+                self.add(
+                    f"{where}: unknown key (key {position} of {container}), "
+                    f"expected one of: {expected}{_did_you_mean(key, sorted(allowed))}"
+                )
 
     def typed(self, where: str, got: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
         if key not in got:
@@ -302,24 +471,105 @@ class _Problems:
         return value
 
 
+def _did_you_mean(word: object, choices: list[str]) -> str:
+    """``' (did you mean "x"?)'`` for the closest of our own ``choices``, or ``""``.
+
+    Only a word from ``choices`` is ever printed, never ``word``.
+    """
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+class _KnownFields:
+    """Field names seen so far, for resolving ``"<field>.<transform>"`` references.
+
+    ``valid`` maps each validated field name (first table with that name) to its position and
+    kind; ``rejected`` maps a name that failed validation to its position, so that a reference
+    to it is reported against that table rather than as unknown.
+    """
+
+    def __init__(self) -> None:
+        self.valid: dict[str, tuple[int, str]] = {}
+        self.rejected: dict[str, int] = {}
+
+
 def _parse_ref(
-    problems: _Problems, where: str, ref: Any, kinds: Mapping[str, str]
-) -> tuple[str, str] | None:
+    problems: _Problems, where: str, ref: Any, known: _KnownFields
+) -> tuple[str, str, int] | None:
+    """``(field, transform, field position)`` of a valid reference, else record a problem.
+
+    Messages name ``where`` and the expectation, and list only validated field names and our
+    own transform names: never the unresolved text of the reference.
+    """
     if not isinstance(ref, str) or ref.count(".") != 1:
         problems.add(f'{where}: expected "<field>.<transform>"')
         return None
     fld, transform = ref.split(".")
-    if fld not in kinds:
-        problems.add(f"{where}: unknown field {fld!r}")
+    if fld not in known.valid:
+        if fld in known.rejected:
+            problems.add(
+                f'{where}: the part before "." names field[{known.rejected[fld]}], '
+                "whose name is invalid"
+            )
+        else:
+            names = list(known.valid)
+            problems.add(
+                f'{where}: the part before "." is not a field of this schema, '
+                f"expected one of: {', '.join(names) or '(no valid fields)'}"
+                f"{_did_you_mean(fld, names)}"
+            )
         return None
-    allowed = BLOCKING_TRANSFORMS[kinds[fld]]
+    position, kind = known.valid[fld]
+    allowed = sorted(BLOCKING_TRANSFORMS[kind])
     if transform not in allowed:
         problems.add(
-            f"{where}: transform {transform!r} not available for a {kinds[fld]} field "
-            f"(allowed: {', '.join(sorted(allowed))})"
+            f'{where}: the transform after "." is not available for field[{position}] '
+            f"({fld}, a {kind} field), expected one of: {', '.join(allowed)}"
+            f"{_did_you_mean(transform, allowed)}"
         )
         return None
-    return fld, transform
+    return fld, transform, position
+
+
+def _parse_hardening(problems: _Problems, where: str, table: Any) -> Hardening:
+    """The :class:`Hardening` of a ``[hardening]`` or ``field[i].hardening`` table."""
+    if not isinstance(table, dict):
+        problems.add(f"{where}: expected a table")
+        table = {}
+    problems.unknown_keys(where, table, _HARDENING_KEYS)
+    options = Hardening(
+        balance=problems.typed(where, table, "balance", bool, False),
+        xor_fold=problems.typed(where, table, "xor_fold", bool, False),
+        blip_epsilon=problems.typed(where, table, "blip_epsilon", float, 0.0),
+        diffusion_t=problems.typed(where, table, "diffusion_t", int, 0),
+    )
+    if not options.blip_epsilon >= 0 or options.blip_epsilon == float("inf"):
+        problems.add(f"{where}.blip_epsilon: expected >= 0 (0 turns BLIP off)")
+    if options.diffusion_t < 0:
+        problems.add(f"{where}.diffusion_t: expected >= 0 (0 turns diffusion off)")
+    return options
+
+
+def _check_hardening_width(
+    problems: _Problems, where: str, options: Hardening, filter_bits: int, bits_key: str
+) -> None:
+    """Record a problem when ``options`` cannot apply to a ``filter_bits``-bit filter.
+
+    The transforms run in the order balance -> diffusion -> xor_fold -> BLIP
+    (:mod:`linkage.harden`): diffusion and folding see the width after balancing.
+    """
+    bits = 2 * filter_bits if options.balance else filter_bits
+    if options.diffusion_t > bits:
+        problems.add(
+            f"{where}.diffusion_t: expected at most {bits}, the filter width in bits at that step"
+        )
+    if options.xor_fold and (bits // 64) % 2:
+        problems.add(
+            f"{where}.xor_fold: needs an even number of 64-bit words to fold; {bits_key} gives "
+            f"{bits // 64} at that step (turn on balance or use a multiple of 128 bits)"
+        )
 
 
 def schema_from_dict(data: Mapping[str, Any]) -> Schema:
@@ -343,49 +593,40 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
         p.add("[schema].record_filter_bits: expected a positive multiple of 64")
     description = p.typed("[schema]", head, "description", str, "")
 
-    hard = data.get("hardening", {})
-    if not isinstance(hard, dict):
-        p.add("[hardening]: expected a table")
-        hard = {}
-    p.unknown_keys("[hardening]", hard, _HARDENING_KEYS)
-    hardening = Hardening(
-        balance=p.typed("[hardening]", hard, "balance", bool, False),
-        xor_fold=p.typed("[hardening]", hard, "xor_fold", bool, False),
-        blip_epsilon=p.typed("[hardening]", hard, "blip_epsilon", float, 0.0),
-        diffusion_t=p.typed("[hardening]", hard, "diffusion_t", int, 0),
-    )
-    if not hardening.blip_epsilon >= 0 or hardening.blip_epsilon == float("inf"):
-        p.add("[hardening].blip_epsilon: expected >= 0 (0 turns BLIP off)")
-    if hardening.diffusion_t < 0:
-        p.add("[hardening].diffusion_t: expected >= 0 (0 turns diffusion off)")
+    hardening = _parse_hardening(p, "[hardening]", data.get("hardening", {}))
+    if record_bits >= 64 and record_bits % 64 == 0:
+        _check_hardening_width(p, "[hardening]", hardening, record_bits, "record_filter_bits")
 
     raw_fields = data.get("field", [])
     if not isinstance(raw_fields, list) or not raw_fields:
         p.add("[[field]]: at least one field table is required")
         raw_fields = []
     fields: list[FieldSpec] = []
-    seen: set[str] = set()
-    kinds: dict[str, str] = {}
-    pending_salts: list[tuple[str, Any]] = []
+    known = _KnownFields()
+    pending_salts: list[tuple[int, Any]] = []
     for i, raw in enumerate(raw_fields):
+        # Problems are placed by table position only: a name may be anything (a pasted record).
         where = f"field[{i}]"
         if not isinstance(raw, dict):
             p.add(f"{where}: expected a table")
             continue
         p.unknown_keys(where, raw, _FIELD_KEYS)
         fname = p.typed(where, raw, "name", str, "")
-        if fname:
-            where = f"field {fname!r}"
+        name_is_valid = False
         if not fname or not fname.replace("_", "").isalnum() or not fname.isascii():
-            p.add(f"{where}.name: required, letters, digits and underscores")
-        elif fname in seen:
-            p.add(f"{where}: duplicate field name")
-        seen.add(fname)
+            p.add(f"{where}.name: required, ASCII letters, digits and underscores")
+            if fname:
+                known.rejected.setdefault(fname, i)
+        elif fname in known.valid:
+            p.add(f"{where}.name: duplicate field name (same as field[{known.valid[fname][0]}])")
+        else:
+            name_is_valid = True
         kind = p.typed(where, raw, "kind", str, "")
         if kind not in FIELD_KINDS:
             p.add(f"{where}.kind: expected one of {', '.join(FIELD_KINDS)}")
             kind = "text"
-        kinds[fname] = kind
+        if name_is_valid:
+            known.valid[fname] = (i, kind)
         tokeniser = p.typed(where, raw, "tokeniser", str, DEFAULT_TOKENISER[kind])
         if tokeniser not in TOKENISERS:
             p.add(f"{where}.tokeniser: expected one of {', '.join(TOKENISERS)}")
@@ -426,7 +667,10 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
             p.add(f"{where}.levels: expected a non-empty, strictly descending list")
         salt = p.typed(where, raw, "salt", str, "")
         if salt:
-            pending_salts.append((where, salt))
+            pending_salts.append((i, salt))
+        field_hardening = _parse_hardening(p, f"{where}.hardening", raw.get("hardening", {}))
+        if 64 <= bits <= 8192 and bits % 64 == 0:
+            _check_hardening_width(p, f"{where}.hardening", field_hardening, bits, "filter_bits")
         fields.append(
             FieldSpec(
                 name=fname,
@@ -440,38 +684,40 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
                 phonetic=tuple(phonetic),
                 levels=tuple(levels),
                 salt=salt,
+                hardening=field_hardening,
             )
         )
-    for where, salt in pending_salts:
-        ref = _parse_ref(p, f"{where}.salt", salt, kinds)
-        if ref is not None and where == f"field {ref[0]!r}":
-            p.add(f"{where}.salt: a field cannot be salted with itself")
+    for i, salt in pending_salts:
+        ref = _parse_ref(p, f"field[{i}].salt", salt, known)
+        if ref is not None and ref[2] == i:
+            p.add(f"field[{i}].salt: a field cannot be salted with itself")
 
     raw_rules = data.get("blocking", [])
     if not isinstance(raw_rules, list):
         p.add("[[blocking]]: expected an array of tables")
         raw_rules = []
     rules: list[BlockingRule] = []
-    rule_names: set[str] = set()
+    rule_positions: dict[str, int] = {}
     for i, raw in enumerate(raw_rules):
-        where = f"blocking[{i}]"
+        where = f"blocking[{i}]"  # by position only, as for fields
         if not isinstance(raw, dict):
             p.add(f"{where}: expected a table")
             continue
         p.unknown_keys(where, raw, _BLOCKING_KEYS)
         rname = p.typed(where, raw, "name", str, "")
-        if rname:
-            where = f"blocking {rname!r}"
         if not rname or "/" in rname:
             p.add(f"{where}.name: required, without '/'")
-        elif rname in rule_names:
-            p.add(f"{where}: duplicate rule name")
-        rule_names.add(rname)
+        elif rname in rule_positions:
+            p.add(f"{where}.name: duplicate rule name (same as blocking[{rule_positions[rname]}])")
+        else:
+            rule_positions[rname] = i
         parts_raw = p.typed(where, raw, "parts", list, [])
         if not parts_raw:
             p.add(f'{where}.parts: expected a non-empty list of "<field>.<transform>"')
-        parts = [_parse_ref(p, f"{where}.parts", part, kinds) for part in parts_raw]
-        rules.append(BlockingRule(rname, tuple(x for x in parts if x is not None)))
+        parts = [
+            _parse_ref(p, f"{where}.parts[{j}]", part, known) for j, part in enumerate(parts_raw)
+        ]
+        rules.append(BlockingRule(rname, tuple(x[:2] for x in parts if x is not None)))
 
     if p.items:
         raise SchemaError(p.items)

@@ -55,13 +55,16 @@ from numpy.typing import NDArray
 from linkage.errors import ModelError, as_float_array
 
 __all__ = [
+    "MAX_LATENT_CLASSES",
     "MISSING_LEVEL",
     "PROBABILITY_FLOOR",
     "FellegiSunterModel",
     "FieldEvidence",
+    "LatentClassFit",
     "comparison_levels",
     "estimate_u",
     "fit_fellegi_sunter",
+    "fit_latent_classes",
     "level_label",
 ]
 
@@ -77,6 +80,7 @@ _MODEL_KEYS = frozenset(
     {"format", "version", "field_names", "thresholds", "m", "u", "prior", "iterations", "converged"}
 )
 _MAX_LEVELS = 127  # levels are int8
+_MAX_KEY_PLACES_SHOWN = 10  # places of unknown keys listed in a from_dict error
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,16 +366,30 @@ class FellegiSunterModel:
         if not isinstance(data, Mapping):
             raise ModelError("a stored model must be a mapping")
         problems: list[str] = []
-        unknown = sorted(str(key) for key in data if key not in _MODEL_KEYS)
+        # Unknown keys are counted and placed, never printed: a key may be anything, even an
+        # identifier from a record pasted into the model file.
+        unknown = [place for place, key in enumerate(data, start=1) if key not in _MODEL_KEYS]
         missing = sorted(_MODEL_KEYS - set(data))
         if unknown:
-            problems.append("unknown keys " + ", ".join(unknown))
+            shown = ", ".join(str(place) for place in unknown[:_MAX_KEY_PLACES_SHOWN])
+            more = ", ..." if len(unknown) > _MAX_KEY_PLACES_SHOWN else ""
+            problems.append(
+                f"{len(unknown)} unknown key{'s' if len(unknown) > 1 else ''} "
+                f"(key{'s' if len(unknown) > 1 else ''} {shown}{more} of the mapping), "
+                f"expected keys: {', '.join(sorted(_MODEL_KEYS))}"
+            )
         if missing:
             problems.append("missing keys " + ", ".join(missing))
         if not missing:
-            if data["format"] != _MODEL_FORMAT:
+            model_format = data["format"]
+            if not isinstance(model_format, str) or model_format != _MODEL_FORMAT:
                 problems.append(f"format must be {_MODEL_FORMAT!r}")
-            if data["version"] != _MODEL_VERSION:
+            version = data["version"]
+            if (
+                isinstance(version, bool)
+                or not isinstance(version, int)
+                or version != _MODEL_VERSION
+            ):
                 problems.append(f"version must be {_MODEL_VERSION}")
             if not isinstance(data["converged"], bool):
                 problems.append("converged must be a boolean")
@@ -500,6 +518,205 @@ def _log_table(probabilities: NDArray[np.float64], n_levels: Sequence[int]) -> N
     return table
 
 
+#: Most latent classes :func:`fit_latent_classes` fits (each adds a table of level probabilities).
+MAX_LATENT_CLASSES = 5
+
+
+def _table_to_tuples(
+    table: NDArray[np.float64], n_levels: Sequence[int]
+) -> tuple[tuple[float, ...], ...]:
+    return tuple(
+        tuple(float(value) for value in table[field_index, :count])
+        for field_index, count in enumerate(n_levels)
+    )
+
+
+def _agreement_score(table: NDArray[np.float64], n_levels: Sequence[int]) -> float:
+    """Mean over fields of the expected level divided by the top level (1.0 = always exact)."""
+    scores = [
+        float(np.dot(table[field_index, :count], np.arange(count)) / (count - 1))
+        for field_index, count in enumerate(n_levels)
+    ]
+    return sum(scores) / len(scores)
+
+
+@dataclass(frozen=True)
+class LatentClassFit:
+    """A latent-class model of candidate pairs' comparison vectors (:func:`fit_latent_classes`).
+
+    ``tables[k]`` is (fields, max levels): P(level | class k), zero past a field's levels;
+    ``shares[k]`` the proportion of candidate pairs in class k. Classes are ordered by
+    :func:`_agreement_score`, most agreeing first.
+    """
+
+    field_names: tuple[str, ...]
+    thresholds: tuple[tuple[float, ...], ...]
+    n_levels: tuple[int, ...]
+    tables: tuple[NDArray[np.float64], ...]
+    shares: tuple[float, ...]
+    iterations: int
+    converged: bool
+
+    def expected_weight(self, k: int, m: NDArray[np.float64], u: NDArray[np.float64]) -> float:
+        """Mean total match weight sum_f log2(m/u) of a class-k pair whose fields are present."""
+        total = 0.0
+        for field_index, count in enumerate(self.n_levels):
+            weights = np.log2(m[field_index, :count] / u[field_index, :count])
+            total += float(np.dot(self.tables[k][field_index, :count], weights))
+        return total
+
+    def match_model(
+        self, u: Sequence[Sequence[float]], *, candidate_pairs: int, population_pairs: float
+    ) -> FellegiSunterModel:
+        """The Fellegi-Sunter model whose match class is a union of latent classes.
+
+        The most agreeing class is a match class. Any other class joins while its typical pair
+        would itself be called a match by the resulting model: its :meth:`expected_weight`
+        (m of the match classes, ``u`` from random pairs) plus the log2 prior odds of a match
+        among all ``population_pairs`` is positive. A class of noisy true matches (many fields
+        agreeing, a few not) passes; a class of different people who share a common name and
+        birth year does not, because its weight from the names is cancelled by disagreeing
+        dates and postcodes and the prior over all pairs is tiny. m is the share-weighted mix
+        of the match classes; the prior is their pairs over ``population_pairs``.
+        """
+        u_table = np.zeros_like(self.tables[0])
+        for field_index, field_u in enumerate(_check_probability_vectors("u", u, self.n_levels)):
+            u_table[field_index, : len(field_u)] = field_u
+        chosen = [0]
+        while True:
+            share = sum(self.shares[k] for k in chosen)
+            m_table = np.sum([self.shares[k] * self.tables[k] for k in chosen], axis=0) / share
+            prior = float(np.clip(share * candidate_pairs / max(population_pairs, 1.0), 1e-12, 0.5))
+            log_prior_odds = math.log2(prior) - math.log2(1.0 - prior)
+            joining = [
+                k
+                for k in range(len(self.tables))
+                if k not in chosen
+                and self.expected_weight(k, m_table, u_table) + log_prior_odds > 0.0
+            ]
+            if not joining:
+                break
+            chosen.extend(joining)
+        return FellegiSunterModel(
+            field_names=self.field_names,
+            thresholds=self.thresholds,
+            m=_table_to_tuples(np.asarray(m_table, dtype=np.float64), self.n_levels),
+            u=_table_to_tuples(u_table, self.n_levels),
+            prior=prior,
+            iterations=self.iterations,
+            converged=self.converged,
+        )
+
+
+def fit_latent_classes(
+    levels: NDArray[Any],
+    *,
+    field_names: Sequence[str],
+    thresholds: Sequence[Sequence[float]],
+    u: Sequence[Sequence[float]],
+    classes: int = 3,
+    initial_prior: float = 0.1,
+    max_iterations: int = 500,
+    tolerance: float = 1e-6,
+) -> LatentClassFit:
+    """EM for a latent-class model of candidate pairs with ``classes`` classes (no labels).
+
+    Why more than two classes (Winkler 1993, "Improved decision rules in the Fellegi-Sunter
+    model of record linkage", which adds a class for members of one household): blocked
+    candidates of a large population hold pairs that agree on many fields without being the
+    same person — children with a common given and family name born in the same year agree on
+    names, sex and birth year and on nothing personal. That class grows with the square of the
+    population while true matches grow linearly, so once it outnumbers them a two-class EM
+    (conditional independence) calls *it* the match class: measured 0.16 pairwise precision at
+    204 k records, 0.97 at 45 k. With more classes it gets a class of its own, and
+    :meth:`LatentClassFit.match_model` decides which classes are matches.
+
+    Start: class 0 at m ∝ 4**level (agrees), the last class at ``u`` (random pairs), class
+    ``c`` in between at the blend ``((C-1-c) * m + c * u) / (C-1)``; class 0 has share
+    ``initial_prior``, the others share the rest equally. Identical comparison vectors are
+    collapsed; a missing level is skipped for its field; probabilities are clamped like
+    :func:`fit_fellegi_sunter`. Deterministic.
+    """
+    names = tuple(field_names)
+    checked_thresholds = _check_thresholds(thresholds)
+    if len(names) != len(checked_thresholds):
+        raise ModelError(f"{len(names)} field names but {len(checked_thresholds)} threshold lists")
+    n_levels = tuple(len(field) + 1 for field in checked_thresholds)
+    level_array = np.asarray(levels)
+    if level_array.ndim == 2 and level_array.shape[0] == 0:
+        raise ModelError("cannot fit a model on zero candidate pairs")
+    checked_levels = _check_levels(level_array, n_levels)
+    if isinstance(classes, bool) or not isinstance(classes, int):
+        raise ModelError("classes must be an integer")
+    if not 2 <= classes <= MAX_LATENT_CLASSES:
+        raise ModelError(f"classes must be between 2 and {MAX_LATENT_CLASSES}")
+    if max_iterations < 1:
+        raise ModelError("max_iterations must be at least 1")
+    if not (math.isfinite(tolerance) and tolerance > 0.0):
+        raise ModelError("tolerance must be a positive number")
+    prior = float(initial_prior)
+    if not (math.isfinite(prior) and 0.0 < prior < 1.0):
+        raise ModelError("initial_prior must lie strictly between 0 and 1")
+
+    m_start = _initial_m(n_levels)
+    u_start = np.zeros_like(m_start)
+    for field_index, field_u in enumerate(_check_probability_vectors("u", u, n_levels)):
+        u_start[field_index, : len(field_u)] = _clamp_and_normalise(
+            np.asarray(field_u, dtype=np.float64)
+        )
+    last = classes - 1
+    tables = [((last - c) * m_start + c * u_start) / last for c in range(classes)]
+    shares = np.array([prior] + [(1.0 - prior) / last] * last)
+    patterns, counts = _collapse_patterns(checked_levels, n_levels)
+    total_count = counts.sum()
+    pattern_index = patterns.astype(np.intp)
+    field_columns = np.arange(len(n_levels))[np.newaxis, :]
+    max_levels = m_start.shape[1]
+
+    iterations = 0
+    converged = False
+    while iterations < max_iterations:
+        iterations += 1
+        log_joint = np.stack(
+            [
+                math.log(shares[k])
+                + _log_table(tables[k], n_levels)[field_columns, pattern_index].sum(axis=1)
+                for k in range(classes)
+            ],
+            axis=1,
+        )
+        log_joint -= log_joint.max(axis=1, keepdims=True)
+        responsibility = np.exp(log_joint)
+        responsibility /= responsibility.sum(axis=1, keepdims=True)
+        weights = responsibility * counts[:, np.newaxis]
+        new_shares = np.clip(
+            weights.sum(axis=0) / total_count, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR
+        )
+        new_tables = [
+            _m_step(_level_sums(patterns, weights[:, k], max_levels), tables[k], n_levels)
+            for k in range(classes)
+        ]
+        change = max(
+            float(np.max(np.abs(new_shares - shares))),
+            max(float(np.max(np.abs(a - b))) for a, b in zip(new_tables, tables, strict=True)),
+        )
+        shares, tables = new_shares, new_tables
+        if change < tolerance:
+            converged = True
+            break
+
+    order = sorted(range(classes), key=lambda k: (-_agreement_score(tables[k], n_levels), k))
+    return LatentClassFit(
+        field_names=names,
+        thresholds=checked_thresholds,
+        n_levels=n_levels,
+        tables=tuple(tables[k] for k in order),
+        shares=tuple(float(shares[k]) for k in order),
+        iterations=iterations,
+        converged=converged,
+    )
+
+
 def fit_fellegi_sunter(
     levels: NDArray[Any],
     *,
@@ -522,6 +739,7 @@ def fit_fellegi_sunter(
     likelihood for their field. Every probability is clamped to
     [PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR] (then renormalised). EM stops when no m, u or λ
     value moves by more than ``tolerance`` or after ``max_iterations``. Deterministic.
+
     """
     names = tuple(field_names)
     checked_thresholds = _check_thresholds(thresholds)

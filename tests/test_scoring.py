@@ -21,6 +21,7 @@ from linkage.scoring import (
     comparison_levels,
     estimate_u,
     fit_fellegi_sunter,
+    fit_latent_classes,
     level_label,
 )
 
@@ -402,9 +403,34 @@ def test_round_trip_through_json(
     assert np.array_equal(restored.match_probability(levels), model.match_probability(levels))
 
 
+def test_from_dict_reports_unknown_keys_by_count_and_place() -> None:
+    stored = {"lambda": 0.2, **HAND_MODEL.to_dict(), "priors": 0.1, "m_probabilities": []}
+    with pytest.raises(ModelError) as info:
+        FellegiSunterModel.from_dict(stored)
+    expected = ", ".join(sorted(HAND_MODEL.to_dict()))
+    assert str(info.value) == (
+        f"invalid stored model: 3 unknown keys (keys 1, 11, 12 of the mapping), "
+        f"expected keys: {expected}"
+    )
+    for key in ("lambda", "priors", "m_probabilities"):
+        assert key not in str(info.value)
+
+
+def test_from_dict_lists_at_most_ten_unknown_key_places() -> None:
+    stored = {**HAND_MODEL.to_dict(), **{f"extra_{i}": i for i in range(12)}}
+    with pytest.raises(ModelError, match=r"12 unknown keys \(keys 10, 11, .*, 19, \.\.\. of"):
+        FellegiSunterModel.from_dict(stored)
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1", [1]])
+def test_from_dict_wants_the_integer_version(version: object) -> None:
+    with pytest.raises(ModelError, match="version must be 1"):
+        FellegiSunterModel.from_dict({**HAND_MODEL.to_dict(), "version": version})
+
+
 def test_from_dict_is_strict() -> None:
     stored = HAND_MODEL.to_dict()
-    with pytest.raises(ModelError, match="unknown keys lambda"):
+    with pytest.raises(ModelError, match=r"1 unknown key \(key 10 of the mapping\)"):
         FellegiSunterModel.from_dict({**stored, "lambda": 0.2})
     without_prior = {key: value for key, value in stored.items() if key != "prior"}
     with pytest.raises(ModelError, match="missing keys prior"):
@@ -462,3 +488,105 @@ def test_em_result_does_not_depend_on_starting_prior(
     model = fit(levels, initial_prior=initial_prior)
     assert abs(model.prior - TRUE_PRIOR) < 0.02
     assert max_difference(model.m, TRUE_M) < 0.03
+
+
+# ----------------------------------------------------------------- latent classes (Winkler)
+
+# Five fields of three levels. Matches agree on everything; "namesakes" (different people with
+# the same common name, blocked together) agree on the name fields and are random on the
+# others; "others" are random everywhere. Namesakes outnumber matches 15 to 1 (2 % matches,
+# as among the blocked candidates of a 200 k-record child population).
+LC_THRESHOLDS = ((0.9, 0.7),) * 5
+LC_NAMES = ("given", "family", "date", "postcode", "middle")
+_AGREE = (0.03, 0.07, 0.90)
+_RANDOM = (0.85, 0.12, 0.03)
+LC_MATCH = (_AGREE,) * 5
+LC_NAMESAKE = (_AGREE, _AGREE, _RANDOM, _RANDOM, _RANDOM)
+LC_OTHER = (_RANDOM,) * 5
+
+
+def _draw(
+    tables: tuple[tuple[float, ...], ...], count: int, rng: np.random.Generator
+) -> NDArray[np.int8]:
+    columns = [rng.choice(len(t), size=count, p=t) for t in tables]
+    return np.stack(columns, axis=1).astype(np.int8)
+
+
+def _latent_world(seed: int) -> NDArray[np.int8]:
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [
+            _draw(LC_MATCH, 2_000, rng),
+            _draw(LC_NAMESAKE, 30_000, rng),
+            _draw(LC_OTHER, 68_000, rng),
+        ]
+    )
+
+
+def test_two_classes_mistake_namesakes_for_matches_three_do_not() -> None:
+    levels = _latent_world(seed=3)
+    two = fit_fellegi_sunter(
+        levels, field_names=LC_NAMES, thresholds=LC_THRESHOLDS, u=LC_OTHER, fix_u=False,
+        initial_prior=0.05, max_iterations=500,
+    )  # fmt: skip
+    # The two-class fit's "match" class is matches + namesakes: the date no longer agrees.
+    assert two.m[2][2] < 0.5 and two.m[3][2] < 0.5
+    fit3 = fit_latent_classes(
+        levels, field_names=LC_NAMES, thresholds=LC_THRESHOLDS, u=LC_OTHER, classes=3,
+        initial_prior=0.05,
+    )  # fmt: skip
+    assert len(fit3.tables) == 3 and abs(sum(fit3.shares) - 1.0) < 1e-9
+    scores = [np.mean([np.dot(t[f, :3], np.arange(3)) / 2 for f in range(3)]) for t in fit3.tables]
+    assert scores == sorted(scores, reverse=True)  # most agreeing class first
+    # A population of 2,000 records: ~2 M pairs, so the prior odds are small and namesakes
+    # (names agree, date random) stay out of the match class.
+    model = fit3.match_model(LC_OTHER, candidate_pairs=len(levels), population_pairs=2.0e6)
+    assert max_difference(model.m, LC_MATCH) < 0.03
+    assert abs(model.prior * 2.0e6 - 2_000) < 100
+    assert model.u == tuple(tuple(float(x) for x in row) for row in LC_OTHER)
+
+
+def test_a_class_of_noisy_matches_joins_the_match_class() -> None:
+    rng = np.random.default_rng(5)
+    noisy = ((0.10, 0.30, 0.60), (0.40, 0.30, 0.30), (0.05, 0.15, 0.80), _AGREE, _RANDOM)
+    levels = np.concatenate(
+        [_draw(LC_MATCH, 6_000, rng), _draw(noisy, 4_000, rng), _draw(LC_OTHER, 20_000, rng)]
+    )
+    fit3 = fit_latent_classes(
+        levels, field_names=LC_NAMES, thresholds=LC_THRESHOLDS, u=LC_OTHER, classes=3
+    )
+    model = fit3.match_model(LC_OTHER, candidate_pairs=len(levels), population_pairs=1.0e5)
+    # both match-like classes are in: the prior counts all 10,000 of their pairs
+    assert abs(model.prior - 10_000 / 1.0e5) < 0.01
+    mixed = tuple(
+        tuple(0.6 * a + 0.4 * b for a, b in zip(ra, rb, strict=True))
+        for ra, rb in zip(LC_MATCH, noisy, strict=True)
+    )
+    assert max_difference(model.m, mixed) < 0.05
+
+
+def test_latent_class_fit_is_deterministic() -> None:
+    levels = _latent_world(seed=4)[::7]
+    fits = [
+        fit_latent_classes(levels, field_names=LC_NAMES, thresholds=LC_THRESHOLDS, u=LC_OTHER)
+        for _ in range(2)
+    ]
+    assert fits[0].shares == fits[1].shares
+    assert all(np.array_equal(a, b) for a, b in zip(fits[0].tables, fits[1].tables, strict=True))
+
+
+@pytest.mark.parametrize("classes", [1, 6, True, 2.0])
+def test_latent_classes_count_is_checked(classes: object) -> None:
+    with pytest.raises(ModelError, match="classes"):
+        fit_latent_classes(
+            _latent_world(seed=1)[:100], field_names=LC_NAMES, thresholds=LC_THRESHOLDS,
+            u=LC_OTHER, classes=classes,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+
+def test_latent_classes_reject_empty_input() -> None:
+    with pytest.raises(ModelError, match="zero candidate pairs"):
+        fit_latent_classes(
+            np.zeros((0, 3), dtype=np.int8), field_names=LC_NAMES, thresholds=LC_THRESHOLDS,
+            u=LC_OTHER,
+        )  # fmt: skip

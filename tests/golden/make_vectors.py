@@ -1,16 +1,16 @@
 """Regenerate the encoding golden vectors from the current library (run deliberately, by hand).
 
-Role: the golden files ``tokens.json``, ``filters.json`` and ``fingerprint.json`` are the
-compatibility contract between agencies (see ``README.md`` beside this script). This script
-writes them from whatever the library currently does, so running it *accepts* the current
-behaviour as the new contract: only run it after an intended change of normalisation,
-tokenisation, filter construction or schema, bump the version that the change requires
-(``NORMALISATION_VERSION`` or ``ENCODING_VERSION``) and add a CHANGELOG.md entry. Tests never
-call it.
+Role: the golden files ``tokens.json``, ``filters.json``, ``fingerprint.json`` and
+``hardened_filters.json`` are the compatibility contract between agencies (see
+``README.md`` beside this script). This script writes them from whatever the library
+currently does, so running it *accepts* the current behaviour as the new contract: only run
+it after an intended change of normalisation, tokenisation, filter construction, hardening
+or schema, bump the version that the change requires (``NORMALISATION_VERSION`` or
+``ENCODING_VERSION``) and add a CHANGELOG.md entry. Tests never call it.
 
 Usage (from the repository root)::
 
-    .venv/bin/python tests/golden/make_vectors.py          # rewrite the three files
+    .venv/bin/python tests/golden/make_vectors.py          # rewrite the four files
     .venv/bin/python tests/golden/make_vectors.py --check  # exit 1 if any file would change
 
 ``hkdf_rfc5869.json`` is not generated: it is copied from RFC 5869 Appendix A.
@@ -30,7 +30,12 @@ sys.path.insert(0, str(GOLDEN_DIR.parent.parent))
 from linkage import normalise  # noqa: E402
 from linkage.encode import encode_records, tokenise  # noqa: E402
 from linkage.keys import TEST_SECRET_HEX, KeySet, LinkageSecret  # noqa: E402
-from linkage.schema import ENCODING_VERSION, load_schema, shipped_schema_names  # noqa: E402
+from linkage.schema import (  # noqa: E402
+    ENCODING_VERSION,
+    Hardening,
+    load_schema,
+    shipped_schema_names,
+)
 
 #: (field of the child schema, raw value) pairs for tokens.json. Chosen to cover every field
 #: kind, non-ASCII names, particles, hyphens, several date formats (and a day/month
@@ -223,6 +228,59 @@ def filter_vectors() -> dict[str, Any]:
     }
 
 
+#: Hardening for hardened_filters.json: every transform appears on some filter, alone and in
+#: combination, and two fields stay unhardened (their bytes must equal filters.json's).
+HARDENED_RECORD = Hardening(balance=True, diffusion_t=3, blip_epsilon=8.0)
+HARDENED_FIELDS: dict[str, Hardening] = {
+    "given_name": Hardening(balance=True, xor_fold=True),
+    "family_name": Hardening(diffusion_t=3),
+    "date_of_birth": Hardening(blip_epsilon=4.0),
+    "postcode": Hardening(balance=True),
+    "nhs_number": Hardening(balance=True, diffusion_t=5, xor_fold=True, blip_epsilon=6.0),
+}
+#: Rows of FILTER_RECORDS in hardened_filters.json: one child in two spellings (0, 1), missing
+#: and invalid values (2, 3, 5) and an entirely missing record (6).
+HARDENED_ROWS = (0, 1, 2, 3, 5, 6)
+
+
+def hardened_filter_vectors() -> dict[str, Any]:
+    schema = load_schema("child").with_hardening(HARDENED_RECORD, HARDENED_FIELDS)
+    keys = KeySet(LinkageSecret.for_tests(), key_version=1)
+    records = [FILTER_RECORDS[row] for row in HARDENED_ROWS]
+    columns = {f: [r[f] for r in records] for f in schema.field_names}
+    batch = encode_records(schema, keys, columns)
+    rows: list[dict[str, Any]] = []
+    for index, (row, record) in enumerate(zip(HARDENED_ROWS, records, strict=True)):
+        rows.append(
+            {
+                "row": row,
+                "record": record,
+                "field_filters": {
+                    name: filter_hex(batch.field_filters[i][index])
+                    for i, name in enumerate(schema.field_names)
+                },
+                "record_filter": filter_hex(batch.record_filters[index]),
+                "present": {
+                    name: bool(batch.field_present[index, i])
+                    for i, name in enumerate(schema.field_names)
+                },
+            }
+        )
+    return {
+        "schema": "child",
+        "record_hardening": HARDENED_RECORD.to_dict(),
+        "field_hardening": {name: h.to_dict() for name, h in HARDENED_FIELDS.items()},
+        "schema_fingerprint": schema.fingerprint(),
+        "published_bits": {spec.name: spec.published_bits for spec in schema.fields},
+        "published_record_bits": schema.published_record_bits,
+        "encoding_version": ENCODING_VERSION,
+        "normalisation_version": normalise.NORMALISATION_VERSION,
+        "secret_hex": TEST_SECRET_HEX,
+        "key_version": 1,
+        "rows": rows,
+    }
+
+
 def fingerprint_vectors() -> dict[str, str]:
     return {name: load_schema(name).fingerprint() for name in shipped_schema_names()}
 
@@ -239,6 +297,7 @@ def main() -> int:
         "tokens.json": render(token_vectors()),
         "filters.json": render(filter_vectors()),
         "fingerprint.json": render(fingerprint_vectors()),
+        "hardened_filters.json": render(hardened_filter_vectors()),
     }
     changed = []
     for name, text in outputs.items():
