@@ -57,10 +57,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
-from linkage import evaluate, harden, pipeline, similarity, synthetic
+from linkage import blocking, evaluate, harden, pipeline, similarity, synthetic
 from linkage import normalise as norm
-from linkage.encode import EncodedBatch, encode_records
+from linkage.encode import EncodedBatch, blocking_value, encode_records, tokenise
 from linkage.errors import InvalidValueError
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Hardening, Schema, default_child_schema, febrl_schema
@@ -325,7 +326,7 @@ def _anchor_profile(
     return centred
 
 
-def graph_attack(
+def structural_attack(
     encoded: EncodedBatch,
     attacker: EncodedBatch,
     *,
@@ -334,8 +335,9 @@ def graph_attack(
     max_anchors: int = 1000,
     rounds: int = 6,
     threads: int = 2,
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """The attacker's claimed matches (encoded index, attacker index), one-to-one."""
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """Feature matching then anchor-profile seed-and-extend on record filters: claimed matches
+    (encoded index, attacker index, margin), one-to-one."""
     left_f = _node_features(encoded, top_k, threads)
     right_f = _node_features(attacker, top_k, threads)
     left, right, margin = _mutual(left_f, right_f)
@@ -353,7 +355,31 @@ def graph_attack(
             break
         previous = current
         anchors = min(max_anchors, int(anchors * 2.5))
-    return left, right
+    return left, right, margin
+
+
+def graph_attack(
+    encoded: EncodedBatch,
+    attacker: EncodedBatch,
+    *,
+    schema: Schema | None = None,
+    attacker_columns: dict[str, list[str | None]] | None = None,
+    seed_share: float = 0.3,
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The attacker's claimed matches (encoded index, attacker index), one-to-one.
+
+    Structural stage (:func:`structural_attack`); when the attacker's plaintext is given, its
+    ``seed_share`` most confident matches seed the decoding stage (:func:`decode_and_match`),
+    whose matches come first; structural matches fill in rows and columns left free."""
+    left, right, margin = structural_attack(encoded, attacker)
+    if schema is None or attacker_columns is None:
+        return left, right
+    best = np.argsort(-margin, kind="stable")[: int(seed_share * left.shape[0])]
+    d_left, d_right, _ = decode_and_match(
+        encoded, attacker, schema, attacker_columns, seed_pairs=(left[best], right[best])
+    )
+    free = ~np.isin(left, d_left) & ~np.isin(right, d_right)
+    return np.concatenate([d_left, left[free]]), np.concatenate([d_right, right[free]])
 
 
 def graph_attack_rate(
@@ -361,12 +387,427 @@ def graph_attack_rate(
     attacker: EncodedBatch,
     encoded_ids: NDArray[np.int64],
     attacker_ids: NDArray[np.int64],
+    *,
+    schema: Schema | None = None,
+    attacker_columns: dict[str, list[str | None]] | None = None,
 ) -> tuple[float, float]:
     """(correct matches / overlap, precision of the claimed matches)."""
-    left, right = graph_attack(encoded, attacker)
+    left, right = graph_attack(encoded, attacker, schema=schema, attacker_columns=attacker_columns)
     overlap = int(np.isin(encoded_ids, attacker_ids).sum())
     correct = int((encoded_ids[left] == attacker_ids[right]).sum())
     return correct / max(1, overlap), correct / max(1, left.shape[0])
+
+
+# --------------------------------------------------------------------------- attack 2: decoding
+
+#: Fields whose filters the pattern-mining stage decodes (exact identifiers such as the NHS
+#: number have one token per value, which no other value shares, so nothing generalises).
+_DECODED_FIELDS = ("given_name", "middle_names", "family_name", "date_of_birth", "sex", "postcode")
+_SEEDED_FIELDS = ("given_name", "family_name")
+#: Field pairs whose aligned values form the candidate blocks of the record-matching step.
+_CANDIDATE_RULES = (
+    ("given_name", "family_name"),
+    ("given_name", "date_of_birth"),
+    ("family_name", "date_of_birth"),
+)
+#: A position belongs to a token when at least this share of aligned values holding the
+#: token set it (tolerates a few wrong alignments).
+_POSITION_RATE = 0.8
+#: Cost at or below which a field agrees, above which (times 2) it disagrees.
+_AGREE_COST = 2.0
+#: Largest dense (values x filters) cost matrix computed for one field's value alignment.
+_DENSE_LIMIT = 6_000_000
+
+
+@dataclass(frozen=True)
+class _PlainField:
+    """The attacker's plaintext of one field: distinct (salted) values and their tokens."""
+
+    row_value: NDArray[np.int64]  # row -> distinct value, -1 where missing
+    tokens: sparse.csr_matrix  # (distinct values, vocabulary) incidence, float32
+    counts: NDArray[np.int64]  # rows per distinct value
+
+
+@dataclass(frozen=True)
+class _CipherField:
+    """The encoded side of one field: distinct filters (equal values give equal filters)."""
+
+    row_group: NDArray[np.int64]  # row -> distinct filter, -1 where missing
+    packed: NDArray[np.uint64]  # (distinct, words)
+    bits: NDArray[np.float32]  # (distinct, filter bits) 0/1
+    counts: NDArray[np.int64]  # rows per distinct filter
+    hashes: int  # positions per token (published with the schema)
+
+
+def _plain_field(schema: Schema, field: str, columns: dict[str, list[str | None]]) -> _PlainField:
+    """Normalise and tokenise the attacker's column exactly as the production encoder does."""
+    spec = schema.field(field)
+    values = normalised_values(schema, field, columns[field])
+    salts: list[str] = [""] * len(values)
+    if spec.salt:
+        salt_field, transform = spec.salt.split(".")
+        salt_kind = schema.field(salt_field).kind
+        salt_values = normalised_values(schema, salt_field, columns[salt_field])
+        salts = [(blocking_value(salt_kind, transform, s) if s else "") or "~" for s in salt_values]
+    index: dict[tuple[str, str], int] = {}
+    row_value = np.full(len(values), -1, dtype=np.int64)
+    for row, (value, salt) in enumerate(zip(values, salts, strict=True)):
+        if value is not None:
+            row_value[row] = index.setdefault((salt, value), len(index))
+    vocabulary: dict[str, int] = {}
+    owners: list[int] = []
+    columns_of: list[int] = []
+    for slot, (salt, value) in enumerate(index):
+        for token in tokenise(spec, value):
+            owners.append(slot)
+            columns_of.append(vocabulary.setdefault(f"{salt}|{token}" if salt else token,
+                                                    len(vocabulary)))  # fmt: skip
+    tokens = sparse.csr_matrix(
+        (np.ones(len(owners), dtype=np.float32), (owners, columns_of)),
+        shape=(len(index), max(1, len(vocabulary))),
+    )
+    counts = np.bincount(row_value[row_value >= 0], minlength=len(index)).astype(np.int64)
+    return _PlainField(row_value, tokens, counts)
+
+
+def _cipher_field(batch: EncodedBatch, field: str, hashes: int) -> _CipherField:
+    index = batch.field_names.index(field)
+    filters = batch.field_filters[index]
+    present = batch.field_present[:, index]
+    rows = np.flatnonzero(present)
+    view = np.ascontiguousarray(filters[rows]).view(np.dtype((np.void, filters.shape[1] * 8)))
+    _, first, group, counts = np.unique(
+        view.ravel(), return_index=True, return_inverse=True, return_counts=True
+    )
+    row_group = np.full(filters.shape[0], -1, dtype=np.int64)
+    row_group[rows] = group.reshape(-1)
+    packed = np.ascontiguousarray(filters[rows[first]])
+    return _CipherField(row_group, packed, _unpacked(packed), counts.astype(np.int64), hashes)
+
+
+def _pack(bits: NDArray[np.bool_]) -> NDArray[np.uint64]:
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64)
+
+
+@dataclass(frozen=True)
+class _Decoder:
+    """Token -> positions learned for one field of the encoded side, applied to the plaintext."""
+
+    predicted: NDArray[np.bool_]  # (plain values, filter bits)
+    unknown: NDArray[np.float32]  # tokens of each plain value whose positions are not known
+
+
+def _learn_decoder(
+    plain: _PlainField, cipher: _CipherField, groups: NDArray[np.int64], values: NDArray[np.int64]
+) -> _Decoder:
+    """Pattern mining (Christen et al. 2017): a token's positions are those set in (nearly)
+    every aligned filter whose value holds the token; a token is known when at most
+    ``hashes`` positions remain. Other values are then predicted from their known tokens."""
+    incidence = plain.tokens[values]
+    support = np.asarray(incidence.sum(axis=0)).ravel()
+    shared = np.asarray(incidence.T @ cipher.bits[groups])
+    positions = shared >= _POSITION_RATE * np.maximum(support, 1.0)[:, None]
+    size = positions.sum(axis=1)
+    known = (support > 0) & (size >= 1) & (size <= cipher.hashes)
+    learned = (positions & known[:, None]).astype(np.float32)
+    predicted = np.asarray(plain.tokens @ learned) > 0
+    unknown = np.asarray(plain.tokens @ (~known).astype(np.float32)).ravel()
+    return _Decoder(predicted, unknown.astype(np.float32))
+
+
+def _cost(
+    inter: NDArray[np.float32],
+    predicted_count: NDArray[np.float32],
+    filter_count: NDArray[np.float32],
+    unknown: NDArray[np.float32],
+    hashes: int,
+    filter_bits: int,
+) -> NDArray[np.float32]:
+    """How badly a filter fits a value's prediction: predicted bits it lacks (twice), plus the
+    distance, in tokens, between its unexplained bits and those the unknown tokens would set."""
+    missing = predicted_count - inter
+    excess = filter_count - inter
+    expected = unknown * hashes * (1.0 - filter_count / filter_bits)
+    cost: NDArray[np.float32] = (2.0 * missing + np.abs(excess - expected) / hashes).astype(
+        np.float32
+    )
+    return cost
+
+
+def _align_values(plain: _PlainField, cipher: _CipherField, decoder: _Decoder) -> NDArray[np.int64]:
+    """Per distinct filter, the plain value it decodes to (-1 when not confident).
+
+    Dense fields: mutual-lowest cost with a margin of one unit. Larger fields: exact equality
+    of the filter with a fully predicted value."""
+    filter_bits = cipher.bits.shape[1]
+    aligned = np.full(cipher.packed.shape[0], -1, dtype=np.int64)
+    if plain.counts.size * cipher.counts.size <= _DENSE_LIMIT:
+        predicted = decoder.predicted.astype(np.float32)
+        inter = predicted @ cipher.bits.T
+        cost = _cost(
+            inter,
+            predicted.sum(axis=1)[:, None],
+            cipher.bits.sum(axis=1)[None, :],
+            decoder.unknown[:, None],
+            cipher.hashes,
+            filter_bits,
+        )
+        if cost.shape[0] < 2 or cost.shape[1] < 2:
+            return aligned
+        by_value = np.argmin(cost, axis=1)
+        by_filter = np.argmin(cost, axis=0)
+        two_v = np.partition(cost, 1, axis=1)[:, :2]
+        two_f = np.partition(cost, 1, axis=0)[:2, :]
+        values = np.flatnonzero(by_filter[by_value] == np.arange(cost.shape[0]))
+        groups = by_value[values]
+        ok = (
+            (two_v[values, 0] <= _AGREE_COST)
+            & (two_v[values, 1] - two_v[values, 0] >= 1.0)
+            & (two_f[1, groups] - two_f[0, groups] >= 1.0)
+        )
+        aligned[groups[ok]] = values[ok]
+        return aligned
+    full = np.flatnonzero(decoder.unknown == 0)
+    if full.size == 0:
+        return aligned
+    words = cipher.packed.shape[1]
+    guess = _pack(decoder.predicted[full])
+    joined = np.ascontiguousarray(np.vstack([cipher.packed, guess]))
+    _, inverse, counts = np.unique(
+        joined.view(np.dtype((np.void, words * 8))).ravel(),
+        return_inverse=True,
+        return_counts=True,
+    )
+    inverse = inverse.reshape(-1)
+    n_filters = cipher.packed.shape[0]
+    # one filter and one fully predicted value per group: an unambiguous decoding
+    pair_groups = counts[inverse[n_filters:]] == 2
+    slot = np.full(counts.shape[0], -1, dtype=np.int64)
+    slot[inverse[:n_filters]] = np.arange(n_filters)
+    targets = slot[inverse[n_filters:]]
+    ok = pair_groups & (targets >= 0)
+    aligned[targets[ok]] = full[ok]
+    return aligned
+
+
+def _dice_dense(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:
+    dice: NDArray[np.float32] = (
+        2 * (a @ b.T) / np.maximum(a.sum(axis=1)[:, None] + b.sum(axis=1)[None, :], 1.0)
+    ).astype(np.float32)
+    return dice
+
+
+def _value_seeds(
+    plain: _PlainField,
+    cipher: _CipherField,
+    own_bits: NDArray[np.float32],
+    top: int,
+    rounds: int = 6,
+) -> NDArray[np.int64]:
+    """Seed alignment of distinct values of one field (graph matching at value level).
+
+    Start: the ``top`` most frequent encoded groups take the plain value of nearest frequency
+    share among ranks ``r - 3 .. r + 3`` whose own-key filter has a popcount within 3 bits.
+    Then every value is described by its Dice similarity to the aligned anchors of its own
+    side (Dice of q-gram sets survives a change of key), and values are re-aligned by
+    mutual-best cosine of those profiles with a margin, penalised by frequency-share and
+    popcount differences; the anchors grow each round.
+    """
+    aligned = np.full(cipher.packed.shape[0], -1, dtype=np.int64)
+    group_share = np.log(cipher.counts / max(1, cipher.counts.sum()))
+    value_share = np.log(plain.counts / max(1, plain.counts.sum()))
+    group_pop = cipher.bits.sum(axis=1)
+    value_pop = own_bits.sum(axis=1)
+    groups = np.argsort(-cipher.counts, kind="stable")[:top]
+    values = np.argsort(-plain.counts, kind="stable")[: top + 3]
+    taken: set[int] = set()
+    for rank, group in enumerate(groups.tolist()):
+        window = [
+            v
+            for v in values[max(0, rank - 3) : rank + 4].tolist()
+            if v not in taken and abs(value_pop[v] - group_pop[group]) <= 3
+        ]
+        if not window:
+            continue
+        gaps = [abs(value_share[v] - group_share[group]) for v in window]
+        if min(gaps) <= math.log(1.6):
+            best = window[int(np.argmin(gaps))]
+            aligned[group] = best
+            taken.add(best)
+    if plain.counts.size * cipher.counts.size > _DENSE_LIMIT:
+        return aligned
+    for _ in range(rounds):
+        anchors = np.flatnonzero(aligned >= 0)
+        if anchors.size < 5:
+            break
+        left = _dice_dense(cipher.bits, cipher.bits[anchors])
+        right = _dice_dense(own_bits, own_bits[aligned[anchors]])
+        left -= left.mean(axis=1, keepdims=True)
+        right -= right.mean(axis=1, keepdims=True)
+        left /= np.maximum(np.linalg.norm(left, axis=1, keepdims=True), 1e-6)
+        right /= np.maximum(np.linalg.norm(right, axis=1, keepdims=True), 1e-6)
+        score = left @ right.T
+        score -= 0.05 * np.abs(group_share[:, None] - value_share[None, :])
+        score -= 0.02 * np.abs(group_pop[:, None] - value_pop[None, :])
+        best_value = np.argmax(score, axis=1)
+        best_group = np.argmax(score, axis=0)
+        two = np.partition(score, -2, axis=1)[:, -2:]
+        mutual = np.flatnonzero(best_group[best_value] == np.arange(score.shape[0]))
+        margin = two[mutual, 1] - two[mutual, 0]
+        keep = mutual[margin >= 0.02]
+        order = keep[np.argsort(-(two[keep, 1] - two[keep, 0]))]
+        grown = np.full_like(aligned, -1)
+        limit = min(order.size, max(2 * anchors.size, 50))
+        grown[order[:limit]] = best_value[order[:limit]]
+        aligned = grown
+    return aligned
+
+
+def _pair_costs(
+    plain: _PlainField,
+    cipher: _CipherField,
+    decoder: _Decoder,
+    left: NDArray[np.int64],
+    right: NDArray[np.int64],
+) -> NDArray[np.float32]:
+    """Cost of each candidate record pair on one field (NaN where either side is missing)."""
+    group = cipher.row_group[left]
+    value = plain.row_value[right]
+    both = (group >= 0) & (value >= 0)
+    out = np.full(left.shape[0], np.nan, dtype=np.float32)
+    if not both.any():
+        return out
+    predicted = _pack(decoder.predicted)
+    a = cipher.packed[group[both]]
+    b = predicted[value[both]]
+    inter = np.bitwise_count(a & b).sum(axis=1).astype(np.float32)
+    out[both] = _cost(
+        inter,
+        np.bitwise_count(b).sum(axis=1).astype(np.float32),
+        np.bitwise_count(a).sum(axis=1).astype(np.float32),
+        decoder.unknown[value[both]],
+        cipher.hashes,
+        cipher.bits.shape[1],
+    )
+    return out
+
+
+def _match_records(
+    plains: dict[str, _PlainField],
+    ciphers: dict[str, _CipherField],
+    decoders: dict[str, _Decoder],
+    alignments: dict[str, NDArray[np.int64]],
+    n_left: int,
+    n_right: int,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """One-to-one record matches from decoded fields, most confident first.
+
+    Candidates share decoded values on one of :data:`_CANDIDATE_RULES`; a pair is scored by
+    agreeing minus disagreeing fields and kept when at least three fields agree and at most
+    one disagrees; then greedy one-to-one by score (ties: lower total cost)."""
+    left_keys = np.zeros((n_left, len(_CANDIDATE_RULES)), dtype=np.uint64)
+    right_keys = np.zeros((n_right, len(_CANDIDATE_RULES)), dtype=np.uint64)
+    for r, (first, second) in enumerate(_CANDIDATE_RULES):
+        width = plains[second].counts.size + 1
+        for keys, a, b in (
+            (left_keys, _decoded_rows(ciphers[first], alignments[first]),
+             _decoded_rows(ciphers[second], alignments[second])),
+            (right_keys, plains[first].row_value, plains[second].row_value),
+        ):  # fmt: skip
+            ok = (a >= 0) & (b >= 0)
+            keys[ok, r] = (a[ok] * width + b[ok] + 1).astype(np.uint64)
+    pairs = blocking.candidate_pairs_link(left_keys, right_keys, max_block_size=10_000)
+    left, right = pairs.left.astype(np.int64), pairs.right.astype(np.int64)
+    costs = np.stack(
+        [_pair_costs(plains[f], ciphers[f], decoders[f], left, right) for f in decoders], axis=1
+    )
+    agree = (costs <= _AGREE_COST).sum(axis=1)
+    disagree = (costs > 2 * _AGREE_COST).sum(axis=1)
+    keep = (agree >= 3) & (disagree <= 1)
+    left, right = left[keep], right[keep]
+    score = (agree - disagree)[keep].astype(np.float64)
+    total = np.nansum(costs[keep], axis=1)
+    order = np.lexsort((total, -score))
+    used_left = np.zeros(n_left, dtype=bool)
+    used_right = np.zeros(n_right, dtype=bool)
+    chosen: list[int] = []
+    for pair in order.tolist():
+        i, j = int(left[pair]), int(right[pair])
+        if not used_left[i] and not used_right[j]:
+            used_left[i] = used_right[j] = True
+            chosen.append(pair)
+    picked = np.asarray(chosen, dtype=np.int64)
+    confidence = score[picked] - total[picked] / 100.0
+    return left[picked], right[picked], confidence
+
+
+def _decoded_rows(cipher: _CipherField, aligned: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Per encoded row, the plain value its filter decodes to (-1 when none)."""
+    out = np.full(cipher.row_group.shape[0], -1, dtype=np.int64)
+    present = cipher.row_group >= 0
+    out[present] = aligned[cipher.row_group[present]]
+    return out
+
+
+def decode_and_match(
+    encoded: EncodedBatch,
+    attacker: EncodedBatch,
+    schema: Schema,
+    attacker_columns: dict[str, list[str | None]],
+    *,
+    seed_pairs: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None,
+    seed_values: int = 40,
+    rounds: int = 4,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Pattern-mining seeds: (encoded index, attacker index, confidence), most confident first.
+
+    1. Frequency-align the ``seed_values`` most frequent given and family names.
+    2. Learn each token's positions from the aligned (filter, value) pairs (:func:`_learn_decoder`),
+       predict the filter of every plaintext value, re-align values by lowest cost; repeat.
+    3. Match records on decoded fields (:func:`_match_records`); the matched records align the
+       values of every field (dates, postcodes, sex, middle names too), which refines the
+       decoders; repeat ``rounds`` times.
+    """
+    n_left = len(encoded)
+    n_right = len(attacker_columns[_DECODED_FIELDS[0]])
+    fields = [f for f in _DECODED_FIELDS if f in encoded.field_names]
+    plains = {f: _plain_field(schema, f, attacker_columns) for f in fields}
+    ciphers = {f: _cipher_field(encoded, f, schema.field(f).hashes_per_token) for f in fields}
+    alignments: dict[str, NDArray[np.int64]] = {}
+    for f in fields:
+        alignments[f] = np.full(ciphers[f].packed.shape[0], -1, dtype=np.int64)
+        if f in _SEEDED_FIELDS:
+            index = attacker.field_names.index(f)
+            first = np.full(plains[f].counts.size, -1, dtype=np.int64)
+            rows = np.flatnonzero(plains[f].row_value >= 0)
+            first[plains[f].row_value[rows[::-1]]] = rows[::-1]
+            own_bits = _unpacked(attacker.field_filters[index][first])
+            alignments[f] = _value_seeds(plains[f], ciphers[f], own_bits, seed_values)
+        if seed_pairs is not None:
+            group = ciphers[f].row_group[seed_pairs[0]]
+            value = plains[f].row_value[seed_pairs[1]]
+            ok = (group >= 0) & (value >= 0)
+            alignments[f][group[ok]] = value[ok]
+    empty = np.zeros(0, dtype=np.int64)
+    left, right, confidence = empty, empty, np.zeros(0)
+    for _ in range(rounds):
+        decoders: dict[str, _Decoder] = {}
+        for f in fields:
+            for _ in range(3 if f in _SEEDED_FIELDS else 1):
+                groups = np.flatnonzero(alignments[f] >= 0)
+                decoders[f] = _learn_decoder(plains[f], ciphers[f], groups, alignments[f][groups])
+                refined = _align_values(plains[f], ciphers[f], decoders[f])
+                alignments[f] = np.where(refined >= 0, refined, alignments[f])
+        left, right, confidence = _match_records(
+            plains, ciphers, decoders, alignments, n_left, n_right
+        )
+        for f in fields:
+            group = ciphers[f].row_group[left]
+            value = plains[f].row_value[right]
+            ok = (group >= 0) & (value >= 0)
+            alignments[f][group[ok]] = value[ok]
+    return left, right, confidence
 
 
 # --------------------------------------------------------------------------- attack 3
@@ -493,11 +934,17 @@ def run_attack(
             shared = round(overlap * n_records)
             attacker_rows = np.arange(n_records - shared, 2 * n_records - shared, dtype=np.int64)
             attacker_rows = np.random.default_rng(seed + 1).permutation(attacker_rows)
-            _, attacker = encode_setting(
-                base, setting, take_columns(columns, attacker_rows), ATTACKER_SECRET
+            attacker_columns = take_columns(columns, attacker_rows)
+            attacker_schema, attacker = encode_setting(
+                base, setting, attacker_columns, ATTACKER_SECRET
             )
             rate, precision = graph_attack_rate(
-                encoded, attacker, child_ids[encoded_rows], child_ids[attacker_rows]
+                encoded,
+                attacker,
+                child_ids[encoded_rows],
+                child_ids[attacker_rows],
+                schema=attacker_schema,
+                attacker_columns=attacker_columns,
             )
             row[f"graph_{overlap}"] = rate
             row[f"graph_{overlap}_precision"] = precision
