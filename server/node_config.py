@@ -8,6 +8,7 @@ fields each caller role may have disclosed, and its lookup rate limits.
 Parsing is strict, like the schema: an unknown key, a missing required key or a value of
 the wrong type is a problem, and every problem in the file is reported at once in one
 :class:`ConfigError`. Relative paths resolve against the directory of the config file.
+The rules shared with the matcher config live in :mod:`server.config_parsing`.
 
 File layout (``*`` = required)::
 
@@ -36,18 +37,37 @@ but messages still never echo a value that failed validation.
 from __future__ import annotations
 
 import re
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from linkage.errors import JigsawError, KeyMaterialError, SchemaError
+from linkage.errors import KeyMaterialError
 from linkage.keys import KeySet, LinkageSecret
-from linkage.schema import Schema, load_schema, parse_schema, shipped_schema_names
+from linkage.schema import Schema
+from server.config_parsing import (
+    ConfigError,
+    Problems,
+    load_schema_ref,
+    parse_toml,
+    read_config_file,
+    read_tls_section,
+    resolve_path,
+)
 from server.pki import ROLES
 from server.tls import TlsFiles
+
+__all__ = [
+    "LOCAL_ID",
+    "ConfigError",
+    "NodeConfig",
+    "RateLimitConfig",
+    "SourceConfig",
+    "load_node_config",
+    "parse_node_config",
+    "read_linkage_keys",
+]
 
 AGENCY_RE = re.compile(r"[a-z0-9_]+")
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -65,18 +85,9 @@ _NODE_KEYS = {
     "matcher",
     "publish_batch_size",
 }
-_TLS_KEYS = {"ca_cert", "cert", "key"}
 _SOURCE_KEYS = {"kind", "path", "table", "day_first", "columns", "extra"}
 _RATE_KEYS = {"lookups_per_minute", "burst", "enumeration_alert_per_hour"}
 _TOP_KEYS = {"node", "tls", "source", "disclosure", "rate_limits"}
-
-
-class ConfigError(JigsawError):
-    """A node config file is malformed. ``problems`` lists every problem found."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("invalid node config: " + "; ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -135,92 +146,7 @@ class NodeConfig:
         return self.disclosure.get(role, ())
 
 
-class _Problems:
-    """Collects problems so the whole file is reported at once."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, message: str) -> None:
-        self.items.append(message)
-
-    def unknown(self, where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
-        for key in sorted(set(got) - allowed):
-            self.add(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
-
-    def table(self, where: str, value: Any) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.add(f"{where}: expected a table")
-            return {}
-        return value
-
-    def get(
-        self,
-        where: str,
-        data: Mapping[str, Any],
-        key: str,
-        kind: type | tuple[type, ...],
-        default: Any = ...,
-    ) -> Any:
-        """``data[key]`` checked against ``kind``; a problem and ``None`` when wrong."""
-        if key not in data:
-            if default is ...:
-                self.add(f"{where}.{key}: required key is missing")
-                return None
-            return default
-        value = data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # bool is an int subclass in Python: never accept it where a number is expected
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if not ok:
-            expected = " or ".join(_type_word(k) for k in kinds)
-            self.add(f"{where}.{key}: expected {expected}, got {_type_word(type(value))}")
-            return None
-        return value
-
-
-def _type_word(kind: type) -> str:
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "a boolean",
-        list: "an array",
-        dict: "a table",
-    }.get(kind, kind.__name__)
-
-
-def _address_ok(text: str) -> bool:
-    host, sep, port = text.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65535)
-
-
-def _resolve(base: Path, text: str) -> Path:
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
-def _load_schema(base: Path, ref: str, problems: _Problems) -> Schema | None:
-    try:
-        if ref in shipped_schema_names():
-            return load_schema(ref)
-        path = _resolve(base, ref)
-        if not path.is_file():
-            problems.add(
-                f"node.schema: expected a shipped schema name "
-                f"({', '.join(shipped_schema_names())}) or an existing schema file"
-            )
-            return None
-        return parse_schema(path.read_text("utf-8"))
-    except SchemaError as exc:
-        for item in exc.problems:
-            problems.add(f"node.schema: {item}")
-        return None
-
-
-def _parse_mapping(where: str, value: Any, problems: _Problems) -> dict[str, str]:
+def _parse_mapping(where: str, value: Any, problems: Problems) -> dict[str, str]:
     table = problems.table(where, value)
     out: dict[str, str] = {}
     for name, column in table.items():
@@ -236,7 +162,7 @@ def _parse_source(
     raw: Any,
     base: Path,
     schema: Schema | None,
-    problems: _Problems,
+    problems: Problems,
 ) -> SourceConfig | None:
     data = problems.table(where, raw)
     if not data:
@@ -280,7 +206,7 @@ def _parse_source(
         return None
     return SourceConfig(
         kind=kind,
-        path=_resolve(base, path),
+        path=resolve_path(base, path),
         table=table,
         day_first=day_first,
         columns=MappingProxyType(columns),
@@ -290,49 +216,31 @@ def _parse_source(
 
 def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = None) -> NodeConfig:
     """Parse config TOML text; relative paths resolve against ``base_dir``."""
-    problems = _Problems()
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"]) from None
+    problems = Problems()
+    data = parse_toml(text)
     problems.unknown("config", data, _TOP_KEYS)
 
-    node = problems.table("node", data.get("node"))
-    if "node" not in data:
-        problems.add("node: required table is missing")
-    problems.unknown("node", node, _NODE_KEYS)
+    node = problems.required_table(data, "node", _NODE_KEYS)
     has_node = "node" in data
     agency = problems.get("node", node, "agency", str) if has_node else None
     if agency is not None and not AGENCY_RE.fullmatch(agency):
         problems.add("node.agency: expected lowercase letters, digits and underscores")
     schema_ref = problems.get("node", node, "schema", str) if has_node else None
     secret_file = problems.get("node", node, "secret_file", str) if has_node else None
-    key_version = problems.get("node", node, "key_version", int, 1)
-    if key_version is not None and key_version < 1:
-        problems.add("node.key_version: expected an integer >= 1")
+    key_version = problems.get_int("node", node, "key_version", 1, minimum=1)
     store = problems.get("node", node, "store", str) if has_node else None
     audit_log = problems.get("node", node, "audit_log", str) if has_node else None
-    listen = problems.get("node", node, "listen", str, "127.0.0.1:0")
-    if listen is not None and not _address_ok(listen):
-        problems.add("node.listen: expected host:port")
-    matcher = problems.get("node", node, "matcher", str) if has_node else None
-    if matcher is not None and not _address_ok(matcher):
-        problems.add("node.matcher: expected host:port")
-    batch = problems.get("node", node, "publish_batch_size", int, 1000)
-    if batch is not None and not 1 <= batch <= 100_000:
-        problems.add("node.publish_batch_size: expected an integer from 1 to 100000")
+    listen = problems.get_address("node", node, "listen", "127.0.0.1:0")
+    matcher = problems.get_address("node", node, "matcher") if has_node else None
+    batch = problems.get_int("node", node, "publish_batch_size", 1000, minimum=1, maximum=100_000)
 
-    schema = _load_schema(base_dir, schema_ref, problems) if schema_ref is not None else None
+    schema = (
+        load_schema_ref("node.schema", schema_ref, base_dir, problems)
+        if schema_ref is not None
+        else None
+    )
 
-    tls_data = problems.table("tls", data.get("tls"))
-    if "tls" not in data:
-        problems.add("tls: required table is missing")
-    else:
-        problems.unknown("tls", tls_data, _TLS_KEYS)
-    tls_paths = {
-        key: problems.get("tls", tls_data, key, str) if "tls" in data else None
-        for key in sorted(_TLS_KEYS)
-    }
+    tls = read_tls_section(data, problems, check_keys="tls" in data)
 
     raw_sources = data.get("source", [])
     sources: list[SourceConfig] = []
@@ -373,8 +281,7 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
     if alert is not None and alert < 1:
         problems.add("rate_limits.enumeration_alert_per_hour: expected an integer >= 1")
 
-    if problems.items:
-        raise ConfigError(problems.items)
+    problems.raise_if_any()
     # every value below was checked above; the narrowing is for the type checker
     if (
         agency is None
@@ -390,25 +297,21 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
         or per_minute is None
         or burst is None
         or alert is None
-        or any(v is None for v in tls_paths.values())
+        or tls is None
     ):
         raise ConfigError(["config: incomplete"])  # unreachable: each None added a problem
     return NodeConfig(
         agency=agency,
         schema_source=schema_ref,
         schema=schema,
-        secret_file=_resolve(base_dir, secret_file),
+        secret_file=resolve_path(base_dir, secret_file),
         key_version=key_version,
-        store=_resolve(base_dir, store),
-        audit_log=_resolve(base_dir, audit_log),
+        store=resolve_path(base_dir, store),
+        audit_log=resolve_path(base_dir, audit_log),
         listen=listen,
         matcher=matcher,
         publish_batch_size=batch,
-        tls=TlsFiles(
-            ca_cert=_resolve(base_dir, str(tls_paths["ca_cert"])),
-            cert=_resolve(base_dir, str(tls_paths["cert"])),
-            key=_resolve(base_dir, str(tls_paths["key"])),
-        ),
+        tls=tls.resolve(base_dir),
         sources=tuple(sources),
         disclosure=MappingProxyType(disclosure),
         rate_limits=RateLimitConfig(float(per_minute), burst, alert),
@@ -418,13 +321,7 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
 
 def load_node_config(path: Path | str) -> NodeConfig:
     """Read and parse a node config file (see the module docstring for the layout)."""
-    config_path = Path(path).resolve()
-    try:
-        text = config_path.read_text("utf-8")
-    except OSError as exc:
-        raise ConfigError([f"cannot read config file: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(["config file: not valid UTF-8"]) from None
+    text, config_path = read_config_file(path)
     return parse_node_config(text, base_dir=config_path.parent, config_path=config_path)
 
 

@@ -257,3 +257,35 @@ def test_unreadable_secret_names_the_file_not_the_content(tmp_path: Path) -> Non
     config.secret_file.unlink()
     with pytest.raises(KeyMaterialError, match=r"secret\.hex"):
         read_linkage_keys(config)
+
+
+def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_node_config(tmp_path / "absent.toml")
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(VALID.encode("utf-8") + b"# caf\xe9\n")
+    with pytest.raises(ConfigError, match="not valid UTF-8"):
+        load_node_config(path)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'agency = "police"',
+        'schema = "child"',
+        "key_version = 2",
+        'listen = "127.0.0.1:0"',
+        'matcher = "127.0.0.1:50051"',
+        "publish_batch_size = 500",
+        "lookups_per_minute = 30",
+        'kind = "csv"',
+        "day_first = true",
+        "burst = 5",
+    ],
+)
+def test_no_problem_echoes_a_value(tmp_path: Path, line: str) -> None:
+    canary = "Zebulonqx-canary"
+    key = line.split(" = ")[0]
+    problems = problems_of(tmp_path, VALID.replace(line, f'{key} = "{canary}:x"', 1))
+    assert problems[0].startswith(("node.", "source[0]", "rate_limits.")), problems
+    assert all(canary not in p for p in problems), problems
