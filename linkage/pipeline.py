@@ -48,6 +48,10 @@ class LinkageOptions:
 
     min_probability: float = 0.5
     max_block_size: int | None = 2_000_000
+    #: deduplication blocks above this many records keep only each record's nearest
+    #: ``block_neighbours`` members (:class:`linkage.blocking.BlockPruning`); None: all pairs
+    large_block: int | None = 64
+    block_neighbours: int = 12
     lsh_bands: int = 0
     lsh_bits_per_band: int = 28
     lsh_seed: int = 20261126
@@ -220,8 +224,15 @@ def candidate_pairs(
 ) -> blocking.CandidatePairs:
     """Keyed-token blocking united with LSH on record filters (``right=None``: dedupe)."""
     if right is None:
+        pruning = None
+        if options.large_block is not None:
+            pruning = blocking.BlockPruning(
+                left.record_filters,
+                large_block=options.large_block,
+                neighbours=options.block_neighbours,
+            )
         pairs = blocking.candidate_pairs_dedupe(
-            left.block_keys, max_block_size=options.max_block_size
+            left.block_keys, max_block_size=options.max_block_size, pruning=pruning
         )
     else:
         pairs = blocking.candidate_pairs_link(

@@ -9,10 +9,11 @@ Wire layout of one ``EncodedRecord`` (see also ``proto/jigsaw/v1/jigsaw.proto``)
 
 * ``reference``: 32 lowercase hex characters chosen by the node;
 * ``field_filters``: one entry per schema field, in schema order; a present field is its
-  packed filter, ``filter_bits / 8`` bytes = ``filter_bits / 64`` uint64 words, each
-  little-endian (bit ``i`` is bit ``i % 8``, LSB first, of byte ``i // 8``); a missing field is
-  empty bytes;
-* ``record_filter``: the record-level filter, ``record_filter_bits / 8`` bytes, same layout;
+  packed filter, ``published_bits / 8`` bytes = ``published_bits / 64`` uint64 words (its width
+  after the field's hardening, ``FieldSpec.published_bits``), each little-endian (bit ``i``
+  is bit ``i % 8``, LSB first, of byte ``i // 8``); a missing field is empty bytes;
+* ``record_filter``: the record-level filter, ``Schema.published_record_bits / 8`` bytes (after
+  the record hardening), same layout;
 * ``block_keys``: one fixed64 per schema blocking rule, 0 where a part was missing.
 
 Validation errors are :class:`server.status.RequestError` naming the exact path
@@ -149,8 +150,8 @@ def proto_to_encoded(
         return fast
     # something is malformed: the record-by-record loop below finds and names the first problem
     n = len(records)
-    field_widths = [spec.filter_words * 8 for spec in schema.fields]
-    record_width = schema.record_filter_words * 8
+    field_widths = [spec.published_words * 8 for spec in schema.fields]
+    record_width = schema.published_record_words * 8
     n_rules = len(schema.blocking)
     field_chunks: list[list[bytes]] = [[] for _ in schema.fields]
     present = np.zeros((n, len(schema.fields)), dtype=bool)
@@ -193,7 +194,7 @@ def proto_to_encoded(
         if n_rules:
             block_keys[i] = record.block_keys
     field_filters = tuple(
-        _words(chunks, n, spec.filter_words)
+        _words(chunks, n, spec.published_words)
         for chunks, spec in zip(field_chunks, schema.fields, strict=True)
     )
     batch = EncodedBatch(
@@ -202,7 +203,7 @@ def proto_to_encoded(
         field_names=schema.field_names,
         field_filters=field_filters,
         field_present=present,
-        record_filters=_words(record_chunks, n, schema.record_filter_words),
+        record_filters=_words(record_chunks, n, schema.published_record_words),
         block_keys=block_keys,
     )
     return batch, references
@@ -232,7 +233,7 @@ def _proto_to_encoded_fast(
     present = np.zeros((n, n_fields), dtype=bool)
     field_filters = []
     for j, spec in enumerate(schema.fields):
-        width = spec.filter_words * 8
+        width = spec.published_words * 8
         column = [filters[j] for filters in filter_lists]
         lengths = np.fromiter(map(len, column), dtype=np.int64, count=n)
         if np.any((lengths != 0) & (lengths != width)):
@@ -241,9 +242,9 @@ def _proto_to_encoded_fast(
         if not present[:, j].all():
             empty = bytes(width)
             column = [data or empty for data in column]
-        field_filters.append(_words(column, n, spec.filter_words))
+        field_filters.append(_words(column, n, spec.published_words))
     record_column = [record.record_filter for record in records]
-    record_width = schema.record_filter_words * 8
+    record_width = schema.published_record_words * 8
     if any(len(data) != record_width for data in record_column):
         return None
     key_lists = [record.block_keys for record in records]
@@ -260,7 +261,7 @@ def _proto_to_encoded_fast(
         field_names=schema.field_names,
         field_filters=tuple(field_filters),
         field_present=present,
-        record_filters=_words(record_column, n, schema.record_filter_words),
+        record_filters=_words(record_column, n, schema.published_record_words),
         block_keys=block_keys,
     )
     return batch, references

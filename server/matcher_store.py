@@ -34,10 +34,12 @@ Payload byte layout (format 1, fixed length for a given schema; all integers lit
     byte 0                    payload format version, 1
     ceil(F / 8) bytes         present bitmap: bit f (LSB first) of byte f // 8 is set when
                               field f (schema order) has a value
-    per field f, in order     the packed field filter, filter_bits_f / 8 bytes (uint64 words,
+    per field f, in order     the packed field filter, published_bits_f / 8 bytes (the width
+                              after hardening, FieldSpec.published_bits; uint64 words,
                               little-endian; bit i is bit i % 8 of byte i // 8); zeros when
                               the field is missing
-    record_filter_bits / 8    the packed record-level filter, same layout
+    published_record_bits / 8 the packed record-level filter (Schema.published_record_bits),
+                              same layout
     8 bytes per rule          the keyed blocking tokens (uint64), schema rule order, 0 = missing
 
 Crash safety: each :meth:`MatcherStore.upsert` / :meth:`MatcherStore.delete` call is one
@@ -160,8 +162,8 @@ def payload_length(schema: Schema) -> int:
     return (
         1
         + (n_fields + 7) // 8
-        + sum(spec.filter_words * 8 for spec in schema.fields)
-        + schema.record_filter_words * 8
+        + sum(spec.published_words * 8 for spec in schema.fields)
+        + schema.published_record_words * 8
         + 8 * len(schema.blocking)
     )
 
@@ -221,8 +223,8 @@ def unpack_payloads(payloads: Sequence[bytes], schema: Schema, *, key_version: i
         offset += 8 * count
         return np.ascontiguousarray(chunk.view(_LE_U64).astype(np.uint64).reshape(n, count))
 
-    field_filters = tuple(words(spec.filter_words) for spec in schema.fields)
-    record_filters = words(schema.record_filter_words)
+    field_filters = tuple(words(spec.published_words) for spec in schema.fields)
+    record_filters = words(schema.published_record_words)
     block_keys = words(len(schema.blocking))
     return EncodedBatch(
         schema_fingerprint=schema.fingerprint(),

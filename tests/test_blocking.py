@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
 from linkage.blocking import (
+    BlockPruning,
     CandidatePairs,
     candidate_pairs_dedupe,
     candidate_pairs_dedupe_reference,
@@ -29,6 +30,7 @@ from linkage.blocking import (
     union_pairs,
 )
 from linkage.errors import FilterFormatError, IncompatibleEncodingError, JigsawError
+from linkage.similarity import dice_reference
 
 MASK64 = (1 << 64) - 1
 
@@ -466,3 +468,68 @@ def test_candidate_pairs_are_read_only() -> None:
         pairs.left[0] = 5
     with pytest.raises(JigsawError, match="equal length"):
         CandidatePairs(np.zeros(2, dtype=np.int64), np.zeros(3, dtype=np.int64), (), 0)
+
+
+# ----------------------------------------------------------------------------- large blocks
+
+
+def _pruning_world(seed: int) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
+    """300 records: one block of 200 (key 7), blocks of 3 (keys 100..), random 256-bit filters."""
+    rng = np.random.default_rng(seed)
+    keys = np.zeros((300, 1), dtype=np.uint64)
+    keys[:200, 0] = 7
+    keys[200:, 0] = 100 + np.arange(100) // 3
+    filters = rng.integers(0, 2**63, size=(300, 4), dtype=np.int64).astype(np.uint64)
+    filters &= rng.integers(0, 2**63, size=(300, 4), dtype=np.int64).astype(np.uint64)
+    return keys, filters
+
+
+def test_pruning_keeps_small_blocks_whole_and_each_large_block_member_its_neighbours() -> None:
+    keys, filters = _pruning_world(seed=11)
+    full = candidate_pairs_dedupe(keys)
+    pruned = candidate_pairs_dedupe(
+        keys, pruning=BlockPruning(filters, large_block=50, neighbours=5)
+    )
+    got = set(zip(pruned.left.tolist(), pruned.right.tolist(), strict=True))
+    small = {
+        (i, j) for i, j in zip(full.left.tolist(), full.right.tolist(), strict=True) if i >= 200
+    }
+    assert small <= got  # blocks of 3 are expanded in full
+    large = {(i, j) for i, j in got if i < 200}
+    assert all(j < 200 for _, j in large)
+    assert len(large) < 200 * 5 + 1 < 200 * 199 // 2
+    # Reference: each member's 5 most similar other members (ties: lower index first).
+    for i in range(200):
+        scores = sorted((-dice_reference(filters[i], filters[j]), j) for j in range(200) if j != i)
+        for _, j in scores[:5]:
+            assert (min(i, j), max(i, j)) in large
+    assert np.all(pruned.left < pruned.right)
+    order = np.lexsort((pruned.right, pruned.left))
+    assert np.array_equal(order, np.arange(len(pruned.left)))  # sorted by (left, right)
+
+
+def test_pruned_blocks_are_not_skipped_as_oversized() -> None:
+    keys, filters = _pruning_world(seed=12)
+    skipped = candidate_pairs_dedupe(keys, max_block_size=1000)
+    assert skipped.skipped_blocks == (1,)
+    pruned = candidate_pairs_dedupe(
+        keys, max_block_size=1000, pruning=BlockPruning(filters, large_block=50, neighbours=3)
+    )
+    assert pruned.skipped_blocks == (0,)
+    assert np.count_nonzero(pruned.left < 200) > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"large_block": 0}, "large_block"),
+        ({"neighbours": True}, "neighbours"),
+        ({"filters": np.zeros((300, 4), dtype=np.int64)}, "uint64"),
+        ({"filters": np.zeros((299, 4), dtype=np.uint64)}, "one row per record"),
+    ],
+)
+def test_pruning_options_are_checked(kwargs: dict[str, object], message: str) -> None:
+    keys, filters = _pruning_world(seed=13)
+    options: dict[str, object] = {"filters": filters, **kwargs}
+    with pytest.raises(JigsawError, match=message):
+        candidate_pairs_dedupe(keys, pruning=BlockPruning(**options))  # type: ignore[arg-type]
