@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +49,6 @@ EXIT_INTERRUPTED = 130
 
 out = Console()
 err = Console(stderr=True)
-log = logging.getLogger("jigsaw")
 
 
 def _progress() -> Progress:
@@ -111,41 +108,34 @@ def cmd_secret_init(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ serving
 
 
-def _serve(runtime: Any, port_file: str | None, what: str) -> int:
-    stop = threading.Event()
+def _port_file_writer(port_file: str | None) -> Callable[[int], None] | None:
+    """``--port-file``: once serving, the bound port is written to a temporary file that is
+    then renamed into place, so a reader never sees a partly written port."""
+    if not port_file:
+        return None
 
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    runtime.server.start()
-    if port_file:
+    def write_port(port: int) -> None:
         tmp = Path(port_file + ".tmp")
-        tmp.write_text(str(runtime.port))
+        tmp.write_text(str(port))
         tmp.replace(port_file)
-    log.info("%s serving on port %d", what, runtime.port)
-    stop.wait()
-    log.info("%s shutting down", what)
-    runtime.server.stop(grace=5).wait()
-    runtime.close()
-    return EXIT_OK
+
+    return write_port
 
 
 def cmd_node_serve(args: argparse.Namespace) -> int:
-    from server.node import build_node
+    from server.node import serve
     from server.node_config import load_node_config
 
-    config = load_node_config(args.config)
-    return _serve(build_node(config), args.port_file, f"agency node {config.agency}")
+    serve(load_node_config(args.config), on_started=_port_file_writer(args.port_file))
+    return EXIT_OK
 
 
 def cmd_matcher_serve(args: argparse.Namespace) -> int:
-    from server.matcher import build_matcher
+    from server.matcher import serve
     from server.matcher_config import load_matcher_config
 
-    config = load_matcher_config(args.config)
-    return _serve(build_matcher(config), args.port_file, "matcher")
+    serve(load_matcher_config(args.config), on_started=_port_file_writer(args.port_file))
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------ node work

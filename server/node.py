@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import signal
 import threading
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from importlib import metadata
-from types import FrameType
 from typing import Any, NoReturn
 
 import grpc
@@ -47,6 +45,7 @@ from server.convert import encoded_to_proto
 from server.node_config import NodeConfig, read_linkage_keys
 from server.node_store import NodeStore
 from server.ratelimit import EnumerationGuard, RateLimiter
+from server.serving import serve_until_signal
 from server.status import (
     NotFoundError,
     PolicyDenied,
@@ -428,31 +427,24 @@ def create_server(config: NodeConfig) -> tuple[grpc.Server, int]:
     return runtime.server, runtime.port
 
 
-def serve(config: NodeConfig) -> None:
-    """Run the node until SIGTERM or SIGINT, then stop gracefully (5 s grace)."""
+def serve(config: NodeConfig, *, on_started: Callable[[int], None] | None = None) -> None:
+    """Run the node until SIGTERM or SIGINT, then stop gracefully (5 s grace).
+
+    ``on_started(port)`` is called once the node is serving (the CLI writes its port file).
+    """
     runtime = build_node(config)
-    stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("received %s; shutting down", signal.Signals(signum).name)
-        stop.set()
+    def started(port: int) -> None:
+        logger.info(
+            "agency node %s serving on port %d (schema %s, key version %d)",
+            config.agency, port, config.schema.fingerprint(), config.key_version,
+        )  # fmt: skip
+        if on_started is not None:
+            on_started(port)
 
-    previous: list[tuple[signal.Signals, Any]] = []
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous.append((signum, signal.signal(signum, on_signal)))
-    runtime.server.start()
-    logger.info(
-        "agency node %s serving on port %d (schema %s, key version %d)",
-        config.agency, runtime.port, config.schema.fingerprint(), config.key_version,
-    )  # fmt: skip
     try:
-        stop.wait()
+        serve_until_signal(runtime, on_started=started, grace_s=SHUTDOWN_GRACE_S)
     finally:
-        runtime.server.stop(grace=SHUTDOWN_GRACE_S).wait()
-        runtime.close()
-        for signum, handler in previous:
-            signal.signal(signum, handler)
         logger.info("agency node %s stopped", config.agency)
 
 
