@@ -19,13 +19,23 @@ line is a JSON object with exactly these keys::
 
 Canonical JSON: ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
 allow_nan=False)`` encoded as UTF-8. The line written is the canonical JSON of the whole entry
-(including "hash"). Each append is one ``write`` of one line, then ``flush`` and ``fsync``.
+(including "hash").
 
-Sidecar ``<path>.head`` holds ``"<seq> <hash>\\n"`` of the last entry, replaced atomically (temp
-file, fsync, rename, directory fsync) after every append. The chain alone cannot reveal that
-its last entries were cut off; the head can. If a crash falls between the log fsync and the
-head rename, the log is exactly one entry ahead of the head and that entry's ``prev`` is the
-head's hash: this state is accepted (and repaired on the next open).
+Group commit: appends are written by one writer thread per open log, in sequence order, as
+*groups* — every line queued while the previous group was being made durable (at most
+:data:`MAX_GROUP_ENTRIES`; the very first group of a log without a head holds one entry) is
+written with one ``write``, then ``flush`` and one ``fsync``. ``append`` returns only after
+the ``fsync`` that covers its own line, so an entry that was returned is on disk; concurrent
+callers share that ``fsync`` instead of queueing for one each.
+
+Sidecar ``<path>.head`` holds ``"<seq> <hash>\\n"`` of the last entry of the last durable
+group, replaced atomically (temp file, fsync, rename, directory fsync) after each group, before
+the next group is written. The chain alone cannot reveal that its last entries were cut off;
+the head can. If a crash falls between a group's log fsync and its head rename, the log is
+ahead of the head by at most :data:`MAX_GROUP_ENTRIES` entries, the head names an entry of the
+log and the chain runs on from it: this state is accepted (and repaired on the next open). A
+head that names a later entry than the log's last (tail cut off) or an entry the log does not
+hold is not.
 
 Identifier values (names, dates of birth, postcodes, NHS numbers, local record ids) must never
 be written here: callers log opaque references, counts and purposes. As a guard, ``details``
@@ -41,7 +51,9 @@ from __future__ import annotations
 import datetime
 import fcntl
 import hashlib
+import itertools
 import json
+import logging
 import math
 import os
 import tempfile
@@ -55,6 +67,8 @@ from typing import Any
 from linkage.errors import JigsawError
 
 GENESIS_HASH = "0" * 64
+#: At most this many entries share one fsync (and so the head may lag the log by this many).
+MAX_GROUP_ENTRIES = 256
 ENTRY_KEYS = frozenset(
     {"seq", "ts", "actor", "action", "purpose", "outcome", "details", "prev", "hash"}
 )
@@ -84,6 +98,8 @@ FORBIDDEN_DETAIL_KEYS: frozenset[str] = frozenset(
 )
 
 DetailValue = str | int | float | bool
+
+logger = logging.getLogger(__name__)
 
 
 class AuditIntegrityError(JigsawError):
@@ -180,26 +196,27 @@ def _read_head(head_path: Path) -> tuple[int, str] | None:
     return int(parts[0]), parts[1]
 
 
-def _read_last_line(path: Path) -> bytes | None:
-    """The last line of ``path`` without its newline (None if empty), reading from the end."""
+def _read_last_lines(path: Path, count: int) -> list[bytes]:
+    """The last ``count`` lines of ``path`` (fewer if it has fewer), oldest first, without
+    their newlines, reading from the end."""
     with path.open("rb") as handle:
         size = handle.seek(0, os.SEEK_END)
         if size == 0:
-            return None
+            return []
         handle.seek(size - 1)
         if handle.read(1) != b"\n":
             raise AuditIntegrityError(f"audit log {path} ends in the middle of a line")
         tail = b""
         position = size - 1  # the tail holds bytes [position, size - 1): no final newline
-        while position > 0:
-            step = min(4096, position)
+        while position > 0 and tail.count(b"\n") < count:
+            step = min(65536, position)
             position -= step
             handle.seek(position)
             tail = handle.read(step) + tail
-            newline = tail.rfind(b"\n")
-            if newline != -1:
-                return tail[newline + 1 :]
-        return tail
+        lines = tail.split(b"\n")
+        if position > 0:
+            lines = lines[1:]  # the first piece may be the end of an earlier line
+        return lines[-count:]
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -213,16 +230,25 @@ def _fsync_directory(directory: Path) -> None:
 class AuditLog:
     """An open, append-only audit log at ``path`` (plus its ``<path>.head`` sidecar).
 
-    Thread-safe. One process at a time: the log file is locked (``flock``) while open.
-    Opening an existing log reads its last line and head to continue the chain, and refuses
-    (:class:`AuditIntegrityError`) when they disagree, e.g. after the tail was cut off.
+    Thread-safe; concurrent appends share fsyncs (group commit, see the module docstring)
+    through a writer thread that lives until :meth:`close`. One process at a time: the log
+    file is locked (``flock``) while open. Opening an existing log reads its last lines and
+    head to continue the chain, and refuses (:class:`AuditIntegrityError`) when they disagree,
+    e.g. after the tail was cut off. After a failed write the log refuses every later append
+    (reopen it: the open checks what reached the disk).
     """
 
     def __init__(self, path: Path, *, clock: Callable[[], datetime.datetime] = _utc_now) -> None:
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
         self._clock = clock
+        # guards the chain state, the queue and the writer's progress; both conditions use it
         self._lock = threading.Lock()
+        self._queued = threading.Condition(self._lock)  # the writer waits for work here
+        self._written = threading.Condition(self._lock)  # appenders wait for their fsync here
+        self._pending: list[tuple[int, str, bytes]] = []  # (seq, hash, line) not yet written
+        self._closing = False
+        self._failure: BaseException | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("ab")
         try:
@@ -235,26 +261,54 @@ class AuditLog:
         except BaseException:
             self._file.close()
             raise
+        self._durable_seq = self._seq
+        self._has_head = self.head_path.exists()
+        self._writer = threading.Thread(
+            target=self._write_groups, name=f"audit-writer-{self.path.name}", daemon=True
+        )
+        self._writer.start()
 
     def _recover_tail(self) -> tuple[int, str]:
-        last_line = _read_last_line(self.path)
+        last_lines = _read_last_lines(self.path, 1)
         head = _read_head(self.head_path)
-        if last_line is None:
+        if not last_lines:
             if head is not None:
                 raise AuditIntegrityError(f"audit log {self.path} is empty but its head is not")
             return 0, GENESIS_HASH
-        try:
-            last = json.loads(last_line.decode("utf-8"))
-            seq, last_hash, prev = int(last["seq"]), str(last["hash"]), str(last["prev"])
-        except (ValueError, KeyError, TypeError):
-            raise AuditIntegrityError(f"last line of audit log {self.path} is malformed") from None
+        seq, last_hash, _ = self._parse_tail_line(last_lines[0])
         if head == (seq, last_hash):
             return seq, last_hash
-        if (head is not None and head == (seq - 1, prev)) or (head is None and seq == 1):
-            self._write_head(seq, last_hash)  # an append was interrupted before its head
+        if (head is None and seq == 1) or (head is not None and self._head_lags(head, seq)):
+            self._write_head(seq, last_hash)  # a group was interrupted before its head
             return seq, last_hash
         raise AuditIntegrityError(
             f"audit log {self.path} does not match its head file (truncated or edited)"
+        )
+
+    def _parse_tail_line(self, line: bytes) -> tuple[int, str, str]:
+        """(seq, hash, prev) of one log line; a malformed line is an integrity error."""
+        try:
+            entry = json.loads(line.decode("utf-8"))
+            return int(entry["seq"]), str(entry["hash"]), str(entry["prev"])
+        except (ValueError, KeyError, TypeError):
+            raise AuditIntegrityError(
+                f"a tail line of audit log {self.path} is malformed"
+            ) from None
+
+    def _head_lags(self, head: tuple[int, str], last_seq: int) -> bool:
+        """Whether ``head`` names an entry at most one group before the last, chained to it."""
+        head_seq, head_hash = head
+        if not last_seq - MAX_GROUP_ENTRIES <= head_seq < last_seq:
+            return False
+        tail = [
+            self._parse_tail_line(line)
+            for line in _read_last_lines(self.path, 1 + last_seq - head_seq)
+        ]
+        if not tail or tail[0][:2] != (head_seq, head_hash):
+            return False
+        return all(
+            (seq, prev) == (earlier_seq + 1, earlier_hash)
+            for (earlier_seq, earlier_hash, _), (seq, _, prev) in itertools.pairwise(tail)
         )
 
     def _write_head(self, seq: int, last_hash: str) -> None:
@@ -272,6 +326,44 @@ class AuditLog:
             raise
         _fsync_directory(self.head_path.parent)
 
+    def _write_groups(self) -> None:
+        """The writer thread: write queued lines a group at a time until closed and drained."""
+        while True:
+            with self._lock:
+                while not self._pending and not self._closing:
+                    self._queued.wait()
+                if not self._pending:
+                    return
+                # a log without a head starts with a one-entry group, so that a missing head
+                # is excused only for a one-entry log, as before group commit
+                limit = MAX_GROUP_ENTRIES if self._has_head else 1
+                group = self._pending[:limit]
+                del self._pending[:limit]
+            last_seq, last_hash, _ = group[-1]
+            try:
+                self._file.write(b"".join(line for _, _, line in group))
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except BaseException as exc:
+                self._fail(exc)
+                return
+            with self._lock:
+                self._durable_seq = last_seq
+                self._written.notify_all()
+            try:
+                self._write_head(last_seq, last_hash)
+            except BaseException as exc:
+                self._fail(exc)
+                return
+            self._has_head = True
+
+    def _fail(self, exc: BaseException) -> None:
+        logger.error("audit log %s: write failed (%s); refusing further appends", self.path, exc)
+        with self._lock:
+            self._failure = exc
+            self._pending.clear()
+            self._written.notify_all()
+
     @property
     def last_seq(self) -> int:
         """Sequence number of the last entry (0 when empty)."""
@@ -286,7 +378,11 @@ class AuditLog:
         outcome: str,
         details: Mapping[str, DetailValue] | None = None,
     ) -> AuditEntry:
-        """Append one entry durably and return it. Raises ValueError for a forbidden key."""
+        """Append one entry durably and return it. Raises ValueError for a forbidden key.
+
+        Returns once the entry is fsynced; raises :class:`AuditIntegrityError` if the write
+        failed (this one or an earlier one).
+        """
         for field_name, value, required in (
             ("actor", actor, True),
             ("action", action, True),
@@ -297,8 +393,9 @@ class AuditLog:
                 raise ValueError(f"audit field {field_name!r} must be a non-empty string")
         checked = _check_details(details)
         with self._lock:
-            if self._file.closed:
+            if self._closing:
                 raise ValueError("audit log is closed")
+            self._raise_if_failed()
             body: dict[str, Any] = {
                 "seq": self._seq + 1,
                 "ts": _format_ts(self._clock()),
@@ -311,11 +408,13 @@ class AuditLog:
             }
             digest = entry_hash(body)
             line = canonical_json({**body, "hash": digest}) + b"\n"
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._write_head(body["seq"], digest)
             self._seq, self._last_hash = body["seq"], digest
+            self._pending.append((body["seq"], digest, line))
+            self._queued.notify()
+            while self._durable_seq < body["seq"] and self._failure is None:
+                self._written.wait()
+            if self._durable_seq < body["seq"]:
+                self._raise_if_failed()
         return AuditEntry(
             seq=body["seq"],
             ts=body["ts"],
@@ -328,8 +427,19 @@ class AuditLog:
             hash=digest,
         )
 
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise AuditIntegrityError(
+                f"audit log {self.path}: a write failed; reopen the log to continue"
+            ) from self._failure
+
     def close(self) -> None:
-        """Release the file (and its lock)."""
+        """Write what is queued, stop the writer and release the file (and its lock)."""
+        with self._lock:
+            self._closing = True
+            self._queued.notify()
+        if self._writer is not threading.current_thread():
+            self._writer.join()
         with self._lock:
             if not self._file.closed:
                 self._file.close()
@@ -398,7 +508,7 @@ def verify_audit_log(path: Path) -> AuditVerification:
             return AuditVerification(ok=True, entries=0, first_bad_seq=None, reason="empty log")
         if last_seq == 1:
             return AuditVerification(
-                ok=True, entries=1, first_bad_seq=None, reason="ok; head lags (interrupted append)"
+                ok=True, entries=1, first_bad_seq=None, reason="ok; head lags (interrupted group)"
             )
         return bad(last_seq + 1, "head file missing")
     head_seq, head_hash = head
@@ -408,12 +518,13 @@ def verify_audit_log(path: Path) -> AuditVerification:
         return bad(
             last_seq + 1, f"log truncated: head names entry {head_seq}, log ends at {last_seq}"
         )
-    if head_seq == last_seq - 1 and head_hash == _hash_of_entry(data, head_seq):
+    lags = last_seq - MAX_GROUP_ENTRIES <= head_seq < last_seq
+    if lags and head_hash == _hash_of_entry(data, head_seq):
         return AuditVerification(
             ok=True,
             entries=last_seq,
             first_bad_seq=None,
-            reason="ok; head lags (interrupted append)",
+            reason="ok; head lags (interrupted group)",
         )
     return bad(min(head_seq, last_seq) if head_seq >= 1 else 1, "head does not match the log")
 

@@ -47,14 +47,12 @@ import logging
 import math
 import queue
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from importlib import metadata
-from types import FrameType
 from typing import Any
 
 import grpc
@@ -64,20 +62,22 @@ from grpc_reflection.v1alpha import reflection
 
 from linkage import pipeline
 from linkage.errors import JigsawError, ModelError
-from linkage.index import MatchIndex
+from linkage.index import IndexedCandidate, MatchIndex
 from linkage.scoring import FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
 from server.auth import MATCHER_POLICY, AuthInterceptor, current_identity
+from server.convert import band_for
 from server.matcher_config import MatcherConfig
 from server.matcher_convert import (
-    candidate_to_proto,
     check_header,
     cluster_to_proto,
+    evidence_to_proto,
     query_to_encoded,
     records_to_encoded,
 )
 from server.matcher_store import MatcherStore, StoredCluster, StoredEdge
+from server.serving import serve_until_signal
 from server.status import (
     NotFoundError,
     RequestError,
@@ -241,6 +241,36 @@ def _label_tables(model: FellegiSunterModel) -> list[dict[int, str]]:
     ]
 
 
+def candidates_to_proto(
+    found: Sequence[IndexedCandidate], model: FellegiSunterModel, *, reveal_probability: bool
+) -> list[jigsaw_pb2.Candidate]:
+    """``candidate_to_proto`` of every candidate, with one ``match_weights`` call for all.
+
+    The per-candidate ``model.explain`` (one small numpy round trip each) was a tenth of a
+    millisecond per candidate of every Match; this gives the same messages.
+    """
+    if not found:
+        return []
+    weights = model.match_weights(np.asarray([c.levels for c in found], dtype=np.int64))
+    tables = _label_tables(model)
+    return [
+        jigsaw_pb2.Candidate(
+            agency=candidate.agency,
+            reference=candidate.reference,
+            band=band_for(candidate.probability),
+            evidence=evidence_to_proto(
+                model.field_names,
+                [
+                    (tables[f][level], weight)
+                    for f, (level, weight) in enumerate(zip(candidate.levels, row, strict=True))
+                ],
+            ),
+            probability=candidate.probability if reveal_probability else 0.0,
+        )
+        for candidate, row in zip(found, weights.tolist(), strict=True)
+    ]
+
+
 # ---------------------------------------------------------------------------- servicer
 
 
@@ -399,9 +429,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                 # Raw probabilities only in benchmark mode and only for operators; Match is a
                 # node-only RPC (MATCHER_POLICY), so nodes always receive probability 0.
                 reveal = self._config.benchmark_mode and identity.role == "operator"
-                candidates = [
-                    candidate_to_proto(c, model, reveal_probability=reveal) for c in found
-                ]
+                candidates = candidates_to_proto(found, model, reveal_probability=reveal)
         except BaseException as exc:
             self._audit.append(
                 actor=identity.name,
@@ -747,31 +775,19 @@ def serve(config: MatcherConfig, *, on_started: Callable[[int], None] | None = N
     A link run in progress is allowed to finish and be stored before the process exits.
     """
     runtime = build_matcher(config)
-    stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("received %s; shutting down", signal.Signals(signum).name)
-        stop.set()
+    def started(port: int) -> None:
+        logger.info(
+            "matcher serving on port %d (schema %s, key version %d, %d records)",
+            port, config.schema.fingerprint(), config.key_version,
+            runtime.servicer.indexed_records,
+        )  # fmt: skip
+        if on_started is not None:
+            on_started(port)
 
-    previous: list[tuple[signal.Signals, Any]] = []
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous.append((signum, signal.signal(signum, on_signal)))
-    runtime.server.start()
-    logger.info(
-        "matcher serving on port %d (schema %s, key version %d, %d records)",
-        runtime.port, config.schema.fingerprint(), config.key_version,
-        runtime.servicer.indexed_records,
-    )  # fmt: skip
-    if on_started is not None:
-        on_started(runtime.port)
     try:
-        stop.wait()
+        serve_until_signal(runtime, on_started=started, grace_s=SHUTDOWN_GRACE_S)
     finally:
-        runtime.server.stop(grace=SHUTDOWN_GRACE_S).wait()
-        runtime.close()
-        for signum, handler in previous:
-            signal.signal(signum, handler)
         logger.info("matcher stopped")
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from server.audit import (
     FORBIDDEN_DETAIL_KEYS,
     GENESIS_HASH,
+    MAX_GROUP_ENTRIES,
     AuditIntegrityError,
     AuditLog,
     verify_audit_log,
@@ -313,3 +316,144 @@ def test_any_single_tamper_is_detected(count: int, operation: str, data: st.Data
         result = verify_audit_log(path)
         assert not result.ok
         assert result.first_bad_seq is not None and 1 <= result.first_bad_seq <= count + 1
+
+
+# ---------------------------------------------------------------------------- group commit
+
+
+class FsyncSpy:
+    """Wraps ``os.fsync`` for one log: counts its fsyncs and how many lines each made durable."""
+
+    def __init__(self, path: Path, *, delay: float = 0.0, fail_once: bool = False) -> None:
+        self.path = path
+        self.delay = delay
+        self.fail_once = fail_once
+        self.log_fsyncs = 0
+        self.durable_lines = 0
+        self.lock = threading.Lock()
+        self.real_fsync = os.fsync
+
+    def __call__(self, descriptor: int) -> None:
+        is_log = self.path.exists() and os.fstat(descriptor).st_ino == self.path.stat().st_ino
+        if is_log and self.fail_once:
+            self.fail_once = False
+            raise OSError(5, "simulated I/O error")
+        if is_log and self.delay:
+            time.sleep(self.delay)
+        self.real_fsync(descriptor)
+        if is_log:
+            lines = self.path.read_bytes().count(b"\n")
+            with self.lock:
+                self.log_fsyncs += 1
+                self.durable_lines = max(self.durable_lines, lines)
+
+
+def run_threads(log: AuditLog, threads: int, per_thread: int, check: FsyncSpy | None) -> list:
+    entries: list = []
+    problems: list[str] = []
+    lock = threading.Lock()
+
+    def worker(number: int) -> None:
+        for index in range(per_thread):
+            entry = log.append(
+                actor=f"t{number}", action="lookup", outcome="ok", details={"i": index}
+            )
+            if check is not None and check.durable_lines < entry.seq:
+                problems.append(f"entry {entry.seq} returned before its fsync")
+            with lock:
+                entries.append(entry)
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    assert problems == []
+    return entries
+
+
+def test_many_threads_one_valid_chain_no_lost_entry(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    with AuditLog(path) as log:
+        entries = run_threads(log, threads=16, per_thread=40, check=None)
+    result = verify_audit_log(path)
+    assert (result.ok, result.entries, result.reason) == (True, 640, "ok")
+    written = [json.loads(line) for line in lines_of(path)]
+    assert sorted((e.seq, e.hash) for e in entries) == [(w["seq"], w["hash"]) for w in written]
+    assert sorted((e.actor, e.details["i"]) for e in entries) == sorted(
+        (w["actor"], w["details"]["i"]) for w in written
+    )
+
+
+def test_append_returns_only_after_its_entry_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.log"
+    spy = FsyncSpy(path, delay=0.002)
+    monkeypatch.setattr("server.audit.os.fsync", spy)
+    with AuditLog(path) as log:
+        run_threads(log, threads=8, per_thread=10, check=spy)
+        entry = log.append(actor="solo", action="lookup", outcome="ok")
+        assert spy.durable_lines >= entry.seq == 81
+    assert verify_audit_log(path).ok
+
+
+def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "audit.log"
+    spy = FsyncSpy(path, delay=0.02)  # a slow disk: appends queue up behind each fsync
+    monkeypatch.setattr("server.audit.os.fsync", spy)
+    with AuditLog(path) as log:
+        run_threads(log, threads=16, per_thread=5, check=spy)
+    assert verify_audit_log(path).ok
+    assert spy.log_fsyncs <= 80 // 4, f"{spy.log_fsyncs} fsyncs for 80 concurrent appends"
+
+
+def test_head_lagging_by_a_group_is_accepted_and_repaired(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    write_entries(path, 10)
+    fourth = json.loads(lines_of(path)[3])
+    (tmp_path / "audit.log.head").write_text(f"4 {fourth['hash']}\n")  # crash before head
+    result = verify_audit_log(path)
+    assert (result.ok, result.entries) == (True, 10)
+    assert "head lags" in result.reason
+    with AuditLog(path) as log:
+        assert log.last_seq == 10
+        log.append(actor="olga", action="rotate", outcome="ok")
+    result = verify_audit_log(path)
+    assert (result.ok, result.entries, result.reason) == (True, 11, "ok")
+
+
+def test_head_lagging_by_more_than_a_group_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    write_entries(path, MAX_GROUP_ENTRIES + 2)
+    first = json.loads(lines_of(path)[0])
+    (tmp_path / "audit.log.head").write_text(f"1 {first['hash']}\n")
+    assert not verify_audit_log(path).ok
+    with pytest.raises(AuditIntegrityError, match="head"):
+        AuditLog(path)
+
+
+def test_head_naming_an_entry_the_log_does_not_hold_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    write_entries(path, 6)
+    (tmp_path / "audit.log.head").write_text(f"4 {'ab' * 32}\n")
+    assert not verify_audit_log(path).ok
+    with pytest.raises(AuditIntegrityError, match="head"):
+        AuditLog(path)
+
+
+def test_failed_write_refuses_this_and_later_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.log"
+    write_entries(path, 2)
+    monkeypatch.setattr("server.audit.os.fsync", FsyncSpy(path, fail_once=True))
+    with AuditLog(path) as log:
+        with pytest.raises(AuditIntegrityError, match="reopen"):
+            log.append(actor=CANARY, action="lookup", outcome="ok")
+        with pytest.raises(AuditIntegrityError, match="reopen") as refused:
+            log.append(actor="alice", action="lookup", outcome="ok")
+        assert CANARY not in str(refused.value)
+    with AuditLog(path) as log:  # the line reached the file (only its fsync failed)
+        assert log.last_seq == 3
+    assert verify_audit_log(path).ok

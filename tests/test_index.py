@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkage import pipeline
+from linkage import pipeline, similarity
 from linkage.encode import EncodedBatch, encode_records
 from linkage.errors import FilterFormatError, IncompatibleEncodingError
-from linkage.index import MatchIndex
+from linkage.index import CONFIDENT_PROBABILITY, MatchIndex, _SortedKeys
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
 from linkage.synthetic import generate_population
@@ -146,4 +149,92 @@ def test_index_memory_per_record_is_bounded(encoded: tuple[EncodedBatch, np.ndar
     index = MatchIndex(SCHEMA, key_version=1, capacity=len(batch))
     index.upsert("a", refs(len(batch)), batch)
     index.compact()
-    assert index.nbytes() / len(batch) <= 400
+    per_record = (
+        sum(8 * f.filter_words for f in SCHEMA.fields)
+        + 8 * SCHEMA.record_filter_words
+        + 8 * len(SCHEMA.blocking)
+        + 4 * (len(SCHEMA.blocking) + 2)
+        + 18
+    )
+    assert index.nbytes() == per_record * len(batch)
+    assert per_record <= 390  # issue 3: <= 400 bytes a record in the matcher, all told
+
+
+def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = similarity.dice_one_to_many
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(similarity, "dice_one_to_many", counting)
+    return calls
+
+
+def test_scan_is_skipped_only_when_asked_and_confident(
+    encoded: tuple[EncodedBatch, np.ndarray], model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch, _ = encoded
+    index = MatchIndex(SCHEMA, key_version=1)
+    index.upsert("health", refs(len(batch)), batch)
+    index.upsert("police", refs(1), batch.take([5]))  # the same record held twice
+    scans = _count_scans(monkeypatch)
+    found = index.query(batch.take([5]), model)
+    assert [f.probability >= CONFIDENT_PROBABILITY for f in found[:2]] == [True, True]
+    assert scans == [1]  # the default scans every lookup
+    index.query(batch.take([5]), model, confident_probability=CONFIDENT_PROBABILITY)
+    assert scans == [1]  # two confident blocking candidates: no scan
+    index.query(
+        batch.take([5]),
+        model,
+        confident_probability=CONFIDENT_PROBABILITY,
+        confident_candidates=len(batch) + 2,
+    )
+    assert scans == [1, 1]
+    # every blocking token damaged: only the scan can find the record
+    damaged = dataclasses.replace(
+        batch.take([5]), block_keys=np.zeros((1, len(SCHEMA.blocking)), np.uint64)
+    )
+    found = index.query(damaged, model, confident_probability=CONFIDENT_PROBABILITY)
+    assert scans == [1, 1, 1]
+    assert {refs(len(batch))[5]} <= {f.reference for f in found}
+    assert index.query(damaged, model, scan_top_k=0) == []
+
+
+def test_skipping_the_scan_only_drops_candidates_the_scan_adds(
+    encoded: tuple[EncodedBatch, np.ndarray], model: Any
+) -> None:
+    """Reference: always scanning (the default). With the opt-in skip, the candidates are a
+    subset of the reference's, with identical probabilities and levels, and the same best."""
+    batch, _ = encoded
+    index = MatchIndex(SCHEMA, key_version=1, merge_threshold=200)
+    index.upsert("health", refs(len(batch)), batch)
+    for row in range(0, len(batch), 23):
+        query = batch.take([row])
+        fast = index.query(
+            query, model, max_candidates=100, confident_probability=CONFIDENT_PROBABILITY
+        )
+        reference = index.query(query, model, max_candidates=100)
+        assert set(fast) <= set(reference)
+        assert fast[0].probability == reference[0].probability
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    stored=st.sets(st.integers(1, 2**64 - 1), max_size=60),
+    absent=st.sets(st.integers(1, 2**64 - 1), max_size=10),
+    merged=st.integers(0, 60),
+)
+def test_find_many_matches_a_dict(stored: set[int], absent: set[int], merged: int) -> None:
+    """Reference: a dict from key to slot. Part of the keys merged, the rest in the delta."""
+    keys_of = np.asarray(sorted(stored, key=hash), dtype=np.uint64)
+    sorted_keys = _SortedKeys(merge_threshold=10**6)
+    slots = np.arange(keys_of.size, dtype=np.int64)
+    sorted_keys.add(slots[:merged], keys_of)
+    sorted_keys.merge(keys_of)
+    sorted_keys.add(slots[merged:], keys_of)
+    wanted = sorted(stored) + sorted(absent - stored)
+    found = sorted_keys.find_many(np.asarray(wanted, dtype=np.uint64), keys_of)
+    slot_of = {int(k): s for s, k in enumerate(keys_of.tolist())}
+    assert found.tolist() == [slot_of.get(k, -1) for k in wanted]

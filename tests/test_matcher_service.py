@@ -18,7 +18,9 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from linkage import pipeline
 from linkage.encode import EncodedBatch, encode_records
+from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from linkage.synthetic import DEFAULT_AGENCIES, generate_population
@@ -28,10 +30,12 @@ from server.convert import encoded_to_proto
 from server.matcher import (
     MatcherRuntime,
     build_matcher,
+    candidates_to_proto,
     decode_page_token,
     encode_page_token,
 )
 from server.matcher_config import ConfigError, MatcherConfig, parse_matcher_config
+from server.matcher_convert import candidate_to_proto
 from server.pki import init_pki
 from server.status import RequestError
 from server.tls import secure_channel, tls_files_for
@@ -724,3 +728,22 @@ key = "{pki_dir / "matcher.key"}"
         process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_candidates_to_proto_equals_the_per_candidate_reference() -> None:
+    """The batched conversion of Match answers gives exactly candidate_to_proto's messages."""
+    schema = load_schema("child")
+    data = generate_population(150, seed=12)
+    batch = encode_records(schema, KeySet(LinkageSecret.for_tests()), data.all_records().columns)
+    model = pipeline.score_pairs(schema, batch, None).model
+    index = MatchIndex(schema, key_version=1)
+    index.upsert("health", [f"{i:032x}" for i in range(len(batch))], batch)
+    compared = 0
+    for row in range(0, len(batch), 9):
+        found = index.query(batch.take([row]), model, max_candidates=20, min_probability=0.0)
+        for reveal in (False, True):
+            expected = [candidate_to_proto(c, model, reveal_probability=reveal) for c in found]
+            assert candidates_to_proto(found, model, reveal_probability=reveal) == expected
+        compared += len(found)
+    assert compared > 50
+    assert candidates_to_proto([], model, reveal_probability=False) == []
