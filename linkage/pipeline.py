@@ -121,6 +121,10 @@ def n_levels_of(schema: Schema) -> tuple[int, ...]:
     return tuple(len(f.levels) + 1 for f in schema.fields)
 
 
+#: Pairs compared per chunk in :func:`compare_pairs` (about 70 MB of temporaries per chunk).
+COMPARE_CHUNK_PAIRS = 1 << 20
+
+
 def compare_pairs(
     schema: Schema,
     left: EncodedBatch,
@@ -130,15 +134,32 @@ def compare_pairs(
     *,
     threads: int = 1,
 ) -> NDArray[np.int8]:
-    """Comparison levels (n_pairs, n_fields) of the given pairs, MISSING_LEVEL where absent."""
+    """Comparison levels (n_pairs, n_fields) of the given pairs, MISSING_LEVEL where absent.
+
+    Pairs are compared in chunks of :data:`COMPARE_CHUNK_PAIRS`, so the float similarities
+    (8 bytes per pair and field) never exist for more than one chunk: peak memory beyond the
+    int8 result stays bounded however many candidates a large population has.
+    """
     n_fields = len(schema.fields)
-    sim = np.zeros((left_idx.shape[0], n_fields), dtype=np.float64)
-    both = left.field_present[left_idx] & right.field_present[right_idx]
-    for f in range(n_fields):
-        sim[:, f] = similarity.dice_pairs(
-            left.field_filters[f], right.field_filters[f], left_idx, right_idx, threads=threads
+    thresholds = thresholds_of(schema)
+    levels = np.empty((left_idx.shape[0], n_fields), dtype=np.int8)
+    for start in range(0, left_idx.shape[0], COMPARE_CHUNK_PAIRS):
+        chunk_left = left_idx[start : start + COMPARE_CHUNK_PAIRS]
+        chunk_right = right_idx[start : start + COMPARE_CHUNK_PAIRS]
+        sim = np.empty((chunk_left.shape[0], n_fields), dtype=np.float64)
+        both = left.field_present[chunk_left] & right.field_present[chunk_right]
+        for f in range(n_fields):
+            sim[:, f] = similarity.dice_pairs(
+                left.field_filters[f],
+                right.field_filters[f],
+                chunk_left,
+                chunk_right,
+                threads=threads,
+            )
+        levels[start : start + chunk_left.shape[0]] = scoring.comparison_levels(
+            sim, both, thresholds
         )
-    return scoring.comparison_levels(sim, both, thresholds_of(schema))
+    return levels
 
 
 def random_pairs(
