@@ -924,6 +924,75 @@ static PyObject *py_pairs(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/*
+ * diffuse(filters, table, out): keyed diffusion of packed filters (linkage.harden.diffuse).
+ * filters (rows, in_words) uint64; table (out_bits, t) int64 of input bit positions, each in
+ * [0, 64 * in_words); out (rows, out_bits / 64) uint64, written. Output bit j of a row is the
+ * XOR of its input bits table[j, 0..t-1]; bit i of a filter is bit i % 64 of word i / 64.
+ */
+static PyObject *py_diffuse(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *filters_object, *table_object, *out_object;
+    if (!PyArg_ParseTuple(args, "OOO", &filters_object, &table_object, &out_object)) {
+        return NULL;
+    }
+    Py_buffer views[3];
+    if (!acquire(filters_object, &views[0], "filters", KIND_U64, 2, 0)) {
+        return NULL;
+    }
+    if (!acquire(table_object, &views[1], "table", KIND_I64, 2, 0)) {
+        release_all(views, 1);
+        return NULL;
+    }
+    if (!acquire(out_object, &views[2], "out", KIND_U64, 2, 1)) {
+        release_all(views, 2);
+        return NULL;
+    }
+    Py_ssize_t rows = views[0].shape[0];
+    Py_ssize_t in_words = views[0].shape[1];
+    Py_ssize_t out_bits = views[1].shape[0];
+    Py_ssize_t t = views[1].shape[1];
+    Py_ssize_t out_words = views[2].shape[1];
+    if (views[2].shape[0] != rows || out_words * 64 != out_bits) {
+        release_all(views, 3);
+        PyErr_SetString(PyExc_ValueError,
+                        "out: expected one row per filter and table rows / 64 words");
+        return NULL;
+    }
+    const int64_t *table = (const int64_t *)views[1].buf;
+    for (Py_ssize_t k = 0; k < out_bits * t; k++) {
+        if (table[k] < 0 || table[k] >= in_words * 64) {
+            release_all(views, 3);
+            PyErr_SetString(PyExc_ValueError, "table: expected input bit positions");
+            return NULL;
+        }
+    }
+    const uint64_t *filters = (const uint64_t *)views[0].buf;
+    uint64_t *out = (uint64_t *)views[2].buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const uint64_t *in_row = filters + r * in_words;
+        uint64_t *out_row = out + r * out_words;
+        const int64_t *entry = table;
+        for (Py_ssize_t w = 0; w < out_words; w++) {
+            uint64_t word = 0;
+            for (int b = 0; b < 64; b++) {
+                uint64_t bit = 0;
+                for (Py_ssize_t k = 0; k < t; k++) {
+                    int64_t position = entry[k];
+                    bit ^= in_row[position >> 6] >> (position & 63);
+                }
+                word |= (bit & 1u) << b;
+                entry += t;
+            }
+            out_row[w] = word;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release_all(views, 3);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"kernel_name", py_kernel_name, METH_NOARGS, "Name of the fastest CPU path on this machine."},
     {"available_kernels", py_available_kernels, METH_NOARGS,
@@ -936,6 +1005,8 @@ static PyMethodDef methods[] = {
     {"pairs", py_pairs, METH_VARARGS,
      "pairs(left, left_popcounts, right, right_popcounts, left_idx, right_idx, start, stop, "
      "out, kernel): Dice of explicit pairs."},
+    {"diffuse", py_diffuse, METH_VARARGS,
+     "diffuse(filters, table, out): out bit j = XOR of the input bits table[j, :]."},
     {NULL, NULL, 0, NULL},
 };
 

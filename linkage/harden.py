@@ -80,6 +80,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+import linkage._dicekernel as _dicekernel
 from linkage.errors import FilterFormatError, KeyMaterialError
 from linkage.keys import KeySet
 from linkage.schema import Hardening
@@ -290,14 +291,9 @@ def diffuse(
     width = in_bits if out_bits is None else out_bits
     if isinstance(width, bool) or not isinstance(width, int) or width < 64 or width % 64:
         raise FilterFormatError("out_bits: expected a positive multiple of 64")
-    table = diffusion_table(key, t, in_bits, width)
+    table = np.ascontiguousarray(diffusion_table(key, t, in_bits, width))
     out = np.empty((batch.shape[0], width // 64), dtype=U64)
-    for start in range(0, batch.shape[0], _CHUNK_ROWS):
-        bits = _unpack_bits(batch[start : start + _CHUNK_ROWS])
-        mixed = bits[:, table[:, 0]]
-        for column in range(1, t):
-            mixed ^= bits[:, table[:, column]]
-        out[start : start + _CHUNK_ROWS] = _pack_bits(mixed)
+    _dicekernel.diffuse(np.ascontiguousarray(batch), table, out)  # C loop, GIL released
     return out
 
 
