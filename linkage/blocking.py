@@ -302,9 +302,11 @@ def _large_block_codes(
 ) -> IndexArray:
     """Pair codes of the pruned blocks: each record with its nearest block members.
 
-    One Dice top-k search per pruned block (only blocks above ``pruning.large_block`` records
-    are visited, so the loop is short); pairs are kept in both directions' top-k, as
-    ``min * n + max`` codes, sorted and unique.
+    Per pruned block (only blocks above ``pruning.large_block`` records are visited, so the
+    loop is short): the Dice of every member pair by the popcount kernel, in row chunks of at
+    most :data:`_PRUNE_CHUNK_CELLS` cells; each row stably sorted by descending Dice (ties: the
+    lower record index first, as block members are in index order); the first ``neighbours``
+    other members kept. Codes ``min * n + max``, sorted and unique.
     """
     filters = pruning.filters
     n = filters.shape[0]
@@ -312,15 +314,26 @@ def _large_block_codes(
     for start, length in zip(starts[pruned].tolist(), lengths[pruned].tolist(), strict=True):
         members = order[start : start + length]
         block = np.ascontiguousarray(filters[members])
-        query, candidate, _ = similarity.dice_many_to_many(
-            block, block, threshold=0.0, top_k=pruning.neighbours + 1
-        )
-        keep = query != candidate
-        a, b = members[query[keep]], members[candidate[keep]]
-        runs.append(np.minimum(a, b) * n + np.maximum(a, b))
+        keep = min(pruning.neighbours, length - 1)
+        step = max(1, _PRUNE_CHUNK_CELLS // length)
+        columns = np.arange(length, dtype=np.int64)
+        for row_start in range(0, length, step):
+            rows = np.arange(row_start, min(row_start + step, length), dtype=np.int64)
+            dice = similarity.dice_pairs(
+                block, block, np.repeat(rows, length), np.tile(columns, rows.shape[0])
+            ).reshape(rows.shape[0], length)
+            dice[np.arange(rows.shape[0]), rows] = -1.0  # never a record with itself
+            nearest = np.argsort(-dice, axis=1, kind="stable")[:, :keep]
+            a = np.repeat(members[rows], keep)
+            b = members[nearest.ravel()]
+            runs.append(np.minimum(a, b) * n + np.maximum(a, b))
     if not runs:
         return np.empty(0, dtype=np.int64)
     return np.unique(np.concatenate(runs))
+
+
+#: Dice cells (pairs) computed at once per pruned block in :func:`_large_block_codes`.
+_PRUNE_CHUNK_CELLS = 1 << 21
 
 
 def _dedupe_rule_codes(
