@@ -58,8 +58,11 @@ class LinkageOptions:
     u_sample_pairs: int = 300_000
     em_max_iterations: int = 500
     #: latent classes in EM; more than 2 (:func:`linkage.scoring.fit_latent_classes`) keeps
-    #: same-name different-person pairs of a large population out of the match class
-    em_classes: int = 3
+    #: same-name different-person pairs of a large population out of the match class. Measured
+    #: on the synthetic population (pairwise precision / recall of p >= 0.5 before clustering):
+    #: at 1.02 M records 3 classes give 0.10 / 0.98 (a namesake class wins), 4 give 0.95 / 0.98;
+    #: cluster F1 at 45 k records 0.976 (3) -> 0.988 (4); FEBRL unchanged.
+    em_classes: int = 4
     fix_u: bool = False
     random_u_weights: bool = True
     seed: int = 1

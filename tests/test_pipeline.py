@@ -75,7 +75,7 @@ def test_latent_classes_are_the_default_and_two_classes_still_work(
     population: tuple[list[EncodedBatch], NDArray[np.int64]],
 ) -> None:
     batches, truth = population
-    assert pipeline.LinkageOptions().em_classes == 3
+    assert pipeline.LinkageOptions().em_classes == 4
     two = pipeline.cluster_datasets(
         SCHEMA, batches, options=dataclasses.replace(pipeline.LinkageOptions(), em_classes=2)
     )
