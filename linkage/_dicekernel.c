@@ -993,6 +993,63 @@ static PyObject *py_diffuse(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/*
+ * blip_mask(seeds, threshold, out): the BLIP flip mask of linkage.harden.blip_flip_mask.
+ * seeds (rows,) uint64 (one keyed seed per row); out (rows, words) uint64, written. Random
+ * word c (c = 1, 2, ...) of a row is splitmix64_mix(seed + c * 0x9E3779B97F4A7C15); its four
+ * 16-bit lanes, lowest first, decide bits 4 (c - 1) .. 4 (c - 1) + 3: a bit flips when its lane
+ * is below threshold.
+ */
+static PyObject *py_blip_mask(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *seeds_object, *out_object;
+    unsigned long long threshold;
+    if (!PyArg_ParseTuple(args, "OKO", &seeds_object, &threshold, &out_object)) {
+        return NULL;
+    }
+    Py_buffer views[2];
+    if (!acquire(seeds_object, &views[0], "seeds", KIND_U64, 1, 0)) {
+        return NULL;
+    }
+    if (!acquire(out_object, &views[1], "out", KIND_U64, 2, 1)) {
+        release_all(views, 1);
+        return NULL;
+    }
+    Py_ssize_t rows = views[0].shape[0];
+    Py_ssize_t words = views[1].shape[1];
+    if (views[1].shape[0] != rows) {
+        release_all(views, 2);
+        PyErr_SetString(PyExc_ValueError, "out: expected one row per seed");
+        return NULL;
+    }
+    const uint64_t *seeds = (const uint64_t *)views[0].buf;
+    uint64_t *out = (uint64_t *)views[1].buf;
+    const uint64_t gamma = 0x9E3779B97F4A7C15ull;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        uint64_t counter = 0;
+        for (Py_ssize_t w = 0; w < words; w++) {
+            uint64_t word = 0;
+            for (int j = 0; j < 16; j++) {
+                counter++;
+                uint64_t z = seeds[r] + counter * gamma;
+                z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+                z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+                z ^= z >> 31;
+                for (int lane = 0; lane < 4; lane++) {
+                    if (((z >> (16 * lane)) & 0xFFFFu) < threshold) {
+                        word |= 1ull << (4 * j + lane);
+                    }
+                }
+            }
+            out[r * words + w] = word;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release_all(views, 2);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"kernel_name", py_kernel_name, METH_NOARGS, "Name of the fastest CPU path on this machine."},
     {"available_kernels", py_available_kernels, METH_NOARGS,
@@ -1007,6 +1064,8 @@ static PyMethodDef methods[] = {
      "out, kernel): Dice of explicit pairs."},
     {"diffuse", py_diffuse, METH_VARARGS,
      "diffuse(filters, table, out): out bit j = XOR of the input bits table[j, :]."},
+    {"blip_mask", py_blip_mask, METH_VARARGS,
+     "blip_mask(seeds, threshold, out): keyed BLIP flip mask from one seed per row."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -225,20 +225,29 @@ def blip_flip_mask(filters: NDArray[np.uint64], epsilon: float, key: bytes) -> N
     batch = _check_batch(filters)
     subkey = _subkey(_check_key(key), "blip")
     threshold = U64(round(blip_flip_probability(epsilon) * (1 << _LANE_BITS)))
+    out = np.empty(batch.shape, dtype=U64)
+    # The splitmix64 lanes in C (same bits as :func:`blip_flip_mask_reference`), GIL released.
+    _dicekernel.blip_mask(_row_seeds(batch, subkey), int(threshold), out)
+    return out
+
+
+def blip_flip_mask_reference(
+    filters: NDArray[np.uint64], epsilon: float, key: bytes
+) -> NDArray[np.uint64]:
+    """:func:`blip_flip_mask` in numpy, lane by lane (the specification the C loop follows)."""
+    batch = _check_batch(filters)
+    subkey = _subkey(_check_key(key), "blip")
+    threshold = U64(round(blip_flip_probability(epsilon) * (1 << _LANE_BITS)))
     n, words = batch.shape
     bits = 64 * words
     counters = np.arange(1, bits // _LANES_PER_WORD + 1, dtype=U64) * _GOLDEN_GAMMA
     shifts = (np.arange(_LANES_PER_WORD, dtype=U64) * U64(_LANE_BITS))[None, None, :]
-    out = np.empty((n, words), dtype=U64)
-    for start in range(0, n, _CHUNK_ROWS):
-        chunk = batch[start : start + _CHUNK_ROWS]
-        seeds = _row_seeds(chunk, subkey)
-        with np.errstate(over="ignore"):
-            random_words = _splitmix64_mix(seeds[:, None] + counters[None, :])
-        lanes = (random_words[:, :, None] >> shifts) & U64(0xFFFF)
-        flips = (lanes.reshape(chunk.shape[0], bits) < threshold).astype(np.uint8)
-        out[start : start + _CHUNK_ROWS] = _pack_bits(flips)
-    return out
+    seeds = _row_seeds(batch, subkey)
+    with np.errstate(over="ignore"):
+        random_words = _splitmix64_mix(seeds[:, None] + counters[None, :])
+    lanes = (random_words[:, :, None] >> shifts) & U64(0xFFFF)
+    flips = (lanes.reshape(n, bits) < threshold).astype(np.uint8)
+    return _pack_bits(flips)
 
 
 def blip(filters: NDArray[np.uint64], epsilon: float, key: bytes) -> NDArray[np.uint64]:

@@ -92,6 +92,36 @@ def test_salted_schema_only_changes_name_fields() -> None:
         assert after.salt == expected
 
 
+def test_setting_schema_hardens_record_and_fields_alike() -> None:
+    base = attack.default_child_schema()
+    options = Hardening(balance=True, diffusion_t=3)
+    schema = attack.setting_schema(base, attack.Setting("b", hardening=options))
+    assert schema.hardening == options
+    assert all(f.hardening == options for f in schema.fields)
+    assert schema.published_record_bits == 2 * base.record_filter_bits
+    only_fields = attack.Setting("f", hardening=options, record_hardening=Hardening())
+    schema = attack.setting_schema(base, only_fields)
+    assert schema.hardening == Hardening() and schema.published_record_bits == 1024
+    assert schema.fingerprint() != base.fingerprint()
+
+
+def test_salt_aware_frequency_attack_ranks_combinations() -> None:
+    # Salted encodings group by (value, salt): "amy" born in two years gives two groups of 3,
+    # "ben" one group of 4. Ranking values alone labels the 4-group "amy" (wrong) and the
+    # 3-groups "ben" (wrong); ranking (value, salt) combinations gets all of them.
+    truth = ["amy"] * 6 + ["ben"] * 4
+    salt = ["2010"] * 3 + ["2011"] * 3 + ["2010"] * 4
+    codes = {("ben", "2010"): 1, ("amy", "2010"): 2, ("amy", "2011"): 3}
+    filters = np.array(
+        [[codes[(v, s)], 0] for v, s in zip(truth, salt, strict=True)], dtype=np.uint64
+    )
+    present = np.ones(len(truth), dtype=bool)
+    share, _ = attack.frequency_attack(filters, present, truth, truth)
+    assert share == 0.0
+    share, distinct = attack.frequency_attack(filters, present, truth, truth, salt)
+    assert share == 1.0 and distinct == 1.0
+
+
 def test_plot_tradeoff(tmp_path: Path) -> None:
     rows = [
         {"setting": "none", "graph_0.2": 0.5, "graph_1.0": 1.0, "graph_max": 1.0,
@@ -105,13 +135,33 @@ def test_plot_tradeoff(tmp_path: Path) -> None:
     json.dumps(rows)  # rows stay JSON-serialisable
 
 
-def test_harden_batch_keeps_missing_rows_zero() -> None:
+def test_encode_setting_hardens_at_published_widths_and_keeps_missing_rows_zero() -> None:
     columns, _ = attack.one_record_per_child(200, seed=1)
     columns["postcode"][:20] = [None] * 20
     setting = attack.Setting("b", hardening=Hardening(balance=True, blip_epsilon=4.0))
-    _, batch = attack.encode_setting(
+    schema, batch = attack.encode_setting(
         attack.default_child_schema(), setting, columns, attack.LinkageSecret.for_tests()
     )
     index = batch.field_names.index("postcode")
     assert batch.field_filters[index].shape[1] == 4  # 128 bits balanced to 256
     assert np.all(batch.field_filters[index][~batch.field_present[:, index]] == 0)
+    assert batch.record_filters.shape[1] * 64 == schema.published_record_bits == 2048
+    # balanced: every present field filter has exactly half its bits set before BLIP, so
+    # the popcounts cluster at half the width instead of tracking the value's length
+    counts = np.bitwise_count(batch.field_filters[index][batch.field_present[:, index]]).sum(1)
+    assert abs(float(counts.mean()) - 128) < 16
+
+
+def test_top_k_matrix_matches_reference() -> None:
+    rng = np.random.default_rng(5)
+    filters = rng.integers(0, 2**63, size=(300, 2), dtype=np.uint64) & rng.integers(
+        0, 2**63, size=(300, 2), dtype=np.uint64
+    )
+    top = attack._top_k_matrix(filters, 5)
+    for row in (0, 17, 299):
+        scores = sorted(
+            (attack.similarity.dice_reference(filters[row], filters[other])
+             for other in range(300) if other != row),
+            reverse=True,
+        )[:5]  # fmt: skip
+        np.testing.assert_allclose(top[row], scores, rtol=1e-6)

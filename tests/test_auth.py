@@ -292,3 +292,36 @@ def test_policy_rejects_unknown_roles_and_bad_names() -> None:
         RolePolicy({"/jigsaw.v1.Matcher/Status": {"admin"}})
     with pytest.raises(ValueError, match="full name"):
         RolePolicy({"Status": {"operator"}})
+
+
+def test_interceptor_parses_each_certificate_once(
+    pki_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Identities are remembered per exact certificate, bounded, and never mixed up."""
+    import server.auth as auth
+
+    parsed: list[bytes] = []
+
+    def counting(pem: bytes) -> Identity | None:
+        parsed.append(pem)
+        return identity_from_certificate(pem)
+
+    monkeypatch.setattr(auth, "identity_from_certificate", counting)
+    monkeypatch.setattr(auth, "MAX_REMEMBERED_CERTIFICATES", 2)
+    interceptor = AuthInterceptor(NODE_POLICY)
+    alice = (pki_dir / "alice.pem").read_bytes()
+    olga = (pki_dir / "olga.pem").read_bytes()
+    ca = (pki_dir / "ca.pem").read_bytes()
+    for _ in range(3):
+        assert interceptor._identity(FakeContext({"x509_pem_cert": [alice]})) == Identity(
+            "alice", "police", "staff"
+        )
+        assert interceptor._identity(FakeContext({"x509_pem_cert": [olga]})) == Identity(
+            "olga", "unit", "operator"
+        )
+    assert parsed == [alice, olga]
+    assert interceptor._identity(FakeContext({"x509_pem_cert": [ca]})) is None  # no identity
+    assert interceptor._identity(FakeContext({"x509_pem_cert": [alice]})) is not None
+    assert parsed == [alice, olga, ca, alice]  # the bound of 2 made it start over
+    assert interceptor._identity(FakeContext({})) is None
+    assert interceptor._identity(FakeContext({"x509_pem_cert": [alice, olga]})) is None

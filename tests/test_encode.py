@@ -32,14 +32,16 @@ from linkage.encode import (
 from linkage.errors import FilterFormatError, SchemaError
 from linkage.keys import TEST_SECRET_HEX, KeySet, LinkageSecret
 from linkage.normalise import NORMALISATION_VERSION, NORMALISERS
-from linkage.schema import ENCODING_VERSION, Schema, load_schema, schema_from_dict
+from linkage.schema import ENCODING_VERSION, Hardening, Schema, load_schema, schema_from_dict
 
 GOLDEN = Path(__file__).parent / "golden"
 TOKEN_CASES: list[dict[str, Any]] = json.loads((GOLDEN / "tokens.json").read_text("utf-8"))
 FILTERS: dict[str, Any] = json.loads((GOLDEN / "filters.json").read_text("utf-8"))
 FILTER_ROWS: list[dict[str, Any]] = FILTERS["rows"]
 
-CHILD = load_schema("child")
+# The plain encoding contract: the shipped child schema with hardening switched off (the
+# shipped hardening is pinned separately by hardened_filters.json and the fingerprint).
+CHILD = load_schema("child").with_hardening(Hardening(), Hardening())
 FIELDS = CHILD.field_names
 
 

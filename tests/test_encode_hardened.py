@@ -36,7 +36,9 @@ PLAIN: dict[str, Any] = json.loads((GOLDEN / "filters.json").read_text("utf-8"))
 PLAIN_ROWS = {row["row"]: row for row in PLAIN["rows"]}
 SHIPPED_PRINTS: dict[str, str] = json.loads((GOLDEN / "fingerprint.json").read_text("utf-8"))
 
-CHILD = load_schema("child")
+# The plain encoding contract: the shipped child schema with hardening switched off (the
+# shipped hardening is pinned separately by hardened_filters.json and the fingerprint).
+CHILD = load_schema("child").with_hardening(Hardening(), Hardening())
 FIELDS = CHILD.field_names
 CANARY = "Zebedee-Quaxworth-1931"  # must never appear in a message
 
@@ -411,7 +413,7 @@ def test_field_hardening_round_trips_through_toml_and_dict() -> None:
     assert parse_schema(schema.to_toml()).fingerprint() == schema.fingerprint()
 
 
-@pytest.mark.parametrize("name", ["child", "febrl"])
+@pytest.mark.parametrize("name", ["febrl"])  # the shipped child schema hardens its fields
 def test_schemas_without_field_hardening_keep_their_fingerprints(name: str) -> None:
     schema = load_schema(name)
     assert schema.fingerprint() == SHIPPED_PRINTS[name]

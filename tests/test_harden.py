@@ -231,3 +231,15 @@ def test_field_and_record_helpers_use_their_own_keys() -> None:
     )
     assert np.all(given_name[3] == 0), "a missing value stays an all-zero filter"
     assert np.array_equal(record, harden.harden_filters(x, options, keys.key("harden", "record")))
+
+
+@pytest.mark.parametrize("words", [1, 2, 4, 16])
+@pytest.mark.parametrize("epsilon", [0.0, 0.5, 4.0, 8.0, 30.0])
+def test_blip_mask_in_c_equals_the_numpy_specification(words: int, epsilon: float) -> None:
+    rng = np.random.default_rng(words * 100 + int(epsilon * 10))
+    filters = rng.integers(0, 2**63, size=(300, words), dtype=np.int64).astype(np.uint64)
+    filters[0] = 0  # an all-zero row has a seed like any other
+    assert np.array_equal(
+        harden.blip_flip_mask(filters, epsilon, TEST_KEY),
+        harden.blip_flip_mask_reference(filters, epsilon, TEST_KEY),
+    )

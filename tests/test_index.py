@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from linkage import pipeline, similarity
 from linkage.encode import EncodedBatch, encode_records
 from linkage.errors import FilterFormatError, IncompatibleEncodingError
-from linkage.index import CONFIDENT_PROBABILITY, MatchIndex, _SortedKeys
+from linkage.index import (
+    CONFIDENT_PROBABILITY,
+    MatchIndex,
+    _dice_to_one,
+    _dice_to_one_reference,
+    _SortedKeys,
+)
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
 from linkage.synthetic import generate_population
@@ -238,3 +244,62 @@ def test_find_many_matches_a_dict(stored: set[int], absent: set[int], merged: in
     found = sorted_keys.find_many(np.asarray(wanted, dtype=np.uint64), keys_of)
     slot_of = {int(k): s for s, k in enumerate(keys_of.tolist())}
     assert found.tolist() == [slot_of.get(k, -1) for k in wanted]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    key_space=st.integers(1, 40),
+    count=st.integers(0, 700),
+    merged=st.floats(0.0, 1.0),
+    dropped=st.floats(0.0, 0.3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fenced_find_equals_plain_bisection(
+    key_space: int, count: int, merged: float, dropped: float, seed: int
+) -> None:
+    """``find`` (fences) gives the slots plain bisection gives, for every key and its gaps.
+
+    Few distinct keys over up to 700 slots: runs of equal keys longer than a fence stride,
+    runs crossing fences, a delta beside the sorted order, and dead slots dropped by a merge.
+    """
+    rng = np.random.default_rng(seed)
+    keys_of = rng.integers(1, key_space + 1, size=count).astype(np.uint64) * np.uint64(3)
+    sorted_keys = _SortedKeys(merge_threshold=10**6)
+    slots = np.arange(count, dtype=np.int64)
+    split = int(merged * count)
+    sorted_keys.add(slots[:split], keys_of)
+    drop = slots[: int(dropped * split)]
+    sorted_keys.merge(keys_of, drop=drop)
+    sorted_keys.add(slots[split:], keys_of)
+    if count:
+        assert sorted_keys.find_reference(int(keys_of[-1]), keys_of).size  # never dropped
+    for key in range(0, 3 * key_space + 5):  # every stored key, and keys between and around
+        fast = sorted_keys.find(key, keys_of)
+        assert fast.tolist() == sorted_keys.find_reference(key, keys_of).tolist()
+        expected = {int(s) for s in slots if keys_of[s] == key and s not in set(drop.tolist())}
+        assert set(fast.tolist()) == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    words=st.integers(1, 24),
+    rows=st.integers(0, 80),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_dice_to_one_equals_the_kernel(words: int, rows: int, density: float, seed: int) -> None:
+    """The numpy Dice of a lookup's scoring gives exactly the kernel's values (and presence)."""
+    rng = np.random.default_rng(seed)
+
+    def filters(count: int) -> np.ndarray:
+        bits = rng.random((count, words * 64)) < density * rng.random((count, 1))
+        return np.packbits(bits, axis=1, bitorder="little").view("<u8").astype(np.uint64)
+
+    candidates = filters(rows)
+    candidates[rng.random(rows) < 0.2] = 0  # missing fields
+    query = filters(1)[0]
+    fast, fast_present = _dice_to_one(query, candidates)
+    slow, slow_present = _dice_to_one_reference(query, candidates)
+    assert fast.tolist() == slow.tolist()
+    assert fast_present.tolist() == slow_present.tolist()
+    assert fast_present.tolist() == [bool(row.any()) for row in candidates]

@@ -35,7 +35,7 @@ from server.matcher import (
     encode_page_token,
 )
 from server.matcher_config import ConfigError, MatcherConfig, parse_matcher_config
-from server.matcher_convert import candidate_to_proto
+from server.matcher_convert import candidate_to_proto, evidence_table
 from server.pki import init_pki
 from server.status import RequestError
 from server.tls import secure_channel, tls_files_for
@@ -738,12 +738,31 @@ def test_candidates_to_proto_equals_the_per_candidate_reference() -> None:
     model = pipeline.score_pairs(schema, batch, None).model
     index = MatchIndex(schema, key_version=1)
     index.upsert("health", [f"{i:032x}" for i in range(len(batch))], batch)
+    table = evidence_table(model)
+    other_model = pipeline.score_pairs(schema, batch.take(list(range(0, len(batch), 2))), None)
+    other_table = evidence_table(other_model.model)
     compared = 0
+    levels_seen: set[tuple[int, int]] = set()
     for row in range(0, len(batch), 9):
         found = index.query(batch.take([row]), model, max_candidates=20, min_probability=0.0)
         for reveal in (False, True):
             expected = [candidate_to_proto(c, model, reveal_probability=reveal) for c in found]
             assert candidates_to_proto(found, model, reveal_probability=reveal) == expected
+            assert (
+                candidates_to_proto(found, model, reveal_probability=reveal, table=table)
+                == expected
+            )
+            # a table of another model is never used for this one
+            assert (
+                candidates_to_proto(found, model, reveal_probability=reveal, table=other_table)
+                == expected
+            )
         compared += len(found)
+        levels_seen.update((f, level) for c in found for f, level in enumerate(c.levels))
     assert compared > 50
+    assert len(levels_seen) > 2 * len(schema.fields)  # several levels of most fields
     assert candidates_to_proto([], model, reveal_probability=False) == []
+    assert all(
+        set(by_level) == set(range(-1, count))
+        for by_level, count in zip(table.by_field, model.n_levels, strict=True)
+    )

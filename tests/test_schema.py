@@ -180,6 +180,7 @@ SINGLE_CHANGES: list[tuple[str, Any]] = [
         _set("blocking", "parts", ["date_of_birth.year", "family_name.soundex"], 0),
     ),
     ("blocking(drop a rule)", lambda d: d["blocking"].pop()),
+    ("field.hardening", lambda d: d["field"][0]["hardening"].update(blip_epsilon=2.0)),
     ("field(order)", lambda d: d["field"].insert(0, d["field"].pop(1))),
 ]
 
@@ -333,7 +334,7 @@ def test_unknown_key_at_every_level_is_an_error(level: str, where: str) -> None:
 
 
 def test_misspelled_key_in_toml_is_an_error() -> None:
-    text = load_schema("child").to_toml().replace("xor_fold =", "xorFold =")
+    text = load_schema("child").to_toml().replace("xor_fold =", "xorFold =", 1)  # [hardening]
     with pytest.raises(SchemaError) as info:
         parse_schema(text)
     place = list(child_dict()["hardening"]).index("xor_fold") + 1
@@ -762,3 +763,20 @@ def test_toml_basic_string_parses_back_to_the_same_text(text: str) -> None:
 
 def test_nan_blip_epsilon_is_rejected() -> None:
     problems_of(_mutated(_set("hardening", "blip_epsilon", float("nan"))))
+
+
+def test_fingerprint_is_cached_per_schema_and_follows_changes() -> None:
+    """The cached print is the hash of the canonical form; another schema gets its own."""
+    import dataclasses
+
+    schema = load_schema("child")
+    expected = "sha256:" + hashlib.sha256(schema.canonical_bytes()).hexdigest()
+    assert schema.fingerprint() == expected
+    assert schema.fingerprint() is schema.fingerprint()  # hashed once
+    renamed = dataclasses.replace(schema, version=schema.version + 1)
+    assert renamed.fingerprint() != expected
+    assert renamed.fingerprint() == (
+        "sha256:" + hashlib.sha256(renamed.canonical_bytes()).hexdigest()
+    )
+    assert renamed != schema and copy.deepcopy(schema) == schema  # the cache is not a field
+    assert copy.deepcopy(schema).fingerprint() == expected

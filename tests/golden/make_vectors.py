@@ -170,7 +170,7 @@ def filter_hex(words: Any) -> str:
 
 
 def token_vectors() -> list[dict[str, Any]]:
-    schema = load_schema("child")
+    schema = load_schema("child").with_hardening(Hardening(), Hardening())  # plain contract
     out: list[dict[str, Any]] = []
     for field_name, raw in TOKEN_CASES:
         spec = schema.field(field_name)
@@ -191,7 +191,7 @@ def token_vectors() -> list[dict[str, Any]]:
 
 
 def filter_vectors() -> dict[str, Any]:
-    schema = load_schema("child")
+    schema = load_schema("child").with_hardening(Hardening(), Hardening())  # plain contract
     keys = KeySet(LinkageSecret.for_tests(), key_version=1)
     columns = {f: [r[f] for r in FILTER_RECORDS] for f in schema.field_names}
     batch = encode_records(schema, keys, columns)
@@ -244,7 +244,8 @@ HARDENED_ROWS = (0, 1, 2, 3, 5, 6)
 
 
 def hardened_filter_vectors() -> dict[str, Any]:
-    schema = load_schema("child").with_hardening(HARDENED_RECORD, HARDENED_FIELDS)
+    plain = load_schema("child").with_hardening(Hardening(), Hardening())
+    schema = plain.with_hardening(HARDENED_RECORD, HARDENED_FIELDS)
     keys = KeySet(LinkageSecret.for_tests(), key_version=1)
     records = [FILTER_RECORDS[row] for row in HARDENED_ROWS]
     columns = {f: [r[f] for r in records] for f in schema.field_names}
