@@ -15,7 +15,8 @@ Layout (columnar numpy arrays over *slots*; a slot is one record, reused when th
 * the agency code (int16; -1 marks a free slot) and the reference (16 raw bytes).
 
 Finding things: per blocking rule, and for references, a *sorted permutation* of the slots
-(int32, ordered by key) is searched by bisection, plus a small unsorted *delta* of slots
+(int32, ordered by key) is searched by bisection (of its *fences*, the key of every
+``FENCE_STRIDE``-th slot, then of one stride's keys), plus a small unsorted *delta* of slots
 written since the last merge, scanned vectorised; the delta is merged into the sorted
 permutation when it grows past ``merge_threshold``. The invariant that makes bisection
 sound: **a slot's keys never change while any permutation holds it.** A withdrawn record's
@@ -75,6 +76,9 @@ REFERENCE_BYTES = 16
 #: at least that likely matches (opt-in; see the module docstring).
 CONFIDENT_PROBABILITY = 0.95
 CONFIDENT_CANDIDATES = 2
+#: ``_SortedKeys`` keeps the key of every this-many-th sorted slot (8 bytes per this many
+#: records and rule), so a blocking lookup reads about this many keys instead of bisecting.
+FENCE_STRIDE = 64
 
 
 def reference_to_bytes(reference: str) -> bytes:
@@ -138,10 +142,16 @@ class _SortedKeys:
         self.delta: list[int] = []
         self.merge_threshold = merge_threshold
         self._delta_array: NDArray[np.int64] | None = None  # ``delta`` as an array, for finds
+        # the delta's keys sorted, and its slots in that order: built once per change
+        self._delta_sorted: tuple[NDArray[np.uint64], NDArray[np.int64]] | None = None
+        # the key of every FENCE_STRIDE-th slot of ``order``, rebuilt whenever ``order``
+        # changes: ``find`` bisects these in C, then reads one stride of keys
+        self._fences = np.zeros(0, dtype=np.uint64)
 
     def add(self, slots: NDArray[np.int64], keys_of: _Keys) -> None:
         self.delta.extend(int(s) for s in slots)
         self._delta_array = None
+        self._delta_sorted = None
         if len(self.delta) > self.merge_threshold:
             self.merge(keys_of)
 
@@ -150,6 +160,26 @@ class _SortedKeys:
         if self._delta_array is None:
             self._delta_array = np.asarray(self.delta, dtype=np.int64)
         return self._delta_array
+
+    def _sorted_delta(self, keys_of: _Keys) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+        """The delta's keys in ascending order and its slots in that order.
+
+        Built once per change of the delta (a held slot keeps its key), so that a lookup
+        bisects the delta too instead of comparing every one of its keys.
+        """
+        if self._delta_sorted is None:
+            slots = self.delta_array()
+            keys = np.asarray(keys_of[slots], dtype=np.uint64).reshape(-1)
+            by_key = np.argsort(keys, kind="stable")
+            self._delta_sorted = (keys[by_key], slots[by_key])
+        return self._delta_sorted
+
+    def _set_order(self, order: NDArray[np.int32], keys_of: _Keys) -> None:
+        self.order = order
+        self.delta = []
+        self._delta_array = None
+        self._delta_sorted = None
+        self._fences = np.asarray(keys_of[order[::FENCE_STRIDE]], dtype=np.uint64).reshape(-1)
 
     def merge(self, keys_of: _Keys, *, drop: NDArray[np.int64] | None = None) -> None:
         """Fold the delta into the sorted order; ``drop`` removes dead slots."""
@@ -162,20 +192,40 @@ class _SortedKeys:
             delta = np.unique(np.asarray(self.delta, dtype=np.int32))
             delta = delta[np.argsort(keys_of[delta], kind="stable")]
             at = np.searchsorted(keys_of[self.order], keys_of[delta], side="right")
-            self.order = np.insert(self.order, at, delta).astype(np.int32)
-            self.delta = []
-            self._delta_array = None
+            self._set_order(np.insert(self.order, at, delta).astype(np.int32), keys_of)
             return
         slots = np.concatenate([self.order, np.asarray(self.delta, dtype=np.int32)])
         if drop is not None and drop.size:
             slots = slots[~np.isin(slots, drop)]
         slots = np.unique(slots)
-        self.order = slots[np.argsort(keys_of[slots], kind="stable")].astype(np.int32)
-        self.delta = []
-        self._delta_array = None
+        self._set_order(slots[np.argsort(keys_of[slots], kind="stable")].astype(np.int32), keys_of)
 
     def find(self, key: int, keys_of: _Keys) -> NDArray[np.int64]:
-        """Slots whose key equals ``key`` (the caller filters dead slots)."""
+        """Slots whose key equals ``key`` (the caller filters dead slots).
+
+        Two bisections of the fences (every ``FENCE_STRIDE``-th sorted key) bound the run of
+        equal keys to a window a stride wider than the run; only that window's keys are read.
+        """
+        order = self.order
+        wanted = np.uint64(key)
+        below = int(np.searchsorted(self._fences, wanted, side="left"))  # fences < key
+        at_most = int(np.searchsorted(self._fences, wanted, side="right"))  # fences <= key
+        start = max(0, (below - 1) * FENCE_STRIDE)  # every slot before it has a smaller key
+        stop = min(order.size, at_most * FENCE_STRIDE)  # the key at ``stop`` is larger
+        window = order[start:stop]
+        window_keys = np.asarray(keys_of[window], dtype=np.uint64).reshape(-1)
+        low = int(np.searchsorted(window_keys, wanted, side="left"))
+        high = int(np.searchsorted(window_keys, wanted, side="right"))
+        found = window[low:high].astype(np.int64)
+        if self.delta:
+            delta_keys, delta_slots = self._sorted_delta(keys_of)
+            low = int(np.searchsorted(delta_keys, wanted, side="left"))
+            high = int(np.searchsorted(delta_keys, wanted, side="right"))
+            found = np.concatenate([found, delta_slots[low:high]])
+        return np.unique(found)
+
+    def find_reference(self, key: int, keys_of: _Keys) -> NDArray[np.int64]:
+        """``find`` by plain bisection of the sorted order (the reference for tests)."""
         order = self.order
 
         def at(i: int) -> int:
@@ -211,12 +261,10 @@ class _SortedKeys:
             hit = np.asarray(keys_of[order[pos]]) == keys
             out[hit] = order[pos[hit]]
         if self.delta:
-            d = self.delta_array()
-            dk = keys_of[d]
-            by_key = np.argsort(dk, kind="stable")
-            pos = np.minimum(np.searchsorted(dk[by_key], keys), d.size - 1)
-            hit = (dk[by_key][pos] == keys) & (out < 0)
-            out[hit] = d[by_key][pos[hit]]
+            delta_keys, delta_slots = self._sorted_delta(keys_of)
+            pos = np.minimum(np.searchsorted(delta_keys, keys), delta_keys.size - 1)
+            hit = (delta_keys[pos] == keys) & (out < 0)
+            out[hit] = delta_slots[pos[hit]]
         return out
 
 
@@ -268,7 +316,11 @@ class MatchIndex:
             return {a: int(counts[i]) for i, a in enumerate(self._agencies)}
 
     def nbytes(self) -> int:
-        """Bytes held by the index arrays (capacity included)."""
+        """Bytes held by the index arrays (capacity included).
+
+        Not counted: the permutations' fences (8 bytes per ``FENCE_STRIDE`` records and
+        permutation) and the sorted copy of each delta (at most ``merge_threshold`` entries).
+        """
         arrays: list[NDArray[np.generic]] = [
             *self._field_filters,
             self._record,
@@ -581,12 +633,10 @@ class MatchIndex:
         n_fields = len(self.schema.fields)
         sim = np.zeros((count, n_fields))
         both = np.zeros((count, n_fields), dtype=bool)
-        zeros = np.zeros(count, dtype=np.int64)
-        rows = np.arange(count, dtype=np.int64)
         for f, cand in enumerate(gathered.field_filters):
             if count:
-                sim[:, f] = similarity.dice_pairs(query.field_filters[f], cand, zeros, rows)
-            both[:, f] = bool(query.field_present[0, f]) & cand.any(axis=1)
+                sim[:, f], present = _dice_to_one(query.field_filters[f][0], cand)
+                both[:, f] = bool(query.field_present[0, f]) & present
         levels = scoring.comparison_levels(sim, both, tuple(f.levels for f in self.schema.fields))
         return _Scored(
             agencies=gathered.agencies,
@@ -594,6 +644,33 @@ class MatchIndex:
             levels=levels,
             probabilities=(model.match_probability(levels) if count else np.zeros(0, np.float64)),
         )
+
+
+def _dice_to_one(
+    query: NDArray[np.uint64], candidates: NDArray[np.uint64]
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Dice of one filter with each row of ``candidates``, and which rows are non-empty.
+
+    The same values as ``similarity.dice_pairs`` (``2·|q∧c| / (|q| + |c|)``, 0.0 when both are
+    empty; :func:`_dice_to_one_reference`), in a few numpy calls: a lookup scores tens of
+    rows per field, where the kernel's argument checks and task set-up cost more than the
+    counting.
+    """
+    candidate_bits = np.bitwise_count(candidates).sum(axis=1, dtype=np.int64)
+    common = np.bitwise_count(candidates & query).sum(axis=1, dtype=np.int64)
+    total = candidate_bits + int(np.bitwise_count(query).sum(dtype=np.int64))
+    dice = np.divide(2.0 * common, total, out=np.zeros(total.shape[0]), where=total > 0)
+    return dice, candidate_bits > 0
+
+
+def _dice_to_one_reference(
+    query: NDArray[np.uint64], candidates: NDArray[np.uint64]
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """:func:`_dice_to_one` through ``similarity.dice_pairs`` (the reference for tests)."""
+    rows = np.arange(candidates.shape[0], dtype=np.int64)
+    dice = similarity.dice_pairs(query.reshape(1, -1), candidates, np.zeros_like(rows), rows)
+    present: NDArray[np.bool_] = np.asarray(candidates.any(axis=1), dtype=bool)
+    return dice, present
 
 
 @dataclass(frozen=True)

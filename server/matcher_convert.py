@@ -14,13 +14,16 @@ and weights only. Error messages name fields (``query.field_filters[2]``) and ex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from linkage.encode import EncodedBatch
 from linkage.errors import IncompatibleEncodingError
 from linkage.index import IndexedCandidate
 from linkage.schema import Schema
-from linkage.scoring import FellegiSunterModel
+from linkage.scoring import MISSING_LEVEL, FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.convert import agreement_for, band_for, proto_to_encoded
 from server.matcher_store import StoredCluster
@@ -93,6 +96,61 @@ def evidence_to_proto(
     return [
         jigsaw_pb2.FieldEvidence(field=name, agreement=agreement_for(label), weight=weight)
         for name, (label, weight) in zip(field_names, evidence, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class EvidenceTable:
+    """The ``FieldEvidence`` message of every (field, comparison level) of one model.
+
+    A field's weight depends only on its own level (``match_weights`` reads one table cell per
+    field), so every evidence message a Match can send is known once the model is: the
+    matcher builds this table once per model and each candidate then takes its messages from
+    it instead of a ``match_weights`` round trip and fresh messages per Match.
+    ``by_field[f][level]`` for ``level`` in ``-1 .. n_levels[f] - 1``.
+    """
+
+    model: FellegiSunterModel
+    by_field: tuple[Mapping[int, jigsaw_pb2.FieldEvidence], ...]
+
+
+def evidence_table(model: FellegiSunterModel) -> EvidenceTable:
+    """Build the :class:`EvidenceTable` of ``model`` (one ``match_weights`` call)."""
+    n_fields = len(model.field_names)
+    rows: list[list[int]] = []
+    for f, count in enumerate(model.n_levels):
+        for level in range(-1, count):
+            row = [MISSING_LEVEL] * n_fields
+            row[f] = level
+            rows.append(row)
+    weights = model.match_weights(np.asarray(rows, dtype=np.int64)).tolist()
+    by_field: list[dict[int, jigsaw_pb2.FieldEvidence]] = [{} for _ in range(n_fields)]
+    row_number = 0
+    for f, (name, count) in enumerate(zip(model.field_names, model.n_levels, strict=True)):
+        for level in range(-1, count):
+            by_field[f][level] = jigsaw_pb2.FieldEvidence(
+                field=name,
+                agreement=agreement_for(level_label(level, count)),
+                weight=weights[row_number][f],
+            )
+            row_number += 1
+    return EvidenceTable(model=model, by_field=tuple(by_field))
+
+
+def candidates_from_table(
+    found: Sequence[IndexedCandidate], table: EvidenceTable, *, reveal_probability: bool
+) -> list[jigsaw_pb2.Candidate]:
+    """``candidate_to_proto`` of every candidate, with evidence messages from ``table``."""
+    by_field = table.by_field
+    return [
+        jigsaw_pb2.Candidate(
+            agency=candidate.agency,
+            reference=candidate.reference,
+            band=band_for(candidate.probability),
+            evidence=[by_field[f][level] for f, level in enumerate(candidate.levels)],
+            probability=candidate.probability if reveal_probability else 0.0,
+        )
+        for candidate in found
     ]
 
 

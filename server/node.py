@@ -97,6 +97,12 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         self._config = config
         self._schema = config.schema
         self._fingerprint = config.schema.fingerprint()
+        self._field_names = frozenset(config.schema.field_names)
+        self._identifying_fields = tuple(
+            index
+            for index, spec in enumerate(config.schema.fields)
+            if spec.kind not in NON_IDENTIFYING_KINDS
+        )
         self._store = store
         self._keys = keys
         self._audit = audit
@@ -150,10 +156,12 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         except grpc.RpcError as exc:
             self._audit_lookup(identity, purpose, "matcher_error", base)
             self._abort_for_matcher(context, exc)
-        candidates = list(response.candidates)
-        self._audit_lookup(identity, purpose, "ok", {**base, "candidates": len(candidates)})
-        logger.info("lookup %s: %d candidates", lookup_id, len(candidates))
-        return jigsaw_pb2.LookupResponse(lookup_id=lookup_id, candidates=candidates)
+        found = len(response.candidates)
+        self._audit_lookup(identity, purpose, "ok", {**base, "candidates": found})
+        # debug, not info: every lookup is in the audit log already, and a log line per
+        # lookup is formatting and a write on the hot path
+        logger.debug("lookup %s: %d candidates", lookup_id, found)
+        return jigsaw_pb2.LookupResponse(lookup_id=lookup_id, candidates=response.candidates)
 
     def _audit_lookup(
         self,
@@ -170,9 +178,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         self, identifiers: Mapping[str, str], lookup_id: str
     ) -> jigsaw_pb2.EncodedRecord:
         """Validate the identifiers and encode them as one record (reference = lookup id)."""
-        fields = set(self._schema.field_names)
         for key in sorted(identifiers):
-            if key not in fields:
+            if key not in self._field_names:
                 shown = key[:MAX_KEY_CHARS_SHOWN]
                 raise RequestError(
                     f"identifiers[{shown!r}]",
@@ -185,12 +192,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         batch = encode_records(self._schema, self._keys, columns)
         for problem in batch.problems:
             raise RequestError(f"identifiers[{problem.field!r}]", problem.reason)
-        identifying = [
-            spec.name
-            for index, spec in enumerate(self._schema.fields)
-            if spec.kind not in NON_IDENTIFYING_KINDS and batch.field_present[0, index]
-        ]
-        if not identifying:
+        present = batch.field_present[0].tolist()
+        if not any(present[index] for index in self._identifying_fields):
             raise RequestError(
                 "identifiers", "expected at least one identifying field with a value"
             )
