@@ -50,15 +50,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent import futures
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from linkage import pipeline
 from linkage.errors import JigsawError, ModelError
@@ -66,7 +63,7 @@ from linkage.index import IndexedCandidate, MatchIndex
 from linkage.scoring import FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
-from server.auth import MATCHER_POLICY, AuthInterceptor, current_identity
+from server.auth import MATCHER_POLICY, current_identity
 from server.matcher_config import MatcherConfig
 from server.matcher_convert import (
     EvidenceTable,
@@ -78,7 +75,7 @@ from server.matcher_convert import (
     records_to_encoded,
 )
 from server.matcher_store import MatcherStore, StoredCluster, StoredEdge
-from server.serving import serve_until_signal
+from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
     NotFoundError,
     RequestError,
@@ -87,7 +84,6 @@ from server.status import (
     require_text,
     status_for,
 )
-from server.tls import server_credentials, server_options
 
 logger = logging.getLogger(__name__)
 
@@ -732,22 +728,17 @@ def build_matcher(config: MatcherConfig) -> MatcherRuntime:
         servicer = MatcherServicer(
             config, store=store, index=index, audit=audit, model=_load_model(store, config)
         )
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="matcher"),
-            interceptors=[AuthInterceptor(MATCHER_POLICY)],
-            options=server_options(),
+        server, port = build_grpc_server(
+            role="matcher",
+            service_name=SERVICE_NAME,
+            policy=MATCHER_POLICY,
+            add_servicer=lambda srv: jigsaw_pb2_grpc.add_MatcherServicer_to_server(  # type: ignore[no-untyped-call]
+                servicer, srv
+            ),
+            listen=config.listen,
+            tls=config.tls,
+            max_workers=MAX_WORKERS,
         )
-        jigsaw_pb2_grpc.add_MatcherServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        health_servicer = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        for name in ("", SERVICE_NAME):
-            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        port = server.add_secure_port(config.listen, server_credentials(config.tls))
-        if port == 0:
-            raise OSError(f"cannot bind the matcher server to {config.listen}")
     except BaseException:
         if audit is not None:
             audit.close()

@@ -27,25 +27,22 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Mapping
-from concurrent import futures
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, NoReturn
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from linkage.encode import encode_records
 from linkage.keys import KeySet
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
-from server.auth import NODE_POLICY, AuthInterceptor, Identity, current_identity
+from server.auth import NODE_POLICY, Identity, current_identity
 from server.convert import encoded_to_proto
 from server.node_config import NodeConfig, read_linkage_keys
 from server.node_store import NodeStore
 from server.ratelimit import EnumerationGuard, RateLimiter
-from server.serving import serve_until_signal
+from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
     NotFoundError,
     PolicyDenied,
@@ -55,7 +52,7 @@ from server.status import (
     require_reference,
     require_text,
 )
-from server.tls import secure_channel, server_credentials, server_options
+from server.tls import secure_channel
 
 logger = logging.getLogger(__name__)
 
@@ -394,22 +391,17 @@ def build_node(config: NodeConfig) -> NodeRuntime:
             limiter=RateLimiter(limits.lookups_per_minute, limits.burst),
             guard=EnumerationGuard(limits.enumeration_alert_per_hour, ENUMERATION_WINDOW_S),
         )
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="node"),
-            interceptors=[AuthInterceptor(NODE_POLICY)],
-            options=server_options(),
+        server, port = build_grpc_server(
+            role="node",
+            service_name=SERVICE_NAME,
+            policy=NODE_POLICY,
+            add_servicer=lambda srv: jigsaw_pb2_grpc.add_AgencyNodeServicer_to_server(  # type: ignore[no-untyped-call]
+                servicer, srv
+            ),
+            listen=config.listen,
+            tls=config.tls,
+            max_workers=MAX_WORKERS,
         )
-        jigsaw_pb2_grpc.add_AgencyNodeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        health_servicer = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        for name in ("", SERVICE_NAME):
-            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        port = server.add_secure_port(config.listen, server_credentials(config.tls))
-        if port == 0:
-            raise OSError(f"cannot bind the node server to {config.listen}")
     except BaseException:
         channel.close()
         audit.close()

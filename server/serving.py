@@ -16,10 +16,16 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from concurrent import futures
 from types import FrameType
 from typing import Any, Protocol
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server.auth import AuthInterceptor, RolePolicy
+from server.tls import TlsFiles, server_credentials, server_options
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +33,41 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 5.0
 #: The signals that ask a server to stop.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def build_grpc_server(
+    *,
+    role: str,
+    service_name: str,
+    policy: RolePolicy,
+    add_servicer: Callable[[grpc.Server], None],
+    listen: str,
+    tls: TlsFiles,
+    max_workers: int,
+) -> tuple[grpc.Server, int]:
+    """A bound, not started, mutual-TLS server for one Jigsaw service (node or matcher).
+
+    Every call passes the role interceptor with ``policy`` first; the standard health service
+    (SERVING for "" and ``service_name``) and server reflection are added beside the service
+    that ``add_servicer`` registers. Raises OSError when ``listen`` cannot be bound.
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=role),
+        interceptors=[AuthInterceptor(policy)],
+        options=server_options(),
+    )
+    add_servicer(server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", service_name):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_secure_port(listen, server_credentials(tls))
+    if port == 0:
+        raise OSError(f"cannot bind the {role} server to {listen}")
+    return server, port
 
 
 class ServerRuntime(Protocol):
