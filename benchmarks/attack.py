@@ -1104,21 +1104,55 @@ def run_cli(args: Any, *, emit: Callable[[dict[str, Any]], None]) -> int:
     """``jigsaw bench attack``: every setting at 10 k records (50 k with ``--large``)."""
     from pathlib import Path
 
-    from benchmarks.report import PLOTS_DIR, markdown_table, provenance, write_section
 
     n_records = 50_000 if args.large else 10_000
     rows = list(run_attack(SETTINGS, n_records=n_records, seed=args.seed, emit=emit))
     if args.report:
-        PLOTS_DIR.mkdir(parents=True, exist_ok=True)
-        plot = PLOTS_DIR / "attack_tradeoff.png"
-        plot_tradeoff(rows, str(plot))
-        columns = sorted({k for r in rows for k in r if not isinstance(r[k], dict | list)})
-        body = (
-            "## Re-identification attacks\n\n"
-            + provenance("jigsaw bench attack --json --report")
-            + "\n"
-            + markdown_table(rows, columns)
-            + f"\n\n![trade-off]({plot.relative_to(Path(args.report).resolve().parent)})\n"
-        )
-        write_section("attack", body, path=Path(args.report))
+        write_attack_report(rows, Path(args.report), "jigsaw bench attack --json --report")
     return 0
+
+
+#: Columns of the trade-off table in RESULTS.md (every figure is also in the JSON lines).
+REPORT_COLUMNS = (
+    ("setting", "setting"),
+    ("frequency_max", "frequency (records)"),
+    ("graph_0.2", "graph 0.2"),
+    ("graph_0.5", "graph 0.5"),
+    ("graph_0.5_precision", "graph 0.5 precision"),
+    ("graph_0.8", "graph 0.8"),
+    ("graph_1.0", "graph 1.0"),
+    ("synthetic_precision", "synthetic P"),
+    ("synthetic_recall", "synthetic R"),
+    ("synthetic_f1", "synthetic F1"),
+    ("febrl4_half_f1", "FEBRL4-half F1"),
+    ("seconds", "s"),
+)
+
+
+def write_attack_report(rows: Sequence[dict[str, Any]], path: Any, command: str) -> None:
+    """The attack section of RESULTS.md: provenance, the trade-off table, the plot."""
+    from pathlib import Path
+
+    from benchmarks.report import PLOTS_DIR, markdown_table, provenance, write_section
+
+    PLOTS_DIR.mkdir(parents=True, exist_ok=True)
+    plot = PLOTS_DIR / "attack_tradeoff.png"
+    plot_tradeoff(rows, str(plot))
+    table_rows = [{label: row.get(key, "") for key, label in REPORT_COLUMNS} for row in rows]
+    records = rows[0]["records"] if rows else 0
+    body = (
+        "## Re-identification attacks (privacy)\n\n"
+        + provenance(command)
+        + f"\nSeeded synthetic population, {records:,} encoded records (one per child), encoded"
+        " with the production encoder under each setting (record and every field filter"
+        " hardened alike; `salt`: name fields salted with the birth year). Frequency: share of"
+        " given- or family-name encodings that rank alignment re-identifies (the larger of"
+        " value-only and salt-aware ranking). Graph: share of the overlap re-identified when"
+        " the attacker's own population overlaps the encoded one at 0.2 / 0.5 / 0.8 / 1.0"
+        " (structural graph matching, then pattern-mining decoding seeded by it). Quality:"
+        " batch link of the four-agency synthetic set (5,000 children) and FEBRL4-half under"
+        " the same setting.\n\n"
+        + markdown_table(table_rows, [label for _, label in REPORT_COLUMNS])
+        + f"\n\n![trade-off]({Path(plot).relative_to(Path(path).resolve().parent)})\n"
+    )
+    write_section("attack", body, path=Path(path))

@@ -165,3 +165,25 @@ def test_top_k_matrix_matches_reference() -> None:
             reverse=True,
         )[:5]  # fmt: skip
         np.testing.assert_allclose(top[row], scores, rtol=1e-6)
+
+
+def test_attack_report_writes_the_table_and_the_plot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import benchmarks.report as report
+
+    monkeypatch.setattr(report, "PLOTS_DIR", tmp_path / "plots")
+    rows = [
+        {"setting": name, "records": 100, "frequency_max": freq, "graph_max": graph,
+         "graph_0.2": graph, "graph_0.5": graph, "graph_0.5_precision": 1.0,
+         "graph_0.8": graph, "graph_1.0": graph, "synthetic_precision": 0.9,
+         "synthetic_recall": 0.9, "synthetic_f1": 0.9, "febrl4_half_f1": 1.0, "seconds": 1.0}
+        for name, freq, graph in (("none", 0.085, 1.0), ("blip_eps4", 0.085, 0.005))
+    ]  # fmt: skip
+    results = tmp_path / "RESULTS.md"
+    attack.write_attack_report(rows, results, "jigsaw bench attack --json --report")
+    text = results.read_text("utf-8")
+    assert "<!-- BEGIN attack -->" in text and "<!-- END attack -->" in text
+    assert "| setting | frequency (records) | graph 0.2 |" in text
+    assert "| blip_eps4 | 0.0850 | 0.0050 |" in text
+    assert (tmp_path / "plots" / "attack_tradeoff.png").stat().st_size > 0
