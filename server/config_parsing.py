@@ -14,6 +14,7 @@ file may still be pasted into a ticket and a message has no need of the value.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -83,9 +84,21 @@ class Problems:
             raise ConfigError(self.items)
 
     def unknown(self, where: str, got: Mapping[str, Any], allowed: Set[str]) -> None:
-        """A problem for each key of ``got`` that is not ``allowed``, in sorted order."""
-        for key in sorted(set(got) - allowed):
-            self.add(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+        """A problem for each key of ``got`` that is not ``allowed``, in table order.
+
+        The key itself is never echoed (an operator who pastes a record into a config must not
+        see it in a log): the problem names its position in the table, the allowed keys and,
+        when one is close, the allowed key it was probably meant to be — our own word.
+        """
+        expected = ", ".join(sorted(allowed))
+        for position, key in enumerate(got, start=1):
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            self.add(
+                f"{where}: unknown key (key {position} of the table), allowed: {expected}{hint}"
+            )
 
     def table(self, where: str, value: Any) -> Mapping[str, Any]:
         """An optional table: ``value`` itself, or empty when absent (``None``) or not a table."""

@@ -121,9 +121,9 @@ def test_schema_from_a_relative_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("[tls]", "[tsl]", "config: unknown key 'tsl'"),
-        ('store = "m', 'stor = "m', "matcher: unknown key 'stor'"),
-        ('key = "m.key"', 'keyfile = "m.key"', "tls: unknown key 'keyfile'"),
+        ("[tls]", "[tsl]", "config: unknown key (key "),
+        ('store = "m', 'stor = "m', "matcher: unknown key (key "),
+        ('key = "m.key"', 'keyfile = "m.key"', "tls: unknown key (key "),
     ],
 )
 def test_a_misspelt_name_is_unknown_and_missing(
@@ -177,8 +177,8 @@ def test_all_problems_reported_at_once_in_file_order(tmp_path: Path) -> None:
         .replace('cert = "m.pem"\n', "")
     )
     assert problems_of(text, tmp_path) == (
-        "matcher: unknown key 'stor' (allowed: audit_log, benchmark_mode, key_version, listen, "
-        "max_publish_batch, schema, store)",
+        "matcher: unknown key (key 1 of the table), allowed: audit_log, benchmark_mode, "
+        'key_version, listen, max_publish_batch, schema, store (did you mean "store"?)',
         "matcher.schema: required key is missing",
         "matcher.key_version: expected an integer >= 1",
         "matcher.store: required key is missing",
