@@ -1104,7 +1104,6 @@ def run_cli(args: Any, *, emit: Callable[[dict[str, Any]], None]) -> int:
     """``jigsaw bench attack``: every setting at 10 k records (50 k with ``--large``)."""
     from pathlib import Path
 
-
     n_records = 50_000 if args.large else 10_000
     rows = list(run_attack(SETTINGS, n_records=n_records, seed=args.seed, emit=emit))
     if args.report:
