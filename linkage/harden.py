@@ -288,7 +288,12 @@ def diffusion_table(key: bytes, t: int, in_bits: int, out_bits: int) -> NDArray[
 
 
 def diffuse(
-    filters: NDArray[np.uint64], t: int, key: bytes, out_bits: int | None = None
+    filters: NDArray[np.uint64],
+    t: int,
+    key: bytes,
+    out_bits: int | None = None,
+    *,
+    keys: KeySet | None = None,
 ) -> NDArray[np.uint64]:
     """Keyed diffusion: output bit ``j`` = XOR of ``t`` input bits (Armknecht et al. 2023).
 
@@ -300,7 +305,12 @@ def diffuse(
     width = in_bits if out_bits is None else out_bits
     if isinstance(width, bool) or not isinstance(width, int) or width < 64 or width % 64:
         raise FilterFormatError("out_bits: expected a positive multiple of 64")
-    table = np.ascontiguousarray(diffusion_table(key, t, in_bits, width))
+
+    def make() -> NDArray[np.int64]:
+        return np.ascontiguousarray(diffusion_table(key, t, in_bits, width))
+
+    # With ``keys`` the table is built once per KeySet (~1 ms of HMAC per 1024-bit table).
+    table = make() if keys is None else keys.derived(("diffusion", key, t, in_bits, width), make)
     out = np.empty((batch.shape[0], width // 64), dtype=U64)
     _dicekernel.diffuse(np.ascontiguousarray(batch), table, out)  # C loop, GIL released
     return out
@@ -328,7 +338,7 @@ def hardened_bits(filter_bits: int, options: Hardening) -> int:
 
 
 def harden_filters(
-    filters: NDArray[np.uint64], options: Hardening, key: bytes
+    filters: NDArray[np.uint64], options: Hardening, key: bytes, *, keys: KeySet | None = None
 ) -> NDArray[np.uint64]:
     """Apply the enabled transforms in the fixed order balance -> diffusion -> xor_fold -> BLIP.
 
@@ -345,7 +355,7 @@ def harden_filters(
     if options.balance:
         out = balance(out, key)
     if options.diffusion_t:
-        out = diffuse(out, options.diffusion_t, key)
+        out = diffuse(out, options.diffusion_t, key, keys=keys)
     if options.xor_fold:
         out = xor_fold(out)
     if options.blip_epsilon:
@@ -367,7 +377,7 @@ def harden_field_filters(
     of them).
     """
     batch = _check_batch(filters)
-    out = harden_filters(batch, options, keys.key("harden", field_name))
+    out = harden_filters(batch, options, keys.key("harden", field_name), keys=keys)
     if present is not None and out is not batch:
         out = out.copy()
         out[~np.asarray(present, dtype=bool)] = 0
@@ -378,7 +388,7 @@ def harden_record_filters(
     filters: NDArray[np.uint64], options: Hardening, keys: KeySet
 ) -> NDArray[np.uint64]:
     """Harden record-level filters (CLKs) under ``keys.key("harden", "record")``."""
-    return harden_filters(filters, options, keys.key("harden", "record"))
+    return harden_filters(filters, options, keys.key("harden", "record"), keys=keys)
 
 
 # --------------------------------------------------------------------------- references

@@ -27,12 +27,16 @@ from __future__ import annotations
 
 import hmac
 import secrets as _secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from linkage.errors import KeyMaterialError
+
+_T = TypeVar("_T")
 
 HKDF_SALT = b"jigsaw/hkdf-salt/v1"
 KEY_BYTES = 32
@@ -127,6 +131,7 @@ class KeySet:
     secret: LinkageSecret = field(repr=False)
     key_version: int = 1
     _cache: dict[tuple[str, str], bytes] = field(default_factory=dict, repr=False)
+    _derived: dict[tuple[object, ...], object] = field(default_factory=dict, repr=False)
 
     def key(self, purpose: str, subject: str) -> bytes:
         """The key for ``purpose`` and ``subject`` (a field, rule or ``"record"``)."""
@@ -138,6 +143,16 @@ class KeySet:
             )
             self._cache[slot] = found
         return found
+
+    def derived(self, slot: tuple[object, ...], make: Callable[[], _T]) -> _T:
+        """``make()`` computed once per KeySet for ``slot`` (tables derived from these keys,
+        e.g. a diffusion table): a node encoding one lookup at a time must not rebuild them
+        per query. Lives and dies with the KeySet, like the keys themselves."""
+        found = self._derived.get(slot)
+        if found is None:
+            found = make()
+            self._derived[slot] = found
+        return found  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"KeySet(key_version={self.key_version}, secret=<redacted>)"

@@ -63,6 +63,10 @@ class LinkageOptions:
     #: at 1.02 M records 3 classes give 0.10 / 0.98 (a namesake class wins), 4 give 0.95 / 0.98;
     #: cluster F1 at 45 k records 0.976 (3) -> 0.988 (4); FEBRL unchanged.
     em_classes: int = 4
+    #: EM fits on the candidates sharing this many blocking keys (:func:`fitting_pairs`) when
+    #: there are at least ``fit_min_pairs`` of them; 1 or less: on every candidate
+    fit_min_shared_keys: int = 2
+    fit_min_pairs: int = 1000
     fix_u: bool = False
     random_u_weights: bool = True
     seed: int = 1
@@ -283,6 +287,46 @@ def candidate_pairs(
     return pairs
 
 
+def shared_block_keys(
+    left: EncodedBatch,
+    right: EncodedBatch,
+    left_idx: NDArray[np.int64],
+    right_idx: NDArray[np.int64],
+) -> NDArray[np.int8]:
+    """Per pair, how many blocking rules put both records in one block (chunked)."""
+    shared = np.empty(left_idx.shape[0], dtype=np.int8)
+    for start in range(0, left_idx.shape[0], COMPARE_CHUNK_PAIRS):
+        a = left.block_keys[left_idx[start : start + COMPARE_CHUNK_PAIRS]]
+        b = right.block_keys[right_idx[start : start + COMPARE_CHUNK_PAIRS]]
+        shared[start : start + a.shape[0]] = ((a == b) & (a != 0)).sum(axis=1)
+    return shared
+
+
+def fitting_pairs(
+    left: EncodedBatch,
+    right: EncodedBatch,
+    left_idx: NDArray[np.int64],
+    right_idx: NDArray[np.int64],
+    options: LinkageOptions,
+) -> NDArray[np.int64] | None:
+    """The candidate rows EM fits on: those sharing ``options.fit_min_shared_keys`` blocking
+    keys, or None (every candidate) when there are fewer than ``options.fit_min_pairs``.
+
+    Why: the share of true matches among candidates falls as the population grows (blocks
+    grow with it, true pairs do not), and once it is small the latent classes of different
+    people who share a name and birth year outweigh it: at 1.02 M synthetic records with the
+    hardened child schema, EM on every candidate (2.4 % matches) gave pairwise precision 0.63
+    with four classes, while the pairs agreeing under two or more blocking rules are 34 %
+    matches, hold 97 % of the true pairs, and fitting on them gave 0.98 at recall 0.97. The
+    rule is label-free and scale-free. The model then scores every candidate.
+    """
+    if options.fit_min_shared_keys <= 1 or left.block_keys.shape[1] < options.fit_min_shared_keys:
+        return None
+    shared = shared_block_keys(left, right, left_idx, right_idx)
+    rows = np.flatnonzero(shared >= options.fit_min_shared_keys)
+    return rows if rows.shape[0] >= options.fit_min_pairs else None
+
+
 def score_pairs(
     schema: Schema,
     left: EncodedBatch,
@@ -305,7 +349,15 @@ def score_pairs(
     progress("comparing", len(pairs), len(pairs))
     if model is None:
         progress("fitting", 0, 1)
-        model = fit_model(schema, left, other, levels, options=opts, dedupe=right is None)
+        fit_rows = fitting_pairs(left, other, pairs.left, pairs.right, opts)
+        model = fit_model(
+            schema,
+            left,
+            other,
+            levels if fit_rows is None else levels[fit_rows],
+            options=opts,
+            dedupe=right is None,
+        )
         progress("fitting", 1, 1)
     probability = model.match_probability(levels)
     return ScoredPairs(pairs.left, pairs.right, levels, probability, model, len(pairs))

@@ -261,3 +261,18 @@ def test_secrets_compare_by_value_and_hash_consistently() -> None:
     assert hash(LinkageSecret.for_tests()) == hash(LinkageSecret.from_hex(TEST_SECRET_HEX))
     assert LinkageSecret.for_tests() != LinkageSecret(bytes(32))
     assert LinkageSecret.for_tests() != TEST_SECRET  # never equal to the raw bytes
+
+
+def test_keyset_derives_a_table_once_and_per_keyset() -> None:
+    calls: list[int] = []
+
+    def make() -> list[int]:
+        calls.append(1)
+        return [len(calls)]
+
+    keys = KeySet(LinkageSecret.for_tests())
+    first = keys.derived(("diffusion", 3), make)
+    assert keys.derived(("diffusion", 3), make) is first and len(calls) == 1
+    keys.derived(("diffusion", 5), make)
+    assert len(calls) == 2
+    assert KeySet(LinkageSecret.for_tests()).derived(("diffusion", 3), make) == [3]

@@ -79,3 +79,21 @@ def test_latent_classes_are_the_default_and_two_classes_still_work(
         SCHEMA, batches, options=dataclasses.replace(pipeline.LinkageOptions(), em_classes=2)
     )
     assert _f1(two.labels, truth) > 0.95
+
+
+def test_em_fits_on_pairs_sharing_two_blocking_keys(
+    population: tuple[list[EncodedBatch], NDArray[np.int64]],
+) -> None:
+    combined = concat_batches(population[0])
+    opts = pipeline.LinkageOptions()
+    pairs = pipeline.candidate_pairs(combined, None, opts)
+    rows = pipeline.fitting_pairs(combined, combined, pairs.left, pairs.right, opts)
+    assert rows is not None and 0 < len(rows) < len(pairs)
+    shared = pipeline.shared_block_keys(combined, combined, pairs.left, pairs.right)
+    assert np.array_equal(rows, np.flatnonzero(shared >= 2))
+    a, b = combined.block_keys[pairs.left[rows]], combined.block_keys[pairs.right[rows]]
+    assert np.all(((a == b) & (a != 0)).sum(axis=1) >= 2)
+    too_few = dataclasses.replace(opts, fit_min_pairs=len(pairs) + 1)
+    assert pipeline.fitting_pairs(combined, combined, pairs.left, pairs.right, too_few) is None
+    every = dataclasses.replace(opts, fit_min_shared_keys=1)
+    assert pipeline.fitting_pairs(combined, combined, pairs.left, pairs.right, every) is None
