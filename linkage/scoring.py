@@ -518,6 +518,21 @@ def _log_table(probabilities: NDArray[np.float64], n_levels: Sequence[int]) -> N
     return table
 
 
+def _check_fit_input(
+    levels: NDArray[Any], field_names: Sequence[str], thresholds: Sequence[Sequence[float]]
+) -> tuple[tuple[str, ...], tuple[tuple[float, ...], ...], tuple[int, ...], NDArray[np.int8]]:
+    """Names, checked thresholds, levels per field and checked comparison levels for EM."""
+    names = tuple(field_names)
+    checked_thresholds = _check_thresholds(thresholds)
+    if len(names) != len(checked_thresholds):
+        raise ModelError(f"{len(names)} field names but {len(checked_thresholds)} threshold lists")
+    n_levels = tuple(len(field) + 1 for field in checked_thresholds)
+    level_array = np.asarray(levels)
+    if level_array.ndim == 2 and level_array.shape[0] == 0:
+        raise ModelError("cannot fit a model on zero candidate pairs")
+    return names, checked_thresholds, n_levels, _check_levels(level_array, n_levels)
+
+
 #: Most latent classes :func:`fit_latent_classes` fits (each adds a table of level probabilities).
 MAX_LATENT_CLASSES = 5
 
@@ -637,15 +652,9 @@ def fit_latent_classes(
     collapsed; a missing level is skipped for its field; probabilities are clamped like
     :func:`fit_fellegi_sunter`. Deterministic.
     """
-    names = tuple(field_names)
-    checked_thresholds = _check_thresholds(thresholds)
-    if len(names) != len(checked_thresholds):
-        raise ModelError(f"{len(names)} field names but {len(checked_thresholds)} threshold lists")
-    n_levels = tuple(len(field) + 1 for field in checked_thresholds)
-    level_array = np.asarray(levels)
-    if level_array.ndim == 2 and level_array.shape[0] == 0:
-        raise ModelError("cannot fit a model on zero candidate pairs")
-    checked_levels = _check_levels(level_array, n_levels)
+    names, checked_thresholds, n_levels, checked_levels = _check_fit_input(
+        levels, field_names, thresholds
+    )
     if isinstance(classes, bool) or not isinstance(classes, int):
         raise ModelError("classes must be an integer")
     if not 2 <= classes <= MAX_LATENT_CLASSES:
@@ -739,17 +748,10 @@ def fit_fellegi_sunter(
     likelihood for their field. Every probability is clamped to
     [PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR] (then renormalised). EM stops when no m, u or λ
     value moves by more than ``tolerance`` or after ``max_iterations``. Deterministic.
-
     """
-    names = tuple(field_names)
-    checked_thresholds = _check_thresholds(thresholds)
-    if len(names) != len(checked_thresholds):
-        raise ModelError(f"{len(names)} field names but {len(checked_thresholds)} threshold lists")
-    n_levels = tuple(len(field) + 1 for field in checked_thresholds)
-    level_array = np.asarray(levels)
-    if level_array.ndim == 2 and level_array.shape[0] == 0:
-        raise ModelError("cannot fit a model on zero candidate pairs")
-    checked_levels = _check_levels(level_array, n_levels)
+    names, checked_thresholds, n_levels, checked_levels = _check_fit_input(
+        levels, field_names, thresholds
+    )
     if max_iterations < 1:
         raise ModelError("max_iterations must be at least 1")
     if not (math.isfinite(tolerance) and tolerance > 0.0):
