@@ -378,7 +378,7 @@ def parse_schema(text: str) -> Schema:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SchemaError([f"not valid TOML: {_toml_error_text(exc)}"]) from None
+        raise SchemaError([f"not valid TOML: {toml_error_text(exc)}"]) from None
     return schema_from_dict(data)
 
 
@@ -405,11 +405,13 @@ _TOML_OWN_REASONS = re.compile(
 _TOML_POSITION = re.compile(r" \(at (line \d+, column \d+|end of document)\)\Z")
 
 
-def _toml_error_text(error: tomllib.TOMLDecodeError) -> str:
+def toml_error_text(error: tomllib.TOMLDecodeError) -> str:
     """tomllib's reason and position, without any text quoted from the document.
 
-    A schema path may point at a data file by mistake: the message keeps the line and column
-    and the parser's own reason, and replaces a reason that quotes the text.
+    A schema or config path may point at a data file by mistake: the message keeps the line and
+    column and the parser's own reason, and replaces a reason that quotes the text. Used for
+    every TOML the project reads (schemas here, node and matcher configs in
+    ``server.config_parsing``).
     """
     message = str(error)
     position = _TOML_POSITION.search(message)

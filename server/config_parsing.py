@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from linkage.errors import JigsawError, SchemaError
-from linkage.schema import Schema, load_schema, parse_schema, shipped_schema_names
+from linkage.schema import (
+    Schema,
+    load_schema,
+    parse_schema,
+    shipped_schema_names,
+    toml_error_text,
+)
 from server.tls import TlsFiles
 
 #: The keys of the ``[tls]`` section, all required.
@@ -188,7 +194,7 @@ def parse_toml(text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"]) from None
+        raise ConfigError([f"not valid TOML: {toml_error_text(exc)}"]) from None
 
 
 def read_config_file(path: Path | str) -> tuple[str, Path]:

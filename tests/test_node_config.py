@@ -289,3 +289,10 @@ def test_no_problem_echoes_a_value(tmp_path: Path, line: str) -> None:
     problems = problems_of(tmp_path, VALID.replace(line, f'{key} = "{canary}:x"', 1))
     assert problems[0].startswith(("node.", "source[0]", "rate_limits.")), problems
     assert all(canary not in p for p in problems), problems
+
+
+def test_invalid_toml_is_reported_without_quoting_the_file(tmp_path: Path) -> None:
+    # tomllib's own message would quote the repeated table name.
+    problems = problems_of(tmp_path, "[AMELIA_BAKER]\n[AMELIA_BAKER]\n")
+    assert problems == ("not valid TOML: a table is declared twice (line 2, column 14)",)
+    assert "AMELIA" not in " ".join(problems)
