@@ -530,13 +530,9 @@ def run_federation(
                         root / "matcher" / "store.sqlite", result_id
                     )
                     row["link_scored_from"] = "matcher store (GetLinkResult failed)"
-                    row["link_clusters"] = len(clusters)
-                    row["link_largest_cluster"] = max((len(c.members) for c in clusters), default=0)
-                    row.update(_score_clusters(clusters, truth))
-                else:
-                    row["link_clusters"] = len(clusters)
-                    row["link_largest_cluster"] = max((len(c.members) for c in clusters), default=0)
-                    row.update(_score_clusters(clusters, truth))
+                row["link_clusters"] = len(clusters)
+                row["link_largest_cluster"] = max((len(c.members) for c in clusters), default=0)
+                row.update(_score_clusters(clusters, truth))
             _keep(figures, row)
             emit(row)
         if library:

@@ -33,12 +33,12 @@ these figures without materialising any pair.
 
 Large blocks (deduplication)
 ----------------------------
-Blocks grow with the population: "same family-name code and birth year" holds ~10 children at
-20 k records and ~260 at 200 k, so its pairs grow with the square of the population while the
-true pairs grow linearly (6.2 M of 8 M candidates at 204 k synthetic records came from that one
-rule). With a :class:`BlockPruning`, a block of more than ``large_block`` records is not
+Blocks grow with the population: "same family-name code and birth year" holds a handful of
+children in a town and hundreds in a county, so its pairs grow with the square of the
+population while the true pairs grow linearly, and such rules come to dominate the
+candidates. With a :class:`BlockPruning`, a block of more than ``large_block`` records is not
 expanded: each member is paired only with its ``neighbours`` most similar members by Dice of
-the record-level filters (one top-k search per such block; both directions are kept), the
+the record-level filters (from the block's Dice matrix, row by row; both directions kept), the
 sorted-neighbourhood idea applied inside a block. Ranks, not a Dice cut-off, so it holds for
 hardened filters whose Dice values sit on another scale. Small blocks are expanded in full.
 

@@ -57,11 +57,10 @@ class LinkageOptions:
     lsh_seed: int = 20261126
     u_sample_pairs: int = 300_000
     em_max_iterations: int = 500
-    #: latent classes in EM; more than 2 (:func:`linkage.scoring.fit_latent_classes`) keeps
-    #: same-name different-person pairs of a large population out of the match class. Measured
-    #: on the synthetic population (pairwise precision / recall of p >= 0.5 before clustering):
-    #: at 1.02 M records 3 classes give 0.10 / 0.98 (a namesake class wins), 4 give 0.95 / 0.98;
-    #: cluster F1 at 45 k records 0.976 (3) -> 0.988 (4); FEBRL unchanged.
+    #: latent classes in EM (:func:`linkage.scoring.fit_latent_classes` when more than 2).
+    #: Fitting on the pairs that share blocking keys (below) does most of the work at scale;
+    #: four classes add a little (``python -m benchmarks.em_scale``, RESULTS.md "Model at
+    #: scale": pairwise precision 0.983 against 0.980 with two at 1.02 M records).
     em_classes: int = 4
     #: EM fits on the candidates sharing this many blocking keys (:func:`fitting_pairs`) when
     #: there are at least ``fit_min_pairs`` of them; 1 or less: on every candidate
@@ -313,12 +312,15 @@ def fitting_pairs(
     keys, or None (every candidate) when there are fewer than ``options.fit_min_pairs``.
 
     Why: the share of true matches among candidates falls as the population grows (blocks
-    grow with it, true pairs do not), and once it is small the latent classes of different
-    people who share a name and birth year outweigh it: at 1.02 M synthetic records with the
-    hardened child schema, EM on every candidate (2.4 % matches) gave pairwise precision 0.63
-    with four classes, while the pairs agreeing under two or more blocking rules are 34 %
-    matches, hold 97 % of the true pairs, and fitting on them gave 0.98 at recall 0.97. The
-    rule is label-free and scale-free. The model then scores every candidate.
+    grow with it, true pairs do not), and once it is small a latent class of different people
+    who share a name and birth year outweighs it and EM calls that class the match class.
+    The pairs agreeing under two or more blocking rules stay rich in true matches as the
+    population grows (87 % at 45 k records, 34 % at 1.02 M). Measured by
+    ``python -m benchmarks.em_scale --children 450000`` (1.02 M records,
+    RESULTS.md "Model at scale"): EM on every candidate (2.4 % matches) gives pairwise
+    precision 0.10 with two classes and 0.63 with four; on the shared-keys subset (34 %
+    matches, 97 % of the true pairs) 0.98 at recall 0.97 with two, three or four. The
+    rule uses no labels. The model then scores every candidate.
     """
     if options.fit_min_shared_keys <= 1 or left.block_keys.shape[1] < options.fit_min_shared_keys:
         return None
