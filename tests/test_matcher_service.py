@@ -680,7 +680,11 @@ def test_store_and_audit_hold_no_canary(
     for needle in needles:
         assert needle not in dumped
         for path in files:
-            assert needle not in path.read_bytes(), path.name
+            try:
+                content = path.read_bytes()
+            except FileNotFoundError:  # e.g. a -wal/-shm file removed by a checkpoint since
+                continue
+            assert needle not in content, path.name
 
 
 # ------------------------------------------------------------------------------ serve()
