@@ -28,11 +28,12 @@ GOLDEN_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(GOLDEN_DIR.parent.parent))
 
 from linkage import normalise  # noqa: E402
-from linkage.encode import encode_records, tokenise  # noqa: E402
+from linkage.encode import EncodedBatch, encode_records, tokenise  # noqa: E402
 from linkage.keys import TEST_SECRET_HEX, KeySet, LinkageSecret  # noqa: E402
 from linkage.schema import (  # noqa: E402
     ENCODING_VERSION,
     Hardening,
+    Schema,
     load_schema,
     shipped_schema_names,
 )
@@ -190,6 +191,24 @@ def token_vectors() -> list[dict[str, Any]]:
     return out
 
 
+def _filter_row(
+    schema: Schema, batch: EncodedBatch, row: int, record: dict[str, Any], *, index: int
+) -> dict[str, Any]:
+    """Row ``index`` of ``batch`` (record ``row`` of FILTER_RECORDS): its published filters."""
+    return {
+        "row": row,
+        "record": record,
+        "field_filters": {
+            name: filter_hex(batch.field_filters[i][index])
+            for i, name in enumerate(schema.field_names)
+        },
+        "record_filter": filter_hex(batch.record_filters[index]),
+        "present": {
+            name: bool(batch.field_present[index, i]) for i, name in enumerate(schema.field_names)
+        },
+    }
+
+
 def filter_vectors() -> dict[str, Any]:
     schema = load_schema("child").with_hardening(Hardening(), Hardening())  # plain contract
     keys = KeySet(LinkageSecret.for_tests(), key_version=1)
@@ -199,17 +218,7 @@ def filter_vectors() -> dict[str, Any]:
     for row, record in enumerate(FILTER_RECORDS):
         rows.append(
             {
-                "row": row,
-                "record": record,
-                "field_filters": {
-                    name: filter_hex(batch.field_filters[i][row])
-                    for i, name in enumerate(schema.field_names)
-                },
-                "record_filter": filter_hex(batch.record_filters[row]),
-                "present": {
-                    name: bool(batch.field_present[row, i])
-                    for i, name in enumerate(schema.field_names)
-                },
+                **_filter_row(schema, batch, row, record, index=row),
                 "block_keys": {
                     rule.name: f"{int(batch.block_keys[row, r]):016x}"
                     for r, rule in enumerate(schema.blocking)
@@ -252,21 +261,7 @@ def hardened_filter_vectors() -> dict[str, Any]:
     batch = encode_records(schema, keys, columns)
     rows: list[dict[str, Any]] = []
     for index, (row, record) in enumerate(zip(HARDENED_ROWS, records, strict=True)):
-        rows.append(
-            {
-                "row": row,
-                "record": record,
-                "field_filters": {
-                    name: filter_hex(batch.field_filters[i][index])
-                    for i, name in enumerate(schema.field_names)
-                },
-                "record_filter": filter_hex(batch.record_filters[index]),
-                "present": {
-                    name: bool(batch.field_present[index, i])
-                    for i, name in enumerate(schema.field_names)
-                },
-            }
-        )
+        rows.append(_filter_row(schema, batch, row, record, index=index))
     return {
         "schema": "child",
         "record_hardening": HARDENED_RECORD.to_dict(),
