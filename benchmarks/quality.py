@@ -227,6 +227,43 @@ def _baseline_index(dedupe: bool) -> Any:
     return idx
 
 
+def _baseline_result(
+    name: str,
+    matches: Any,
+    cands: Any,
+    positions: tuple[dict[Any, int], dict[Any, int]],
+    truth: tuple[NDArray[np.int64], NDArray[np.int64]],
+    *,
+    all_pairs: int,
+    records: int,
+    ordered: bool,
+    seconds: float,
+) -> Result:
+    """Quality of the baseline's matches and blocking, row labels mapped to positions."""
+    left_pos, right_pos = positions
+    ti, tj = truth
+    pi = np.array([left_pos[x] for x, _ in matches], dtype=np.int64)
+    pj = np.array([right_pos[y] for _, y in matches], dtype=np.int64)
+    ci = np.array([left_pos[x] for x, _ in cands], dtype=np.int64)
+    cj = np.array([right_pos[y] for _, y in cands], dtype=np.int64)
+    q = evaluate.pairwise_quality(pi, pj, ti, tj, ordered=ordered)
+    bq = evaluate.blocking_quality(ci, cj, ti, tj, all_pairs, ordered=ordered)
+    return Result(
+        name,
+        "plaintext-recordlinkage-ecm",
+        q.precision,
+        q.recall,
+        q.f1,
+        bq.pair_completeness,
+        bq.reduction_ratio,
+        len(cands),
+        "ECM classifier",
+        seconds,
+        records,
+        len(ti),
+    )
+
+
 def run_baseline_link(
     name: str, a: Any, b: Any, ti: NDArray[np.int64], tj: NDArray[np.int64]
 ) -> Result:
@@ -239,26 +276,10 @@ def run_baseline_link(
     seconds = time.perf_counter() - t0
     a_pos = {r: i for i, r in enumerate(a.index)}
     b_pos = {r: i for i, r in enumerate(b.index)}
-    pi = np.array([a_pos[x] for x, _ in matches], dtype=np.int64)
-    pj = np.array([b_pos[y] for _, y in matches], dtype=np.int64)
-    ci = np.array([a_pos[x] for x, _ in cands], dtype=np.int64)
-    cj = np.array([b_pos[y] for _, y in cands], dtype=np.int64)
-    q = evaluate.pairwise_quality(pi, pj, ti, tj, ordered=True)
-    bq = evaluate.blocking_quality(ci, cj, ti, tj, len(a) * len(b), ordered=True)
-    return Result(
-        name,
-        "plaintext-recordlinkage-ecm",
-        q.precision,
-        q.recall,
-        q.f1,
-        bq.pair_completeness,
-        bq.reduction_ratio,
-        len(cands),
-        "ECM classifier",
-        seconds,
-        len(a) + len(b),
-        len(ti),
-    )
+    return _baseline_result(
+        name, matches, cands, (a_pos, b_pos), (ti, tj),
+        all_pairs=len(a) * len(b), records=len(a) + len(b), ordered=True, seconds=seconds,
+    )  # fmt: skip
 
 
 def run_baseline_dedupe(name: str, d: Any, ti: NDArray[np.int64], tj: NDArray[np.int64]) -> Result:
@@ -270,27 +291,11 @@ def run_baseline_dedupe(name: str, d: Any, ti: NDArray[np.int64], tj: NDArray[np
     matches = recordlinkage.ECMClassifier(binarize=None).fit_predict(features)
     seconds = time.perf_counter() - t0
     pos = {r: i for i, r in enumerate(d.index)}
-    pi = np.array([pos[x] for x, _ in matches], dtype=np.int64)
-    pj = np.array([pos[y] for _, y in matches], dtype=np.int64)
-    ci = np.array([pos[x] for x, _ in cands], dtype=np.int64)
-    cj = np.array([pos[y] for _, y in cands], dtype=np.int64)
     n = len(d)
-    q = evaluate.pairwise_quality(pi, pj, ti, tj, ordered=False)
-    bq = evaluate.blocking_quality(ci, cj, ti, tj, n * (n - 1) // 2, ordered=False)
-    return Result(
-        name,
-        "plaintext-recordlinkage-ecm",
-        q.precision,
-        q.recall,
-        q.f1,
-        bq.pair_completeness,
-        bq.reduction_ratio,
-        len(cands),
-        "ECM classifier",
-        seconds,
-        n,
-        len(ti),
-    )
+    return _baseline_result(
+        name, matches, cands, (pos, pos), (ti, tj),
+        all_pairs=n * (n - 1) // 2, records=n, ordered=False, seconds=seconds,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- synthetic
