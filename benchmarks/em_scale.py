@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows.append(
                 {
                     "records": len(batch),
-                    "hardened": not args.plain,
+                    "hardened": "no" if args.plain else "yes",
                     "em_classes": classes,
                     "fit_min_shared_keys": min_shared,
                     "candidates": len(pairs),
