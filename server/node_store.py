@@ -99,6 +99,17 @@ class StoredRecord:
 
 
 @dataclass(frozen=True)
+class PendingRecord:
+    """A record pending publication; ``row`` is its store position (for paging only)."""
+
+    row: int
+    local_id: str
+    reference: str
+    fields: dict[str, str | None]
+    content_hash: str
+
+
+@dataclass(frozen=True)
 class StoreCounts:
     """Record counts: live records, of which published and pending; deleted awaiting withdrawal."""
 
@@ -217,6 +228,20 @@ class NodeStore:
             )
             return cursor.rowcount
 
+    def mark_published_rows(self, records: Iterable[PendingRecord]) -> int:
+        """:meth:`mark_published` for records read by :meth:`pending_publish_page`.
+
+        Each row is found by its store position and must still carry the same reference (a
+        purged record's position can be reused by a new one): in store order the updates
+        visit each table page once, with no lookup in the reference index.
+        """
+        with self._lock, self._transaction():
+            cursor = self._conn.executemany(
+                "UPDATE records SET published_hash = ? WHERE rowid = ? AND reference = ?",
+                [(record.content_hash, record.row, record.reference) for record in records],
+            )
+            return cursor.rowcount
+
     def mark_withdrawn(self, references: Iterable[str]) -> int:
         """The matcher dropped these deleted records: purge them; returns rows purged."""
         refs = list(references)
@@ -261,6 +286,27 @@ class NodeStore:
                 (int(limit),),
             ).fetchall()
         return [(str(r[0]), str(r[1]), json.loads(r[2])) for r in rows]
+
+    def pending_publish_page(self, after_row: int, limit: int) -> list[PendingRecord]:
+        """Up to ``limit`` live records the matcher lacks, stored after position ``after_row``.
+
+        Keyset pagination on SQLite's rowid: a publisher passes the ``row`` of the last record
+        of the previous page, so each page costs the rows it returns rather than a scan from
+        the start of the table past everything already published. ``content_hash`` is read in
+        the same statement as ``fields``, so it is the hash of exactly the content returned.
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT rowid, local_id, reference, fields, content_hash FROM records "
+                "WHERE rowid > ? AND deleted = 0 "
+                "AND (published_hash IS NULL OR published_hash != content_hash) "
+                "ORDER BY rowid LIMIT ?",
+                (int(after_row), int(limit)),
+            ).fetchall()
+        return [
+            PendingRecord(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3]), str(r[4]))
+            for r in rows
+        ]
 
     def pending_withdraw(self) -> list[str]:
         """References of deleted records that were published (to send in Withdraw)."""

@@ -2,26 +2,41 @@
 
 Role in the pipeline: step 2 of the data flow (node → matcher). Records the matcher does not
 hold yet (new or changed since their last acknowledged publication, see ``server.node_store``)
-are read in groups of ``batch_size * batches_per_call``, encoded with
-:func:`linkage.encode.encode_records` in batches of ``batch_size`` and sent in one client-streaming
-``Publish`` call: the first ``PublishRequest`` carries the :class:`EncodingHeader` (schema
-fingerprint and key version) and the first batch, later messages one batch each. Only after
-the call returns are those records marked published, with the content hash of exactly what
-was sent. Deleted records that were published are then sent in ``Withdraw`` calls and purged.
+are read in groups of ``batch_size * batches_per_call`` (keyset pages in store order), each
+group encoded with one :func:`linkage.encode.encode_records` call and sent in one
+client-streaming ``Publish`` call of ``batch_size`` records per message: the first
+``PublishRequest`` carries the :class:`EncodingHeader` (schema fingerprint and key version) and
+the first batch, later messages one batch each. Only after the call returns are those records
+marked published, with the content hash of exactly what was sent. Deleted records that were
+published are then sent in ``Withdraw`` calls and purged.
+
+Speed: encoding dominates a publish, and the encoder normalises, tokenises and hashes each
+distinct value and token once per call, so one call over the whole group costs much less than
+one per message (1.4x more records per CPU second at 40,000 than at 2,000 records on the
+synthetic federation). A producer thread reads and encodes group n + 1 while group n is in
+flight and being marked (it starts on a group only once the previous one was taken, so at
+most two groups are held), so the matcher is not left idle while the node encodes. The bytes
+sent are those of encoding message by message (the encoder's output for a record does not
+depend on its batch; tested).
 
 Idempotent and resumable: the matcher upserts by (agency, reference) and a record keeps its
 reference for life, so a crash between sending and marking only causes a harmless re-send.
-When the schema fingerprint or key version differs from the one recorded at the last
+A pass pages through the store once; records changed while it ran stay pending (their new
+hash differs from the one marked) and a further pass publishes them, until a pass finds
+nothing. When the schema fingerprint or key version differs from the one recorded at the last
 publication (store meta ``published_encoding``), every record is marked unpublished first so
 the matcher receives fresh encodings of everything.
 
-gRPC errors (``grpc.RpcError``) propagate to the caller; nothing is marked for a failed call.
+gRPC errors (``grpc.RpcError``) and encoding errors propagate to the caller; nothing is marked
+for a failed call, and the producer thread is stopped and joined before the error leaves.
 Logs carry counts and the fingerprint only.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -30,7 +45,7 @@ from linkage.keys import KeySet
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.convert import encoded_to_proto
-from server.node_store import NodeStore, content_hash
+from server.node_store import NodeStore, PendingRecord
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +53,6 @@ WITHDRAW_CHUNK = 10_000
 PUBLISHED_ENCODING_META = "published_encoding"
 
 ProgressCallback = Callable[[int], None]
-PendingRecord = tuple[str, str, dict[str, str | None]]
 
 
 @dataclass(frozen=True)
@@ -54,26 +68,96 @@ def _encoding_tag(schema: Schema, keys: KeySet) -> str:
     return f"{schema.fingerprint()} k{keys.key_version}"
 
 
-def _requests(
+def encode_messages(
     records: Sequence[PendingRecord],
     schema: Schema,
     keys: KeySet,
     header: jigsaw_pb2.EncodingHeader,
     batch_size: int,
-) -> Iterator[jigsaw_pb2.PublishRequest]:
-    """The messages of one Publish stream, encoded lazily batch by batch."""
+) -> list[jigsaw_pb2.PublishRequest]:
+    """The messages of one Publish stream: ``records`` encoded at once, ``batch_size`` a message."""
+    columns = {
+        spec.name: [record.fields.get(spec.name) for record in records] for spec in schema.fields
+    }
+    encoded = encoded_to_proto(
+        encode_records(schema, keys, columns), [record.reference for record in records]
+    )
+    messages: list[jigsaw_pb2.PublishRequest] = []
     for start in range(0, len(records), batch_size):
-        group = records[start : start + batch_size]
-        columns = {
-            spec.name: [fields.get(spec.name) for _, _, fields in group] for spec in schema.fields
-        }
-        batch = encode_records(schema, keys, columns)
-        message = jigsaw_pb2.PublishRequest(
-            records=encoded_to_proto(batch, [reference for _, reference, _ in group])
-        )
+        message = jigsaw_pb2.PublishRequest()
         if start == 0:
             message.header.CopyFrom(header)
-        yield message
+        message.records.extend(encoded[start : start + batch_size])
+        messages.append(message)
+    return messages
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One Publish call's worth of records and their encoded messages."""
+
+    records: list[PendingRecord]
+    messages: list[jigsaw_pb2.PublishRequest]
+
+
+class _Producer:
+    """Pages pending records out of the store and encodes them, one group ahead, in a thread.
+
+    Iterate to receive the groups in store order; an error in the thread is re-raised by the
+    iteration. The thread reads group n + 1 only once group n has been taken, so at most two
+    groups are held at a time (the one in flight and the next). :meth:`close` stops the thread
+    and waits for it (at most one group's encoding).
+    """
+
+    _POLL_S = 0.1
+
+    def __init__(
+        self,
+        store: NodeStore,
+        encode_group: Callable[[Sequence[PendingRecord]], list[jigsaw_pb2.PublishRequest]],
+        group_size: int,
+    ) -> None:
+        self._store = store
+        self._encode_group = encode_group
+        self._group_size = group_size
+        self._queue: queue.Queue[_Group | BaseException | None] = queue.Queue()
+        self._may_read = threading.Semaphore(1)  # released when the consumer takes a group
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="publish-encoder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            after_row = 0
+            while self._wait_for_turn():
+                records = self._store.pending_publish_page(after_row, self._group_size)
+                if not records:
+                    break
+                after_row = records[-1].row
+                self._queue.put(_Group(records, self._encode_group(records)))
+            self._queue.put(None)
+        except BaseException as exc:  # handed to the consuming thread, which re-raises it
+            self._queue.put(exc)
+
+    def _wait_for_turn(self) -> bool:
+        while not self._stop.is_set():
+            if self._may_read.acquire(timeout=self._POLL_S):
+                return not self._stop.is_set()
+        return False
+
+    def __iter__(self) -> Iterator[_Group]:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            self._may_read.release()
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def publish_pending(
@@ -99,24 +183,32 @@ def publish_pending(
     header = jigsaw_pb2.EncodingHeader(
         schema_fingerprint=schema.fingerprint(), key_version=keys.key_version
     )
+
+    def encode_group(records: Sequence[PendingRecord]) -> list[jigsaw_pb2.PublishRequest]:
+        return encode_messages(records, schema, keys, header, batch_size)
+
     published = withdrawn = calls = 0
-    per_call = batch_size * batches_per_call
-    while True:
-        records = store.pending_publish(per_call)
-        if not records:
+    while True:  # passes: a further one only for records changed while the last one ran
+        published_in_pass = 0
+        producer = _Producer(store, encode_group, batch_size * batches_per_call)
+        try:
+            for group in producer:
+                response = stub.Publish(iter(group.messages), timeout=timeout_s)
+                calls += 1
+                store.mark_published_rows(group.records)
+                published_in_pass += len(group.records)
+                logger.info(
+                    "published %d records (matcher: %d inserted, %d replaced, %d unchanged)",
+                    len(group.records), response.inserted, response.replaced,
+                    response.unchanged,
+                )  # fmt: skip
+                if progress is not None:
+                    progress(published + published_in_pass)
+        finally:
+            producer.close()
+        published += published_in_pass
+        if not published_in_pass:
             break
-        response = stub.Publish(
-            _requests(records, schema, keys, header, batch_size), timeout=timeout_s
-        )
-        calls += 1
-        store.mark_published((reference, content_hash(fields)) for _, reference, fields in records)
-        published += len(records)
-        logger.info(
-            "published %d records (matcher: %d inserted, %d replaced, %d unchanged)",
-            len(records), response.inserted, response.replaced, response.unchanged,
-        )  # fmt: skip
-        if progress is not None:
-            progress(published)
 
     references = store.pending_withdraw()
     for start in range(0, len(references), WITHDRAW_CHUNK):

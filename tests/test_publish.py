@@ -1,0 +1,277 @@
+"""Tests of the publish loop's fast path (server.publish, server.node_store paging).
+
+The publisher encodes a whole call's records at once, pages the store by position and reads
+and encodes the next group in a thread while the current one is in flight. These tests pin
+what must not change because of that: the bytes sent equal encoding message by message, every
+pending record is sent once per pass in store order, a record changed during a pass is
+re-sent in the same run, and a failure (gRPC or encoding) marks nothing it did not send and
+leaves no thread behind. Publishing over real gRPC is covered by ``tests/test_e2e.py`` and
+``tests/test_node_disclose.py``; the older loop tests live in ``tests/test_node_store.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import server.publish as publish_module
+from linkage.encode import encode_records
+from linkage.keys import KeySet, LinkageSecret
+from linkage.schema import Schema, load_schema
+from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from server.convert import encoded_to_proto
+from server.node_store import NodeStore, PendingRecord
+from server.publish import encode_messages, publish_pending
+
+GIVEN = ["amy", "José", "Müller", "nguyễn", "o'brien", "zara", "li", "van der berg"]
+FAMILY = ["smith", "okafor", "nguyen", "o'neill", "de la cruz", "brown"]
+
+
+def varied_rows(count: int, *, start: int = 0) -> list[tuple[str, dict[str, str | None]]]:
+    """Records with repeated and distinct values, a few missing (deterministic)."""
+    rows: list[tuple[str, dict[str, str | None]]] = []
+    for i in range(start, start + count):
+        rows.append(
+            (
+                f"r{i}",
+                {
+                    "given_name": GIVEN[i % len(GIVEN)] + ("" if i % 3 else str(i)),
+                    "middle_names": None if i % 4 else "lee",
+                    "family_name": FAMILY[i % len(FAMILY)],
+                    "date_of_birth": f"20{10 + i % 9}-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                    "sex": "fm"[i % 2],
+                    "postcode": None if i % 5 == 0 else f"SW{1 + i % 9}A {i % 10}AA",
+                    "nhs_number": None,
+                },
+            )
+        )
+    return rows
+
+
+class FakeMatcher:
+    """Records each Publish stream (as serialised records) and can act during a call."""
+
+    def __init__(self, during_call: Any = None, fail_on_call: int | None = None) -> None:
+        self.streams: list[list[jigsaw_pb2.PublishRequest]] = []
+        self.held: dict[str, bytes] = {}
+        self.during_call = during_call
+        self.fail_on_call = fail_on_call
+
+    def Publish(
+        self, requests: Iterator[jigsaw_pb2.PublishRequest], timeout: float
+    ) -> jigsaw_pb2.PublishResponse:
+        if timeout <= 0:
+            raise ValueError("every call needs a deadline")
+        if self.fail_on_call is not None and len(self.streams) + 1 == self.fail_on_call:
+            raise ConnectionError("matcher went away")
+        messages = list(requests)
+        self.streams.append(messages)
+        for message in messages:
+            for record in message.records:
+                self.held[record.reference] = record.SerializeToString()
+        if self.during_call is not None:
+            self.during_call(len(self.streams))
+        return jigsaw_pb2.PublishResponse(received=sum(len(m.records) for m in messages))
+
+    def Withdraw(
+        self, request: jigsaw_pb2.WithdrawRequest, timeout: float
+    ) -> jigsaw_pb2.WithdrawResponse:
+        return jigsaw_pb2.WithdrawResponse(withdrawn=len(request.references))
+
+
+def as_stub(fake: FakeMatcher) -> jigsaw_pb2_grpc.MatcherStub:
+    return cast(jigsaw_pb2_grpc.MatcherStub, fake)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[NodeStore]:
+    with NodeStore(tmp_path / "node.sqlite") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def schema() -> Schema:
+    return load_schema("child")
+
+
+@pytest.fixture(scope="module")
+def keys() -> KeySet:
+    return KeySet(LinkageSecret.for_tests(), 1)
+
+
+def _encoder_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "publish-encoder" and t.is_alive()]
+
+
+def _message_by_message(
+    records: list[PendingRecord], schema: Schema, keys: KeySet, batch_size: int
+) -> list[bytes]:
+    """The reference: each message's records encoded alone (what the loop used to do)."""
+    out: list[bytes] = []
+    for start in range(0, len(records), batch_size):
+        group = records[start : start + batch_size]
+        columns = {spec.name: [r.fields.get(spec.name) for r in group] for spec in schema.fields}
+        batch = encode_records(schema, keys, columns)
+        out.extend(
+            record.SerializeToString()
+            for record in encoded_to_proto(batch, [r.reference for r in group])
+        )
+    return out
+
+
+@settings(deadline=None, max_examples=15)
+@given(count=st.integers(1, 40), batch_size=st.integers(1, 17), offset=st.integers(0, 50))
+def test_encoding_a_group_at_once_sends_the_same_bytes(
+    tmp_path_factory: pytest.TempPathFactory,
+    schema: Schema,
+    keys: KeySet,
+    count: int,
+    batch_size: int,
+    offset: int,
+) -> None:
+    with NodeStore(tmp_path_factory.mktemp("node") / "node.sqlite") as node:
+        node.upsert_many(varied_rows(count, start=offset))
+        records = node.pending_publish_page(0, 1000)
+    header = jigsaw_pb2.EncodingHeader(schema_fingerprint=schema.fingerprint(), key_version=1)
+    messages = encode_messages(records, schema, keys, header, batch_size)
+    assert [len(m.records) for m in messages] == [
+        min(batch_size, count - start) for start in range(0, count, batch_size)
+    ]
+    assert messages[0].header == header
+    assert not any(m.HasField("header") for m in messages[1:])
+    sent = [record.SerializeToString() for m in messages for record in m.records]
+    assert sent == _message_by_message(records, schema, keys, batch_size)
+
+
+def test_pages_cover_each_pending_record_once_in_store_order(store: NodeStore) -> None:
+    store.upsert_many(varied_rows(23))
+    first = store.pending_publish_page(0, 5)
+    store.mark_published_rows(first[:2])
+    seen: list[PendingRecord] = []
+    after = 0
+    while page := store.pending_publish_page(after, 4):
+        seen.extend(page)
+        after = page[-1].row
+    assert [r.local_id for r in seen] == [f"r{i}" for i in range(2, 23)]
+    assert [r.row for r in seen] == sorted(r.row for r in seen)
+    # the page's hash is the stored one and matches what the old path computed from fields
+    legacy = {local_id: fields for local_id, _, fields in store.pending_publish(100)}
+    assert all(r.fields == legacy[r.local_id] for r in seen)
+    assert store.pending_publish_page(seen[-1].row, 10) == []
+    assert store.pending_publish_page(0, 0) == []
+
+
+def test_marking_by_position_checks_the_reference(store: NodeStore) -> None:
+    store.upsert_many(varied_rows(3))
+    page = store.pending_publish_page(0, 10)
+    moved = PendingRecord(page[0].row, "x", "0" * 32, {}, page[0].content_hash)
+    assert store.mark_published_rows([moved]) == 0
+    assert store.counts().pending == 3
+    assert store.mark_published_rows(page) == 3
+    assert store.counts().pending == 0
+
+
+def test_publish_sends_every_record_once_and_marks_them(
+    store: NodeStore, schema: Schema, keys: KeySet
+) -> None:
+    store.upsert_many(varied_rows(57))
+    matcher = FakeMatcher()
+    report = publish_pending(
+        store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=3
+    )
+    assert (report.published, report.calls) == (57, 4)  # 15 + 15 + 15 + 12
+    assert [sum(len(m.records) for m in s) for s in matcher.streams] == [15, 15, 15, 12]
+    assert len(matcher.held) == 57 and store.counts().pending == 0
+    again = publish_pending(store, schema, keys, as_stub(matcher), batch_size=5)
+    assert (again.published, again.calls) == (0, 0)
+    assert _encoder_threads() == []
+
+
+def test_a_record_changed_during_a_pass_is_resent_in_the_same_run(
+    store: NodeStore, schema: Schema, keys: KeySet
+) -> None:
+    store.upsert_many(varied_rows(20))
+    reference = store.pending_publish_page(0, 1)[0].reference
+    changed = ("r0", {**varied_rows(1)[0][1], "family_name": "changed"})
+
+    def change_r0(call: int) -> None:
+        if call == 1:  # r0 was sent in this call, with its old content
+            store.upsert_many([changed])
+
+    matcher = FakeMatcher(during_call=change_r0)
+    report = publish_pending(
+        store, schema, keys, as_stub(matcher), batch_size=4, batches_per_call=2
+    )
+    assert report.published == 21 and report.calls == 4  # 8 + 8 + 4, then r0 again
+    assert store.counts().pending == 0
+    assert [r.reference for r in matcher.streams[-1][0].records] == [reference]
+    first_sent = matcher.streams[0][0].records[0]
+    assert first_sent.reference == reference
+    assert matcher.held[reference] != first_sent.SerializeToString()  # the new content won
+
+
+def test_a_failed_call_marks_nothing_and_stops_the_encoder(
+    store: NodeStore, schema: Schema, keys: KeySet
+) -> None:
+    store.upsert_many(varied_rows(30))
+    failing = FakeMatcher(fail_on_call=2)
+    with pytest.raises(ConnectionError):
+        publish_pending(store, schema, keys, as_stub(failing), batch_size=5, batches_per_call=2)
+    assert store.counts().published == 10 and store.counts().pending == 20
+    assert _encoder_threads() == []
+    working = FakeMatcher()
+    report = publish_pending(store, schema, keys, as_stub(working), batch_size=5)
+    assert report.published == 20 and set(working.held).isdisjoint(failing.held)
+
+
+def test_an_encoding_error_propagates_and_marks_nothing_more(
+    store: NodeStore, schema: Schema, keys: KeySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.upsert_many(varied_rows(30))
+    calls = {"encode": 0}
+    real = publish_module.encode_records
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["encode"] += 1
+        if calls["encode"] == 2:
+            raise RuntimeError("encoder failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(publish_module, "encode_records", flaky)
+    matcher = FakeMatcher()
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        publish_pending(store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=2)
+    assert store.counts().published == 10 and len(matcher.streams) == 1
+    assert _encoder_threads() == []
+
+
+def test_the_encoder_reads_at_most_one_group_ahead(
+    store: NodeStore, schema: Schema, keys: KeySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.upsert_many(varied_rows(40))
+    pages: list[int] = []
+    real = store.pending_publish_page
+
+    def counted(after_row: int, limit: int) -> list[PendingRecord]:
+        pages.append(after_row)
+        return real(after_row, limit)
+
+    monkeypatch.setattr(store, "pending_publish_page", counted)
+    read_during_call: list[int] = []
+
+    def slow_call(call: int) -> None:
+        time.sleep(0.2)  # time for a runaway producer to read further
+        read_during_call.append(len(pages))
+
+    matcher = FakeMatcher(during_call=slow_call)
+    publish_pending(store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=1)
+    assert len(matcher.streams) == 8
+    # while call n is in flight, pages n and n + 1 at most have been read
+    assert all(read <= call + 1 for call, read in enumerate(read_during_call, start=1))
