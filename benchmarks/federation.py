@@ -432,57 +432,58 @@ def run_federation(
         records_of_child: dict[int, int] = {}
         for child, _ in truth.values():
             records_of_child[child] = records_of_child.get(child, 0) + 1
-        # ---- lookups through the children's social care node, as staff
-        from linkage.schema import default_child_schema
+        # ---- lookups through the children's social care node, as staff (none: skipped)
+        if lookups > 0:
+            from linkage.schema import default_child_schema
 
-        queries = _pick_queries(population, lookups, seed, default_child_schema().field_names)
-        staff_tls = tls_files_for(root / "pki", STAFF[0])
-        node_address = nodes[STAFF[1]].address()
-        # without a link run, the first lookup makes the matcher fit its model on the whole
-        # index, which can outlast the node's deadline: retry it, and keep it out of timings
-        started = time.perf_counter()
-        from client.client import NodeClient
+            queries = _pick_queries(population, lookups, seed, default_child_schema().field_names)
+            staff_tls = tls_files_for(root / "pki", STAFF[0])
+            node_address = nodes[STAFF[1]].address()
+            # without a link run, the first lookup makes the matcher fit its model on the whole
+            # index, which can outlast the node's deadline: retry it, and keep it out of timings
+            started = time.perf_counter()
+            from client.client import NodeClient
 
-        with NodeClient(node_address, staff_tls) as warm:
-            while True:
-                try:
-                    warm.lookup(queries[0].identifiers, purpose=LOOKUP_PURPOSE)
-                    break
-                except grpc.RpcError:
-                    if time.perf_counter() - started > 1800:
-                        raise
-                    time.sleep(2.0)
-        figures["first_lookup_seconds"] = time.perf_counter() - started
-        _progress(f"first lookup (fits the model) took {figures['first_lookup_seconds']:.1f} s")
-        for concurrency in (1, 32):
-            _progress(
-                f"lookups at concurrency {concurrency} "
-                f"(at most {len(queries)} or {lookup_seconds:g} s)"
-            )
-            pids = {
-                "matcher": matcher_pid,
-                "node": nodes[STAFF[1]].process.pid,
-                "client": os.getpid(),
-            }
-            cpu_start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-            result = _run_lookups(
-                node_address,
-                staff_tls,
-                queries,
-                concurrency=concurrency,
-                max_seconds=lookup_seconds,
-                truth=truth,
-                records_of_child=records_of_child,
-            )
-            done = max(1, result[f"lookup_c{concurrency}_count"])
-            for name, pid in pids.items():
-                result[f"lookup_c{concurrency}_{name}_cpu_ms_per_lookup"] = (
-                    1000.0 * (_cpu_seconds(pid) - cpu_start[name]) / done
+            with NodeClient(node_address, staff_tls) as warm:
+                while True:
+                    try:
+                        warm.lookup(queries[0].identifiers, purpose=LOOKUP_PURPOSE)
+                        break
+                    except grpc.RpcError:
+                        if time.perf_counter() - started > 1800:
+                            raise
+                        time.sleep(2.0)
+            figures["first_lookup_seconds"] = time.perf_counter() - started
+            _progress(f"first lookup (fits the model) took {figures['first_lookup_seconds']:.1f} s")
+            for concurrency in (1, 32):
+                _progress(
+                    f"lookups at concurrency {concurrency} "
+                    f"(at most {len(queries)} or {lookup_seconds:g} s)"
                 )
-            figures.update(result)
-            row = {"stage": f"lookup_c{concurrency}", "records": indexed}
-            row.update({k: v for k, v in result.items() if not k.startswith("_")})
-            emit(row)
+                pids = {
+                    "matcher": matcher_pid,
+                    "node": nodes[STAFF[1]].process.pid,
+                    "client": os.getpid(),
+                }
+                cpu_start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+                result = _run_lookups(
+                    node_address,
+                    staff_tls,
+                    queries,
+                    concurrency=concurrency,
+                    max_seconds=lookup_seconds,
+                    truth=truth,
+                    records_of_child=records_of_child,
+                )
+                done = max(1, result[f"lookup_c{concurrency}_count"])
+                for name, pid in pids.items():
+                    result[f"lookup_c{concurrency}_{name}_cpu_ms_per_lookup"] = (
+                        1000.0 * (_cpu_seconds(pid) - cpu_start[name]) / done
+                    )
+                figures.update(result)
+                row = {"stage": f"lookup_c{concurrency}", "records": indexed}
+                row.update({k: v for k, v in result.items() if not k.startswith("_")})
+                emit(row)
 
         # ---- batch link as the operator
         if link:
