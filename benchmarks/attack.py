@@ -21,7 +21,10 @@ Attacks:
    Reported: share of encodings (records with the field present) and share of distinct values
    whose group got the right name. The salt-aware variant (``frequency_<field>_salted_*``)
    ranks the attacker's (value, salt) combinations instead, as an attacker who reads the
-   published schema would against a salted field (equal to the plain one when unsalted).
+   published schema would against a salted field (equal to the plain one when unsalted); the
+   salt-known variant (``frequency_<field>_salt_known_*``) also knows every encoded record's
+   salt value and ranks within each salt value: an upper bound on what the published salt
+   tags (which say only which records share a salt value) could add.
 2. **Graph matching** (Vidanage et al., CIKM 2020; Schäfer et al., ACSAC 2024): the attacker
    holds a plaintext dataset overlapping the encoded one at 0.2, 0.5, 0.8, 1.0 and encodes it
    with its own secret and the same schema and hardening. On each side it builds the top-k
@@ -72,8 +75,9 @@ from linkage.schema import Hardening, Schema, default_child_schema, febrl_schema
 log = logging.getLogger(__name__)
 
 NAME_FIELDS = ("given_name", "family_name")
-SALTED_FIELDS = ("given_name", "middle_names", "family_name")
-SALT = "date_of_birth.year"
+#: Name fields salted by the ``salt`` settings, in the child and the FEBRL schema.
+SALTED_FIELDS = ("given_name", "middle_names", "family_name", "surname")
+SALT = "date_of_birth.year_month"
 OVERLAPS = (0.2, 0.5, 0.8, 1.0)
 #: The attacker's own secret (it never has the agencies' one).
 ATTACKER_SECRET = LinkageSecret(bytes(range(100, 132)))
@@ -112,17 +116,15 @@ SETTINGS: tuple[Setting, ...] = (
 
 
 def setting_schema(base: Schema, setting: Setting) -> Schema:
-    """``base`` hardened as ``setting`` says, name fields salted when it salts.
+    """``base`` hardened as ``setting`` says: its name fields salted with :data:`SALT` when
+    the setting salts, every salt removed when it does not (the shipped child schema salts).
 
     Built with :meth:`Schema.with_hardening`, so the encoder itself hardens (and the schema
     fingerprint, which the matcher and the attacker see, names the hardening).
     """
-    schema = base
+    schema = base.with_salt("")
     if setting.salt:
-        fields = tuple(
-            dataclasses.replace(f, salt=SALT) if f.name in SALTED_FIELDS else f for f in base.fields
-        )
-        schema = dataclasses.replace(base, fields=fields)
+        schema = schema.with_salt(SALT, SALTED_FIELDS)
     record = setting.hardening if setting.record_hardening is None else setting.record_hardening
     return schema.with_hardening(record=record, fields=setting.hardening)
 
@@ -185,6 +187,7 @@ def frequency_attack(
     true_values: Sequence[str | None],
     attacker_values: Sequence[str | None],
     attacker_salts: Sequence[str] | None = None,
+    encoded_salts: Sequence[str] | None = None,
 ) -> tuple[float, float]:
     """Rank-align identical-filter groups with the attacker's name list.
 
@@ -192,6 +195,9 @@ def frequency_attack(
     from the published schema that the field is salted, and with what), it ranks the
     (salt, value) combinations of its own population, since a salted encoding groups records
     by that combination, and labels a group with the value of the combination of equal rank.
+    With ``encoded_salts`` too (the salt value of every encoded record: an upper bound on what
+    the published salt tags give away, since they tell which records share a salt value but
+    not which value), it ranks groups and combinations within each salt value separately.
     Either way a record counts as re-identified when its group is labelled with its true value.
 
     Returns (share of present encodings re-identified, share of distinct true values of
@@ -203,19 +209,27 @@ def frequency_attack(
     view = np.ascontiguousarray(filters[rows]).view(np.dtype((np.void, filters.shape[1] * 8)))
     _, group, sizes = np.unique(view.ravel(), return_inverse=True, return_counts=True)
     group = group.reshape(-1)
-    # rank groups: size descending, then first appearance
     first_seen = np.full(sizes.shape[0], rows.size, dtype=np.int64)
     np.minimum.at(first_seen, group, np.arange(rows.size))
-    group_rank = np.empty(sizes.shape[0], dtype=np.int64)
-    group_rank[np.lexsort((first_seen, -sizes))] = np.arange(sizes.shape[0])
     salts = attacker_salts if attacker_salts is not None else [""] * len(attacker_values)
     public = Counter((v, salt) for v, salt in zip(attacker_values, salts, strict=True) if v)
-    ranked = sorted(public.items(), key=lambda kv: (-kv[1], kv[0][1], kv[0][0]))
-    ranked_names = [name for (name, _), _ in ranked]
-    guess = [
-        ranked_names[int(group_rank[g])] if group_rank[g] < len(ranked_names) else None
-        for g in range(sizes.shape[0])
-    ]
+    # the salt value a group is ranked within ("" for one ranking over every group)
+    group_salt = [""] * sizes.shape[0]
+    if encoded_salts is not None:
+        for g, r in zip(group.tolist(), rows.tolist(), strict=True):
+            group_salt[g] = encoded_salts[r]
+    ranked_by_salt: dict[str, list[str]] = {}
+    for (name, salt), _ in sorted(public.items(), key=lambda kv: (-kv[1], kv[0][1], kv[0][0])):
+        ranked_by_salt.setdefault(salt if encoded_salts is not None else "", []).append(name)
+    guess: list[str | None] = [None] * sizes.shape[0]
+    next_rank: dict[str, int] = {}
+    # groups in order: size descending, then first appearance; each takes the next name of
+    # its salt's ranking
+    for g in np.lexsort((first_seen, -sizes)).tolist():
+        ranking = ranked_by_salt.get(group_salt[g], [])
+        rank = next_rank.get(group_salt[g], 0)
+        next_rank[group_salt[g]] = rank + 1
+        guess[g] = ranking[rank] if rank < len(ranking) else None
     truth = [true_values[int(r)] for r in rows]
     hit = np.array([guess[int(g)] == t for g, t in zip(group, truth, strict=True)], dtype=bool)
     distinct = {t for t in truth if t}
@@ -933,15 +947,13 @@ def quality_synthetic(setting: Setting, n_children: int, seed: int) -> dict[str,
 
 
 def quality_febrl4_half(setting: Setting, seed: int) -> dict[str, float]:
-    """Precision / recall / F1 of linking FEBRL4-half under ``setting`` (names salted with
-    nothing: FEBRL has no stable attribute the child schema salts with, so ``salt`` only
-    hardens)."""
+    """Precision / recall / F1 of linking FEBRL4-half under ``setting`` (``salt`` salts the
+    FEBRL name fields with the same date-of-birth transform as the child schema's)."""
     from benchmarks.quality import _columns, _febrl4
 
     a, b, ti, tj = _febrl4(True, seed)
-    plain = dataclasses.replace(setting, salt=False)
-    schema, left = encode_setting(febrl_schema(), plain, _columns(a), _test_secret())
-    _, right = encode_setting(febrl_schema(), plain, _columns(b), _test_secret())
+    schema, left = encode_setting(febrl_schema(), setting, _columns(a), _test_secret())
+    _, right = encode_setting(febrl_schema(), setting, _columns(b), _test_secret())
     result = pipeline.link_two(schema, left, right, one_to_one=True)
     q = evaluate.pairwise_quality(result.left, result.right, ti, tj, ordered=True)
     return {"precision": q.precision, "recall": q.recall, "f1": q.f1}
@@ -991,6 +1003,11 @@ def run_attack(
             share, distinct = frequency_attack(filters, present, truth, public, salts)
             row[f"frequency_{field}_salted_records"] = share
             row[f"frequency_{field}_salted_values"] = distinct
+            # salt-known: ranked within each salt value (what the salt tags could give away)
+            known = salt_values(schema, field, encoded_columns)
+            share, distinct = frequency_attack(filters, present, truth, public, salts, known)
+            row[f"frequency_{field}_salt_known_records"] = share
+            row[f"frequency_{field}_salt_known_values"] = distinct
         encoded_side = graph_side(encoded)
         for overlap in overlaps:
             shared = round(overlap * n_records)
@@ -1013,7 +1030,9 @@ def run_attack(
             row[f"graph_{overlap}_precision"] = precision
         row["graph_max"] = max((row[f"graph_{o}"] for o in overlaps), default=0.0)
         row["frequency_max"] = max(
-            row[f"frequency_{f}{kind}_records"] for f in NAME_FIELDS for kind in ("", "_salted")
+            row[f"frequency_{f}{kind}_records"]
+            for f in NAME_FIELDS
+            for kind in ("", "_salted", "_salt_known")
         )
         if quality:
             for key, value in quality_synthetic(setting, quality_children, seed).items():

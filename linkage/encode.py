@@ -18,7 +18,19 @@ Tokens (strings; a prefix keeps token kinds apart, so a bigram can never equal a
 * ``exact``: the whole value ``x:<value>``.
 
 When a field is salted (hardening), every token becomes ``<salt value>|<token>``; a record
-whose salt value is missing is encoded unsalted with the prefix ``~|``.
+whose salt value is missing is encoded with the prefix ``~|``. Salting splits the field's
+equal-value groups by the salt (Christen et al. 2017-2018: a frequency attack aligns those
+groups with public name frequencies), so two records are comparable on a salted field only
+when they were encoded under the same salt value. The matcher must know when that is, or a
+typo in the salt would turn a name that agrees into one that disagrees; hence salt tags.
+
+Salt tags: one per salt source (:attr:`Schema.salt_sources`, e.g. ``date_of_birth.year_month``),
+the first 8 bytes, as a little-endian uint64, of ``HMAC-SHA256(key("salt", source), value)``
+where ``value`` is the salt value in UTF-8; 0 where the salt value is missing (a computed 0
+becomes 1). A salted field of two records is compared only where their tags are equal
+(:func:`salt_comparable`); elsewhere it counts as missing, not as a disagreement. A tag tells
+the matcher only which records share the salt value, which the date-of-birth filter and the
+blocking tokens already tell it.
 
 Positions: token ``t`` (UTF-8) of field ``f`` sets ``k = hashes_per_token`` positions in the
 field filter of ``m = filter_bits`` bits. Block ``b`` of 32 bytes is
@@ -101,7 +113,9 @@ class EncodedBatch:
     ``(n, FieldSpec.published_words)``, after the field's hardening); ``record_filters`` has
     shape ``(n, Schema.published_record_words)``. ``field_present[:, f]`` is False where the
     value was missing or invalid (its filter is all zero, hardened or not).
-    ``block_keys`` has one column per blocking rule, 0 where a part was missing.
+    ``block_keys`` has one column per blocking rule, 0 where a part was missing;
+    ``salt_tags`` one column per :attr:`Schema.salt_sources` entry (none for an unsalted
+    schema), 0 where the salt value was missing.
     """
 
     schema_fingerprint: str
@@ -111,6 +125,7 @@ class EncodedBatch:
     field_present: NDArray[np.bool_]
     record_filters: NDArray[np.uint64]
     block_keys: NDArray[np.uint64]
+    salt_tags: NDArray[np.uint64]
     problems: tuple[ValueProblem, ...] = ()
 
     def __len__(self) -> int:
@@ -127,6 +142,7 @@ class EncodedBatch:
             field_present=np.ascontiguousarray(self.field_present[idx]),
             record_filters=np.ascontiguousarray(self.record_filters[idx]),
             block_keys=np.ascontiguousarray(self.block_keys[idx]),
+            salt_tags=np.ascontiguousarray(self.salt_tags[idx]),
         )
 
     def invalid_counts(self) -> dict[str, int]:
@@ -166,6 +182,7 @@ def concat_batches(batches: Sequence[EncodedBatch]) -> EncodedBatch:
         field_present=np.concatenate([b.field_present for b in batches]),
         record_filters=np.concatenate([b.record_filters for b in batches]),
         block_keys=np.concatenate([b.block_keys for b in batches]),
+        salt_tags=np.concatenate([b.salt_tags for b in batches]),
         problems=problems,
     )
 
@@ -180,6 +197,15 @@ def validate_filters(name: str, filters: NDArray[np.generic], n: int, words: int
         raise FilterFormatError(
             f"{name}: expected shape ({n}, {words}) ({words * 64}-bit filters), "
             f"got {tuple(filters.shape)}"
+        )
+
+
+def validate_salt_tags(tags: NDArray[np.generic], n: int, sources: int) -> None:
+    """Raise :class:`FilterFormatError` unless ``tags`` is uint64 of shape ``(n, sources)``."""
+    if tags.dtype != np.uint64 or tags.shape != (n, sources):
+        raise FilterFormatError(
+            f"salt_tags: expected a uint64 array of shape ({n}, {sources}) (one tag per record "
+            f"and salt source), got {tags.ndim}-d {tags.dtype} of shape {tuple(tags.shape)}"
         )
 
 
@@ -361,6 +387,30 @@ def _normalise_column(
     return _FieldColumn(spec, inverse, values)
 
 
+def _token64(key: bytes, data: bytes) -> int:
+    """A keyed 64-bit token (blocking token, salt tag): HMAC-SHA256, first 8 bytes little
+    endian, 0 (reserved for "missing") mapped to 1."""
+    return int.from_bytes(hmac.digest(key, data, "sha256")[:8], "little") or 1
+
+
+def salt_comparable(
+    schema: Schema, left_tags: NDArray[np.uint64], right_tags: NDArray[np.uint64]
+) -> NDArray[np.bool_]:
+    """(n_pairs, n_fields): False where a salted field of the pair was encoded under
+    different salt values (its Dice then means nothing), True elsewhere.
+
+    ``left_tags`` and ``right_tags`` are the pairs' salt tags, one row per pair (columns as
+    :attr:`Schema.salt_sources`).
+    """
+    sources = schema.salt_sources
+    out = np.ones((left_tags.shape[0], len(schema.fields)), dtype=np.bool_)
+    for f_index, spec in enumerate(schema.fields):
+        if spec.salt:
+            s_index = sources.index(spec.salt)
+            out[:, f_index] = left_tags[:, s_index] == right_tags[:, s_index]
+    return out
+
+
 def _transform_column(col: _FieldColumn, transform: str) -> tuple[NDArray[np.int64], list[str]]:
     """Per-row index into distinct transformed values (-1 where missing)."""
     mapped: dict[str, int] = {}
@@ -491,19 +541,26 @@ def encode_records(
         sep = _UNIT_SEP.encode()
         tokens = np.fromiter(
             (
-                int.from_bytes(
-                    hmac.digest(
-                        key, sep.join([encoded_parts[p][i] for p, i in enumerate(combo)]), "sha256"
-                    )[:8],
-                    "little",
-                )
-                or 1
+                _token64(key, sep.join([encoded_parts[p][i] for p, i in enumerate(combo)]))
                 for combo in uniq.tolist()
             ),
             dtype=U64,
             count=len(uniq),
         )
         block_keys[ok, r_index] = tokens[inv.reshape(-1)]
+
+    salt_tags = np.zeros((n, len(schema.salt_sources)), dtype=U64)
+    for s_index, source in enumerate(schema.salt_sources):
+        salt_field, salt_transform = source.split(".")
+        idx, salt_values = _transform_column(cols[salt_field], salt_transform)
+        key = keys.key("salt", source)
+        tags = np.fromiter(
+            (_token64(key, v.encode("utf-8")) for v in salt_values),
+            dtype=U64,
+            count=len(salt_values),
+        )
+        has = idx >= 0
+        salt_tags[has, s_index] = tags[idx[has]]
 
     if schema.hardening.enabled:
         # a record with no value in any record-filter field keeps its all-zero filter
@@ -527,5 +584,6 @@ def encode_records(
         field_present=present,
         record_filters=record,
         block_keys=block_keys,
+        salt_tags=salt_tags,
         problems=tuple(problems),
     )

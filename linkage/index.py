@@ -11,7 +11,8 @@ Layout (columnar numpy arrays over *slots*; a slot is one record, reused when th
 * per field, the packed field filters ``(capacity, words_f)``; an all-zero filter means the
   field is missing (a present value always sets at least one bit);
 * the record-level filters ``(capacity, record_words)`` and their popcounts;
-* the keyed blocking tokens ``(capacity, rules)``;
+* the keyed blocking tokens ``(rules, capacity)``, narrowed to 32 bits
+  (:func:`narrow_block_keys`: a collision can only add a candidate, which is then scored);
 * the agency code (int16; -1 marks a free slot) and the reference (16 raw bytes).
 
 Finding things: per blocking rule, and for references, a *sorted permutation* of the slots
@@ -24,8 +25,8 @@ slot is marked dead (agency -1, filters zeroed, keys kept); a republished record
 blocking tokens changed moves to a new slot and its old slot dies. Dead slots are dropped
 from every permutation at the next compaction and only then reused. This keeps the index at
 roughly
-``sum(field filter bytes) + record filter bytes + 8·rules + 4·(rules + 2) + 18`` bytes per
-record (390 bytes for the default child schema), popcounts of the record filters
+``sum(field filter bytes) + record filter bytes + 4·rules + 4·(rules + 2) + 18`` bytes per
+record (362 bytes for the default child schema), popcounts of the record filters
 included (the scan is twice as slow counting them itself). Nothing else is stored per
 record: the references' 64-bit lookup keys are computed from the references when a
 bisection probes them.
@@ -66,7 +67,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import scoring, similarity
-from linkage.encode import EncodedBatch, validate_filters
+from linkage.encode import EncodedBatch, salt_comparable, validate_filters, validate_salt_tags
 from linkage.errors import FilterFormatError, IncompatibleEncodingError
 from linkage.schema import Schema
 
@@ -79,6 +80,22 @@ CONFIDENT_CANDIDATES = 2
 #: ``_SortedKeys`` keeps the key of every this-many-th sorted slot (8 bytes per this many
 #: records and rule), so a blocking lookup reads about this many keys instead of bisecting.
 FENCE_STRIDE = 64
+
+
+def narrow_block_keys(block_keys: NDArray[np.uint64]) -> NDArray[np.uint32]:
+    """The 32-bit form in which the index holds blocking tokens (any shape, elementwise).
+
+    A token is kept as its low 32 bits, except that a token whose low 32 bits are all zero
+    becomes 1, because 0 marks a missing token (the encoder maps a zero token to 1 likewise).
+    Two different tokens may share a narrow form, and that can only *add* a candidate, never
+    lose one: a lookup finds every slot whose narrow token equals the query's narrow token,
+    which includes every slot whose full token equals the query's, and every candidate is
+    then scored on its field filters by the model (blocking tokens never enter a score), so
+    a colliding stranger is ranked as what it is. With HMAC tokens a collision between two
+    distinct tokens has probability 2**-32.
+    """
+    low = (block_keys & np.uint64(0xFFFF_FFFF)).astype(np.uint32)
+    return np.where((low == 0) & (block_keys != 0), np.uint32(1), low)
 
 
 def reference_to_bytes(reference: str) -> bytes:
@@ -102,7 +119,8 @@ class IndexedCandidate:
 
 
 class _Keys(Protocol):
-    """Per-slot uint64 keys, indexed by a slot number or an array of them."""
+    """Per-slot unsigned keys (uint64 references, uint32 blocking tokens), indexed by a slot
+    number or an array of them."""
 
     def __getitem__(self, slots: Any, /) -> Any: ...
 
@@ -131,37 +149,39 @@ class _RefKeys:
 
 
 class _SortedKeys:
-    """Slots sorted by a uint64 key, plus an unsorted delta; lookups by bisection.
+    """Slots sorted by an unsigned key, plus an unsorted delta; lookups by bisection.
 
-    The keys live in the index's per-slot arrays (``keys_of``); this class holds only slot
-    numbers, so it relies on the index never changing the key of a slot it holds.
+    The keys live in the index's per-slot arrays (``keys_of``, uint64 or uint32); this class
+    holds only slot numbers (int32), so it relies on the index never changing the key of a
+    slot it holds. Keys passed to ``find``/``find_many`` must be of the width ``keys_of``
+    holds (the index narrows blocking tokens before looking them up).
     """
 
     def __init__(self, merge_threshold: int) -> None:
         self.order = np.zeros(0, dtype=np.int32)
-        self.delta: list[int] = []
+        # slots added since the last merge: an int32 array (4 bytes a slot; a list of Python
+        # ints took about 36, up to ``merge_threshold`` entries per permutation)
+        self.delta = np.zeros(0, dtype=np.int32)
         self.merge_threshold = merge_threshold
-        self._delta_array: NDArray[np.int64] | None = None  # ``delta`` as an array, for finds
         # the delta's keys sorted, and its slots in that order: built once per change
-        self._delta_sorted: tuple[NDArray[np.uint64], NDArray[np.int64]] | None = None
+        self._delta_sorted: tuple[NDArray[np.unsignedinteger[Any]], NDArray[np.int64]] | None = None
         # the key of every FENCE_STRIDE-th slot of ``order``, rebuilt whenever ``order``
         # changes: ``find`` bisects these in C, then reads one stride of keys
-        self._fences = np.zeros(0, dtype=np.uint64)
+        self._fences: NDArray[np.unsignedinteger[Any]] = np.zeros(0, dtype=np.uint64)
 
     def add(self, slots: NDArray[np.int64], keys_of: _Keys) -> None:
-        self.delta.extend(int(s) for s in slots)
-        self._delta_array = None
+        self.delta = np.concatenate([self.delta, np.asarray(slots, dtype=np.int32)])
         self._delta_sorted = None
-        if len(self.delta) > self.merge_threshold:
+        if self.delta.size > self.merge_threshold:
             self.merge(keys_of)
 
     def delta_array(self) -> NDArray[np.int64]:
-        """``delta`` as an int64 array, converted once per change rather than once per lookup."""
-        if self._delta_array is None:
-            self._delta_array = np.asarray(self.delta, dtype=np.int64)
-        return self._delta_array
+        """``delta`` as an int64 array."""
+        return self.delta.astype(np.int64)
 
-    def _sorted_delta(self, keys_of: _Keys) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+    def _sorted_delta(
+        self, keys_of: _Keys
+    ) -> tuple[NDArray[np.unsignedinteger[Any]], NDArray[np.int64]]:
         """The delta's keys in ascending order and its slots in that order.
 
         Built once per change of the delta (a held slot keeps its key), so that a lookup
@@ -169,32 +189,31 @@ class _SortedKeys:
         """
         if self._delta_sorted is None:
             slots = self.delta_array()
-            keys = np.asarray(keys_of[slots], dtype=np.uint64).reshape(-1)
+            keys = np.asarray(keys_of[slots]).reshape(-1)
             by_key = np.argsort(keys, kind="stable")
             self._delta_sorted = (keys[by_key], slots[by_key])
         return self._delta_sorted
 
     def _set_order(self, order: NDArray[np.int32], keys_of: _Keys) -> None:
         self.order = order
-        self.delta = []
-        self._delta_array = None
+        self.delta = np.zeros(0, dtype=np.int32)
         self._delta_sorted = None
-        self._fences = np.asarray(keys_of[order[::FENCE_STRIDE]], dtype=np.uint64).reshape(-1)
+        self._fences = np.asarray(keys_of[order[::FENCE_STRIDE]]).reshape(-1)
 
     def merge(self, keys_of: _Keys, *, drop: NDArray[np.int64] | None = None) -> None:
         """Fold the delta into the sorted order; ``drop`` removes dead slots."""
-        if not self.delta and (drop is None or drop.size == 0):
+        if not self.delta.size and (drop is None or drop.size == 0):
             return
         if drop is None or drop.size == 0:
             # the common case: sort only the delta and insert it into the sorted order, O(n)
             # a delta slot is never in the order too: slots are added only when fresh, or
             # reused after compaction dropped them from every permutation
-            delta = np.unique(np.asarray(self.delta, dtype=np.int32))
+            delta = np.unique(self.delta)
             delta = delta[np.argsort(keys_of[delta], kind="stable")]
             at = np.searchsorted(keys_of[self.order], keys_of[delta], side="right")
             self._set_order(np.insert(self.order, at, delta).astype(np.int32), keys_of)
             return
-        slots = np.concatenate([self.order, np.asarray(self.delta, dtype=np.int32)])
+        slots = np.concatenate([self.order, self.delta])
         if drop is not None and drop.size:
             slots = slots[~np.isin(slots, drop)]
         slots = np.unique(slots)
@@ -207,18 +226,19 @@ class _SortedKeys:
         equal keys to a window a stride wider than the run; only that window's keys are read.
         """
         order = self.order
-        wanted = np.uint64(key)
+        wanted = self._fences.dtype.type(key)  # raises OverflowError for a too-wide key
         below = int(np.searchsorted(self._fences, wanted, side="left"))  # fences < key
         at_most = int(np.searchsorted(self._fences, wanted, side="right"))  # fences <= key
         start = max(0, (below - 1) * FENCE_STRIDE)  # every slot before it has a smaller key
         stop = min(order.size, at_most * FENCE_STRIDE)  # the key at ``stop`` is larger
         window = order[start:stop]
-        window_keys = np.asarray(keys_of[window], dtype=np.uint64).reshape(-1)
+        window_keys = np.asarray(keys_of[window]).reshape(-1)
         low = int(np.searchsorted(window_keys, wanted, side="left"))
         high = int(np.searchsorted(window_keys, wanted, side="right"))
         found = window[low:high].astype(np.int64)
-        if self.delta:
+        if self.delta.size:
             delta_keys, delta_slots = self._sorted_delta(keys_of)
+            wanted = delta_keys.dtype.type(key)
             low = int(np.searchsorted(delta_keys, wanted, side="left"))
             high = int(np.searchsorted(delta_keys, wanted, side="right"))
             found = np.concatenate([found, delta_slots[low:high]])
@@ -234,9 +254,9 @@ class _SortedKeys:
         lo = bisect_left(range(len(order)), key, key=at)
         hi = bisect_right(range(len(order)), key, lo=lo, key=at)
         found = order[lo:hi].astype(np.int64)
-        if self.delta:
+        if self.delta.size:
             d = self.delta_array()
-            found = np.concatenate([found, d[keys_of[d] == np.uint64(key)]])
+            found = np.concatenate([found, d[keys_of[d] == key]])
         return np.unique(found)
 
     def find_many(self, keys: NDArray[np.uint64], keys_of: _Keys) -> NDArray[np.int64]:
@@ -260,7 +280,7 @@ class _SortedKeys:
             pos = np.minimum(low, order.size - 1)
             hit = np.asarray(keys_of[order[pos]]) == keys
             out[hit] = order[pos[hit]]
-        if self.delta:
+        if self.delta.size:
             delta_keys, delta_slots = self._sorted_delta(keys_of)
             pos = np.minimum(np.searchsorted(delta_keys, keys), delta_keys.size - 1)
             hit = (delta_keys[pos] == keys) & (out < 0)
@@ -294,7 +314,12 @@ class MatchIndex:
         self._field_filters = [np.zeros((cap, f.published_words), np.uint64) for f in schema.fields]
         self._record = np.zeros((cap, schema.published_record_words), np.uint64)
         self._record_pop = np.zeros(cap, np.uint32)  # the scan would count them twice as slow
-        self._block = np.zeros((len(schema.blocking), cap), np.uint64)  # rule-major
+        # rule-major, so that each rule's keys are one contiguous row; 32 bits a token
+        self._block = np.zeros((len(schema.blocking), cap), np.uint32)
+        # salt tags, narrowed like blocking tokens: a collision only lets two salts' values
+        # be compared (the behaviour without tags), and two records' tags that are equal stay
+        # equal; one column per salt source
+        self._salt = np.zeros((cap, len(schema.salt_sources)), np.uint32)
         self._agency = np.full(cap, -1, np.int16)
         self._refs = np.zeros((cap, REFERENCE_BYTES), np.uint8)
         self._ref_index = _SortedKeys(merge_threshold)
@@ -318,14 +343,17 @@ class MatchIndex:
     def nbytes(self) -> int:
         """Bytes held by the index arrays (capacity included).
 
-        Not counted: the permutations' fences (8 bytes per ``FENCE_STRIDE`` records and
-        permutation) and the sorted copy of each delta (at most ``merge_threshold`` entries).
+        Not counted: the permutations' fences (one key, 8 bytes for references and 4 for
+        blocking tokens, per ``FENCE_STRIDE`` records and permutation: 0.56 bytes a record
+        for the default child schema), and each permutation's delta (4 bytes a slot) and its
+        sorted copy (at most ``merge_threshold`` entries each).
         """
         arrays: list[NDArray[np.generic]] = [
             *self._field_filters,
             self._record,
             self._record_pop,
             self._block,
+            self._salt,
             self._agency,
             self._refs,
             self._ref_index.order,
@@ -345,6 +373,10 @@ class MatchIndex:
         cap = self._agency.shape[0]
         if needed <= cap:
             return
+        # Capacity never written costs no memory (np.zeros maps zero pages lazily), except
+        # that transparent huge pages (numpy advises them for large arrays) make up to 2 MiB
+        # past the last written row of each array resident: a fixed cost, whatever the
+        # growth factor (1.5x measured no better than 2x at 200 k to 1 M records).
         new = max(needed, cap * 2)
 
         def grown(a: NDArray[np.generic], fill: int = 0) -> NDArray[np.generic]:
@@ -358,9 +390,10 @@ class MatchIndex:
         self._field_filters = [grown(f) for f in self._field_filters]  # type: ignore[misc]
         self._record = grown(self._record)  # type: ignore[assignment]
         self._record_pop = grown(self._record_pop)  # type: ignore[assignment]
-        block = np.zeros((self._block.shape[0], new), dtype=np.uint64)
+        block = np.zeros((self._block.shape[0], new), dtype=np.uint32)
         block[:, :cap] = self._block
         self._block = block
+        self._salt = grown(self._salt)  # type: ignore[assignment]
         self._agency = grown(self._agency, -1)  # type: ignore[assignment]
         self._refs = grown(self._refs)  # type: ignore[assignment]
 
@@ -385,6 +418,7 @@ class MatchIndex:
                 f"block_keys: expected shape ({n}, {len(self.schema.blocking)}), "
                 f"got {tuple(batch.block_keys.shape)}"
             )
+        validate_salt_tags(batch.salt_tags, n, len(self.schema.salt_sources))
 
     @property
     def _ref_keys(self) -> _RefKeys:
@@ -459,9 +493,12 @@ class MatchIndex:
             existing = (slots >= 0) & keep
             replaced = int(np.count_nonzero(existing))
             # a replacement whose blocking tokens changed moves to a fresh slot (invariant)
+            # (compared in the narrow form the index holds: a change of the high bits only
+            # leaves the held keys, hence every permutation, as they are)
+            block_keys = narrow_block_keys(batch.block_keys)
             moved = existing.copy()
             stored_keys = self._block[:, slots[existing]].T
-            moved[existing] = (stored_keys != batch.block_keys[existing]).any(axis=1)
+            moved[existing] = (stored_keys != block_keys[existing]).any(axis=1)
             self._retire(slots[moved])
             slots[moved] = -1
             new_rows = np.flatnonzero((slots < 0) & keep)
@@ -479,8 +516,9 @@ class MatchIndex:
                 self._field_filters[f][target[~batch.field_present[rows, f]]] = 0
             self._record[target] = batch.record_filters[rows]
             self._record_pop[target] = similarity.popcounts(batch.record_filters[rows])
+            self._salt[target] = narrow_block_keys(batch.salt_tags[rows])
             new_slots = slots[new_rows]
-            self._block[:, new_slots] = batch.block_keys[new_rows].T
+            self._block[:, new_slots] = block_keys[new_rows].T
             self._agency[target] = code
             self._refs[new_slots] = refs[new_rows]
             self._ref_index.add(new_slots, self._ref_keys)
@@ -511,6 +549,12 @@ class MatchIndex:
 
         With ``sample``, at most that many live records drawn uniformly without replacement
         (a generator seeded with ``seed``), in slot order.
+
+        ``block_keys`` and ``salt_tags`` are the narrow (32-bit, :func:`narrow_block_keys`)
+        tokens and tags the index holds, as uint64: consistent among themselves, so blocking
+        a snapshot (a ``Link``, the model fit) finds every pair the full tokens would, plus
+        the rare pair of a collision, which is scored like any other (and two salts whose tags
+        collide are compared, as without tags). Do not compare them with full 64-bit values.
         """
         with self._lock:
             live = np.flatnonzero(self._agency[: self._size] >= 0)
@@ -530,7 +574,8 @@ class MatchIndex:
                 field_filters=fields,
                 field_present=present,
                 record_filters=np.ascontiguousarray(self._record[live]),
-                block_keys=np.ascontiguousarray(self._block[:, live].T),
+                block_keys=np.ascontiguousarray(self._block[:, live].T, dtype=np.uint64),
+                salt_tags=np.ascontiguousarray(self._salt[live], dtype=np.uint64),
             )
             refs = [bytes(r).hex() for r in self._refs[live]]
             return batch, self._agency[live].copy(), refs
@@ -568,8 +613,9 @@ class MatchIndex:
             record_filters = self._record[:size]
             record_popcounts = self._record_pop[:size]
             found: list[NDArray[np.int64]] = []
+            query_keys = narrow_block_keys(query.block_keys[0]).tolist()
             for r, idx in enumerate(self._block_index):
-                key = int(query.block_keys[0, r])
+                key = int(query_keys[r])
                 if key:
                     found.append(idx.find(key, self._block[r]))
             blocked = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
@@ -623,6 +669,7 @@ class MatchIndex:
             agencies=[self._agencies[code] for code in self._agency[slots].tolist()],
             references=self._refs[slots],
             field_filters=[f[slots] for f in self._field_filters],
+            salt_tags=self._salt[slots],
         )
 
     def _score(
@@ -637,6 +684,13 @@ class MatchIndex:
             if count:
                 sim[:, f], present = _dice_to_one(query.field_filters[f][0], cand)
                 both[:, f] = bool(query.field_present[0, f]) & present
+        if count and self.schema.salt_sources:  # a salted field under two salts: not compared
+            query_tags = narrow_block_keys(query.salt_tags[:1]).astype(np.uint64)
+            both &= salt_comparable(
+                self.schema,
+                np.repeat(query_tags, count, axis=0),
+                gathered.salt_tags.astype(np.uint64),
+            )
         levels = scoring.comparison_levels(sim, both, tuple(f.levels for f in self.schema.fields))
         return _Scored(
             agencies=gathered.agencies,
@@ -680,6 +734,7 @@ class _Gathered:
     agencies: list[str]
     references: NDArray[np.uint8]
     field_filters: list[NDArray[np.uint64]]
+    salt_tags: NDArray[np.uint32]
 
 
 @dataclass(frozen=True)

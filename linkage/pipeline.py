@@ -11,7 +11,8 @@ Steps for a batch link or deduplication:
    pairs that share a band of bit-sampling LSH keys on the record-level filters (when
    ``lsh_bands > 0``).
 2. **Comparison**: per field, the Dice coefficient of the two field filters (fast kernel);
-   a pair where either side lacks the field is marked missing, not dissimilar.
+   a pair where either side lacks the field, or whose salted field was encoded under two
+   different salt values (salt tags differ), is marked missing, not dissimilar.
 3. **Model**: u from the comparison levels of uniformly random record pairs (nearly all
    non-matches); m and the match prior by EM over the candidates' comparison vectors; no
    labels anywhere. The threshold is the model's own: match probability >= 0.5.
@@ -29,7 +30,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import blocking, scoring, similarity, solve
-from linkage.encode import EncodedBatch, concat_batches, validate_filters
+from linkage.encode import (
+    EncodedBatch,
+    concat_batches,
+    salt_comparable,
+    validate_filters,
+    validate_salt_tags,
+)
 from linkage.errors import FilterFormatError, IncompatibleEncodingError, ModelError
 from linkage.schema import Schema
 
@@ -117,6 +124,7 @@ def check_compatible(schema: Schema, *batches: EncodedBatch) -> None:
         for spec, filters in zip(schema.fields, b.field_filters, strict=True):
             validate_filters(f"field_filters[{spec.name}]", filters, n, spec.published_words)
         validate_filters("record_filters", b.record_filters, n, schema.published_record_words)
+        validate_salt_tags(b.salt_tags, n, len(schema.salt_sources))
 
 
 def thresholds_of(schema: Schema) -> tuple[tuple[float, ...], ...]:
@@ -154,6 +162,10 @@ def compare_pairs(
         chunk_right = right_idx[start : start + COMPARE_CHUNK_PAIRS]
         sim = np.empty((chunk_left.shape[0], n_fields), dtype=np.float64)
         both = left.field_present[chunk_left] & right.field_present[chunk_right]
+        if schema.salt_sources:  # a salted field under two salt values is not compared
+            both &= salt_comparable(
+                schema, left.salt_tags[chunk_left], right.salt_tags[chunk_right]
+            )
         for f in range(n_fields):
             sim[:, f] = similarity.dice_pairs(
                 left.field_filters[f],
@@ -198,7 +210,9 @@ def fit_model(
     mistakes "shares a family name" for "is the same child". EM with u free therefore
     separates the classes and gives m and the prior. The final weights use u from uniformly
     random pairs (nearly all non-matches, unbiased by blocking), which is what
-    log2(m/u) means: how much more often matches agree at that level than people in general.
+    log2(m/u) means: how much more often matches agree at that level than people in general;
+    the few matches among the random pairs are then taken out of it
+    (:func:`scoring.decontaminate_u`, which matters for salted fields).
     ``options.fix_u`` instead holds u at the random-pair estimate during EM.
     """
     if candidate_levels.shape[0] == 0:
@@ -206,11 +220,27 @@ def fit_model(
     ra, rb = random_pairs(
         len(left), len(right), options.u_sample_pairs, seed=options.seed, distinct=dedupe
     )
-    u_random = scoring.estimate_u(compare_pairs(schema, left, right, ra, rb), n_levels_of(schema))
+    random_levels = compare_pairs(schema, left, right, ra, rb)
+    u_random = scoring.estimate_u(random_levels, n_levels_of(schema))
     expected_matches = min(len(left), len(right)) if not dedupe else len(left) / 2
     prior = float(np.clip(expected_matches / candidate_levels.shape[0], 1e-4, 0.5))
     n_total = len(left) * (len(left) - 1) / 2 if dedupe else len(left) * len(right)
-    if options.em_classes > 2 and not options.fix_u and options.random_u_weights:
+    if options.fix_u or not options.random_u_weights:
+        return scoring.fit_fellegi_sunter(
+            candidate_levels,
+            field_names=schema.field_names,
+            thresholds=thresholds_of(schema),
+            u=u_random,
+            initial_prior=prior,
+            max_iterations=options.em_max_iterations,
+            fix_u=options.fix_u,
+        )
+    # The final weights use u from random pairs, from which the matches among them are taken
+    # out (scoring.decontaminate_u): negligible for most fields, but a salted field is
+    # compared only within a salt value, where matches are far more common.
+    compared_pairs = (random_levels >= 0).sum(axis=0)
+    compared = np.maximum(compared_pairs, 1) / max(1, len(ra))
+    if options.em_classes > 2:
         latent = scoring.fit_latent_classes(
             candidate_levels,
             field_names=schema.field_names,
@@ -220,29 +250,37 @@ def fit_model(
             initial_prior=prior,
             max_iterations=options.em_max_iterations,
         )
-        return latent.match_model(
-            u_random, candidate_pairs=candidate_levels.shape[0], population_pairs=n_total
+
+        def final(u: tuple[tuple[float, ...], ...]) -> scoring.FellegiSunterModel:
+            return latent.match_model(
+                u, candidate_pairs=candidate_levels.shape[0], population_pairs=n_total
+            )
+    else:
+        fitted = scoring.fit_fellegi_sunter(
+            candidate_levels,
+            field_names=schema.field_names,
+            thresholds=thresholds_of(schema),
+            u=u_random,
+            initial_prior=prior,
+            max_iterations=options.em_max_iterations,
         )
-    fitted = scoring.fit_fellegi_sunter(
-        candidate_levels,
-        field_names=schema.field_names,
-        thresholds=thresholds_of(schema),
-        u=u_random,
-        initial_prior=prior,
-        max_iterations=options.em_max_iterations,
-        fix_u=options.fix_u,
-    )
-    if options.fix_u or not options.random_u_weights:
-        return fitted
-    matches = fitted.prior * candidate_levels.shape[0]
-    return scoring.FellegiSunterModel(
-        field_names=fitted.field_names,
-        thresholds=fitted.thresholds,
-        m=fitted.m,
-        u=u_random,
-        prior=float(np.clip(matches / max(n_total, 1.0), 1e-12, 0.5)),
-        iterations=fitted.iterations,
-        converged=fitted.converged,
+        matches = fitted.prior * candidate_levels.shape[0]
+
+        def final(u: tuple[tuple[float, ...], ...]) -> scoring.FellegiSunterModel:
+            return scoring.FellegiSunterModel(
+                field_names=fitted.field_names,
+                thresholds=fitted.thresholds,
+                m=fitted.m,
+                u=u,
+                prior=float(np.clip(matches / max(n_total, 1.0), 1e-12, 0.5)),
+                iterations=fitted.iterations,
+                converged=fitted.converged,
+            )
+
+    first = final(u_random)
+    contamination = first.prior / compared  # prior: the share of matches among all pairs
+    return final(
+        scoring.decontaminate_u(u_random, first.m, contamination.tolist(), compared_pairs.tolist())
     )
 
 

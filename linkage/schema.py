@@ -51,7 +51,7 @@ import itertools
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -225,6 +225,12 @@ class Schema:
         """Number of uint64 words in the record filter as published (after ``[hardening]``)."""
         return self.published_record_bits // 64
 
+    @property
+    def salt_sources(self) -> tuple[str, ...]:
+        """The distinct salts (``"<field>.<transform>"``) of the salted fields, in the order
+        fields first name them: one published salt tag per source (:mod:`linkage.encode`)."""
+        return tuple(dict.fromkeys(f.salt for f in self.fields if f.salt))
+
     def field(self, name: str) -> FieldSpec:
         for spec in self.fields:
             if spec.name == name:
@@ -258,6 +264,18 @@ class Schema:
             for entry in data["field"]:
                 if entry["name"] in chosen:
                     entry["hardening"] = chosen[entry["name"]].to_dict()
+        return schema_from_dict(data)
+
+    def with_salt(self, salt: str, fields: Collection[str] | None = None) -> Schema:
+        """This schema with ``salt`` (``"<field>.<transform>"``, or ``""`` for none) on
+        ``fields`` (None: every field), validated as a parsed file would be; fields not named
+        keep their salt. ``with_salt("")`` gives the unsalted schema. Names that are not
+        fields of this schema are ignored, so one call serves schemas with different fields.
+        """
+        data = self.to_dict()
+        for entry in data["field"]:
+            if fields is None or entry["name"] in fields:
+                entry["salt"] = salt
         return schema_from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,7 +14,9 @@ Wire layout of one ``EncodedRecord`` (see also ``proto/jigsaw/v1/jigsaw.proto``)
   is bit ``i % 8``, LSB first, of byte ``i // 8``); a missing field is empty bytes;
 * ``record_filter``: the record-level filter, ``Schema.published_record_bits / 8`` bytes (after
   the record hardening), same layout;
-* ``block_keys``: one fixed64 per schema blocking rule, 0 where a part was missing.
+* ``block_keys``: one fixed64 per schema blocking rule, 0 where a part was missing;
+* ``salt_tags``: one fixed64 per schema salt source (``Schema.salt_sources``; none for an
+  unsalted schema), 0 where the salt value was missing.
 
 Validation errors are :class:`server.status.RequestError` naming the exact path
 (``records[3].field_filters[1]``) and the expected byte count, never the bytes.
@@ -109,6 +111,7 @@ def encoded_to_proto(
     record_width = batch.record_filters.shape[1] * 8
     present = batch.field_present
     block_keys = batch.block_keys.tolist()
+    salt_tags = batch.salt_tags.tolist()
     out: list[jigsaw_pb2.EncodedRecord] = []
     for row, reference in enumerate(references):
         filters = [
@@ -121,6 +124,7 @@ def encoded_to_proto(
                 field_filters=filters,
                 record_filter=record_bytes[row * record_width : (row + 1) * record_width],
                 block_keys=block_keys[row],
+                salt_tags=salt_tags[row],
             )
         )
     return out
@@ -138,8 +142,8 @@ def proto_to_encoded(
 
     Raises :class:`IncompatibleEncodingError` when ``fingerprint`` is not the schema's, and
     :class:`RequestError` naming ``<field_prefix>[i]...`` for a malformed record: a bad or
-    repeated reference, the wrong number of field filters or block keys, or a filter of the
-    wrong length.
+    repeated reference, the wrong number of field filters, block keys or salt tags, or a filter
+    of the wrong length.
     """
     if fingerprint != schema.fingerprint():
         raise IncompatibleEncodingError(
@@ -157,6 +161,8 @@ def proto_to_encoded(
     present = np.zeros((n, len(schema.fields)), dtype=bool)
     record_chunks: list[bytes] = []
     block_keys = np.zeros((n, n_rules), dtype=np.uint64)
+    n_salts = len(schema.salt_sources)
+    salt_tags = np.zeros((n, n_salts), dtype=np.uint64)
     references: list[str] = []
     seen: dict[str, int] = {}
     for i, record in enumerate(records):
@@ -193,6 +199,14 @@ def proto_to_encoded(
             )
         if n_rules:
             block_keys[i] = record.block_keys
+        if len(record.salt_tags) != n_salts:
+            raise RequestError(
+                f"{where}.salt_tags",
+                f"expected {n_salts} tags (one per schema salt source), "
+                f"got {len(record.salt_tags)}",
+            )
+        if n_salts:
+            salt_tags[i] = record.salt_tags
     field_filters = tuple(
         _words(chunks, n, spec.published_words)
         for chunks, spec in zip(field_chunks, schema.fields, strict=True)
@@ -205,6 +219,7 @@ def proto_to_encoded(
         field_present=present,
         record_filters=_words(record_chunks, n, schema.published_record_words),
         block_keys=block_keys,
+        salt_tags=salt_tags,
     )
     return batch, references
 
@@ -224,6 +239,7 @@ def _proto_to_encoded_fast(
     n = len(records)
     n_fields = len(schema.fields)
     n_rules = len(schema.blocking)
+    n_salts = len(schema.salt_sources)
     references = [record.reference for record in records]
     if len(set(references)) != n or not all(map(_REFERENCE_FULL.fullmatch, references)):
         return None
@@ -248,13 +264,12 @@ def _proto_to_encoded_fast(
     if any(len(data) != record_width for data in record_column):
         return None
     key_lists = [record.block_keys for record in records]
-    if any(len(keys) != n_rules for keys in key_lists):
+    block_keys = _fixed64_columns(key_lists, n, n_rules)
+    if block_keys is None:
         return None
-    block_keys = (
-        np.array([list(keys) for keys in key_lists], dtype=np.uint64).reshape(n, n_rules)
-        if n_rules
-        else np.zeros((n, 0), dtype=np.uint64)
-    )
+    salt_tags = _fixed64_columns([record.salt_tags for record in records], n, n_salts)
+    if salt_tags is None:
+        return None
     batch = EncodedBatch(
         schema_fingerprint=fingerprint,
         key_version=key_version,
@@ -263,8 +278,20 @@ def _proto_to_encoded_fast(
         field_present=present,
         record_filters=_words(record_column, n, schema.published_record_words),
         block_keys=block_keys,
+        salt_tags=salt_tags,
     )
     return batch, references
+
+
+def _fixed64_columns(
+    lists: Sequence[Sequence[int]], rows: int, columns: int
+) -> NDArray[np.uint64] | None:
+    """(rows, columns) uint64 array of repeated fixed64 fields, None if a row's count differs."""
+    if any(len(values) != columns for values in lists):
+        return None
+    if not columns:
+        return np.zeros((rows, 0), dtype=np.uint64)
+    return np.array([list(values) for values in lists], dtype=np.uint64).reshape(rows, columns)
 
 
 def _words(chunks: list[bytes], rows: int, words: int) -> NDArray[np.uint64]:

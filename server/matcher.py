@@ -313,6 +313,9 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                 if number == 0:
                     check_header(request, self._schema, self._key_version)
                 self._publish_message(agency, request, totals)
+                # not kept past its use: the parsed message (up to a few MiB) would otherwise
+                # stay alive while the trim below runs, and its freed chunks stay resident
+                del request
         except BaseException as exc:
             outcome = _outcome_of(exc)
             raise
@@ -351,7 +354,10 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                 counts = self._store.upsert(agency, references, batch)  # committed here
                 if counts.changed_rows:
                     rows = list(counts.changed_rows)
-                    self._index.upsert(agency, [references[r] for r in rows], batch.take(rows))
+                    if rows == list(range(count)):  # every record new or changed: no copy
+                        self._index.upsert(agency, references, batch)
+                    else:
+                        self._index.upsert(agency, [references[r] for r in rows], batch.take(rows))
             totals["inserted"] += counts.inserted
             totals["replaced"] += counts.replaced
             totals["unchanged"] += counts.unchanged
@@ -695,6 +701,9 @@ def rebuild_index(store: MatcherStore, *, chunk_size: int = REBUILD_CHUNK) -> Ma
     index = MatchIndex(store.schema, key_version=store.key_version, capacity=store.count())
     for agency, references, batch in store.iter_encodings(chunk_size=chunk_size):
         index.upsert(agency, references, batch)
+    # the store's chunks were parsed into short-lived objects on the heap: hand their pages
+    # back (measured at 200 k records: 440 -> 420 bytes of resident memory a record)
+    _release_free_memory()
     logger.info(
         "rebuilt the index: %d records in %.2f s", len(index), time.perf_counter() - started
     )

@@ -41,6 +41,9 @@ Payload byte layout (format 1, fixed length for a given schema; all integers lit
     published_record_bits / 8 the packed record-level filter (Schema.published_record_bits),
                               same layout
     8 bytes per rule          the keyed blocking tokens (uint64), schema rule order, 0 = missing
+    8 bytes per salt source   the keyed salt tags (uint64), Schema.salt_sources order, 0 =
+                              missing (none for an unsalted schema, whose payloads are
+                              therefore byte-identical to those written before salt tags)
 
 Crash safety: each :meth:`MatcherStore.upsert` / :meth:`MatcherStore.delete` call is one
 transaction, so a ``kill -9`` loses only calls not yet committed; the node re-sends whatever it
@@ -165,6 +168,7 @@ def payload_length(schema: Schema) -> int:
         + sum(spec.published_words * 8 for spec in schema.fields)
         + schema.published_record_words * 8
         + 8 * len(schema.blocking)
+        + 8 * len(schema.salt_sources)
     )
 
 
@@ -189,6 +193,7 @@ def pack_payloads(batch: EncodedBatch, schema: Schema) -> list[bytes]:
         parts.append(row_bytes)
     parts.append(_le_bytes(batch.record_filters))
     parts.append(_le_bytes(batch.block_keys))
+    parts.append(_le_bytes(batch.salt_tags))
     table = np.concatenate(parts, axis=1)
     width = payload_length(schema)
     if table.shape[1] != width:
@@ -226,6 +231,7 @@ def unpack_payloads(payloads: Sequence[bytes], schema: Schema, *, key_version: i
     field_filters = tuple(words(spec.published_words) for spec in schema.fields)
     record_filters = words(schema.published_record_words)
     block_keys = words(len(schema.blocking))
+    salt_tags = words(len(schema.salt_sources))
     return EncodedBatch(
         schema_fingerprint=schema.fingerprint(),
         key_version=key_version,
@@ -234,6 +240,7 @@ def unpack_payloads(payloads: Sequence[bytes], schema: Schema, *, key_version: i
         field_present=present,
         record_filters=record_filters,
         block_keys=block_keys,
+        salt_tags=salt_tags,
     )
 
 

@@ -122,6 +122,35 @@ def test_salt_aware_frequency_attack_ranks_combinations() -> None:
     assert share == 1.0 and distinct == 1.0
 
 
+def test_salt_known_frequency_attack_ranks_within_each_salt() -> None:
+    # Groups: (amy, 2010) x3, (ben, 2011) x2, (cat, 2011) x1. The attacker's list ranks
+    # (cat, 2011) x4 first, so ranking over every combination labels the 3-group "cat" and
+    # the 2-group "amy" (both wrong). Knowing each encoding's salt, it ranks within 2010
+    # (amy) and within 2011 (cat x4 first, then ben): the 3-group is amy, the 2-group cat.
+    truth = ["amy"] * 3 + ["ben"] * 2 + ["cat"]
+    salt = ["2010"] * 3 + ["2011"] * 3
+    codes = {("amy", "2010"): 1, ("ben", "2011"): 2, ("cat", "2011"): 3}
+    filters = np.array(
+        [[codes[(v, s)], 0] for v, s in zip(truth, salt, strict=True)], dtype=np.uint64
+    )
+    present = np.ones(len(truth), dtype=bool)
+    public = ["cat"] * 4 + ["amy"] * 3 + ["ben"]
+    public_salt = ["2011"] * 4 + ["2010"] * 3 + ["2011"]
+    share, _ = attack.frequency_attack(filters, present, truth, public, public_salt)
+    assert share == 0.0
+    share, distinct = attack.frequency_attack(filters, present, truth, public, public_salt, salt)
+    assert share == pytest.approx(3 / 6) and distinct == pytest.approx(1 / 3)
+
+
+def test_the_shipped_default_is_a_measured_setting() -> None:
+    # the table's "salt+diffusion_t3" row measures exactly what the child schema ships
+    shipped = attack.default_child_schema()
+    (setting,) = [s for s in attack.SETTINGS if s.name == "salt+diffusion_t3"]
+    assert attack.setting_schema(shipped, setting).fingerprint() == shipped.fingerprint()
+    unsalted = attack.setting_schema(shipped, attack.Setting("none"))
+    assert unsalted.salt_sources == () and unsalted.hardening == Hardening()
+
+
 def test_plot_tradeoff(tmp_path: Path) -> None:
     rows = [
         {"setting": "none", "graph_0.2": 0.5, "graph_1.0": 1.0, "graph_max": 1.0,

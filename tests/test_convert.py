@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from linkage.encode import EncodedBatch, encode_records
 from linkage.errors import FilterFormatError, IncompatibleEncodingError
 from linkage.keys import KeySet, LinkageSecret
-from linkage.schema import Schema, load_schema
+from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.convert import (
     agreement_for,
@@ -48,6 +48,7 @@ def assert_same(a: EncodedBatch, b: EncodedBatch) -> None:
     np.testing.assert_array_equal(a.field_present, b.field_present)
     np.testing.assert_array_equal(a.record_filters, b.record_filters)
     np.testing.assert_array_equal(a.block_keys, b.block_keys)
+    np.testing.assert_array_equal(a.salt_tags, b.salt_tags)
 
 
 def test_round_trip_of_real_encodings() -> None:
@@ -147,14 +148,11 @@ def test_empty_input_gives_empty_batch() -> None:
     assert batch.field_filters[0].shape == (0, SCHEMA.fields[0].filter_words)
 
 
-def small_schema() -> Schema:
-    return load_schema("febrl")
-
-
 @settings(deadline=None, max_examples=40)
 @given(st.integers(min_value=0, max_value=6), st.integers(min_value=0, max_value=2**32))
-def test_round_trip_of_random_arrays(rows: int, seed: int) -> None:
-    schema = small_schema()
+@pytest.mark.parametrize("schema_name", ["febrl", "child"])  # unsalted; names salted
+def test_round_trip_of_random_arrays(schema_name: str, rows: int, seed: int) -> None:
+    schema = load_schema(schema_name)
     rng = np.random.default_rng(seed)
     present = rng.random((rows, len(schema.fields))) < 0.7
     filters = tuple(
@@ -175,6 +173,7 @@ def test_round_trip_of_random_arrays(rows: int, seed: int) -> None:
             0, 2**64, size=(rows, schema.record_filter_words), dtype=np.uint64
         ),
         block_keys=rng.integers(0, 2**64, size=(rows, len(schema.blocking)), dtype=np.uint64),
+        salt_tags=rng.integers(0, 2**64, size=(rows, len(schema.salt_sources)), dtype=np.uint64),
     )
     refs = [f"{i:032x}" for i in range(rows)]
     back, got_refs = proto_to_encoded(

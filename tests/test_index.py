@@ -19,6 +19,7 @@ from linkage.index import (
     _dice_to_one,
     _dice_to_one_reference,
     _SortedKeys,
+    narrow_block_keys,
 )
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
@@ -158,12 +159,14 @@ def test_index_memory_per_record_is_bounded(encoded: tuple[EncodedBatch, np.ndar
     per_record = (
         sum(8 * f.filter_words for f in SCHEMA.fields)
         + 8 * SCHEMA.record_filter_words
-        + 8 * len(SCHEMA.blocking)
+        + 4 * len(SCHEMA.blocking)  # blocking tokens held as 32 bits
+        + 4 * len(SCHEMA.salt_sources)  # salt tags held as 32 bits
         + 4 * (len(SCHEMA.blocking) + 2)
         + 18
     )
     assert index.nbytes() == per_record * len(batch)
-    assert per_record <= 390  # issue 3: <= 400 bytes a record in the matcher, all told
+    assert per_record <= 366  # issue 3: <= 400 bytes a record in the matcher, all told
+    assert index._block.dtype == np.uint32
 
 
 def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -253,9 +256,10 @@ def test_find_many_matches_a_dict(stored: set[int], absent: set[int], merged: in
     merged=st.floats(0.0, 1.0),
     dropped=st.floats(0.0, 0.3),
     seed=st.integers(0, 2**32 - 1),
+    narrow=st.booleans(),
 )
 def test_fenced_find_equals_plain_bisection(
-    key_space: int, count: int, merged: float, dropped: float, seed: int
+    key_space: int, count: int, merged: float, dropped: float, seed: int, narrow: bool
 ) -> None:
     """``find`` (fences) gives the slots plain bisection gives, for every key and its gaps.
 
@@ -264,6 +268,8 @@ def test_fenced_find_equals_plain_bisection(
     """
     rng = np.random.default_rng(seed)
     keys_of = rng.integers(1, key_space + 1, size=count).astype(np.uint64) * np.uint64(3)
+    if narrow:  # blocking tokens are held as uint32
+        keys_of = keys_of.astype(np.uint32)
     sorted_keys = _SortedKeys(merge_threshold=10**6)
     slots = np.arange(count, dtype=np.int64)
     split = int(merged * count)
@@ -303,3 +309,92 @@ def test_dice_to_one_equals_the_kernel(words: int, rows: int, density: float, se
     assert fast.tolist() == slow.tolist()
     assert fast_present.tolist() == slow_present.tolist()
     assert fast_present.tolist() == [bool(row.any()) for row in candidates]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=30))
+def test_narrow_block_keys_keep_missing_and_equal_tokens(tokens: list[int]) -> None:
+    """0 (missing) stays 0, a present token stays present, equal tokens stay equal, and the
+    narrow form is the low 32 bits unless those are all zero."""
+    keys = np.asarray(tokens, dtype=np.uint64)
+    narrow = narrow_block_keys(keys)
+    assert narrow.dtype == np.uint32 and narrow.shape == keys.shape
+    for token, small in zip(tokens, narrow.tolist(), strict=True):
+        assert (small == 0) == (token == 0)
+        assert small == ((token & 0xFFFF_FFFF) or (1 if token else 0))
+    assert narrow_block_keys(keys.reshape(-1, 1)).reshape(-1).tolist() == narrow.tolist()
+
+
+def test_narrow_block_keys_known_values() -> None:
+    keys = np.array([[0, 1, 2**32, 2**32 + 5, 2**64 - 1, 0xDEADBEEF_00000000]], np.uint64)
+    assert narrow_block_keys(keys).tolist() == [[0, 1, 1, 5, 2**32 - 1, 1]]
+
+
+def test_a_narrow_key_collision_only_adds_a_candidate(
+    encoded: tuple[EncodedBatch, np.ndarray], model: Any
+) -> None:
+    """Two different 64-bit tokens with the same low 32 bits both come back as candidates,
+    and the result is still right.
+
+    Reference: the same index where the stranger shares no token with the query. With the
+    collision, the stranger is one more candidate, scored as the stranger it is; every other
+    candidate keeps its probability and levels.
+    """
+    batch, child = encoded
+    query_row = 5
+    stranger = int(np.flatnonzero(child != child[query_row])[0])
+    rule = 0
+    query_key = int(batch.block_keys[query_row, rule])
+    assert query_key != 0
+    keys = batch.block_keys.copy()
+    # the stranger shares no token with the query ...
+    keys[stranger] = np.arange(1, keys.shape[1] + 1, dtype=np.uint64) * np.uint64(2**40 + 7)
+    unrelated = dataclasses.replace(batch, block_keys=keys.copy())
+    # ... except, on one rule, a different token with the same low 32 bits
+    keys[stranger, rule] = query_key ^ (1 << 45)
+    assert int(keys[stranger, rule]) != query_key
+    colliding = dataclasses.replace(batch, block_keys=keys)
+    assert (
+        narrow_block_keys(keys[[stranger, query_row], rule]).tolist()
+        == [query_key & 0xFFFF_FFFF] * 2
+    )
+
+    def lookup(published: EncodedBatch) -> list[Any]:
+        index = MatchIndex(SCHEMA, key_version=1, merge_threshold=100)
+        index.upsert("health", refs(len(batch)), published)
+        options = {"max_candidates": 10**6, "min_probability": 0.0, "scan_top_k": 0}
+        return index.query(batch.take([query_row]), model, **options)
+
+    reference = lookup(unrelated)
+    found = lookup(colliding)
+    stranger_ref = refs(len(batch))[stranger]
+    assert stranger_ref not in {c.reference for c in reference}
+    extra = [c for c in found if c not in set(reference)]
+    assert [c.reference for c in extra] == [stranger_ref]  # both tokens came back
+    assert set(found) - set(extra) == set(reference)  # nothing lost, nothing rescored
+    assert found[0] == reference[0]  # still right: the query's own record leads
+    assert found[0].reference == refs(len(batch))[query_row]
+    assert extra[0].probability < 0.5  # the stranger is scored as a stranger
+
+
+def test_snapshot_holds_narrow_tokens_and_high_bits_do_not_move_a_slot(
+    encoded: tuple[EncodedBatch, np.ndarray],
+) -> None:
+    batch, _ = encoded
+    index = MatchIndex(SCHEMA, key_version=1, merge_threshold=50)
+    index.upsert("health", refs(len(batch)), batch)
+    snap, _, references = index.snapshot()
+    assert references == refs(len(batch))
+    assert snap.block_keys.dtype == np.uint64
+    assert snap.block_keys.tolist() == narrow_block_keys(batch.block_keys).tolist()
+    size = index._size
+    # republished with tokens that differ only above bit 31: the held keys are unchanged
+    high = dataclasses.replace(
+        batch.take([3]), block_keys=batch.block_keys[[3]] ^ np.uint64(1 << 40)
+    )
+    assert index.upsert("health", [refs(4)[3]], high) == (0, 1)
+    assert index._size == size and not index._dead
+    # tokens whose low bits differ move the record to a fresh slot
+    low = dataclasses.replace(batch.take([3]), block_keys=batch.block_keys[[3]] ^ np.uint64(1))
+    assert index.upsert("health", [refs(4)[3]], low) == (0, 1)
+    assert index._size == size + 1 and len(index._dead) == 1

@@ -632,7 +632,7 @@ def test_no_matcher_message_can_carry_raw_identifiers() -> None:
                 if field.name not in ALLOWED_BYTES_FIELDS:
                     problems.append(f"{where}: unexpected bytes field")
             elif field.type == FieldDescriptor.TYPE_FIXED64:
-                if field.name != "block_keys":
+                if field.name not in ("block_keys", "salt_tags"):  # keyed HMAC tokens
                     problems.append(f"{where}: unexpected fixed64 field")
             elif field.type not in SAFE_SCALARS:
                 problems.append(f"{where}: unexpected field type {field.type}")

@@ -67,6 +67,7 @@ def assert_same_batch(a: EncodedBatch, b: EncodedBatch) -> None:
     np.testing.assert_array_equal(a.field_present, b.field_present)
     np.testing.assert_array_equal(a.record_filters, b.record_filters)
     np.testing.assert_array_equal(a.block_keys, b.block_keys)
+    np.testing.assert_array_equal(a.salt_tags, b.salt_tags)
 
 
 @pytest.fixture
@@ -100,9 +101,15 @@ def test_payload_layout_is_the_documented_one() -> None:
     assert payload[offset : offset + first.filter_words * 8] == b"".join(
         int(w).to_bytes(8, "little") for w in words
     )
-    tail = payload[-8 * len(SCHEMA.blocking) :]
-    assert [int.from_bytes(tail[i : i + 8], "little") for i in range(0, len(tail), 8)] == [
+    tags = 8 * len(SCHEMA.salt_sources)
+    assert tags  # the shipped child schema salts its name fields
+    keys = payload[-8 * len(SCHEMA.blocking) - tags : -tags]
+    assert [int.from_bytes(keys[i : i + 8], "little") for i in range(0, len(keys), 8)] == [
         int(k) for k in batch.block_keys[0]
+    ]
+    tail = payload[-tags:]
+    assert [int.from_bytes(tail[i : i + 8], "little") for i in range(0, len(tail), 8)] == [
+        int(t) for t in batch.salt_tags[0]
     ]
 
 
@@ -129,6 +136,7 @@ def test_payload_round_trip_property(rows: int, seed: int) -> None:
             0, 2**64, size=(rows, SCHEMA.record_filter_words), dtype=np.uint64
         ),
         block_keys=rng.integers(0, 2**64, size=(rows, len(SCHEMA.blocking)), dtype=np.uint64),
+        salt_tags=rng.integers(0, 2**64, size=(rows, len(SCHEMA.salt_sources)), dtype=np.uint64),
     )
     assert_same_batch(unpack_payloads(pack_payloads(batch, SCHEMA), SCHEMA, key_version=3), batch)
 

@@ -19,6 +19,7 @@ from linkage.scoring import (
     FellegiSunterModel,
     FieldEvidence,
     comparison_levels,
+    decontaminate_u,
     estimate_u,
     fit_fellegi_sunter,
     fit_latent_classes,
@@ -590,3 +591,29 @@ def test_latent_classes_reject_empty_input() -> None:
             np.zeros((0, 3), dtype=np.int8), field_names=LC_NAMES, thresholds=LC_THRESHOLDS,
             u=LC_OTHER,
         )  # fmt: skip
+
+
+def test_decontaminate_u_takes_the_matches_out_of_random_pairs() -> None:
+    u_true = np.array([0.90, 0.07, 0.02, 0.01])
+    m = np.array([0.01, 0.02, 0.07, 0.90])
+    share = 0.25  # a quarter of the compared random pairs are matches
+    observed = (1 - share) * u_true + share * m
+    (cleaned,) = decontaminate_u([observed], [m], [share], [10**9])
+    np.testing.assert_allclose(cleaned, u_true, atol=1e-6)
+    # no contamination: unchanged
+    (same,) = decontaminate_u([observed], [m], [0.0], [10**9])
+    np.testing.assert_allclose(same, observed, atol=1e-9)
+
+
+def test_decontaminate_u_keeps_one_pseudo_count_per_level() -> None:
+    # m overstates a level: the subtraction would drive its u to zero (unbounded weight)
+    observed = [0.90, 0.09, 0.001, 0.009]
+    m = [0.0, 0.0, 0.5, 0.5]
+    (cleaned,) = decontaminate_u([observed], [m], [0.2], [996])
+    # the two emptied levels keep one pseudo-count in 996 + 4 each, before renormalising
+    assert cleaned[2] == cleaned[3] and 1 / 1000 / 1.2 < cleaned[2] < 1 / 1000
+    assert abs(sum(cleaned) - 1.0) < 1e-9
+    # the share is capped at one half
+    (capped,) = decontaminate_u([observed], [m], [0.9], [996])
+    (half,) = decontaminate_u([observed], [m], [0.5], [996])
+    assert capped == half

@@ -1,8 +1,8 @@
 """Regenerate the encoding golden vectors from the current library (run deliberately, by hand).
 
-Role: the golden files ``tokens.json``, ``filters.json``, ``fingerprint.json`` and
-``hardened_filters.json`` are the compatibility contract between agencies (see
-``README.md`` beside this script). This script writes them from whatever the library
+Role: the golden files ``tokens.json``, ``filters.json``, ``fingerprint.json``,
+``hardened_filters.json`` and ``shipped_filters.json`` are the compatibility contract between
+agencies (see ``README.md`` beside this script). This script writes them from whatever the library
 currently does, so running it *accepts* the current behaviour as the new contract: only run
 it after an intended change of normalisation, tokenisation, filter construction, hardening
 or schema, bump the version that the change requires (``NORMALISATION_VERSION`` or
@@ -10,7 +10,7 @@ or schema, bump the version that the change requires (``NORMALISATION_VERSION`` 
 
 Usage (from the repository root)::
 
-    .venv/bin/python tests/golden/make_vectors.py          # rewrite the four files
+    .venv/bin/python tests/golden/make_vectors.py          # rewrite the five files
     .venv/bin/python tests/golden/make_vectors.py --check  # exit 1 if any file would change
 
 ``hkdf_rfc5869.json`` is not generated: it is copied from RFC 5869 Appendix A.
@@ -170,8 +170,13 @@ def filter_hex(words: Any) -> str:
     return bytes(words.astype("<u8").tobytes()).hex()
 
 
+def plain_child_schema() -> Schema:
+    """The plain contract: the shipped child schema with salting and hardening off."""
+    return load_schema("child").with_salt("").with_hardening(Hardening(), Hardening())
+
+
 def token_vectors() -> list[dict[str, Any]]:
-    schema = load_schema("child").with_hardening(Hardening(), Hardening())  # plain contract
+    schema = plain_child_schema()
     out: list[dict[str, Any]] = []
     for field_name, raw in TOKEN_CASES:
         spec = schema.field(field_name)
@@ -210,7 +215,7 @@ def _filter_row(
 
 
 def filter_vectors() -> dict[str, Any]:
-    schema = load_schema("child").with_hardening(Hardening(), Hardening())  # plain contract
+    schema = plain_child_schema()
     keys = KeySet(LinkageSecret.for_tests(), key_version=1)
     columns = {f: [r[f] for r in FILTER_RECORDS] for f in schema.field_names}
     batch = encode_records(schema, keys, columns)
@@ -253,7 +258,7 @@ HARDENED_ROWS = (0, 1, 2, 3, 5, 6)
 
 
 def hardened_filter_vectors() -> dict[str, Any]:
-    plain = load_schema("child").with_hardening(Hardening(), Hardening())
+    plain = plain_child_schema()
     schema = plain.with_hardening(HARDENED_RECORD, HARDENED_FIELDS)
     keys = KeySet(LinkageSecret.for_tests(), key_version=1)
     records = [FILTER_RECORDS[row] for row in HARDENED_ROWS]
@@ -269,6 +274,36 @@ def hardened_filter_vectors() -> dict[str, Any]:
         "schema_fingerprint": schema.fingerprint(),
         "published_bits": {spec.name: spec.published_bits for spec in schema.fields},
         "published_record_bits": schema.published_record_bits,
+        "encoding_version": ENCODING_VERSION,
+        "normalisation_version": normalise.NORMALISATION_VERSION,
+        "secret_hex": TEST_SECRET_HEX,
+        "key_version": 1,
+        "rows": rows,
+    }
+
+
+def shipped_filter_vectors() -> dict[str, Any]:
+    """Every FILTER_RECORDS row under the shipped child schema as it is (salted names, keyed
+    diffusion): the bytes a node publishes today, salt tags included."""
+    schema = load_schema("child")
+    keys = KeySet(LinkageSecret.for_tests(), key_version=1)
+    columns = {f: [r[f] for r in FILTER_RECORDS] for f in schema.field_names}
+    batch = encode_records(schema, keys, columns)
+    rows: list[dict[str, Any]] = []
+    for row, record in enumerate(FILTER_RECORDS):
+        rows.append(
+            {
+                **_filter_row(schema, batch, row, record, index=row),
+                "salt_tags": {
+                    source: f"{int(batch.salt_tags[row, s]):016x}"
+                    for s, source in enumerate(schema.salt_sources)
+                },
+            }
+        )
+    return {
+        "schema": "child",
+        "schema_fingerprint": schema.fingerprint(),
+        "salt_sources": list(schema.salt_sources),
         "encoding_version": ENCODING_VERSION,
         "normalisation_version": normalise.NORMALISATION_VERSION,
         "secret_hex": TEST_SECRET_HEX,
@@ -294,6 +329,7 @@ def main() -> int:
         "filters.json": render(filter_vectors()),
         "fingerprint.json": render(fingerprint_vectors()),
         "hardened_filters.json": render(hardened_filter_vectors()),
+        "shipped_filters.json": render(shipped_filter_vectors()),
     }
     changed = []
     for name, text in outputs.items():

@@ -68,16 +68,18 @@ class EncodingHeader(_message.Message):
     def __init__(self, schema_fingerprint: _Optional[str] = ..., key_version: _Optional[int] = ...) -> None: ...
 
 class EncodedRecord(_message.Message):
-    __slots__ = ("reference", "field_filters", "record_filter", "block_keys")
+    __slots__ = ("reference", "field_filters", "record_filter", "block_keys", "salt_tags")
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     FIELD_FILTERS_FIELD_NUMBER: _ClassVar[int]
     RECORD_FILTER_FIELD_NUMBER: _ClassVar[int]
     BLOCK_KEYS_FIELD_NUMBER: _ClassVar[int]
+    SALT_TAGS_FIELD_NUMBER: _ClassVar[int]
     reference: str
     field_filters: _containers.RepeatedScalarFieldContainer[bytes]
     record_filter: bytes
     block_keys: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, reference: _Optional[str] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., record_filter: _Optional[bytes] = ..., block_keys: _Optional[_Iterable[int]] = ...) -> None: ...
+    salt_tags: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, reference: _Optional[str] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., record_filter: _Optional[bytes] = ..., block_keys: _Optional[_Iterable[int]] = ..., salt_tags: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
     __slots__ = ("header", "records")
