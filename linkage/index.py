@@ -38,15 +38,17 @@ with the fast Dice kernel, which catches records whose every blocking token is d
 scores those it did not have. The scan is the one cost that grows with the index (about 4 ms
 of CPU a lookup at a million records, a little over half a millisecond at 200 k).
 
-Opt-in: with ``confident_probability`` set (``CONFIDENT_PROBABILITY``, 0.95), the scan is
-skipped when ``CONFIDENT_CANDIDATES`` (2) blocking candidates already reach it: the child is
-found at two records, and what the scan adds is then almost always near-threshold strangers
-sharing no blocking token with the query. Measured on the federation benchmark (200 k
-records, the same 1000 lookups, two runs each): matcher CPU 2.7-3.2 ms a lookup instead of
-3.9-4.4 ms, 32 callers 247-300 lookups/s instead of 194-216/s, hit rate 0.9895-0.9916
-against 0.9905 (inside the run-to-run spread, as the model is fitted on a sample that
-depends on publish order). Skipping can only remove candidates, never add one, so it is
-not the default.
+Skipping the scan: with ``confident_probability`` set (the matcher passes
+``CONFIDENT_PROBABILITY``, 0.95, and ``CONFIDENT_CANDIDATES``, 1), the scan runs only when no
+blocking candidate already reaches that probability: a lookup whose child blocking found
+needs no safety net, and a lookup that found nothing (a child held once, or damaged tokens)
+still gets it. Skipping can only remove candidates; measured, it removes none
+(``python -m benchmarks.scan_value --children 100000 --lookups 1500``: 225,936 records,
+1,500 lookups of children held twice or more, the same record-level recall 0.9735 with
+the scan always, never, or unless one candidate is confident; every lookup that missed all
+the child's other records missed them because the model itself scores them below 0.5, which
+no retrieval step can change), at a quarter of the time (median 0.38 ms against 1.46 ms).
+``confident_probability=None`` (the library default) scans on every lookup.
 
 Concurrency: one re-entrant lock guards every mutation. A lookup holds it only to find the
 blocking candidates and gather copies of their rows, and (when it scans) to gather the scan's
@@ -74,9 +76,9 @@ from linkage.schema import Schema
 REFERENCE_BYTES = 16
 #: With ``MatchIndex.query(..., confident_probability=CONFIDENT_PROBABILITY)`` a lookup skips
 #: the full record-filter scan when at least ``CONFIDENT_CANDIDATES`` blocking candidates are
-#: at least that likely matches (opt-in; see the module docstring).
+#: at least that likely matches (the matcher's setting; see the module docstring).
 CONFIDENT_PROBABILITY = 0.95
-CONFIDENT_CANDIDATES = 2
+CONFIDENT_CANDIDATES = 1
 #: ``_SortedKeys`` keeps the key of every this-many-th sorted slot (8 bytes per this many
 #: records and rule), so a blocking lookup reads about this many keys instead of bisecting.
 FENCE_STRIDE = 64

@@ -59,7 +59,7 @@ import numpy as np
 
 from linkage import pipeline
 from linkage.errors import JigsawError, ModelError
-from linkage.index import IndexedCandidate, MatchIndex
+from linkage.index import CONFIDENT_PROBABILITY, IndexedCandidate, MatchIndex
 from linkage.scoring import FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
@@ -415,11 +415,14 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             candidates: list[jigsaw_pb2.Candidate] = []
             if len(self._index):
                 model = self._ensure_model()
+                # the full scan only when blocking found no confident candidate
+                # (linkage.index docstring: measured to lose no record)
                 found = self._index.query(
                     query,
                     model,
                     max_candidates=max_candidates,
                     min_probability=DEFAULT_MIN_PROBABILITY,
+                    confident_probability=CONFIDENT_PROBABILITY,
                 )
                 # Raw probabilities only in benchmark mode and only for operators; Match is a
                 # node-only RPC (MATCHER_POLICY), so nodes always receive probability 0.
