@@ -216,3 +216,15 @@ def test_attack_report_writes_the_table_and_the_plot(
     assert "| setting | frequency (records) | graph 0.2 |" in text
     assert "| blip_eps4 | 0.0850 | 0.0050 |" in text
     assert (tmp_path / "plots" / "attack_tradeoff.png").stat().st_size > 0
+
+
+def test_frequency_only_run_draws_the_same_population() -> None:
+    setting = [s for s in attack.SETTINGS if s.name == "salt+diffusion_t3"]
+    kwargs = {"n_records": 800, "seed": 5, "quality": False}
+    fast = next(attack.run_attack(setting, graph=False, **kwargs))  # type: ignore[arg-type]
+    assert not any(k.startswith("graph_") for k in fast)
+    full = next(attack.run_attack(setting, overlaps=(1.0,), **kwargs))  # type: ignore[arg-type]
+    # overlaps change the pool drawn, so compare against a graph-less run with the same ones
+    same = next(attack.run_attack(setting, overlaps=(1.0,), graph=False, **kwargs))  # type: ignore[arg-type]
+    assert same["frequency_max"] == full["frequency_max"]
+    assert 0.0 <= fast["frequency_max"] <= 0.05
