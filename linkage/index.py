@@ -652,7 +652,7 @@ class MatchIndex:
         order, probs = _rank(scored.probabilities, min_probability, max_candidates)
         return [
             IndexedCandidate(
-                agency=scored.agencies[i],
+                agency=self._agencies[scored.agency_codes[i]],
                 reference=bytes(scored.references[i]).hex(),
                 probability=float(p),
                 levels=tuple(int(x) for x in scored.levels[i]),
@@ -668,7 +668,7 @@ class MatchIndex:
         """
         slots = slots[self._agency[slots] >= 0]
         return _Gathered(
-            agencies=[self._agencies[code] for code in self._agency[slots].tolist()],
+            agency_codes=self._agency[slots],
             references=self._refs[slots],
             field_filters=[f[slots] for f in self._field_filters],
             salt_tags=self._salt[slots],
@@ -678,7 +678,7 @@ class MatchIndex:
         self, query: EncodedBatch, model: scoring.FellegiSunterModel, gathered: _Gathered
     ) -> _Scored:
         """Compare the query with gathered records field by field and score them."""
-        count = len(gathered.agencies)
+        count = len(gathered.agency_codes)
         n_fields = len(self.schema.fields)
         sim = np.zeros((count, n_fields))
         both = np.zeros((count, n_fields), dtype=bool)
@@ -695,7 +695,7 @@ class MatchIndex:
             )
         levels = scoring.comparison_levels(sim, both, tuple(f.levels for f in self.schema.fields))
         return _Scored(
-            agencies=gathered.agencies,
+            agency_codes=gathered.agency_codes,
             references=gathered.references,
             levels=levels,
             probabilities=(model.match_probability(levels) if count else np.zeros(0, np.float64)),
@@ -731,9 +731,10 @@ def _dice_to_one_reference(
 
 @dataclass(frozen=True)
 class _Gathered:
-    """Copies of some live records' agency names, references and field filters, row-aligned."""
+    """Copies of some live records' agency codes, references and field filters, row-aligned
+    (codes, not names: the index's agency list only grows, so a code is read later)."""
 
-    agencies: list[str]
+    agency_codes: NDArray[np.int16]
     references: NDArray[np.uint8]
     field_filters: list[NDArray[np.uint64]]
     salt_tags: NDArray[np.uint32]
@@ -743,7 +744,7 @@ class _Gathered:
 class _Scored:
     """Scored candidates of one query, row-aligned."""
 
-    agencies: list[str]
+    agency_codes: NDArray[np.int16]
     references: NDArray[np.uint8]
     levels: NDArray[np.int8]
     probabilities: NDArray[np.float64]
@@ -758,7 +759,7 @@ def _count_confident(scored: _Scored, probability: float | None) -> int:
 
 def _concatenate_scores(first: _Scored, second: _Scored) -> _Scored:
     return _Scored(
-        agencies=first.agencies + second.agencies,
+        agency_codes=np.concatenate([first.agency_codes, second.agency_codes]),
         references=np.concatenate([first.references, second.references]),
         levels=np.concatenate([first.levels, second.levels]),
         probabilities=np.concatenate([first.probabilities, second.probabilities]),
