@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -225,16 +226,15 @@ def fit_model(
     expected_matches = min(len(left), len(right)) if not dedupe else len(left) / 2
     prior = float(np.clip(expected_matches / candidate_levels.shape[0], 1e-4, 0.5))
     n_total = len(left) * (len(left) - 1) / 2 if dedupe else len(left) * len(right)
+    fit_options: dict[str, Any] = {
+        "field_names": schema.field_names,
+        "thresholds": thresholds_of(schema),
+        "u": u_random,
+        "initial_prior": prior,
+        "max_iterations": options.em_max_iterations,
+    }
     if options.fix_u or not options.random_u_weights:
-        return scoring.fit_fellegi_sunter(
-            candidate_levels,
-            field_names=schema.field_names,
-            thresholds=thresholds_of(schema),
-            u=u_random,
-            initial_prior=prior,
-            max_iterations=options.em_max_iterations,
-            fix_u=options.fix_u,
-        )
+        return scoring.fit_fellegi_sunter(candidate_levels, **fit_options, fix_u=options.fix_u)
     # The final weights use u from random pairs, from which the matches among them are taken
     # out (scoring.decontaminate_u): negligible for most fields, but a salted field is
     # compared only within a salt value, where matches are far more common.
@@ -242,13 +242,7 @@ def fit_model(
     compared = np.maximum(compared_pairs, 1) / max(1, len(ra))
     if options.em_classes > 2:
         latent = scoring.fit_latent_classes(
-            candidate_levels,
-            field_names=schema.field_names,
-            thresholds=thresholds_of(schema),
-            u=u_random,
-            classes=options.em_classes,
-            initial_prior=prior,
-            max_iterations=options.em_max_iterations,
+            candidate_levels, **fit_options, classes=options.em_classes
         )
 
         def final(u: tuple[tuple[float, ...], ...]) -> scoring.FellegiSunterModel:
@@ -256,14 +250,7 @@ def fit_model(
                 u, candidate_pairs=candidate_levels.shape[0], population_pairs=n_total
             )
     else:
-        fitted = scoring.fit_fellegi_sunter(
-            candidate_levels,
-            field_names=schema.field_names,
-            thresholds=thresholds_of(schema),
-            u=u_random,
-            initial_prior=prior,
-            max_iterations=options.em_max_iterations,
-        )
+        fitted = scoring.fit_fellegi_sunter(candidate_levels, **fit_options)
         matches = fitted.prior * candidate_levels.shape[0]
 
         def final(u: tuple[tuple[float, ...], ...]) -> scoring.FellegiSunterModel:

@@ -191,22 +191,16 @@ def proto_to_encoded(
         record_chunks.append(
             require_filter_bytes(record.record_filter, f"{where}.record_filter", record_width)
         )
-        if len(record.block_keys) != n_rules:
-            raise RequestError(
-                f"{where}.block_keys",
-                f"expected {n_rules} keys (one per schema blocking rule), "
-                f"got {len(record.block_keys)}",
-            )
-        if n_rules:
-            block_keys[i] = record.block_keys
-        if len(record.salt_tags) != n_salts:
-            raise RequestError(
-                f"{where}.salt_tags",
-                f"expected {n_salts} tags (one per schema salt source), "
-                f"got {len(record.salt_tags)}",
-            )
-        if n_salts:
-            salt_tags[i] = record.salt_tags
+        for name, values, out, what in (
+            ("block_keys", record.block_keys, block_keys, "keys (one per schema blocking rule)"),
+            ("salt_tags", record.salt_tags, salt_tags, "tags (one per schema salt source)"),
+        ):
+            if len(values) != out.shape[1]:
+                raise RequestError(
+                    f"{where}.{name}", f"expected {out.shape[1]} {what}, got {len(values)}"
+                )
+            if out.shape[1]:
+                out[i] = values
     field_filters = tuple(
         _words(chunks, n, spec.published_words)
         for chunks, spec in zip(field_chunks, schema.fields, strict=True)

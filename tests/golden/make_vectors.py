@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,23 +215,33 @@ def _filter_row(
     }
 
 
-def filter_vectors() -> dict[str, Any]:
-    schema = plain_child_schema()
+def _vector_rows(
+    schema: Schema, extra: Callable[[EncodedBatch, int], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every FILTER_RECORDS row encoded under ``schema`` and the published test key: its
+    published filters (:func:`_filter_row`) and whatever ``extra(batch, row)`` adds."""
     keys = KeySet(LinkageSecret.for_tests(), key_version=1)
     columns = {f: [r[f] for r in FILTER_RECORDS] for f in schema.field_names}
     batch = encode_records(schema, keys, columns)
-    rows: list[dict[str, Any]] = []
-    for row, record in enumerate(FILTER_RECORDS):
-        rows.append(
-            {
-                **_filter_row(schema, batch, row, record, index=row),
-                "block_keys": {
-                    rule.name: f"{int(batch.block_keys[row, r]):016x}"
-                    for r, rule in enumerate(schema.blocking)
-                },
-                "problem_fields": [p.field for p in batch.problems if p.row == row],
-            }
-        )
+    return [
+        {**_filter_row(schema, batch, row, record, index=row), **extra(batch, row)}
+        for row, record in enumerate(FILTER_RECORDS)
+    ]
+
+
+def filter_vectors() -> dict[str, Any]:
+    schema = plain_child_schema()
+
+    def extra(batch: EncodedBatch, row: int) -> dict[str, Any]:
+        return {
+            "block_keys": {
+                rule.name: f"{int(batch.block_keys[row, r]):016x}"
+                for r, rule in enumerate(schema.blocking)
+            },
+            "problem_fields": [p.field for p in batch.problems if p.row == row],
+        }
+
+    rows = _vector_rows(schema, extra)
     return {
         "schema": "child",
         "schema_fingerprint": schema.fingerprint(),
@@ -286,20 +297,16 @@ def shipped_filter_vectors() -> dict[str, Any]:
     """Every FILTER_RECORDS row under the shipped child schema as it is (salted names, keyed
     diffusion): the bytes a node publishes today, salt tags included."""
     schema = load_schema("child")
-    keys = KeySet(LinkageSecret.for_tests(), key_version=1)
-    columns = {f: [r[f] for r in FILTER_RECORDS] for f in schema.field_names}
-    batch = encode_records(schema, keys, columns)
-    rows: list[dict[str, Any]] = []
-    for row, record in enumerate(FILTER_RECORDS):
-        rows.append(
-            {
-                **_filter_row(schema, batch, row, record, index=row),
-                "salt_tags": {
-                    source: f"{int(batch.salt_tags[row, s]):016x}"
-                    for s, source in enumerate(schema.salt_sources)
-                },
+
+    def extra(batch: EncodedBatch, row: int) -> dict[str, Any]:
+        return {
+            "salt_tags": {
+                source: f"{int(batch.salt_tags[row, s]):016x}"
+                for s, source in enumerate(schema.salt_sources)
             }
-        )
+        }
+
+    rows = _vector_rows(schema, extra)
     return {
         "schema": "child",
         "schema_fingerprint": schema.fingerprint(),
