@@ -31,6 +31,15 @@ Transforms (paper symbols in brackets; ``m`` is the input width in bits):
   bit ``j`` is the XOR of the ``t`` input bits at positions ``table[j, 0..t-1]`` (``t``
   distinct positions per output bit, a fixed table chosen keyed-randomly).
 
+Salting is not here but in :mod:`linkage.encode` (a field's ``salt``), because it changes the
+tokens, not the filter: every token of the field is prefixed with the value of a stable
+attribute (the shipped child schema salts the names with the birth year and month), so equal
+names of people born in different months give unrelated filters and the frequency alignment
+of Christen et al. (2017-2018) meets flat (name, salt) groups instead of the name
+distribution. Salt tags (also in :mod:`linkage.encode`) let the matcher compare a salted field
+only where the salt agrees, so a typo in the salt makes the name "not compared", not
+"disagrees".
+
 :func:`harden_filters` applies the enabled transforms in this fixed order::
 
     balance -> diffusion -> xor_fold -> BLIP
