@@ -52,6 +52,10 @@
  *         out[stop - start] f64, kernel) -> None
  *      out[k - start] = Dice(left[left_idx[k]], right[right_idx[k]]); raises IndexError
  *      naming the index argument if an index is out of range.
+ *   diffuse(...), blip_mask(...): the hardening kernels of linkage/harden.py.
+ *   hmac_words(key, data, offsets[n + 1] i64, blocks, counter, out[n, 8 * blocks] u32)
+ *      HMAC-SHA256 of many messages under one key, for the encoder's token hashing
+ *      (linkage/encode.py): the digest bytes as little-endian 32-bit words.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1050,6 +1054,196 @@ static PyObject *py_blip_mask(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * HMAC-SHA256 of many short messages under one key (the encoder's token hashing).
+ *
+ * SHA-256 as FIPS 180-4 specifies it; HMAC as RFC 2104 (key longer than 64 bytes hashed
+ * first, then zero-padded to 64; inner = SHA256(K ^ ipad || m), outer = SHA256(K ^ opad ||
+ * inner)).  The padded key's two blocks are compressed once per call, so each message costs
+ * its own blocks plus one outer block.  Checked against Python's hmac module in the tests
+ * (RFC 4231 vectors and random messages).
+ */
+
+static const uint32_t sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+
+static const uint32_t sha256_initial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                           0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+
+#define ROTR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_compress(uint32_t state[8], const uint8_t block[64]) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++) {
+        w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
+               ((uint32_t)block[4 * i + 2] << 8) | (uint32_t)block[4 * i + 3];
+    }
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROTR32(w[i - 15], 7) ^ ROTR32(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROTR32(w[i - 2], 17) ^ ROTR32(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (ROTR32(e, 6) ^ ROTR32(e, 11) ^ ROTR32(e, 25)) + ((e & f) ^ (~e & g)) +
+                      sha256_k[i] + w[i];
+        uint32_t t2 = (ROTR32(a, 2) ^ ROTR32(a, 13) ^ ROTR32(a, 22)) +
+                      ((a & b) ^ (a & c) ^ (b & c));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    state[0] += a;
+    state[1] += b;
+    state[2] += c;
+    state[3] += d;
+    state[4] += e;
+    state[5] += f;
+    state[6] += g;
+    state[7] += h;
+}
+
+/* SHA-256 of (prefix_length bytes already compressed into state) || first || rest; the
+ * digest's 32 bytes go to out. prefix_length is a multiple of 64. */
+static void sha256_finish(const uint32_t prefix_state[8], uint64_t prefix_length,
+                          const uint8_t *first, size_t first_length, const uint8_t *rest,
+                          size_t rest_length, uint8_t out[32]) {
+    uint32_t state[8];
+    memcpy(state, prefix_state, sizeof(state));
+    uint8_t block[64];
+    size_t filled = 0;
+    uint64_t total = prefix_length + first_length + rest_length;
+    const uint8_t *parts[2] = {first, rest};
+    size_t lengths[2] = {first_length, rest_length};
+    for (int p = 0; p < 2; p++) {
+        const uint8_t *data = parts[p];
+        size_t left = lengths[p];
+        while (left > 0) {
+            size_t take = 64 - filled < left ? 64 - filled : left;
+            memcpy(block + filled, data, take);
+            filled += take;
+            data += take;
+            left -= take;
+            if (filled == 64) {
+                sha256_compress(state, block);
+                filled = 0;
+            }
+        }
+    }
+    block[filled++] = 0x80;
+    if (filled > 56) {
+        memset(block + filled, 0, 64 - filled);
+        sha256_compress(state, block);
+        filled = 0;
+    }
+    memset(block + filled, 0, 56 - filled);
+    uint64_t bits = total * 8;
+    for (int i = 0; i < 8; i++) {
+        block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+    }
+    sha256_compress(state, block);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(state[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(state[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(state[i] >> 8);
+        out[4 * i + 3] = (uint8_t)state[i];
+    }
+}
+
+static PyObject *py_hmac_words(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer key, data;
+    PyObject *offsets_object, *out_object;
+    int blocks, counter;
+    if (!PyArg_ParseTuple(args, "y*y*OipO", &key, &data, &offsets_object, &blocks, &counter,
+                          &out_object)) {
+        return NULL;
+    }
+    Py_buffer views[2];
+    if (!acquire(offsets_object, &views[0], "offsets", KIND_I64, 1, 0)) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (!acquire(out_object, &views[1], "out", KIND_U32, 2, 1)) {
+        release_all(views, 1);
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    Py_ssize_t messages = views[0].shape[0] - 1;
+    const int64_t *offsets = (const int64_t *)views[0].buf;
+    int ok = blocks >= 1 && blocks <= 255 && (counter || blocks == 1) && messages >= 0 &&
+             views[1].shape[0] == messages && views[1].shape[1] == (Py_ssize_t)blocks * 8;
+    for (Py_ssize_t i = 0; ok && i < messages; i++) {
+        ok = offsets[i] >= 0 && offsets[i] <= offsets[i + 1] && offsets[i + 1] <= data.len;
+    }
+    if (!ok) {
+        release_all(views, 2);
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError,
+                        "hmac_words: expected 1..255 blocks (1 without a counter), offsets[n + 1] "
+                        "ascending within data, and out of shape (n, 8 * blocks)");
+        return NULL;
+    }
+    uint8_t padded[64];
+    memset(padded, 0, sizeof(padded));
+    if (key.len > 64) {
+        sha256_finish(sha256_initial, 0, (const uint8_t *)key.buf, (size_t)key.len, NULL, 0,
+                      padded);
+    } else {
+        memcpy(padded, key.buf, (size_t)key.len);
+    }
+    uint8_t pad_block[64];
+    uint32_t inner_state[8], outer_state[8];
+    memcpy(inner_state, sha256_initial, sizeof(inner_state));
+    memcpy(outer_state, sha256_initial, sizeof(outer_state));
+    for (int i = 0; i < 64; i++) pad_block[i] = padded[i] ^ 0x36;
+    sha256_compress(inner_state, pad_block);
+    for (int i = 0; i < 64; i++) pad_block[i] = padded[i] ^ 0x5c;
+    sha256_compress(outer_state, pad_block);
+    const uint8_t *bytes = (const uint8_t *)data.buf;
+    uint32_t *out = (uint32_t *)views[1].buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < messages; i++) {
+        const uint8_t *message = bytes + offsets[i];
+        size_t length = (size_t)(offsets[i + 1] - offsets[i]);
+        for (int b = 0; b < blocks; b++) {
+            uint8_t counter_byte = (uint8_t)b, inner[32], digest[32];
+            sha256_finish(inner_state, 64, &counter_byte, counter ? 1 : 0, message, length,
+                          inner);
+            sha256_finish(outer_state, 64, inner, 32, NULL, 0, digest);
+            uint32_t *row = out + i * (Py_ssize_t)blocks * 8 + b * 8;
+            for (int j = 0; j < 8; j++) {
+                row[j] = (uint32_t)digest[4 * j] | ((uint32_t)digest[4 * j + 1] << 8) |
+                         ((uint32_t)digest[4 * j + 2] << 16) |
+                         ((uint32_t)digest[4 * j + 3] << 24);
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release_all(views, 2);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&data);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"kernel_name", py_kernel_name, METH_NOARGS, "Name of the fastest CPU path on this machine."},
     {"available_kernels", py_available_kernels, METH_NOARGS,
@@ -1066,6 +1260,11 @@ static PyMethodDef methods[] = {
      "diffuse(filters, table, out): out bit j = XOR of the input bits table[j, :]."},
     {"blip_mask", py_blip_mask, METH_VARARGS,
      "blip_mask(seeds, threshold, out): keyed BLIP flip mask from one seed per row."},
+    {"hmac_words", py_hmac_words, METH_VARARGS,
+     "hmac_words(key, data, offsets, blocks, counter, out): out[i, 8b:8b+8] = the "
+     "little-endian uint32 words of HMAC-SHA256(key, bytes([b]) + message i) with counter, "
+     "of HMAC-SHA256(key, message i) without (then blocks = 1); message i = "
+     "data[offsets[i]:offsets[i+1]]."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -63,7 +63,9 @@ joined with ``"\\x1f"`` and the token is the first 8 bytes, as a little-endian u
 
 Speed: every distinct raw value of a field is normalised and tokenised once per batch and
 every distinct token hashed once per batch (per-batch dictionaries that die with the call;
-no global caches). Bits are set with vectorised numpy scatter operations.
+no global caches); the HMACs of a batch's tokens run in one C call (``_dicekernel``, checked
+against Python's :mod:`hmac` by :func:`token_positions_reference` and
+:func:`token64_reference`). Bits are set with vectorised numpy scatter operations.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ import jellyfish
 import numpy as np
 from numpy.typing import NDArray
 
+import linkage._dicekernel as _dicekernel
 from linkage import harden
 from linkage import normalise as norm
 from linkage.errors import FilterFormatError, InvalidValueError, SchemaError
@@ -286,7 +289,25 @@ def blocking_value(kind: str, transform: str, value: str) -> str:
 
 
 def token_positions(key: bytes, tokens: Sequence[str], hashes: int, bits: int) -> NDArray[np.int64]:
-    """Positions (shape ``(len(tokens), hashes)``) of each token under ``key`` (see above)."""
+    """Positions (shape ``(len(tokens), hashes)``) of each token under ``key`` (see above).
+
+    The HMACs are computed in C (``_dicekernel.hmac_words``: the key's pad blocks compressed
+    once, every token and block in one call without the GIL); the same bits as
+    :func:`token_positions_reference`, which uses Python's :mod:`hmac`.
+    """
+    blocks = (hashes + 7) // 8
+    encoded = [tok.encode("utf-8") for tok in tokens]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(data) for data in encoded], out=offsets[1:])
+    words = np.empty((len(encoded), blocks * 8), dtype=np.uint32)
+    _dicekernel.hmac_words(key, b"".join(encoded), offsets, blocks, True, words)
+    return (words[:, :hashes].astype(np.int64)) % bits
+
+
+def token_positions_reference(
+    key: bytes, tokens: Sequence[str], hashes: int, bits: int
+) -> NDArray[np.int64]:
+    """:func:`token_positions` with Python's :mod:`hmac` (the specification, for tests)."""
     blocks = (hashes + 7) // 8
     raw = bytearray()
     for tok in tokens:
@@ -387,10 +408,23 @@ def _normalise_column(
     return _FieldColumn(spec, inverse, values)
 
 
-def _token64(key: bytes, data: bytes) -> int:
-    """A keyed 64-bit token (blocking token, salt tag): HMAC-SHA256, first 8 bytes little
-    endian, 0 (reserved for "missing") mapped to 1."""
-    return int.from_bytes(hmac.digest(key, data, "sha256")[:8], "little") or 1
+def _tokens64(key: bytes, messages: Sequence[bytes]) -> NDArray[np.uint64]:
+    """Keyed 64-bit tokens (blocking tokens, salt tags): the first 8 bytes, little endian,
+    of ``HMAC-SHA256(key, message)``, with 0 (reserved for "missing") mapped to 1. The
+    HMACs run in C (:func:`token_positions`); :func:`token64_reference` is the
+    specification."""
+    offsets = np.zeros(len(messages) + 1, dtype=np.int64)
+    np.cumsum([len(m) for m in messages], out=offsets[1:])
+    words = np.empty((len(messages), 8), dtype=np.uint32)
+    _dicekernel.hmac_words(key, b"".join(messages), offsets, 1, False, words)
+    tokens = words[:, 0].astype(U64) | (words[:, 1].astype(U64) << np.uint64(32))
+    tokens[tokens == 0] = 1
+    return tokens
+
+
+def token64_reference(key: bytes, message: bytes) -> int:
+    """One keyed 64-bit token with Python's :mod:`hmac` (the specification, for tests)."""
+    return int.from_bytes(hmac.digest(key, message, "sha256")[:8], "little") or 1
 
 
 def salt_comparable(
@@ -539,13 +573,8 @@ def encode_records(
         uniq, inv = _unique_rows(stacked[ok], [len(v) for v in part_vals])
         encoded_parts = [[v.encode("utf-8") for v in vals] for vals in part_vals]
         sep = _UNIT_SEP.encode()
-        tokens = np.fromiter(
-            (
-                _token64(key, sep.join([encoded_parts[p][i] for p, i in enumerate(combo)]))
-                for combo in uniq.tolist()
-            ),
-            dtype=U64,
-            count=len(uniq),
+        tokens = _tokens64(
+            key, [sep.join([encoded_parts[p][i] for p, i in enumerate(combo)]) for combo in uniq]
         )
         block_keys[ok, r_index] = tokens[inv.reshape(-1)]
 
@@ -554,11 +583,7 @@ def encode_records(
         salt_field, salt_transform = source.split(".")
         idx, salt_values = _transform_column(cols[salt_field], salt_transform)
         key = keys.key("salt", source)
-        tags = np.fromiter(
-            (_token64(key, v.encode("utf-8")) for v in salt_values),
-            dtype=U64,
-            count=len(salt_values),
-        )
+        tags = _tokens64(key, [v.encode("utf-8") for v in salt_values])
         has = idx >= 0
         salt_tags[has, s_index] = tags[idx[has]]
 
