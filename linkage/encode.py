@@ -504,12 +504,17 @@ def encode_records(
             uniq, inv = np.unique(combo, return_inverse=True)
             has_missing = bool(uniq.size and uniq[0] < 0)
             pairs = uniq[1:] if has_missing else uniq
-            salted_values: list[tuple[str, str]] = []
+            # each distinct value tokenised once, then prefixed per salt it occurs with
+            value_tokens: dict[int, list[str]] = {}
+            token_lists = []
             for c in pairs.tolist():
                 v_i, s_i = divmod(int(c), len(salt_values) + 1)
-                salted_values.append((values[v_i], salt_values[s_i - 1] if s_i else "~"))
+                known = value_tokens.get(v_i)
+                if known is None:
+                    known = value_tokens[v_i] = tokenise(spec, values[v_i])
+                prefix = (salt_values[s_i - 1] if s_i else "~") + "|"
+                token_lists.append([prefix + t for t in known])
             inverse = inv.astype(np.int64) - (1 if has_missing else 0)
-            token_lists = [[f"{salt}|{t}" for t in tokenise(spec, v)] for v, salt in salted_values]
         else:
             token_lists = [tokenise(spec, v) for v in values]
 
