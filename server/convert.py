@@ -1,9 +1,11 @@
 """The one place where protobuf messages and ``linkage`` domain objects are converted.
 
 Role in the pipeline: the node turns an :class:`~linkage.encode.EncodedBatch` into
-``EncodedRecord`` messages to publish or to query; the matcher turns received records back
-into arrays, validated against its schema, before comparing. Servicers never touch filter
-bytes themselves, so a change of wire format stays in ``proto/`` and this module.
+``EncodedColumns`` to publish (:func:`encoded_to_columns`) or an ``EncodedRecord`` to query
+(:func:`encoded_to_proto`, also the publish form of older nodes); the matcher turns either
+back into arrays (:func:`columns_to_encoded`, :func:`proto_to_encoded`), validated against its
+schema, before comparing. Servicers never touch filter bytes themselves, so a change of wire
+format stays in ``proto/`` and this module.
 
 Wire layout of one ``EncodedRecord`` (see also ``proto/jigsaw/v1/jigsaw.proto``):
 
@@ -18,8 +20,33 @@ Wire layout of one ``EncodedRecord`` (see also ``proto/jigsaw/v1/jigsaw.proto``)
 * ``salt_tags``: one fixed64 per schema salt source (``Schema.salt_sources``; none for an
   unsalted schema), 0 where the salt value was missing.
 
+Wire layout of one ``EncodedColumns``: the same content as ``n`` records, one column per part.
+It is the publisher's form because it is far cheaper than ``n`` sub-messages (child schema,
+one process: build and serialise 7.8 -> 0.3 us a record, parse and convert 5.3 -> 0.5 us) for
+about 5% more bytes (a missing value's filter is sent as zeros, not as empty bytes). ``F`` is
+the number of schema fields; every integer is little-endian:
+
+* ``references``: ``n`` references as above, row ``r`` of every column belongs to
+  ``references[r]``; unique within the message;
+* ``field_filters``: ``F`` entries in schema field order; entry ``f`` is the ``n`` rows'
+  filters of field ``f`` concatenated, ``n * published_bits_f / 8`` bytes, each row laid out
+  as in ``EncodedRecord``; the row of a missing value is all zero bytes;
+* ``field_present``: the ``n x F`` presence bitmap, row-major: bit ``r * F + f`` is set when
+  row ``r`` has a value for field ``f``; bit ``i`` is bit ``i % 8`` (LSB first) of byte
+  ``i // 8``; ``ceil(n * F / 8)`` bytes, unused high bits of the last byte zero;
+* ``record_filters``: ``n`` record-level filters concatenated, ``n * published_record_bits / 8``
+  bytes;
+* ``block_keys``: ``n`` rows of one uint64 per blocking rule, ``n * rules * 8`` bytes;
+* ``salt_tags``: ``n`` rows of one uint64 per salt source, ``n * sources * 8`` bytes (empty
+  for an unsalted schema).
+
+Presence is strict, not inferred: the bitmap is the truth, and a row absent from it must carry
+all-zero filter bytes (the sender zeroes them); anything else is refused, so one encoding has
+exactly one wire form and a sender bug cannot smuggle bits into a "missing" field.
+
 Validation errors are :class:`server.status.RequestError` naming the exact path
-(``records[3].field_filters[1]``) and the expected byte count, never the bytes.
+(``records[3].field_filters[1]``, ``columns.field_filters[2]``, ``columns.references[5]``) and
+the expected byte count, never the bytes.
 
 Bands and agreement labels: :func:`band_for` maps a probability to the staff-facing band
 (``>= 0.99`` very high, ``>= 0.90`` high, ``>= 0.50`` possible, else low);
@@ -45,6 +72,8 @@ from server.status import RequestError, require_filter_bytes, require_reference
 _LE_U64 = np.dtype("<u8")
 #: A reference as ``server.status.require_reference`` accepts it (checked again there on errors).
 _REFERENCE_FULL = re.compile(r"[0-9a-f]{32}")
+#: Any number of concatenated references' characters (lengths are checked separately).
+_REFERENCE_TEXT = re.compile(r"[0-9a-f]*")
 
 BAND_THRESHOLDS: tuple[tuple[float, jigsaw_pb2.ProbabilityBand], ...] = (
     (0.99, jigsaw_pb2.PROBABILITY_BAND_VERY_HIGH),
@@ -292,3 +321,168 @@ def _words(chunks: list[bytes], rows: int, words: int) -> NDArray[np.uint64]:
     """Native-order uint64 array (rows, words) from little-endian row bytes."""
     data = np.frombuffer(b"".join(chunks), dtype=_LE_U64).reshape(rows, words)
     return np.ascontiguousarray(data.astype(np.uint64))
+
+
+# ---------------------------------------------------------------------------- columns
+
+
+def encoded_to_columns(batch: EncodedBatch, references: Sequence[str]) -> jigsaw_pb2.EncodedColumns:
+    """The ``EncodedColumns`` of ``batch`` (layout in the module docstring), row ``i`` as
+    ``references[i]``; the filters of missing values are sent as zero bytes whatever they hold.
+    """
+    if len(references) != len(batch):
+        raise FilterFormatError(
+            f"references: expected {len(batch)} (one per encoded row), got {len(references)}"
+        )
+    present = np.asarray(batch.field_present, dtype=bool)
+    field_filters = []
+    for f, filters in enumerate(batch.field_filters):
+        column = present[:, f]
+        if not column.all():
+            filters = np.where(column[:, None], filters, np.uint64(0))
+        field_filters.append(_row_bytes(filters))
+    return jigsaw_pb2.EncodedColumns(
+        references=references,
+        field_filters=field_filters,
+        field_present=np.packbits(present.reshape(-1), bitorder="little").tobytes(),
+        record_filters=_row_bytes(batch.record_filters),
+        block_keys=_row_bytes(batch.block_keys),
+        salt_tags=_row_bytes(batch.salt_tags),
+    )
+
+
+def request_references(request: jigsaw_pb2.PublishRequest) -> list[str]:
+    """The references a ``PublishRequest`` carries, in row order, whichever form it uses."""
+    if request.HasField("columns"):
+        return list(request.columns.references)
+    return [record.reference for record in request.records]
+
+
+def columns_to_encoded(
+    columns: jigsaw_pb2.EncodedColumns,
+    schema: Schema,
+    *,
+    fingerprint: str,
+    key_version: int,
+    field_prefix: str = "columns",
+) -> tuple[EncodedBatch, list[str]]:
+    """Validate received columns against ``schema`` and return (batch, references).
+
+    The columnar twin of :func:`proto_to_encoded`, with the same checks: every reference well
+    formed and unique, ``len(field_filters)`` = the schema's field count, every column exactly
+    ``n`` rows long, presence bitmap padding zero and every absent row's filter all zero.
+    Raises :class:`IncompatibleEncodingError` for a different fingerprint and
+    :class:`RequestError` naming ``<field_prefix>.<column>`` (``[f]`` or ``[row]`` where one
+    is to blame) with the expectation, never bytes or values.
+    """
+    if fingerprint != schema.fingerprint():
+        raise IncompatibleEncodingError(
+            "schema_fingerprint: the encodings were made with a different schema than this server's"
+        )
+    references = _column_references(columns.references, field_prefix)
+    n = len(references)
+    n_fields = len(schema.fields)
+    if len(columns.field_filters) != n_fields:
+        raise RequestError(
+            f"{field_prefix}.field_filters",
+            f"expected {n_fields} columns (one per schema field), got {len(columns.field_filters)}",
+        )
+    present = _presence(columns.field_present, n, n_fields, f"{field_prefix}.field_present")
+    field_filters = []
+    for f, (data, spec) in enumerate(zip(columns.field_filters, schema.fields, strict=True)):
+        where = f"{field_prefix}.field_filters[{f}]"
+        width = spec.published_words * 8
+        words = _column_words(data, n, spec.published_words, where, f"{width} bytes of filter")
+        stray = np.flatnonzero(words[~present[:, f]].any(axis=1))
+        if stray.size:
+            row = int(np.flatnonzero(~present[:, f])[stray[0]])
+            raise RequestError(
+                where,
+                f"row {row} is absent in {field_prefix}.field_present, so its "
+                f"{width} filter bytes must all be zero",
+            )
+        field_filters.append(words)
+    batch = EncodedBatch(
+        schema_fingerprint=fingerprint,
+        key_version=key_version,
+        field_names=schema.field_names,
+        field_filters=tuple(field_filters),
+        field_present=present,
+        record_filters=_column_words(
+            columns.record_filters,
+            n,
+            schema.published_record_words,
+            f"{field_prefix}.record_filters",
+            f"{schema.published_record_words * 8} bytes of record filter",
+        ),
+        block_keys=_column_words(
+            columns.block_keys,
+            n,
+            len(schema.blocking),
+            f"{field_prefix}.block_keys",
+            f"{len(schema.blocking)} keys of 8 bytes (one per schema blocking rule)",
+        ),
+        salt_tags=_column_words(
+            columns.salt_tags,
+            n,
+            len(schema.salt_sources),
+            f"{field_prefix}.salt_tags",
+            f"{len(schema.salt_sources)} tags of 8 bytes (one per schema salt source)",
+        ),
+    )
+    return batch, references
+
+
+def _column_references(values: Sequence[str], field_prefix: str) -> list[str]:
+    """``values`` as a list if all are references and unique, else RequestError on the first.
+
+    References are matched whole (``fullmatch``): ``server.status.require_reference`` uses
+    ``^...$``, which lets a trailing newline through, so it is not called here.
+    """
+    references = list(values)
+    # whole-column checks first; only on a failure does the loop look for the offending row
+    if (
+        all(len(reference) == 32 for reference in references)
+        and _REFERENCE_TEXT.fullmatch("".join(references))
+        and len(set(references)) == len(references)
+    ):
+        return references
+    seen: dict[str, int] = {}
+    for i, reference in enumerate(references):
+        where = f"{field_prefix}.references[{i}]"
+        if not _REFERENCE_FULL.fullmatch(reference):
+            raise RequestError(where, "expected an opaque reference of 32 lowercase hex characters")
+        if reference in seen:
+            raise RequestError(
+                where, f"must be unique; repeats {field_prefix}.references[{seen[reference]}]"
+            )
+        seen[reference] = i
+    return references  # pragma: no cover - the whole-column checks above found a problem
+
+
+def _presence(data: bytes, rows: int, fields: int, where: str) -> NDArray[np.bool_]:
+    """The (rows, fields) presence bitmap of ``data`` (LSB first, row-major), strictly sized."""
+    bits = rows * fields
+    expected = (bits + 7) // 8
+    if len(data) != expected:
+        raise RequestError(
+            where,
+            f"expected {expected} bytes ({rows} rows x {fields} fields, 1 bit each), "
+            f"got {len(data)} bytes",
+        )
+    unpacked = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+    if unpacked[bits:].any():
+        raise RequestError(where, f"the {expected * 8 - bits} padding bits must be zero")
+    return np.ascontiguousarray(unpacked[:bits].reshape(rows, fields).astype(bool))
+
+
+def _column_words(
+    data: bytes, rows: int, words: int, where: str, per_row: str
+) -> NDArray[np.uint64]:
+    """Native uint64 array (rows, words) of a little-endian column of exactly that size."""
+    expected = rows * words * 8
+    if len(data) != expected:
+        raise RequestError(
+            where, f"expected {expected} bytes ({rows} rows x {per_row}), got {len(data)} bytes"
+        )
+    return np.frombuffer(data, dtype=_LE_U64).reshape(rows, words).astype(np.uint64)

@@ -28,7 +28,9 @@ never logged.
 
 Errors go through :mod:`server.status` (``@grpc_errors``): a header whose fingerprint or key
 version differs is ``FAILED_PRECONDITION`` saying which differs; a malformed record is
-``INVALID_ARGUMENT`` naming ``records[i].field_filters[j]``; an unknown link result is
+``INVALID_ARGUMENT`` naming ``records[i].field_filters[j]`` (or, for the columnar form a
+Publish message may use instead, ``columns.field_filters[j]``, ``columns.references[i]``; a
+message with both forms is refused naming ``columns``); an unknown link result is
 ``NOT_FOUND``.
 
 Link runs: the pipeline runs in a worker thread (one run at a time) and relays its progress
@@ -70,6 +72,7 @@ from server.matcher_convert import (
     candidates_from_table,
     check_header,
     cluster_to_proto,
+    columns_message_to_encoded,
     evidence_table,
     query_to_encoded,
     records_to_encoded,
@@ -342,14 +345,23 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
     def _publish_message(
         self, agency: str, request: jigsaw_pb2.PublishRequest, totals: dict[str, int]
     ) -> None:
-        count = len(request.records)
+        columnar = request.HasField("columns")
+        if columnar and request.records:
+            raise RequestError("columns", "a message carries records or columns, not both")
+        form = "columns.references" if columnar else "records"
+        count = len(request.columns.references) if columnar else len(request.records)
         limit = self._config.max_publish_batch
         if count > limit:
-            raise RequestError("records", f"at most {limit} records per message, got {count}")
-        if count:
+            raise RequestError(form, f"at most {limit} records per message, got {count}")
+        if columnar:  # validated even with no rows: an empty column set must still be sound
+            batch, references = columns_message_to_encoded(
+                request.columns, self._schema, key_version=self._key_version
+            )
+        elif count:
             batch, references = records_to_encoded(
                 request.records, self._schema, key_version=self._key_version
             )
+        if count:
             with self._write_lock:
                 counts = self._store.upsert(agency, references, batch)  # committed here
                 if counts.changed_rows:

@@ -4,7 +4,8 @@ Role in the pipeline: the matcher servicer stays thin by calling these helpers t
 ``EncodingHeader`` against the served schema and key version, turn a ``MatchRequest.query``
 into a one-row :class:`~linkage.encode.EncodedBatch`, and turn index candidates and stored
 link-result clusters into ``Candidate`` / ``Cluster`` messages. Records are parsed and
-validated by :func:`server.convert.proto_to_encoded` (the one place filter bytes are read);
+validated by :func:`server.convert.proto_to_encoded` or, for the columnar form,
+:func:`server.convert.columns_to_encoded` (the one module where filter bytes are read);
 bands and agreements come from :func:`server.convert.band_for` and
 :func:`server.convert.agreement_for`.
 
@@ -25,7 +26,7 @@ from linkage.index import IndexedCandidate
 from linkage.schema import Schema
 from linkage.scoring import MISSING_LEVEL, FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.convert import agreement_for, band_for, proto_to_encoded
+from server.convert import agreement_for, band_for, columns_to_encoded, proto_to_encoded
 from server.matcher_store import StoredCluster
 from server.status import RequestError
 
@@ -67,6 +68,15 @@ def records_to_encoded(
     """Validated (batch, references) of published records (errors name ``records[i]...``)."""
     return proto_to_encoded(
         records, schema, fingerprint=schema.fingerprint(), key_version=key_version
+    )
+
+
+def columns_message_to_encoded(
+    columns: jigsaw_pb2.EncodedColumns, schema: Schema, *, key_version: int
+) -> tuple[EncodedBatch, list[str]]:
+    """Validated (batch, references) of published columns (errors name ``columns...``)."""
+    return columns_to_encoded(
+        columns, schema, fingerprint=schema.fingerprint(), key_version=key_version
     )
 
 

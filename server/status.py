@@ -175,7 +175,7 @@ def grpc_errors(method: MethodT) -> MethodT:
 
 def require_reference(value: object, field: str) -> str:
     """Return ``value`` if it is an opaque reference: exactly 32 lowercase hex characters."""
-    if not isinstance(value, str) or not _REFERENCE_PATTERN.match(value):
+    if not isinstance(value, str) or not _REFERENCE_PATTERN.fullmatch(value):
         raise RequestError(field, "expected an opaque reference of 32 lowercase hex characters")
     return value
 

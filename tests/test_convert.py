@@ -1,6 +1,11 @@
-"""Tests of proto <-> domain conversion (server.convert): round trips, byte layout, validation."""
+"""Tests of proto <-> domain conversion (server.convert): round trips, byte layout, validation.
+
+Both wire forms are covered: ``EncodedRecord`` per record and ``EncodedColumns`` per message.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -15,9 +20,12 @@ from proto.jigsaw.v1 import jigsaw_pb2
 from server.convert import (
     agreement_for,
     band_for,
+    columns_to_encoded,
+    encoded_to_columns,
     encoded_to_proto,
     label_for,
     proto_to_encoded,
+    request_references,
 )
 from server.status import RequestError
 
@@ -148,22 +156,23 @@ def test_empty_input_gives_empty_batch() -> None:
     assert batch.field_filters[0].shape == (0, SCHEMA.fields[0].filter_words)
 
 
-@settings(deadline=None, max_examples=40)
-@given(st.integers(min_value=0, max_value=6), st.integers(min_value=0, max_value=2**32))
-@pytest.mark.parametrize("schema_name", ["febrl", "child"])  # unsalted; names salted
-def test_round_trip_of_random_arrays(schema_name: str, rows: int, seed: int) -> None:
+def random_batch(
+    schema_name: str, rows: int, seed: int, *, stray_bits: bool = False
+) -> EncodedBatch:
+    """Random arrays shaped like ``schema_name``'s encodings; missing rows zero unless
+    ``stray_bits`` (a sender bug the converters must not carry over)."""
     schema = load_schema(schema_name)
     rng = np.random.default_rng(seed)
     present = rng.random((rows, len(schema.fields))) < 0.7
     filters = tuple(
         np.where(
-            present[:, [f]],
+            present[:, [f]] | stray_bits,
             rng.integers(0, 2**64, size=(rows, spec.filter_words), dtype=np.uint64),
             np.uint64(0),
         ).astype(np.uint64)
         for f, spec in enumerate(schema.fields)
     )
-    batch = EncodedBatch(
+    return EncodedBatch(
         schema_fingerprint=schema.fingerprint(),
         key_version=1,
         field_names=schema.field_names,
@@ -175,12 +184,303 @@ def test_round_trip_of_random_arrays(schema_name: str, rows: int, seed: int) -> 
         block_keys=rng.integers(0, 2**64, size=(rows, len(schema.blocking)), dtype=np.uint64),
         salt_tags=rng.integers(0, 2**64, size=(rows, len(schema.salt_sources)), dtype=np.uint64),
     )
+
+
+def zero_missing(batch: EncodedBatch) -> EncodedBatch:
+    """``batch`` with the filters of missing values zeroed (what both wire forms carry)."""
+    filters = tuple(
+        np.where(batch.field_present[:, [f]], words, np.uint64(0)).astype(np.uint64)
+        for f, words in enumerate(batch.field_filters)
+    )
+    return EncodedBatch(
+        schema_fingerprint=batch.schema_fingerprint,
+        key_version=batch.key_version,
+        field_names=batch.field_names,
+        field_filters=filters,
+        field_present=batch.field_present,
+        record_filters=batch.record_filters,
+        block_keys=batch.block_keys,
+        salt_tags=batch.salt_tags,
+    )
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(min_value=0, max_value=6), st.integers(min_value=0, max_value=2**32))
+@pytest.mark.parametrize("schema_name", ["febrl", "child"])  # unsalted; names salted
+def test_round_trip_of_random_arrays(schema_name: str, rows: int, seed: int) -> None:
+    schema = load_schema(schema_name)
+    batch = random_batch(schema_name, rows, seed)
     refs = [f"{i:032x}" for i in range(rows)]
     back, got_refs = proto_to_encoded(
         encoded_to_proto(batch, refs), schema, fingerprint=schema.fingerprint(), key_version=1
     )
     assert got_refs == refs
     assert_same(batch, back)
+
+
+# ---------------------------------------------------------------------------- columns
+
+
+def wire_columns(batch: EncodedBatch, refs: list[str]) -> jigsaw_pb2.EncodedColumns:
+    """``encoded_to_columns`` through serialisation, as the matcher receives it."""
+    data = encoded_to_columns(batch, refs).SerializeToString()
+    return jigsaw_pb2.EncodedColumns.FromString(data)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    st.integers(min_value=0, max_value=20),
+    st.integers(min_value=0, max_value=2**32),
+    st.booleans(),
+)
+@pytest.mark.parametrize("schema_name", ["febrl", "child"])  # unsalted; names salted
+def test_columns_round_trip_equals_the_record_form(
+    schema_name: str, rows: int, seed: int, stray_bits: bool
+) -> None:
+    schema = load_schema(schema_name)
+    batch = random_batch(schema_name, rows, seed, stray_bits=stray_bits)
+    rng = np.random.default_rng(seed)
+    refs = [f"{int(value):032x}" for value in rng.choice(2**62, size=rows, replace=False)]
+    back, got_refs = columns_to_encoded(
+        wire_columns(batch, refs), schema, fingerprint=schema.fingerprint(), key_version=1
+    )
+    assert got_refs == refs
+    assert_same(zero_missing(batch), back)
+    # the reference implementation: the record form gives the same batch
+    via_records, record_refs = proto_to_encoded(
+        encoded_to_proto(batch, refs), schema, fingerprint=schema.fingerprint(), key_version=1
+    )
+    assert record_refs == refs
+    assert_same(via_records, back)
+
+
+def test_columns_round_trip_of_real_encodings_and_byte_layout() -> None:
+    batch = sample_batch()
+    columns = wire_columns(batch, REFS)
+    back, refs = columns_to_encoded(columns, SCHEMA, fingerprint=FINGERPRINT, key_version=1)
+    assert refs == REFS == list(columns.references)
+    assert_same(batch, back)
+    records = encoded_to_proto(batch, REFS)
+    n_fields = len(SCHEMA.fields)
+    for f, spec in enumerate(SCHEMA.fields):
+        width = spec.published_words * 8
+        assert len(columns.field_filters[f]) == 3 * width
+        # row r of a column is the record form's bytes, or zeros where the value is missing
+        expected = b"".join(record.field_filters[f] or bytes(width) for record in records)
+        assert columns.field_filters[f] == expected
+    assert columns.record_filters == b"".join(record.record_filter for record in records)
+    # presence: bit r * F + f, LSB first
+    assert len(columns.field_present) == (3 * n_fields + 7) // 8
+    for row in range(3):
+        for f in range(n_fields):
+            bit = row * n_fields + f
+            is_set = bool(columns.field_present[bit // 8] >> (bit % 8) & 1)
+            assert is_set == bool(records[row].field_filters[f]) == batch.field_present[row, f]
+    assert not batch.field_present.all()  # the sample has missing values to check
+    assert len(columns.block_keys) == 3 * len(SCHEMA.blocking) * 8
+    keys = [
+        int.from_bytes(columns.block_keys[i : i + 8], "little")
+        for i in range(0, len(columns.block_keys), 8)
+    ]
+    assert keys == [key for record in records for key in record.block_keys]
+    assert columns.salt_tags == b"".join(
+        int(tag).to_bytes(8, "little") for record in records for tag in record.salt_tags
+    )
+
+
+def test_columns_reference_count_must_match_rows() -> None:
+    with pytest.raises(FilterFormatError, match="references: expected 3"):
+        encoded_to_columns(sample_batch(), REFS[:2])
+
+
+def test_empty_columns_give_an_empty_batch() -> None:
+    batch, refs = columns_to_encoded(
+        encoded_to_columns(sample_batch().take([]), []),
+        SCHEMA,
+        fingerprint=FINGERPRINT,
+        key_version=2,
+    )
+    assert refs == [] and len(batch) == 0 and batch.key_version == 2
+    assert batch.field_filters[1].shape == (0, SCHEMA.fields[1].published_words)
+
+
+def test_columns_fingerprint_mismatch_is_incompatible() -> None:
+    with pytest.raises(IncompatibleEncodingError):
+        columns_to_encoded(
+            encoded_to_columns(sample_batch(), REFS),
+            SCHEMA,
+            fingerprint="sha256:" + "0" * 64,
+            key_version=1,
+        )
+
+
+def _set_bit(data: bytes, bit: int) -> bytes:
+    out = bytearray(data)
+    out[bit // 8] |= 1 << (bit % 8)
+    return bytes(out)
+
+
+def _clear_bit(data: bytes, bit: int) -> bytes:
+    out = bytearray(data)
+    out[bit // 8] &= ~(1 << (bit % 8)) & 0xFF
+    return bytes(out)
+
+
+Mutation = Callable[[jigsaw_pb2.EncodedColumns], None]
+F = len(SCHEMA.fields)
+RULES = len(SCHEMA.blocking)
+SALTS = len(SCHEMA.salt_sources)
+# given_name of row 2 is missing in sample_batch (bit 2 * F + 0); family_name of row 1 present
+MISSING_BIT = 2 * F
+PRESENT_BIT = 1 * F + 2
+
+MALFORMED_COLUMNS: list[tuple[str, Mutation, str, str]] = [
+    (
+        "bad reference",
+        lambda c: c.references.__setitem__(1, "Zebulonqx" + "0" * 23),
+        "columns.references[1]",
+        "32 lowercase hex",
+    ),
+    (
+        "reference with a trailing newline",
+        lambda c: c.references.__setitem__(2, "0" * 32 + "\n"),
+        "columns.references[2]",
+        "32 lowercase hex",
+    ),
+    (
+        "short reference",
+        lambda c: c.references.__setitem__(0, "0" * 31),
+        "columns.references[0]",
+        "32 lowercase hex",
+    ),
+    (
+        "repeated reference",
+        lambda c: c.references.__setitem__(2, REFS[0]),
+        "columns.references[2]",
+        "must be unique; repeats columns.references[0]",
+    ),
+    (
+        "one field column too few",
+        lambda c: c.field_filters.__delitem__(-1),
+        "columns.field_filters",
+        f"expected {F} columns (one per schema field), got {F - 1}",
+    ),
+    (
+        "one field column too many",
+        lambda c: c.field_filters.append(b""),
+        "columns.field_filters",
+        f"expected {F} columns",
+    ),
+    (
+        "field column a byte short",
+        lambda c: c.field_filters.__setitem__(2, c.field_filters[2][:-1]),
+        "columns.field_filters[2]",
+        "expected 96 bytes (3 rows x 32 bytes of filter), got 95 bytes",
+    ),
+    (
+        "field column a row long",
+        lambda c: c.field_filters.__setitem__(3, c.field_filters[3] * 2),
+        "columns.field_filters[3]",
+        "expected 48 bytes (3 rows x 16 bytes of filter), got 96 bytes",
+    ),
+    (
+        "bits in a missing value's filter",
+        lambda c: c.field_filters.__setitem__(0, _set_bit(c.field_filters[0], 2 * 256 + 5)),
+        "columns.field_filters[0]",
+        "row 2 is absent in columns.field_present, so its 32 filter bytes must all be zero",
+    ),
+    (
+        "present value marked absent",
+        lambda c: setattr(c, "field_present", _clear_bit(c.field_present, PRESENT_BIT)),
+        "columns.field_filters[2]",
+        "row 1 is absent",
+    ),
+    (
+        "presence bitmap a byte short",
+        lambda c: setattr(c, "field_present", c.field_present[:-1]),
+        "columns.field_present",
+        f"expected 3 bytes (3 rows x {F} fields, 1 bit each), got 2 bytes",
+    ),
+    (
+        "presence padding bit set",
+        lambda c: setattr(c, "field_present", _set_bit(c.field_present, 3 * F)),
+        "columns.field_present",
+        f"the {24 - 3 * F} padding bits must be zero",
+    ),
+    (
+        "record filters a byte long",
+        lambda c: setattr(c, "record_filters", c.record_filters + b"\x00"),
+        "columns.record_filters",
+        "expected 384 bytes (3 rows x 128 bytes of record filter), got 385 bytes",
+    ),
+    (
+        "block keys a key short",
+        lambda c: setattr(c, "block_keys", c.block_keys[:-8]),
+        "columns.block_keys",
+        f"expected {3 * RULES * 8} bytes (3 rows x {RULES} keys of 8 bytes (one per schema "
+        f"blocking rule)), got {3 * RULES * 8 - 8} bytes",
+    ),
+    (
+        "salt tags missing",
+        lambda c: setattr(c, "salt_tags", b""),
+        "columns.salt_tags",
+        f"expected {3 * SALTS * 8} bytes (3 rows x {SALTS} tags of 8 bytes",
+    ),
+    (
+        "one reference too few for the columns",
+        lambda c: c.references.__delitem__(-1),
+        "columns.field_present",
+        f"expected 2 bytes (2 rows x {F} fields",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "text"),
+    [pytest.param(m, field, text, id=name) for name, m, field, text in MALFORMED_COLUMNS],
+)
+def test_malformed_columns_are_refused_naming_the_field(
+    mutate: Mutation, field: str, text: str
+) -> None:
+    assert 3 * F % 8 and MISSING_BIT < 3 * F  # the padding and missing-row cases are real
+    batch = sample_batch()
+    assert not batch.field_present[2, 0] and batch.field_present[1, 2]
+    columns = wire_columns(batch, REFS)
+    mutate(columns)
+    with pytest.raises(RequestError) as info:
+        columns_to_encoded(columns, SCHEMA, fingerprint=FINGERPRINT, key_version=1)
+    assert info.value.field == field
+    assert text in str(info.value)
+    assert "Zebulonqx" not in str(info.value)  # values are never echoed
+
+
+def test_unsalted_schema_refuses_salt_tags() -> None:
+    schema = load_schema("febrl")
+    columns = wire_columns(random_batch("febrl", 2, 7), [f"{i:032x}" for i in range(2)])
+    assert columns.salt_tags == b""
+    columns.salt_tags = bytes(16)
+    with pytest.raises(RequestError) as info:
+        columns_to_encoded(columns, schema, fingerprint=schema.fingerprint(), key_version=1)
+    assert info.value.field == "columns.salt_tags"
+    assert "expected 0 bytes (2 rows x 0 tags" in str(info.value)
+
+
+def test_field_prefix_names_the_columns() -> None:
+    columns = wire_columns(sample_batch(), REFS)
+    columns.record_filters = b""
+    with pytest.raises(RequestError) as info:
+        columns_to_encoded(
+            columns, SCHEMA, fingerprint=FINGERPRINT, key_version=1, field_prefix="batch"
+        )
+    assert info.value.field == "batch.record_filters"
+
+
+def test_request_references_reads_either_form() -> None:
+    batch = sample_batch()
+    as_columns = jigsaw_pb2.PublishRequest(columns=encoded_to_columns(batch, REFS))
+    as_records = jigsaw_pb2.PublishRequest(records=encoded_to_proto(batch, REFS))
+    assert request_references(as_columns) == request_references(as_records) == REFS
+    assert request_references(jigsaw_pb2.PublishRequest()) == []
 
 
 @pytest.mark.parametrize(

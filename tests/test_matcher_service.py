@@ -26,7 +26,7 @@ from linkage.schema import load_schema
 from linkage.synthetic import DEFAULT_AGENCIES, generate_population
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import verify_audit_log
-from server.convert import encoded_to_proto
+from server.convert import encoded_to_columns, encoded_to_proto
 from server.matcher import (
     MatcherRuntime,
     build_matcher,
@@ -58,6 +58,10 @@ class AgencyEncodings:
     def records(self, rows: Sequence[int] | None = None) -> list[jigsaw_pb2.EncodedRecord]:
         picked = list(range(len(self.references))) if rows is None else list(rows)
         return encoded_to_proto(self.batch.take(picked), [self.references[i] for i in picked])
+
+    def columns(self, rows: Sequence[int] | None = None) -> jigsaw_pb2.EncodedColumns:
+        picked = list(range(len(self.references))) if rows is None else list(rows)
+        return encoded_to_columns(self.batch.take(picked), [self.references[i] for i in picked])
 
 
 def reference_of(agency: str, record_id: str) -> str:
@@ -369,6 +373,90 @@ def test_publish_batch_limit_and_partial_streams(
     assert status(matcher) == {"police": 15}
 
 
+def publish_columns(
+    stub: jigsaw_pb2_grpc.MatcherStub, messages: list[jigsaw_pb2.PublishRequest]
+) -> jigsaw_pb2.PublishResponse:
+    """One Publish stream of ``messages``, the first given the header."""
+    first = jigsaw_pb2.PublishRequest()
+    first.CopyFrom(messages[0])
+    first.header.CopyFrom(header())
+    return stub.Publish(iter([first, *messages[1:]]), timeout=TIMEOUT)
+
+
+def test_columns_publish_the_same_records_as_records(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    police = population["police"]
+    n = len(police.references)
+    stub = matcher.stub("police-node")
+    messages = [
+        jigsaw_pb2.PublishRequest(columns=police.columns(range(start, min(start + 40, n))))
+        for start in range(0, n, 40)
+    ]
+    response = publish_columns(stub, messages)
+    assert (response.received, response.inserted) == (n, n)
+    # the record form of the same encodings is recognised as unchanged: identical rows stored
+    again = publish(stub, police.records())
+    assert (again.received, again.unchanged, again.replaced) == (n, n, 0)
+    # and a columns stream over records published as records is unchanged too
+    publish(matcher.stub("health-node"), population["health"].records())
+    health = population["health"]
+    repeat = publish_columns(
+        matcher.stub("health-node"), [jigsaw_pb2.PublishRequest(columns=health.columns())]
+    )
+    assert repeat.unchanged == len(health.references) and repeat.inserted == 0
+    # an empty columns message is valid and counts nothing
+    empty = publish_columns(stub, [jigsaw_pb2.PublishRequest(columns=police.columns([]))])
+    assert (empty.received, empty.inserted) == (0, 0)
+    assert status(matcher) == {"police": n, "health": len(health.references)}
+    found = match(matcher, "school-node", police.records([4])[0]).candidates
+    assert (found[0].agency, found[0].reference) == ("police", police.references[4])
+
+
+def test_malformed_or_doubled_columns_are_refused(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    police = population["police"]
+    stub = matcher.stub("police-node")
+    both = jigsaw_pb2.PublishRequest(columns=police.columns(range(3)))
+    both.records.extend(police.records(range(3, 5)))
+    with pytest.raises(grpc.RpcError) as caught:
+        publish_columns(stub, [both])
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "field 'columns': a message carries records or columns" in caught.value.details()
+
+    bad = police.columns(range(3))
+    bad.field_filters[2] = bad.field_filters[2][:-8]
+    with pytest.raises(grpc.RpcError) as caught:
+        publish_columns(stub, [jigsaw_pb2.PublishRequest(columns=bad)])
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    width = SCHEMA.fields[2].published_words * 8
+    assert "columns.field_filters[2]" in caught.value.details()
+    assert f"expected {3 * width} bytes" in caught.value.details()
+
+    repeated = police.columns(range(3))
+    repeated.references[2] = repeated.references[0]
+    with pytest.raises(grpc.RpcError) as caught:
+        publish_columns(stub, [jigsaw_pb2.PublishRequest(columns=repeated)])
+    assert "field 'columns.references[2]': must be unique" in caught.value.details()
+
+    # the batch limit counts rows of the columnar form too (the fixture allows 500)
+    rows = [i % len(police.references) for i in range(501)]
+    big = encoded_to_columns(police.batch.take(rows), [f"{i:032x}" for i in range(501)])
+    with pytest.raises(grpc.RpcError) as caught:
+        publish_columns(stub, [jigsaw_pb2.PublishRequest(columns=big)])
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "columns.references" in caught.value.details()
+    assert "at most 500 records per message, got 501" in caught.value.details()
+    assert status(matcher) == {}
+
+    # a stream whose third message is malformed keeps the first two
+    good = [jigsaw_pb2.PublishRequest(columns=police.columns(range(i, i + 5))) for i in (0, 5)]
+    with pytest.raises(grpc.RpcError):
+        publish_columns(stub, [*good, jigsaw_pb2.PublishRequest(columns=bad)])
+    assert status(matcher) == {"police": 10}
+
+
 def test_roles_are_enforced(matcher: Running, population: dict[str, AgencyEncodings]) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         publish(matcher.stub("alice"), population["police"].records(range(2)))
@@ -591,6 +679,16 @@ ALLOWED_STRING_FIELDS = {
     "version",
 }
 ALLOWED_BYTES_FIELDS = {"field_filters", "record_filter"}
+# The columnar Publish form: every bytes field, by full name, with why it carries no identifier.
+# Checked by full name (not just by field name) so a new bytes field anywhere else still fails.
+ALLOWED_COLUMN_FIELDS = {
+    "jigsaw.v1.EncodedColumns.references": "opaque random references, as EncodedRecord.reference",
+    "jigsaw.v1.EncodedColumns.field_filters": "keyed Bloom filters, as EncodedRecord.field_filters",
+    "jigsaw.v1.EncodedColumns.field_present": "one bit per (record, field): value missing or not",
+    "jigsaw.v1.EncodedColumns.record_filters": "keyed record filters, as EncodedRecord's",
+    "jigsaw.v1.EncodedColumns.block_keys": "keyed HMAC blocking tokens, as EncodedRecord's fixed64",
+    "jigsaw.v1.EncodedColumns.salt_tags": "keyed HMAC salt tags, as EncodedRecord's fixed64",
+}
 SAFE_SCALARS = {
     FieldDescriptor.TYPE_UINT32,
     FieldDescriptor.TYPE_UINT64,
@@ -615,6 +713,10 @@ def test_no_matcher_message_can_carry_raw_identifiers() -> None:
         _reachable(method.input_type, seen)
         _reachable(method.output_type, seen)
     assert "jigsaw.v1.EncodedRecord" in seen and "jigsaw.v1.ClusterEdge" in seen
+    assert "jigsaw.v1.EncodedColumns" in seen
+    columns = seen["jigsaw.v1.EncodedColumns"]
+    # the allow-list is exactly the message's fields: a new one needs a reason here first
+    assert {f.full_name for f in columns.fields} == set(ALLOWED_COLUMN_FIELDS)
     assert "jigsaw.v1.LookupRequest" not in seen
     assert "jigsaw.v1.DiscloseResponse" not in seen
     problems = []
@@ -622,7 +724,10 @@ def test_no_matcher_message_can_carry_raw_identifiers() -> None:
         assert descriptor.GetOptions().map_entry is False, f"{name} is a map"
         for field in descriptor.fields:
             where = f"{name}.{field.name}"
-            if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.full_name in ALLOWED_COLUMN_FIELDS:
+                if field.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+                    problems.append(f"{where}: expected a string or bytes column")
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
                 if field.message_type.GetOptions().map_entry:
                     problems.append(f"{where}: map field")
             elif field.type == FieldDescriptor.TYPE_STRING:

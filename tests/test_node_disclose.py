@@ -28,6 +28,7 @@ from linkage.keys import TEST_SECRET_HEX
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import verify_audit_log
 from server.auth import MATCHER_POLICY, AuthInterceptor, Identity, current_identity
+from server.convert import request_references
 from server.ingest import ingest_source
 from server.node import NodeRuntime, build_node, create_server
 from server.node_config import NodeConfig, load_node_config, read_linkage_keys
@@ -109,7 +110,7 @@ class FakeMatcher(jigsaw_pb2_grpc.MatcherServicer):
         messages = list(request_iterator)
         with self.log.lock:
             self.log.published.extend(messages)
-        received = sum(len(m.records) for m in messages)
+        received = sum(len(request_references(m)) for m in messages)
         return jigsaw_pb2.PublishResponse(received=received, inserted=received)
 
     def Withdraw(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -532,7 +533,7 @@ def test_publish_over_mutual_tls(
     assert (report.published, report.calls) == (2, 1)
     (message,) = log.published[before:]
     assert message.header.schema_fingerprint == node.config.schema.fingerprint()
-    assert {r.reference for r in message.records} == {
+    assert set(request_references(message)) == {
         node.reference_of(CANARY_LOCAL_ID),
         node.reference_of("c2"),
     }

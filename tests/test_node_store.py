@@ -21,6 +21,7 @@ import pytest
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from server.convert import request_references
 from server.node_store import NodeStore, content_hash
 from server.publish import publish_pending
 
@@ -197,7 +198,7 @@ class FakeMatcher:
 
     def __init__(self, fail_publish_after: int | None = None) -> None:
         self.streams: list[list[jigsaw_pb2.PublishRequest]] = []
-        self.held: dict[str, jigsaw_pb2.EncodedRecord] = {}
+        self.held: dict[str, jigsaw_pb2.PublishRequest] = {}  # reference -> message it came in
         self.withdrawn: list[str] = []
         self.fail_publish_after = fail_publish_after
 
@@ -210,9 +211,10 @@ class FakeMatcher:
         messages = list(requests)
         self.streams.append(messages)
         for message in messages:
-            for record in message.records:
-                self.held[record.reference] = record
-        return jigsaw_pb2.PublishResponse(received=sum(len(m.records) for m in messages))
+            for reference in request_references(message):  # columns or records
+                self.held[reference] = message
+        received = sum(len(request_references(m)) for m in messages)
+        return jigsaw_pb2.PublishResponse(received=received)
 
     def Withdraw(
         self, request: jigsaw_pb2.WithdrawRequest, timeout: float
@@ -269,7 +271,7 @@ def test_publish_pending_streams_batches_and_is_idempotent(store: NodeStore) -> 
     store.mark_deleted(["r5"])
     report = publish_pending(store, schema, keys, as_stub(matcher), batch_size=4)
     assert (report.published, report.withdrawn, report.calls) == (1, 1, 2)
-    assert matcher.streams[-1][0].records[0].reference == refs["r3"]
+    assert request_references(matcher.streams[-1][0]) == [refs["r3"]]
     assert matcher.withdrawn == [refs["r5"]]
     assert len(matcher.held) == 24 and store.counts().records == 24
 

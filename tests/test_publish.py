@@ -2,10 +2,12 @@
 
 The publisher encodes a whole call's records at once, pages the store by position and reads
 and encodes the next group in a thread while the current one is in flight. These tests pin
-what must not change because of that: the bytes sent equal encoding message by message, every
+what must not change because of that: the records sent (as ``EncodedColumns``, or as
+``EncodedRecord`` messages with ``columnar=False``) equal encoding message by message, every
 pending record is sent once per pass in store order, a record changed during a pass is
-re-sent in the same run, and a failure (gRPC or encoding) marks nothing it did not send and
-leaves no thread behind. Publishing over real gRPC is covered by ``tests/test_e2e.py`` and
+re-sent in the same run, and a failure (gRPC, encoding, or a matcher acknowledging fewer
+records than were sent) marks nothing it did not send and leaves no thread behind.
+Publishing over real gRPC is covered by ``tests/test_e2e.py`` and
 ``tests/test_node_disclose.py``; the older loop tests live in ``tests/test_node_store.py``.
 """
 
@@ -26,9 +28,16 @@ from linkage.encode import encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema, load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.convert import encoded_to_proto
+from server.convert import (
+    columns_to_encoded,
+    encoded_to_columns,
+    encoded_to_proto,
+    request_references,
+)
 from server.node_store import NodeStore, PendingRecord
-from server.publish import encode_messages, publish_pending
+from server.publish import PublishNotAcknowledged, encode_messages, publish_pending
+
+SCHEMA = load_schema("child")
 
 GIVEN = ["amy", "José", "Müller", "nguyễn", "o'brien", "zara", "li", "van der berg"]
 FAMILY = ["smith", "okafor", "nguyen", "o'neill", "de la cruz", "brown"]
@@ -55,14 +64,27 @@ def varied_rows(count: int, *, start: int = 0) -> list[tuple[str, dict[str, str 
     return rows
 
 
+def records_of(message: jigsaw_pb2.PublishRequest) -> list[jigsaw_pb2.EncodedRecord]:
+    """The records a message carries, whichever form (columns are decoded and re-encoded)."""
+    if not message.HasField("columns"):
+        return list(message.records)
+    batch, references = columns_to_encoded(
+        message.columns, SCHEMA, fingerprint=SCHEMA.fingerprint(), key_version=1
+    )
+    return encoded_to_proto(batch, references)
+
+
 class FakeMatcher:
     """Records each Publish stream (as serialised records) and can act during a call."""
 
-    def __init__(self, during_call: Any = None, fail_on_call: int | None = None) -> None:
+    def __init__(
+        self, during_call: Any = None, fail_on_call: int | None = None, short_by: int = 0
+    ) -> None:
         self.streams: list[list[jigsaw_pb2.PublishRequest]] = []
         self.held: dict[str, bytes] = {}
         self.during_call = during_call
         self.fail_on_call = fail_on_call
+        self.short_by = short_by  # acknowledge this many records fewer than were sent
 
     def Publish(
         self, requests: Iterator[jigsaw_pb2.PublishRequest], timeout: float
@@ -74,11 +96,12 @@ class FakeMatcher:
         messages = list(requests)
         self.streams.append(messages)
         for message in messages:
-            for record in message.records:
+            for record in records_of(message):
                 self.held[record.reference] = record.SerializeToString()
         if self.during_call is not None:
             self.during_call(len(self.streams))
-        return jigsaw_pb2.PublishResponse(received=sum(len(m.records) for m in messages))
+        received = sum(len(request_references(m)) for m in messages)
+        return jigsaw_pb2.PublishResponse(received=received - self.short_by)
 
     def Withdraw(
         self, request: jigsaw_pb2.WithdrawRequest, timeout: float
@@ -98,7 +121,7 @@ def store(tmp_path: Path) -> Iterator[NodeStore]:
 
 @pytest.fixture(scope="module")
 def schema() -> Schema:
-    return load_schema("child")
+    return SCHEMA
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +149,19 @@ def _message_by_message(
     return out
 
 
+def _columns_message_by_message(
+    records: list[PendingRecord], schema: Schema, keys: KeySet, batch_size: int
+) -> list[bytes]:
+    """The reference for the columnar form: each message's records encoded alone."""
+    out: list[bytes] = []
+    for start in range(0, len(records), batch_size):
+        group = records[start : start + batch_size]
+        columns = {spec.name: [r.fields.get(spec.name) for r in group] for spec in schema.fields}
+        batch = encode_records(schema, keys, columns)
+        out.append(encoded_to_columns(batch, [r.reference for r in group]).SerializeToString())
+    return out
+
+
 @settings(deadline=None, max_examples=15)
 @given(count=st.integers(1, 40), batch_size=st.integers(1, 17), offset=st.integers(0, 50))
 def test_encoding_a_group_at_once_sends_the_same_bytes(
@@ -140,14 +176,25 @@ def test_encoding_a_group_at_once_sends_the_same_bytes(
         node.upsert_many(varied_rows(count, start=offset))
         records = node.pending_publish_page(0, 1000)
     header = jigsaw_pb2.EncodingHeader(schema_fingerprint=schema.fingerprint(), key_version=1)
+    sizes = [min(batch_size, count - start) for start in range(0, count, batch_size)]
+    expected_records = _message_by_message(records, schema, keys, batch_size)
+
     messages = encode_messages(records, schema, keys, header, batch_size)
-    assert [len(m.records) for m in messages] == [
-        min(batch_size, count - start) for start in range(0, count, batch_size)
-    ]
+    assert [len(m.columns.references) for m in messages] == sizes
+    assert not any(m.records for m in messages)
     assert messages[0].header == header
     assert not any(m.HasField("header") for m in messages[1:])
-    sent = [record.SerializeToString() for m in messages for record in m.records]
-    assert sent == _message_by_message(records, schema, keys, batch_size)
+    sent = [m.columns.SerializeToString() for m in messages]
+    assert sent == _columns_message_by_message(records, schema, keys, batch_size)
+    # and the columns carry exactly the records the record form would have sent
+    decoded = [record.SerializeToString() for m in messages for record in records_of(m)]
+    assert decoded == expected_records
+
+    legacy = encode_messages(records, schema, keys, header, batch_size, columnar=False)
+    assert [len(m.records) for m in legacy] == sizes
+    assert not any(m.HasField("columns") for m in legacy)
+    assert legacy[0].header == header
+    assert [r.SerializeToString() for m in legacy for r in m.records] == expected_records
 
 
 def test_pages_cover_each_pending_record_once_in_store_order(store: NodeStore) -> None:
@@ -187,7 +234,12 @@ def test_publish_sends_every_record_once_and_marks_them(
         store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=3
     )
     assert (report.published, report.calls) == (57, 4)  # 15 + 15 + 15 + 12
-    assert [sum(len(m.records) for m in s) for s in matcher.streams] == [15, 15, 15, 12]
+    assert [sum(len(request_references(m)) for m in s) for s in matcher.streams] == [
+        15,
+        15,
+        15,
+        12,
+    ]
     assert len(matcher.held) == 57 and store.counts().pending == 0
     again = publish_pending(store, schema, keys, as_stub(matcher), batch_size=5)
     assert (again.published, again.calls) == (0, 0)
@@ -211,8 +263,8 @@ def test_a_record_changed_during_a_pass_is_resent_in_the_same_run(
     )
     assert report.published == 21 and report.calls == 4  # 8 + 8 + 4, then r0 again
     assert store.counts().pending == 0
-    assert [r.reference for r in matcher.streams[-1][0].records] == [reference]
-    first_sent = matcher.streams[0][0].records[0]
+    assert request_references(matcher.streams[-1][0]) == [reference]
+    first_sent = records_of(matcher.streams[0][0])[0]
     assert first_sent.reference == reference
     assert matcher.held[reference] != first_sent.SerializeToString()  # the new content won
 
@@ -229,6 +281,18 @@ def test_a_failed_call_marks_nothing_and_stops_the_encoder(
     working = FakeMatcher()
     report = publish_pending(store, schema, keys, as_stub(working), batch_size=5)
     assert report.published == 20 and set(working.held).isdisjoint(failing.held)
+
+
+def test_a_call_acknowledging_fewer_records_marks_nothing(
+    store: NodeStore, schema: Schema, keys: KeySet
+) -> None:
+    # what a matcher that predates EncodedColumns does: it ignores them and acknowledges none
+    store.upsert_many(varied_rows(12))
+    matcher = FakeMatcher(short_by=1)
+    with pytest.raises(PublishNotAcknowledged, match="acknowledged 9 of 10 records"):
+        publish_pending(store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=2)
+    assert store.counts().published == 0 and store.counts().pending == 12
+    assert _encoder_threads() == []
 
 
 def test_an_encoding_error_propagates_and_marks_nothing_more(

@@ -252,3 +252,11 @@ def test_filter_length_message_says_what_came() -> None:
 )
 def test_retry_after_from_metadata(metadata: object, expected: float | None) -> None:
     assert retry_after_from_metadata(metadata) == expected
+
+
+@pytest.mark.parametrize("bad", ["0" * 32 + "\n", "0" * 31, "0" * 33, "A" * 32, " " + "0" * 31])
+def test_require_reference_wants_exactly_32_lowercase_hex(bad: str) -> None:
+    # a trailing newline once passed: "$" also matches before a final "\n"
+    with pytest.raises(RequestError, match="32 lowercase hex"):
+        require_reference(bad, "reference")
+    assert require_reference("0123456789abcdef" * 2, "reference") == "0123456789abcdef" * 2

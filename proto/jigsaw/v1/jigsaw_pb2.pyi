@@ -81,13 +81,31 @@ class EncodedRecord(_message.Message):
     salt_tags: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, reference: _Optional[str] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., record_filter: _Optional[bytes] = ..., block_keys: _Optional[_Iterable[int]] = ..., salt_tags: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class EncodedColumns(_message.Message):
+    __slots__ = ("references", "field_filters", "field_present", "record_filters", "block_keys", "salt_tags")
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    FIELD_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_KEYS_FIELD_NUMBER: _ClassVar[int]
+    SALT_TAGS_FIELD_NUMBER: _ClassVar[int]
+    references: _containers.RepeatedScalarFieldContainer[str]
+    field_filters: _containers.RepeatedScalarFieldContainer[bytes]
+    field_present: bytes
+    record_filters: bytes
+    block_keys: bytes
+    salt_tags: bytes
+    def __init__(self, references: _Optional[_Iterable[str]] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., field_present: _Optional[bytes] = ..., record_filters: _Optional[bytes] = ..., block_keys: _Optional[bytes] = ..., salt_tags: _Optional[bytes] = ...) -> None: ...
+
 class PublishRequest(_message.Message):
-    __slots__ = ("header", "records")
+    __slots__ = ("header", "records", "columns")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     header: EncodingHeader
     records: _containers.RepeatedCompositeFieldContainer[EncodedRecord]
-    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., records: _Optional[_Iterable[_Union[EncodedRecord, _Mapping]]] = ...) -> None: ...
+    columns: EncodedColumns
+    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., records: _Optional[_Iterable[_Union[EncodedRecord, _Mapping]]] = ..., columns: _Optional[_Union[EncodedColumns, _Mapping]] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
     __slots__ = ("received", "inserted", "replaced", "unchanged")
