@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import server.publish as publish_module
-from linkage.encode import encode_records
+from linkage.encode import EncodedBatch, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema, load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
@@ -134,32 +134,27 @@ def _encoder_threads() -> list[threading.Thread]:
 
 
 def _message_by_message(
-    records: list[PendingRecord], schema: Schema, keys: KeySet, batch_size: int
+    records: list[PendingRecord],
+    schema: Schema,
+    keys: KeySet,
+    batch_size: int,
+    serialise: Callable[[EncodedBatch, list[str]], list[bytes]],
 ) -> list[bytes]:
     """The reference: each message's records encoded alone (what the loop used to do)."""
     out: list[bytes] = []
     for start in range(0, len(records), batch_size):
         group = records[start : start + batch_size]
         columns = {spec.name: [r.fields.get(spec.name) for r in group] for spec in schema.fields}
-        batch = encode_records(schema, keys, columns)
-        out.extend(
-            record.SerializeToString()
-            for record in encoded_to_proto(batch, [r.reference for r in group])
-        )
+        out.extend(serialise(encode_records(schema, keys, columns), [r.reference for r in group]))
     return out
 
 
-def _columns_message_by_message(
-    records: list[PendingRecord], schema: Schema, keys: KeySet, batch_size: int
-) -> list[bytes]:
-    """The reference for the columnar form: each message's records encoded alone."""
-    out: list[bytes] = []
-    for start in range(0, len(records), batch_size):
-        group = records[start : start + batch_size]
-        columns = {spec.name: [r.fields.get(spec.name) for r in group] for spec in schema.fields}
-        batch = encode_records(schema, keys, columns)
-        out.append(encoded_to_columns(batch, [r.reference for r in group]).SerializeToString())
-    return out
+def _as_records(batch: EncodedBatch, references: list[str]) -> list[bytes]:
+    return [record.SerializeToString() for record in encoded_to_proto(batch, references)]
+
+
+def _as_columns(batch: EncodedBatch, references: list[str]) -> list[bytes]:
+    return [encoded_to_columns(batch, references).SerializeToString()]
 
 
 @settings(deadline=None, max_examples=15)
@@ -177,7 +172,7 @@ def test_encoding_a_group_at_once_sends_the_same_bytes(
         records = node.pending_publish_page(0, 1000)
     header = jigsaw_pb2.EncodingHeader(schema_fingerprint=schema.fingerprint(), key_version=1)
     sizes = [min(batch_size, count - start) for start in range(0, count, batch_size)]
-    expected_records = _message_by_message(records, schema, keys, batch_size)
+    expected_records = _message_by_message(records, schema, keys, batch_size, _as_records)
 
     messages = encode_messages(records, schema, keys, header, batch_size)
     assert [len(m.columns.references) for m in messages] == sizes
@@ -185,7 +180,7 @@ def test_encoding_a_group_at_once_sends_the_same_bytes(
     assert messages[0].header == header
     assert not any(m.HasField("header") for m in messages[1:])
     sent = [m.columns.SerializeToString() for m in messages]
-    assert sent == _columns_message_by_message(records, schema, keys, batch_size)
+    assert sent == _message_by_message(records, schema, keys, batch_size, _as_columns)
     # and the columns carry exactly the records the record form would have sent
     decoded = [record.SerializeToString() for m in messages for record in records_of(m)]
     assert decoded == expected_records
