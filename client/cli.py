@@ -225,7 +225,14 @@ def _tls(args: argparse.Namespace) -> Any:
 
 
 BAND_NAMES = {1: "very high", 2: "high", 3: "possible", 4: "low"}
-AGREEMENT_NAMES = {1: "exact", 2: "strong", 3: "weak", 4: "disagrees", 5: "missing"}
+AGREEMENT_NAMES = {
+    1: "exact",
+    2: "strong",
+    3: "weak",
+    4: "disagrees",
+    5: "missing",
+    6: "not compared",
+}
 
 
 FIELD_SHORT = {

@@ -118,6 +118,9 @@ class IndexedCandidate:
     reference: str
     probability: float
     levels: tuple[int, ...]
+    #: per field: True where both records hold the field but it is salted and their salt
+    #: tags differ, so it was not compared (its level is then the missing level)
+    not_compared: tuple[bool, ...] = ()
 
 
 class _Keys(Protocol):
@@ -656,6 +659,7 @@ class MatchIndex:
                 reference=bytes(scored.references[i]).hex(),
                 probability=float(p),
                 levels=tuple(int(x) for x in scored.levels[i]),
+                not_compared=tuple(bool(x) for x in scored.not_compared[i]),
             )
             for i, p in zip(order.tolist(), probs.tolist(), strict=True)
         ]
@@ -686,18 +690,22 @@ class MatchIndex:
             if count:
                 sim[:, f], present = _dice_to_one(query.field_filters[f][0], cand)
                 both[:, f] = bool(query.field_present[0, f]) & present
+        not_compared = np.zeros((count, n_fields), dtype=bool)
         if count and self.schema.salt_sources:  # a salted field under two salts: not compared
             query_tags = narrow_block_keys(query.salt_tags[:1]).astype(np.uint64)
-            both &= salt_comparable(
+            comparable = salt_comparable(
                 self.schema,
                 np.repeat(query_tags, count, axis=0),
                 gathered.salt_tags.astype(np.uint64),
             )
+            not_compared = both & ~comparable
+            both &= comparable
         levels = scoring.comparison_levels(sim, both, tuple(f.levels for f in self.schema.fields))
         return _Scored(
             agency_codes=gathered.agency_codes,
             references=gathered.references,
             levels=levels,
+            not_compared=not_compared,
             probabilities=(model.match_probability(levels) if count else np.zeros(0, np.float64)),
         )
 
@@ -747,6 +755,7 @@ class _Scored:
     agency_codes: NDArray[np.int16]
     references: NDArray[np.uint8]
     levels: NDArray[np.int8]
+    not_compared: NDArray[np.bool_]
     probabilities: NDArray[np.float64]
 
 
@@ -762,6 +771,7 @@ def _concatenate_scores(first: _Scored, second: _Scored) -> _Scored:
         agency_codes=np.concatenate([first.agency_codes, second.agency_codes]),
         references=np.concatenate([first.references, second.references]),
         levels=np.concatenate([first.levels, second.levels]),
+        not_compared=np.concatenate([first.not_compared, second.not_compared]),
         probabilities=np.concatenate([first.probabilities, second.probabilities]),
     )
 

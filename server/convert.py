@@ -53,6 +53,8 @@ Bands and agreement labels: :func:`band_for` maps a probability to the staff-fac
 :func:`agreement_for` maps a ``linkage.scoring`` level label to the ``Agreement`` enum
 (``exact``, ``strong``, ``disagrees``, ``missing`` one to one; ``moderate``, ``weak`` and
 ``similar_<n>`` to ``WEAK``) and :func:`label_for` maps back to the canonical label.
+``not_compared`` (``NOT_COMPARED``) is no level of the model: the matcher sends it for a
+salted field held on both sides whose salt tags differ (``IndexedCandidate.not_compared``).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ AGREEMENT_BY_LABEL: Mapping[str, jigsaw_pb2.Agreement] = {
     "weak": jigsaw_pb2.AGREEMENT_WEAK,
     "disagrees": jigsaw_pb2.AGREEMENT_DISAGREES,
     "missing": jigsaw_pb2.AGREEMENT_MISSING,
+    "not_compared": jigsaw_pb2.AGREEMENT_NOT_COMPARED,
 }
 
 LABEL_BY_AGREEMENT: Mapping[int, str] = {
@@ -96,6 +99,7 @@ LABEL_BY_AGREEMENT: Mapping[int, str] = {
     jigsaw_pb2.AGREEMENT_WEAK: "weak",
     jigsaw_pb2.AGREEMENT_DISAGREES: "disagrees",
     jigsaw_pb2.AGREEMENT_MISSING: "missing",
+    jigsaw_pb2.AGREEMENT_NOT_COMPARED: "not_compared",
 }
 
 

@@ -122,6 +122,8 @@ class EvidenceTable:
 
     model: FellegiSunterModel
     by_field: tuple[Mapping[int, jigsaw_pb2.FieldEvidence], ...]
+    #: per field, the message for "held on both sides, not compared" (salts differ): weight 0
+    not_compared: tuple[jigsaw_pb2.FieldEvidence, ...]
 
 
 def evidence_table(model: FellegiSunterModel) -> EvidenceTable:
@@ -144,7 +146,17 @@ def evidence_table(model: FellegiSunterModel) -> EvidenceTable:
                 weight=weights[row_number][f],
             )
             row_number += 1
-    return EvidenceTable(model=model, by_field=tuple(by_field))
+    not_compared = tuple(
+        jigsaw_pb2.FieldEvidence(
+            field=name, agreement=jigsaw_pb2.AGREEMENT_NOT_COMPARED, weight=0.0
+        )
+        for name in model.field_names
+    )
+    return EvidenceTable(model=model, by_field=tuple(by_field), not_compared=not_compared)
+
+
+def _not_compared(candidate: IndexedCandidate, field: int) -> bool:
+    return bool(candidate.not_compared) and candidate.not_compared[field]
 
 
 def candidates_from_table(
@@ -157,7 +169,10 @@ def candidates_from_table(
             agency=candidate.agency,
             reference=candidate.reference,
             band=band_for(candidate.probability),
-            evidence=[by_field[f][level] for f, level in enumerate(candidate.levels)],
+            evidence=[
+                table.not_compared[f] if _not_compared(candidate, f) else by_field[f][level]
+                for f, level in enumerate(candidate.levels)
+            ],
             probability=candidate.probability if reveal_probability else 0.0,
         )
         for candidate in found
@@ -169,7 +184,10 @@ def candidate_to_proto(
 ) -> jigsaw_pb2.Candidate:
     """A ``Candidate`` with band and per-field evidence; probability only if revealed."""
     explained = model.explain(list(candidate.levels))
-    evidence = [(item.level_label, item.weight) for item in explained]
+    evidence = [
+        ("not_compared", 0.0) if _not_compared(candidate, f) else (item.level_label, item.weight)
+        for f, item in enumerate(explained)
+    ]
     return jigsaw_pb2.Candidate(
         agency=candidate.agency,
         reference=candidate.reference,

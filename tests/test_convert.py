@@ -511,6 +511,7 @@ def test_band_for(probability: float, band: int) -> None:
         ("similar_3", jigsaw_pb2.AGREEMENT_WEAK, "weak"),
         ("disagrees", jigsaw_pb2.AGREEMENT_DISAGREES, "disagrees"),
         ("missing", jigsaw_pb2.AGREEMENT_MISSING, "missing"),
+        ("not_compared", jigsaw_pb2.AGREEMENT_NOT_COMPARED, "not_compared"),
         ("bogus", jigsaw_pb2.AGREEMENT_UNSPECIFIED, "unspecified"),
     ],
 )

@@ -398,3 +398,32 @@ def test_snapshot_holds_narrow_tokens_and_high_bits_do_not_move_a_slot(
     low = dataclasses.replace(batch.take([3]), block_keys=batch.block_keys[[3]] ^ np.uint64(1))
     assert index.upsert("health", [refs(4)[3]], low) == (0, 1)
     assert index._size == size + 1 and len(index._dead) == 1
+
+
+def test_a_salted_field_under_another_salt_is_reported_not_compared(model: object) -> None:
+    records = {
+        "given_name": ["Olivia", "Olivia", "Olivia"],
+        "middle_names": ["Rose", "Rose", None],
+        "family_name": ["Okafor", "Okafor", "Okafor"],
+        "date_of_birth": ["14/03/2015", "14/04/2015", "14/03/2015"],  # row 1: another month
+        "sex": ["F", "F", "F"],
+        "postcode": ["LS6 2AB", "LS6 2AB", "LS6 2AB"],
+        "nhs_number": [None, None, None],
+    }
+    batch = encode_records(SCHEMA, KEYS, records)
+    index = MatchIndex(SCHEMA, key_version=1)
+    index.upsert("health", refs(2), batch.take([1, 2]))
+    found = index.query(batch.take([0]), model, min_probability=0.0)  # type: ignore[arg-type]
+    by_ref = {c.reference: c for c in found}
+    salted = [f.name for f in SCHEMA.fields if f.salt]
+    assert salted  # the shipped schema salts the names
+    other_month, same_month = by_ref[refs(2)[0]], by_ref[refs(2)[1]]
+    for f, spec in enumerate(SCHEMA.fields):
+        # other month: every salted field held on both sides is "not compared", level missing
+        assert other_month.not_compared[f] == (spec.salt != "")
+        if spec.salt:
+            assert other_month.levels[f] == -1
+        # same month: compared as usual; middle_names is missing on that record, not
+        # "not compared"
+        assert not same_month.not_compared[f]
+    assert same_month.levels[SCHEMA.field_names.index("given_name")] > 0

@@ -23,6 +23,7 @@ class Agreement(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGREEMENT_WEAK: _ClassVar[Agreement]
     AGREEMENT_DISAGREES: _ClassVar[Agreement]
     AGREEMENT_MISSING: _ClassVar[Agreement]
+    AGREEMENT_NOT_COMPARED: _ClassVar[Agreement]
 PROBABILITY_BAND_UNSPECIFIED: ProbabilityBand
 PROBABILITY_BAND_VERY_HIGH: ProbabilityBand
 PROBABILITY_BAND_HIGH: ProbabilityBand
@@ -34,6 +35,7 @@ AGREEMENT_STRONG: Agreement
 AGREEMENT_WEAK: Agreement
 AGREEMENT_DISAGREES: Agreement
 AGREEMENT_MISSING: Agreement
+AGREEMENT_NOT_COMPARED: Agreement
 
 class FieldEvidence(_message.Message):
     __slots__ = ("field", "agreement", "weight")
