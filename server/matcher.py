@@ -60,8 +60,10 @@ import grpc
 import numpy as np
 
 from linkage import pipeline
+from linkage.encode import EncodedBatch, salt_comparable
 from linkage.errors import JigsawError, ModelError
 from linkage.index import CONFIDENT_PROBABILITY, IndexedCandidate, MatchIndex
+from linkage.schema import Schema
 from linkage.scoring import FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
@@ -170,12 +172,18 @@ def build_clusters(
     result: pipeline.ClusterResult,
     members: Sequence[tuple[str, str]],
     threshold: float,
+    *,
+    schema: Schema | None = None,
+    clustered: EncodedBatch | None = None,
 ) -> list[StoredCluster]:
     """Clusters with at least 2 members, members sorted by (agency, reference), with their edges.
 
     ``members[i]`` is the (agency, reference) of record ``i`` of the clustered concatenation.
     Edges are the scored pairs at or above ``threshold`` inside a cluster, each with its
     per-field (level label, weight) evidence. Clusters are ordered by their first member.
+    With ``schema`` and ``clustered`` (that concatenation's encodings), a salted field both
+    records hold under different salt values is labelled ``not_compared`` (weight 0), as
+    lookups say.
     """
     labels = result.labels
     if labels.size == 0:
@@ -193,16 +201,29 @@ def build_clusters(
     evidence_of: list[tuple[tuple[str, float], ...]] = []
     which = np.zeros(edge_rows.size, dtype=np.int64)
     if edge_rows.size:
-        distinct, inverse = np.unique(scored.levels[edge_rows], axis=0, return_inverse=True)
+        n_fields = scored.levels.shape[1]
+        not_compared = np.zeros((edge_rows.size, n_fields), dtype=np.int8)
+        if schema is not None and clustered is not None and schema.salt_sources:
+            left, right = scored.left[edge_rows], scored.right[edge_rows]
+            not_compared = (
+                clustered.field_present[left]
+                & clustered.field_present[right]
+                & ~salt_comparable(schema, clustered.salt_tags[left], clustered.salt_tags[right])
+            ).astype(np.int8)
+        keyed = np.concatenate([scored.levels[edge_rows], not_compared], axis=1)
+        distinct, inverse = np.unique(keyed, axis=0, return_inverse=True)
         which = inverse.reshape(-1)
         label_tables = _label_tables(model)
-        for row_levels, row_weights in zip(
-            distinct.tolist(), model.match_weights(distinct).tolist(), strict=True
-        ):
+        weights = model.match_weights(distinct[:, :n_fields]).tolist()
+        for row, row_weights in zip(distinct.tolist(), weights, strict=True):
             evidence_of.append(
                 tuple(
-                    (label_tables[f][level], float(weight))
-                    for f, (level, weight) in enumerate(zip(row_levels, row_weights, strict=True))
+                    ("not_compared", 0.0)
+                    if row[n_fields + f]
+                    else (label_tables[f][level], float(weight))
+                    for f, (level, weight) in enumerate(
+                        zip(row[:n_fields], row_weights, strict=True)
+                    )
                 )
             )
     edges_of: dict[int, list[tuple[int, int, float, int]]] = {}
@@ -546,7 +567,13 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                     progress=job.progress,
                 )
                 job.progress("storing", 0, 1)
-                clusters = build_clusters(result, members, job.min_probability)
+                clusters = build_clusters(
+                    result,
+                    members,
+                    job.min_probability,
+                    schema=self._schema,
+                    clustered=batch.take(order),
+                )
                 self._store.finish_link(result_id, clusters, total_records=len(batch))
                 model = result.scored.model
                 with self._model_lock:
