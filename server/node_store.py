@@ -216,20 +216,10 @@ class NodeStore:
                 ).rowcount
         return changed
 
-    def mark_published(self, pairs: Iterable[tuple[str, str]]) -> int:
-        """Record that the matcher holds ``(reference, content_hash)``; returns rows touched.
-
-        Pass the hash of the content actually sent: a record changed since then stays pending.
-        """
-        with self._lock, self._transaction():
-            cursor = self._conn.executemany(
-                "UPDATE records SET published_hash = ? WHERE reference = ?",
-                [(digest, reference) for reference, digest in pairs],
-            )
-            return cursor.rowcount
-
     def mark_published_rows(self, records: Iterable[PendingRecord]) -> int:
-        """:meth:`mark_published` for records read by :meth:`pending_publish_page`.
+        """Record that the matcher holds these records, read by :meth:`pending_publish_page`;
+        returns rows touched. The hash recorded is the one read with the content sent, so a
+        record changed since then stays pending.
 
         Each row is found by its store position and must still carry the same reference (a
         purged record's position can be reused by a new one): in store order the updates
@@ -277,15 +267,9 @@ class NodeStore:
         return None if row is None else str(row[0])
 
     def pending_publish(self, limit: int) -> list[tuple[str, str, dict[str, str | None]]]:
-        """Up to ``limit`` live records the matcher lacks: ``(local_id, reference, fields)``."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT local_id, reference, fields FROM records "
-                "WHERE deleted = 0 AND (published_hash IS NULL OR published_hash != content_hash) "
-                "ORDER BY rowid LIMIT ?",
-                (int(limit),),
-            ).fetchall()
-        return [(str(r[0]), str(r[1]), json.loads(r[2])) for r in rows]
+        """Up to ``limit`` live records the matcher lacks: ``(local_id, reference, fields)``
+        (the first page of :meth:`pending_publish_page`)."""
+        return [(r.local_id, r.reference, r.fields) for r in self.pending_publish_page(0, limit)]
 
     def pending_publish_page(self, after_row: int, limit: int) -> list[PendingRecord]:
         """Up to ``limit`` live records the matcher lacks, stored after position ``after_row``.

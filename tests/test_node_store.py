@@ -6,6 +6,7 @@ Publishing is driven through a fake in-process matcher stub that records what it
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -60,7 +61,7 @@ def test_publish_marks_and_changes(store: NodeStore) -> None:
     store.upsert_many([("a", person("amy")), ("b", person("ben"))])
     pending = store.pending_publish(10)
     assert [p[0] for p in pending] == ["a", "b"]
-    store.mark_published([(ref, content_hash(fields)) for _, ref, fields in pending])
+    assert store.mark_published_rows(store.pending_publish_page(0, 10)) == 2
     assert store.pending_publish(10) == []
     counts = store.counts()
     assert (counts.records, counts.published, counts.pending, counts.deleted) == (2, 2, 0, 0)
@@ -69,18 +70,19 @@ def test_publish_marks_and_changes(store: NodeStore) -> None:
     ((local_id, ref, fields),) = store.pending_publish(10)
     assert (local_id, ref) == ("a", pending[0][1]) and fields["given_name"] == "amelia"
     # marking with a stale hash (content changed since it was sent) keeps it pending
-    store.mark_published([(ref, content_hash(person("amy")))])
+    (changed,) = store.pending_publish_page(0, 10)
+    assert changed.content_hash == content_hash(person("amelia"))
+    stale = dataclasses.replace(changed, content_hash=content_hash(person("amy")))
+    assert store.mark_published_rows([stale]) == 1
     assert len(store.pending_publish(10)) == 1
     assert store.pending_publish(0) == []
 
 
 def test_delete_withdraw_and_purge(store: NodeStore) -> None:
     store.upsert_many([("a", person("amy")), ("b", person("ben")), ("c", person("cy"))])
-    pending = store.pending_publish(10)
-    refs = {local_id: ref for local_id, ref, _ in pending}
-    store.mark_published(
-        [(ref, content_hash(f)) for local_id, ref, f in pending if local_id != "c"]
-    )
+    pending = store.pending_publish_page(0, 10)
+    refs = {record.local_id: record.reference for record in pending}
+    store.mark_published_rows(record for record in pending if record.local_id != "c")
     assert store.mark_deleted(["a", "c", "nobody"]) == 2
     assert store.get_by_reference(refs["c"]) is None  # never published: purged at once
     assert store.pending_withdraw() == [refs["a"]]
@@ -95,8 +97,9 @@ def test_delete_withdraw_and_purge(store: NodeStore) -> None:
 
 def test_reupsert_of_a_deleted_record_restores_it(store: NodeStore) -> None:
     store.upsert_many([("a", person("amy"))])
-    ((_, ref, fields),) = store.pending_publish(10)
-    store.mark_published([(ref, content_hash(fields))])
+    (record,) = store.pending_publish_page(0, 10)
+    ref = record.reference
+    store.mark_published_rows([record])
     store.mark_deleted(["a"])
     counts = store.upsert_many([("a", person("amy"))])
     assert counts.updated == 1
