@@ -58,9 +58,10 @@ from typing import Any
 
 import grpc
 import numpy as np
+from numpy.typing import NDArray
 
 from linkage import pipeline
-from linkage.encode import EncodedBatch, salt_comparable
+from linkage.encode import salt_comparable
 from linkage.errors import JigsawError, ModelError
 from linkage.index import CONFIDENT_PROBABILITY, IndexedCandidate, MatchIndex
 from linkage.schema import Schema
@@ -174,16 +175,17 @@ def build_clusters(
     threshold: float,
     *,
     schema: Schema | None = None,
-    clustered: EncodedBatch | None = None,
+    salt_tags: NDArray[np.uint64] | None = None,
+    present: NDArray[np.bool_] | None = None,
 ) -> list[StoredCluster]:
     """Clusters with at least 2 members, members sorted by (agency, reference), with their edges.
 
     ``members[i]`` is the (agency, reference) of record ``i`` of the clustered concatenation.
     Edges are the scored pairs at or above ``threshold`` inside a cluster, each with its
     per-field (level label, weight) evidence. Clusters are ordered by their first member.
-    With ``schema`` and ``clustered`` (that concatenation's encodings), a salted field both
-    records hold under different salt values is labelled ``not_compared`` (weight 0), as
-    lookups say.
+    With ``schema`` and that concatenation's ``salt_tags`` and ``present`` (field presence),
+    a salted field both records hold under different salt values is labelled
+    ``not_compared`` (weight 0), as lookups say.
     """
     labels = result.labels
     if labels.size == 0:
@@ -203,12 +205,12 @@ def build_clusters(
     if edge_rows.size:
         n_fields = scored.levels.shape[1]
         not_compared = np.zeros((edge_rows.size, n_fields), dtype=np.int8)
-        if schema is not None and clustered is not None and schema.salt_sources:
+        if schema is not None and salt_tags is not None and present is not None:
             left, right = scored.left[edge_rows], scored.right[edge_rows]
             not_compared = (
-                clustered.field_present[left]
-                & clustered.field_present[right]
-                & ~salt_comparable(schema, clustered.salt_tags[left], clustered.salt_tags[right])
+                present[left]
+                & present[right]
+                & ~salt_comparable(schema, salt_tags[left], salt_tags[right])
             ).astype(np.int8)
         keyed = np.concatenate([scored.levels[edge_rows], not_compared], axis=1)
         distinct, inverse = np.unique(keyed, axis=0, return_inverse=True)
@@ -572,7 +574,8 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                     members,
                     job.min_probability,
                     schema=self._schema,
-                    clustered=batch.take(order),
+                    salt_tags=batch.salt_tags[order],  # the clustered order, not a copy of
+                    present=batch.field_present[order],  # every filter of the snapshot
                 )
                 self._store.finish_link(result_id, clusters, total_records=len(batch))
                 model = result.scored.model

@@ -21,7 +21,14 @@ def test_salted_fields_under_other_salts_are_labelled_not_compared() -> None:
     clustered = concat_batches(datasets)
     members = [("agency", f"{i:032x}") for i in range(len(clustered))]
     plain = build_clusters(result, members, 0.5)
-    labelled = build_clusters(result, members, 0.5, schema=SCHEMA, clustered=clustered)
+    labelled = build_clusters(
+        result,
+        members,
+        0.5,
+        schema=SCHEMA,
+        salt_tags=clustered.salt_tags,
+        present=clustered.field_present,
+    )
     assert [c.members for c in plain] == [c.members for c in labelled]
     salted = [f for f, spec in enumerate(SCHEMA.fields) if spec.salt]
     position = {m: i for i, m in enumerate(members)}
