@@ -74,6 +74,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import jellyfish
 import numpy as np
@@ -428,7 +429,9 @@ def token64_reference(key: bytes, message: bytes) -> int:
 
 
 def salt_comparable(
-    schema: Schema, left_tags: NDArray[np.uint64], right_tags: NDArray[np.uint64]
+    schema: Schema,
+    left_tags: NDArray[np.unsignedinteger[Any]],
+    right_tags: NDArray[np.unsignedinteger[Any]],
 ) -> NDArray[np.bool_]:
     """(n_pairs, n_fields): False where a salted field of the pair was encoded under
     different salt values (its Dice then means nothing), True elsewhere.

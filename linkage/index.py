@@ -120,7 +120,7 @@ class IndexedCandidate:
     levels: tuple[int, ...]
     #: per field: True where both records hold the field but it is salted and their salt
     #: tags differ, so it was not compared (its level is then the missing level)
-    not_compared: tuple[bool, ...] = ()
+    not_compared: tuple[bool, ...]
 
 
 class _Keys(Protocol):
@@ -692,11 +692,9 @@ class MatchIndex:
                 both[:, f] = bool(query.field_present[0, f]) & present
         not_compared = np.zeros((count, n_fields), dtype=bool)
         if count and self.schema.salt_sources:  # a salted field under two salts: not compared
-            query_tags = narrow_block_keys(query.salt_tags[:1]).astype(np.uint64)
+            query_tags = narrow_block_keys(query.salt_tags[:1])  # held narrow, like the index's
             comparable = salt_comparable(
-                self.schema,
-                np.repeat(query_tags, count, axis=0),
-                gathered.salt_tags.astype(np.uint64),
+                self.schema, np.repeat(query_tags, count, axis=0), gathered.salt_tags
             )
             not_compared = both & ~comparable
             both &= comparable

@@ -155,10 +155,6 @@ def evidence_table(model: FellegiSunterModel) -> EvidenceTable:
     return EvidenceTable(model=model, by_field=tuple(by_field), not_compared=not_compared)
 
 
-def _not_compared(candidate: IndexedCandidate, field: int) -> bool:
-    return bool(candidate.not_compared) and candidate.not_compared[field]
-
-
 def candidates_from_table(
     found: Sequence[IndexedCandidate], table: EvidenceTable, *, reveal_probability: bool
 ) -> list[jigsaw_pb2.Candidate]:
@@ -170,7 +166,7 @@ def candidates_from_table(
             reference=candidate.reference,
             band=band_for(candidate.probability),
             evidence=[
-                table.not_compared[f] if _not_compared(candidate, f) else by_field[f][level]
+                table.not_compared[f] if candidate.not_compared[f] else by_field[f][level]
                 for f, level in enumerate(candidate.levels)
             ],
             probability=candidate.probability if reveal_probability else 0.0,
@@ -185,7 +181,7 @@ def candidate_to_proto(
     """A ``Candidate`` with band and per-field evidence; probability only if revealed."""
     explained = model.explain(list(candidate.levels))
     evidence = [
-        ("not_compared", 0.0) if _not_compared(candidate, f) else (item.level_label, item.weight)
+        ("not_compared", 0.0) if candidate.not_compared[f] else (item.level_label, item.weight)
         for f, item in enumerate(explained)
     ]
     return jigsaw_pb2.Candidate(
