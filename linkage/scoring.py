@@ -459,8 +459,8 @@ def decontaminate_u(
     A field's u counts only the random pairs in which the field was compared. For most
     fields those are nearly all non-matches, but a *salted* field is compared only between
     records sharing the salt value (e.g. the birth month), and that subset is enriched in
-    matches: with 2,400 records of 600 children a quarter of the same-month random pairs are
-    the same child, and u of "names agree" came out 0.19 instead of about 0.006. With ``c``
+    matches: with about 2,400 records of 600 children, u of "given names agree exactly" comes
+    out above 0.1 uncorrected and below 0.05 corrected (``tests/test_pipeline.py``). With ``c``
     the share of matches among the compared pairs (``contamination[f]``), the observed level
     frequencies are ``(1 - c)·u + c·m``, so ``u = (observed - c·m) / (1 - c)``. ``c`` is
     capped at 0.5, and no level goes below one pseudo-count among the field's

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from linkage import evaluate, pipeline, solve, synthetic
+from linkage import evaluate, pipeline, scoring, solve, synthetic
 from linkage.encode import EncodedBatch, concat_batches, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
@@ -97,3 +97,27 @@ def test_em_fits_on_pairs_sharing_two_blocking_keys(
     assert pipeline.fitting_pairs(combined, combined, pairs.left, pairs.right, too_few) is None
     every = dataclasses.replace(opts, fit_min_shared_keys=1)
     assert pipeline.fitting_pairs(combined, combined, pairs.left, pairs.right, every) is None
+
+
+def test_u_of_a_salted_field_has_the_matches_among_random_pairs_taken_out() -> None:
+    # 600 children, about 2,400 records: a salted name is compared only within a birth
+    # month, where a large share of random pairs are the same child; without taking them
+    # out, u of "given names agree" comes out tens of times too high
+    schema = default_child_schema()
+    assert schema.field("given_name").salt
+    data = synthetic.generate_population(600, seed=3).all_records()
+    batch = encode_records(schema, KeySet(LinkageSecret.for_tests()), data.columns)
+    model = pipeline.score_pairs(schema, batch, None).model
+    options = pipeline.LinkageOptions()
+    left, right = pipeline.random_pairs(
+        len(batch), len(batch), options.u_sample_pairs, seed=options.seed, distinct=True
+    )
+    raw = scoring.estimate_u(
+        pipeline.compare_pairs(schema, batch, batch, left, right), pipeline.n_levels_of(schema)
+    )
+    given = schema.field_names.index("given_name")
+    unsalted = schema.field_names.index("sex")
+    assert raw[given][-1] > 0.1  # contaminated: "agree exactly" among same-month pairs
+    assert model.u[given][-1] < 0.05
+    # an unsalted field is compared in nearly every random pair: barely changed
+    np.testing.assert_allclose(model.u[unsalted], raw[unsalted], rtol=0.05, atol=1e-4)
