@@ -381,7 +381,7 @@ class MatchIndex:
         # Capacity never written costs no memory (np.zeros maps zero pages lazily), except
         # that transparent huge pages (numpy advises them for large arrays) make up to 2 MiB
         # past the last written row of each array resident: a fixed cost, whatever the
-        # growth factor (1.5x measured no better than 2x at 200 k to 1 M records).
+        # growth factor.
         new = max(needed, cap * 2)
 
         def grown(a: NDArray[np.generic], fill: int = 0) -> NDArray[np.generic]:

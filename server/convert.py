@@ -21,8 +21,8 @@ Wire layout of one ``EncodedRecord`` (see also ``proto/jigsaw/v1/jigsaw.proto``)
   unsalted schema), 0 where the salt value was missing.
 
 Wire layout of one ``EncodedColumns``: the same content as ``n`` records, one column per part.
-It is the publisher's form because it is far cheaper than ``n`` sub-messages (child schema,
-one process: build and serialise 7.8 -> 0.3 us a record, parse and convert 5.3 -> 0.5 us) for
+It is the publisher's form because a few large byte strings cost far less to build, send and
+parse than ``n`` sub-messages (the federation benchmark's publish figure, RESULTS.md), for
 about 5% more bytes (a missing value's filter is sent as zeros, not as empty bytes). ``F`` is
 the number of schema fields; every integer is little-endian:
 

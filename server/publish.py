@@ -8,7 +8,7 @@ client-streaming ``Publish`` call of ``batch_size`` records per message: the fir
 ``PublishRequest`` carries the :class:`EncodingHeader` (schema fingerprint and key version) and
 the first batch, later messages one batch each. A batch travels as ``EncodedColumns`` (a few
 large byte strings, layout in :mod:`server.convert`) rather than one ``EncodedRecord`` per
-record: building the records cost the node ~7 us and parsing them the matcher ~4 us a record.
+record, which is far cheaper to build and to parse.
 Only after the call returns, and only if the matcher acknowledges every record sent (a matcher
 that predates ``columns`` would ignore them and acknowledge none), are those records marked
 published, with the content hash of exactly what was sent. Deleted records that were
@@ -16,8 +16,7 @@ published are then sent in ``Withdraw`` calls and purged.
 
 Speed: encoding dominates a publish, and the encoder normalises, tokenises and hashes each
 distinct value and token once per call, so one call over the whole group costs much less than
-one per message (1.4x more records per CPU second at 40,000 than at 2,000 records on the
-synthetic federation). A producer thread reads and encodes group n + 1 while group n is in
+one per message. A producer thread reads and encodes group n + 1 while group n is in
 flight and being marked (it starts on a group only once the previous one was taken, so at
 most two groups are held), so the matcher is not left idle while the node encodes. The bytes
 sent are those of encoding message by message (the encoder's output for a record does not
