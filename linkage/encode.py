@@ -297,12 +297,21 @@ def token_positions(key: bytes, tokens: Sequence[str], hashes: int, bits: int) -
     :func:`token_positions_reference`, which uses Python's :mod:`hmac`.
     """
     blocks = (hashes + 7) // 8
-    encoded = [tok.encode("utf-8") for tok in tokens]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(data) for data in encoded], out=offsets[1:])
-    words = np.empty((len(encoded), blocks * 8), dtype=np.uint32)
-    _dicekernel.hmac_words(key, b"".join(encoded), offsets, blocks, True, words)
+    words = _hmac_words(key, [tok.encode("utf-8") for tok in tokens], blocks, counter=True)
     return (words[:, :hashes].astype(np.int64)) % bits
+
+
+def _hmac_words(
+    key: bytes, messages: Sequence[bytes], blocks: int, *, counter: bool
+) -> NDArray[np.uint32]:
+    """Per message, the little-endian uint32 words of ``blocks`` HMAC-SHA256 digests under
+    ``key`` (of ``bytes([b]) + message`` with ``counter``, of the message itself without,
+    then ``blocks`` is 1), computed in C in one call."""
+    offsets = np.zeros(len(messages) + 1, dtype=np.int64)
+    np.cumsum([len(message) for message in messages], out=offsets[1:])
+    words = np.empty((len(messages), blocks * 8), dtype=np.uint32)
+    _dicekernel.hmac_words(key, b"".join(messages), offsets, blocks, counter, words)
+    return words
 
 
 def token_positions_reference(
@@ -414,10 +423,7 @@ def _tokens64(key: bytes, messages: Sequence[bytes]) -> NDArray[np.uint64]:
     of ``HMAC-SHA256(key, message)``, with 0 (reserved for "missing") mapped to 1. The
     HMACs run in C (:func:`token_positions`); :func:`token64_reference` is the
     specification."""
-    offsets = np.zeros(len(messages) + 1, dtype=np.int64)
-    np.cumsum([len(m) for m in messages], out=offsets[1:])
-    words = np.empty((len(messages), 8), dtype=np.uint32)
-    _dicekernel.hmac_words(key, b"".join(messages), offsets, 1, False, words)
+    words = _hmac_words(key, messages, 1, counter=False)
     tokens = words[:, 0].astype(U64) | (words[:, 1].astype(U64) << np.uint64(32))
     tokens[tokens == 0] = 1
     return tokens
