@@ -65,7 +65,9 @@ Speed: every distinct raw value of a field is normalised and tokenised once per 
 every distinct token hashed once per batch (per-batch dictionaries that die with the call;
 no global caches); the HMACs of a batch's tokens run in one C call (``_dicekernel``, checked
 against Python's :mod:`hmac` by :func:`token_positions_reference` and
-:func:`token64_reference`). Bits are set with vectorised numpy scatter operations.
+:func:`token64_reference`). Bits are set with vectorised numpy scatter operations. One record
+(a lookup) has its own path, :func:`encode_record`, with the same output as a one-row batch
+and a fraction of the per-call numpy overhead.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 import jellyfish
@@ -296,8 +299,14 @@ def token_positions(key: bytes, tokens: Sequence[str], hashes: int, bits: int) -
     once, every token and block in one call without the GIL); the same bits as
     :func:`token_positions_reference`, which uses Python's :mod:`hmac`.
     """
-    blocks = (hashes + 7) // 8
-    words = _hmac_words(key, [tok.encode("utf-8") for tok in tokens], blocks, counter=True)
+    return _message_positions(key, [tok.encode("utf-8") for tok in tokens], hashes, bits)
+
+
+def _message_positions(
+    key: bytes, messages: Sequence[bytes], hashes: int, bits: int
+) -> NDArray[np.int64]:
+    """:func:`token_positions` of tokens already encoded in UTF-8."""
+    words = _hmac_words(key, messages, (hashes + 7) // 8, counter=True)
     return (words[:, :hashes].astype(np.int64)) % bits
 
 
@@ -307,8 +316,9 @@ def _hmac_words(
     """Per message, the little-endian uint32 words of ``blocks`` HMAC-SHA256 digests under
     ``key`` (of ``bytes([b]) + message`` with ``counter``, of the message itself without,
     then ``blocks`` is 1), computed in C in one call."""
-    offsets = np.zeros(len(messages) + 1, dtype=np.int64)
-    np.cumsum([len(message) for message in messages], out=offsets[1:])
+    offsets = np.fromiter(
+        accumulate(map(len, messages), initial=0), dtype=np.int64, count=len(messages) + 1
+    )
     words = np.empty((len(messages), blocks * 8), dtype=np.uint32)
     _dicekernel.hmac_words(key, b"".join(messages), offsets, blocks, counter, words)
     return words
@@ -380,6 +390,24 @@ class _FieldColumn:
     values: list[str] = field(default_factory=list)  # distinct normalised values
 
 
+def _normalise_value(
+    spec: FieldSpec, value: str | None, day_first: bool
+) -> tuple[str | None, str | None]:
+    """``(canonical value or None when missing, None)``, or ``(None, reason)`` when the value
+    fails normalisation (the reason names the expectation, never the value)."""
+    try:
+        return norm.NORMALISERS[spec.kind](value, field=spec.name, day_first=day_first), None
+    except InvalidValueError as exc:
+        return None, exc.reason
+
+
+def _salted(tokens: Sequence[str], salt_value: str) -> list[str]:
+    """``tokens`` prefixed with ``<salt value>|``, or ``~|`` when the salt value is missing
+    (empty)."""
+    prefix = (salt_value or "~") + "|"
+    return [prefix + token for token in tokens]
+
+
 def _normalise_column(
     spec: FieldSpec, raw: Sequence[str | None], day_first: bool, problems: list[ValueProblem]
 ) -> _FieldColumn:
@@ -388,17 +416,15 @@ def _normalise_column(
     Row codes: ``>= 0`` index into ``values``; ``-1`` missing; ``<= -2`` invalid (reason
     ``reasons[-2 - code]``), reported as a problem and then encoded as missing.
     """
-    normaliser = norm.NORMALISERS[spec.kind]
     slot_of: dict[str | None, int] = {}
     distinct_norm: dict[str, int] = {}
     values: list[str] = []
     reasons: list[str] = []
     for value in dict.fromkeys(raw):  # distinct raw values, first-seen order
-        try:
-            canon = normaliser(value, field=spec.name, day_first=day_first)
-        except InvalidValueError as exc:
+        canon, reason = _normalise_value(spec, value, day_first)
+        if reason is not None:
             slot_of[value] = -2 - len(reasons)
-            reasons.append(exc.reason)
+            reasons.append(reason)
             continue
         if canon is None:
             slot_of[value] = -1
@@ -430,7 +456,8 @@ def _tokens64(key: bytes, messages: Sequence[bytes]) -> NDArray[np.uint64]:
 
 
 def token64_reference(key: bytes, message: bytes) -> int:
-    """One keyed 64-bit token with Python's :mod:`hmac` (the specification, for tests)."""
+    """One keyed 64-bit token with Python's :mod:`hmac` (the specification, for tests; also
+    the salt tag of :func:`encode_record`, where one message does not repay a C call)."""
     return int.from_bytes(hmac.digest(key, message, "sha256")[:8], "little") or 1
 
 
@@ -521,8 +548,7 @@ def encode_records(
                 known = value_tokens.get(v_i)
                 if known is None:
                     known = value_tokens[v_i] = tokenise(spec, values[v_i])
-                prefix = (salt_values[s_i - 1] if s_i else "~") + "|"
-                token_lists.append([prefix + t for t in known])
+                token_lists.append(_salted(known, salt_values[s_i - 1] if s_i else ""))
             inverse = inv.astype(np.int64) - (1 if has_missing else 0)
         else:
             token_lists = [tokenise(spec, v) for v in values]
@@ -554,7 +580,8 @@ def encode_records(
                 distinct_filters, spec.hardening, keys, spec.name
             )
         out = np.zeros((n, spec.published_words), dtype=U64)
-        out[ok] = distinct_filters[inverse[ok]]
+        if token_lists:  # else no row has a value (and the unhardened width may differ)
+            out[ok] = distinct_filters[inverse[ok]]
         field_filters.append(out)
         present[:, f_index] = ok
 
@@ -621,6 +648,116 @@ def encode_records(
         field_names=schema.field_names,
         field_filters=tuple(field_filters),
         field_present=present,
+        record_filters=record,
+        block_keys=block_keys,
+        salt_tags=salt_tags,
+        problems=tuple(problems),
+    )
+
+
+# --------------------------------------------------------------------------- one record
+
+
+def _set_token_bits(
+    filter_bits: NDArray[np.uint8], key: bytes, messages: Sequence[bytes], hashes: int
+) -> None:
+    """Set the positions of the UTF-8 ``messages`` (tokens) under ``key`` in a filter held
+    as one byte per bit (``filter_bits[i]`` is bit ``i``; see :func:`token_positions`)."""
+    if messages:
+        filter_bits[_message_positions(key, messages, hashes, filter_bits.shape[0])] = 1
+
+
+def _packed_row(filter_bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
+    """A ``(1, words)`` packed filter (the byte layout above) from one byte per bit."""
+    return harden._pack_bits(filter_bits.reshape(1, -1))
+
+
+def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]) -> EncodedBatch:
+    """Encode ONE record: an :class:`EncodedBatch` of length 1, bit for bit the batch
+    ``encode_records(schema, keys, {f: [values.get(f)] for f in schema.field_names})``.
+
+    ``values`` maps field names to raw strings; a field without a key, ``None`` or empty is
+    missing, extra keys are ignored. Values that fail normalisation are encoded as missing and
+    reported in ``problems`` (row 0). This is the lookup path (one query at a time): plain
+    Python over the few fields and tokens, one C HMAC call per filter key, bits set in one
+    small numpy op per key, blocking tokens and salt tags one HMAC each, hardening tables
+    reused through ``keys.derived`` as in the batch path; none of the batch machinery
+    (distinct values, unique rows, scatter) that costs more than the hashing for one row.
+    tests/test_encode_one.py holds it to :func:`encode_records` (its plain counterpart).
+    """
+    problems: list[ValueProblem] = []
+    canonical: dict[str, str] = {}
+    for spec in schema.fields:
+        canon, reason = _normalise_value(spec, values.get(spec.name), schema.day_first)
+        if reason is not None:
+            problems.append(ValueProblem(0, spec.name, reason))
+        elif canon is not None:
+            canonical[spec.name] = canon
+    kinds = {spec.name: spec.kind for spec in schema.fields}
+    part_values: dict[tuple[str, str], str] = {}  # dies with the call
+
+    def part_value(field_name: str, transform: str) -> str:
+        """The value of a blocking part or salt; empty when missing (as in the batch path)."""
+        found = part_values.get((field_name, transform))
+        if found is None:
+            value = canonical.get(field_name)
+            found = "" if value is None else blocking_value(kinds[field_name], transform, value)
+            part_values[field_name, transform] = found
+        return found
+
+    field_filters: list[NDArray[np.uint64]] = []
+    record_bits = np.zeros(schema.record_filter_bits, dtype=np.uint8)
+    record_has_values = False  # some field that feeds the record filter is present
+    for spec in schema.fields:
+        value = canonical.get(spec.name)
+        if value is None:
+            field_filters.append(np.zeros((1, spec.published_words), dtype=U64))
+            continue
+        tokens = tokenise(spec, value)
+        if spec.salt:
+            salt_field, salt_transform = spec.salt.split(".")
+            tokens = _salted(tokens, part_value(salt_field, salt_transform))
+        messages = [token.encode("utf-8") for token in tokens]
+        field_bits = np.zeros(spec.filter_bits, dtype=np.uint8)
+        _set_token_bits(field_bits, keys.key("filter", spec.name), messages, spec.hashes_per_token)
+        filter_row = _packed_row(field_bits)
+        if spec.hardening.enabled:
+            filter_row = harden.harden_field_filters(filter_row, spec.hardening, keys, spec.name)
+        field_filters.append(filter_row)
+        if spec.record_hashes_per_token:
+            record_has_values = True
+            _set_token_bits(
+                record_bits, keys.key("record", spec.name), messages, spec.record_hashes_per_token
+            )
+    record = _packed_row(record_bits)
+    if schema.hardening.enabled:
+        record = (
+            harden.harden_record_filters(record, schema.hardening, keys)
+            if record_has_values
+            else np.zeros((1, schema.published_record_words), dtype=U64)
+        )
+
+    block_keys = np.zeros((1, len(schema.blocking)), dtype=U64)
+    for r_index, rule in enumerate(schema.blocking):
+        parts = [part_value(field_name, transform) for field_name, transform in rule.parts]
+        if all(parts):
+            block_keys[0, r_index] = blocking_token(keys.key("block", rule.name), parts)
+
+    salt_tags = np.zeros((1, len(schema.salt_sources)), dtype=U64)
+    for s_index, source in enumerate(schema.salt_sources):
+        salt_field, salt_transform = source.split(".")
+        salt_value = part_value(salt_field, salt_transform)
+        if salt_value:
+            salt_tags[0, s_index] = token64_reference(
+                keys.key("salt", source), salt_value.encode("utf-8")
+            )
+
+    return EncodedBatch(
+        schema_fingerprint=schema.fingerprint(),
+        key_version=keys.key_version,
+        field_names=schema.field_names,
+        field_filters=tuple(field_filters),
+        field_present=np.array([[spec.name in canonical for spec in schema.fields]]),
         record_filters=record,
         block_keys=block_keys,
         salt_tags=salt_tags,

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from linkage.encode import encode_records
+from linkage.encode import encode_record
 from linkage.keys import KeySet
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
@@ -185,8 +185,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             require_text(
                 identifiers[key], f"identifiers[{key!r}]", MAX_VALUE_CHARS, allow_empty=True
             )
-        columns = {name: [identifiers.get(name)] for name in self._schema.field_names}
-        batch = encode_records(self._schema, self._keys, columns)
+        batch = encode_record(self._schema, self._keys, identifiers)
         for problem in batch.problems:
             raise RequestError(f"identifiers[{problem.field!r}]", problem.reason)
         present = batch.field_present[0].tolist()
