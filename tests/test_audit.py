@@ -457,3 +457,26 @@ def test_failed_write_refuses_this_and_later_appends(
     with AuditLog(path) as log:  # the line reached the file (only its fsync failed)
         assert log.last_seq == 3
     assert verify_audit_log(path).ok
+
+
+def test_head_overwritten_in_place_names_the_last_entry_across_digit_growth(
+    tmp_path: Path,
+) -> None:
+    """The head is replaced once per open log and then overwritten in place: sequential
+    appends (one group each, so one head write each) must leave exactly ``"<seq> <hash>\\n"``
+    of the last entry, also when seq grows a digit (9 -> 10) and after a reopen (whose first
+    write replaces the file)."""
+    path = tmp_path / "audit.log"
+    head = tmp_path / "audit.log.head"
+    with AuditLog(path, clock=fixed_clock) as log:
+        for _ in range(11):
+            entry = log.append(actor="alice", action="lookup", outcome="ok")
+    assert entry.seq == 11
+    assert head.read_text() == f"11 {entry.hash}\n"
+    assert head.stat().st_mode & 0o777 == 0o600
+    with AuditLog(path, clock=fixed_clock) as log:
+        for _ in range(90):
+            entry = log.append(actor="alice", action="lookup", outcome="ok")
+    assert head.read_text() == f"101 {entry.hash}\n"
+    result = verify_audit_log(path)
+    assert result.ok and result.entries == 101
