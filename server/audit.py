@@ -38,11 +38,10 @@ default (powersafe overwrite) this relies on a sector write not being torn, and 
 would read as malformed or as naming an entry the log does not hold, which the open and
 :func:`verify_audit_log` refuse: it fails closed, never silently. The chain alone cannot
 reveal that its last entries were cut off; the head can. If a crash falls between a group's
-log fsync and its head write, the log is
-ahead of the head by at most :data:`MAX_GROUP_ENTRIES` entries, the head names an entry of the
-log and the chain runs on from it: this state is accepted (and repaired on the next open). A
-head that names a later entry than the log's last (tail cut off) or an entry the log does not
-hold is not.
+log fsync and its head write, the log is ahead of the head by at most
+:data:`MAX_GROUP_ENTRIES` entries, the head names an entry of the log and the chain runs on
+from it: this state is accepted (and repaired on the next open). A head that names a later
+entry than the log's last (tail cut off) or an entry the log does not hold is not.
 
 Identifier values (names, dates of birth, postcodes, NHS numbers, local record ids) must never
 be written here: callers log opaque references, counts and purposes. As a guard, ``details``
