@@ -612,11 +612,14 @@ def encode_records(
         if not ok.any():
             continue
         uniq, inv = _unique_rows(stacked[ok], [len(v) for v in part_vals])
-        encoded_parts = [[v.encode("utf-8") for v in vals] for vals in part_vals]
-        sep = _UNIT_SEP.encode()
-        tokens = _tokens64(
-            key, [sep.join([encoded_parts[p][i] for p, i in enumerate(combo)]) for combo in uniq]
-        )
+        # per part, the encoded value of every distinct combination (plain ints: indexing a
+        # list with numpy scalars is several times slower), then joined combination-wise
+        part_columns = [
+            [encoded[i] for i in uniq[:, p].tolist()]
+            for p, encoded in enumerate([v.encode("utf-8") for v in vals] for vals in part_vals)
+        ]
+        messages = list(map(_UNIT_SEP.encode().join, zip(*part_columns, strict=True)))
+        tokens = _tokens64(key, messages)
         block_keys[ok, r_index] = tokens[inv.reshape(-1)]
 
     salt_tags = np.zeros((n, len(schema.salt_sources)), dtype=U64)
