@@ -10,19 +10,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkage import pipeline, similarity
-from linkage.encode import EncodedBatch, encode_records
+from linkage import pipeline, scoring, similarity
+from linkage.encode import EncodedBatch, encode_records, salt_comparable
 from linkage.errors import FilterFormatError, IncompatibleEncodingError
 from linkage.index import (
     CONFIDENT_PROBABILITY,
+    IndexedCandidate,
     MatchIndex,
-    _dice_to_one,
+    _comparison_levels,
+    _dice_fields_to_one,
     _dice_to_one_reference,
+    _FieldLayout,
+    _level_cut_offs,
+    _QueryFields,
     _SortedKeys,
     narrow_block_keys,
 )
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
+from linkage.solve import rank_candidates
 from linkage.synthetic import generate_population
 
 SCHEMA = default_child_schema()
@@ -282,33 +288,212 @@ def test_fenced_find_equals_plain_bisection(
     for key in range(0, 3 * key_space + 5):  # every stored key, and keys between and around
         fast = sorted_keys.find(key, keys_of)
         assert fast.tolist() == sorted_keys.find_reference(key, keys_of).tolist()
+        assert fast.dtype == np.int64
+        unordered = sorted_keys.find_unordered(key, keys_of).tolist()
+        assert sorted(unordered) == fast.tolist()  # the same slots, each once
         expected = {int(s) for s in slots if keys_of[s] == key and s not in set(drop.tolist())}
         assert set(fast.tolist()) == expected
 
 
+def _random_filters(rng: np.random.Generator, count: int, words: int, density: float) -> Any:
+    bits = rng.random((count, words * 64)) < density * rng.random((count, 1))
+    return np.packbits(bits, axis=1, bitorder="little").view("<u8").astype(np.uint64)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
-    words=st.integers(1, 24),
-    rows=st.integers(0, 80),
+    widths=st.lists(st.integers(0, 9), min_size=1, max_size=6),
+    rows=st.integers(0, 60),
     density=st.floats(0.0, 1.0),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_dice_to_one_equals_the_kernel(words: int, rows: int, density: float, seed: int) -> None:
-    """The numpy Dice of a lookup's scoring gives exactly the kernel's values (and presence)."""
+def test_dice_of_side_by_side_fields_equals_the_kernel_per_field(
+    widths: list[int], rows: int, density: float, seed: int
+) -> None:
+    """Dice of every field at once, on rows of all fields side by side, gives exactly the
+    kernel's value on each field's own filters (and their presence); a zero-word field (no
+    schema file can state one) is empty."""
     rng = np.random.default_rng(seed)
+    layout = _FieldLayout.of(widths)
+    candidates = _random_filters(rng, rows, layout.words, density)
+    query_row = _random_filters(rng, 1, layout.words, density)[0]
+    for start, stop in layout.columns():
+        candidates[rng.random(rows) < 0.2, start:stop] = 0  # missing fields
+    query = _QueryFields(query_row, layout.sum_by_field(np.bitwise_count(query_row)))
+    fast, fast_present = _dice_fields_to_one(query, candidates, layout)
+    assert fast.shape == fast_present.shape == (rows, len(widths))
+    for f, (start, stop) in enumerate(layout.columns()):
+        field = np.ascontiguousarray(candidates[:, start:stop])
+        if start == stop:  # the kernel refuses zero-word filters
+            assert fast[:, f].tolist() == [0.0] * rows
+            assert not fast_present[:, f].any()
+            continue
+        slow, slow_present = _dice_to_one_reference(query_row[start:stop], field)
+        assert fast[:, f].tolist() == slow.tolist()
+        assert fast_present[:, f].tolist() == slow_present.tolist()
+        assert fast_present[:, f].tolist() == [bool(row.any()) for row in field]
 
-    def filters(count: int) -> np.ndarray:
-        bits = rng.random((count, words * 64)) < density * rng.random((count, 1))
-        return np.packbits(bits, axis=1, bitorder="little").view("<u8").astype(np.uint64)
 
-    candidates = filters(rows)
-    candidates[rng.random(rows) < 0.2] = 0  # missing fields
-    query = filters(1)[0]
-    fast, fast_present = _dice_to_one(query, candidates)
-    slow, slow_present = _dice_to_one_reference(query, candidates)
-    assert fast.tolist() == slow.tolist()
-    assert fast_present.tolist() == slow_present.tolist()
-    assert fast_present.tolist() == [bool(row.any()) for row in candidates]
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(0, 50),
+    seed=st.integers(0, 2**32 - 1),
+    levels=st.lists(
+        st.lists(st.floats(0.01, 1.0), min_size=1, max_size=4, unique=True),
+        min_size=1,
+        max_size=7,
+    ),
+)
+def test_comparison_levels_equal_scoring(rows: int, seed: int, levels: list[list[float]]) -> None:
+    """The lookup's comparison levels are exactly ``scoring.comparison_levels``, cut-offs hit
+    exactly included."""
+    rng = np.random.default_rng(seed)
+    fields = [
+        dataclasses.replace(SCHEMA.fields[0], name=f"field_{i}", levels=tuple(sorted(lv)[::-1]))
+        for i, lv in enumerate(levels)
+    ]
+    schema = dataclasses.replace(SCHEMA, fields=tuple(fields), blocking=())
+    cut_offs = _level_cut_offs(schema)
+    assert cut_offs is not None
+    sim = rng.random((rows, len(fields)))
+    on_a_cut_off = rng.random(sim.shape) < 0.3
+    all_cut_offs = np.concatenate([np.asarray(lv) for lv in levels] + [np.array([0.0, 1.0])])
+    sim[on_a_cut_off] = rng.choice(all_cut_offs, size=int(on_a_cut_off.sum()))
+    both = rng.random(sim.shape) < 0.8
+    expected = scoring.comparison_levels(sim, both, tuple(f.levels for f in fields))
+    fast = _comparison_levels(sim, both, cut_offs)
+    assert fast.dtype == np.int8
+    assert fast.tolist() == expected.tolist()
+
+
+def test_invalid_schema_levels_still_raise_scoring_s_error(
+    encoded: tuple[EncodedBatch, np.ndarray], model: Any
+) -> None:
+    """Levels ``scoring`` refuses are refused at every lookup, as before: no fast path."""
+    fields = list(SCHEMA.fields)
+    fields[0] = dataclasses.replace(fields[0], levels=(0.5, 0.7))  # ascending: invalid
+    schema = dataclasses.replace(SCHEMA, fields=tuple(fields))
+    assert _level_cut_offs(schema) is None
+    batch = dataclasses.replace(encoded[0].take([0]), schema_fingerprint=schema.fingerprint())
+    index = MatchIndex(schema, key_version=1)
+    index.upsert("health", refs(1), batch)
+    with pytest.raises(scoring.ModelError, match="strictly descending"):
+        index.query(batch, model)
+
+
+def _reference_query(
+    index: MatchIndex,
+    query: EncodedBatch,
+    model: Any,
+    *,
+    max_candidates: int,
+    min_probability: float,
+    confident_probability: float | None,
+    scan_top_k: int = 20,
+    scan_threshold: float = 0.5,
+) -> list[IndexedCandidate]:
+    """``MatchIndex.query`` written plainly over the index's snapshot (live records in slot
+    order): every rule's tokens compared with every record, each field scored by the kernel
+    reference, ``scoring.comparison_levels``, the scan over all record filters."""
+    records, codes, references = index.snapshot()
+    schema = index.schema
+    query_keys = narrow_block_keys(query.block_keys[0]).astype(np.uint64)
+    blocked = np.flatnonzero(
+        ((records.block_keys == query_keys) & (query_keys != 0)).any(axis=1)
+    ).tolist()
+
+    def score(rows: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        picked = np.asarray(rows, dtype=np.int64)
+        sim = np.zeros((len(rows), len(schema.fields)))
+        both = np.zeros(sim.shape, dtype=bool)
+        for f in range(len(schema.fields)):
+            if rows:
+                sim[:, f], _ = _dice_to_one_reference(
+                    query.field_filters[f][0], records.field_filters[f][picked]
+                )
+            both[:, f] = query.field_present[0, f] & records.field_present[picked, f]
+        comparable = salt_comparable(
+            schema,
+            np.repeat(narrow_block_keys(query.salt_tags[:1]), len(rows), axis=0),
+            records.salt_tags[picked],
+        )
+        not_compared = both & ~comparable
+        levels = scoring.comparison_levels(
+            sim, both & comparable, tuple(f.levels for f in schema.fields)
+        )
+        return levels, not_compared, model.match_probability(levels)
+
+    rows = blocked
+    levels, not_compared, probabilities = score(rows)
+    confident = (
+        confident_probability is not None
+        and np.count_nonzero(probabilities >= confident_probability) >= 1
+    )
+    if scan_top_k and not confident:
+        scan, _ = similarity.dice_one_to_many(
+            query.record_filters[0],
+            records.record_filters,
+            threshold=scan_threshold,
+            top_k=scan_top_k,
+        )
+        rows = blocked + sorted(set(scan.tolist()) - set(blocked))
+        levels, not_compared, probabilities = score(rows)
+    order, chosen = rank_candidates(
+        np.arange(len(rows)), probabilities, threshold=min_probability, top_k=max_candidates
+    )
+    return [
+        IndexedCandidate(
+            agency=index.agency_name(int(codes[rows[i]])),
+            reference=references[rows[i]],
+            probability=float(p),
+            levels=tuple(int(x) for x in levels[i]),
+            not_compared=tuple(bool(x) for x in not_compared[i]),
+        )
+        for i, p in zip(order.tolist(), chosen.tolist(), strict=True)
+    ]
+
+
+@pytest.mark.parametrize("confident_probability", [None, CONFIDENT_PROBABILITY])
+def test_query_equals_a_plain_reference(
+    encoded: tuple[EncodedBatch, np.ndarray], model: Any, confident_probability: float | None
+) -> None:
+    """Lookups give exactly the plain reference's candidates, in order, with the same
+    probabilities, levels and not-compared flags: over two agencies, withdrawn and replaced
+    records (dead slots, reused slots after compaction), and an unmerged delta."""
+    batch, _ = encoded
+    index = MatchIndex(SCHEMA, key_version=1, merge_threshold=150)
+    half = len(batch) // 2
+    index.upsert("health", refs(half), batch.take(range(half)))
+    index.upsert("police", refs(len(batch) - half), batch.take(range(half, len(batch))))
+    index.remove("health", refs(40, start=10))
+    index.compact()  # those slots are free again
+    moved = batch.take(range(half, half + 30))  # police records re-published with other tokens
+    moved = dataclasses.replace(moved, block_keys=batch.block_keys[:30])
+    assert index.upsert("police", refs(30), moved) == (0, 30)
+    index.upsert("schools", refs(45, start=1000), batch.take(range(300, 345)))  # reuses slots
+    assert index.remove("police", refs(5, start=100)) == 5  # dead, not yet compacted
+    damaged = dataclasses.replace(
+        batch.take([7]), block_keys=np.zeros((1, len(SCHEMA.blocking)), np.uint64)
+    )
+    queries = [batch.take([row]) for row in range(0, len(batch), 11)] + [damaged]
+    for query in queries:
+        for max_candidates, min_probability in [(10, 0.5), (200, 0.0)]:
+            fast = index.query(
+                query,
+                model,
+                max_candidates=max_candidates,
+                min_probability=min_probability,
+                confident_probability=confident_probability,
+            )
+            slow = _reference_query(
+                index,
+                query,
+                model,
+                max_candidates=max_candidates,
+                min_probability=min_probability,
+                confident_probability=confident_probability,
+            )
+            assert fast == slow
 
 
 @settings(max_examples=60, deadline=None)
