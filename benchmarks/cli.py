@@ -265,6 +265,7 @@ FEDERATION_COLUMNS = [
     "lookup_c32_client_cpu_ms_per_lookup",
     "lookup_r300_matcher_cpu_ms_per_lookup",
     "lookup_r300_node_cpu_ms_per_lookup",
+    "lookup_r300_harness_gc_max_ms",
     "link_seconds",
     "link_matcher_peak_rss_mb",
     "link_largest_cluster",
@@ -314,7 +315,9 @@ def _federation(args: argparse.Namespace) -> int:
             "(rate limits raised), queries typed by another agency, at 1 and 32 concurrent "
             "callers in a closed loop, and at an offered load of 300 lookups/s from 32 callers "
             "(`r300`: lookup i due at i/300 s, latency counted from when it was due) (CPU per "
-            "lookup of the matcher, the node and the benchmark's own client threads); hit rate "
+            "lookup of the matcher, the node and the benchmark's own client threads; the "
+            "benchmark's objects are frozen out of its garbage collector while its callers run, "
+            "and `harness_gc_max_ms` is its longest collection meanwhile); hit rate "
             "= share of lookups whose candidates include another record of the same child. "
             "Link: `Link` RPC until the result id (skipped above "
             f"{args.link_max_records:,} records), clusters scored against the ground truth. "
