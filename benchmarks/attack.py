@@ -95,6 +95,8 @@ class Setting:
     salt: bool = False
     hardening: Hardening = dataclasses.field(default_factory=Hardening)
     record_hardening: Hardening | None = None
+    #: the salt (``"<field>.<transform>"``) of the name fields when ``salt`` is set
+    salt_source: str = SALT
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -116,15 +118,16 @@ SETTINGS: tuple[Setting, ...] = (
 
 
 def setting_schema(base: Schema, setting: Setting) -> Schema:
-    """``base`` hardened as ``setting`` says: its name fields salted with :data:`SALT` when
-    the setting salts, every salt removed when it does not (the shipped child schema salts).
+    """``base`` hardened as ``setting`` says: its name fields salted with the setting's
+    ``salt_source`` (:data:`SALT` unless ``--salt`` chose another) when the setting salts,
+    every salt removed when it does not (the shipped child schema salts).
 
     Built with :meth:`Schema.with_hardening`, so the encoder itself hardens (and the schema
     fingerprint, which the matcher and the attacker see, names the hardening).
     """
     schema = base.with_salt("")
     if setting.salt:
-        schema = schema.with_salt(SALT, SALTED_FIELDS)
+        schema = schema.with_salt(setting.salt_source, SALTED_FIELDS)
     record = setting.hardening if setting.record_hardening is None else setting.record_hardening
     return schema.with_hardening(record=record, fields=setting.hardening)
 
@@ -1032,7 +1035,11 @@ def run_attack(
     probing = insider_probing(*rate_limits, population=n_records)
     for setting in settings:
         started = time.perf_counter()
-        row: dict[str, Any] = {"setting": setting.name, "records": n_records}
+        row: dict[str, Any] = {
+            "setting": setting.name,
+            "salt": setting.salt_source if setting.salt else "",
+            "records": n_records,
+        }
         row["hardening"] = dataclasses.asdict(setting.hardening) | {"salt": setting.salt}
         encoded_columns = take_columns(columns, encoded_rows)
         schema, encoded = encode_setting(base, setting, encoded_columns, _test_secret())
@@ -1138,9 +1145,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--plot", default="", help="write the trade-off plot to this PNG")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--salt",
+        default=SALT,
+        help=f"salt of the name fields in the salting settings (default {SALT}; e.g. "
+        "date_of_birth.value for the full date of birth)",
+    )
     args = parser.parse_args(argv)
     wanted = {s for s in args.settings.split(",") if s}
-    chosen = [s for s in SETTINGS if not wanted or s.name in wanted]
+    chosen = [
+        dataclasses.replace(s, salt_source=args.salt)
+        for s in SETTINGS
+        if not wanted or s.name in wanted
+    ]
     n_records = args.records or (50_000 if args.large else 10_000)
     if args.quality_only:
         for setting in chosen:

@@ -92,6 +92,22 @@ def test_salted_schema_only_changes_name_fields() -> None:
         assert after.salt == expected
 
 
+def test_salt_source_of_a_setting_salts_the_name_fields_with_it() -> None:
+    """``--salt`` (Setting.salt_source) replaces the salt of every name field and of no other;
+    a setting that does not salt stays unsalted whatever its salt source."""
+    base = attack.default_child_schema()
+    setting = attack.Setting("salt", salt=True, salt_source="date_of_birth.value")
+    salted = attack.setting_schema(base, setting)
+    names = [f.name for f in salted.fields if f.name in attack.SALTED_FIELDS]
+    assert names and all(f.salt == "date_of_birth.value" for f in salted.fields if f.name in names)
+    assert all(not f.salt for f in salted.fields if f.name not in names)
+    assert salted.salt_sources == ("date_of_birth.value",)
+    unsalted = attack.setting_schema(
+        base, attack.Setting("none", salt_source="date_of_birth.value")
+    )
+    assert not unsalted.salt_sources
+
+
 def test_setting_schema_hardens_record_and_fields_alike() -> None:
     base = attack.default_child_schema()
     options = Hardening(balance=True, diffusion_t=3)
