@@ -310,6 +310,7 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
                         read_linkage_keys(config),
                         jigsaw_pb2_grpc.MatcherStub(channel),  # type: ignore[no-untyped-call]
                         batch_size=config.publish_batch_size,
+                        columnar=config.publish_form == "columns",
                     )
                 finally:
                     channel.close()

@@ -22,6 +22,9 @@ File layout (``*`` = required)::
     listen             "127.0.0.1:0"          host:port this node serves on
     matcher*           "127.0.0.1:50051"      host:port of the matcher
     publish_batch_size 1000                   records encoded per publish message
+    publish_form       "columns"              "columns" (EncodedColumns) or "records" (one
+                                              EncodedRecord each: for a matcher older than
+                                              columnar Publish, during an upgrade)
     [tls]              ca_cert*, cert*, key*  PEM files (see server.pki)
     [[source]]         kind* ("csv" | "sqlite"), path*, table (required for sqlite),
                        day_first (default: the schema's), columns* (schema field or
@@ -84,7 +87,10 @@ _NODE_KEYS = {
     "listen",
     "matcher",
     "publish_batch_size",
+    "publish_form",
 }
+#: Values of ``node.publish_form``: the form of the Publish messages a node sends.
+PUBLISH_FORMS = ("columns", "records")
 _SOURCE_KEYS = {"kind", "path", "table", "day_first", "columns", "extra"}
 _RATE_KEYS = {"lookups_per_minute", "burst", "enumeration_alert_per_hour"}
 _TOP_KEYS = {"node", "tls", "source", "disclosure", "rate_limits"}
@@ -126,6 +132,7 @@ class NodeConfig:
     listen: str
     matcher: str
     publish_batch_size: int
+    publish_form: str
     tls: TlsFiles
     sources: tuple[SourceConfig, ...]
     disclosure: Mapping[str, tuple[str, ...]]
@@ -233,6 +240,9 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
     listen = problems.get_address("node", node, "listen", "127.0.0.1:0")
     matcher = problems.get_address("node", node, "matcher") if has_node else None
     batch = problems.get_int("node", node, "publish_batch_size", 1000, minimum=1, maximum=100_000)
+    publish_form = problems.get("node", node, "publish_form", str, PUBLISH_FORMS[0])
+    if publish_form is not None and publish_form not in PUBLISH_FORMS:
+        problems.add('node.publish_form: expected "columns" or "records"')
 
     schema = (
         load_schema_ref("node.schema", schema_ref, base_dir, problems)
@@ -311,6 +321,7 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
         listen=listen,
         matcher=matcher,
         publish_batch_size=batch,
+        publish_form=publish_form or PUBLISH_FORMS[0],
         tls=tls.resolve(base_dir),
         sources=tuple(sources),
         disclosure=MappingProxyType(disclosure),

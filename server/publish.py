@@ -193,8 +193,13 @@ def publish_pending(
     batches_per_call: int = 20,
     timeout_s: float = 120,
     progress: ProgressCallback | None = None,
+    columnar: bool = True,
 ) -> PublishReport:
-    """Publish every pending record and withdraw every deleted one (see the module docstring)."""
+    """Publish every pending record and withdraw every deleted one (see the module docstring).
+
+    ``columnar=False`` sends one ``EncodedRecord`` per record (``node.publish_form =
+    "records"``), the form a matcher older than ``EncodedColumns`` reads.
+    """
     if batch_size < 1 or batches_per_call < 1:
         raise ValueError("batch_size and batches_per_call must be >= 1")
     tag = _encoding_tag(schema, keys)
@@ -208,7 +213,7 @@ def publish_pending(
     )
 
     def encode_group(records: Sequence[PendingRecord]) -> list[jigsaw_pb2.PublishRequest]:
-        return encode_messages(records, schema, keys, header, batch_size)
+        return encode_messages(records, schema, keys, header, batch_size, columnar=columnar)
 
     published = withdrawn = calls = 0
     while True:  # passes: a further one only for records changed while the last one ran
@@ -222,7 +227,8 @@ def publish_pending(
                     raise PublishNotAcknowledged(
                         f"the matcher acknowledged {response.received} of {len(group.records)} "
                         "records sent; nothing was marked published (a matcher older than "
-                        "columnar Publish ignores EncodedColumns: upgrade it)"
+                        "columnar Publish ignores EncodedColumns: upgrade it, or set "
+                        'node.publish_form = "records" meanwhile)'
                     )
                 store.mark_published_rows(group.records)
                 published_in_pass += len(group.records)

@@ -296,3 +296,20 @@ def test_invalid_toml_is_reported_without_quoting_the_file(tmp_path: Path) -> No
     problems = problems_of(tmp_path, "[AMELIA_BAKER]\n[AMELIA_BAKER]\n")
     assert problems == ("not valid TOML: a table is declared twice (line 2, column 14)",)
     assert "AMELIA" not in " ".join(problems)
+
+
+def test_publish_form_defaults_to_columns_and_accepts_records(tmp_path: Path) -> None:
+    assert load_node_config(write_config(tmp_path)).publish_form == "columns"
+    text = VALID.replace(
+        "publish_batch_size = 500", 'publish_batch_size = 500\npublish_form = "records"'
+    )
+    assert load_node_config(write_config(tmp_path, text)).publish_form == "records"
+
+
+def test_an_unknown_publish_form_is_a_problem_that_does_not_echo_it(tmp_path: Path) -> None:
+    canary = "Zebulonqx-canary"
+    text = VALID.replace(
+        "publish_batch_size = 500", f'publish_batch_size = 500\npublish_form = "{canary}"'
+    )
+    problems = problems_of(tmp_path, text)
+    assert problems == ('node.publish_form: expected "columns" or "records"',)

@@ -240,6 +240,25 @@ def test_publish_sends_every_record_once_and_marks_them(
     assert _encoder_threads() == []
 
 
+@pytest.mark.parametrize("columnar", [True, False])
+def test_publish_form_follows_columnar_and_marks_every_record(
+    store: NodeStore, schema: Schema, keys: KeySet, columnar: bool
+) -> None:
+    """``columnar=False`` (``node.publish_form = "records"``, for a matcher older than
+    EncodedColumns) sends only EncodedRecord messages; the default only EncodedColumns; both
+    carry every record once and the node marks them all."""
+    store.upsert_many(varied_rows(23))
+    matcher = FakeMatcher()
+    report = publish_pending(
+        store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=2, columnar=columnar
+    )
+    messages = [m for stream in matcher.streams for m in stream]
+    assert all(m.HasField("columns") == columnar for m in messages)
+    assert all(bool(m.records) != columnar for m in messages)
+    assert report.published == 23 and len(matcher.held) == 23
+    assert store.counts().pending == 0
+
+
 def test_a_record_changed_during_a_pass_is_resent_in_the_same_run(
     store: NodeStore, schema: Schema, keys: KeySet
 ) -> None:
@@ -283,7 +302,7 @@ def test_a_call_acknowledging_fewer_records_marks_nothing(
     # what a matcher that predates EncodedColumns does: it ignores them and acknowledges none
     store.upsert_many(varied_rows(12))
     matcher = FakeMatcher(short_by=1)
-    with pytest.raises(PublishNotAcknowledged, match="acknowledged 9 of 10 records"):
+    with pytest.raises(PublishNotAcknowledged, match=r"acknowledged 9 of 10 records.*publish_form"):
         publish_pending(store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=2)
     assert store.counts().published == 0 and store.counts().pending == 12
     assert _encoder_threads() == []
