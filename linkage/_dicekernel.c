@@ -53,9 +53,13 @@
  *      out[k - start] = Dice(left[left_idx[k]], right[right_idx[k]]); raises IndexError
  *      naming the index argument if an index is out of range.
  *   diffuse(...), blip_mask(...): the hardening kernels of linkage/harden.py.
- *   hmac_words(key, data, offsets[n + 1] i64, blocks, counter, out[n, 8 * blocks] u32)
+ *   hmac_words(key, data, offsets[n + 1] i64, blocks, counter, out[n, 8 * blocks] u32
+ *              [, path])
  *      HMAC-SHA256 of many messages under one key, for the encoder's token hashing
- *      (linkage/encode.py): the digest bytes as little-endian 32-bit words.
+ *      (linkage/encode.py): the digest bytes as little-endian 32-bit words.  SHA-256 runs on
+ *      the x86 SHA extensions where the CPU has them, else portable C (path -1, the default,
+ *      picks; tests pass each path of hmac_paths() by index: the digests are identical).
+ *   hmac_paths() -> ((name, supported), ...)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -65,6 +69,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(JIGSAW_PORTABLE_ONLY)
 #define JIGSAW_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #else
 #define JIGSAW_X86 0
@@ -1081,7 +1086,7 @@ static const uint32_t sha256_initial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0
 
 #define ROTR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
-static void sha256_compress(uint32_t state[8], const uint8_t block[64]) {
+static void sha256_compress_portable(uint32_t state[8], const uint8_t block[64]) {
     uint32_t w[64];
     for (int i = 0; i < 16; i++) {
         w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
@@ -1118,9 +1123,66 @@ static void sha256_compress(uint32_t state[8], const uint8_t block[64]) {
     state[7] += h;
 }
 
+enum { SHA_PORTABLE = 0, SHA_NI = 1, SHA_PATH_COUNT = 2 };
+static const char *const sha_path_names[SHA_PATH_COUNT] = {"portable", "sha-ni"};
+static int sha_path_supported[SHA_PATH_COUNT] = {1, 0};
+static int best_sha_path = SHA_PORTABLE;
+
+#if JIGSAW_X86
+/* The same compression with the x86 SHA extensions (Intel SHA-NI; AMD since Zen): the state
+ * is held as the ABEF / CDGH register pair the instructions expect, each sha256rnds2 runs two
+ * rounds, sha256msg1 / sha256msg2 extend the message schedule four words at a time.  Checked
+ * against the portable path and Python's hmac in tests/test_hmac_kernel.py. */
+#define TARGET_SHA __attribute__((target("sha,sse4.1,ssse3")))
+
+static TARGET_SHA void sha256_compress_ni(uint32_t state[8], const uint8_t block[64]) {
+    const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i dcba = _mm_loadu_si128((const __m128i *)&state[0]);
+    __m128i hgfe = _mm_loadu_si128((const __m128i *)&state[4]);
+    __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
+    __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+    const __m128i abef_start = abef, cdgh_start = cdgh;
+    __m128i schedule[16];
+    for (int g = 0; g < 16; g++) {
+        if (g < 4) {
+            schedule[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(block + 16 * g)),
+                                           byte_swap);
+        } else {
+            __m128i extended = _mm_sha256msg1_epu32(schedule[g - 4], schedule[g - 3]);
+            extended = _mm_add_epi32(extended, _mm_alignr_epi8(schedule[g - 1], schedule[g - 2], 4));
+            schedule[g] = _mm_sha256msg2_epu32(extended, schedule[g - 1]);
+        }
+        __m128i words = _mm_add_epi32(schedule[g],
+                                      _mm_loadu_si128((const __m128i *)&sha256_k[4 * g]));
+        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, words);
+        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(words, 0x0E));
+    }
+    abef = _mm_add_epi32(abef, abef_start);
+    cdgh = _mm_add_epi32(cdgh, cdgh_start);
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)&state[0], _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128((__m128i *)&state[4], _mm_alignr_epi8(dchg, feba, 8));
+}
+#endif
+
+/* The compression of the path chosen for this call (portable, or SHA-NI where supported). */
+static void sha256_compress_on(int path, uint32_t state[8], const uint8_t block[64]) {
+#if JIGSAW_X86
+    if (path == SHA_NI) {
+        sha256_compress_ni(state, block);
+        return;
+    }
+#endif
+    (void)path;
+    sha256_compress_portable(state, block);
+}
+
 /* SHA-256 of (prefix_length bytes already compressed into state) || first || rest; the
  * digest's 32 bytes go to out. prefix_length is a multiple of 64. */
-static void sha256_finish(const uint32_t prefix_state[8], uint64_t prefix_length,
+static void sha256_finish(int path, const uint32_t prefix_state[8], uint64_t prefix_length,
                           const uint8_t *first, size_t first_length, const uint8_t *rest,
                           size_t rest_length, uint8_t out[32]) {
     uint32_t state[8];
@@ -1140,7 +1202,7 @@ static void sha256_finish(const uint32_t prefix_state[8], uint64_t prefix_length
             data += take;
             left -= take;
             if (filled == 64) {
-                sha256_compress(state, block);
+                sha256_compress_on(path, state, block);
                 filled = 0;
             }
         }
@@ -1148,7 +1210,7 @@ static void sha256_finish(const uint32_t prefix_state[8], uint64_t prefix_length
     block[filled++] = 0x80;
     if (filled > 56) {
         memset(block + filled, 0, 64 - filled);
-        sha256_compress(state, block);
+        sha256_compress_on(path, state, block);
         filled = 0;
     }
     memset(block + filled, 0, 56 - filled);
@@ -1156,7 +1218,7 @@ static void sha256_finish(const uint32_t prefix_state[8], uint64_t prefix_length
     for (int i = 0; i < 8; i++) {
         block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
     }
-    sha256_compress(state, block);
+    sha256_compress_on(path, state, block);
     for (int i = 0; i < 8; i++) {
         out[4 * i] = (uint8_t)(state[i] >> 24);
         out[4 * i + 1] = (uint8_t)(state[i] >> 16);
@@ -1165,13 +1227,43 @@ static void sha256_finish(const uint32_t prefix_state[8], uint64_t prefix_length
     }
 }
 
+static PyObject *py_hmac_paths(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    PyObject *result = PyTuple_New(SHA_PATH_COUNT);
+    if (result == NULL) {
+        return NULL;
+    }
+    for (int p = 0; p < SHA_PATH_COUNT; p++) {
+        PyObject *entry = Py_BuildValue("(sO)", sha_path_names[p],
+                                        sha_path_supported[p] ? Py_True : Py_False);
+        if (entry == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(result, p, entry);
+    }
+    return result;
+}
+
 static PyObject *py_hmac_words(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer key, data;
     PyObject *offsets_object, *out_object;
-    int blocks, counter;
-    if (!PyArg_ParseTuple(args, "y*y*OipO", &key, &data, &offsets_object, &blocks, &counter,
-                          &out_object)) {
+    int blocks, counter, path = -1;
+    if (!PyArg_ParseTuple(args, "y*y*OipO|i", &key, &data, &offsets_object, &blocks, &counter,
+                          &out_object, &path)) {
+        return NULL;
+    }
+    if (path == -1) {
+        path = best_sha_path;
+    }
+    if (path < 0 || path >= SHA_PATH_COUNT || !sha_path_supported[path]) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError,
+                        "hmac_words: path must be -1 (the fastest) or the index of a path in "
+                        "hmac_paths() that this CPU supports");
         return NULL;
     }
     Py_buffer views[2];
@@ -1205,8 +1297,8 @@ static PyObject *py_hmac_words(PyObject *self, PyObject *args) {
     uint8_t padded[64];
     memset(padded, 0, sizeof(padded));
     if (key.len > 64) {
-        sha256_finish(sha256_initial, 0, (const uint8_t *)key.buf, (size_t)key.len, NULL, 0,
-                      padded);
+        sha256_finish(path, sha256_initial, 0, (const uint8_t *)key.buf, (size_t)key.len, NULL,
+                      0, padded);
     } else {
         memcpy(padded, key.buf, (size_t)key.len);
     }
@@ -1215,9 +1307,9 @@ static PyObject *py_hmac_words(PyObject *self, PyObject *args) {
     memcpy(inner_state, sha256_initial, sizeof(inner_state));
     memcpy(outer_state, sha256_initial, sizeof(outer_state));
     for (int i = 0; i < 64; i++) pad_block[i] = padded[i] ^ 0x36;
-    sha256_compress(inner_state, pad_block);
+    sha256_compress_on(path, inner_state, pad_block);
     for (int i = 0; i < 64; i++) pad_block[i] = padded[i] ^ 0x5c;
-    sha256_compress(outer_state, pad_block);
+    sha256_compress_on(path, outer_state, pad_block);
     const uint8_t *bytes = (const uint8_t *)data.buf;
     uint32_t *out = (uint32_t *)views[1].buf;
     Py_BEGIN_ALLOW_THREADS
@@ -1226,9 +1318,9 @@ static PyObject *py_hmac_words(PyObject *self, PyObject *args) {
         size_t length = (size_t)(offsets[i + 1] - offsets[i]);
         for (int b = 0; b < blocks; b++) {
             uint8_t counter_byte = (uint8_t)b, inner[32], digest[32];
-            sha256_finish(inner_state, 64, &counter_byte, counter ? 1 : 0, message, length,
-                          inner);
-            sha256_finish(outer_state, 64, inner, 32, NULL, 0, digest);
+            sha256_finish(path, inner_state, 64, &counter_byte, counter ? 1 : 0, message,
+                          length, inner);
+            sha256_finish(path, outer_state, 64, inner, 32, NULL, 0, digest);
             uint32_t *row = out + i * (Py_ssize_t)blocks * 8 + b * 8;
             for (int j = 0; j < 8; j++) {
                 row[j] = (uint32_t)digest[4 * j] | ((uint32_t)digest[4 * j + 1] << 8) |
@@ -1246,6 +1338,9 @@ static PyObject *py_hmac_words(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"kernel_name", py_kernel_name, METH_NOARGS, "Name of the fastest CPU path on this machine."},
+    {"hmac_paths", py_hmac_paths, METH_NOARGS,
+     "((name, supported), ...) of hmac_words' SHA-256 paths, by index (the optional path "
+     "argument); -1 picks the fastest supported one."},
     {"available_kernels", py_available_kernels, METH_NOARGS,
      "Names of the CPU paths this machine can run, slowest first (ids are the positions in "
      "('portable', 'popcnt', 'avx512-vpopcntdq'))."},
@@ -1284,6 +1379,12 @@ PyMODINIT_FUNC PyInit__dicekernel(void) {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) {
         kernel_supported[KERNEL_AVX512] = 1;
         best_kernel = KERNEL_AVX512;
+    }
+    unsigned int eax, ebx, ecx, edx;
+    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (ebx & bit_SHA) &&
+        __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("ssse3")) {
+        sha_path_supported[SHA_NI] = 1;
+        best_sha_path = SHA_NI;
     }
 #endif
     return PyModule_Create(&module);

@@ -37,11 +37,18 @@ RFC4231 = [
 ]
 
 
-def run(key: bytes, messages: list[bytes], blocks: int, counter: bool) -> np.ndarray:
+#: Indices of the SHA-256 paths this CPU runs (portable always; SHA-NI where supported), and
+#: -1, the fastest: every test below runs on each, so both implementations are held to hmac.
+PATHS = [-1] + [index for index, (_, supported) in enumerate(kernel.hmac_paths()) if supported]
+
+
+def run(
+    key: bytes, messages: list[bytes], blocks: int, counter: bool, path: int = -1
+) -> np.ndarray:
     offsets = np.zeros(len(messages) + 1, dtype=np.int64)
     np.cumsum([len(m) for m in messages], out=offsets[1:])
     out = np.zeros((len(messages), 8 * blocks), dtype=np.uint32)
-    kernel.hmac_words(key, b"".join(messages), offsets, blocks, counter, out)
+    kernel.hmac_words(key, b"".join(messages), offsets, blocks, counter, out, path)
     return out
 
 
@@ -51,10 +58,17 @@ def reference(key: bytes, message: bytes, blocks: int, counter: bool) -> list[in
     return np.frombuffer(digest, dtype="<u4").tolist()
 
 
+def test_the_portable_path_always_exists_and_names_are_known() -> None:
+    paths = kernel.hmac_paths()
+    assert paths[0] == ("portable", True)
+    assert {name for name, _ in paths} == {"portable", "sha-ni"}
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(("key", "message"), RFC4231)
-def test_rfc4231_inputs(key: bytes, message: bytes) -> None:
-    assert run(key, [message], 1, False)[0].tolist() == reference(key, message, 1, False)
-    assert run(key, [message], 2, True)[0].tolist() == reference(key, message, 2, True)
+def test_rfc4231_inputs(key: bytes, message: bytes, path: int) -> None:
+    assert run(key, [message], 1, False, path)[0].tolist() == reference(key, message, 1, False)
+    assert run(key, [message], 2, True, path)[0].tolist() == reference(key, message, 2, True)
 
 
 @settings(deadline=None, max_examples=60)
@@ -64,17 +78,27 @@ def test_rfc4231_inputs(key: bytes, message: bytes) -> None:
     st.integers(1, 3),
 )
 def test_random_keys_and_messages(key: bytes, messages: list[bytes], blocks: int) -> None:
-    out = run(key, messages, blocks, True)
-    for row, message in zip(out, messages, strict=True):
-        assert row.tolist() == reference(key, message, blocks, True)
+    for path in PATHS:
+        out = run(key, messages, blocks, True, path)
+        for row, message in zip(out, messages, strict=True):
+            assert row.tolist() == reference(key, message, blocks, True)
 
 
-def test_padding_boundaries() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_padding_boundaries(path: int) -> None:
     key = bytes(range(32))
     messages = [bytes([7]) * length for length in (0, 54, 55, 56, 63, 64, 65, 119, 120)]
-    out = run(key, messages, 1, False)
+    out = run(key, messages, 1, False, path)
     for row, message in zip(out, messages, strict=True):
         assert row.tolist() == reference(key, message, 1, False)
+
+
+def test_an_unknown_or_unsupported_path_is_refused() -> None:
+    offsets = np.array([0, 3], dtype=np.int64)
+    unsupported = [i for i, (_, ok) in enumerate(kernel.hmac_paths()) if not ok]
+    for path in [-2, len(kernel.hmac_paths()), *unsupported]:
+        with pytest.raises(ValueError, match="path"):
+            kernel.hmac_words(b"k", b"abc", offsets, 1, False, np.zeros((1, 8), np.uint32), path)
 
 
 def test_bad_arguments_are_refused() -> None:
