@@ -15,7 +15,9 @@ Steps for a batch link or deduplication:
    different salt values (salt tags differ), is marked missing, not dissimilar.
 3. **Model**: u from the comparison levels of uniformly random record pairs (nearly all
    non-matches); m and the match prior by EM over the candidates' comparison vectors; no
-   labels anywhere. The threshold is the model's own: match probability >= 0.5.
+   labels anywhere. A salted field whose compared random pairs are mostly matches (a fine
+   salt in a small population) gets its u by EM over pairs sharing the salt value instead
+   (:func:`salted_u_by_em`). The threshold is the model's own: match probability >= 0.5.
 4. **Solving**: one-to-one assignment for two datasets without duplicates, clustering for
    deduplication and for many agencies (duplicates within one agency allowed).
 """
@@ -194,6 +196,151 @@ def random_pairs(
     return a, b
 
 
+def _tag_groups(
+    tags: NDArray[np.uint64],
+) -> tuple[NDArray[np.int64], NDArray[np.uint64], NDArray[np.int64], NDArray[np.int64]]:
+    """Records grouped by salt tag, tag 0 (no salt value) left out: (record order, distinct
+    tags, start of each tag's run in the order, size of each run)."""
+    valid = np.flatnonzero(tags != 0).astype(np.int64)
+    order = valid[np.argsort(tags[valid], kind="stable")]
+    values, starts, sizes = np.unique(tags[order], return_index=True, return_counts=True)
+    return order, values, starts.astype(np.int64), sizes.astype(np.int64)
+
+
+def same_salt_pairs(
+    left_tags: NDArray[np.uint64],
+    right_tags: NDArray[np.uint64] | None,
+    count: int,
+    *,
+    seed: int,
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Up to ``count`` distinct pairs drawn uniformly among all pairs that share a salt tag.
+
+    ``left_tags``/``right_tags`` are one column of :attr:`EncodedBatch.salt_tags` (one salt
+    source); tag 0 means the record has no salt value and is never paired. ``right_tags=None``
+    deduplicates ``left``: pairs ``(a, b)`` with ``a < b``; otherwise every pair is left x
+    right. Records are grouped by tag (argsort) and the same-tag pairs numbered group after
+    group; ``min(count, total)`` pair numbers are drawn without replacement (so every pair is
+    equally likely, and a group is drawn in proportion to its number of pairs) and turned back
+    into records. When there are at most ``count`` such pairs, every one is returned once.
+    Deterministic for a seed; no pairs (empty arrays) when no tag is shared.
+    """
+    rng = np.random.default_rng(seed)
+    left_order, left_values, left_starts, left_sizes = _tag_groups(left_tags)
+    if right_tags is None:
+        right_order, right_starts, right_sizes = left_order, left_starts, left_sizes
+        pair_counts = left_sizes * (left_sizes - 1) // 2
+    else:
+        right_order, right_values, all_right_starts, all_right_sizes = _tag_groups(right_tags)
+        _, in_left, in_right = np.intersect1d(
+            left_values, right_values, assume_unique=True, return_indices=True
+        )
+        left_starts, left_sizes = left_starts[in_left], left_sizes[in_left]
+        right_starts, right_sizes = all_right_starts[in_right], all_right_sizes[in_right]
+        pair_counts = left_sizes * right_sizes
+    total = int(pair_counts.sum())
+    if total == 0 or count <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    numbers = np.sort(rng.choice(total, size=min(count, total), replace=False)).astype(np.int64)
+    ends = np.cumsum(pair_counts)
+    group = np.searchsorted(ends, numbers, side="right")
+    within = numbers - (ends[group] - pair_counts[group])  # pair number inside its group
+    if right_tags is None:
+        # pair number k <-> members (i, j), i < j, with k = j (j - 1) / 2 + i
+        second = ((1.0 + np.sqrt(1.0 + 8.0 * within.astype(np.float64))) // 2).astype(np.int64)
+        second -= second * (second - 1) // 2 > within  # guard against rounding up
+        second += (second + 1) * second // 2 <= within  # ... and down
+        first = within - second * (second - 1) // 2
+        a = left_order[left_starts[group] + first]
+        b = left_order[left_starts[group] + second]
+        return np.minimum(a, b), np.maximum(a, b)
+    first, second = np.divmod(within, right_sizes[group])
+    return left_order[left_starts[group] + first], right_order[right_starts[group] + second]
+
+
+#: Share of matches among a salted field's compared random pairs above which
+#: :func:`scoring.decontaminate_u` is capped and :func:`fit_model` re-estimates its u by EM.
+CONTAMINATION_CAP = 0.5
+
+
+def salt_sources_over_cap(schema: Schema, contamination: Sequence[float]) -> tuple[int, ...]:
+    """Indices into :attr:`Schema.salt_sources` of the sources with a salted field whose
+    share of matches among its compared random pairs exceeds :data:`CONTAMINATION_CAP`."""
+    return tuple(
+        s_index
+        for s_index, source in enumerate(schema.salt_sources)
+        if any(
+            spec.salt == source and float(share) > CONTAMINATION_CAP
+            for spec, share in zip(schema.fields, contamination, strict=True)
+        )
+    )
+
+
+def salted_u_by_em(
+    schema: Schema,
+    left: EncodedBatch,
+    right: EncodedBatch,
+    first: scoring.FellegiSunterModel,
+    u: tuple[tuple[float, ...], ...],
+    sources: Sequence[int],
+    contamination: Sequence[float],
+    *,
+    options: LinkageOptions,
+    dedupe: bool,
+) -> tuple[tuple[float, ...], ...]:
+    """``u`` with the u of the fields salted by ``sources`` re-estimated by EM over random
+    pairs that share the salt value (:func:`same_salt_pairs`,
+    :func:`scoring.estimate_u_among_matches`).
+
+    m of every field and u of every unsalted field are held at ``first`` (the model fitted
+    with u from random pairs); a field salted by another source keeps its value in ``u`` (the
+    decontaminated one). The source field itself (``date_of_birth`` for
+    ``"date_of_birth.value"``) is left out of the likelihood: the pairs were selected on it.
+    EM starts from the largest raw share of matches (``contamination``, per field) among the
+    source's fields. A source with no same-salt pair keeps ``u``.
+    """
+    out = list(u)
+    for s_index in sources:
+        source = schema.salt_sources[s_index]
+        free = [f for f, spec in enumerate(schema.fields) if spec.salt == source]
+        ignored = [f for f, name in enumerate(schema.field_names) if name == source.split(".")[0]]
+        sa, sb = same_salt_pairs(
+            left.salt_tags[:, s_index],
+            None if dedupe else right.salt_tags[:, s_index],
+            options.u_sample_pairs,
+            seed=options.seed + 1 + s_index,
+        )
+        if sa.shape[0] == 0:
+            continue
+        levels = compare_pairs(schema, left, right, sa, sb, threads=options.threads)
+        start = [  # another source's salted field: its decontaminated u
+            u[f] if spec.salt and spec.salt != source else first.u[f]
+            for f, spec in enumerate(schema.fields)
+        ]
+        compared = (levels[:, free] >= 0).sum(axis=0)
+        fit = scoring.estimate_u_among_matches(
+            levels,
+            first.m,
+            start,
+            free_fields=free,
+            ignored_fields=ignored,
+            initial_share=max(float(contamination[f]) for f in free),
+        )
+        log.info(
+            "salt source %d: u of %d salted field(s) by EM over %d same-salt pairs "
+            "(%d compared at most), match share %.3f after %d iterations",
+            s_index,
+            len(free),
+            sa.shape[0],
+            int(compared.max()),
+            fit.share,
+            fit.iterations,
+        )
+        for f in free:
+            out[f] = fit.u[f]
+    return tuple(out)
+
+
 def fit_model(
     schema: Schema,
     left: EncodedBatch,
@@ -213,8 +360,12 @@ def fit_model(
     random pairs (nearly all non-matches, unbiased by blocking), which is what
     log2(m/u) means: how much more often matches agree at that level than people in general;
     the few matches among the random pairs are then taken out of it
-    (:func:`scoring.decontaminate_u`, which matters for salted fields).
-    ``options.fix_u`` instead holds u at the random-pair estimate during EM.
+    (:func:`scoring.decontaminate_u`, which matters for salted fields). That correction caps
+    the share of matches at :data:`CONTAMINATION_CAP`; for the salt sources where a field's
+    share exceeds it (:func:`salt_sources_over_cap`) the salted fields' u comes instead from
+    EM over random same-salt pairs (:func:`salted_u_by_em`). Below the cap the result is
+    exactly that of the capped correction. ``options.fix_u`` instead holds u at the
+    random-pair estimate during EM.
     """
     if candidate_levels.shape[0] == 0:
         raise ModelError("no candidate pairs to fit the model on")
@@ -266,9 +417,27 @@ def fit_model(
 
     first = final(u_random)
     contamination = first.prior / compared  # prior: the share of matches among all pairs
-    return final(
-        scoring.decontaminate_u(u_random, first.m, contamination.tolist(), compared_pairs.tolist())
+    u_final = scoring.decontaminate_u(
+        u_random, first.m, contamination.tolist(), compared_pairs.tolist()
     )
+    # Where the share of matches among a salted field's compared pairs exceeds the cap (a fine
+    # salt such as the full date of birth in a small population: mostly the same child), the
+    # capped correction leaves u far too high; EM over same-salt pairs separates the matches.
+    # Below the cap nothing changes.
+    over_cap = salt_sources_over_cap(schema, contamination.tolist())
+    if over_cap:
+        u_final = salted_u_by_em(
+            schema,
+            left,
+            right,
+            first,
+            u_final,
+            over_cap,
+            contamination.tolist(),
+            options=options,
+            dedupe=dedupe,
+        )
+    return final(u_final)
 
 
 def candidate_pairs(

@@ -61,8 +61,10 @@ __all__ = [
     "FellegiSunterModel",
     "FieldEvidence",
     "LatentClassFit",
+    "SharedValueUFit",
     "comparison_levels",
     "estimate_u",
+    "estimate_u_among_matches",
     "fit_fellegi_sunter",
     "fit_latent_classes",
     "level_label",
@@ -475,6 +477,102 @@ def decontaminate_u(
         floor = 1.0 / (max(int(n), 0) + observed.shape[0])
         out.append(tuple(float(v) for v in _clamp_and_normalise(np.maximum(cleaned, floor))))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class SharedValueUFit:
+    """u re-estimated by EM on pairs rich in matches (:func:`estimate_u_among_matches`).
+
+    ``u`` covers every field (the fixed ones as given); ``share`` is the fitted share of
+    matches among the pairs; ``iterations`` and ``converged`` as in EM elsewhere.
+    """
+
+    u: tuple[tuple[float, ...], ...]
+    share: float
+    iterations: int
+    converged: bool
+
+
+def estimate_u_among_matches(
+    levels: NDArray[Any],
+    m: Sequence[Sequence[float]],
+    u: Sequence[Sequence[float]],
+    *,
+    free_fields: Sequence[int],
+    ignored_fields: Sequence[int] = (),
+    initial_share: float,
+    max_iterations: int = 50,
+    tolerance: float = 1e-6,
+) -> SharedValueUFit:
+    """u of ``free_fields`` by EM over pairs of which a large, unknown share are matches.
+
+    Used for a salted field, which is compared only between records sharing the salt value:
+    in a small population most of those pairs are the same person, so the level frequencies
+    among them are mostly m, and taking a capped share of m out of them
+    (:func:`decontaminate_u`) is not enough. Here m of every field and u of every field not in
+    ``free_fields`` are held fixed; each pair's posterior match probability comes from them,
+    the current u of the free fields and the current share (E-step); the share becomes the
+    mean posterior and each free field's u its level frequencies weighted by the posterior
+    non-match probability, one pseudo-count per level as in :func:`estimate_u`, missing
+    levels skipped (M-step). ``ignored_fields`` (e.g. the field the pairs were selected on)
+    take no part in the likelihood and keep their u. Stops after ``max_iterations`` or when
+    neither the share nor any free u moves by more than ``tolerance``.
+    """
+    n_levels = [len(field) for field in u]
+    checked = _check_levels(levels, n_levels)
+    m_table = _check_probability_vectors("m", m, n_levels)
+    u_table = [
+        np.asarray(field, dtype=np.float64)
+        for field in _check_probability_vectors("u", u, n_levels)
+    ]
+    free = sorted({int(f) for f in free_fields})
+    ignored = {int(f) for f in ignored_fields}
+    if any(f < 0 or f >= len(n_levels) for f in [*free, *ignored]) or ignored & set(free):
+        raise ModelError("free and ignored fields must be distinct field indices")
+    if checked.shape[0] == 0:
+        raise ModelError("estimate_u_among_matches needs at least one pair")
+    log_m = [np.log(np.asarray(field, dtype=np.float64)) for field in m_table]
+    # fixed part of each pair's log-likelihood ratio (missing levels are neutral)
+    fixed_weight = np.zeros(checked.shape[0], dtype=np.float64)
+    for f in range(len(n_levels)):
+        if f in ignored or f in free:
+            continue
+        column = checked[:, f]
+        present = column >= 0
+        ratio = log_m[f] - np.log(u_table[f])
+        fixed_weight[present] += ratio[column[present]]
+    share = float(np.clip(initial_share, 0.01, 0.99))
+    converged = False
+    iterations = 0
+    while iterations < max_iterations:
+        iterations += 1
+        weight = fixed_weight + math.log(share) - math.log(1.0 - share)
+        for f in free:
+            column = checked[:, f]
+            present = column >= 0
+            ratio = log_m[f] - np.log(u_table[f])
+            weight[present] += ratio[column[present]]
+        posterior = 0.5 * (1.0 + np.tanh(0.5 * weight))  # logistic, without overflow
+        non_match = 1.0 - posterior
+        new_share = float(np.clip(posterior.mean(), PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR))
+        change = abs(new_share - share)
+        for f in free:
+            column = checked[:, f]
+            present = column >= 0
+            counts = np.bincount(column[present], weights=non_match[present], minlength=n_levels[f])
+            updated = _clamp_and_normalise((counts + 1.0) / (counts.sum() + n_levels[f]))
+            change = max(change, float(np.abs(updated - u_table[f]).max()))
+            u_table[f] = updated
+        share = new_share
+        if change < tolerance:
+            converged = True
+            break
+    return SharedValueUFit(
+        u=tuple(tuple(float(v) for v in field) for field in u_table),
+        share=share,
+        iterations=iterations,
+        converged=converged,
+    )
 
 
 def _collapse_patterns(

@@ -8,12 +8,16 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from linkage import evaluate, pipeline, scoring, solve, synthetic
 from linkage.encode import EncodedBatch, concat_batches, encode_records
+from linkage.errors import ModelError
+from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
-from linkage.schema import default_child_schema
+from linkage.schema import Schema, default_child_schema
 
 SCHEMA = default_child_schema()
 
@@ -99,6 +103,17 @@ def test_em_fits_on_pairs_sharing_two_blocking_keys(
     assert pipeline.fitting_pairs(combined, combined, pairs.left, pairs.right, every) is None
 
 
+def raw_random_pair_u(schema: Schema, batch: EncodedBatch) -> tuple[tuple[float, ...], ...]:
+    """u straight from the fit's random pairs, before any correction (the contaminated one)."""
+    options = pipeline.LinkageOptions()
+    left, right = pipeline.random_pairs(
+        len(batch), len(batch), options.u_sample_pairs, seed=options.seed, distinct=True
+    )
+    return scoring.estimate_u(
+        pipeline.compare_pairs(schema, batch, batch, left, right), pipeline.n_levels_of(schema)
+    )
+
+
 def test_u_of_a_salted_field_has_the_matches_among_random_pairs_taken_out() -> None:
     # 600 children, about 2,400 records: a salted name is compared only within a birth
     # month, where a large share of random pairs are the same child; without taking them
@@ -108,16 +123,194 @@ def test_u_of_a_salted_field_has_the_matches_among_random_pairs_taken_out() -> N
     data = synthetic.generate_population(600, seed=3).all_records()
     batch = encode_records(schema, KeySet(LinkageSecret.for_tests()), data.columns)
     model = pipeline.score_pairs(schema, batch, None).model
-    options = pipeline.LinkageOptions()
-    left, right = pipeline.random_pairs(
-        len(batch), len(batch), options.u_sample_pairs, seed=options.seed, distinct=True
-    )
-    raw = scoring.estimate_u(
-        pipeline.compare_pairs(schema, batch, batch, left, right), pipeline.n_levels_of(schema)
-    )
+    raw = raw_random_pair_u(schema, batch)
     given = schema.field_names.index("given_name")
     unsalted = schema.field_names.index("sex")
     assert raw[given][-1] > 0.1  # contaminated: "agree exactly" among same-month pairs
     assert model.u[given][-1] < 0.05
     # an unsalted field is compared in nearly every random pair: barely changed
     np.testing.assert_allclose(model.u[unsalted], raw[unsalted], rtol=0.05, atol=1e-4)
+
+
+# --- u of a salted field by EM among pairs sharing the salt value ---------------------------
+
+FULL_DATE_SALT = default_child_schema().with_salt(
+    "date_of_birth.value", ("given_name", "middle_names", "family_name")
+)
+
+
+@pytest.fixture(scope="module")
+def full_date_salted() -> EncodedBatch:
+    data = synthetic.generate_population(600, seed=3).all_records()
+    return encode_records(FULL_DATE_SALT, KeySet(LinkageSecret.for_tests()), data.columns)
+
+
+def test_u_of_a_field_salted_with_the_full_date_of_birth_is_fitted_by_em(
+    full_date_salted: EncodedBatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # within one date of birth most random pairs are the same child (share ~0.9): the capped
+    # correction left u of "given names agree exactly" at ~0.47
+    schema, batch = FULL_DATE_SALT, full_date_salted
+    calls: list[tuple[int, ...]] = []
+    em = pipeline.salted_u_by_em
+
+    def spy(*args: object, **kwargs: object) -> tuple[tuple[float, ...], ...]:
+        calls.append(tuple(args[5]))  # type: ignore[arg-type]
+        return em(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "salted_u_by_em", spy)
+    model = pipeline.score_pairs(schema, batch, None).model
+    assert calls == [(0,)]
+    raw = raw_random_pair_u(schema, batch)
+    given = schema.field_names.index("given_name")
+    family = schema.field_names.index("family_name")
+    assert raw[given][-1] > 0.1 and raw[family][-1] > 0.1
+    assert model.u[given][-1] < 0.05 and model.u[family][-1] < 0.05
+    unsalted = schema.field_names.index("sex")
+    np.testing.assert_allclose(model.u[unsalted], raw[unsalted], rtol=0.05, atol=1e-4)
+    index = MatchIndex(schema, key_version=1, merge_threshold=100)
+    references = [f"{i:032x}" for i in range(len(batch))]
+    index.upsert("health", references, batch)
+    for i in range(0, len(batch), 97):
+        found = index.query(batch.take([i]), model, max_candidates=10)
+        best = [f.reference for f in found if f.probability == found[0].probability]
+        assert references[i] in best  # ties: the same child held twice
+        assert found[0].probability >= 0.99
+
+
+def test_em_is_not_run_when_the_cap_does_not_bind(monkeypatch: pytest.MonkeyPatch) -> None:
+    # year-and-month salt on the given and family names only, 600 children: the share of
+    # matches among their compared random pairs is ~0.18, under the cap, so fit_model must
+    # take the old path (decontaminate_u) and nothing else; the shipped schema (middle names
+    # salted too, compared in few random pairs) does bind at this size
+    def refuse(*args: object, **kwargs: object) -> tuple[tuple[float, ...], ...]:
+        raise AssertionError("EM over same-salt pairs was run")
+
+    monkeypatch.setattr(pipeline, "salted_u_by_em", refuse)
+    data = synthetic.generate_population(600, seed=3).all_records()
+    keys = KeySet(LinkageSecret.for_tests())
+    under_cap = default_child_schema().with_salt("", ("middle_names",))
+    assert under_cap.field("given_name").salt and under_cap.field("family_name").salt
+    batch = encode_records(under_cap, keys, data.columns)
+    model = pipeline.score_pairs(under_cap, batch, None).model
+    assert model.u[under_cap.field_names.index("given_name")][-1] < 0.05
+    unsalted = default_child_schema().with_salt("")
+    pipeline.score_pairs(unsalted, encode_records(unsalted, keys, data.columns), None)
+    shipped = default_child_schema()
+    with pytest.raises(AssertionError, match="EM over same-salt pairs"):
+        pipeline.score_pairs(shipped, encode_records(shipped, keys, data.columns), None)
+
+
+def test_salt_sources_over_cap() -> None:
+    schema = default_child_schema()  # given, middle and family names salted
+    names = schema.field_names
+    assert schema.salt_sources == ("date_of_birth.year_month",)
+    share = dict.fromkeys(names, 0.2)
+    assert pipeline.salt_sources_over_cap(schema, [share[n] for n in names]) == ()
+    share["middle_names"] = 0.51
+    assert pipeline.salt_sources_over_cap(schema, [share[n] for n in names]) == (0,)
+    share["middle_names"] = 0.5  # at the cap: the capped correction is exact
+    share["sex"] = 3.0  # an unsalted field never counts
+    assert pipeline.salt_sources_over_cap(schema, [share[n] for n in names]) == ()
+
+
+def _same_tag_pairs_by_loops(
+    left: NDArray[np.uint64], right: NDArray[np.uint64] | None
+) -> set[tuple[int, int]]:
+    if right is None:
+        return {
+            (a, b)
+            for a in range(len(left))
+            for b in range(a + 1, len(left))
+            if left[a] == left[b] != 0
+        }
+    return {(a, b) for a in range(len(left)) for b in range(len(right)) if left[a] == right[b] != 0}
+
+
+tag_arrays = st.lists(st.integers(0, 4), min_size=0, max_size=30).map(
+    lambda tags: np.array(tags, dtype=np.uint64)
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(left=tag_arrays, right=st.none() | tag_arrays, count=st.integers(1, 500))
+def test_same_salt_pairs_are_same_tag_pairs(
+    left: NDArray[np.uint64], right: NDArray[np.uint64] | None, count: int
+) -> None:
+    a, b = pipeline.same_salt_pairs(left, right, count, seed=5)
+    everything = _same_tag_pairs_by_loops(left, right)
+    drawn = list(zip(a.tolist(), b.tolist(), strict=True))
+    assert len(drawn) == min(count, len(everything))
+    assert len(set(drawn)) == len(drawn)  # without replacement
+    assert set(drawn) <= everything  # same tag, never tag 0, never (i, i), a < b when deduping
+    if count >= len(everything):
+        assert set(drawn) == everything
+    again = pipeline.same_salt_pairs(left, right, count, seed=5)
+    assert np.array_equal(a, again[0]) and np.array_equal(b, again[1])
+
+
+def test_same_salt_pairs_draw_groups_in_proportion_to_their_pairs() -> None:
+    # dedupe: 201 records of tag 1 (20,100 pairs), 143 of tag 2 (10,153 pairs), tag 0 ignored
+    tags = np.repeat(np.array([0, 1, 2, 0], dtype=np.uint64), [50, 201, 143, 50])
+    tags = tags[np.random.default_rng(0).permutation(len(tags))]
+    a, b = pipeline.same_salt_pairs(tags, None, 3000, seed=11)
+    assert len(a) == 3000 and np.all(a < b) and np.all(tags[a] == tags[b])
+    assert np.all(tags[a] != 0)
+    share = float(np.mean(tags[a] == 1))
+    assert abs(share - 20_100 / 30_253) < 0.03
+    # every member of a group turns up (the pair numbering reaches all of them)
+    assert set(np.concatenate([a, b]).tolist()) == set(np.flatnonzero(tags != 0).tolist())
+    other = pipeline.same_salt_pairs(tags, None, 3000, seed=12)
+    assert not np.array_equal(a, other[0])
+    # link: 100 x 200 pairs of tag 1, 100 x 100 of tag 2, tag 3 on the left only
+    left = np.repeat(np.array([1, 2, 3], dtype=np.uint64), [100, 100, 40])
+    right = np.repeat(np.array([2, 1, 0], dtype=np.uint64), [100, 200, 40])
+    a, b = pipeline.same_salt_pairs(left, right, 3000, seed=11)
+    assert np.all(left[a] == right[b]) and np.all(right[b] != 0)
+    assert abs(float(np.mean(left[a] == 1)) - 2 / 3) < 0.03
+
+
+def test_same_salt_pairs_in_a_huge_group_are_distinct_members() -> None:
+    # 200,000 records of one tag: pair numbers near 2e10 must unrank without rounding errors
+    tags = np.ones(200_000, dtype=np.uint64)
+    a, b = pipeline.same_salt_pairs(tags, None, 20_000, seed=3)
+    assert np.all(a < b) and a.min() >= 0 and b.max() < len(tags)
+    assert b.max() > 190_000 and a.min() < 10_000
+
+
+def test_u_among_matches_recovers_a_known_mixture() -> None:
+    # two fixed fields (m, u known) and one free field whose u is to be found, 80 % matches
+    rng = np.random.default_rng(4)
+    n, share = 20_000, 0.8
+    m = ((0.05, 0.95), (0.1, 0.9), (0.05, 0.15, 0.8))
+    u = ((0.9, 0.1), (0.7, 0.3), (0.6, 0.3, 0.1))
+    match = rng.random(n) < share
+    levels = np.empty((n, 3), dtype=np.int8)
+    for field in range(3):
+        levels[match, field] = rng.choice(len(m[field]), size=int(match.sum()), p=m[field])
+        levels[~match, field] = rng.choice(len(u[field]), size=int((~match).sum()), p=u[field])
+    levels[rng.random(n) < 0.1, 2] = scoring.MISSING_LEVEL
+    start = (u[0], u[1], (0.1, 0.2, 0.7))  # as contaminated as a salted field's raw u
+    fit = scoring.estimate_u_among_matches(
+        levels, m, start, free_fields=[2], initial_share=0.5, max_iterations=200
+    )
+    assert fit.converged and abs(fit.share - share) < 0.03
+    np.testing.assert_allclose(fit.u[2], u[2], atol=0.03)
+    assert fit.u[:2] == (u[0], u[1])
+    # an ignored field takes no part: pure noise there changes nothing
+    noisy = levels.copy()
+    noisy[:, 0] = rng.integers(0, 2, size=n)
+    with_noise = scoring.estimate_u_among_matches(
+        np.concatenate([levels, noisy[:, :1]], axis=1),
+        (*m, (0.5, 0.5)),
+        (*start, (0.5, 0.5)),
+        free_fields=[2],
+        ignored_fields=[3],
+        initial_share=0.5,
+        max_iterations=200,
+    )
+    np.testing.assert_allclose(with_noise.u[2], fit.u[2], rtol=1e-9)
+    with pytest.raises(ModelError):
+        scoring.estimate_u_among_matches(
+            levels, m, start, free_fields=[2], ignored_fields=[2], initial_share=0.5
+        )
