@@ -263,15 +263,34 @@ def same_salt_pairs(
 CONTAMINATION_CAP = 0.5
 
 
-def salt_sources_over_cap(schema: Schema, contamination: Sequence[float]) -> tuple[int, ...]:
+#: Fewest compared random pairs a salted field's u is estimated on; below it u's one
+#: pseudo-count per level (1 / n) swamps the rarer levels (a name's exact agreement is under 1 %
+#: of non-match pairs), so :func:`fit_model` re-estimates it by EM over same-salt pairs. A fine
+#: salt at scale gets here: 300,000 random pairs share a full date of birth about 45 times.
+MIN_SALTED_COMPARED_PAIRS = 1_000
+
+
+def salt_sources_over_cap(
+    schema: Schema,
+    contamination: Sequence[float],
+    compared_pairs: Sequence[int] | None = None,
+) -> tuple[int, ...]:
     """Indices into :attr:`Schema.salt_sources` of the sources with a salted field whose
-    share of matches among its compared random pairs exceeds :data:`CONTAMINATION_CAP`."""
+    share of matches among its compared random pairs exceeds :data:`CONTAMINATION_CAP`, or
+    (when ``compared_pairs`` is given) that was compared in fewer than
+    :data:`MIN_SALTED_COMPARED_PAIRS` random pairs."""
+    counts = (
+        [MIN_SALTED_COMPARED_PAIRS] * len(schema.fields)
+        if compared_pairs is None
+        else [int(n) for n in compared_pairs]
+    )
     return tuple(
         s_index
         for s_index, source in enumerate(schema.salt_sources)
         if any(
-            spec.salt == source and float(share) > CONTAMINATION_CAP
-            for spec, share in zip(schema.fields, contamination, strict=True)
+            spec.salt == source
+            and (float(share) > CONTAMINATION_CAP or count < MIN_SALTED_COMPARED_PAIRS)
+            for spec, share, count in zip(schema.fields, contamination, counts, strict=True)
         )
     )
 
@@ -422,9 +441,10 @@ def fit_model(
     )
     # Where the share of matches among a salted field's compared pairs exceeds the cap (a fine
     # salt such as the full date of birth in a small population: mostly the same child), the
-    # capped correction leaves u far too high; EM over same-salt pairs separates the matches.
-    # Below the cap nothing changes.
-    over_cap = salt_sources_over_cap(schema, contamination.tolist())
+    # capped correction leaves u far too high; where too few random pairs were compared at all
+    # (a fine salt at scale), u is mostly pseudo-counts. EM over same-salt pairs fixes both.
+    # Otherwise nothing changes.
+    over_cap = salt_sources_over_cap(schema, contamination.tolist(), compared_pairs.tolist())
     if over_cap:
         u_final = salted_u_by_em(
             schema,

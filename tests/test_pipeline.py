@@ -212,6 +212,14 @@ def test_salt_sources_over_cap() -> None:
     share["middle_names"] = 0.5  # at the cap: the capped correction is exact
     share["sex"] = 3.0  # an unsalted field never counts
     assert pipeline.salt_sources_over_cap(schema, [share[n] for n in names]) == ()
+    # too few compared random pairs for a salted field (a fine salt at scale) also counts
+    enough = dict.fromkeys(names, pipeline.MIN_SALTED_COMPARED_PAIRS)
+    shares = [share[n] for n in names]
+    assert pipeline.salt_sources_over_cap(schema, shares, [enough[n] for n in names]) == ()
+    enough["sex"] = 0  # unsalted: never counts
+    assert pipeline.salt_sources_over_cap(schema, shares, [enough[n] for n in names]) == ()
+    enough["given_name"] = pipeline.MIN_SALTED_COMPARED_PAIRS - 1
+    assert pipeline.salt_sources_over_cap(schema, shares, [enough[n] for n in names]) == (0,)
 
 
 def _same_tag_pairs_by_loops(
