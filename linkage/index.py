@@ -752,7 +752,7 @@ class MatchIndex:
                 sim, both, tuple(f.levels for f in self.schema.fields)
             )
         else:
-            levels = _comparison_levels(sim, both, self._level_cut_offs)
+            levels = scoring.levels_from_cut_offs(sim, both, self._level_cut_offs)
         return _Scored(
             agency_codes=gathered.agency_codes,
             references=gathered.references,
@@ -839,42 +839,15 @@ def _dice_fields_to_one(
 
 
 def _level_cut_offs(schema: Schema) -> tuple[NDArray[np.float64], ...] | None:
-    """The schema's comparison-level cut-offs by rank: item k holds every field's k-th
-    cut-off (+inf for a field with fewer, which no similarity reaches). None when
-    ``scoring.comparison_levels`` refuses them (or there are no fields)."""
-    thresholds = tuple(tuple(spec.levels) for spec in schema.fields)
-    n_fields = len(thresholds)
-    if not n_fields:
+    """``scoring.level_cut_offs`` of the schema's fields, checked once per index; None when
+    they are invalid (or there are no fields), so each query raises as
+    ``scoring.comparison_levels`` does."""
+    if not schema.fields:
         return None
-    try:  # the same validation as scoring, on no pairs
-        scoring.comparison_levels(
-            np.zeros((0, n_fields)), np.zeros((0, n_fields), bool), thresholds
-        )
+    try:
+        return scoring.level_cut_offs(tuple(tuple(spec.levels) for spec in schema.fields))
     except ModelError:
         return None
-    cut_offs = np.full((n_fields, max(len(t) for t in thresholds)), np.inf)
-    for field_index, field_thresholds in enumerate(thresholds):
-        cut_offs[field_index, : len(field_thresholds)] = [float(t) for t in field_thresholds]
-    return tuple(np.ascontiguousarray(column) for column in cut_offs.T)
-
-
-def _comparison_levels(
-    sim: NDArray[np.float64],
-    both: NDArray[np.bool_],
-    cut_offs: tuple[NDArray[np.float64], ...],
-) -> NDArray[np.int8]:
-    """``scoring.comparison_levels`` for checked cut-offs (:func:`_level_cut_offs`): per field
-    the number of cut-offs the similarity reaches, ``MISSING_LEVEL`` where not both present.
-
-    The same values (a test compares them), without re-checking thresholds and similarities
-    on every lookup (Dice values always lie in [0, 1]), and one comparison of all fields per
-    cut-off rank (a 3-D comparison summed over its short last axis was 5 times slower).
-    """
-    reached = (sim >= cut_offs[0]).view(np.int8)  # a fresh array: counted into in place
-    for rank_cut_offs in cut_offs[1:]:
-        reached += (sim >= rank_cut_offs).view(np.int8)
-    reached[~both] = scoring.MISSING_LEVEL
-    return reached
 
 
 def _dice_to_one_reference(

@@ -143,14 +143,38 @@ def comparison_levels(
     if present_values.size and (present_values.min() < 0.0 or present_values.max() > 1.0):
         raise ModelError("similarities of present fields must lie in [0, 1]")
 
-    levels = np.empty(sim.shape, dtype=np.int8)
+    return levels_from_cut_offs(sim, both_present, level_cut_offs(checked))
+
+
+def level_cut_offs(thresholds: Sequence[Sequence[float]]) -> tuple[NDArray[np.float64], ...]:
+    """The checked ``thresholds`` by rank, for :func:`levels_from_cut_offs`: item k holds
+    every field's k-th cut-off (+inf for a field with fewer, which no similarity reaches).
+    Raises ModelError for invalid thresholds (as :func:`comparison_levels` does)."""
+    checked = _check_thresholds(thresholds)
+    if not checked:
+        return ()
+    cut_offs = np.full((len(checked), max(len(t) for t in checked)), np.inf)
     for field_index, field_thresholds in enumerate(checked):
-        column = sim[:, field_index]
-        reached = np.zeros(column.shape, dtype=np.int8)
-        for cut_off in field_thresholds:
-            reached += column >= cut_off
-        levels[:, field_index] = np.where(both_present[:, field_index], reached, MISSING_LEVEL)
-    return levels
+        cut_offs[field_index, : len(field_thresholds)] = field_thresholds
+    return tuple(np.ascontiguousarray(column) for column in cut_offs.T)
+
+
+def levels_from_cut_offs(
+    sim: NDArray[np.float64],
+    both_present: NDArray[np.bool_],
+    cut_offs: tuple[NDArray[np.float64], ...],
+) -> NDArray[np.int8]:
+    """The cutting step of :func:`comparison_levels`, for inputs already checked (a lookup
+    scores tens of pairs with one schema's cut-offs, where checking them each time costs more
+    than cutting): per field the number of cut-offs the similarity reaches, ``MISSING_LEVEL``
+    where not both present. One comparison of all fields per cut-off rank."""
+    if not cut_offs:
+        return np.full(sim.shape, MISSING_LEVEL, dtype=np.int8)
+    reached = (sim >= cut_offs[0]).view(np.int8)  # a fresh array: counted into in place
+    for rank_cut_offs in cut_offs[1:]:
+        reached += (sim >= rank_cut_offs).view(np.int8)
+    reached[~both_present] = MISSING_LEVEL
+    return reached
 
 
 def level_label(level: int, n_levels: int) -> str:

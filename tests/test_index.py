@@ -17,7 +17,6 @@ from linkage.index import (
     CONFIDENT_PROBABILITY,
     IndexedCandidate,
     MatchIndex,
-    _comparison_levels,
     _dice_fields_to_one,
     _dice_to_one_reference,
     _FieldLayout,
@@ -332,38 +331,6 @@ def test_dice_of_side_by_side_fields_equals_the_kernel_per_field(
         assert fast[:, f].tolist() == slow.tolist()
         assert fast_present[:, f].tolist() == slow_present.tolist()
         assert fast_present[:, f].tolist() == [bool(row.any()) for row in field]
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    rows=st.integers(0, 50),
-    seed=st.integers(0, 2**32 - 1),
-    levels=st.lists(
-        st.lists(st.floats(0.01, 1.0), min_size=1, max_size=4, unique=True),
-        min_size=1,
-        max_size=7,
-    ),
-)
-def test_comparison_levels_equal_scoring(rows: int, seed: int, levels: list[list[float]]) -> None:
-    """The lookup's comparison levels are exactly ``scoring.comparison_levels``, cut-offs hit
-    exactly included."""
-    rng = np.random.default_rng(seed)
-    fields = [
-        dataclasses.replace(SCHEMA.fields[0], name=f"field_{i}", levels=tuple(sorted(lv)[::-1]))
-        for i, lv in enumerate(levels)
-    ]
-    schema = dataclasses.replace(SCHEMA, fields=tuple(fields), blocking=())
-    cut_offs = _level_cut_offs(schema)
-    assert cut_offs is not None
-    sim = rng.random((rows, len(fields)))
-    on_a_cut_off = rng.random(sim.shape) < 0.3
-    all_cut_offs = np.concatenate([np.asarray(lv) for lv in levels] + [np.array([0.0, 1.0])])
-    sim[on_a_cut_off] = rng.choice(all_cut_offs, size=int(on_a_cut_off.sum()))
-    both = rng.random(sim.shape) < 0.8
-    expected = scoring.comparison_levels(sim, both, tuple(f.levels for f in fields))
-    fast = _comparison_levels(sim, both, cut_offs)
-    assert fast.dtype == np.int8
-    assert fast.tolist() == expected.tolist()
 
 
 def test_invalid_schema_levels_still_raise_scoring_s_error(

@@ -113,6 +113,41 @@ def test_comparison_levels_count_reached_thresholds(values: list[float], cuts: l
     assert levels[:, 0].tolist() == expected
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(0, 50),
+    seed=st.integers(0, 2**32 - 1),
+    cuts=st.lists(
+        st.lists(st.floats(0.01, 1.0), min_size=1, max_size=4, unique=True),
+        min_size=1,
+        max_size=7,
+    ),
+)
+def test_comparison_levels_of_many_fields_equal_a_plain_count(
+    rows: int, seed: int, cuts: list[list[float]]
+) -> None:
+    """Fields with different numbers of cut-offs, similarities on a cut-off exactly, missing
+    pairs: each level is the count of its own field's cut-offs reached (the cutting runs one
+    rank of cut-offs at a time over all fields, padded with +inf)."""
+    rng = np.random.default_rng(seed)
+    thresholds = [sorted(c, reverse=True) for c in cuts]
+    sim = rng.random((rows, len(cuts)))
+    on_a_cut_off = rng.random(sim.shape) < 0.3
+    every_cut = np.concatenate([np.asarray(c) for c in cuts] + [np.array([0.0, 1.0])])
+    sim[on_a_cut_off] = rng.choice(every_cut, size=int(on_a_cut_off.sum()))
+    present = rng.random(sim.shape) < 0.8
+    levels = comparison_levels(sim, present, thresholds)
+    expected = [
+        [
+            sum(value >= cut for cut in thresholds[f]) if present[r, f] else MISSING_LEVEL
+            for f, value in enumerate(row)
+        ]
+        for r, row in enumerate(sim.tolist())
+    ]
+    assert levels.dtype == np.int8
+    assert levels.tolist() == expected
+
+
 @pytest.mark.parametrize(
     ("sim", "present", "thresholds", "message"),
     [
