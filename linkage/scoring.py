@@ -576,7 +576,7 @@ def estimate_u_among_matches(
             present = column >= 0
             ratio = log_m[f] - np.log(u_table[f])
             weight[present] += ratio[column[present]]
-        posterior = 0.5 * (1.0 + np.tanh(0.5 * weight))  # logistic, without overflow
+        posterior = _stable_sigmoid(weight)
         non_match = 1.0 - posterior
         new_share = float(np.clip(posterior.mean(), PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR))
         change = abs(new_share - share)
