@@ -1180,21 +1180,20 @@ static void sha256_compress_on(int path, uint32_t state[8], const uint8_t block[
     sha256_compress_portable(state, block);
 }
 
-/* SHA-256 of (prefix_length bytes already compressed into state) || first || rest; the
- * digest's 32 bytes go to out. prefix_length is a multiple of 64. */
-static void sha256_finish(int path, const uint32_t prefix_state[8], uint64_t prefix_length,
-                          const uint8_t *first, size_t first_length, const uint8_t *rest,
-                          size_t rest_length, uint8_t out[32]) {
+/* SHA-256 of (prefix_length bytes already compressed into state) || parts[0] || ... ||
+ * parts[count - 1]; the digest's 32 bytes go to out. prefix_length is a multiple of 64. */
+static void sha256_finish_parts(int path, const uint32_t prefix_state[8], uint64_t prefix_length,
+                                const uint8_t *const *parts, const size_t *lengths, int count,
+                                uint8_t out[32]) {
     uint32_t state[8];
     memcpy(state, prefix_state, sizeof(state));
     uint8_t block[64];
     size_t filled = 0;
-    uint64_t total = prefix_length + first_length + rest_length;
-    const uint8_t *parts[2] = {first, rest};
-    size_t lengths[2] = {first_length, rest_length};
-    for (int p = 0; p < 2; p++) {
+    uint64_t total = prefix_length;
+    for (int p = 0; p < count; p++) {
         const uint8_t *data = parts[p];
         size_t left = lengths[p];
+        total += left;
         while (left > 0) {
             size_t take = 64 - filled < left ? 64 - filled : left;
             memcpy(block + filled, data, take);
@@ -1227,6 +1226,77 @@ static void sha256_finish(int path, const uint32_t prefix_state[8], uint64_t pre
     }
 }
 
+/* SHA-256 of (prefix_length bytes already compressed into state) || first || rest. */
+static void sha256_finish(int path, const uint32_t prefix_state[8], uint64_t prefix_length,
+                          const uint8_t *first, size_t first_length, const uint8_t *rest,
+                          size_t rest_length, uint8_t out[32]) {
+    const uint8_t *parts[2] = {first, rest};
+    size_t lengths[2] = {first_length, rest_length};
+    sha256_finish_parts(path, prefix_state, prefix_length, parts, lengths, 2, out);
+}
+
+/* HMAC-SHA256 of a key: the SHA-256 states after its inner and outer pad blocks (RFC 2104;
+ * a key longer than the 64-byte block is hashed first). */
+static void hmac_pad_states(int path, const uint8_t *key, size_t key_length,
+                            uint32_t inner_state[8], uint32_t outer_state[8]) {
+    uint8_t padded[64];
+    memset(padded, 0, sizeof(padded));
+    if (key_length > 64) {
+        sha256_finish(path, sha256_initial, 0, key, key_length, NULL, 0, padded);
+    } else {
+        memcpy(padded, key, key_length);
+    }
+    uint8_t pad_block[64];
+    memcpy(inner_state, sha256_initial, 8 * sizeof(uint32_t));
+    memcpy(outer_state, sha256_initial, 8 * sizeof(uint32_t));
+    for (int i = 0; i < 64; i++) pad_block[i] = padded[i] ^ 0x36;
+    sha256_compress_on(path, inner_state, pad_block);
+    for (int i = 0; i < 64; i++) pad_block[i] = padded[i] ^ 0x5c;
+    sha256_compress_on(path, outer_state, pad_block);
+}
+
+/* One HMAC-SHA256 digest from the pad states, of the concatenated parts, as 8 little-endian
+ * uint32 words. */
+static void hmac_words_of(int path, const uint32_t inner_state[8], const uint32_t outer_state[8],
+                          const uint8_t *const *parts, const size_t *lengths, int count,
+                          uint32_t words[8]) {
+    uint8_t inner[32], digest[32];
+    sha256_finish_parts(path, inner_state, 64, parts, lengths, count, inner);
+    sha256_finish(path, outer_state, 64, inner, 32, NULL, 0, digest);
+    for (int j = 0; j < 8; j++) {
+        words[j] = (uint32_t)digest[4 * j] | ((uint32_t)digest[4 * j + 1] << 8) |
+                   ((uint32_t)digest[4 * j + 2] << 16) | ((uint32_t)digest[4 * j + 3] << 24);
+    }
+}
+
+/* A valid path argument (-1: the fastest), or -2 with ValueError set. */
+static int parse_sha_path(int path, const char *function) {
+    if (path == -1) {
+        return best_sha_path;
+    }
+    if (path < 0 || path >= SHA_PATH_COUNT || !sha_path_supported[path]) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: path must be -1 (the fastest) or the index of a path in "
+                     "hmac_paths() that this CPU supports",
+                     function);
+        return -2;
+    }
+    return path;
+}
+
+/* offsets[0..count] ascending from 0.. within length (the parts of a blob). */
+static int offsets_valid(const int64_t *offsets, Py_ssize_t count, Py_ssize_t length) {
+    if (count < 0) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (offsets[i] < 0 || offsets[i] > offsets[i + 1] || offsets[i + 1] > length) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static PyObject *py_hmac_paths(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -1255,15 +1325,10 @@ static PyObject *py_hmac_words(PyObject *self, PyObject *args) {
                           &out_object, &path)) {
         return NULL;
     }
-    if (path == -1) {
-        path = best_sha_path;
-    }
-    if (path < 0 || path >= SHA_PATH_COUNT || !sha_path_supported[path]) {
+    path = parse_sha_path(path, "hmac_words");
+    if (path < 0) {
         PyBuffer_Release(&key);
         PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_ValueError,
-                        "hmac_words: path must be -1 (the fastest) or the index of a path in "
-                        "hmac_paths() that this CPU supports");
         return NULL;
     }
     Py_buffer views[2];
@@ -1280,11 +1345,9 @@ static PyObject *py_hmac_words(PyObject *self, PyObject *args) {
     }
     Py_ssize_t messages = views[0].shape[0] - 1;
     const int64_t *offsets = (const int64_t *)views[0].buf;
-    int ok = blocks >= 1 && blocks <= 255 && (counter || blocks == 1) && messages >= 0 &&
-             views[1].shape[0] == messages && views[1].shape[1] == (Py_ssize_t)blocks * 8;
-    for (Py_ssize_t i = 0; ok && i < messages; i++) {
-        ok = offsets[i] >= 0 && offsets[i] <= offsets[i + 1] && offsets[i + 1] <= data.len;
-    }
+    int ok = blocks >= 1 && blocks <= 255 && (counter || blocks == 1) &&
+             offsets_valid(offsets, messages, data.len) && views[1].shape[0] == messages &&
+             views[1].shape[1] == (Py_ssize_t)blocks * 8;
     if (!ok) {
         release_all(views, 2);
         PyBuffer_Release(&key);
@@ -1294,45 +1357,124 @@ static PyObject *py_hmac_words(PyObject *self, PyObject *args) {
                         "ascending within data, and out of shape (n, 8 * blocks)");
         return NULL;
     }
-    uint8_t padded[64];
-    memset(padded, 0, sizeof(padded));
-    if (key.len > 64) {
-        sha256_finish(path, sha256_initial, 0, (const uint8_t *)key.buf, (size_t)key.len, NULL,
-                      0, padded);
-    } else {
-        memcpy(padded, key.buf, (size_t)key.len);
-    }
-    uint8_t pad_block[64];
     uint32_t inner_state[8], outer_state[8];
-    memcpy(inner_state, sha256_initial, sizeof(inner_state));
-    memcpy(outer_state, sha256_initial, sizeof(outer_state));
-    for (int i = 0; i < 64; i++) pad_block[i] = padded[i] ^ 0x36;
-    sha256_compress_on(path, inner_state, pad_block);
-    for (int i = 0; i < 64; i++) pad_block[i] = padded[i] ^ 0x5c;
-    sha256_compress_on(path, outer_state, pad_block);
+    hmac_pad_states(path, (const uint8_t *)key.buf, (size_t)key.len, inner_state, outer_state);
     const uint8_t *bytes = (const uint8_t *)data.buf;
     uint32_t *out = (uint32_t *)views[1].buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < messages; i++) {
-        const uint8_t *message = bytes + offsets[i];
-        size_t length = (size_t)(offsets[i + 1] - offsets[i]);
         for (int b = 0; b < blocks; b++) {
-            uint8_t counter_byte = (uint8_t)b, inner[32], digest[32];
-            sha256_finish(path, inner_state, 64, &counter_byte, counter ? 1 : 0, message,
-                          length, inner);
-            sha256_finish(path, outer_state, 64, inner, 32, NULL, 0, digest);
-            uint32_t *row = out + i * (Py_ssize_t)blocks * 8 + b * 8;
-            for (int j = 0; j < 8; j++) {
-                row[j] = (uint32_t)digest[4 * j] | ((uint32_t)digest[4 * j + 1] << 8) |
-                         ((uint32_t)digest[4 * j + 2] << 16) |
-                         ((uint32_t)digest[4 * j + 3] << 24);
-            }
+            uint8_t counter_byte = (uint8_t)b;
+            const uint8_t *parts[2] = {&counter_byte, bytes + offsets[i]};
+            size_t lengths[2] = {counter ? 1 : 0, (size_t)(offsets[i + 1] - offsets[i])};
+            hmac_words_of(path, inner_state, outer_state, parts, lengths, 2,
+                          out + i * (Py_ssize_t)blocks * 8 + b * 8);
         }
     }
     Py_END_ALLOW_THREADS
     release_all(views, 2);
     PyBuffer_Release(&key);
     PyBuffer_Release(&data);
+    Py_RETURN_NONE;
+}
+
+/*
+ * token_filters: the Bloom filter of each (prefix, value) combination, straight from the
+ * tokens.  Combination c sets, for every token t of value combo_value[c], the positions of
+ * the message prefix[combo_prefix[c]] || token t: words[h] % bits for h < hashes, where
+ * words are the little-endian uint32 words of HMAC-SHA256(key, bytes([b]) + message) for
+ * b = 0, 1, ... (8 words per b) -- the positions of token_positions() in encode.py, which the
+ * tests check this against.  Value v's tokens are tokens[token_offsets[value_tokens[v]] ..
+ * token_offsets[value_tokens[v + 1]]], one per token_offsets step.
+ */
+static PyObject *py_token_filters(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer key, prefixes, tokens;
+    PyObject *objects[6];
+    int hashes, path = -1;
+    long long bits;
+    if (!PyArg_ParseTuple(args, "y*y*Oy*OOOOiLO|i", &key, &prefixes, &objects[0], &tokens,
+                          &objects[1], &objects[2], &objects[3], &objects[4], &hashes, &bits,
+                          &objects[5], &path)) {
+        return NULL;
+    }
+    Py_buffer buffers[3] = {key, prefixes, tokens};
+    path = parse_sha_path(path, "token_filters");
+    if (path < 0) {
+        release_all(buffers, 3);
+        return NULL;
+    }
+    static const char *const names[6] = {"prefix_offsets", "token_offsets", "value_tokens",
+                                         "combo_value",    "combo_prefix",  "out"};
+    Py_buffer views[6];
+    for (int i = 0; i < 6; i++) {
+        int is_out = i == 5;
+        if (!acquire(objects[i], &views[i], names[i], is_out ? KIND_U64 : KIND_I64,
+                     is_out ? 2 : 1, is_out)) {
+            release_all(views, i);
+            release_all(buffers, 3);
+            return NULL;
+        }
+    }
+    const int64_t *prefix_offsets = (const int64_t *)views[0].buf;
+    const int64_t *token_offsets = (const int64_t *)views[1].buf;
+    const int64_t *value_tokens = (const int64_t *)views[2].buf;
+    const int64_t *combo_value = (const int64_t *)views[3].buf;
+    const int64_t *combo_prefix = (const int64_t *)views[4].buf;
+    Py_ssize_t n_prefixes = views[0].shape[0] - 1, n_tokens = views[1].shape[0] - 1;
+    Py_ssize_t n_values = views[2].shape[0] - 1, combos = views[3].shape[0];
+    Py_ssize_t words = views[5].shape[1];
+    int ok = hashes >= 1 && hashes <= 255 * 8 && bits >= 1 && bits <= (long long)words * 64 &&
+             offsets_valid(prefix_offsets, n_prefixes, prefixes.len) &&
+             offsets_valid(token_offsets, n_tokens, tokens.len) &&
+             offsets_valid(value_tokens, n_values, n_tokens) && views[4].shape[0] == combos &&
+             views[5].shape[0] == combos;
+    for (Py_ssize_t c = 0; ok && c < combos; c++) {
+        ok = combo_value[c] >= 0 && combo_value[c] < n_values && combo_prefix[c] >= 0 &&
+             combo_prefix[c] < n_prefixes;
+    }
+    if (!ok) {
+        release_all(views, 6);
+        release_all(buffers, 3);
+        PyErr_SetString(PyExc_ValueError,
+                        "token_filters: expected 1..2040 hashes, 1 <= bits <= 64 * out words, "
+                        "ascending offsets within their blobs (value_tokens within the "
+                        "tokens), combo_value and combo_prefix of one length within range, "
+                        "and out of shape (combinations, words)");
+        return NULL;
+    }
+    uint32_t inner_state[8], outer_state[8];
+    hmac_pad_states(path, (const uint8_t *)key.buf, (size_t)key.len, inner_state, outer_state);
+    const uint8_t *prefix_bytes = (const uint8_t *)prefixes.buf;
+    const uint8_t *token_bytes = (const uint8_t *)tokens.buf;
+    uint64_t *out = (uint64_t *)views[5].buf;
+    uint64_t modulus = (uint64_t)bits;
+    int blocks = (hashes + 7) / 8;
+    Py_BEGIN_ALLOW_THREADS
+    memset(out, 0, (size_t)combos * (size_t)words * sizeof(uint64_t));
+    for (Py_ssize_t c = 0; c < combos; c++) {
+        uint64_t *row = out + c * words;
+        int64_t p = combo_prefix[c], v = combo_value[c];
+        for (int64_t t = value_tokens[v]; t < value_tokens[v + 1]; t++) {
+            for (int b = 0; b < blocks; b++) {
+                uint8_t counter_byte = (uint8_t)b;
+                const uint8_t *parts[3] = {&counter_byte, prefix_bytes + prefix_offsets[p],
+                                           token_bytes + token_offsets[t]};
+                size_t lengths[3] = {1, (size_t)(prefix_offsets[p + 1] - prefix_offsets[p]),
+                                     (size_t)(token_offsets[t + 1] - token_offsets[t])};
+                uint32_t digest_words[8];
+                hmac_words_of(path, inner_state, outer_state, parts, lengths, 3, digest_words);
+                int used = hashes - 8 * b < 8 ? hashes - 8 * b : 8;
+                for (int h = 0; h < used; h++) {
+                    uint64_t position = digest_words[h] % modulus;
+                    row[position >> 6] |= (uint64_t)1 << (position & 63);
+                }
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release_all(views, 6);
+    release_all(buffers, 3);
     Py_RETURN_NONE;
 }
 
@@ -1360,6 +1502,11 @@ static PyMethodDef methods[] = {
      "little-endian uint32 words of HMAC-SHA256(key, bytes([b]) + message i) with counter, "
      "of HMAC-SHA256(key, message i) without (then blocks = 1); message i = "
      "data[offsets[i]:offsets[i+1]]."},
+    {"token_filters", py_token_filters, METH_VARARGS,
+     "token_filters(key, prefixes, prefix_offsets, tokens, token_offsets, value_tokens, "
+     "combo_value, combo_prefix, hashes, bits, out[, path]): out[c] = the Bloom filter of "
+     "the tokens of value combo_value[c], each prefixed with prefix combo_prefix[c], under "
+     "key (the positions of token_positions)."},
     {NULL, NULL, 0, NULL},
 };
 

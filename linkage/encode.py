@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
@@ -310,15 +310,18 @@ def _message_positions(
     return (words[:, :hashes].astype(np.int64)) % bits
 
 
+def _offsets(parts: Sequence[Sized]) -> NDArray[np.int64]:
+    """Start offsets of ``parts`` (byte strings, lists) laid end to end, then the total."""
+    return np.fromiter(accumulate(map(len, parts), initial=0), dtype=np.int64, count=len(parts) + 1)
+
+
 def _hmac_words(
     key: bytes, messages: Sequence[bytes], blocks: int, *, counter: bool
 ) -> NDArray[np.uint32]:
     """Per message, the little-endian uint32 words of ``blocks`` HMAC-SHA256 digests under
     ``key`` (of ``bytes([b]) + message`` with ``counter``, of the message itself without,
     then ``blocks`` is 1), computed in C in one call."""
-    offsets = np.fromiter(
-        accumulate(map(len, messages), initial=0), dtype=np.int64, count=len(messages) + 1
-    )
+    offsets = _offsets(messages)
     words = np.empty((len(messages), blocks * 8), dtype=np.uint32)
     _dicekernel.hmac_words(key, b"".join(messages), offsets, blocks, counter, words)
     return words
@@ -336,17 +339,6 @@ def token_positions_reference(
             raw += hmac.digest(key, bytes((b,)) + data, "sha256")
     words = np.frombuffer(bytes(raw), dtype="<u4").reshape(len(tokens), blocks * 8)
     return (words[:, :hashes].astype(np.int64)) % bits
-
-
-def _scatter_bits(
-    n_rows: int, words: int, rows: NDArray[np.int64], positions: NDArray[np.int64]
-) -> NDArray[np.uint64]:
-    """A (n_rows, words) filter array with bit positions[i] set in row rows[i]."""
-    out = np.zeros(n_rows * words, dtype=U64)
-    if rows.size:
-        flat = rows * words + (positions >> 6)
-        np.bitwise_or.at(out, flat, np.left_shift(U64(1), (positions & 63).astype(U64)))
-    return out.reshape(n_rows, words)
 
 
 def blocking_token(key: bytes, parts: Sequence[str]) -> int:
@@ -499,6 +491,50 @@ def _transform_column(col: _FieldColumn, transform: str) -> tuple[NDArray[np.int
     return remap[col.inverse], out_values
 
 
+class _TokenBlob:
+    """One field's distinct values' tokens and the salt prefixes, as the byte blobs and
+    offsets of ``_dicekernel.token_filters``, which builds each (value, prefix) combination's
+    filter in C: the bits of :func:`token_positions` of the prefixed tokens, as
+    :func:`_salted` prefixes them (``tests/test_encode_salted.py`` checks this against the
+    Python specification)."""
+
+    def __init__(self, prefixes: Sequence[str], value_tokens: Sequence[Sequence[str]]) -> None:
+        encoded_prefixes = [p.encode("utf-8") for p in prefixes]
+        self.prefixes = b"".join(encoded_prefixes)
+        self.prefix_offsets = _offsets(encoded_prefixes)
+        encoded = [t.encode("utf-8") for tokens in value_tokens for t in tokens]
+        self.tokens = b"".join(encoded)
+        self.token_offsets = _offsets(encoded)
+        self.value_tokens = _offsets(value_tokens)
+
+    def filters(
+        self,
+        key: bytes,
+        combo_value: NDArray[np.int64],
+        combo_prefix: NDArray[np.int64],
+        hashes: int,
+        bits: int,
+        words: int,
+    ) -> NDArray[np.uint64]:
+        """(combinations, words): the filter of value ``combo_value[c]``'s tokens, each
+        prefixed with prefix ``combo_prefix[c]``, under ``key``."""
+        out = np.empty((combo_value.shape[0], words), dtype=U64)
+        _dicekernel.token_filters(
+            key,
+            self.prefixes,
+            self.prefix_offsets,
+            self.tokens,
+            self.token_offsets,
+            self.value_tokens,
+            np.ascontiguousarray(combo_value, dtype=np.int64),
+            np.ascontiguousarray(combo_prefix, dtype=np.int64),
+            hashes,
+            bits,
+            out,
+        )
+        return out
+
+
 def encode_records(
     schema: Schema,
     keys: KeySet,
@@ -534,67 +570,52 @@ def encode_records(
         if spec.salt:
             salt_field, salt_transform = spec.salt.split(".")
             salt_idx, salt_values = _transform_column(cols[salt_field], salt_transform)
-            # distinct (value, salt) combinations
-            combo = inverse * (len(salt_values) + 1) + (salt_idx + 1)
+            # distinct (value, salt) combinations; salt index 0 is "missing"
+            radix = len(salt_values) + 1
+            combo = inverse * radix + (salt_idx + 1)
             combo[inverse < 0] = -1
             uniq, inv = np.unique(combo, return_inverse=True)
             has_missing = bool(uniq.size and uniq[0] < 0)
             pairs = uniq[1:] if has_missing else uniq
-            # each distinct value tokenised once, then prefixed per salt it occurs with
-            value_tokens: dict[int, list[str]] = {}
-            token_lists = []
-            for c in pairs.tolist():
-                v_i, s_i = divmod(int(c), len(salt_values) + 1)
-                known = value_tokens.get(v_i)
-                if known is None:
-                    known = value_tokens[v_i] = tokenise(spec, values[v_i])
-                token_lists.append(_salted(known, salt_values[s_i - 1] if s_i else ""))
-            inverse = inv.astype(np.int64) - (1 if has_missing else 0)
+            combo_value, combo_prefix = np.divmod(pairs, radix)
+            prefixes = ["~|", *(v + "|" for v in salt_values)]
+            inverse = inv.reshape(-1).astype(np.int64) - (1 if has_missing else 0)
         else:
-            token_lists = [tokenise(spec, v) for v in values]
-
-        table: dict[str, int] = {}
-        flat_tokens: list[int] = []
-        counts: list[int] = []
-        for toks in token_lists:
-            counts.append(len(toks))
-            for t in toks:
-                slot = table.setdefault(t, len(table))
-                flat_tokens.append(slot)
-        token_list = list(table)
-        tok_ids = np.asarray(flat_tokens, dtype=np.int64)
-        owner = np.repeat(np.arange(len(token_lists), dtype=np.int64), counts)
-
-        pos = token_positions(
-            keys.key("filter", spec.name), token_list, spec.hashes_per_token, spec.filter_bits
-        )
-        k = spec.hashes_per_token
-        distinct_filters = _scatter_bits(
-            len(token_lists), spec.filter_words, np.repeat(owner, k), pos[tok_ids].ravel()
+            combo_value = np.arange(len(values), dtype=np.int64)
+            combo_prefix = np.zeros(len(values), dtype=np.int64)
+            prefixes = [""]
+        blob = _TokenBlob(prefixes, [tokenise(spec, v) for v in values])
+        n_combos = combo_value.shape[0]
+        distinct_filters = blob.filters(
+            keys.key("filter", spec.name),
+            combo_value,
+            combo_prefix,
+            spec.hashes_per_token,
+            spec.filter_bits,
+            spec.filter_words,
         )
         ok = inverse >= 0
-        if spec.hardening.enabled and token_lists:
+        if spec.hardening.enabled and n_combos:
             # one row per distinct present value: hardening is a function of (key, bytes), so
             # this equals hardening every row, and missing rows never reach it
             distinct_filters = harden.harden_field_filters(
                 distinct_filters, spec.hardening, keys, spec.name
             )
         out = np.zeros((n, spec.published_words), dtype=U64)
-        if token_lists:  # else no row has a value (and the unhardened width may differ)
+        if n_combos:  # else no row has a value (and the unhardened width may differ)
             out[ok] = distinct_filters[inverse[ok]]
         field_filters.append(out)
         present[:, f_index] = ok
 
         rk = spec.record_hashes_per_token
         if rk:
-            rpos = token_positions(
-                keys.key("record", spec.name), token_list, rk, schema.record_filter_bits
-            )
-            distinct_record = _scatter_bits(
-                len(token_lists),
+            distinct_record = blob.filters(
+                keys.key("record", spec.name),
+                combo_value,
+                combo_prefix,
+                rk,
+                schema.record_filter_bits,
                 schema.record_filter_words,
-                np.repeat(owner, rk),
-                rpos[tok_ids].ravel(),
             )
             record[ok] |= distinct_record[inverse[ok]]
 

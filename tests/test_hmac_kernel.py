@@ -1,4 +1,5 @@
-"""The C HMAC-SHA256 behind token hashing (``_dicekernel.hmac_words``) against Python's hmac.
+"""The C HMAC-SHA256 behind token hashing (``_dicekernel.hmac_words``, and
+``_dicekernel.token_filters``, which builds filters from it) against Python's hmac.
 
 The encoder's golden vectors pin its output too; these tests pin the primitive itself on the
 RFC 4231 inputs (keys shorter than, equal to and longer than the 64-byte block, messages
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage.encode import (
+    _TokenBlob,
     _tokens64,
     token64_reference,
     token_positions,
@@ -126,3 +128,116 @@ def test_token_positions_match_the_specification(tokens: list[str], hashes: int,
 def test_tokens64_match_the_specification(messages: list[bytes]) -> None:
     key = bytes(range(32, 64))
     assert _tokens64(key, messages).tolist() == [token64_reference(key, m) for m in messages]
+
+
+def filters_by_specification(
+    key: bytes,
+    prefixes: list[str],
+    value_tokens: list[list[str]],
+    combos: list[tuple[int, int]],
+    hashes: int,
+    bits: int,
+) -> np.ndarray:
+    """Each (value, prefix) combination's filter from Python's hmac, bit by bit."""
+    words = (bits + 63) // 64
+    out = np.zeros((len(combos), words), dtype=np.uint64)
+    for row, (value, prefix) in enumerate(combos):
+        messages = [prefixes[prefix] + token for token in value_tokens[value]]
+        if messages:
+            for position in token_positions_reference(key, messages, hashes, bits).ravel():
+                out[row, position >> 6] |= np.uint64(1) << np.uint64(position & 63)
+    return out
+
+
+def token_filters(
+    blob: _TokenBlob,
+    key: bytes,
+    combos: list[tuple[int, int]],
+    hashes: int,
+    bits: int,
+    path: int = -1,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    if out is None:
+        out = np.full((len(combos), (bits + 63) // 64), 0xFF, dtype=np.uint64)  # overwritten
+    combo_value = np.array([v for v, _ in combos], dtype=np.int64)
+    combo_prefix = np.array([p for _, p in combos], dtype=np.int64)
+    kernel.token_filters(
+        key,
+        blob.prefixes,
+        blob.prefix_offsets,
+        blob.tokens,
+        blob.token_offsets,
+        blob.value_tokens,
+        combo_value,
+        combo_prefix,
+        hashes,
+        bits,
+        out,
+        path,
+    )
+    return out
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    st.lists(st.text(max_size=6), min_size=1, max_size=4),
+    st.lists(st.lists(st.text(min_size=1, max_size=70), max_size=5), min_size=1, max_size=5),
+    st.data(),
+    st.integers(1, 20),
+    st.sampled_from([1, 64, 100, 256, 1000]),
+)
+def test_token_filters_match_the_specification(
+    prefixes: list[str],
+    value_tokens: list[list[str]],
+    data: st.DataObject,
+    hashes: int,
+    bits: int,
+) -> None:
+    combos = data.draw(
+        st.lists(
+            st.tuples(st.integers(0, len(value_tokens) - 1), st.integers(0, len(prefixes) - 1)),
+            max_size=8,
+        )
+    )
+    key = bytes(range(7, 39))
+    blob = _TokenBlob(prefixes, value_tokens)
+    expected = filters_by_specification(key, prefixes, value_tokens, combos, hashes, bits)
+    for path in PATHS:
+        np.testing.assert_array_equal(
+            token_filters(blob, key, combos, hashes, bits, path), expected
+        )
+
+
+def test_token_filters_cross_the_padding_boundary_within_a_message() -> None:
+    # prefix and token split across the 55/56-byte padding limit and the 64-byte block
+    key = b"\x42" * 40
+    prefixes = ["p" * length for length in (0, 1, 30, 54, 63)]
+    value_tokens = [["t" * length for length in (1, 24, 25, 26, 33, 70)]]
+    combos = [(0, p) for p in range(len(prefixes))]
+    blob = _TokenBlob(prefixes, value_tokens)
+    expected = filters_by_specification(key, prefixes, value_tokens, combos, 9, 512)
+    for path in PATHS:
+        np.testing.assert_array_equal(token_filters(blob, key, combos, 9, 512, path), expected)
+
+
+def test_token_filters_refuse_bad_arguments() -> None:
+    blob = _TokenBlob(["a|"], [["xy", "yz"]])
+    with pytest.raises(ValueError, match="hashes"):
+        token_filters(blob, b"k", [(0, 0)], 0, 64)
+    with pytest.raises(ValueError, match="bits"):
+        token_filters(blob, b"k", [(0, 0)], 4, 65, out=np.zeros((1, 1), np.uint64))
+    with pytest.raises(ValueError, match="combo_value"):
+        token_filters(blob, b"k", [(1, 0)], 4, 64)  # no value 1
+    with pytest.raises(ValueError, match="combo_prefix"):
+        token_filters(blob, b"k", [(0, 1)], 4, 64)  # no prefix 1
+    with pytest.raises(ValueError, match="out"):
+        token_filters(blob, b"k", [(0, 0)], 4, 64, out=np.zeros((2, 1), np.uint64))
+    with pytest.raises(ValueError, match="path"):
+        token_filters(blob, b"k", [(0, 0)], 4, 64, path=len(kernel.hmac_paths()))
+    broken = _TokenBlob(["a|"], [["xy", "yz"]])
+    broken.token_offsets = np.array([0, 3, 2], dtype=np.int64)  # descending
+    with pytest.raises(ValueError, match="offsets"):
+        token_filters(broken, b"k", [(0, 0)], 4, 64)
+    with pytest.raises(TypeError, match="out"):
+        token_filters(blob, b"k", [(0, 0)], 4, 64, out=[[0]])  # type: ignore[arg-type]
