@@ -77,7 +77,7 @@ log = logging.getLogger(__name__)
 NAME_FIELDS = ("given_name", "family_name")
 #: Name fields salted by the ``salt`` settings, in the child and the FEBRL schema.
 SALTED_FIELDS = ("given_name", "middle_names", "family_name", "surname")
-SALT = "date_of_birth.year_month"
+SALT = "date_of_birth.value"
 OVERLAPS = (0.2, 0.5, 0.8, 1.0)
 #: The attacker's own secret (it never has the agencies' one).
 ATTACKER_SECRET = LinkageSecret(bytes(range(100, 132)))
@@ -1232,7 +1232,7 @@ def write_attack_report(rows: Sequence[dict[str, Any]], path: Any, command: str)
         + f"\nSeeded synthetic population, {records:,} encoded records (one per child), encoded"
         " with the production encoder under each setting (record and every field filter"
         " hardened alike; no setting salts but those named `salt`, which salt the name fields"
-        " with the birth year and month and publish salt tags; `salt+diffusion_t3` is the"
+        " with the full date of birth and publish salt tags; `salt+diffusion_t3` is the"
         " shipped default). Frequency: share of given- or family-name encodings that rank"
         " alignment re-identifies (the largest of value-only ranking, salt-aware ranking of"
         " (value, salt) combinations, and ranking within each salt value by an attacker told"

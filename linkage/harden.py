@@ -33,8 +33,8 @@ Transforms (paper symbols in brackets; ``m`` is the input width in bits):
 
 Salting is not here but in :mod:`linkage.encode` (a field's ``salt``), because it changes the
 tokens, not the filter: every token of the field is prefixed with the value of a stable
-attribute (the shipped child schema salts the names with the birth year and month), so equal
-names of people born in different months give unrelated filters and the frequency alignment
+attribute (the shipped child schema salts the names with the full date of birth), so equal
+names of people born on different days give unrelated filters and the frequency alignment
 of Christen et al. (2017-2018) meets flat (name, salt) groups instead of the name
 distribution. Salt tags (also in :mod:`linkage.encode`) let the matcher compare a salted field
 only where the salt agrees, so a typo in the salt makes the name "not compared", not

@@ -33,7 +33,7 @@ from linkage.schema import Hardening, load_schema
 GOLDEN = Path(__file__).parent / "golden"
 SHIPPED: dict[str, Any] = json.loads((GOLDEN / "shipped_filters.json").read_text("utf-8"))
 CHILD = load_schema("child")
-SALT = "date_of_birth.year_month"
+SALT = "date_of_birth.value"
 NAMES = ("given_name", "middle_names", "family_name")
 
 
@@ -108,8 +108,8 @@ def test_salt_tag_is_the_documented_hmac_and_zero_when_missing() -> None:
     records = [child(), child(date_of_birth="02/11/2009"), child(date_of_birth=None)]
     batch = encode_records(CHILD, keys, columns_of(records))
     assert batch.salt_tags.shape == (3, 1) and batch.salt_tags.dtype == np.uint64
-    assert int(batch.salt_tags[0, 0]) == documented_tag(keys, SALT, "2015-03")
-    assert int(batch.salt_tags[1, 0]) == documented_tag(keys, SALT, "2009-11")
+    assert int(batch.salt_tags[0, 0]) == documented_tag(keys, SALT, "2015-03-14")
+    assert int(batch.salt_tags[1, 0]) == documented_tag(keys, SALT, "2009-11-02")
     assert int(batch.salt_tags[2, 0]) == 0
 
 
@@ -119,7 +119,7 @@ def test_salted_field_filter_is_the_union_of_salted_token_positions() -> None:
     records = [child(), child(date_of_birth=None)]
     batch = encode_records(plain_hardening, keys, columns_of(records))
     spec = plain_hardening.field("given_name")
-    for row, prefix in ((0, "2015-03|"), (1, "~|")):
+    for row, prefix in ((0, "2015-03-14|"), (1, "~|")):
         tokens = [prefix + t for t in tokenise(spec, "olivia")]
         positions = token_positions(
             keys.key("filter", spec.name), tokens, spec.hashes_per_token, spec.filter_bits
@@ -137,7 +137,7 @@ def test_tags_depend_on_the_key_and_are_deterministic() -> None:
     other_version = encode_records(CHILD, published_keys(key_version=2), columns)
     other_secret = encode_records(CHILD, KeySet(LinkageSecret(bytes(range(32)))), columns)
     np.testing.assert_array_equal(first.salt_tags, again.salt_tags)
-    assert first.salt_tags[0, 0] == first.salt_tags[1, 0]  # same birth month, other name
+    assert first.salt_tags[0, 0] == first.salt_tags[1, 0]  # same date of birth, other name
     assert not np.array_equal(first.salt_tags, other_version.salt_tags)
     assert not np.array_equal(first.salt_tags, other_secret.salt_tags)
 

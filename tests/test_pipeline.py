@@ -181,15 +181,19 @@ def test_u_of_a_field_salted_with_the_full_date_of_birth_is_fitted_by_em(
 def test_em_is_not_run_when_the_cap_does_not_bind(monkeypatch: pytest.MonkeyPatch) -> None:
     # year-and-month salt on the given and family names only, 600 children: the share of
     # matches among their compared random pairs is ~0.18, under the cap, so fit_model must
-    # take the old path (decontaminate_u) and nothing else; the shipped schema (middle names
-    # salted too, compared in few random pairs) does bind at this size
+    # take the old path (decontaminate_u) and nothing else; the shipped schema (salted with
+    # the full date of birth, middle names too) does bind at this size
     def refuse(*args: object, **kwargs: object) -> tuple[tuple[float, ...], ...]:
         raise AssertionError("EM over same-salt pairs was run")
 
     monkeypatch.setattr(pipeline, "salted_u_by_em", refuse)
     data = synthetic.generate_population(600, seed=3).all_records()
     keys = KeySet(LinkageSecret.for_tests())
-    under_cap = default_child_schema().with_salt("", ("middle_names",))
+    under_cap = (
+        default_child_schema()
+        .with_salt("")
+        .with_salt("date_of_birth.year_month", ("given_name", "family_name"))
+    )
     assert under_cap.field("given_name").salt and under_cap.field("family_name").salt
     batch = encode_records(under_cap, keys, data.columns)
     model = pipeline.score_pairs(under_cap, batch, None).model
@@ -204,7 +208,7 @@ def test_em_is_not_run_when_the_cap_does_not_bind(monkeypatch: pytest.MonkeyPatc
 def test_salt_sources_over_cap() -> None:
     schema = default_child_schema()  # given, middle and family names salted
     names = schema.field_names
-    assert schema.salt_sources == ("date_of_birth.year_month",)
+    assert schema.salt_sources == ("date_of_birth.value",)
     share = dict.fromkeys(names, 0.2)
     assert pipeline.salt_sources_over_cap(schema, [share[n] for n in names]) == ()
     share["middle_names"] = 0.51
