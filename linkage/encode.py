@@ -61,11 +61,13 @@ joined with ``"\\x1f"`` and the token is the first 8 bytes, as a little-endian u
 ``HMAC-SHA256(key("block", r), joined)``; 0 is reserved for "a part is missing" (a computed
 0 becomes 1).
 
-Speed: every distinct raw value of a field is normalised and tokenised once per batch and
-every distinct token hashed once per batch (per-batch dictionaries that die with the call;
-no global caches); the HMACs of a batch's tokens run in one C call (``_dicekernel``, checked
-against Python's :mod:`hmac` by :func:`token_positions_reference` and
-:func:`token64_reference`). Bits are set with vectorised numpy scatter operations. One record
+Speed: every distinct raw value of a field is normalised and tokenised once per batch
+(per-batch dictionaries that die with the call; no global caches), and each field's filters
+are built in one C call per key (``_dicekernel.token_filters``) for each distinct value, or
+each distinct (value, salt value) combination of a salted field: its tokens are HMAC'd and
+their positions set straight into its row, with no per-token Python work. The C HMAC is
+checked against Python's :mod:`hmac` (:func:`token_positions_reference`,
+:func:`token64_reference`, ``tests/test_hmac_kernel.py``). One record
 (a lookup) has its own path, :func:`encode_record`, with the same output as a one-row batch
 and a fraction of the per-call numpy overhead.
 """
