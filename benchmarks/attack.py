@@ -35,7 +35,9 @@ Attacks:
    anchors, every node is re-described by its Dice similarity to the anchors of its own side,
    nodes are re-matched on those vectors, and the anchor set grows from the new mutual
    matches for a few rounds. Reported: correct mutual matches / overlap.
-3. **Insider probing** (:func:`insider_probing`): analytic, from a node's rate limits.
+3. **Insider probing** (:mod:`benchmarks.insider`): measured on a real matcher process: how
+   many guessed identities a node holding the key can test through ``Match`` before the
+   matcher's ``[match_limits]`` refuse it and its enumeration alert is audited.
 4. **Linkage quality** of the same settings: precision / recall / F1 of
    ``pipeline.cluster_datasets`` on the four-agency synthetic population and of
    ``pipeline.link_two`` on FEBRL4-half (benchmarks/quality.py data).
@@ -930,48 +932,6 @@ def decode_and_match(
     return left, right, confidence
 
 
-# --------------------------------------------------------------------------- attack 3
-
-
-def insider_probing(
-    lookups_per_minute: float,
-    burst: int,
-    enumeration_alert_per_hour: int,
-    population: int,
-) -> dict[str, float]:
-    """How far an insider with a node identity can enumerate, from the node's rate limits.
-
-    Model (server/ratelimit.py): a token bucket of ``burst`` tokens refilled at
-    ``lookups_per_minute``, and an alert when more than ``enumeration_alert_per_hour``
-    lookups fall in a sliding hour (the alert does not block). One lookup tests one guessed
-    identity, so testing a child known by name and date of birth costs one lookup.
-
-    * ``lookups_before_alert``: the alert fires on lookup ``alert + 1``; at full speed that
-      comes after ``max(0, alert + 1 - burst) / rate`` minutes (``minutes_to_alert``).
-    * ``stealthy_per_day``: staying at or under the alert in every hour window, at most
-      ``min(alert, 60 * rate)`` per hour (plus one initial burst), times 24.
-    * ``max_per_day``: ignoring the alert, ``burst + 1440 * rate``.
-    * shares: lookups / ``population``, capped at 1, per day and per week (7 days).
-    """
-    rate = float(lookups_per_minute)
-    alert = int(enumeration_alert_per_hour)
-    before_alert = alert
-    minutes_to_alert = max(0, alert + 1 - burst) / rate
-    per_hour_stealthy = min(float(alert), 60.0 * rate)
-    stealthy_day = min(float(alert), float(burst) + 60.0 * rate) + 23 * per_hour_stealthy
-    max_day = burst + 1440.0 * rate
-    return {
-        "lookups_before_alert": float(before_alert),
-        "minutes_to_alert_at_full_speed": minutes_to_alert,
-        "stealthy_lookups_per_day": stealthy_day,
-        "max_lookups_per_day": max_day,
-        "stealthy_share_day": min(1.0, stealthy_day / population),
-        "stealthy_share_week": min(1.0, 7 * stealthy_day / population),
-        "max_share_day": min(1.0, max_day / population),
-        "max_share_week": min(1.0, 7 * max_day / population),
-    }
-
-
 # --------------------------------------------------------------------------- quality
 
 
@@ -1023,7 +983,6 @@ def run_attack(
     quality: bool = True,
     graph: bool = True,
     quality_children: int = 5_000,
-    rate_limits: tuple[float, int, int] = (60.0, 10, 200),
     emit: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Run every attack (and the quality measurement) per setting; yields one row each."""
@@ -1032,7 +991,6 @@ def run_attack(
     columns, child_ids = one_record_per_child(pool_size, seed)
     public_columns, _ = one_record_per_child(n_records, seed + 1000)
     encoded_rows = np.arange(n_records, dtype=np.int64)
-    probing = insider_probing(*rate_limits, population=n_records)
     for setting in settings:
         started = time.perf_counter()
         row: dict[str, Any] = {
@@ -1093,7 +1051,6 @@ def run_attack(
                 row[f"synthetic_{key}"] = value
             for key, value in quality_febrl4_half(setting, seed).items():
                 row[f"febrl4_half_{key}"] = value
-        row["insider"] = probing
         row["seconds"] = time.perf_counter() - started
         if emit:
             emit(row)
@@ -1188,13 +1145,19 @@ if __name__ == "__main__":
 
 
 def run_cli(args: Any, *, emit: Callable[[dict[str, Any]], None]) -> int:
-    """``jigsaw bench attack``: every setting at 10 k records (50 k with ``--large``)."""
+    """``jigsaw bench attack``: every setting at 10 k records (50 k with ``--large``), then
+    insider probing against a real matcher (:mod:`benchmarks.insider`)."""
     from pathlib import Path
+
+    from benchmarks.insider import run_insider
 
     n_records = 50_000 if args.large else 10_000
     rows = list(run_attack(SETTINGS, n_records=n_records, seed=args.seed, emit=emit))
+    insider = run_insider(seed=args.seed, emit=emit)
     if args.report:
-        write_attack_report(rows, Path(args.report), "jigsaw bench attack --json --report")
+        write_attack_report(
+            rows, Path(args.report), "jigsaw bench attack --json --report", insider=insider
+        )
     return 0
 
 
@@ -1215,10 +1178,18 @@ REPORT_COLUMNS = (
 )
 
 
-def write_attack_report(rows: Sequence[dict[str, Any]], path: Any, command: str) -> None:
-    """The attack section of RESULTS.md: provenance, the trade-off table, the plot."""
+def write_attack_report(
+    rows: Sequence[dict[str, Any]],
+    path: Any,
+    command: str,
+    *,
+    insider: dict[str, Any] | None = None,
+) -> None:
+    """The attack section of RESULTS.md: provenance, the trade-off table, the plot, and the
+    insider-probing figures when measured."""
     from pathlib import Path
 
+    from benchmarks.insider import insider_report
     from benchmarks.report import PLOTS_DIR, markdown_table, provenance, write_section
 
     PLOTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -1243,5 +1214,6 @@ def write_attack_report(rows: Sequence[dict[str, Any]], path: Any, command: str)
         " the same setting.\n\n"
         + markdown_table(table_rows, [label for _, label in REPORT_COLUMNS])
         + f"\n\n![trade-off]({Path(plot).relative_to(Path(path).resolve().parent)})\n"
+        + (f"\n{insider_report(insider)}" if insider else "")
     )
     write_section("attack", body, path=Path(path))

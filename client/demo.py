@@ -216,6 +216,14 @@ listen = "127.0.0.1:0"
 ca_cert = "../pki/ca.pem"
 cert = "../pki/matcher.pem"
 key = "../pki/matcher.key"
+
+# Per calling node (certificate name): the matcher's own limit on Match, which a node's
+# operator cannot lift (these are the defaults, written out so that they can be seen).
+[match_limits]
+matches_per_minute = 120
+burst = 60
+enumeration_alert_per_hour = 300
+max_matches_per_hour = 1000
 """
     path = root / "matcher" / "matcher.toml"
     path.parent.mkdir(parents=True, exist_ok=True)

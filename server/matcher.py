@@ -26,6 +26,17 @@ node-only RPC, so in practice nodes always get probability 0. Publish streams, w
 matches and link runs are audited (who, agency, purpose, counts, ids). Message contents are
 never logged.
 
+Match limits (``[match_limits]`` of the config, :mod:`server.matcher_config`): the matcher
+limits each calling node identity itself, because the node's own per-staff limits are set by
+the node's operator and do not bind a node that holds the linkage secret and probes the
+matcher with guessed identities. Before any decoding or index work, ``Match`` takes a token
+from the caller's :class:`~server.ratelimit.RateLimiter`; a call past it is counted by an
+:class:`~server.ratelimit.EnumerationGuard` (over the hourly threshold: one
+"enumeration_alert" audit entry and a warning naming the caller) and must then get a slot of
+the caller's hourly :class:`~server.ratelimit.WindowCap`. A refusal by the bucket or the cap
+is ``RESOURCE_EXHAUSTED`` with trailing metadata ``retry-after-s``, audited as a "match" with
+outcome "rate_limited". Publish, Withdraw and Link are not lookups and are not limited.
+
 Errors go through :mod:`server.status` (``@grpc_errors``): a header whose fingerprint or key
 version differs is ``FAILED_PRECONDITION`` saying which differs; a malformed record is
 ``INVALID_ARGUMENT`` naming ``records[i].field_filters[j]`` (or, for the columnar form a
@@ -69,7 +80,7 @@ from linkage.scoring import FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
 from server.auth import MATCHER_POLICY, current_identity
-from server.matcher_config import MatcherConfig
+from server.matcher_config import MatcherConfig, MatchLimitConfig
 from server.matcher_convert import (
     EvidenceTable,
     candidates_from_table,
@@ -81,9 +92,11 @@ from server.matcher_convert import (
     records_to_encoded,
 )
 from server.matcher_store import MatcherStore, StoredCluster, StoredEdge
+from server.ratelimit import Clock, EnumerationGuard, RateLimiter, WindowCap
 from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
     NotFoundError,
+    RateLimitedError,
     RequestError,
     grpc_errors,
     require_reference,
@@ -111,6 +124,8 @@ REBUILD_CHUNK = 10_000
 #: Records (drawn at random, fixed seed) the on-demand model fit of the first Match uses.
 MODEL_FIT_RECORDS = 100_000
 MODEL_FIT_SEED = 20_260_101
+#: The sliding window of the enumeration alert and of the hard cap on Match calls.
+MATCH_WINDOW_S = 3600.0
 
 _RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
 _PAGE_TOKEN = re.compile(r"^([0-9a-f]{32}):([0-9]{1,12})$")
@@ -285,6 +300,27 @@ def candidates_to_proto(
     return candidates_from_table(found, table, reveal_probability=reveal_probability)
 
 
+# ---------------------------------------------------------------------------- match limits
+
+
+@dataclass(frozen=True)
+class MatchLimits:
+    """The limits ``Match`` applies per calling node identity (``identity.name``)."""
+
+    rate: RateLimiter
+    guard: EnumerationGuard
+    cap: WindowCap
+
+    @classmethod
+    def from_config(cls, limits: MatchLimitConfig, *, clock: Clock = time.monotonic) -> MatchLimits:
+        """Bucket, alert and hourly cap as ``[match_limits]`` sets them, on ``clock``."""
+        return cls(
+            rate=RateLimiter(limits.matches_per_minute, limits.burst, clock=clock),
+            guard=EnumerationGuard(limits.enumeration_alert_per_hour, MATCH_WINDOW_S, clock=clock),
+            cap=WindowCap(limits.max_matches_per_hour, MATCH_WINDOW_S, clock=clock),
+        )
+
+
 # ---------------------------------------------------------------------------- servicer
 
 
@@ -299,8 +335,12 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         index: MatchIndex,
         audit: AuditLog,
         model: FellegiSunterModel | None,
+        limits: MatchLimits | None = None,
     ) -> None:
         self._config = config
+        self._limits = (
+            limits if limits is not None else MatchLimits.from_config(config.match_limits)
+        )
         self._schema = config.schema
         self._key_version = config.key_version
         self._store = store
@@ -436,6 +476,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         details: dict[str, str | int] = {"caller_agency": identity.agency}
         purpose = ""
         try:
+            self._check_match_limits(identity.name, identity.agency)  # before any decoding
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
             details["on_behalf_of"] = require_text(
                 request.on_behalf_of, "on_behalf_of", MAX_ON_BEHALF_OF_CHARS
@@ -480,6 +521,33 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             actor=identity.name, action="match", purpose=purpose, outcome="ok", details=details
         )
         return jigsaw_pb2.MatchResponse(candidates=candidates)
+
+    def _check_match_limits(self, caller: str, agency: str) -> None:
+        """Raise RateLimitedError when ``caller`` is over its bucket or hourly cap; alert once.
+
+        The guard counts every call the bucket lets through, answered or refused by the cap,
+        so a node that keeps hitting the cap (which may equal the threshold) is still alerted.
+        """
+        limits = self._limits
+        retry_after = limits.rate.acquire(caller)
+        if retry_after is not None:
+            raise RateLimitedError(retry_after)
+        if limits.guard.observe(caller):
+            logger.warning("enumeration alert: caller %s over the match threshold", caller)
+            self._audit.append(
+                actor=caller,
+                action="enumeration_alert",
+                outcome="alert",
+                details={
+                    "caller_agency": agency,
+                    "matches_in_window": limits.guard.count(caller),
+                    "threshold": limits.guard.threshold,
+                    "window_seconds": int(MATCH_WINDOW_S),
+                },
+            )
+        retry_after = limits.cap.acquire(caller)
+        if retry_after is not None:
+            raise RateLimitedError(retry_after)
 
     def _ensure_model(self) -> FellegiSunterModel:
         """The current model, fitted on the index (and stored) if there is none yet.
@@ -713,7 +781,12 @@ def _release_free_memory() -> None:
 
 
 def _outcome_of(exc: BaseException) -> str:
-    """Audit outcome word for a failed call: the status code name, lower case."""
+    """Audit outcome word for a failed call: the status code name, lower case.
+
+    A refusal by the match limits is "rate_limited", the word the node's audit uses.
+    """
+    if isinstance(exc, RateLimitedError):
+        return "rate_limited"
     if isinstance(exc, JigsawError):
         code: grpc.StatusCode = status_for(exc)[0]
         return str(code.name).lower()
@@ -771,8 +844,11 @@ def _load_model(store: MatcherStore, config: MatcherConfig) -> FellegiSunterMode
     return model
 
 
-def build_matcher(config: MatcherConfig) -> MatcherRuntime:
-    """Build the matcher server bound to ``config.listen`` with mutual TLS, ready to start."""
+def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> MatcherRuntime:
+    """Build the matcher server bound to ``config.listen`` with mutual TLS, ready to start.
+
+    ``clock`` (monotonic seconds) drives the match limits; tests pass a fake one.
+    """
     _fix_mmap_threshold()
     store = MatcherStore(config.store, schema=config.schema, key_version=config.key_version)
     audit: AuditLog | None = None
@@ -780,7 +856,12 @@ def build_matcher(config: MatcherConfig) -> MatcherRuntime:
         index = rebuild_index(store)
         audit = AuditLog(config.audit_log)
         servicer = MatcherServicer(
-            config, store=store, index=index, audit=audit, model=_load_model(store, config)
+            config,
+            store=store,
+            index=index,
+            audit=audit,
+            model=_load_model(store, config),
+            limits=MatchLimits.from_config(config.match_limits, clock=clock),
         )
         server, port = build_grpc_server(
             role="matcher",
@@ -833,6 +914,7 @@ def serve(config: MatcherConfig, *, on_started: Callable[[int], None] | None = N
 
 
 __all__ = [
+    "MatchLimits",
     "MatcherRuntime",
     "MatcherServicer",
     "build_clusters",

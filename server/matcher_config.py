@@ -2,8 +2,17 @@
 
 Role in the pipeline: tells the matcher which linkage schema and key version it serves (it
 refuses encodings made with anything else), where its SQLite store and audit log live, where
-it listens, which certificates it presents, whether benchmark mode is on and how many records
-one ``PublishRequest`` message may carry.
+it listens, which certificates it presents, whether benchmark mode is on, how many records
+one ``PublishRequest`` message may carry, and how many ``Match`` calls each calling node may
+make (``[match_limits]``).
+
+The match limits are the matcher's own, per calling node identity (the certificate's name):
+a node's operator controls the node's code and config, so the node's per-staff limits do not
+bind a node that holds the linkage secret and calls ``Match`` directly with guessed identities
+(an insider probing). A token bucket (``matches_per_minute``, ``burst``) paces each node; an
+"enumeration_alert" audit entry is written when a node's calls in the last hour go above
+``enumeration_alert_per_hour``; ``max_matches_per_hour`` is a hard cap on a node's answered
+calls in any hour (it must be at least the alert threshold, so the alert comes first).
 
 Parsing is strict, like the schema and the node config: an unknown key, a missing required
 key or a value of the wrong type is a problem, and every problem in the file is reported at
@@ -22,12 +31,18 @@ File layout (``*`` = required)::
     benchmark_mode     false                    operators (only) get raw probabilities
     max_publish_batch  5000                     records per PublishRequest message (1..100000)
     [tls]              ca_cert*, cert*, key*    PEM files (see server.pki)
+    [match_limits]                              optional; per calling node identity
+    matches_per_minute         120              token-bucket refill, a finite number > 0
+    burst                      60               token-bucket size, integer >= 1
+    enumeration_alert_per_hour 300              integer >= 1; sliding hour
+    max_matches_per_hour       1000             integer >= enumeration_alert_per_hour
 
 Problem messages name the key and the expectation, never a value.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +58,18 @@ from server.config_parsing import (
 )
 from server.tls import TlsFiles
 
-__all__ = ["ConfigError", "MatcherConfig", "load_matcher_config", "parse_matcher_config"]
+__all__ = [
+    "ConfigError",
+    "MatchLimitConfig",
+    "MatcherConfig",
+    "load_matcher_config",
+    "parse_matcher_config",
+]
 
 DEFAULT_MAX_PUBLISH_BATCH = 5000
 MAX_PUBLISH_BATCH_LIMIT = 100_000
 
-_TOP_KEYS = {"matcher", "tls"}
+_TOP_KEYS = {"matcher", "tls", "match_limits"}
 _MATCHER_KEYS = {
     "schema",
     "key_version",
@@ -58,6 +79,22 @@ _MATCHER_KEYS = {
     "benchmark_mode",
     "max_publish_batch",
 }
+_LIMIT_KEYS = {
+    "matches_per_minute",
+    "burst",
+    "enumeration_alert_per_hour",
+    "max_matches_per_hour",
+}
+
+
+@dataclass(frozen=True)
+class MatchLimitConfig:
+    """Per calling node: Match token bucket, enumeration alert threshold, hourly hard cap."""
+
+    matches_per_minute: float = 120.0
+    burst: int = 60
+    enumeration_alert_per_hour: int = 300
+    max_matches_per_hour: int = 1000
 
 
 @dataclass(frozen=True)
@@ -74,6 +111,7 @@ class MatcherConfig:
     max_publish_batch: int
     tls: TlsFiles
     config_path: Path
+    match_limits: MatchLimitConfig = MatchLimitConfig()
 
 
 def parse_matcher_config(
@@ -106,6 +144,7 @@ def parse_matcher_config(
         else None
     )
     tls = read_tls_section(data, problems, check_keys=isinstance(data.get("tls"), dict))
+    match_limits = _read_match_limits(data, problems)
 
     problems.raise_if_any()
     if (
@@ -118,6 +157,7 @@ def parse_matcher_config(
         or benchmark_mode is None
         or max_batch is None
         or tls is None
+        or match_limits is None
     ):
         raise ConfigError(["config: incomplete"])  # unreachable: each None added a problem
     return MatcherConfig(
@@ -131,7 +171,37 @@ def parse_matcher_config(
         max_publish_batch=max_batch,
         tls=tls.resolve(base_dir),
         config_path=config_path if config_path is not None else base_dir / "<text>",
+        match_limits=match_limits,
     )
+
+
+def _read_match_limits(data: dict[str, object], problems: Problems) -> MatchLimitConfig | None:
+    """The optional ``[match_limits]`` table (defaults when absent); None after a problem."""
+    where = "match_limits"
+    limits = problems.table(where, data.get(where))
+    problems.unknown(where, limits, _LIMIT_KEYS)
+    defaults = MatchLimitConfig()
+    per_minute = problems.get(
+        where, limits, "matches_per_minute", (int, float), defaults.matches_per_minute
+    )
+    if per_minute is not None and not (math.isfinite(per_minute) and per_minute > 0):
+        problems.add(f"{where}.matches_per_minute: expected a finite number > 0")
+        per_minute = None
+    burst = problems.get_int(where, limits, "burst", defaults.burst, minimum=1)
+    alert = problems.get_int(
+        where, limits, "enumeration_alert_per_hour", defaults.enumeration_alert_per_hour, minimum=1
+    )
+    cap = problems.get_int(
+        where, limits, "max_matches_per_hour", defaults.max_matches_per_hour, minimum=1
+    )
+    if alert is not None and cap is not None and alert >= 1 and cap >= 1 and cap < alert:
+        problems.add(
+            f"{where}.max_matches_per_hour: expected an integer >= "
+            f"{where}.enumeration_alert_per_hour (the alert must come before the cap)"
+        )
+    if per_minute is None or burst is None or alert is None or cap is None:
+        return None
+    return MatchLimitConfig(float(per_minute), burst, alert, cap)
 
 
 def load_matcher_config(path: Path | str) -> MatcherConfig:

@@ -51,6 +51,7 @@ from server.status import (
     grpc_errors,
     require_reference,
     require_text,
+    retry_after_from_metadata,
 )
 from server.tls import secure_channel
 
@@ -151,6 +152,12 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         try:
             response = self._matcher.Match(match_request, timeout=MATCH_TIMEOUT_S)
         except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # the matcher's [match_limits] for this node: staff get the same status and
+                # its retry-after, as for the node's own limits
+                self._audit_lookup(identity, purpose, "matcher_rate_limited", base)
+                retry_after = retry_after_from_metadata(exc.trailing_metadata())
+                raise RateLimitedError(1.0 if retry_after is None else retry_after) from None
             self._audit_lookup(identity, purpose, "matcher_error", base)
             self._abort_for_matcher(context, exc)
         found = len(response.candidates)

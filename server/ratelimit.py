@@ -1,12 +1,15 @@
-"""Per-caller rate limiting and enumeration detection for lookups.
+"""Per-caller rate limiting, enumeration detection and hourly caps for lookups.
 
 Role in the pipeline: a node's ``Lookup`` (and the matcher's ``Match``) asks a
 :class:`RateLimiter` before doing any work and answers ``RESOURCE_EXHAUSTED`` with a
 retry-after delay when the caller is over its rate (``server.status.RateLimitedError``); an
 :class:`EnumerationGuard` watches the same calls and says when a caller's lookups in a sliding
 window cross an alert threshold, so the servicer can write an "enumeration_alert" audit entry.
+The matcher also holds each calling node to a hard :class:`WindowCap` (at most ``limit`` calls
+in any sliding window): a node's operator controls the node's own limits, so the matcher,
+a separate trust domain, keeps its own.
 
-Both are in-memory, per process, thread-safe (one lock each) and bounded: at most
+All three are in-memory, per process, thread-safe (one lock each) and bounded: at most
 ``max_callers`` callers are tracked; idle callers are evicted first.
 """
 
@@ -169,3 +172,88 @@ class EnumerationGuard:
                 return 0
             self._expire(times, self._clock())
             return len(times)
+
+
+class WindowCap:
+    """Hard cap per caller: at most ``limit`` granted calls in any ``window_seconds``.
+
+    :meth:`acquire` grants a call (and records its time) while the caller has fewer than
+    ``limit`` granted calls in the last ``window_seconds``; otherwise it refuses, saying when
+    the oldest of them leaves the window and frees a slot. Refused calls are not recorded, so
+    retrying does not push the slot further away. Exact, not an approximation: at most
+    ``limit`` timestamps are kept per caller (memory is at most ``max_callers * limit``
+    floats); a caller whose window is empty is forgotten.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window_seconds: float,
+        *,
+        clock: Clock = time.monotonic,
+        max_callers: int = 10_000,
+    ) -> None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError("limit must be an integer of at least 1")
+        if not (
+            isinstance(window_seconds, int | float)
+            and math.isfinite(window_seconds)
+            and window_seconds > 0
+        ):
+            raise ValueError("window_seconds must be a finite positive number")
+        if max_callers < 1:
+            raise ValueError("max_callers must be at least 1")
+        self.limit = limit
+        self.window_seconds = float(window_seconds)
+        self.max_callers = max_callers
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._granted: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _expire(self, times: deque[float], now: float) -> None:
+        while times and times[0] <= now - self.window_seconds:
+            times.popleft()
+
+    def _evict(self, now: float) -> None:
+        # Runs before the current caller is (re)inserted, so it leaves room for one more.
+        while self._granted:
+            caller, times = next(iter(self._granted.items()))
+            self._expire(times, now)
+            if not times or len(self._granted) >= self.max_callers:
+                del self._granted[caller]
+            else:
+                break
+
+    def acquire(self, caller: str) -> float | None:
+        """Grant one call to ``caller``: None when granted, else seconds until a slot frees."""
+        with self._lock:
+            now = self._clock()
+            times = self._granted.pop(caller, None)
+            self._evict(now)
+            if times is None:
+                times = deque(maxlen=self.limit)
+            elif times:
+                now = max(now, times[-1])  # a clock going backwards must not reorder the window
+            self._expire(times, now)
+            self._granted[caller] = times  # most recently seen goes last
+            if len(times) < self.limit:
+                times.append(now)
+                return None
+            # times[0] is inside the window (it was not expired), so the wait is in
+            # (0, window]; the clamp only absorbs floating-point rounding at either end
+            wait = times[0] + self.window_seconds - now
+            return min(self.window_seconds, max(wait, 1e-9))
+
+    def count(self, caller: str) -> int:
+        """Granted calls by ``caller`` in the current window."""
+        with self._lock:
+            times = self._granted.get(caller)
+            if times is None:
+                return 0
+            self._expire(times, self._clock())
+            return len(times)
+
+    def tracked_callers(self) -> int:
+        """How many callers are held in memory right now."""
+        with self._lock:
+            return len(self._granted)

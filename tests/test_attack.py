@@ -72,18 +72,6 @@ def test_frequency_attack_exact_on_own_list() -> None:
     assert share == 0.0 and distinct == 0.0
 
 
-def test_insider_probing_defaults() -> None:
-    result = attack.insider_probing(60.0, 10, 200, population=100_000)
-    assert result["lookups_before_alert"] == 200
-    assert result["minutes_to_alert_at_full_speed"] == pytest.approx(191 / 60)
-    assert result["stealthy_lookups_per_day"] == 24 * 200  # the alert binds, not the bucket
-    slow = attack.insider_probing(1.0, 5, 200, population=1000)
-    assert slow["stealthy_lookups_per_day"] == 5 + 60 + 23 * 60  # the bucket binds
-    assert slow["stealthy_share_week"] == 1.0
-    assert result["max_lookups_per_day"] == 10 + 1440 * 60
-    assert result["max_share_day"] == pytest.approx((10 + 1440 * 60) / 100_000)
-
-
 def test_salted_schema_only_changes_name_fields() -> None:
     base = attack.default_child_schema()
     salted = attack.setting_schema(base, attack.Setting("salt", salt=True))

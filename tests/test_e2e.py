@@ -330,6 +330,76 @@ def test_no_canary_in_any_log(federation: Federation) -> None:
             assert CANARY.lower() not in path.read_text(errors="replace").lower(), path
 
 
+def test_matcher_limits_a_node_calling_match_directly(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """Issue 4: a node that holds the key probes the matcher itself, past its own limits."""
+    import grpc
+
+    from linkage.encode import encode_records
+    from linkage.keys import KeySet, LinkageSecret
+    from linkage.schema import load_schema
+    from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+    from server.convert import encoded_to_proto
+    from server.status import retry_after_from_metadata
+    from server.tls import secure_channel, tls_files_for
+
+    pki = Path(federation.pki)
+    workdir = tmp_path / "matcher"
+    workdir.mkdir()
+    config = workdir / "matcher.toml"
+    config.write_text(
+        f"""[matcher]
+schema = "child"
+store = "store.sqlite"
+audit_log = "audit.jsonl"
+listen = "127.0.0.1:0"
+[tls]
+ca_cert = "{pki / "ca.pem"}"
+cert = "{pki / "matcher.pem"}"
+key = "{pki / "matcher.key"}"
+[match_limits]
+burst = 3
+""",
+        "utf-8",
+    )
+    matcher = start_service("matcher", ["matcher", "serve", "--config", str(config)], workdir)
+    stopped: list[tuple[str, int]] = []
+    try:
+        wait_ready([matcher])
+        schema = load_schema("child")
+        columns: dict[str, list[str | None]] = {name: [None] for name in schema.field_names}
+        columns.update(given_name=["Amelia"], family_name=["Jones"], date_of_birth=["2015-02-03"])
+        query = encoded_to_proto(
+            encode_records(schema, KeySet(LinkageSecret.for_tests(), 1), columns), ["0" * 32]
+        )[0]
+        request = jigsaw_pb2.MatchRequest(
+            header=jigsaw_pb2.EncodingHeader(
+                schema_fingerprint=schema.fingerprint(), key_version=1
+            ),
+            query=query,
+            purpose="probe",
+            on_behalf_of="nobody",
+        )
+        node = f"{AGENCIES[0]}-node"
+        with secure_channel(matcher.address(), tls_files_for(pki, node)) as channel:
+            stub = jigsaw_pb2_grpc.MatcherStub(channel)
+            for _ in range(3):
+                assert list(stub.Match(request, timeout=30).candidates) == []
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Match(request, timeout=30)
+        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        retry_after = retry_after_from_metadata(caught.value.trailing_metadata())
+        assert retry_after is not None and 0 < retry_after <= 0.5  # 120 a minute
+    finally:
+        stopped = stop_services([matcher])
+    assert stopped == [("matcher", 0)]
+    entries = [json.loads(line) for line in (workdir / "audit.jsonl").read_text().splitlines()]
+    assert [e["outcome"] for e in entries if e["action"] == "match"] == ["ok"] * 3 + [
+        "rate_limited"
+    ]
+
+
 # ------------------------------------------------------------------ crashes (own federation)
 
 

@@ -17,6 +17,7 @@ from linkage.schema import load_schema
 from server.matcher_config import (
     ConfigError,
     MatcherConfig,
+    MatchLimitConfig,
     load_matcher_config,
     parse_matcher_config,
 )
@@ -271,3 +272,115 @@ def test_no_message_echoes_a_value(key: str, decoration: str) -> None:
 def test_a_path_under_an_unknown_home_is_a_config_error(tmp_path: Path) -> None:
     text = MINIMAL.replace('schema = "child"', 'schema = "~no-such-user-here/s.toml"')
     assert problems_of(text, tmp_path)[0].startswith("matcher.schema: ")
+
+
+# ------------------------------------------------------------------------------ [match_limits]
+
+
+def with_limits(*lines: str) -> str:
+    return MINIMAL + "[match_limits]\n" + "".join(f"{line}\n" for line in lines)
+
+
+def test_match_limits_default_when_absent(tmp_path: Path) -> None:
+    limits = parse_matcher_config(MINIMAL, base_dir=tmp_path).match_limits
+    assert limits == MatchLimitConfig(
+        matches_per_minute=120.0,
+        burst=60,
+        enumeration_alert_per_hour=300,
+        max_matches_per_hour=1000,
+    )
+    assert isinstance(limits.matches_per_minute, float)
+    assert parse_matcher_config(with_limits(), base_dir=tmp_path).match_limits == limits
+
+
+def test_match_limits_explicit_values(tmp_path: Path) -> None:
+    text = with_limits(
+        "matches_per_minute = 30",
+        "burst = 5",
+        "enumeration_alert_per_hour = 40",
+        "max_matches_per_hour = 40",  # equal to the threshold is allowed
+    )
+    limits = parse_matcher_config(text, base_dir=tmp_path).match_limits
+    assert limits == MatchLimitConfig(30.0, 5, 40, 40)
+    assert isinstance(limits.matches_per_minute, float)
+    half = parse_matcher_config(with_limits("matches_per_minute = 0.5"), base_dir=tmp_path)
+    assert half.match_limits.matches_per_minute == 0.5
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('matches_per_minute = "fast"', "match_limits.matches_per_minute: expected an integer or"),
+        ("matches_per_minute = true", "match_limits.matches_per_minute: expected an integer or"),
+        ("matches_per_minute = 0", "match_limits.matches_per_minute: expected a finite number > 0"),
+        ("matches_per_minute = -1.5", "match_limits.matches_per_minute: expected a finite number"),
+        ("matches_per_minute = inf", "match_limits.matches_per_minute: expected a finite number"),
+        ("matches_per_minute = nan", "match_limits.matches_per_minute: expected a finite number"),
+        ("burst = 2.5", "match_limits.burst: expected an integer, got a number"),
+        ("burst = 0", "match_limits.burst: expected an integer >= 1"),
+        ("enumeration_alert_per_hour = 0", "match_limits.enumeration_alert_per_hour: expected an"),
+        ('enumeration_alert_per_hour = "x"', "match_limits.enumeration_alert_per_hour: expected"),
+        ("max_matches_per_hour = 0", "match_limits.max_matches_per_hour: expected an integer >= 1"),
+        ("max_matches_per_hour = false", "match_limits.max_matches_per_hour: expected an integer"),
+        # below the default alert threshold (300)
+        ("max_matches_per_hour = 299", "match_limits.max_matches_per_hour: expected an integer "
+         ">= match_limits.enumeration_alert_per_hour"),
+        ("maches_per_minute = 5", "match_limits: unknown key (key 1 of the table), allowed: "
+         'burst, enumeration_alert_per_hour, matches_per_minute, max_matches_per_hour (did you '
+         'mean "matches_per_minute"?)'),
+    ],
+)  # fmt: skip
+def test_each_match_limit_mistake_is_one_problem(tmp_path: Path, line: str, expected: str) -> None:
+    problems = problems_of(with_limits(line), tmp_path)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected), problems
+
+
+def test_cap_below_an_explicit_alert_threshold(tmp_path: Path) -> None:
+    text = with_limits("enumeration_alert_per_hour = 50", "max_matches_per_hour = 49")
+    assert problems_of(text, tmp_path) == (
+        "match_limits.max_matches_per_hour: expected an integer >= "
+        "match_limits.enumeration_alert_per_hour (the alert must come before the cap)",
+    )
+
+
+def test_match_limit_problems_reported_with_the_rest(tmp_path: Path) -> None:
+    text = with_limits("burst = 0", "max_matches_per_hour = 0").replace('store = "m.sqlite"\n', "")
+    assert problems_of(text, tmp_path) == (
+        "matcher.store: required key is missing",
+        "match_limits.burst: expected an integer >= 1",
+        "match_limits.max_matches_per_hour: expected an integer >= 1",
+    )
+    assert problems_of("match_limits = 5\n" + MINIMAL, tmp_path) == (
+        "match_limits: expected a table",
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["matches_per_minute", "burst", "enumeration_alert_per_hour", "max_matches_per_hour"],
+)
+def test_match_limit_messages_echo_no_value(tmp_path: Path, key: str) -> None:
+    for value in (f'"{CANARY}"', "987654321", "-987654321"):
+        text = with_limits(f"{key} = {value}", "enumeration_alert_per_hour = 987654322")
+        if key == "enumeration_alert_per_hour":
+            text = with_limits(f"{key} = {value}", "max_matches_per_hour = 5")
+        try:
+            parse_matcher_config(text, base_dir=tmp_path)
+        except ConfigError as exc:
+            assert CANARY not in str(exc) and "98765432" not in str(exc)
+            continue
+        raise AssertionError(f"{key} = {value}: expected a problem")
+
+
+def test_demo_matcher_config_writes_the_defaults(tmp_path: Path) -> None:
+    from client.demo import write_matcher_config
+
+    path = write_matcher_config(tmp_path)
+    text = path.read_text("utf-8")
+    assert "[match_limits]" in text
+    for key in ("matches_per_minute", "burst", "enumeration_alert_per_hour"):
+        assert f"\n{key} = " in text
+    assert "\nmax_matches_per_hour = " in text
+    config = load_matcher_config(path)
+    assert config.match_limits == MatchLimitConfig()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import signal
 import sqlite3
 import subprocess
@@ -37,7 +39,7 @@ from server.matcher import (
 from server.matcher_config import ConfigError, MatcherConfig, parse_matcher_config
 from server.matcher_convert import candidate_to_proto, evidence_table
 from server.pki import init_pki
-from server.status import RequestError
+from server.status import RequestError, retry_after_from_metadata
 from server.tls import secure_channel, tls_files_for
 
 TIMEOUT = 30
@@ -91,7 +93,11 @@ def population() -> dict[str, AgencyEncodings]:
     return out
 
 
-def matcher_config(tmp_path: Path, pki_dir: Path, *, max_batch: int = 5000) -> MatcherConfig:
+def matcher_config(
+    tmp_path: Path, pki_dir: Path, *, max_batch: int = 5000, match_limits: str = ""
+) -> MatcherConfig:
+    """The test matcher config; ``match_limits``, when given, is the body of [match_limits]."""
+    limits = f"[match_limits]\n{match_limits}\n" if match_limits else ""
     text = f"""
 [matcher]
 schema = "child"
@@ -105,17 +111,34 @@ max_publish_batch = {max_batch}
 ca_cert = "{pki_dir / "ca.pem"}"
 cert = "{pki_dir / "matcher.pem"}"
 key = "{pki_dir / "matcher.key"}"
-"""
+{limits}"""
     return parse_matcher_config(text, base_dir=tmp_path)
+
+
+class FakeClock:
+    """Monotonic seconds that move only when a test says so (drives the match limits)."""
+
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class Running:
     """A started matcher and channels to it per identity."""
 
-    def __init__(self, config: MatcherConfig, pki_dir: Path) -> None:
+    def __init__(
+        self, config: MatcherConfig, pki_dir: Path, *, clock: FakeClock | None = None
+    ) -> None:
         self.config = config
         self.pki_dir = pki_dir
-        self.runtime: MatcherRuntime = build_matcher(config)
+        self.runtime: MatcherRuntime = (
+            build_matcher(config) if clock is None else build_matcher(config, clock=clock)
+        )
         self.runtime.server.start()
         self.address = f"127.0.0.1:{self.runtime.port}"
         self._channels: dict[str, grpc.Channel] = {}
@@ -790,6 +813,201 @@ def test_store_and_audit_hold_no_canary(
             except FileNotFoundError:  # e.g. a -wal/-shm file removed by a checkpoint since
                 continue
             assert needle not in content, path.name
+
+
+# ------------------------------------------------------------------------------ match limits
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def limited(tmp_path: Path, pki_dir: Path, clock: FakeClock) -> Iterator[Running]:
+    """A matcher with small match limits on a fake clock: burst 3 at 60 a minute (one a
+    second), an alert above 5 calls an hour, a cap of 8 answered calls an hour."""
+    limits = (
+        "matches_per_minute = 60\nburst = 3\n"
+        "enumeration_alert_per_hour = 5\nmax_matches_per_hour = 8"
+    )
+    running = Running(matcher_config(tmp_path, pki_dir, match_limits=limits), pki_dir, clock=clock)
+    yield running
+    running.stop()
+
+
+def audit_entries(matcher: Running) -> list[dict[str, object]]:
+    lines = matcher.config.audit_log.read_text("utf-8").splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+def refused(matcher: Running, identity: str, query: jigsaw_pb2.EncodedRecord) -> float:
+    """Match as ``identity`` expecting RESOURCE_EXHAUSTED; the retry-after delay it carries."""
+    with pytest.raises(grpc.RpcError) as caught:
+        match(matcher, identity, query)
+    error = error_of(caught.value)
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "rate limit" in (error.details() or "")
+    retry_after = retry_after_from_metadata(error.trailing_metadata())
+    assert retry_after is not None and retry_after > 0
+    return retry_after
+
+
+def test_match_over_burst_is_refused_with_retry_after_and_audited(
+    limited: Running, clock: FakeClock, population: dict[str, AgencyEncodings]
+) -> None:
+    query = population["police"].records([0])[0]
+    for _ in range(3):  # the burst (an empty index answers with no candidates)
+        assert match(limited, "police-node", query).candidates == []
+    assert refused(limited, "police-node", query) == pytest.approx(1.0)
+    # checked before any decoding: a malformed request over the limit is refused the same way
+    with pytest.raises(grpc.RpcError) as caught:
+        match(limited, "police-node", query, purpose="")
+    assert error_of(caught.value).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    clock.advance(1.0)  # one token back
+    assert match(limited, "police-node", query).candidates == []
+    assert refused(limited, "police-node", query) == pytest.approx(1.0)
+
+    matches = [e for e in audit_entries(limited) if e["action"] == "match"]
+    assert [e["outcome"] for e in matches] == ["ok"] * 3 + ["rate_limited"] * 2 + ["ok"] + [
+        "rate_limited"
+    ]
+    for entry in matches:
+        assert entry["actor"] == "police-node"
+        assert entry["details"]["caller_agency"] == "police"  # type: ignore[index]
+    assert matches[3]["purpose"] == ""  # refused before the request was read
+    assert verify_audit_log(limited.config.audit_log).ok
+
+
+def test_enumeration_alert_is_written_once_per_burst(
+    limited: Running,
+    clock: FakeClock,
+    population: dict[str, AgencyEncodings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    query = population["police"].records([0])[0]
+    caplog.set_level(logging.WARNING, logger="server.matcher")
+    for _ in range(8):  # a second apart: the bucket never refuses; 6th call crosses 5
+        match(limited, "police-node", query)
+        clock.advance(1.0)
+    alerts = [e for e in audit_entries(limited) if e["action"] == "enumeration_alert"]
+    assert len(alerts) == 1
+    assert alerts[0]["actor"] == "police-node"
+    assert alerts[0]["outcome"] == "alert"
+    assert alerts[0]["details"] == {
+        "caller_agency": "police",
+        "matches_in_window": 6,
+        "threshold": 5,
+        "window_seconds": 3600,
+    }
+    entries = audit_entries(limited)
+    first_alert = next(i for i, e in enumerate(entries) if e["action"] == "enumeration_alert")
+    assert sum(e["action"] == "match" for e in entries[:first_alert]) == 5
+    warnings = [r.getMessage() for r in caplog.records if "enumeration alert" in r.getMessage()]
+    assert warnings == ["enumeration alert: caller police-node over the match threshold"]
+
+    clock.advance(3600.0)  # the hour slides past the burst: the next burst alerts again
+    for _ in range(6):
+        match(limited, "police-node", query)
+        clock.advance(1.0)
+    alerts = [e for e in audit_entries(limited) if e["action"] == "enumeration_alert"]
+    assert len(alerts) == 2
+
+
+def test_hourly_cap_refuses_until_a_slot_frees(
+    limited: Running, clock: FakeClock, population: dict[str, AgencyEncodings]
+) -> None:
+    query = population["police"].records([0])[0]
+    for _ in range(8):  # the cap: 8 answered calls, 10 s apart (t = 0 .. 70)
+        match(limited, "health-node", query)
+        clock.advance(10.0)
+    # at t = 80 the bucket is full again, but the hour is not over: the call at t = 0 leaves
+    # the window at t = 3600
+    assert refused(limited, "health-node", query) == pytest.approx(3520.0)
+    clock.advance(10.0)
+    assert refused(limited, "health-node", query) == pytest.approx(3510.0)
+    clock.advance(3510.0)
+    assert match(limited, "health-node", query).candidates == []  # one slot freed
+    assert refused(limited, "health-node", query) == pytest.approx(10.0)  # the next at t = 10
+
+    entries = audit_entries(limited)
+    outcomes = [e["outcome"] for e in entries if e["action"] == "match"]
+    assert outcomes == ["ok"] * 8 + ["rate_limited"] * 2 + ["ok", "rate_limited"]
+    # calls refused by the cap still count towards the alert: one alert, at the 6th call
+    assert sum(e["action"] == "enumeration_alert" for e in entries) == 1
+
+
+def test_alert_comes_even_when_the_cap_equals_the_threshold(
+    tmp_path: Path, pki_dir: Path, clock: FakeClock, population: dict[str, AgencyEncodings]
+) -> None:
+    limits = "burst = 100\nenumeration_alert_per_hour = 4\nmax_matches_per_hour = 4"
+    running = Running(matcher_config(tmp_path, pki_dir, match_limits=limits), pki_dir, clock=clock)
+    try:
+        query = population["police"].records([0])[0]
+        for _ in range(4):
+            match(running, "school-node", query)
+        assert audit_entries(running)[-1]["action"] == "match"
+        refused(running, "school-node", query)
+        refused(running, "school-node", query)
+        actions = [(e["action"], e["outcome"]) for e in audit_entries(running)]
+        assert actions[4:] == [
+            ("enumeration_alert", "alert"),
+            ("match", "rate_limited"),
+            ("match", "rate_limited"),
+        ]
+    finally:
+        running.stop()
+
+
+def test_one_node_over_its_limits_does_not_limit_another(
+    limited: Running, clock: FakeClock, population: dict[str, AgencyEncodings]
+) -> None:
+    query = population["police"].records([0])[0]
+    for _ in range(3):
+        match(limited, "police-node", query)
+    refused(limited, "police-node", query)
+    for _ in range(3):  # health's node has its own bucket
+        assert match(limited, "health-node", query).candidates == []
+    refused(limited, "health-node", query)
+    for _ in range(5):  # police's node runs into its hourly cap (8) ...
+        clock.advance(1.0)
+        match(limited, "police-node", query)
+    clock.advance(60.0)
+    refused(limited, "police-node", query)
+    for _ in range(3):  # ... and health's node still has all but 3 of its 8
+        match(limited, "health-node", query)
+    entries = audit_entries(limited)
+    alerts = [e["actor"] for e in entries if e["action"] == "enumeration_alert"]
+    assert alerts == ["police-node", "health-node"]  # each at its own 6th counted call
+
+
+def test_publish_and_withdraw_are_not_limited(
+    limited: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    police = population["police"]
+    stub = limited.stub("police-node")
+    for _ in range(5):  # more than the burst of 3, on a frozen clock
+        assert publish(stub, police.records(range(2))).received == 2
+        stub.Withdraw(jigsaw_pb2.WithdrawRequest(references=police.references[:1]), timeout=TIMEOUT)
+    assert status(limited) == {"police": 1}
+
+
+def test_default_limits_allow_a_burst_of_sixty(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    query = population["police"].records([0])[0]
+    started = time.monotonic()
+    for _ in range(60):  # a full bucket: the whole burst is answered
+        match(matcher, "police-node", query)
+    granted = 60
+    while granted < 200:  # then only what the real clock refilled (2 a second)
+        try:
+            match(matcher, "police-node", query)
+        except grpc.RpcError as exc:
+            assert error_of(exc).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            break
+        granted += 1
+    assert granted <= 60 + 2 * (time.monotonic() - started) + 1
 
 
 # ------------------------------------------------------------------------------ serve()

@@ -510,6 +510,38 @@ def test_matcher_unreachable_is_unavailable(fresh_node: Any, pki: Path) -> None:
     assert lonely.audit_lines()[-1]["outcome"] == "matcher_error"
 
 
+class LimitingMatcher(jigsaw_pb2_grpc.MatcherServicer):
+    """A matcher whose [match_limits] refuse every Match (RESOURCE_EXHAUSTED, retry-after)."""
+
+    def Match(self, request: Any, context: grpc.ServicerContext) -> Any:
+        context.set_trailing_metadata(((RETRY_AFTER_METADATA_KEY, "42.500"),))
+        context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded; retry after 42.500 s"
+        )
+
+
+def test_the_matchers_limit_reaches_staff_as_resource_exhausted(fresh_node: Any, pki: Path) -> None:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2), interceptors=[AuthInterceptor(MATCHER_POLICY)]
+    )
+    jigsaw_pb2_grpc.add_MatcherServicer_to_server(LimitingMatcher(), server)
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(tls_files_for(pki, "matcher")))
+    server.start()
+    try:
+        node: Node = fresh_node(f"localhost:{port}")
+        with pytest.raises(grpc.RpcError) as info:
+            node.stub(pki, "alice").Lookup(
+                jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+                timeout=20,
+            )
+    finally:
+        server.stop(grace=None).wait()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (RETRY_AFTER_METADATA_KEY, "42.500") in tuple(info.value.trailing_metadata() or ())
+    assert "Smith" not in (info.value.details() or "")
+    assert node.audit_lines()[-1]["outcome"] == "matcher_rate_limited"
+
+
 # --------------------------------------------------------------------------- publish + server
 
 

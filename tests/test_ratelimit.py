@@ -1,4 +1,5 @@
-"""Tests for server.ratelimit with a fake clock: token buckets, eviction, enumeration alerts."""
+"""Tests for server.ratelimit with a fake clock: token buckets, eviction, enumeration alerts,
+hourly caps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.ratelimit import EnumerationGuard, RateLimiter
+from server.ratelimit import EnumerationGuard, RateLimiter, WindowCap
 
 
 class FakeClock:
@@ -161,3 +162,100 @@ def test_enumeration_guard_bounded() -> None:
 def test_enumeration_invalid_settings(threshold: int, window: float) -> None:
     with pytest.raises(ValueError):
         EnumerationGuard(threshold=threshold, window_seconds=window)
+
+
+def test_window_cap_refuses_until_the_oldest_call_leaves() -> None:
+    clock = FakeClock()
+    cap = WindowCap(limit=3, window_seconds=100, clock=clock)
+    for _ in range(3):
+        assert cap.acquire("node") is None
+        clock.advance(10)  # granted at 0, 10, 20
+    assert cap.acquire("node") == pytest.approx(70.0)  # at 30: the call at 0 leaves at 100
+    clock.advance(69.5)
+    assert cap.acquire("node") == pytest.approx(0.5)
+    assert cap.count("node") == 3  # refusals are not recorded
+    clock.advance(0.5)
+    assert cap.acquire("node") is None  # at 100: the call at 0 has left
+    assert cap.acquire("node") == pytest.approx(10.0)  # the one at 10 is next
+
+
+def test_window_cap_callers_are_independent() -> None:
+    clock = FakeClock()
+    cap = WindowCap(limit=2, window_seconds=3600, clock=clock)
+    assert [cap.acquire("police-node") for _ in range(3)][:2] == [None, None]
+    assert cap.acquire("police-node") is not None
+    assert cap.acquire("health-node") is None
+    assert cap.count("health-node") == 1 and cap.count("nobody") == 0
+
+
+def test_window_cap_forgets_idle_callers_and_stays_bounded() -> None:
+    clock = FakeClock()
+    cap = WindowCap(limit=5, window_seconds=60, clock=clock, max_callers=10)
+    for number in range(1000):
+        cap.acquire(f"caller{number}")
+        assert cap.tracked_callers() <= 10
+    clock.advance(61)
+    cap.acquire("late")
+    assert cap.tracked_callers() == 1
+
+
+def test_window_cap_clock_going_backwards_frees_no_slot() -> None:
+    clock = FakeClock()
+    cap = WindowCap(limit=1, window_seconds=10, clock=clock)
+    assert cap.acquire("node") is None
+    clock.advance(-100)
+    retry_after = cap.acquire("node")
+    assert retry_after is not None and 0 < retry_after <= 10
+
+
+def test_window_cap_thread_safe_count() -> None:
+    clock = FakeClock()  # frozen: exactly `limit` calls may be granted in total
+    cap = WindowCap(limit=50, window_seconds=3600, clock=clock)
+    granted: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        count = sum(cap.acquire("shared") is None for _ in range(40))
+        with lock:
+            granted.append(count)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(granted) == 50
+
+
+@settings(deadline=None, max_examples=50)
+@given(
+    limit=st.integers(min_value=1, max_value=10),
+    window=st.floats(min_value=1, max_value=50),
+    gaps=st.lists(st.floats(min_value=0, max_value=20), min_size=1, max_size=60),
+)
+def test_window_cap_never_grants_more_than_limit_in_a_window(
+    limit: int, window: float, gaps: list[float]
+) -> None:
+    clock = FakeClock()
+    cap = WindowCap(limit=limit, window_seconds=window, clock=clock)
+    granted: list[float] = []
+    for gap in gaps:
+        clock.advance(gap)
+        retry_after = cap.acquire("node")
+        in_window = [t for t in granted if t > clock.now - window]
+        if retry_after is None:
+            assert len(in_window) < limit  # granted only when there was room
+            granted.append(clock.now)
+        else:
+            assert len(in_window) == limit  # refused only when full
+            assert retry_after == pytest.approx(min(in_window) + window - clock.now)
+            assert 0 < retry_after <= window
+
+
+@pytest.mark.parametrize(
+    ("limit", "window"),
+    [(0, 60), (True, 60), (1.5, 60), (3, 0), (3, -1), (3, float("inf")), (3, float("nan"))],
+)
+def test_window_cap_invalid_settings(limit: int, window: float) -> None:
+    with pytest.raises(ValueError):
+        WindowCap(limit=limit, window_seconds=window)
