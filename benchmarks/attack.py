@@ -493,8 +493,17 @@ _CANDIDATE_RULES = (
 #: A position belongs to a token when at least this share of aligned values holding the
 #: token set it (tolerates a few wrong alignments).
 _POSITION_RATE = 0.8
+#: A token no position of which reaches :data:`_POSITION_RATE` is still learned when at least
+#: ``_GAP_SUPPORT`` aligned values hold it and its best positions (up to ``hashes``, each set
+#: in at least 45 % of them) exceed the next by ``_GAP_RATE``: a date token aligned through
+#: record matches of which half are wrong still stands clear of the background.
+_GAP_SUPPORT = 8
+_GAP_RATE = 0.25
 #: Cost at or below which a field agrees, above which (times 2) it disagrees.
 _AGREE_COST = 2.0
+#: Matches below this confidence (agreeing minus disagreeing fields, less a hundredth of the
+#: total cost) do not align their values for the next round's decoders.
+_ALIGN_SCORE = 3.5
 #: Largest dense (values x filters) cost matrix computed for one field's value alignment.
 _DENSE_LIMIT = 6_000_000
 
@@ -595,9 +604,27 @@ def _learn_decoder(
     incidence = plain.tokens[values]
     support = np.asarray(incidence.sum(axis=0)).ravel()
     shared = np.asarray(incidence.T @ cipher.bits[groups])
-    positions = shared >= _POSITION_RATE * np.maximum(support, 1.0)[:, None]
+    rate = shared / np.maximum(support, 1.0)[:, None]
+    positions = rate >= _POSITION_RATE
     size = positions.sum(axis=1)
     known = (support > 0) & (size >= 1) & (size <= cipher.hashes)
+    # where no position reaches the rate (many wrong alignments), a token well supported
+    # whose best positions stand clear of the rest still gets them (see _GAP_RATE)
+    hashes = min(cipher.hashes, rate.shape[1] - 1)
+    candidates = np.flatnonzero(~known & (support >= _GAP_SUPPORT))
+    if candidates.size and hashes >= 1:
+        order = np.argsort(-rate[candidates], axis=1)[:, : hashes + 1]
+        top = np.take_along_axis(rate[candidates], order, axis=1)
+        gaps = top[:, :-1] - top[:, 1:]
+        cut = np.argmax(gaps, axis=1)  # keep positions 0..cut
+        gap = gaps[np.arange(cut.size), cut]
+        floor = top[np.arange(cut.size), cut]
+        clear = (gap >= _GAP_RATE) & (floor >= 0.45)
+        tokens = candidates[clear]
+        kept = np.arange(hashes + 1)[None, :] <= cut[clear, None]
+        positions[tokens] = False
+        positions[np.broadcast_to(tokens[:, None], kept.shape)[kept], order[clear][kept]] = True
+        known[tokens] = True
     learned = (positions & known[:, None]).astype(np.float32)
     predicted = np.asarray(plain.tokens @ learned) > 0
     unknown = np.asarray(plain.tokens @ (~known).astype(np.float32)).ravel()
@@ -713,12 +740,25 @@ def _value_features(
     return np.stack(columns, axis=1)
 
 
+#: Weights of the record context in :func:`_value_seeds` (start, rounds); at 10 k records and
+#: overlap 0.2 (2, 0.1), (4, 0.3) and (8, 0.3) decoded 702-703 of 721 family names, while a
+#: round weight of 1.0 overrode the token structure (440-460).
+_CONTEXT_START = 4.0
+_CONTEXT_ROUND = 0.3
+#: Passes of value seeding over :data:`_SEEDED_FIELDS` (from the second, given names are
+#: seeded in the context of the family names decoded before). Unhardened, overlap 0.2, value
+#: run alone: 1 / 2 / 3 / 4 passes re-identified 96.8 / 99.0 / 99.0 / 99.0 % at 10 k records;
+#: 2 / 3 / 4 passes 82 / 94 / 96 % at 5 k and 53 / 96 / 97 % at 3 k.
+_SEED_PASSES = 3
+
+
 def _value_seeds(
     plain: _PlainField,
     cipher: _CipherField,
     own_bits: NDArray[np.float32],
     top: int,
     rounds: int = 12,
+    context: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
 ) -> NDArray[np.int64]:
     """Seed alignment of distinct values of one field (graph matching at value level), needing
     no record overlap: only a plaintext whose values are distributed like the encoded ones.
@@ -732,6 +772,10 @@ def _value_seeds(
     within a window of 3, got 28 of 216 given names right at 10 k records and overlap 0.2,
     too few to grow from; this start gets 17 of its 50 best right, and the given names
     percolate from there.)
+
+    ``context`` (encoded-group and plain-value rows of unit length, from
+    :func:`_seed_context`) adds ``_CONTEXT_START`` times their cosine to the start's
+    closeness and ``_CONTEXT_ROUND`` times it to every round's score.
     """
     aligned = np.full(cipher.packed.shape[0], -1, dtype=np.int64)
     if plain.counts.size < 2 or cipher.counts.size < 2:
@@ -750,6 +794,10 @@ def _value_seeds(
         + (value_features**2).sum(axis=1)[None, :]
         - 2 * group_features @ value_features.T
     )
+    agreement = np.zeros_like(distance)
+    if context is not None:
+        agreement = (context[0] @ context[1].T).astype(np.float64)
+        distance -= _CONTEXT_START * agreement
     nearest = np.argmin(distance, axis=1)
     mutual = np.flatnonzero(np.argmin(distance, axis=0)[nearest] == np.arange(nearest.size))
     two = np.partition(distance, 1, axis=1)[:, :2]
@@ -772,6 +820,7 @@ def _value_seeds(
         score = left @ right.T
         score -= 0.05 * np.abs(group_share[:, None] - value_share[None, :])
         score -= 0.02 * np.abs(group_pop[:, None] - value_pop[None, :])
+        score += _CONTEXT_ROUND * agreement
         best_value = np.argmax(score, axis=1)
         best_group = np.argmax(score, axis=0)
         top_two = np.partition(score, -2, axis=1)[:, -2:]
@@ -784,6 +833,57 @@ def _value_seeds(
         grown[order[:limit]] = best_value[order[:limit]]
         aligned = grown
     return aligned
+
+
+def _context_profiles(
+    row_group: NDArray[np.int64], groups: int, row_context: NDArray[np.int64], contexts: int
+) -> NDArray[np.float32]:
+    """Per group, the unit-length square-root profile of the context values of its rows."""
+    ok = (row_group >= 0) & (row_context >= 0)
+    counts = sparse.csr_matrix(
+        (np.ones(int(ok.sum()), dtype=np.float32), (row_group[ok], row_context[ok])),
+        shape=(groups, max(1, contexts)),
+    ).toarray()
+    profile = np.sqrt(counts)
+    profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-6)
+    out: NDArray[np.float32] = profile.astype(np.float32)
+    return out
+
+
+def _seed_context(
+    plains: dict[str, _PlainField],
+    ciphers: dict[str, _CipherField],
+    alignments: dict[str, NDArray[np.int64]],
+    field: str,
+    decoded: Sequence[str],
+) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+    """Record context of ``field``'s values from fields already decoded: per encoded group
+    and per plain value, the profile of the decoded (plain) values its records hold in those
+    fields. Key-independent wherever the decoding is right: given names follow the family's
+    cultural naming group, so a family name's given-name profile places it in its group (at
+    10 k records and overlap 0.2 the family names the value seeds aligned right went from 38
+    to 605, and those right after decoding from 38 to 703 of 721)."""
+    groups, values = ciphers[field].counts.size, plains[field].counts.size
+    if not decoded or groups * values > _DENSE_LIMIT:
+        return None  # no value seeds for this field (see _value_seeds)
+    if any(max(groups, values) * plains[f].counts.size > _DENSE_LIMIT for f in decoded):
+        return None
+    encoded_parts, plain_parts = [], []
+    for other in decoded:
+        size = plains[other].counts.size
+        encoded_parts.append(
+            _context_profiles(
+                ciphers[field].row_group,
+                groups,
+                _decoded_rows(ciphers[other], alignments[other]),
+                size,
+            )
+        )
+        plain_parts.append(
+            _context_profiles(plains[field].row_value, values, plains[other].row_value, size)
+        )
+    scale = 1.0 / math.sqrt(len(decoded))
+    return np.hstack(encoded_parts) * scale, np.hstack(plain_parts) * scale
 
 
 def _pair_costs(
@@ -884,12 +984,23 @@ def decode_and_match(
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
     """Pattern-mining seeds: (encoded index, attacker index, confidence), most confident first.
 
-    1. Frequency-align the ``seed_values`` most frequent given and family names.
+    1. Seed the given names by value-level graph matching (:func:`_value_seeds`, no record
+       overlap needed) and decode them (step 2); then seed the family names the same way, in
+       the context of the decoded given names (:func:`_seed_context`), and decode them; then
+       each again in the context of the other, :data:`_SEED_PASSES` passes in all.
     2. Learn each token's positions from the aligned (filter, value) pairs (:func:`_learn_decoder`),
        predict the filter of every plaintext value, re-align values by lowest cost; repeat.
-    3. Match records on decoded fields (:func:`_match_records`); the matched records align the
-       values of every field (dates, postcodes, sex, middle names too), which refines the
-       decoders; repeat ``rounds`` times.
+    3. Match records on decoded fields (:func:`_match_records`); the matches of confidence at
+       least :data:`_ALIGN_SCORE` align the values of every field (dates, postcodes, sex,
+       middle names too), which refines the decoders; repeat ``rounds`` times.
+
+    Measured at 10 k records, overlap 0.2, unhardened, from the value seeds alone: family-name
+    seeds without the given-name context were 5 of 60 right and the family names never
+    decoded (38 of 721 values), 17.3 % of the overlap re-identified; with the context 703 of
+    721 values decode and 91.7 % are re-identified; learning date tokens by their gap
+    (:data:`_GAP_RATE`) and aligning only from confident matches then gives 96.8 % at
+    precision 0.86 (from 0.29), and reseeding given names in the family names' context
+    98.95 % at precision 0.84.
     """
     n_left = len(encoded)
     n_right = len(attacker_columns[_DECODED_FIELDS[0]])
@@ -899,14 +1010,30 @@ def decode_and_match(
     alignments: dict[str, NDArray[np.int64]] = {}
     for f in fields:
         alignments[f] = np.full(ciphers[f].packed.shape[0], -1, dtype=np.int64)
-        if f in _SEEDED_FIELDS:
-            index = attacker.field_names.index(f)
-            first = np.full(plains[f].counts.size, -1, dtype=np.int64)
-            rows = np.flatnonzero(plains[f].row_value >= 0)
-            first[plains[f].row_value[rows[::-1]]] = rows[::-1]
-            own_bits = _unpacked(attacker.field_filters[index][first])
-            alignments[f] = _value_seeds(plains[f], ciphers[f], own_bits, seed_values)
-        if seed_pairs is not None:
+    own_bits: dict[str, NDArray[np.float32]] = {}
+    for f in (f for f in _SEEDED_FIELDS if f in fields):
+        first = np.full(plains[f].counts.size, -1, dtype=np.int64)
+        rows = np.flatnonzero(plains[f].row_value >= 0)
+        first[plains[f].row_value[rows[::-1]]] = rows[::-1]
+        own_bits[f] = _unpacked(attacker.field_filters[attacker.field_names.index(f)][first])
+    seeded: list[str] = []
+    for _ in range(_SEED_PASSES):
+        for f in own_bits:
+            # each field is seeded in the context of the other fields decoded so far
+            others = [other for other in seeded if other != f]
+            context = _seed_context(plains, ciphers, alignments, f, others)
+            alignments[f] = _value_seeds(
+                plains[f], ciphers[f], own_bits[f], seed_values, context=context
+            )
+            for _ in range(3):
+                groups = np.flatnonzero(alignments[f] >= 0)
+                decoder = _learn_decoder(plains[f], ciphers[f], groups, alignments[f][groups])
+                refined = _align_values(plains[f], ciphers[f], decoder)
+                alignments[f] = np.where(refined >= 0, refined, alignments[f])
+            if f not in seeded:
+                seeded.append(f)
+    if seed_pairs is not None:
+        for f in fields:
             group = ciphers[f].row_group[seed_pairs[0]]
             value = plains[f].row_value[seed_pairs[1]]
             ok = (group >= 0) & (value >= 0)
@@ -924,9 +1051,10 @@ def decode_and_match(
         left, right, confidence = _match_records(
             plains, ciphers, decoders, alignments, n_left, n_right
         )
+        sure = confidence >= _ALIGN_SCORE
         for f in fields:
-            group = ciphers[f].row_group[left]
-            value = plains[f].row_value[right]
+            group = ciphers[f].row_group[left[sure]]
+            value = plains[f].row_value[right[sure]]
             ok = (group >= 0) & (value >= 0)
             alignments[f][group[ok]] = value[ok]
     return left, right, confidence
