@@ -37,8 +37,8 @@ Attacks:
    matches for a few rounds. A third run, the group co-occurrence attack
    (:func:`cooccurrence_attack`), ignores the filter bits: it aligns the groups of records
    with identical field filters (which any deterministic hardening keeps) with the
-   attacker's own values by how they co-occur across records. Reported: correct mutual
-   matches / overlap.
+   attacker's own values by how they co-occur across records, the classes of the published
+   blocking keys included. Reported: correct mutual matches / overlap.
 3. **Insider probing** (:mod:`benchmarks.insider`): measured on a real matcher process: how
    many guessed identities a node holding the key can test through ``Match`` before the
    matcher's ``[match_limits]`` refuse it and its enumeration alert is audited.
@@ -466,7 +466,9 @@ def graph_attack(
             np.concatenate([seeded_left, left[free]]),
             np.concatenate([seeded_right, right[free]]),
         )
-    group_left, group_right, _ = cooccurrence_attack(encoded, schema, attacker_columns)
+    group_left, group_right, _ = cooccurrence_attack(
+        encoded, schema, attacker_columns, attacker=attacker
+    )
     # co-occurrence claims first: each is mutual best with an eccentricity test on exact
     # group equalities; ranking the runs by claim count instead put the decoding run's
     # ~6,000 mostly wrong claims on the shipped default at overlap 1.0 first (11.65 %
@@ -1189,6 +1191,28 @@ class _GroupField:
     weight: NDArray[np.float64]  # -log(share of the attacker's records holding the key)
 
 
+#: Fields whose equality classes the co-occurrence attack reads: every field the child schema
+#: publishes (an exact identifier's classes are singletons, but whether it is present is not).
+_GROUP_FIELDS = (*_DECODED_FIELDS, "nhs_number")
+
+
+def _classes(values: NDArray[np.uint64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(row -> class, -1 where the value is 0 (missing); class sizes) of a key column."""
+    row_class = np.full(values.shape[0], -1, dtype=np.int64)
+    present = values != 0
+    uniq, inverse = np.unique(values[present], return_inverse=True)
+    row_class[present] = inverse.reshape(-1)
+    return row_class, np.bincount(row_class[present], minlength=uniq.size).astype(np.int64)
+
+
+def _key_field(encoded_keys: NDArray[np.uint64], attacker_keys: NDArray[np.uint64]) -> _GroupField:
+    """A blocking rule as a :class:`_GroupField`: the classes of equal keys on each side."""
+    row_group, group_counts = _classes(encoded_keys)
+    row_value, value_counts = _classes(attacker_keys)
+    share = value_counts / max(1, int(value_counts.sum()))
+    return _GroupField(row_group, group_counts, row_value, value_counts, -np.log(share))
+
+
 def _row_labels(field: _GroupField, labels: NDArray[np.int64]) -> NDArray[np.int64]:
     present = field.row_group >= 0
     out = np.full(field.row_group.shape[0], -1, dtype=np.int64)
@@ -1358,6 +1382,7 @@ def cooccurrence_attack(
     *,
     seed_pairs: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None,
     rounds: int = _COOCCUR_ROUNDS,
+    attacker: EncodedBatch | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
     """Group co-occurrence (seed-and-propagate) attack: (encoded index, attacker index,
     eccentricity), one-to-one. Needs no filter bit: only which records share a field's filter.
@@ -1394,8 +1419,18 @@ def cooccurrence_attack(
     99.2 / 85.5 / 7.5 % at overlap 1.0 / 0.5 / 0.2 (precision 1.0 / 0.80 / 0.25), the shipped
     default to 21.5 / 1.4 / 2.8 % (the 50 seeds included). Profile labelling changed nothing
     with colour seeds; with 50 known pairs at overlap 0.2 it raised 5.2 % to 7.5 %.
+
+    With ``attacker`` (its own population encoded under its own secret) the published blocking
+    keys are read as equality classes too, one per rule: keyed hashes of value combinations,
+    so the attacker's own keys class its records exactly as the agencies' keys class theirs,
+    and the rules combine unsalted values (family-name Soundex and birth year, postcode sector
+    and birth year ...) that the name salt was meant to split. Measured at 10 k records, seed
+    7: the shipped default at overlap 1.0 goes from 22.3 % (the fields' classes, the NHS
+    number's presence included) to 94.7 % (precision 1.0), at 0.8 from 0.19 % to 1.39 %;
+    no single rule carries it (dropping any one leaves 75.1-94.7 %), and without any blocking
+    keys salting the postcode and sex with the date of birth as well would leave 2.5 %.
     """
-    names = [f for f in _DECODED_FIELDS if f in encoded.field_names]
+    names = [f for f in _GROUP_FIELDS if f in encoded.field_names]
     n_left = len(encoded)
     n_right = len(attacker_columns[names[0]])
     fields: dict[str, _GroupField] = {}
@@ -1408,8 +1443,16 @@ def cooccurrence_attack(
         fields[f] = _GroupField(
             cipher.row_group, cipher.counts, plain.row_value, plain.counts, -np.log(share)
         )
-        labels[f] = np.full(cipher.counts.size, -1, dtype=np.int64)
-        groups, values = frequency_seeds(cipher.counts, plain.counts)
+    if attacker is not None:
+        # the published blocking keys are equality classes too (keyed hashes of value
+        # combinations, 0 where a part is missing); the attacker's own keys, under its own
+        # secret, class its records the same way
+        for r, rule in enumerate(schema.blocking):
+            names.append(f"block:{rule.name}")
+            fields[names[-1]] = _key_field(encoded.block_keys[:, r], attacker.block_keys[:, r])
+    for f in names:
+        labels[f] = np.full(fields[f].group_counts.size, -1, dtype=np.int64)
+        groups, values = frequency_seeds(fields[f].group_counts, fields[f].value_counts)
         labels[f][groups] = values
         if seed_pairs is not None:
             labels[f] = _vote_labels(fields[f], labels[f], *seed_pairs)

@@ -317,10 +317,16 @@ def test_colour_seeds_pair_only_records_unique_on_both_sides() -> None:
 
 
 def _cooccurrence_run(
-    setting_name: str, n_records: int, overlap: float, known_pairs: int = 0
+    setting_name: str,
+    n_records: int,
+    overlap: float,
+    known_pairs: int = 0,
+    *,
+    block_keys: bool = False,
 ) -> tuple[float, float]:
     """(share of the overlap re-identified, precision) of the co-occurrence attack alone,
-    given ``known_pairs`` true record pairs as seeds (auxiliary knowledge)."""
+    given ``known_pairs`` true record pairs as seeds (auxiliary knowledge), reading the
+    published blocking keys too when ``block_keys``."""
     (setting,) = [s for s in attack.SETTINGS if s.name == setting_name]
     columns, child_ids = attack.one_record_per_child(int(n_records * 1.8) + 1, seed=7)
     shared = round(overlap * n_records)
@@ -341,8 +347,17 @@ def _cooccurrence_run(
         np.array(known, dtype=np.int64),
         np.array([position[int(child_ids[i])] for i in known], dtype=np.int64),
     )
+    attacker = None
+    if block_keys:
+        _, attacker = attack.encode_setting(
+            attack.default_child_schema(), setting, attacker_columns, attack.ATTACKER_SECRET
+        )
     left, right, eccentricity = attack.cooccurrence_attack(
-        encoded, schema, attacker_columns, seed_pairs=seeds if known_pairs else None
+        encoded,
+        schema,
+        attacker_columns,
+        seed_pairs=seeds if known_pairs else None,
+        attacker=attacker,
     )
     assert np.all(np.diff(eccentricity) <= 0)
     assert np.unique(left).size == left.size and np.unique(right).size == right.size
@@ -379,3 +394,16 @@ def test_cooccurrence_propagation_grows_from_a_few_known_pairs(
     rate, precision = _cooccurrence_run("diffusion_t3", 2500, 1.0, known_pairs=10)
     assert rate >= 0.9, f"propagation from 10 known pairs reached only {rate:.1%}"
     assert precision >= 0.99
+
+
+def test_cooccurrence_attack_reads_the_blocking_keys() -> None:
+    # The shipped default salts the names, which splits their groups, but its blocking keys
+    # (keyed hashes of unsalted value combinations such as family-name Soundex and birth year)
+    # are equality classes the attacker reproduces under its own secret. With them the attack
+    # re-identifies half the default at full overlap on 2,500 records (54.6 % measured, 94.7 %
+    # on 10,000), from the field filters alone 9.7 %.
+    with_keys, precision = _cooccurrence_run("salt+diffusion_t3", 2500, 1.0, block_keys=True)
+    without, _ = _cooccurrence_run("salt+diffusion_t3", 2500, 1.0)
+    assert with_keys >= 0.4, f"with the blocking keys only {with_keys:.1%} re-identified"
+    assert precision >= 0.99
+    assert with_keys > 2 * without
