@@ -71,7 +71,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
-from linkage import blocking, evaluate, pipeline, similarity, synthetic
+from linkage import blocking, evaluate, harden, pipeline, similarity, synthetic
 from linkage import normalise as norm
 from linkage.encode import EncodedBatch, blocking_value, encode_records, tokenise
 from linkage.errors import InvalidValueError
@@ -1188,7 +1188,14 @@ class _GroupField:
     group_counts: NDArray[np.int64]
     row_value: NDArray[np.int64]
     value_counts: NDArray[np.int64]
-    weight: NDArray[np.float64]  # -log(share of the attacker's records holding the key)
+
+    @property
+    def weight(self) -> NDArray[np.float64]:
+        """-log(share of the attacker's records holding each key)."""
+        weight: NDArray[np.float64] = -np.log(
+            self.value_counts / max(1, int(self.value_counts.sum()))
+        )
+        return weight
 
 
 #: Fields whose equality classes the co-occurrence attack reads: every field the child schema
@@ -1208,9 +1215,7 @@ def _classes(values: NDArray[np.uint64]) -> tuple[NDArray[np.int64], NDArray[np.
 def _key_field(encoded_keys: NDArray[np.uint64], attacker_keys: NDArray[np.uint64]) -> _GroupField:
     """A blocking rule as a :class:`_GroupField`: the classes of equal keys on each side."""
     row_group, group_counts = _classes(encoded_keys)
-    row_value, value_counts = _classes(attacker_keys)
-    share = value_counts / max(1, int(value_counts.sum()))
-    return _GroupField(row_group, group_counts, row_value, value_counts, -np.log(share))
+    return _GroupField(row_group, group_counts, *_classes(attacker_keys))
 
 
 def _row_labels(field: _GroupField, labels: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -1323,16 +1328,9 @@ def _profile_labels(
     return out
 
 
-_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
-
-
 def _mix(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """splitmix64 finaliser, elementwise (wraps modulo 2**64)."""
-    z = x + _MIX[0]
-    z = (z ^ (z >> np.uint64(30))) * _MIX[1]
-    z = (z ^ (z >> np.uint64(27))) * _MIX[2]
-    out: NDArray[np.uint64] = z ^ (z >> np.uint64(31))
-    return out
+    """splitmix64 (one step: add the golden gamma, then the output mix), elementwise."""
+    return harden._splitmix64_mix(x + harden._GOLDEN_GAMMA)
 
 
 def _colours(
@@ -1388,7 +1386,7 @@ def cooccurrence_attack(
     eccentricity), one-to-one. Needs no filter bit: only which records share a field's filter.
 
     Deterministic encodings, hardened or not, give equal values equal field filters, so per
-    field of :data:`_DECODED_FIELDS` the matcher sees the equality classes (groups) of the
+    field of :data:`_GROUP_FIELDS` the matcher sees the equality classes (groups) of the
     values; a salted field's class is the (value, salt value) combination. The attacker keys
     its own records the way the encoder groups them (:func:`_plain_field`: normalised value,
     with the salt value where the published schema salts) and aligns groups with keys:
@@ -1439,10 +1437,7 @@ def cooccurrence_attack(
     for f in names:
         cipher = _cipher_field(encoded, f, schema.field(f).hashes_per_token)
         plain = _plain_field(schema, f, attacker_columns)
-        share = plain.counts / max(1, int(plain.counts.sum()))
-        fields[f] = _GroupField(
-            cipher.row_group, cipher.counts, plain.row_value, plain.counts, -np.log(share)
-        )
+        fields[f] = _GroupField(cipher.row_group, cipher.counts, plain.row_value, plain.counts)
     if attacker is not None:
         # the published blocking keys are equality classes too (keyed hashes of value
         # combinations, 0 where a part is missing); the attacker's own keys, under its own
