@@ -58,7 +58,7 @@ from server.tls import secure_channel, tls_files_for
 INSIDER_AGENCY = "police"
 #: Another node, whose one call fits the matcher's model before the probe starts.
 WARM_UP_AGENCY = "health"
-PROBE_FIELDS = ("given_name", "family_name", "date_of_birth", "postcode")
+PROBE_FIELDS = ("given_name", "family_name", "date_of_birth", "sex", "postcode")
 #: Records per PublishRequest message (under the matcher's default max_publish_batch).
 PUBLISH_CHUNK = 2000
 #: Seconds the insider probes the matcher with its limits lifted.

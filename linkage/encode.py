@@ -25,12 +25,16 @@ when they were encoded under the same salt value. The matcher must know when tha
 typo in the salt would turn a name that agrees into one that disagrees; hence salt tags.
 
 Salt tags: one per salt source (:attr:`Schema.salt_sources`, e.g. ``date_of_birth.year_month``),
-the first 8 bytes, as a little-endian uint64, of ``HMAC-SHA256(key("salt", source), value)``
-where ``value`` is the salt value in UTF-8; 0 where the salt value is missing (a computed 0
-becomes 1). A salted field of two records is compared only where their tags are equal
-(:func:`salt_comparable`); elsewhere it counts as missing, not as a disagreement. A tag tells
-the matcher only which records share the salt value, which the date-of-birth filter and the
-blocking tokens already tell it.
+the first 8 bytes, as a little-endian uint64, of ``HMAC-SHA256(key("salt", source), message)``;
+0 where the salt value is missing (a computed 0 becomes 1). For a ``<field>.value`` source the
+message is the salt field's *published* filter (its packed bytes, hex, as
+:func:`filter_part` writes them), so equal tags mean equal published filters, which imply
+equal salt values, and a tag shows the matcher no grouping of records that the salt field's
+filter does not already show (where the salt field is itself salted, the tag groups by the
+value and that field's salt together). For any other transform the message is the
+transformed salt value in UTF-8, and its tag groups records by that value. A salted field of
+two records is compared only where their tags are equal (:func:`salt_comparable`);
+elsewhere it counts as missing, not as a disagreement.
 
 Positions: token ``t`` (UTF-8) of field ``f`` sets ``k = hashes_per_token`` positions in the
 field filter of ``m = filter_bits`` bits. Block ``b`` of 32 bytes is
@@ -59,7 +63,13 @@ record none of whose record-filter fields is present keeps an all-zero record fi
 Blocking tokens: for rule ``r`` with parts ``(field, transform)``, the parts' values are
 joined with ``"\\x1f"`` and the token is the first 8 bytes, as a little-endian uint64, of
 ``HMAC-SHA256(key("block", r), joined)``; 0 is reserved for "a part is missing" (a computed
-0 becomes 1).
+0 becomes 1). A part with the transform ``filter`` takes the field's published (hardened)
+filter as its value (:func:`filter_part`: the packed bytes in hex), so a rule made only of
+``filter`` parts groups records exactly as equal published filters do: it shows the matcher
+nothing the filters do not. A part with any other transform groups records by a value the
+filters do not show as such (a soundex code, a birth year), and an attacker who encodes a
+population of its own under its own key reproduces that grouping (RESULTS.md, "Default
+hardening").
 
 Speed: every distinct raw value of a field is normalised and tokenised once per batch
 (per-batch dictionaries that die with the call; no global caches), and each field's filters
@@ -493,6 +503,29 @@ def _transform_column(col: _FieldColumn, transform: str) -> tuple[NDArray[np.int
     return remap[col.inverse], out_values
 
 
+def filter_part(row: NDArray[np.uint64]) -> str:
+    """The value of a ``<field>.filter`` blocking part, and the salt-tag message of a
+    ``<field>.value`` salt source: the published filter ``row`` (one packed row) as hex."""
+    return np.ascontiguousarray(row, dtype=U64).tobytes().hex()
+
+
+@dataclass(frozen=True)
+class _Published:
+    """One field's published filters as the batch encoder built them: ``inverse`` maps each
+    row to its distinct (value, salt value) combination (-1 where missing) and ``distinct``
+    holds each combination's published filter."""
+
+    inverse: NDArray[np.int64]
+    distinct: NDArray[np.uint64]
+
+    def column(self) -> tuple[NDArray[np.int64], list[str]]:
+        """:func:`_transform_column` for a ``filter`` part: per-row index into the distinct
+        values (-1 where missing) and the values, each a filter as :func:`filter_part`
+        writes it. Combinations whose filters coincide share the value, so records group
+        exactly as equal published filters do; one hex string per combination, not per row."""
+        return self.inverse, [filter_part(row) for row in self.distinct]
+
+
 class _TokenBlob:
     """One field's distinct values' tokens and the salt prefixes, as the byte blobs and
     offsets of ``_dicekernel.token_filters``, which builds each (value, prefix) combination's
@@ -563,6 +596,7 @@ def encode_records(
     }
     record = np.zeros((n, schema.record_filter_words), dtype=U64)
     field_filters: list[NDArray[np.uint64]] = []
+    published: dict[str, _Published] = {}
     present = np.zeros((n, len(schema.fields)), dtype=bool)
 
     for f_index, spec in enumerate(schema.fields):
@@ -607,6 +641,7 @@ def encode_records(
         if n_combos:  # else no row has a value (and the unhardened width may differ)
             out[ok] = distinct_filters[inverse[ok]]
         field_filters.append(out)
+        published[spec.name] = _Published(np.where(ok, inverse, -1), distinct_filters)
         present[:, f_index] = ok
 
         rk = spec.record_hashes_per_token
@@ -627,7 +662,10 @@ def encode_records(
         part_idx: list[NDArray[np.int64]] = []
         part_vals: list[list[str]] = []
         for fname, transform in rule.parts:
-            idx, vals = _transform_column(cols[fname], transform)
+            if transform == "filter":
+                idx, vals = published[fname].column()
+            else:
+                idx, vals = _transform_column(cols[fname], transform)
             part_idx.append(idx)
             part_vals.append(vals)
         stacked = np.stack(part_idx, axis=1)
@@ -648,7 +686,10 @@ def encode_records(
     salt_tags = np.zeros((n, len(schema.salt_sources)), dtype=U64)
     for s_index, source in enumerate(schema.salt_sources):
         salt_field, salt_transform = source.split(".")
-        idx, salt_values = _transform_column(cols[salt_field], salt_transform)
+        if salt_transform == "value":  # the published filter: see the module docstring
+            idx, salt_values = published[salt_field].column()
+        else:
+            idx, salt_values = _transform_column(cols[salt_field], salt_transform)
         key = keys.key("salt", source)
         tags = _tokens64(key, [v.encode("utf-8") for v in salt_values])
         has = idx >= 0
@@ -763,16 +804,30 @@ def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]
             else np.zeros((1, schema.published_record_words), dtype=U64)
         )
 
+    position = {name: i for i, name in enumerate(schema.field_names)}
+
+    def published(field_name: str) -> str:
+        """:func:`filter_part` of the field's published filter; empty when missing."""
+        if field_name not in canonical:
+            return ""
+        return filter_part(field_filters[position[field_name]])
+
     block_keys = np.zeros((1, len(schema.blocking)), dtype=U64)
     for r_index, rule in enumerate(schema.blocking):
-        parts = [part_value(field_name, transform) for field_name, transform in rule.parts]
+        parts = [
+            published(field_name) if transform == "filter" else part_value(field_name, transform)
+            for field_name, transform in rule.parts
+        ]
         if all(parts):
             block_keys[0, r_index] = blocking_token(keys.key("block", rule.name), parts)
 
     salt_tags = np.zeros((1, len(schema.salt_sources)), dtype=U64)
     for s_index, source in enumerate(schema.salt_sources):
         salt_field, salt_transform = source.split(".")
-        salt_value = part_value(salt_field, salt_transform)
+        if salt_transform == "value":
+            salt_value = published(salt_field)
+        else:
+            salt_value = part_value(salt_field, salt_transform)
         if salt_value:
             salt_tags[0, s_index] = token64_reference(
                 keys.key("salt", source), salt_value.encode("utf-8")

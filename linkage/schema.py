@@ -59,7 +59,7 @@ from typing import Any
 from linkage.errors import SchemaError
 
 #: Version of the tokenisation + Bloom-filter construction. Bump on any change of output.
-ENCODING_VERSION = 1
+ENCODING_VERSION = 2
 
 FIELD_KINDS = ("name", "family_name", "date", "postcode", "nhs_number", "sex", "text", "exact")
 TOKENISERS = ("qgram", "date", "postcode", "exact")
@@ -75,15 +75,22 @@ DEFAULT_TOKENISER = {
     "exact": "exact",
 }
 BLOCKING_TRANSFORMS: Mapping[str, frozenset[str]] = {
-    "name": frozenset({"value", "soundex", "nysiis", "metaphone", "initial", "first_part"}),
-    "family_name": frozenset({"value", "soundex", "nysiis", "metaphone", "initial", "first_part"}),
-    "text": frozenset({"value", "soundex", "initial"}),
-    "date": frozenset({"value", "year", "month_day", "year_month"}),
-    "postcode": frozenset({"value", "sector", "district", "area"}),
-    "nhs_number": frozenset({"value"}),
-    "sex": frozenset({"value"}),
-    "exact": frozenset({"value"}),
+    "name": frozenset(
+        {"value", "soundex", "nysiis", "metaphone", "initial", "first_part", "filter"}
+    ),
+    "family_name": frozenset(
+        {"value", "soundex", "nysiis", "metaphone", "initial", "first_part", "filter"}
+    ),
+    "text": frozenset({"value", "soundex", "initial", "filter"}),
+    "date": frozenset({"value", "year", "month_day", "year_month", "filter"}),
+    "postcode": frozenset({"value", "sector", "district", "area", "filter"}),
+    "nhs_number": frozenset({"value", "filter"}),
+    "sex": frozenset({"value", "filter"}),
+    "exact": frozenset({"value", "filter"}),
 }
+"""Transforms a blocking part may name, per field kind. ``filter`` (blocking parts only, not
+salts) is the field's published filter: a rule of ``filter`` parts groups records exactly as
+equal filters do, so it shows the matcher nothing more (:mod:`linkage.encode`)."""
 
 _SCHEMA_KEYS = {"name", "version", "day_first", "record_filter_bits", "description"}
 _HARDENING_KEYS = {"balance", "xor_fold", "blip_epsilon", "diffusion_t"}
@@ -525,9 +532,10 @@ class _KnownFields:
 
 
 def _parse_ref(
-    problems: _Problems, where: str, ref: Any, known: _KnownFields
+    problems: _Problems, where: str, ref: Any, known: _KnownFields, *, salt: bool = False
 ) -> tuple[str, str, int] | None:
     """``(field, transform, field position)`` of a valid reference, else record a problem.
+    A ``salt`` reference may not name ``filter`` (a salt is a value).
 
     Messages name ``where`` and the expectation, and list only validated field names and our
     own transform names: never the unresolved text of the reference.
@@ -551,7 +559,13 @@ def _parse_ref(
             )
         return None
     position, kind = known.valid[fld]
-    allowed = sorted(BLOCKING_TRANSFORMS[kind])
+    allowed = sorted(BLOCKING_TRANSFORMS[kind] - ({"filter"} if salt else set()))
+    if salt and transform == "filter":
+        problems.add(
+            f'{where}: the transform "filter" is for blocking parts, '
+            'expected a value transform such as "value" or "year"'
+        )
+        return None
     if transform not in allowed:
         problems.add(
             f'{where}: the transform after "." is not available for field[{position}] '
@@ -717,7 +731,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
             )
         )
     for i, salt in pending_salts:
-        ref = _parse_ref(p, f"field[{i}].salt", salt, known)
+        ref = _parse_ref(p, f"field[{i}].salt", salt, known, salt=True)
         if ref is not None and ref[2] == i:
             p.add(f"field[{i}].salt: a field cannot be salted with itself")
 

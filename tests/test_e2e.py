@@ -147,10 +147,12 @@ def _health_query(fed: Federation) -> dict[str, str]:
     for j in range(len(health)):
         q = {
             f: str(health.columns[f][j]).strip()
-            for f in ("given_name", "family_name", "date_of_birth")
+            # sex too: the shipped schema salts the date of birth with it, and names are
+            # compared only where the (date, sex) filter agrees
+            for f in ("given_name", "family_name", "date_of_birth", "sex")
             if health.columns[f][j] and str(health.columns[f][j]).strip()
         }
-        if len(q) == 3:
+        if len(q) == 4:
             return q
     raise AssertionError("no complete health record")
 

@@ -234,16 +234,41 @@ def test_record_filter_is_the_union_of_record_positions_of_every_field() -> None
 
 
 def test_block_key_is_the_documented_hmac() -> None:
+    # a value rule: the transformed values joined with the unit separator
+    data = CHILD.to_dict()
+    data["blocking"] = [
+        {
+            "name": "family_soundex_birth_year",
+            "parts": ["family_name.soundex", "date_of_birth.year"],
+        }
+    ]
+    schema = schema_from_dict(data)
     keys = published_keys()
-    batch = encode([JOSE], keys)
-    rule_index = [r.name for r in CHILD.blocking].index("family_soundex_birth_year")
+    batch = encode_records(schema, keys, {f: [JOSE.get(f)] for f in FIELDS})
     digest = hmac.new(
         keys.key("block", "family_soundex_birth_year"), b"M460\x1f2014", hashlib.sha256
     ).digest()
-    assert int(batch.block_keys[0, rule_index]) == int.from_bytes(digest[:8], "little")
+    assert int(batch.block_keys[0, 0]) == int.from_bytes(digest[:8], "little")
     assert blocking_token(keys.key("block", "x"), ["a", "b"]) == int.from_bytes(
         hmac.new(keys.key("block", "x"), b"a\x1fb", hashlib.sha256).digest()[:8], "little"
     )
+
+
+def test_filter_block_key_is_the_hmac_of_the_published_filter() -> None:
+    keys = published_keys()
+    batch = encode([JOSE, {**JOSE, "nhs_number": None}], keys)
+    for rule_index, rule in enumerate(CHILD.blocking):
+        assert all(transform == "filter" for _, transform in rule.parts)
+        ((field_name, _),) = rule.parts
+        column = batch.field_filters[FIELDS.index(field_name)]
+        message = column[0].astype("<u8").tobytes().hex().encode()
+        digest = hmac.new(keys.key("block", rule.name), message, hashlib.sha256).digest()
+        assert int(batch.block_keys[0, rule_index]) == int.from_bytes(digest[:8], "little")
+    # a missing value: no key; equal published filters: equal keys
+    nhs = [r.name for r in CHILD.blocking].index("nhs_number")
+    assert batch.block_keys[1, nhs] == 0
+    dob = [r.name for r in CHILD.blocking].index("date_of_birth")
+    assert batch.block_keys[0, dob] == batch.block_keys[1, dob] != 0
 
 
 def test_batch_arrays_have_the_documented_shapes_and_dtypes() -> None:

@@ -34,7 +34,10 @@ GOLDEN = Path(__file__).parent / "golden"
 SHIPPED: dict[str, Any] = json.loads((GOLDEN / "shipped_filters.json").read_text("utf-8"))
 CHILD = load_schema("child")
 SALT = "date_of_birth.value"
+SEX_SALT = "sex.value"
 NAMES = ("given_name", "middle_names", "family_name")
+#: fields salted with the date of birth (the date of birth itself is salted with sex)
+DOB_SALTED = (*NAMES, "postcode")
 
 
 def published_keys(key_version: int = 1) -> KeySet:
@@ -71,11 +74,12 @@ def golden_batch() -> EncodedBatch:
 # ----------------------------------------------------------------------------- golden vectors
 
 
-def test_shipped_schema_salts_the_name_fields_with_one_source() -> None:
-    assert CHILD.salt_sources == (SALT,)
-    assert {f.name for f in CHILD.fields if f.salt} == set(NAMES)
+def test_shipped_schema_salts_names_and_postcode_with_the_date_and_the_date_with_sex() -> None:
+    assert CHILD.salt_sources == (SALT, SEX_SALT)
+    assert {f.name for f in CHILD.fields if f.salt == SALT} == set(DOB_SALTED)
+    assert {f.name for f in CHILD.fields if f.salt == SEX_SALT} == {"date_of_birth"}
     assert SHIPPED["schema_fingerprint"] == CHILD.fingerprint()
-    assert SHIPPED["salt_sources"] == [SALT]
+    assert SHIPPED["salt_sources"] == [SALT, SEX_SALT]
     assert SHIPPED["secret_hex"] == TEST_SECRET_HEX
 
 
@@ -97,20 +101,49 @@ def test_shipped_filters_golden(golden_batch: EncodedBatch, expected: dict[str, 
 # ----------------------------------------------------------------------------- constructions
 
 
-def documented_tag(keys: KeySet, source: str, value: str) -> int:
+def documented_tag(keys: KeySet, source: str, message: str) -> int:
     """The salt tag as the encode module docstring specifies it, computed independently."""
     key = derive_key(keys.secret, purpose="salt", subject=source, key_version=keys.key_version)
-    return int.from_bytes(hmac.digest(key, value.encode("utf-8"), "sha256")[:8], "little") or 1
+    return int.from_bytes(hmac.digest(key, message.encode("utf-8"), "sha256")[:8], "little") or 1
 
 
-def test_salt_tag_is_the_documented_hmac_and_zero_when_missing() -> None:
+def test_salt_tag_of_a_value_source_is_the_hmac_of_the_published_filter() -> None:
     keys = published_keys()
     records = [child(), child(date_of_birth="02/11/2009"), child(date_of_birth=None)]
     batch = encode_records(CHILD, keys, columns_of(records))
-    assert batch.salt_tags.shape == (3, 1) and batch.salt_tags.dtype == np.uint64
-    assert int(batch.salt_tags[0, 0]) == documented_tag(keys, SALT, "2015-03-14")
-    assert int(batch.salt_tags[1, 0]) == documented_tag(keys, SALT, "2009-11-02")
+    assert batch.salt_tags.shape == (3, 2) and batch.salt_tags.dtype == np.uint64
+    for s, source in enumerate(CHILD.salt_sources):
+        column = batch.field_filters[CHILD.field_names.index(source.split(".")[0])]
+        for row in (0, 1):
+            assert int(batch.salt_tags[row, s]) == documented_tag(keys, source, hex_of(column[row]))
+    assert int(batch.salt_tags[2, 0]) == 0  # no date of birth: no tag
+    assert batch.salt_tags[0, 1] == batch.salt_tags[1, 1]  # the same sex (and no salt on it)
+
+
+def test_salt_tag_of_another_transform_is_the_hmac_of_the_value() -> None:
+    keys = published_keys()
+    schema = CHILD.with_salt("").with_salt("date_of_birth.year", NAMES)
+    records = [child(), child(date_of_birth="02/11/2015"), child(date_of_birth=None)]
+    batch = encode_records(schema, keys, columns_of(records))
+    source = "date_of_birth.year"
+    assert int(batch.salt_tags[0, 0]) == documented_tag(keys, source, "2015")
+    assert batch.salt_tags[0, 0] == batch.salt_tags[1, 0]
     assert int(batch.salt_tags[2, 0]) == 0
+
+
+def test_a_tag_groups_records_exactly_as_the_salt_fields_filter_does() -> None:
+    records = [
+        child(),
+        child(given_name="Amara"),  # same date and sex: same date filter, same tag
+        child(sex="M"),  # same date, other sex: the date filter (salted with sex) differs
+        child(date_of_birth="15/03/2015"),
+    ]
+    batch = encode_records(CHILD, published_keys(), columns_of(records))
+    dob = batch.field_filters[CHILD.field_names.index("date_of_birth")]
+    for i in range(4):
+        for j in range(4):
+            same_filter = bool(np.array_equal(dob[i], dob[j]))
+            assert (batch.salt_tags[i, 0] == batch.salt_tags[j, 0]) == same_filter, (i, j)
 
 
 def test_salted_field_filter_is_the_union_of_salted_token_positions() -> None:
@@ -137,7 +170,7 @@ def test_tags_depend_on_the_key_and_are_deterministic() -> None:
     other_version = encode_records(CHILD, published_keys(key_version=2), columns)
     other_secret = encode_records(CHILD, KeySet(LinkageSecret(bytes(range(32)))), columns)
     np.testing.assert_array_equal(first.salt_tags, again.salt_tags)
-    assert first.salt_tags[0, 0] == first.salt_tags[1, 0]  # same date of birth, other name
+    assert (first.salt_tags[0] == first.salt_tags[1]).all()  # same date of birth, other name
     assert not np.array_equal(first.salt_tags, other_version.salt_tags)
     assert not np.array_equal(first.salt_tags, other_secret.salt_tags)
 
@@ -161,7 +194,11 @@ def test_unsalted_schema_has_no_tag_columns() -> None:
 def test_with_salt_validates_like_a_parsed_file() -> None:
     with pytest.raises(SchemaError, match="salt"):
         CHILD.with_salt("postcode.year_month", ["given_name"])
-    resalted = CHILD.with_salt("").with_salt(SALT, NAMES)
+    with pytest.raises(SchemaError, match="blocking parts"):
+        CHILD.with_salt("sex.filter", ["given_name"])
+    resalted = (
+        CHILD.with_salt("").with_salt(SALT, DOB_SALTED).with_salt(SEX_SALT, ["date_of_birth"])
+    )
     assert resalted.fingerprint() == CHILD.fingerprint()
 
 
@@ -187,6 +224,8 @@ def test_salted_name_is_missing_not_disagreeing_when_the_salts_differ() -> None:
     assert levels[2, given] == 0 and levels[2, family] == 0  # compared, and disagree
     sex = CHILD.field_names.index("sex")
     assert levels[1, sex] != scoring.MISSING_LEVEL  # unsalted fields are still compared
+    dob = CHILD.field_names.index("date_of_birth")
+    assert levels[1, dob] != scoring.MISSING_LEVEL  # the date is salted with sex, which agrees
 
 
 @settings(deadline=None, max_examples=50)
@@ -198,17 +237,24 @@ def test_salt_comparable_is_tag_equality_on_salted_fields_only(
     left: list[int], right: list[int]
 ) -> None:
     n = min(len(left), len(right))
+    # two tag columns (one per salt source): the second is the first shifted, so they differ
     a = np.array(left[:n], dtype=np.uint64).reshape(n, 1)
     b = np.array(right[:n], dtype=np.uint64).reshape(n, 1)
-    out = salt_comparable(CHILD, a, b)
+    a2 = np.concatenate([a, (a + np.uint64(1)) % np.uint64(3)], axis=1)
+    b2 = np.concatenate([b, b % np.uint64(2)], axis=1)
+    out = salt_comparable(CHILD, a2, b2)
     assert out.shape == (n, len(CHILD.fields))
     for f, spec in enumerate(CHILD.fields):
-        expected = (a[:, 0] == b[:, 0]) if spec.salt else np.ones(n, dtype=bool)
+        if spec.salt:
+            s = CHILD.salt_sources.index(spec.salt)
+            expected = a2[:, s] == b2[:, s]
+        else:
+            expected = np.ones(n, dtype=bool)
         np.testing.assert_array_equal(out[:, f], expected)
 
 
 def test_linkage_refuses_salt_tags_of_the_wrong_shape() -> None:
     batch = encode_records(CHILD, published_keys(), columns_of([child(), child()]))
-    wrong = EncodedBatch(**{**batch.__dict__, "salt_tags": np.zeros((2, 2), dtype=np.uint64)})
+    wrong = EncodedBatch(**{**batch.__dict__, "salt_tags": np.zeros((2, 1), dtype=np.uint64)})
     with pytest.raises(FilterFormatError, match=r"salt_tags: expected a uint64 array of shape"):
         pipeline.check_compatible(CHILD, wrong)

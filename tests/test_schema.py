@@ -150,7 +150,7 @@ def _set(table: str, key: str, value: Any, index: int | None = None) -> Any:
 # Field 0 is given_name (kind name), field 3 date_of_birth (kind date).
 SINGLE_CHANGES: list[tuple[str, Any]] = [
     ("schema.name", _set("schema", "name", "child-records-2")),
-    ("schema.version", _set("schema", "version", 2)),
+    ("schema.version", _set("schema", "version", 3)),
     ("schema.day_first", _set("schema", "day_first", False)),
     ("schema.record_filter_bits", _set("schema", "record_filter_bits", 2048)),
     ("schema.description", _set("schema", "description", "changed")),
@@ -297,7 +297,7 @@ salt = ""
         ("schema", "[schema]"),
         ("hardening", "[hardening]"),
         ("field", "field[2]"),  # family_name; unknown keys are reported by table index
-        ("blocking", "blocking[2]"),  # the rule named nhs_number
+        ("blocking", "blocking[1]"),  # the rule named nhs_number
     ],
 )
 def test_unknown_key_at_every_level_is_an_error(level: str, where: str) -> None:
@@ -317,7 +317,7 @@ def test_unknown_key_at_every_level_is_an_error(level: str, where: str) -> None:
     if level == "field":
         table = data["field"][field_index(data, "family_name")]
     elif level == "blocking":
-        table = data["blocking"][2]
+        table = data["blocking"][1]
     place = f"key {len(table)} of the {'document' if level == 'top' else 'table'}"  # added last
     assert problems[0].startswith(f"{where}: unknown key ({place})")
     assert "xor_folds" not in problems[0]  # the key itself is never echoed
@@ -567,6 +567,7 @@ def test_bad_salt_reference(salt: str) -> None:
 
 _CHILD_FIELDS = "given_name, middle_names, family_name, date_of_birth, sex, postcode, nhs_number"
 _NAME_TRANSFORMS = "first_part, initial, metaphone, nysiis, soundex, value"
+_FILTER = "filter, "  # blocking parts may name the published filter, salts may not
 
 
 @pytest.mark.parametrize(
@@ -584,12 +585,12 @@ _NAME_TRANSFORMS = "first_part, initial, metaphone, nysiis, soundex, value"
         (
             "family_name.sundex",
             'the transform after "." is not available for field[2] (family_name, a family_name '
-            f'field), expected one of: {_NAME_TRANSFORMS} (did you mean "soundex"?)',
+            f'field), expected one of: {{filter}}{_NAME_TRANSFORMS} (did you mean "soundex"?)',
         ),
         (
             "date_of_birth.soundex",
             'the transform after "." is not available for field[3] (date_of_birth, a date '
-            "field), expected one of: month_day, value, year, year_month",
+            "field), expected one of: {filter}month_day, value, year, year_month",
         ),
         ("family_name", 'expected "<field>.<transform>"'),
     ],
@@ -597,9 +598,17 @@ _NAME_TRANSFORMS = "first_part, initial, metaphone, nysiis, soundex, value"
 def test_bad_reference_messages_name_the_place_and_the_expectation(part: str, message: str) -> None:
     parts = ["date_of_birth.year", part]
     problems = problems_of(_mutated(_set("blocking", "parts", parts, 1)))
-    assert problems == (f"blocking[1].parts[1]: {message}",)
+    assert problems == (f"blocking[1].parts[1]: {message.replace('{filter}', _FILTER)}",)
     salt_problems = problems_of(_mutated(_set("field", "salt", part, 6)))
-    assert salt_problems == (f"field[6].salt: {message}",)
+    assert salt_problems == (f"field[6].salt: {message.replace('{filter}', '')}",)
+
+
+def test_a_salt_may_not_name_the_published_filter() -> None:
+    problems = problems_of(_mutated(_set("field", "salt", "sex.filter", 6)))
+    assert problems == (
+        'field[6].salt: the transform "filter" is for blocking parts, expected a value '
+        'transform such as "value" or "year"',
+    )
 
 
 def test_known_field_list_holds_only_validated_names() -> None:
@@ -621,12 +630,12 @@ def test_known_field_list_holds_only_validated_names() -> None:
 
 def test_bad_rule_names_are_reported_by_position() -> None:
     data = child_dict()
-    data["blocking"][4]["name"] = "a/b"
-    data["blocking"][5]["name"] = data["blocking"][2]["name"]
+    data["blocking"][3]["name"] = "a/b"
+    data["blocking"][4]["name"] = data["blocking"][2]["name"]
     problems = problems_of(data)
     assert problems == (
-        "blocking[4].name: required, without '/'",
-        "blocking[5].name: duplicate rule name (same as blocking[2])",
+        "blocking[3].name: required, without '/'",
+        "blocking[4].name: duplicate rule name (same as blocking[2])",
     )
 
 
@@ -648,9 +657,11 @@ _TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)  # non-BMP a
 _OPTIONAL = st.booleans()
 
 
-def _refs_to(field: str, kind: str) -> st.SearchStrategy[str]:
-    """``"<field>.<transform>"`` references to ``field`` with a transform its kind allows."""
-    return st.sampled_from([f"{field}.{t}" for t in sorted(BLOCKING_TRANSFORMS[kind])])
+def _refs_to(field: str, kind: str, *, salt: bool = False) -> st.SearchStrategy[str]:
+    """``"<field>.<transform>"`` references to ``field`` with a transform its kind allows (a
+    salt: any but ``filter``)."""
+    allowed = BLOCKING_TRANSFORMS[kind] - ({"filter"} if salt else set())
+    return st.sampled_from([f"{field}.{t}" for t in sorted(allowed)])
 
 
 @st.composite
@@ -686,7 +697,7 @@ def schema_dicts(draw: st.DrawFn) -> dict[str, Any]:
             options["phonetic"] = st.lists(st.sampled_from(PHONETIC_CODES), unique=True)
         others = [n for n in names if n != name]
         if others:
-            options["salt"] = st.one_of([_refs_to(o, kinds[o]) for o in others])
+            options["salt"] = st.one_of([_refs_to(o, kinds[o], salt=True) for o in others])
         for key, strategy in options.items():
             if draw(_OPTIONAL):
                 spec[key] = draw(strategy)
