@@ -150,9 +150,10 @@ def _pick_queries(
 ) -> list[_Query]:
     rng = np.random.default_rng(seed + 1)
     pool = [(a, i) for a in QUERY_AGENCIES for i in range(len(population.agencies[a]))]
-    picks = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
-    queries = []
-    for p in picks.tolist():
+    queries: list[_Query] = []
+    for p in rng.permutation(len(pool)).tolist():
+        if len(queries) == count:
+            break
         agency, row = pool[p]
         data = population.agencies[agency]
         identifiers = {
@@ -160,6 +161,8 @@ def _pick_queries(
             for f in fields
             if data.columns[f][row] and str(data.columns[f][row]).strip()
         }
+        if "date_of_birth" in identifiers and "sex" not in identifiers and "sex" in fields:
+            continue  # the node refuses a date without sex (the date is salted with it)
         record_id = data.columns["record_id"][row]
         queries.append(_Query(identifiers, agency, str(record_id), int(data.child_id[row])))
     return queries

@@ -416,10 +416,12 @@ def _pick_children(
             continue
         query = {
             f: str(health.columns[f][j]).strip()
-            for f in ("given_name", "family_name", "date_of_birth", "postcode")
+            # sex too: the shipped schema salts the date of birth with it (a lookup that gives
+            # the date without it is refused)
+            for f in ("given_name", "family_name", "date_of_birth", "sex", "postcode")
             if health.columns[f][j] and str(health.columns[f][j]).strip()
         }
-        if len(query) == 4:
+        if len(query) == 5:
             chosen.append(query)
         if len(chosen) == count:
             break

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from linkage.encode import encode_record
+from linkage.encode import EncodedBatch, encode_record
 from linkage.keys import KeySet
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
@@ -195,12 +195,38 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         batch = encode_record(self._schema, self._keys, identifiers)
         for problem in batch.problems:
             raise RequestError(f"identifiers[{problem.field!r}]", problem.reason)
+        self._require_chained_salts(batch)
         present = batch.field_present[0].tolist()
         if not any(present[index] for index in self._identifying_fields):
             raise RequestError(
                 "identifiers", "expected at least one identifying field with a value"
             )
         return encoded_to_proto(batch, [lookup_id])[0]
+
+    def _require_chained_salts(self, batch: EncodedBatch) -> None:
+        """Refuse a query that gives a salt field (its tag comes from its published filter)
+        but not the field that field is itself salted with: the shipped schema salts the date
+        of birth with sex, so a date without sex has a filter, and a tag, that only records
+        without a sex share, and nothing salted with the date could be compared."""
+        present = dict(zip(self._schema.field_names, batch.field_present[0].tolist(), strict=True))
+        source_fields = {source.split(".")[0] for source in self._schema.salt_sources}
+        for spec in self._schema.fields:
+            salt_field = spec.salt.split(".")[0] if spec.salt else ""
+            if (
+                salt_field
+                and spec.name in source_fields
+                and present[spec.name]
+                and not present[salt_field]
+            ):
+                dependants = [
+                    f.name for f in self._schema.fields if f.salt.startswith(spec.name + ".")
+                ]
+                raise RequestError(
+                    f"identifiers[{salt_field!r}]",
+                    f"expected a value when {spec.name} is given: the schema salts {spec.name} "
+                    f"with it, and {', '.join(dependants)} are compared only where "
+                    f"{spec.name} (with its salt) agrees",
+                )
 
     def _abort_for_matcher(self, context: grpc.ServicerContext, exc: grpc.RpcError) -> NoReturn:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN

@@ -410,7 +410,12 @@ def test_lookup_goes_through_the_matcher(
     before = len(log.matches)
     response = node.stub(pki, "alice").Lookup(
         jigsaw_pb2.LookupRequest(
-            identifiers={"given_name": "Amy", "family_name": "Smith", "date_of_birth": "2/3/2014"},
+            identifiers={
+                "given_name": "Amy",
+                "family_name": "Smith",
+                "date_of_birth": "2/3/2014",
+                "sex": "F",
+            },
             purpose="strategy meeting",
             max_candidates=5,
         ),
@@ -430,7 +435,7 @@ def test_lookup_goes_through_the_matcher(
     filters = list(request.query.field_filters)
     names = node.config.schema.field_names
     present = {name for name, data in zip(names, filters, strict=True) if data}
-    assert present == {"given_name", "family_name", "date_of_birth"}
+    assert present == {"given_name", "family_name", "date_of_birth", "sex"}
     assert_no_identifier(request.SerializeToString().decode("latin-1"))
     assert b"Amy" not in request.SerializeToString()
 
@@ -449,6 +454,12 @@ def test_lookup_goes_through_the_matcher(
         ({"sex": "F"}, "p", "at least one identifying field"),
         ({}, "p", "at least one identifying field"),
         ({"family_name": "Smith"}, "", "purpose"),
+        # the date of birth is salted with sex, and the names' salt tags come from its filter
+        (
+            {"given_name": "Amy", "date_of_birth": "2/3/2014"},
+            "p",
+            "identifiers['sex']\": expected a value when date_of_birth is given",
+        ),
     ],
 )
 def test_lookup_validation(
