@@ -8,9 +8,12 @@ loop over blocks or records (only over blocking rules and LSH bands, which are f
 Inputs
 ------
 ``block_keys`` is a ``uint64`` array of shape ``(n_records, n_rules)``. Column ``r`` holds, per
-record, the key of blocking rule ``r``: on the nodes that is a keyed blocking token (for example
-HMAC of the surname's phonetic code and the birth year, truncated to 64 bits); on the matcher it
-can also be an LSH band key computed by :func:`lsh_keys`. The value ``0`` means "no key" (a
+record, the key of blocking rule ``r``: on the nodes that is a keyed blocking token, the HMAC,
+truncated to 64 bits, of the rule's parts (in the shipped schema each part is a field's
+published filter, so the keys group records exactly as equal filters do; a schema may also
+block on transformed values such as a surname's phonetic code and the birth year, which
+publishes that grouping: :mod:`linkage.encode`); on the matcher it can also be an LSH band
+key computed by :func:`lsh_keys`. The value ``0`` means "no key" (a
 field the rule needs was missing) and never puts two records in the same block. Rules are
 compared column to column only: a key of rule 0 never meets a key of rule 1.
 
