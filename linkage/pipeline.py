@@ -68,9 +68,9 @@ class LinkageOptions:
     u_sample_pairs: int = 300_000
     em_max_iterations: int = 500
     #: latent classes in EM (:func:`linkage.scoring.fit_latent_classes` when more than 2).
-    #: Fitting on the pairs that share blocking keys (below) does most of the work at scale;
-    #: four classes add a little (``python -m benchmarks.em_scale``, RESULTS.md "Model at
-    #: scale": pairwise precision 0.983 against 0.980 with two at 1.02 M records).
+    #: At 1.02 M records with the shipped schema (``python -m benchmarks.em_scale``, RESULTS.md
+    #: "Model at scale") two classes give pairwise precision 0.72 even on the pairs sharing
+    #: two keys, three or four 0.991 (recall 0.953) on those pairs or on every candidate.
     em_classes: int = 4
     #: EM fits on the candidates sharing this many blocking keys (:func:`fitting_pairs`) when
     #: there are at least ``fit_min_pairs`` of them; 1 or less: on every candidate
@@ -529,12 +529,13 @@ def fitting_pairs(
     grow with it, true pairs do not), and once it is small a latent class of different people
     who share a name and birth year outweighs it and EM calls that class the match class.
     The pairs agreeing under two or more blocking rules stay rich in true matches as the
-    population grows (87 % at 45 k records, 34 % at 1.02 M). Measured by
-    ``python -m benchmarks.em_scale --children 450000`` (1.02 M records,
-    RESULTS.md "Model at scale"): EM on every candidate (2.4 % matches) gives pairwise
-    precision 0.10 with two classes and 0.63 with four; on the shared-keys subset (34 %
-    matches, 97 % of the true pairs) 0.98 at recall 0.97 with two, three or four. The
-    rule uses no labels. The model then scores every candidate.
+    population grows. Measured by ``python -m benchmarks.em_scale --children 450000``
+    (1.02 M records, RESULTS.md "Model at scale"): with the contract-1 value rules EM on every
+    candidate (2.4 % matches) gave pairwise precision 0.10 with two classes and 0.63 with
+    four, on the shared-keys subset (34 % matches) 0.98; with the shipped filter rules the
+    subset is 58 % matches and four classes give 0.991 (recall 0.953) on it or on every
+    candidate (6.7 % matches), two classes 0.72 on it and 0.02 on every candidate. The rule
+    uses no labels. The model then scores every candidate.
     """
     if options.fit_min_shared_keys <= 1 or left.block_keys.shape[1] < options.fit_min_shared_keys:
         return None

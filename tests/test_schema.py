@@ -791,3 +791,16 @@ def test_fingerprint_is_cached_per_schema_and_follows_changes() -> None:
     )
     assert renamed != schema and copy.deepcopy(schema) == schema  # the cache is not a field
     assert copy.deepcopy(schema).fingerprint() == expected
+
+
+def test_the_shipped_child_schema_publishes_no_grouping_beyond_its_filters() -> None:
+    # every blocking part is a field's published filter, and every salt source a ".value"
+    # one (its tag derived from the salt field's filter): no key or tag groups records in a
+    # way an attacker could reproduce from values under its own key
+    schema = load_schema("child")
+    assert schema.blocking
+    assert all(t == "filter" for rule in schema.blocking for _, t in rule.parts)
+    assert all(source.endswith(".value") for source in schema.salt_sources)
+    # no field filter groups records across dates of birth but sex and the NHS number
+    unsalted = {f.name for f in schema.fields if not f.salt}
+    assert unsalted == {"sex", "nhs_number"}
