@@ -541,3 +541,32 @@ def test_empty_batch_encodes_to_empty_arrays() -> None:
     batch = encode_records(CHILD, published_keys(), {f: [] for f in FIELDS})
     assert len(batch) == 0
     assert batch.block_keys.shape == (0, len(CHILD.blocking))
+
+
+@settings(deadline=None, derandomize=True, max_examples=40)
+@given(records_strategy)
+def test_filter_keys_and_tags_group_records_exactly_as_their_filters(
+    records: list[dict[str, str | None]],
+) -> None:
+    # under the shipped schema (salted, hardened): two records share a filter rule's key, or
+    # a ".value" source's salt tag, exactly when the field's published filters are equal
+    shipped = load_schema("child")
+    batch = encode_records(
+        shipped, published_keys(), {f: [r.get(f) for r in records] for f in FIELDS}
+    )
+    names = shipped.field_names
+    columns = [
+        (batch.block_keys[:, r], names.index(rule.parts[0][0]))
+        for r, rule in enumerate(shipped.blocking)
+    ] + [
+        (batch.salt_tags[:, s], names.index(source.split(".")[0]))
+        for s, source in enumerate(shipped.salt_sources)
+    ]
+    for keys_column, field in columns:
+        filters, present = batch.field_filters[field], batch.field_present[:, field]
+        for i in range(len(records)):
+            assert (keys_column[i] == 0) == (not present[i])
+            for j in range(len(records)):
+                if present[i] and present[j]:
+                    same_filter = bool(np.array_equal(filters[i], filters[j]))
+                    assert (keys_column[i] == keys_column[j]) == same_filter
