@@ -1,0 +1,148 @@
+"""Where recall is lost: the true pairs a batch link leaves apart, by what their records differ in.
+
+Role: the evidence behind the recall cost of the shipped schema's salts (RESULTS.md "Default
+hardening"). The child schema salts the names and the postcode with the date of birth and the
+date of birth with sex, and a salted field is compared only where its salt agrees; so two
+records of one child whose date of birth, or whose sex, is missing on one side or differs keep
+only the unsalted fields (sex, NHS number) as evidence. On the seeded synthetic four-agency
+population of ``--children`` children, encoded with the shipped schema (``--plain``: its salts
+and hardening off, for comparison), it clusters the agencies as ``jigsaw link`` does and sorts
+every true pair the clustering left apart into the first category that fits, in this order:
+the date of birth missing on a side, the dates differ, sex missing on a side, sex differs,
+neither (both agree). Shares are of all true pairs. Labels and plaintext are used only to
+score and categorise; only counts are printed.
+
+Run ``python -m benchmarks.recall_loss --children 50000`` (prints one JSON object per schema).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from linkage import evaluate, pipeline
+from linkage.encode import _normalise_value, encode_records
+from linkage.keys import KeySet, LinkageSecret
+from linkage.schema import Hardening, Schema, default_child_schema
+from linkage.solve import pairs_from_labels
+from linkage.synthetic import SyntheticData, generate_population
+
+#: The categories of a lost true pair, in the order they are tested.
+CATEGORIES = ("dob_missing", "dob_differs", "sex_missing", "sex_differs", "dob_and_sex_agree")
+
+
+def _canonical(schema: Schema, data: SyntheticData, field: str) -> list[str | None]:
+    """The field's normalised values over the agencies in order (None: missing or invalid)."""
+    spec = schema.field(field)
+    return [
+        _normalise_value(spec, value, schema.day_first)[0]
+        for agency in data.agencies.values()
+        for value in agency.columns[field]
+    ]
+
+
+def categorise(
+    left: NDArray[np.int64],
+    right: NDArray[np.int64],
+    dob: Sequence[str | None],
+    sex: Sequence[str | None],
+) -> dict[str, int]:
+    """How many of the pairs (``left[k]``, ``right[k]``) fall in each of :data:`CATEGORIES`."""
+    counts = dict.fromkeys(CATEGORIES, 0)
+    for i, j in zip(left.tolist(), right.tolist(), strict=True):
+        if dob[i] is None or dob[j] is None:
+            counts["dob_missing"] += 1
+        elif dob[i] != dob[j]:
+            counts["dob_differs"] += 1
+        elif sex[i] is None or sex[j] is None:
+            counts["sex_missing"] += 1
+        elif sex[i] != sex[j]:
+            counts["sex_differs"] += 1
+        else:
+            counts["dob_and_sex_agree"] += 1
+    return counts
+
+
+def measure(schema: Schema, data: SyntheticData, label: str) -> dict[str, object]:
+    """Cluster the agencies under ``schema`` and categorise the true pairs left apart."""
+    started = time.perf_counter()
+    keys = KeySet(LinkageSecret.for_tests())
+    batches = [encode_records(schema, keys, agency.columns) for agency in data.agencies.values()]
+    truth = np.concatenate([agency.child_id for agency in data.agencies.values()])
+    result = pipeline.cluster_datasets(schema, batches)
+    ti, tj = evaluate.true_pairs_from_entities(truth)
+    pi, pj = pairs_from_labels(result.labels)
+    quality = evaluate.pairwise_quality(pi, pj, ti, tj, ordered=False)
+    lost = result.labels[ti] != result.labels[tj]
+    counts = categorise(
+        ti[lost],
+        tj[lost],
+        _canonical(schema, data, "date_of_birth"),
+        _canonical(schema, data, "sex"),
+    )
+    total = max(1, ti.shape[0])
+    row: dict[str, object] = {
+        "schema": label,
+        "records": int(truth.shape[0]),
+        "true_pairs": int(ti.shape[0]),
+        "precision": quality.precision,
+        "recall": quality.recall,
+        "f1": quality.f1,
+        "lost": int(lost.sum()),
+    }
+    row.update({f"lost_{name}": counts[name] / total for name in CATEGORIES})
+    row["seconds"] = time.perf_counter() - started
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.recall_loss")
+    parser.add_argument("--children", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--plain", action="store_true", help="also the child schema without salts or hardening"
+    )
+    parser.add_argument("--report", action="store_true", help="write the RESULTS.md section")
+    args = parser.parse_args(argv)
+    data = generate_population(args.children, seed=args.seed)
+    schemas = [("shipped", default_child_schema())]
+    if args.plain:
+        plain = default_child_schema().with_salt("").with_hardening(Hardening(), Hardening())
+        schemas.append(("plain", plain))
+    rows = []
+    for label, schema in schemas:
+        rows.append(measure(schema, data, label))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.report:
+        _report(rows, argv)
+
+
+def _report(rows: list[dict[str, object]], argv: Sequence[str] | None) -> None:
+    import sys
+
+    from benchmarks.report import markdown_table, provenance, write_section
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    body = (
+        "## Where recall is lost\n\n"
+        + provenance("python -m benchmarks.recall_loss " + " ".join(words))
+        + "\nSeeded synthetic four-agency population, clustered as `jigsaw link` does. Every"
+        " true pair the clustering left apart is counted in the first category that fits:"
+        " the date of birth missing on a side, the dates differ, sex missing on a side, sex"
+        " differs, or both agree; each `lost_` figure is a share of all true pairs. The"
+        " shipped schema compares a field salted with the date (names, postcode) only where"
+        " the date's filter, itself salted with sex, is equal on both sides. `plain`: the"
+        " same schema with its salts and hardening off.\n\n"
+        + markdown_table(rows, list(rows[0]) if rows else [])
+        + "\n"
+    )
+    write_section("recall-loss", body)
+
+
+if __name__ == "__main__":
+    main()

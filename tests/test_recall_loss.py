@@ -1,0 +1,35 @@
+"""The recall-loss benchmark (benchmarks/recall_loss.py): its categories and one tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import recall_loss
+
+
+def test_each_lost_pair_goes_to_the_first_category_that_fits() -> None:
+    dob = ["2014-01-02", None, "2014-01-02", "2014-01-03", "2014-01-02", "2014-01-02"]
+    sex = ["f", "f", None, "f", "m", "f"]
+    left = np.array([0, 0, 0, 0, 0, 1], dtype=np.int64)
+    right = np.array([1, 3, 2, 4, 5, 3], dtype=np.int64)
+    assert recall_loss.categorise(left, right, dob, sex) == {
+        "dob_missing": 2,  # (0, 1) and (1, 3): a missing date comes first
+        "dob_differs": 1,
+        "sex_missing": 1,
+        "sex_differs": 1,
+        "dob_and_sex_agree": 1,
+    }
+
+
+def test_a_tiny_run_accounts_for_every_lost_pair(capsys: pytest.CaptureFixture[str]) -> None:
+    recall_loss.main(["--children", "400", "--plain"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["schema"] for r in rows] == ["shipped", "plain"]
+    for row in rows:
+        shares = sum(row[f"lost_{name}"] for name in recall_loss.CATEGORIES)
+        assert shares == pytest.approx(row["lost"] / row["true_pairs"])
+        assert row["recall"] == pytest.approx(1 - row["lost"] / row["true_pairs"])
+        assert 0.9 < row["precision"] <= 1.0
