@@ -161,8 +161,6 @@ def _pick_queries(
             for f in fields
             if data.columns[f][row] and str(data.columns[f][row]).strip()
         }
-        if "date_of_birth" in identifiers and "sex" not in identifiers and "sex" in fields:
-            continue  # the node refuses a date without sex (the date is salted with it)
         record_id = data.columns["record_id"][row]
         queries.append(_Query(identifiers, agency, str(record_id), int(data.child_id[row])))
     return queries

@@ -23,18 +23,21 @@ unreachable (or too slow) is ``UNAVAILABLE``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, NoReturn
 
 import grpc
+import numpy as np
 
 from linkage.encode import EncodedBatch, encode_record
 from linkage.keys import KeySet
+from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
 from server.auth import NODE_POLICY, Identity, current_identity
@@ -62,6 +65,9 @@ MAX_PURPOSE_CHARS = 500
 MAX_VALUE_CHARS = 200
 MAX_KEY_CHARS_SHOWN = 64
 DEFAULT_MAX_CANDIDATES = 20
+#: Field kinds whose normalised values are few enough that a lookup missing one that salts
+#: another field it gives is sent once per value (:func:`salt_variants`).
+FINITE_DOMAINS: Mapping[str, tuple[str, ...]] = {"sex": ("f", "m", "x")}
 MAX_CANDIDATES = 100
 MATCH_TIMEOUT_S = 5.0
 MAX_WORKERS = 16
@@ -76,6 +82,66 @@ def _version() -> str:
         return metadata.version("jigsaw-linkage")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def salt_variants(schema: Schema, batch: EncodedBatch) -> list[dict[str, str]]:
+    """The values to assume for the missing salt fields of a one-record query, one mapping
+    per query to send; empty when nothing is assumed.
+
+    A field salted with another (the shipped date of birth, salted with sex) has a filter, and
+    its fields salted in turn (names, postcode) a salt tag, only under that other field's
+    value; a query without it could be compared with nothing salted. Where the missing field
+    has a few possible values (:data:`FINITE_DOMAINS`) the query is sent under each."""
+    present = dict(zip(schema.field_names, batch.field_present[0].tolist(), strict=True))
+    kinds = {spec.name: spec.kind for spec in schema.fields}
+    missing: list[str] = []
+    for spec in schema.fields:
+        salt_field = spec.salt.split(".")[0] if spec.salt else ""
+        if (
+            salt_field
+            and present[spec.name]
+            and not present[salt_field]
+            and kinds[salt_field] in FINITE_DOMAINS
+            and spec.salt == f"{salt_field}.value"
+            and salt_field not in missing
+        ):
+            missing.append(salt_field)
+    variants: list[dict[str, str]] = [{}]
+    for name in missing:
+        variants = [{**v, name: value} for v in variants for value in FINITE_DOMAINS[kinds[name]]]
+    return variants if missing else []
+
+
+def assumed_salt(
+    schema: Schema, keys: KeySet, identifiers: Mapping[str, str], assumed: Mapping[str, str]
+) -> EncodedBatch:
+    """The query encoded with the ``assumed`` values, which only salt: the assumed fields are
+    then published as missing (no filter, so they are never compared and add no evidence),
+    their salt tags kept (so what they salt is compared under them)."""
+    batch = encode_record(schema, keys, identifiers)
+    filters = list(batch.field_filters)
+    present = batch.field_present.copy()
+    for name in assumed:
+        index = schema.field_names.index(name)
+        filters[index] = np.zeros_like(filters[index])
+        present[0, index] = False
+    return dataclasses.replace(batch, field_filters=tuple(filters), field_present=present)
+
+
+def merge_candidates(
+    lists: Sequence[Sequence[jigsaw_pb2.Candidate]], limit: int
+) -> list[jigsaw_pb2.Candidate]:
+    """The candidates of several queries of one lookup: each record once, under its best band
+    (the first query's entry on a tie), best bands first, at most ``limit``."""
+    best: dict[tuple[str, str], jigsaw_pb2.Candidate] = {}
+    for candidates in lists:
+        for candidate in candidates:
+            key = (candidate.agency, candidate.reference)
+            held = best.get(key)
+            if held is None or candidate.band < held.band:
+                best[key] = candidate
+    ordered = sorted(best.values(), key=lambda c: c.band)  # stable: matcher order within a band
+    return ordered[:limit]
 
 
 class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
@@ -116,7 +182,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
     ) -> jigsaw_pb2.LookupResponse:
         identity = current_identity(context)
         lookup_id = secrets.token_hex(16)
-        base = {"lookup_id": lookup_id, "caller_agency": identity.agency}
+        base: dict[str, str | int] = {"lookup_id": lookup_id, "caller_agency": identity.agency}
         retry_after = self._limiter.acquire(identity.name)
         if retry_after is not None:
             self._audit_lookup(identity, "", "rate_limited", base)
@@ -135,22 +201,30 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             )
         try:
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
-            query = self._encode_query(request.identifiers, lookup_id)
+            queries = self._encode_queries(request.identifiers, lookup_id)
         except RequestError:
             self._audit_lookup(identity, "", "invalid_argument", base)
             raise
-        max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
-        match_request = jigsaw_pb2.MatchRequest(
-            header=jigsaw_pb2.EncodingHeader(
-                schema_fingerprint=self._fingerprint, key_version=self._keys.key_version
-            ),
-            query=query,
-            max_candidates=min(max_candidates, MAX_CANDIDATES),
-            purpose=purpose,
-            on_behalf_of=identity.name,
+        if len(queries) > 1:
+            base["queries"] = len(queries)
+        max_candidates = min(request.max_candidates or DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES)
+        header = jigsaw_pb2.EncodingHeader(
+            schema_fingerprint=self._fingerprint, key_version=self._keys.key_version
         )
         try:
-            response = self._matcher.Match(match_request, timeout=MATCH_TIMEOUT_S)
+            responses = [
+                self._matcher.Match(
+                    jigsaw_pb2.MatchRequest(
+                        header=header,
+                        query=query,
+                        max_candidates=max_candidates,
+                        purpose=purpose,
+                        on_behalf_of=identity.name,
+                    ),
+                    timeout=MATCH_TIMEOUT_S,
+                )
+                for query in queries
+            ]
         except grpc.RpcError as exc:
             if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 # the matcher's [match_limits] for this node: staff get the same status and
@@ -160,12 +234,13 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                 raise RateLimitedError(1.0 if retry_after is None else retry_after) from None
             self._audit_lookup(identity, purpose, "matcher_error", base)
             self._abort_for_matcher(context, exc)
-        found = len(response.candidates)
+        candidates = merge_candidates([r.candidates for r in responses], max_candidates)
+        found = len(candidates)
         self._audit_lookup(identity, purpose, "ok", {**base, "candidates": found})
         # debug, not info: every lookup is in the audit log already, and a log line per
         # lookup is formatting and a write on the hot path
         logger.debug("lookup %s: %d candidates", lookup_id, found)
-        return jigsaw_pb2.LookupResponse(lookup_id=lookup_id, candidates=response.candidates)
+        return jigsaw_pb2.LookupResponse(lookup_id=lookup_id, candidates=candidates)
 
     def _audit_lookup(
         self,
@@ -178,10 +253,12 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             actor=identity.name, action="lookup", purpose=purpose, outcome=outcome, details=details
         )
 
-    def _encode_query(
+    def _encode_queries(
         self, identifiers: Mapping[str, str], lookup_id: str
-    ) -> jigsaw_pb2.EncodedRecord:
-        """Validate the identifiers and encode them as one record (reference = lookup id)."""
+    ) -> list[jigsaw_pb2.EncodedRecord]:
+        """Validate the identifiers and encode them as the lookup's queries (reference = lookup
+        id): one record, or one per value of each missing salt field with a few possible
+        values (:func:`salt_variants`)."""
         for key in sorted(identifiers):
             if key not in self._field_names:
                 shown = key[:MAX_KEY_CHARS_SHOWN]
@@ -195,13 +272,22 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         batch = encode_record(self._schema, self._keys, identifiers)
         for problem in batch.problems:
             raise RequestError(f"identifiers[{problem.field!r}]", problem.reason)
-        self._require_chained_salts(batch)
         present = batch.field_present[0].tolist()
         if not any(present[index] for index in self._identifying_fields):
             raise RequestError(
                 "identifiers", "expected at least one identifying field with a value"
             )
-        return encoded_to_proto(batch, [lookup_id])[0]
+        variants = salt_variants(self._schema, batch)
+        if not variants:
+            self._require_chained_salts(batch)
+            return encoded_to_proto(batch, [lookup_id])[0:1]
+        return [
+            encoded_to_proto(
+                assumed_salt(self._schema, self._keys, {**identifiers, **assumed}, assumed),
+                [lookup_id],
+            )[0]
+            for assumed in variants
+        ]
 
     def _require_chained_salts(self, batch: EncodedBatch) -> None:
         """Refuse a query that gives a salt field (its tag comes from its published filter)
