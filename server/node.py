@@ -128,6 +128,33 @@ def assumed_salt(
     return dataclasses.replace(batch, field_filters=tuple(filters), field_present=present)
 
 
+def require_chained_salts(schema: Schema, batch: EncodedBatch) -> None:
+    """Refuse a one-record query that gives a salt field (whose tag comes from its published
+    filter) but not the field that field is itself salted with, when that field has too many
+    values to send the query under each (:func:`salt_variants` covers the others): such a
+    query has a filter, and a tag, that only records without that value share, and nothing
+    salted with it could be compared."""
+    present = dict(zip(schema.field_names, batch.field_present[0].tolist(), strict=True))
+    kinds = {spec.name: spec.kind for spec in schema.fields}
+    source_fields = {source.split(".")[0] for source in schema.salt_sources}
+    for spec in schema.fields:
+        salt_field = spec.salt.split(".")[0] if spec.salt else ""
+        if (
+            salt_field
+            and spec.name in source_fields
+            and present[spec.name]
+            and not present[salt_field]
+            and kinds[salt_field] not in FINITE_DOMAINS
+        ):
+            dependants = [f.name for f in schema.fields if f.salt.startswith(spec.name + ".")]
+            raise RequestError(
+                f"identifiers[{salt_field!r}]",
+                f"expected a value when {spec.name} is given: the schema salts {spec.name} "
+                f"with it, and {', '.join(dependants)} are compared only where "
+                f"{spec.name} (with its salt) agrees",
+            )
+
+
 def merge_candidates(
     lists: Sequence[Sequence[jigsaw_pb2.Candidate]], limit: int
 ) -> list[jigsaw_pb2.Candidate]:
@@ -277,9 +304,9 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             raise RequestError(
                 "identifiers", "expected at least one identifying field with a value"
             )
+        require_chained_salts(self._schema, batch)
         variants = salt_variants(self._schema, batch)
         if not variants:
-            self._require_chained_salts(batch)
             return encoded_to_proto(batch, [lookup_id])[0:1]
         return [
             encoded_to_proto(
@@ -288,31 +315,6 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             )[0]
             for assumed in variants
         ]
-
-    def _require_chained_salts(self, batch: EncodedBatch) -> None:
-        """Refuse a query that gives a salt field (its tag comes from its published filter)
-        but not the field that field is itself salted with: the shipped schema salts the date
-        of birth with sex, so a date without sex has a filter, and a tag, that only records
-        without a sex share, and nothing salted with the date could be compared."""
-        present = dict(zip(self._schema.field_names, batch.field_present[0].tolist(), strict=True))
-        source_fields = {source.split(".")[0] for source in self._schema.salt_sources}
-        for spec in self._schema.fields:
-            salt_field = spec.salt.split(".")[0] if spec.salt else ""
-            if (
-                salt_field
-                and spec.name in source_fields
-                and present[spec.name]
-                and not present[salt_field]
-            ):
-                dependants = [
-                    f.name for f in self._schema.fields if f.salt.startswith(spec.name + ".")
-                ]
-                raise RequestError(
-                    f"identifiers[{salt_field!r}]",
-                    f"expected a value when {spec.name} is given: the schema salts {spec.name} "
-                    f"with it, and {', '.join(dependants)} are compared only where "
-                    f"{spec.name} (with its salt) agrees",
-                )
 
     def _abort_for_matcher(self, context: grpc.ServicerContext, exc: grpc.RpcError) -> NoReturn:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN

@@ -1,0 +1,54 @@
+"""How a node encodes a lookup whose salt chain is incomplete (server.node): the shipped
+schema salts the date of birth with sex and the names and postcode with the date, so a query
+without sex is sent once per sex value (sex published as missing), and a chain through a
+field of many values is refused with the field and the reason, never a value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from linkage.encode import encode_record
+from linkage.keys import KeySet, LinkageSecret
+from linkage.schema import default_child_schema
+from server.node import assumed_salt, require_chained_salts, salt_variants
+from server.status import RequestError
+
+SCHEMA = default_child_schema()
+KEYS = KeySet(LinkageSecret.for_tests())
+QUERY = {"given_name": "Amy", "family_name": "Smith", "date_of_birth": "2/3/2014"}
+
+
+def test_a_query_without_sex_is_sent_under_each_sex() -> None:
+    batch = encode_record(SCHEMA, KEYS, QUERY)
+    assert salt_variants(SCHEMA, batch) == [{"sex": "f"}, {"sex": "m"}, {"sex": "x"}]
+    # with sex, or without the date (nothing salted with sex is given), nothing is assumed
+    assert salt_variants(SCHEMA, encode_record(SCHEMA, KEYS, {**QUERY, "sex": "F"})) == []
+    no_date = {k: v for k, v in QUERY.items() if k != "date_of_birth"}
+    assert salt_variants(SCHEMA, encode_record(SCHEMA, KEYS, no_date)) == []
+
+
+def test_an_assumed_sex_only_salts() -> None:
+    assumed = assumed_salt(SCHEMA, KEYS, {**QUERY, "sex": "f"}, {"sex": "f"})
+    given = encode_record(SCHEMA, KEYS, {**QUERY, "sex": "f"})
+    sex = SCHEMA.field_names.index("sex")
+    dob = SCHEMA.field_names.index("date_of_birth")
+    assert not assumed.field_present[0, sex] and not assumed.field_filters[sex].any()
+    # everything else, salt tags included, as if sex had been given
+    np.testing.assert_array_equal(assumed.field_filters[dob], given.field_filters[dob])
+    np.testing.assert_array_equal(assumed.salt_tags, given.salt_tags)
+    np.testing.assert_array_equal(assumed.block_keys, given.block_keys)
+
+
+def test_a_chain_through_a_field_of_many_values_is_refused() -> None:
+    # the date salted with the postcode: a postcode cannot be assumed
+    schema = SCHEMA.with_salt("postcode.value", ["date_of_birth"]).with_salt("", ["postcode"])
+    batch = encode_record(schema, KEYS, QUERY)
+    assert salt_variants(schema, batch) == []
+    with pytest.raises(RequestError) as info:
+        require_chained_salts(schema, batch)
+    message = str(info.value)
+    assert "identifiers['postcode']" in message and "date_of_birth" in message
+    assert all(value not in message for value in QUERY.values())
+    require_chained_salts(schema, encode_record(schema, KEYS, {**QUERY, "postcode": "LS6 2AB"}))
+    require_chained_salts(SCHEMA, encode_record(SCHEMA, KEYS, QUERY))  # sex is assumed instead
