@@ -85,23 +85,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _report(rows: list[dict[str, object]], argv: Sequence[str] | None) -> None:
-    import sys
+    from benchmarks.report import write_table_section
 
-    from benchmarks.report import markdown_table, provenance, write_section
-
-    words = list(sys.argv[1:] if argv is None else argv)
-    body = (
-        "## Model at scale (EM settings)\n\n"
-        + provenance("python -m benchmarks.em_scale " + " ".join(words))
-        + "\nSeeded synthetic four-agency population, shipped child schema; candidates and"
+    description = (
+        "Seeded synthetic four-agency population, shipped child schema; candidates and"
         " comparison levels built once, the model fitted under each setting, pairs at match"
         " probability >= 0.5 scored against the ground truth *before clustering*."
         " `fit_min_shared_keys` 1 = EM on every candidate; 2 = on the candidates that share"
-        " two or more blocking keys (the pipeline default, with four classes).\n\n"
-        + markdown_table(rows, list(rows[0]) if rows else [])
-        + "\n"
+        " two or more blocking keys (the pipeline default, with four classes)."
     )
-    write_section("em-scale", body)
+    write_table_section(
+        "em-scale", "Model at scale (EM settings)", "benchmarks.em_scale", argv, description, rows
+    )
 
 
 if __name__ == "__main__":

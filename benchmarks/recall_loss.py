@@ -123,25 +123,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _report(rows: list[dict[str, object]], argv: Sequence[str] | None) -> None:
-    import sys
+    from benchmarks.report import write_table_section
 
-    from benchmarks.report import markdown_table, provenance, write_section
-
-    words = list(sys.argv[1:] if argv is None else argv)
-    body = (
-        "## Where recall is lost\n\n"
-        + provenance("python -m benchmarks.recall_loss " + " ".join(words))
-        + "\nSeeded synthetic four-agency population, clustered as `jigsaw link` does. Every"
+    description = (
+        "Seeded synthetic four-agency population, clustered as `jigsaw link` does. Every"
         " true pair the clustering left apart is counted in the first category that fits:"
         " the date of birth missing on a side, the dates differ, sex missing on a side, sex"
         " differs, or both agree; each `lost_` figure is a share of all true pairs. The"
         " shipped schema compares a field salted with the date (names, postcode) only where"
         " the date's filter, itself salted with sex, is equal on both sides. `plain`: the"
-        " same schema with its salts and hardening off.\n\n"
-        + markdown_table(rows, list(rows[0]) if rows else [])
-        + "\n"
+        " same schema with its salts and hardening off."
     )
-    write_section("recall-loss", body)
+    write_table_section(
+        "recall-loss", "Where recall is lost", "benchmarks.recall_loss", argv, description, rows
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import datetime as _dt
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -91,3 +92,27 @@ def markdown_table(rows: list[dict[str, object]], columns: list[str]) -> str:
 
 
 PLOTS_DIR = RESULTS.parent / "plots"
+
+
+def write_table_section(
+    name: str,
+    title: str,
+    module: str,
+    argv: Sequence[str] | None,
+    description: str,
+    rows: list[dict[str, object]],
+) -> None:
+    """Write section ``name`` of RESULTS.md for a ``python -m <module>`` benchmark: its
+    ``title``, provenance (the command as run: ``argv``, or the process's own arguments),
+    ``description`` and one table row per ``rows`` entry."""
+    import sys
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    body = (
+        f"## {title}\n\n"
+        + provenance(f"python -m {module} " + " ".join(words))
+        + f"\n{description}\n\n"
+        + markdown_table(rows, list(rows[0]) if rows else [])
+        + "\n"
+    )
+    write_section(name, body)
