@@ -495,6 +495,14 @@ _SEX_CODES: Final[Mapping[str, str | None]] = MappingProxyType(
 )  # fmt: skip
 
 
+#: Every normalised sex value.
+SEX_VALUES: Final[tuple[str, ...]] = tuple(sorted({v for v in _SEX_CODES.values() if v}))
+
+#: Normalisation kinds with few normalised values, and those values (a lookup that lacks such
+#: a field where it salts another can be sent once per value: ``server.node.salt_variants``).
+FINITE_VALUES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({"sex": SEX_VALUES})
+
+
 def normalise_sex(raw: str | None, *, field: str, day_first: bool = True) -> str | None:
     """Return "m", "f" or "x" from a recorded sex.
 

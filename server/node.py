@@ -37,6 +37,7 @@ import numpy as np
 
 from linkage.encode import EncodedBatch, encode_record
 from linkage.keys import KeySet
+from linkage.normalise import FINITE_VALUES
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
@@ -65,9 +66,6 @@ MAX_PURPOSE_CHARS = 500
 MAX_VALUE_CHARS = 200
 MAX_KEY_CHARS_SHOWN = 64
 DEFAULT_MAX_CANDIDATES = 20
-#: Field kinds whose normalised values are few enough that a lookup missing one that salts
-#: another field it gives is sent once per value (:func:`salt_variants`).
-FINITE_DOMAINS: Mapping[str, tuple[str, ...]] = {"sex": ("f", "m", "x")}
 MAX_CANDIDATES = 100
 MATCH_TIMEOUT_S = 5.0
 MAX_WORKERS = 16
@@ -84,6 +82,16 @@ def _version() -> str:
         return "unknown"
 
 
+def _broken_salts(schema: Schema, batch: EncodedBatch) -> list[tuple[str, str]]:
+    """(field, salt field) of each field a one-record query gives whose salt field it lacks."""
+    present = dict(zip(schema.field_names, batch.field_present[0].tolist(), strict=True))
+    return [
+        (spec.name, salt_field)
+        for spec in schema.fields
+        if spec.salt and present[spec.name] and not present[salt_field := spec.salt.split(".")[0]]
+    ]
+
+
 def salt_variants(schema: Schema, batch: EncodedBatch) -> list[dict[str, str]]:
     """The values to assume for the missing salt fields of a one-record query, one mapping
     per query to send; empty when nothing is assumed.
@@ -91,24 +99,17 @@ def salt_variants(schema: Schema, batch: EncodedBatch) -> list[dict[str, str]]:
     A field salted with another (the shipped date of birth, salted with sex) has a filter, and
     its fields salted in turn (names, postcode) a salt tag, only under that other field's
     value; a query without it could be compared with nothing salted. Where the missing field
-    has a few possible values (:data:`FINITE_DOMAINS`) the query is sent under each."""
-    present = dict(zip(schema.field_names, batch.field_present[0].tolist(), strict=True))
+    has few possible values (:data:`linkage.normalise.FINITE_VALUES`) the query is sent under
+    each."""
     kinds = {spec.name: spec.kind for spec in schema.fields}
-    missing: list[str] = []
-    for spec in schema.fields:
-        salt_field = spec.salt.split(".")[0] if spec.salt else ""
-        if (
-            salt_field
-            and present[spec.name]
-            and not present[salt_field]
-            and kinds[salt_field] in FINITE_DOMAINS
-            and spec.salt == f"{salt_field}.value"
-            and salt_field not in missing
-        ):
-            missing.append(salt_field)
+    missing = dict.fromkeys(
+        salt_field
+        for _, salt_field in _broken_salts(schema, batch)
+        if kinds[salt_field] in FINITE_VALUES
+    )
     variants: list[dict[str, str]] = [{}]
     for name in missing:
-        variants = [{**v, name: value} for v in variants for value in FINITE_DOMAINS[kinds[name]]]
+        variants = [{**v, name: value} for v in variants for value in FINITE_VALUES[kinds[name]]]
     return variants if missing else []
 
 
@@ -134,24 +135,16 @@ def require_chained_salts(schema: Schema, batch: EncodedBatch) -> None:
     values to send the query under each (:func:`salt_variants` covers the others): such a
     query has a filter, and a tag, that only records without that value share, and nothing
     salted with it could be compared."""
-    present = dict(zip(schema.field_names, batch.field_present[0].tolist(), strict=True))
     kinds = {spec.name: spec.kind for spec in schema.fields}
     source_fields = {source.split(".")[0] for source in schema.salt_sources}
-    for spec in schema.fields:
-        salt_field = spec.salt.split(".")[0] if spec.salt else ""
-        if (
-            salt_field
-            and spec.name in source_fields
-            and present[spec.name]
-            and not present[salt_field]
-            and kinds[salt_field] not in FINITE_DOMAINS
-        ):
-            dependants = [f.name for f in schema.fields if f.salt.startswith(spec.name + ".")]
+    for name, salt_field in _broken_salts(schema, batch):
+        if name in source_fields and kinds[salt_field] not in FINITE_VALUES:
+            dependants = [f.name for f in schema.fields if f.salt.startswith(name + ".")]
             raise RequestError(
                 f"identifiers[{salt_field!r}]",
-                f"expected a value when {spec.name} is given: the schema salts {spec.name} "
-                f"with it, and {', '.join(dependants)} are compared only where "
-                f"{spec.name} (with its salt) agrees",
+                f"expected a value when {name} is given: the schema salts {name} with it, "
+                f"and {', '.join(dependants)} are compared only where {name} (with its salt) "
+                "agrees",
             )
 
 
