@@ -88,6 +88,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import accumulate
 from typing import Any
 
@@ -518,11 +519,13 @@ class _Published:
     inverse: NDArray[np.int64]
     distinct: NDArray[np.uint64]
 
+    @cached_property
     def column(self) -> tuple[NDArray[np.int64], list[str]]:
         """:func:`_transform_column` for a ``filter`` part: per-row index into the distinct
         values (-1 where missing) and the values, each a filter as :func:`filter_part`
         writes it. Combinations whose filters coincide share the value, so records group
-        exactly as equal published filters do; one hex string per combination, not per row."""
+        exactly as equal published filters do; one hex string per combination, not per row,
+        made once however many rules and salt sources read the field."""
         return self.inverse, [filter_part(row) for row in self.distinct]
 
 
@@ -663,7 +666,7 @@ def encode_records(
         part_vals: list[list[str]] = []
         for fname, transform in rule.parts:
             if transform == "filter":
-                idx, vals = published[fname].column()
+                idx, vals = published[fname].column
             else:
                 idx, vals = _transform_column(cols[fname], transform)
             part_idx.append(idx)
@@ -687,7 +690,7 @@ def encode_records(
     for s_index, source in enumerate(schema.salt_sources):
         salt_field, salt_transform = source.split(".")
         if salt_transform == "value":  # the published filter: see the module docstring
-            idx, salt_values = published[salt_field].column()
+            idx, salt_values = published[salt_field].column
         else:
             idx, salt_values = _transform_column(cols[salt_field], salt_transform)
         key = keys.key("salt", source)
