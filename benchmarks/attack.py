@@ -77,6 +77,7 @@ from linkage import blocking, evaluate, harden, pipeline, similarity, synthetic
 from linkage import normalise as norm
 from linkage.encode import EncodedBatch, blocking_value, encode_records, tokenise
 from linkage.errors import InvalidValueError
+from linkage.forms import Forms, encode_forms
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import (
     Hardening,
@@ -203,6 +204,18 @@ def encode_setting(
     """
     schema = setting_schema(base, setting)
     return schema, encode_records(schema, KeySet(secret), columns)
+
+
+def publish_setting(
+    base: Schema,
+    setting: Setting,
+    columns: dict[str, list[str | None]],
+    secret: LinkageSecret,
+) -> tuple[Schema, Forms]:
+    """What an agency node publishes under ``setting``: :func:`encode_setting`'s encodings,
+    a record lacking an assumable salt field once per value (:mod:`linkage.forms`)."""
+    schema = setting_schema(base, setting)
+    return schema, encode_forms(schema, KeySet(secret), columns)
 
 
 # --------------------------------------------------------------------------- data
@@ -1624,12 +1637,12 @@ def quality_synthetic(setting: Setting, n_children: int, seed: int) -> dict[str,
     from benchmarks.quality import synthetic_population
 
     columns, truth = synthetic_population(n_children, seed)
-    encoded = []
+    published = []
     schema = default_child_schema()
     for cols in columns:
-        schema, batch = encode_setting(default_child_schema(), setting, cols, _test_secret())
-        encoded.append(batch)
-    result = pipeline.cluster_datasets(schema, encoded)
+        schema, forms = publish_setting(default_child_schema(), setting, cols, _test_secret())
+        published.append(forms)
+    result = pipeline.cluster_forms(schema, published)
     ti, tj = evaluate.true_pairs_from_entities(truth)
     from linkage.solve import pairs_from_labels
 

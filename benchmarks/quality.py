@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 
 from linkage import evaluate, pipeline, synthetic
 from linkage.encode import EncodedBatch, encode_records
+from linkage.forms import encode_forms
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema, default_child_schema, febrl_schema
 from linkage.solve import pairs_from_labels
@@ -173,8 +174,9 @@ def run_jigsaw_dedupe(
     tj: NDArray[np.int64],
 ) -> Result:
     t0 = time.perf_counter()
-    encoded = [_encode(schema, cols) for cols in datasets]
-    res = pipeline.cluster_datasets(schema, encoded)
+    keys = KeySet(LinkageSecret.for_tests())
+    published = [encode_forms(schema, keys, cols) for cols in datasets]
+    res = pipeline.cluster_forms(schema, published)
     seconds = time.perf_counter() - t0
     pi, pj = pairs_from_labels(res.labels)
     n = len(res.labels)

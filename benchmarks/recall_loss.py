@@ -26,7 +26,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import evaluate, pipeline
-from linkage.encode import _normalise_value, encode_records
+from linkage.encode import _normalise_value
+from linkage.forms import encode_forms
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Hardening, Schema, default_child_schema
 from linkage.solve import pairs_from_labels
@@ -72,9 +73,9 @@ def measure(schema: Schema, data: SyntheticData, label: str) -> dict[str, object
     """Cluster the agencies under ``schema`` and categorise the true pairs left apart."""
     started = time.perf_counter()
     keys = KeySet(LinkageSecret.for_tests())
-    batches = [encode_records(schema, keys, agency.columns) for agency in data.agencies.values()]
+    published = [encode_forms(schema, keys, agency.columns) for agency in data.agencies.values()]
     truth = np.concatenate([agency.child_id for agency in data.agencies.values()])
-    result = pipeline.cluster_datasets(schema, batches)
+    result = pipeline.cluster_forms(schema, published)
     ti, tj = evaluate.true_pairs_from_entities(truth)
     pi, pj = pairs_from_labels(result.labels)
     quality = evaluate.pairwise_quality(pi, pj, ti, tj, ordered=False)

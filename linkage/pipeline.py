@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from linkage import blocking, scoring, similarity, solve
+from linkage import blocking, forms, scoring, similarity, solve
 from linkage.encode import (
     EncodedBatch,
     concat_batches,
@@ -552,21 +552,39 @@ def score_pairs(
     options: LinkageOptions | None = None,
     progress: Progress = _no_progress,
     model: scoring.FellegiSunterModel | None = None,
+    record: NDArray[np.int64] | None = None,
 ) -> ScoredPairs:
-    """Candidates, comparison levels, model (fitted unless given) and probabilities."""
+    """Candidates, comparison levels, model (fitted unless given) and probabilities.
+
+    Candidates where one side is a form whose assumed salt the other contradicts are dropped
+    (:func:`linkage.forms.assumption_conflicts`). With ``record`` (deduplication only: the
+    record each row is a form of, :class:`linkage.forms.Forms`), pairs inside one record are
+    dropped before fitting and, between two records, only the most probable pair is kept.
+    """
     opts = options or LinkageOptions()
     other = left if right is None else right
     check_compatible(schema, left, other)
+    if record is not None and right is not None:
+        raise ValueError("record: forms are grouped only when deduplicating (right=None)")
     progress("blocking", 0, 1)
     pairs = candidate_pairs(left, right, opts)
     progress("blocking", 1, 1)
     log.info("blocking produced %d candidate pairs", len(pairs))
-    progress("comparing", 0, len(pairs))
-    levels = compare_pairs(schema, left, other, pairs.left, pairs.right, threads=opts.threads)
-    progress("comparing", len(pairs), len(pairs))
+    pl, pr = pairs.left, pairs.right
+    drop = forms.assumption_conflicts(
+        schema, left.field_present[pl], left.salt_tags[pl],
+        other.field_present[pr], other.salt_tags[pr],
+    )  # fmt: skip
+    if record is not None:
+        drop |= record[pl] == record[pr]
+    if drop.any():
+        pl, pr = pl[~drop], pr[~drop]
+    progress("comparing", 0, len(pl))
+    levels = compare_pairs(schema, left, other, pl, pr, threads=opts.threads)
+    progress("comparing", len(pl), len(pl))
     if model is None:
         progress("fitting", 0, 1)
-        fit_rows = fitting_pairs(left, other, pairs.left, pairs.right, opts)
+        fit_rows = fitting_pairs(left, other, pl, pr, opts)
         model = fit_model(
             schema,
             left,
@@ -577,7 +595,10 @@ def score_pairs(
         )
         progress("fitting", 1, 1)
     probability = model.match_probability(levels)
-    return ScoredPairs(pairs.left, pairs.right, levels, probability, model, len(pairs))
+    if record is not None:
+        best = forms.best_per_record(pl, pr, probability, record)
+        pl, pr, levels, probability = pl[best], pr[best], levels[best], probability[best]
+    return ScoredPairs(pl, pr, levels, probability, model, len(pairs))
 
 
 @dataclass(frozen=True)
@@ -636,11 +657,15 @@ def cluster_datasets(
     progress: Progress = _no_progress,
     one_per_source: bool = False,
     model: scoring.FellegiSunterModel | None = None,
+    record: NDArray[np.int64] | None = None,
 ) -> ClusterResult:
     """Cluster the records of several datasets (agencies) together.
 
-    Records are numbered over the concatenation in the order given; duplicates inside one
-    dataset are allowed unless ``one_per_source``.
+    Rows are numbered over the concatenation in the order given; duplicates inside one
+    dataset are allowed unless ``one_per_source``. With ``record`` (per row, the record it is
+    a form of, numbered 0.. over the concatenation; a record's forms lie in one dataset),
+    records rather than rows are clustered (:func:`score_pairs`) and every form of a record
+    gets its record's label.
     """
     opts = options or LinkageOptions()
     check_compatible(schema, *datasets)
@@ -648,16 +673,65 @@ def cluster_datasets(
     sizes = np.array([len(d) for d in datasets], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     source = np.repeat(np.arange(len(datasets), dtype=np.int64), sizes)
-    scored = score_pairs(schema, combined, None, options=opts, progress=progress, model=model)
+    scored = score_pairs(
+        schema, combined, None, options=opts, progress=progress, model=model, record=record
+    )
     progress("clustering", 0, 1)
+    if record is None:
+        nodes, left, right, node_source = len(combined), scored.left, scored.right, source
+    else:
+        nodes = int(record.max()) + 1 if record.size else 0
+        left, right = record[scored.left], record[scored.right]
+        node_source = np.zeros(nodes, dtype=np.int64)
+        node_source[record] = source
     labels = solve.cluster_records(
-        len(combined),
-        scored.left,
-        scored.right,
+        nodes,
+        left,
+        right,
         scored.probability,
         threshold=opts.min_probability,
-        source=source,
+        source=node_source,
         one_per_source=one_per_source,
     )
+    if record is not None:
+        labels = labels[record]
     progress("clustering", 1, 1)
     return ClusterResult(labels, source, offsets, scored)
+
+
+def cluster_forms(
+    schema: Schema,
+    datasets: Sequence[forms.Forms],
+    *,
+    options: LinkageOptions | None = None,
+    progress: Progress = _no_progress,
+    one_per_source: bool = False,
+    model: scoring.FellegiSunterModel | None = None,
+) -> ClusterResult:
+    """:func:`cluster_datasets` over published forms (:func:`linkage.forms.encode_forms`),
+    reported per record: labels, sources, offsets and the scored pairs (one per pair of
+    records, its most probable consistent form pair) index the datasets' records,
+    concatenated in the order given, not their forms."""
+    counts = [int(d.origin.max()) + 1 if len(d) else 0 for d in datasets]
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    record = np.concatenate(
+        [d.origin + start for d, start in zip(datasets, starts[:-1].tolist(), strict=True)]
+        or [np.zeros(0, np.int64)]
+    ).astype(np.int64)
+    result = cluster_datasets(
+        schema,
+        [d.batch for d in datasets],
+        options=options,
+        progress=progress,
+        one_per_source=one_per_source,
+        model=model,
+        record=record,
+    )
+    labels = np.zeros(int(starts[-1]), dtype=np.int64)
+    labels[record] = result.labels
+    s = result.scored
+    scored = ScoredPairs(
+        record[s.left], record[s.right], s.levels, s.probability, s.model, s.candidates
+    )
+    source = np.repeat(np.arange(len(datasets), dtype=np.int64), counts)
+    return ClusterResult(labels, source, starts, scored)

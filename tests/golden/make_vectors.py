@@ -28,7 +28,7 @@ from typing import Any
 GOLDEN_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(GOLDEN_DIR.parent.parent))
 
-from linkage import normalise  # noqa: E402
+from linkage import forms, normalise  # noqa: E402
 from linkage.encode import EncodedBatch, encode_records, tokenise  # noqa: E402
 from linkage.keys import TEST_SECRET_HEX, KeySet, LinkageSecret  # noqa: E402
 from linkage.schema import (  # noqa: E402
@@ -319,6 +319,55 @@ def shipped_filter_vectors() -> dict[str, Any]:
     }
 
 
+#: records for forms.json: lacking sex (with a date), with sex, lacking both, an invalid sex
+FORM_RECORDS: list[dict[str, str | None]] = [
+    {"given_name": "Amy", "middle_names": None, "family_name": "Okafor",
+     "date_of_birth": "02/03/2014", "sex": None, "postcode": "LS6 2AB", "nhs_number": None},
+    {"given_name": "Amy", "middle_names": None, "family_name": "Okafor",
+     "date_of_birth": "02/03/2014", "sex": "F", "postcode": "LS6 2AB", "nhs_number": None},
+    {"given_name": "Jo", "middle_names": None, "family_name": "Reid",
+     "date_of_birth": None, "sex": None, "postcode": None, "nhs_number": None},
+    {"given_name": "Kai", "middle_names": None, "family_name": "Lee",
+     "date_of_birth": "2015-11-30", "sex": "?", "postcode": None, "nhs_number": None},
+]  # fmt: skip
+
+
+def form_vectors() -> dict[str, Any]:
+    """FORM_RECORDS as a node publishes them under the shipped child schema
+    (:func:`linkage.forms.encode_forms`): each form's record, number, reference (record
+    ``i`` has reference ``i`` as 32 hex digits) and every published part."""
+    schema = load_schema("child")
+    keys = KeySet(LinkageSecret.for_tests(), key_version=1)
+    columns = {f: [r[f] for r in FORM_RECORDS] for f in schema.field_names}
+    published = forms.encode_forms(schema, keys, columns)
+    batch = published.batch
+    rows = []
+    for index, (row, form) in enumerate(
+        zip(published.origin.tolist(), published.form.tolist(), strict=True)
+    ):
+        vector = _filter_row(schema, batch, row, FORM_RECORDS[row], index=index)
+        del vector["row"]
+        rows.append(
+            {
+                "origin": row,
+                "form": form,
+                "reference": forms.form_reference(f"{row:032x}", form),
+                **vector,
+                "block_keys": [f"{int(k):016x}" for k in batch.block_keys[index]],
+                "salt_tags": [f"{int(t):016x}" for t in batch.salt_tags[index]],
+            }
+        )
+    return {
+        "schema": "child",
+        "schema_fingerprint": schema.fingerprint(),
+        "salt_sources": list(schema.salt_sources),
+        "encoding_version": ENCODING_VERSION,
+        "secret_hex": TEST_SECRET_HEX,
+        "key_version": 1,
+        "rows": rows,
+    }
+
+
 def fingerprint_vectors() -> dict[str, str]:
     return {name: load_schema(name).fingerprint() for name in shipped_schema_names()}
 
@@ -337,6 +386,7 @@ def main() -> int:
         "fingerprint.json": render(fingerprint_vectors()),
         "hardened_filters.json": render(hardened_filter_vectors()),
         "shipped_filters.json": render(shipped_filter_vectors()),
+        "forms.json": render(form_vectors()),
     }
     changed = []
     for name, text in outputs.items():

@@ -1,0 +1,232 @@
+"""Forms: a record whose salt value is missing is published once per value it can take.
+
+Role in the pipeline: between encoding (:mod:`linkage.encode`) and everything that compares
+(:mod:`linkage.pipeline`, the matcher). The shipped schema salts the date of birth with sex
+(and names and postcode with the date of birth). A salted field is compared only between
+records encoded under the same salt value (:func:`linkage.encode.salt_comparable`), so a
+record without a sex had a date of birth that only other records without a sex could be
+compared with: about one true pair in a hundred lost at scale (``benchmarks/RESULTS.md``,
+"Recall loss"). Where the missing salt field has few possible values
+(:data:`linkage.normalise.FINITE_VALUES`: sex), the record is instead encoded once per value,
+each *form* with the assumed value used only as a salt:
+
+* the assumed field itself is published as missing (zero filter, not present), so it is never
+  compared and adds no evidence; its salt tag is kept, so what it salts is compared under it;
+* a form is compared with a record only where the assumption does not contradict it
+  (:func:`assumption_conflicts`: both tags set and different, one side assumed), so a form
+  never borrows the "not compared" neutrality of a salt it could have matched;
+* the forms of one record are one record: pairs inside it are dropped and of the pairs
+  between two records the most probable consistent one counts (:func:`best_per_record`).
+
+This is what the node already did for a lookup that lacks sex (one query per value, merged by
+best band); forms do the same for the published side. Forms are ordered by their salt tags,
+which the matcher sees anyway, so the order tells it nothing about which value each assumes.
+A form's reference (:func:`form_reference`) is derived from the record's, so republishing
+is idempotent; the matcher is told which record each form belongs to (``form_of``).
+
+What it costs the matcher: it learns that a record lacks the assumed field, which the
+presence bitmap already said, and that the forms belong together, which their identical
+unsalted filters already said.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from linkage.encode import EncodedBatch, concat_batches, encode_records
+from linkage.keys import KeySet
+from linkage.normalise import FINITE_VALUES
+from linkage.schema import Schema
+
+#: ``Forms.form`` of a record published as itself (nothing assumed)
+NO_FORM = -1
+_FORM_REFERENCE_DOMAIN = b"jigsaw form reference v1\x00"
+
+
+@dataclass(frozen=True)
+class Forms:
+    """The published rows of a batch: each record once, or once per assumed value.
+
+    ``batch`` has one row per form; ``origin[i]`` is the input row form ``i`` encodes and
+    ``form[i]`` its number among that record's forms (:data:`NO_FORM` for a record published
+    as itself). A record's forms are consecutive rows, records in input order."""
+
+    batch: EncodedBatch
+    origin: NDArray[np.int64]
+    form: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+def assumable_fields(schema: Schema) -> tuple[str, ...]:
+    """Fields a form may assume: few possible values, and salting another field by value."""
+    kinds = {spec.name: spec.kind for spec in schema.fields}
+    sources = {source.split(".")[0] for source in schema.salt_sources if source.endswith(".value")}
+    return tuple(
+        spec.name
+        for spec in schema.fields
+        if spec.name in sources and kinds[spec.name] in FINITE_VALUES
+    )
+
+
+def max_forms(schema: Schema) -> int:
+    """The most forms one record can have (1 for a schema that assumes nothing)."""
+    kinds = {spec.name: spec.kind for spec in schema.fields}
+    count = 1
+    for name in assumable_fields(schema):
+        count *= len(FINITE_VALUES[kinds[name]])
+    return count
+
+
+def missing_salts(schema: Schema, present: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """(n, len(assumable_fields)): True where the row lacks the assumable field but has a
+    field salted with it (the rows :func:`encode_forms` publishes as forms)."""
+    names = schema.field_names
+    assumable = assumable_fields(schema)
+    out = np.zeros((present.shape[0], len(assumable)), dtype=np.bool_)
+    for a, name in enumerate(assumable):
+        salted = [names.index(f.name) for f in schema.fields if f.salt == f"{name}.value"]
+        out[:, a] = ~present[:, names.index(name)] & present[:, salted].any(axis=1)
+    return out
+
+
+def assume(schema: Schema, batch: EncodedBatch, fields: Sequence[str]) -> EncodedBatch:
+    """``batch`` (encoded with values for ``fields``) with those fields published as missing:
+    zero filter, not present, salt tags kept."""
+    filters = list(batch.field_filters)
+    present = batch.field_present.copy()
+    for name in fields:
+        index = schema.field_names.index(name)
+        filters[index] = np.zeros_like(filters[index])
+        present[:, index] = False
+    return dataclasses.replace(batch, field_filters=tuple(filters), field_present=present)
+
+
+def encode_forms(
+    schema: Schema, keys: KeySet, columns: Mapping[str, Sequence[str | None]]
+) -> Forms:
+    """Encode ``columns`` as :func:`linkage.encode.encode_records` does, each record lacking an
+    assumable salt field (:func:`missing_salts`) as one form per value of the fields it lacks.
+
+    ``problems`` are the base encoding's (rows are input rows)."""
+    base = encode_records(schema, keys, columns)
+    n = len(base)
+    lacking = missing_salts(schema, base.field_present)
+    assumable = assumable_fields(schema)
+    expand = lacking.any(axis=1)
+    if not expand.any():
+        return Forms(base, np.arange(n, dtype=np.int64), np.full(n, NO_FORM, dtype=np.int64))
+    kinds = {spec.name: spec.kind for spec in schema.fields}
+    source_columns = [schema.salt_sources.index(f"{name}.value") for name in assumable]
+    parts: list[EncodedBatch] = [base]
+    # per expanded input row: (salt-tag tuple, row in the concatenation of parts)
+    forms_of: dict[int, list[tuple[tuple[int, ...], int]]] = {}
+    offset = n
+    patterns, pattern_of = np.unique(lacking[expand], axis=0, return_inverse=True)
+    expanded_rows = np.flatnonzero(expand)
+    for p, pattern in enumerate(patterns.tolist()):
+        rows = expanded_rows[pattern_of.reshape(-1) == p]
+        fields = [name for name, lacks in zip(assumable, pattern, strict=True) if lacks]
+        subset = {name: [columns[name][r] for r in rows.tolist()] for name in schema.field_names}
+        for values in itertools.product(*(FINITE_VALUES[kinds[name]] for name in fields)):
+            assumed = {
+                **subset,
+                **{name: [value] * rows.size for name, value in zip(fields, values, strict=True)},
+            }
+            part = assume(schema, encode_records(schema, keys, assumed), fields)
+            parts.append(part)
+            tags = part.salt_tags[:, source_columns].tolist()
+            for i, row in enumerate(rows.tolist()):
+                forms_of.setdefault(row, []).append((tuple(tags[i]), offset + i))
+            offset += rows.size
+    combined = concat_batches(parts)
+    order: list[int] = []
+    origin: list[int] = []
+    form: list[int] = []
+    for row in range(n):
+        held = forms_of.get(row)
+        if held is None:
+            order.append(row)
+            origin.append(row)
+            form.append(NO_FORM)
+            continue
+        for number, (_, at) in enumerate(sorted(held)):
+            order.append(at)
+            origin.append(row)
+            form.append(number)
+    batch = dataclasses.replace(combined.take(order), problems=base.problems)
+    return Forms(batch, np.asarray(origin, dtype=np.int64), np.asarray(form, dtype=np.int64))
+
+
+def form_reference(reference: str, form: int) -> str:
+    """The reference of form ``form`` of the record ``reference`` (32 lowercase hex, like a
+    record's): derived, so that republishing a record republishes the same forms."""
+    if form == NO_FORM:
+        return reference
+    digest = hashlib.sha256(
+        _FORM_REFERENCE_DOMAIN + reference.encode("ascii") + b"\x00" + str(form).encode("ascii")
+    ).digest()
+    return digest[:16].hex()
+
+
+def assumed(
+    schema: Schema, present: NDArray[np.bool_], tags: NDArray[np.unsignedinteger]
+) -> NDArray[np.bool_]:
+    """(n, len(assumable_fields)): True where a row's assumable field is missing but its salt
+    tag is set, i.e. the row is a form assuming that field's value."""
+    names = schema.field_names
+    out = np.zeros((present.shape[0], len(assumable_fields(schema))), dtype=np.bool_)
+    for a, name in enumerate(assumable_fields(schema)):
+        column = schema.salt_sources.index(f"{name}.value")
+        out[:, a] = ~present[:, names.index(name)] & (tags[:, column] != 0)
+    return out
+
+
+def assumption_conflicts(
+    schema: Schema,
+    left_present: NDArray[np.bool_],
+    left_tags: NDArray[np.unsignedinteger],
+    right_present: NDArray[np.bool_],
+    right_tags: NDArray[np.unsignedinteger],
+) -> NDArray[np.bool_]:
+    """Per pair (rows aligned): True where one side is a form whose assumed value the other
+    side contradicts (both salt tags of the assumed field set and different). Such a pair is
+    not compared at all: the record's other form, the one assuming the other side's value,
+    is the comparison that counts."""
+    out = np.zeros(left_present.shape[0], dtype=np.bool_)
+    either = assumed(schema, left_present, left_tags) | assumed(schema, right_present, right_tags)
+    for a, name in enumerate(assumable_fields(schema)):
+        column = schema.salt_sources.index(f"{name}.value")
+        lt, rt = left_tags[:, column], right_tags[:, column]
+        out |= either[:, a] & (lt != 0) & (rt != 0) & (lt != rt)
+    return out
+
+
+def best_per_record(
+    left: NDArray[np.int64],
+    right: NDArray[np.int64],
+    probability: NDArray[np.float64],
+    record: NDArray[np.int64],
+) -> NDArray[np.bool_]:
+    """Mask of the pairs (of rows) to keep when rows are forms of ``record[row]``: none inside
+    one record, and between two records only the most probable pair (the first on a tie)."""
+    a, b = record[left], record[right]
+    keep: NDArray[np.bool_] = a != b
+    rows = np.flatnonzero(keep)
+    if rows.size == 0:
+        return keep
+    low, high = np.minimum(a[rows], b[rows]), np.maximum(a[rows], b[rows])
+    order = np.lexsort((rows, -probability[rows], high, low))
+    first = np.ones(order.size, dtype=np.bool_)
+    first[1:] = (low[order][1:] != low[order][:-1]) | (high[order][1:] != high[order][:-1])
+    out = np.zeros(keep.shape, dtype=np.bool_)
+    out[rows[order[first]]] = True
+    return out
