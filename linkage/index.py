@@ -35,7 +35,10 @@ record: the references' 64-bit lookup keys are computed from the references when
 bisection probes them.
 
 A lookup takes the slots that share a blocking token with the query, copies their rows and
-scores them field by field with the fitted Fellegi-Sunter model; then it adds the
+scores them field by field with the fitted Fellegi-Sunter model (a record that is a *form*,
+:mod:`linkage.forms`, whose assumed salt value the query contradicts is dropped, not scored:
+its record's other form is the comparison that counts; the index does not know which slots
+are forms of one record, the matcher merges them); then it adds the
 ``scan_top_k`` slots whose record-level filter is most similar to the query's (a full scan
 with the fast Dice kernel, which catches records whose every blocking token is damaged) and
 scores those it did not have. The scan is the one cost that grows with the index (about 4 ms
@@ -71,7 +74,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from linkage import scoring, similarity
+from linkage import forms, scoring, similarity
 from linkage.encode import EncodedBatch, salt_comparable, validate_filters, validate_salt_tags
 from linkage.errors import FilterFormatError, IncompatibleEncodingError, ModelError
 from linkage.schema import Schema
@@ -337,6 +340,12 @@ class MatchIndex:
         # are invalid: then ``scoring.comparison_levels`` scores, and raises its error, as it
         # always did
         self._level_cut_offs = _level_cut_offs(schema)
+        # per field a published form may assume (linkage.forms): its column in the presence
+        # rows and the column of its salt tag (none: no pair can conflict)
+        self._assumable = tuple(
+            (schema.field_names.index(name), schema.salt_sources.index(f"{name}.value"))
+            for name in forms.assumable_fields(schema)
+        )
         self._record = np.zeros((cap, schema.published_record_words), np.uint64)
         self._record_pop = np.zeros(cap, np.uint32)  # the scan would count them twice as slow
         # rule-major, so that each rule's keys are one contiguous row; 32 bits a token
@@ -721,6 +730,28 @@ class MatchIndex:
         row = np.concatenate([f[0] for f in query.field_filters])
         return _QueryFields(row, self._field_layout.sum_by_field(np.bitwise_count(row)))
 
+    def _assumption_conflicts(
+        self,
+        query_present: NDArray[np.bool_],
+        query_tags: NDArray[np.uint32],
+        present: NDArray[np.bool_],
+        tags: NDArray[np.uint32],
+    ) -> NDArray[np.bool_]:
+        """Per gathered row: :func:`linkage.forms.assumption_conflicts` of the query (one row)
+        with it, on the columns found once per index (a lookup's few rows made the general
+        function's per-call schema work a fifth of the lookup)."""
+        out = np.zeros(present.shape[0], dtype=np.bool_)
+        for field, column in self._assumable:
+            query_tag = query_tags[column]
+            if not query_tag:
+                continue  # a side without the tag contradicts nothing
+            row_tags = tags[:, column]
+            differ = (row_tags != 0) & (row_tags != query_tag)
+            if query_present[field]:  # only the rows that are forms assume
+                differ &= ~present[:, field]
+            out |= differ
+        return out
+
     def _score(
         self,
         query: EncodedBatch,
@@ -728,20 +759,33 @@ class MatchIndex:
         model: scoring.FellegiSunterModel,
         gathered: _Gathered,
     ) -> _Scored:
-        """Compare the query with gathered records field by field and score them."""
+        """Compare the query with gathered records field by field and score them.
+
+        A record that is a form whose assumed salt value the query contradicts, or that the
+        query (a form) contradicts, is dropped (:func:`linkage.forms.assumption_conflicts`):
+        the record's other form is the comparison that counts."""
         count = len(gathered.agency_codes)
         n_fields = len(self.schema.fields)
         if count and n_fields:
             sim, present = _dice_fields_to_one(
                 query_fields, gathered.field_filters, self._field_layout
             )
-            both = query.field_present[0] & present
         else:
             sim = np.zeros((count, n_fields))
-            both = np.zeros((count, n_fields), dtype=bool)
+            present = np.zeros((count, n_fields), dtype=bool)
+        query_tags = narrow_block_keys(query.salt_tags[:1])  # held narrow, like the index's
+        if count and self._assumable:
+            conflicts = self._assumption_conflicts(
+                query.field_present[0], query_tags[0], present, gathered.salt_tags
+            )
+            if conflicts.any():
+                keep = ~conflicts
+                gathered = gathered.take(keep)
+                sim, present = sim[keep], present[keep]
+                count = len(gathered.agency_codes)
+        both = query.field_present[0] & present
         not_compared = np.zeros((count, n_fields), dtype=bool)
         if count and self.schema.salt_sources:  # a salted field under two salts: not compared
-            query_tags = narrow_block_keys(query.salt_tags[:1])  # held narrow, like the index's
             comparable = salt_comparable(
                 self.schema, np.repeat(query_tags, count, axis=0), gathered.salt_tags
             )
@@ -870,6 +914,15 @@ class _Gathered:
     references: NDArray[np.uint8]
     field_filters: NDArray[np.uint64]  # (rows, total words): every field side by side
     salt_tags: NDArray[np.uint32]
+
+    def take(self, rows: NDArray[Any]) -> _Gathered:
+        """The rows ``rows`` selects (a boolean mask or indices)."""
+        return _Gathered(
+            agency_codes=self.agency_codes[rows],
+            references=self.references[rows],
+            field_filters=self.field_filters[rows],
+            salt_tags=self.salt_tags[rows],
+        )
 
 
 @dataclass(frozen=True)

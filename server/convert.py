@@ -18,7 +18,10 @@ Wire layout of one ``EncodedRecord`` (see also ``proto/jigsaw/v1/jigsaw.proto``)
   the record hardening), same layout;
 * ``block_keys``: one fixed64 per schema blocking rule, 0 where a part was missing;
 * ``salt_tags``: one fixed64 per schema salt source (``Schema.salt_sources``; none for an
-  unsalted schema), 0 where the salt value was missing.
+  unsalted schema), 0 where the salt value was missing;
+* ``form_of``: "" for a record published as itself, else the reference of the record this
+  row is a *form* of (:mod:`linkage.forms`: a record lacking sex is published once per sex
+  value, each form under a derived reference, ``linkage.forms.form_reference``).
 
 Wire layout of one ``EncodedColumns``: the same content as ``n`` records, one column per part.
 It is the publisher's form because a few large byte strings cost far less to build, send and
@@ -38,7 +41,14 @@ the number of schema fields; every integer is little-endian:
   bytes;
 * ``block_keys``: ``n`` rows of one uint64 per blocking rule, ``n * rules * 8`` bytes;
 * ``salt_tags``: ``n`` rows of one uint64 per salt source, ``n * sources * 8`` bytes (empty
-  for an unsalted schema).
+  for an unsalted schema);
+* ``form_of``: empty when every row is a record published as itself, else ``n`` strings as
+  ``EncodedRecord.form_of`` (the encoder writes it only when some row is a form).
+
+``form_of`` is read apart from the filters (:func:`records_form_of`, :func:`columns_form_of`,
+after :func:`proto_to_encoded` / :func:`columns_to_encoded` validated the references): every
+entry is "" or a well-formed reference that is not one of the message's own references (so
+never the row's own, and a message never holds a record both as itself and as forms).
 
 Presence is strict, not inferred: the bitmap is the truth, and a row absent from it must carry
 all-zero filter bytes (the sender zeroes them); anything else is refused, so one encoding has
@@ -60,7 +70,7 @@ salted field held on both sides whose salt tags differ (``IndexedCandidate.not_c
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -128,13 +138,15 @@ def _row_bytes(words: NDArray[np.uint64]) -> bytes:
 
 
 def encoded_to_proto(
-    batch: EncodedBatch, references: Sequence[str]
+    batch: EncodedBatch, references: Sequence[str], form_of: Sequence[str] | None = None
 ) -> list[jigsaw_pb2.EncodedRecord]:
-    """One ``EncodedRecord`` per row of ``batch``, with ``references[i]`` for row ``i``."""
+    """One ``EncodedRecord`` per row of ``batch``, with ``references[i]`` for row ``i`` and,
+    when given, ``form_of[i]`` ("" for a record published as itself)."""
     if len(references) != len(batch):
         raise FilterFormatError(
             f"references: expected {len(batch)} (one per encoded row), got {len(references)}"
         )
+    forms = _form_of_argument(form_of, len(batch))
     # whole arrays converted once; rows are then slices of the little-endian bytes
     field_bytes = [
         np.ascontiguousarray(filters, dtype=_LE_U64).tobytes() for filters in batch.field_filters
@@ -158,9 +170,23 @@ def encoded_to_proto(
                 record_filter=record_bytes[row * record_width : (row + 1) * record_width],
                 block_keys=block_keys[row],
                 salt_tags=salt_tags[row],
+                form_of=forms[row] if forms else "",
             )
         )
     return out
+
+
+def _form_of_argument(form_of: Sequence[str] | None, rows: int) -> list[str]:
+    """``form_of`` as a list of ``rows`` entries, or [] when absent or all "" (the encoders'
+    own argument check; the decoders check what they receive)."""
+    if form_of is None:
+        return []
+    if len(form_of) != rows:
+        raise FilterFormatError(
+            f"form_of: expected {rows} (one per encoded row), got {len(form_of)}"
+        )
+    forms = list(form_of)
+    return forms if any(forms) else []
 
 
 def proto_to_encoded(
@@ -330,14 +356,19 @@ def _words(chunks: list[bytes], rows: int, words: int) -> NDArray[np.uint64]:
 # ---------------------------------------------------------------------------- columns
 
 
-def encoded_to_columns(batch: EncodedBatch, references: Sequence[str]) -> jigsaw_pb2.EncodedColumns:
+def encoded_to_columns(
+    batch: EncodedBatch, references: Sequence[str], form_of: Sequence[str] | None = None
+) -> jigsaw_pb2.EncodedColumns:
     """The ``EncodedColumns`` of ``batch`` (layout in the module docstring), row ``i`` as
     ``references[i]``; the filters of missing values are sent as zero bytes whatever they hold.
+    ``form_of`` (one entry per row, "" for a record itself) is written only when some entry
+    is not "".
     """
     if len(references) != len(batch):
         raise FilterFormatError(
             f"references: expected {len(batch)} (one per encoded row), got {len(references)}"
         )
+    forms = _form_of_argument(form_of, len(batch))
     present = np.asarray(batch.field_present, dtype=bool)
     field_filters = []
     for f, filters in enumerate(batch.field_filters):
@@ -352,6 +383,7 @@ def encoded_to_columns(batch: EncodedBatch, references: Sequence[str]) -> jigsaw
         record_filters=_row_bytes(batch.record_filters),
         block_keys=_row_bytes(batch.block_keys),
         salt_tags=_row_bytes(batch.salt_tags),
+        form_of=forms,
     )
 
 
@@ -360,6 +392,101 @@ def request_references(request: jigsaw_pb2.PublishRequest) -> list[str]:
     if request.HasField("columns"):
         return list(request.columns.references)
     return [record.reference for record in request.records]
+
+
+def request_form_of(request: jigsaw_pb2.PublishRequest) -> list[str]:
+    """The ``form_of`` of every row of a ``PublishRequest``, in row order, whichever form it
+    uses ("" for a record published as itself; not validated: see :func:`columns_form_of`)."""
+    if request.HasField("columns"):
+        columns = request.columns
+        return list(columns.form_of) if columns.form_of else [""] * len(columns.references)
+    return [record.form_of for record in request.records]
+
+
+def records_form_of(
+    records: Sequence[jigsaw_pb2.EncodedRecord],
+    references: Sequence[str],
+    *,
+    field_prefix: str = "records",
+) -> list[str]:
+    """The validated ``form_of`` of each record ("" for a record published as itself).
+
+    ``references`` are the records' references as :func:`proto_to_encoded` returned them
+    (validated, unique). RequestError names ``<field_prefix>[i].form_of`` for an entry that
+    is not "" nor a reference, or that names a reference of ``references``.
+    """
+    forms = [record.form_of for record in records]
+    _check_form_of(forms, references, lambda i: f"{field_prefix}[{i}].form_of", field_prefix)
+    return forms
+
+
+def columns_form_of(
+    columns: jigsaw_pb2.EncodedColumns,
+    references: Sequence[str],
+    *,
+    field_prefix: str = "columns",
+) -> list[str]:
+    """The validated ``form_of`` of each row of ``columns`` ("" for a record itself).
+
+    ``references`` are the rows' references as :func:`columns_to_encoded` returned them.
+    Absent = every row a record itself; else one entry per row (RequestError naming
+    ``<field_prefix>.form_of``), each "" or a reference that is not one of ``references``
+    (RequestError naming ``<field_prefix>.form_of[i]``).
+    """
+    n = len(references)
+    if not columns.form_of:
+        return [""] * n
+    forms = list(columns.form_of)
+    if len(forms) != n:
+        raise RequestError(
+            f"{field_prefix}.form_of",
+            f"expected no entries (every row a record itself) or {n} (one per row), "
+            f"got {len(forms)}",
+        )
+    _check_form_of(
+        forms,
+        references,
+        lambda i: f"{field_prefix}.form_of[{i}]",
+        f"{field_prefix}.references",
+    )
+    return forms
+
+
+def _check_form_of(
+    forms: Sequence[str],
+    references: Sequence[str],
+    where: Callable[[int], str],
+    references_path: str,
+) -> None:
+    """RequestError on the first ``forms`` entry that is neither "" nor a reference outside
+    ``references`` (the message's own rows)."""
+    named = [form for form in forms if form]
+    if not named:
+        return
+    own = set(references)
+    if all(map(_REFERENCE_FULL.fullmatch, named)) and own.isdisjoint(named):
+        return
+    row_of = {reference: i for i, reference in enumerate(references)}
+    for i, form in enumerate(forms):
+        if not form:
+            continue
+        if not _REFERENCE_FULL.fullmatch(form):
+            raise RequestError(
+                where(i),
+                '"" (a record published as itself) or the reference (32 lowercase hex '
+                "characters) of the record this row is a form of",
+            )
+        if form == references[i]:
+            raise RequestError(where(i), "must not be the row's own reference")
+        if form in row_of:
+            if references_path.endswith(".references"):
+                other = f"{references_path}[{row_of[form]}]"
+            else:
+                other = f"{references_path}[{row_of[form]}].reference"
+            raise RequestError(
+                where(i),
+                f"must name a record not published in this message; names {other}",
+            )
 
 
 def columns_to_encoded(

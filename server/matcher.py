@@ -12,6 +12,15 @@ State: a :class:`~server.matcher_store.MatcherStore` (SQLite, the durable copy) 
 :class:`~linkage.index.MatchIndex` (in memory, rebuilt from the store at start). Every Publish
 message is committed to the store in its own transaction and then applied to the index, so a
 ``kill -9`` loses only the message in flight, which the node re-sends (upserts are idempotent).
+Forms (:mod:`linkage.forms`): a record lacking sex is published as one row per sex value,
+each with ``form_of`` naming the record. The servicer keeps a :class:`FormMap` (form ->
+record, per agency; rebuilt from the store with the index, updated by Publish and Withdraw
+under the same write lock) and treats a record's forms as that record: Publish drops from the
+index the forms and own rows the store replaced, Withdraw of a record drops its forms, Match
+reports a form under its record's reference (each record once, its best form; the index is
+asked for ``max_forms`` times as many candidates, then trimmed), Link clusters records
+(``pipeline.cluster_datasets(record=...)``; each cluster member is a record, once) and Status
+counts records, not rows.
 The Fellegi-Sunter model is loaded from the store at start; if there is none, it is fitted at
 the first Match on a random sample of at most ``MODEL_FIT_RECORDS`` indexed records
 (``pipeline.score_pairs(schema, sample, None).model``) and stored; every Link refits it on
@@ -56,6 +65,7 @@ import base64
 import binascii
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import math
 import queue
@@ -71,7 +81,7 @@ import grpc
 import numpy as np
 from numpy.typing import NDArray
 
-from linkage import pipeline
+from linkage import forms, pipeline
 from linkage.encode import salt_comparable
 from linkage.errors import JigsawError, ModelError
 from linkage.index import CONFIDENT_PROBABILITY, IndexedCandidate, MatchIndex
@@ -184,6 +194,103 @@ class _LinkJob:
         self.events.put(("progress", (stage, int(done), int(total))))
 
 
+class FormMap:
+    """Which published rows are forms, and of which record, per agency (thread-safe).
+
+    A row not held here is a record published as itself. Holds only the forms (a record
+    lacking sex: about one in a hundred at scale), so it costs nothing for the others.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._record: dict[str, dict[str, str]] = {}  # agency -> form reference -> record
+        self._forms: dict[str, dict[str, int]] = {}  # agency -> record -> how many forms
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(held) for held in self._record.values())
+
+    def record_of(self, agency: str, reference: str) -> str:
+        """The record ``reference`` is a form of, or ``reference`` itself."""
+        held = self._record.get(agency)
+        return reference if held is None else held.get(reference, reference)
+
+    def assign(self, agency: str, references: Sequence[str], form_of: Sequence[str]) -> None:
+        """Row ``references[i]`` is a form of ``form_of[i]`` ("" = a record itself)."""
+        with self._lock:
+            held = self._record.setdefault(agency, {})
+            counts = self._forms.setdefault(agency, {})
+            for reference, record in zip(references, form_of, strict=True):
+                self._drop(held, counts, reference)
+                if record:
+                    held[reference] = record
+                    counts[record] = counts.get(record, 0) + 1
+
+    def discard(self, agency: str, references: Sequence[str]) -> None:
+        """Forget these rows (withdrawn or replaced); references that are no form are ignored."""
+        with self._lock:
+            held = self._record.get(agency)
+            if held:
+                counts = self._forms[agency]
+                for reference in references:
+                    self._drop(held, counts, reference)
+
+    @staticmethod
+    def _drop(held: dict[str, str], counts: dict[str, int], reference: str) -> None:
+        record = held.pop(reference, None)
+        if record is not None:
+            counts[record] -= 1
+            if not counts[record]:
+                del counts[record]
+
+    def surplus_rows(self) -> dict[str, int]:
+        """Per agency, rows minus records: forms held, less the records they belong to."""
+        with self._lock:
+            return {
+                agency: len(held) - len(self._forms[agency])
+                for agency, held in self._record.items()
+            }
+
+    def records(self, agency_of: Sequence[str], references: Sequence[str]) -> list[str]:
+        """``record_of`` of each (agency, reference) pair."""
+        return [
+            self.record_of(agency, reference)
+            for agency, reference in zip(agency_of, references, strict=True)
+        ]
+
+
+def best_per_record(
+    found: Sequence[IndexedCandidate], form_map: FormMap, limit: int
+) -> list[IndexedCandidate]:
+    """Ranked candidates with each form reported as its record: each record once, at its
+    best-ranked candidate, at most ``limit`` of them (``found`` is ranked best first)."""
+    out: list[IndexedCandidate] = []
+    seen: set[tuple[str, str]] = set()
+    for candidate in found:
+        record = form_map.record_of(candidate.agency, candidate.reference)
+        if (candidate.agency, record) in seen:
+            continue
+        seen.add((candidate.agency, record))
+        if record != candidate.reference:
+            candidate = dataclasses.replace(candidate, reference=record)
+        out.append(candidate)
+        if len(out) == limit:
+            break
+    return out
+
+
+def record_numbers(members: Sequence[tuple[str, str]]) -> NDArray[np.int64] | None:
+    """Per row, a number for its member (record): 0.. in order of first appearance; None
+    when every row is its own record (no forms)."""
+    numbers: dict[tuple[str, str], int] = {}
+    out = np.fromiter(
+        (numbers.setdefault(member, len(numbers)) for member in members),
+        dtype=np.int64,
+        count=len(members),
+    )
+    return None if len(numbers) == len(members) else out
+
+
 def build_clusters(
     result: pipeline.ClusterResult,
     members: Sequence[tuple[str, str]],
@@ -195,9 +302,12 @@ def build_clusters(
 ) -> list[StoredCluster]:
     """Clusters with at least 2 members, members sorted by (agency, reference), with their edges.
 
-    ``members[i]`` is the (agency, reference) of record ``i`` of the clustered concatenation.
-    Edges are the scored pairs at or above ``threshold`` inside a cluster, each with its
-    per-field (level label, weight) evidence. Clusters are ordered by their first member.
+    ``members[i]`` is the (agency, reference) of row ``i`` of the clustered concatenation:
+    the rows that are forms of one record (:mod:`linkage.forms`) share their record's member,
+    which a cluster lists once. Edges are the scored pairs at or above ``threshold`` inside
+    a cluster, between two members (a pair inside one member is no edge; of several pairs
+    between two members the most probable is kept), each with its per-field
+    (level label, weight) evidence. Clusters are ordered by their first member.
     With ``schema`` and that concatenation's ``salt_tags`` and ``present`` (field presence),
     a salted field both records hold under different salt values is labelled
     ``not_compared`` (weight 0), as lookups say.
@@ -256,18 +366,25 @@ def build_clusters(
         edges_of.setdefault(label, []).append((left, right, probability, evidence))
     clusters: list[tuple[tuple[str, str], StoredCluster]] = []
     for label, records in records_of.items():
-        records.sort(key=lambda r: members[r])
-        position = {record: i for i, record in enumerate(records)}
-        edges = tuple(
-            StoredEdge(
-                left=position[left],
-                right=position[right],
-                probability=probability,
-                evidence=evidence_of[evidence],
-            )
-            for left, right, probability, evidence in edges_of.get(label, [])
-        )
-        member_tuple = tuple(members[r] for r in records)
+        member_tuple = tuple(sorted({members[r] for r in records}))
+        if len(member_tuple) < 2:
+            continue  # the forms of one record, alone
+        position = {member: i for i, member in enumerate(member_tuple)}
+        best: dict[tuple[int, int], StoredEdge] = {}
+        for row_left, row_right, probability, evidence in edges_of.get(label, []):
+            at_left, at_right = position[members[row_left]], position[members[row_right]]
+            if at_left == at_right:
+                continue
+            pair = (min(at_left, at_right), max(at_left, at_right))
+            held = best.get(pair)
+            if held is None or probability > held.probability:
+                best[pair] = StoredEdge(
+                    left=at_left,
+                    right=at_right,
+                    probability=probability,
+                    evidence=evidence_of[evidence],
+                )
+        edges = tuple(best.values())
         clusters.append((member_tuple[0], StoredCluster(members=member_tuple, edges=edges)))
     clusters.sort(key=lambda item: item[0])
     return [cluster for _, cluster in clusters]
@@ -336,6 +453,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         audit: AuditLog,
         model: FellegiSunterModel | None,
         limits: MatchLimits | None = None,
+        form_map: FormMap | None = None,
     ) -> None:
         self._config = config
         self._limits = (
@@ -345,6 +463,9 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         self._key_version = config.key_version
         self._store = store
         self._index = index
+        # the index's forms and their records (rebuild_index fills it with the index)
+        self._forms = form_map if form_map is not None else FormMap()
+        self._max_forms = forms.max_forms(config.schema)
         self._audit = audit
         self._model = model
         self._evidence: EvidenceTable | None = None  # of the model last used by a Match
@@ -360,7 +481,8 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
 
     @property
     def indexed_records(self) -> int:
-        return len(self._index)
+        """Records held (a record published as forms counts once)."""
+        return len(self._index) - sum(self._forms.surplus_rows().values())
 
     # ------------------------------------------------------------------ Publish
 
@@ -417,16 +539,22 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         if count > limit:
             raise RequestError(form, f"at most {limit} records per message, got {count}")
         if columnar:  # validated even with no rows: an empty column set must still be sound
-            batch, references = columns_message_to_encoded(
+            batch, references, form_of = columns_message_to_encoded(
                 request.columns, self._schema, key_version=self._key_version
             )
         elif count:
-            batch, references = records_to_encoded(
+            batch, references, form_of = records_to_encoded(
                 request.records, self._schema, key_version=self._key_version
             )
         if count:
             with self._write_lock:
-                counts = self._store.upsert(agency, references, batch)  # committed here
+                counts = self._store.upsert(agency, references, batch, form_of)  # committed
+                # the map first, so that a concurrent Match never sees a form it cannot map;
+                # the rows the store replaced (a record's old forms, or its own row) go after
+                self._forms.assign(agency, references, form_of)
+                if counts.removed:
+                    self._index.remove(agency, counts.removed)
+                    self._forms.discard(agency, counts.removed)
                 if counts.changed_rows:
                     rows = list(counts.changed_rows)
                     if rows == list(range(count)):  # every record new or changed: no copy
@@ -456,8 +584,10 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             for i, reference in enumerate(request.references)
         ]
         with self._write_lock:
-            withdrawn = self._store.delete(identity.agency, references)
-            self._index.remove(identity.agency, references)
+            deleted = self._store.delete(identity.agency, references)  # records and forms
+            self._index.remove(identity.agency, [*references, *deleted.removed])
+            self._forms.discard(identity.agency, deleted.removed)
+        withdrawn = deleted.withdrawn
         self._audit.append(
             actor=identity.name,
             action="withdraw",
@@ -493,12 +623,18 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                 model = self._ensure_model()
                 # the full scan only when blocking found no confident candidate
                 # (linkage.index docstring: measured to lose no record)
-                found = self._index.query(
-                    query,
-                    model,
-                    max_candidates=max_candidates,
-                    min_probability=DEFAULT_MIN_PROBABILITY,
-                    confident_probability=CONFIDENT_PROBABILITY,
+                # a record's forms may take several places: ask for enough, keep each
+                # record once (its best form), under the record's reference
+                found = best_per_record(
+                    self._index.query(
+                        query,
+                        model,
+                        max_candidates=max_candidates * self._max_forms,
+                        min_probability=DEFAULT_MIN_PROBABILITY,
+                        confident_probability=CONFIDENT_PROBABILITY,
+                    ),
+                    self._forms,
+                    max_candidates,
                 )
                 # Raw probabilities only in benchmark mode and only for operators; Match is a
                 # node-only RPC (MATCHER_POLICY), so nodes always receive probability 0.
@@ -559,11 +695,16 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         """
         with self._model_lock:
             if self._model is None:
-                batch, _, _ = self._index.snapshot(sample=MODEL_FIT_RECORDS, seed=MODEL_FIT_SEED)
+                batch, codes, references = self._index.snapshot(
+                    sample=MODEL_FIT_RECORDS, seed=MODEL_FIT_SEED
+                )
                 if len(batch) < 2:
                     raise ModelError("no fitted model: at least 2 published records are needed")
                 started = time.perf_counter()
-                model = pipeline.score_pairs(self._schema, batch, None).model
+                members = self._members(codes, references)
+                # the forms of one record are no pair (and would look like matches)
+                record = record_numbers(members)
+                model = pipeline.score_pairs(self._schema, batch, None, record=record).model
                 self._store.save_model(model.to_dict())
                 self._model = model
                 logger.info(
@@ -629,12 +770,16 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                     rows = np.flatnonzero(codes == code)
                     datasets.append(batch.take(rows))
                     order.extend(rows.tolist())
-                members = [(self._index.agency_name(int(codes[r])), references[r]) for r in order]
+                # a form's member is its record: the forms of a record are clustered as one
+                members = self._members(codes[order], [references[r] for r in order])
+                record = record_numbers(members)
+                total_records = len(set(members))
                 result = pipeline.cluster_datasets(
                     self._schema,
                     datasets,
                     options=pipeline.LinkageOptions(min_probability=job.min_probability),
                     progress=job.progress,
+                    record=record,
                 )
                 job.progress("storing", 0, 1)
                 clusters = build_clusters(
@@ -645,7 +790,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                     salt_tags=batch.salt_tags[order],  # the clustered order, not a copy of
                     present=batch.field_present[order],  # every filter of the snapshot
                 )
-                self._store.finish_link(result_id, clusters, total_records=len(batch))
+                self._store.finish_link(result_id, clusters, total_records=total_records)
                 model = result.scored.model
                 with self._model_lock:
                     self._store.save_model(model.to_dict())
@@ -657,12 +802,12 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                 outcome="ok",
                 details={
                     "result_id": result_id,
-                    "records": len(batch),
+                    "records": total_records,
                     "clusters": len(clusters),
                     "seconds": round(time.perf_counter() - started, 3),
                 },
             )
-            logger.info("link %s: %d records, %d clusters", result_id, len(batch), len(clusters))
+            logger.info("link %s: %d records, %d clusters", result_id, total_records, len(clusters))
             job.events.put(("done", (result_id, len(clusters))))
         except BaseException as exc:
             if result_id:
@@ -680,6 +825,13 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                 )
             finally:
                 job.events.put(("error", exc if isinstance(exc, Exception) else RuntimeError()))
+
+    def _members(
+        self, codes: NDArray[np.int16], references: Sequence[str]
+    ) -> list[tuple[str, str]]:
+        """(agency, record reference) of each snapshot row: a form's is its record's."""
+        agencies = [self._index.agency_name(int(code)) for code in codes.tolist()]
+        return list(zip(agencies, self._forms.records(agencies, references), strict=True))
 
     def join_links(self, timeout: float | None = None) -> None:
         """Wait for running link threads (used at shutdown)."""
@@ -730,6 +882,8 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         self, request: jigsaw_pb2.MatcherStatusRequest, context: grpc.ServicerContext
     ) -> jigsaw_pb2.MatcherStatusResponse:
         counts = self._index.counts_by_agency()
+        for agency, surplus in self._forms.surplus_rows().items():  # records, not forms
+            counts[agency] = counts.get(agency, 0) - surplus
         return jigsaw_pb2.MatcherStatusResponse(
             schema_fingerprint=self._schema.fingerprint(),
             key_version=self._key_version,
@@ -738,7 +892,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                 for agency, count in sorted(counts.items())
                 if count
             ],
-            indexed_records=len(self._index),
+            indexed_records=sum(counts.values()),
             version=_version(),
         )
 
@@ -813,12 +967,17 @@ class MatcherRuntime:
         self.store.close()
 
 
-def rebuild_index(store: MatcherStore, *, chunk_size: int = REBUILD_CHUNK) -> MatchIndex:
-    """A MatchIndex holding every record in ``store``."""
+def rebuild_index(
+    store: MatcherStore, *, chunk_size: int = REBUILD_CHUNK, form_map: FormMap | None = None
+) -> MatchIndex:
+    """A MatchIndex holding every row in ``store``; ``form_map``, when given, is told which
+    of them are forms of which record."""
     started = time.perf_counter()
     index = MatchIndex(store.schema, key_version=store.key_version, capacity=store.count())
-    for agency, references, batch in store.iter_encodings(chunk_size=chunk_size):
-        index.upsert(agency, references, batch)
+    for chunk in store.iter_encodings(chunk_size=chunk_size):
+        if form_map is not None and any(chunk.form_of):
+            form_map.assign(chunk.agency, chunk.references, chunk.form_of)
+        index.upsert(chunk.agency, chunk.references, chunk.batch)
     # the store's chunks were parsed into short-lived objects on the heap: hand their pages
     # back (measured at 200 k records: 440 -> 420 bytes of resident memory a record)
     _release_free_memory()
@@ -853,7 +1012,8 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
     store = MatcherStore(config.store, schema=config.schema, key_version=config.key_version)
     audit: AuditLog | None = None
     try:
-        index = rebuild_index(store)
+        form_map = FormMap()
+        index = rebuild_index(store, form_map=form_map)
         audit = AuditLog(config.audit_log)
         servicer = MatcherServicer(
             config,
@@ -862,6 +1022,7 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
             audit=audit,
             model=_load_model(store, config),
             limits=MatchLimits.from_config(config.match_limits, clock=clock),
+            form_map=form_map,
         )
         server, port = build_grpc_server(
             role="matcher",
@@ -914,14 +1075,17 @@ def serve(config: MatcherConfig, *, on_started: Callable[[int], None] | None = N
 
 
 __all__ = [
+    "FormMap",
     "MatchLimits",
     "MatcherRuntime",
     "MatcherServicer",
+    "best_per_record",
     "build_clusters",
     "build_matcher",
     "create_server",
     "decode_page_token",
     "encode_page_token",
     "rebuild_index",
+    "record_numbers",
     "serve",
 ]

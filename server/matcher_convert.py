@@ -5,7 +5,9 @@ Role in the pipeline: the matcher servicer stays thin by calling these helpers t
 into a one-row :class:`~linkage.encode.EncodedBatch`, and turn index candidates and stored
 link-result clusters into ``Candidate`` / ``Cluster`` messages. Records are parsed and
 validated by :func:`server.convert.proto_to_encoded` or, for the columnar form,
-:func:`server.convert.columns_to_encoded` (the one module where filter bytes are read);
+:func:`server.convert.columns_to_encoded` (the one module where filter bytes are read), and
+their ``form_of`` (which record each row is a form of, :mod:`linkage.forms`) by
+:func:`server.convert.records_form_of` / :func:`server.convert.columns_form_of`;
 bands and agreements come from :func:`server.convert.band_for` and
 :func:`server.convert.agreement_for`.
 
@@ -26,7 +28,14 @@ from linkage.index import IndexedCandidate
 from linkage.schema import Schema
 from linkage.scoring import MISSING_LEVEL, FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.convert import agreement_for, band_for, columns_to_encoded, proto_to_encoded
+from server.convert import (
+    agreement_for,
+    band_for,
+    columns_form_of,
+    columns_to_encoded,
+    proto_to_encoded,
+    records_form_of,
+)
 from server.matcher_store import StoredCluster
 from server.status import RequestError
 
@@ -64,20 +73,24 @@ def check_header(
 
 def records_to_encoded(
     records: Sequence[jigsaw_pb2.EncodedRecord], schema: Schema, *, key_version: int
-) -> tuple[EncodedBatch, list[str]]:
-    """Validated (batch, references) of published records (errors name ``records[i]...``)."""
-    return proto_to_encoded(
+) -> tuple[EncodedBatch, list[str], list[str]]:
+    """Validated (batch, references, form_of) of published records (errors name
+    ``records[i]...``); ``form_of[i]`` is "" for a record published as itself."""
+    batch, references = proto_to_encoded(
         records, schema, fingerprint=schema.fingerprint(), key_version=key_version
     )
+    return batch, references, records_form_of(records, references)
 
 
 def columns_message_to_encoded(
     columns: jigsaw_pb2.EncodedColumns, schema: Schema, *, key_version: int
-) -> tuple[EncodedBatch, list[str]]:
-    """Validated (batch, references) of published columns (errors name ``columns...``)."""
-    return columns_to_encoded(
+) -> tuple[EncodedBatch, list[str], list[str]]:
+    """Validated (batch, references, form_of) of published columns (errors name
+    ``columns...``); ``form_of[i]`` is "" for a record published as itself."""
+    batch, references = columns_to_encoded(
         columns, schema, fingerprint=schema.fingerprint(), key_version=key_version
     )
+    return batch, references, columns_form_of(columns, references)
 
 
 def query_to_encoded(

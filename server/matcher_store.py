@@ -14,6 +14,14 @@ One SQLite file in WAL mode (``synchronous=FULL``), tables::
         (:class:`StoreMismatchError`, which names both values: they are not identifiers).
     encodings(agency TEXT, reference TEXT, payload BLOB, updated_at TEXT,
               PRIMARY KEY(agency, reference))
+        one row per published row: a record published as itself, or one *form* of a record
+        (:mod:`linkage.forms`: a record lacking sex is published once per sex value, each
+        form under its own derived reference).
+    forms(agency TEXT, reference TEXT, record TEXT, PRIMARY KEY(agency, reference)),
+          index forms_by_record(agency, record)
+        which encodings rows are forms, and of which record (the reference a node's
+        ``form_of`` names); a record published as itself has no row here. Created if
+        missing, so a store written before forms opens unchanged (it has none).
     models(name TEXT PRIMARY KEY, json TEXT, updated_at TEXT)
         the fitted model as ``FellegiSunterModel.to_dict()`` JSON, under the name "default".
     link_results(result_id TEXT PRIMARY KEY, created_at TEXT, finished_at TEXT, status TEXT,
@@ -45,6 +53,17 @@ Payload byte layout (format 1, fixed length for a given schema; all integers lit
                               missing (none for an unsalted schema, whose payloads are
                               therefore byte-identical to those written before salt tags)
 
+Forms replace each other whole. :meth:`MatcherStore.upsert` takes each row's ``form_of``
+("" for a record published as itself); for every record the call touches (published as
+itself, or named by a form) it deletes, in the same transaction, the record's stored forms
+that the call does not carry and, when the record now comes as forms, the record's own row:
+a record whose sex became known replaces its forms, one whose sex was erased replaces its
+own row. So all the forms of a record must come in one call (one Publish message). The
+references so deleted are returned (``UpsertCounts.removed``) for the index to drop too.
+:meth:`MatcherStore.delete` (``Withdraw``, by record reference) deletes a record's forms with
+it, and :meth:`MatcherStore.iter_encodings` returns each row's ``form_of``, from which the
+matcher rebuilds its form -> record map at start.
+
 Crash safety: each :meth:`MatcherStore.upsert` / :meth:`MatcherStore.delete` call is one
 transaction, so a ``kill -9`` loses only calls not yet committed; the node re-sends whatever it
 had not seen acknowledged and the upsert (keyed by agency and reference, "unchanged" when the
@@ -62,7 +81,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -85,6 +104,13 @@ CREATE TABLE IF NOT EXISTS encodings (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (agency, reference)
 );
+CREATE TABLE IF NOT EXISTS forms (
+    agency TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (agency, reference)
+);
+CREATE INDEX IF NOT EXISTS forms_by_record ON forms (agency, record);
 CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, json TEXT NOT NULL, updated_at TEXT);
 CREATE TABLE IF NOT EXISTS link_results (
     result_id TEXT PRIMARY KEY,
@@ -114,12 +140,33 @@ class StoreMismatchError(IncompatibleEncodingError):
 
 @dataclass(frozen=True)
 class UpsertCounts:
-    """Outcome of one upsert: counts, and the batch rows whose stored payload changed."""
+    """Outcome of one upsert: counts, the batch rows whose stored payload changed, and the
+    references of the rows it deleted (forms, or records' own rows, replaced by the call)."""
 
     inserted: int
     replaced: int
     unchanged: int
     changed_rows: tuple[int, ...]
+    removed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """Outcome of one delete: how many of the given records were held (as themselves or as
+    forms), and the references of every row deleted (records' own rows and their forms)."""
+
+    withdrawn: int
+    removed: tuple[str, ...]
+
+
+class StoredChunk(NamedTuple):
+    """Rows of one agency from :meth:`MatcherStore.iter_encodings`, row-aligned;
+    ``form_of[i]`` is "" for a record published as itself, else its record's reference."""
+
+    agency: str
+    references: list[str]
+    batch: EncodedBatch
+    form_of: list[str]
 
 
 @dataclass(frozen=True)
@@ -314,20 +361,44 @@ class MatcherStore:
 
     # -------------------------------------------------------------- encodings
 
-    def upsert(self, agency: str, references: Sequence[str], batch: EncodedBatch) -> UpsertCounts:
+    def upsert(
+        self,
+        agency: str,
+        references: Sequence[str],
+        batch: EncodedBatch,
+        form_of: Sequence[str] | None = None,
+    ) -> UpsertCounts:
         """Insert or replace ``batch`` (row i under ``references[i]``) in one transaction.
 
         A row whose payload is byte-identical to the stored one is "unchanged"; a reference
-        repeated in the batch counts once (its last row wins).
+        repeated in the batch counts once (its last row wins). ``form_of[i]`` ("" or absent:
+        a record published as itself) is the record row i is a form of; the forms and own
+        rows this call replaces are deleted (module docstring) and listed in ``removed``.
         """
         if len(references) != len(batch):
             raise MatcherStoreError("references: expected one reference per encoded record")
+        forms = [""] * len(references) if form_of is None else list(form_of)
+        if len(forms) != len(references):
+            raise MatcherStoreError("form_of: expected one entry per encoded record")
         if batch.schema_fingerprint != self.fingerprint or batch.key_version != self.key_version:
             raise IncompatibleEncodingError(
                 "batch: schema fingerprint or key version differ from the store's"
             )
         payloads = pack_payloads(batch, self.schema)
         last_row = {reference: row for row, reference in enumerate(references)}
+        record_of = {reference: forms[row] for reference, row in last_row.items()}
+        if any(record in last_row for record in record_of.values() if record):
+            raise MatcherStoreError(
+                "form_of: a form must name a record that is not itself a row of the call"
+            )
+        # per record the call touches: the forms it carries (none for a record as itself)
+        carried: dict[str, set[str]] = {}
+        for reference, record in record_of.items():
+            if record:
+                carried.setdefault(record, set()).add(reference)
+            else:
+                carried.setdefault(reference, set())
+        as_forms = [record for record, held in carried.items() if held]
         now = _now()
         inserted = replaced = unchanged = 0
         changed: list[int] = []
@@ -345,6 +416,22 @@ class MatcherStore:
                     replaced += 1
                 changed.append(row)
                 writes.append((agency, reference, payloads[row], now))
+            # one look at the forms table: the call's rows mapped as forms, and the stored
+            # forms of the records it touches
+            touching = self._forms_touching(conn, agency, [*last_row, *as_forms])
+            mapped = {reference: record for reference, record in touching if reference in last_row}
+            stale = list(
+                dict.fromkeys(  # once each (two chunks may both find a form)
+                    reference
+                    for reference, record in touching
+                    if record in carried
+                    and reference not in carried[record]
+                    and reference not in last_row
+                )
+            )
+            stale_rows = sorted(set(self._references_held(conn, agency, stale + as_forms)))
+            self._delete_rows(conn, "encodings", "reference", agency, stale_rows)
+            self._delete_rows(conn, "forms", "reference", agency, stale)
             writes.sort()  # in key order, the B-tree pages of one message are visited once each
             conn.executemany(
                 "INSERT INTO encodings (agency, reference, payload, updated_at) "
@@ -352,7 +439,109 @@ class MatcherStore:
                 "payload = excluded.payload, updated_at = excluded.updated_at",
                 writes,
             )
-        return UpsertCounts(inserted, replaced, unchanged, tuple(sorted(changed)))
+            self._write_form_map(conn, agency, record_of, mapped)
+        return UpsertCounts(
+            inserted, replaced, unchanged, tuple(sorted(changed)), tuple(stale_rows)
+        )
+
+    def _write_form_map(
+        self,
+        conn: sqlite3.Connection,
+        agency: str,
+        record_of: Mapping[str, str],
+        mapped: Mapping[str, str],
+    ) -> None:
+        """Make the forms table say ``record_of`` for these references ("" = not a form),
+        writing only what differs from what it says (``mapped``: its rows for them)."""
+        unmapped = [r for r, record in record_of.items() if not record and r in mapped]
+        self._delete_rows(conn, "forms", "reference", agency, unmapped)
+        conn.executemany(
+            "INSERT INTO forms (agency, reference, record) VALUES (?, ?, ?) "
+            "ON CONFLICT (agency, reference) DO UPDATE SET record = excluded.record",
+            sorted(
+                (agency, reference, record)
+                for reference, record in record_of.items()
+                if record and mapped.get(reference) != record
+            ),
+        )
+
+    @staticmethod
+    def _select_in(
+        conn: sqlite3.Connection,
+        columns: str,
+        key: str,
+        agency: str,
+        values: Sequence[str] | Mapping[str, str],
+        table: str = "forms",
+    ) -> list[tuple[Any, ...]]:
+        """``SELECT columns FROM table WHERE agency = ? AND key IN values``, chunked."""
+        values = list(values)
+        out: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), _SQL_CHUNK):
+            chunk = values[start : start + _SQL_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                conn.execute(
+                    f"SELECT {columns} FROM {table} WHERE agency = ? AND {key} IN ({marks})",
+                    (agency, *chunk),
+                ).fetchall()
+            )
+        return out
+
+    @staticmethod
+    def _forms_touching(
+        conn: sqlite3.Connection, agency: str, keys: Sequence[str]
+    ) -> list[tuple[str, str]]:
+        """(reference, record) of every stored form whose reference or record is in ``keys``."""
+        out: list[tuple[str, str]] = []
+        for start in range(0, len(keys), _SQL_CHUNK):
+            chunk = keys[start : start + _SQL_CHUNK]
+            # numbered parameters: the chunk is bound once and read by every list; two
+            # searches, not one "reference IN .. OR record IN ..", which SQLite answers by
+            # reading all the agency's forms
+            marks = ",".join(f"?{i + 2}" for i in range(len(chunk)))
+            out.extend(
+                conn.execute(
+                    f"SELECT reference, record FROM forms WHERE agency = ?1 "
+                    f"AND reference IN ({marks}) UNION ALL "
+                    f"SELECT reference, record FROM forms WHERE agency = ?1 "
+                    f"AND record IN ({marks}) AND reference NOT IN ({marks})",
+                    (agency, *chunk),
+                ).fetchall()
+            )
+        return out
+
+    def _forms_of_records(
+        self, conn: sqlite3.Connection, agency: str, records: Sequence[str]
+    ) -> list[tuple[str, str]]:
+        """(form reference, record) of every stored form of these records."""
+        rows = self._select_in(conn, "reference, record", "record", agency, records)
+        return [(str(reference), str(record)) for reference, record in rows]
+
+    def _references_held(
+        self, conn: sqlite3.Connection, agency: str, references: Sequence[str]
+    ) -> list[str]:
+        """Those of ``references`` that have a row in ``encodings``."""
+        rows = self._select_in(
+            conn, "reference", "reference", agency, references, table="encodings"
+        )
+        return [str(reference) for (reference,) in rows]
+
+    @staticmethod
+    def _delete_rows(
+        conn: sqlite3.Connection, table: str, key: str, agency: str, values: Sequence[str]
+    ) -> int:
+        """``DELETE FROM table WHERE agency = ? AND key IN values``, chunked; rows deleted."""
+        deleted = 0
+        values = list(values)
+        for start in range(0, len(values), _SQL_CHUNK):
+            chunk = values[start : start + _SQL_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            cursor = conn.execute(
+                f"DELETE FROM {table} WHERE agency = ? AND {key} IN ({marks})", (agency, *chunk)
+            )
+            deleted += cursor.rowcount
+        return deleted
 
     @staticmethod
     def _existing(conn: sqlite3.Connection, agency: str, references: list[str]) -> dict[str, bytes]:
@@ -368,35 +557,38 @@ class MatcherStore:
             found.update((reference, bytes(payload)) for reference, payload in rows)
         return found
 
-    def delete(self, agency: str, references: Sequence[str]) -> int:
-        """Delete ``agency``'s records with these references (one transaction); how many were."""
+    def delete(self, agency: str, references: Sequence[str]) -> Deleted:
+        """Delete ``agency``'s records with these references, and their forms, in one
+        transaction: how many of them were held, and every row reference deleted."""
         unique = list(dict.fromkeys(references))
-        deleted = 0
         with self._lock, self._transaction() as conn:
-            for start in range(0, len(unique), _SQL_CHUNK):
-                chunk = unique[start : start + _SQL_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                cursor = conn.execute(
-                    f"DELETE FROM encodings WHERE agency = ? AND reference IN ({marks})",
-                    (agency, *chunk),
-                )
-                deleted += cursor.rowcount
-        return deleted
+            forms = self._forms_of_records(conn, agency, unique)
+            rows = self._references_held(conn, agency, unique + [f for f, _ in forms])
+            held = set(rows)
+            withdrawn = {r for r in unique if r in held} | {
+                record for form, record in forms if form in held
+            }
+            self._delete_rows(conn, "encodings", "reference", agency, rows)
+            self._delete_rows(conn, "forms", "record", agency, unique)
+            self._delete_rows(conn, "forms", "reference", agency, unique)
+        return Deleted(withdrawn=len(withdrawn), removed=tuple(sorted(rows)))
 
-    def iter_encodings(
-        self, *, chunk_size: int = 10_000
-    ) -> Iterator[tuple[str, list[str], EncodedBatch]]:
-        """Every stored record as (agency, references, batch) chunks, one agency per chunk.
+    def iter_encodings(self, *, chunk_size: int = 10_000) -> Iterator[StoredChunk]:
+        """Every stored row as :class:`StoredChunk` (agency, references, batch, form_of)
+        chunks, one agency per chunk.
 
         Reads page by page (keyset pagination on the primary key), so it may run while other
-        threads write; it is meant for rebuilding the index at start.
+        threads write; it is meant for rebuilding the index and the form map at start.
         """
         after = ("", "")
         while True:
             with self._lock:
                 rows = self._conn.execute(
-                    "SELECT agency, reference, payload FROM encodings "
-                    "WHERE (agency, reference) > (?, ?) ORDER BY agency, reference LIMIT ?",
+                    "SELECT e.agency, e.reference, e.payload, COALESCE(f.record, '') "
+                    "FROM encodings AS e LEFT JOIN forms AS f "
+                    "ON f.agency = e.agency AND f.reference = e.reference "
+                    "WHERE (e.agency, e.reference) > (?, ?) "
+                    "ORDER BY e.agency, e.reference LIMIT ?",
                     (*after, chunk_size),
                 ).fetchall()
             if not rows:
@@ -412,7 +604,7 @@ class MatcherStore:
                 batch = unpack_payloads(
                     [bytes(r[2]) for r in group], self.schema, key_version=self.key_version
                 )
-                yield agency, [r[1] for r in group], batch
+                yield StoredChunk(agency, [r[1] for r in group], batch, [r[3] for r in group])
                 start = end
 
     def counts_by_agency(self) -> dict[str, int]:

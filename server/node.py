@@ -23,7 +23,6 @@ unreachable (or too slow) is ``UNAVAILABLE``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import secrets
 import threading
@@ -33,8 +32,8 @@ from importlib import metadata
 from typing import Any, NoReturn
 
 import grpc
-import numpy as np
 
+from linkage import forms
 from linkage.encode import EncodedBatch, encode_record
 from linkage.keys import KeySet
 from linkage.normalise import FINITE_VALUES
@@ -100,7 +99,8 @@ def salt_variants(schema: Schema, batch: EncodedBatch) -> list[dict[str, str]]:
     its fields salted in turn (names, postcode) a salt tag, only under that other field's
     value; a query without it could be compared with nothing salted. Where the missing field
     has few possible values (:data:`linkage.normalise.FINITE_VALUES`) the query is sent under
-    each."""
+    each, the value only salting (:func:`linkage.forms.assume`): the same forms a node
+    publishes for a record that lacks the field (:mod:`linkage.forms`)."""
     kinds = {spec.name: spec.kind for spec in schema.fields}
     missing = dict.fromkeys(
         salt_field
@@ -111,22 +111,6 @@ def salt_variants(schema: Schema, batch: EncodedBatch) -> list[dict[str, str]]:
     for name in missing:
         variants = [{**v, name: value} for v in variants for value in FINITE_VALUES[kinds[name]]]
     return variants if missing else []
-
-
-def assumed_salt(
-    schema: Schema, keys: KeySet, identifiers: Mapping[str, str], assumed: Mapping[str, str]
-) -> EncodedBatch:
-    """The query encoded with the ``assumed`` values, which only salt: the assumed fields are
-    then published as missing (no filter, so they are never compared and add no evidence),
-    their salt tags kept (so what they salt is compared under them)."""
-    batch = encode_record(schema, keys, identifiers)
-    filters = list(batch.field_filters)
-    present = batch.field_present.copy()
-    for name in assumed:
-        index = schema.field_names.index(name)
-        filters[index] = np.zeros_like(filters[index])
-        present[0, index] = False
-    return dataclasses.replace(batch, field_filters=tuple(filters), field_present=present)
 
 
 def require_chained_salts(schema: Schema, batch: EncodedBatch) -> None:
@@ -301,9 +285,15 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         variants = salt_variants(self._schema, batch)
         if not variants:
             return encoded_to_proto(batch, [lookup_id])[0:1]
+        # each variant: the query encoded with the assumed values, which then only salt
+        # (published as missing, salt tags kept), as a form of a published record is
         return [
             encoded_to_proto(
-                assumed_salt(self._schema, self._keys, {**identifiers, **assumed}, assumed),
+                forms.assume(
+                    self._schema,
+                    encode_record(self._schema, self._keys, {**identifiers, **assumed}),
+                    list(assumed),
+                ),
                 [lookup_id],
             )[0]
             for assumed in variants

@@ -21,7 +21,8 @@ File layout (``*`` = required)::
     audit_log*         "police-audit.jsonl"
     listen             "127.0.0.1:0"          host:port this node serves on
     matcher*           "127.0.0.1:50051"      host:port of the matcher
-    publish_batch_size 1000                   records encoded per publish message
+    publish_batch_size 1000                   rows per publish message (a record, or
+                                              each form of one: linkage.forms)
     publish_form       "columns"              "columns" (EncodedColumns) or "records" (one
                                               EncodedRecord each: for a matcher older than
                                               columnar Publish, during an upgrade)

@@ -3,13 +3,27 @@
 Role in the pipeline: step 2 of the data flow (node → matcher). Records the matcher does not
 hold yet (new or changed since their last acknowledged publication, see ``server.node_store``)
 are read in groups of ``batch_size * batches_per_call`` (keyset pages in store order), each
-group encoded with one :func:`linkage.encode.encode_records` call and sent in one
-client-streaming ``Publish`` call of ``batch_size`` records per message: the first
+group encoded with one :func:`linkage.forms.encode_forms` call and sent in one
+client-streaming ``Publish`` call of at most ``batch_size`` rows per message: the first
 ``PublishRequest`` carries the :class:`EncodingHeader` (schema fingerprint and key version) and
 the first batch, later messages one batch each. A batch travels as ``EncodedColumns`` (a few
 large byte strings, layout in :mod:`server.convert`) rather than one ``EncodedRecord`` per
-record, which is far cheaper to build and to parse.
-Only after the call returns, and only if the matcher acknowledges every record sent (a matcher
+row, which is far cheaper to build and to parse.
+
+Forms: a record lacking a salt field with few values (the shipped schema: sex, which salts
+the date of birth) is published as one row per value, each a *form* of it
+(:mod:`linkage.forms`), under a reference derived from the record's
+(:func:`linkage.forms.form_reference`) with ``form_of`` set to the record's reference; any
+other record is one row under its own reference, ``form_of`` empty. A record's rows are
+consecutive and never straddle two messages (``batch_size`` counts rows, as the matcher's
+``max_publish_batch`` does; a message ends early rather than split a record): the matcher
+replaces a record's stored forms by exactly those one message carries, drops the record's
+own row when it arrives as forms and its forms when it arrives as itself (a record that
+gained a sex), removes the forms with the record on ``Withdraw``, and answers lookups and
+link clusters under the record's reference. So the node withdraws, and ``Disclose``
+resolves, records by their own reference only.
+
+Only after the call returns, and only if the matcher acknowledges every row sent (a matcher
 that predates ``columns`` would ignore them and acknowledge none), are those records marked
 published, with the content hash of exactly what was sent. Deleted records that were
 published are then sent in ``Withdraw`` calls and purged.
@@ -19,16 +33,18 @@ distinct value and token once per call, so one call over the whole group costs m
 one per message. A producer thread reads and encodes group n + 1 while group n is in
 flight and being marked (it starts on a group only once the previous one was taken, so at
 most two groups are held), so the matcher is not left idle while the node encodes. The bytes
-sent are those of encoding message by message (the encoder's output for a record does not
-depend on its batch; tested).
+sent are those of encoding message by message (the encoder's output for a record, forms
+included, does not depend on its batch; tested).
 
-Idempotent and resumable: the matcher upserts by (agency, reference) and a record keeps its
-reference for life, so a crash between sending and marking only causes a harmless re-send.
+Idempotent and resumable: the matcher upserts by (agency, reference), a record keeps its
+reference for life and its forms' references are derived from it, so a crash between sending
+and marking only causes a harmless re-send.
 A pass pages through the store once; records changed while it ran stay pending (their new
 hash differs from the one marked) and a further pass publishes them, until a pass finds
-nothing. When the schema fingerprint or key version differs from the one recorded at the last
-publication (store meta ``published_encoding``), every record is marked unpublished first so
-the matcher receives fresh encodings of everything.
+nothing. When the schema fingerprint, the key version or the publication format
+(:data:`PUBLICATION_FORMAT`) differs from the one recorded at the last publication (store meta
+``published_encoding``), every record is marked unpublished first so the matcher receives
+fresh encodings of everything.
 
 gRPC errors (``grpc.RpcError``), encoding errors and :class:`PublishNotAcknowledged` propagate
 to the caller; nothing is marked for a failed call, and the producer thread is stopped and
@@ -38,14 +54,18 @@ Logs carry counts and the fingerprint only.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from linkage.encode import encode_records
+import numpy as np
+from numpy.typing import NDArray
+
 from linkage.errors import JigsawError
+from linkage.forms import NO_FORM, encode_forms, form_reference
 from linkage.keys import KeySet
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
@@ -56,6 +76,8 @@ logger = logging.getLogger(__name__)
 
 WITHDRAW_CHUNK = 10_000
 PUBLISHED_ENCODING_META = "published_encoding"
+#: How records become published rows; part of the ``published_encoding`` tag
+PUBLICATION_FORMAT = "forms1"
 
 ProgressCallback = Callable[[int], None]
 
@@ -76,7 +98,10 @@ class PublishNotAcknowledged(JigsawError):
 
 
 def _encoding_tag(schema: Schema, keys: KeySet) -> str:
-    return f"{schema.fingerprint()} k{keys.key_version}"
+    """The tag whose change re-publishes everything: schema, key version and the way records
+    become rows (a store published before forms has a tag without ``forms1``, so its records
+    lacking a salt are re-sent once, as forms)."""
+    return f"{schema.fingerprint()} k{keys.key_version} {PUBLICATION_FORMAT}"
 
 
 def encode_messages(
@@ -88,31 +113,70 @@ def encode_messages(
     *,
     columnar: bool = True,
 ) -> list[jigsaw_pb2.PublishRequest]:
-    """The messages of one Publish stream: ``records`` encoded at once, ``batch_size`` a message.
+    """The messages of one Publish stream: ``records`` encoded at once, at most ``batch_size``
+    rows a message (the matcher's ``max_publish_batch`` counts rows).
 
-    Each message carries ``columns`` (or, with ``columnar=False``, one ``EncodedRecord`` per
-    record, the form older matchers read); the header rides on the first message.
+    A record is one row, or one row per form (:func:`linkage.forms.encode_forms`) under
+    :func:`linkage.forms.form_reference` with ``form_of`` its own reference; a record's rows
+    are never split between two messages. Each message carries ``columns`` (or, with
+    ``columnar=False``, one ``EncodedRecord`` per row, the form older matchers read); the
+    header rides on the first message.
     """
     columns = {
         spec.name: [record.fields.get(spec.name) for record in records] for spec in schema.fields
     }
-    batch = encode_records(schema, keys, columns)
-    references = [record.reference for record in records]
+    encoded = encode_forms(schema, keys, columns)
+    batch = encoded.batch
+    origin = encoded.origin.tolist()
+    references = [
+        form_reference(records[o].reference, f)
+        for o, f in zip(origin, encoded.form.tolist(), strict=True)
+    ]
+    form_of = [
+        "" if f == NO_FORM else records[o].reference
+        for o, f in zip(origin, encoded.form.tolist(), strict=True)
+    ]
+    bounds = _message_bounds(encoded.origin, batch_size)
     messages: list[jigsaw_pb2.PublishRequest] = []
     if not columnar:
-        encoded = encoded_to_proto(batch, references)
-    for start in range(0, len(records), batch_size):
-        stop = min(start + batch_size, len(records))
+        as_records = encoded_to_proto(batch, references, form_of=form_of)
+    for start, stop in itertools.pairwise(bounds):
         message = jigsaw_pb2.PublishRequest()
         if start == 0:
             message.header.CopyFrom(header)
         if columnar:
             part = batch if (start, stop) == (0, len(batch)) else batch.take(range(start, stop))
-            message.columns.CopyFrom(encoded_to_columns(part, references[start:stop]))
+            message.columns.CopyFrom(
+                encoded_to_columns(part, references[start:stop], form_of=form_of[start:stop])
+            )
         else:
-            message.records.extend(encoded[start:stop])
+            message.records.extend(as_records[start:stop])
         messages.append(message)
     return messages
+
+
+def _message_bounds(origin: NDArray[np.int64], batch_size: int) -> list[int]:
+    """Row offsets that cut the rows (``origin``: each row's record, ascending) into messages
+    of at most ``batch_size`` rows without splitting a record's forms (a record with more
+    forms than ``batch_size`` goes alone): 0, ..., len(origin)."""
+    ends = np.flatnonzero(np.diff(origin)).tolist()  # last row of each record but the last
+    ends = [end + 1 for end in ends] + [len(origin)]
+    bounds = [0]
+    previous = 0
+    for end in ends:
+        if end - bounds[-1] > batch_size and previous > bounds[-1]:
+            bounds.append(previous)
+        previous = end
+    if len(origin) > bounds[-1]:
+        bounds.append(len(origin))
+    return bounds
+
+
+def _message_rows(message: jigsaw_pb2.PublishRequest) -> int:
+    """The rows (records and forms) a ``PublishRequest`` carries, whichever form it uses."""
+    if message.HasField("columns"):
+        return len(message.columns.references)
+    return len(message.records)
 
 
 @dataclass(frozen=True)
@@ -121,6 +185,7 @@ class _Group:
 
     records: list[PendingRecord]
     messages: list[jigsaw_pb2.PublishRequest]
+    rows: int  # rows the messages carry: the records, a record lacking a salt as its forms
 
 
 class _Producer:
@@ -157,7 +222,9 @@ class _Producer:
                 if not records:
                     break
                 after_row = records[-1].row
-                self._queue.put(_Group(records, self._encode_group(records)))
+                messages = self._encode_group(records)
+                rows = sum(_message_rows(message) for message in messages)
+                self._queue.put(_Group(records, messages, rows))
             self._queue.put(None)
         except BaseException as exc:  # handed to the consuming thread, which re-raises it
             self._queue.put(exc)
@@ -223,18 +290,20 @@ def publish_pending(
             for group in producer:
                 response = stub.Publish(iter(group.messages), timeout=timeout_s)
                 calls += 1
-                if response.received != len(group.records):
+                if response.received != group.rows:
                     raise PublishNotAcknowledged(
-                        f"the matcher acknowledged {response.received} of {len(group.records)} "
-                        "records sent; nothing was marked published (a matcher older than "
-                        "columnar Publish ignores EncodedColumns: upgrade it, or set "
-                        'node.publish_form = "records" meanwhile)'
+                        f"the matcher acknowledged {response.received} of {group.rows} rows "
+                        f"sent ({len(group.records)} records and their forms); nothing was "
+                        "marked published (a matcher older than columnar Publish ignores "
+                        'EncodedColumns: upgrade it, or set node.publish_form = "records" '
+                        "meanwhile)"
                     )
                 store.mark_published_rows(group.records)
                 published_in_pass += len(group.records)
                 logger.info(
-                    "published %d records (matcher: %d inserted, %d replaced, %d unchanged)",
-                    len(group.records), response.inserted, response.replaced,
+                    "published %d records as %d rows (matcher: %d inserted, %d replaced, "
+                    "%d unchanged)",
+                    len(group.records), group.rows, response.inserted, response.replaced,
                     response.unchanged,
                 )  # fmt: skip
                 if progress is not None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from linkage import pipeline, synthetic
+from linkage import forms, pipeline, synthetic
 from linkage.encode import concat_batches, encode_records, salt_comparable
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
-from server.matcher import build_clusters
+from server.matcher import build_clusters, record_numbers
 
 SCHEMA = load_schema("child")
 
@@ -53,3 +53,44 @@ def test_salted_fields_under_other_salts_are_labelled_not_compared() -> None:
         sum(e.probability for c in plain for e in c.edges),
         sum(e.probability for c in labelled for e in c.edges),
     )
+
+
+def test_the_forms_of_a_record_are_one_member() -> None:
+    data = synthetic.generate_population(400, seed=5)
+    keys = KeySet(LinkageSecret.for_tests())
+    datasets = []
+    members: list[tuple[str, str]] = []
+    for name, agency in data.agencies.items():
+        columns = {field: list(agency.columns[field]) for field in SCHEMA.field_names}
+        columns["sex"] = [None if i % 3 == 0 else s for i, s in enumerate(columns["sex"])]
+        published = forms.encode_forms(SCHEMA, keys, columns)
+        datasets.append(published.batch)
+        members.extend((name, f"{int(origin):032x}") for origin in published.origin)
+    record = record_numbers(members)
+    assert record is not None  # some rows are forms
+    result = pipeline.cluster_datasets(SCHEMA, datasets, record=record)
+    clustered = concat_batches(datasets)
+    clusters = build_clusters(
+        result,
+        members,
+        0.5,
+        schema=SCHEMA,
+        salt_tags=clustered.salt_tags,
+        present=clustered.field_present,
+    )
+    with_forms = {m for m in members if members.count(m) > 1}
+    held = [m for c in clusters for m in c.members]
+    assert len(held) == len(set(held))  # every record in one cluster, once
+    assert with_forms & set(held)  # records published as forms did link
+    for cluster in clusters:
+        assert len(cluster.members) >= 2 and list(cluster.members) == sorted(cluster.members)
+        pairs = [tuple(sorted((e.left, e.right))) for e in cluster.edges]
+        assert len(pairs) == len(set(pairs))  # at most one edge between two records
+        assert all(left != right for left, right in pairs)
+        assert all(max(pair) < len(cluster.members) for pair in pairs)
+
+
+def test_record_numbers() -> None:
+    assert record_numbers([("a", "1"), ("b", "1"), ("a", "2")]) is None
+    numbers = record_numbers([("a", "1"), ("a", "2"), ("a", "1"), ("b", "1")])
+    assert numbers is not None and numbers.tolist() == [0, 1, 0, 2]

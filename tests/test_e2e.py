@@ -32,7 +32,9 @@ from client.demo import (
     write_matcher_config,
     write_node_config,
 )
-from linkage import synthetic
+from linkage import forms, synthetic
+from linkage.keys import KeySet, LinkageSecret
+from linkage.schema import load_schema
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
@@ -86,6 +88,20 @@ class Federation:
         con = sqlite3.connect(self.root / "matcher" / "store.sqlite", timeout=10)
         try:
             return int(con.execute("SELECT count(*) FROM encodings").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            con.close()
+
+    def matcher_records(self) -> int:
+        """Records the matcher holds: its rows, a record published as forms counted once."""
+        con = sqlite3.connect(self.root / "matcher" / "store.sqlite", timeout=10)
+        try:
+            rows = int(con.execute("SELECT count(*) FROM encodings").fetchone()[0])
+            forms, records = con.execute(
+                "SELECT count(*), count(DISTINCT agency || ' ' || record) FROM forms"
+            ).fetchone()
+            return rows - int(forms) + int(records)
         except sqlite3.OperationalError:
             return 0
         finally:
@@ -163,17 +179,29 @@ def test_ingest_reports_bad_row_by_line_and_field(tmp_path: Path, federation: Fe
     assert "31/02/2015" not in out  # the bad value itself is never echoed
 
 
+def _stored_fields(fed: Federation, agency: str) -> list[dict[str, str | None]]:
+    con = sqlite3.connect(fed.root / agency / "store.sqlite")
+    try:
+        rows = con.execute("SELECT fields FROM records WHERE deleted = 0").fetchall()
+    finally:
+        con.close()
+    return [json.loads(text) for (text,) in rows]
+
+
 def test_publish_is_idempotent(federation: Federation) -> None:
     before = federation.matcher_rows()
     jigsaw("publish", "--config", str(federation.node_configs["health"]))
     assert federation.matcher_rows() == before
-    expected = sum(
-        sqlite3.connect(federation.root / a / "store.sqlite")
-        .execute("SELECT count(*) FROM records WHERE deleted = 0")
-        .fetchone()[0]
-        for a in AGENCIES
-    )
-    assert before == expected
+    # one row a record, three (one a sex) for a record with a date of birth but no sex
+    schema = load_schema("child")
+    keys = KeySet(LinkageSecret.for_tests(), 1)  # how many rows does not depend on the key
+    records = rows = 0
+    for a in AGENCIES:
+        stored = _stored_fields(federation, a)
+        columns = {name: [f.get(name) for f in stored] for name in schema.field_names}
+        records += len(stored)
+        rows += len(forms.encode_forms(schema, keys, columns))
+    assert before == rows > records
 
 
 @pytest.mark.parametrize("with_sex", [True, False], ids=["with sex", "without sex"])
@@ -239,6 +267,71 @@ def test_disclose_releases_only_policy_fields(federation: Federation) -> None:
         "section 47 enquiry",
     ).stdout
     assert "given_name" in out and "withheld by policy" in out and "nhs_number" in out
+
+
+def test_a_record_without_sex_is_found_under_its_own_reference(federation: Federation) -> None:
+    """A child whose social-care record lacks sex (published as forms) and whose health record
+    has it: a lookup with sex finds both, the social-care record under its own reference with
+    its date of birth compared, and that reference is disclosed."""
+    population = federation.population
+    care, health = population.agencies["childrens_social_care"], population.agencies["health"]
+
+    def value(agency: synthetic.AgencyData, field: str, row: int) -> str:
+        return str(agency.columns[field][row] or "").strip()
+
+    pairs = [
+        (i, j)
+        for i in range(len(care))
+        if not value(care, "sex", i) and value(care, "date_of_birth", i)
+        for j in range(len(health))
+        if health.child_id[j] == care.child_id[i]
+        and all(value(health, f, j) for f in ("given_name", "family_name", "date_of_birth", "sex"))
+    ]
+    assert pairs, "the federation must hold such a child (population seed 11)"
+    i, j = pairs[0]
+    con = sqlite3.connect(federation.root / "childrens_social_care" / "store.sqlite")
+    try:
+        (reference,) = con.execute(
+            "SELECT reference FROM records WHERE local_id = ?", (value(care, "record_id", i),)
+        ).fetchone()
+    finally:
+        con.close()
+
+    args = [
+        "lookup",
+        "--node",
+        federation.nodes["childrens_social_care"].address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "alice",
+        "--purpose",
+        "e2e forms",
+        "--json",
+    ]
+    for f in ("given_name", "family_name", "date_of_birth", "sex"):
+        args += ["--field", f"{f}={value(health, f, j)}"]
+    candidates = json.loads(jigsaw(*args).stdout)["candidates"]
+    assert "health" in [c["agency"] for c in candidates]
+    found = [c for c in candidates if c["agency"] == "childrens_social_care"]
+    assert [c["reference"] for c in found] == [reference]  # once, as the record, not a form
+    assert found[0]["evidence"]["date_of_birth"] in ("exact", "strong")
+    assert found[0]["evidence"]["sex"] == "missing"
+
+    out = jigsaw(
+        "disclose",
+        "--node",
+        federation.nodes["childrens_social_care"].address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "alice",
+        "--reference",
+        reference,
+        "--purpose",
+        "section 47 enquiry",
+    ).stdout
+    assert reference in out and value(care, "family_name", i) in out
 
 
 def test_link_as_operator_and_denied_to_staff(federation: Federation) -> None:
@@ -435,15 +528,15 @@ def test_kill_matcher_mid_publish_and_mid_link(tmp_path: Path) -> None:
             time.sleep(0.01)
         fed.kill_matcher()
         publisher.wait(timeout=60)
-        partial = fed.matcher_rows()
+        partial = fed.matcher_records()
         assert 0 < partial < total, "the kill must land mid-publish"
         # restart on the same store and port-file; the node re-sends what was not acknowledged
         fed.start_matcher()
         write_node_config(fed.root, "health", fed.matcher.address())
         jigsaw("publish", "--config", str(cfg))
-        assert fed.matcher_rows() == total
+        assert fed.matcher_records() == total
         jigsaw("publish", "--config", str(cfg))
-        assert fed.matcher_rows() == total  # nothing duplicated
+        assert fed.matcher_records() == total  # nothing duplicated
 
         # kill -9 in the middle of a link, restart, link again
         linker = subprocess.Popen(
@@ -471,7 +564,7 @@ def test_kill_matcher_mid_publish_and_mid_link(tmp_path: Path) -> None:
             "link", "--matcher", fed.matcher.address(), "--pki", fed.pki, "--identity", "olivia"
         )
         assert "clusters" in out.stdout
-        assert fed.matcher_rows() == total
+        assert fed.matcher_records() == total
     finally:
         stop_services(fed.services)
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkage import pipeline, scoring, similarity
+from linkage import forms, pipeline, scoring, similarity
 from linkage.encode import EncodedBatch, encode_records, salt_comparable
 from linkage.errors import FilterFormatError, IncompatibleEncodingError
 from linkage.index import (
@@ -583,3 +583,54 @@ def test_a_salted_field_under_another_salt_is_reported_not_compared(model: objec
         # "not compared"
         assert not same_month.not_compared[f]
     assert same_month.levels[SCHEMA.field_names.index("given_name")] > 0
+
+
+def test_a_form_the_query_contradicts_is_no_candidate(model: object) -> None:
+    row = {
+        "given_name": "Amira", "middle_names": None, "family_name": "O'Brien",
+        "date_of_birth": "2016-11-30", "sex": None, "postcode": "LS1 4AP", "nhs_number": None,
+    }  # fmt: skip
+    published = forms.encode_forms(SCHEMA, KEYS, {k: [v] for k, v in row.items()})
+    assert published.form.tolist() == [0, 1, 2]  # one form per sex value
+    form_refs = refs(3, 900)
+    index = MatchIndex(SCHEMA, key_version=1)
+    index.upsert("health", form_refs, published.batch)
+    sex_tag = SCHEMA.salt_sources.index("sex.value")
+    by_tag = {
+        int(tag): form_refs[i]
+        for i, tag in enumerate(narrow_block_keys(published.batch.salt_tags[:, sex_tag]))
+    }
+    for sex in ("F", "M"):
+        query = encode_records(
+            SCHEMA, KEYS, {k: [sex if k == "sex" else v] for k, v in row.items()}
+        )
+        found = index.query(query, model, max_candidates=10, min_probability=0.0)  # type: ignore[arg-type]
+        # only the form assuming the query's sex is compared (and found, as the same child)
+        tag = int(narrow_block_keys(query.salt_tags[:, sex_tag])[0])
+        assert [f.reference for f in found] == [by_tag[tag]]
+        assert found[0].probability >= 0.99
+    # a query without sex contradicts no form: all three are candidates
+    lacking = encode_records(SCHEMA, KEYS, {k: [v] for k, v in row.items()})
+    found = index.query(lacking, model, max_candidates=10, min_probability=0.0)  # type: ignore[arg-type]
+    assert sorted(f.reference for f in found) == form_refs
+
+
+@settings(deadline=None, max_examples=50)
+@given(st.integers(0, 2**32 - 1))
+def test_assumption_conflicts_fast_path_equals_the_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows, fields, sources = 12, len(SCHEMA.fields), len(SCHEMA.salt_sources)
+    index = MatchIndex(SCHEMA, key_version=1)
+    query_present = rng.random(fields) < 0.5
+    query_tags = rng.integers(0, 3, size=sources).astype(np.uint32)  # 0 = missing; collisions
+    present = rng.random((rows, fields)) < 0.5
+    tags = rng.integers(0, 3, size=(rows, sources)).astype(np.uint32)
+    expected = forms.assumption_conflicts(
+        SCHEMA,
+        np.repeat(query_present[None], rows, axis=0),
+        np.repeat(query_tags[None], rows, axis=0),
+        present,
+        tags,
+    )
+    got = index._assumption_conflicts(query_present, query_tags, present, tags)
+    np.testing.assert_array_equal(got, expected)

@@ -689,6 +689,7 @@ def test_page_tokens_round_trip() -> None:
 ALLOWED_STRING_FIELDS = {
     "reference",
     "references",
+    "form_of",  # the opaque reference of the record a published row is a form of
     "schema_fingerprint",
     "purpose",
     "on_behalf_of",
@@ -711,6 +712,7 @@ ALLOWED_COLUMN_FIELDS = {
     "jigsaw.v1.EncodedColumns.record_filters": "keyed record filters, as EncodedRecord's",
     "jigsaw.v1.EncodedColumns.block_keys": "keyed HMAC blocking tokens, as EncodedRecord's fixed64",
     "jigsaw.v1.EncodedColumns.salt_tags": "keyed HMAC salt tags, as EncodedRecord's fixed64",
+    "jigsaw.v1.EncodedColumns.form_of": "opaque references of records, as EncodedRecord.form_of",
 }
 SAFE_SCALARS = {
     FieldDescriptor.TYPE_UINT32,

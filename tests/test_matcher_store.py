@@ -18,9 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from linkage import forms
 from linkage.encode import EncodedBatch, concat_batches, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema, load_schema
+from server import matcher_store
 from server.matcher_store import (
     MatcherStore,
     MatcherStoreError,
@@ -181,16 +183,18 @@ def test_delete_and_iterate(store: MatcherStore) -> None:
     batch = encode(ROWS)
     store.upsert("police", refs(4), batch)
     store.upsert("health", refs(4, 100), batch)
-    assert store.delete("police", [refs(4)[1], refs(4)[1], f"{999:032x}"]) == 1
-    assert store.delete("health", refs(1)) == 0  # police's reference, not health's
+    deleted = store.delete("police", [refs(4)[1], refs(4)[1], f"{999:032x}"])
+    assert (deleted.withdrawn, deleted.removed) == (1, (refs(4)[1],))
+    assert store.delete("health", refs(1)).withdrawn == 0  # police's reference, not health's
     chunks = list(store.iter_encodings(chunk_size=3))
-    assert all(len(references) <= 3 for _, references, _ in chunks)
+    assert all(len(chunk.references) <= 3 for chunk in chunks)
     seen: dict[str, list[str]] = {}
-    for agency, references, chunk in chunks:
-        assert len(chunk) == len(references)
+    for agency, references, chunk, form_of in chunks:
+        assert len(chunk) == len(references) == len(form_of)
+        assert set(form_of) == {""}  # every row a record published as itself
         seen.setdefault(agency, []).extend(references)
     assert seen == {"health": refs(4, 100), "police": [refs(4)[i] for i in (0, 2, 3)]}
-    police = [c for a, r, c in chunks if a == "police"]
+    police = [chunk.batch for chunk in chunks if chunk.agency == "police"]
     assert len(police) == 2  # split across pages: one agency per chunk, keyset paging
     assert_same_batch(concat_batches(police), batch.take([0, 2, 3]))
 
@@ -322,7 +326,7 @@ def test_kill_minus_nine_mid_publish_loses_only_uncommitted(tmp_path: Path) -> N
         count = store.count()
         assert count % 200 == 0  # whole messages only
         assert count >= acknowledged * 200  # nothing acknowledged was lost
-        total = sum(len(r) for _, r, _ in store.iter_encodings(chunk_size=1000))
+        total = sum(len(chunk.references) for chunk in store.iter_encodings(chunk_size=1000))
         assert total == count
     finally:
         store.close()
@@ -337,3 +341,116 @@ def test_cluster_json_holds_no_surprises(store: MatcherStore) -> None:
     finally:
         conn.close()
     assert set(json.loads(text)) == {"members", "edges"}
+
+
+# ------------------------------------------------------------------------------ forms
+
+
+def published_forms(rows: list[dict[str, str]], references: list[str]) -> tuple[
+    EncodedBatch, list[str], list[str]
+]:  # fmt: skip
+    """(batch, row references, form_of) as a node publishes ``rows`` (forms where sex lacks)."""
+    columns = {name: [row.get(name) or None for row in rows] for name in SCHEMA.field_names}
+    published = forms.encode_forms(SCHEMA, KEYS, columns)
+    origin, number = published.origin.tolist(), published.form.tolist()
+    row_refs = [forms.form_reference(references[o], f) for o, f in zip(origin, number, strict=True)]
+    form_of = [
+        references[o] if f != forms.NO_FORM else "" for o, f in zip(origin, number, strict=True)
+    ]
+    return published.batch, row_refs, form_of
+
+
+def stored_rows(store: MatcherStore) -> dict[str, str]:
+    """Every stored row: reference -> the record it is a form of ("" for a record itself)."""
+    return {
+        reference: record
+        for chunk in store.iter_encodings()
+        for reference, record in zip(chunk.references, chunk.form_of, strict=True)
+    }
+
+
+@pytest.mark.parametrize("chunk", [500, 2])  # 2: every query split across IN (...) chunks
+def test_forms_replace_a_record_both_ways(
+    store: MatcherStore, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(matcher_store, "_SQL_CHUNK", chunk)
+    a, b = refs(2, 500)
+    batch, row_refs, form_of = published_forms([ROWS[0], ROWS[2]], [a, b])  # ROWS[2] lacks sex
+    b_forms = [forms.form_reference(b, i) for i in range(forms.max_forms(SCHEMA))]
+    assert row_refs == [a, *b_forms] and form_of == ["", b, b, b]
+    first = store.upsert("police", row_refs, batch, form_of)
+    assert (first.inserted, first.removed) == (4, ())
+    assert stored_rows(store) == {a: "", **dict.fromkeys(b_forms, b)}
+    # the record's sex became known: published as itself, its forms go
+    known = dict(ROWS[2], sex="F")
+    itself, itself_refs, itself_form_of = published_forms([known], [b])
+    assert itself_form_of == [""]
+    again = store.upsert("police", itself_refs, itself, itself_form_of)
+    assert (again.inserted, again.removed) == (1, tuple(sorted(b_forms)))
+    assert stored_rows(store) == {a: "", b: ""}
+    # its sex was erased again: published as forms, its own row goes
+    lacking, lacking_refs, lacking_form_of = published_forms([ROWS[2]], [b])
+    erased = store.upsert("police", lacking_refs, lacking, lacking_form_of)
+    assert (erased.inserted, erased.removed) == (3, (b,))
+    assert stored_rows(store) == {a: "", **dict.fromkeys(b_forms, b)}
+    # republished unchanged: nothing removed; with fewer forms: the ones not carried go
+    same = store.upsert("police", lacking_refs, lacking, lacking_form_of)
+    assert (same.unchanged, same.removed) == (3, ())
+    fewer = store.upsert("police", lacking_refs[:2], lacking.take([0, 1]), lacking_form_of[:2])
+    assert (fewer.unchanged, fewer.removed) == (2, (b_forms[2],))
+    assert stored_rows(store) == {a: "", b_forms[0]: b, b_forms[1]: b}
+    # another agency's record of the same reference is untouched by any of it
+    store.upsert("health", [b], itself)
+    assert store.counts_by_agency() == {"health": 1, "police": 3}
+
+
+def test_withdraw_removes_forms_and_a_reopened_store_keeps_them(tmp_path: Path) -> None:
+    path = tmp_path / "matcher.sqlite"
+    store = MatcherStore(path, schema=SCHEMA, key_version=1)
+    a, b, c = refs(3, 700)
+    batch, row_refs, form_of = published_forms([ROWS[0], ROWS[2], ROWS[2]], [a, b, c])
+    store.upsert("police", row_refs, batch, form_of)
+    store.close()
+    store = MatcherStore(path, schema=SCHEMA, key_version=1)
+    try:
+        assert stored_rows(store) == dict(zip(row_refs, form_of, strict=True))
+        deleted = store.delete("police", [b, a, f"{999:032x}"])
+        b_forms = [r for r, record in zip(row_refs, form_of, strict=True) if record == b]
+        assert deleted.withdrawn == 2
+        assert deleted.removed == tuple(sorted([a, *b_forms]))
+        assert stored_rows(store) == {
+            r: c for r, f in zip(row_refs, form_of, strict=True) if f == c
+        }
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("SELECT COUNT(*) FROM forms").fetchone()[0] == 3  # c's only
+        finally:
+            conn.close()
+    finally:
+        store.close()
+
+
+def test_a_store_made_before_forms_opens(tmp_path: Path) -> None:
+    path = tmp_path / "matcher.sqlite"
+    store = MatcherStore(path, schema=SCHEMA, key_version=1)
+    store.upsert("police", refs(2), encode(ROWS[:2]))
+    store.close()
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("DROP TABLE forms")  # as a store written before forms existed
+        conn.commit()
+    finally:
+        conn.close()
+    store = MatcherStore(path, schema=SCHEMA, key_version=1)
+    try:
+        assert stored_rows(store) == dict.fromkeys(refs(2), "")
+    finally:
+        store.close()
+
+
+def test_upsert_refuses_a_form_of_a_row_of_the_call(store: MatcherStore) -> None:
+    with pytest.raises(MatcherStoreError, match="form_of"):
+        store.upsert("police", refs(2), encode(ROWS[:2]), ["", refs(1)[0]])
+    with pytest.raises(MatcherStoreError, match="form_of"):
+        store.upsert("police", refs(2), encode(ROWS[:2]), [""])
+    assert store.count() == 0

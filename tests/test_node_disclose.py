@@ -28,7 +28,7 @@ from linkage.keys import TEST_SECRET_HEX
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import verify_audit_log
 from server.auth import MATCHER_POLICY, AuthInterceptor, Identity, current_identity
-from server.convert import request_references
+from server.convert import request_form_of, request_references
 from server.ingest import ingest_source
 from server.node import NodeRuntime, build_node, create_server
 from server.node_config import NodeConfig, load_node_config, read_linkage_keys
@@ -625,7 +625,9 @@ def test_publish_over_mutual_tls(
     assert (report.published, report.calls) == (2, 1)
     (message,) = log.published[before:]
     assert message.header.schema_fingerprint == node.config.schema.fingerprint()
-    assert set(request_references(message)) == {
+    # records lacking sex go as forms, each naming its record in form_of
+    sent = zip(request_references(message), request_form_of(message), strict=True)
+    assert {form_of or reference for reference, form_of in sent} == {
         node.reference_of(CANARY_LOCAL_ID),
         node.reference_of("c2"),
     }

@@ -8,10 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from linkage import forms
 from linkage.encode import encode_record
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
-from server.node import assumed_salt, require_chained_salts, salt_variants
+from server.convert import encoded_to_proto
+from server.node import require_chained_salts, salt_variants
 from server.status import RequestError
 
 SCHEMA = default_child_schema()
@@ -29,8 +31,9 @@ def test_a_query_without_sex_is_sent_under_each_sex() -> None:
 
 
 def test_an_assumed_sex_only_salts() -> None:
-    assumed = assumed_salt(SCHEMA, KEYS, {**QUERY, "sex": "f"}, {"sex": "f"})
+    # what the node sends for the variant {"sex": "f"}
     given = encode_record(SCHEMA, KEYS, {**QUERY, "sex": "f"})
+    assumed = forms.assume(SCHEMA, given, ["sex"])
     sex = SCHEMA.field_names.index("sex")
     dob = SCHEMA.field_names.index("date_of_birth")
     assert not assumed.field_present[0, sex] and not assumed.field_filters[sex].any()
@@ -38,6 +41,23 @@ def test_an_assumed_sex_only_salts() -> None:
     np.testing.assert_array_equal(assumed.field_filters[dob], given.field_filters[dob])
     np.testing.assert_array_equal(assumed.salt_tags, given.salt_tags)
     np.testing.assert_array_equal(assumed.block_keys, given.block_keys)
+
+
+def test_the_queries_without_sex_are_the_forms_a_record_is_published_as() -> None:
+    # the node's lookup variants and the publisher's forms are one construction, so a query
+    # without sex meets a published record without sex form for form
+    batch = encode_record(SCHEMA, KEYS, QUERY)
+    queries = [
+        forms.assume(SCHEMA, encode_record(SCHEMA, KEYS, {**QUERY, **v}), list(v))
+        for v in salt_variants(SCHEMA, batch)
+    ]
+    columns = {name: [QUERY.get(name)] for name in SCHEMA.field_names}
+    published = forms.encode_forms(SCHEMA, KEYS, columns)
+    as_sent = {r.SerializeToString() for q in queries for r in encoded_to_proto(q, ["0" * 32])}
+    assert len(as_sent) == 3
+    assert as_sent == {
+        r.SerializeToString() for r in encoded_to_proto(published.batch, ["0" * 32] * 3)
+    }
 
 
 def test_a_chain_through_a_field_of_many_values_is_refused() -> None:

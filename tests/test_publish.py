@@ -24,11 +24,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import server.publish as publish_module
-from linkage.encode import EncodedBatch, encode_records
+from linkage.encode import EncodedBatch
+from linkage.forms import NO_FORM, encode_forms, form_reference
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema, load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.convert import (
+    columns_form_of,
     columns_to_encoded,
     encoded_to_columns,
     encoded_to_proto,
@@ -43,8 +45,11 @@ GIVEN = ["amy", "José", "Müller", "nguyễn", "o'brien", "zara", "li", "van de
 FAMILY = ["smith", "okafor", "nguyen", "o'neill", "de la cruz", "brown"]
 
 
-def varied_rows(count: int, *, start: int = 0) -> list[tuple[str, dict[str, str | None]]]:
-    """Records with repeated and distinct values, a few missing (deterministic)."""
+def varied_rows(
+    count: int, *, start: int = 0, without_sex: int = 0
+) -> list[tuple[str, dict[str, str | None]]]:
+    """Records with repeated and distinct values, a few missing (deterministic); with
+    ``without_sex``, every ``without_sex``-th record lacks sex (published as forms)."""
     rows: list[tuple[str, dict[str, str | None]]] = []
     for i in range(start, start + count):
         rows.append(
@@ -55,7 +60,7 @@ def varied_rows(count: int, *, start: int = 0) -> list[tuple[str, dict[str, str 
                     "middle_names": None if i % 4 else "lee",
                     "family_name": FAMILY[i % len(FAMILY)],
                     "date_of_birth": f"20{10 + i % 9}-{1 + i % 12:02d}-{1 + i % 28:02d}",
-                    "sex": "fm"[i % 2],
+                    "sex": None if without_sex and i % without_sex == 0 else "fm"[i % 2],
                     "postcode": None if i % 5 == 0 else f"SW{1 + i % 9}A {i % 10}AA",
                     "nhs_number": None,
                 },
@@ -65,13 +70,14 @@ def varied_rows(count: int, *, start: int = 0) -> list[tuple[str, dict[str, str 
 
 
 def records_of(message: jigsaw_pb2.PublishRequest) -> list[jigsaw_pb2.EncodedRecord]:
-    """The records a message carries, whichever form (columns are decoded and re-encoded)."""
+    """The rows a message carries as records, whichever form (columns are decoded, form_of
+    validated, and re-encoded)."""
     if not message.HasField("columns"):
         return list(message.records)
     batch, references = columns_to_encoded(
         message.columns, SCHEMA, fingerprint=SCHEMA.fingerprint(), key_version=1
     )
-    return encoded_to_proto(batch, references)
+    return encoded_to_proto(batch, references, columns_form_of(message.columns, references))
 
 
 class FakeMatcher:
@@ -133,28 +139,53 @@ def _encoder_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "publish-encoder" and t.is_alive()]
 
 
+def _record_groups(
+    records: list[PendingRecord], schema: Schema, keys: KeySet, batch_size: int
+) -> list[list[PendingRecord]]:
+    """The records of each message: as many as fit in ``batch_size`` rows (a record's forms
+    counted by encoding it alone), a record never split, one alone if it does not fit."""
+    groups: list[list[PendingRecord]] = []
+    current: list[PendingRecord] = []
+    rows = 0
+    for record in records:
+        alone = encode_forms(schema, keys, {f: [record.fields.get(f)] for f in schema.field_names})
+        if current and rows + len(alone) > batch_size:
+            groups.append(current)
+            current, rows = [], 0
+        current.append(record)
+        rows += len(alone)
+    return [*groups, current] if current else groups
+
+
 def _message_by_message(
     records: list[PendingRecord],
     schema: Schema,
     keys: KeySet,
     batch_size: int,
-    serialise: Callable[[EncodedBatch, list[str]], list[bytes]],
+    serialise: Callable[[EncodedBatch, list[str], list[str]], list[bytes]],
 ) -> list[bytes]:
-    """The reference: each message's records encoded alone (what the loop used to do)."""
+    """The reference: each message's records (and their forms) encoded alone, record by
+    record in a plain loop."""
     out: list[bytes] = []
-    for start in range(0, len(records), batch_size):
-        group = records[start : start + batch_size]
+    for group in _record_groups(records, schema, keys, batch_size):
         columns = {spec.name: [r.fields.get(spec.name) for r in group] for spec in schema.fields}
-        out.extend(serialise(encode_records(schema, keys, columns), [r.reference for r in group]))
+        encoded = encode_forms(schema, keys, columns)
+        references, form_of = [], []
+        for row in range(len(encoded)):
+            record = group[int(encoded.origin[row])]
+            form = int(encoded.form[row])
+            references.append(form_reference(record.reference, form))
+            form_of.append("" if form == NO_FORM else record.reference)
+        out.extend(serialise(encoded.batch, references, form_of))
     return out
 
 
-def _as_records(batch: EncodedBatch, references: list[str]) -> list[bytes]:
-    return [record.SerializeToString() for record in encoded_to_proto(batch, references)]
+def _as_records(batch: EncodedBatch, references: list[str], form_of: list[str]) -> list[bytes]:
+    return [r.SerializeToString() for r in encoded_to_proto(batch, references, form_of)]
 
 
-def _as_columns(batch: EncodedBatch, references: list[str]) -> list[bytes]:
-    return [encoded_to_columns(batch, references).SerializeToString()]
+def _as_columns(batch: EncodedBatch, references: list[str], form_of: list[str]) -> list[bytes]:
+    return [encoded_to_columns(batch, references, form_of).SerializeToString()]
 
 
 @settings(deadline=None, max_examples=15)
@@ -168,10 +199,15 @@ def test_encoding_a_group_at_once_sends_the_same_bytes(
     offset: int,
 ) -> None:
     with NodeStore(tmp_path_factory.mktemp("node") / "node.sqlite") as node:
-        node.upsert_many(varied_rows(count, start=offset))
+        # every third record lacks sex: published as three forms, in the same message
+        node.upsert_many(varied_rows(count, start=offset, without_sex=3))
         records = node.pending_publish_page(0, 1000)
     header = jigsaw_pb2.EncodingHeader(schema_fingerprint=schema.fingerprint(), key_version=1)
-    sizes = [min(batch_size, count - start) for start in range(0, count, batch_size)]
+    forms_of = {r.reference: 3 if r.fields.get("sex") is None else 1 for r in records}
+    sizes = [
+        sum(forms_of[r.reference] for r in group)
+        for group in _record_groups(records, schema, keys, batch_size)
+    ]
     expected_records = _message_by_message(records, schema, keys, batch_size, _as_records)
 
     messages = encode_messages(records, schema, keys, header, batch_size)
@@ -302,10 +338,24 @@ def test_a_call_acknowledging_fewer_records_marks_nothing(
     # what a matcher that predates EncodedColumns does: it ignores them and acknowledges none
     store.upsert_many(varied_rows(12))
     matcher = FakeMatcher(short_by=1)
-    with pytest.raises(PublishNotAcknowledged, match=r"acknowledged 9 of 10 records.*publish_form"):
+    with pytest.raises(PublishNotAcknowledged, match=r"acknowledged 9 of 10 rows.*publish_form"):
         publish_pending(store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=2)
     assert store.counts().published == 0 and store.counts().pending == 12
     assert _encoder_threads() == []
+
+
+def test_forms_count_in_the_acknowledgement(store: NodeStore, schema: Schema, keys: KeySet) -> None:
+    # 5 of 10 records lack sex: 5 + 5 * 3 rows. A matcher acknowledging one row per record
+    # (dropping the forms) has not stored what was sent.
+    store.upsert_many(varied_rows(10, without_sex=2))
+    matcher = FakeMatcher(short_by=10)
+    with pytest.raises(
+        PublishNotAcknowledged, match=r"acknowledged 10 of 20 rows sent .10 records"
+    ):
+        publish_pending(store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=2)
+    assert store.counts().published == 0
+    report = publish_pending(store, schema, keys, as_stub(FakeMatcher()), batch_size=5)
+    assert report.published == 10 and store.counts().pending == 0
 
 
 def test_an_encoding_error_propagates_and_marks_nothing_more(
@@ -313,7 +363,7 @@ def test_an_encoding_error_propagates_and_marks_nothing_more(
 ) -> None:
     store.upsert_many(varied_rows(30))
     calls = {"encode": 0}
-    real = publish_module.encode_records
+    real = encode_forms
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
         calls["encode"] += 1
@@ -321,7 +371,7 @@ def test_an_encoding_error_propagates_and_marks_nothing_more(
             raise RuntimeError("encoder failed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(publish_module, "encode_records", flaky)
+    monkeypatch.setattr(publish_module, "encode_forms", flaky)
     matcher = FakeMatcher()
     with pytest.raises(RuntimeError, match="encoder failed"):
         publish_pending(store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=2)

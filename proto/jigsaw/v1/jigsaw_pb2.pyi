@@ -70,34 +70,38 @@ class EncodingHeader(_message.Message):
     def __init__(self, schema_fingerprint: _Optional[str] = ..., key_version: _Optional[int] = ...) -> None: ...
 
 class EncodedRecord(_message.Message):
-    __slots__ = ("reference", "field_filters", "record_filter", "block_keys", "salt_tags")
+    __slots__ = ("reference", "field_filters", "record_filter", "block_keys", "salt_tags", "form_of")
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     FIELD_FILTERS_FIELD_NUMBER: _ClassVar[int]
     RECORD_FILTER_FIELD_NUMBER: _ClassVar[int]
     BLOCK_KEYS_FIELD_NUMBER: _ClassVar[int]
     SALT_TAGS_FIELD_NUMBER: _ClassVar[int]
+    FORM_OF_FIELD_NUMBER: _ClassVar[int]
     reference: str
     field_filters: _containers.RepeatedScalarFieldContainer[bytes]
     record_filter: bytes
     block_keys: _containers.RepeatedScalarFieldContainer[int]
     salt_tags: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, reference: _Optional[str] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., record_filter: _Optional[bytes] = ..., block_keys: _Optional[_Iterable[int]] = ..., salt_tags: _Optional[_Iterable[int]] = ...) -> None: ...
+    form_of: str
+    def __init__(self, reference: _Optional[str] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., record_filter: _Optional[bytes] = ..., block_keys: _Optional[_Iterable[int]] = ..., salt_tags: _Optional[_Iterable[int]] = ..., form_of: _Optional[str] = ...) -> None: ...
 
 class EncodedColumns(_message.Message):
-    __slots__ = ("references", "field_filters", "field_present", "record_filters", "block_keys", "salt_tags")
+    __slots__ = ("references", "field_filters", "field_present", "record_filters", "block_keys", "salt_tags", "form_of")
     REFERENCES_FIELD_NUMBER: _ClassVar[int]
     FIELD_FILTERS_FIELD_NUMBER: _ClassVar[int]
     FIELD_PRESENT_FIELD_NUMBER: _ClassVar[int]
     RECORD_FILTERS_FIELD_NUMBER: _ClassVar[int]
     BLOCK_KEYS_FIELD_NUMBER: _ClassVar[int]
     SALT_TAGS_FIELD_NUMBER: _ClassVar[int]
+    FORM_OF_FIELD_NUMBER: _ClassVar[int]
     references: _containers.RepeatedScalarFieldContainer[str]
     field_filters: _containers.RepeatedScalarFieldContainer[bytes]
     field_present: bytes
     record_filters: bytes
     block_keys: bytes
     salt_tags: bytes
-    def __init__(self, references: _Optional[_Iterable[str]] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., field_present: _Optional[bytes] = ..., record_filters: _Optional[bytes] = ..., block_keys: _Optional[bytes] = ..., salt_tags: _Optional[bytes] = ...) -> None: ...
+    form_of: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, references: _Optional[_Iterable[str]] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., field_present: _Optional[bytes] = ..., record_filters: _Optional[bytes] = ..., block_keys: _Optional[bytes] = ..., salt_tags: _Optional[bytes] = ..., form_of: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
     __slots__ = ("header", "records", "columns")

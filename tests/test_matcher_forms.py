@@ -1,0 +1,331 @@
+"""The matcher treats the forms of a record (:mod:`linkage.forms`) as that one record.
+
+A real matcher on 127.0.0.1 port 0 with mutual TLS and a real SQLite store: Publish (forms
+replace the record's own row and back), Match (the record's reference, once), Link (each
+cluster member a record, once), Withdraw (the forms go with the record), Status (records,
+not rows) and a restart (the form map is rebuilt from the store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from linkage import forms
+from linkage.encode import EncodedBatch, encode_records
+from linkage.index import IndexedCandidate
+from linkage.keys import KeySet, LinkageSecret
+from linkage.schema import load_schema
+from linkage.synthetic import DEFAULT_AGENCIES, generate_population
+from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from server.convert import encoded_to_columns, encoded_to_proto
+from server.matcher import FormMap, MatcherRuntime, best_per_record, build_matcher
+from server.matcher_config import MatcherConfig, parse_matcher_config
+from server.pki import init_pki
+from server.tls import secure_channel, tls_files_for
+
+TIMEOUT = 30
+SCHEMA = load_schema("child")
+KEYS = KeySet(LinkageSecret.for_tests(), 1)
+AGENCIES = ("police", "health")
+
+Columns = Mapping[str, Sequence[str | None]]
+
+
+@dataclass(frozen=True)
+class Published:
+    """An agency's records as its node publishes them: one row per record or per form."""
+
+    records: list[str]  # the record references, in input order
+    batch: EncodedBatch  # one row per published row
+    rows: list[str]  # the reference of each row (a form's is derived)
+    form_of: list[str]  # per row, "" or the record it is a form of
+
+    def forms_of(self, record: str) -> list[str]:
+        return [r for r, of in zip(self.rows, self.form_of, strict=True) if of == record]
+
+
+def publish_form(agency: str, columns: Columns) -> Published:
+    n = len(next(iter(columns.values())))
+    records = [hashlib.sha256(f"{agency}:{i}".encode()).hexdigest()[:32] for i in range(n)]
+    encoded = forms.encode_forms(SCHEMA, KEYS, columns)
+    pairs = list(zip(encoded.origin.tolist(), encoded.form.tolist(), strict=True))
+    return Published(
+        records=records,
+        batch=encoded.batch,
+        rows=[forms.form_reference(records[o], f) for o, f in pairs],
+        form_of=[records[o] if f != forms.NO_FORM else "" for o, f in pairs],
+    )
+
+
+@dataclass(frozen=True)
+class World:
+    police: Published
+    health: Published
+    #: police's row of the child whose health record lacks sex, and that health record
+    police_row: int
+    twin: str
+    police_columns: dict[str, list[str | None]]
+    health_columns: dict[str, list[str | None]]
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    profiles = [p for p in DEFAULT_AGENCIES if p.name in AGENCIES]
+    data = generate_population(120, seed=20260417, agencies=profiles)
+    police = {f: list(data.agencies["police"].columns[f]) for f in SCHEMA.field_names}
+    health = {f: list(data.agencies["health"].columns[f]) for f in SCHEMA.field_names}
+    row = next(
+        i
+        for i in range(len(police["sex"]))
+        if police["sex"][i] and police["date_of_birth"][i] and police["given_name"][i]
+    )
+    for name in SCHEMA.field_names:  # health holds the same child, its sex not recorded
+        health[name].append(None if name == "sex" else police[name][row])
+    published = publish_form("health", health)
+    twin = published.records[-1]
+    assert len(published.forms_of(twin)) == forms.max_forms(SCHEMA) == 3
+    return World(publish_form("police", police), published, row, twin, police, health)
+
+
+@pytest.fixture(scope="module")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pki")
+    init_pki(out, agencies=list(AGENCIES), staff=[], operators=["olga"])
+    return out
+
+
+def matcher_config(tmp_path: Path, pki_dir: Path) -> MatcherConfig:
+    text = f"""
+[matcher]
+schema = "child"
+key_version = 1
+store = "matcher.sqlite"
+audit_log = "matcher-audit.jsonl"
+listen = "127.0.0.1:0"
+[tls]
+ca_cert = "{pki_dir / "ca.pem"}"
+cert = "{pki_dir / "matcher.pem"}"
+key = "{pki_dir / "matcher.key"}"
+"""
+    return parse_matcher_config(text, base_dir=tmp_path)
+
+
+class Running:
+    """A started matcher and its channels, per identity."""
+
+    def __init__(self, config: MatcherConfig, pki_dir: Path) -> None:
+        self.pki_dir = pki_dir
+        self.runtime: MatcherRuntime = build_matcher(config)
+        self.runtime.server.start()
+        self.address = f"127.0.0.1:{self.runtime.port}"
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def stub(self, identity: str) -> jigsaw_pb2_grpc.MatcherStub:
+        if identity not in self._channels:
+            self._channels[identity] = secure_channel(
+                self.address, tls_files_for(self.pki_dir, identity)
+            )
+        return jigsaw_pb2_grpc.MatcherStub(self._channels[identity])
+
+    def stop(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self.runtime.server.stop(grace=None).wait()
+        self.runtime.close()
+
+    def publish(
+        self, agency: str, batch: EncodedBatch, rows: list[str], form_of: list[str]
+    ) -> jigsaw_pb2.PublishResponse:
+        header = jigsaw_pb2.EncodingHeader(schema_fingerprint=SCHEMA.fingerprint(), key_version=1)
+        messages = [
+            jigsaw_pb2.PublishRequest(header=header),
+            jigsaw_pb2.PublishRequest(columns=encoded_to_columns(batch, rows, form_of)),
+        ]
+        return self.stub(f"{agency}-node").Publish(iter(messages), timeout=TIMEOUT)
+
+    def match(self, query: EncodedBatch) -> list[tuple[str, str]]:
+        request = jigsaw_pb2.MatchRequest(
+            header=jigsaw_pb2.EncodingHeader(
+                schema_fingerprint=SCHEMA.fingerprint(), key_version=1
+            ),
+            query=encoded_to_proto(query, ["0" * 32])[0],
+            max_candidates=10,
+            purpose="section 47 enquiry",
+            on_behalf_of="alice",
+        )
+        found = self.stub("police-node").Match(request, timeout=TIMEOUT).candidates
+        return [(c.agency, c.reference) for c in found]
+
+    def status(self) -> dict[str, int]:
+        response = self.stub("olga").Status(jigsaw_pb2.MatcherStatusRequest(), timeout=TIMEOUT)
+        counts = {a.agency: a.records for a in response.agencies}
+        assert sum(counts.values()) == response.indexed_records
+        return counts
+
+
+@pytest.fixture
+def matcher(tmp_path: Path, pki_dir: Path) -> Iterator[Running]:
+    running = Running(matcher_config(tmp_path, pki_dir), pki_dir)
+    yield running
+    running.stop()
+
+
+def publish_world(matcher: Running, world: World) -> None:
+    for agency, published in (("police", world.police), ("health", world.health)):
+        response = matcher.publish(agency, published.batch, published.rows, published.form_of)
+        assert response.received == response.inserted == len(published.rows)
+
+
+def queries(world: World) -> dict[str, EncodedBatch]:
+    """The twin's child as police hold it (sex recorded), and the same with the other sex: a
+    node asks once per sex value when it lacks one, and either finds the record's one form
+    assuming it (the others contradict the query and are not compared)."""
+    row = {name: [values[world.police_row]] for name, values in world.police_columns.items()}
+    other = "M" if str(row["sex"][0]).upper().startswith("F") else "F"
+    return {
+        "as held": world.police.batch.take(
+            [world.police.rows.index(world.police.records[world.police_row])]
+        ),
+        "other sex": encode_records(SCHEMA, KEYS, {**row, "sex": [other]}),
+    }
+
+
+def health_rows_found(found: list[tuple[str, str]], world: World) -> list[str]:
+    twin_rows = {world.twin, *world.health.forms_of(world.twin)}
+    return [
+        reference for agency, reference in found if agency == "health" and reference in twin_rows
+    ]
+
+
+def test_match_names_the_record_once_and_status_counts_records(
+    matcher: Running, world: World
+) -> None:
+    publish_world(matcher, world)
+    assert len(world.health.rows) > len(world.health.records)  # some records came as forms
+    assert matcher.status() == {
+        "police": len(world.police.records),
+        "health": len(world.health.records),
+    }
+    for name, query in queries(world).items():
+        found = matcher.match(query)
+        assert health_rows_found(found, world) == [world.twin], name
+        # no form reference ever leaves the matcher
+        form_rows = {r for r, of in zip(world.health.rows, world.health.form_of, strict=True) if of}
+        assert not form_rows & {reference for _, reference in found}, name
+        assert len(found) == len(set(found)), name
+
+
+def test_republish_both_ways_withdraw_and_restart(
+    tmp_path: Path, pki_dir: Path, world: World
+) -> None:
+    config = matcher_config(tmp_path, pki_dir)
+    matcher = Running(config, pki_dir)
+    try:
+        publish_world(matcher, world)
+        counts = matcher.status()
+        rows = matcher.runtime.store.count()  # rows: a record's forms count each
+        # the twin's sex became known: published as itself, its three forms go
+        known = dict(world.health_columns, sex=[*world.health_columns["sex"][:-1], "F"])
+        itself = encode_records(SCHEMA, KEYS, {k: [v[-1]] for k, v in known.items()})
+        response = matcher.publish("health", itself, [world.twin], [""])
+        assert (response.inserted, response.replaced) == (1, 0)
+        assert matcher.status() == counts
+        assert matcher.runtime.store.count() == rows - 2
+        held = {r for c in matcher.runtime.store.iter_encodings() for r in c.references}
+        assert world.twin in held and not held & set(world.health.forms_of(world.twin))
+        assert health_rows_found(matcher.match(queries(world)["as held"]), world) == [world.twin]
+        # its sex was erased: published as forms again, its own row goes
+        twin_forms = world.health.forms_of(world.twin)
+        at = [world.health.rows.index(r) for r in twin_forms]
+        matcher.publish("health", world.health.batch.take(at), twin_forms, [world.twin] * 3)
+        held = {r for c in matcher.runtime.store.iter_encodings() for r in c.references}
+        assert world.twin not in held and set(twin_forms) <= held
+        assert matcher.status() == counts
+        assert matcher.runtime.store.count() == rows
+    finally:
+        matcher.stop()
+    # a restart rebuilds the form map from the store
+    matcher = Running(config, pki_dir)
+    try:
+        assert matcher.status() == counts
+        for name, query in queries(world).items():
+            assert health_rows_found(matcher.match(query), world) == [world.twin], name
+        withdrawn = matcher.stub("health-node").Withdraw(
+            jigsaw_pb2.WithdrawRequest(references=[world.twin]), timeout=TIMEOUT
+        )
+        assert withdrawn.withdrawn == 1
+        assert matcher.status() == {**counts, "health": counts["health"] - 1}
+        for name, query in queries(world).items():
+            assert health_rows_found(matcher.match(query), world) == [], name
+        held = {r for c in matcher.runtime.store.iter_encodings() for r in c.references}
+        assert not held & set(twin_forms)
+    finally:
+        matcher.stop()
+
+
+def test_link_clusters_name_each_record_once(matcher: Running, world: World) -> None:
+    publish_world(matcher, world)
+    final = list(matcher.stub("olga").Link(jigsaw_pb2.LinkRequest(), timeout=120))[-1]
+    assert final.result_id
+    page = matcher.stub("olga").GetLinkResult(
+        jigsaw_pb2.GetLinkResultRequest(result_id=final.result_id, page_size=1000),
+        timeout=TIMEOUT,
+    )
+    assert page.total_records == len(world.police.records) + len(world.health.records)
+    records = {("police", r) for r in world.police.records} | {
+        ("health", r) for r in world.health.records
+    }
+    members = [(m.agency, m.reference) for c in page.clusters for m in c.members]
+    assert set(members) <= records  # records, never forms
+    assert len(members) == len(set(members))  # each once
+    police_ref = world.police.records[world.police_row]
+    twin_cluster = [
+        {(m.agency, m.reference) for m in c.members}
+        for c in page.clusters
+        if ("health", world.twin) in {(m.agency, m.reference) for m in c.members}
+    ]
+    assert len(twin_cluster) == 1 and ("police", police_ref) in twin_cluster[0]
+    for cluster in page.clusters:
+        pairs = {tuple(sorted((e.left, e.right))) for e in cluster.edges}
+        assert len(pairs) == len(cluster.edges)
+        assert all(left != right for left, right in pairs)
+    assert np.all([len(c.members) >= 2 for c in page.clusters])
+
+
+def test_best_per_record_reports_each_record_once_at_its_best() -> None:
+    form_map = FormMap()
+    record, other = "a" * 32, "b" * 32
+    form_refs = [forms.form_reference(record, i) for i in range(3)]
+    form_map.assign("health", form_refs, [record] * 3)
+
+    def candidate(agency: str, reference: str, probability: float) -> IndexedCandidate:
+        return IndexedCandidate(agency, reference, probability, (0,), (False,))
+
+    found = [
+        candidate("health", form_refs[1], 0.99),
+        candidate("police", form_refs[1], 0.98),  # another agency's row: not a form here
+        candidate("health", other, 0.97),
+        candidate("health", form_refs[0], 0.96),
+        candidate("health", form_refs[2], 0.95),
+    ]
+    kept = best_per_record(found, form_map, 10)
+    assert [(c.agency, c.reference, c.probability) for c in kept] == [
+        ("health", record, 0.99),
+        ("police", form_refs[1], 0.98),
+        ("health", other, 0.97),
+    ]
+    assert best_per_record(found, form_map, 2) == kept[:2]
+    assert form_map.surplus_rows() == {"health": 2}  # 3 rows, 1 record
+    form_map.discard("health", form_refs[:2])
+    assert form_map.surplus_rows() == {"health": 0}
+    assert form_map.record_of("health", form_refs[2]) == record
+    form_map.assign("health", [form_refs[2]], [""])  # now a record itself
+    assert form_map.record_of("health", form_refs[2]) == form_refs[2]
+    assert len(form_map) == 0
