@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,68 +205,61 @@ def test_publish_is_idempotent(federation: Federation) -> None:
     assert before == rows > records
 
 
+def _lookup(federation: Federation, query: dict[str, str], purpose: str) -> list[dict[str, Any]]:
+    """Alice's lookup through the social-care node (the CLI, --json): its candidates."""
+    args = [
+        "lookup",
+        "--node",
+        federation.nodes["childrens_social_care"].address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "alice",
+        "--purpose",
+        purpose,
+        "--json",
+    ]
+    for k, v in query.items():
+        args += ["--field", f"{k}={v}"]
+    candidates: list[dict[str, Any]] = json.loads(jigsaw(*args).stdout)["candidates"]
+    return candidates
+
+
+def _disclose(federation: Federation, agency: str, reference: str) -> str:
+    """Alice's disclosure request to ``agency``'s node (the CLI): its output."""
+    return jigsaw(
+        "disclose",
+        "--node",
+        federation.nodes[agency].address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "alice",
+        "--reference",
+        reference,
+        "--purpose",
+        "section 47 enquiry",
+    ).stdout
+
+
 @pytest.mark.parametrize("with_sex", [True, False], ids=["with sex", "without sex"])
 def test_lookup_finds_the_child_in_health(federation: Federation, with_sex: bool) -> None:
     # without sex the node sends the query once per sex value (the date is salted with it)
     q = _health_query(federation)
     if not with_sex:
         del q["sex"]
-    args = [
-        "lookup",
-        "--node",
-        federation.nodes["childrens_social_care"].address(),
-        "--pki",
-        federation.pki,
-        "--identity",
-        "alice",
-        "--purpose",
-        "e2e test",
-        "--json",
-    ]
-    for k, v in q.items():
-        args += ["--field", f"{k}={v}"]
-    result = json.loads(jigsaw(*args).stdout)
-    agencies = [c["agency"] for c in result["candidates"]]
+    candidates = _lookup(federation, q, "e2e test")
+    agencies = [c["agency"] for c in candidates]
     assert "health" in agencies
-    top = result["candidates"][0]
+    top = candidates[0]
     assert top["band"] in ("very high", "high")
     assert "probability" not in top  # staff see bands, never raw scores
 
 
 def test_disclose_releases_only_policy_fields(federation: Federation) -> None:
     q = _health_query(federation)
-    args = [
-        "lookup",
-        "--node",
-        federation.nodes["childrens_social_care"].address(),
-        "--pki",
-        federation.pki,
-        "--identity",
-        "alice",
-        "--purpose",
-        "e2e",
-        "--json",
-    ]
-    for k, v in q.items():
-        args += ["--field", f"{k}={v}"]
-    ref = next(
-        c["reference"]
-        for c in json.loads(jigsaw(*args).stdout)["candidates"]
-        if c["agency"] == "health"
-    )
-    out = jigsaw(
-        "disclose",
-        "--node",
-        federation.nodes["health"].address(),
-        "--pki",
-        federation.pki,
-        "--identity",
-        "alice",
-        "--reference",
-        ref,
-        "--purpose",
-        "section 47 enquiry",
-    ).stdout
+    ref = next(c["reference"] for c in _lookup(federation, q, "e2e") if c["agency"] == "health")
+    out = _disclose(federation, "health", ref)
     assert "given_name" in out and "withheld by policy" in out and "nhs_number" in out
 
 
@@ -297,40 +291,15 @@ def test_a_record_without_sex_is_found_under_its_own_reference(federation: Feder
     finally:
         con.close()
 
-    args = [
-        "lookup",
-        "--node",
-        federation.nodes["childrens_social_care"].address(),
-        "--pki",
-        federation.pki,
-        "--identity",
-        "alice",
-        "--purpose",
-        "e2e forms",
-        "--json",
-    ]
-    for f in ("given_name", "family_name", "date_of_birth", "sex"):
-        args += ["--field", f"{f}={value(health, f, j)}"]
-    candidates = json.loads(jigsaw(*args).stdout)["candidates"]
+    query = {f: value(health, f, j) for f in ("given_name", "family_name", "date_of_birth", "sex")}
+    candidates = _lookup(federation, query, "e2e forms")
     assert "health" in [c["agency"] for c in candidates]
     found = [c for c in candidates if c["agency"] == "childrens_social_care"]
     assert [c["reference"] for c in found] == [reference]  # once, as the record, not a form
     assert found[0]["evidence"]["date_of_birth"] in ("exact", "strong")
     assert found[0]["evidence"]["sex"] == "missing"
 
-    out = jigsaw(
-        "disclose",
-        "--node",
-        federation.nodes["childrens_social_care"].address(),
-        "--pki",
-        federation.pki,
-        "--identity",
-        "alice",
-        "--reference",
-        reference,
-        "--purpose",
-        "section 47 enquiry",
-    ).stdout
+    out = _disclose(federation, "childrens_social_care", reference)
     assert reference in out and value(care, "family_name", i) in out
 
 

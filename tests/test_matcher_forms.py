@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
+import matcher_harness
 import numpy as np
 import pytest
 
@@ -23,12 +23,10 @@ from linkage.index import IndexedCandidate
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from linkage.synthetic import DEFAULT_AGENCIES, generate_population
-from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from proto.jigsaw.v1 import jigsaw_pb2
 from server.convert import encoded_to_columns, encoded_to_proto
-from server.matcher import FormMap, MatcherRuntime, best_per_record, build_matcher
-from server.matcher_config import MatcherConfig, parse_matcher_config
+from server.matcher import FormMap, best_per_record
 from server.pki import init_pki
-from server.tls import secure_channel, tls_files_for
 
 TIMEOUT = 30
 SCHEMA = load_schema("child")
@@ -101,44 +99,8 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def matcher_config(tmp_path: Path, pki_dir: Path) -> MatcherConfig:
-    text = f"""
-[matcher]
-schema = "child"
-key_version = 1
-store = "matcher.sqlite"
-audit_log = "matcher-audit.jsonl"
-listen = "127.0.0.1:0"
-[tls]
-ca_cert = "{pki_dir / "ca.pem"}"
-cert = "{pki_dir / "matcher.pem"}"
-key = "{pki_dir / "matcher.key"}"
-"""
-    return parse_matcher_config(text, base_dir=tmp_path)
-
-
-class Running:
-    """A started matcher and its channels, per identity."""
-
-    def __init__(self, config: MatcherConfig, pki_dir: Path) -> None:
-        self.pki_dir = pki_dir
-        self.runtime: MatcherRuntime = build_matcher(config)
-        self.runtime.server.start()
-        self.address = f"127.0.0.1:{self.runtime.port}"
-        self._channels: dict[str, grpc.Channel] = {}
-
-    def stub(self, identity: str) -> jigsaw_pb2_grpc.MatcherStub:
-        if identity not in self._channels:
-            self._channels[identity] = secure_channel(
-                self.address, tls_files_for(self.pki_dir, identity)
-            )
-        return jigsaw_pb2_grpc.MatcherStub(self._channels[identity])
-
-    def stop(self) -> None:
-        for channel in self._channels.values():
-            channel.close()
-        self.runtime.server.stop(grace=None).wait()
-        self.runtime.close()
+class Running(matcher_harness.Running):
+    """The test matcher, with the calls these tests make."""
 
     def publish(
         self, agency: str, batch: EncodedBatch, rows: list[str], form_of: list[str]
@@ -172,7 +134,7 @@ class Running:
 
 @pytest.fixture
 def matcher(tmp_path: Path, pki_dir: Path) -> Iterator[Running]:
-    running = Running(matcher_config(tmp_path, pki_dir), pki_dir)
+    running = Running(matcher_harness.matcher_config(tmp_path, pki_dir), pki_dir)
     yield running
     running.stop()
 
@@ -225,7 +187,7 @@ def test_match_names_the_record_once_and_status_counts_records(
 def test_republish_both_ways_withdraw_and_restart(
     tmp_path: Path, pki_dir: Path, world: World
 ) -> None:
-    config = matcher_config(tmp_path, pki_dir)
+    config = matcher_harness.matcher_config(tmp_path, pki_dir)
     matcher = Running(config, pki_dir)
     try:
         publish_world(matcher, world)

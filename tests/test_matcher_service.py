@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from matcher_harness import FakeClock, Running, matcher_config
 
 from linkage import pipeline
 from linkage.encode import EncodedBatch, encode_records
@@ -30,13 +31,11 @@ from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import verify_audit_log
 from server.convert import encoded_to_columns, encoded_to_proto
 from server.matcher import (
-    MatcherRuntime,
-    build_matcher,
     candidates_to_proto,
     decode_page_token,
     encode_page_token,
 )
-from server.matcher_config import ConfigError, MatcherConfig, parse_matcher_config
+from server.matcher_config import ConfigError, parse_matcher_config
 from server.matcher_convert import candidate_to_proto, evidence_table
 from server.pki import init_pki
 from server.status import RequestError, retry_after_from_metadata
@@ -91,74 +90,6 @@ def population() -> dict[str, AgencyEncodings]:
             batch=encode_records(SCHEMA, KEYS, columns),
         )
     return out
-
-
-def matcher_config(
-    tmp_path: Path, pki_dir: Path, *, max_batch: int = 5000, match_limits: str = ""
-) -> MatcherConfig:
-    """The test matcher config; ``match_limits``, when given, is the body of [match_limits]."""
-    limits = f"[match_limits]\n{match_limits}\n" if match_limits else ""
-    text = f"""
-[matcher]
-schema = "child"
-key_version = 1
-store = "matcher.sqlite"
-audit_log = "matcher-audit.jsonl"
-listen = "127.0.0.1:0"
-benchmark_mode = true
-max_publish_batch = {max_batch}
-[tls]
-ca_cert = "{pki_dir / "ca.pem"}"
-cert = "{pki_dir / "matcher.pem"}"
-key = "{pki_dir / "matcher.key"}"
-{limits}"""
-    return parse_matcher_config(text, base_dir=tmp_path)
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test says so (drives the match limits)."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class Running:
-    """A started matcher and channels to it per identity."""
-
-    def __init__(
-        self, config: MatcherConfig, pki_dir: Path, *, clock: FakeClock | None = None
-    ) -> None:
-        self.config = config
-        self.pki_dir = pki_dir
-        self.runtime: MatcherRuntime = (
-            build_matcher(config) if clock is None else build_matcher(config, clock=clock)
-        )
-        self.runtime.server.start()
-        self.address = f"127.0.0.1:{self.runtime.port}"
-        self._channels: dict[str, grpc.Channel] = {}
-
-    def stub(self, identity: str) -> jigsaw_pb2_grpc.MatcherStub:
-        if identity not in self._channels:
-            self._channels[identity] = secure_channel(
-                self.address, tls_files_for(self.pki_dir, identity)
-            )
-        return jigsaw_pb2_grpc.MatcherStub(self._channels[identity])
-
-    def channel(self, identity: str) -> grpc.Channel:
-        self.stub(identity)
-        return self._channels[identity]
-
-    def stop(self) -> None:
-        for channel in self._channels.values():
-            channel.close()
-        self.runtime.server.stop(grace=None).wait()
-        self.runtime.close()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import matcher_harness
 import pytest
 
 from linkage.forms import form_reference
@@ -24,7 +25,6 @@ from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.convert import columns_to_encoded, request_form_of, request_references
 from server.matcher import MatcherRuntime, build_matcher
-from server.matcher_config import parse_matcher_config
 from server.node_store import NodeStore, PendingRecord
 from server.pki import init_pki
 from server.publish import encode_messages, publish_pending
@@ -141,21 +141,7 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def matcher(tmp_path: Path, pki_dir: Path) -> Iterator[tuple[MatcherRuntime, Recording]]:
-    config = parse_matcher_config(
-        f"""
-[matcher]
-schema = "child"
-key_version = 1
-store = "matcher.sqlite"
-audit_log = "matcher-audit.jsonl"
-listen = "127.0.0.1:0"
-[tls]
-ca_cert = "{pki_dir / "ca.pem"}"
-cert = "{pki_dir / "matcher.pem"}"
-key = "{pki_dir / "matcher.key"}"
-""",
-        base_dir=tmp_path,
-    )
+    config = matcher_harness.matcher_config(tmp_path, pki_dir)
     runtime = build_matcher(config)
     runtime.server.start()
     channel = secure_channel(f"127.0.0.1:{runtime.port}", tls_files_for(pki_dir, f"{AGENCY}-node"))
