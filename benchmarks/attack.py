@@ -52,8 +52,10 @@ salts removed, ``salt`` set on the name fields when salting and :meth:`Schema.wi
 applied (field-level and record-level filters hardened alike unless the setting says
 otherwise), its blocking rules kept (:func:`setting_schema`); records are encoded by
 ``encode_records`` with it, so field filters and the record filter come out hardened at their
-published widths, exactly as a node publishes them. The attacker encodes its own population
-with the same schema and its own secret; the quality columns use the same encodings.
+published widths, exactly as a node publishes them, except that a node publishes a record
+lacking sex once per sex value (:mod:`linkage.forms`; the shipped row reports how many of the
+attacked records that concerns). The attacker encodes its own population with the same schema
+and its own secret; the quality columns link what nodes publish (:func:`publish_setting`).
 """
 
 from __future__ import annotations
@@ -1699,6 +1701,10 @@ def run_attack(
             # salt sources and record hardening as the schema ships them
             row["salt"] = ",".join(schema.salt_sources)
             row["hardening"] = schema.hardening.to_dict() | {"salt": bool(schema.salt_sources)}
+            # the attacks read each record's encoding; a node publishes a record lacking sex
+            # as forms (linkage.forms) instead: how many of the attacked records that concerns
+            _, published = publish_setting(base, setting, encoded_columns, _test_secret())
+            row["records_published_as_forms"] = int((published.form == 0).sum())
         else:
             row["salt"] = setting.salt_source if setting.salt else ""
             row["hardening"] = dataclasses.asdict(setting.hardening) | {"salt": setting.salt}
@@ -1902,6 +1908,17 @@ def write_attack_report(
     plot_tradeoff(rows, str(plot))
     table_rows = [{label: row.get(key, "") for key, label in REPORT_COLUMNS} for row in rows]
     records = rows[0]["records"] if rows else 0
+    as_forms = [
+        row["records_published_as_forms"] for row in rows if "records_published_as_forms" in row
+    ]
+    forms_note = (
+        " The attacks read each record's encoding; a node publishes a record that lacks sex"
+        " (its date of birth salted with sex) once per sex value instead (`linkage.forms`):"
+        f" {as_forms[0]:,} of the {records:,} attacked records under `shipped`. The quality"
+        " columns link what nodes publish, forms included."
+        if as_forms
+        else ""
+    )
     body = (
         "## Re-identification attacks (privacy)\n\n"
         + provenance(command)
@@ -1920,7 +1937,9 @@ def write_attack_report(
         " the attacker's own population overlaps the encoded one at 0.2 / 0.5 / 0.8 / 1.0"
         " (structural graph matching, then pattern-mining decoding seeded by it). Quality:"
         " batch link of the four-agency synthetic set (5,000 children) and FEBRL4-half under"
-        " the same setting.\n\n"
+        " the same setting."
+        + forms_note
+        + "\n\n"
         + markdown_table(table_rows, [label for _, label in REPORT_COLUMNS])
         + f"\n\n![trade-off]({Path(plot).relative_to(Path(path).resolve().parent)})\n"
         + (f"\n{insider_report(insider)}" if insider else "")
