@@ -1444,7 +1444,7 @@ def _profile_labels(
 
 def _mix(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
     """splitmix64 (one step: add the golden gamma, then the output mix), elementwise."""
-    return harden._splitmix64_mix(x + harden._GOLDEN_GAMMA)
+    return harden.splitmix64_mix(x + harden.GOLDEN_GAMMA)
 
 
 def _colours(

@@ -89,6 +89,7 @@ from numpy.typing import NDArray
 
 from linkage import similarity
 from linkage.errors import FilterFormatError, IncompatibleEncodingError, JigsawError
+from linkage.harden import GOLDEN_GAMMA, splitmix64_mix
 
 __all__ = [
     "BlockCounts",
@@ -109,9 +110,6 @@ IndexArray = NDArray[np.int64]
 KeyArray = NDArray[np.uint64]
 
 _MASK64 = (1 << 64) - 1
-_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
-_MIX_MULTIPLIER_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_MULTIPLIER_2 = np.uint64(0x94D049BB133111EB)
 _MAX_PAIR_CODE = (1 << 63) - 1
 
 
@@ -654,16 +652,6 @@ def _check_filters(filters: Any) -> NDArray[np.uint64]:
     return filters
 
 
-def _splitmix64_finalise(values: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """The splitmix64 output mix (a bijection on 64-bit integers), in place on ``values``."""
-    values ^= values >> np.uint64(30)
-    values *= _MIX_MULTIPLIER_1
-    values ^= values >> np.uint64(27)
-    values *= _MIX_MULTIPLIER_2
-    values ^= values >> np.uint64(31)
-    return values
-
-
 def lsh_bit_positions(
     filter_bits: int, *, bands: int, bits_per_band: int, seed: int
 ) -> NDArray[np.int64]:
@@ -702,8 +690,8 @@ def lsh_keys(
         gathered &= one
         gathered *= weights
         pattern = np.bitwise_or.reduce(gathered, axis=1)
-        pattern += np.uint64(((band + 1) * _GOLDEN_GAMMA) & _MASK64)
-        keys[:, band] = _splitmix64_finalise(pattern)
+        pattern += np.uint64(((band + 1) * int(GOLDEN_GAMMA)) & _MASK64)
+        keys[:, band] = splitmix64_mix(pattern)
     keys[keys == 0] = one
     keys[~checked.any(axis=1)] = 0
     return keys

@@ -110,7 +110,8 @@ __all__ = [
 
 U64 = np.uint64
 _LABEL_PREFIX = b"jigsaw/harden/v1/"
-_GOLDEN_GAMMA = U64(0x9E3779B97F4A7C15)
+#: splitmix64's increment (also :mod:`linkage.blocking`'s LSH band offsets)
+GOLDEN_GAMMA = U64(0x9E3779B97F4A7C15)
 _MIX_1 = U64(0xBF58476D1CE4E5B9)
 _MIX_2 = U64(0x94D049BB133111EB)
 _LANE_BITS = 16
@@ -162,7 +163,8 @@ def _pack_bits(bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
     return np.ascontiguousarray(packed).view("<u8").astype(U64, copy=False)
 
 
-def _splitmix64_mix(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
+def splitmix64_mix(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """The splitmix64 output mix, a bijection on 64-bit integers (a new array)."""
     z = (z ^ (z >> U64(30))) * _MIX_1
     z = (z ^ (z >> U64(27))) * _MIX_2
     return z ^ (z >> U64(31))
@@ -249,11 +251,11 @@ def blip_flip_mask_reference(
     threshold = U64(round(blip_flip_probability(epsilon) * (1 << _LANE_BITS)))
     n, words = batch.shape
     bits = 64 * words
-    counters = np.arange(1, bits // _LANES_PER_WORD + 1, dtype=U64) * _GOLDEN_GAMMA
+    counters = np.arange(1, bits // _LANES_PER_WORD + 1, dtype=U64) * GOLDEN_GAMMA
     shifts = (np.arange(_LANES_PER_WORD, dtype=U64) * U64(_LANE_BITS))[None, None, :]
     seeds = _row_seeds(batch, subkey)
     with np.errstate(over="ignore"):
-        random_words = _splitmix64_mix(seeds[:, None] + counters[None, :])
+        random_words = splitmix64_mix(seeds[:, None] + counters[None, :])
     lanes = (random_words[:, :, None] >> shifts) & U64(0xFFFF)
     flips = (lanes.reshape(n, bits) < threshold).astype(np.uint8)
     return _pack_bits(flips)
