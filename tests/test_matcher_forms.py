@@ -17,7 +17,7 @@ import matcher_harness
 import numpy as np
 import pytest
 
-from linkage import forms
+from linkage import forms, pipeline
 from linkage.encode import EncodedBatch, encode_records
 from linkage.index import IndexedCandidate
 from linkage.keys import KeySet, LinkageSecret
@@ -259,6 +259,31 @@ def test_link_clusters_name_each_record_once(matcher: Running, world: World) -> 
         assert len(pairs) == len(cluster.edges)
         assert all(left != right for left, right in pairs)
     assert np.all([len(c.members) >= 2 for c in page.clusters])
+
+
+def test_link_clusters_records_not_rows(
+    matcher: Running, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Link hands the pipeline each row's record (``record=``), the forms of one record under
+    one number: what keeps a record's forms from landing in two clusters (build_clusters
+    alone would only hide that by listing the record once per cluster)."""
+    seen: list[np.ndarray] = []
+    real = pipeline.cluster_datasets
+
+    def spy(*args: object, **kwargs: object) -> pipeline.ClusterResult:
+        record = kwargs.get("record")
+        assert isinstance(record, np.ndarray)
+        seen.append(record)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "cluster_datasets", spy)
+    publish_world(matcher, world)
+    final = list(matcher.stub("olga").Link(jigsaw_pb2.LinkRequest(), timeout=120))[-1]
+    assert final.result_id and len(seen) == 1
+    rows = len(world.police.rows) + len(world.health.rows)
+    records = len(world.police.records) + len(world.health.records)
+    (record,) = seen
+    assert record.shape == (rows,) and len(np.unique(record)) == records
 
 
 def test_best_per_record_reports_each_record_once_at_its_best() -> None:
