@@ -274,12 +274,15 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     for c in response.candidates:
         table.add_row(c.agency, c.reference, BAND_NAMES.get(c.band, "?"), evidence_text(c.evidence))
     out.print(table if response.candidates else "no agency holds a matching record")
+    for note in response.notes:
+        out.print(f"note: {note}")
     return EXIT_OK
 
 
 def _lookup_json(response: Any) -> dict[str, Any]:
     return {
         "lookup_id": response.lookup_id,
+        "notes": list(response.notes),
         "candidates": [
             {
                 "agency": c.agency,

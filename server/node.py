@@ -113,6 +113,33 @@ def salt_variants(schema: Schema, batch: EncodedBatch) -> list[dict[str, str]]:
     return variants if missing else []
 
 
+def lookup_notes(schema: Schema, batch: EncodedBatch) -> list[str]:
+    """What a one-record query cannot be compared on as given, one sentence per missing salt
+    field, naming fields only (the ``notes`` of a ``LookupResponse``): a field of few values
+    is assumed (:func:`salt_variants`), any other leaves what it salts comparable only with
+    records that lack it too."""
+    kinds = {spec.name: spec.kind for spec in schema.fields}
+    salted: dict[str, list[str]] = {}
+    for name, salt_field in _broken_salts(schema, batch):
+        salted.setdefault(salt_field, []).append(name)
+    notes = []
+    for salt_field, names in salted.items():
+        fields = ", ".join(names)
+        if kinds[salt_field] in FINITE_VALUES:
+            count = len(FINITE_VALUES[kinds[salt_field]])
+            notes.append(
+                f"{salt_field} not given: {fields} compared under each of its {count} values "
+                f"(salted with {salt_field}); giving it would sharpen the match"
+            )
+        else:
+            notes.append(
+                f"{salt_field} not given: {fields} compared only with records that lack "
+                f"{salt_field} too (salted with it); give {salt_field} to compare them with "
+                "every record"
+            )
+    return notes
+
+
 def require_chained_salts(schema: Schema, batch: EncodedBatch) -> None:
     """Refuse a one-record query that gives a salt field (whose tag comes from its published
     filter) but not the field that field is itself salted with, when that field has too many
@@ -205,7 +232,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             )
         try:
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
-            queries = self._encode_queries(request.identifiers, lookup_id)
+            queries, notes = self._encode_queries(request.identifiers, lookup_id)
         except RequestError:
             self._audit_lookup(identity, "", "invalid_argument", base)
             raise
@@ -244,7 +271,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         # debug, not info: every lookup is in the audit log already, and a log line per
         # lookup is formatting and a write on the hot path
         logger.debug("lookup %s: %d candidates", lookup_id, found)
-        return jigsaw_pb2.LookupResponse(lookup_id=lookup_id, candidates=candidates)
+        return jigsaw_pb2.LookupResponse(lookup_id=lookup_id, candidates=candidates, notes=notes)
 
     def _audit_lookup(
         self,
@@ -259,10 +286,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
 
     def _encode_queries(
         self, identifiers: Mapping[str, str], lookup_id: str
-    ) -> list[jigsaw_pb2.EncodedRecord]:
+    ) -> tuple[list[jigsaw_pb2.EncodedRecord], list[str]]:
         """Validate the identifiers and encode them as the lookup's queries (reference = lookup
         id): one record, or one per value of each missing salt field with a few possible
-        values (:func:`salt_variants`)."""
+        values (:func:`salt_variants`); and the lookup's notes (:func:`lookup_notes`)."""
         for key in sorted(identifiers):
             if key not in self._field_names:
                 shown = key[:MAX_KEY_CHARS_SHOWN]
@@ -282,12 +309,13 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                 "identifiers", "expected at least one identifying field with a value"
             )
         require_chained_salts(self._schema, batch)
+        notes = lookup_notes(self._schema, batch)
         variants = salt_variants(self._schema, batch)
         if not variants:
-            return encoded_to_proto(batch, [lookup_id])[0:1]
+            return encoded_to_proto(batch, [lookup_id])[0:1], notes
         # each variant: the query encoded with the assumed values, which then only salt
         # (published as missing, salt tags kept), as a form of a published record is
-        return [
+        queries = [
             encoded_to_proto(
                 forms.assume(
                     self._schema,
@@ -298,6 +326,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             )[0]
             for assumed in variants
         ]
+        return queries, notes
 
     def _abort_for_matcher(self, context: grpc.ServicerContext, exc: grpc.RpcError) -> NoReturn:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN

@@ -205,8 +205,8 @@ def test_publish_is_idempotent(federation: Federation) -> None:
     assert before == rows > records
 
 
-def _lookup(federation: Federation, query: dict[str, str], purpose: str) -> list[dict[str, Any]]:
-    """Alice's lookup through the social-care node (the CLI, --json): its candidates."""
+def _lookup(federation: Federation, query: dict[str, str], purpose: str) -> dict[str, Any]:
+    """Alice's lookup through the social-care node (the CLI, --json): its JSON answer."""
     args = [
         "lookup",
         "--node",
@@ -221,8 +221,8 @@ def _lookup(federation: Federation, query: dict[str, str], purpose: str) -> list
     ]
     for k, v in query.items():
         args += ["--field", f"{k}={v}"]
-    candidates: list[dict[str, Any]] = json.loads(jigsaw(*args).stdout)["candidates"]
-    return candidates
+    answer: dict[str, Any] = json.loads(jigsaw(*args).stdout)
+    return answer
 
 
 def _disclose(federation: Federation, agency: str, reference: str) -> str:
@@ -248,9 +248,14 @@ def test_lookup_finds_the_child_in_health(federation: Federation, with_sex: bool
     q = _health_query(federation)
     if not with_sex:
         del q["sex"]
-    candidates = _lookup(federation, q, "e2e test")
+    answer = _lookup(federation, q, "e2e test")
+    candidates = answer["candidates"]
     agencies = [c["agency"] for c in candidates]
     assert "health" in agencies
+    # the staff member is told the query went under each sex value, and nothing else
+    assert [note.split(":")[0] for note in answer["notes"]] == (
+        [] if with_sex else ["sex not given"]
+    )
     top = candidates[0]
     assert top["band"] in ("very high", "high")
     assert "probability" not in top  # staff see bands, never raw scores
@@ -258,7 +263,11 @@ def test_lookup_finds_the_child_in_health(federation: Federation, with_sex: bool
 
 def test_disclose_releases_only_policy_fields(federation: Federation) -> None:
     q = _health_query(federation)
-    ref = next(c["reference"] for c in _lookup(federation, q, "e2e") if c["agency"] == "health")
+    ref = next(
+        c["reference"]
+        for c in _lookup(federation, q, "e2e")["candidates"]
+        if c["agency"] == "health"
+    )
     out = _disclose(federation, "health", ref)
     assert "given_name" in out and "withheld by policy" in out and "nhs_number" in out
 
@@ -292,7 +301,7 @@ def test_a_record_without_sex_is_found_under_its_own_reference(federation: Feder
         con.close()
 
     query = {f: value(health, f, j) for f in ("given_name", "family_name", "date_of_birth", "sex")}
-    candidates = _lookup(federation, query, "e2e forms")
+    candidates = _lookup(federation, query, "e2e forms")["candidates"]
     assert "health" in [c["agency"] for c in candidates]
     found = [c for c in candidates if c["agency"] == "childrens_social_care"]
     assert [c["reference"] for c in found] == [reference]  # once, as the record, not a form

@@ -13,7 +13,7 @@ from linkage.encode import encode_record
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
 from server.convert import encoded_to_proto
-from server.node import require_chained_salts, salt_variants
+from server.node import lookup_notes, require_chained_salts, salt_variants
 from server.status import RequestError
 
 SCHEMA = default_child_schema()
@@ -72,3 +72,21 @@ def test_a_chain_through_a_field_of_many_values_is_refused() -> None:
     assert all(value not in message for value in QUERY.values())
     require_chained_salts(schema, encode_record(schema, KEYS, {**QUERY, "postcode": "LS6 2AB"}))
     require_chained_salts(SCHEMA, encode_record(SCHEMA, KEYS, QUERY))  # sex is assumed instead
+
+
+def test_notes_say_what_a_query_is_compared_on_and_never_a_value() -> None:
+    full = {**QUERY, "sex": "F", "postcode": "LS6 2AB"}
+    assert lookup_notes(SCHEMA, encode_record(SCHEMA, KEYS, full)) == []
+    # without sex: the date of birth is compared under each sex value
+    (note,) = lookup_notes(SCHEMA, encode_record(SCHEMA, KEYS, QUERY))
+    assert note.startswith("sex not given: date_of_birth compared under each of its 3 values")
+    # without the date: the names and the postcode meet only records without one
+    no_date = {k: v for k, v in full.items() if k != "date_of_birth"}
+    (note,) = lookup_notes(SCHEMA, encode_record(SCHEMA, KEYS, no_date))
+    assert note.startswith(
+        "date_of_birth not given: given_name, family_name, postcode compared only with "
+        "records that lack date_of_birth too"
+    )
+    for query in (QUERY, no_date):
+        text = " ".join(lookup_notes(SCHEMA, encode_record(SCHEMA, KEYS, query)))
+        assert not any(value.lower() in text.lower() for value in full.values() if len(value) > 1)

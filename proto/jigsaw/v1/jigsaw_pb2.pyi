@@ -273,12 +273,14 @@ class LookupRequest(_message.Message):
     def __init__(self, identifiers: _Optional[_Mapping[str, str]] = ..., purpose: _Optional[str] = ..., max_candidates: _Optional[int] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("lookup_id", "candidates")
+    __slots__ = ("lookup_id", "candidates", "notes")
     LOOKUP_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     lookup_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
-    def __init__(self, lookup_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lookup_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DiscloseRequest(_message.Message):
     __slots__ = ("reference", "purpose")
