@@ -551,7 +551,7 @@ def fitting_pairs(
     candidate (2.4 % matches) gave pairwise precision 0.10 with two classes and 0.63 with
     four, on the shared-keys subset (34 % matches) 0.98; with the shipped filter rules the
     subset is 58 % matches and four classes give 0.991 (recall 0.953) on it or on every
-    candidate (6.7 % matches), two classes 0.72 on it and 0.02 on every candidate. The rule
+    candidate (6.7 % matches), two classes 0.72 on it and 0.03 on every candidate. The rule
     uses no labels. The model then scores every candidate.
     """
     if options.fit_min_shared_keys <= 1 or left.block_keys.shape[1] < options.fit_min_shared_keys:
