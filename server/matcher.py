@@ -494,7 +494,9 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
     ) -> jigsaw_pb2.PublishResponse:
         identity = current_identity(context)
         agency = identity.agency  # from the certificate, never from the message
-        totals = {"messages": 0, "received": 0, "inserted": 0, "replaced": 0, "unchanged": 0}
+        totals = {
+            "messages": 0, "received": 0, "inserted": 0, "replaced": 0, "unchanged": 0, "forms": 0
+        }  # fmt: skip
         outcome = "ok"
         try:
             for number, request in enumerate(request_iterator):
@@ -525,6 +527,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             inserted=totals["inserted"],
             replaced=totals["replaced"],
             unchanged=totals["unchanged"],
+            forms=totals["forms"],
         )
 
     def _publish_message(
@@ -564,6 +567,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             totals["inserted"] += counts.inserted
             totals["replaced"] += counts.replaced
             totals["unchanged"] += counts.unchanged
+            totals["forms"] += sum(1 for record in form_of if record)
         totals["messages"] += 1
         totals["received"] += count
 

@@ -24,7 +24,8 @@ link clusters under the record's reference. So the node withdraws, and ``Disclos
 resolves, records by their own reference only.
 
 Only after the call returns, and only if the matcher acknowledges every row sent (a matcher
-that predates ``columns`` would ignore them and acknowledge none), are those records marked
+that predates ``columns`` would ignore them and acknowledge none) and takes every form as a
+form (``PublishResponse.forms``: one that predates forms reports none), are those records marked
 published, with the content hash of exactly what was sent. Deleted records that were
 published are then sent in ``Withdraw`` calls and purged.
 
@@ -172,11 +173,18 @@ def _message_bounds(origin: NDArray[np.int64], batch_size: int) -> list[int]:
     return bounds
 
 
-def _message_rows(message: jigsaw_pb2.PublishRequest) -> int:
+def message_rows(message: jigsaw_pb2.PublishRequest) -> int:
     """The rows (records and forms) a ``PublishRequest`` carries, whichever form it uses."""
     if message.HasField("columns"):
         return len(message.columns.references)
     return len(message.records)
+
+
+def message_forms(message: jigsaw_pb2.PublishRequest) -> int:
+    """The rows of a ``PublishRequest`` that are forms of a record (``form_of`` set)."""
+    if message.HasField("columns"):
+        return sum(1 for record in message.columns.form_of if record)
+    return sum(1 for record in message.records if record.form_of)
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,7 @@ class _Group:
     records: list[PendingRecord]
     messages: list[jigsaw_pb2.PublishRequest]
     rows: int  # rows the messages carry: the records, a record lacking a salt as its forms
+    forms: int  # of those rows, the forms
 
 
 class _Producer:
@@ -223,8 +232,9 @@ class _Producer:
                     break
                 after_row = records[-1].row
                 messages = self._encode_group(records)
-                rows = sum(_message_rows(message) for message in messages)
-                self._queue.put(_Group(records, messages, rows))
+                rows = sum(message_rows(message) for message in messages)
+                forms = sum(message_forms(message) for message in messages)
+                self._queue.put(_Group(records, messages, rows, forms))
             self._queue.put(None)
         except BaseException as exc:  # handed to the consuming thread, which re-raises it
             self._queue.put(exc)
@@ -297,6 +307,13 @@ def publish_pending(
                         "marked published (a matcher older than columnar Publish ignores "
                         'EncodedColumns: upgrade it, or set node.publish_form = "records" '
                         "meanwhile)"
+                    )
+                if response.forms != group.forms:
+                    raise PublishNotAcknowledged(
+                        f"the matcher took {response.forms} of the {group.forms} forms sent "
+                        "as forms; nothing was marked published (a matcher older than forms "
+                        "holds each form as a record of its own, which lookups would then "
+                        "name: upgrade the matcher)"
                     )
                 store.mark_published_rows(group.records)
                 published_in_pass += len(group.records)

@@ -27,6 +27,7 @@ from server.auth import (
     identity_from_context,
 )
 from server.pki import _issue, init_pki
+from server.publish import message_forms, message_rows
 from server.status import Unauthenticated
 from server.tls import TlsFiles, secure_channel, server_credentials, server_options, tls_files_for
 
@@ -66,9 +67,12 @@ class EchoMatcher(jigsaw_pb2_grpc.MatcherServicer):
     def Publish(
         self, request_iterator: Iterator[jigsaw_pb2.PublishRequest], context: grpc.ServicerContext
     ) -> jigsaw_pb2.PublishResponse:
-        received = sum(len(request.records) for request in request_iterator)
+        messages = list(request_iterator)
         assert current_identity(context).role == "node"
-        return jigsaw_pb2.PublishResponse(received=received)
+        return jigsaw_pb2.PublishResponse(
+            received=sum(message_rows(m) for m in messages),
+            forms=sum(message_forms(m) for m in messages),
+        )
 
     def Link(
         self, request: jigsaw_pb2.LinkRequest, context: grpc.ServicerContext

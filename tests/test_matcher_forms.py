@@ -143,6 +143,7 @@ def publish_world(matcher: Running, world: World) -> None:
     for agency, published in (("police", world.police), ("health", world.health)):
         response = matcher.publish(agency, published.batch, published.rows, published.form_of)
         assert response.received == response.inserted == len(published.rows)
+        assert response.forms == sum(1 for record in published.form_of if record)
 
 
 def queries(world: World) -> dict[str, EncodedBatch]:

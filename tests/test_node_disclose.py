@@ -34,7 +34,7 @@ from server.node import NodeRuntime, build_node, create_server
 from server.node_config import NodeConfig, load_node_config, read_linkage_keys
 from server.node_store import NodeStore
 from server.pki import init_pki
-from server.publish import publish_pending
+from server.publish import message_forms, publish_pending
 from server.status import RETRY_AFTER_METADATA_KEY
 from server.tls import TlsFiles, secure_channel, server_credentials, tls_files_for
 
@@ -111,7 +111,8 @@ class FakeMatcher(jigsaw_pb2_grpc.MatcherServicer):
         with self.log.lock:
             self.log.published.extend(messages)
         received = sum(len(request_references(m)) for m in messages)
-        return jigsaw_pb2.PublishResponse(received=received, inserted=received)
+        forms = sum(message_forms(m) for m in messages)
+        return jigsaw_pb2.PublishResponse(received=received, inserted=received, forms=forms)
 
     def Withdraw(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self.log.lock:

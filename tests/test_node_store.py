@@ -24,7 +24,7 @@ from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.convert import request_references
 from server.node_store import NodeStore, content_hash
-from server.publish import publish_pending
+from server.publish import message_forms, publish_pending
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -217,7 +217,8 @@ class FakeMatcher:
             for reference in request_references(message):  # columns or records
                 self.held[reference] = message
         received = sum(len(request_references(m)) for m in messages)
-        return jigsaw_pb2.PublishResponse(received=received)
+        forms = sum(message_forms(m) for m in messages)
+        return jigsaw_pb2.PublishResponse(received=received, forms=forms)
 
     def Withdraw(
         self, request: jigsaw_pb2.WithdrawRequest, timeout: float

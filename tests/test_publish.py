@@ -37,7 +37,12 @@ from server.convert import (
     request_references,
 )
 from server.node_store import NodeStore, PendingRecord, content_hash
-from server.publish import PublishNotAcknowledged, encode_messages, publish_pending
+from server.publish import (
+    PublishNotAcknowledged,
+    encode_messages,
+    message_forms,
+    publish_pending,
+)
 
 SCHEMA = load_schema("child")
 
@@ -84,13 +89,18 @@ class FakeMatcher:
     """Records each Publish stream (as serialised records) and can act during a call."""
 
     def __init__(
-        self, during_call: Any = None, fail_on_call: int | None = None, short_by: int = 0
+        self,
+        during_call: Any = None,
+        fail_on_call: int | None = None,
+        short_by: int = 0,
+        forms_short_by: int = 0,
     ) -> None:
         self.streams: list[list[jigsaw_pb2.PublishRequest]] = []
         self.held: dict[str, bytes] = {}
         self.during_call = during_call
         self.fail_on_call = fail_on_call
         self.short_by = short_by  # acknowledge this many records fewer than were sent
+        self.forms_short_by = forms_short_by  # ... and this many forms fewer
 
     def Publish(
         self, requests: Iterator[jigsaw_pb2.PublishRequest], timeout: float
@@ -107,7 +117,8 @@ class FakeMatcher:
         if self.during_call is not None:
             self.during_call(len(self.streams))
         received = sum(len(request_references(m)) for m in messages)
-        return jigsaw_pb2.PublishResponse(received=received - self.short_by)
+        forms = sum(message_forms(m) for m in messages) - self.forms_short_by
+        return jigsaw_pb2.PublishResponse(received=received - self.short_by, forms=forms)
 
     def Withdraw(
         self, request: jigsaw_pb2.WithdrawRequest, timeout: float
@@ -356,6 +367,21 @@ def test_forms_count_in_the_acknowledgement(store: NodeStore, schema: Schema, ke
     assert store.counts().published == 0
     report = publish_pending(store, schema, keys, as_stub(FakeMatcher()), batch_size=5)
     assert report.published == 10 and store.counts().pending == 0
+
+
+def test_a_matcher_that_takes_forms_as_records_marks_nothing(
+    store: NodeStore, schema: Schema, keys: KeySet
+) -> None:
+    # a matcher older than forms acknowledges every row but reports no forms: it would hold
+    # each form as a record of its own, which lookups would then name
+    store.upsert_many(varied_rows(10, without_sex=2))
+    old = FakeMatcher(forms_short_by=15)
+    with pytest.raises(
+        PublishNotAcknowledged, match=r"took 0 of the 15 forms.*upgrade the matcher"
+    ):
+        publish_pending(store, schema, keys, as_stub(old), batch_size=100)
+    assert store.counts().published == 0 and store.counts().pending == 10
+    assert _encoder_threads() == []
 
 
 def test_an_encoding_error_propagates_and_marks_nothing_more(

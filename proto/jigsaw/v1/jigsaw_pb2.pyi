@@ -114,16 +114,18 @@ class PublishRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., records: _Optional[_Iterable[_Union[EncodedRecord, _Mapping]]] = ..., columns: _Optional[_Union[EncodedColumns, _Mapping]] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
-    __slots__ = ("received", "inserted", "replaced", "unchanged")
+    __slots__ = ("received", "inserted", "replaced", "unchanged", "forms")
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     INSERTED_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    FORMS_FIELD_NUMBER: _ClassVar[int]
     received: int
     inserted: int
     replaced: int
     unchanged: int
-    def __init__(self, received: _Optional[int] = ..., inserted: _Optional[int] = ..., replaced: _Optional[int] = ..., unchanged: _Optional[int] = ...) -> None: ...
+    forms: int
+    def __init__(self, received: _Optional[int] = ..., inserted: _Optional[int] = ..., replaced: _Optional[int] = ..., unchanged: _Optional[int] = ..., forms: _Optional[int] = ...) -> None: ...
 
 class WithdrawRequest(_message.Message):
     __slots__ = ("references",)
