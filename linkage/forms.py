@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from linkage.encode import EncodedBatch, concat_batches, encode_records
+from linkage.encode import EncodedBatch, concat_batches, encode_record, encode_records
 from linkage.keys import KeySet
 from linkage.normalise import FINITE_VALUES
 from linkage.schema import Schema
@@ -166,6 +166,34 @@ def encode_forms(
     return Forms(batch, np.asarray(origin, dtype=np.int64), np.asarray(form, dtype=np.int64))
 
 
+def encode_query(schema: Schema, keys: KeySet, values: Mapping[str, str | None]) -> EncodedBatch:
+    """One record as :func:`encode_forms` publishes it (one row, or one row per form in the
+    same order), encoded with :func:`linkage.encode.encode_record`, a third of
+    ``encode_records``' time for one record: a lookup's query, sent once per row, so that it
+    meets each form of a record under the salt it assumes. ``problems`` are the record's."""
+    base = encode_record(schema, keys, values)
+    assumable = assumable_fields(schema)
+    fields = [
+        name
+        for name, lacks in zip(assumable, missing_salts(schema, base.field_present)[0], strict=True)
+        if lacks
+    ]
+    if not fields:
+        return base
+    kinds = {spec.name: spec.kind for spec in schema.fields}
+    source_columns = [schema.salt_sources.index(f"{name}.value") for name in assumable]
+    rows = [
+        assume(
+            schema,
+            encode_record(schema, keys, {**values, **dict(zip(fields, combo, strict=True))}),
+            fields,
+        )
+        for combo in itertools.product(*(FINITE_VALUES[kinds[name]] for name in fields))
+    ]
+    rows.sort(key=lambda row: tuple(row.salt_tags[0, source_columns].tolist()))
+    return dataclasses.replace(concat_batches(rows), problems=base.problems)
+
+
 def form_reference(reference: str, form: int) -> str:
     """The reference of form ``form`` of the record ``reference`` (32 lowercase hex, like a
     record's): derived, so that republishing a record republishes the same forms."""
@@ -177,36 +205,47 @@ def form_reference(reference: str, form: int) -> str:
     return digest[:16].hex()
 
 
-def assumed(
-    schema: Schema, present: NDArray[np.bool_], tags: NDArray[np.unsignedinteger]
+def assumable_columns(schema: Schema) -> tuple[tuple[int, int], ...]:
+    """Per :func:`assumable_fields` entry: (its field index, its salt-tag column)."""
+    return tuple(
+        (schema.field_names.index(name), schema.salt_sources.index(f"{name}.value"))
+        for name in assumable_fields(schema)
+    )
+
+
+def assuming_rows(
+    columns: Sequence[tuple[int, int]],
+    present: NDArray[np.bool_],
+    tags: NDArray[np.unsignedinteger],
 ) -> NDArray[np.bool_]:
-    """(n, len(assumable_fields)): True where a row's assumable field is missing but its salt
-    tag is set, i.e. the row is a form assuming that field's value."""
-    names = schema.field_names
-    out = np.zeros((present.shape[0], len(assumable_fields(schema))), dtype=np.bool_)
-    for a, name in enumerate(assumable_fields(schema)):
-        column = schema.salt_sources.index(f"{name}.value")
-        out[:, a] = ~present[:, names.index(name)] & (tags[:, column] != 0)
+    """Per row: True where it is a form, i.e. lacks an assumable field (``columns``:
+    :func:`assumable_columns`) but carries its salt tag. Only a pair with such a row can
+    conflict (:func:`assumption_conflicts`)."""
+    out = np.zeros(present.shape[0], dtype=np.bool_)
+    for field, column in columns:
+        out |= ~present[:, field] & (tags[:, column] != 0)
     return out
 
 
 def assumption_conflicts(
-    schema: Schema,
+    columns: Sequence[tuple[int, int]],
     left_present: NDArray[np.bool_],
     left_tags: NDArray[np.unsignedinteger],
     right_present: NDArray[np.bool_],
     right_tags: NDArray[np.unsignedinteger],
 ) -> NDArray[np.bool_]:
-    """Per pair (rows aligned): True where one side is a form whose assumed value the other
-    side contradicts (both salt tags of the assumed field set and different). Such a pair is
-    not compared at all: the record's other form, the one assuming the other side's value,
-    is the comparison that counts."""
-    out = np.zeros(left_present.shape[0], dtype=np.bool_)
-    either = assumed(schema, left_present, left_tags) | assumed(schema, right_present, right_tags)
-    for a, name in enumerate(assumable_fields(schema)):
-        column = schema.salt_sources.index(f"{name}.value")
+    """Per pair (rows aligned; a side of one row is paired with every row of the other): True
+    where one side is a form whose assumed value the other side contradicts. A row assumes an
+    assumable field (``columns``: :func:`assumable_columns`) when it lacks the field but
+    carries its salt tag; the other side contradicts it when its tag is set and different.
+    Such a pair is not compared at all: the record's other form, the one assuming the other
+    side's value, is the comparison that counts."""
+    rows = np.broadcast_shapes(left_tags.shape[:1], right_tags.shape[:1])
+    out = np.zeros(rows, dtype=np.bool_)
+    for field, column in columns:
         lt, rt = left_tags[:, column], right_tags[:, column]
-        out |= either[:, a] & (lt != 0) & (rt != 0) & (lt != rt)
+        either = ~left_present[:, field] | ~right_present[:, field]
+        out |= either & (lt != 0) & (rt != 0) & (lt != rt)
     return out
 
 

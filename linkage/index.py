@@ -341,11 +341,9 @@ class MatchIndex:
         # always did
         self._level_cut_offs = _level_cut_offs(schema)
         # per field a published form may assume (linkage.forms): its column in the presence
-        # rows and the column of its salt tag (none: no pair can conflict)
-        self._assumable = tuple(
-            (schema.field_names.index(name), schema.salt_sources.index(f"{name}.value"))
-            for name in forms.assumable_fields(schema)
-        )
+        # rows and the column of its salt tag (none: no pair can conflict); found once here,
+        # not per lookup
+        self._assumable = forms.assumable_columns(schema)
         self._record = np.zeros((cap, schema.published_record_words), np.uint64)
         self._record_pop = np.zeros(cap, np.uint32)  # the scan would count them twice as slow
         # rule-major, so that each rule's keys are one contiguous row; 32 bits a token
@@ -730,28 +728,6 @@ class MatchIndex:
         row = np.concatenate([f[0] for f in query.field_filters])
         return _QueryFields(row, self._field_layout.sum_by_field(np.bitwise_count(row)))
 
-    def _assumption_conflicts(
-        self,
-        query_present: NDArray[np.bool_],
-        query_tags: NDArray[np.uint32],
-        present: NDArray[np.bool_],
-        tags: NDArray[np.uint32],
-    ) -> NDArray[np.bool_]:
-        """Per gathered row: :func:`linkage.forms.assumption_conflicts` of the query (one row)
-        with it, on the columns found once per index (a lookup's few rows made the general
-        function's per-call schema work a fifth of the lookup)."""
-        out = np.zeros(present.shape[0], dtype=np.bool_)
-        for field, column in self._assumable:
-            query_tag = query_tags[column]
-            if not query_tag:
-                continue  # a side without the tag contradicts nothing
-            row_tags = tags[:, column]
-            differ = (row_tags != 0) & (row_tags != query_tag)
-            if query_present[field]:  # only the rows that are forms assume
-                differ &= ~present[:, field]
-            out |= differ
-        return out
-
     def _score(
         self,
         query: EncodedBatch,
@@ -775,8 +751,8 @@ class MatchIndex:
             present = np.zeros((count, n_fields), dtype=bool)
         query_tags = narrow_block_keys(query.salt_tags[:1])  # held narrow, like the index's
         if count and self._assumable:
-            conflicts = self._assumption_conflicts(
-                query.field_present[0], query_tags[0], present, gathered.salt_tags
+            conflicts = forms.assumption_conflicts(
+                self._assumable, query.field_present[:1], query_tags, present, gathered.salt_tags
             )
             if conflicts.any():
                 keep = ~conflicts

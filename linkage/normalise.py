@@ -499,7 +499,7 @@ _SEX_CODES: Final[Mapping[str, str | None]] = MappingProxyType(
 SEX_VALUES: Final[tuple[str, ...]] = tuple(sorted({v for v in _SEX_CODES.values() if v}))
 
 #: Normalisation kinds with few normalised values, and those values (a lookup that lacks such
-#: a field where it salts another can be sent once per value: ``server.node.salt_variants``).
+#: a field where it salts another can be sent once per value: ``linkage.forms``).
 FINITE_VALUES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({"sex": SEX_VALUES})
 
 

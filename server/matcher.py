@@ -259,7 +259,7 @@ class FormMap:
         ]
 
 
-def best_per_record(
+def candidates_per_record(
     found: Sequence[IndexedCandidate], form_map: FormMap, limit: int
 ) -> list[IndexedCandidate]:
     """Ranked candidates with each form reported as its record: each record once, at its
@@ -304,10 +304,11 @@ def build_clusters(
 
     ``members[i]`` is the (agency, reference) of row ``i`` of the clustered concatenation:
     the rows that are forms of one record (:mod:`linkage.forms`) share their record's member,
-    which a cluster lists once. Edges are the scored pairs at or above ``threshold`` inside
-    a cluster, between two members (a pair inside one member is no edge; of several pairs
-    between two members the most probable is kept), each with its per-field
-    (level label, weight) evidence. Clusters are ordered by their first member.
+    which a cluster lists once; ``result`` must then come from clustering with ``record=``
+    (:func:`linkage.pipeline.cluster_datasets`), which keeps no pair inside one record and
+    one pair between two. Edges are the scored pairs at or above ``threshold`` inside a
+    cluster, each with its per-field (level label, weight) evidence. Clusters are ordered
+    by their first member.
     With ``schema`` and that concatenation's ``salt_tags`` and ``present`` (field presence),
     a salted field both records hold under different salt values is labelled
     ``not_compared`` (weight 0), as lookups say.
@@ -370,21 +371,15 @@ def build_clusters(
         if len(member_tuple) < 2:
             continue  # the forms of one record, alone
         position = {member: i for i, member in enumerate(member_tuple)}
-        best: dict[tuple[int, int], StoredEdge] = {}
-        for row_left, row_right, probability, evidence in edges_of.get(label, []):
-            at_left, at_right = position[members[row_left]], position[members[row_right]]
-            if at_left == at_right:
-                continue
-            pair = (min(at_left, at_right), max(at_left, at_right))
-            held = best.get(pair)
-            if held is None or probability > held.probability:
-                best[pair] = StoredEdge(
-                    left=at_left,
-                    right=at_right,
-                    probability=probability,
-                    evidence=evidence_of[evidence],
-                )
-        edges = tuple(best.values())
+        edges = tuple(
+            StoredEdge(
+                left=position[members[row_left]],
+                right=position[members[row_right]],
+                probability=probability,
+                evidence=evidence_of[evidence],
+            )
+            for row_left, row_right, probability, evidence in edges_of.get(label, [])
+        )
         clusters.append((member_tuple[0], StoredCluster(members=member_tuple, edges=edges)))
     clusters.sort(key=lambda item: item[0])
     return [cluster for _, cluster in clusters]
@@ -629,7 +624,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                 # (linkage.index docstring: measured to lose no record)
                 # a record's forms may take several places: ask for enough, keep each
                 # record once (its best form), under the record's reference
-                found = best_per_record(
+                found = candidates_per_record(
                     self._index.query(
                         query,
                         model,
@@ -1083,9 +1078,9 @@ __all__ = [
     "MatchLimits",
     "MatcherRuntime",
     "MatcherServicer",
-    "best_per_record",
     "build_clusters",
     "build_matcher",
+    "candidates_per_record",
     "create_server",
     "decode_page_token",
     "encode_page_token",

@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import grpc
 
 from linkage import forms
-from linkage.encode import EncodedBatch, encode_record
+from linkage.encode import EncodedBatch
 from linkage.keys import KeySet
 from linkage.normalise import FINITE_VALUES
 from linkage.schema import Schema
@@ -91,33 +91,11 @@ def _broken_salts(schema: Schema, batch: EncodedBatch) -> list[tuple[str, str]]:
     ]
 
 
-def salt_variants(schema: Schema, batch: EncodedBatch) -> list[dict[str, str]]:
-    """The values to assume for the missing salt fields of a one-record query, one mapping
-    per query to send; empty when nothing is assumed.
-
-    A field salted with another (the shipped date of birth, salted with sex) has a filter, and
-    its fields salted in turn (names, postcode) a salt tag, only under that other field's
-    value; a query without it could be compared with nothing salted. Where the missing field
-    has few possible values (:data:`linkage.normalise.FINITE_VALUES`) the query is sent under
-    each, the value only salting (:func:`linkage.forms.assume`): the same forms a node
-    publishes for a record that lacks the field (:mod:`linkage.forms`)."""
-    kinds = {spec.name: spec.kind for spec in schema.fields}
-    missing = dict.fromkeys(
-        salt_field
-        for _, salt_field in _broken_salts(schema, batch)
-        if kinds[salt_field] in FINITE_VALUES
-    )
-    variants: list[dict[str, str]] = [{}]
-    for name in missing:
-        variants = [{**v, name: value} for v in variants for value in FINITE_VALUES[kinds[name]]]
-    return variants if missing else []
-
-
 def lookup_notes(schema: Schema, batch: EncodedBatch) -> list[str]:
     """What a one-record query cannot be compared on as given, one sentence per missing salt
     field, naming fields only (the ``notes`` of a ``LookupResponse``): a field of few values
-    is assumed (:func:`salt_variants`), any other leaves what it salts comparable only with
-    records that lack it too."""
+    is assumed (:func:`linkage.forms.encode_query`), any other leaves what it salts
+    comparable only with records that lack it too."""
     kinds = {spec.name: spec.kind for spec in schema.fields}
     salted: dict[str, list[str]] = {}
     for name, salt_field in _broken_salts(schema, batch):
@@ -143,9 +121,9 @@ def lookup_notes(schema: Schema, batch: EncodedBatch) -> list[str]:
 def require_chained_salts(schema: Schema, batch: EncodedBatch) -> None:
     """Refuse a one-record query that gives a salt field (whose tag comes from its published
     filter) but not the field that field is itself salted with, when that field has too many
-    values to send the query under each (:func:`salt_variants` covers the others): such a
-    query has a filter, and a tag, that only records without that value share, and nothing
-    salted with it could be compared."""
+    values to send the query under each (:func:`linkage.forms.encode_query` covers the
+    others): such a query has a filter, and a tag, that only records without that value
+    share, and nothing salted with it could be compared."""
     kinds = {spec.name: spec.kind for spec in schema.fields}
     source_fields = {source.split(".")[0] for source in schema.salt_sources}
     for name, salt_field in _broken_salts(schema, batch):
@@ -288,8 +266,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         self, identifiers: Mapping[str, str], lookup_id: str
     ) -> tuple[list[jigsaw_pb2.EncodedRecord], list[str]]:
         """Validate the identifiers and encode them as the lookup's queries (reference = lookup
-        id): one record, or one per value of each missing salt field with a few possible
-        values (:func:`salt_variants`); and the lookup's notes (:func:`lookup_notes`)."""
+        id), and the lookup's notes (:func:`lookup_notes`): one query, or one per form
+        (:func:`linkage.forms.encode_query`) when a salt field of few values is missing (the
+        shipped date of birth without sex: each form then meets the records, and the forms
+        of records, that have its sex)."""
         for key in sorted(identifiers):
             if key not in self._field_names:
                 shown = key[:MAX_KEY_CHARS_SHOWN]
@@ -300,7 +280,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             require_text(
                 identifiers[key], f"identifiers[{key!r}]", MAX_VALUE_CHARS, allow_empty=True
             )
-        batch = encode_record(self._schema, self._keys, identifiers)
+        batch = forms.encode_query(self._schema, self._keys, identifiers)
         for problem in batch.problems:
             raise RequestError(f"identifiers[{problem.field!r}]", problem.reason)
         present = batch.field_present[0].tolist()
@@ -310,23 +290,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             )
         require_chained_salts(self._schema, batch)
         notes = lookup_notes(self._schema, batch)
-        variants = salt_variants(self._schema, batch)
-        if not variants:
-            return encoded_to_proto(batch, [lookup_id])[0:1], notes
-        # each variant: the query encoded with the assumed values, which then only salt
-        # (published as missing, salt tags kept), as a form of a published record is
-        queries = [
-            encoded_to_proto(
-                forms.assume(
-                    self._schema,
-                    encode_record(self._schema, self._keys, {**identifiers, **assumed}),
-                    list(assumed),
-                ),
-                [lookup_id],
-            )[0]
-            for assumed in variants
-        ]
-        return queries, notes
+        return encoded_to_proto(batch, [lookup_id] * len(batch)), notes
 
     def _abort_for_matcher(self, context: grpc.ServicerContext, exc: grpc.RpcError) -> NoReturn:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN

@@ -617,20 +617,21 @@ def test_a_form_the_query_contradicts_is_no_candidate(model: object) -> None:
 
 @settings(deadline=None, max_examples=50)
 @given(st.integers(0, 2**32 - 1))
-def test_assumption_conflicts_fast_path_equals_the_reference(seed: int) -> None:
+def test_assumption_conflicts_of_one_query_row_broadcast(seed: int) -> None:
+    # the index passes the query as one row against every gathered row
     rng = np.random.default_rng(seed)
     rows, fields, sources = 12, len(SCHEMA.fields), len(SCHEMA.salt_sources)
-    index = MatchIndex(SCHEMA, key_version=1)
+    columns = forms.assumable_columns(SCHEMA)
     query_present = rng.random(fields) < 0.5
     query_tags = rng.integers(0, 3, size=sources).astype(np.uint32)  # 0 = missing; collisions
     present = rng.random((rows, fields)) < 0.5
     tags = rng.integers(0, 3, size=(rows, sources)).astype(np.uint32)
     expected = forms.assumption_conflicts(
-        SCHEMA,
+        columns,
         np.repeat(query_present[None], rows, axis=0),
         np.repeat(query_tags[None], rows, axis=0),
         present,
         tags,
     )
-    got = index._assumption_conflicts(query_present, query_tags, present, tags)
+    got = forms.assumption_conflicts(columns, query_present[None], query_tags[None], present, tags)
     np.testing.assert_array_equal(got, expected)

@@ -25,7 +25,7 @@ from linkage.schema import load_schema
 from linkage.synthetic import DEFAULT_AGENCIES, generate_population
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.convert import encoded_to_columns, encoded_to_proto
-from server.matcher import FormMap, best_per_record
+from server.matcher import FormMap, candidates_per_record
 from server.pki import init_pki
 
 TIMEOUT = 30
@@ -287,7 +287,7 @@ def test_link_clusters_records_not_rows(
     assert record.shape == (rows,) and len(np.unique(record)) == records
 
 
-def test_best_per_record_reports_each_record_once_at_its_best() -> None:
+def test_candidates_per_record_reports_each_record_once_at_its_best() -> None:
     form_map = FormMap()
     record, other = "a" * 32, "b" * 32
     form_refs = [forms.form_reference(record, i) for i in range(3)]
@@ -303,13 +303,13 @@ def test_best_per_record_reports_each_record_once_at_its_best() -> None:
         candidate("health", form_refs[0], 0.96),
         candidate("health", form_refs[2], 0.95),
     ]
-    kept = best_per_record(found, form_map, 10)
+    kept = candidates_per_record(found, form_map, 10)
     assert [(c.agency, c.reference, c.probability) for c in kept] == [
         ("health", record, 0.99),
         ("police", form_refs[1], 0.98),
         ("health", other, 0.97),
     ]
-    assert best_per_record(found, form_map, 2) == kept[:2]
+    assert candidates_per_record(found, form_map, 2) == kept[:2]
     assert form_map.surplus_rows() == {"health": 2}  # 3 rows, 1 record
     form_map.discard("health", form_refs[:2])
     assert form_map.surplus_rows() == {"health": 0}
