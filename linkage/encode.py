@@ -33,7 +33,7 @@ equal salt values, and a tag shows the matcher no grouping of records that the s
 filter does not already show (where the salt field is itself salted, the tag groups by the
 value and that field's salt together). For any other transform the message is the
 transformed salt value in UTF-8, and its tag groups records by that value. A salted field of
-two records is compared only where their tags are equal (:func:`salt_comparable`);
+two records is compared only where their tags are equal (:func:`linkage.compare.salt_comparable`);
 elsewhere it counts as missing, not as a disagreement.
 
 Positions: token ``t`` (UTF-8) of field ``f`` sets ``k = hashes_per_token`` positions in the
@@ -101,7 +101,7 @@ from linkage import harden
 from linkage import normalise as norm
 from linkage.errors import FilterFormatError, InvalidValueError, SchemaError
 from linkage.keys import KeySet
-from linkage.schema import FieldSpec, Schema
+from linkage.schema import VIEW_SEPARATOR, FieldSpec, Schema
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,8 @@ class EncodedBatch:
 
     def invalid_counts(self) -> dict[str, int]:
         """How many present values of each field failed normalisation."""
-        counts = dict.fromkeys(self.field_names, 0)
+        inputs = (name.split(VIEW_SEPARATOR)[0] for name in self.field_names)
+        counts = dict.fromkeys(inputs, 0)  # by input: a field's views share its value
         for p in self.problems:
             counts[p.field] += 1
         return counts
@@ -292,6 +293,11 @@ def blocking_value(kind: str, transform: str, value: str) -> str:
             return value[5:10]
         if transform == "year_month":
             return value[0:7]
+        if transform == "year_day":
+            return f"{value[0:4]}-{value[8:10]}"
+        if transform == "day_month":  # unordered, so that a transposition keeps it
+            low, high = sorted((value[5:7], value[8:10]))
+            return f"{low}/{high}"
     if kind == "postcode":
         if transform == "sector":
             return norm.postcode_sector(value)
@@ -401,7 +407,10 @@ def _normalise_value(
     """``(canonical value or None when missing, None)``, or ``(None, reason)`` when the value
     fails normalisation (the reason names the expectation, never the value)."""
     try:
-        return norm.NORMALISERS[spec.kind](value, field=spec.name, day_first=day_first), None
+        return (
+            norm.NORMALISERS[spec.kind](value, field=spec.input_name, day_first=day_first),
+            None,
+        )
     except InvalidValueError as exc:
         return None, exc.reason
 
@@ -442,7 +451,7 @@ def _normalise_column(
     if reasons:
         bad_rows = np.flatnonzero(inverse <= -2)
         problems.extend(
-            ValueProblem(row, spec.name, reasons[-2 - code])
+            ValueProblem(row, spec.input_name, reasons[-2 - code])
             for row, code in zip(bad_rows.tolist(), inverse[bad_rows].tolist(), strict=True)
         )
         inverse[bad_rows] = -1
@@ -464,26 +473,6 @@ def token64_reference(key: bytes, message: bytes) -> int:
     """One keyed 64-bit token with Python's :mod:`hmac` (the specification, for tests; also
     the salt tag of :func:`encode_record`, where one message does not repay a C call)."""
     return int.from_bytes(hmac.digest(key, message, "sha256")[:8], "little") or 1
-
-
-def salt_comparable(
-    schema: Schema,
-    left_tags: NDArray[np.unsignedinteger[Any]],
-    right_tags: NDArray[np.unsignedinteger[Any]],
-) -> NDArray[np.bool_]:
-    """(n_pairs, n_fields): False where a salted field of the pair was encoded under
-    different salt values (its Dice then means nothing), True elsewhere.
-
-    ``left_tags`` and ``right_tags`` are the pairs' salt tags, one row per pair (columns as
-    :attr:`Schema.salt_sources`).
-    """
-    sources = schema.salt_sources
-    out = np.ones((left_tags.shape[0], len(schema.fields)), dtype=np.bool_)
-    for f_index, spec in enumerate(schema.fields):
-        if spec.salt:
-            s_index = sources.index(spec.salt)
-            out[:, f_index] = left_tags[:, s_index] == right_tags[:, s_index]
-    return out
 
 
 def _transform_column(col: _FieldColumn, transform: str) -> tuple[NDArray[np.int64], list[str]]:
@@ -584,18 +573,20 @@ def encode_records(
     normalisation are encoded as missing and reported in ``problems`` (row, field, reason —
     never the value).
     """
-    missing = [f.name for f in schema.fields if f.name not in columns]
+    missing = [name for name in schema.input_names if name not in columns]
     if missing:
         raise SchemaError([f"column for field {name!r} is missing" for name in missing])
-    lengths = {len(columns[f.name]) for f in schema.fields}
+    lengths = {len(columns[name]) for name in schema.input_names}
     if len(lengths) != 1:
         raise SchemaError(["columns: every field column must have the same number of rows"])
     n = lengths.pop()
 
     problems: list[ValueProblem] = []
-    cols = {
-        spec.name: _normalise_column(spec, columns[spec.name], schema.day_first, problems)
-        for spec in schema.fields
+    cols = {  # by input name: a field's views share one normalised column
+        spec.input_name: _normalise_column(
+            spec, columns[spec.input_name], schema.day_first, problems
+        )
+        for spec in schema.comparison_specs
     }
     record = np.zeros((n, schema.record_filter_words), dtype=U64)
     field_filters: list[NDArray[np.uint64]] = []
@@ -603,7 +594,7 @@ def encode_records(
     present = np.zeros((n, len(schema.fields)), dtype=bool)
 
     for f_index, spec in enumerate(schema.fields):
-        col = cols[spec.name]
+        col = cols[spec.input_name]
         inverse = col.inverse
         values = col.values
         if spec.salt:
@@ -668,7 +659,7 @@ def encode_records(
             if transform == "filter":
                 idx, vals = published[fname].column
             else:
-                idx, vals = _transform_column(cols[fname], transform)
+                idx, vals = _transform_column(cols[schema.field(fname).input_name], transform)
             part_idx.append(idx)
             part_vals.append(vals)
         stacked = np.stack(part_idx, axis=1)
@@ -709,7 +700,7 @@ def encode_records(
             )
         record = hardened
 
-    field_order = {name: i for i, name in enumerate(schema.field_names)}
+    field_order = {name: i for i, name in enumerate(schema.input_names)}
     problems.sort(key=lambda p: (p.row, field_order[p.field]))  # row-major, schema order
     log.debug("encoded %d records, %d invalid values", n, len(problems))
     return EncodedBatch(
@@ -744,9 +735,9 @@ def _packed_row(filter_bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
 
 def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]) -> EncodedBatch:
     """Encode ONE record: an :class:`EncodedBatch` of length 1, bit for bit the batch
-    ``encode_records(schema, keys, {f: [values.get(f)] for f in schema.field_names})``.
+    ``encode_records(schema, keys, {f: [values.get(f)] for f in schema.input_names})``.
 
-    ``values`` maps field names to raw strings; a field without a key, ``None`` or empty is
+    ``values`` maps input names (:attr:`Schema.input_names`) to raw strings; a field without a key, ``None`` or empty is
     missing, extra keys are ignored. Values that fail normalisation are encoded as missing and
     reported in ``problems`` (row 0). This is the lookup path (one query at a time): plain
     Python over the few fields and tokens, one C HMAC call per filter key, bits set in one
@@ -756,22 +747,25 @@ def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]
     tests/test_encode_one.py holds it to :func:`encode_records` (its plain counterpart).
     """
     problems: list[ValueProblem] = []
-    canonical: dict[str, str] = {}
-    for spec in schema.fields:
-        canon, reason = _normalise_value(spec, values.get(spec.name), schema.day_first)
+    canonical: dict[str, str] = {}  # by input name
+    for spec in schema.comparison_specs:
+        canon, reason = _normalise_value(spec, values.get(spec.input_name), schema.day_first)
         if reason is not None:
-            problems.append(ValueProblem(0, spec.name, reason))
+            problems.append(ValueProblem(0, spec.input_name, reason))
         elif canon is not None:
-            canonical[spec.name] = canon
-    kinds = {spec.name: spec.kind for spec in schema.fields}
+            canonical[spec.input_name] = canon
+    specs = {spec.name: spec for spec in schema.fields} | {
+        spec.input_name: spec for spec in schema.comparison_specs
+    }
     part_values: dict[tuple[str, str], str] = {}  # dies with the call
 
     def part_value(field_name: str, transform: str) -> str:
         """The value of a blocking part or salt; empty when missing (as in the batch path)."""
         found = part_values.get((field_name, transform))
         if found is None:
-            value = canonical.get(field_name)
-            found = "" if value is None else blocking_value(kinds[field_name], transform, value)
+            spec = specs[field_name]
+            value = canonical.get(spec.input_name)
+            found = "" if value is None else blocking_value(spec.kind, transform, value)
             part_values[field_name, transform] = found
         return found
 
@@ -779,7 +773,7 @@ def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]
     record_bits = np.zeros(schema.record_filter_bits, dtype=np.uint8)
     record_has_values = False  # some field that feeds the record filter is present
     for spec in schema.fields:
-        value = canonical.get(spec.name)
+        value = canonical.get(spec.input_name)
         if value is None:
             field_filters.append(np.zeros((1, spec.published_words), dtype=U64))
             continue
@@ -811,7 +805,7 @@ def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]
 
     def published(field_name: str) -> str:
         """:func:`filter_part` of the field's published filter; empty when missing."""
-        if field_name not in canonical:
+        if specs[field_name].input_name not in canonical:
             return ""
         return filter_part(field_filters[position[field_name]])
 
@@ -841,7 +835,7 @@ def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]
         key_version=keys.key_version,
         field_names=schema.field_names,
         field_filters=tuple(field_filters),
-        field_present=np.array([[spec.name in canonical for spec in schema.fields]]),
+        field_present=np.array([[spec.input_name in canonical for spec in schema.fields]]),
         record_filters=record,
         block_keys=block_keys,
         salt_tags=salt_tags,

@@ -135,7 +135,7 @@ def encode_forms(
     for p, pattern in enumerate(patterns.tolist()):
         rows = expanded_rows[pattern_of.reshape(-1) == p]
         fields = [name for name, lacks in zip(assumable, pattern, strict=True) if lacks]
-        subset = {name: [columns[name][r] for r in rows.tolist()] for name in schema.field_names}
+        subset = {name: [columns[name][r] for r in rows.tolist()] for name in schema.input_names}
         for values in itertools.product(*(FINITE_VALUES[kinds[name]] for name in fields)):
             assumed = {
                 **subset,

@@ -75,7 +75,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import forms, scoring, similarity
-from linkage.encode import EncodedBatch, salt_comparable, validate_filters, validate_salt_tags
+from linkage.compare import compare_fields
+from linkage.encode import EncodedBatch, validate_filters, validate_salt_tags
 from linkage.errors import FilterFormatError, IncompatibleEncodingError, ModelError
 from linkage.schema import Schema
 
@@ -124,8 +125,8 @@ class IndexedCandidate:
     reference: str
     probability: float
     levels: tuple[int, ...]
-    #: per field: True where both records hold the field but it is salted and their salt
-    #: tags differ, so it was not compared (its level is then the missing level)
+    #: per comparison (:attr:`Schema.input_names`): True where both records hold the value
+    #: but no salt of it agreed, so it was not compared (its level is then the missing level)
     not_compared: tuple[bool, ...]
 
 
@@ -759,25 +760,24 @@ class MatchIndex:
                 gathered = gathered.take(keep)
                 sim, present = sim[keep], present[keep]
                 count = len(gathered.agency_codes)
-        both = query.field_present[0] & present
-        not_compared = np.zeros((count, n_fields), dtype=bool)
-        if count and self.schema.salt_sources:  # a salted field under two salts: not compared
-            comparable = salt_comparable(
-                self.schema, np.repeat(query_tags, count, axis=0), gathered.salt_tags
-            )
-            not_compared = both & ~comparable
-            both &= comparable
+        compared = compare_fields(
+            self.schema, sim, query.field_present[0] & present, query_tags, gathered.salt_tags
+        )
         if self._level_cut_offs is None:
             levels = scoring.comparison_levels(
-                sim, both, tuple(f.levels for f in self.schema.fields)
+                compared.similarity,
+                compared.present,
+                tuple(f.levels for f in self.schema.comparison_specs),
             )
         else:
-            levels = scoring.levels_from_cut_offs(sim, both, self._level_cut_offs)
+            levels = scoring.levels_from_cut_offs(
+                compared.similarity, compared.present, self._level_cut_offs
+            )
         return _Scored(
             agency_codes=gathered.agency_codes,
             references=gathered.references,
             levels=levels,
-            not_compared=not_compared,
+            not_compared=compared.not_compared,
             probabilities=(model.match_probability(levels) if count else np.zeros(0, np.float64)),
         )
 
@@ -859,13 +859,15 @@ def _dice_fields_to_one(
 
 
 def _level_cut_offs(schema: Schema) -> tuple[NDArray[np.float64], ...] | None:
-    """``scoring.level_cut_offs`` of the schema's fields, checked once per index; None when
+    """``scoring.level_cut_offs`` of the schema's comparisons, checked once per index; None when
     they are invalid (or there are no fields), so each query raises as
     ``scoring.comparison_levels`` does."""
     if not schema.fields:
         return None
     try:
-        return scoring.level_cut_offs(tuple(tuple(spec.levels) for spec in schema.fields))
+        return scoring.level_cut_offs(
+            tuple(tuple(spec.levels) for spec in schema.comparison_specs)
+        )
     except ModelError:
         return None
 

@@ -33,10 +33,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import blocking, forms, scoring, similarity, solve
+from linkage.compare import compare_fields
 from linkage.encode import (
     EncodedBatch,
     concat_batches,
-    salt_comparable,
     validate_filters,
     validate_salt_tags,
 )
@@ -131,11 +131,12 @@ def check_compatible(schema: Schema, *batches: EncodedBatch) -> None:
 
 
 def thresholds_of(schema: Schema) -> tuple[tuple[float, ...], ...]:
-    return tuple(f.levels for f in schema.fields)
+    """Per comparison (:attr:`Schema.input_names`), its Dice cut-offs."""
+    return tuple(f.levels for f in schema.comparison_specs)
 
 
 def n_levels_of(schema: Schema) -> tuple[int, ...]:
-    return tuple(len(f.levels) + 1 for f in schema.fields)
+    return tuple(len(f.levels) + 1 for f in schema.comparison_specs)
 
 
 #: Pairs compared per chunk in :func:`compare_pairs` (about 70 MB of temporaries per chunk).
@@ -151,7 +152,8 @@ def compare_pairs(
     *,
     threads: int = 1,
 ) -> NDArray[np.int8]:
-    """Comparison levels (n_pairs, n_fields) of the given pairs, MISSING_LEVEL where absent.
+    """Comparison levels (n_pairs, n_comparisons) of the given pairs, MISSING_LEVEL where
+    absent or not compared (:mod:`linkage.compare`).
 
     Pairs are compared in chunks of :data:`COMPARE_CHUNK_PAIRS`, so the float similarities
     (8 bytes per pair and field) never exist for more than one chunk: peak memory beyond the
@@ -159,16 +161,12 @@ def compare_pairs(
     """
     n_fields = len(schema.fields)
     thresholds = thresholds_of(schema)
-    levels = np.empty((left_idx.shape[0], n_fields), dtype=np.int8)
+    levels = np.empty((left_idx.shape[0], len(thresholds)), dtype=np.int8)
     for start in range(0, left_idx.shape[0], COMPARE_CHUNK_PAIRS):
         chunk_left = left_idx[start : start + COMPARE_CHUNK_PAIRS]
         chunk_right = right_idx[start : start + COMPARE_CHUNK_PAIRS]
         sim = np.empty((chunk_left.shape[0], n_fields), dtype=np.float64)
         both = left.field_present[chunk_left] & right.field_present[chunk_right]
-        if schema.salt_sources:  # a salted field under two salt values is not compared
-            both &= salt_comparable(
-                schema, left.salt_tags[chunk_left], right.salt_tags[chunk_right]
-            )
         for f in range(n_fields):
             sim[:, f] = similarity.dice_pairs(
                 left.field_filters[f],
@@ -177,8 +175,11 @@ def compare_pairs(
                 chunk_right,
                 threads=threads,
             )
+        compared = compare_fields(
+            schema, sim, both, left.salt_tags[chunk_left], right.salt_tags[chunk_right]
+        )
         levels[start : start + chunk_left.shape[0]] = scoring.comparison_levels(
-            sim, both, thresholds
+            compared.similarity, compared.present, thresholds
         )
     return levels
 
@@ -280,7 +281,7 @@ def salt_sources_over_cap(
     (when ``compared_pairs`` is given) that was compared in fewer than
     :data:`MIN_SALTED_COMPARED_PAIRS` random pairs."""
     counts = (
-        [MIN_SALTED_COMPARED_PAIRS] * len(schema.fields)
+        [MIN_SALTED_COMPARED_PAIRS] * len(schema.input_names)
         if compared_pairs is None
         else [int(n) for n in compared_pairs]
     )
@@ -288,9 +289,11 @@ def salt_sources_over_cap(
         s_index
         for s_index, source in enumerate(schema.salt_sources)
         if any(
-            spec.salt == source
+            salt == source
             and (float(share) > CONTAMINATION_CAP or count < MIN_SALTED_COMPARED_PAIRS)
-            for spec, share, count in zip(schema.fields, contamination, counts, strict=True)
+            for salt, share, count in zip(
+                schema.comparison_salts, contamination, counts, strict=True
+            )
         )
     )
 
@@ -330,8 +333,8 @@ def salted_u_by_em(
     out = list(u)
     for s_index in sources:
         source = schema.salt_sources[s_index]
-        free = [f for f, spec in enumerate(schema.fields) if spec.salt == source]
-        ignored = [f for f, name in enumerate(schema.field_names) if name == source.split(".")[0]]
+        free = [c for c, salt in enumerate(schema.comparison_salts) if salt == source]
+        ignored = [c for c, name in enumerate(schema.input_names) if name == source.split(".")[0]]
         sa, sb = same_salt_pairs(
             left.salt_tags[:, s_index],
             None if dedupe else right.salt_tags[:, s_index],
@@ -342,8 +345,8 @@ def salted_u_by_em(
             continue
         levels = compare_pairs(schema, left, right, sa, sb, threads=options.threads)
         start = [  # another source's salted field: its decontaminated u
-            u[f] if spec.salt and spec.salt != source else first.u[f]
-            for f, spec in enumerate(schema.fields)
+            u[c] if salt and salt != source else first.u[c]
+            for c, salt in enumerate(schema.comparison_salts)
         ]
         compared = (levels[:, free] >= 0).sum(axis=0)
         fit = scoring.estimate_u_among_matches(
@@ -406,7 +409,7 @@ def fit_model(
     prior = float(np.clip(expected_matches / candidate_levels.shape[0], 1e-4, 0.5))
     n_total = len(left) * (len(left) - 1) / 2 if dedupe else len(left) * len(right)
     fit_options: dict[str, Any] = {
-        "field_names": schema.field_names,
+        "field_names": schema.input_names,
         "thresholds": thresholds_of(schema),
         "u": u_random,
         "initial_prior": prior,

@@ -30,6 +30,13 @@ A blocking part or salt is written ``"<field>.<transform>"``, e.g. ``"family_nam
 or ``"date_of_birth.year"``; the transforms each kind supports are in
 :data:`BLOCKING_TRANSFORMS`.
 
+Views: a field whose ``salt`` is a list (``["date_of_birth.year_month",
+"date_of_birth.day_month"]``) is published once per salt, each a *view* with a field of its own
+in :attr:`Schema.fields` named ``<field>@<transform>`` (``given_name@year_month``): its own
+filter, salt tag and blocking parts (``"given_name@year_month.filter"``). The views of a field
+are one comparison (:attr:`Schema.input_names`, :mod:`linkage.compare`): compared under any of
+its salts that agree, so an error in one part of the salt value leaves the field compared.
+
 Fingerprint (travels with every encoding; the matcher refuses encodings whose fingerprint
 differs from the schema it serves): ``"sha256:" + hex(SHA-256(canonical))`` where
 ``canonical`` is the UTF-8 JSON serialisation, with keys sorted, separators ``","`` and
@@ -51,8 +58,9 @@ import itertools
 import json
 import re
 import tomllib
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -82,7 +90,9 @@ BLOCKING_TRANSFORMS: Mapping[str, frozenset[str]] = {
         {"value", "soundex", "nysiis", "metaphone", "initial", "first_part", "filter"}
     ),
     "text": frozenset({"value", "soundex", "initial", "filter"}),
-    "date": frozenset({"value", "year", "month_day", "year_month", "filter"}),
+    "date": frozenset(
+        {"value", "year", "month_day", "year_month", "year_day", "day_month", "filter"}
+    ),
     "postcode": frozenset({"value", "sector", "district", "area", "filter"}),
     "nhs_number": frozenset({"value", "filter"}),
     "sex": frozenset({"value", "filter"}),
@@ -91,6 +101,15 @@ BLOCKING_TRANSFORMS: Mapping[str, frozenset[str]] = {
 """Transforms a blocking part may name, per field kind. ``filter`` (blocking parts only, not
 salts) is the field's published filter: a rule of ``filter`` parts groups records exactly as
 equal filters do, so it shows the matcher nothing more (:mod:`linkage.encode`)."""
+
+VIEW_SEPARATOR = "@"
+"""Joins a field's name and a salt's transform into the name of a view: ``given_name@year``."""
+
+
+def view_suffix(salt: str) -> str:
+    """The part of a view's name that its salt (``"<field>.<transform>"``) gives: the transform."""
+    return salt.rsplit(".", 1)[-1]
+
 
 _SCHEMA_KEYS = {"name", "version", "day_first", "record_filter_bits", "description"}
 _HARDENING_KEYS = {"balance", "xor_fold", "blip_epsilon", "diffusion_t"}
@@ -175,6 +194,14 @@ class FieldSpec:
     levels: tuple[float, ...] = (0.9, 0.7, 0.5)
     salt: str = ""
     hardening: Hardening = field(default_factory=Hardening)
+    view_of: str = ""
+    """For a *view* (one of the filters of a field salted several ways): the field whose value
+    it encodes. Empty for a field published once."""
+
+    @property
+    def input_name(self) -> str:
+        """The input value this filter encodes, and the comparison it feeds."""
+        return self.view_of or self.name
 
     @property
     def filter_words(self) -> int:
@@ -232,6 +259,37 @@ class Schema:
         """Number of uint64 words in the record filter as published (after ``[hardening]``)."""
         return self.published_record_bits // 64
 
+    @functools.cached_property
+    def input_names(self) -> tuple[str, ...]:
+        """The input fields (the values a node reads), in schema order: one per field, or one
+        per field published in views. Also the comparison columns of the model: a field's
+        views are compared as one (:mod:`linkage.compare`)."""
+        return tuple(dict.fromkeys(f.input_name for f in self.fields))
+
+    @functools.cached_property
+    def comparison_of_field(self) -> tuple[int, ...]:
+        """Per published field (view), the index of its comparison in :attr:`input_names`."""
+        index = {name: i for i, name in enumerate(self.input_names)}
+        return tuple(index[f.input_name] for f in self.fields)
+
+    @functools.cached_property
+    def comparison_specs(self) -> tuple[FieldSpec, ...]:
+        """Per comparison, its first field: normalisation, kind and levels (equal across the
+        views of a field by construction)."""
+        first: dict[str, FieldSpec] = {}
+        for spec in self.fields:
+            first.setdefault(spec.input_name, spec)
+        return tuple(first.values())
+
+    @functools.cached_property
+    def comparison_salts(self) -> tuple[str, ...]:
+        """Per comparison, the salt of its one field, or "" for an unsalted field and for a
+        field published in views (compared under whichever of its salts agree)."""
+        salts: dict[str, list[str]] = {}
+        for spec in self.fields:
+            salts.setdefault(spec.input_name, []).append(spec.salt)
+        return tuple(found[0] if len(found) == 1 else "" for found in salts.values())
+
     @property
     def salt_sources(self) -> tuple[str, ...]:
         """The distinct salts (``"<field>.<transform>"``) of the salted fields, in the order
@@ -239,8 +297,12 @@ class Schema:
         return tuple(dict.fromkeys(f.salt for f in self.fields if f.salt))
 
     def field(self, name: str) -> FieldSpec:
+        """The field (or view) called ``name``, else the first view of the input ``name``."""
         for spec in self.fields:
             if spec.name == name:
+                return spec
+        for spec in self.fields:
+            if spec.input_name == name:
                 return spec
         raise KeyError(name)
 
@@ -261,11 +323,11 @@ class Schema:
             data["hardening"] = record.to_dict()
         if fields is not None:
             chosen = (
-                dict.fromkeys(self.field_names, fields)
+                dict.fromkeys(self.input_names, fields)
                 if isinstance(fields, Hardening)
                 else dict(fields)
             )
-            unknown = [name for name in chosen if name not in self.field_names]
+            unknown = [name for name in chosen if name not in self.input_names]
             if unknown:
                 raise SchemaError([f"fields: {len(unknown)} name(s) not fields of this schema"])
             for entry in data["field"]:
@@ -273,16 +335,42 @@ class Schema:
                     entry["hardening"] = chosen[entry["name"]].to_dict()
         return schema_from_dict(data)
 
-    def with_salt(self, salt: str, fields: Collection[str] | None = None) -> Schema:
-        """This schema with ``salt`` (``"<field>.<transform>"``, or ``""`` for none) on
-        ``fields`` (None: every field), validated as a parsed file would be; fields not named
+    def with_salt(self, salt: str | Sequence[str], fields: Collection[str] | None = None) -> Schema:
+        """This schema with ``salt`` (``"<field>.<transform>"``, a list of them for views, or
+        ``""`` for none) on ``fields`` (None: every field), validated as a parsed file would
+        be. A blocking part naming a view the new salts do not make names the field's own
+        filter where the field is no longer published in views, and is dropped where it is
+        (a rule left without parts with it; rules that come out equal are kept once). Fields
+        not named
         keep their salt. ``with_salt("")`` gives the unsalted schema. Names that are not
         fields of this schema are ignored, so one call serves schemas with different fields.
         """
         data = self.to_dict()
         for entry in data["field"]:
             if fields is None or entry["name"] in fields:
-                entry["salt"] = salt
+                entry["salt"] = salt if isinstance(salt, str) else list(salt)
+        views = {
+            f"{entry['name']}{VIEW_SEPARATOR}{view_suffix(source)}"
+            for entry in data["field"]
+            if isinstance(entry["salt"], list)
+            for source in entry["salt"]
+        }
+        single = {entry["name"] for entry in data["field"] if isinstance(entry["salt"], str)}
+        rules: dict[tuple[str, ...], dict[str, Any]] = {}
+        for rule in data["blocking"]:
+            parts: list[str] = []
+            for part in rule["parts"]:
+                name, transform = part.rsplit(".", 1)
+                if VIEW_SEPARATOR in name and name not in views:
+                    field_name = name.split(VIEW_SEPARATOR)[0]
+                    if field_name not in single:
+                        continue
+                    part = f"{field_name}.{transform}"
+                parts.append(part)
+            parts = list(dict.fromkeys(parts))
+            if parts:
+                rules.setdefault(tuple(parts), {**rule, "parts": parts})
+        data["blocking"] = list(rules.values())
         return schema_from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -298,7 +386,7 @@ class Schema:
             "hardening": self.hardening.to_dict(),
             "field": [
                 {
-                    "name": f.name,
+                    "name": f.input_name,
                     "kind": f.kind,
                     "tokeniser": f.tokeniser,
                     "q": f.q,
@@ -308,18 +396,24 @@ class Schema:
                     "record_hashes_per_token": f.record_hashes_per_token,
                     "phonetic": list(f.phonetic),
                     "levels": list(f.levels),
-                    "salt": f.salt,
+                    "salt": self._salt_entry(f),
                     # written only when on, so that schemas without field hardening keep
                     # the fingerprints they had before field hardening existed
                     **({"hardening": f.hardening.to_dict()} if f.hardening.enabled else {}),
                 }
-                for f in self.fields
+                for f in self.comparison_specs
             ],
             "blocking": [
                 {"name": b.name, "parts": [f"{fld}.{tr}" for fld, tr in b.parts]}
                 for b in self.blocking
             ],
         }
+
+    def _salt_entry(self, spec: FieldSpec) -> str | list[str]:
+        """A field's ``salt`` as written: its one salt, or the list of its views' salts."""
+        if not spec.view_of:
+            return spec.salt
+        return [f.salt for f in self.fields if f.view_of == spec.view_of]
 
     def to_toml(self) -> str:
         """Render as TOML text that parses back to an equal schema."""
@@ -647,6 +741,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
     fields: list[FieldSpec] = []
     known = _KnownFields()
     pending_salts: list[tuple[int, Any]] = []
+    viewed: dict[int, list[str]] = {}  # position in ``fields`` -> its views' salts
     for i, raw in enumerate(raw_fields):
         # Problems are placed by table position only: a name may be anything (a pasted record).
         where = f"field[{i}]"
@@ -708,9 +803,22 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
             levels.append(float(lv))
         if not levels or any(a <= b for a, b in itertools.pairwise(levels)):
             p.add(f"{where}.levels: expected a non-empty, strictly descending list")
-        salt = p.typed(where, raw, "salt", str, "")
-        if salt:
+        salt_raw = raw.get("salt", "")
+        salts: list[str] = []
+        if isinstance(salt_raw, str):
+            salts = [salt_raw] if salt_raw else []
+        elif isinstance(salt_raw, list) and all(isinstance(x, str) for x in salt_raw):
+            salts = list(salt_raw)
+            if len(salts) < 2:
+                p.add(f'{where}.salt: a list needs two or more salts (one salt: "<field>.<x>")')
+            elif len({view_suffix(x) for x in salts}) != len(salts):
+                p.add(f"{where}.salt: the salts of a list need different transforms")
+        else:
+            p.add(f"{where}.salt: expected a string or a list of strings")
+        for salt in salts:
             pending_salts.append((i, salt))
+        if isinstance(salt_raw, list) and name_is_valid:
+            viewed[len(fields)] = salts
         field_hardening = _parse_hardening(p, f"{where}.hardening", raw.get("hardening", {}))
         if 64 <= bits <= 8192 and bits % 64 == 0:
             _check_hardening_width(p, f"{where}.hardening", field_hardening, bits, "filter_bits")
@@ -726,14 +834,32 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
                 record_hashes_per_token=rk,
                 phonetic=tuple(phonetic),
                 levels=tuple(levels),
-                salt=salt,
+                salt=salts[0] if len(salts) == 1 else "",
                 hardening=field_hardening,
             )
         )
+    viewed_names = {fields[position].name for position in viewed}
     for i, salt in pending_salts:
         ref = _parse_ref(p, f"field[{i}].salt", salt, known, salt=True)
         if ref is not None and ref[2] == i:
             p.add(f"field[{i}].salt: a field cannot be salted with itself")
+        elif ref is not None and ref[0] in viewed_names:
+            p.add(f"field[{i}].salt: names a field published in views, which cannot be a salt")
+    # a field salted several ways is published as one view per salt, each a field of its own
+    expanded: list[FieldSpec] = []
+    for position, spec in enumerate(fields):
+        if position not in viewed:
+            expanded.append(spec)
+            continue
+        table, kind = known.valid[spec.name]
+        for salt in viewed[position]:
+            view = replace(
+                spec, name=f"{spec.name}{VIEW_SEPARATOR}{view_suffix(salt)}", salt=salt,
+                view_of=spec.name,
+            )  # fmt: skip
+            expanded.append(view)
+            known.valid[view.name] = (table, kind)
+    fields = expanded
 
     raw_rules = data.get("blocking", [])
     if not isinstance(raw_rules, list):
@@ -760,6 +886,12 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
         parts = [
             _parse_ref(p, f"{where}.parts[{j}]", part, known) for j, part in enumerate(parts_raw)
         ]
+        for j, ref in enumerate(parts):
+            if ref is not None and ref[0] in viewed_names and ref[1] == "filter":
+                p.add(
+                    f"{where}.parts[{j}]: field[{ref[2]}] is published in views; a filter part "
+                    f'names one of them ("<field>{VIEW_SEPARATOR}<transform>.filter")'
+                )
         rules.append(BlockingRule(rname, tuple(x[:2] for x in parts if x is not None)))
 
     if p.items:

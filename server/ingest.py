@@ -236,8 +236,8 @@ def ingest_source(
     else:
         raise SourceError(f"source kind {source_cfg.kind!r}: expected 'csv' or 'sqlite'")
 
-    field_specs = [spec for spec in schema.fields if spec.name in source_cfg.columns]
-    unmapped = [spec.name for spec in schema.fields if spec.name not in source_cfg.columns]
+    field_specs = [spec for spec in schema.comparison_specs if spec.input_name in source_cfg.columns]
+    unmapped = [name for name in schema.input_names if name not in source_cfg.columns]
     extra_names = list(source_cfg.extra)
     rejected: list[RowProblem] = []
     warnings: list[RowProblem] = []

@@ -81,8 +81,7 @@ import grpc
 import numpy as np
 from numpy.typing import NDArray
 
-from linkage import forms, pipeline
-from linkage.encode import salt_comparable
+from linkage import compare, forms, pipeline
 from linkage.errors import JigsawError, ModelError
 from linkage.index import CONFIDENT_PROBABILITY, IndexedCandidate, MatchIndex
 from linkage.schema import Schema
@@ -333,10 +332,8 @@ def build_clusters(
         not_compared = np.zeros((edge_rows.size, n_fields), dtype=np.int8)
         if schema is not None and salt_tags is not None and present is not None:
             left, right = scored.left[edge_rows], scored.right[edge_rows]
-            not_compared = (
-                present[left]
-                & present[right]
-                & ~salt_comparable(schema, salt_tags[left], salt_tags[right])
+            not_compared = compare.not_compared(
+                schema, present[left] & present[right], salt_tags[left], salt_tags[right]
             ).astype(np.int8)
         keyed = np.concatenate([scored.levels[edge_rows], not_compared], axis=1)
         distinct, inverse = np.unique(keyed, axis=0, return_inverse=True)
@@ -860,7 +857,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         page_bytes = 0
         for i, cluster in enumerate(stored):
             message = cluster_to_proto(
-                f"{result_id}-{offset + i}", cluster, self._schema.field_names
+                f"{result_id}-{offset + i}", cluster, self._schema.input_names
             )
             page_bytes += message.ByteSize()
             if clusters and page_bytes > MAX_PAGE_BYTES:
@@ -995,8 +992,8 @@ def _load_model(store: MatcherStore, config: MatcherConfig) -> FellegiSunterMode
     except ModelError:
         logger.warning("the stored model is unusable; it will be refitted")
         return None
-    thresholds = tuple(tuple(spec.levels) for spec in config.schema.fields)
-    if model.field_names != config.schema.field_names or model.thresholds != thresholds:
+    thresholds = tuple(tuple(spec.levels) for spec in config.schema.comparison_specs)
+    if model.field_names != config.schema.input_names or model.thresholds != thresholds:
         logger.warning("the stored model does not fit the served schema; it will be refitted")
         return None
     return model

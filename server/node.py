@@ -82,13 +82,19 @@ def _version() -> str:
 
 
 def _broken_salts(schema: Schema, batch: EncodedBatch) -> list[tuple[str, str]]:
-    """(field, salt field) of each field a one-record query gives whose salt field it lacks."""
+    """(field, salt field) of each input field a one-record query gives whose salt field it
+    lacks (a field published in views once, with each salt field its views lack)."""
     present = dict(zip(schema.field_names, batch.field_present[0].tolist(), strict=True))
-    return [
-        (spec.name, salt_field)
-        for spec in schema.fields
-        if spec.salt and present[spec.name] and not present[salt_field := spec.salt.split(".")[0]]
-    ]
+    inputs = {spec.input_name: present[spec.name] for spec in schema.fields}
+    return list(
+        dict.fromkeys(
+            (spec.input_name, salt_field)
+            for spec in schema.fields
+            if spec.salt
+            and present[spec.name]
+            and not inputs[salt_field := spec.salt.split(".")[0]]
+        )
+    )
 
 
 def lookup_notes(schema: Schema, batch: EncodedBatch) -> list[str]:
@@ -128,7 +134,11 @@ def require_chained_salts(schema: Schema, batch: EncodedBatch) -> None:
     source_fields = {source.split(".")[0] for source in schema.salt_sources}
     for name, salt_field in _broken_salts(schema, batch):
         if name in source_fields and kinds[salt_field] not in FINITE_VALUES:
-            dependants = [f.name for f in schema.fields if f.salt.startswith(name + ".")]
+            dependants = list(
+                dict.fromkeys(
+                    f.input_name for f in schema.fields if f.salt.startswith(name + ".")
+                )
+            )
             raise RequestError(
                 f"identifiers[{salt_field!r}]",
                 f"expected a value when {name} is given: the schema salts {name} with it, "
@@ -170,7 +180,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         self._config = config
         self._schema = config.schema
         self._fingerprint = config.schema.fingerprint()
-        self._field_names = frozenset(config.schema.field_names)
+        self._field_names = frozenset(config.schema.input_names)
         self._identifying_fields = tuple(
             index
             for index, spec in enumerate(config.schema.fields)
@@ -275,7 +285,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                 shown = key[:MAX_KEY_CHARS_SHOWN]
                 raise RequestError(
                     f"identifiers[{shown!r}]",
-                    "unknown field; expected one of " + ", ".join(self._schema.field_names),
+                    "unknown field; expected one of " + ", ".join(self._schema.input_names),
                 )
             require_text(
                 identifiers[key], f"identifiers[{key!r}]", MAX_VALUE_CHARS, allow_empty=True
@@ -344,7 +354,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                 f"{identity.role}"
             )
         allowed = self._config.released_fields(identity.role)
-        known = list(dict.fromkeys([*self._schema.field_names, *record.fields]))
+        known = list(dict.fromkeys([*self._schema.input_names, *record.fields]))
         released = {
             name: value
             for name in allowed

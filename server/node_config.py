@@ -198,12 +198,12 @@ def _parse_source(
     if kind == "csv" and table:
         problems.add(f"{where}.table: only allowed when kind is 'sqlite'")
     if schema is not None:
-        allowed = set(schema.field_names) | {LOCAL_ID}
+        allowed = set(schema.input_names) | {LOCAL_ID}
         for name in columns:
             if name not in allowed:
                 problems.add(
                     f"{where}.columns.{name}: not a schema field or {LOCAL_ID!r} "
-                    f"(schema fields: {', '.join(schema.field_names)})"
+                    f"(schema fields: {', '.join(schema.input_names)})"
                 )
         for name in extra:
             if name in allowed:
@@ -264,7 +264,7 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
             sources.append(parsed)
 
     extra_names = {name for source in sources for name in source.extra}
-    disclosable = (set(schema.field_names) if schema is not None else set()) | extra_names
+    disclosable = (set(schema.input_names) if schema is not None else set()) | extra_names
     disclosure: dict[str, tuple[str, ...]] = {}
     for role, fields in problems.table("disclosure", data.get("disclosure")).items():
         where = f"disclosure.{role}"

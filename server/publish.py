@@ -123,9 +123,7 @@ def encode_messages(
     ``columnar=False``, one ``EncodedRecord`` per row, the form older matchers read); the
     header rides on the first message.
     """
-    columns = {
-        spec.name: [record.fields.get(spec.name) for record in records] for spec in schema.fields
-    }
+    columns = {name: [record.fields.get(name) for record in records] for name in schema.input_names}
     encoded = encode_forms(schema, keys, columns)
     batch = encoded.batch
     origin = encoded.origin.tolist()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from linkage import forms, pipeline, synthetic
-from linkage.encode import concat_batches, encode_records, salt_comparable
+from linkage.compare import salt_comparable
+from linkage.encode import concat_batches, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from server.matcher import build_clusters, record_numbers

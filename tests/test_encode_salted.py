@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage import pipeline, scoring
+from linkage.compare import salt_comparable
 from linkage.encode import (
     EncodedBatch,
     encode_records,
-    salt_comparable,
     token_positions,
     tokenise,
 )

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage import forms, pipeline, scoring, similarity
-from linkage.encode import EncodedBatch, encode_records, salt_comparable
+from linkage.compare import salt_comparable
+from linkage.encode import EncodedBatch, encode_records
 from linkage.errors import FilterFormatError, IncompatibleEncodingError
 from linkage.index import (
     CONFIDENT_PROBABILITY,
