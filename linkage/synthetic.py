@@ -41,6 +41,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 from anyascii import anyascii
@@ -463,10 +464,11 @@ def _profiles(which: int) -> tuple[AgencyProfile, ...]:
             for name, rate in rates.items()
             if name.startswith("missing.")
         }
-        top = {name: rate for name, rate in rates.items() if not name.startswith("missing.")}
-        profiles.append(
-            dataclasses.replace(base, missing=dataclasses.replace(base.missing, **missing), **top)
-        )
+        changes: dict[str, Any] = {
+            name: rate for name, rate in rates.items() if not name.startswith("missing.")
+        }
+        changes["missing"] = dataclasses.replace(base.missing, **missing)
+        profiles.append(dataclasses.replace(base, **changes))
     return tuple(profiles)
 
 
@@ -1117,8 +1119,8 @@ def _date_errors(
     """
     kind_draw = rng.random(eligible.shape[0])
     choice_draws = rng.random((eligible.shape[0], 2))
-    bounds = np.cumsum([getattr(profile, f"{kind}_rate") for kind in _DOB_ERRORS])
-    kinds = np.searchsorted(bounds, kind_draw, side="right")
+    rates = np.array([getattr(profile, f"{kind}_rate") for kind in _DOB_ERRORS], dtype=float)
+    kinds = np.asarray(np.searchsorted(np.cumsum(rates), kind_draw, side="right"))
     for r in np.flatnonzero(eligible & (kinds < len(_DOB_ERRORS))).tolist():
         kind = _DOB_ERRORS[int(kinds[r])]
         date = (int(year[r]), int(month[r]), int(day[r]))
