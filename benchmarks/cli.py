@@ -26,7 +26,16 @@ def add_bench_parser(sub: Any) -> None:
     )
     q = bench.add_parser("quality", help="linkage quality on FEBRL and synthetic data")
     q.add_argument(
-        "--dataset", action="append", choices=["febrl4", "febrl4-half", "febrl3", "synthetic"]
+        "--dataset",
+        action="append",
+        choices=[
+            "febrl4",
+            "febrl4-half",
+            "febrl3",
+            "synthetic",
+            "synthetic-typical",
+            "synthetic-hard",
+        ],
     )
     q.add_argument("--no-baseline", action="store_true", help="skip the plaintext baseline")
     q.add_argument("--synthetic-children", type=int, default=5000)

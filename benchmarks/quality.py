@@ -18,6 +18,9 @@ Datasets:
 * ``febrl3``: deduplication of FEBRL3 (5 000 records, clusters of up to several duplicates).
 * ``synthetic``: the seeded four-agency child population (police, health, school, children's
   social care) clustered together, duplicates inside an agency allowed.
+* ``synthetic-typical``, ``synthetic-hard``: the same population under the generator's
+  ``typical`` and ``hard`` error profiles (``linkage.synthetic.PROFILES``). Not in the default
+  run; ask for them by name.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ FEBRL_FIELDS = (
     "soc_sec_id",
 )
 DATASETS = ("febrl4", "febrl4-half", "febrl3", "synthetic")
+#: Datasets run only when named: the synthetic population under each error profile.
+PROFILE_DATASETS = tuple(f"synthetic-{profile}" for profile in synthetic.PROFILES)
+ALL_DATASETS = DATASETS + PROFILE_DATASETS
 
 
 @dataclass(frozen=True)
@@ -304,19 +310,24 @@ def run_baseline_dedupe(name: str, d: Any, ti: NDArray[np.int64], tj: NDArray[np
 
 
 def synthetic_population(
-    n_children: int, seed: int
+    n_children: int, seed: int, profile: str | None = None
 ) -> tuple[list[dict[str, list[str | None]]], NDArray[np.int64]]:
-    """Columns per agency and the ground-truth child id of every record (concatenated)."""
-    data = synthetic.generate_population(n_children, seed=seed)
+    """Columns per agency and the ground-truth child id of every record (concatenated).
+
+    ``profile`` names one of ``synthetic.PROFILES``; None: the default agencies.
+    """
+    agencies = synthetic.DEFAULT_AGENCIES if profile is None else synthetic.PROFILES[profile]
+    data = synthetic.generate_population(n_children, seed=seed, agencies=agencies)
     columns = [agency.columns for agency in data.agencies.values()]
     truth = np.concatenate([agency.child_id for agency in data.agencies.values()])
     return columns, truth
 
 
-def run_synthetic(n_children: int, seed: int) -> Result:
-    columns, truth = synthetic_population(n_children, seed)
+def run_synthetic(n_children: int, seed: int, profile: str | None = None) -> Result:
+    columns, truth = synthetic_population(n_children, seed, profile)
     ti, tj = evaluate.true_pairs_from_entities(truth)
-    return run_jigsaw_dedupe("synthetic", default_child_schema(), columns, ti, tj)
+    name = "synthetic" if profile is None else f"synthetic-{profile}"
+    return run_jigsaw_dedupe(name, default_child_schema(), columns, ti, tj)
 
 
 # ---------------------------------------------------------------- driver
@@ -345,8 +356,11 @@ def run(
                 results.append(run_baseline_dedupe(name, d, ti, tj))
         elif name == "synthetic":
             results.append(run_synthetic(synthetic_children, seed))
+        elif name in PROFILE_DATASETS:
+            profile = name.removeprefix("synthetic-")
+            results.append(run_synthetic(synthetic_children, seed, profile))
         else:
-            raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+            raise ValueError(f"unknown dataset {name!r}; expected one of {ALL_DATASETS}")
         for r in results:
             if emit:
                 emit(r)

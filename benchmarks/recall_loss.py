@@ -12,7 +12,17 @@ the date of birth missing on a side, the dates differ, sex missing on a side, se
 neither (both agree). Shares are of all true pairs. Labels and plaintext are used only to
 score and categorise; only counts are printed.
 
-Run ``python -m benchmarks.recall_loss --children 50000`` (prints one JSON object per schema).
+By error: the generator labels every record with the errors it carries
+(``linkage.synthetic.ERROR_CATEGORIES``). For each category, ``by_error[category]`` gives
+``pairs``, the share of all true pairs with that error on either record, and ``lost``, the share
+of all true pairs that are missed and carry it (a pair with several errors counts under each);
+``lost / pairs`` is the share of such pairs that the linkage misses.
+
+``--profile`` picks the population's error profile: ``default`` (``DEFAULT_AGENCIES``) or one of
+``linkage.synthetic.PROFILES`` (``typical``, ``hard``).
+
+Run ``python -m benchmarks.recall_loss --children 50000 --profile hard`` (prints one JSON object
+per schema).
 """
 
 from __future__ import annotations
@@ -31,10 +41,23 @@ from linkage.forms import encode_forms
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Hardening, Schema, default_child_schema
 from linkage.solve import pairs_from_labels
-from linkage.synthetic import SyntheticData, generate_population
+from linkage.synthetic import (
+    DEFAULT_AGENCIES,
+    ERROR_CATEGORIES,
+    PROFILES,
+    AgencyProfile,
+    SyntheticData,
+    generate_population,
+)
 
 #: The categories of a lost true pair, in the order they are tested.
 CATEGORIES = ("dob_missing", "dob_differs", "sex_missing", "sex_differs", "dob_and_sex_agree")
+
+#: ``--profile`` name -> the agencies' profiles.
+POPULATION_PROFILES: dict[str, tuple[AgencyProfile, ...]] = {
+    "default": DEFAULT_AGENCIES,
+    **PROFILES,
+}
 
 
 def _canonical(schema: Schema, data: SyntheticData, field: str) -> list[str | None]:
@@ -69,6 +92,25 @@ def categorise(
     return counts
 
 
+def by_error(
+    left: NDArray[np.int64],
+    right: NDArray[np.int64],
+    lost: NDArray[np.bool_],
+    errors: dict[str, NDArray[np.bool_]],
+) -> dict[str, dict[str, float]]:
+    """Per error category: the share of the true pairs (``left[k]``, ``right[k]``) that carry it
+    on either record (``pairs``), and the share that carry it and are ``lost`` (``lost``)."""
+    total = max(1, left.shape[0])
+    out: dict[str, dict[str, float]] = {}
+    for category, flags in errors.items():
+        carries = flags[left] | flags[right]
+        out[category] = {
+            "pairs": int(carries.sum()) / total,
+            "lost": int((carries & lost).sum()) / total,
+        }
+    return out
+
+
 def measure(schema: Schema, data: SyntheticData, label: str) -> dict[str, object]:
     """Cluster the agencies under ``schema`` and categorise the true pairs left apart."""
     started = time.perf_counter()
@@ -97,6 +139,10 @@ def measure(schema: Schema, data: SyntheticData, label: str) -> dict[str, object
         "lost": int(lost.sum()),
     }
     row.update({f"lost_{name}": counts[name] / total for name in CATEGORIES})
+    errors = data.all_records().errors
+    row["by_error"] = by_error(
+        ti, tj, lost, {category: errors[category] for category in ERROR_CATEGORIES}
+    )
     row["seconds"] = time.perf_counter() - started
     return row
 
@@ -106,18 +152,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--children", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
+        "--profile",
+        choices=sorted(POPULATION_PROFILES),
+        default="default",
+        help="the population's error profile (linkage.synthetic.PROFILES, or the default)",
+    )
+    parser.add_argument(
         "--plain", action="store_true", help="also the child schema without salts or hardening"
     )
     parser.add_argument("--report", action="store_true", help="write the RESULTS.md section")
     args = parser.parse_args(argv)
-    data = generate_population(args.children, seed=args.seed)
+    data = generate_population(
+        args.children, seed=args.seed, agencies=POPULATION_PROFILES[args.profile]
+    )
     schemas = [("shipped", default_child_schema())]
     if args.plain:
         plain = default_child_schema().with_salt("").with_hardening(Hardening(), Hardening())
         schemas.append(("plain", plain))
     rows = []
     for label, schema in schemas:
-        rows.append(measure(schema, data, label))
+        rows.append({"profile": args.profile, **measure(schema, data, label)})
         print(json.dumps(rows[-1]), flush=True)
     if args.report:
         _report(rows, argv)
@@ -135,8 +189,9 @@ def _report(rows: list[dict[str, object]], argv: Sequence[str] | None) -> None:
         " the date's filter, itself salted with sex, is equal on both sides. `plain`: the"
         " same schema with its salts and hardening off."
     )
+    table = [{k: v for k, v in row.items() if k != "by_error"} for row in rows]
     write_table_section(
-        "recall-loss", "Where recall is lost", "benchmarks.recall_loss", argv, description, rows
+        "recall-loss", "Where recall is lost", "benchmarks.recall_loss", argv, description, table
     )
 
 

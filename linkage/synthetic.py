@@ -34,11 +34,14 @@ only over the records flagged for an edit. One million records take a few second
 
 from __future__ import annotations
 
+import calendar
+import dataclasses
 import datetime as dt
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 from anyascii import anyascii
@@ -71,6 +74,49 @@ SEX_STYLES: Mapping[str, tuple[str, str]] = MappingProxyType(
     {"M/F": ("M", "F"), "Male/Female": ("Male", "Female"), "1/2": ("1", "2")}
 )
 """``AgencyProfile.sex_style`` -> (code for male, code for female)."""
+
+SEX_UNKNOWN_CODES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"M/F": ("U",), "Male/Female": ("Unknown", "Not known"), "1/2": ("0", "9")}
+)
+"""``AgencyProfile.sex_style`` -> how that agency writes "sex not known" (``sex_unknown_rate``).
+
+Every code is one that ``linkage.normalise.normalise_sex`` reads as missing (NHS Data Dictionary
+person gender codes 0 "not known" and 9 "not specified"; U, Unknown, Not known)."""
+
+UNKNOWN_DATE = dt.date(1900, 1, 1)
+"""The date an agency writes when it does not know a date of birth (``dob_unknown_date_rate``).
+It is a valid, parseable date (the normaliser accepts years 1900-2100), so only linkage sees it."""
+
+DOUBLE_BARRELLED_SHARE = 0.05
+"""Share of households with a double-barrelled family name ("Smith-Jones"), drawn only when some
+agency profile has a ``family_name_half_rate`` (or ``double_barrelled_share`` is passed).
+Judgement: no published English figure was found."""
+
+ERROR_CATEGORIES: tuple[str, ...] = (
+    "dob_transposed", "dob_day_off", "dob_month_off", "dob_digit", "dob_year_off",
+    "dob_placeholder", "dob_unknown_date", "dob_missing",
+    "given_nickname", "name_transliterated", "given_typo", "family_typo", "given_middle_swap",
+    "given_family_swap", "family_changed", "family_hyphenated", "family_half", "middle_missing",
+    "given_missing", "family_missing",
+    "nhs_wrong_child", "nhs_missing",
+    "moved_house", "postcode_missing",
+    "sex_unknown", "sex_missing",
+    "duplicate",
+)  # fmt: skip
+"""Names of ``AgencyData.errors``: what a record shows that differs from its child's truth.
+
+A flag is set only where the error is visible in the output: an edit that changed nothing (a
+new postcode equal to the old one, 1 January written for a child born on 1 January) or that a
+later blank hid (a mistyped date then left empty is ``dob_missing`` only) is not flagged.
+``duplicate`` marks the second record an agency holds about a child; ``nhs_missing`` every
+record without an NHS number; ``middle_missing`` a child with a middle name whose record has
+none. Formatting noise (case, spaces, date and sex styles) is not an error."""
+
+_DOB_ERRORS: tuple[str, ...] = (
+    "dob_day_off", "dob_month_off", "dob_digit", "dob_year_off", "dob_placeholder",
+    "dob_unknown_date",
+)  # fmt: skip
+"""The date errors drawn together (at most one per record, never on a transposed date)."""
 
 SIBLING_SHARE = 0.25
 """Share of children who live with at least one sibling (same family name and postcode)."""
@@ -168,6 +214,29 @@ class AgencyProfile:
     postcode_no_space_rate: float = 0.0
     nhs_spaced_rate: float = 0.0
     """NHS number written "943 476 5919" instead of "9434765919"."""
+    # Errors of the ``typical`` and ``hard`` profiles; 0.0 leaves older profiles' output unchanged.
+    dob_day_off_rate: float = 0.0
+    """Day of birth one more or one less (same month and year, still a valid date)."""
+    dob_month_off_rate: float = 0.0
+    """Month of birth one more or one less (same day and year, still a valid date)."""
+    dob_digit_rate: float = 0.0
+    """One digit of YYYYMMDD (not the century) keyed wrongly, still a valid past date."""
+    dob_year_off_rate: float = 0.0
+    """Year of birth one more or one less (not after ``REFERENCE_DATE``)."""
+    dob_placeholder_rate: float = 0.0
+    """Day and month not known: written as 1 January of the birth year."""
+    dob_unknown_date_rate: float = 0.0
+    """Date not known: written as ``UNKNOWN_DATE`` (1 January 1900) rather than left empty."""
+    given_middle_swap_rate: float = 0.0
+    """Given name and (first) middle name recorded the other way round (needs a middle name)."""
+    given_family_swap_rate: float = 0.0
+    """Given name and family name recorded in each other's fields."""
+    family_name_half_rate: float = 0.0
+    """Of the records of a child with a double-barrelled family name, one half only."""
+    nhs_wrong_child_rate: float = 0.0
+    """Of the records with an NHS number, a valid number that belongs to another child."""
+    sex_unknown_rate: float = 0.0
+    """Sex written as the agency's "not known" code (``SEX_UNKNOWN_CODES``), not left empty."""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -175,10 +244,16 @@ class AgencyProfile:
             "coverage", "duplicate_rate", "typo_rate", "nickname_rate", "transliteration_rate",
             "family_name_change_rate", "hyphenation_rate", "date_transposition_rate",
             "moved_house_rate", "has_nhs_number", "case_noise_rate", "postcode_no_space_rate",
-            "nhs_spaced_rate",
+            "nhs_spaced_rate", "dob_day_off_rate", "dob_month_off_rate", "dob_digit_rate",
+            "dob_year_off_rate", "dob_placeholder_rate", "dob_unknown_date_rate",
+            "given_middle_swap_rate", "given_family_swap_rate", "family_name_half_rate",
+            "nhs_wrong_child_rate", "sex_unknown_rate",
         ):  # fmt: skip
             if not _is_probability(getattr(self, field_name)):
                 problems.append(f"{field_name} must be a probability in [0, 1]")
+        date_rates = [getattr(self, f"{kind}_rate") for kind in _DOB_ERRORS]
+        if all(_is_probability(rate) for rate in date_rates) and sum(date_rates) > 1:
+            problems.append("the dob_*_rate fields must sum to at most 1 (one error per date)")
         for field_name, rate in vars(self.missing).items():
             if not _is_probability(rate):
                 problems.append(f"missing.{field_name} must be a probability in [0, 1]")
@@ -291,18 +366,136 @@ DEFAULT_AGENCIES: tuple[AgencyProfile, ...] = (
 )
 
 
+# --------------------------------------------------------------------------- profiles
+#
+# The `typical` and `hard` profiles keep each agency's coverage and formats from
+# DEFAULT_AGENCIES and set every error rate below. Each row: field -> (typical, hard), each a
+# (police, health, school, children's social care) tuple of per-record probabilities. `typical`
+# is the published figure where one exists for that agency's kind of data; `hard` is at least
+# as messy as the worst published figure found. Sources (what each measured):
+#
+#   [Harron17]  Harron et al. 2017, BMC Med Res Methodol 17:23: HES admissions (ages 0-1, 5-6,
+#               18-19) against PDS: sex or date of birth disagreeing or missing in 0.11 % of
+#               records, postcode in 53 %.
+#   [HJ15a]     Hagger-Johnson et al. 2015, BMJ Open 5:e008118: the HESID algorithm against
+#               PICANet (ages 0-19): 4.1 % of true matches missed (one child split into two
+#               ids), 0.2 % false matches.
+#   [HJ15b]     Hagger-Johnson et al. 2015, Health Serv Res 50:1162: HES infants: 0.1 % possible
+#               false matches (two children under one id); unknown dates of birth recorded as
+#               missing or default values; 37 of 100 unmatched records failed on the name.
+#   [Lam24]     Lam, Boyd, Linacre, Blackburn, Harron 2024, IJPDS 9:2389: ALSPAC, two
+#               collection points: within-person disagreement in 18 % of surnames, 12 % of
+#               forenames (natural change and invalid entries).
+#   [Luo14]     Luo et al. 2014, BMC Bioinformatics 15:185: 1.5 % of birthdates incorrect in a
+#               state-wide public health service data set (> 20,000 patients).
+#   [Doidge20]  Doidge et al. 2020, IJPDS 5:1157: NDSCR-HES links: date of birth more than 180
+#               days apart in 0.4 % of deterministic links and 6.0 % of the weakest links.
+#   [Libuy21]   Libuy et al. 2021, IJPDS 6:1671: NPD pupils linked to HES: 95 % (92 % for the
+#               1990/91 cohort, 99 % for 2004/05); fewer for ethnic minorities (name recording).
+#   [CLAWales]  "Improving opportunities for data linkage within Children Looked After
+#               administrative records in Wales", IJPDS article 2383: only 37 % of looked-after
+#               children had a linkage id; discrepant weeks of birth, duplicate identifiers.
+#   [Zhu15]     Zhu et al. 2015, J Biomed Inform: linkage simulation; below 5 % missing or error
+#               per identifier counts as exceptionally good quality data.
+#   [Christen]  Christen & Pudjijono 2009 (Febrl/GeCo generator) and Christen 2006 (single
+#               error analysis): the kinds of error modelled (typos, swapped words, missing,
+#               variants), no rates; swapped words are the hardest single error to compare.
+#
+# No published rate was found for police records, for a day or month off by one, a mistyped
+# digit, a year off by one, names swapped between fields, or double-barrelled names: those rates
+# are judgements, bounded by the figure named beside them. A date error is at most one per
+# record (see AgencyProfile); a transposition applies only where the day is 12 or less, so its
+# visible share is about 0.38 of its rate.
+_PROFILE_RATES: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]] = MappingProxyType({
+    # Within-agency duplicates. Health hard = [HJ15a] 4.1 % split; others judgement,
+    # [CLAWales] reports duplicate identifiers in social care without a rate.
+    "duplicate_rate": ((0.05, 0.02, 0.01, 0.05), (0.10, 0.041, 0.02, 0.10)),
+    # Names: judgement, bounded by [Lam24] 12 % forename / 18 % surname disagreement (all
+    # causes together) and [HJ15b] names behind 37 of 100 failed matches.
+    "typo_rate": ((0.04, 0.01, 0.02, 0.03), (0.08, 0.03, 0.04, 0.06)),
+    "nickname_rate": ((0.08, 0.01, 0.04, 0.04), (0.12, 0.02, 0.06, 0.06)),
+    "transliteration_rate": ((0.04, 0.01, 0.02, 0.03), (0.08, 0.03, 0.04, 0.06)),
+    "family_name_change_rate": ((0.04, 0.02, 0.03, 0.05), (0.10, 0.06, 0.08, 0.12)),
+    "hyphenation_rate": ((0.02, 0.01, 0.02, 0.02), (0.04, 0.02, 0.04, 0.04)),
+    # Of double-barrelled children only (DOUBLE_BARRELLED_SHARE): judgement.
+    "family_name_half_rate": ((0.20, 0.05, 0.10, 0.20), (0.40, 0.10, 0.20, 0.40)),
+    # Judgement, bounded by [Lam24] 12 % forename disagreement; kind from [Christen].
+    "given_middle_swap_rate": ((0.005, 0.002, 0.003, 0.005), (0.03, 0.01, 0.02, 0.03)),
+    "given_family_swap_rate": ((0.003, 0.001, 0.002, 0.003), (0.02, 0.005, 0.01, 0.02)),
+    # Dates. Health typical sums to about [Harron17] 0.11 %; police typical to about [Luo14]
+    # 1.5 %; hard health to [Luo14] 1.5 %, hard police to [Doidge20] 6.0 %, social care and
+    # school between. The split between kinds is judgement.
+    "date_transposition_rate": ((0.003, 0.0005, 0.001, 0.002), (0.015, 0.004, 0.005, 0.01)),
+    "dob_day_off_rate": ((0.003, 0.0003, 0.001, 0.002), (0.012, 0.003, 0.004, 0.01)),
+    "dob_month_off_rate": ((0.002, 0.0002, 0.0005, 0.001), (0.006, 0.0015, 0.002, 0.005)),
+    "dob_digit_rate": ((0.003, 0.0002, 0.001, 0.002), (0.01, 0.0025, 0.003, 0.008)),
+    "dob_year_off_rate": ((0.003, 0.0002, 0.001, 0.002), (0.01, 0.002, 0.003, 0.008)),
+    # Default dates for unknown ones: [HJ15b] (no rate); judgement.
+    "dob_placeholder_rate": ((0.001, 0.0001, 0.0002, 0.001), (0.005, 0.001, 0.002, 0.006)),
+    "dob_unknown_date_rate": ((0.0005, 0.0001, 0.0, 0.0005), (0.002, 0.001, 0.001, 0.003)),
+    # Missing dates: judgement, bounded by [Harron17] 0.11 % (health) and [Zhu15] 5 % (hard).
+    "missing.date_of_birth": ((0.02, 0.001, 0.002, 0.01), (0.05, 0.002, 0.005, 0.03)),
+    # NHS numbers. Present: typical as DEFAULT_AGENCIES; hard social care = [CLAWales] 37 %.
+    "has_nhs_number": ((0.3, 0.98, 0.2, 0.6), (0.2, 0.95, 0.1, 0.37)),
+    # Another child's number: bounded by [HJ15b] 0.1 % and [HJ15a] 0.2 % false matches
+    # (health); other agencies and hard: judgement.
+    "nhs_wrong_child_rate": ((0.002, 0.0005, 0.001, 0.002), (0.01, 0.002, 0.005, 0.01)),
+    # Postcodes: hard health = [Harron17] 53 % moved or missing; the rest judgement below it.
+    "moved_house_rate": ((0.15, 0.10, 0.06, 0.20), (0.40, 0.45, 0.30, 0.45)),
+    "missing.postcode": ((0.05, 0.01, 0.02, 0.05), (0.10, 0.08, 0.05, 0.10)),
+    # Sex not known or missing: health typical about [Harron17] 0.11 % (with dates);
+    # the rest judgement below [Zhu15] 5 %.
+    "sex_unknown_rate": ((0.005, 0.0005, 0.001, 0.005), (0.02, 0.005, 0.01, 0.02)),
+    "missing.sex": ((0.01, 0.0005, 0.002, 0.005), (0.03, 0.005, 0.01, 0.02)),
+    # Other missing names: judgement, bounded by [Lam24] (12 % forename disagreement).
+    "missing.given_name": ((0.005, 0.0, 0.0, 0.003), (0.01, 0.001, 0.002, 0.01)),
+    "missing.family_name": ((0.003, 0.0, 0.0, 0.002), (0.005, 0.001, 0.002, 0.005)),
+    "missing.middle_names": ((0.5, 0.1, 0.3, 0.4), (0.6, 0.2, 0.4, 0.5)),
+})  # fmt: skip
+
+
+def _profiles(which: int) -> tuple[AgencyProfile, ...]:
+    """DEFAULT_AGENCIES with the rates of column ``which`` (0 typical, 1 hard) of the table."""
+    profiles = []
+    for agency, base in enumerate(DEFAULT_AGENCIES):
+        rates = {name: values[which][agency] for name, values in _PROFILE_RATES.items()}
+        missing = {
+            name.removeprefix("missing."): rate
+            for name, rate in rates.items()
+            if name.startswith("missing.")
+        }
+        changes: dict[str, Any] = {
+            name: rate for name, rate in rates.items() if not name.startswith("missing.")
+        }
+        changes["missing"] = dataclasses.replace(base.missing, **missing)
+        profiles.append(dataclasses.replace(base, **changes))
+    return tuple(profiles)
+
+
+PROFILES: Mapping[str, tuple[AgencyProfile, ...]] = MappingProxyType(
+    {"typical": _profiles(0), "hard": _profiles(1)}
+)
+"""Named four-agency profiles: ``generate_population(n, seed=s, agencies=PROFILES["hard"])``.
+
+``typical``: published error rates of English administrative child data; ``hard``: at least as
+messy as the worst published rates. Every rate and its source: ``_PROFILE_RATES``.
+"""
+
+
 @dataclass(frozen=True)
 class AgencyData:
     """One agency's records: raw strings as it stores them, and the true child of each record.
 
     ``columns`` maps every name in ``COLUMNS`` to one value per record; a missing value is
     ``None`` or ``""`` (agencies mix both). ``child_id[i]`` is the true child of record ``i``.
+    ``errors[category][i]`` says whether record ``i`` carries that error (``ERROR_CATEGORIES``).
     """
 
     name: str
     profile: AgencyProfile
     columns: dict[str, list[str | None]]
     child_id: NDArray[np.int64]
+    errors: Mapping[str, NDArray[np.bool_]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.child_id.shape[0])
@@ -315,6 +508,8 @@ class CombinedRecords:
     columns: dict[str, list[str | None]]
     child_id: NDArray[np.int64]
     source: NDArray[np.str_]
+    errors: Mapping[str, NDArray[np.bool_]] = field(default_factory=dict)
+    """``ERROR_CATEGORIES`` -> one flag per record, as in ``AgencyData.errors``."""
 
 
 @dataclass(frozen=True)
@@ -341,7 +536,13 @@ class SyntheticData:
             np.array([part.name for part in parts], dtype=np.str_),
             [len(part) for part in parts],
         )
-        return CombinedRecords(columns=columns, child_id=child_id, source=source)
+        errors = {
+            category: np.concatenate(
+                [part.errors[category] for part in parts] or [np.zeros(0, dtype=np.bool_)]
+            )
+            for category in ERROR_CATEGORIES
+        }
+        return CombinedRecords(columns=columns, child_id=child_id, source=source, errors=errors)
 
 
 def true_pairs_between(a: AgencyData, b: AgencyData) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -549,6 +750,8 @@ class _Children:
     postcode: list[str]
     nhs_number: NDArray[np.int64]
     household_family: NDArray[np.int64]  # family-name index of every household
+    household_group: NDArray[np.int64]  # name background of every household
+    second_family: NDArray[np.int64]  # second half of a double-barrelled family name, or -1
 
 
 def _sibling_group_sizes(rng: np.random.Generator, children_in_groups: int) -> list[int]:
@@ -641,7 +844,21 @@ def _draw_children(rng: np.random.Generator, n_children: int, tables: _NameTable
         postcode=[household_postcode[h] for h in household.tolist()],
         nhs_number=_draw_nhs_numbers(rng, n_children),
         household_family=household_family,
+        household_group=household_group,
+        second_family=np.full(n_children, -1, dtype=np.int64),
     )
+
+
+def _with_double_barrelled_names(
+    rng: np.random.Generator, children: _Children, tables: _NameTables, share: float
+) -> _Children:
+    """Give a ``share`` of households a second family name from their background (own stream)."""
+    households = children.household_family.shape[0]
+    double = rng.random(households) < share
+    second = _draw_from_groups(rng, children.household_group, tables.family_slices)
+    double &= second != children.household_family
+    per_household = np.where(double, second, -1).astype(np.int64)
+    return dataclasses.replace(children, second_family=per_household[children.household])
 
 
 def _flagged(rng: np.random.Generator, count: int, rate: float) -> list[int]:
@@ -675,14 +892,27 @@ def _case_noise(text: str, style: int) -> str:
 
 
 def _agency_records(
-    rng: np.random.Generator, profile: AgencyProfile, children: _Children, tables: _NameTables
+    rng: np.random.Generator,
+    extra: np.random.Generator,
+    profile: AgencyProfile,
+    children: _Children,
+    tables: _NameTables,
 ) -> AgencyData:
+    """One agency's records. ``rng`` draws the original errors, ``extra`` the newer ones.
+
+    The newer errors (the ``AgencyProfile`` fields that default to 0.0) draw only from
+    ``extra``, so the records of a profile that leaves them at 0.0 are the same as before they
+    existed.
+    """
     n_children = children.household.shape[0]
     held = np.flatnonzero(rng.random(n_children) < profile.coverage)
     second = held[rng.random(held.shape[0]) < profile.duplicate_rate]
     child_id = np.concatenate([held, second]).astype(np.int64)
-    child_id = child_id[rng.permutation(child_id.shape[0])]
+    order = rng.permutation(child_id.shape[0])
+    child_id = child_id[order]
     count = int(child_id.shape[0])
+    flags = {category: np.zeros(count, dtype=np.bool_) for category in ERROR_CATEGORIES}
+    flags["duplicate"] = order >= held.shape[0]
     width = max(6, len(str(count)))
     record_id: list[str | None] = [
         f"{profile.record_prefix}-{k:0{width}d}" for k in range(1, count + 1)
@@ -690,50 +920,91 @@ def _agency_records(
 
     given: list[str | None] = tables.given[children.given[child_id]].tolist()
     family: list[str | None] = tables.family[children.family[child_id]].tolist()
+    second_family = children.second_family[child_id]
+    double_barrelled = np.flatnonzero(second_family >= 0).tolist()
+    for r in double_barrelled:
+        family[r] = f"{family[r]}-{tables.family[second_family[r]]}"
     middle: list[str | None] = [children.middle[c] for c in child_id.tolist()]
     draws = rng.random((count, 3))  # the choices (which nickname, which spelling...) of edits
 
     def draw(record: int, which: int) -> float:
         return float(draws[record, which])
 
+    half_draws = extra.random((count, 2))
+    for r in double_barrelled:
+        if half_draws[r, 0] < profile.family_name_half_rate:
+            halves = (children.family[child_id[r]], second_family[r])
+            family[r] = str(tables.family[halves[int(half_draws[r, 1] < 0.5)]])
+            flags["family_half"][r] = True
+
     for r in _flagged(rng, count, profile.nickname_rate):
         short_forms = _NICKNAMES.get(given[r] or "")
         if short_forms:
             given[r] = short_forms[min(int(draw(r, 0) * len(short_forms)), len(short_forms) - 1)]
+            flags["given_nickname"][r] = True
     for r in _flagged(rng, count, profile.transliteration_rate):
+        before = (given[r], family[r])
         given[r] = transliterate(given[r] or "", draw(r, 1))
         family[r] = transliterate(family[r] or "", draw(r, 2))
+        flags["name_transliterated"][r] = before != (given[r], family[r])
 
     households = children.household_family.shape[0]
     for r in _flagged(rng, count, profile.family_name_change_rate):
         partner = children.household_family[int(draw(r, 0) * households)]
+        before_change = family[r]
         family[r] = str(tables.family[partner])
+        if family[r] != before_change:
+            flags["family_changed"][r] = True
+            flags["family_half"][r] = False
     for r in _flagged(rng, count, profile.hyphenation_rate):
         other = str(tables.family[children.household_family[int(draw(r, 1) * households)]])
         style = int(draw(r, 2) * 3)
         own = family[r] or ""
         if other != own:
             family[r] = (f"{own}-{other}", f"{own} {other}", f"{other}-{own}")[style]
+            flags["family_hyphenated"][r] = True
     typo_records = _flagged(rng, count, profile.typo_rate)
     typo_draws = rng.random((len(typo_records), 4)).tolist()
     for r, (field_draw, kind, position, letter) in zip(typo_records, typo_draws, strict=True):
         names = given if field_draw < 0.5 else family
         names[r] = make_typo(names[r] or "?", kind, position, letter)
+        flags["given_typo" if field_draw < 0.5 else "family_typo"][r] = True
+
+    swap_draws = extra.random((count, 2))
+    for r in np.flatnonzero(swap_draws[:, 0] < profile.given_middle_swap_rate).tolist():
+        if middle[r]:
+            first_middle, _, other_middles = (middle[r] or "").partition(" ")
+            middle[r] = f"{given[r]} {other_middles}".strip()
+            given[r] = first_middle
+            flags["given_middle_swap"][r] = True
+    for r in np.flatnonzero(swap_draws[:, 1] < profile.given_family_swap_rate).tolist():
+        given[r], family[r] = family[r], given[r]
+        flags["given_family_swap"][r] = True
 
     # Dates, with day/month transposed where the day could also be a month.
     year = children.birth_year[child_id]
     month = children.birth_month[child_id].copy()
     day = children.birth_day[child_id].copy()
     transpose = (rng.random(count) < profile.date_transposition_rate) & (day <= 12)
+    flags["dob_transposed"] = transpose & (day != month)
     month[transpose], day[transpose] = day[transpose], month[transpose]
+    _date_errors(extra, profile, year, month, day, ~transpose, flags)
     date_of_birth = _render_dates(year.tolist(), month.tolist(), day.tolist(), profile.date_format)
 
     male, female = SEX_STYLES[profile.sex_style]
     sex: list[str | None] = np.where(children.is_boy[child_id], male, female).tolist()
+    unknown_codes = SEX_UNKNOWN_CODES[profile.sex_style]
+    sex_draws = extra.random((count, 2))
+    for r in np.flatnonzero(sex_draws[:, 0] < profile.sex_unknown_rate).tolist():
+        sex[r] = unknown_codes[
+            min(int(sex_draws[r, 1] * len(unknown_codes)), len(unknown_codes) - 1)
+        ]
+        flags["sex_unknown"][r] = True
 
     postcode: list[str | None] = [children.postcode[c] for c in child_id.tolist()]
     moved = _flagged(rng, count, profile.moved_house_rate)
     for r, new_postcode in zip(moved, _draw_postcodes(rng, len(moved)), strict=True):
+        flags["moved_house"][r] = new_postcode != postcode[r]
         postcode[r] = new_postcode
     for r in _flagged(rng, count, profile.postcode_no_space_rate):
         postcode[r] = (postcode[r] or "").replace(" ", "")
@@ -751,9 +1022,18 @@ def _agency_records(
     nhs_present = rng.random(count) < profile.has_nhs_number
     nhs_number: list[str | None] = [None] * count
     spaced = rng.random(count) < profile.nhs_spaced_rate
+    wrong_draws = extra.random((count, 2))
+    wrong_child = nhs_present & (wrong_draws[:, 0] < profile.nhs_wrong_child_rate)
+    if n_children > 1:  # another child's number: any child but this record's own
+        others = (wrong_draws[:, 1] * (n_children - 1)).astype(np.int64)
+        others += others >= child_id
+        number_of = np.where(wrong_child, others, child_id)
+        flags["nhs_wrong_child"] = wrong_child
+    else:
+        number_of = child_id
     for r, number, with_spaces in zip(
         np.flatnonzero(nhs_present).tolist(),
-        children.nhs_number[child_id[nhs_present]].tolist(),
+        children.nhs_number[number_of[nhs_present]].tolist(),
         spaced[nhs_present].tolist(),
         strict=True,
     ):
@@ -781,7 +1061,117 @@ def _agency_records(
     for r in np.flatnonzero(~nhs_present)[rng.random(int((~nhs_present).sum())) < 0.5].tolist():
         nhs_number[r] = ""
 
-    return AgencyData(name=profile.name, profile=profile, columns=columns, child_id=child_id)
+    _flag_blanks(columns, children, child_id, flags)
+    flags["nhs_missing"] = ~nhs_present
+    return AgencyData(
+        name=profile.name,
+        profile=profile,
+        columns=columns,
+        child_id=child_id,
+        errors=MappingProxyType(flags),
+    )
+
+
+_HIDDEN_BY_BLANK: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "given_name": ("given_missing", "given_nickname", "given_typo"),
+        "family_name": (
+            "family_missing", "family_changed", "family_hyphenated", "family_half", "family_typo",
+        ),
+        "date_of_birth": ("dob_missing", "dob_transposed", *_DOB_ERRORS),
+        "sex": ("sex_missing", "sex_unknown"),
+        "postcode": ("postcode_missing", "moved_house"),
+    }
+)  # fmt: skip
+"""Column -> (the category of its blank, then the errors a blank in it hides)."""
+
+
+def _flag_blanks(
+    columns: Mapping[str, list[str | None]],
+    children: _Children,
+    child_id: NDArray[np.int64],
+    flags: dict[str, NDArray[np.bool_]],
+) -> None:
+    """Flag the blank fields and clear the errors that a blank hid."""
+    for column, (missing, *hidden) in _HIDDEN_BY_BLANK.items():
+        blank = np.array([not value for value in columns[column]], dtype=np.bool_)
+        flags[missing] = blank
+        for category in hidden:
+            flags[category] &= ~blank
+    has_middle = np.array([children.middle[c] is not None for c in child_id.tolist()], bool)
+    no_middle = np.array([not value for value in columns["middle_names"]], dtype=np.bool_)
+    flags["middle_missing"] = has_middle & no_middle
+
+
+def _date_errors(
+    rng: np.random.Generator,
+    profile: AgencyProfile,
+    year: NDArray[np.int64],
+    month: NDArray[np.int64],
+    day: NDArray[np.int64],
+    eligible: NDArray[np.bool_],
+    flags: dict[str, NDArray[np.bool_]],
+) -> None:
+    """Apply at most one of ``_DOB_ERRORS`` to each ``eligible`` date, in place, and flag it.
+
+    An error that has no valid result for a date (a month off for 31 May needs a 31-day
+    neighbour) or that would write the same date leaves the date alone, unflagged.
+    """
+    kind_draw = rng.random(eligible.shape[0])
+    choice_draws = rng.random((eligible.shape[0], 2))
+    rates = np.array([getattr(profile, f"{kind}_rate") for kind in _DOB_ERRORS], dtype=float)
+    kinds = np.asarray(np.searchsorted(np.cumsum(rates), kind_draw, side="right"))
+    for r in np.flatnonzero(eligible & (kinds < len(_DOB_ERRORS))).tolist():
+        kind = _DOB_ERRORS[int(kinds[r])]
+        date = (int(year[r]), int(month[r]), int(day[r]))
+        changed = _date_error(kind, date, float(choice_draws[r, 0]), float(choice_draws[r, 1]))
+        if changed is not None and changed != date:
+            year[r], month[r], day[r] = changed
+            flags[kind][r] = True
+
+
+def _is_birth_date(year: int, month: int, day: int) -> bool:
+    """A calendar date from 1900 up to ``REFERENCE_DATE``."""
+    if not (1 <= month <= 12 and year >= 1900):
+        return False
+    if not 1 <= day <= calendar.monthrange(year, month)[1]:
+        return False
+    return dt.date(year, month, day) <= REFERENCE_DATE
+
+
+def _date_error(
+    kind: str, date: tuple[int, int, int], pick: float, digit: float
+) -> tuple[int, int, int] | None:
+    """The date with one error of ``kind``; ``pick`` and ``digit`` choose among the options."""
+    year, month, day = date
+    if kind == "dob_placeholder":
+        return (year, 1, 1)
+    if kind == "dob_unknown_date":
+        return (UNKNOWN_DATE.year, UNKNOWN_DATE.month, UNKNOWN_DATE.day)
+    if kind == "dob_digit":
+        text = f"{year:04d}{month:02d}{day:02d}"
+        # Positions 2-7 (decade, year, month, day digits), tried from a drawn start.
+        start, first_shift = int(pick * 6), int(digit * 9)
+        for attempt in range(6 * 9):
+            position = 2 + (start + attempt // 9) % 6
+            shift = 1 + (first_shift + attempt) % 9  # 1-9: never the digit already there
+            new = str((int(text[position]) + shift) % 10)
+            typed = text[:position] + new + text[position + 1 :]
+            candidate = (int(typed[:4]), int(typed[4:6]), int(typed[6:]))
+            if candidate != date and _is_birth_date(*candidate):
+                return candidate
+        return None
+    step = -1 if pick < 0.5 else 1
+    for delta in (step, -step):  # the drawn direction first, then the other
+        if kind == "dob_day_off":
+            candidate = (year, month, day + delta)
+        elif kind == "dob_month_off":
+            candidate = (year, month + delta, day)
+        else:  # dob_year_off
+            candidate = (year + delta, month, day)
+        if _is_birth_date(*candidate):
+            return candidate
+    return None
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:
@@ -789,12 +1179,19 @@ def _stream(seed: int, *key: int) -> np.random.Generator:
 
 
 def generate_population(
-    n_children: int, *, seed: int, agencies: Sequence[AgencyProfile] = DEFAULT_AGENCIES
+    n_children: int,
+    *,
+    seed: int,
+    agencies: Sequence[AgencyProfile] = DEFAULT_AGENCIES,
+    double_barrelled_share: float | None = None,
 ) -> SyntheticData:
     """Draw ``n_children`` children and each agency's records about them, all from ``seed``.
 
-    Each agency draws from its own random stream keyed by its name, so adding, removing or
-    reordering agencies leaves the other agencies' records unchanged.
+    Each agency draws from its own random streams keyed by its name, so adding, removing or
+    reordering agencies leaves the other agencies' records unchanged. Select a profile with
+    ``agencies=PROFILES["hard"]``. ``double_barrelled_share`` (default: ``DOUBLE_BARRELLED_SHARE``
+    when some agency has a ``family_name_half_rate``, else none, as before that error existed)
+    gives that share of households a double-barrelled family name, from a stream of its own.
     """
     if isinstance(n_children, bool) or not isinstance(n_children, int) or n_children < 0:
         raise InvalidValueError("n_children", "must be a non-negative integer")
@@ -805,14 +1202,24 @@ def generate_population(
     if len(set(names)) != len(names) or len(set(prefixes)) != len(prefixes):
         raise InvalidValueError("agencies", "agency names and record prefixes must be unique")
 
+    if double_barrelled_share is None:
+        wanted = any(profile.family_name_half_rate > 0 for profile in agencies)
+        double_barrelled_share = DOUBLE_BARRELLED_SHARE if wanted else 0.0
+    if not _is_probability(double_barrelled_share):
+        raise InvalidValueError("double_barrelled_share", "must be a probability in [0, 1]")
+
     tables = _name_tables()
     children = _draw_children(_stream(seed, 0), n_children, tables)
-    records = {
-        profile.name: _agency_records(
-            _stream(seed, 1, zlib.crc32(profile.name.encode("utf-8"))), profile, children, tables
+    if double_barrelled_share > 0:
+        children = _with_double_barrelled_names(
+            _stream(seed, 2), children, tables, double_barrelled_share
         )
-        for profile in agencies
-    }
+    records = {}
+    for profile in agencies:
+        key = zlib.crc32(profile.name.encode("utf-8"))
+        records[profile.name] = _agency_records(
+            _stream(seed, 1, key), _stream(seed, 3, key), profile, children, tables
+        )
     return SyntheticData(
         seed=seed, n_children=n_children, agencies=records, household_id=children.household
     )

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import recall_loss
+from linkage.synthetic import ERROR_CATEGORIES
 
 
 def test_each_lost_pair_goes_to_the_first_category_that_fits() -> None:
@@ -33,3 +34,26 @@ def test_a_tiny_run_accounts_for_every_lost_pair(capsys: pytest.CaptureFixture[s
         assert shares == pytest.approx(row["lost"] / row["true_pairs"])
         assert row["recall"] == pytest.approx(1 - row["lost"] / row["true_pairs"])
         assert 0.9 < row["precision"] <= 1.0
+
+
+def test_loss_by_error_counts_pairs_with_the_error_on_either_record() -> None:
+    left = np.array([0, 0, 2], dtype=np.int64)
+    right = np.array([1, 2, 3], dtype=np.int64)
+    lost = np.array([True, False, True])
+    flags = {"dob_day_off": np.array([False, False, True, False])}  # on pairs 2 and 3
+    assert recall_loss.by_error(left, right, lost, flags) == {
+        "dob_day_off": {"pairs": 2 / 3, "lost": 1 / 3}
+    }
+
+
+def test_a_tiny_hard_run_reports_loss_by_every_error_category(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recall_loss.main(["--children", "400", "--profile", "hard"])
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["profile"] == "hard"
+    assert set(row["by_error"]) == set(ERROR_CATEGORIES)
+    for shares in row["by_error"].values():
+        assert 0 <= shares["lost"] <= shares["pairs"] <= 1
+        assert shares["lost"] <= row["lost"] / row["true_pairs"] + 1e-12
+    assert row["by_error"]["moved_house"]["pairs"] > 0
