@@ -58,13 +58,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         for min_shared in args.min_shared_keys:
             options = dataclasses.replace(base, em_classes=classes, fit_min_shared_keys=min_shared)
             started = time.perf_counter()
-            fit_rows = pipeline.fitting_pairs(batch, batch, pairs.left, pairs.right, options)
-            fit_levels = levels if fit_rows is None else levels[fit_rows]
+            fit = pipeline.fitting_pairs(schema, batch, batch, pairs.left, pairs.right, options)
+            fit_rows, fit_levels = fit.rows, levels[fit.rows]
             model = pipeline.fit_model(
-                schema, batch, batch, fit_levels, options=options, dedupe=True
-            )
+                schema, batch, batch, fit_levels, options=options, dedupe=True,
+                blocked_on=fit.blocked_on,
+            )  # fmt: skip
             linked = model.match_probability(levels) >= 0.5
-            fit_same = same if fit_rows is None else same[fit_rows]
+            fit_same = same[fit_rows]
             rows.append(
                 {
                     "records": len(batch),

@@ -15,9 +15,12 @@ Steps for a batch link or deduplication:
    different salt values (salt tags differ), is marked missing, not dissimilar.
 3. **Model**: u from the comparison levels of uniformly random record pairs (nearly all
    non-matches); m and the match prior by EM over the candidates' comparison vectors; no
-   labels anywhere. A salted field whose compared random pairs are mostly matches (a fine
-   salt in a small population) gets its u by EM over pairs sharing the salt value instead
-   (:func:`salted_u_by_em`). The threshold is the model's own: match probability >= 0.5.
+   labels anywhere. Each field's m is estimated without the candidates that blocking
+   selected through that field (:func:`fitting_pairs`, :func:`rule_columns`); an EM that
+   stops at its iteration cap is logged as a warning (:func:`reported`). A salted field
+   whose compared random pairs are mostly matches (a fine salt in a small population) gets
+   its u by EM over pairs sharing the salt value instead (:func:`salted_u_by_em`). The
+   threshold is the model's own: match probability >= 0.5.
 4. **Solving**: one-to-one assignment for two datasets without duplicates, clustering for
    deduplication and for many agencies (duplicates within one agency allowed).
 """
@@ -372,6 +375,22 @@ def salted_u_by_em(
     return tuple(out)
 
 
+def reported(model: scoring.FellegiSunterModel, pairs: int) -> scoring.FellegiSunterModel:
+    """``model``, after logging how its EM ended: a warning with the counts when it stopped
+    at its iteration cap (the model is then used, but its estimates may still be moving;
+    :attr:`~linkage.scoring.FellegiSunterModel.converged` travels with it, in its stored
+    form and in every :class:`ScoredPairs`)."""
+    if model.converged:
+        log.info("EM converged after %d iterations on %d pairs", model.iterations, pairs)
+    else:
+        log.warning(
+            "EM stopped at its cap of %d iterations without converging on %d pairs",
+            model.iterations,
+            pairs,
+        )
+    return model
+
+
 def fit_model(
     schema: Schema,
     left: EncodedBatch,
@@ -380,8 +399,13 @@ def fit_model(
     *,
     options: LinkageOptions,
     dedupe: bool,
+    blocked_on: NDArray[np.bool_] | None = None,
 ) -> scoring.FellegiSunterModel:
     """Fit the Fellegi-Sunter model without labels.
+
+    ``candidate_levels`` are the fitting rows' levels and ``blocked_on`` their
+    :attr:`FittingPairs.blocked_on` (:func:`fitting_pairs`; None: no row blocked on any
+    column): a row does not inform the m of a column it was blocked on.
 
     Two estimates of u exist and each is right for one job. Among *candidate* pairs the
     non-matches agree on the blocked fields far more often than random pairs do (blocking
@@ -414,9 +438,13 @@ def fit_model(
         "u": u_random,
         "initial_prior": prior,
         "max_iterations": options.em_max_iterations,
+        "blocked_on": blocked_on,
     }
     if options.fix_u or not options.random_u_weights:
-        return scoring.fit_fellegi_sunter(candidate_levels, **fit_options, fix_u=options.fix_u)
+        return reported(
+            scoring.fit_fellegi_sunter(candidate_levels, **fit_options, fix_u=options.fix_u),
+            candidate_levels.shape[0],
+        )
     # The final weights use u from random pairs, from which the matches among them are taken
     # out (scoring.decontaminate_u): negligible for most fields, but a salted field is
     # compared only within a salt value, where matches are far more common.
@@ -477,7 +505,7 @@ def fit_model(
                 dedupe=dedupe,
             )
             held = final(u_final)
-    return final(u_final)
+    return reported(final(u_final), candidate_levels.shape[0])
 
 
 def candidate_pairs(
@@ -535,33 +563,119 @@ def shared_block_keys(
     return shared
 
 
+def rule_columns(schema: Schema) -> list[set[int]]:
+    """Per blocking rule (``schema.blocking`` order), the comparison columns a pair found by
+    the rule was selected on: each part's field, and for a ``filter`` part of a salted field
+    also its salt's field (equal published filters mean equal salt values: the names' filters,
+    salted with the date of birth, are equal only for one date). The one place that maps
+    rules to columns; :func:`fitting_pairs` uses nothing else of the rules."""
+    column = {name: index for index, name in enumerate(schema.field_names)}
+    out: list[set[int]] = []
+    for rule in schema.blocking:
+        columns: set[int] = set()
+        for field_name, transform in rule.parts:
+            columns.add(column[field_name])
+            salt = schema.fields[column[field_name]].salt
+            if transform == "filter" and salt:
+                columns.add(column[salt.split(".")[0]])
+        out.append(columns)
+    return out
+
+
+@dataclass(frozen=True)
+class FittingPairs:
+    """The candidate rows EM fits on and, per row and comparison column, whether the row was
+    selected through that column (``blocked_on``: it must not inform that column's m)."""
+
+    rows: NDArray[np.int64]
+    blocked_on: NDArray[np.bool_]
+
+
 def fitting_pairs(
+    schema: Schema,
     left: EncodedBatch,
     right: EncodedBatch,
     left_idx: NDArray[np.int64],
     right_idx: NDArray[np.int64],
     options: LinkageOptions,
-) -> NDArray[np.int64] | None:
-    """The candidate rows EM fits on: those sharing ``options.fit_min_shared_keys`` blocking
-    keys, or None (every candidate) when there are fewer than ``options.fit_min_pairs``.
+) -> FittingPairs:
+    """The candidate rows EM fits on, and which columns each row may inform.
 
-    Why: the share of true matches among candidates falls as the population grows (blocks
-    grow with it, true pairs do not), and once it is small a latent class of different people
-    who share a name and birth year outweighs it and EM calls that class the match class.
-    The pairs agreeing under two or more blocking rules stay rich in true matches as the
-    population grows. Measured by ``python -m benchmarks.em_scale --children 450000``
-    (1.02 M records, RESULTS.md "Model at scale"): with the contract-1 value rules EM on every
-    candidate (2.4 % matches) gave pairwise precision 0.10 with two classes and 0.63 with
-    four, on the shared-keys subset (34 % matches) 0.98; with the shipped filter rules the
-    subset is 58 % matches and four classes give 0.991 (recall 0.953) on it or on every
-    candidate (6.7 % matches), two classes 0.72 on it and 0.03 on every candidate. The rule
-    uses no labels. The model then scores every candidate.
+    Which rows: those sharing ``k = options.fit_min_shared_keys`` blocking keys. Why: the share
+    of true matches among candidates falls as the population grows (blocks grow with it, true
+    pairs do not), and once it is small a latent class of different people who share a name
+    and birth year outweighs it and EM calls that class the match class. The pairs agreeing
+    under two or more blocking rules stay rich in true matches as the population grows.
+    Measured by ``python -m benchmarks.em_scale --children 450000`` (1.02 M records, RESULTS.md
+    "Model at scale"): with the shipped filter rules the subset is 58 % matches and four
+    classes give precision 0.991 (recall 0.953) on it, two classes 0.72. With fewer than
+    ``options.fit_min_pairs`` such rows, or ``k <= 1``, every candidate is a fitting row and
+    ``k`` is 1 below.
+
+    Which columns (no labels; Splink trains each comparison on blocking rules that exclude
+    it): a row is *blocked on* column f unless it was selected without looking at f, that is
+    unless, for some column h whose rules include every rule involving f (h = f among them),
+    the row shares ``min(k, number of rules not involving h)`` keys of the rules not involving
+    h (:func:`rule_columns`). With ``k = 1`` that is the plain rule: blocked on f when every
+    rule that found the pair involves f. With ``k = 2`` and the shipped child schema, where
+    every rule but the NHS number's involves the date of birth (the names and postcode are
+    salted with it), the date's m comes from the pairs sharing the NHS number: those whose
+    dates differ share one key only, so the rows sharing ``k`` keys are widened by the rows
+    selected that way for some column. A column for which no fitting row qualifies is blocked
+    on none (it learns from every row, with a warning): a model whose tables were all prior
+    would separate nothing.
     """
-    if options.fit_min_shared_keys <= 1 or left.block_keys.shape[1] < options.fit_min_shared_keys:
-        return None
-    shared = shared_block_keys(left, right, left_idx, right_idx)
-    rows = np.flatnonzero(shared >= options.fit_min_shared_keys)
-    return rows if rows.shape[0] >= options.fit_min_pairs else None
+    involves = np.zeros((len(schema.blocking), len(schema.fields)), dtype=np.bool_)
+    for rule_index, columns in enumerate(rule_columns(schema)):
+        involves[rule_index, sorted(columns)] = True
+    n_rules, n_fields = involves.shape
+    excluding = (~involves).astype(np.int64)  # (rules, columns h): rule leaves h out
+    serves = np.all(involves[:, :, np.newaxis] <= involves[:, np.newaxis, :], axis=0)  # (f, h)
+
+    def select(k: int) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+        needed = np.minimum(k, excluding.sum(axis=0))  # per h
+        rows: list[NDArray[np.int64]] = []
+        informs: list[NDArray[np.bool_]] = []
+        for start in range(0, left_idx.shape[0], COMPARE_CHUNK_PAIRS):
+            a = left.block_keys[left_idx[start : start + COMPARE_CHUNK_PAIRS]]
+            b = right.block_keys[right_idx[start : start + COMPARE_CHUNK_PAIRS]]
+            found = (a == b) & (a != 0)
+            route = (found.astype(np.int64) @ excluding >= needed) & (needed > 0)
+            chunk_informs = (route.astype(np.int64) @ serves.T.astype(np.int64)) > 0
+            keep = (found.sum(axis=1) >= k) | chunk_informs.any(axis=1) if k > 1 else None
+            if keep is None:
+                rows.append(np.arange(start, start + a.shape[0], dtype=np.int64))
+                informs.append(chunk_informs)
+            else:
+                rows.append(start + np.flatnonzero(keep).astype(np.int64))
+                informs.append(chunk_informs[keep])
+        return (
+            np.concatenate(rows) if rows else np.zeros(0, np.int64),
+            np.concatenate(informs) if informs else np.zeros((0, n_fields), np.bool_),
+        )
+
+    if n_rules == 0:  # candidates from LSH alone: selected on every field alike
+        every = np.arange(left_idx.shape[0], dtype=np.int64)
+        return FittingPairs(every, np.zeros((every.shape[0], n_fields), dtype=np.bool_))
+    k = options.fit_min_shared_keys
+    rows, informs = (None, None)
+    if k > 1 and n_rules >= k:
+        rows, informs = select(k)
+        if rows.shape[0] < options.fit_min_pairs:
+            rows, informs = (None, None)
+    if rows is None or informs is None:
+        rows, informs = select(1)
+    blocked_on = ~informs
+    uninformed = np.flatnonzero(~informs.any(axis=0)) if rows.shape[0] else np.zeros(0, np.intp)
+    if uninformed.size:
+        log.warning(
+            "no fitting pair was selected without blocking on %d comparison column(s) %s: "
+            "their m is fitted on pairs selected for agreeing on them",
+            uninformed.size,
+            ", ".join(schema.field_names[f] for f in uninformed),
+        )
+        blocked_on[:, uninformed] = False
+    return FittingPairs(rows, blocked_on)
 
 
 def _conflicting_pairs(
@@ -630,14 +744,15 @@ def score_pairs(
     progress("comparing", len(pl), len(pl))
     if model is None:
         progress("fitting", 0, 1)
-        fit_rows = fitting_pairs(left, other, pl, pr, opts)
+        fit = fitting_pairs(schema, left, other, pl, pr, opts)
         model = fit_model(
             schema,
             left,
             other,
-            levels if fit_rows is None else levels[fit_rows],
+            levels[fit.rows],
             options=opts,
             dedupe=right is None,
+            blocked_on=fit.blocked_on,
         )
         progress("fitting", 1, 1)
     probability = model.match_probability(levels)

@@ -85,22 +85,85 @@ def test_latent_classes_are_the_default_and_two_classes_still_work(
     assert _f1(two.labels, truth) > 0.95
 
 
-def test_em_fits_on_pairs_sharing_two_blocking_keys(
+def test_rule_columns_count_the_salt_of_a_filter_part() -> None:
+    columns = {
+        rule.name: cols
+        for rule, cols in zip(SCHEMA.blocking, pipeline.rule_columns(SCHEMA), strict=True)
+    }
+    index = {name: i for i, name in enumerate(SCHEMA.field_names)}
+    dob, sex = index["date_of_birth"], index["sex"]
+    assert columns["date_of_birth"] == {dob, sex}  # the date's filter is salted with sex
+    assert columns["nhs_number"] == {index["nhs_number"]}
+    for name in ("given_name", "family_name", "postcode"):  # salted with the date
+        assert columns[name] == {index[name], dob}
+
+
+def _blocked_on_reference(
+    found: NDArray[np.bool_], rules: list[set[int]], n_fields: int, k: int
+) -> NDArray[np.bool_]:
+    """fitting_pairs' blocked_on, one pair and column at a time: informed by f when some
+    column h whose rules include f's has the pair share min(k, rules without h) keys of the
+    rules without h."""
+    out = np.ones((found.shape[0], n_fields), dtype=np.bool_)
+    for p in range(found.shape[0]):
+        for f in range(n_fields):
+            for h in range(n_fields):
+                if not all(h in cols for cols in rules if f in cols):
+                    continue
+                without = [r for r, cols in enumerate(rules) if h not in cols]
+                needed = min(k, len(without))
+                if needed and sum(bool(found[p, r]) for r in without) >= needed:
+                    out[p, f] = False
+    return out
+
+
+def test_em_fits_on_pairs_sharing_two_blocking_keys_and_on_pairs_found_without_a_field(
     population: tuple[list[EncodedBatch], NDArray[np.int64]],
 ) -> None:
     combined = concat_batches(population[0])
     opts = pipeline.LinkageOptions()
     pairs = pipeline.candidate_pairs(combined, None, opts)
-    rows = pipeline.fitting_pairs(combined, combined, pairs.left, pairs.right, opts)
-    assert rows is not None and 0 < len(rows) < len(pairs)
-    shared = pipeline.shared_block_keys(combined, combined, pairs.left, pairs.right)
-    assert np.array_equal(rows, np.flatnonzero(shared >= 2))
-    a, b = combined.block_keys[pairs.left[rows]], combined.block_keys[pairs.right[rows]]
-    assert np.all(((a == b) & (a != 0)).sum(axis=1) >= 2)
+    fit = pipeline.fitting_pairs(SCHEMA, combined, combined, pairs.left, pairs.right, opts)
+    assert 0 < len(fit.rows) < len(pairs)
+    assert fit.blocked_on.shape == (len(fit.rows), len(SCHEMA.fields))
+    a, b = combined.block_keys[pairs.left], combined.block_keys[pairs.right]
+    found = (a == b) & (a != 0)
+    shared = found.sum(axis=1)
+    two = np.flatnonzero(shared >= 2)
+    assert np.all(np.isin(two, fit.rows))
+    # the rows added are found by the NHS number alone: the date of birth's m learns from them
+    nhs = [rule.name for rule in SCHEMA.blocking].index("nhs_number")
+    dob = SCHEMA.field_names.index("date_of_birth")
+    added = ~np.isin(fit.rows, two)
+    assert added.any() and np.all(found[fit.rows[added]].nonzero()[1] == nhs)
+    assert not fit.blocked_on[added, dob].any()
+    rules = pipeline.rule_columns(SCHEMA)
+    sample = np.arange(0, len(fit.rows), 7)
+    expected = _blocked_on_reference(found[fit.rows[sample]], rules, len(SCHEMA.fields), 2)
+    assert np.array_equal(fit.blocked_on[sample], expected)
+    # a pair sharing only the date and a name key was selected on both: blocked on both
+    date_and_name = np.flatnonzero(
+        (shared[fit.rows] == 2) & found[fit.rows, 0] & found[fit.rows, 2]
+    )
+    given = SCHEMA.field_names.index("given_name")
+    assert date_and_name.size and fit.blocked_on[date_and_name][:, [dob, given]].all()
+    # too few rows sharing two keys, or k = 1: every candidate, blocked on f when every rule
+    # that found it involves f
     too_few = dataclasses.replace(opts, fit_min_pairs=len(pairs) + 1)
-    assert pipeline.fitting_pairs(combined, combined, pairs.left, pairs.right, too_few) is None
     every = dataclasses.replace(opts, fit_min_shared_keys=1)
-    assert pipeline.fitting_pairs(combined, combined, pairs.left, pairs.right, every) is None
+    for options in (too_few, every):
+        fit_all = pipeline.fitting_pairs(
+            SCHEMA, combined, combined, pairs.left, pairs.right, options
+        )
+        assert np.array_equal(fit_all.rows, np.arange(len(pairs)))
+        plain = np.stack(
+            [
+                ~(found & ~np.array([f in cols for cols in rules])).any(axis=1)
+                for f in range(len(SCHEMA.fields))
+            ],
+            axis=1,
+        )
+        assert np.array_equal(fit_all.blocked_on, plain)
 
 
 def raw_random_pair_u(schema: Schema, batch: EncodedBatch) -> tuple[tuple[float, ...], ...]:

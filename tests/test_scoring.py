@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -24,6 +25,7 @@ from linkage.scoring import (
     fit_fellegi_sunter,
     fit_latent_classes,
     level_label,
+    m_prior,
 )
 
 # A simulated world: 4 fields with 2, 3, 4 and 3 levels, known m, u and λ.
@@ -281,7 +283,7 @@ def test_em_clamps_probabilities() -> None:
     assert np.all(np.isfinite(model.match_weights(levels)))
 
 
-def test_em_field_always_missing_keeps_starting_m() -> None:
+def test_em_field_always_missing_gets_its_prior_mean() -> None:
     rng = np.random.default_rng(3)
     levels = np.stack([rng.integers(0, 2, 1000), np.full(1000, MISSING_LEVEL)], axis=1).astype(
         np.int8
@@ -289,7 +291,7 @@ def test_em_field_always_missing_keeps_starting_m() -> None:
     model = fit_fellegi_sunter(
         levels, field_names=("a", "b"), thresholds=((0.9,), (0.9,)), u=((0.9, 0.1), (0.9, 0.1))
     )
-    assert model.m[1] == pytest.approx((0.2, 0.8))  # the 4**level start, untouched
+    assert model.m[1] == pytest.approx(m_prior(2))  # no pair informs it: the prior mean
     assert np.all(model.match_weights(levels)[:, 1] == 0.0)
 
 
@@ -652,3 +654,189 @@ def test_decontaminate_u_keeps_one_pseudo_count_per_level() -> None:
     (capped,) = decontaminate_u([observed], [m], [0.9], [996])
     (half,) = decontaminate_u([observed], [m], [0.5], [996])
     assert capped == half
+
+
+# --------------------------------------------------------------------------------------------
+# No near-miss is a veto (issue 14): a model fitted on blocked candidates of a mixture in which
+# the date of birth and the names sometimes err, with each field's m kept from the pairs
+# blocked on it (blocked_on) and Dirichlet priors on m.
+
+VETO_NAMES = ("given_name", "family_name", "date_of_birth", "sex", "postcode", "nhs_number")
+VETO_THRESHOLDS = (
+    (0.95, 0.8, 0.6, 0.4), (0.95, 0.8, 0.6, 0.4), (0.95, 0.6, 0.45, 0.3), (0.9,),
+    (0.95, 0.6, 0.35), (0.9,),
+)  # fmt: skip
+# P(level | match), index = level: a date one component off (level 3), transposed (2), a
+# year off (1), unrelated (0); names with nicknames, typos and changed names.
+VETO_M = (
+    (0.02, 0.03, 0.03, 0.04, 0.88), (0.04, 0.02, 0.02, 0.04, 0.88),
+    (0.01, 0.03, 0.03, 0.05, 0.88), (0.01, 0.99), (0.10, 0.05, 0.02, 0.83), (0.01, 0.99),
+)  # fmt: skip
+# P(level | non-match): the child schema's random-pair u of the synthetic benchmark.
+VETO_U = (
+    (0.90, 0.092, 0.0029, 0.0002, 0.0049), (0.86, 0.13, 0.0009, 0.0002, 0.0089),
+    (0.18, 0.696, 0.12, 0.0036, 0.0004), (0.498, 0.502), (0.134, 0.86, 0.0014, 0.0046),
+    (0.99999, 0.00001),
+)  # fmt: skip
+VETO_RULES = ({2, 3}, {5}, {0, 2}, {1, 2}, {4, 2})  # the child schema's rules' columns
+VETO_POPULATION_PAIRS = 2.0e8  # 20,000 records
+NHS_SHARE = 0.4  # of pairs with an NHS number on both sides
+
+
+def _veto_world(seed: int) -> tuple[NDArray[np.int8], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Candidate levels, blocked_on and truth: 3,000 matches and 400,000 non-matches drawn
+    from VETO_M / VETO_U (of which 4,000 born on the same day, 1,000 of them with the same
+    given name too), kept when a rule finds them (every column of the rule exact), as blocking
+    on equal filters does; blocked on a column when every rule that found the pair involves it
+    (pipeline.fitting_pairs with k = 1)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for tables, count, is_match in ((VETO_M, 3_000, True), (VETO_U, 400_000, False)):
+        drawn = _draw(tables, count, rng)
+        drawn[rng.random(count) > NHS_SHARE, 5] = MISSING_LEVEL
+        if not is_match:
+            drawn[:4_000, 2:4] = (4, 1)
+            drawn[:1_000, 0] = 4
+        parts.append((drawn, np.full(count, is_match)))
+    levels = np.concatenate([p[0] for p in parts])
+    truth = np.concatenate([p[1] for p in parts])
+    top = np.array([len(t) for t in VETO_THRESHOLDS])
+    exact = levels == top
+    found = np.stack([exact[:, sorted(rule)].all(axis=1) for rule in VETO_RULES], axis=1)
+    keep = found.any(axis=1)
+    involves = np.array([[f in rule for f in range(len(VETO_NAMES))] for rule in VETO_RULES])
+    blocked = np.stack(
+        [~(found & ~involves[:, f]).any(axis=1) for f in range(len(VETO_NAMES))], axis=1
+    )
+    return levels[keep], blocked[keep], truth[keep]
+
+
+@pytest.fixture(scope="module")
+def veto_models() -> dict[str, FellegiSunterModel]:
+    levels, blocked, _ = _veto_world(seed=14)
+    random_levels = _draw(VETO_U, 300_000, np.random.default_rng(15))
+    u = estimate_u(random_levels, [len(t) + 1 for t in VETO_THRESHOLDS])
+    common = {"field_names": VETO_NAMES, "thresholds": VETO_THRESHOLDS, "u": u}
+    latent = fit_latent_classes(
+        levels,
+        **common,
+        classes=4,
+        initial_prior=0.3,
+        blocked_on=blocked,  # type: ignore[arg-type]
+    )
+    two = fit_fellegi_sunter(
+        levels, **common, fix_u=False, initial_prior=0.3, max_iterations=500,  # type: ignore[arg-type]
+        blocked_on=blocked,
+    )  # fmt: skip
+    return {
+        "latent": latent.match_model(
+            u, candidate_pairs=len(levels), population_pairs=VETO_POPULATION_PAIRS
+        ),
+        "two": FellegiSunterModel(
+            field_names=two.field_names,
+            thresholds=two.thresholds,
+            m=two.m,
+            u=u,
+            prior=two.prior * len(levels) / VETO_POPULATION_PAIRS,
+            iterations=two.iterations,
+            converged=two.converged,
+        ),
+    }
+
+
+_ = MISSING_LEVEL  # rows below: given, family, date of birth, sex, postcode, NHS number
+
+
+@pytest.mark.parametrize("kind", ["latent", "two"])
+@pytest.mark.parametrize("date_level", [0, 1, 2, 3])
+def test_exact_nhs_and_names_link_across_a_wrong_date(
+    veto_models: dict[str, FellegiSunterModel], kind: str, date_level: int
+) -> None:
+    row = (4, 4, date_level, 1, _, 1)
+    assert veto_models[kind].match_probability(np.array([row], dtype=np.int8))[0] >= 0.5
+
+
+@pytest.mark.parametrize("kind", ["latent", "two"])
+def test_a_date_one_level_off_with_the_rest_agreeing_scores_high(
+    veto_models: dict[str, FellegiSunterModel], kind: str
+) -> None:
+    row = (4, 4, 3, 1, 3, _)  # no NHS number on one side
+    assert veto_models[kind].match_probability(np.array([row], dtype=np.int8))[0] >= 0.9
+
+
+@pytest.mark.parametrize("kind", ["latent", "two"])
+@pytest.mark.parametrize("given_level", [0, 1, 2, 3])
+def test_a_given_name_disagreeing_with_the_rest_exact_still_links(
+    veto_models: dict[str, FellegiSunterModel], kind: str, given_level: int
+) -> None:
+    row = (given_level, 4, 4, 1, 3, _)
+    assert veto_models[kind].match_probability(np.array([row], dtype=np.int8))[0] >= 0.5
+
+
+@pytest.mark.parametrize("kind", ["latent", "two"])
+def test_no_fitted_m_is_the_floor(veto_models: dict[str, FellegiSunterModel], kind: str) -> None:
+    model = veto_models[kind]
+    assert min(min(field) for field in model.m) > 10 * PROBABILITY_FLOOR
+    assert model.converged
+
+
+def test_m_prior_puts_decreasing_real_mass_below_exact() -> None:
+    for count in (2, 4, 5):
+        mean = m_prior(count)
+        assert abs(sum(mean) - 1.0) < 1e-12 and mean[-1] == pytest.approx(0.9)
+        assert all(a < b for a, b in itertools.pairwise(mean))
+        assert min(mean) > 1e-3
+
+
+def test_the_floor_never_stands_in_for_an_estimate_without_data_for_a_level() -> None:
+    # 200,000 pairs, every one exact on both fields: m of "disagrees" comes from the prior.
+    levels = np.ones((200_000, 2), dtype=np.int8)
+    model = fit_fellegi_sunter(
+        levels, field_names=("a", "b"), thresholds=((0.9,), (0.9,)), u=((0.9, 0.1), (0.9, 0.1))
+    )
+    assert min(min(field) for field in model.m) > 10 * PROBABILITY_FLOOR
+
+
+@pytest.mark.parametrize("kind", ["latent", "two"])
+def test_blocked_pairs_do_not_inform_the_m_of_their_field(kind: str) -> None:
+    # 2,000 matches (every field agrees but "date", a clear class of their own) and 8,000
+    # non-matches. Half the matches were found only by a rule on the date, so their dates are
+    # all exact; among the others a date is exact in 70 % of matches.
+    rng = np.random.default_rng(9)
+    names, thresholds = ("a", "b", "c", "date"), ((0.9,), (0.9,), (0.9,), (0.9,))
+    matches = np.ones((2_000, 4), dtype=np.int8)
+    matches[1_000:, 3] = (rng.random(1_000) < 0.7).astype(np.int8)
+    non_matches = (rng.random((8_000, 4)) < 0.05).astype(np.int8)
+    non_matches[:, 3] = 1  # found by the date rule too
+    levels = np.concatenate([matches, non_matches])
+    blocked = np.zeros(levels.shape, dtype=np.bool_)
+    blocked[:1_000, 3] = True
+    blocked[2_000:, 3] = True
+    u = ((0.95, 0.05),) * 4
+    fits: list[tuple[float, ...]] = []
+    for mask in (blocked, None):
+        if kind == "two":
+            model = fit_fellegi_sunter(
+                levels, field_names=names, thresholds=thresholds, u=u, fix_u=False,
+                blocked_on=mask,
+            )  # fmt: skip
+            fits.append(model.m[3])
+        else:
+            latent = fit_latent_classes(
+                levels, field_names=names, thresholds=thresholds, u=u, classes=3, blocked_on=mask
+            )
+            fits.append(
+                latent.match_model(u, candidate_pairs=len(levels), population_pairs=1e5).m[3]
+            )
+    with_mask, without = fits
+    assert abs(with_mask[1] - 0.7) < 0.03  # the unbiased share
+    assert without[1] > 0.8  # the blocked matches pull it towards exact
+
+
+def test_blocked_on_is_checked() -> None:
+    levels = np.ones((10, 2), dtype=np.int8)
+    options = {"field_names": ("a", "b"), "thresholds": ((0.9,), (0.9,))}
+    with pytest.raises(ModelError, match="blocked_on has shape"):
+        fit_fellegi_sunter(levels, **options, blocked_on=np.zeros((10, 3), dtype=np.bool_))  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="boolean"):
+        fit_fellegi_sunter(levels, **options, blocked_on=np.zeros((10, 2)))  # type: ignore[arg-type]
