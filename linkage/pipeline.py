@@ -22,7 +22,9 @@ Steps for a batch link or deduplication:
    its u by EM over pairs sharing the salt value instead (:func:`salted_u_by_em`). The
    threshold is the model's own: match probability >= 0.5.
 4. **Solving**: one-to-one assignment for two datasets without duplicates, clustering for
-   deduplication and for many agencies (duplicates within one agency allowed).
+   deduplication and for many agencies (duplicates within one agency allowed; two records of
+   one agency with different NHS numbers never joined through a chain, clusters over
+   :func:`linkage.solve.cluster_size_bound` split at their weakest merges).
 """
 
 from __future__ import annotations
@@ -800,6 +802,10 @@ class ClusterResult:
     source: NDArray[np.int64]
     offsets: NDArray[np.int64]
     scored: ScoredPairs
+    #: strong edges whose merge hard evidence refused (two NHS numbers in one agency) and
+    #: merges undone in clusters over the size bound (:class:`linkage.solve.Clustering`)
+    refused_unions: int = 0
+    size_splits: int = 0
 
     def edges(self, threshold: float) -> NDArray[np.bool_]:
         """Mask of scored pairs at or above ``threshold`` that lie inside one cluster."""
@@ -826,7 +832,10 @@ def cluster_datasets(
     dataset are allowed unless ``one_per_source``. With ``record`` (per row, the record it is
     a form of, numbered 0.. over the concatenation; a record's forms lie in one dataset),
     records rather than rows are clustered (:func:`score_pairs`) and every form of a record
-    gets its record's label.
+    gets its record's label. Two records of one dataset whose NHS numbers disagree are never
+    joined through a chain (:func:`nhs_evidence`), and a cluster of more than
+    :func:`linkage.solve.cluster_size_bound` records is split at its weakest merges; how
+    often each happened is in the result and the log (counts only).
     """
     opts = options or LinkageOptions()
     check_compatible(schema, *datasets)
@@ -845,7 +854,13 @@ def cluster_datasets(
         left, right = record[scored.left], record[scored.right]
         node_source = np.zeros(nodes, dtype=np.int64)
         node_source[record] = source
-    labels = solve.cluster_records(
+    # a node (record) is compared through its first row (form): an unsalted field such as
+    # the NHS number is the same in every form; a salted one compares where the salts agree
+    first_row = np.arange(len(combined), dtype=np.int64)
+    if record is not None:
+        first_row = np.zeros(nodes, dtype=np.int64)
+        first_row[record[::-1]] = np.arange(len(record), dtype=np.int64)[::-1]
+    clustering = solve.cluster_records(
         nodes,
         left,
         right,
@@ -853,11 +868,62 @@ def cluster_datasets(
         threshold=opts.min_probability,
         source=node_source,
         one_per_source=one_per_source,
+        hard_evidence=nhs_evidence(schema, combined, scored.model, first_row, threads=opts.threads),
+        max_cluster_size=solve.cluster_size_bound(len(datasets)),
     )
-    if record is not None:
-        labels = labels[record]
+    labels = clustering.labels if record is None else clustering.labels[record]
+    log.info(
+        "clustering: %d merges refused on hard evidence, %d undone in clusters over %d records",
+        clustering.refused_unions,
+        clustering.size_splits,
+        solve.cluster_size_bound(len(datasets)),
+    )
     progress("clustering", 1, 1)
-    return ClusterResult(labels, source, offsets, scored)
+    return ClusterResult(
+        labels, source, offsets, scored, clustering.refused_unions, clustering.size_splits
+    )
+
+
+#: Field kinds whose disagreement between two records of one agency is hard evidence of two
+#: children (:func:`nhs_evidence`): an NHS number is validated (modulus 11) at normalisation,
+#: so one present is a valid one, and a child has one.
+HARD_EVIDENCE_KINDS = ("nhs_number",)
+
+
+def nhs_evidence(
+    schema: Schema,
+    batch: EncodedBatch,
+    model: scoring.FellegiSunterModel,
+    rows: NDArray[np.int64],
+    *,
+    threads: int = 1,
+) -> solve.HardEvidence | None:
+    """Cannot-link evidence for :func:`linkage.solve.cluster_records` over nodes
+    0..len(rows)-1, node ``k`` being ``batch`` row ``rows[k]``; None when the schema has no
+    NHS-number field.
+
+    A node holds the evidence when its NHS number is present; two nodes conflict when their
+    NHS numbers are compared (:func:`compare_pairs`, the one comparison of the pipeline; found
+    by field name among the model's fields) and fall below the field's lowest level threshold
+    (level 0). Not compared (a salt differs) is no conflict.
+    """
+    names = [spec.name for spec in schema.fields if spec.kind in HARD_EVIDENCE_KINDS]
+    columns = [model.field_names.index(name) for name in names if name in model.field_names]
+    if not columns:
+        return None
+    present = batch.field_present[:, [schema.field_names.index(name) for name in names]]
+    holds = np.asarray(present[rows].any(axis=1), dtype=np.bool_)
+
+    def conflicts(first: NDArray[np.int64], second: NDArray[np.int64]) -> NDArray[np.bool_]:
+        # only the rows asked about: the comparison's cost then follows the pairs, not the batch
+        needed, at = np.unique(np.concatenate([rows[first], rows[second]]), return_inverse=True)
+        part, at = batch.take(needed), at.reshape(-1).astype(np.int64)
+        n_pairs = first.shape[0]
+        levels = compare_pairs(schema, part, part, at[:n_pairs], at[n_pairs:], threads=threads)
+        disagree: NDArray[np.bool_] = (levels[:, columns] == 0).any(axis=1)
+        return disagree
+
+    return solve.HardEvidence(holds=holds, conflicts=conflicts)
 
 
 def cluster_forms(
@@ -895,4 +961,4 @@ def cluster_forms(
         record[s.left], record[s.right], s.levels, s.probability, s.model, s.candidates
     )
     source = np.repeat(np.arange(len(datasets), dtype=np.int64), counts)
-    return ClusterResult(labels, source, starts, scored)
+    return ClusterResult(labels, source, starts, scored, result.refused_unions, result.size_splits)

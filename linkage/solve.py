@@ -10,25 +10,50 @@ where higher means more likely the same child). This module turns those scores i
   plain loop :func:`one_to_one_reference` beside it; both give the identical answer);
 - :func:`cluster_records` - for batch linkage across agencies, clusters of records (one
   cluster = one child) built by a constrained union-find over edges in descending score order,
-  with :func:`cluster_records_reference` as a plain, slow reference;
+  with :func:`cluster_records_reference` as a plain, slow reference; both count the merges
+  that hard evidence refused and that the size bound undid (:class:`Clustering`);
 - :func:`pairs_from_labels` - every within-cluster pair, for evaluation and storage.
 
 Ordering is total and deterministic everywhere: score descending, then the smaller record index,
 then the larger (or left, then right), so the result never depends on input order.
 
-Clustering rule (guard against chaining two children through one weak edge). Edges are the
-scored pairs (i, j), i != j, unordered; when a pair is given more than once its highest score is
-used. Edges with score >= ``threshold`` ("strong" edges) are visited in descending order; an
-edge merges the clusters A and B of its two records unless
+Clustering rule. Edges are the scored pairs (i, j), i != j, unordered; when a pair is given
+more than once its highest score is used. Edges with score >= ``threshold`` ("strong" edges)
+are visited strongest first (a greedy agglomerative clustering); an edge merges the clusters A
+and B of its two records unless
 
-1. *support*: fewer than half of the scored edges between A and B (every scored edge, strong or
-   not, with one end in A and the other in B) are strong. Pairs that were never scored (blocked
-   out) are no evidence either way. A merge of two singletons always has support 1/1; adding a
-   record to a cluster where it has one strong and one weak edge has support 1/2 and is allowed;
-   with one strong and two weak edges (1/3) it is refused; or
+1. *support* (guard against chaining two children through one weak edge): fewer than half of
+   the scored edges between A and B (every scored edge, strong or not, with one end in A and
+   the other in B) are strong. Pairs that were never scored (blocked out) are no evidence
+   either way. A merge of two singletons always has support 1/1; adding a record to a cluster
+   where it has one strong and one weak edge has support 1/2 and is allowed; with one strong
+   and two weak edges (1/3) it is refused; or
 2. *one record per source* (only with ``one_per_source=True``): the merged cluster would hold two
    records with the same ``source`` (dataset / agency), which is impossible when the sources
-   have no internal duplicates.
+   have no internal duplicates; or
+3. *hard evidence* (only with ``hard_evidence``, :class:`HardEvidence`): some record of A and
+   some record of B have the same ``source``, both hold the evidence (an NHS number) and it
+   disagrees, and the two are not joined by a strong edge of their own. Such a pair is never
+   put together through a chain: the cluster is split at its weakest link (the chain's
+   strongest edges have already merged by the time its weakest one is refused). A *direct*
+   strong edge may join them: the model has already weighed the disagreement in that edge's
+   score (an NHS number keyed wrongly into another child's valid one, with everything else
+   agreeing), and "no field is a gate" (DESIGN.md); a chain carries no such weighing.
+   Conflicts are found between records that were never a candidate pair: any two holders of
+   one source in one connected component of the strong edges may meet, so all their pairs are
+   tested in one vectorised call before clustering (in a component holding more than
+   :data:`PREFETCH_GROUP_HOLDERS` of one source, instead, the cross pairs of each merge); a
+   conflict is remembered between the two clusters as they grow. Each refused edge counts once in
+   :attr:`Clustering.refused_unions`.
+
+Then *size* (only with ``max_cluster_size``): the merges form a tree per cluster; a cluster of
+more records than the bound is split by undoing its last (weakest) merge, again and again for
+any part still too large, so every part is a cluster the greedy had built from stronger edges
+alone (single linkage cut per part). Equivalently, a merge is kept iff the cluster it made has
+at most ``max_cluster_size`` records. A child has few records per agency, so a cluster far
+beyond :func:`cluster_size_bound` holds several children joined by the weakest of its edges
+(hundreds of records sharing one common name). Each undone merge counts once in
+:attr:`Clustering.size_splits`.
 
 Labels are canonical: a record's label is the smallest record index in its cluster.
 
@@ -38,6 +63,8 @@ Input errors (shape mismatches, indices out of range, NaN scores) raise
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,8 +73,13 @@ from numpy.typing import NDArray
 from linkage.errors import ModelError, as_float_array
 
 __all__ = [
+    "MAX_RECORDS_PER_SOURCE",
+    "PREFETCH_GROUP_HOLDERS",
+    "Clustering",
+    "HardEvidence",
     "cluster_records",
     "cluster_records_reference",
+    "cluster_size_bound",
     "one_to_one",
     "one_to_one_reference",
     "pairs_from_labels",
@@ -228,18 +260,110 @@ def _prepare_edges(
     return low[first], high[first], score_array[first]
 
 
+#: Records one child may have in one source (dataset / agency) before a cluster is held to be
+#: several children (:func:`cluster_size_bound`). FEBRL3's generator gives a person up to 6
+#: records in one dataset, the synthetic agencies a child up to 2; 8 leaves room for more
+#: duplicates than either while a cluster of hundreds (one common name) stays far beyond it.
+MAX_RECORDS_PER_SOURCE = 8
+
+
+def cluster_size_bound(n_sources: int) -> int:
+    """Largest cluster :func:`cluster_records` keeps whole over ``n_sources`` sources:
+    :data:`MAX_RECORDS_PER_SOURCE` records per source (a child is held at most once per
+    agency, bar a few duplicates)."""
+    return MAX_RECORDS_PER_SOURCE * max(1, n_sources)
+
+
+@dataclass(frozen=True)
+class HardEvidence:
+    """Evidence that two records of one source are different people (cannot-link).
+
+    ``holds[r]``: record r carries the evidence (its NHS number is present, hence valid).
+    ``conflicts(a, b)``: for pairs of records of one source that both hold it, True where the
+    evidence disagrees; called with arrays, once per tested merge. Used by
+    :func:`cluster_records` (rule 3 in the module docstring)."""
+
+    holds: NDArray[np.bool_]
+    conflicts: Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]]
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """Labels of :func:`cluster_records` and what its rules changed, as counts.
+
+    ``refused_unions``: strong edges whose merge hard evidence refused; ``size_splits``: merges
+    undone because the cluster they made exceeded ``max_cluster_size``."""
+
+    labels: NDArray[np.int64]
+    refused_unions: int = 0
+    size_splits: int = 0
+
+
 def _check_sources(
-    n_records: int, source: NDArray[Any] | None, one_per_source: bool
+    n_records: int, source: NDArray[Any] | None, needed: bool, why: str = "one_per_source=True"
 ) -> NDArray[np.int64] | None:
-    if not one_per_source:
+    if not needed:
         return None
     if source is None:
-        raise ModelError("one_per_source=True needs the source of every record")
+        raise ModelError(f"{why} needs the source of every record")
     source_array = np.asarray(source)
     if source_array.shape != (n_records,):
         raise ModelError(f"source must have one entry per record ({n_records})")
     _, codes = np.unique(source_array, return_inverse=True)
     return codes.astype(np.int64).reshape(n_records)
+
+
+def _check_evidence(
+    n_records: int,
+    source: NDArray[Any] | None,
+    one_per_source: bool,
+    hard_evidence: HardEvidence | None,
+    max_cluster_size: int | None,
+) -> tuple[NDArray[np.int64] | None, NDArray[np.bool_] | None]:
+    """Source codes (when a rule needs them) and the evidence holders, checked."""
+    if max_cluster_size is not None and max_cluster_size < 1:
+        raise ModelError("max_cluster_size must be at least 1")
+    why = "one_per_source=True" if one_per_source else "hard_evidence"
+    sources = _check_sources(n_records, source, one_per_source or hard_evidence is not None, why)
+    if hard_evidence is None:
+        return sources, None
+    holds = np.asarray(hard_evidence.holds)
+    if holds.shape != (n_records,) or holds.dtype != np.bool_:
+        raise ModelError(f"hard_evidence.holds must be a boolean array of {n_records} entries")
+    return sources, holds
+
+
+def _edge_keys(
+    low: NDArray[np.int64], high: NDArray[np.int64], n_records: int
+) -> NDArray[np.int64]:
+    keys: NDArray[np.int64] = low * np.int64(max(n_records, 1)) + high
+    return keys
+
+
+#: Evidence holders of one source in one connected component of the strong edges up to which
+#: :func:`cluster_records` tests all their pairs in one call before clustering (any two may
+#: meet in a cluster); in a larger group (a chain of hundreds of records) pairs are tested
+#: per merge, only between the two clusters' holders.
+PREFETCH_GROUP_HOLDERS = 64
+
+
+def _real_conflicts(
+    hard_evidence: HardEvidence,
+    first: NDArray[np.int64],
+    second: NDArray[np.int64],
+    strong_keys: NDArray[np.int64],
+    n_records: int,
+) -> NDArray[np.bool_]:
+    """Mask of the pairs (first[k], second[k]) that conflict and have no strong edge of their
+    own (``strong_keys``: sorted :func:`_edge_keys` of the strong edges)."""
+    mask = np.asarray(hard_evidence.conflicts(first, second), dtype=np.bool_)
+    if mask.shape != first.shape:
+        raise ModelError(f"hard_evidence.conflicts gave {mask.shape} for {first.shape[0]} pairs")
+    keys = _edge_keys(np.minimum(first, second), np.maximum(first, second), n_records)
+    at = np.minimum(np.searchsorted(strong_keys, keys), max(strong_keys.shape[0] - 1, 0))
+    if strong_keys.size:
+        mask &= strong_keys[at] != keys
+    return mask
 
 
 def _components(
@@ -281,21 +405,27 @@ def cluster_records(
     threshold: float,
     source: NDArray[Any] | None = None,
     one_per_source: bool = False,
-) -> NDArray[np.int64]:
+    hard_evidence: HardEvidence | None = None,
+    max_cluster_size: int | None = None,
+) -> Clustering:
     """Cluster records 0..n_records-1 from scored edges (rule in the module docstring).
 
-    Returns int64 labels, label = smallest record index in the cluster. Union-find with union by
-    size; each cluster root keeps a map of neighbouring clusters to (strong, total) edge counts
-    and, with ``one_per_source``, the set of sources it holds; maps are merged smaller into
-    larger. The loop runs over strong edges only.
+    Returns the labels (int64, label = smallest record index in the cluster) and the counts of
+    refused and undone merges. Union-find with union by size; each cluster root keeps a map of
+    neighbouring clusters to (strong, total, conflict) counts and, with ``one_per_source``, the
+    set of sources it holds, with ``hard_evidence`` its evidence holders by source; maps are
+    merged smaller into larger. The loop runs over strong edges only. ``source`` is needed by
+    ``one_per_source`` and ``hard_evidence``.
     """
-    sources = _check_sources(n_records, source, one_per_source)
+    sources, holds = _check_evidence(
+        n_records, source, one_per_source, hard_evidence, max_cluster_size
+    )
     low, high, score_array = _prepare_edges(n_records, left_idx, right_idx, scores)
     parent = np.arange(n_records, dtype=np.int64)
     strong = score_array >= threshold
     n_strong = int(np.count_nonzero(strong))  # strong edges come first in the visiting order
     if n_strong == 0:
-        return parent
+        return Clustering(parent)
 
     parent_list = parent.tolist()
     size = [1] * n_records
@@ -311,13 +441,48 @@ def cluster_records(
     for a, b, is_strong in zip(
         low[relevant].tolist(), high[relevant].tolist(), strong[relevant].tolist(), strict=True
     ):
-        counts = [1 if is_strong else 0, 1]  # one list shared by both directions
+        counts = [1 if is_strong else 0, 1, 0]  # one list shared by both directions
         neighbours.setdefault(a, {})[b] = counts
         neighbours.setdefault(b, {})[a] = counts
     held: dict[int, set[int]] | None = None
-    if sources is not None:
+    if one_per_source and sources is not None:
         source_list = sources.tolist()
         held = {record: {source_list[record]} for record in neighbours}
+    # With hard evidence, the holders of one source in one component may meet in a cluster:
+    # in a small group all their pairs are tested at once, and a conflict is entered as a
+    # third count between the two records; in a large group, per root its holders by source
+    # (roots holding none absent), tested at each merge.
+    holders: dict[int, dict[int, list[int]]] = {}
+    strong_keys = np.zeros(0, dtype=np.int64)
+    if hard_evidence is not None and holds is not None and sources is not None:
+        strong_keys = np.sort(_edge_keys(low[:n_strong], high[:n_strong], n_records))
+        in_play = np.fromiter(neighbours, dtype=np.int64, count=len(neighbours))
+        in_play = in_play[holds[in_play]]
+        _, group, group_size = np.unique(
+            component[in_play] * np.int64(n_records) + sources[in_play],
+            return_inverse=True,
+            return_counts=True,
+        )
+        small = group_size[group.reshape(-1)] <= PREFETCH_GROUP_HOLDERS
+        tested = in_play[small]
+        i, j = pairs_from_labels(group.reshape(-1)[small])
+        if i.size:
+            first, second = tested[i], tested[j]
+            found = _real_conflicts(hard_evidence, first, second, strong_keys, n_records)
+            for x, y in zip(first[found].tolist(), second[found].tolist(), strict=True):
+                known = neighbours[x].get(y)
+                if known is None:
+                    known = [0, 0, 1]
+                    neighbours[x][y] = known
+                    neighbours[y][x] = known
+                known[2] = 1
+        large = in_play[~small]
+        for record, record_source in zip(large.tolist(), sources[large].tolist(), strict=True):
+            holders[record] = {record_source: [record]}
+    refused = 0
+    merged_low: list[int] = []  # the edges of the merges made, in order,
+    merged_high: list[int] = []
+    kept_merge: list[bool] = []  # and whether the cluster each made fits max_cluster_size
 
     def find(record: int) -> int:
         root = record
@@ -331,16 +496,37 @@ def cluster_records(
         root_a, root_b = find(a), find(b)
         if root_a == root_b:
             continue
-        strong_between, total_between = neighbours[root_a][root_b]
-        if 2 * strong_between < total_between:
+        between = neighbours[root_a][root_b]
+        if 2 * between[0] < between[1]:
             continue
         if held is not None and not held[root_a].isdisjoint(held[root_b]):
             continue
+        if hard_evidence is not None:
+            if between[2]:  # a conflict found earlier between parts of these clusters
+                refused += 1
+                continue
+            holders_a, holders_b = holders.get(root_a), holders.get(root_b)
+            if holders_a and holders_b:
+                shared = sorted(holders_a.keys() & holders_b.keys())
+                if shared:
+                    first = np.concatenate(
+                        [np.repeat(holders_a[s], len(holders_b[s])) for s in shared]
+                    ).astype(np.int64)
+                    second = np.concatenate(
+                        [np.tile(holders_b[s], len(holders_a[s])) for s in shared]
+                    ).astype(np.int64)
+                    if _real_conflicts(hard_evidence, first, second, strong_keys, n_records).any():
+                        between[2] = 1
+                        refused += 1
+                        continue
         if size[root_a] < size[root_b]:
             root_a, root_b = root_b, root_a
         # Merge root_b into root_a.
         parent_list[root_b] = root_a
         size[root_a] += size[root_b]
+        merged_low.append(a)
+        merged_high.append(b)
+        kept_merge.append(max_cluster_size is None or size[root_a] <= max_cluster_size)
         into = neighbours[root_a]
         del into[root_b]
         for other, counts in neighbours.pop(root_b).items():
@@ -355,16 +541,32 @@ def cluster_records(
             else:
                 existing[0] += counts[0]
                 existing[1] += counts[1]
+                existing[2] |= counts[2]
         if held is not None:
             held[root_a] |= held.pop(root_b)
+        moving = holders.pop(root_b, None)
+        if moving:
+            staying = holders.setdefault(root_a, {})
+            for record_source, members in moving.items():
+                staying.setdefault(record_source, []).extend(members)
 
+    undone = kept_merge.count(False)
+    if undone:
+        # The merges kept are those whose cluster fits: the parts are their components.
+        kept = np.array(kept_merge, dtype=np.bool_)
+        parts = _components(
+            n_records,
+            np.array(merged_low, dtype=np.int64)[kept],
+            np.array(merged_high, dtype=np.int64)[kept],
+        )
+        return Clustering(parts, refused, undone)
     roots = np.array(parent_list, dtype=np.int64)
     while True:  # pointer jumping until every record points at its root
         grandparents = roots[roots]
         if np.array_equal(grandparents, roots):
             break
         roots = grandparents
-    return _canonical_labels(roots)
+    return Clustering(_canonical_labels(roots), refused, 0)
 
 
 def cluster_records_reference(
@@ -376,12 +578,21 @@ def cluster_records_reference(
     threshold: float,
     source: NDArray[Any] | None = None,
     one_per_source: bool = False,
-) -> NDArray[np.int64]:
-    """Plain reference for :func:`cluster_records`: recounts edges between clusters each time."""
-    sources = _check_sources(n_records, source, one_per_source)
+    hard_evidence: HardEvidence | None = None,
+    max_cluster_size: int | None = None,
+) -> Clustering:
+    """Plain reference for :func:`cluster_records`: recounts edges between clusters and tests
+    every cross pair for hard evidence (one pair per call) at each merge; then splits each
+    oversize cluster top-down by undoing the merge that made it."""
+    sources, holds = _check_evidence(
+        n_records, source, one_per_source, hard_evidence, max_cluster_size
+    )
     low, high, score_array = _prepare_edges(n_records, left_idx, right_idx, scores)
     labels = list(range(n_records))
     edges = list(zip(low.tolist(), high.tolist(), score_array.tolist(), strict=True))
+    strong_pairs = {(x, y) for x, y, score in edges if score >= threshold}
+    made: dict[frozenset[int], tuple[frozenset[int], frozenset[int]]] = {}  # cluster -> parts
+    refused = 0
     for a, b, score in edges:
         if score < threshold or labels[a] == labels[b]:
             continue
@@ -393,13 +604,44 @@ def cluster_records_reference(
         ]
         if 2 * sum(other_score >= threshold for other_score in between) < len(between):
             continue
-        if sources is not None:
-            sources_a = {int(sources[r]) for r in range(n_records) if labels[r] == cluster_a}
-            sources_b = {int(sources[r]) for r in range(n_records) if labels[r] == cluster_b}
+        members_a = [r for r in range(n_records) if labels[r] == cluster_a]
+        members_b = [r for r in range(n_records) if labels[r] == cluster_b]
+        if one_per_source and sources is not None:
+            sources_a = {int(sources[r]) for r in members_a}
+            sources_b = {int(sources[r]) for r in members_b}
             if sources_a & sources_b:
                 continue
+        if hard_evidence is not None and holds is not None and sources is not None:
+            conflict = any(
+                sources[x] == sources[y]
+                and holds[x]
+                and holds[y]
+                and (min(x, y), max(x, y)) not in strong_pairs
+                and bool(hard_evidence.conflicts(np.array([x]), np.array([y]))[0])
+                for x in members_a
+                for y in members_b
+            )
+            if conflict:
+                refused += 1
+                continue
+        made[frozenset(members_a) | frozenset(members_b)] = (
+            frozenset(members_a),
+            frozenset(members_b),
+        )
         labels = [cluster_a if label == cluster_b else label for label in labels]
-    return _canonical_labels(np.asarray(labels, dtype=np.int64))
+    clusters = [
+        frozenset(r for r in range(n_records) if labels[r] == label) for label in set(labels)
+    ]
+    undone = 0
+    while max_cluster_size is not None and any(len(c) > max_cluster_size for c in clusters):
+        too_big = next(c for c in clusters if len(c) > max_cluster_size)
+        clusters.remove(too_big)
+        clusters.extend(made[too_big])  # the two clusters its last, weakest merge joined
+        undone += 1
+    for number, cluster in enumerate(clusters):
+        for record in cluster:
+            labels[record] = number
+    return Clustering(_canonical_labels(np.asarray(labels, dtype=np.int64)), refused, undone)
 
 
 def pairs_from_labels(labels: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:

@@ -24,7 +24,10 @@ counts records, not rows.
 The Fellegi-Sunter model is loaded from the store at start; if there is none, it is fitted at
 the first Match on a random sample of at most ``MODEL_FIT_RECORDS`` indexed records
 (``pipeline.score_pairs(schema, sample, None).model``) and stored; every Link refits it on
-everything published and stores it again.
+everything published and stores it again. Link's clusters never join two records of one
+agency with different NHS numbers through a chain (the stored encodings are compared), and
+how many merges that refused and how many the cluster-size bound undid go to the log and
+the audit entry as counts (LinkProgress has no field for them).
 
 Security: every call passes :class:`server.auth.AuthInterceptor` with
 :data:`server.auth.MATCHER_POLICY` first (Publish, Withdraw, Match: node; Link,
@@ -800,10 +803,21 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                     "result_id": result_id,
                     "records": total_records,
                     "clusters": len(clusters),
+                    "refused_unions": result.refused_unions,
+                    "size_splits": result.size_splits,
                     "seconds": round(time.perf_counter() - started, 3),
                 },
             )
-            logger.info("link %s: %d records, %d clusters", result_id, total_records, len(clusters))
+            # the splits are counts only; LinkProgress has no field for them (proto unchanged)
+            logger.info(
+                "link %s: %d records, %d clusters, %d merges refused on hard evidence, "
+                "%d undone in oversize clusters",
+                result_id,
+                total_records,
+                len(clusters),
+                result.refused_unions,
+                result.size_splits,
+            )
             job.events.put(("done", (result_id, len(clusters))))
         except BaseException as exc:
             if result_id:

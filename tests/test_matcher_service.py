@@ -548,6 +548,11 @@ def test_link_progress_result_and_pages(
         pure += len(children) == 1
     assert len(clusters) >= 30
     assert pure / len(clusters) > 0.9
+    # the link's splits are audited as counts (LinkProgress has no field for them)
+    (link,) = [e for e in audit_entries(matcher) if e["action"] == "link"]
+    details = link["details"]
+    assert isinstance(details, dict)
+    assert isinstance(details["refused_unions"], int) and isinstance(details["size_splits"], int)
 
     for token, code in (
         ("garbage!", grpc.StatusCode.INVALID_ARGUMENT),

@@ -420,3 +420,76 @@ def test_u_among_matches_recovers_a_known_mixture() -> None:
         scoring.estimate_u_among_matches(
             levels, m, start, free_fields=[2], ignored_fields=[2], initial_share=0.5
         )
+
+
+def _columns(rows: list[dict[str, str]]) -> dict[str, list[str | None]]:
+    return {name: [row.get(name) for row in rows] for name in SCHEMA.field_names}
+
+
+def test_clusters_never_chain_two_nhs_numbers_of_one_agency(
+    population: tuple[list[EncodedBatch], NDArray[np.int64]],
+) -> None:
+    batches, _ = population
+    result = pipeline.cluster_datasets(SCHEMA, batches)
+    # On the population: two records of one agency in one cluster with two NHS numbers that
+    # the comparison tells apart are joined by a strong edge of their own, never by a chain.
+    combined = concat_batches(batches)
+    evidence = pipeline.nhs_evidence(
+        SCHEMA, combined, result.scored.model, np.arange(len(combined), dtype=np.int64)
+    )
+    assert evidence is not None
+    first, second = solve.pairs_from_labels(result.labels)
+    same = (result.source[first] == result.source[second]) & evidence.holds[first]
+    same &= evidence.holds[second]
+    first, second = first[same], second[same]
+    conflicting = evidence.conflicts(first, second)
+    strong = result.scored.above(0.5)
+    direct = set(
+        zip(
+            np.minimum(result.scored.left, result.scored.right)[strong].tolist(),
+            np.maximum(result.scored.left, result.scored.right)[strong].tolist(),
+            strict=True,
+        )
+    )
+    for a, b in zip(first[conflicting].tolist(), second[conflicting].tolist(), strict=True):
+        assert (a, b) in direct
+    assert result.refused_unions >= 0 and result.size_splits == 0  # no cluster near 32 here
+
+    # A constructed chain: two health records of one name and birth, different NHS numbers
+    # (two children), and a police record without one that matches both strongly. The
+    # health pair scores low (the numbers disagree), yet the chain would join them.
+    keys = KeySet(LinkageSecret.for_tests())
+    child = {"given_name": "Oliver", "family_name": "Smith", "date_of_birth": "2013-03-25"}
+    child |= {"sex": "M", "postcode": "NN1 9SQ"}
+    health = encode_records(
+        SCHEMA,
+        keys,
+        _columns(
+            [
+                child | {"nhs_number": "9067370983"},
+                child | {"nhs_number": "9627573353", "postcode": "LS6 2AB"},
+            ]
+        ),
+    )
+    police = encode_records(SCHEMA, keys, _columns([child]))
+    model = result.scored.model
+    chain = pipeline.cluster_datasets(SCHEMA, [health, police], model=model)
+    scored = dict(
+        zip(
+            zip(chain.scored.left.tolist(), chain.scored.right.tolist(), strict=True),
+            chain.scored.probability.tolist(),
+            strict=True,
+        )
+    )
+    assert scored[(0, 1)] < 0.5 and scored[(0, 2)] > 0.5 and scored[(1, 2)] > 0.5
+    # split at the weaker police edge: the police record stays with the closer health record
+    assert chain.labels.tolist() == [0, 1, 0]
+    assert chain.refused_unions == 1
+    # the same health records without the second number: one child, all three together
+    health_dup = encode_records(
+        SCHEMA,
+        keys,
+        _columns([child | {"nhs_number": "9067370983"}, child | {"postcode": "LS6 2AB"}]),
+    )
+    together = pipeline.cluster_datasets(SCHEMA, [health_dup, police], model=model)
+    assert together.labels.tolist() == [0, 0, 0] and together.refused_unions == 0
