@@ -17,6 +17,14 @@ Contract, per pair and per published field ``f`` (a field or one view of a field
   (every salt differs): missing for the model (neutral, never a disagreement), reported
   apart so a lookup can say what it could not compare.
 
+* A value whose parts salt other fields (the date of birth, when views are salted with its
+  year and month, year and day, day and month) is compared by those salt tags too: all equal
+  means the value is equal; some equal means one part is off (or day and month are
+  transposed), which lifts its similarity to its second cut-off, the level just below exact
+  (:func:`part_agreement`). Diffused filters of nearly equal dates are hardly more similar
+  than those of unrelated dates; the tags say exactly which parts agree, and show the matcher
+  nothing its salt tags did not already show.
+
 For a schema without views, comparisons are fields one to one and the result is the input.
 """
 
@@ -83,7 +91,11 @@ def compare_fields(
             np.broadcast_to(right_tags, (n_pairs, right_tags.shape[1])),
         )
     if len(schema.input_names) == len(schema.fields):  # no views: one field per comparison
-        return Compared(similarity, compared, both_present & ~compared)
+        return Compared(
+            part_agreement(schema, similarity, compared, left_tags, right_tags),
+            compared,
+            both_present & ~compared,
+        )
     shape = (similarity.shape[0], len(schema.input_names))
     out_sim = np.zeros(shape, dtype=np.float64)
     out_present = np.zeros(shape, dtype=np.bool_)
@@ -94,7 +106,48 @@ def compare_fields(
         )
         out_present[:, c] |= compared[:, f]
         out_held[:, c] |= both_present[:, f]
+    out_sim = part_agreement(schema, out_sim, out_present, left_tags, right_tags)
     return Compared(out_sim, out_present, out_held & ~out_present)
+
+
+def part_sources(schema: Schema) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """Per comparison whose value salts other fields by two or more of its parts: (its column
+    in :attr:`Schema.input_names`, the columns of those salt sources in the salt tags)."""
+    out = []
+    for column, name in enumerate(schema.input_names):
+        sources = tuple(
+            s_index
+            for s_index, source in enumerate(schema.salt_sources)
+            if source.split(".")[0] == name and source.split(".")[1] != "value"
+        )
+        if len(sources) >= 2 and len(schema.comparison_specs[column].levels) >= 2:
+            out.append((column, sources))
+    return tuple(out)
+
+
+def part_agreement(
+    schema: Schema,
+    similarity: NDArray[np.float64],
+    compared: NDArray[np.bool_],
+    left_tags: NDArray[np.unsignedinteger[Any]],
+    right_tags: NDArray[np.unsignedinteger[Any]],
+) -> NDArray[np.float64]:
+    """``similarity`` (per comparison) lifted where the salt tags of a value's parts agree:
+    to 1 where all agree, to the comparison's second cut-off where some do."""
+    found = part_sources(schema)
+    if not found:
+        return similarity
+    out = similarity.copy()
+    for column, sources in found:
+        agree = (left_tags[:, sources] == right_tags[:, sources]) & (left_tags[:, sources] != 0)
+        count = agree.sum(axis=1)
+        lifted = np.where(
+            count == len(sources),
+            1.0,
+            np.where(count > 0, schema.comparison_specs[column].levels[1], 0.0),
+        )
+        out[:, column] = np.where(compared[:, column], np.maximum(out[:, column], lifted), 0.0)
+    return out
 
 
 def not_compared(

@@ -567,19 +567,22 @@ def shared_block_keys(
 
 def rule_columns(schema: Schema) -> list[set[int]]:
     """Per blocking rule (``schema.blocking`` order), the comparison columns a pair found by
-    the rule was selected on: each part's field, and for a ``filter`` part of a salted field
-    also its salt's field (equal published filters mean equal salt values: the names' filters,
-    salted with the date of birth, are equal only for one date). The one place that maps
-    rules to columns; :func:`fitting_pairs` uses nothing else of the rules."""
-    column = {name: index for index, name in enumerate(schema.field_names)}
+    the rule was selected on: each part's comparison, and for a ``filter`` part of a field
+    salted by ``"<field>.value"`` also that field (equal published filters mean equal salt
+    values: the date of birth's filter, salted with sex, is equal only for one sex). A salt of
+    part of a value (a view salted with the birth year and month) selects no level of that
+    value's comparison. The one place that maps rules to columns; :func:`fitting_pairs` uses
+    nothing else of the rules."""
+    column = {name: index for index, name in enumerate(schema.input_names)}
     out: list[set[int]] = []
     for rule in schema.blocking:
         columns: set[int] = set()
         for field_name, transform in rule.parts:
-            columns.add(column[field_name])
-            salt = schema.fields[column[field_name]].salt
-            if transform == "filter" and salt:
-                columns.add(column[salt.split(".")[0]])
+            spec = schema.field(field_name)
+            columns.add(column[spec.input_name])
+            salt_field, _, salt_transform = spec.salt.partition(".")
+            if transform == "filter" and salt_transform == "value":
+                columns.add(column[salt_field])
         out.append(columns)
     return out
 
@@ -627,7 +630,7 @@ def fitting_pairs(
     on none (it learns from every row, with a warning): a model whose tables were all prior
     would separate nothing.
     """
-    involves = np.zeros((len(schema.blocking), len(schema.fields)), dtype=np.bool_)
+    involves = np.zeros((len(schema.blocking), len(schema.input_names)), dtype=np.bool_)
     for rule_index, columns in enumerate(rule_columns(schema)):
         involves[rule_index, sorted(columns)] = True
     n_rules, n_fields = involves.shape
@@ -674,7 +677,7 @@ def fitting_pairs(
             "no fitting pair was selected without blocking on %d comparison column(s) %s: "
             "their m is fitted on pairs selected for agreeing on them",
             uninformed.size,
-            ", ".join(schema.field_names[f] for f in uninformed),
+            ", ".join(schema.input_names[f] for f in uninformed),
         )
         blocked_on[:, uninformed] = False
     return FittingPairs(rows, blocked_on)
@@ -908,7 +911,11 @@ def nhs_evidence(
     (level 0). Not compared (a salt differs) is no conflict.
     """
     names = [spec.name for spec in schema.fields if spec.kind in HARD_EVIDENCE_KINDS]
-    columns = [model.field_names.index(name) for name in names if name in model.field_names]
+    columns = [
+        model.field_names.index(schema.field(name).input_name)
+        for name in names
+        if schema.field(name).input_name in model.field_names
+    ]
     if not columns:
         return None
     present = batch.field_present[:, [schema.field_names.index(name) for name in names]]
