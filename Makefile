@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_SRC := proto/jigsaw/v1/jigsaw.proto
 
-.PHONY: setup demo test test-fast check lint typecheck format proto proto-check bench bench-quality bench-speed bench-attack clean
+.PHONY: setup demo test test-fast check lint typecheck format proto proto-check bench bench-quality bench-speed bench-attack splink-venv clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ bench: bench-quality bench-speed
 
 bench-quality: $(STAMP)
 	$(VENV)/bin/jigsaw bench quality --json --report benchmarks/RESULTS.md
+
+# Splink's own environment for the quality benchmark's plaintext ceiling (pins in
+# benchmarks/splink-requirements.txt); `jigsaw bench quality` also creates it on first use.
+splink-venv: $(STAMP)
+	$(PY) -c "from benchmarks.splink_peer import ensure_venv; ensure_venv(print)"
 
 bench-speed: $(STAMP)
 	$(VENV)/bin/jigsaw bench speed --json --report benchmarks/RESULTS.md

@@ -38,6 +38,11 @@ def add_bench_parser(sub: Any) -> None:
         ],
     )
     q.add_argument("--no-baseline", action="store_true", help="skip the plaintext baseline")
+    q.add_argument(
+        "--no-splink",
+        action="store_true",
+        help="skip Splink, the plaintext ceiling (its own virtualenv, created on first use)",
+    )
     q.add_argument("--synthetic-children", type=int, default=5000)
     s = bench.add_parser("speed", help="Dice and encoding throughput, with peers")
     s.add_argument("--queries", type=int, default=2000)
@@ -132,6 +137,8 @@ def _quality(args: argparse.Namespace) -> int:
         seed=args.seed,
         baseline=not args.no_baseline,
         synthetic_children=args.synthetic_children,
+        splink=not args.no_splink,
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
     ):
         _emit(args, r.as_dict())
         results.append(r)
@@ -160,7 +167,11 @@ def _quality(args: argparse.Namespace) -> int:
             + "\n\nJigsaw links keyed Bloom-filter encodings (published test secret) with the "
             "model's own threshold (match probability >= 0.5); labels are used only to score "
             "the output. `plaintext-recordlinkage-ecm` links the same plaintext with the "
-            "recordlinkage package (blocking on four keys, binary comparisons, ECM).\n\n"
+            "recordlinkage package (blocking on four keys, binary comparisons, ECM). "
+            "`plaintext-splink-*` links it with Splink, unsupervised (u by random sampling, m "
+            "by EM on two blocking rules, prior from deterministic rules), match probability "
+            ">= 0.5, configured as its documentation recommends for person data "
+            "(benchmarks/splink_runner.py).\n\n"
             f"![match probabilities of candidate pairs]({plot.relative_to(RESULTS.parent)})\n"
         )
         write_section("quality", body, path=Path(args.report))

@@ -8,7 +8,9 @@ Jigsaw runs on encodings only (keyed Bloom filters under the published test secr
 are reproducible); its threshold is the model's own (match probability >= 0.5), never one
 chosen from the labels, which are used only to score the output. For reference the same run
 links the same plaintext data with the recordlinkage package (blocking on several keys, binary
-comparisons, the unsupervised ECM classifier).
+comparisons, the unsupervised ECM classifier), and with Splink, the plaintext ceiling
+(unsupervised, configured as its documentation recommends for person data, in an environment
+of its own: ``benchmarks.splink_peer``); its threshold is likewise its model's (p >= 0.5).
 
 Datasets:
 
@@ -30,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -306,6 +309,71 @@ def run_baseline_dedupe(name: str, d: Any, ti: NDArray[np.int64], tj: NDArray[np
     )  # fmt: skip
 
 
+# ---------------------------------------------------------------- plaintext ceiling: Splink
+
+
+def _splink_result(
+    name: str,
+    out: Any,
+    truth: tuple[NDArray[np.int64], NDArray[np.int64]],
+    *,
+    sizes: tuple[int, int] | None,
+) -> Result:
+    """Score Splink's output: its pairs at p >= 0.5 across two tables (``sizes``), else the
+    pairs within its clusters, as the other methods are scored."""
+    ti, tj = truth
+    left, right, prob = out.left, out.right, out.probability
+    if sizes is not None:  # link_only: right-table ids follow the left table's
+        swap = left >= sizes[0]
+        left, right = np.where(swap, right, left), np.where(swap, left, right) - sizes[0]
+        keep = prob >= 0.5
+        pi, pj, n, all_pairs = left[keep], right[keep], max(sizes), sizes[0] * sizes[1]
+        threshold = "model: p >= 0.5"
+    else:
+        pi, pj = pairs_from_labels(out.cluster)
+        n = len(out.cluster)
+        all_pairs, threshold = n * (n - 1) // 2, "model: p >= 0.5, clustered"
+    ordered = sizes is not None
+    q = evaluate.pairwise_quality(pi, pj, ti, tj, ordered=ordered)
+    bq = evaluate.blocking_quality(left, right, ti, tj, all_pairs, ordered=ordered)
+    return Result(
+        name, f"plaintext-splink-{out.info['splink_version']}", q.precision, q.recall, q.f1,
+        bq.pair_completeness, bq.reduction_ratio, len(left), threshold, out.seconds,
+        sum(sizes) if sizes else n, len(ti),
+    )  # fmt: skip
+
+
+def run_splink_febrl(
+    name: str, frames: list[Any], truth: tuple[NDArray[np.int64], NDArray[np.int64]], *,
+    seed: int, progress: Callable[[str], None],
+) -> Result:  # fmt: skip
+    """Splink on FEBRL: ``link_only`` for two frames, ``dedupe_only`` for one."""
+    from benchmarks import splink_peer
+
+    link_type = "link_only" if len(frames) == 2 else "dedupe_only"
+    tables = splink_peer.febrl_tables(frames, FEBRL_FIELDS)
+    out = splink_peer.predict(
+        tables, model="febrl", link_type=link_type, seed=seed, progress=progress
+    )
+    sizes = (len(frames[0]), len(frames[1])) if len(frames) == 2 else None
+    return _splink_result(name, out, truth, sizes=sizes)
+
+
+def run_splink_synthetic(
+    name: str, data: synthetic.SyntheticData, *, seed: int = 7,
+    progress: Callable[[str], None] = log.info,
+) -> Result:  # fmt: skip
+    """Splink ``link_and_dedupe`` over the agencies of ``data`` (raw rows, cleaned), clustered."""
+    from benchmarks import splink_peer
+
+    tables = splink_peer.synthetic_tables(data)
+    out = splink_peer.predict(
+        tables, model="child", link_type="link_and_dedupe", seed=seed, progress=progress
+    )
+    truth = evaluate.true_pairs_from_entities(data.all_records().child_id)
+    return _splink_result(name, out, truth, sizes=None)
+
+
 # ---------------------------------------------------------------- synthetic
 
 
@@ -340,27 +408,57 @@ def run(
     baseline: bool = True,
     synthetic_children: int = 5000,
     emit: Callable[[Result], None] | None = None,
+    splink: bool = True,
+    progress: Callable[[str], None] = log.info,
 ) -> Iterator[Result]:
-    """Run the benchmark; yields results as they are measured."""
+    """Run the benchmark; yields results as they are measured.
+
+    ``splink`` adds the Splink row of every dataset (creating its environment on first use);
+    when Splink cannot be installed or fails, ``progress`` says why and the row is left out.
+    """
+    from benchmarks.splink_peer import SplinkUnavailable
+
     for name in datasets:
         results: list[Result] = []
+        ceiling: Callable[[], Result] | None = None
         if name in ("febrl4", "febrl4-half"):
             a, b, ti, tj = _febrl4(name == "febrl4-half", seed)
             results.append(run_jigsaw_link(name, a, b, ti, tj))
             if baseline:
                 results.append(run_baseline_link(name, a, b, ti, tj))
+            ceiling = partial(
+                run_splink_febrl, name, [a, b], (ti, tj), seed=seed, progress=progress
+            )
         elif name == "febrl3":
             d, ti, tj = _febrl3()
             results.append(run_jigsaw_dedupe(name, febrl_schema(), [_columns(d)], ti, tj))
             if baseline:
                 results.append(run_baseline_dedupe(name, d, ti, tj))
+            ceiling = partial(run_splink_febrl, name, [d], (ti, tj), seed=seed, progress=progress)
         elif name == "synthetic":
             results.append(run_synthetic(synthetic_children, seed))
+            if splink:
+                population = synthetic.generate_population(synthetic_children, seed=seed)
+                ceiling = partial(
+                    run_splink_synthetic, name, population, seed=seed, progress=progress
+                )
         elif name in PROFILE_DATASETS:
             profile = name.removeprefix("synthetic-")
             results.append(run_synthetic(synthetic_children, seed, profile))
+            if splink:
+                population = synthetic.generate_population(
+                    synthetic_children, seed=seed, agencies=synthetic.PROFILES[profile]
+                )
+                ceiling = partial(
+                    run_splink_synthetic, name, population, seed=seed, progress=progress
+                )
         else:
             raise ValueError(f"unknown dataset {name!r}; expected one of {ALL_DATASETS}")
+        if splink and ceiling is not None:
+            try:
+                results.append(ceiling())
+            except SplinkUnavailable as error:
+                progress(f"{name}: no Splink row: {error}")
         for r in results:
             if emit:
                 emit(r)
