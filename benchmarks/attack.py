@@ -357,7 +357,7 @@ _EQUALITY_GROUPS: tuple[tuple[str, ...], ...] = (
 
 def _equal_group_sizes(batch: EncodedBatch, fields: tuple[str, ...]) -> NDArray[np.float64]:
     """Per record, how many records have the same filters on ``fields`` (0 when missing)."""
-    index = [batch.field_names.index(f) for f in fields]
+    index = [filter_index(batch, f) for f in fields]
     joined = np.ascontiguousarray(np.hstack([batch.field_filters[i] for i in index]))
     present = batch.field_present[:, index].all(axis=1)
     view = joined.view(np.dtype((np.void, joined.shape[1] * 8))).ravel()
@@ -618,11 +618,19 @@ class _CipherField:
     hashes: int  # positions per token (published with the schema)
 
 
+def filter_index(batch: EncodedBatch, field: str) -> int:
+    """The column of ``field``'s published filter in ``batch``: the field itself, or the
+    first view of a field published in views (the attacks that read one filter per field)."""
+    if field in batch.field_names:
+        return batch.field_names.index(field)
+    return next(i for i, name in enumerate(batch.field_names) if name.startswith(field + "@"))
+
+
 def salt_values(schema: Schema, field: str, columns: dict[str, list[str | None]]) -> list[str]:
     """Per row, the salt the encoder mixes into ``field`` ("" when the field is unsalted; "~"
     where the salting value is missing, as the encoder writes it)."""
     spec = schema.field(field)
-    rows = len(columns[field])
+    rows = len(columns[spec.input_name])
     if not spec.salt:
         return [""] * rows
     salt_field, transform = spec.salt.split(".")
@@ -634,7 +642,7 @@ def salt_values(schema: Schema, field: str, columns: dict[str, list[str | None]]
 def _plain_field(schema: Schema, field: str, columns: dict[str, list[str | None]]) -> _PlainField:
     """Normalise and tokenise the attacker's column exactly as the production encoder does."""
     spec = schema.field(field)
-    values = normalised_values(schema, field, columns[field])
+    values = normalised_values(schema, spec.input_name, columns[spec.input_name])
     salts = salt_values(schema, field, columns)
     index: dict[tuple[str, str], int] = {}
     row_value = np.full(len(values), -1, dtype=np.int64)
@@ -658,7 +666,7 @@ def _plain_field(schema: Schema, field: str, columns: dict[str, list[str | None]
 
 
 def _cipher_field(batch: EncodedBatch, field: str, hashes: int) -> _CipherField:
-    index = batch.field_names.index(field)
+    index = filter_index(batch, field)
     filters = batch.field_filters[index]
     present = batch.field_present[:, index]
     rows = np.flatnonzero(present)
@@ -1094,7 +1102,9 @@ def decode_and_match(
     """
     n_left = len(encoded)
     n_right = len(attacker_columns[_DECODED_FIELDS[0]])
-    fields = [f for f in _DECODED_FIELDS if f in encoded.field_names]
+    # a field published in views is decoded through its first view (filter_index)
+    inputs = {name.split("@")[0] for name in encoded.field_names}
+    fields = [f for f in _DECODED_FIELDS if f in inputs]
     plains = {f: _plain_field(schema, f, attacker_columns) for f in fields}
     ciphers = {f: _cipher_field(encoded, f, schema.field(f).hashes_per_token) for f in fields}
     alignments: dict[str, NDArray[np.int64]] = {}
@@ -1105,7 +1115,7 @@ def decode_and_match(
         first = np.full(plains[f].counts.size, -1, dtype=np.int64)
         rows = np.flatnonzero(plains[f].row_value >= 0)
         first[plains[f].row_value[rows[::-1]]] = rows[::-1]
-        own_bits[f] = _unpacked(attacker.field_filters[attacker.field_names.index(f)][first])
+        own_bits[f] = _unpacked(attacker.field_filters[filter_index(attacker, f)][first])
     seeded: list[str] = []
     for _ in range(_SEED_PASSES):
         for f in own_bits:
@@ -1548,9 +1558,12 @@ def cooccurrence_attack(
     no single rule carried it (dropping any one left 75.1-94.7 %), and without any blocking
     keys salting the postcode and sex with the date of birth as well left 2.5 %.
     """
-    present = [f for f in _GROUP_FIELDS if f in encoded.field_names]
+    # every published filter is an equality class: each view of a field published in views
+    present = [
+        name for f in _GROUP_FIELDS for name in encoded.field_names if name.split("@")[0] == f
+    ]
     n_left = len(encoded)
-    n_right = len(attacker_columns[present[0]])
+    n_right = len(attacker_columns[schema.field(present[0]).input_name])
     fields: dict[str, _GroupField] = {}
     labels: dict[str, NDArray[np.int64]] = {}
     empty = np.zeros(0, dtype=np.int64)
@@ -1709,23 +1722,25 @@ def run_attack(
             row["salt"] = setting.salt_source if setting.salt else ""
             row["hardening"] = dataclasses.asdict(setting.hardening) | {"salt": setting.salt}
         for field in NAME_FIELDS:
-            index = encoded.field_names.index(field)
             truth = normalised_values(schema, field, encoded_columns[field])
             public = normalised_values(schema, field, public_columns[field])
-            filters, present = encoded.field_filters[index], encoded.field_present[:, index]
-            share, distinct = frequency_attack(filters, present, truth, public)
-            row[f"frequency_{field}_records"] = share
-            row[f"frequency_{field}_values"] = distinct
-            # salt-aware: (value, salt) combinations ranked (the same as above when unsalted)
-            salts = salt_values(schema, field, public_columns)
-            share, distinct = frequency_attack(filters, present, truth, public, salts)
-            row[f"frequency_{field}_salted_records"] = share
-            row[f"frequency_{field}_salted_values"] = distinct
-            # salt-known: ranked within each salt value (what the salt tags could give away)
-            known = salt_values(schema, field, encoded_columns)
-            share, distinct = frequency_attack(filters, present, truth, public, salts, known)
-            row[f"frequency_{field}_salt_known_records"] = share
-            row[f"frequency_{field}_salt_known_values"] = distinct
+            # a field published in views is attacked view by view; the best view counts
+            for view in (spec.name for spec in schema.fields if spec.input_name == field):
+                index = encoded.field_names.index(view)
+                filters, present = encoded.field_filters[index], encoded.field_present[:, index]
+                found = {"": frequency_attack(filters, present, truth, public)}
+                # salt-aware: (value, salt) combinations ranked (the same when unsalted)
+                salts = salt_values(schema, view, public_columns)
+                found["_salted"] = frequency_attack(filters, present, truth, public, salts)
+                # salt-known: ranked within each salt value (what the salt tags give away)
+                known = salt_values(schema, view, encoded_columns)
+                found["_salt_known"] = frequency_attack(
+                    filters, present, truth, public, salts, known
+                )
+                for kind, (share, distinct) in found.items():
+                    if share >= row.get(f"frequency_{field}{kind}_records", -1.0):
+                        row[f"frequency_{field}{kind}_records"] = share
+                        row[f"frequency_{field}{kind}_values"] = distinct
         encoded_side = graph_side(encoded) if graph else None
         for overlap in overlaps if graph else ():
             shared = round(overlap * n_records)

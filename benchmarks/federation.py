@@ -503,7 +503,7 @@ def run_federation(
         if lookups > 0:
             from linkage.schema import default_child_schema
 
-            queries = _pick_queries(population, lookups, seed, default_child_schema().field_names)
+            queries = _pick_queries(population, lookups, seed, default_child_schema().input_names)
             staff_tls = tls_files_for(root / "pki", STAFF[0])
             node_address = nodes[STAFF[1]].address()
             # without a link run, the first lookup makes the matcher fit its model on the whole

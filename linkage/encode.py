@@ -90,7 +90,6 @@ from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import accumulate
-from typing import Any
 
 import jellyfish
 import numpy as np
@@ -737,8 +736,9 @@ def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]
     """Encode ONE record: an :class:`EncodedBatch` of length 1, bit for bit the batch
     ``encode_records(schema, keys, {f: [values.get(f)] for f in schema.input_names})``.
 
-    ``values`` maps input names (:attr:`Schema.input_names`) to raw strings; a field without a key, ``None`` or empty is
-    missing, extra keys are ignored. Values that fail normalisation are encoded as missing and
+    ``values`` maps input names (:attr:`Schema.input_names`) to raw strings; a field without
+    a key, ``None`` or empty is missing, extra keys are ignored. Values that fail
+    normalisation are encoded as missing and
     reported in ``problems`` (row 0). This is the lookup path (one query at a time): plain
     Python over the few fields and tokens, one C HMAC call per filter key, bits set in one
     small numpy op per key, blocking tokens and salt tags one HMAC each, hardening tables

@@ -865,9 +865,7 @@ def _level_cut_offs(schema: Schema) -> tuple[NDArray[np.float64], ...] | None:
     if not schema.fields:
         return None
     try:
-        return scoring.level_cut_offs(
-            tuple(tuple(spec.levels) for spec in schema.comparison_specs)
-        )
+        return scoring.level_cut_offs(tuple(tuple(spec.levels) for spec in schema.comparison_specs))
     except ModelError:
         return None
 

@@ -53,12 +53,12 @@ never share a fingerprint.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import itertools
 import json
 import re
 import tomllib
-import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -550,7 +550,7 @@ def load_schema(name_or_text: str) -> Schema:
 
 
 def shipped_schema_names() -> tuple[str, ...]:
-    return ("child", "febrl")
+    return ("child", "child_date_salted", "febrl")
 
 
 def shipped_schema_text(name: str) -> str:
@@ -817,7 +817,8 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
             p.add(f"{where}.salt: expected a string or a list of strings")
         for salt in salts:
             pending_salts.append((i, salt))
-        if isinstance(salt_raw, list) and name_is_valid:
+        list_is_valid = len(salts) >= 2 and len({view_suffix(x) for x in salts}) == len(salts)
+        if isinstance(salt_raw, list) and list_is_valid and name_is_valid:
             viewed[len(fields)] = salts
         field_hardening = _parse_hardening(p, f"{where}.hardening", raw.get("hardening", {}))
         if 64 <= bits <= 8192 and bits % 64 == 0:
@@ -839,11 +840,14 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
             )
         )
     viewed_names = {fields[position].name for position in viewed}
+    unresolved: set[tuple[int, str]] = set()  # a view's name would hold text from the file
     for i, salt in pending_salts:
         ref = _parse_ref(p, f"field[{i}].salt", salt, known, salt=True)
-        if ref is not None and ref[2] == i:
+        if ref is None:
+            unresolved.add((i, salt))
+        elif ref[2] == i:
             p.add(f"field[{i}].salt: a field cannot be salted with itself")
-        elif ref is not None and ref[0] in viewed_names:
+        elif ref[0] in viewed_names:
             p.add(f"field[{i}].salt: names a field published in views, which cannot be a salt")
     # a field salted several ways is published as one view per salt, each a field of its own
     expanded: list[FieldSpec] = []
@@ -853,6 +857,8 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
             continue
         table, kind = known.valid[spec.name]
         for salt in viewed[position]:
+            if (table, salt) in unresolved:
+                continue  # already a problem; no view, so its name is never listed
             view = replace(
                 spec, name=f"{spec.name}{VIEW_SEPARATOR}{view_suffix(salt)}", salt=salt,
                 view_of=spec.name,

@@ -236,7 +236,9 @@ def ingest_source(
     else:
         raise SourceError(f"source kind {source_cfg.kind!r}: expected 'csv' or 'sqlite'")
 
-    field_specs = [spec for spec in schema.comparison_specs if spec.input_name in source_cfg.columns]
+    field_specs = [
+        spec for spec in schema.comparison_specs if spec.input_name in source_cfg.columns
+    ]
     unmapped = [name for name in schema.input_names if name not in source_cfg.columns]
     extra_names = list(source_cfg.extra)
     rejected: list[RowProblem] = []
@@ -304,19 +306,18 @@ def _accept(
         problems.append(RowProblem(line, LOCAL_ID, "missing local id"))
     fields: dict[str, str | None] = dict.fromkeys(unmapped)
     for spec in field_specs:
-        value = _present(raw.values.get(spec.name))
+        name = spec.input_name  # a field published in views is read and stored once
+        value = _present(raw.values.get(name))
         if value is not None:
             try:
-                NORMALISERS[spec.kind](value, field=spec.name, day_first=day_first)
+                NORMALISERS[spec.kind](value, field=name, day_first=day_first)
             except InvalidValueError as exc:
                 if spec.kind == "nhs_number":
-                    row_warnings.append(
-                        RowProblem(line, spec.name, f"{exc.reason}; stored as missing")
-                    )
+                    row_warnings.append(RowProblem(line, name, f"{exc.reason}; stored as missing"))
                     value = None
                 else:
-                    problems.append(RowProblem(line, spec.name, exc.reason))
-        fields[spec.name] = value
+                    problems.append(RowProblem(line, name, exc.reason))
+        fields[name] = value
     if problems or local_id is None:
         rejected.extend(problems)
         return

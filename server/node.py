@@ -135,9 +135,7 @@ def require_chained_salts(schema: Schema, batch: EncodedBatch) -> None:
     for name, salt_field in _broken_salts(schema, batch):
         if name in source_fields and kinds[salt_field] not in FINITE_VALUES:
             dependants = list(
-                dict.fromkeys(
-                    f.input_name for f in schema.fields if f.salt.startswith(name + ".")
-                )
+                dict.fromkeys(f.input_name for f in schema.fields if f.salt.startswith(name + "."))
             )
             raise RequestError(
                 f"identifiers[{salt_field!r}]",

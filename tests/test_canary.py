@@ -166,7 +166,7 @@ def test_encode_records_with_invalid_values_reports_no_value(
         "postcode": CANARY,
         "nhs_number": "943 476 5918",
     }
-    columns = {f: [raw[f], None, raw[f]] for f in CHILD.field_names}
+    columns = {f: [raw[f], None, raw[f]] for f in CHILD.input_names}
     keys = KeySet(LinkageSecret.for_tests())
     batch = run_and_check(
         lambda: encode_records(CHILD, keys, columns),
@@ -186,7 +186,7 @@ def test_encode_records_with_a_canary_column_name(caplog: pytest.LogCaptureFixtu
 
 
 def test_encode_records_with_ragged_columns(caplog: pytest.LogCaptureFixture) -> None:
-    columns: dict[str, list[str | None]] = {f: [CANARY] for f in CHILD.field_names}
+    columns: dict[str, list[str | None]] = {f: [CANARY] for f in CHILD.input_names}
     columns["sex"] = [CANARY, CANARY]
     keys = KeySet(LinkageSecret.for_tests())
     run_and_check(lambda: encode_records(CHILD, keys, columns), (NEEDLE,), caplog)
@@ -345,7 +345,7 @@ def test_reference_errors_do_not_carry_the_reference(
 
 def test_index_upsert_with_canary_references(caplog: pytest.LogCaptureFixture) -> None:
     keys = KeySet(LinkageSecret.for_tests())
-    batch = encode_records(CHILD, keys, {f: [None] for f in CHILD.field_names})
+    batch = encode_records(CHILD, keys, {f: [None] for f in CHILD.input_names})
     match_index = index.MatchIndex(CHILD, key_version=1)
     run_and_check(lambda: match_index.upsert("police", [CANARY], batch), (NEEDLE,), caplog)
     run_and_check(lambda: match_index.upsert("police", [CANARY, CANARY], batch), (NEEDLE,), caplog)

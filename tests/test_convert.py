@@ -333,9 +333,17 @@ Mutation = Callable[[jigsaw_pb2.EncodedColumns], None]
 F = len(SCHEMA.fields)
 RULES = len(SCHEMA.blocking)
 SALTS = len(SCHEMA.salt_sources)
-# given_name of row 2 is missing in sample_batch (bit 2 * F + 0); family_name of row 1 present
+# published fields in wire order: given_name's three views first, so given_name@year_month
+# of row 2 is missing in sample_batch (bit 2 * F + 0) and given_name@day_month of row 1 present
 MISSING_BIT = 2 * F
 PRESENT_BIT = 1 * F + 2
+DOB = SCHEMA.field_names.index("date_of_birth")  # a 128-bit filter among 256-bit names
+
+
+def bitmap_bytes(rows: int) -> int:
+    """Bytes of the presence bitmap of ``rows`` rows: one bit per (row, published field)."""
+    return -(-rows * F // 8)
+
 
 MALFORMED_COLUMNS: list[tuple[str, Mutation, str, str]] = [
     (
@@ -382,8 +390,8 @@ MALFORMED_COLUMNS: list[tuple[str, Mutation, str, str]] = [
     ),
     (
         "field column a row long",
-        lambda c: c.field_filters.__setitem__(3, c.field_filters[3] * 2),
-        "columns.field_filters[3]",
+        lambda c: c.field_filters.__setitem__(DOB, c.field_filters[DOB] * 2),
+        f"columns.field_filters[{DOB}]",
         "expected 48 bytes (3 rows x 16 bytes of filter), got 96 bytes",
     ),
     (
@@ -402,13 +410,14 @@ MALFORMED_COLUMNS: list[tuple[str, Mutation, str, str]] = [
         "presence bitmap a byte short",
         lambda c: setattr(c, "field_present", c.field_present[:-1]),
         "columns.field_present",
-        f"expected 3 bytes (3 rows x {F} fields, 1 bit each), got 2 bytes",
+        f"expected {bitmap_bytes(3)} bytes (3 rows x {F} fields, 1 bit each), "
+        f"got {bitmap_bytes(3) - 1} bytes",
     ),
     (
         "presence padding bit set",
         lambda c: setattr(c, "field_present", _set_bit(c.field_present, 3 * F)),
         "columns.field_present",
-        f"the {24 - 3 * F} padding bits must be zero",
+        f"the {8 * bitmap_bytes(3) - 3 * F} padding bits must be zero",
     ),
     (
         "record filters a byte long",
@@ -433,7 +442,7 @@ MALFORMED_COLUMNS: list[tuple[str, Mutation, str, str]] = [
         "one reference too few for the columns",
         lambda c: c.references.__delitem__(-1),
         "columns.field_present",
-        f"expected 2 bytes (2 rows x {F} fields",
+        f"expected {bitmap_bytes(2)} bytes (2 rows x {F} fields",
     ),
 ]
 

@@ -199,7 +199,7 @@ def test_publish_is_idempotent(federation: Federation) -> None:
     records = rows = 0
     for a in AGENCIES:
         stored = _stored_fields(federation, a)
-        columns = {name: [f.get(name) for f in stored] for name in schema.field_names}
+        columns = {name: [f.get(name) for f in stored] for name in schema.input_names}
         records += len(stored)
         rows += len(forms.encode_forms(schema, keys, columns))
     assert before == rows > records
@@ -445,7 +445,7 @@ burst = 3
     try:
         wait_ready([matcher])
         schema = load_schema("child")
-        columns: dict[str, list[str | None]] = {name: [None] for name in schema.field_names}
+        columns: dict[str, list[str | None]] = {name: [None] for name in schema.input_names}
         columns.update(given_name=["Amelia"], family_name=["Jones"], date_of_birth=["2015-02-03"])
         query = encoded_to_proto(
             encode_records(schema, KeySet(LinkageSecret.for_tests(), 1), columns), ["0" * 32]

@@ -29,7 +29,7 @@ from linkage.encode import (
     tokenise,
     validate_filters,
 )
-from linkage.errors import FilterFormatError, SchemaError
+from linkage.errors import FilterFormatError, InvalidValueError, SchemaError
 from linkage.keys import TEST_SECRET_HEX, KeySet, LinkageSecret
 from linkage.normalise import NORMALISATION_VERSION, NORMALISERS
 from linkage.schema import ENCODING_VERSION, Hardening, Schema, load_schema, schema_from_dict
@@ -257,11 +257,14 @@ def test_block_key_is_the_documented_hmac() -> None:
 def test_filter_block_key_is_the_hmac_of_the_published_filter() -> None:
     keys = published_keys()
     batch = encode([JOSE, {**JOSE, "nhs_number": None}], keys)
+    assert {len(rule.parts) for rule in CHILD.blocking} == {1, 2}  # one field, and pairs
     for rule_index, rule in enumerate(CHILD.blocking):
         assert all(transform == "filter" for _, transform in rule.parts)
-        ((field_name, _),) = rule.parts
-        column = batch.field_filters[FIELDS.index(field_name)]
-        message = column[0].astype("<u8").tobytes().hex().encode()
+        # the parts' published filters in hex, joined with the unit separator
+        message = "\x1f".join(
+            batch.field_filters[FIELDS.index(field_name)][0].astype("<u8").tobytes().hex()
+            for field_name, _ in rule.parts
+        ).encode()
         digest = hmac.new(keys.key("block", rule.name), message, hashlib.sha256).digest()
         assert int(batch.block_keys[0, rule_index]) == int.from_bytes(digest[:8], "little")
     # a missing value: no key; equal published filters: equal keys
@@ -461,6 +464,12 @@ def test_salted_field_prefixes_every_token_with_the_salt_value() -> None:
         ("date", "year", "2014-03-02", "2014"),
         ("date", "month_day", "2014-03-02", "03-02"),
         ("date", "year_month", "2014-03-02", "2014-03"),
+        ("date", "year_day", "2014-03-02", "2014-02"),
+        ("date", "year_day", "2014-12-31", "2014-31"),
+        ("date", "day_month", "2014-05-03", "03/05"),  # 3 May: day first
+        ("date", "day_month", "2014-03-05", "03/05"),  # 5 March: the same pair, unordered
+        ("date", "day_month", "2014-12-31", "12/31"),
+        ("date", "day_month", "2014-01-01", "01/01"),
         ("postcode", "sector", "SW1A 1AA", "SW1A 1"),
         ("postcode", "district", "SW1A 1AA", "SW1A"),
         ("postcode", "area", "SW1A 1AA", "SW"),
@@ -468,6 +477,34 @@ def test_salted_field_prefixes_every_token_with_the_salt_value() -> None:
 )
 def test_blocking_value(kind: str, transform: str, value: str, expected: str) -> None:
     assert blocking_value(kind, transform, value) == expected
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [("03/05/2014", "05/03/2014"), ("2014-01-12", "2014-12-01"), ("1 Feb 2010", "2 Jan 2010")],
+)
+def test_day_month_is_unordered_and_the_other_date_parts_are_not(left: str, right: str) -> None:
+    # a day/month transposition (both dates valid) keeps day_month and changes the ordered
+    # parts; the year is kept, so year_month and year_day swap their day and month
+    a, b = (
+        NORMALISERS["date"](raw, field="date_of_birth", day_first=True) for raw in (left, right)
+    )
+    assert a is not None and b is not None and a != b
+    assert blocking_value("date", "day_month", a) == blocking_value("date", "day_month", b)
+    assert blocking_value("date", "year", a) == blocking_value("date", "year", b)
+    for transform in ("value", "month_day", "year_month", "year_day"):
+        assert blocking_value("date", transform, a) != blocking_value("date", transform, b)
+    assert blocking_value("date", "year_month", a)[5:] == blocking_value("date", "year_day", b)[5:]
+
+
+@settings(deadline=None, derandomize=True, max_examples=200)
+@given(st.dates())
+def test_year_day_and_day_month_are_parts_of_the_iso_date(day: Any) -> None:
+    value = day.isoformat()
+    year, month, dom = value[:4], value[5:7], value[8:10]
+    assert blocking_value("date", "year_day", value) == f"{year}-{dom}"
+    assert blocking_value("date", "day_month", value) == "/".join(sorted((month, dom)))
+    assert blocking_value("date", "year_month", value) == f"{year}-{month}"
 
 
 def test_blocking_value_rejects_an_unavailable_transform() -> None:
@@ -548,25 +585,50 @@ def test_empty_batch_encodes_to_empty_arrays() -> None:
 def test_filter_keys_and_tags_group_records_exactly_as_their_filters(
     records: list[dict[str, str | None]],
 ) -> None:
-    # under the shipped schema (salted, hardened): two records share a filter rule's key, or
-    # a ".value" source's salt tag, exactly when the field's published filters are equal
+    # under the shipped schema (views, salted, hardened): two records share a filter rule's
+    # key, or a ".value" source's salt tag, exactly when the published filters of every part
+    # (of the views the rule names) are equal; a date-part source's tag, exactly when that
+    # part of the normalised date of birth is equal
     shipped = load_schema("child")
     batch = encode_records(
         shipped, published_keys(), {f: [r.get(f) for r in records] for f in FIELDS}
     )
     names = shipped.field_names
     columns = [
-        (batch.block_keys[:, r], names.index(rule.parts[0][0]))
+        (batch.block_keys[:, r], [names.index(part) for part, _ in rule.parts])
         for r, rule in enumerate(shipped.blocking)
     ] + [
-        (batch.salt_tags[:, s], names.index(source.split(".")[0]))
+        (batch.salt_tags[:, s], [names.index(source.split(".")[0])])
         for s, source in enumerate(shipped.salt_sources)
+        if source.endswith(".value")
     ]
-    for keys_column, field in columns:
-        filters, present = batch.field_filters[field], batch.field_present[:, field]
+    assert len(columns) == len(shipped.blocking) + 1  # sex.value
+    for keys_column, fields in columns:
+        present = batch.field_present[:, fields].all(axis=1)
         for i in range(len(records)):
             assert (keys_column[i] == 0) == (not present[i])
             for j in range(len(records)):
                 if present[i] and present[j]:
-                    same_filter = bool(np.array_equal(filters[i], filters[j]))
-                    assert (keys_column[i] == keys_column[j]) == same_filter
+                    same_filters = all(
+                        np.array_equal(batch.field_filters[f][i], batch.field_filters[f][j])
+                        for f in fields
+                    )
+                    assert (keys_column[i] == keys_column[j]) == same_filters
+    dates: list[str | None] = []
+    for r in records:
+        try:
+            dates.append(NORMALISERS["date"](r.get("date_of_birth"), field="date_of_birth"))
+        except InvalidValueError:  # an invalid date is encoded as missing
+            dates.append(None)
+    for s, source in enumerate(shipped.salt_sources):
+        if source.endswith(".value"):
+            continue
+        transform = source.split(".")[1]
+        parts = [None if d is None else blocking_value("date", transform, d) for d in dates]
+        for i in range(len(records)):
+            assert (batch.salt_tags[i, s] == 0) == (parts[i] is None)
+            for j in range(len(records)):
+                if parts[i] is not None and parts[j] is not None:
+                    assert (batch.salt_tags[i, s] == batch.salt_tags[j, s]) == (
+                        parts[i] == parts[j]
+                    )

@@ -77,14 +77,14 @@ class World:
 def world() -> World:
     profiles = [p for p in DEFAULT_AGENCIES if p.name in AGENCIES]
     data = generate_population(120, seed=20260417, agencies=profiles)
-    police = {f: list(data.agencies["police"].columns[f]) for f in SCHEMA.field_names}
-    health = {f: list(data.agencies["health"].columns[f]) for f in SCHEMA.field_names}
+    police = {f: list(data.agencies["police"].columns[f]) for f in SCHEMA.input_names}
+    health = {f: list(data.agencies["health"].columns[f]) for f in SCHEMA.input_names}
     row = next(
         i
         for i in range(len(police["sex"]))
         if police["sex"][i] and police["date_of_birth"][i] and police["given_name"][i]
     )
-    for name in SCHEMA.field_names:  # health holds the same child, its sex not recorded
+    for name in SCHEMA.input_names:  # health holds the same child, its sex not recorded
         health[name].append(None if name == "sex" else police[name][row])
     published = publish_form("health", health)
     twin = published.records[-1]

@@ -65,6 +65,14 @@ class AgencyEncodings:
         return encoded_to_columns(self.batch.take(picked), [self.references[i] for i in picked])
 
 
+def input_present(batch: EncodedBatch, row: int) -> list[bool]:
+    """Per input field (evidence order): whether any filter (view) of it holds a value."""
+    present = [False] * len(SCHEMA.input_names)
+    for f, c in enumerate(SCHEMA.comparison_of_field):
+        present[c] = present[c] or bool(batch.field_present[row, f])
+    return present
+
+
 def reference_of(agency: str, record_id: str) -> str:
     return hashlib.sha256(f"test:{agency}:{record_id}".encode()).hexdigest()[:32]
 
@@ -82,7 +90,7 @@ def population() -> dict[str, AgencyEncodings]:
     data = generate_population(200, seed=20261126, agencies=profiles)
     out: dict[str, AgencyEncodings] = {}
     for name, agency in data.agencies.items():
-        columns = {field: agency.columns[field] for field in SCHEMA.field_names}
+        columns = {field: agency.columns[field] for field in SCHEMA.input_names}
         out[name] = AgencyEncodings(
             agency=name,
             references=[reference_of(name, str(r)) for r in agency.columns["record_id"]],
@@ -217,8 +225,8 @@ def test_publish_match_republish(matcher: Running, population: dict[str, AgencyE
         )
         # benchmark mode is on, but the caller is a node: never a raw probability
         assert all(c.probability == 0.0 for c in found)
-        assert [e.field for e in best.evidence] == list(SCHEMA.field_names)
-        present = police.batch.field_present[row]
+        assert [e.field for e in best.evidence] == list(SCHEMA.input_names)
+        present = input_present(police.batch, row)
         for evidence, has_value in zip(best.evidence, present, strict=True):
             if has_value:
                 assert evidence.agreement == jigsaw_pb2.AGREEMENT_EXACT
@@ -543,7 +551,7 @@ def test_link_progress_result_and_pages(
         for edge in cluster.edges:
             assert edge.left < len(cluster.members) and edge.right < len(cluster.members)
             assert edge.probability >= 0.5
-            assert [e.field for e in edge.evidence] == list(SCHEMA.field_names)
+            assert [e.field for e in edge.evidence] == list(SCHEMA.input_names)
         children = {child_of[(m.agency, m.reference)] for m in cluster.members}
         pure += len(children) == 1
     assert len(clusters) >= 30
@@ -1027,8 +1035,8 @@ def test_candidates_to_proto_equals_the_per_candidate_reference() -> None:
         levels_seen.update((f, level) for c in found for f, level in enumerate(c.levels))
         not_compared_seen += sum(any(c.not_compared) for c in found)
     assert compared > 50
-    assert len(levels_seen) > 2 * len(schema.fields)  # several levels of most fields
-    assert not_compared_seen  # salted names under another birth month appear, both paths agree
+    assert len(levels_seen) > 2 * len(schema.input_names)  # several levels of most fields
+    assert not_compared_seen  # names salted under no agreeing pair of date parts, both paths agree
     assert candidates_to_proto([], model, reveal_probability=False) == []
     assert all(
         set(by_level) == set(range(-1, count))

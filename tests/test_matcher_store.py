@@ -51,7 +51,7 @@ ROWS = [
 
 
 def encode(rows: list[dict[str, str]], schema: Schema = SCHEMA) -> EncodedBatch:
-    columns = {name: [row.get(name) or None for row in rows] for name in schema.field_names}
+    columns = {name: [row.get(name) or None for row in rows] for name in schema.input_names}
     return encode_records(schema, KEYS, columns)
 
 
@@ -281,7 +281,7 @@ _WRITER = textwrap.dedent(
     schema = load_schema("child")
     keys = KeySet(LinkageSecret.for_tests(), 1)
     columns = {name: ["Ann", "Bob"] * 100 if "name" in name else [None] * 200
-               for name in schema.field_names}
+               for name in schema.input_names}
     batch = encode_records(schema, keys, columns)
     store = MatcherStore(Path(sys.argv[1]), schema=schema, key_version=1)
     n = 0
@@ -350,7 +350,7 @@ def published_forms(rows: list[dict[str, str]], references: list[str]) -> tuple[
     EncodedBatch, list[str], list[str]
 ]:  # fmt: skip
     """(batch, row references, form_of) as a node publishes ``rows`` (forms where sex lacks)."""
-    columns = {name: [row.get(name) or None for row in rows] for name in SCHEMA.field_names}
+    columns = {name: [row.get(name) or None for row in rows] for name in SCHEMA.input_names}
     published = forms.encode_forms(SCHEMA, KEYS, columns)
     origin, number = published.origin.tolist(), published.form.tolist()
     row_refs = [forms.form_reference(references[o], f) for o, f in zip(origin, number, strict=True)]

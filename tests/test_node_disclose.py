@@ -25,6 +25,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from linkage.keys import TEST_SECRET_HEX
+from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import verify_audit_log
 from server.auth import MATCHER_POLICY, AuthInterceptor, Identity, current_identity
@@ -408,6 +409,14 @@ def test_client_from_another_ca_is_refused(node: Node, tmp_path: Path) -> None:
 AMY = {"given_name": "Amy", "family_name": "Smith", "date_of_birth": "2/3/2014"}
 
 
+def views_of(*inputs: str) -> set[str]:
+    """The published fields (views) of the shipped schema's ``inputs``."""
+    schema = load_schema("child")
+    views = {spec.name for spec in schema.fields if spec.input_name in inputs}
+    assert len(views) == 3 * len(inputs)  # each name is published in three views
+    return views
+
+
 def _lookup(
     node: Node, pki: Path, log: MatcherLog, identifiers: dict[str, str], max_candidates: int = 0
 ) -> tuple[Any, list[tuple[Identity, Any]]]:
@@ -440,7 +449,7 @@ def test_lookup_goes_through_the_matcher(
     filters = list(request.query.field_filters)
     names = node.config.schema.field_names
     present = {name for name, data in zip(names, filters, strict=True) if data}
-    assert present == {"given_name", "family_name", "date_of_birth", "sex"}
+    assert present == {*views_of("given_name", "family_name"), "date_of_birth", "sex"}
     assert_no_identifier(request.SerializeToString().decode("latin-1"))
     assert b"Amy" not in request.SerializeToString()
 
@@ -453,25 +462,27 @@ def test_lookup_goes_through_the_matcher(
 def test_a_lookup_without_sex_is_sent_once_per_sex_value(
     node: Node, pki: Path, matcher: tuple[str, MatcherLog]
 ) -> None:
-    # the shipped schema salts the date of birth with sex, and the names' salt tags come from
-    # the date's filter: without sex nothing salted could be compared, so the node sends the
-    # query under each sex value, sex itself published as missing (never compared)
+    # the shipped schema salts the date of birth with sex (the names only with parts of the
+    # date): without sex the date could not be compared, so the node sends the query under
+    # each sex value, sex itself published as missing (never compared)
     response, calls = _lookup(node, pki, matcher[1], AMY)  # no sex
     sent = [request for _, request in calls]
     assert len(sent) == 3
     names = node.config.schema.field_names
     dates = set()
+    names_sent = set()
     for request in sent:
         filters = dict(zip(names, request.query.field_filters, strict=True))
         assert {n for n, data in filters.items() if data} == {
-            "given_name",
-            "family_name",
+            *views_of("given_name", "family_name"),
             "date_of_birth",
         }
         assert all(tag != 0 for tag in request.query.salt_tags)  # date and sex tags both set
         dates.add(filters["date_of_birth"])
+        names_sent.add(tuple(data for n, data in filters.items() if "@" in n))
         assert request.on_behalf_of == "alice"
     assert len(dates) == 3  # the date's filter under each assumed sex
+    assert len(names_sent) == 1  # the names do not depend on sex: the same filters each time
     # the fake matcher answers each with the same record: it is listed once
     (candidate,) = response.candidates
     assert (candidate.agency, candidate.reference) == ("health", "ab" * 16)

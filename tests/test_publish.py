@@ -159,7 +159,7 @@ def _record_groups(
     current: list[PendingRecord] = []
     rows = 0
     for record in records:
-        alone = encode_forms(schema, keys, {f: [record.fields.get(f)] for f in schema.field_names})
+        alone = encode_forms(schema, keys, {f: [record.fields.get(f)] for f in schema.input_names})
         if current and rows + len(alone) > batch_size:
             groups.append(current)
             current, rows = [], 0
@@ -179,7 +179,7 @@ def _message_by_message(
     record in a plain loop."""
     out: list[bytes] = []
     for group in _record_groups(records, schema, keys, batch_size):
-        columns = {spec.name: [r.fields.get(spec.name) for r in group] for spec in schema.fields}
+        columns = {name: [r.fields.get(name) for r in group] for name in schema.input_names}
         encoded = encode_forms(schema, keys, columns)
         references, form_of = [], []
         for row in range(len(encoded)):

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import tomllib
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ from linkage.schema import (
 )
 
 FINGERPRINT_PATH = Path(__file__).parent / "golden" / "fingerprint.json"
+#: the keys a [[field]] table may hold: FieldSpec's fields but view_of, which the parser sets on
+#: the views of a field salted several ways
+_FILE_FIELD_KEYS = set(FieldSpec.__dataclass_fields__) - {"view_of"}
 GOLDEN_FINGERPRINTS: dict[str, str] = json.loads(FINGERPRINT_PATH.read_text(encoding="utf-8"))
 
 
@@ -65,9 +69,14 @@ def test_shipped_schema_parses_and_round_trips(name: str) -> None:
     assert len(set(schema.field_names)) == len(schema.fields)
 
 
+_VIEWED = ("given_name", "middle_names", "family_name", "postcode")
+_DATE_VIEWS = ("year_month", "year_day", "day_month")
+
+
 def test_child_schema_has_the_expected_fields() -> None:
     schema = load_schema("child")
-    assert schema.field_names == (
+    assert schema.version == 3
+    assert schema.input_names == (
         "given_name",
         "middle_names",
         "family_name",
@@ -76,6 +85,31 @@ def test_child_schema_has_the_expected_fields() -> None:
         "postcode",
         "nhs_number",
     )
+    # names and postcode are published in three views each, in schema order
+    views = lambda name: tuple(f"{name}@{v}" for v in _DATE_VIEWS)  # noqa: E731
+    assert schema.field_names == (
+        *views("given_name"),
+        *views("middle_names"),
+        *views("family_name"),
+        "date_of_birth",
+        "sex",
+        *views("postcode"),
+        "nhs_number",
+    )
+    for spec in schema.fields:
+        assert spec.input_name == (spec.view_of or spec.name)
+        assert (spec.view_of != "") == (spec.input_name in _VIEWED)
+    assert schema.comparison_of_field == (0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 4, 5, 5, 5, 6)
+    assert tuple(spec.name for spec in schema.comparison_specs) == (
+        "given_name@year_month",
+        "middle_names@year_month",
+        "family_name@year_month",
+        "date_of_birth",
+        "sex",
+        "postcode@year_month",
+        "nhs_number",
+    )
+    assert len(schema.blocking) == 11
     assert {f.kind for f in schema.fields} == {
         "name",
         "family_name",
@@ -129,13 +163,16 @@ def test_shipped_schemas_have_different_fingerprints() -> None:
 
 def _rename_field(data: dict[str, Any], old: str, new: str) -> None:
     data["field"][field_index(data, old)]["name"] = new
+
+    def renamed(ref: str) -> str:  # "<field>.<x>" or "<field>@<view>.<x>"
+        name = ref.split(".")[0].split("@")[0]
+        return new + ref[len(old) :] if name == old else ref
+
     for spec in data["field"]:
-        if spec["salt"].startswith(old + "."):
-            spec["salt"] = new + spec["salt"][len(old) :]
+        salt = spec["salt"]
+        spec["salt"] = [renamed(x) for x in salt] if isinstance(salt, list) else renamed(salt)
     for rule in data["blocking"]:
-        rule["parts"] = [
-            new + p[len(old) :] if p.split(".")[0] == old else p for p in rule["parts"]
-        ]
+        rule["parts"] = [renamed(p) for p in rule["parts"]]
 
 
 def _set(table: str, key: str, value: Any, index: int | None = None) -> Any:
@@ -150,7 +187,7 @@ def _set(table: str, key: str, value: Any, index: int | None = None) -> Any:
 # Field 0 is given_name (kind name), field 3 date_of_birth (kind date).
 SINGLE_CHANGES: list[tuple[str, Any]] = [
     ("schema.name", _set("schema", "name", "child-records-2")),
-    ("schema.version", _set("schema", "version", 3)),
+    ("schema.version", _set("schema", "version", 4)),
     ("schema.day_first", _set("schema", "day_first", False)),
     ("schema.record_filter_bits", _set("schema", "record_filter_bits", 2048)),
     ("schema.description", _set("schema", "description", "changed")),
@@ -172,7 +209,11 @@ SINGLE_CHANGES: list[tuple[str, Any]] = [
     ("field.phonetic(order)", _set("field", "phonetic", ["nysiis", "soundex"], 0)),
     ("field.levels", _set("field", "levels", [0.95, 0.8, 0.6], 0)),
     ("field.levels(value)", _set("field", "levels", [0.95, 0.8, 0.6, 0.41], 0)),
-    ("field.salt", _set("field", "salt", "date_of_birth.year", 0)),
+    ("field.salt", _set("field", "salt", "sex.value", 6)),  # nhs_number, unsalted
+    ("field.salt(one)", _set("field", "salt", "nhs_number.value", 3)),  # date_of_birth
+    # views: one more, and the same views in another order
+    ("field.salt(views)", lambda d: d["field"][0]["salt"].append("date_of_birth.year")),
+    ("field.salt(view order)", lambda d: d["field"][0]["salt"].reverse()),
     ("blocking.name", _set("blocking", "name", "renamed_rule", 0)),
     ("blocking.parts", _set("blocking", "parts", ["family_name.nysiis", "date_of_birth.year"], 0)),
     (
@@ -325,7 +366,7 @@ def test_unknown_key_at_every_level_is_an_error(level: str, where: str) -> None:
         "top": "blocking, field, hardening, schema",
         "schema": "day_first, description, name, record_filter_bits, version",
         "hardening": ", ".join(sorted(Hardening.__dataclass_fields__)),
-        "field": ", ".join(sorted(set(FieldSpec.__dataclass_fields__))),
+        "field": ", ".join(sorted(_FILE_FIELD_KEYS)),
         "blocking": "name, parts",
     }[level]
     assert f"expected one of: {allowed}" in problems[0]
@@ -365,7 +406,7 @@ def test_unknown_field_key_names_place_expected_keys_and_nearest_key(
     problems = problems_of(data)
     assert len(problems) == 1
     place = len(data["field"][3])
-    expected = ", ".join(sorted(FieldSpec.__dataclass_fields__))
+    expected = ", ".join(sorted(_FILE_FIELD_KEYS))
     message = f"field[3]: unknown key (key {place} of the table), expected one of: {expected}"
     if suggestion is not None:
         message += f' (did you mean "{suggestion}"?)'
@@ -555,17 +596,29 @@ def test_bad_blocking_rule(rule: dict[str, Any]) -> None:
 
 
 def test_salt_referencing_its_own_field_is_an_error() -> None:
-    problems = problems_of(_mutated(_set("field", "salt", "given_name.initial", 0)))
-    assert problems == ("field[0].salt: a field cannot be salted with itself",)
+    problems = problems_of(_mutated(_set("field", "salt", "date_of_birth.year", 3)))
+    assert problems == ("field[3].salt: a field cannot be salted with itself",)
+    # in a list too (field[1] is middle_names, published in views no blocking rule names)
+    own = ["date_of_birth.year_month", "middle_names.initial"]
+    problems = problems_of(_mutated(_set("field", "salt", own, 1)))
+    assert problems == ("field[1].salt: a field cannot be salted with itself",)
 
 
 @pytest.mark.parametrize("salt", ["date_of_birth", "nowhere.value", "date_of_birth.soundex"])
-def test_bad_salt_reference(salt: str) -> None:
-    problems = problems_of(_mutated(_set("field", "salt", salt, 0)))
-    assert all(p.startswith("field[0].salt: ") for p in problems)
+@pytest.mark.parametrize("index", [6, 1])  # nhs_number, and middle_names' list of salts
+def test_bad_salt_reference(salt: str, index: int) -> None:
+    value: Any = salt if index == 6 else ["date_of_birth.year_month", salt]
+    problems = problems_of(_mutated(_set("field", "salt", value, index)))
+    assert len(problems) == 1 and problems[0].startswith(f"field[{index}].salt: ")
+    echo = {"nowhere.value": "nowhere", "date_of_birth.soundex": "soundex"}.get(salt)
+    assert echo is None or echo not in problems[0]  # the reference is never echoed
 
 
 _CHILD_FIELDS = "given_name, middle_names, family_name, date_of_birth, sex, postcode, nhs_number"
+#: what a blocking part may name: the fields, then the views of the fields salted several ways
+_CHILD_PARTS = _CHILD_FIELDS + "".join(
+    f", {name}@{view}" for name in _VIEWED for view in _DATE_VIEWS
+)
 _NAME_TRANSFORMS = "first_part, initial, metaphone, nysiis, soundex, value"
 _FILTER = "filter, "  # blocking parts may name the published filter, salts may not
 
@@ -575,12 +628,12 @@ _FILTER = "filter, "  # blocking parts may name the published filter, salts may 
     [
         (
             "famly_name.soundex",
-            f'the part before "." is not a field of this schema, expected one of: {_CHILD_FIELDS}'
+            'the part before "." is not a field of this schema, expected one of: {fields}'
             ' (did you mean "family_name"?)',
         ),
         (
             "shoe_size.value",
-            f'the part before "." is not a field of this schema, expected one of: {_CHILD_FIELDS}',
+            'the part before "." is not a field of this schema, expected one of: {fields}',
         ),
         (
             "family_name.sundex",
@@ -590,7 +643,8 @@ _FILTER = "filter, "  # blocking parts may name the published filter, salts may 
         (
             "date_of_birth.soundex",
             'the transform after "." is not available for field[3] (date_of_birth, a date '
-            "field), expected one of: {filter}month_day, value, year, year_month",
+            "field), expected one of: {day_month}{filter}month_day, value, year, year_day, "
+            "year_month",
         ),
         ("family_name", 'expected "<field>.<transform>"'),
     ],
@@ -598,9 +652,12 @@ _FILTER = "filter, "  # blocking parts may name the published filter, salts may 
 def test_bad_reference_messages_name_the_place_and_the_expectation(part: str, message: str) -> None:
     parts = ["date_of_birth.year", part]
     problems = problems_of(_mutated(_set("blocking", "parts", parts, 1)))
-    assert problems == (f"blocking[1].parts[1]: {message.replace('{filter}', _FILTER)}",)
+    as_part = message.replace("{filter}", _FILTER).replace("{fields}", _CHILD_PARTS)
+    assert problems == (f"blocking[1].parts[1]: {as_part.replace('{day_month}', 'day_month, ')}",)
     salt_problems = problems_of(_mutated(_set("field", "salt", part, 6)))
-    assert salt_problems == (f"field[6].salt: {message.replace('{filter}', '')}",)
+    # a salt names a field, never a view (views are made from the salts)
+    as_salt = message.replace("{filter}", "").replace("{fields}", _CHILD_FIELDS)
+    assert salt_problems == (f"field[6].salt: {as_salt.replace('{day_month}', 'day_month, ')}",)
 
 
 def test_a_salt_may_not_name_the_published_filter() -> None:
@@ -640,8 +697,8 @@ def test_bad_rule_names_are_reported_by_position() -> None:
 
 
 def test_salt_may_reference_a_later_field() -> None:
-    schema = schema_from_dict(_mutated(_set("field", "salt", "nhs_number.value", 0)))
-    assert schema.fields[0].salt == "nhs_number.value"
+    schema = schema_from_dict(_mutated(_set("field", "salt", "nhs_number.value", 3)))
+    assert schema.field("date_of_birth").salt == "nhs_number.value"
 
 
 def test_duplicate_field_names() -> None:
@@ -794,13 +851,187 @@ def test_fingerprint_is_cached_per_schema_and_follows_changes() -> None:
 
 
 def test_the_shipped_child_schema_publishes_no_grouping_beyond_its_filters() -> None:
-    # every blocking part is a field's published filter, and every salt source a ".value"
-    # one (its tag derived from the salt field's filter): no key or tag groups records in a
-    # way an attacker could reproduce from values under its own key
+    # every blocking part is a published filter (of a field, or of a view), so no key groups
+    # records in a way an attacker could reproduce from values under its own key; the salt
+    # sources are the three pairs of date parts (their tags group records by those pairs) and
+    # sex (its tag derived from the published sex filter)
     schema = load_schema("child")
     assert schema.blocking
     assert all(t == "filter" for rule in schema.blocking for _, t in rule.parts)
-    assert all(source.endswith(".value") for source in schema.salt_sources)
-    # no field filter groups records across dates of birth but sex and the NHS number
+    assert all(name in schema.field_names for rule in schema.blocking for name, _ in rule.parts)
+    assert schema.salt_sources == (
+        "date_of_birth.year_month",
+        "date_of_birth.year_day",
+        "date_of_birth.day_month",
+        "sex.value",
+    )
+    # no field filter groups records across dates of birth but sex and the NHS number: names
+    # and postcode are salted with two parts of the date in each view, the date with sex
     unsalted = {f.name for f in schema.fields if not f.salt}
     assert unsalted == {"sex", "nhs_number"}
+    for spec in schema.fields:
+        if spec.view_of:
+            assert spec.salt == f"date_of_birth.{spec.name.split('@')[1]}"
+    assert schema.field("date_of_birth").salt == "sex.value"
+    # the names and the postcode are blocked in pairs within a view, the date and NHS number
+    # alone
+    pairs = {
+        (rule.parts[0][0], rule.parts[1][0]) for rule in schema.blocking if len(rule.parts) == 2
+    }
+    assert pairs == {
+        (f"{a}@{view}", f"{b}@{view}")
+        for view in _DATE_VIEWS
+        for a, b in (
+            ("given_name", "family_name"),
+            ("given_name", "postcode"),
+            ("family_name", "postcode"),
+        )
+    }
+    assert {rule.parts for rule in schema.blocking if len(rule.parts) == 1} == {
+        (("date_of_birth", "filter"),),
+        (("nhs_number", "filter"),),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# views: a field salted several ways
+
+_VIEWS_TOML = """
+[schema]
+name = "views"
+version = 1
+
+[[field]]
+name = "given"
+kind = "name"
+salt = ["dob.year_month", "dob.day_month"]
+
+[[field]]
+name = "dob"
+kind = "date"
+salt = "sex.value"
+
+[[field]]
+name = "sex"
+kind = "sex"
+
+[[blocking]]
+name = "given@year_month"
+parts = ["given@year_month.filter", "dob.year"]
+
+[[blocking]]
+name = "sex"
+parts = ["sex.filter"]
+"""
+
+
+def test_a_salt_list_publishes_one_view_per_salt() -> None:
+    schema = parse_schema(_VIEWS_TOML)
+    assert schema.field_names == ("given@year_month", "given@day_month", "dob", "sex")
+    assert schema.input_names == ("given", "dob", "sex")
+    assert [(f.salt, f.view_of) for f in schema.fields] == [
+        ("dob.year_month", "given"),
+        ("dob.day_month", "given"),
+        ("sex.value", ""),
+        ("", ""),
+    ]
+    first, second = schema.fields[:2]
+    assert dataclasses_replace(first, name=second.name, salt=second.salt) == second
+    assert schema.field("given") is first and schema.field("given@day_month") is second
+    assert schema.comparison_salts == ("", "sex.value", "")
+    assert schema.salt_sources == ("dob.year_month", "dob.day_month", "sex.value")
+    assert schema.blocking[0].parts == (("given@year_month", "filter"), ("dob", "year"))
+    with pytest.raises(KeyError):
+        schema.field("given@year")
+
+
+def test_a_schema_with_views_round_trips_and_keeps_its_fingerprint() -> None:
+    schema = parse_schema(_VIEWS_TOML)
+    assert schema.to_dict()["field"][0]["salt"] == ["dob.year_month", "dob.day_month"]
+    assert [f["name"] for f in schema.to_dict()["field"]] == ["given", "dob", "sex"]
+    again = parse_schema(schema.to_toml())
+    assert again == schema and again.fingerprint() == schema.fingerprint()
+    assert schema_from_dict(schema.to_dict()) == schema
+    assert parse_schema(_VIEWS_TOML).fingerprint() == schema.fingerprint()  # stable
+    # the views' order is part of the schema (it orders the published fields)
+    swapped = _VIEWS_TOML.replace(
+        '["dob.year_month", "dob.day_month"]', '["dob.day_month", "dob.year_month"]'
+    )
+    assert parse_schema(swapped).fingerprint() != schema.fingerprint()
+    # one salt instead of the list is another schema
+    single = schema.with_salt("dob.year_month", ["given"])
+    assert single.field_names == ("given", "dob", "sex")
+    assert single.blocking[0].parts == (("given", "filter"), ("dob", "year"))
+    assert single.fingerprint() != schema.fingerprint()
+
+
+_ONE_SALT = 'field[0].salt: a list needs two or more salts (one salt: "<field>.<x>")'
+_SAME_TRANSFORM = "field[0].salt: the salts of a list need different transforms"
+
+
+@pytest.mark.parametrize(
+    ("salt", "problem"),
+    [
+        (["dob.year_month"], _ONE_SALT),
+        ([], _ONE_SALT),
+        (["dob.year_month", "dob.year_month"], _SAME_TRANSFORM),
+        (["dob.value", "sex.value"], _SAME_TRANSFORM),  # views are named by the transform
+        (["dob.year_month", 3], "field[0].salt: expected a string or a list of strings"),
+        (7, "field[0].salt: expected a string or a list of strings"),
+    ],
+)  # fmt: skip
+def test_bad_salt_lists_are_reported_by_position(salt: Any, problem: str) -> None:
+    data = tomllib.loads(_VIEWS_TOML)
+    data["field"][0]["salt"] = salt
+    data["blocking"] = data["blocking"][1:]  # no part naming a view
+    assert problems_of(data) == (problem,)
+
+
+def test_a_filter_part_naming_a_viewed_fields_plain_name_is_an_error() -> None:
+    data = tomllib.loads(_VIEWS_TOML)
+    data["blocking"][0]["parts"] = ["dob.year", "given.filter"]
+    problems = problems_of(data)
+    assert problems == (
+        "blocking[0].parts[1]: field[0] is published in views; a filter part names one of "
+        'them ("<field>@<transform>.filter")',
+    )
+    # a value part of the plain name is fine: the views share the value
+    data["blocking"][0]["parts"] = ["dob.year", "given.soundex"]
+    assert schema_from_dict(data).blocking[0].parts == (("dob", "year"), ("given", "soundex"))
+
+
+def test_a_view_that_does_not_exist_is_an_unknown_field() -> None:
+    data = tomllib.loads(_VIEWS_TOML)
+    data["blocking"][0]["parts"] = ["given@year.filter"]
+    assert problems_of(data) == (
+        'blocking[0].parts[0]: the part before "." is not a field of this schema, expected one '
+        'of: given, dob, sex, given@year_month, given@day_month (did you mean "given@year_month"?)',
+    )
+
+
+def test_a_viewed_field_cannot_be_a_salt() -> None:
+    data = tomllib.loads(_VIEWS_TOML)
+    data["field"][2]["salt"] = "given.initial"
+    assert problems_of(data) == (
+        "field[2].salt: names a field published in views, which cannot be a salt",
+    )
+    data["field"][2]["salt"] = "given@year_month.value"  # a view is not a field to salt with
+    (problem,) = problems_of(data)
+    assert problem.startswith('field[2].salt: the part before "." is not a field of this schema')
+    assert "given@year_month" not in problem.split("expected one of:")[1]
+
+
+def test_view_problems_never_echo_the_file() -> None:
+    data = tomllib.loads(_VIEWS_TOML)
+    canary = "Zebedee"
+    data["field"][0]["salt"] = [f"{canary}.year_month", f"dob.{canary}"]
+    data["field"][2]["salt"] = [f"{canary}.value"]
+    data["blocking"][0]["parts"] = [f"{canary}@x.filter", f"given@{canary}.filter"]
+    problems = problems_of(data)
+    assert len(problems) == 6
+    assert all(canary not in p and canary.lower() not in p for p in problems)
+    # a salt that does not resolve makes no view (whose name would hold the file's text), and
+    # a list that is not valid makes no views: no problem follows from them
+    fields = 'the part before "." is not a field of this schema, expected one of: given, dob, sex'
+    assert problems[-2:] == (f"blocking[0].parts[0]: {fields}", f"blocking[0].parts[1]: {fields}")
+    assert not any("published in views" in p for p in problems)

@@ -221,7 +221,7 @@ def _vector_rows(
     """Every FILTER_RECORDS row encoded under ``schema`` and the published test key: its
     published filters (:func:`_filter_row`) and whatever ``extra(batch, row)`` adds."""
     keys = KeySet(LinkageSecret.for_tests(), key_version=1)
-    columns = {f: [r[f] for r in FILTER_RECORDS] for f in schema.field_names}
+    columns = {f: [r[f] for r in FILTER_RECORDS] for f in schema.input_names}
     batch = encode_records(schema, keys, columns)
     return [
         {**_filter_row(schema, batch, row, record, index=row), **extra(batch, row)}
@@ -273,7 +273,7 @@ def hardened_filter_vectors() -> dict[str, Any]:
     schema = plain.with_hardening(HARDENED_RECORD, HARDENED_FIELDS)
     keys = KeySet(LinkageSecret.for_tests(), key_version=1)
     records = [FILTER_RECORDS[row] for row in HARDENED_ROWS]
-    columns = {f: [r[f] for r in records] for f in schema.field_names}
+    columns = {f: [r[f] for r in records] for f in schema.input_names}
     batch = encode_records(schema, keys, columns)
     rows: list[dict[str, Any]] = []
     for index, (row, record) in enumerate(zip(HARDENED_ROWS, records, strict=True)):
@@ -338,7 +338,7 @@ def form_vectors() -> dict[str, Any]:
     ``i`` has reference ``i`` as 32 hex digits) and every published part."""
     schema = load_schema("child")
     keys = KeySet(LinkageSecret.for_tests(), key_version=1)
-    columns = {f: [r[f] for r in FORM_RECORDS] for f in schema.field_names}
+    columns = {f: [r[f] for r in FORM_RECORDS] for f in schema.input_names}
     published = forms.encode_forms(schema, keys, columns)
     batch = published.batch
     rows = []
