@@ -74,9 +74,16 @@ def test_frequency_attack_exact_on_own_list() -> None:
     assert share == 0.0 and distinct == 0.0
 
 
+VIEWS_NOT_COVERED = (
+    "known (issue 14): written for the full-date salt; the shipped views are not yet covered "
+    "by this test, and the co-occurrence attack re-identifies them at overlap 1.0 "
+    "(benchmarks/RESULTS.md)"
+)
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="known (issue 14): written for the full-date salt; the shipped views are not yet covered by this test, and the co-occurrence attack re-identifies them at overlap 1.0 (benchmarks/RESULTS.md)",
+    reason=VIEWS_NOT_COVERED,
 )
 def test_salted_schema_only_changes_name_fields() -> None:
     base = attack.default_child_schema()
@@ -155,7 +162,7 @@ def test_salt_known_frequency_attack_ranks_within_each_salt() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known (issue 14): written for the full-date salt; the shipped views are not yet covered by this test, and the co-occurrence attack re-identifies them at overlap 1.0 (benchmarks/RESULTS.md)",
+    reason=VIEWS_NOT_COVERED,
 )
 def test_the_shipped_schema_is_the_first_measured_setting() -> None:
     # the table's first row, "shipped", measures exactly what the child schema ships: its
@@ -180,7 +187,7 @@ def test_the_shipped_schema_is_the_first_measured_setting() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known (issue 14): written for the full-date salt; the shipped views are not yet covered by this test, and the co-occurrence attack re-identifies them at overlap 1.0 (benchmarks/RESULTS.md)",
+    reason=VIEWS_NOT_COVERED,
 )
 def test_filter_blocking_blocks_on_the_distinct_fields_of_each_rule() -> None:
     data = attack.default_child_schema().to_dict()
@@ -526,7 +533,7 @@ def test_cooccurrence_attack_reads_the_blocking_keys() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known (issue 14): written for the full-date salt; the shipped views are not yet covered by this test, and the co-occurrence attack re-identifies them at overlap 1.0 (benchmarks/RESULTS.md)",
+    reason=VIEWS_NOT_COVERED,
 )
 def test_the_shipped_schema_holds_against_the_attack_that_breaks_its_predecessor() -> None:
     # The same attacker, the same 2,500 records, full overlap, every equality class the
@@ -605,7 +612,7 @@ def test_cooccurrence_attack_reads_the_salt_tags(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known (issue 14): written for the full-date salt; the shipped views are not yet covered by this test, and the co-occurrence attack re-identifies them at overlap 1.0 (benchmarks/RESULTS.md)",
+    reason=VIEWS_NOT_COVERED,
 )
 def test_cooccurrence_attack_reads_no_class_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     # As shipped, every blocking rule is one field's filter and every salt tag a
