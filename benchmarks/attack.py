@@ -618,6 +618,36 @@ class _CipherField:
     hashes: int  # positions per token (published with the schema)
 
 
+def frequency_shares(
+    schema: Schema,
+    encoded: EncodedBatch,
+    encoded_columns: dict[str, list[str | None]],
+    public_columns: dict[str, list[str | None]],
+) -> dict[str, float]:
+    """The frequency attack on each of :data:`NAME_FIELDS`: ``frequency_<field>[_salted |
+    _salt_known]_records`` and ``..._values`` (see :func:`run_attack`). A field published in
+    views is attacked view by view; the best view counts."""
+    row: dict[str, float] = {}
+    for field in NAME_FIELDS:
+        truth = normalised_values(schema, field, encoded_columns[field])
+        public = normalised_values(schema, field, public_columns[field])
+        for view in (spec.name for spec in schema.fields if spec.input_name == field):
+            index = encoded.field_names.index(view)
+            filters, present = encoded.field_filters[index], encoded.field_present[:, index]
+            found = {"": frequency_attack(filters, present, truth, public)}
+            # salt-aware: (value, salt) combinations ranked (the same when unsalted)
+            salts = salt_values(schema, view, public_columns)
+            found["_salted"] = frequency_attack(filters, present, truth, public, salts)
+            # salt-known: ranked within each salt value (what salt tags could give away)
+            known = salt_values(schema, view, encoded_columns)
+            found["_salt_known"] = frequency_attack(filters, present, truth, public, salts, known)
+            for kind, (share, distinct) in found.items():
+                if share >= row.get(f"frequency_{field}{kind}_records", -1.0):
+                    row[f"frequency_{field}{kind}_records"] = share
+                    row[f"frequency_{field}{kind}_values"] = distinct
+    return row
+
+
 def filter_index(batch: EncodedBatch, field: str) -> int:
     """The column of ``field``'s published filter in ``batch``: the field itself, or the
     first view of a field published in views (the attacks that read one filter per field)."""
@@ -1721,26 +1751,7 @@ def run_attack(
         else:
             row["salt"] = setting.salt_source if setting.salt else ""
             row["hardening"] = dataclasses.asdict(setting.hardening) | {"salt": setting.salt}
-        for field in NAME_FIELDS:
-            truth = normalised_values(schema, field, encoded_columns[field])
-            public = normalised_values(schema, field, public_columns[field])
-            # a field published in views is attacked view by view; the best view counts
-            for view in (spec.name for spec in schema.fields if spec.input_name == field):
-                index = encoded.field_names.index(view)
-                filters, present = encoded.field_filters[index], encoded.field_present[:, index]
-                found = {"": frequency_attack(filters, present, truth, public)}
-                # salt-aware: (value, salt) combinations ranked (the same when unsalted)
-                salts = salt_values(schema, view, public_columns)
-                found["_salted"] = frequency_attack(filters, present, truth, public, salts)
-                # salt-known: ranked within each salt value (what the salt tags give away)
-                known = salt_values(schema, view, encoded_columns)
-                found["_salt_known"] = frequency_attack(
-                    filters, present, truth, public, salts, known
-                )
-                for kind, (share, distinct) in found.items():
-                    if share >= row.get(f"frequency_{field}{kind}_records", -1.0):
-                        row[f"frequency_{field}{kind}_records"] = share
-                        row[f"frequency_{field}{kind}_values"] = distinct
+        row |= frequency_shares(schema, encoded, encoded_columns, public_columns)
         encoded_side = graph_side(encoded) if graph else None
         for overlap in overlaps if graph else ():
             shared = round(overlap * n_records)

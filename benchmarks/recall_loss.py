@@ -178,21 +178,45 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _report(rows: list[dict[str, object]], argv: Sequence[str] | None) -> None:
-    from benchmarks.report import write_table_section
+    import sys
+
+    from benchmarks.report import markdown_table, provenance, write_section
 
     description = (
-        "Seeded synthetic four-agency population, clustered as `jigsaw link` does. Every"
-        " true pair the clustering left apart is counted in the first category that fits:"
-        " the date of birth missing on a side, the dates differ, sex missing on a side, sex"
-        " differs, or both agree; each `lost_` figure is a share of all true pairs. The"
-        " shipped schema compares a field salted with the date (names, postcode) only where"
-        " the date's filter, itself salted with sex, is equal on both sides. `plain`: the"
-        " same schema with its salts and hardening off."
+        "Seeded synthetic four-agency population in the named error profile, clustered as"
+        " `jigsaw link` does. First table: every true pair the clustering left apart is"
+        " counted in the first category that fits: the date of birth missing on a side, the"
+        " dates differ, sex missing on a side, sex differs, or both agree; each `lost_` figure"
+        " is a share of all true pairs. Second table, by the errors the generator put in"
+        " (`linkage.synthetic.ERROR_CATEGORIES`): `pairs`, the share of all true pairs with"
+        " that error on either record; `lost`, the share of all true pairs with it that the"
+        " link missed. `plain`: the shipped schema with its salts and hardening off."
     )
+    words = list(sys.argv[1:] if argv is None else argv)
     table = [{k: v for k, v in row.items() if k != "by_error"} for row in rows]
-    write_table_section(
-        "recall-loss", "Where recall is lost", "benchmarks.recall_loss", argv, description, table
+    by_error: list[dict[str, object]] = []
+    for row in rows:
+        found = row.get("by_error")
+        if not isinstance(found, dict):
+            continue
+        for category, shares in sorted(found.items(), key=lambda kv: -kv[1]["lost"]):
+            by_error.append(
+                {
+                    "schema": row["schema"],
+                    "error": category,
+                    "pairs": shares["pairs"],
+                    "lost": shares["lost"],
+                }
+            )
+    body = (
+        "## Where recall is lost\n\n"
+        + provenance("python -m benchmarks.recall_loss " + " ".join(words))
+        + f"\n{description}\n\n"
+        + markdown_table(table, list(table[0]))
+        + "\n"
+        + (("\n" + markdown_table(by_error, list(by_error[0])) + "\n") if by_error else "")
     )
+    write_section("recall-loss", body)
 
 
 if __name__ == "__main__":

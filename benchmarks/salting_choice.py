@@ -1,47 +1,83 @@
-"""Salting: views or the full date of birth, on messy data, beside the plaintext ceiling.
+"""Salting: quality on messy data against re-identification, the frontier of the default.
 
-Role: the evidence behind the child schema's salts (RESULTS.md "Salting: views or the full
-date"). On the seeded synthetic four-agency population in each error profile (``default``,
-``typical``, ``hard``: :data:`linkage.synthetic.PROFILES`), it links the agencies as
-``jigsaw link`` does under the shipped ``child`` schema (names and postcode in three views
-salted with pairs of date parts) and under ``child_date_salted`` (salted with the full date
-of birth), and, unless ``--no-splink``, runs Splink on the same records
-(:mod:`benchmarks.splink_peer`). Labels are used only to score; only counts are printed.
+Role: the evidence behind the child schema's salts (RESULTS.md "Salting: the frontier"). Each
+candidate salting of the child schema (:data:`VARIANTS`: which fields are published in views
+salted with pairs of date parts, the rest salted with the full date of birth) is measured
 
-Run ``python -m benchmarks.salting_choice --children 5000 [--report]``.
+* for quality: the seeded synthetic four-agency population in each error profile
+  (``default``, ``typical``, ``hard``: :data:`linkage.synthetic.PROFILES`), linked and
+  clustered as ``jigsaw link`` does, pairwise precision, recall and F1 over the clusters; and
+  Splink on the same records in plaintext once per profile (unless ``--no-splink``);
+* for privacy: the attacks of :mod:`benchmarks.attack` on ``--records`` encoded records: the
+  frequency attack (the best of its three forms, over every view) and graph matching with the
+  co-occurrence attack at the overlaps in ``--overlaps``.
+
+Labels and plaintext are used only to score; only counts and shares are printed.
+Run ``python -m benchmarks.salting_choice [--report]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
+from collections.abc import Callable
 
-from benchmarks import quality
+import numpy as np
+
+from benchmarks import attack, quality
 from benchmarks.splink_peer import SplinkUnavailable
 from linkage import evaluate, synthetic
-from linkage.schema import load_schema
+from linkage.encode import encode_records
+from linkage.keys import KeySet
+from linkage.schema import Schema, default_child_schema, load_schema
 
-SCHEMAS = ("child", "child_date_salted")
 PROFILES = ("default", "typical", "hard")
+_NAMES_AND_POSTCODE = ("given_name", "middle_names", "family_name", "postcode")
 
 
-def run(children: int, seed: int, *, splink: bool) -> list[dict[str, object]]:
+def _views_on(fields: tuple[str, ...]) -> Callable[[], Schema]:
+    """The shipped schema with only ``fields`` in views, the others of
+    :data:`_NAMES_AND_POSTCODE` salted with the full date of birth."""
+
+    def build() -> Schema:
+        others = [f for f in _NAMES_AND_POSTCODE if f not in fields]
+        return default_child_schema().with_salt("date_of_birth.value", others)
+
+    return build
+
+
+#: name -> schema: the candidate saltings, from the most error-tolerant to the least
+VARIANTS: dict[str, Callable[[], Schema]] = {
+    "views: names and postcode (shipped)": default_child_schema,
+    "views: names": _views_on(("given_name", "middle_names", "family_name")),
+    "views: family name": _views_on(("family_name",)),
+    "full date (child_date_salted)": lambda: load_schema("child_date_salted"),
+}
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def quality_rows(children: int, seed: int, *, splink: bool) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for profile in PROFILES:
         chosen = None if profile == "default" else profile
         columns, truth = quality.synthetic_population(children, seed, chosen)
         ti, tj = evaluate.true_pairs_from_entities(truth)
-        results = [
-            (name, quality.run_jigsaw_dedupe(profile, load_schema(name), columns, ti, tj))
-            for name in SCHEMAS
-        ]
+        results = []
+        for name, build in VARIANTS.items():
+            _progress(f"{profile}: linking under {name}")
+            results.append((name, quality.run_jigsaw_dedupe(profile, build(), columns, ti, tj)))
         if splink:
             agencies = synthetic.DEFAULT_AGENCIES if chosen is None else synthetic.PROFILES[profile]
             data = synthetic.generate_population(children, seed=seed, agencies=agencies)
             try:
                 peer = quality.run_splink_synthetic(profile, data, seed=seed, progress=_progress)
-                results.append(("plaintext-splink", peer))
+                results.append(("plaintext Splink", peer))
             except SplinkUnavailable as error:
                 _progress(f"{profile}: no Splink row: {error}")
         for name, result in results:
@@ -49,9 +85,7 @@ def run(children: int, seed: int, *, splink: bool) -> list[dict[str, object]]:
             rows.append(
                 {
                     "profile": profile,
-                    "linker": name,
-                    "records": d.get("records", ""),
-                    "true_pairs": d.get("true_pairs", ""),
+                    "salting": name,
                     "precision": d["precision"],
                     "recall": d["recall"],
                     "f1": d["f1"],
@@ -62,34 +96,111 @@ def run(children: int, seed: int, *, splink: bool) -> list[dict[str, object]]:
     return rows
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def attack_rows(records: int, overlaps: list[float], seed: int) -> list[dict[str, object]]:
+    pool_size = math.ceil(records * (2 - min(overlaps)))
+    columns, child_ids = attack.one_record_per_child(pool_size, seed)
+    public_columns, _ = attack.one_record_per_child(records, seed + 1000)
+    encoded_rows = np.arange(records, dtype=np.int64)
+    encoded_columns = attack.take_columns(columns, encoded_rows)
+    rows: list[dict[str, object]] = []
+    for name, build in VARIANTS.items():
+        started = time.perf_counter()
+        schema = build()
+        encoded = encode_records(schema, KeySet(attack._test_secret()), encoded_columns)
+        shares = attack.frequency_shares(schema, encoded, encoded_columns, public_columns)
+        row: dict[str, object] = {
+            "salting": name,
+            "records": records,
+            "frequency": max(v for k, v in shares.items() if k.endswith("_records")),
+        }
+        side = attack.graph_side(encoded)
+        for overlap in overlaps:
+            _progress(f"attacking {name} at overlap {overlap}")
+            shared = round(overlap * records)
+            attacker_rows = np.arange(records - shared, 2 * records - shared, dtype=np.int64)
+            attacker_rows = np.random.default_rng(seed + 1).permutation(attacker_rows)
+            attacker_columns = attack.take_columns(columns, attacker_rows)
+            attacker = encode_records(schema, KeySet(attack.ATTACKER_SECRET), attacker_columns)
+            rate, _ = attack.graph_attack_rate(
+                encoded,
+                attacker,
+                child_ids[encoded_rows],
+                child_ids[attacker_rows],
+                schema=schema,
+                attacker_columns=attacker_columns,
+                encoded_side=side,
+            )
+            row[f"graph_{overlap}"] = rate
+        row["seconds"] = time.perf_counter() - started
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def plot(quality: list[dict[str, object]], privacy: list[dict[str, object]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    overlap = max(k for k in privacy[0] if k.startswith("graph_"))
+    f1 = {(r["profile"], r["salting"]): float(r["f1"]) for r in quality}  # type: ignore[arg-type]
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for row in privacy:
+        name = str(row["salting"])
+        x, y = float(row[overlap]), f1[("hard", name)]  # type: ignore[arg-type]
+        axis.scatter([x], [y])
+        axis.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if ("hard", "plaintext Splink") in f1:
+        axis.axhline(f1[("hard", "plaintext Splink")], linestyle="--", color="grey")
+        axis.annotate("plaintext Splink", (0.0, f1[("hard", "plaintext Splink")]), fontsize=8)
+    axis.axvline(0.02, linestyle=":", color="red")
+    axis.set_xlabel(f"re-identified by graph matching at overlap {overlap.split('_')[1]}")
+    axis.set_ylabel("F1, hard profile")
+    axis.set_title("Salting: quality on messy data against re-identification")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--children", type=int, default=5000)
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--overlaps", type=float, nargs="+", default=[0.8, 1.0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-splink", action="store_true")
+    parser.add_argument("--no-attack", action="store_true")
     parser.add_argument("--report", action="store_true", help="write RESULTS.md's section")
     args = parser.parse_args(argv)
-    rows = run(args.children, args.seed, splink=not args.no_splink)
+    linked = quality_rows(args.children, args.seed, splink=not args.no_splink)
+    attacked = [] if args.no_attack else attack_rows(args.records, args.overlaps, args.seed)
     if args.report:
-        from benchmarks.report import write_table_section
+        from benchmarks.report import RESULTS, markdown_table, provenance, write_section
 
-        write_table_section(
-            "salting-choice",
-            "Salting: views or the full date",
-            "benchmarks.salting_choice",
-            argv,
-            "Seeded synthetic four-agency population per error profile, linked and clustered as "
-            "`jigsaw link` does. `child`: the shipped schema, names and postcode in three views "
-            "salted with year and month, year and day, day and month; the date of birth compared "
-            "by those salt tags too. `child_date_salted`: names and postcode salted with the "
-            "full date of birth. `plaintext-splink`: Splink 4 on the same records in plaintext "
-            "(`benchmarks/splink_peer.py`). Pairwise precision and recall over the clusters.",
-            rows,
+        words = sys.argv[1:] if argv is None else argv
+        body = (
+            "## Salting: the frontier\n\n"
+            + provenance("python -m benchmarks.salting_choice " + " ".join(words))
+            + "\nEach candidate salting of the child schema: which fields are published in "
+            "views salted with year and month, year and day, day and month (the rest salted "
+            "with the full date of birth). Quality: the seeded synthetic four-agency "
+            "population per error profile, linked and clustered as `jigsaw link` does, "
+            "pairwise over the clusters; `plaintext Splink`: Splink 4 on the same records "
+            "(`benchmarks/splink_peer.py`). Privacy: the attacks of `benchmarks/attack.py` "
+            "(frequency: the best of its three forms over every view; graph: graph matching "
+            "and the co-occurrence attack, share of the overlap re-identified).\n\n"
+            + markdown_table(linked, list(linked[0]))
+            + "\n"
         )
+        if attacked:
+            target = RESULTS.parent / "plots" / "salting_frontier.png"
+            plot(linked, attacked, str(target))
+            body += (
+                "\n"
+                + markdown_table(attacked, list(attacked[0]))
+                + "\n\n![salting frontier](plots/salting_frontier.png)\n"
+            )
+        write_section("salting-choice", body)
     return 0
 
 

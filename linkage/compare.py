@@ -7,23 +7,19 @@ and the lookup index both call it.
 
 Contract, per pair and per published field ``f`` (a field or one view of a field):
 
-* ``f`` is *compared* when both records hold the value and, for a salted field, both were
-  encoded under the same salt value (equal salt tags, :func:`linkage.encode.salt_comparable`);
+* ``f`` is *compared* when both records hold the value and, for a field with a salt of its
+  own, both were encoded under the same salt value (equal salt tags, :func:`salt_comparable`);
   otherwise its Dice means nothing and is not used.
+* A view publishes no salt tag: a tag would group records by the salt value (a birth year and
+  month), a grouping its filters do not show, and an attacker reproduces it on a population of
+  its own. Views of a field are therefore always compared where both records hold the value;
+  a view under another salt gives the Dice of unrelated filters.
 * A comparison (:attr:`linkage.schema.Schema.input_names`) is present when any of its fields
-  is compared; its similarity is the largest Dice among them (views of one value under one
-  agreeing salt give the same Dice up to hashing noise, so the choice is symmetric and stable).
+  is compared; its similarity is the largest Dice among them: the view whose salt agrees
+  where one does, so an error in one part of the date leaves the field compared as usual.
 * It is *not compared* when both records hold the value but no field of it could be compared
-  (every salt differs): missing for the model (neutral, never a disagreement), reported
-  apart so a lookup can say what it could not compare.
-
-* A value whose parts salt other fields (the date of birth, when views are salted with its
-  year and month, year and day, day and month) is compared by those salt tags too: all equal
-  means the value is equal; some equal means one part is off (or day and month are
-  transposed), which lifts its similarity to its second cut-off, the level just below exact
-  (:func:`part_agreement`). Diffused filters of nearly equal dates are hardly more similar
-  than those of unrelated dates; the tags say exactly which parts agree, and show the matcher
-  nothing its salt tags did not already show.
+  (its salt differs): missing for the model (neutral, never a disagreement), reported apart
+  so a lookup can say what it could not compare (:func:`not_compared`).
 
 For a schema without views, comparisons are fields one to one and the result is the input.
 """
@@ -37,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage.schema import Schema
+from linkage.scoring import MISSING_LEVEL
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ def salt_comparable(
     sources = schema.salt_sources
     out = np.ones((left_tags.shape[0], len(schema.fields)), dtype=np.bool_)
     for f_index, spec in enumerate(schema.fields):
-        if spec.salt:
+        if spec.salt and not spec.view_of:
             s_index = sources.index(spec.salt)
             out[:, f_index] = left_tags[:, s_index] == right_tags[:, s_index]
     return out
@@ -72,30 +69,55 @@ def salt_comparable(
 def compare_fields(
     schema: Schema,
     similarity: NDArray[np.float64],
-    both_present: NDArray[np.bool_],
+    left_present: NDArray[np.bool_],
+    right_present: NDArray[np.bool_],
     left_tags: NDArray[np.unsignedinteger[Any]],
     right_tags: NDArray[np.unsignedinteger[Any]],
 ) -> Compared:
     """Per-comparison similarity and presence from per-field ones.
 
-    ``similarity`` and ``both_present`` are ``(n_pairs, n_fields)``, one column per
-    :attr:`Schema.fields` entry; ``left_tags``/``right_tags`` the pairs' salt tags (one row per
-    pair, or one row broadcast to every pair).
+    ``similarity`` is ``(n_pairs, n_fields)``, one column per :attr:`Schema.fields` entry;
+    ``left_present``/``right_present`` each side's field presence and ``left_tags``/
+    ``right_tags`` its salt tags (one row per pair, or one row broadcast to every pair).
     """
+    n_pairs = similarity.shape[0]
+    both_present = np.asarray(left_present & right_present, dtype=np.bool_)
+    both_present = np.broadcast_to(both_present, similarity.shape)
     compared = both_present
     if schema.salt_sources:
-        n_pairs = both_present.shape[0]
         compared = both_present & salt_comparable(
             schema,
             np.broadcast_to(left_tags, (n_pairs, left_tags.shape[1])),
             np.broadcast_to(right_tags, (n_pairs, right_tags.shape[1])),
         )
+    for f, source in view_salt_sources(schema):
+        # a view is encoded under its salt's value, or under "missing": it compares only with
+        # a record that has the salting value exactly when this one has it
+        same = left_present[..., source] == right_present[..., source]
+        compared = compared.copy() if compared is both_present else compared
+        compared[:, f] &= np.broadcast_to(same, (n_pairs,))
     if len(schema.input_names) == len(schema.fields):  # no views: one field per comparison
-        return Compared(
-            part_agreement(schema, similarity, compared, left_tags, right_tags),
-            compared,
-            both_present & ~compared,
-        )
+        return Compared(similarity, compared, both_present & ~compared)
+    return _compare_views(schema, similarity, compared, both_present)
+
+
+def view_salt_sources(schema: Schema) -> tuple[tuple[int, int], ...]:
+    """Per view: (its field index, the field index of its salt's field)."""
+    return tuple(
+        (f, schema.field_names.index(spec.salt.split(".")[0]))
+        for f, spec in enumerate(schema.fields)
+        if spec.view_of
+    )
+
+
+def _compare_views(
+    schema: Schema,
+    similarity: NDArray[np.float64],
+    compared: NDArray[np.bool_],
+    both_present: NDArray[np.bool_],
+) -> Compared:
+    """:func:`compare_fields` for a schema with views: a comparison is present where any of
+    its fields is compared, with the largest Dice among them."""
     shape = (similarity.shape[0], len(schema.input_names))
     out_sim = np.zeros(shape, dtype=np.float64)
     out_present = np.zeros(shape, dtype=np.bool_)
@@ -106,57 +128,16 @@ def compare_fields(
         )
         out_present[:, c] |= compared[:, f]
         out_held[:, c] |= both_present[:, f]
-    out_sim = part_agreement(schema, out_sim, out_present, left_tags, right_tags)
     return Compared(out_sim, out_present, out_held & ~out_present)
 
 
-def part_sources(schema: Schema) -> tuple[tuple[int, tuple[int, ...]], ...]:
-    """Per comparison whose value salts other fields by two or more of its parts: (its column
-    in :attr:`Schema.input_names`, the columns of those salt sources in the salt tags)."""
-    out = []
-    for column, name in enumerate(schema.input_names):
-        sources = tuple(
-            s_index
-            for s_index, source in enumerate(schema.salt_sources)
-            if source.split(".")[0] == name and source.split(".")[1] != "value"
-        )
-        if len(sources) >= 2 and len(schema.comparison_specs[column].levels) >= 2:
-            out.append((column, sources))
-    return tuple(out)
-
-
-def part_agreement(
-    schema: Schema,
-    similarity: NDArray[np.float64],
-    compared: NDArray[np.bool_],
-    left_tags: NDArray[np.unsignedinteger[Any]],
-    right_tags: NDArray[np.unsignedinteger[Any]],
-) -> NDArray[np.float64]:
-    """``similarity`` (per comparison) lifted where the salt tags of a value's parts agree:
-    to 1 where all agree, to the comparison's second cut-off where some do."""
-    found = part_sources(schema)
-    if not found:
-        return similarity
-    out = similarity.copy()
-    for column, sources in found:
-        agree = (left_tags[:, sources] == right_tags[:, sources]) & (left_tags[:, sources] != 0)
-        count = agree.sum(axis=1)
-        lifted = np.where(
-            count == len(sources),
-            1.0,
-            np.where(count > 0, schema.comparison_specs[column].levels[1], 0.0),
-        )
-        out[:, column] = np.where(compared[:, column], np.maximum(out[:, column], lifted), 0.0)
-    return out
-
-
 def not_compared(
-    schema: Schema,
-    both_present: NDArray[np.bool_],
-    left_tags: NDArray[np.unsignedinteger[Any]],
-    right_tags: NDArray[np.unsignedinteger[Any]],
+    schema: Schema, both_present: NDArray[np.bool_], levels: NDArray[np.integer[Any]]
 ) -> NDArray[np.bool_]:
-    """(n_pairs, n_comparisons): both records hold the value but no salt of it agreed
-    (:func:`compare_fields` without the similarities)."""
-    zeros = np.zeros(both_present.shape, dtype=np.float64)
-    return compare_fields(schema, zeros, both_present, left_tags, right_tags).not_compared
+    """(n_pairs, n_comparisons): both records hold the value (some field of it present on both
+    sides, ``both_present`` per field) but its comparison level is missing: not compared."""
+    held = np.zeros(levels.shape, dtype=np.bool_)
+    for f, c in enumerate(schema.comparison_of_field):
+        held[:, c] |= both_present[:, f]
+    out: NDArray[np.bool_] = held & (levels == MISSING_LEVEL)
+    return out

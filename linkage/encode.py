@@ -24,9 +24,10 @@ groups with public name frequencies), so two records are comparable on a salted 
 when they were encoded under the same salt value. The matcher must know when that is, or a
 typo in the salt would turn a name that agrees into one that disagrees; hence salt tags.
 
-Salt tags: one per salt source (:attr:`Schema.salt_sources`, e.g. ``date_of_birth.year_month``),
-the first 8 bytes, as a little-endian uint64, of ``HMAC-SHA256(key("salt", source), message)``;
-0 where the salt value is missing (a computed 0 becomes 1). For a ``<field>.value`` source the
+Salt tags: one per salt source (:attr:`Schema.salt_sources`: the salts of fields that are
+not views), the first 8 bytes, as a little-endian uint64, of
+``HMAC-SHA256(key("salt", source), message)``; 0 where the salt value is missing (a computed
+0 becomes 1). For a ``<field>.value`` source the
 message is the salt field's *published* filter (its packed bytes, hex, as
 :func:`filter_part` writes them), so equal tags mean equal published filters, which imply
 equal salt values, and a tag shows the matcher no grouping of records that the salt field's

@@ -761,7 +761,7 @@ class MatchIndex:
                 sim, present = sim[keep], present[keep]
                 count = len(gathered.agency_codes)
         compared = compare_fields(
-            self.schema, sim, query.field_present[0] & present, query_tags, gathered.salt_tags
+            self.schema, sim, query.field_present[:1], present, query_tags, gathered.salt_tags
         )
         if self._level_cut_offs is None:
             levels = scoring.comparison_levels(

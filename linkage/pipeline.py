@@ -171,7 +171,6 @@ def compare_pairs(
         chunk_left = left_idx[start : start + COMPARE_CHUNK_PAIRS]
         chunk_right = right_idx[start : start + COMPARE_CHUNK_PAIRS]
         sim = np.empty((chunk_left.shape[0], n_fields), dtype=np.float64)
-        both = left.field_present[chunk_left] & right.field_present[chunk_right]
         for f in range(n_fields):
             sim[:, f] = similarity.dice_pairs(
                 left.field_filters[f],
@@ -181,7 +180,12 @@ def compare_pairs(
                 threads=threads,
             )
         compared = compare_fields(
-            schema, sim, both, left.salt_tags[chunk_left], right.salt_tags[chunk_right]
+            schema,
+            sim,
+            left.field_present[chunk_left],
+            right.field_present[chunk_right],
+            left.salt_tags[chunk_left],
+            right.salt_tags[chunk_right],
         )
         levels[start : start + chunk_left.shape[0]] = scoring.comparison_levels(
             compared.similarity, compared.present, thresholds

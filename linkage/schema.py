@@ -33,9 +33,10 @@ or ``"date_of_birth.year"``; the transforms each kind supports are in
 Views: a field whose ``salt`` is a list (``["date_of_birth.year_month",
 "date_of_birth.day_month"]``) is published once per salt, each a *view* with a field of its own
 in :attr:`Schema.fields` named ``<field>@<transform>`` (``given_name@year_month``): its own
-filter, salt tag and blocking parts (``"given_name@year_month.filter"``). The views of a field
-are one comparison (:attr:`Schema.input_names`, :mod:`linkage.compare`): compared under any of
-its salts that agree, so an error in one part of the salt value leaves the field compared.
+filter and blocking parts (``"given_name@year_month.filter"``), and no salt tag (a tag would
+group records by the salt value, which the filters do not show; :attr:`Schema.salt_sources`).
+The views of a field are one comparison (:attr:`Schema.input_names`, :mod:`linkage.compare`):
+the best of its views, so an error in one part of the salt value leaves the field compared.
 
 Fingerprint (travels with every encoding; the matcher refuses encodings whose fingerprint
 differs from the schema it serves): ``"sha256:" + hex(SHA-256(canonical))`` where
@@ -292,9 +293,10 @@ class Schema:
 
     @property
     def salt_sources(self) -> tuple[str, ...]:
-        """The distinct salts (``"<field>.<transform>"``) of the salted fields, in the order
-        fields first name them: one published salt tag per source (:mod:`linkage.encode`)."""
-        return tuple(dict.fromkeys(f.salt for f in self.fields if f.salt))
+        """The distinct salts (``"<field>.<transform>"``) of the salted fields that are not
+        views, in the order fields first name them: one published salt tag per source
+        (:mod:`linkage.encode`). Views publish no tag (see the module docstring)."""
+        return tuple(dict.fromkeys(f.salt for f in self.fields if f.salt and not f.view_of))
 
     def field(self, name: str) -> FieldSpec:
         """The field (or view) called ``name``, else the first view of the input ``name``."""

@@ -299,7 +299,6 @@ def build_clusters(
     threshold: float,
     *,
     schema: Schema | None = None,
-    salt_tags: NDArray[np.uint64] | None = None,
     present: NDArray[np.bool_] | None = None,
 ) -> list[StoredCluster]:
     """Clusters with at least 2 members, members sorted by (agency, reference), with their edges.
@@ -311,9 +310,9 @@ def build_clusters(
     one pair between two. Edges are the scored pairs at or above ``threshold`` inside a
     cluster, each with its per-field (level label, weight) evidence. Clusters are ordered
     by their first member.
-    With ``schema`` and that concatenation's ``salt_tags`` and ``present`` (field presence),
-    a salted field both records hold under different salt values is labelled
-    ``not_compared`` (weight 0), as lookups say.
+    With ``schema`` and that concatenation's ``present`` (field presence), a field both
+    records hold that could not be compared (:func:`linkage.compare.not_compared`) is
+    labelled ``not_compared`` (weight 0), as lookups say.
     """
     labels = result.labels
     if labels.size == 0:
@@ -333,10 +332,10 @@ def build_clusters(
     if edge_rows.size:
         n_fields = scored.levels.shape[1]
         not_compared = np.zeros((edge_rows.size, n_fields), dtype=np.int8)
-        if schema is not None and salt_tags is not None and present is not None:
+        if schema is not None and present is not None:
             left, right = scored.left[edge_rows], scored.right[edge_rows]
             not_compared = compare.not_compared(
-                schema, present[left] & present[right], salt_tags[left], salt_tags[right]
+                schema, present[left] & present[right], scored.levels[edge_rows]
             ).astype(np.int8)
         keyed = np.concatenate([scored.levels[edge_rows], not_compared], axis=1)
         distinct, inverse = np.unique(keyed, axis=0, return_inverse=True)
@@ -786,8 +785,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                     members,
                     job.min_probability,
                     schema=self._schema,
-                    salt_tags=batch.salt_tags[order],  # the clustered order, not a copy of
-                    present=batch.field_present[order],  # every filter of the snapshot
+                    present=batch.field_present[order],  # the clustered order
                 )
                 self._store.finish_link(result_id, clusters, total_records=total_records)
                 model = result.scored.model

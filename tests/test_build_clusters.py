@@ -27,7 +27,6 @@ def test_salted_fields_under_other_salts_are_labelled_not_compared() -> None:
         members,
         0.5,
         schema=SCHEMA,
-        salt_tags=clustered.salt_tags,
         present=clustered.field_present,
     )
     assert [c.members for c in plain] == [c.members for c in labelled]
@@ -38,9 +37,10 @@ def test_salted_fields_under_other_salts_are_labelled_not_compared() -> None:
             left = position[after.members[edge_after.left]]
             right = position[after.members[edge_after.right]]
             both = clustered.field_present[[left]] & clustered.field_present[[right]]
-            held_apart = not_compared(
-                SCHEMA, both, clustered.salt_tags[[left]], clustered.salt_tags[[right]]
-            )[0]
+            levels = pipeline.compare_pairs(
+                SCHEMA, clustered, clustered, np.array([left]), np.array([right])
+            )
+            held_apart = not_compared(SCHEMA, both, levels)[0]
             for f, (label, weight) in enumerate(edge_after.evidence):
                 if held_apart[f]:
                     assert (label, weight) == ("not_compared", 0.0)
@@ -75,7 +75,6 @@ def test_the_forms_of_a_record_are_one_member() -> None:
         members,
         0.5,
         schema=SCHEMA,
-        salt_tags=clustered.salt_tags,
         present=clustered.field_present,
     )
     with_forms = {m for m in members if members.count(m) > 1}

@@ -1,8 +1,9 @@
 """Tests for salting, views and salt tags: the shipped child schema's golden bytes, the
 documented salted-token and salt-tag constructions, keys, missing salts, views (a field salted
-several ways, published once per salt), and how a salted field is compared (only where the
-salt tags agree; a field in views wherever the tags of any of its views agree) in batch
-linkage.
+several ways, published once per salt, with no salt tag), and how a salted field is compared
+in batch linkage (a field with a salt of its own only where the salt tags agree; a field in
+views where both records hold it and both have the date of birth or both lack it, at the best
+of its views).
 
 The golden file (tests/golden/shipped_filters.json) is made by tests/golden/make_vectors.py
 under the published test key and changes only deliberately (see tests/golden/README.md).
@@ -22,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage import pipeline, scoring
-from linkage.compare import salt_comparable
+from linkage.compare import compare_fields, not_compared, salt_comparable
 from linkage.encode import (
     EncodedBatch,
     encode_records,
@@ -31,7 +32,8 @@ from linkage.encode import (
 )
 from linkage.errors import FilterFormatError, SchemaError
 from linkage.keys import TEST_SECRET_HEX, KeySet, LinkageSecret, derive_key
-from linkage.schema import Hardening, load_schema
+from linkage.schema import Hardening, Schema, load_schema
+from tests.schemas import DATE_SALTED
 
 GOLDEN = Path(__file__).parent / "golden"
 SHIPPED: dict[str, Any] = json.loads((GOLDEN / "shipped_filters.json").read_text("utf-8"))
@@ -87,7 +89,12 @@ def test_shipped_schema_salts_name_and_postcode_views_with_date_parts_and_the_da
     None
 ):
     assert CHILD.version == 3
-    assert CHILD.salt_sources == (*DATE_SALTS, SEX_SALT)
+    # one salt tag, of sex; the views publish none (a tag of a pair of date parts would group
+    # records by it, a grouping their filters do not show)
+    assert CHILD.salt_sources == (SEX_SALT,)
+    views = [f for f in CHILD.fields if f.view_of]
+    assert len(views) == len(DATE_SALTS) * len(DOB_SALTED)
+    assert not {f.salt for f in views} & set(CHILD.salt_sources)
     for salt, view in zip(DATE_SALTS, VIEWS, strict=True):
         salted = {f.name for f in CHILD.fields if f.salt == salt}
         assert salted == {f"{name}@{view}" for name in DOB_SALTED}
@@ -115,7 +122,8 @@ def test_shipped_schema_salts_name_and_postcode_views_with_date_parts_and_the_da
         "nhs_number": "",
     }
     assert SHIPPED["schema_fingerprint"] == CHILD.fingerprint()
-    assert SHIPPED["salt_sources"] == [*DATE_SALTS, SEX_SALT]
+    assert SHIPPED["salt_sources"] == [SEX_SALT]
+    assert all(set(row["salt_tags"]) == {SEX_SALT} for row in SHIPPED["rows"])
     assert SHIPPED["secret_hex"] == TEST_SECRET_HEX
     assert set(SHIPPED["rows"][0]["field_filters"]) == set(CHILD.field_names)
 
@@ -176,29 +184,41 @@ def test_salt_tag_of_another_transform_is_the_hmac_of_the_value() -> None:
     assert int(batch.salt_tags[2, 0]) == 0
 
 
-def test_salt_tags_of_the_shipped_views_are_the_hmac_of_the_date_parts() -> None:
+def test_the_shipped_views_publish_no_salt_tag() -> None:
+    records = [child(), child(date_of_birth="03/05/2015"), child(date_of_birth=None)]
+    batch = encode_records(CHILD, published_keys(), columns_of(records))
+    assert batch.salt_tags.shape == (3, 1)  # the sex tag alone
+    sex = CHILD.field_names.index("sex")
+    tag = documented_tag(published_keys(), SEX_SALT, hex_of(batch.field_filters[sex][0]))
+    assert batch.salt_tags[:, 0].tolist() == [tag] * 3  # the same sex, whatever the date
+
+
+@pytest.mark.parametrize(
+    ("transform", "parts"),
+    [
+        ("year_month", ("2015-03", "2015-05", "2015-03")),
+        ("year_day", ("2015-14", "2015-03", "2015-05")),
+        ("day_month", ("03/14", "03/05", "03/05")),  # day_month is unordered
+    ],
+)
+def test_salt_tag_of_a_date_part_transform_is_the_hmac_of_the_parts(
+    transform: str, parts: tuple[str, str, str]
+) -> None:
+    # the transforms of the views as the single salt of fields that are not views (so tagged)
     keys = published_keys()
+    source = f"date_of_birth.{transform}"
+    schema = CHILD.with_salt("").with_salt(source, NAMES)
+    assert schema.salt_sources == (source,)
     records = [
         child(),  # 14 March 2015
         child(date_of_birth="03/05/2015"),  # 3 May: day and month both at most 12
         child(date_of_birth="05/03/2015"),  # 5 March: the same day and month transposed
         child(date_of_birth=None),
     ]
-    batch = encode_records(CHILD, keys, columns_of(records))
-    expected = {
-        0: ("2015-03", "2015-14", "03/14"),
-        1: ("2015-05", "2015-03", "03/05"),
-        2: ("2015-03", "2015-05", "03/05"),  # day_month is unordered
-    }
-    for row, parts in expected.items():
-        for source, part in zip(DATE_SALTS, parts, strict=True):
-            s = CHILD.salt_sources.index(source)
-            assert int(batch.salt_tags[row, s]) == documented_tag(keys, source, part)
-    day_month = CHILD.salt_sources.index("date_of_birth.day_month")
-    assert batch.salt_tags[1, day_month] == batch.salt_tags[2, day_month]
-    dates = [CHILD.salt_sources.index(source) for source in DATE_SALTS]
-    assert not batch.salt_tags[3, dates].any()  # no date of birth: no tags
-    assert batch.salt_tags[3, CHILD.salt_sources.index(SEX_SALT)] != 0  # sex still tagged
+    batch = encode_records(schema, keys, columns_of(records))
+    for row, part in enumerate(parts):
+        assert int(batch.salt_tags[row, 0]) == documented_tag(keys, source, part), row
+    assert int(batch.salt_tags[3, 0]) == 0  # no date of birth: no tag
 
 
 def test_a_tag_groups_records_exactly_as_the_salt_fields_filter_does() -> None:
@@ -324,9 +344,8 @@ def test_a_name_view_is_shared_exactly_where_its_date_parts_agree(
         for view in VIEWS:
             filters = batch.field_filters[CHILD.field_names.index(f"{name}@{view}")]
             assert np.array_equal(filters[0], filters[1]) == (view in shared), (name, view)
-    for source, view in zip(DATE_SALTS, VIEWS, strict=True):
-        s = CHILD.salt_sources.index(source)
-        assert (batch.salt_tags[0, s] == batch.salt_tags[1, s]) == (view in shared), view
+    # and nothing else tells the records apart by their dates: the one tag is of sex
+    assert batch.salt_tags.shape == (2, 1) and batch.salt_tags[0, 0] == batch.salt_tags[1, 0]
 
 
 def test_transposed_day_and_month_share_the_day_month_view() -> None:
@@ -384,7 +403,8 @@ def test_with_salt_maps_parts_naming_views_that_no_longer_exist_to_the_fields_fi
     assert {f.name for f in VALUE_SALTED.fields if f.salt == SALT} == set(DOB_SALTED)
     # fewer views: parts naming a view that remains keep it
     two = CHILD.with_salt(list(DATE_SALTS[:2]), DOB_SALTED)
-    assert two.salt_sources == (*DATE_SALTS[:2], SEX_SALT)
+    assert two.salt_sources == (SEX_SALT,)  # views publish no salt tag
+    assert [f.salt for f in two.fields if f.view_of == "given_name"] == list(DATE_SALTS[:2])
     assert [rule.name for rule in two.blocking] == [
         rule.name for rule in CHILD.blocking if not rule.name.endswith("@day_month")
     ]
@@ -419,62 +439,115 @@ def test_salted_name_is_missing_not_disagreeing_when_the_salts_differ() -> None:
     assert levels[1, dob] != scoring.MISSING_LEVEL  # the date is salted with sex, which agrees
 
 
-def test_a_name_in_views_is_compared_while_any_views_salt_agrees() -> None:
+def test_a_name_in_views_is_compared_unless_the_date_is_on_one_side_only() -> None:
     records = [
         child(),
         child(date_of_birth="14/03/2016"),  # same child, the birth year wrong: day_month agrees
         child(date_of_birth="15/03/2015"),  # the day wrong: year_month agrees
-        child(date_of_birth="02/11/2009"),  # no part pair agrees
+        child(date_of_birth="02/11/2009"),  # no part pair agrees: every view unrelated
         child(given_name="Zainab", family_name="Walsh", date_of_birth="14/03/2016"),
-        child(date_of_birth=None),  # the date missing on one side: every view's salt differs
+        child(date_of_birth=None),  # the date missing on one side: no view can be compared
+        child(date_of_birth=None),  # and on both: the views are encoded under "missing"
     ]
     batch = encode_records(CHILD, published_keys(), columns_of(records))
-    right = np.arange(1, len(records), dtype=np.int64)
-    left = np.zeros_like(right)
+    left = np.array([0, 0, 0, 0, 0, 5], dtype=np.int64)
+    right = np.array([1, 2, 3, 4, 5, 6], dtype=np.int64)
     levels = pipeline.compare_pairs(CHILD, batch, batch, left, right)
     assert levels.shape == (len(right), len(CHILD.input_names))
     compared = [CHILD.input_names.index(n) for n in DOB_SALTED]
     top = [len(CHILD.field(n).levels) for n in DOB_SALTED]
     assert levels[0, compared].tolist() == top  # one part wrong: still compared, and agree
     assert levels[1, compared].tolist() == top
-    assert (levels[2, compared] == scoring.MISSING_LEVEL).all()  # not compared, not disagreeing
+    # no part agrees: compared (no tag says otherwise), on filters of unrelated salts, so the
+    # same names read as disagreeing
     given, family = (CHILD.input_names.index(n) for n in ("given_name", "family_name"))
+    assert (levels[2, compared] != scoring.MISSING_LEVEL).all()
+    assert levels[2, given] == 0 and levels[2, family] == 0
     assert levels[3, given] == 0 and levels[3, family] == 0  # compared, and disagree
-    assert (levels[4, compared] == scoring.MISSING_LEVEL).all()
+    assert (levels[4, compared] == scoring.MISSING_LEVEL).all()  # not compared
+    assert levels[5, compared].tolist() == top  # both without the date: compared, and agree
     sex = CHILD.input_names.index("sex")
     assert (levels[:, sex] != scoring.MISSING_LEVEL).all()  # unsalted fields are compared
+    # "not compared" (both hold the value, level missing) is the date on one side only
+    both = batch.field_present[left] & batch.field_present[right]
+    held_apart = not_compared(CHILD, both, levels)
+    expected = np.zeros_like(held_apart)
+    expected[4, compared] = True
+    np.testing.assert_array_equal(held_apart, expected)
 
 
+def _views_of(schema: Schema, name: str) -> list[int]:
+    return [f for f, spec in enumerate(schema.fields) if spec.view_of == name]
+
+
+def test_compare_fields_takes_the_best_view_where_the_date_is_on_both_sides_or_neither() -> None:
+    # four pairs, similarities made up per field: each view of given_name a different Dice
+    n = 4
+    sim = np.full((n, len(CHILD.fields)), 0.5)
+    views = _views_of(CHILD, "given_name")
+    assert len(views) == 3
+    sim[:, views] = [0.2, 0.9, 0.4]
+    present = np.ones((n, len(CHILD.fields)), dtype=np.bool_)
+    left_present, right_present = present.copy(), present.copy()
+    dob = CHILD.field_names.index("date_of_birth")
+    left_present[1, dob] = False  # pair 1: the date on the right only
+    right_present[2, dob] = False  # pair 2: on the left only
+    left_present[3, dob] = right_present[3, dob] = False  # pair 3: on neither side
+    tags = np.ones((n, len(CHILD.salt_sources)), dtype=np.uint64)
+    out = compare_fields(CHILD, sim, left_present, right_present, tags, tags)
+    given = CHILD.input_names.index("given_name")
+    assert out.similarity.shape == (n, len(CHILD.input_names))
+    assert out.present[:, given].tolist() == [True, False, False, True]
+    assert out.not_compared[:, given].tolist() == [False, True, True, False]
+    assert out.similarity[[0, 3], given].tolist() == [0.9, 0.9]  # the best view
+    # the value missing on one side: neither compared nor "not compared"
+    left_present[0, views] = False
+    out = compare_fields(CHILD, sim, left_present, right_present, tags, tags)
+    assert not out.present[0, given] and not out.not_compared[0, given]
+    # the date, salted with sex, is compared where the sex tags agree
+    dob_column = CHILD.input_names.index("date_of_birth")
+    other = tags.copy()
+    other[0, CHILD.salt_sources.index(SEX_SALT)] = 2
+    out = compare_fields(CHILD, sim, present, present, tags, other)
+    assert out.present[:, dob_column].tolist() == [False, True, True, True]
+    assert out.not_compared[:, dob_column].tolist() == [True, False, False, False]
+    assert out.present[:, given].all()  # the views have no tag to disagree
+
+
+@pytest.mark.parametrize("schema", [CHILD, DATE_SALTED], ids=["shipped", "date_salted"])
 @settings(deadline=None, max_examples=50)
 @given(
     st.lists(st.integers(0, 3), min_size=1, max_size=20),
     st.lists(st.integers(0, 3), min_size=1, max_size=20),
 )
-def test_salt_comparable_is_tag_equality_on_salted_fields_only(
-    left: list[int], right: list[int]
+def test_salt_comparable_is_tag_equality_on_salted_fields_that_are_not_views(
+    schema: Schema, left: list[int], right: list[int]
 ) -> None:
     n = min(len(left), len(right))
     # one tag column per salt source, each a different function of the drawn values, so the
     # sources agree on different pairs
-    sources = len(CHILD.salt_sources)
-    assert sources == 4
+    sources = len(schema.salt_sources)
+    assert sources == (1 if schema is CHILD else 2)
     a = np.array(left[:n], dtype=np.uint64).reshape(n, 1)
     b = np.array(right[:n], dtype=np.uint64).reshape(n, 1)
     a2 = np.concatenate([(a + np.uint64(s)) % np.uint64(s + 2) for s in range(sources)], axis=1)
     b2 = np.concatenate([(b * np.uint64(s + 1)) % np.uint64(s + 2) for s in range(sources)], axis=1)
-    out = salt_comparable(CHILD, a2, b2)
-    assert out.shape == (n, len(CHILD.fields))
-    for f, spec in enumerate(CHILD.fields):
-        if spec.salt:
-            s = CHILD.salt_sources.index(spec.salt)
+    out = salt_comparable(schema, a2, b2)
+    assert out.shape == (n, len(schema.fields))
+    for f, spec in enumerate(schema.fields):
+        if spec.salt and not spec.view_of:
+            s = schema.salt_sources.index(spec.salt)
             expected = a2[:, s] == b2[:, s]
-        else:
+        else:  # unsalted, or a view: no tag to test
             expected = np.ones(n, dtype=bool)
         np.testing.assert_array_equal(out[:, f], expected)
 
 
-def test_linkage_refuses_salt_tags_of_the_wrong_shape() -> None:
+@pytest.mark.parametrize("width", [0, 4], ids=["no tags", "a tag per view salt"])
+def test_linkage_refuses_salt_tags_of_the_wrong_shape(width: int) -> None:
     batch = encode_records(CHILD, published_keys(), columns_of([child(), child()]))
-    wrong = EncodedBatch(**{**batch.__dict__, "salt_tags": np.zeros((2, 1), dtype=np.uint64)})
+    assert batch.salt_tags.shape == (2, 1)
+    pipeline.check_compatible(CHILD, batch)
+    wrong = EncodedBatch(**{**batch.__dict__, "salt_tags": np.zeros((2, width), dtype=np.uint64)})
     with pytest.raises(FilterFormatError, match=r"salt_tags: expected a uint64 array of shape"):
         pipeline.check_compatible(CHILD, wrong)

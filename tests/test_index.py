@@ -389,7 +389,8 @@ def _reference_query(
         compared = compare_fields(
             schema,
             sim,
-            both,
+            query.field_present[:1],
+            records.field_present[picked],
             np.repeat(narrow_block_keys(query.salt_tags[:1]), len(rows), axis=0),
             records.salt_tags[picked],
         )
@@ -562,13 +563,15 @@ def test_snapshot_holds_narrow_tokens_and_high_bits_do_not_move_a_slot(
     assert index._size == size + 1 and len(index._dead) == 1
 
 
-def test_a_salted_field_under_another_salt_is_reported_not_compared(model: object) -> None:
-    records = {
+def test_a_field_in_views_is_reported_not_compared_where_the_date_is_on_one_side(
+    model: object,
+) -> None:
+    records: dict[str, list[str | None]] = {
         "given_name": ["Olivia"] * 4,
         "middle_names": ["Rose", "Rose", "Rose", None],
         "family_name": ["Okafor"] * 4,
-        # the query; two parts of the date off; the month off; the same date
-        "date_of_birth": ["14/03/2015", "15/04/2015", "14/04/2015", "14/03/2015"],
+        # the query; the month off; the date missing; the same date
+        "date_of_birth": ["14/03/2015", "14/04/2015", None, "14/03/2015"],
         "sex": ["F"] * 4,
         "postcode": ["LS6 2AB"] * 4,
         # the NHS number puts every record in the query's block
@@ -579,26 +582,33 @@ def test_a_salted_field_under_another_salt_is_reported_not_compared(model: objec
     index.upsert("health", refs(3), batch.take([1, 2, 3]))
     found = index.query(batch.take([0]), model, min_probability=0.0)  # type: ignore[arg-type]
     by_ref = {c.reference: c for c in found}
-    two_off, month_off, same = (by_ref[r] for r in refs(3))
+    assert set(by_ref) == set(refs(3))
+    month_off, no_date, same = (by_ref[r] for r in refs(3))
     viewed = {spec.input_name for spec in SCHEMA.fields if spec.view_of}
     assert viewed == {"given_name", "middle_names", "family_name", "postcode"}
-    dob = SCHEMA.input_names.index("date_of_birth")
-    exact = len(SCHEMA.field("date_of_birth").levels)
     for c, name in enumerate(SCHEMA.input_names):
-        # two parts of the date off: no view's salt agrees, so every field published in views
-        # and held on both sides is "not compared", level missing
-        assert two_off.not_compared[c] == (name in viewed)
+        top = len(SCHEMA.field(name).levels)
+        # one part of the date off: the year-and-day views are equal filters, so every field
+        # is compared, and the names and postcode agree exactly
+        assert not month_off.not_compared[c], name
+        assert month_off.levels[c] != -1, name
         if name in viewed:
-            assert two_off.not_compared[c] and two_off.levels[c] == -1
-        # one part off: the year-and-day views agree, so everything is compared
-        assert not month_off.not_compared[c]
+            assert month_off.levels[c] == top, name
+        # the date missing on one side: its views are encoded under the salt "missing", which
+        # compares with nothing the query published, so every field in views is "not
+        # compared", level missing; the date itself is held on one side only (missing, not
+        # "not compared"); the other fields are compared as usual
+        assert no_date.not_compared[c] == (name in viewed), name
+        if name in viewed or name == "date_of_birth":
+            assert no_date.levels[c] == -1, name
+        else:
+            assert no_date.levels[c] == top, name
         # same date: compared as usual; middle_names is missing there, not "not compared"
-        assert not same.not_compared[c]
-    given = SCHEMA.input_names.index("given_name")
-    assert month_off.levels[given] == same.levels[given] == len(SCHEMA.field("given_name").levels)
-    # the date one part off is the level just below exact, read from the salt tags
-    assert month_off.levels[dob] == exact - 1 and same.levels[dob] == exact
-    assert same.levels[SCHEMA.input_names.index("middle_names")] == -1
+        assert not same.not_compared[c], name
+        assert same.levels[c] == (-1 if name == "middle_names" else top), name
+    # the date one part off is compared on its (diffused) filter alone: below exact
+    dob = SCHEMA.input_names.index("date_of_birth")
+    assert month_off.levels[dob] < len(SCHEMA.field("date_of_birth").levels)
 
 
 def test_a_form_the_query_contradicts_is_no_candidate(model: object) -> None:

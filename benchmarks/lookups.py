@@ -1,0 +1,123 @@
+"""Staff lookups: is the right child's record ranked first among an agency's candidates?
+
+Role: the lookup-quality figure of issue 14 (RESULTS.md "Lookups"). Every agency of the seeded
+synthetic population, in an error profile (:data:`linkage.synthetic.PROFILES`), is published
+into a :class:`linkage.index.MatchIndex` as nodes publish (forms included); the model is fitted
+as the matcher fits it (on a sample of the index). Then records of one agency (``--from``,
+children's social care) whose child the target agency (``--to``, health) holds are looked up
+as staff would type them: the node's query (:func:`linkage.forms.encode_query`, one row per
+assumed sex value), the rows' candidates merged per record under its best probability. For
+each lookup the target agency's candidates are ranked; ``top1`` is the share of lookups whose
+first candidate is the child's record, ``top5`` whose first five hold one, ``none`` the
+share with no candidate of that agency at all.
+
+Labels are used only to score; only shares are printed.
+Run ``python -m benchmarks.lookups --children 20000 --profile hard [--report]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+from linkage import forms, pipeline, synthetic
+from linkage.index import MatchIndex
+from linkage.keys import KeySet, LinkageSecret
+from linkage.schema import default_child_schema
+from server.matcher import MODEL_FIT_RECORDS, MODEL_FIT_SEED
+
+PROFILES = ("default", "typical", "hard")
+
+
+def run(
+    children: int, profile: str, lookups: int, seed: int, source: str, target: str
+) -> dict[str, Any]:
+    schema = default_child_schema()
+    keys = KeySet(LinkageSecret.for_tests())
+    agencies = synthetic.DEFAULT_AGENCIES if profile == "default" else synthetic.PROFILES[profile]
+    population = synthetic.generate_population(children, seed=seed, agencies=agencies)
+    index = MatchIndex(schema, key_version=1)
+    owner: dict[str, tuple[str, int]] = {}  # published reference -> (agency, child)
+    for code, (agency, data) in enumerate(population.agencies.items()):
+        published = forms.encode_forms(schema, keys, data.columns)
+        refs = [
+            forms.form_reference(f"{code:08x}{int(row):024x}", int(form))
+            for row, form in zip(published.origin.tolist(), published.form.tolist(), strict=True)
+        ]
+        index.upsert(agency, refs, published.batch)
+        for ref, row in zip(refs, published.origin.tolist(), strict=True):
+            owner[ref] = (agency, int(data.child_id[row]))
+    sample, _, _ = index.snapshot(sample=MODEL_FIT_RECORDS, seed=MODEL_FIT_SEED)
+    model = pipeline.score_pairs(schema, sample, None).model
+    held = set(population.agencies[target].child_id.tolist())
+    asking = population.agencies[source]
+    rows = [r for r, child in enumerate(asking.child_id.tolist()) if child in held]
+    rows = np.random.default_rng(seed + 1).permutation(rows)[:lookups].tolist()
+    top1 = top5 = none = 0
+    for row in rows:
+        values = {name: asking.columns[name][row] for name in schema.input_names}
+        query = forms.encode_query(schema, keys, values)
+        best: dict[int, float] = {}  # the target's records (by child), best probability
+        for q in range(len(query)):
+            for c in index.query(query.take([q]), model, max_candidates=20):
+                agency, child = owner[c.reference]
+                if agency == target:
+                    best[child] = max(best.get(child, 0.0), c.probability)
+        ranked = sorted(best, key=lambda child: -best[child])
+        want = int(asking.child_id[row])
+        top1 += bool(ranked) and ranked[0] == want
+        top5 += want in ranked[:5]
+        none += not ranked
+    n = max(1, len(rows))
+    return {
+        "profile": profile,
+        "records": len(index),
+        "lookups": len(rows),
+        "from": source,
+        "to": target,
+        "top1": top1 / n,
+        "top5": top5 / n,
+        "none": none / n,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--children", type=int, default=20_000)
+    parser.add_argument("--profile", choices=PROFILES, action="append")
+    parser.add_argument("--lookups", type=int, default=500)
+    parser.add_argument("--from", dest="source", default="childrens_social_care")
+    parser.add_argument("--to", dest="target", default="health")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--report", action="store_true", help="write RESULTS.md's section")
+    args = parser.parse_args(argv)
+    rows = []
+    for profile in args.profile or PROFILES:
+        print(f"{profile}: publishing and looking up", file=sys.stderr, flush=True)
+        rows.append(run(args.children, profile, args.lookups, args.seed, args.source, args.target))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.report:
+        from benchmarks.report import write_table_section
+
+        write_table_section(
+            "lookups",
+            "Lookups",
+            "benchmarks.lookups",
+            argv,
+            "Every agency of the seeded synthetic population published into the matcher's "
+            "index as nodes publish (forms included), the model fitted as the matcher fits "
+            "it; records of one agency whose child the other holds looked up as staff type "
+            "them (one query row per assumed sex value, merged per record). `top1`: the "
+            "target agency's first candidate is the child's record; `top5`: among its first "
+            "five; `none`: no candidate of that agency.",
+            rows,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
