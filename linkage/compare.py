@@ -39,7 +39,7 @@ from linkage.scoring import MISSING_LEVEL
 @dataclass(frozen=True)
 class Compared:
     """Per pair and comparison: ``similarity`` (meaningful where ``present``), ``present``
-    (compared) and ``not_compared`` (both hold the value, no salt of it agreed)."""
+    (compared) and ``not_compared`` (both hold the value, but it could not be compared)."""
 
     similarity: NDArray[np.float64]
     present: NDArray[np.bool_]
@@ -83,9 +83,9 @@ def compare_fields(
     n_pairs = similarity.shape[0]
     both_present = np.asarray(left_present & right_present, dtype=np.bool_)
     both_present = np.broadcast_to(both_present, similarity.shape)
-    compared = both_present
+    compared = np.array(both_present)  # a writable copy
     if schema.salt_sources:
-        compared = both_present & salt_comparable(
+        compared &= salt_comparable(
             schema,
             np.broadcast_to(left_tags, (n_pairs, left_tags.shape[1])),
             np.broadcast_to(right_tags, (n_pairs, right_tags.shape[1])),
@@ -93,9 +93,7 @@ def compare_fields(
     for f, source in view_salt_sources(schema):
         # a view is encoded under its salt's value, or under "missing": it compares only with
         # a record that has the salting value exactly when this one has it
-        same = left_present[..., source] == right_present[..., source]
-        compared = compared.copy() if compared is both_present else compared
-        compared[:, f] &= np.broadcast_to(same, (n_pairs,))
+        compared[:, f] &= left_present[..., source] == right_present[..., source]
     if len(schema.input_names) == len(schema.fields):  # no views: one field per comparison
         return Compared(similarity, compared, both_present & ~compared)
     return _compare_views(schema, similarity, compared, both_present)

@@ -2,13 +2,12 @@
 
 Role in the pipeline: between encoding (:mod:`linkage.encode`) and everything that compares
 (:mod:`linkage.pipeline`, the matcher). The shipped schema salts the date of birth with sex
-(and names and postcode with the date of birth). A salted field is compared only between
-records encoded under the same salt value (:func:`linkage.encode.salt_comparable`), so a
-record without a sex had a date of birth that only other records without a sex could be
-compared with: about one true pair in a hundred lost at scale (``benchmarks/RESULTS.md``,
-"Recall loss"). Where the missing salt field has few possible values
-(:data:`linkage.normalise.FINITE_VALUES`: sex), the record is instead encoded once per value,
-each *form* with the assumed value used only as a salt:
+(and publishes names and postcode in views salted with parts of the date). A salted field is
+compared only between records encoded under the same salt value
+(:func:`linkage.compare.salt_comparable`), so a record without a sex would have a date of
+birth that only other records without a sex could be compared with. Where the missing salt
+field has few possible values (:data:`linkage.normalise.FINITE_VALUES`: sex), the record is
+instead encoded once per value, each *form* with the assumed value used only as a salt:
 
 * the assumed field itself is published as missing (zero filter, not present), so it is never
   compared and adds no evidence; its salt tag is kept, so what it salts is compared under it;
