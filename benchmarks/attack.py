@@ -235,6 +235,15 @@ def one_record_per_child(
     return columns, health.child_id[order]
 
 
+def attacker_population(n_records: int, overlap: float, seed: int) -> NDArray[np.int64]:
+    """Rows of the pool (:func:`one_record_per_child` of ``n_records * (2 - overlap)`` or more)
+    the attacker holds: ``overlap`` of the encoded rows ``0..n_records-1`` and rows beyond
+    them, ``n_records`` in all, in a seeded order."""
+    shared = round(overlap * n_records)
+    rows = np.arange(n_records - shared, 2 * n_records - shared, dtype=np.int64)
+    return np.random.default_rng(seed + 1).permutation(rows)
+
+
 def take_columns(
     columns: dict[str, list[str | None]], rows: NDArray[np.int64]
 ) -> dict[str, list[str | None]]:
@@ -1754,9 +1763,7 @@ def run_attack(
         row |= frequency_shares(schema, encoded, encoded_columns, public_columns)
         encoded_side = graph_side(encoded) if graph else None
         for overlap in overlaps if graph else ():
-            shared = round(overlap * n_records)
-            attacker_rows = np.arange(n_records - shared, 2 * n_records - shared, dtype=np.int64)
-            attacker_rows = np.random.default_rng(seed + 1).permutation(attacker_rows)
+            attacker_rows = attacker_population(n_records, overlap, seed)
             attacker_columns = take_columns(columns, attacker_rows)
             attacker_schema, attacker = encode_setting(
                 base, setting, attacker_columns, ATTACKER_SECRET

@@ -116,9 +116,7 @@ def attack_rows(records: int, overlaps: list[float], seed: int) -> list[dict[str
         side = attack.graph_side(encoded)
         for overlap in overlaps:
             _progress(f"attacking {name} at overlap {overlap}")
-            shared = round(overlap * records)
-            attacker_rows = np.arange(records - shared, 2 * records - shared, dtype=np.int64)
-            attacker_rows = np.random.default_rng(seed + 1).permutation(attacker_rows)
+            attacker_rows = attack.attacker_population(records, overlap, seed)
             attacker_columns = attack.take_columns(columns, attacker_rows)
             attacker = encode_records(schema, KeySet(attack.ATTACKER_SECRET), attacker_columns)
             rate, _ = attack.graph_attack_rate(

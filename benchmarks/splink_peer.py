@@ -42,15 +42,7 @@ HERE = Path(__file__).resolve().parent
 SPLINK_VENV = HERE / ".splink-venv"
 REQUIREMENTS = HERE / "splink-requirements.txt"
 RUNNER = HERE / "splink_runner.py"
-CHILD_COLUMNS = (
-    "given_name",
-    "middle_names",
-    "family_name",
-    "date_of_birth",
-    "sex",
-    "postcode",
-    "nhs_number",
-)
+CHILD_COLUMNS = tuple(column for column in synthetic.COLUMNS if column != "record_id")
 Progress = Callable[[str], None]
 
 

@@ -75,6 +75,22 @@ def read_config(path: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ child model
 
 
+def _name_comparison(column: str, extra: Any) -> Any:
+    """A name: exact (with term frequencies), Jaro-Winkler 0.92, ``extra``, 0.88, 0.7, else."""
+    return cl.CustomComparison(
+        output_column_name=column,
+        comparison_levels=[
+            cll.NullLevel(column),
+            cll.ExactMatchLevel(column, term_frequency_adjustments=True),
+            cll.JaroWinklerLevel(column, 0.92),
+            extra,
+            cll.JaroWinklerLevel(column, 0.88),
+            cll.JaroWinklerLevel(column, 0.7),
+            cll.ElseLevel(),
+        ],
+    )
+
+
 def child_settings(link_type: str) -> SettingsCreator:
     date_transposed = cll.CustomLevel(
         "substr(date_of_birth_l, 1, 4) = substr(date_of_birth_r, 1, 4)"
@@ -103,35 +119,13 @@ def child_settings(link_type: str) -> SettingsCreator:
         " OR list_contains(string_split(middle_names_l, ' '), given_name_r)",
         label_for_charts="Given name among the other's middle names",
     )
-    given_name = cl.CustomComparison(
-        output_column_name="given_name",
-        comparison_levels=[
-            cll.NullLevel("given_name"),
-            cll.ExactMatchLevel("given_name", term_frequency_adjustments=True),
-            cll.JaroWinklerLevel("given_name", 0.92),
-            given_in_middle,
-            cll.JaroWinklerLevel("given_name", 0.88),
-            cll.JaroWinklerLevel("given_name", 0.7),
-            cll.ElseLevel(),
-        ],
-    )
+    given_name = _name_comparison("given_name", given_in_middle)
     family_part = cll.CustomLevel(
         "list_has_any(regexp_split_to_array(family_name_l, '[- ]'),"
         " regexp_split_to_array(family_name_r, '[- ]'))",
         label_for_charts="Family names share a part",
     )
-    family_name = cl.CustomComparison(
-        output_column_name="family_name",
-        comparison_levels=[
-            cll.NullLevel("family_name"),
-            cll.ExactMatchLevel("family_name", term_frequency_adjustments=True),
-            cll.JaroWinklerLevel("family_name", 0.92),
-            family_part,
-            cll.JaroWinklerLevel("family_name", 0.88),
-            cll.JaroWinklerLevel("family_name", 0.7),
-            cll.ElseLevel(),
-        ],
-    )
+    family_name = _name_comparison("family_name", family_part)
     return SettingsCreator(
         link_type=link_type,
         blocking_rules_to_generate_predictions=[
