@@ -77,7 +77,7 @@ from scipy import sparse
 
 from linkage import blocking, evaluate, harden, pipeline, similarity, synthetic
 from linkage import normalise as norm
-from linkage.encode import EncodedBatch, blocking_value, encode_records, tokenise
+from linkage.encode import EncodedBatch, blocking_value, encode_records, raw_values, tokenise
 from linkage.errors import InvalidValueError
 from linkage.forms import Forms, encode_forms
 from linkage.keys import KeySet, LinkageSecret
@@ -669,7 +669,7 @@ def salt_values(schema: Schema, field: str, columns: dict[str, list[str | None]]
     """Per row, the salt the encoder mixes into ``field`` ("" when the field is unsalted; "~"
     where the salting value is missing, as the encoder writes it)."""
     spec = schema.field(field)
-    rows = len(columns[spec.input_name])
+    rows = len(raw_values(spec, columns))
     if not spec.salt:
         return [""] * rows
     salt_field, transform = spec.salt.split(".")
@@ -681,7 +681,7 @@ def salt_values(schema: Schema, field: str, columns: dict[str, list[str | None]]
 def _plain_field(schema: Schema, field: str, columns: dict[str, list[str | None]]) -> _PlainField:
     """Normalise and tokenise the attacker's column exactly as the production encoder does."""
     spec = schema.field(field)
-    values = normalised_values(schema, spec.input_name, columns[spec.input_name])
+    values = normalised_values(schema, spec.input_name, raw_values(spec, columns))
     salts = salt_values(schema, field, columns)
     index: dict[tuple[str, str], int] = {}
     row_value = np.full(len(values), -1, dtype=np.int64)
@@ -1314,11 +1314,6 @@ class _GroupField:
         return weight
 
 
-#: Fields whose equality classes the co-occurrence attack reads: every field the child schema
-#: publishes (an exact identifier's classes are singletons, but whether it is present is not).
-_GROUP_FIELDS = (*_DECODED_FIELDS, "nhs_number")
-
-
 def _classes(values: NDArray[np.uint64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """(row -> class, -1 where the value is 0 (missing); class sizes) of a key column."""
     row_class = np.full(values.shape[0], -1, dtype=np.int64)
@@ -1549,10 +1544,11 @@ def cooccurrence_attack(
     eccentricity), one-to-one. Needs no filter bit: only which records share a field's filter.
 
     Deterministic encodings, hardened or not, give equal values equal field filters, so per
-    field of :data:`_GROUP_FIELDS` the matcher sees the equality classes (groups) of the
-    values; a salted field's class is the (value, salt value) combination. The attacker keys
-    its own records the way the encoder groups them (:func:`_plain_field`: normalised value,
-    with the salt value where the published schema salts) and aligns groups with keys:
+    published field (every view and combined field too) the matcher sees the equality classes
+    (groups) of the values; a salted field's class is the (value, salt value) combination.
+    The attacker keys its own records the way the encoder groups them (:func:`_plain_field`:
+    normalised value, with the salt value where the published schema salts) and aligns groups
+    with keys:
 
     1. Seeds: per field, groups and keys of equal size rank where the rank is well separated
        on both sides (:func:`frequency_seeds`); record pairs of equal exact colour
@@ -1597,12 +1593,10 @@ def cooccurrence_attack(
     no single rule carried it (dropping any one left 75.1-94.7 %), and without any blocking
     keys salting the postcode and sex with the date of birth as well left 2.5 %.
     """
-    # every published filter is an equality class: each view of a field published in views
-    present = [
-        name for f in _GROUP_FIELDS for name in encoded.field_names if name.split("@")[0] == f
-    ]
+    # every published filter is an equality class: each view, each combined field
+    present = list(encoded.field_names)
     n_left = len(encoded)
-    n_right = len(attacker_columns[schema.field(present[0]).input_name])
+    n_right = len(raw_values(schema.field(present[0]), attacker_columns))
     fields: dict[str, _GroupField] = {}
     labels: dict[str, NDArray[np.int64]] = {}
     empty = np.zeros(0, dtype=np.int64)

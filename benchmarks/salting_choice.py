@@ -32,29 +32,50 @@ from benchmarks.splink_peer import SplinkUnavailable
 from linkage import evaluate, synthetic
 from linkage.encode import encode_records
 from linkage.keys import KeySet
-from linkage.schema import Schema, default_child_schema, load_schema
+from linkage.schema import Schema, default_child_schema, load_schema, schema_from_dict
 
 PROFILES = ("default", "typical", "hard")
-_NAMES_AND_POSTCODE = ("given_name", "middle_names", "family_name", "postcode")
+_DATE_PARTS = ["date_of_birth.year_month", "date_of_birth.year_day", "date_of_birth.day_month"]
 
 
-def _views_on(fields: tuple[str, ...]) -> Callable[[], Schema]:
-    """The shipped schema with only ``fields`` in views, the others of
-    :data:`_NAMES_AND_POSTCODE` salted with the full date of birth."""
+def _without(field: str) -> Callable[[], Schema]:
+    """The shipped schema without the combined field ``field`` and its blocking rules."""
 
     def build() -> Schema:
-        others = [f for f in _NAMES_AND_POSTCODE if f not in fields]
-        return default_child_schema().with_salt("date_of_birth.value", others)
+        data = default_child_schema().to_dict()
+        data["field"] = [f for f in data["field"] if f["name"] != field]
+        data["blocking"] = [
+            r for r in data["blocking"] if not any(p.startswith(field) for p in r["parts"])
+        ]
+        return schema_from_dict(data)
 
     return build
 
 
-#: name -> schema: the candidate saltings, from the most error-tolerant to the least
+def _full_name_also_by_sex() -> Schema:
+    """The shipped schema with a fourth view of the full name, salted with sex only: nearly
+    unsalted, so it compares where the date is missing or wholly wrong."""
+    data = default_child_schema().to_dict()
+    for field in data["field"]:
+        if field["name"] == "full_name":
+            field["salt"] = [*field["salt"], "sex.value"]
+    data["blocking"].append({"name": "full_name@value", "parts": ["full_name@value.filter"]})
+    return schema_from_dict(data)
+
+
+def _views_of_every_name() -> Schema:
+    """The names and postcode themselves in views (no full-date salt, no fallback)."""
+    fields = ("given_name", "middle_names", "family_name", "postcode")
+    return load_schema("child_date_salted").with_salt(_DATE_PARTS, fields)
+
+
+#: name -> schema: the candidate saltings
 VARIANTS: dict[str, Callable[[], Schema]] = {
-    "views: names and postcode (shipped)": default_child_schema,
-    "views: names": _views_on(("given_name", "middle_names", "family_name")),
-    "views: family name": _views_on(("family_name",)),
-    "full date (child_date_salted)": lambda: load_schema("child_date_salted"),
+    "full date + full name and postcode by date parts (shipped)": default_child_schema,
+    "full date + full name by date parts": _without("postcode_by_date_parts"),
+    "shipped + full name by sex": _full_name_also_by_sex,
+    "names and postcode by date parts only": _views_of_every_name,
+    "full date only (child_date_salted)": lambda: load_schema("child_date_salted"),
 }
 
 

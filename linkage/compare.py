@@ -14,14 +14,18 @@ Contract, per pair and per published field ``f`` (a field or one view of a field
   month), a grouping its filters do not show, and an attacker reproduces it on a population of
   its own. Views of a field are therefore always compared where both records hold the value;
   a view under another salt gives the Dice of unrelated filters.
-* A comparison (:attr:`linkage.schema.Schema.input_names`) is present when any of its fields
+* A comparison (:attr:`linkage.schema.Schema.comparison_names`) is present when any of its fields
   is compared; its similarity is the largest Dice among them: the view whose salt agrees
   where one does, so an error in one part of the date leaves the field compared as usual.
 * It is *not compared* when both records hold the value but no field of it could be compared
   (its salt differs): missing for the model (neutral, never a disagreement), reported apart
   so a lookup can say what it could not compare (:func:`not_compared`).
 
-For a schema without views, comparisons are fields one to one and the result is the input.
+* A *combined* field (the full name: given and family names joined) is compared only where
+  none of the fields it combines is: it is the evidence of last resort, never counted twice.
+
+For a schema without views or combined fields, comparisons are fields one to one and the
+result is the input.
 """
 
 from __future__ import annotations
@@ -94,9 +98,27 @@ def compare_fields(
         # a view is encoded under its salt's value, or under "missing": it compares only with
         # a record that has the salting value exactly when this one has it
         compared[:, f] &= left_present[..., source] == right_present[..., source]
-    if len(schema.input_names) == len(schema.fields):  # no views: one field per comparison
-        return Compared(similarity, compared, both_present & ~compared)
-    return _compare_views(schema, similarity, compared, both_present)
+    if len(schema.comparison_names) == len(schema.fields):  # no views: one field per comparison
+        out = Compared(similarity, compared, both_present & ~compared)
+    else:
+        out = _compare_views(schema, similarity, compared, both_present)
+    return _fall_back(schema, out)
+
+
+def _fall_back(schema: Schema, out: Compared) -> Compared:
+    """A combined field compared only where none of the fields it combines is."""
+    combined = [
+        (c, [schema.comparison_names.index(name) for name in spec.combines])
+        for c, spec in enumerate(schema.comparison_specs)
+        if spec.combines
+    ]
+    if not combined:
+        return out
+    present, not_compared = out.present.copy(), out.not_compared.copy()
+    for c, parts in combined:
+        present[:, c] &= ~out.present[:, parts].any(axis=1)
+        not_compared[:, c] = False  # the fields it combines say what was not compared
+    return Compared(out.similarity, present, not_compared)
 
 
 def view_salt_sources(schema: Schema) -> tuple[tuple[int, int], ...]:
@@ -116,7 +138,7 @@ def _compare_views(
 ) -> Compared:
     """:func:`compare_fields` for a schema with views: a comparison is present where any of
     its fields is compared, with the largest Dice among them."""
-    shape = (similarity.shape[0], len(schema.input_names))
+    shape = (similarity.shape[0], len(schema.comparison_names))
     out_sim = np.zeros(shape, dtype=np.float64)
     out_present = np.zeros(shape, dtype=np.bool_)
     out_held = np.zeros(shape, dtype=np.bool_)
@@ -126,7 +148,39 @@ def _compare_views(
         )
         out_present[:, c] |= compared[:, f]
         out_held[:, c] |= both_present[:, f]
+    _lift_by_parts(schema, similarity, compared, out_sim, out_present)
     return Compared(out_sim, out_present, out_held & ~out_present)
+
+
+def _lift_by_parts(
+    schema: Schema,
+    similarity: NDArray[np.float64],
+    compared: NDArray[np.bool_],
+    out_sim: NDArray[np.float64],
+    out_present: NDArray[np.bool_],
+) -> None:
+    """Where a view is equal (at its top cut-off), the parts of the salting value it is salted
+    with agree; where some but not all parts of a value (the date of birth) are seen to agree,
+    its similarity is lifted to its second cut-off, the level just below exact. Diffused
+    filters of nearly equal dates are hardly more similar than those of unrelated dates; equal
+    views say which parts agree, and show the matcher nothing their filters did not."""
+    parts: dict[int, dict[str, NDArray[np.bool_]]] = {}
+    for f, spec in enumerate(schema.fields):
+        if not spec.view_of:
+            continue
+        source, transform = spec.salt.split(".")
+        if transform == "value" or source not in schema.comparison_names:
+            continue
+        seen = parts.setdefault(schema.comparison_names.index(source), {})
+        equal = compared[:, f] & (similarity[:, f] >= spec.levels[0])
+        seen[transform] = seen[transform] | equal if transform in seen else equal
+    for c, seen in parts.items():
+        levels = schema.comparison_specs[c].levels
+        if len(seen) < 2 or len(levels) < 2:
+            continue
+        agreeing = np.sum(list(seen.values()), axis=0)
+        lift = out_present[:, c] & (agreeing > 0) & (agreeing < len(seen))
+        out_sim[lift, c] = np.maximum(out_sim[lift, c], levels[1])
 
 
 def not_compared(

@@ -422,6 +422,20 @@ def _salted(tokens: Sequence[str], salt_value: str) -> list[str]:
     return [prefix + token for token in tokens]
 
 
+def raw_values(
+    spec: FieldSpec, columns: Mapping[str, Sequence[str | None]]
+) -> Sequence[str | None]:
+    """The raw values a field encodes: its own column, or for a combined field the values of
+    the fields it combines joined with a space (missing where all are missing)."""
+    if not spec.combines:
+        return columns[spec.input_name]
+    parts = [columns[name] for name in spec.combines]
+    return [
+        " ".join(v.strip() for v in row if v and v.strip()) or None
+        for row in zip(*parts, strict=True)
+    ]
+
+
 def _normalise_column(
     spec: FieldSpec, raw: Sequence[str | None], day_first: bool, problems: list[ValueProblem]
 ) -> _FieldColumn:
@@ -582,9 +596,12 @@ def encode_records(
     n = lengths.pop()
 
     problems: list[ValueProblem] = []
-    cols = {  # by input name: a field's views share one normalised column
+    cols = {  # by comparison: a field's views share one normalised column
         spec.input_name: _normalise_column(
-            spec, columns[spec.input_name], schema.day_first, problems
+            spec,
+            raw_values(spec, columns),
+            schema.day_first,
+            [] if spec.combines else problems,  # a combined field's inputs report their own
         )
         for spec in schema.comparison_specs
     }
@@ -748,10 +765,12 @@ def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]
     tests/test_encode_one.py holds it to :func:`encode_records` (its plain counterpart).
     """
     problems: list[ValueProblem] = []
-    canonical: dict[str, str] = {}  # by input name
+    canonical: dict[str, str] = {}  # by comparison
+    given = {name: [values.get(name)] for name in schema.input_names}
     for spec in schema.comparison_specs:
-        canon, reason = _normalise_value(spec, values.get(spec.input_name), schema.day_first)
-        if reason is not None:
+        raw = raw_values(spec, given)[0]
+        canon, reason = _normalise_value(spec, raw, schema.day_first)
+        if reason is not None and not spec.combines:  # its inputs report their own
             problems.append(ValueProblem(0, spec.input_name, reason))
         elif canon is not None:
             canonical[spec.input_name] = canon

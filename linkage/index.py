@@ -125,7 +125,7 @@ class IndexedCandidate:
     reference: str
     probability: float
     levels: tuple[int, ...]
-    #: per comparison (:attr:`Schema.input_names`): True where both records hold the value
+    #: per comparison (:attr:`Schema.comparison_names`): True where both records hold the value
     #: but no salt of it agreed, so it was not compared (its level is then the missing level)
     not_compared: tuple[bool, ...]
 

@@ -136,7 +136,7 @@ def check_compatible(schema: Schema, *batches: EncodedBatch) -> None:
 
 
 def thresholds_of(schema: Schema) -> tuple[tuple[float, ...], ...]:
-    """Per comparison (:attr:`Schema.input_names`), its Dice cut-offs."""
+    """Per comparison (:attr:`Schema.comparison_names`), its Dice cut-offs."""
     return tuple(f.levels for f in schema.comparison_specs)
 
 
@@ -290,7 +290,7 @@ def salt_sources_over_cap(
     (when ``compared_pairs`` is given) that was compared in fewer than
     :data:`MIN_SALTED_COMPARED_PAIRS` random pairs."""
     counts = (
-        [MIN_SALTED_COMPARED_PAIRS] * len(schema.input_names)
+        [MIN_SALTED_COMPARED_PAIRS] * len(schema.comparison_names)
         if compared_pairs is None
         else [int(n) for n in compared_pairs]
     )
@@ -343,7 +343,9 @@ def salted_u_by_em(
     for s_index in sources:
         source = schema.salt_sources[s_index]
         free = [c for c, salt in enumerate(schema.comparison_salts) if salt == source]
-        ignored = [c for c, name in enumerate(schema.input_names) if name == source.split(".")[0]]
+        ignored = [
+            c for c, name in enumerate(schema.comparison_names) if name == source.split(".")[0]
+        ]
         sa, sb = same_salt_pairs(
             left.salt_tags[:, s_index],
             None if dedupe else right.salt_tags[:, s_index],
@@ -439,7 +441,7 @@ def fit_model(
     prior = float(np.clip(expected_matches / candidate_levels.shape[0], 1e-4, 0.5))
     n_total = len(left) * (len(left) - 1) / 2 if dedupe else len(left) * len(right)
     fit_options: dict[str, Any] = {
-        "field_names": schema.input_names,
+        "field_names": schema.comparison_names,
         "thresholds": thresholds_of(schema),
         "u": u_random,
         "initial_prior": prior,
@@ -577,13 +579,14 @@ def rule_columns(schema: Schema) -> list[set[int]]:
     part of a value (a view salted with the birth year and month) selects no level of that
     value's comparison. The one place that maps rules to columns; :func:`fitting_pairs` uses
     nothing else of the rules."""
-    column = {name: index for index, name in enumerate(schema.input_names)}
+    column = {name: index for index, name in enumerate(schema.comparison_names)}
     out: list[set[int]] = []
     for rule in schema.blocking:
         columns: set[int] = set()
         for field_name, transform in rule.parts:
             spec = schema.field(field_name)
             columns.add(column[spec.input_name])
+            columns.update(column[name] for name in spec.combines)  # it agrees on them too
             salt_field, _, salt_transform = spec.salt.partition(".")
             if transform == "filter" and salt_transform == "value":
                 columns.add(column[salt_field])
@@ -634,7 +637,7 @@ def fitting_pairs(
     on none (it learns from every row, with a warning): a model whose tables were all prior
     would separate nothing.
     """
-    involves = np.zeros((len(schema.blocking), len(schema.input_names)), dtype=np.bool_)
+    involves = np.zeros((len(schema.blocking), len(schema.comparison_names)), dtype=np.bool_)
     for rule_index, columns in enumerate(rule_columns(schema)):
         involves[rule_index, sorted(columns)] = True
     n_rules, n_fields = involves.shape
@@ -681,7 +684,7 @@ def fitting_pairs(
             "no fitting pair was selected without blocking on %d comparison column(s) %s: "
             "their m is fitted on pairs selected for agreeing on them",
             uninformed.size,
-            ", ".join(schema.input_names[f] for f in uninformed),
+            ", ".join(schema.comparison_names[f] for f in uninformed),
         )
         blocked_on[:, uninformed] = False
     return FittingPairs(rows, blocked_on)

@@ -12,7 +12,7 @@ File layout::
         balance, xor_fold, blip_epsilon, diffusion_t
     [[field]]                     one table per field, in encoding order:
         name, kind, tokeniser, q, padded, filter_bits, hashes_per_token,
-        record_hashes_per_token, phonetic, levels, salt, hardening
+        record_hashes_per_token, phonetic, levels, salt, hardening, combines
     [field.hardening]             optional, after a [[field]]: that field's hardening, same
                                   keys as [hardening] (or inline: hardening = { balance = true })
 
@@ -35,8 +35,15 @@ Views: a field whose ``salt`` is a list (``["date_of_birth.year_month",
 in :attr:`Schema.fields` named ``<field>@<transform>`` (``given_name@year_month``): its own
 filter and blocking parts (``"given_name@year_month.filter"``), and no salt tag (a tag would
 group records by the salt value, which the filters do not show; :attr:`Schema.salt_sources`).
-The views of a field are one comparison (:attr:`Schema.input_names`, :mod:`linkage.compare`):
-the best of its views, so an error in one part of the salt value leaves the field compared.
+The views of a field are one comparison (:attr:`Schema.comparison_names`,
+:mod:`linkage.compare`): the best of its views, so an error in one part of the salt value
+leaves the field compared.
+
+Combined fields: a field with ``combines = ["given_name", "family_name"]`` reads no column of
+its own; its value is those fields' raw values joined with a space (:func:`linkage.encode.
+raw_values`), and it is compared only where none of them is (a fallback, never counted twice).
+:attr:`Schema.input_names` are the columns a node reads; :attr:`Schema.comparison_names` the
+model's columns, combined fields included.
 
 Fingerprint (travels with every encoding; the matcher refuses encodings whose fingerprint
 differs from the schema it serves): ``"sha256:" + hex(SHA-256(canonical))`` where
@@ -127,6 +134,7 @@ _FIELD_KEYS = {
     "levels",
     "salt",
     "hardening",
+    "combines",
 }
 _BLOCKING_KEYS = {"name", "parts"}
 _TOP_KEYS = {"schema", "hardening", "field", "blocking"}
@@ -198,10 +206,13 @@ class FieldSpec:
     view_of: str = ""
     """For a *view* (one of the filters of a field salted several ways): the field whose value
     it encodes. Empty for a field published once."""
+    combines: tuple[str, ...] = ()
+    """For a *combined* field: the input fields whose values, joined with a space in this
+    order, are its value. It is compared only where none of them is (a fallback)."""
 
     @property
     def input_name(self) -> str:
-        """The input value this filter encodes, and the comparison it feeds."""
+        """The comparison this filter feeds: the field's name (a view's field's name)."""
         return self.view_of or self.name
 
     @property
@@ -261,16 +272,22 @@ class Schema:
         return self.published_record_bits // 64
 
     @functools.cached_property
-    def input_names(self) -> tuple[str, ...]:
-        """The input fields (the values a node reads), in schema order: one per field, or one
-        per field published in views. Also the comparison columns of the model: a field's
-        views are compared as one (:mod:`linkage.compare`)."""
+    def comparison_names(self) -> tuple[str, ...]:
+        """The comparison columns of the model, in schema order: one per field, a field's
+        views compared as one (:mod:`linkage.compare`)."""
         return tuple(dict.fromkeys(f.input_name for f in self.fields))
 
     @functools.cached_property
+    def input_names(self) -> tuple[str, ...]:
+        """The input fields (the values a node reads), in schema order: the comparisons but
+        the combined fields, whose values come from other inputs."""
+        return tuple(spec.input_name for spec in self.comparison_specs if not spec.combines)
+
+    @functools.cached_property
     def comparison_of_field(self) -> tuple[int, ...]:
-        """Per published field (view), the index of its comparison in :attr:`input_names`."""
-        index = {name: i for i, name in enumerate(self.input_names)}
+        """Per published field (view), the index of its comparison in
+        :attr:`comparison_names`."""
+        index = {name: i for i, name in enumerate(self.comparison_names)}
         return tuple(index[f.input_name] for f in self.fields)
 
     @functools.cached_property
@@ -358,20 +375,34 @@ class Schema:
             for source in entry["salt"]
         }
         single = {entry["name"] for entry in data["field"] if isinstance(entry["salt"], str)}
+        suffixes = {
+            entry["name"]: [view_suffix(source) for source in entry["salt"]]
+            for entry in data["field"]
+            if isinstance(entry["salt"], list)
+        }
         rules: dict[tuple[str, ...], dict[str, Any]] = {}
         for rule in data["blocking"]:
-            parts: list[str] = []
-            for part in rule["parts"]:
-                name, transform = part.rsplit(".", 1)
-                if VIEW_SEPARATOR in name and name not in views:
-                    field_name = name.split(VIEW_SEPARATOR)[0]
-                    if field_name not in single:
-                        continue
-                    part = f"{field_name}.{transform}"
-                parts.append(part)
-            parts = list(dict.fromkeys(parts))
-            if parts:
-                rules.setdefault(tuple(parts), {**rule, "parts": parts})
+            names = [part.rsplit(".", 1)[0] for part in rule["parts"]]
+            viewed = [n for n in names if n in suffixes]
+            # a filter part of a field now in views: the rule once per view
+            for suffix in suffixes[viewed[0]] if viewed else [""]:
+                parts: list[str] = []
+                for part in rule["parts"]:
+                    name, transform = part.rsplit(".", 1)
+                    if name in suffixes and suffix and transform == "filter":
+                        if suffix not in suffixes[name]:
+                            continue
+                        part = f"{name}{VIEW_SEPARATOR}{suffix}.{transform}"
+                    elif VIEW_SEPARATOR in name and name not in views:
+                        field_name = name.split(VIEW_SEPARATOR)[0]
+                        if field_name not in single:
+                            continue
+                        part = f"{field_name}.{transform}"
+                    parts.append(part)
+                parts = list(dict.fromkeys(parts))
+                name = f"{rule['name']}{VIEW_SEPARATOR}{suffix}" if suffix else rule["name"]
+                if parts:
+                    rules.setdefault(tuple(parts), {**rule, "name": name, "parts": parts})
         data["blocking"] = list(rules.values())
         return schema_from_dict(data)
 
@@ -402,6 +433,7 @@ class Schema:
                     # written only when on, so that schemas without field hardening keep
                     # the fingerprints they had before field hardening existed
                     **({"hardening": f.hardening.to_dict()} if f.hardening.enabled else {}),
+                    **({"combines": list(f.combines)} if f.combines else {}),
                 }
                 for f in self.comparison_specs
             ],
@@ -744,6 +776,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
     known = _KnownFields()
     pending_salts: list[tuple[int, Any]] = []
     viewed: dict[int, list[str]] = {}  # position in ``fields`` -> its views' salts
+    pending_combines: list[tuple[int, list[str]]] = []
     for i, raw in enumerate(raw_fields):
         # Problems are placed by table position only: a name may be anything (a pasted record).
         where = f"field[{i}]"
@@ -822,6 +855,16 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
         list_is_valid = len(salts) >= 2 and len({view_suffix(x) for x in salts}) == len(salts)
         if isinstance(salt_raw, list) and list_is_valid and name_is_valid:
             viewed[len(fields)] = salts
+        combines_raw = p.typed(where, raw, "combines", list, [])
+        combines = [x for x in combines_raw if isinstance(x, str)]
+        if combines_raw and (
+            len(combines) != len(combines_raw)
+            or not combines
+            or len(set(combines)) != len(combines)
+        ):
+            p.add(f"{where}.combines: expected a list of different field names")
+        elif combines:
+            pending_combines.append((i, combines))
         field_hardening = _parse_hardening(p, f"{where}.hardening", raw.get("hardening", {}))
         if 64 <= bits <= 8192 and bits % 64 == 0:
             _check_hardening_width(p, f"{where}.hardening", field_hardening, bits, "filter_bits")
@@ -839,6 +882,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
                 levels=tuple(levels),
                 salt=salts[0] if len(salts) == 1 else "",
                 hardening=field_hardening,
+                combines=tuple(combines),
             )
         )
     viewed_names = {fields[position].name for position in viewed}
@@ -851,6 +895,14 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
             p.add(f"field[{i}].salt: a field cannot be salted with itself")
         elif ref[0] in viewed_names:
             p.add(f"field[{i}].salt: names a field published in views, which cannot be a salt")
+    combined = {fields[position].name for position, _ in pending_combines}
+    for i, names in pending_combines:
+        for j, name in enumerate(names):
+            if name not in known.valid or known.valid[name][0] >= i or name in combined:
+                p.add(
+                    f"field[{i}].combines[{j}]: expected an earlier field of this schema that "
+                    "combines none itself"
+                )
     # a field salted several ways is published as one view per salt, each a field of its own
     expanded: list[FieldSpec] = []
     for position, spec in enumerate(fields):

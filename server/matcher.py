@@ -869,7 +869,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         page_bytes = 0
         for i, cluster in enumerate(stored):
             message = cluster_to_proto(
-                f"{result_id}-{offset + i}", cluster, self._schema.input_names
+                f"{result_id}-{offset + i}", cluster, self._schema.comparison_names
             )
             page_bytes += message.ByteSize()
             if clusters and page_bytes > MAX_PAGE_BYTES:
@@ -1005,7 +1005,7 @@ def _load_model(store: MatcherStore, config: MatcherConfig) -> FellegiSunterMode
         logger.warning("the stored model is unusable; it will be refitted")
         return None
     thresholds = tuple(tuple(spec.levels) for spec in config.schema.comparison_specs)
-    if model.field_names != config.schema.input_names or model.thresholds != thresholds:
+    if model.field_names != config.schema.comparison_names or model.thresholds != thresholds:
         logger.warning("the stored model does not fit the served schema; it will be refitted")
         return None
     return model

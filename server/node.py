@@ -91,6 +91,7 @@ def _broken_salts(schema: Schema, batch: EncodedBatch) -> list[tuple[str, str]]:
             (spec.input_name, salt_field)
             for spec in schema.fields
             if spec.salt
+            and not spec.combines  # a fallback: the fields it combines are named already
             and present[spec.name]
             and not inputs[salt_field := spec.salt.split(".")[0]]
         )
