@@ -38,18 +38,20 @@ PROFILES = ("default", "typical", "hard")
 _DATE_PARTS = ["date_of_birth.year_month", "date_of_birth.year_day", "date_of_birth.day_month"]
 
 
-def _without(field: str) -> Callable[[], Schema]:
-    """The shipped schema without the combined field ``field`` and its blocking rules."""
-
-    def build() -> Schema:
-        data = default_child_schema().to_dict()
-        data["field"] = [f for f in data["field"] if f["name"] != field]
-        data["blocking"] = [
-            r for r in data["blocking"] if not any(p.startswith(field) for p in r["parts"])
-        ]
-        return schema_from_dict(data)
-
-    return build
+def _with_postcode_by_date_parts() -> Schema:
+    """The shipped schema with the postcode, too, as a fallback in views of date parts."""
+    data = default_child_schema().to_dict()
+    postcode = next(f for f in data["field"] if f["name"] == "postcode")
+    data["field"].append(
+        postcode
+        | {"name": "postcode_by_date_parts", "combines": ["postcode"], "salt": _DATE_PARTS}
+        | {"record_hashes_per_token": 0}
+    )
+    data["blocking"].extend(
+        {"name": f"postcode_by_date_parts@{v}", "parts": [f"postcode_by_date_parts@{v}.filter"]}
+        for v in ("year_month", "year_day", "day_month")
+    )
+    return schema_from_dict(data)
 
 
 def _full_name_also_by_sex() -> Schema:
@@ -71,8 +73,8 @@ def _views_of_every_name() -> Schema:
 
 #: name -> schema: the candidate saltings
 VARIANTS: dict[str, Callable[[], Schema]] = {
-    "full date + full name and postcode by date parts (shipped)": default_child_schema,
-    "full date + full name by date parts": _without("postcode_by_date_parts"),
+    "full date + full name by date parts (shipped)": default_child_schema,
+    "full date + full name and postcode by date parts": _with_postcode_by_date_parts,
     "shipped + full name by sex": _full_name_also_by_sex,
     "names and postcode by date parts only": _views_of_every_name,
     "full date only (child_date_salted)": lambda: load_schema("child_date_salted"),

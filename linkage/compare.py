@@ -187,9 +187,13 @@ def not_compared(
     schema: Schema, both_present: NDArray[np.bool_], levels: NDArray[np.integer[Any]]
 ) -> NDArray[np.bool_]:
     """(n_pairs, n_comparisons): both records hold the value (some field of it present on both
-    sides, ``both_present`` per field) but its comparison level is missing: not compared."""
+    sides, ``both_present`` per field) but its comparison level is missing: not compared. A
+    combined field never is (as in :func:`compare_fields`): the fields it combines say what
+    was not compared."""
     held = np.zeros(levels.shape, dtype=np.bool_)
+    specs = schema.comparison_specs
     for f, c in enumerate(schema.comparison_of_field):
-        held[:, c] |= both_present[:, f]
+        if not specs[c].combines:
+            held[:, c] |= both_present[:, f]
     out: NDArray[np.bool_] = held & (levels == MISSING_LEVEL)
     return out

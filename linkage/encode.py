@@ -426,14 +426,22 @@ def raw_values(
     spec: FieldSpec, columns: Mapping[str, Sequence[str | None]]
 ) -> Sequence[str | None]:
     """The raw values a field encodes: its own column, or for a combined field the values of
-    the fields it combines joined with a space (missing where all are missing)."""
+    the fields it combines joined with a space (missing where all are missing). An input that
+    is missing (blank, a null marker such as "N/A", or not text) adds nothing to the join."""
     if not spec.combines:
         return columns[spec.input_name]
     parts = [columns[name] for name in spec.combines]
     return [
-        " ".join(v.strip() for v in row if v and v.strip()) or None
-        for row in zip(*parts, strict=True)
+        " ".join(v.strip() for v in row if _joinable(v)) or None for row in zip(*parts, strict=True)
     ]
+
+
+def _joinable(value: object) -> bool:
+    """Whether an input's raw value is present text that a combined field joins."""
+    if not isinstance(value, str):
+        return False
+    collapsed = " ".join(value.split())
+    return bool(collapsed) and collapsed.lower() not in norm.NULL_MARKERS
 
 
 def _normalise_column(

@@ -342,11 +342,11 @@ class Schema:
             data["hardening"] = record.to_dict()
         if fields is not None:
             chosen = (
-                dict.fromkeys(self.input_names, fields)
+                dict.fromkeys(self.comparison_names, fields)
                 if isinstance(fields, Hardening)
                 else dict(fields)
             )
-            unknown = [name for name in chosen if name not in self.input_names]
+            unknown = [name for name in chosen if name not in self.comparison_names]
             if unknown:
                 raise SchemaError([f"fields: {len(unknown)} name(s) not fields of this schema"])
             for entry in data["field"]:
@@ -897,8 +897,12 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
             p.add(f"field[{i}].salt: names a field published in views, which cannot be a salt")
     combined = {fields[position].name for position, _ in pending_combines}
     for i, names in pending_combines:
-        for j, name in enumerate(names):
-            if name not in known.valid or known.valid[name][0] >= i or name in combined:
+        for j, combined_name in enumerate(names):
+            if (
+                combined_name not in known.valid
+                or known.valid[combined_name][0] >= i
+                or combined_name in combined
+            ):
                 p.add(
                     f"field[{i}].combines[{j}]: expected an earlier field of this schema that "
                     "combines none itself"
