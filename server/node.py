@@ -135,8 +135,8 @@ def require_chained_salts(schema: Schema, batch: EncodedBatch) -> None:
     source_fields = {source.split(".")[0] for source in schema.salt_sources}
     for name, salt_field in _broken_salts(schema, batch):
         if name in source_fields and kinds[salt_field] not in FINITE_VALUES:
-            dependants = list(
-                dict.fromkeys(f.input_name for f in schema.fields if f.salt.startswith(name + "."))
+            dependants = list(  # the fields salted with its published filter
+                dict.fromkeys(f.input_name for f in schema.fields if f.salt == f"{name}.value")
             )
             raise RequestError(
                 f"identifiers[{salt_field!r}]",

@@ -25,11 +25,12 @@ from linkage.encode import (
     blocking_value,
     concat_batches,
     encode_records,
+    raw_values,
     token_positions,
     tokenise,
     validate_filters,
 )
-from linkage.errors import FilterFormatError, InvalidValueError, SchemaError
+from linkage.errors import FilterFormatError, SchemaError
 from linkage.keys import TEST_SECRET_HEX, KeySet, LinkageSecret
 from linkage.normalise import NORMALISATION_VERSION, NORMALISERS
 from linkage.schema import ENCODING_VERSION, Hardening, Schema, load_schema, schema_from_dict
@@ -43,6 +44,8 @@ FILTER_ROWS: list[dict[str, Any]] = FILTERS["rows"]
 # shipped hardening is pinned separately by hardened_filters.json and the fingerprint).
 CHILD = load_schema("child").with_salt("").with_hardening(Hardening(), Hardening())
 FIELDS = CHILD.field_names
+#: the columns a node reads (the combined fields read theirs from these)
+INPUTS = CHILD.input_names
 
 
 def published_keys() -> KeySet:
@@ -51,7 +54,7 @@ def published_keys() -> KeySet:
 
 
 def columns_of(records: Sequence[Mapping[str, str | None]]) -> dict[str, list[str | None]]:
-    return {f: [r.get(f) for r in records] for f in FIELDS}
+    return {f: [r.get(f) for r in records] for f in INPUTS}
 
 
 def encode(records: Sequence[Mapping[str, str | None]], keys: KeySet | None = None) -> EncodedBatch:
@@ -122,7 +125,7 @@ def test_golden_files_match_the_library_versions() -> None:
     assert FILTERS["encoding_version"] == ENCODING_VERSION
     assert FILTERS["normalisation_version"] == NORMALISATION_VERSION
     assert FILTERS["secret_hex"] == TEST_SECRET_HEX
-    assert {case["field"] for case in TOKEN_CASES} == set(FIELDS)
+    assert {case["field"] for case in TOKEN_CASES} == set(INPUTS)
     assert len(FILTER_ROWS) == 8
 
 
@@ -217,8 +220,10 @@ def test_record_filter_is_the_union_of_record_positions_of_every_field() -> None
     keys = published_keys()
     batch = encode([JOSE], keys)
     expected: set[int] = set()
+    # the combined fields set no record positions (record_hashes_per_token = 0)
+    assert {s.name for s in CHILD.fields if not s.record_hashes_per_token} == {"full_name"}
     for spec in CHILD.fields:
-        value = NORMALISERS[spec.kind](JOSE[spec.name], field=spec.name)
+        value = NORMALISERS[spec.kind](raw_values(spec, columns_of([JOSE]))[0], field=spec.name)
         assert value is not None
         for token in tokenise(spec, value):
             expected.update(
@@ -244,7 +249,7 @@ def test_block_key_is_the_documented_hmac() -> None:
     ]
     schema = schema_from_dict(data)
     keys = published_keys()
-    batch = encode_records(schema, keys, {f: [JOSE.get(f)] for f in FIELDS})
+    batch = encode_records(schema, keys, {f: [JOSE.get(f)] for f in INPUTS})
     digest = hmac.new(
         keys.key("block", "family_soundex_birth_year"), b"M460\x1f2014", hashlib.sha256
     ).digest()
@@ -257,7 +262,7 @@ def test_block_key_is_the_documented_hmac() -> None:
 def test_filter_block_key_is_the_hmac_of_the_published_filter() -> None:
     keys = published_keys()
     batch = encode([JOSE, {**JOSE, "nhs_number": None}], keys)
-    assert {len(rule.parts) for rule in CHILD.blocking} == {1, 2}  # one field, and pairs
+    assert {len(rule.parts) for rule in CHILD.blocking} == {1}  # one filter each
     for rule_index, rule in enumerate(CHILD.blocking):
         assert all(transform == "filter" for _, transform in rule.parts)
         # the parts' published filters in hex, joined with the unit separator
@@ -332,14 +337,27 @@ def test_missing_value_gives_zero_filter_and_zero_block_keys(field: str, missing
     assert not batch.field_present[0, f] and batch.field_present[1, f]
     assert not batch.field_filters[f][0].any() and batch.field_filters[f][1].any()
     assert batch.problems == ()
+    # a combined field of this input alone is missing with it; one of it and others is the
+    # others' values, the missing marker adding nothing to the join
+    combining = {s.name for s in CHILD.fields if field in s.combines}
+    emptied = {field} | {name for name in combining if CHILD.field(name).combines == (field,)}
+    without = encode([dict(JOSE, **{field: None})])
+    for name in combining - emptied:
+        g = FIELDS.index(name)
+        assert batch.field_present[0, g]
+        assert np.array_equal(batch.field_filters[g][0], without.field_filters[g][0])
+        assert not np.array_equal(batch.field_filters[g][0], batch.field_filters[g][1])
+    for name in emptied:
+        g = FIELDS.index(name)
+        assert not batch.field_present[0, g] and not batch.field_filters[g][0].any()
     for r, rule in enumerate(CHILD.blocking):
-        uses_field = any(part_field == field for part_field, _ in rule.parts)
+        uses_field = any(part_field in emptied for part_field, _ in rule.parts)
         assert (batch.block_keys[0, r] == 0) == uses_field, rule.name
-        if not uses_field:
+        if not any(part_field in combining | emptied for part_field, _ in rule.parts):
             assert batch.block_keys[0, r] == batch.block_keys[1, r]
     # the other fields are unaffected
-    for g in range(len(FIELDS)):
-        if g != f:
+    for g, name in enumerate(FIELDS):
+        if name not in combining | emptied:
             assert np.array_equal(batch.field_filters[g][0], batch.field_filters[g][1])
 
 
@@ -434,7 +452,7 @@ def _salted_schema() -> Schema:
 def test_salted_field_prefixes_every_token_with_the_salt_value() -> None:
     schema = _salted_schema()
     keys = published_keys()
-    cols = {f: [JOSE[f], JOSE[f]] for f in FIELDS}
+    cols = {f: [JOSE[f], JOSE[f]] for f in INPUTS}
     cols["date_of_birth"] = ["02/03/2014", None]
     batch = encode_records(schema, keys, cols)
     spec = schema.field("given_name")
@@ -575,7 +593,7 @@ def test_concat_batches_rejects_empty_and_mismatched_input() -> None:
 
 
 def test_empty_batch_encodes_to_empty_arrays() -> None:
-    batch = encode_records(CHILD, published_keys(), {f: [] for f in FIELDS})
+    batch = encode_records(CHILD, published_keys(), {f: [] for f in INPUTS})
     assert len(batch) == 0
     assert batch.block_keys.shape == (0, len(CHILD.blocking))
 
@@ -586,12 +604,11 @@ def test_filter_keys_and_tags_group_records_exactly_as_their_filters(
     records: list[dict[str, str | None]],
 ) -> None:
     # under the shipped schema (views, salted, hardened): two records share a filter rule's
-    # key, or a ".value" source's salt tag, exactly when the published filters of every part
-    # (of the views the rule names) are equal; a date-part source's tag, exactly when that
-    # part of the normalised date of birth is equal
+    # key, or a salt tag (of the date of birth, of sex), exactly when the published filters of
+    # every part (of the views the rule names) are equal
     shipped = load_schema("child")
     batch = encode_records(
-        shipped, published_keys(), {f: [r.get(f) for r in records] for f in FIELDS}
+        shipped, published_keys(), {f: [r.get(f) for r in records] for f in INPUTS}
     )
     names = shipped.field_names
     columns = [
@@ -602,7 +619,8 @@ def test_filter_keys_and_tags_group_records_exactly_as_their_filters(
         for s, source in enumerate(shipped.salt_sources)
         if source.endswith(".value")
     ]
-    assert len(columns) == len(shipped.blocking) + 1  # sex.value
+    # every source is a ".value" (views publish no tag): date_of_birth.value and sex.value
+    assert len(columns) == len(shipped.blocking) + 2
     for keys_column, fields in columns:
         present = batch.field_present[:, fields].all(axis=1)
         for i in range(len(records)):
@@ -614,21 +632,3 @@ def test_filter_keys_and_tags_group_records_exactly_as_their_filters(
                         for f in fields
                     )
                     assert (keys_column[i] == keys_column[j]) == same_filters
-    dates: list[str | None] = []
-    for r in records:
-        try:
-            dates.append(NORMALISERS["date"](r.get("date_of_birth"), field="date_of_birth"))
-        except InvalidValueError:  # an invalid date is encoded as missing
-            dates.append(None)
-    for s, source in enumerate(shipped.salt_sources):
-        if source.endswith(".value"):
-            continue
-        transform = source.split(".")[1]
-        parts = [None if d is None else blocking_value("date", transform, d) for d in dates]
-        for i in range(len(records)):
-            assert (batch.salt_tags[i, s] == 0) == (parts[i] is None)
-            for j in range(len(records)):
-                if parts[i] is not None and parts[j] is not None:
-                    assert (batch.salt_tags[i, s] == batch.salt_tags[j, s]) == (
-                        parts[i] == parts[j]
-                    )

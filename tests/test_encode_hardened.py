@@ -64,7 +64,7 @@ def words_of(hex_text: str) -> np.ndarray[Any, Any]:
 
 
 def golden_columns() -> dict[str, list[str | None]]:
-    return {f: [row["record"][f] for row in HARDENED["rows"]] for f in FIELDS}
+    return {f: [row["record"][f] for row in HARDENED["rows"]] for f in CHILD.input_names}
 
 
 def population(n_children: int, seed: int) -> tuple[list[dict[str, Any]], np.ndarray[Any, Any]]:
@@ -165,7 +165,9 @@ def test_published_widths_and_batch_shapes(options: Hardening, factor: int) -> N
     assert schema.published_record_bits == factor * CHILD.record_filter_bits
     assert schema.published_record_words == schema.published_record_bits // 64
     records = [PLAIN_ROWS[r]["record"] for r in (0, 2, 6)]
-    batch = encode_records(schema, published_keys(), {f: [r[f] for r in records] for f in FIELDS})
+    batch = encode_records(
+        schema, published_keys(), {f: [r[f] for r in records] for f in CHILD.input_names}
+    )
     for spec, filters in zip(schema.fields, batch.field_filters, strict=True):
         assert spec.published_bits == factor * spec.filter_bits
         assert filters.shape == (3, spec.published_words) and filters.dtype == np.uint64
@@ -180,7 +182,9 @@ def test_xor_fold_alone_halves_an_even_width() -> None:
     assert schema.published_record_bits == CHILD.record_filter_bits // 2
     assert schema.field("given_name").published_bits == CHILD.field("given_name").filter_bits // 2
     batch = encode_records(
-        schema, published_keys(), {f: ["Ann"] if f == "given_name" else [None] for f in FIELDS}
+        schema,
+        published_keys(),
+        {f: ["Ann"] if f == "given_name" else [None] for f in CHILD.input_names},
     )
     assert batch.field_filters[0].shape == (1, schema.field("given_name").published_words)
 
@@ -242,7 +246,9 @@ def test_hardened_encoding_is_deterministic_and_row_independent() -> None:
     assert np.array_equal(once.record_filters, again.record_filters)
     # publishing a record alone gives the bytes it had inside the batch (idempotent re-send)
     for row in range(len(once)):
-        alone = encode_records(schema, published_keys(), {f: [columns[f][row]] for f in FIELDS})
+        alone = encode_records(
+            schema, published_keys(), {f: [columns[f][row]] for f in CHILD.input_names}
+        )
         for f in range(len(FIELDS)):
             assert np.array_equal(alone.field_filters[f][0], once.field_filters[f][row])
         assert np.array_equal(alone.record_filters[0], once.record_filters[row])
@@ -273,7 +279,7 @@ def test_each_filter_is_hardened_under_its_own_key() -> None:
     """Field f under key harden/f, the record filter under harden/record, nothing else."""
     options = Hardening(balance=True, diffusion_t=3)
     schema = CHILD.with_hardening(options, {"given_name": options, "middle_names": options})
-    columns: dict[str, list[str | None]] = {f: [None] for f in FIELDS}
+    columns: dict[str, list[str | None]] = {f: [None] for f in CHILD.input_names}
     columns["given_name"] = columns["middle_names"] = ["Ann"]
     keys = published_keys()
     plain = encode_records(CHILD, keys, columns)
@@ -300,7 +306,7 @@ def test_each_filter_is_hardened_under_its_own_key() -> None:
 def test_missing_stays_missing_under_hardening(options: Hardening) -> None:
     schema = CHILD.with_hardening(options, options)
     rows = [PLAIN_ROWS[r]["record"] for r in (0, 2, 3, 5, 6)]  # missing and invalid values
-    columns = {f: [r[f] for r in rows] for f in FIELDS}
+    columns = {f: [r[f] for r in rows] for f in CHILD.input_names}
     plain = encode_records(CHILD, published_keys(), columns)
     batch = encode_records(schema, published_keys(), columns)
     assert np.array_equal(batch.field_present, plain.field_present)
@@ -317,7 +323,7 @@ def test_missing_stays_missing_under_hardening(options: Hardening) -> None:
 
 def test_empty_batch_with_hardening() -> None:
     schema = full_schema()
-    batch = encode_records(schema, published_keys(), {f: [] for f in FIELDS})
+    batch = encode_records(schema, published_keys(), {f: [] for f in CHILD.input_names})
     assert batch.record_filters.shape == (0, schema.published_record_words)
     for spec, filters in zip(schema.fields, batch.field_filters, strict=True):
         assert filters.shape == (0, spec.published_words)

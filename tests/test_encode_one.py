@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from linkage.encode import EncodedBatch, encode_record, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Hardening, Schema, load_schema
+from tests.schemas import DATE_SALTED
 
 KEYS = KeySet(LinkageSecret.for_tests(), key_version=1)  # the published test key
-SHIPPED = load_schema("child")  # names and postcode in views, salted; diffusion everywhere
+SHIPPED = load_schema("child")  # salted; combined fields in views; diffusion everywhere
 PLAIN = SHIPPED.with_salt("").with_hardening(Hardening(), Hardening())
 # Every transform the harden module offers, per field and on the record filter.
 MIXED = SHIPPED.with_hardening(
@@ -35,7 +36,18 @@ MIXED = SHIPPED.with_hardening(
     },
 )
 FEBRL = load_schema("febrl")  # text and exact fields, other blocking transforms
-SCHEMAS = {"shipped": SHIPPED, "plain": PLAIN, "mixed": MIXED, "febrl": FEBRL}
+# input fields in views (the view machinery on fields a node reads itself)
+NAME_VIEWS = DATE_SALTED.with_salt(
+    ["date_of_birth.year_month", "date_of_birth.year_day", "date_of_birth.day_month"],
+    ["given_name", "family_name"],
+)
+SCHEMAS = {
+    "shipped": SHIPPED,
+    "plain": PLAIN,
+    "mixed": MIXED,
+    "febrl": FEBRL,
+    "name_views": NAME_VIEWS,
+}
 CANARY = "Zebedee-Quaxworth-1931"  # must never appear in a problem
 
 # Values that exercise every normaliser on every field: missing markers, non-ASCII names,
@@ -122,15 +134,17 @@ def assert_same(single: EncodedBatch, batch: EncodedBatch) -> None:
 
 def test_the_shipped_schemas_under_test_publish_views() -> None:
     # the equality below covers views (one value, several salted filters) only if they exist
+    # (of combined fields in the shipped schema, of input fields in NAME_VIEWS)
     for schema in (SHIPPED, MIXED):
-        assert len(schema.fields) > len(schema.input_names)
-        assert {spec.view_of for spec in schema.fields if spec.view_of} == {
-            "given_name",
-            "middle_names",
-            "family_name",
-            "postcode",
-        }
-    assert PLAIN.field_names == PLAIN.input_names  # no salt, no views
+        assert len(schema.fields) > len(schema.comparison_names) > len(schema.input_names)
+        assert {spec.view_of for spec in schema.fields if spec.view_of} == {"full_name"}
+    assert {spec.view_of for spec in NAME_VIEWS.fields if spec.view_of} == {
+        "given_name",
+        "family_name",
+    }
+    # no salt, no views; the combined fields published once each
+    assert PLAIN.field_names == PLAIN.comparison_names
+    assert PLAIN.field_names[len(PLAIN.input_names) :] == ("full_name",)
 
 
 @pytest.mark.parametrize("schema_name", list(SCHEMAS))
@@ -162,7 +176,11 @@ def test_full_and_empty_records_equal_the_batch(schema_name: str) -> None:
     }
     encoded = encode_record(schema, KEYS, full)
     assert_same(encoded, one_row_batch(schema, full))
-    assert encoded.field_present[0].tolist() == [spec.input_name in full for spec in schema.fields]
+    # a combined field is present where any field it combines is
+    assert encoded.field_present[0].tolist() == [
+        spec.input_name in full or any(name in full for name in spec.combines)
+        for spec in schema.fields
+    ]
     assert (encoded.block_keys != 0).any()
     empty = encode_record(schema, KEYS, {})
     assert_same(empty, one_row_batch(schema, {}))
@@ -185,8 +203,9 @@ def test_failing_values_give_the_batch_problems_without_the_value() -> None:
     for fragment in (CANARY, "Zebedee", "Quaxworth", "1931"):
         assert fragment not in text
     # a failing value is encoded as missing: no bits, no salt tag from an invalid date or sex;
-    # only the views of the given name are present
+    # only the given name and the views of the full name (its value the given name alone) are
+    # present; the postcode's combined field reports no problem of its own and is missing
     assert single.field_present[0].tolist() == [
-        spec.input_name == "given_name" for spec in SHIPPED.fields
+        spec.input_name in ("given_name", "full_name") for spec in SHIPPED.fields
     ]
     assert not single.salt_tags.any()

@@ -3,7 +3,9 @@ documented salted-token and salt-tag constructions, keys, missing salts, views (
 several ways, published once per salt, with no salt tag), and how a salted field is compared
 in batch linkage (a field with a salt of its own only where the salt tags agree; a field in
 views where both records hold it and both have the date of birth or both lack it, at the best
-of its views).
+of its views; a combined field only where none of the fields it combines is). The shipped
+schema salts names and postcode with the whole date and publishes their combined fallbacks in
+views; NAME_VIEWS puts the names and postcode themselves in views, for the view machinery.
 
 The golden file (tests/golden/shipped_filters.json) is made by tests/golden/make_vectors.py
 under the published test key and changes only deliberately (see tests/golden/README.md).
@@ -38,17 +40,21 @@ from tests.schemas import DATE_SALTED
 GOLDEN = Path(__file__).parent / "golden"
 SHIPPED: dict[str, Any] = json.loads((GOLDEN / "shipped_filters.json").read_text("utf-8"))
 CHILD = load_schema("child")
-SALT = "date_of_birth.value"  # the version 2 salt of names and postcode (a value source)
+SALT = "date_of_birth.value"  # the salt of names and postcode (a value source)
 #: the salts of the shipped views: pairs of date parts (day and month unordered)
 DATE_SALTS = ("date_of_birth.year_month", "date_of_birth.year_day", "date_of_birth.day_month")
 VIEWS = ("year_month", "year_day", "day_month")
 SEX_SALT = "sex.value"
 NAMES = ("given_name", "middle_names", "family_name")
-#: fields published in views salted with parts of the date of birth (the date of birth itself
-#: is salted with sex)
+#: fields salted with the whole date of birth (the date of birth itself is salted with sex)
 DOB_SALTED = (*NAMES, "postcode")
-#: the shipped schema with names and postcode salted with the whole date instead (version 2)
-VALUE_SALTED = CHILD.with_salt(SALT, DOB_SALTED)
+#: the shipped combined fallback fields, published in views salted with pairs of date parts
+COMBINED = ("full_name",)
+#: names and postcode salted with the whole date, without the combined fields
+VALUE_SALTED = DATE_SALTED
+#: the view machinery on input fields: names and postcode themselves in views salted with
+#: pairs of date parts (no combined fields)
+NAME_VIEWS = DATE_SALTED.with_salt(list(DATE_SALTS), DOB_SALTED)
 
 
 def published_keys(key_version: int = 1) -> KeySet:
@@ -85,24 +91,23 @@ def golden_batch() -> EncodedBatch:
 # ----------------------------------------------------------------------------- golden vectors
 
 
-def test_shipped_schema_salts_name_and_postcode_views_with_date_parts_and_the_date_with_sex() -> (
-    None
-):
+def test_shipped_schema_salts_names_with_the_date_and_their_fallbacks_with_date_parts() -> None:
     assert CHILD.version == 3
-    # one salt tag, of sex; the views publish none (a tag of a pair of date parts would group
-    # records by it, a grouping their filters do not show)
-    assert CHILD.salt_sources == (SEX_SALT,)
+    # two salt tags, of the date of birth and of sex; the views publish none (a tag of a pair
+    # of date parts would group records by it, a grouping their filters do not show)
+    assert CHILD.salt_sources == (SALT, SEX_SALT)
+    assert {f.name for f in CHILD.fields if f.salt == SALT} == set(DOB_SALTED)
     views = [f for f in CHILD.fields if f.view_of]
-    assert len(views) == len(DATE_SALTS) * len(DOB_SALTED)
+    assert len(views) == len(DATE_SALTS) * len(COMBINED)
     assert not {f.salt for f in views} & set(CHILD.salt_sources)
     for salt, view in zip(DATE_SALTS, VIEWS, strict=True):
         salted = {f.name for f in CHILD.fields if f.salt == salt}
-        assert salted == {f"{name}@{view}" for name in DOB_SALTED}
-        for name in DOB_SALTED:
+        assert salted == {f"{name}@{view}" for name in COMBINED}
+        for name in COMBINED:
             assert CHILD.field(f"{name}@{view}").view_of == name
+    assert CHILD.field("full_name").combines == ("given_name", "family_name")
     assert {f.name for f in CHILD.fields if f.salt == SEX_SALT} == {"date_of_birth"}
     assert {f.name for f in CHILD.fields if not f.salt} == {"sex", "nhs_number"}
-    assert SALT not in CHILD.salt_sources  # no field is salted with the whole date any more
     assert CHILD.input_names == (
         "given_name",
         "middle_names",
@@ -112,18 +117,20 @@ def test_shipped_schema_salts_name_and_postcode_views_with_date_parts_and_the_da
         "postcode",
         "nhs_number",
     )
-    assert dict(zip(CHILD.input_names, CHILD.comparison_salts, strict=True)) == {
-        "given_name": "",  # compared under whichever view's salt agrees
-        "middle_names": "",
-        "family_name": "",
+    assert CHILD.comparison_names == (*CHILD.input_names, *COMBINED)
+    assert dict(zip(CHILD.comparison_names, CHILD.comparison_salts, strict=True)) == {
+        "given_name": SALT,
+        "middle_names": SALT,
+        "family_name": SALT,
         "date_of_birth": SEX_SALT,
         "sex": "",
-        "postcode": "",
+        "postcode": SALT,
         "nhs_number": "",
+        "full_name": "",  # compared under whichever view's salt agrees
     }
     assert SHIPPED["schema_fingerprint"] == CHILD.fingerprint()
-    assert SHIPPED["salt_sources"] == [SEX_SALT]
-    assert all(set(row["salt_tags"]) == {SEX_SALT} for row in SHIPPED["rows"])
+    assert SHIPPED["salt_sources"] == [SALT, SEX_SALT]
+    assert all(set(row["salt_tags"]) == {SALT, SEX_SALT} for row in SHIPPED["rows"])
     assert SHIPPED["secret_hex"] == TEST_SECRET_HEX
     assert set(SHIPPED["rows"][0]["field_filters"]) == set(CHILD.field_names)
 
@@ -160,7 +167,7 @@ def test_salt_tag_of_a_value_source_is_the_hmac_of_the_published_filter() -> Non
         assert batch.salt_tags.shape == (3, len(schema.salt_sources))
         assert batch.salt_tags.dtype == np.uint64
         value_sources = [s for s in schema.salt_sources if s.endswith(".value")]
-        assert value_sources == ([SEX_SALT] if schema is CHILD else [SALT, SEX_SALT])
+        assert value_sources == [SALT, SEX_SALT]
         for source in value_sources:
             s = schema.salt_sources.index(source)
             column = batch.field_filters[schema.field_names.index(source.split(".")[0])]
@@ -169,8 +176,10 @@ def test_salt_tag_of_a_value_source_is_the_hmac_of_the_published_filter() -> Non
                 assert int(batch.salt_tags[row, s]) == tag
         sex = schema.salt_sources.index(SEX_SALT)
         assert batch.salt_tags[0, sex] == batch.salt_tags[1, sex]  # the same sex, unsalted
-    no_date = VALUE_SALTED.salt_sources.index(SALT)
-    assert int(batch.salt_tags[2, no_date]) == 0  # no date of birth: no tag
+    for schema in (CHILD, VALUE_SALTED):
+        batch = encode_records(schema, keys, columns_of(records))
+        no_date = schema.salt_sources.index(SALT)
+        assert int(batch.salt_tags[2, no_date]) == 0  # no date of birth: no tag
 
 
 def test_salt_tag_of_another_transform_is_the_hmac_of_the_value() -> None:
@@ -186,11 +195,16 @@ def test_salt_tag_of_another_transform_is_the_hmac_of_the_value() -> None:
 
 def test_the_shipped_views_publish_no_salt_tag() -> None:
     records = [child(), child(date_of_birth="03/05/2015"), child(date_of_birth=None)]
-    batch = encode_records(CHILD, published_keys(), columns_of(records))
-    assert batch.salt_tags.shape == (3, 1)  # the sex tag alone
-    sex = CHILD.field_names.index("sex")
-    tag = documented_tag(published_keys(), SEX_SALT, hex_of(batch.field_filters[sex][0]))
-    assert batch.salt_tags[:, 0].tolist() == [tag] * 3  # the same sex, whatever the date
+    for schema in (CHILD, NAME_VIEWS):
+        batch = encode_records(schema, published_keys(), columns_of(records))
+        # the tags of the value sources alone: none of a pair of date parts
+        assert all(source.endswith(".value") for source in schema.salt_sources)
+        assert batch.salt_tags.shape == (3, len(schema.salt_sources))
+        sex = schema.field_names.index("sex")
+        s = schema.salt_sources.index(SEX_SALT)
+        tag = documented_tag(published_keys(), SEX_SALT, hex_of(batch.field_filters[sex][0]))
+        assert batch.salt_tags[:, s].tolist() == [tag] * 3  # the same sex, whatever the date
+    assert NAME_VIEWS.salt_sources == (SEX_SALT,)
 
 
 @pytest.mark.parametrize(
@@ -242,17 +256,20 @@ def test_a_tag_groups_records_exactly_as_the_salt_fields_filter_does() -> None:
 
 
 def test_salted_field_filter_is_the_union_of_salted_token_positions() -> None:
+    # the views of the full name: its value is the given and family names joined, normalised
+    # as a name, each token prefixed with the view's date parts
     keys = published_keys()
     plain_hardening = CHILD.with_hardening(Hardening(), Hardening())  # salts kept
+    assert not any(spec.hardening.enabled for spec in plain_hardening.fields)
     records = [child(), child(date_of_birth=None)]
     batch = encode_records(plain_hardening, keys, columns_of(records))
     prefixes = {"year_month": "2015-03|", "year_day": "2015-14|", "day_month": "03/14|"}
     for view, prefix in prefixes.items():
-        spec = plain_hardening.field(f"given_name@{view}")
+        spec = plain_hardening.field(f"full_name@{view}")
         assert spec.salt == f"date_of_birth.{view}"
         f = plain_hardening.field_names.index(spec.name)
         for row, row_prefix in ((0, prefix), (1, "~|")):
-            tokens = [row_prefix + t for t in tokenise(spec, "olivia")]
+            tokens = [row_prefix + t for t in tokenise(spec, "olivia okafor")]
             positions = token_positions(  # under the view's own key
                 keys.key("filter", spec.name), tokens, spec.hashes_per_token, spec.filter_bits
             )
@@ -262,16 +279,25 @@ def test_salted_field_filter_is_the_union_of_salted_token_positions() -> None:
             np.testing.assert_array_equal(batch.field_filters[f][row], expected)
 
 
-@pytest.mark.parametrize("schema_name", ["shipped", "unhardened"])
+_VIEW_CASES = [
+    *((schema, name) for schema in ("shipped", "unhardened") for name in COMBINED),
+    *(("name_views", name) for name in DOB_SALTED),
+]
+
+
 @pytest.mark.parametrize("view", VIEWS)
-@pytest.mark.parametrize("name", DOB_SALTED)
+@pytest.mark.parametrize(("schema_name", "name"), _VIEW_CASES)
 def test_a_view_is_the_single_salt_encoding_under_the_views_name(
     schema_name: str, view: str, name: str
 ) -> None:
     """A view's filter is the field's filter encoded with that one salt (hardening included),
     with the keys of the view's name: the single-salt schema with the field renamed to the
     view gives the same bytes."""
-    schema = CHILD if schema_name == "shipped" else CHILD.with_hardening(Hardening(), Hardening())
+    schema = {
+        "shipped": CHILD,
+        "unhardened": CHILD.with_hardening(Hardening(), Hardening()),
+        "name_views": NAME_VIEWS,
+    }[schema_name]
     view_name = f"{name}@{view}"
     single = schema.with_salt(f"date_of_birth.{view}", [name])
     assert single.field(name).salt == f"date_of_birth.{view}" and not single.field(name).view_of
@@ -287,7 +313,7 @@ def test_a_view_is_the_single_salt_encoding_under_the_views_name(
         child(),
         child(date_of_birth="05/03/2015", given_name="Amara", postcode="LS6 3CD"),
         child(date_of_birth=None),
-        child(**{name: None}),
+        child(**{part: None for part in (schema.field(name).combines or (name,))}),
     ]
     keys = published_keys()
     want = encode_records(renamed, keys, columns_of(records))
@@ -297,6 +323,7 @@ def test_a_view_is_the_single_salt_encoding_under_the_views_name(
     np.testing.assert_array_equal(got.field_filters[f_got], want.field_filters[f_want])
     np.testing.assert_array_equal(got.field_present[:, f_got], want.field_present[:, f_want])
     assert got.field_filters[f_got][:3].any(axis=1).all()  # present, so the check has bits
+    assert not got.field_present[3, f_got]  # its value missing: the view is missing
     # and not the other views' bytes: each view has its own salt and keys
     for other in VIEWS:
         if other != view:
@@ -334,29 +361,45 @@ def test_same_name_salted_differently_shares_no_filter() -> None:
         ("02/11/2009", set()),  # another date
     ],
 )
-def test_a_name_view_is_shared_exactly_where_its_date_parts_agree(
-    other_date: str, shared: set[str]
+@pytest.mark.parametrize("schema", [CHILD, NAME_VIEWS], ids=["shipped", "name_views"])
+def test_a_view_is_shared_exactly_where_its_date_parts_agree(
+    schema: Schema, other_date: str, shared: set[str]
 ) -> None:
     batch = encode_records(
-        CHILD, published_keys(), columns_of([child(), child(date_of_birth=other_date)])
+        schema, published_keys(), columns_of([child(), child(date_of_birth=other_date)])
     )
-    for name in DOB_SALTED:
+    viewed = sorted({spec.view_of for spec in schema.fields if spec.view_of})
+    assert viewed == sorted(COMBINED if schema is CHILD else DOB_SALTED)
+    for name in viewed:
         for view in VIEWS:
-            filters = batch.field_filters[CHILD.field_names.index(f"{name}@{view}")]
+            filters = batch.field_filters[schema.field_names.index(f"{name}@{view}")]
             assert np.array_equal(filters[0], filters[1]) == (view in shared), (name, view)
-    # and nothing else tells the records apart by their dates: the one tag is of sex
-    assert batch.salt_tags.shape == (2, 1) and batch.salt_tags[0, 0] == batch.salt_tags[1, 0]
+    same_date = len(shared) == len(VIEWS)
+    # the fields salted with the whole date share a filter only under the same date
+    for name in (n for n in DOB_SALTED if n in schema.field_names):
+        filters = batch.field_filters[schema.field_names.index(name)]
+        assert np.array_equal(filters[0], filters[1]) == same_date, name
+    # the tags tell the records apart by their dates only as the date's filter does: the sex
+    # tag is shared, the date's (where published) only under the same date
+    sex = schema.salt_sources.index(SEX_SALT)
+    assert batch.salt_tags[0, sex] == batch.salt_tags[1, sex]
+    if SALT in schema.salt_sources:
+        date = schema.salt_sources.index(SALT)
+        assert (batch.salt_tags[0, date] == batch.salt_tags[1, date]) == same_date
 
 
-def test_transposed_day_and_month_share_the_day_month_view() -> None:
+@pytest.mark.parametrize("schema", [CHILD, NAME_VIEWS], ids=["shipped", "name_views"])
+def test_transposed_day_and_month_share_the_day_month_view(schema: Schema) -> None:
     batch = encode_records(
-        CHILD,
+        schema,
         published_keys(),
         columns_of([child(date_of_birth="05/03/2015"), child(date_of_birth="03/05/2015")]),
     )
-    for name in DOB_SALTED:
+    viewed = {spec.view_of for spec in schema.fields if spec.view_of}
+    assert viewed
+    for name in viewed:
         for view in VIEWS:
-            filters = batch.field_filters[CHILD.field_names.index(f"{name}@{view}")]
+            filters = batch.field_filters[schema.field_names.index(f"{name}@{view}")]
             assert np.array_equal(filters[0], filters[1]) == (view == "day_month"), (name, view)
 
 
@@ -372,45 +415,77 @@ def test_with_salt_validates_like_a_parsed_file() -> None:
     with pytest.raises(SchemaError, match="salt"):
         CHILD.with_salt("postcode.year_month", ["given_name"])
     with pytest.raises(SchemaError, match="views, which cannot be a salt"):
-        CHILD.with_salt("postcode.value", ["nhs_number"])  # postcode is published in views
+        CHILD.with_salt("full_name.value", ["nhs_number"])  # full_name is published in views
     with pytest.raises(SchemaError, match="blocking parts"):
         CHILD.with_salt("sex.filter", ["given_name"])
     with pytest.raises(SchemaError, match="a list needs two or more salts"):
         CHILD.with_salt([SEX_SALT], ["nhs_number"])
-    resalted = CHILD.with_salt(list(DATE_SALTS), DOB_SALTED).with_salt(SEX_SALT, ["date_of_birth"])
+    resalted = (
+        CHILD.with_salt(list(DATE_SALTS), COMBINED)
+        .with_salt(SEX_SALT, ["date_of_birth"])
+        .with_salt(SALT, DOB_SALTED)
+    )
     assert resalted == CHILD
     assert resalted.fingerprint() == CHILD.fingerprint()
     unsalted = CHILD.with_salt("")
-    assert unsalted.salt_sources == () and unsalted.input_names == unsalted.field_names
+    assert unsalted.salt_sources == ()
+    assert unsalted.field_names == unsalted.comparison_names == (*CHILD.input_names, *COMBINED)
     assert unsalted.fingerprint() != CHILD.fingerprint()
 
 
 def test_with_salt_maps_parts_naming_views_that_no_longer_exist_to_the_fields_filter() -> None:
-    # one salt instead of three: the 9 per-view rules become the 3 pair rules on the fields'
-    # own filters (rules that come out equal are kept once)
-    assert len(CHILD.blocking) == 11
-    assert [(rule.name, rule.parts) for rule in VALUE_SALTED.blocking] == [
+    # one salt instead of three on the combined fields: the 3 per-view rules of each become
+    # one rule on the field's own filter (rules that come out equal are kept once)
+    assert len(CHILD.blocking) == 8
+    single = CHILD.with_salt(SALT, COMBINED)
+    assert [(rule.name, rule.parts) for rule in single.blocking] == [
         ("date_of_birth", (("date_of_birth", "filter"),)),
         ("nhs_number", (("nhs_number", "filter"),)),
-        (
-            "given_name+family_name@year_month",
-            (("given_name", "filter"), ("family_name", "filter")),
-        ),
-        ("given_name+postcode@year_month", (("given_name", "filter"), ("postcode", "filter"))),
-        ("family_name+postcode@year_month", (("family_name", "filter"), ("postcode", "filter"))),
+        ("given_name", (("given_name", "filter"),)),
+        ("family_name", (("family_name", "filter"),)),
+        ("postcode", (("postcode", "filter"),)),
+        ("full_name@year_month", (("full_name", "filter"),)),
     ]
-    assert VALUE_SALTED.field_names == VALUE_SALTED.input_names == CHILD.input_names
-    assert {f.name for f in VALUE_SALTED.fields if f.salt == SALT} == set(DOB_SALTED)
+    assert single.field_names == single.comparison_names == (*CHILD.input_names, *COMBINED)
+    assert {f.name for f in single.fields if f.salt == SALT} == {*DOB_SALTED, *COMBINED}
     # fewer views: parts naming a view that remains keep it
-    two = CHILD.with_salt(list(DATE_SALTS[:2]), DOB_SALTED)
-    assert two.salt_sources == (SEX_SALT,)  # views publish no salt tag
-    assert [f.salt for f in two.fields if f.view_of == "given_name"] == list(DATE_SALTS[:2])
+    two = CHILD.with_salt(list(DATE_SALTS[:2]), COMBINED)
+    assert two.salt_sources == (SALT, SEX_SALT)  # views publish no salt tag
+    assert [f.salt for f in two.fields if f.view_of == "full_name"] == list(DATE_SALTS[:2])
     assert [rule.name for rule in two.blocking] == [
         rule.name for rule in CHILD.blocking if not rule.name.endswith("@day_month")
     ]
-    # a field whose rules name its plain filter cannot be split into views without new rules
-    with pytest.raises(SchemaError, match="is published in views; a filter part names one"):
-        VALUE_SALTED.with_salt(list(DATE_SALTS), DOB_SALTED)
+
+
+def test_with_salt_makes_a_rule_per_view_of_a_part_naming_a_now_viewed_fields_filter() -> None:
+    # names and postcode into views: each rule on a field's own filter, once per view
+    assert [rule.name for rule in VALUE_SALTED.blocking] == [
+        "date_of_birth",
+        "nhs_number",
+        "given_name",
+        "family_name",
+        "postcode",
+    ]
+    assert [(rule.name, rule.parts) for rule in NAME_VIEWS.blocking] == [
+        ("date_of_birth", (("date_of_birth", "filter"),)),
+        ("nhs_number", (("nhs_number", "filter"),)),
+        *(
+            (f"{name}@{view}", ((f"{name}@{view}", "filter"),))
+            for name in ("given_name", "family_name", "postcode")
+            for view in VIEWS
+        ),
+    ]
+    assert NAME_VIEWS.comparison_names == NAME_VIEWS.input_names == CHILD.input_names
+    # and back: one salt again gives the rules on the fields' own filters
+    back = NAME_VIEWS.with_salt(SALT, DOB_SALTED)
+    assert [(rule.name, rule.parts) for rule in back.blocking] == [
+        ("date_of_birth", (("date_of_birth", "filter"),)),
+        ("nhs_number", (("nhs_number", "filter"),)),
+        *(
+            (f"{name}@year_month", ((name, "filter"),))
+            for name in ("given_name", "family_name", "postcode")
+        ),
+    ]
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -449,31 +524,78 @@ def test_a_name_in_views_is_compared_unless_the_date_is_on_one_side_only() -> No
         child(date_of_birth=None),  # the date missing on one side: no view can be compared
         child(date_of_birth=None),  # and on both: the views are encoded under "missing"
     ]
-    batch = encode_records(CHILD, published_keys(), columns_of(records))
+    batch = encode_records(NAME_VIEWS, published_keys(), columns_of(records))
     left = np.array([0, 0, 0, 0, 0, 5], dtype=np.int64)
     right = np.array([1, 2, 3, 4, 5, 6], dtype=np.int64)
-    levels = pipeline.compare_pairs(CHILD, batch, batch, left, right)
-    assert levels.shape == (len(right), len(CHILD.input_names))
-    compared = [CHILD.input_names.index(n) for n in DOB_SALTED]
-    top = [len(CHILD.field(n).levels) for n in DOB_SALTED]
+    levels = pipeline.compare_pairs(NAME_VIEWS, batch, batch, left, right)
+    assert levels.shape == (len(right), len(NAME_VIEWS.input_names))
+    compared = [NAME_VIEWS.input_names.index(n) for n in DOB_SALTED]
+    top = [len(NAME_VIEWS.field(n).levels) for n in DOB_SALTED]
     assert levels[0, compared].tolist() == top  # one part wrong: still compared, and agree
     assert levels[1, compared].tolist() == top
     # no part agrees: compared (no tag says otherwise), on filters of unrelated salts, so the
     # same names read as disagreeing
-    given, family = (CHILD.input_names.index(n) for n in ("given_name", "family_name"))
+    given, family = (NAME_VIEWS.input_names.index(n) for n in ("given_name", "family_name"))
     assert (levels[2, compared] != scoring.MISSING_LEVEL).all()
     assert levels[2, given] == 0 and levels[2, family] == 0
     assert levels[3, given] == 0 and levels[3, family] == 0  # compared, and disagree
     assert (levels[4, compared] == scoring.MISSING_LEVEL).all()  # not compared
     assert levels[5, compared].tolist() == top  # both without the date: compared, and agree
-    sex = CHILD.input_names.index("sex")
+    sex = NAME_VIEWS.input_names.index("sex")
     assert (levels[:, sex] != scoring.MISSING_LEVEL).all()  # unsalted fields are compared
     # "not compared" (both hold the value, level missing) is the date on one side only
     both = batch.field_present[left] & batch.field_present[right]
-    held_apart = not_compared(CHILD, both, levels)
+    held_apart = not_compared(NAME_VIEWS, both, levels)
     expected = np.zeros_like(held_apart)
     expected[4, compared] = True
     np.testing.assert_array_equal(held_apart, expected)
+
+
+def test_the_full_name_is_compared_only_where_the_given_and_family_names_are_not() -> None:
+    # the shipped schema: the names and postcode are salted with the whole date, so a date
+    # one part off leaves them not compared; their combined fallbacks, in views salted with
+    # pairs of date parts, are then compared (the view whose parts agree is equal), and the
+    # date itself is lifted to the level just below exact
+    records = [
+        child(),
+        child(),  # the same record: the names compared, the fallbacks not
+        child(date_of_birth="15/03/2015"),  # the day wrong
+        child(date_of_birth="14/03/2016"),  # the year wrong
+        child(date_of_birth=None),  # the date on one side only: no view compared either
+    ]
+    batch = encode_records(CHILD, published_keys(), columns_of(records))
+    left = np.zeros(4, dtype=np.int64)
+    right = np.array([1, 2, 3, 4], dtype=np.int64)
+    levels = pipeline.compare_pairs(CHILD, batch, batch, left, right)
+    assert levels.shape == (4, len(CHILD.comparison_names))
+    at = {name: CHILD.comparison_names.index(name) for name in CHILD.comparison_names}
+    top = {name: len(CHILD.field(name).levels) for name in CHILD.comparison_names}
+    missing = scoring.MISSING_LEVEL
+    held_apart = not_compared(CHILD, batch.field_present[left] & batch.field_present[right], levels)
+    # the same date: given and family names exact, the full name missing (never counted twice)
+    for name in ("given_name", "family_name", "postcode", "date_of_birth"):
+        assert levels[0, at[name]] == top[name], name
+    for name in COMBINED:
+        assert levels[0, at[name]] == missing and not held_apart[0, at[name]], name
+    # one part of the date wrong: the names "not compared", the full name exact, the date
+    # at its second level
+    for pair in (1, 2):
+        for name in DOB_SALTED:
+            assert levels[pair, at[name]] == missing and held_apart[pair, at[name]], name
+        for name in COMBINED:
+            assert levels[pair, at[name]] == top[name], name
+            assert not held_apart[pair, at[name]], name
+        assert levels[pair, at["date_of_birth"]] == top["date_of_birth"] - 1
+    # the date on one side: nothing salted with it is compared; only the inputs are reported
+    for name in (*DOB_SALTED, *COMBINED):
+        assert levels[3, at[name]] == missing, name
+        assert held_apart[3, at[name]] == (name in DOB_SALTED), name
+    # the same evidence through compare_fields: combined never "not compared"
+    sim = np.ones((1, len(CHILD.fields)))
+    present = np.ones((1, len(CHILD.fields)), dtype=np.bool_)
+    out = compare_fields(CHILD, sim, present, present, batch.salt_tags[[0]], batch.salt_tags[[2]])
+    assert out.present[0].tolist() == [name not in DOB_SALTED for name in CHILD.comparison_names]
+    assert out.not_compared[0].tolist() == [name in DOB_SALTED for name in CHILD.comparison_names]
 
 
 def _views_of(schema: Schema, name: str) -> list[int]:
@@ -483,38 +605,40 @@ def _views_of(schema: Schema, name: str) -> list[int]:
 def test_compare_fields_takes_the_best_view_where_the_date_is_on_both_sides_or_neither() -> None:
     # four pairs, similarities made up per field: each view of given_name a different Dice
     n = 4
-    sim = np.full((n, len(CHILD.fields)), 0.5)
-    views = _views_of(CHILD, "given_name")
+    sim = np.full((n, len(NAME_VIEWS.fields)), 0.5)
+    views = _views_of(NAME_VIEWS, "given_name")
     assert len(views) == 3
     sim[:, views] = [0.2, 0.9, 0.4]
-    present = np.ones((n, len(CHILD.fields)), dtype=np.bool_)
+    present = np.ones((n, len(NAME_VIEWS.fields)), dtype=np.bool_)
     left_present, right_present = present.copy(), present.copy()
-    dob = CHILD.field_names.index("date_of_birth")
+    dob = NAME_VIEWS.field_names.index("date_of_birth")
     left_present[1, dob] = False  # pair 1: the date on the right only
     right_present[2, dob] = False  # pair 2: on the left only
     left_present[3, dob] = right_present[3, dob] = False  # pair 3: on neither side
-    tags = np.ones((n, len(CHILD.salt_sources)), dtype=np.uint64)
-    out = compare_fields(CHILD, sim, left_present, right_present, tags, tags)
-    given = CHILD.input_names.index("given_name")
-    assert out.similarity.shape == (n, len(CHILD.input_names))
+    tags = np.ones((n, len(NAME_VIEWS.salt_sources)), dtype=np.uint64)
+    out = compare_fields(NAME_VIEWS, sim, left_present, right_present, tags, tags)
+    given = NAME_VIEWS.input_names.index("given_name")
+    assert out.similarity.shape == (n, len(NAME_VIEWS.input_names))
     assert out.present[:, given].tolist() == [True, False, False, True]
     assert out.not_compared[:, given].tolist() == [False, True, True, False]
     assert out.similarity[[0, 3], given].tolist() == [0.9, 0.9]  # the best view
     # the value missing on one side: neither compared nor "not compared"
     left_present[0, views] = False
-    out = compare_fields(CHILD, sim, left_present, right_present, tags, tags)
+    out = compare_fields(NAME_VIEWS, sim, left_present, right_present, tags, tags)
     assert not out.present[0, given] and not out.not_compared[0, given]
     # the date, salted with sex, is compared where the sex tags agree
-    dob_column = CHILD.input_names.index("date_of_birth")
+    dob_column = NAME_VIEWS.input_names.index("date_of_birth")
     other = tags.copy()
-    other[0, CHILD.salt_sources.index(SEX_SALT)] = 2
-    out = compare_fields(CHILD, sim, present, present, tags, other)
+    other[0, NAME_VIEWS.salt_sources.index(SEX_SALT)] = 2
+    out = compare_fields(NAME_VIEWS, sim, present, present, tags, other)
     assert out.present[:, dob_column].tolist() == [False, True, True, True]
     assert out.not_compared[:, dob_column].tolist() == [True, False, False, False]
     assert out.present[:, given].all()  # the views have no tag to disagree
 
 
-@pytest.mark.parametrize("schema", [CHILD, DATE_SALTED], ids=["shipped", "date_salted"])
+@pytest.mark.parametrize(
+    "schema", [CHILD, DATE_SALTED, NAME_VIEWS], ids=["shipped", "date_salted", "name_views"]
+)
 @settings(deadline=None, max_examples=50)
 @given(
     st.lists(st.integers(0, 3), min_size=1, max_size=20),
@@ -527,7 +651,7 @@ def test_salt_comparable_is_tag_equality_on_salted_fields_that_are_not_views(
     # one tag column per salt source, each a different function of the drawn values, so the
     # sources agree on different pairs
     sources = len(schema.salt_sources)
-    assert sources == (1 if schema is CHILD else 2)
+    assert sources == (1 if schema is NAME_VIEWS else 2)
     a = np.array(left[:n], dtype=np.uint64).reshape(n, 1)
     b = np.array(right[:n], dtype=np.uint64).reshape(n, 1)
     a2 = np.concatenate([(a + np.uint64(s)) % np.uint64(s + 2) for s in range(sources)], axis=1)
@@ -543,10 +667,10 @@ def test_salt_comparable_is_tag_equality_on_salted_fields_that_are_not_views(
         np.testing.assert_array_equal(out[:, f], expected)
 
 
-@pytest.mark.parametrize("width", [0, 4], ids=["no tags", "a tag per view salt"])
+@pytest.mark.parametrize("width", [0, 1, 5], ids=["no tags", "one tag", "a tag per view salt"])
 def test_linkage_refuses_salt_tags_of_the_wrong_shape(width: int) -> None:
     batch = encode_records(CHILD, published_keys(), columns_of([child(), child()]))
-    assert batch.salt_tags.shape == (2, 1)
+    assert batch.salt_tags.shape == (2, 2)
     pipeline.check_compatible(CHILD, batch)
     wrong = EncodedBatch(**{**batch.__dict__, "salt_tags": np.zeros((2, width), dtype=np.uint64)})
     with pytest.raises(FilterFormatError, match=r"salt_tags: expected a uint64 array of shape"):

@@ -26,9 +26,10 @@ GOLDEN: dict[str, Any] = json.loads(
 )
 CHILD = load_schema("child")
 NAMES = CHILD.field_names  # published fields (views included): filter and presence columns
-INPUTS = CHILD.input_names  # input fields: the columns read, and the comparison levels
+INPUTS = CHILD.input_names  # input fields: the columns read
+COMPARISONS = CHILD.comparison_names  # the inputs, then the combined fields: the levels
 SEX, DOB = NAMES.index("sex"), NAMES.index("date_of_birth")
-DOB_LEVEL = INPUTS.index("date_of_birth")
+DOB_LEVEL = COMPARISONS.index("date_of_birth")
 SEX_TAG = CHILD.salt_sources.index("sex.value")
 COLUMNS = forms.assumable_columns(CHILD)  # ((sex field, sex tag column),)
 
@@ -207,8 +208,9 @@ def test_best_per_record_property(
 
 def decisive_dob_model() -> scoring.FellegiSunterModel:
     """A fixed model in which each comparison at its top level multiplies the odds by 10 and
-    the prior odds are 10^-3.5: three exact agreements (names and postcode) stay below a match
-    (0.24), a fourth (the date of birth) makes one (0.76). Fitted by EM, the model of a
+    the prior odds are 10^-3.5: two or three exact agreements (the combined fallbacks, or the
+    names and postcode) stay below a match (0.24 at most), a fourth (the date of birth) makes
+    one (0.76). Fitted by EM, the model of a
     two-record federation is degenerate (every random pair is the one child), so the test
     fixes it and tests what forms change: which comparisons are made."""
     m, u = [], []
@@ -218,7 +220,7 @@ def decisive_dob_model() -> scoring.FellegiSunterModel:
         u.append((*([0.91 / rest] * rest), 0.09))
     odds = 10**-3.5
     return scoring.FellegiSunterModel(
-        field_names=INPUTS,
+        field_names=COMPARISONS,
         thresholds=pipeline.thresholds_of(CHILD),
         m=tuple(m),
         u=tuple(u),
@@ -228,8 +230,8 @@ def decisive_dob_model() -> scoring.FellegiSunterModel:
 
 def test_a_sexless_record_is_compared_on_its_date_of_birth() -> None:
     # two agencies hold one child; one of them lacks sex. As records, their dates of birth are
-    # under different salts (not compared); as forms, the consistent form compares them, and
-    # that agreement is what links them.
+    # under different salts (not compared), and so the names; as forms, the consistent form
+    # compares them, and that agreement is what links them.
     datasets = [columns_of([AMY]), columns_of([{**AMY, "sex": "F"}])]
     plain = [encode_records(CHILD, keys(), cols) for cols in datasets]
     published = [forms.encode_forms(CHILD, keys(), cols) for cols in datasets]
@@ -237,15 +239,20 @@ def test_a_sexless_record_is_compared_on_its_date_of_birth() -> None:
     by_records = pipeline.cluster_datasets(CHILD, plain, model=model)
     by_forms = pipeline.cluster_forms(CHILD, published, model=model)
     assert by_records.labels.tolist() == [0, 1]  # names and postcode alone: no match
-    assert by_records.scored.levels.shape[1] == len(INPUTS)  # one level per comparison
+    assert by_records.scored.levels.shape[1] == len(COMPARISONS)  # one level per comparison
     assert by_records.scored.levels[:, DOB_LEVEL].tolist() == [scoring.MISSING_LEVEL]
     assert by_forms.scored.left.tolist() == [0] and by_forms.scored.right.tolist() == [1]
     exact = len(CHILD.field("date_of_birth").levels)  # the top level
     assert by_forms.scored.levels[0, DOB_LEVEL] == exact
-    # the names and postcode, in views salted with date parts, are compared either way
-    for name in ("given_name", "family_name", "postcode"):
+    # the names and postcode are salted with the date of birth, whose salt tag follows its
+    # (sex-salted) filter: as records they are not compared either, and their combined
+    # fallbacks (salted with date parts only) are, at the top; as forms the names and postcode
+    # are compared, so the fallbacks are not
+    for name in ("given_name", "family_name", "postcode", "full_name"):
         top = len(CHILD.field(name).levels)
-        assert by_records.scored.levels[0, INPUTS.index(name)] == top, name
-        assert by_forms.scored.levels[0, INPUTS.index(name)] == top, name
+        combined = bool(CHILD.field(name).combines)
+        at = COMPARISONS.index(name)
+        assert by_records.scored.levels[0, at] == (top if combined else scoring.MISSING_LEVEL)
+        assert by_forms.scored.levels[0, at] == (scoring.MISSING_LEVEL if combined else top)
     assert by_forms.labels.tolist() == [0, 0]
     assert by_forms.source.tolist() == [0, 1] and by_forms.offsets.tolist() == [0, 1, 2]

@@ -409,12 +409,13 @@ def test_client_from_another_ca_is_refused(node: Node, tmp_path: Path) -> None:
 AMY = {"given_name": "Amy", "family_name": "Smith", "date_of_birth": "2/3/2014"}
 
 
-def views_of(*inputs: str) -> set[str]:
-    """The published fields (views) of the shipped schema's ``inputs``."""
+def published(*inputs: str) -> set[str]:
+    """The published fields of the shipped schema that a query of ``inputs`` holds: the inputs
+    themselves, and the views of each combined field that combines any of them."""
     schema = load_schema("child")
-    views = {spec.name for spec in schema.fields if spec.input_name in inputs}
-    assert len(views) == 3 * len(inputs)  # each name is published in three views
-    return views
+    views = {spec.name for spec in schema.fields if set(spec.combines) & set(inputs)}
+    assert all(spec.view_of for spec in schema.fields if spec.name in views)
+    return {*inputs, *views}
 
 
 def _lookup(
@@ -449,7 +450,8 @@ def test_lookup_goes_through_the_matcher(
     filters = list(request.query.field_filters)
     names = node.config.schema.field_names
     present = {name for name, data in zip(names, filters, strict=True) if data}
-    assert present == {*views_of("given_name", "family_name"), "date_of_birth", "sex"}
+    assert present == published("given_name", "family_name", "date_of_birth", "sex")
+    assert len(present) == 4 + 3  # and the full name in its three views
     assert_no_identifier(request.SerializeToString().decode("latin-1"))
     assert b"Amy" not in request.SerializeToString()
 
@@ -462,9 +464,9 @@ def test_lookup_goes_through_the_matcher(
 def test_a_lookup_without_sex_is_sent_once_per_sex_value(
     node: Node, pki: Path, matcher: tuple[str, MatcherLog]
 ) -> None:
-    # the shipped schema salts the date of birth with sex (the names only with parts of the
-    # date): without sex the date could not be compared, so the node sends the query under
-    # each sex value, sex itself published as missing (never compared)
+    # the shipped schema salts the date of birth with sex (the names with the date's value,
+    # the full name with parts of it): without sex the date could not be compared, so the node
+    # sends the query under each sex value, sex itself published as missing (never compared)
     response, calls = _lookup(node, pki, matcher[1], AMY)  # no sex
     sent = [request for _, request in calls]
     assert len(sent) == 3
@@ -473,13 +475,12 @@ def test_a_lookup_without_sex_is_sent_once_per_sex_value(
     names_sent = set()
     for request in sent:
         filters = dict(zip(names, request.query.field_filters, strict=True))
-        assert {n for n, data in filters.items() if data} == {
-            *views_of("given_name", "family_name"),
-            "date_of_birth",
-        }
+        assert {n for n, data in filters.items() if data} == published(
+            "given_name", "family_name", "date_of_birth"
+        )
         assert all(tag != 0 for tag in request.query.salt_tags)  # date and sex tags both set
         dates.add(filters["date_of_birth"])
-        names_sent.add(tuple(data for n, data in filters.items() if "@" in n))
+        names_sent.add(tuple(data for n, data in filters.items() if "name" in n))
         assert request.on_behalf_of == "alice"
     assert len(dates) == 3  # the date's filter under each assumed sex
     assert len(names_sent) == 1  # the names do not depend on sex: the same filters each time

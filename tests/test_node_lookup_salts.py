@@ -86,10 +86,20 @@ def test_a_chain_through_a_field_of_many_values_is_refused() -> None:
     require_chained_salts(schema, encode_record(schema, KEYS, {**QUERY, "postcode": "LS6 2AB"}))
     require_chained_salts(SCHEMA, encode_record(SCHEMA, KEYS, QUERY))  # sex is assumed instead
     # views are salted with parts of the date's value, not its published filter: the same
-    # chain through the shipped views breaks nothing but the date's own comparison
-    views = SCHEMA.with_salt("", ["postcode"]).with_salt("postcode.value", ["date_of_birth"])
+    # chain through views of the names breaks nothing but the date's own comparison
+    date_parts = ["date_of_birth.year_month", "date_of_birth.year_day", "date_of_birth.day_month"]
+    views = (
+        DATE_SALTED.with_salt(date_parts, ["given_name", "middle_names", "family_name"])
+        .with_salt("", ["postcode"])
+        .with_salt("postcode.value", ["date_of_birth"])
+    )
     assert views.field("given_name").view_of == "given_name"
     require_chained_salts(views, encode_record(views, KEYS, QUERY))
+    # in the shipped schema the names are salted with the date's value (its filter): refused
+    shipped = SCHEMA.with_salt("", ["postcode"]).with_salt("postcode.value", ["date_of_birth"])
+    with pytest.raises(RequestError) as info:
+        require_chained_salts(shipped, encode_record(shipped, KEYS, QUERY))
+    assert "given_name" in str(info.value)
 
 
 def test_notes_say_what_a_query_is_compared_on_and_never_a_value() -> None:

@@ -265,9 +265,10 @@ def test_a_small_federation_scores_an_exact_match_high_under_any_secret(draw: in
     record = np.concatenate([p.origin + s for p, s in zip(published, starts, strict=True)])
     batch = concat_batches([p.batch for p in published])
     model = pipeline.score_pairs(schema, batch, None, record=record).model
-    levels = np.full((1, len(schema.input_names)), scoring.MISSING_LEVEL, dtype=np.int8)
+    # one level per comparison (the combined fallbacks missing, as where the names compare)
+    levels = np.full((1, len(schema.comparison_names)), scoring.MISSING_LEVEL, dtype=np.int8)
     for name in ("given_name", "family_name", "date_of_birth", "sex"):
-        levels[0, schema.input_names.index(name)] = len(schema.field(name).levels)
+        levels[0, schema.comparison_names.index(name)] = len(schema.field(name).levels)
     assert model.match_probability(levels)[0] >= 0.99
 
 

@@ -69,14 +69,15 @@ def test_shipped_schema_parses_and_round_trips(name: str) -> None:
     assert len(set(schema.field_names)) == len(schema.fields)
 
 
-_VIEWED = ("given_name", "middle_names", "family_name", "postcode")
+#: the combined fallback fields of the shipped schema, each published in three views
+_VIEWED = ("full_name",)
 _DATE_VIEWS = ("year_month", "year_day", "day_month")
 
 
 def test_child_schema_has_the_expected_fields() -> None:
     schema = load_schema("child")
     assert schema.version == 3
-    assert schema.input_names == (
+    inputs = (
         "given_name",
         "middle_names",
         "family_name",
@@ -85,31 +86,32 @@ def test_child_schema_has_the_expected_fields() -> None:
         "postcode",
         "nhs_number",
     )
-    # names and postcode are published in three views each, in schema order
+    assert schema.input_names == inputs
+    # the model's columns: the inputs, then the combined fallback field
+    assert schema.comparison_names == (*inputs, "full_name")
+    # the inputs are published once each; the combined fields in three views each
     views = lambda name: tuple(f"{name}@{v}" for v in _DATE_VIEWS)  # noqa: E731
-    assert schema.field_names == (
-        *views("given_name"),
-        *views("middle_names"),
-        *views("family_name"),
-        "date_of_birth",
-        "sex",
-        *views("postcode"),
-        "nhs_number",
-    )
+    assert schema.field_names == (*inputs, *views("full_name"))
     for spec in schema.fields:
         assert spec.input_name == (spec.view_of or spec.name)
         assert (spec.view_of != "") == (spec.input_name in _VIEWED)
-    assert schema.comparison_of_field == (0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 4, 5, 5, 5, 6)
+    assert schema.field("full_name").combines == ("given_name", "family_name")
+    assert all(not schema.field(name).combines for name in inputs)
+    assert schema.comparison_of_field == (0, 1, 2, 3, 4, 5, 6, 7, 7, 7)
     assert tuple(spec.name for spec in schema.comparison_specs) == (
-        "given_name@year_month",
-        "middle_names@year_month",
-        "family_name@year_month",
-        "date_of_birth",
-        "sex",
-        "postcode@year_month",
-        "nhs_number",
+        *inputs,
+        "full_name@year_month",
     )
-    assert len(schema.blocking) == 11
+    # the inputs keep their one salt; the views' comparisons are under whichever views agree
+    assert schema.comparison_salts == (
+        *(["date_of_birth.value"] * 3),
+        "sex.value",
+        "",
+        "date_of_birth.value",
+        "",
+        "",
+    )
+    assert len(schema.blocking) == 8
     assert {f.kind for f in schema.fields} == {
         "name",
         "family_name",
@@ -171,6 +173,8 @@ def _rename_field(data: dict[str, Any], old: str, new: str) -> None:
     for spec in data["field"]:
         salt = spec["salt"]
         spec["salt"] = [renamed(x) for x in salt] if isinstance(salt, list) else renamed(salt)
+        if "combines" in spec:
+            spec["combines"] = [new if x == old else x for x in spec["combines"]]
     for rule in data["blocking"]:
         rule["parts"] = [renamed(p) for p in rule["parts"]]
 
@@ -184,7 +188,8 @@ def _set(table: str, key: str, value: Any, index: int | None = None) -> Any:
 
 
 # One change of one option per entry, covering every key that to_dict writes (checked below).
-# Field 0 is given_name (kind name), field 3 date_of_birth (kind date).
+# Field 0 is given_name (kind name), field 3 date_of_birth (kind date), field 7 full_name (a
+# combined field in views).
 SINGLE_CHANGES: list[tuple[str, Any]] = [
     ("schema.name", _set("schema", "name", "child-records-2")),
     ("schema.version", _set("schema", "version", 4)),
@@ -212,8 +217,11 @@ SINGLE_CHANGES: list[tuple[str, Any]] = [
     ("field.salt", _set("field", "salt", "sex.value", 6)),  # nhs_number, unsalted
     ("field.salt(one)", _set("field", "salt", "nhs_number.value", 3)),  # date_of_birth
     # views: one more, and the same views in another order
-    ("field.salt(views)", lambda d: d["field"][0]["salt"].append("date_of_birth.year")),
-    ("field.salt(view order)", lambda d: d["field"][0]["salt"].reverse()),
+    ("field.salt(views)", lambda d: d["field"][7]["salt"].append("date_of_birth.year")),
+    ("field.salt(view order)", lambda d: d["field"][7]["salt"].reverse()),
+    ("field.combines", _set("field", "combines", ["given_name", "middle_names"], 7)),
+    ("field.combines(order)", _set("field", "combines", ["family_name", "given_name"], 7)),
+    ("field.combines(add)", _set("field", "combines", ["given_name", "family_name"], 5)),
     ("blocking.name", _set("blocking", "name", "renamed_rule", 0)),
     ("blocking.parts", _set("blocking", "parts", ["family_name.nysiis", "date_of_birth.year"], 0)),
     (
@@ -231,7 +239,7 @@ def test_single_changes_cover_every_option() -> None:
     covered = {name.split("(")[0] for name, _ in SINGLE_CHANGES}
     expected = {f"schema.{k}" for k in data["schema"]}
     expected |= {f"hardening.{k}" for k in data["hardening"]}
-    expected |= {f"field.{k}" for k in data["field"][0]}
+    expected |= {f"field.{k}" for spec in data["field"] for k in spec}
     expected |= {f"blocking.{k}" for k in data["blocking"][0]}
     assert expected <= covered, expected - covered
 
@@ -551,7 +559,7 @@ def test_unknown_kind(kind: Any) -> None:
         (lambda d: d.__setitem__("field", []), "[[field]]"),
         (lambda d: d.__setitem__("hardening", [1]), "[hardening]"),
         (lambda d: d.__setitem__("blocking", {"name": "x"}), "[[blocking]]"),
-        (lambda d: d["field"].append("not a table"), "field[7]"),
+        (lambda d: d["field"].append("not a table"), "field[8]"),
     ],
 )
 def test_single_invalid_option_is_reported(mutate: Any, needle: str) -> None:
@@ -614,8 +622,11 @@ def test_bad_salt_reference(salt: str, index: int) -> None:
     assert echo is None or echo not in problems[0]  # the reference is never echoed
 
 
-_CHILD_FIELDS = "given_name, middle_names, family_name, date_of_birth, sex, postcode, nhs_number"
-#: what a blocking part may name: the fields, then the views of the fields salted several ways
+_CHILD_FIELDS = (
+    "given_name, middle_names, family_name, date_of_birth, sex, postcode, nhs_number, full_name"
+)
+#: what a blocking part may name: the fields (the combined ones too), then the views of the
+#: fields salted several ways
 _CHILD_PARTS = _CHILD_FIELDS + "".join(
     f", {name}@{view}" for name in _VIEWED for view in _DATE_VIEWS
 )
@@ -681,7 +692,7 @@ def test_known_field_list_holds_only_validated_names() -> None:
     unknown = [p for p in problems if p.startswith("field[6].salt")]
     assert unknown == [
         'field[6].salt: the part before "." is not a field of this schema, expected one of: '
-        "given_name, family_name, date_of_birth, sex, nhs_number"
+        "given_name, family_name, date_of_birth, sex, nhs_number, full_name"
     ]
 
 
@@ -852,44 +863,42 @@ def test_fingerprint_is_cached_per_schema_and_follows_changes() -> None:
 
 def test_the_shipped_child_schema_publishes_no_grouping_beyond_its_filters() -> None:
     # every blocking part is a published filter (of a field, or of a view), so no key groups
-    # records in a way an attacker could reproduce from values under its own key; the one salt
-    # tag is of sex (derived from the published sex filter, so it groups records exactly as
-    # that filter does); the views, salted with pairs of date parts, publish no tag (a tag
-    # would group records by birth year and month, a grouping the filters do not show)
+    # records in a way an attacker could reproduce from values under its own key; the salt
+    # tags are of the date of birth and of sex, each derived from that field's published
+    # filter (so each groups records exactly as that filter does); the views, salted with
+    # pairs of date parts, publish no tag (a tag would group records by birth year and month,
+    # a grouping the filters do not show)
     schema = load_schema("child")
     assert schema.blocking
     assert all(t == "filter" for rule in schema.blocking for _, t in rule.parts)
     assert all(name in schema.field_names for rule in schema.blocking for name, _ in rule.parts)
-    assert schema.salt_sources == ("sex.value",)
+    assert schema.salt_sources == ("date_of_birth.value", "sex.value")
     views = [spec for spec in schema.fields if spec.view_of]
-    assert len(views) == 12
+    assert len(views) == 3
     assert not {spec.salt for spec in views} & set(schema.salt_sources)
     # no field filter groups records across dates of birth but sex and the NHS number: names
-    # and postcode are salted with two parts of the date in each view, the date with sex
+    # and postcode are salted with the full date, their combined fallbacks with two parts of
+    # it in each view, the date with sex
     unsalted = {f.name for f in schema.fields if not f.salt}
     assert unsalted == {"sex", "nhs_number"}
     for spec in schema.fields:
         if spec.view_of:
             assert spec.salt == f"date_of_birth.{spec.name.split('@')[1]}"
+        elif spec.name in ("given_name", "middle_names", "family_name", "postcode"):
+            assert spec.salt == "date_of_birth.value"
     assert schema.field("date_of_birth").salt == "sex.value"
-    # the names and the postcode are blocked in pairs within a view, the date and NHS number
-    # alone
-    pairs = {
-        (rule.parts[0][0], rule.parts[1][0]) for rule in schema.blocking if len(rule.parts) == 2
+    # every rule is one filter: the date, the NHS number, the names and postcode, and each
+    # view of the combined fields
+    assert all(len(rule.parts) == 1 for rule in schema.blocking)
+    assert {rule.parts[0][0] for rule in schema.blocking} == {
+        "date_of_birth",
+        "nhs_number",
+        "given_name",
+        "family_name",
+        "postcode",
+        *(f"{name}@{view}" for name in _VIEWED for view in _DATE_VIEWS),
     }
-    assert pairs == {
-        (f"{a}@{view}", f"{b}@{view}")
-        for view in _DATE_VIEWS
-        for a, b in (
-            ("given_name", "family_name"),
-            ("given_name", "postcode"),
-            ("family_name", "postcode"),
-        )
-    }
-    assert {rule.parts for rule in schema.blocking if len(rule.parts) == 1} == {
-        (("date_of_birth", "filter"),),
-        (("nhs_number", "filter"),),
-    }
+    assert [rule.name for rule in schema.blocking] == [rule.parts[0][0] for rule in schema.blocking]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1034,3 +1043,78 @@ def test_view_problems_never_echo_the_file() -> None:
     fields = 'the part before "." is not a field of this schema, expected one of: given, dob, sex'
     assert problems[-2:] == (f"blocking[0].parts[0]: {fields}", f"blocking[0].parts[1]: {fields}")
     assert not any("published in views" in p for p in problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# combined fields
+
+_COMBINED_TOML = """
+[schema]
+name = "combined"
+version = 1
+
+[[field]]
+name = "given"
+kind = "name"
+
+[[field]]
+name = "family"
+kind = "family_name"
+
+[[field]]
+name = "dob"
+kind = "date"
+
+[[field]]
+name = "full"
+kind = "name"
+combines = ["given", "family"]
+salt = "dob.year"
+
+[[blocking]]
+name = "full"
+parts = ["full.filter"]
+"""
+
+
+def test_a_schema_with_combines_round_trips_and_fingerprints_them() -> None:
+    schema = parse_schema(_COMBINED_TOML)
+    assert schema.field("full").combines == ("given", "family")
+    assert schema.input_names == ("given", "family", "dob")
+    assert schema.comparison_names == ("given", "family", "dob", "full")
+    assert schema.name == "combined"
+    assert parse_schema(schema.to_toml()) == schema
+    assert schema_from_dict(schema.to_dict()) == schema
+    assert schema.to_dict()["field"][3]["combines"] == ["given", "family"]
+    # an input field writes no combines key, so schemas without them keep their fingerprints
+    assert all("combines" not in entry for entry in schema.to_dict()["field"][:3])
+    data = schema.to_dict()
+    data["field"][3]["combines"] = ["family", "given"]  # the order of the join is the contract
+    reordered = schema_from_dict(data)
+    assert reordered != schema and reordered.fingerprint() != schema.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("combines", "problem"),
+    [
+        ("given", "field[3].combines: expected list, got str"),
+        (["given", 3], "field[3].combines: expected a list of different field names"),
+        (["given", "given"], "field[3].combines: expected a list of different field names"),
+        (["given", "Zebedee"], "field[3].combines[1]: {earlier}"),  # not a field
+        (["full"], "field[3].combines[0]: {earlier}"),  # itself
+        (["given", "later"], "field[3].combines[1]: {earlier}"),  # a later field
+        (["given", "other"], "field[3].combines[1]: {earlier}"),  # a combined field
+    ],
+)
+def test_combines_problems_are_reported_by_position_without_the_value(
+    combines: Any, problem: str
+) -> None:
+    data = tomllib.loads(_COMBINED_TOML)
+    data["field"][3]["combines"] = combines
+    data["field"].append({"name": "later", "kind": "name"})
+    if "other" in combines:  # a combined field before this one: this one moves to field[4]
+        data["field"].insert(3, {"name": "other", "kind": "name", "combines": ["family"]})
+        problem = problem.replace("field[3]", "field[4]")
+    earlier = "expected an earlier field of this schema that combines none itself"
+    assert problems_of(data) == (problem.replace("{earlier}", earlier),)
+    assert not any("Zebedee" in p or "zebedee" in p for p in problems_of(data))
