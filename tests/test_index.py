@@ -159,9 +159,8 @@ def test_incompatible_and_malformed_input_is_refused(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known (issue 14): the child schema v3 (names and postcode salted with the date, "
-    "their combined fallbacks in three views) takes 546 bytes a record in the index, over "
-    "issue 3's 400",
+    reason="known (issue 14): the child schema v3 (the full name added in three views) takes "
+    "474 bytes a record in the index, over issue 3's 400",
 )
 def test_index_memory_per_record_is_bounded(encoded: tuple[EncodedBatch, np.ndarray]) -> None:
     batch, _ = encoded
