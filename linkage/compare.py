@@ -22,7 +22,9 @@ Contract, per pair and per published field ``f`` (a field or one view of a field
   so a lookup can say what it could not compare (:func:`not_compared`).
 
 * A *combined* field (the full name: given and family names joined) is compared only where
-  none of the fields it combines is: it is the evidence of last resort, never counted twice.
+  each field it combines was not compared or disagrees (its salt, the date, differs; or the
+  names are in another order): evidence of last resort, never counted beside a field that
+  agrees even in part.
 
 For a schema without views or combined fields, comparisons are fields one to one and the
 result is the input.
@@ -106,7 +108,8 @@ def compare_fields(
 
 
 def _fall_back(schema: Schema, out: Compared) -> Compared:
-    """A combined field compared only where none of the fields it combines is."""
+    """A combined field compared only where each field it combines was not compared or
+    disagrees (below its lowest cut-off)."""
     combined = [
         (c, [schema.comparison_names.index(name) for name in spec.combines])
         for c, spec in enumerate(schema.comparison_specs)
@@ -116,7 +119,11 @@ def _fall_back(schema: Schema, out: Compared) -> Compared:
         return out
     present, not_compared = out.present.copy(), out.not_compared.copy()
     for c, parts in combined:
-        present[:, c] &= ~out.present[:, parts].any(axis=1)
+        # where every field it combines disagrees or was not compared (names in another
+        # order: given against family), the combined field tells more than they do
+        floors = np.array([schema.comparison_specs[p].levels[-1] for p in parts])
+        told = out.present[:, parts] & (out.similarity[:, parts] >= floors)
+        present[:, c] &= ~told.any(axis=1)
         not_compared[:, c] = False  # the fields it combines say what was not compared
     return Compared(out.similarity, present, not_compared)
 

@@ -675,3 +675,19 @@ def test_linkage_refuses_salt_tags_of_the_wrong_shape(width: int) -> None:
     wrong = EncodedBatch(**{**batch.__dict__, "salt_tags": np.zeros((2, width), dtype=np.uint64)})
     with pytest.raises(FilterFormatError, match=r"salt_tags: expected a uint64 array of shape"):
         pipeline.check_compatible(CHILD, wrong)
+
+
+def test_the_full_name_is_compared_where_the_names_are_in_another_order() -> None:
+    # given and family names swapped, the date the same: both names disagree, so the full
+    # name (the two joined, whose tokens do not depend on their order) is compared, exact
+    swapped = child(given_name=child()["family_name"], family_name=child()["given_name"])
+    other = child(given_name="Wiktoria", family_name="Nakamura")
+    batch = encode_records(CHILD, published_keys(), columns_of([child(), swapped, other]))
+    levels = pipeline.compare_pairs(
+        CHILD, batch, batch, np.zeros(2, dtype=np.int64), np.array([1, 2], dtype=np.int64)
+    )
+    at = {name: CHILD.comparison_names.index(name) for name in CHILD.comparison_names}
+    assert levels[0, at["given_name"]] == 0 and levels[0, at["family_name"]] == 0
+    assert levels[0, at["full_name"]] == len(CHILD.field("full_name").levels)
+    # another child: the full name, where compared at all, is far from exact
+    assert levels[1, at["full_name"]] < len(CHILD.field("full_name").levels) - 1
