@@ -81,6 +81,11 @@ class LinkageOptions:
     #: there are at least ``fit_min_pairs`` of them; 1 or less: on every candidate
     fit_min_shared_keys: int = 2
     fit_min_pairs: int = 1000
+    #: estimate each comparison's m without the fitting pairs blocked on it
+    #: (:func:`fitting_pairs`' ``blocked_on``). Off: at a million records it led the latent
+    #: classes to a match class of many non-matches (benchmarks/RESULTS.md, "Federation"),
+    #: while the priors on m alone keep every level off the floor.
+    mask_blocked_fields: bool = False
     fix_u: bool = False
     random_u_weights: bool = True
     seed: int = 1
@@ -764,7 +769,7 @@ def score_pairs(
             levels[fit.rows],
             options=opts,
             dedupe=right is None,
-            blocked_on=fit.blocked_on,
+            blocked_on=fit.blocked_on if opts.mask_blocked_fields else None,
         )
         progress("fitting", 1, 1)
     probability = model.match_probability(levels)
