@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py linkage/_dicekernel.c
 demo: $(STAMP)
 	$(VENV)/bin/jigsaw demo
 
-test: $(STAMP)
+test: $(STAMP) check
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
