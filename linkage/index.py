@@ -126,7 +126,7 @@ class IndexedCandidate:
     probability: float
     levels: tuple[int, ...]
     #: per comparison (:attr:`Schema.comparison_names`): True where both records hold the value
-    #: but no salt of it agreed, so it was not compared (its level is then the missing level)
+    #: but it could not be compared (linkage.compare; its level is then the missing level)
     not_compared: tuple[bool, ...]
 
 
