@@ -14,9 +14,14 @@ score and categorise; only counts are printed.
 
 By error: the generator labels every record with the errors it carries
 (``linkage.synthetic.ERROR_CATEGORIES``). For each category, ``by_error[category]`` gives
-``pairs``, the share of all true pairs with that error on either record, and ``lost``, the share
-of all true pairs that are missed and carry it (a pair with several errors counts under each);
-``lost / pairs`` is the share of such pairs that the linkage misses.
+``pairs``, the share of all true pairs with that error on either record, ``lost``, the share
+of all true pairs that are missed and carry it (a pair with several errors counts under each),
+and ``unseen``, the share that carry it and never became a candidate (lost at blocking, not at
+scoring); ``lost / pairs`` is the share of such pairs that the linkage misses.
+
+Also per schema: ``pair_completeness`` (true pairs that became candidates) and the quality on
+the duplicates within one agency alone (``dup_precision``, ``dup_recall``, ``dup_f1``: the true
+and predicted pairs whose two records come from one agency).
 
 ``--profile`` picks the population's error profile: ``default`` (``DEFAULT_AGENCIES``) or one of
 ``linkage.synthetic.PROFILES`` (``typical``, ``hard``).
@@ -96,10 +101,12 @@ def by_error(
     left: NDArray[np.int64],
     right: NDArray[np.int64],
     lost: NDArray[np.bool_],
+    unseen: NDArray[np.bool_],
     errors: dict[str, NDArray[np.bool_]],
 ) -> dict[str, dict[str, float]]:
     """Per error category: the share of the true pairs (``left[k]``, ``right[k]``) that carry it
-    on either record (``pairs``), and the share that carry it and are ``lost`` (``lost``)."""
+    on either record (``pairs``), and the shares that carry it and are ``lost`` (``lost``) or
+    ``unseen`` by blocking (``unseen``)."""
     total = max(1, left.shape[0])
     out: dict[str, dict[str, float]] = {}
     for category, flags in errors.items():
@@ -107,8 +114,24 @@ def by_error(
         out[category] = {
             "pairs": int(carries.sum()) / total,
             "lost": int((carries & lost).sum()) / total,
+            "unseen": int((carries & unseen).sum()) / total,
         }
     return out
+
+
+def _seen(
+    left: NDArray[np.int64],
+    right: NDArray[np.int64],
+    candidate_left: NDArray[np.int64],
+    candidate_right: NDArray[np.int64],
+    n: int,
+) -> NDArray[np.bool_]:
+    """Which unordered pairs (``left[k]``, ``right[k]``) are among the candidate pairs."""
+    low = np.minimum(candidate_left, candidate_right)
+    high = np.maximum(candidate_left, candidate_right)
+    keys = np.unique(evaluate.pair_keys(low, high, n))
+    wanted = evaluate.pair_keys(np.minimum(left, right), np.maximum(left, right), n)
+    return np.isin(wanted, keys, assume_unique=False)
 
 
 def measure(schema: Schema, data: SyntheticData, label: str) -> dict[str, object]:
@@ -122,6 +145,13 @@ def measure(schema: Schema, data: SyntheticData, label: str) -> dict[str, object
     pi, pj = pairs_from_labels(result.labels)
     quality = evaluate.pairwise_quality(pi, pj, ti, tj, ordered=False)
     lost = result.labels[ti] != result.labels[tj]
+    n = int(truth.shape[0])
+    seen = _seen(ti, tj, result.scored.left, result.scored.right, max(1, n))
+    same_true = result.source[ti] == result.source[tj]
+    same_predicted = result.source[pi] == result.source[pj]
+    duplicates = evaluate.pairwise_quality(
+        pi[same_predicted], pj[same_predicted], ti[same_true], tj[same_true], ordered=False
+    )
     counts = categorise(
         ti[lost],
         tj[lost],
@@ -137,11 +167,15 @@ def measure(schema: Schema, data: SyntheticData, label: str) -> dict[str, object
         "recall": quality.recall,
         "f1": quality.f1,
         "lost": int(lost.sum()),
+        "pair_completeness": float(seen.mean()) if seen.size else 1.0,
+        "dup_precision": duplicates.precision,
+        "dup_recall": duplicates.recall,
+        "dup_f1": duplicates.f1,
     }
     row.update({f"lost_{name}": counts[name] / total for name in CATEGORIES})
     errors = data.all_records().errors
     row["by_error"] = by_error(
-        ti, tj, lost, {category: errors[category] for category in ERROR_CATEGORIES}
+        ti, tj, lost, ~seen, {category: errors[category] for category in ERROR_CATEGORIES}
     )
     row["seconds"] = time.perf_counter() - started
     return row
@@ -190,7 +224,10 @@ def _report(rows: list[dict[str, object]], argv: Sequence[str] | None) -> None:
         " is a share of all true pairs. Second table, by the errors the generator put in"
         " (`linkage.synthetic.ERROR_CATEGORIES`): `pairs`, the share of all true pairs with"
         " that error on either record; `lost`, the share of all true pairs with it that the"
-        " link missed. `plain`: the shipped schema with its salts and hardening off."
+        " link missed; `unseen`, the share with it that never became a candidate (lost at"
+        " blocking). `pair_completeness`: true pairs that became candidates; `dup_`: precision,"
+        " recall and F1 on the pairs within one agency alone (duplicates). `plain`: the shipped"
+        " schema with its salts and hardening off."
     )
     words = list(sys.argv[1:] if argv is None else argv)
     table = [{k: v for k, v in row.items() if k != "by_error"} for row in rows]
@@ -206,6 +243,7 @@ def _report(rows: list[dict[str, object]], argv: Sequence[str] | None) -> None:
                     "error": category,
                     "pairs": shares["pairs"],
                     "lost": shares["lost"],
+                    "unseen": shares["unseen"],
                 }
             )
     body = (
