@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,9 @@ class LinkageOptions:
     #: classes to a match class of many non-matches (benchmarks/RESULTS.md, "Federation"),
     #: while the priors on m alone keep every level off the floor.
     mask_blocked_fields: bool = False
+    #: when clustering several datasets, a prior for pairs within one dataset and another for
+    #: pairs across two (:func:`linkage.scoring.priors_by_kind`) instead of the model's one
+    prior_by_pair_kind: bool = True
     fix_u: bool = False
     random_u_weights: bool = True
     seed: int = 1
@@ -875,6 +878,8 @@ def cluster_datasets(
     if record is not None:
         first_row = np.zeros(nodes, dtype=np.int64)
         first_row[record[::-1]] = np.arange(len(record), dtype=np.int64)[::-1]
+    if opts.prior_by_pair_kind and len(datasets) > 1:
+        scored = _prior_within_and_across(scored, left, right, node_source, len(datasets))
     clustering = solve.cluster_records(
         nodes,
         left,
@@ -897,6 +902,26 @@ def cluster_datasets(
     return ClusterResult(
         labels, source, offsets, scored, clustering.refused_unions, clustering.size_splits
     )
+
+
+def _prior_within_and_across(
+    scored: ScoredPairs,
+    left: NDArray[np.int64],
+    right: NDArray[np.int64],
+    node_source: NDArray[np.int64],
+    n_sources: int,
+) -> ScoredPairs:
+    """``scored`` with its probabilities under one prior for pairs of nodes within one dataset
+    and another for pairs across two (:func:`linkage.scoring.priors_by_kind`)."""
+    per_source = np.bincount(node_source, minlength=n_sources).astype(np.float64)
+    within = float((per_source * (per_source - 1)).sum() / 2)
+    across = float((per_source.sum() ** 2 - (per_source**2).sum()) / 2)
+    kind = (node_source[left] != node_source[right]).astype(np.int64)
+    probability, priors = scoring.priors_by_kind(
+        scored.model.match_log2_odds(scored.levels), kind, (within, across), scored.model.prior
+    )
+    log.info("prior: %.3g within one dataset, %.3g across two", priors[0], priors[1])
+    return replace(scored, probability=probability)
 
 
 #: Field kinds whose disagreement between two records of one agency is hard evidence of two

@@ -76,6 +76,7 @@ __all__ = [
     "fit_latent_classes",
     "level_label",
     "m_prior",
+    "priors_by_kind",
 ]
 
 MISSING_LEVEL = -1
@@ -270,6 +271,51 @@ def _stable_sigmoid(natural_log_odds: NDArray[np.float64]) -> NDArray[np.float64
     exp_negative = np.exp(natural_log_odds[~positive])
     result[~positive] = exp_negative / (1.0 + exp_negative)
     return result
+
+
+def priors_by_kind(
+    log2_odds: NDArray[np.float64],
+    kind: NDArray[np.integer[Any]],
+    population_pairs: Sequence[float],
+    prior: float,
+    *,
+    iterations: int = 200,
+) -> tuple[NDArray[np.float64], tuple[float, ...]]:
+    """Posterior match probabilities under one prior per kind of pair, and those priors.
+
+    A model's single prior λ says how often a pair is a match whatever pairs it joins; but two
+    records of one agency are far less often one child than a record of each of two agencies
+    (a duplicate within an agency is the exception; a child known to two agencies, the rule).
+    With m and u held, EM estimates each kind's prior: λ_k = the sum of the match
+    probabilities of the candidate pairs of kind k over ``population_pairs[k]``, every pair of
+    that kind (pairs that never became candidates count as non-matches), from ``prior`` until
+    it settles.
+
+    ``log2_odds`` are the pairs' posterior log2 odds under ``prior``
+    (:meth:`FellegiSunterModel.match_log2_odds`), ``kind`` each pair's kind (0..k-1).
+    """
+    kinds = len(population_pairs)
+    start = math.log2(prior) - math.log2(1.0 - prior)
+    evidence = log2_odds - start  # the Bayes factor, log2: what the fields say
+    out = np.empty_like(log2_odds)
+    priors: list[float] = []
+    for k in range(kinds):
+        mask = kind == k
+        total = float(population_pairs[k])
+        lam = prior
+        if mask.any() and total > 0:
+            factor = evidence[mask] * math.log(2.0)
+            for _ in range(iterations):
+                odds = math.log(lam) - math.log1p(-lam)
+                new = float(np.clip(_stable_sigmoid(factor + odds).sum() / total, 1e-12, 0.5))
+                if abs(new - lam) <= 1e-9 * lam:
+                    lam = new
+                    break
+                lam = new
+        odds = math.log(lam) - math.log1p(-lam)
+        out[mask] = evidence[mask] + odds / math.log(2.0)
+        priors.append(lam)
+    return _stable_sigmoid(out * math.log(2.0)), tuple(priors)
 
 
 def _check_probability_vectors(

@@ -501,3 +501,21 @@ def test_clusters_never_chain_two_nhs_numbers_of_one_agency(
     )
     together = pipeline.cluster_datasets(SCHEMA, [health_dup, police], model=model)
     assert together.labels.tolist() == [0, 0, 0] and together.refused_unions == 0
+
+
+def test_pairs_within_one_agency_are_scored_under_a_prior_of_their_own(
+    population: tuple[list[EncodedBatch], NDArray[np.int64]],
+) -> None:
+    batches, truth = population
+    one = pipeline.cluster_datasets(
+        SCHEMA, batches, options=pipeline.LinkageOptions(prior_by_pair_kind=False)
+    )
+    two = pipeline.cluster_datasets(SCHEMA, batches)
+    assert np.array_equal(one.scored.left, two.scored.left)
+    assert np.array_equal(one.scored.levels, two.scored.levels)
+    within = one.source[one.scored.left] == one.source[one.scored.right]
+    # a child is known to several agencies far more often than twice to one: the same
+    # evidence counts for less within an agency and for more across two
+    assert np.all(two.scored.probability[within] <= one.scored.probability[within])
+    assert np.all(two.scored.probability[~within] >= one.scored.probability[~within])
+    assert _f1(two.labels, truth) >= _f1(one.labels, truth)

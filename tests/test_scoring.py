@@ -26,6 +26,7 @@ from linkage.scoring import (
     fit_latent_classes,
     level_label,
     m_prior,
+    priors_by_kind,
 )
 
 # A simulated world: 4 fields with 2, 3, 4 and 3 levels, known m, u and λ.
@@ -840,3 +841,41 @@ def test_blocked_on_is_checked() -> None:
         fit_fellegi_sunter(levels, **options, blocked_on=np.zeros((10, 3), dtype=np.bool_))  # type: ignore[arg-type]
     with pytest.raises(ModelError, match="boolean"):
         fit_fellegi_sunter(levels, **options, blocked_on=np.zeros((10, 2)))  # type: ignore[arg-type]
+
+
+@given(
+    st.lists(st.floats(-40.0, 40.0), min_size=1, max_size=40),
+    st.lists(st.integers(0, 1), min_size=40, max_size=40),
+    st.floats(1e3, 1e9),
+    st.floats(1e3, 1e9),
+)
+@settings(max_examples=60, deadline=None)
+def test_priors_by_kind_settle_where_each_prior_explains_its_pairs(
+    odds: list[float], kinds: list[int], within: float, across: float
+) -> None:
+    log2_odds = np.array(odds)
+    kind = np.array(kinds[: len(odds)], dtype=np.int64)
+    probability, priors = priors_by_kind(log2_odds, kind, (within, across), 1e-4)
+    for k, total in enumerate((within, across)):
+        mask = kind == k
+        if not mask.any():
+            assert priors[k] == 1e-4  # no candidate of this kind: the model's prior stands
+            continue
+        # EM's fixed point: the prior is the expected share of matches among all such pairs
+        expected = float(np.clip(probability[mask].sum() / total, 1e-12, 0.5))
+        assert math.isclose(priors[k], expected, rel_tol=1e-6)
+    # the fields' evidence is kept: within a kind, the order of the pairs is unchanged
+    for k in (0, 1):
+        mask = kind == k
+        order = np.argsort(log2_odds[mask], kind="stable")
+        assert np.all(np.diff(probability[mask][order]) >= 0)
+
+
+def test_a_rare_kind_of_pair_gets_a_lower_prior_and_lower_probabilities() -> None:
+    # the same evidence for ten pairs of each kind; kind 0 has a hundred times more pairs in
+    # the population, so the same matches are a hundred times rarer among them
+    log2_odds = np.full(20, 3.0)
+    kind = np.repeat(np.array([0, 1], dtype=np.int64), 10)
+    probability, (within, across) = priors_by_kind(log2_odds, kind, (1e6, 1e4), 1e-3)
+    assert within < across
+    assert np.all(probability[:10] < probability[10:])
