@@ -21,6 +21,9 @@ Exit codes: 0 success; 1 bad input or configuration (the message says which fiel
 failed; 130 interrupted.
 
 Messages never carry identifier values: errors name the field, line or expectation.
+Everything a server sent is printed through :func:`client.output.printable`, so no control
+character reaches the terminal; files that hold records are written by
+:mod:`client.output` (mode 0600, spreadsheet formulas neutralised).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from client.output import printable, write_private_csv
 from linkage.errors import JigsawError
 
 EXIT_OK = 0
@@ -161,7 +165,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             out.print(
                 f"{source.path.name}: {report.rows_read} rows read, {report.inserted} inserted, "
                 f"{report.updated} updated, {report.unchanged} unchanged, "
-                f"{len(report.rejected)} rejected, {len(report.warnings)} warnings"
+                f"{report.superseded} superseded by a later row of their id, "
+                f"{report.rejected_rows} rejected, {len(report.warnings)} warnings"
             )
             problems = [("rejected", p) for p in report.rejected] + [
                 ("warning", p) for p in report.warnings
@@ -270,12 +275,19 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_lookup_json(response)))
         return EXIT_OK
-    table = Table("agency", "reference", "match", "evidence", title=f"lookup {response.lookup_id}")
+    table = Table(
+        "agency", "reference", "match", "evidence", title=f"lookup {printable(response.lookup_id)}"
+    )
     for c in response.candidates:
-        table.add_row(c.agency, c.reference, BAND_NAMES.get(c.band, "?"), evidence_text(c.evidence))
+        table.add_row(
+            printable(c.agency),
+            printable(c.reference),
+            BAND_NAMES.get(c.band, "?"),
+            printable(evidence_text(c.evidence)),
+        )
     out.print(table if response.candidates else "no agency holds a matching record")
     for note in response.notes:
-        out.print(f"note: {note}")
+        out.print(f"note: {printable(note)}")
     return EXIT_OK
 
 
@@ -300,13 +312,21 @@ def cmd_disclose(args: argparse.Namespace) -> int:
 
     with NodeClient(args.node, _tls(args)) as node:
         response = node.disclose(args.reference, purpose=args.purpose)
-    table = Table("field", "value", title=f"{response.agency} record {response.reference}")
-    for key in sorted(response.fields):
-        table.add_row(key, response.fields[key])
-    out.print(table)
+    out.print(f"{printable(response.agency)} record {printable(response.reference)}")
+    if args.csv:
+        write_private_csv(
+            Path(args.csv),
+            [("field", "value"), *((key, response.fields[key]) for key in sorted(response.fields))],
+        )
+        out.print(f"{len(response.fields)} fields written to {printable(args.csv)} (mode 0600)")
+    else:
+        table = Table("field", "value")
+        for key in sorted(response.fields):
+            table.add_row(printable(key), printable(response.fields[key]))
+        out.print(table)
     if response.withheld_fields:
-        out.print("withheld by policy: " + ", ".join(response.withheld_fields))
-    out.print(f"disclosure id {response.disclosure_id} (audited)")
+        out.print("withheld by policy: " + printable(", ".join(response.withheld_fields)))
+    out.print(f"disclosure id {printable(response.disclosure_id)} (audited)")
     return EXIT_OK
 
 
@@ -461,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     identity(dc)
     dc.add_argument("--reference", required=True)
     dc.add_argument("--purpose", required=True)
+    dc.add_argument(
+        "--csv", help="write the released fields to this CSV file (mode 0600) instead of the screen"
+    )
     dc.set_defaults(func=cmd_disclose)
 
     ln = sub.add_parser("link", help="operator: batch-link all agencies")
@@ -508,12 +531,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except JigsawError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {printable(str(exc))}")
         return EXIT_INPUT
     except grpc.RpcError as exc:
         code_name = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
         details = exc.details() if hasattr(exc, "details") else ""
-        err.print(f"remote call failed: {code_name}: {details}")
+        err.print(f"remote call failed: {code_name}: {printable(details or '')}")
         return EXIT_RPC
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -1,21 +1,55 @@
 """Ingest: read an agency's records (CSV or a SQLite table) into the node's store.
 
 Role in the pipeline: step 1 of the data flow. A source is read through its column mapping
-(``[[source]]`` in the node config); every schema field value is normalised once to validate
-it, but the *raw* value is what is stored (encoding normalises again, so a normaliser upgrade
-needs no re-ingest). Good rows are never lost because a neighbour was bad:
+(``[[source]]`` in the node config) and every value is checked and normalised here, once,
+with the source's own settings. Good rows are never lost because a neighbour was bad, and
+never lost silently: every row read is stored, superseded by a later row of its local id,
+or rejected with its line (:class:`IngestReport` says how the counts add up).
 
-* a row whose value of some field fails normalisation is rejected, with one
-  :class:`RowProblem` per failing field (line, field, the normaliser's reason);
-* except an NHS-number field (kind ``nhs_number``): an invalid NHS number is stored as missing
-  and counted as a warning (the rule is "an invalid NHS number counts as missing");
-* a row without a local id is rejected; when a local id repeats within one source the later
-  row wins and a warning names both lines;
-* CSV only: a row with the wrong number of columns, or with bytes that are not valid UTF-8,
-  is rejected (``field`` is empty for a whole-row problem).
+What the store holds (by schema field kind)
+    date, postcode, nhs_number, sex: the canonical form (``linkage.normalise``), normalised
+    with the source's ``day_first``, so publish encodes what ingest read and no source
+    setting is applied twice or forgotten (``day_first`` is the only per-source setting
+    that changes a value; a schema's own ``day_first`` never re-reads a stored date);
+    name, family_name, text, exact: the value as given (checked below), because their
+    normalisers read no source setting, their canonical form loses what a reader needs
+    (accents, capitals, particles), and a combined field (the full name) joins its inputs
+    as given. Extra (disclosable) fields and the local id are stored as given (checked).
+
+Value checks (every stored value: local id, schema fields, extra fields)
+    tab, CR and LF become a space; any other control, format (bidirectional overrides,
+    zero-width marks but ZWJ/ZWNJ), line or paragraph separator, private-use or surrogate
+    character rejects the row; so does a value longer than :data:`MAX_VALUE_CHARS`
+    characters, a date after today, and a name that begins with ``=``, ``+``, ``-`` or
+    ``@`` (a spreadsheet formula, not a name).
+
+Row rules
+    * a row with a failing value is rejected, with one :class:`RowProblem` per failing field
+      (line, field, reason);
+    * except an NHS-number field (kind ``nhs_number``) that fails normalisation: stored as
+      missing and counted as a warning (the rule is "an invalid NHS number counts as missing");
+    * a row without a local id is rejected; when a local id repeats within one source the
+      later row wins and a warning names both lines;
+    * CSV only: a row with the wrong number of columns, or with bytes that are not valid
+      UTF-8, is rejected (``field`` is empty for a whole-row problem).
+
+CSV quoting
+    A quoted value may span lines. A quote that opens a value and never closes properly (a
+    stray double quote) would swallow the rows after it, so a record read over several lines
+    is taken only when the CSV is well formed (``strict``: a closing quote is followed by a
+    delimiter or the end of the line, and the file does not end inside quotes), it has the
+    header's number of columns, and no line it swallowed would be a row on its own (the
+    header's width and a local id). Otherwise its first line is rejected as an unterminated
+    quoted field (naming the column the quote opened, and its schema field when mapped) and
+    reading resumes on the next line, so every row after it is read again. A quoted value is
+    also bounded by the ``csv`` module's field size limit, so a runaway quote never holds
+    more than that.
+    A row written on one line is never taken into a neighbour's value this way; a runaway
+    that happens to close inside a later row's own multi-line quoted value can still take
+    that row's first line (the rest is then reported as malformed).
 
 Line numbers: for CSV, the physical line on which the row starts (the header is line 1, data
-starts on line 2; a quoted value may span lines); for SQLite, the row's ``rowid``.
+starts on line 2); for SQLite, the row's ``rowid``.
 
 Rows are written in chunks of :data:`CHUNK_ROWS` per store transaction, so an interrupted
 ingest keeps every committed chunk and a re-run upserts by local id without duplicating.
@@ -24,16 +58,20 @@ No message or problem ever carries a value, only line numbers, field and column 
 
 from __future__ import annotations
 
+import collections
 import csv
 import logging
+import re
 import sqlite3
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from linkage.errors import InvalidValueError, JigsawError
 from linkage.normalise import NORMALISERS
-from linkage.schema import Schema
+from linkage.schema import FieldSpec, Schema
 from server.node_config import LOCAL_ID, SourceConfig
 from server.node_store import NodeStore
 
@@ -62,12 +100,18 @@ class RowProblem:
 
 @dataclass(frozen=True)
 class IngestReport:
-    """What one ingest did: rows read, store outcome counts, rejected rows and warnings."""
+    """What one ingest did: rows read, store outcome counts, rejected rows and warnings.
+
+    Every row read is counted once more: ``rows_read == inserted + updated + unchanged +
+    superseded + rejected_rows`` (``superseded``: rows replaced by a later row of the same
+    local id before they were written).
+    """
 
     rows_read: int
     inserted: int
     updated: int
     unchanged: int
+    superseded: int
     rejected: tuple[RowProblem, ...]
     warnings: tuple[RowProblem, ...]
 
@@ -85,18 +129,6 @@ class _RawRow:
 
 
 # --------------------------------------------------------------------------- readers
-
-
-def _decoded_lines(handle: Any, bad_lines: set[int]) -> Iterator[str]:
-    """Yield the file's lines as text; remember the numbers of lines that are not UTF-8."""
-    for number, raw in enumerate(handle, start=1):
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError:
-            bad_lines.add(number)
-            yield raw.decode("utf-8", errors="replace")
 
 
 def _check_mapping(source: SourceConfig, available: Sequence[str], what: str) -> dict[str, int]:
@@ -117,6 +149,66 @@ def _check_mapping(source: SourceConfig, available: Sequence[str], what: str) ->
     return {entry: index[column] for entry, column in mapping.items()}
 
 
+def _decoded_lines(handle: Any, bad_lines: set[int]) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, text)`` for the file's lines; remember the numbers of lines
+    that are not UTF-8 (decoded with replacement characters)."""
+    for number, raw in enumerate(handle, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad_lines.add(number)
+            yield number, raw.decode("utf-8", errors="replace")
+
+
+class _LineFeed:
+    """The lines a ``csv.reader`` reads, remembering those of the current record, with
+    push-back so that the lines a runaway quoted field swallowed are read again."""
+
+    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+        self._lines = lines
+        self._back: collections.deque[tuple[int, str]] = collections.deque()
+        self.taken: list[tuple[int, str]] = []
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        item = self._back.popleft() if self._back else next(self._lines)
+        self.taken.append(item)
+        return item[1]
+
+    def push_back(self, items: Sequence[tuple[int, str]]) -> None:
+        self._back.extendleft(reversed(items))
+
+
+def _cells_alone(text: str) -> list[str]:
+    """The cells of one physical line parsed on its own, leniently."""
+    return next(csv.reader([text], strict=False), [])
+
+
+def _looks_like_a_row(text: str, width: int, id_at: int) -> bool:
+    """Whether a line that a quoted value swallowed would be a row on its own: the header's
+    width and a local id (a row without one could never be stored)."""
+    cells = _cells_alone(text)
+    return len(cells) == width and bool(cells[id_at].strip())
+
+
+def _runaway_problem(
+    line_text: str, line: int, header: Sequence[str], fields_at: dict[int, str]
+) -> RowProblem:
+    """The problem of a line whose quoted value runs away: the column the quote opened in."""
+    column = max(len(_cells_alone(line_text)) - 1, 0)
+    where = f"column {header[column]!r}" if column < len(header) else f"column {column + 1}"
+    return RowProblem(
+        line,
+        fields_at.get(column, ""),
+        f"unterminated quoted field in {where} (a stray double quote?); "
+        "the lines after it were read as rows of their own",
+    )
+
+
 def _read_csv(source: SourceConfig) -> Iterator[_RawRow]:
     bad_lines: set[int] = set()
     try:
@@ -124,32 +216,47 @@ def _read_csv(source: SourceConfig) -> Iterator[_RawRow]:
     except OSError as exc:
         raise SourceError(f"source {source.path}: cannot open ({exc.strerror})") from None
     with handle:
-        reader = csv.reader(_decoded_lines(handle, bad_lines), strict=False)
+        feed = _LineFeed(_decoded_lines(handle, bad_lines))
+        reader = csv.reader(feed, strict=True)
         try:
             header = next(reader)
         except StopIteration:
             raise SourceError(f"source {source.path.name}: empty file (no header line)") from None
+        except csv.Error:
+            raise SourceError(f"source {source.path.name}: malformed header line") from None
         if 1 in bad_lines:
             raise SourceError(f"source {source.path.name}: header line is not valid UTF-8")
-        positions = _check_mapping(source, [h.strip() for h in header], "the header")
+        header = [h.strip() for h in header]
+        positions = _check_mapping(source, header, "the header")
+        fields_at = {pos: entry for entry, pos in reversed(positions.items())}
+        id_at = positions[LOCAL_ID]
         width = len(header)
-        start = reader.line_num + 1
         while True:
+            feed.taken = []
             try:
-                cells = next(reader)
+                cells: list[str] | None = next(reader)
             except StopIteration:
                 break
             except csv.Error:
-                end = reader.line_num
-                yield _RawRow(start, {}, RowProblem(start, "", "malformed CSV row"))
-                start = end + 1
+                cells = None
+            taken = feed.taken
+            if not taken:
+                break
+            line = taken[0][0]
+            if len(taken) > 1 and (
+                cells is None
+                or len(cells) != width
+                or any(_looks_like_a_row(text, width, id_at) for _, text in taken[1:])
+            ):
+                feed.push_back(taken[1:])
+                yield _RawRow(line, {}, _runaway_problem(taken[0][1], line, header, fields_at))
                 continue
-            end = reader.line_num
-            line = start
-            start = end + 1
+            if cells is None:
+                yield _RawRow(line, {}, RowProblem(line, "", "malformed CSV row"))
+                continue
             if not cells:
                 continue  # a blank line
-            if any(n in bad_lines for n in range(line, end + 1)):
+            if any(number in bad_lines for number, _ in taken):
                 yield _RawRow(line, {}, RowProblem(line, "", "not valid UTF-8"))
                 continue
             if len(cells) != width:
@@ -215,10 +322,73 @@ def _read_sqlite(source: SourceConfig) -> Iterator[_RawRow]:
 # --------------------------------------------------------------------------- ingest
 
 
-def _present(value: str | None) -> str | None:
-    if value is None:
+#: The longest value stored, in characters (after tab, CR and LF became spaces): any local
+#: id, schema field or extra field longer than this rejects its row. Real names, addresses
+#: and ids are far shorter; the bound keeps pasted documents and padding out of the store.
+MAX_VALUE_CHARS = 256
+
+#: Schema field kinds stored in their canonical form (see the module docstring).
+CANONICAL_KINDS = frozenset({"date", "postcode", "nhs_number", "sex"})
+_NAME_KINDS = frozenset({"name", "family_name"})
+_FORMULA_LEADS = ("=", "+", "-", "@")
+_LINE_BREAKS_RE = re.compile(r"[\t\r\n]+")
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs"})
+_JOINERS = frozenset({"\u200c", "\u200d"})  # ZWNJ, ZWJ: part of the spelling in some scripts
+
+
+def _unsafe_character(text: str) -> bool:
+    """Whether ``text`` holds a character that must not be stored (module docstring)."""
+    return any(
+        unicodedata.category(char) in _UNSAFE_CATEGORIES and char not in _JOINERS for char in text
+    )
+
+
+def _checked(value: str | None, line: int, name: str, problems: list[RowProblem]) -> str | None:
+    """A present value with line breaks made spaces, or None when missing; a problem is
+    added (and None returned) when the value cannot be stored."""
+    if value is None or not value.strip():
         return None
-    return value if value.strip() else None
+    value = _LINE_BREAKS_RE.sub(" ", value)
+    if len(value) > MAX_VALUE_CHARS:
+        problems.append(RowProblem(line, name, f"longer than {MAX_VALUE_CHARS} characters"))
+        return None
+    if _unsafe_character(value):
+        problems.append(
+            RowProblem(line, name, "contains a control, bidirectional or invisible character")
+        )
+        return None
+    return value
+
+
+def _stored_value(
+    spec: FieldSpec,
+    value: str,
+    line: int,
+    day_first: bool,
+    today: str,
+    problems: list[RowProblem],
+    warnings: list[RowProblem],
+) -> str | None:
+    """The value stored for a checked present value of a schema field (module docstring);
+    a problem or warning is added when it fails."""
+    name = spec.input_name
+    try:
+        canonical = NORMALISERS[spec.kind](value, field=name, day_first=day_first)
+    except InvalidValueError as exc:
+        if spec.kind == "nhs_number":
+            warnings.append(RowProblem(line, name, f"{exc.reason}; stored as missing"))
+        else:
+            problems.append(RowProblem(line, name, exc.reason))
+        return None
+    if canonical is None:
+        return None
+    if spec.kind == "date" and canonical > today:
+        problems.append(RowProblem(line, name, "date in the future"))
+        return None
+    if spec.kind in _NAME_KINDS and value.lstrip().startswith(_FORMULA_LEADS):
+        problems.append(RowProblem(line, name, "not a name (begins with =, +, - or @)"))
+        return None
+    return canonical if spec.kind in CANONICAL_KINDS else value
 
 
 def ingest_source(
@@ -236,16 +406,17 @@ def ingest_source(
     else:
         raise SourceError(f"source kind {source_cfg.kind!r}: expected 'csv' or 'sqlite'")
 
-    field_specs = [
-        spec for spec in schema.comparison_specs if spec.input_name in source_cfg.columns
-    ]
-    unmapped = [name for name in schema.input_names if name not in source_cfg.columns]
-    extra_names = list(source_cfg.extra)
-    rejected: list[RowProblem] = []
-    warnings: list[RowProblem] = []
-    first_line: dict[str, int] = {}
+    reading = _Reading(
+        field_specs=[
+            spec for spec in schema.comparison_specs if spec.input_name in source_cfg.columns
+        ],
+        unmapped=[name for name in schema.input_names if name not in source_cfg.columns],
+        extra_names=list(source_cfg.extra),
+        day_first=source_cfg.day_first,
+        today=date.today().isoformat(),
+    )
     chunk: dict[str, dict[str, str | None]] = {}
-    rows_read = inserted = updated = unchanged = 0
+    rows_read = inserted = updated = unchanged = superseded = 0
 
     def flush() -> None:
         nonlocal inserted, updated, unchanged
@@ -261,79 +432,78 @@ def ingest_source(
     for raw in rows:
         rows_read += 1
         if raw.problem is not None:
-            rejected.append(raw.problem)
-        else:
-            _accept(
-                raw, field_specs, unmapped, extra_names, source_cfg.day_first,
-                rejected, warnings, first_line, chunk,
-            )  # fmt: skip
+            reading.rejected.append(raw.problem)
+        elif (accepted := reading.accept(raw)) is not None:
+            local_id, fields = accepted
+            if chunk.pop(local_id, None) is not None:  # a later row of the id wins: file order
+                superseded += 1
+            chunk[local_id] = fields
         if len(chunk) >= CHUNK_ROWS:
             flush()
     flush()
     logger.info(
-        "ingested %s: %d rows read, %d inserted, %d updated, %d unchanged, "
+        "ingested %s: %d rows read, %d inserted, %d updated, %d unchanged, %d superseded, "
         "%d problems, %d warnings",
-        source_cfg.path.name, rows_read, inserted, updated, unchanged,
-        len(rejected), len(warnings),
+        source_cfg.path.name, rows_read, inserted, updated, unchanged, superseded,
+        len(reading.rejected), len(reading.warnings),
     )  # fmt: skip
     return IngestReport(
         rows_read=rows_read,
         inserted=inserted,
         updated=updated,
         unchanged=unchanged,
-        rejected=tuple(rejected),
-        warnings=tuple(warnings),
+        superseded=superseded,
+        rejected=tuple(reading.rejected),
+        warnings=tuple(reading.warnings),
     )
 
 
-def _accept(
-    raw: _RawRow,
-    field_specs: Sequence[Any],
-    unmapped: Sequence[str],
-    extra_names: Sequence[str],
-    day_first: bool,
-    rejected: list[RowProblem],
-    warnings: list[RowProblem],
-    first_line: dict[str, int],
-    chunk: dict[str, dict[str, str | None]],
-) -> None:
-    """Validate one read row; add it to ``chunk`` or record why not."""
-    line = raw.line
-    local_id = _present(raw.values.get(LOCAL_ID))
-    problems: list[RowProblem] = []
-    row_warnings: list[RowProblem] = []
-    if local_id is None:
-        problems.append(RowProblem(line, LOCAL_ID, "missing local id"))
-    fields: dict[str, str | None] = dict.fromkeys(unmapped)
-    for spec in field_specs:
-        name = spec.input_name  # a field published in views is read and stored once
-        value = _present(raw.values.get(name))
-        if value is not None:
-            try:
-                NORMALISERS[spec.kind](value, field=name, day_first=day_first)
-            except InvalidValueError as exc:
-                if spec.kind == "nhs_number":
-                    row_warnings.append(RowProblem(line, name, f"{exc.reason}; stored as missing"))
-                    value = None
-                else:
-                    problems.append(RowProblem(line, name, exc.reason))
-        fields[name] = value
-    if problems or local_id is None:
-        rejected.extend(problems)
-        return
-    for name in extra_names:
-        fields[name] = _present(raw.values.get(name))
-    warnings.extend(row_warnings)
-    earlier = first_line.get(local_id)
-    if earlier is not None:
-        warnings.append(
-            RowProblem(
-                line, LOCAL_ID, f"duplicate local id (also on line {earlier}); this row wins"
+@dataclass
+class _Reading:
+    """One source's ingest state: what its rows are checked against, and what was found."""
+
+    field_specs: Sequence[FieldSpec]
+    unmapped: Sequence[str]
+    extra_names: Sequence[str]
+    day_first: bool
+    today: str  # ISO date: a date after it is in the future
+    rejected: list[RowProblem] = field(default_factory=list)
+    warnings: list[RowProblem] = field(default_factory=list)
+    first_line: dict[str, int] = field(default_factory=dict)
+
+    def accept(self, raw: _RawRow) -> tuple[str, dict[str, str | None]] | None:
+        """The local id and stored fields of one read row, or None (and its problems
+        recorded) when it is rejected."""
+        line = raw.line
+        problems: list[RowProblem] = []
+        row_warnings: list[RowProblem] = []
+        local_id = _checked(raw.values.get(LOCAL_ID), line, LOCAL_ID, problems)
+        if local_id is None and not problems:
+            problems.append(RowProblem(line, LOCAL_ID, "missing local id"))
+        fields: dict[str, str | None] = dict.fromkeys(self.unmapped)
+        for spec in self.field_specs:
+            name = spec.input_name  # a field published in views is read and stored once
+            value = _checked(raw.values.get(name), line, name, problems)
+            if value is not None:
+                value = _stored_value(
+                    spec, value, line, self.day_first, self.today, problems, row_warnings
+                )
+            fields[name] = value
+        for name in self.extra_names:
+            fields[name] = _checked(raw.values.get(name), line, name, problems)
+        if problems or local_id is None:
+            self.rejected.extend(problems)
+            return None
+        self.warnings.extend(row_warnings)
+        earlier = self.first_line.get(local_id)
+        if earlier is not None:
+            self.warnings.append(
+                RowProblem(
+                    line, LOCAL_ID, f"duplicate local id (also on line {earlier}); this row wins"
+                )
             )
-        )
-    first_line[local_id] = line
-    chunk.pop(local_id, None)  # keep file order: the later row is written after the others
-    chunk[local_id] = fields
+        self.first_line[local_id] = line
+        return local_id, fields
 
 
 def ingest_all(

@@ -13,8 +13,11 @@ Tables::
                                               characters from secrets.token_hex(16), assigned at
                                               first insert and kept for the record's life, so
                                               republishing replaces and never duplicates
-        fields         TEXT NOT NULL,         JSON object: raw value (string or null) by schema
-                                              field name, plus the source's extra fields
+        fields         TEXT NOT NULL,         JSON object: value (string or null) by schema
+                                              field name as ingest stores it (dates, postcodes,
+                                              NHS numbers and sex canonical, normalised with
+                                              the source's settings; names and text as given:
+                                              server.ingest), plus the source's extra fields
         content_hash   TEXT NOT NULL,         content_hash(fields) (see below)
         published_hash TEXT,                  content_hash last acknowledged by the matcher;
                                               NULL = never published
@@ -29,6 +32,11 @@ that was never published is purged at once.
 ``content_hash`` is ``"sha256:" + hex(SHA-256(JSON))`` of the fields object serialised with
 sorted keys, separators ``","``/``":"`` and ASCII escapes, so equal content always hashes equal.
 
+Files: the store and its WAL and shared-memory files hold records, so they are created
+(and, when found wider, set) mode 0600, and a directory created for the store is 0700. A
+store of another ``store_format`` than :data:`STORE_FORMAT_VERSION` is refused
+(:class:`StoreFormatError`): re-ingest into a new store.
+
 Concurrency and crash safety: one connection (``check_same_thread=False``) guarded by a lock,
 usable from gRPC's thread pool; WAL journal with ``synchronous=FULL``; every method that writes
 does so in one transaction, so a process killed mid-ingest loses no committed row, and a re-run
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -48,7 +57,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-STORE_FORMAT_VERSION = "1"
+from linkage.errors import JigsawError
+
+STORE_FORMAT_VERSION = "2"  # 2: canonical dates, postcodes, NHS numbers and sex
 _IN_CHUNK = 500  # parameters per "IN (...)" query, below SQLite's limit
 
 FieldValues = Mapping[str, str | None]
@@ -119,12 +130,30 @@ class StoreCounts:
     deleted: int
 
 
+class StoreFormatError(JigsawError):
+    """The store was written in another format than this version reads."""
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` (and a missing directory, 0700) readable by its owner only, or narrow
+    an existing file's mode to 0600."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+        path.parent.chmod(0o700)  # mkdir's mode is narrowed by the umask, never widened
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
+
+
 class NodeStore:
     """The node's SQLite store (see the module docstring). Use as a context manager or close()."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        _private_file(self.path)
         self._conn = sqlite3.connect(
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
         )
@@ -140,6 +169,17 @@ class NodeStore:
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('store_format', ?)",
                     (STORE_FORMAT_VERSION,),
                 )
+            for suffix in ("-wal", "-shm"):  # SQLite gives them the store's mode; make sure
+                companion = self.path.with_name(self.path.name + suffix)
+                if companion.exists():
+                    companion.chmod(0o600)
+        found = self.get_meta("store_format")
+        if found != STORE_FORMAT_VERSION:
+            self._conn.close()
+            raise StoreFormatError(
+                f"store {self.path}: format {found}, this version reads format "
+                f"{STORE_FORMAT_VERSION} (re-ingest the sources into a new store)"
+            )
 
     # ------------------------------------------------------------------ plumbing
 

@@ -9,6 +9,8 @@ node mid-ingest — and a canary identifier that must never reach a log or an er
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -583,3 +585,84 @@ def test_kill_node_mid_ingest_loses_and_duplicates_nothing(tmp_path: Path) -> No
     con = sqlite3.connect(store)
     assert con.execute("SELECT count(DISTINCT local_id) FROM records").fetchone()[0] == rows
     con.close()
+
+
+def test_a_month_first_source_stores_and_encodes_as_a_day_first_one(tmp_path: Path) -> None:
+    """The same children written day first by one agency and month first by another (with
+    ``day_first = false`` on its source): after ``jigsaw ingest`` and ``jigsaw publish``
+    both stores hold the same values and publish encodes them to the same filters."""
+    from client.demo import COLUMN_NAMES
+    from linkage.errors import InvalidValueError
+    from linkage.normalise import date_parts, normalise_date
+    from proto.jigsaw.v1 import jigsaw_pb2
+    from server.node_store import NodeStore
+    from server.publish import encode_messages
+
+    children = synthetic.generate_population(60, seed=5).agencies["health"]
+    rows = list(synthetic.rows(children))
+    jigsaw("pki", "init", "--dir", str(tmp_path / "pki"), "--agency=police", "--agency=health")
+    jigsaw("secret", "init", "--out", str(tmp_path / "secret.hex"))
+    write_matcher_config(tmp_path)
+    matcher = start_service(
+        "matcher", ["matcher", "serve", "--config", str(tmp_path / "matcher" / "matcher.toml")],
+        tmp_path / "matcher",
+    )  # fmt: skip
+    ambiguous = 0
+    try:
+        wait_ready([matcher])
+        configs = {}
+        for agency, day_first in (("police", True), ("health", False)):
+            names = COLUMN_NAMES[agency]
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(names.values())
+            for row in rows:
+                try:
+                    iso = normalise_date(row["date_of_birth"], field="dob")
+                except InvalidValueError:
+                    continue
+                if iso is None:
+                    continue
+                year, month, day = date_parts(iso)
+                ambiguous += day <= 12 and day != month
+                written = f"{day}/{month}/{year}" if day_first else f"{month}/{day}/{year}"
+                cells = {**row, "local_id": row["record_id"], "date_of_birth": written}
+                writer.writerow([cells[f] or "" for f in names])
+            (tmp_path / "data").mkdir(exist_ok=True)
+            (tmp_path / "data" / f"{agency}.csv").write_text(buffer.getvalue(), "utf-8")
+            configs[agency] = write_node_config(tmp_path, agency, matcher.address())
+            if not day_first:
+                text = (
+                    configs[agency]
+                    .read_text("utf-8")
+                    .replace("day_first = true", "day_first = false")
+                )
+                configs[agency].write_text(text, "utf-8")
+            jigsaw("ingest", "--config", str(configs[agency]))
+            jigsaw("publish", "--config", str(configs[agency]))
+    finally:
+        stop_services([matcher])
+    assert ambiguous > 10  # dates that read differently day first and month first
+
+    stored = {}
+    for agency in ("police", "health"):
+        with NodeStore(tmp_path / agency / "store.sqlite") as store:
+            assert store.counts().pending == 0  # all published
+            store.reset_publication()
+            stored[agency] = sorted(store.pending_publish_page(0, 10_000), key=lambda r: r.local_id)
+    police, health = stored["police"], stored["health"]
+    assert len(police) == len(health) > 40
+    assert [r.fields for r in police] == [r.fields for r in health]
+    schema = load_schema("child")
+    keys = KeySet(LinkageSecret.from_hex((tmp_path / "secret.hex").read_text("ascii")), 1)
+    header = jigsaw_pb2.EncodingHeader(schema_fingerprint=schema.fingerprint(), key_version=1)
+
+    def encoded(records: list[Any]) -> list[bytes]:
+        messages = encode_messages(records, schema, keys, header, 10_000)
+        return [
+            bytes(part)
+            for m in messages
+            for part in (*m.columns.field_filters, m.columns.record_filters, m.columns.block_keys)
+        ]
+
+    assert encoded(police) == encoded(health)

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.convert import request_references
-from server.node_store import NodeStore, content_hash
+from server.node_store import NodeStore, StoreFormatError, content_hash
 from server.publish import message_forms, publish_pending
 
 REPO = Path(__file__).resolve().parent.parent
@@ -316,3 +317,24 @@ def test_key_version_change_republishes_everything(store: NodeStore) -> None:
 def _all_refs(store: NodeStore) -> list[tuple[str, str]]:
     rows = store._conn.execute("SELECT local_id, reference FROM records").fetchall()
     return [(str(a), str(b)) for a, b in rows]
+
+
+def test_store_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "node" / "store.sqlite"
+    with NodeStore(path) as store:
+        store.upsert_many([("a", {"given_name": "Amy"})])
+        files = [path, path.with_name("store.sqlite-wal"), path.with_name("store.sqlite-shm")]
+        for found in files:
+            assert stat.S_IMODE(os.stat(found).st_mode) == 0o600, found.name
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    path.chmod(0o644)
+    with NodeStore(path):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # a widened store is narrowed
+
+
+def test_a_store_of_another_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    with NodeStore(path) as store:
+        store.set_meta("store_format", "1")
+    with pytest.raises(StoreFormatError, match="format 1"):
+        NodeStore(path)
