@@ -10,7 +10,8 @@ reference: the node releases only the fields its ``[disclosure]`` policy allows 
 caller's role and names the withheld ones. ``Status`` reports store counts.
 
 Security: every call passes :class:`server.auth.AuthInterceptor` with
-:data:`server.auth.NODE_POLICY` first (Lookup, Disclose: staff; Status: operator, staff).
+:data:`server.auth.NODE_POLICY` first (Lookup, Disclose: staff; Status: operator, staff),
+built with the node's agency: staff of another agency are refused every method.
 Lookups are rate-limited per caller name (``RESOURCE_EXHAUSTED`` with ``retry-after-s``) and
 watched by an :class:`~server.ratelimit.EnumerationGuard` whose alert is audited as
 ``enumeration_alert``. Every lookup and disclosure attempt is audited (actor, purpose,
@@ -506,6 +507,7 @@ def build_node(config: NodeConfig) -> NodeRuntime:
             listen=config.listen,
             tls=config.tls,
             max_workers=MAX_WORKERS,
+            agency=config.agency,
         )
     except BaseException:
         channel.close()

@@ -68,7 +68,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     init_pki(
         directory,
         agencies=["police", "health"],
-        staff=[("alice", "health"), ("bob", "police")],
+        staff=[("alice", "police"), ("bob", "police"), ("harriet", "health")],
         operators=["olive"],
     )
     return directory
@@ -281,7 +281,7 @@ def test_disclose_releases_policy_fields_to_staff(node: Node, pki: Path) -> None
     entry = node.audit_lines()[-1]
     assert (entry["actor"], entry["action"], entry["outcome"]) == ("alice", "disclose", "ok")
     assert entry["purpose"] == "section 47 enquiry"
-    assert entry["details"]["caller_agency"] == "health"
+    assert entry["details"]["caller_agency"] == "police"
     assert entry["details"]["reference"] == reference
     assert entry["details"]["disclosure_id"] == response.disclosure_id
     assert entry["details"]["released"].split(",") == [
@@ -366,6 +366,29 @@ def test_disclose_validation(
     assert_no_identifier(info.value.details())
     entries = node.audit_lines()
     assert len(entries) == before + 1 and entries[-1]["outcome"] != "ok"
+
+
+@pytest.mark.parametrize("method", ["Lookup", "Disclose", "Status"])
+def test_staff_of_another_agency_are_refused_every_method(
+    node: Node, pki: Path, method: str
+) -> None:
+    """Staff talk to their own agency's node only: harriet (health) at the police node."""
+    requests = {
+        "Lookup": jigsaw_pb2.LookupRequest(identifiers=AMY, purpose="p"),
+        "Disclose": jigsaw_pb2.DiscloseRequest(
+            reference=node.reference_of(CANARY_LOCAL_ID), purpose="p"
+        ),
+        "Status": jigsaw_pb2.NodeStatusRequest(),
+    }
+    before = len(node.audit_lines())
+    with pytest.raises(grpc.RpcError) as info:
+        getattr(node.stub(pki, "harriet"), method)(requests[method], timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = info.value.details()
+    assert "staff of agency police only" in details and "names agency health" in details
+    assert_no_identifier(details)
+    assert "Amy" not in details
+    assert len(node.audit_lines()) == before  # refused before the servicer: nothing released
 
 
 def test_status_for_operator_and_health(node: Node, pki: Path) -> None:
