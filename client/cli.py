@@ -457,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     lk.set_defaults(func=cmd_lookup)
 
     dc = sub.add_parser("disclose", help="staff: request the record behind a reference")
-    dc.add_argument("--node", required=True, help="the holding agency's node address")
+    dc.add_argument(
+        "--node", required=True, help="your own agency's node, where you looked the child up"
+    )
     identity(dc)
     dc.add_argument("--reference", required=True)
     dc.add_argument("--purpose", required=True)

@@ -1,8 +1,9 @@
 """Python client for staff and operators: lookups, disclosures, batch links, status.
 
 Role in the system: the one programmatic way into a Jigsaw federation. Staff talk to their
-own agency node (``Lookup``) and to the holding agency's node (``Disclose``); operators talk to
-the matcher (``Link``, ``GetLinkResult``, ``Status``). Every call carries a deadline and runs
+own agency's node only: ``Lookup``, then ``Disclose`` of a reference that lookup returned (the
+node relays it to the holding agency's node); operators talk to the matcher (``Link``,
+``GetLinkResult``, ``Status``). Every call carries a deadline and runs
 over mutual TLS with the caller's own certificate, which carries its agency and role.
 
 Example::
@@ -77,7 +78,9 @@ class NodeClient(_Client):
         return response
 
     def disclose(self, reference: str, *, purpose: str) -> jigsaw_pb2.DiscloseResponse:
-        """The minimal record behind ``reference``, as this node's policy allows."""
+        """The minimal record behind ``reference``, as the holding agency's policy allows.
+
+        ``reference`` must come from this person's own recent lookup at this node."""
         response: jigsaw_pb2.DiscloseResponse = self._stub.Disclose(
             jigsaw_pb2.DiscloseRequest(reference=reference, purpose=purpose),
             timeout=DISCLOSE_DEADLINE_S,

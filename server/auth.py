@@ -178,7 +178,8 @@ MATCHER_POLICY = RolePolicy(
 NODE_POLICY = RolePolicy(
     {
         "/jigsaw.v1.AgencyNode/Lookup": {"staff"},
-        "/jigsaw.v1.AgencyNode/Disclose": {"staff"},
+        # a node relays its own staff's disclosures to the holding agency's node
+        "/jigsaw.v1.AgencyNode/Disclose": {"staff", "node"},
         "/jigsaw.v1.AgencyNode/Status": {"operator", "staff"},
     }
 )
