@@ -277,7 +277,7 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
     from server.ingest import ingest_source
     from server.node_config import load_node_config, read_linkage_keys
     from server.node_store import NodeStore
-    from server.pki import init_pki
+    from server.pki import UNIT_AGENCY, init_pki, server_name
     from server.publish import publish_pending
     from server.tls import secure_channel, tls_files_for
 
@@ -351,7 +351,9 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
                     )
                     for p in report.rejected:
                         console.print(f"      line {p.line}, field {p.field}: {p.reason}")
-                channel = secure_channel(config.matcher, config.tls)
+                channel = secure_channel(
+                    config.matcher, config.tls, expect=server_name("matcher", UNIT_AGENCY)
+                )
                 try:
                     pub = publish_pending(
                         store,

@@ -51,6 +51,7 @@ from server.auth import NODE_POLICY, Identity, current_identity
 from server.convert import encoded_to_proto
 from server.node_config import NodeConfig, read_linkage_keys
 from server.node_store import NodeStore
+from server.pki import UNIT_AGENCY, server_name
 from server.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers
 from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
@@ -64,7 +65,7 @@ from server.status import (
     require_text,
     retry_after_from_metadata,
 )
-from server.tls import secure_channel
+from server.tls import WrongServerError, raise_if_wrong_server, secure_channel
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +333,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
     def _abort_for_matcher(self, context: grpc.ServicerContext, exc: grpc.RpcError) -> NoReturn:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
         logger.warning("matcher call failed: %s", code.name if code else "unknown")
+        try:
+            raise_if_wrong_server(exc, self._config.matcher, role="matcher", agency=UNIT_AGENCY)
+        except WrongServerError as wrong:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(wrong))
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             context.abort(
                 grpc.StatusCode.UNAVAILABLE,
@@ -492,6 +497,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             if code in RELAYED_CODES:
                 context.abort(code, f"{holder} node: {details}")
             logger.warning("disclosure relay to %s failed: %s", holder, code.name)
+            try:
+                raise_if_wrong_server(exc, self._config.peers[holder], role="node", agency=holder)
+            except WrongServerError as wrong:
+                context.abort(grpc.StatusCode.UNAVAILABLE, str(wrong))
             context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"the {holder} node did not answer the disclosure ({code.name}); try again later",
@@ -619,9 +628,10 @@ def build_node(config: NodeConfig) -> NodeRuntime:
     keys = read_linkage_keys(config)
     store = NodeStore(config.store)
     audit = AuditLog(config.audit_log)
-    channel = secure_channel(config.matcher, config.tls)
+    channel = secure_channel(config.matcher, config.tls, expect=server_name("matcher", UNIT_AGENCY))
     peer_channels = {
-        agency: secure_channel(address, config.tls) for agency, address in config.peers.items()
+        agency: secure_channel(address, config.tls, expect=server_name("node", agency))
+        for agency, address in config.peers.items()
     }
     try:
         limits = config.rate_limits
