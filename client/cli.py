@@ -187,13 +187,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from proto.jigsaw.v1 import jigsaw_pb2_grpc
     from server.node_config import load_node_config, read_linkage_keys
     from server.node_store import NodeStore
+    from server.pki import UNIT_AGENCY, server_name
     from server.publish import publish_pending
     from server.tls import secure_channel
 
     config = load_node_config(args.config)
     keys = read_linkage_keys(config)
     store = NodeStore(config.store)
-    channel = secure_channel(config.matcher, config.tls)
+    channel = secure_channel(config.matcher, config.tls, expect=server_name("matcher", UNIT_AGENCY))
     try:
         stub = jigsaw_pb2_grpc.MatcherStub(channel)  # type: ignore[no-untyped-call]
         with _progress() as bar:
@@ -367,7 +368,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for a in status.agencies:
             out.print(f"  {a.agency}: {a.records}")
     else:
-        with NodeClient(args.node, _tls(args)) as node:
+        with NodeClient(args.node, _tls(args), agency=args.agency) as node:
             ns = node.status()
         out.print(
             f"node {ns.agency}: {ns.records} records, {ns.published} published, "
@@ -477,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     lk.set_defaults(func=cmd_lookup)
 
     dc = sub.add_parser("disclose", help="staff: request the record behind a reference")
-    dc.add_argument("--node", required=True, help="the holding agency's node address")
+    dc.add_argument(
+        "--node", required=True, help="your own agency's node, where you looked the child up"
+    )
     identity(dc)
     dc.add_argument("--reference", required=True)
     dc.add_argument("--purpose", required=True)
@@ -497,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     grp = st.add_mutually_exclusive_group(required=True)
     grp.add_argument("--node")
     grp.add_argument("--matcher")
+    st.add_argument("--agency", help="the node's agency (default: your certificate's)")
     identity(st)
     st.set_defaults(func=cmd_status)
 

@@ -1,9 +1,13 @@
 """Python client for staff and operators: lookups, disclosures, batch links, status.
 
 Role in the system: the one programmatic way into a Jigsaw federation. Staff talk to their
-own agency node (``Lookup``) and to the holding agency's node (``Disclose``); operators talk to
-the matcher (``Link``, ``GetLinkResult``, ``Status``). Every call carries a deadline and runs
-over mutual TLS with the caller's own certificate, which carries its agency and role.
+own agency's node only: ``Lookup``, then ``Disclose`` of a reference that lookup returned (the
+node relays it to the holding agency's node); operators talk to the matcher (``Link``,
+``GetLinkResult``, ``Status``). Every call carries a deadline and runs
+over mutual TLS with the caller's own certificate, which carries its agency and role, and
+checks whom it reached: the server certificate must name the expected role and agency
+(``server.pki.server_name``; a node of the caller's own agency unless told otherwise, the
+matcher), or the call fails with :class:`server.tls.WrongServerError`.
 
 Example::
 
@@ -18,12 +22,16 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 
 import grpc
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.tls import TlsFiles, secure_channel
+from server.auth import identity_from_certificate
+from server.pki import UNIT_AGENCY, server_name
+from server.tls import TlsFiles, raise_if_wrong_server, secure_channel
 
 LOOKUP_DEADLINE_S = 10.0
 DISCLOSE_DEADLINE_S = 10.0
@@ -33,9 +41,19 @@ PAGE_DEADLINE_S = 30.0
 
 
 class _Client:
-    def __init__(self, address: str, tls: TlsFiles) -> None:
+    def __init__(self, address: str, tls: TlsFiles, *, role: str, agency: str) -> None:
         self.address = address
-        self._channel = secure_channel(address, tls)
+        self.role, self.agency = role, agency
+        self._channel = secure_channel(address, tls, expect=server_name(role, agency))
+
+    @contextmanager
+    def _checked(self) -> Iterator[None]:
+        """Turn TLS's refusal of a server that is not the expected one into a clear error."""
+        try:
+            yield
+        except grpc.RpcError as exc:
+            raise_if_wrong_server(exc, self.address, role=self.role, agency=self.agency)
+            raise
 
     def close(self) -> None:
         self._channel.close()
@@ -56,11 +74,23 @@ class _Client:
         grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
 
 
-class NodeClient(_Client):
-    """Staff (and operator) calls to one agency node."""
+def own_agency(tls: TlsFiles) -> str:
+    """The agency named in the certificate of ``tls`` (a staff member's own agency)."""
+    identity = identity_from_certificate(Path(tls.cert).read_bytes())
+    if identity is None:
+        raise ValueError(f"{tls.cert}: not a certificate with a Jigsaw identity (CN, O, OU)")
+    return identity.agency
 
-    def __init__(self, address: str, tls: TlsFiles) -> None:
-        super().__init__(address, tls)
+
+class NodeClient(_Client):
+    """Staff (and operator) calls to one agency node: by default the caller's own agency's
+    (staff talk to no other); an operator names the node's ``agency``."""
+
+    def __init__(self, address: str, tls: TlsFiles, *, agency: str | None = None) -> None:
+        agency = own_agency(tls) if agency is None else agency
+        if agency == UNIT_AGENCY:
+            raise ValueError("the unit runs no agency node: name the node's agency")
+        super().__init__(address, tls, role="node", agency=agency)
         self._stub = jigsaw_pb2_grpc.AgencyNodeStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> NodeClient:
@@ -73,21 +103,28 @@ class NodeClient(_Client):
         request = jigsaw_pb2.LookupRequest(
             identifiers=dict(identifiers), purpose=purpose, max_candidates=max_candidates
         )
-        response: jigsaw_pb2.LookupResponse = self._stub.Lookup(request, timeout=LOOKUP_DEADLINE_S)
+        with self._checked():
+            response: jigsaw_pb2.LookupResponse = self._stub.Lookup(
+                request, timeout=LOOKUP_DEADLINE_S
+            )
         return response
 
     def disclose(self, reference: str, *, purpose: str) -> jigsaw_pb2.DiscloseResponse:
-        """The minimal record behind ``reference``, as this node's policy allows."""
-        response: jigsaw_pb2.DiscloseResponse = self._stub.Disclose(
-            jigsaw_pb2.DiscloseRequest(reference=reference, purpose=purpose),
-            timeout=DISCLOSE_DEADLINE_S,
-        )
+        """The minimal record behind ``reference``, as the holding agency's policy allows.
+
+        ``reference`` must come from this person's own recent lookup at this node."""
+        with self._checked():
+            response: jigsaw_pb2.DiscloseResponse = self._stub.Disclose(
+                jigsaw_pb2.DiscloseRequest(reference=reference, purpose=purpose),
+                timeout=DISCLOSE_DEADLINE_S,
+            )
         return response
 
     def status(self) -> jigsaw_pb2.NodeStatusResponse:
-        response: jigsaw_pb2.NodeStatusResponse = self._stub.Status(
-            jigsaw_pb2.NodeStatusRequest(), timeout=STATUS_DEADLINE_S
-        )
+        with self._checked():
+            response: jigsaw_pb2.NodeStatusResponse = self._stub.Status(
+                jigsaw_pb2.NodeStatusRequest(), timeout=STATUS_DEADLINE_S
+            )
         return response
 
 
@@ -95,7 +132,7 @@ class MatcherClient(_Client):
     """Operator calls to the matcher."""
 
     def __init__(self, address: str, tls: TlsFiles) -> None:
-        super().__init__(address, tls)
+        super().__init__(address, tls, role="matcher", agency=UNIT_AGENCY)
         self._stub = jigsaw_pb2_grpc.MatcherStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> MatcherClient:
@@ -109,14 +146,15 @@ class MatcherClient(_Client):
     ) -> str:
         """Run a batch link over every published agency; returns the result id."""
         result_id = ""
-        stream = self._stub.Link(
-            jigsaw_pb2.LinkRequest(min_probability=min_probability), timeout=LINK_DEADLINE_S
-        )
-        for progress in stream:
-            if on_progress is not None:
-                on_progress(progress)
-            if progress.result_id:
-                result_id = progress.result_id
+        with self._checked():
+            stream = self._stub.Link(
+                jigsaw_pb2.LinkRequest(min_probability=min_probability), timeout=LINK_DEADLINE_S
+            )
+            for progress in stream:
+                if on_progress is not None:
+                    on_progress(progress)
+                if progress.result_id:
+                    result_id = progress.result_id
         if not result_id:
             raise RuntimeError("the matcher ended the link stream without a result id")
         return result_id
@@ -127,19 +165,21 @@ class MatcherClient(_Client):
         """Every page of a stored link result."""
         token = ""
         while True:
-            page: jigsaw_pb2.GetLinkResultResponse = self._stub.GetLinkResult(
-                jigsaw_pb2.GetLinkResultRequest(
-                    result_id=result_id, page_size=page_size, page_token=token
-                ),
-                timeout=PAGE_DEADLINE_S,
-            )
+            with self._checked():
+                page: jigsaw_pb2.GetLinkResultResponse = self._stub.GetLinkResult(
+                    jigsaw_pb2.GetLinkResultRequest(
+                        result_id=result_id, page_size=page_size, page_token=token
+                    ),
+                    timeout=PAGE_DEADLINE_S,
+                )
             yield page
             token = page.next_page_token
             if not token:
                 return
 
     def status(self) -> jigsaw_pb2.MatcherStatusResponse:
-        response: jigsaw_pb2.MatcherStatusResponse = self._stub.Status(
-            jigsaw_pb2.MatcherStatusRequest(), timeout=STATUS_DEADLINE_S
-        )
+        with self._checked():
+            response: jigsaw_pb2.MatcherStatusResponse = self._stub.Status(
+                jigsaw_pb2.MatcherStatusRequest(), timeout=STATUS_DEADLINE_S
+            )
         return response

@@ -14,7 +14,8 @@ mutual TLS:
    ``jigsaw node serve``);
 4. ingests each agency's CSV into its node's SQLite store and publishes the encodings;
 5. runs a batch link as the operator, and scores it against the synthetic ground truth;
-6. makes a few lookups as a unit staff member, and one disclosure with a stated purpose;
+6. makes a few lookups as a unit staff member at her own agency's node, and one disclosure
+   with a stated purpose there, which her node relays to the holding agency's node;
 7. verifies every audit log, and shuts everything down with SIGTERM.
 
 Everything goes under the directory it prints; nothing else on the machine is touched.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -161,9 +163,41 @@ def write_agency_csv(agency: synthetic.AgencyData, path: Path, *, bad_row: bool)
     return len(rows) + (1 if bad_row else 0)
 
 
-def write_node_config(root: Path, agency: str, matcher_address: str) -> Path:
+def reserve_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports, for nodes that must know each other's address
+    before they start (their ``[peers]``). Another process could take one before its node
+    binds it; the node would then fail to start, naming the address."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def node_addresses() -> dict[str, str]:
+    """A loopback address for every agency's node (see :func:`reserve_ports`)."""
+    ports = reserve_ports(len(AGENCIES))
+    return {a: f"127.0.0.1:{port}" for a, port in zip(AGENCIES, ports, strict=True)}
+
+
+def write_node_config(
+    root: Path,
+    agency: str,
+    matcher_address: str,
+    *,
+    addresses: dict[str, str] | None = None,
+) -> Path:
+    """The demo config of ``agency``'s node; with ``addresses`` (agency -> host:port) it
+    listens on its own and relays disclosures to the others (``[peers]``)."""
     names = COLUMN_NAMES[agency]
     columns = "\n".join(f'{field} = "{col}"' for field, col in names.items())
+    listen = (addresses or {}).get(agency, "127.0.0.1:0")
+    peers = "\n".join(
+        f'{a} = "{address}"' for a, address in (addresses or {}).items() if a != agency
+    )
     text = f"""# Demo agency node: {agency}
 [node]
 agency = "{agency}"
@@ -172,7 +206,7 @@ secret_file = "../secret.hex"
 key_version = 1
 store = "store.sqlite"
 audit_log = "audit.jsonl"
-listen = "127.0.0.1:0"
+listen = "{listen}"
 matcher = "{matcher_address}"
 publish_batch_size = 1000
 
@@ -191,6 +225,10 @@ day_first = true
 
 [disclosure]
 staff = {DISCLOSED!r}
+
+# where this node relays its staff's disclosures of other agencies' records
+[peers]
+{peers}
 
 [rate_limits]
 lookups_per_minute = 120
@@ -239,7 +277,7 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
     from server.ingest import ingest_source
     from server.node_config import load_node_config, read_linkage_keys
     from server.node_store import NodeStore
-    from server.pki import init_pki
+    from server.pki import UNIT_AGENCY, init_pki, server_name
     from server.publish import publish_pending
     from server.tls import secure_channel, tls_files_for
 
@@ -282,7 +320,10 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
         )
         services.append(matcher)
         wait_ready([matcher])
-        node_cfgs = {a: write_node_config(root, a, matcher.address()) for a in AGENCIES}
+        addresses = node_addresses()
+        node_cfgs = {
+            a: write_node_config(root, a, matcher.address(), addresses=addresses) for a in AGENCIES
+        }
         nodes = {
             a: start_service(
                 f"{a}-node", ["node", "serve", "--config", str(node_cfgs[a])], root / a
@@ -310,7 +351,9 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
                     )
                     for p in report.rejected:
                         console.print(f"      line {p.line}, field {p.field}: {p.reason}")
-                channel = secure_channel(config.matcher, config.tls)
+                channel = secure_channel(
+                    config.matcher, config.tls, expect=server_name("matcher", UNIT_AGENCY)
+                )
                 try:
                     pub = publish_pending(
                         store,
@@ -370,11 +413,13 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
                     if c.agency == "police" and not first_police_ref:
                         first_police_ref = c.reference
                 console.print(table)
+            if first_police_ref:
+                # asked of alice's own node, which relays it to the police node
+                disclosed = own_node.disclose(first_police_ref, purpose="section 47 enquiry (demo)")
         if first_police_ref:
-            with NodeClient(nodes["police"].address(), alice) as police:
-                disclosed = police.disclose(first_police_ref, purpose="section 47 enquiry (demo)")
             console.print(
-                f"[6] disclosure {disclosed.disclosure_id} from police: released "
+                f"[6] disclosure {disclosed.disclosure_id} from police (through alice's own "
+                "node): released "
                 f"fields {sorted(disclosed.fields)}; withheld "
                 f"{list(disclosed.withheld_fields)} (values not printed)"
             )

@@ -5,11 +5,17 @@ holding its :class:`RolePolicy` (:data:`MATCHER_POLICY` or :data:`NODE_POLICY`).
 (``server.tls``) has already verified the client certificate against the federation CA; the
 interceptor reads the identity out of that certificate (CN = name, O = agency, OU = role; see
 ``server.pki``) before any servicer code runs, refuses the call with ``UNAUTHENTICATED`` (no
-usable identity) or ``PERMISSION_DENIED`` (role not allowed, or method not in the policy:
-deny by default), and hands the identity to the servicer, which reads it with
+usable identity) or ``PERMISSION_DENIED`` (role not allowed, method not in the policy: deny
+by default; or, on a server that belongs to an agency, a caller of an agency-bound role from
+another agency), and hands the identity to the servicer, which reads it with
 :func:`current_identity`.
 
-Health checking and reflection services are open to every authenticated identity.
+Agency binding: staff talk to their own agency's node only. A node's interceptor is built
+with the node's agency, and every method of its policy refuses a caller whose role is in
+:data:`AGENCY_BOUND_ROLES` and whose certificate names another agency.
+
+Health checking and reflection services are open to every authenticated identity (they
+carry no records; a load balancer's probe may use any federation certificate).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from cryptography.x509.oid import NameOID
 
 from server.pki import ROLES
 from server.status import Unauthenticated
+
+#: Roles whose callers may call a server that belongs to an agency only if it is their own.
+AGENCY_BOUND_ROLES: frozenset[str] = frozenset({"staff"})
 
 OPEN_SERVICES: frozenset[str] = frozenset(
     {
@@ -169,7 +178,8 @@ MATCHER_POLICY = RolePolicy(
 NODE_POLICY = RolePolicy(
     {
         "/jigsaw.v1.AgencyNode/Lookup": {"staff"},
-        "/jigsaw.v1.AgencyNode/Disclose": {"staff"},
+        # a node relays its own staff's disclosures to the holding agency's node
+        "/jigsaw.v1.AgencyNode/Disclose": {"staff", "node"},
         "/jigsaw.v1.AgencyNode/Status": {"operator", "staff"},
     }
 )
@@ -192,8 +202,9 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     reaches this code, so this holds no secret and trusts nothing TLS has not checked.
     """
 
-    def __init__(self, policy: RolePolicy) -> None:
+    def __init__(self, policy: RolePolicy, *, agency: str | None = None) -> None:
         self._policy = policy
+        self._agency = agency
         self._identities: dict[bytes, Identity | None] = {}  # per interceptor, bounded
 
     def _identity(self, context: grpc.ServicerContext) -> Identity | None:
@@ -224,6 +235,18 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"method {method} is allowed for {allowed_text}; caller has role {identity.role}",
+            )
+            raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
+        if (
+            self._agency is not None
+            and identity.role in AGENCY_BOUND_ROLES
+            and identity.agency != self._agency
+            and service_of(method) not in OPEN_SERVICES
+        ):
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"method {method} is allowed for {identity.role} of agency {self._agency} "
+                f"only; caller's certificate names agency {identity.agency}",
             )
             raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
         return identity

@@ -5,20 +5,27 @@ Role in the pipeline: steps 3 and 4 of the data flow. A staff member asks their 
 agency's keys (the identifiers never leave the node) and asks the matcher ``Match`` over
 mutual TLS with its own node certificate, passing the staff member's name and purpose for the
 matcher's audit log; it returns the matcher's ranked candidates (agency, opaque reference,
-band, per-field evidence). A staff member then asks the holding node ``Disclose`` for one
-reference: the node releases only the fields its ``[disclosure]`` policy allows for the
-caller's role and names the withheld ones. ``Status`` reports store counts.
+band, per-field evidence) and remembers, per person, which references it returned
+(:class:`~server.ratelimit.RecentAnswers`, for ``[rate_limits] disclosure_window_minutes``).
+The staff member then asks the same node ``Disclose`` for one of those references: the node
+releases its own agency's record, or relays the request as itself (``on_behalf_of`` = the
+person) to the holding agency's node named in its ``[peers]`` table and passes the answer
+back. The holder releases only the fields its ``[disclosure]`` policy allows for the
+person's role (staff) and names the withheld ones. ``Status`` reports store counts.
 
 Security: every call passes :class:`server.auth.AuthInterceptor` with
-:data:`server.auth.NODE_POLICY` first (Lookup, Disclose: staff; Status: operator, staff).
-Lookups are rate-limited per caller name (``RESOURCE_EXHAUSTED`` with ``retry-after-s``) and
-watched by an :class:`~server.ratelimit.EnumerationGuard` whose alert is audited as
-``enumeration_alert``. Every lookup and disclosure attempt is audited (actor, purpose,
-outcome, counts, ids, released field *names*); no identifier value is ever logged, audited or
-put in a status message.
+:data:`server.auth.NODE_POLICY` first (Lookup: staff; Disclose: staff, and nodes relaying;
+Status: operator, staff), built with the node's agency: staff of another agency are refused
+every method. Lookups and disclosures are rate-limited per person (``RESOURCE_EXHAUSTED``
+with ``retry-after-s``; a holder limits a relaying agency's people by agency and name) and
+watched by :class:`~server.ratelimit.EnumerationGuard` instances whose alerts are audited as
+``enumeration_alert`` and ``disclosure_alert``. A disclosure no recent lookup by the same
+person at this node led to is ``FAILED_PRECONDITION``. Every lookup and disclosure attempt is
+audited (actor, purpose, outcome, counts, ids, released field *names*) — a relayed disclosure
+on both nodes; no identifier value is ever logged, audited or put in a status message.
 
-Servicer errors map to status codes through :mod:`server.status`; the matcher being
-unreachable (or too slow) is ``UNAVAILABLE``.
+Servicer errors map to status codes through :mod:`server.status`; the matcher (or a holding
+node) being unreachable or too slow is ``UNAVAILABLE``.
 """
 
 from __future__ import annotations
@@ -44,11 +51,13 @@ from server.auth import NODE_POLICY, Identity, current_identity
 from server.convert import encoded_to_proto
 from server.node_config import NodeConfig, read_linkage_keys
 from server.node_store import NodeStore
-from server.ratelimit import EnumerationGuard, RateLimiter
+from server.pki import UNIT_AGENCY, server_name
+from server.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers
 from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
     NotFoundError,
     PolicyDenied,
+    PreconditionFailed,
     RateLimitedError,
     RequestError,
     grpc_errors,
@@ -56,12 +65,13 @@ from server.status import (
     require_text,
     retry_after_from_metadata,
 )
-from server.tls import secure_channel
+from server.tls import WrongServerError, raise_if_wrong_server, secure_channel
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = jigsaw_pb2.DESCRIPTOR.services_by_name["AgencyNode"].full_name
 MAX_PURPOSE_CHARS = 500
+MAX_NAME_CHARS = 64
 MAX_VALUE_CHARS = 200
 MAX_KEY_CHARS_SHOWN = 64
 DEFAULT_MAX_CANDIDATES = 20
@@ -70,6 +80,16 @@ MATCH_TIMEOUT_S = 5.0
 MAX_WORKERS = 16
 SHUTDOWN_GRACE_S = 5.0
 ENUMERATION_WINDOW_S = 3600.0
+RELAY_TIMEOUT_S = 5.0
+#: Statuses of the holding node that reach staff as they came (with the holder named).
+RELAYED_CODES = frozenset(
+    {
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
 #: Field kinds that identify a person on their own; ``sex`` alone does not.
 NON_IDENTIFYING_KINDS = frozenset({"sex"})
 
@@ -175,6 +195,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         matcher: jigsaw_pb2_grpc.MatcherStub,
         limiter: RateLimiter,
         guard: EnumerationGuard,
+        disclosure_limiter: RateLimiter,
+        disclosure_guard: EnumerationGuard,
+        answers: RecentAnswers,
+        peers: Mapping[str, jigsaw_pb2_grpc.AgencyNodeStub],
     ) -> None:
         self._config = config
         self._schema = config.schema
@@ -191,6 +215,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         self._matcher = matcher
         self._limiter = limiter
         self._guard = guard
+        self._disclosure_limiter = disclosure_limiter
+        self._disclosure_guard = disclosure_guard
+        self._answers = answers
+        self._peers = dict(peers)
 
     # ------------------------------------------------------------------ Lookup
 
@@ -253,6 +281,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             self._audit_lookup(identity, purpose, "matcher_error", base)
             self._abort_for_matcher(context, exc)
         candidates = merge_candidates([r.candidates for r in responses], max_candidates)
+        self._answers.record(identity.name, ((c.agency, c.reference) for c in candidates))
         found = len(candidates)
         self._audit_lookup(identity, purpose, "ok", {**base, "candidates": found})
         # debug, not info: every lookup is in the audit log already, and a log line per
@@ -304,6 +333,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
     def _abort_for_matcher(self, context: grpc.ServicerContext, exc: grpc.RpcError) -> NoReturn:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
         logger.warning("matcher call failed: %s", code.name if code else "unknown")
+        try:
+            raise_if_wrong_server(exc, self._config.matcher, role="matcher", agency=UNIT_AGENCY)
+        except WrongServerError as wrong:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(wrong))
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             context.abort(
                 grpc.StatusCode.UNAVAILABLE,
@@ -328,31 +361,81 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
     ) -> jigsaw_pb2.DiscloseResponse:
         identity = current_identity(context)
         disclosure_id = secrets.token_hex(16)
+        relayed = identity.role == "node"
+        actor = identity.name  # until a relaying node's on_behalf_of is known to be sound
         base: dict[str, str | int] = {
             "disclosure_id": disclosure_id,
             "caller_agency": identity.agency,
-            "caller_role": identity.role,
+            "caller_role": "staff" if relayed else identity.role,
         }
+        if relayed:
+            base["via"] = identity.name
         try:
+            if relayed:
+                require_text(request.on_behalf_of, "on_behalf_of", MAX_NAME_CHARS)
+            elif request.on_behalf_of:
+                raise RequestError("on_behalf_of", "set only by a node relaying a disclosure")
             reference = require_reference(request.reference, "reference")
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
         except RequestError:
-            self._audit_disclose(identity, "", "invalid_argument", base)
+            self._audit_disclose(actor, "", "invalid_argument", base)
             raise
+        if relayed:
+            actor = request.on_behalf_of  # the relaying node's staff member is the actor
         base["reference"] = reference
+        # the holder limits each relaying agency's people apart from its own staff
+        person = f"{identity.agency}/{actor}" if relayed else actor
+        retry_after = self._disclosure_limiter.acquire(person)
+        if retry_after is not None:
+            self._audit_disclose(actor, purpose, "rate_limited", base)
+            raise RateLimitedError(retry_after)
+        if self._disclosure_guard.observe(person):
+            logger.warning("disclosure alert: %s over the disclosure threshold", actor)
+            self._audit.append(
+                actor=actor,
+                action="disclosure_alert",
+                outcome="alert",
+                details={
+                    **base,
+                    "disclosures_in_window": self._disclosure_guard.count(person),
+                    "threshold": self._disclosure_guard.threshold,
+                },
+            )
+        if relayed:
+            # the requesting node checked that its staff member's lookup returned the reference
+            return self._release(actor, "staff", purpose, reference, base)
+        holder = self._answers.holder_of(actor, reference)
+        if holder is None:
+            self._audit_disclose(actor, purpose, "no_lookup", base)
+            raise PreconditionFailed(
+                "reference: no lookup of yours at this node returned it in the last "
+                f"{self._answers.window_seconds / 60:g} minutes; look the child up first"
+            )
+        if holder == self._config.agency:
+            return self._release(actor, identity.role, purpose, reference, base)
+        return self._relay(context, actor, holder, purpose, reference, base)
+
+    def _release(
+        self,
+        actor: str,
+        role: str,
+        purpose: str,
+        reference: str,
+        base: dict[str, str | int],
+    ) -> jigsaw_pb2.DiscloseResponse:
+        """This agency's record behind ``reference``, as its policy releases it to ``role``."""
         record = self._store.get_by_reference(reference)
         if record is None or record.deleted:
-            self._audit_disclose(identity, purpose, "not_found", base)
+            self._audit_disclose(actor, purpose, "not_found", base)
             raise NotFoundError(
                 f"reference: no record with this reference at {self._config.agency}"
             )
-        if identity.role not in self._config.disclosure:
-            self._audit_disclose(identity, purpose, "denied", base)
+        if role not in self._config.disclosure:
+            self._audit_disclose(actor, purpose, "denied", base)
             raise PolicyDenied(
-                f"the {self._config.agency} disclosure policy releases nothing to role "
-                f"{identity.role}"
+                f"the {self._config.agency} disclosure policy releases nothing to role {role}"
             )
-        allowed = self._config.released_fields(identity.role)
+        allowed = self._config.released_fields(role)
         known = list(dict.fromkeys([*self._schema.input_names, *record.fields]))
         released = {
             name: value
@@ -361,32 +444,90 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         }
         withheld = [name for name in known if name not in allowed]
         self._audit_disclose(
-            identity,
+            actor,
             purpose,
             "ok",
             {**base, "released": ",".join(released), "withheld": ",".join(withheld)},
         )
         logger.info(
             "disclosure %s: %d fields released, %d withheld",
-            disclosure_id, len(released), len(withheld),
+            base["disclosure_id"], len(released), len(withheld),
         )  # fmt: skip
         return jigsaw_pb2.DiscloseResponse(
-            disclosure_id=disclosure_id,
+            disclosure_id=str(base["disclosure_id"]),
             agency=self._config.agency,
             reference=reference,
             fields=released,
             withheld_fields=withheld,
         )
 
+    def _relay(
+        self,
+        context: grpc.ServicerContext,
+        actor: str,
+        holder: str,
+        purpose: str,
+        reference: str,
+        base: dict[str, str | int],
+    ) -> jigsaw_pb2.DiscloseResponse:
+        """Ask the holding agency's node for the record, as this node, for ``actor``."""
+        base = {**base, "holder": holder}
+        peer = self._peers.get(holder)
+        if peer is None:
+            self._audit_disclose(actor, purpose, "no_peer", base)
+            raise PreconditionFailed(
+                f"reference: held by {holder}, whose node this node has no address for "
+                f"(its [peers] table)"
+            )
+        try:
+            response: jigsaw_pb2.DiscloseResponse = peer.Disclose(
+                jigsaw_pb2.DiscloseRequest(
+                    reference=reference, purpose=purpose, on_behalf_of=actor
+                ),
+                timeout=RELAY_TIMEOUT_S,
+            )
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            self._audit_disclose(actor, purpose, f"holder_{code.name.lower()}", base)
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                retry_after = retry_after_from_metadata(exc.trailing_metadata())
+                raise RateLimitedError(1.0 if retry_after is None else retry_after) from None
+            # the holder's status details name fields and expectations, never values
+            details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+            if code in RELAYED_CODES:
+                context.abort(code, f"{holder} node: {details}")
+            logger.warning("disclosure relay to %s failed: %s", holder, code.name)
+            try:
+                raise_if_wrong_server(exc, self._config.peers[holder], role="node", agency=holder)
+            except WrongServerError as wrong:
+                context.abort(grpc.StatusCode.UNAVAILABLE, str(wrong))
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the {holder} node did not answer the disclosure ({code.name}); try again later",
+            )
+            raise RuntimeError("grpc.ServicerContext.abort returned") from None  # pragma: no cover
+        self._audit_disclose(
+            actor,
+            purpose,
+            "ok",
+            {
+                **base,
+                "holder_disclosure_id": response.disclosure_id,
+                "released": ",".join(response.fields),
+                "withheld": ",".join(response.withheld_fields),
+            },
+        )
+        return response
+
     def _audit_disclose(
         self,
-        identity: Identity,
+        actor: str,
         purpose: str,
         outcome: str,
         details: Mapping[str, str | int],
     ) -> None:
         self._audit.append(
-            actor=identity.name,
+            actor=actor,
             action="disclose",
             purpose=purpose,
             outcome=outcome,
@@ -465,6 +606,7 @@ class NodeRuntime:
     store: NodeStore
     audit: AuditLog
     matcher_channel: grpc.Channel
+    peer_channels: Sequence[grpc.Channel] = ()
     _closed: bool = False
     _close_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -475,6 +617,8 @@ class NodeRuntime:
                 return
             self._closed = True
             self.matcher_channel.close()
+            for channel in self.peer_channels:
+                channel.close()
             self.audit.close()
             self.store.close()
 
@@ -484,7 +628,11 @@ def build_node(config: NodeConfig) -> NodeRuntime:
     keys = read_linkage_keys(config)
     store = NodeStore(config.store)
     audit = AuditLog(config.audit_log)
-    channel = secure_channel(config.matcher, config.tls)
+    channel = secure_channel(config.matcher, config.tls, expect=server_name("matcher", UNIT_AGENCY))
+    peer_channels = {
+        agency: secure_channel(address, config.tls, expect=server_name("node", agency))
+        for agency, address in config.peers.items()
+    }
     try:
         limits = config.rate_limits
         servicer = AgencyNodeServicer(
@@ -495,6 +643,15 @@ def build_node(config: NodeConfig) -> NodeRuntime:
             matcher=jigsaw_pb2_grpc.MatcherStub(channel),  # type: ignore[no-untyped-call]
             limiter=RateLimiter(limits.lookups_per_minute, limits.burst),
             guard=EnumerationGuard(limits.enumeration_alert_per_hour, ENUMERATION_WINDOW_S),
+            disclosure_limiter=RateLimiter(limits.disclosures_per_minute, limits.disclosure_burst),
+            disclosure_guard=EnumerationGuard(
+                limits.disclosure_alert_per_hour, ENUMERATION_WINDOW_S
+            ),
+            answers=RecentAnswers(limits.disclosure_window_minutes * 60.0),
+            peers={
+                agency: jigsaw_pb2_grpc.AgencyNodeStub(peer)  # type: ignore[no-untyped-call]
+                for agency, peer in peer_channels.items()
+            },
         )
         server, port = build_grpc_server(
             role="node",
@@ -506,13 +663,18 @@ def build_node(config: NodeConfig) -> NodeRuntime:
             listen=config.listen,
             tls=config.tls,
             max_workers=MAX_WORKERS,
+            agency=config.agency,
         )
     except BaseException:
         channel.close()
+        for peer in peer_channels.values():
+            peer.close()
         audit.close()
         store.close()
         raise
-    runtime = NodeRuntime(server, port, servicer, store, audit, channel)
+    runtime = NodeRuntime(
+        server, port, servicer, store, audit, channel, tuple(peer_channels.values())
+    )
     runtime.server = _OwningServer(server, runtime.close)
     return runtime
 

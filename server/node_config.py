@@ -3,7 +3,8 @@
 Role in the pipeline: tells a node which agency it is, which linkage schema and secret it
 encodes with, where its SQLite store and audit log live, how to reach the matcher, which
 certificates it presents, which sources it ingests (with their column mappings), which
-fields each caller role may have disclosed, and its lookup rate limits.
+fields each caller role may have disclosed, where the other agencies' nodes are (for
+disclosures it relays), and its lookup and disclosure limits.
 
 Parsing is strict, like the schema: an unknown key, a missing required key or a value of
 the wrong type is a problem, and every problem in the file is reported at once in one
@@ -32,7 +33,13 @@ File layout (``*`` = required)::
                        "local_id" -> source column; local_id required), extra (disclosable
                        non-linkage field -> source column)
     [disclosure]       role -> list of schema or extra field names released by Disclose
-    [rate_limits]      lookups_per_minute (60), burst (10), enumeration_alert_per_hour (200)
+    [peers]            agency -> "host:port" of that agency's node: where this node relays
+                       its staff's disclosures of that agency's records
+    [rate_limits]      lookups_per_minute (60), burst (10), enumeration_alert_per_hour (200),
+                       disclosures_per_minute (10), disclosure_burst (5),
+                       disclosure_alert_per_hour (30): per person, as for lookups;
+                       disclosure_window_minutes (60): how long after a person's lookup
+                       returned a reference that person may ask for its disclosure
 
 Problem messages name the key and the expectation; a config file holds no identifier values,
 but messages still never echo a value that failed validation.
@@ -93,8 +100,16 @@ _NODE_KEYS = {
 #: Values of ``node.publish_form``: the form of the Publish messages a node sends.
 PUBLISH_FORMS = ("columns", "records")
 _SOURCE_KEYS = {"kind", "path", "table", "day_first", "columns", "extra"}
-_RATE_KEYS = {"lookups_per_minute", "burst", "enumeration_alert_per_hour"}
-_TOP_KEYS = {"node", "tls", "source", "disclosure", "rate_limits"}
+_RATE_KEYS = {
+    "lookups_per_minute",
+    "burst",
+    "enumeration_alert_per_hour",
+    "disclosures_per_minute",
+    "disclosure_burst",
+    "disclosure_alert_per_hour",
+    "disclosure_window_minutes",
+}
+_TOP_KEYS = {"node", "tls", "source", "disclosure", "peers", "rate_limits"}
 
 
 @dataclass(frozen=True)
@@ -112,11 +127,16 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class RateLimitConfig:
-    """Per-caller lookup limits (token bucket) and the enumeration alert threshold."""
+    """Per-person lookup and disclosure limits (token buckets), their alert thresholds, and
+    how long a lookup's answer entitles its person to ask for a disclosure."""
 
     lookups_per_minute: float = 60.0
     burst: int = 10
     enumeration_alert_per_hour: int = 200
+    disclosures_per_minute: float = 10.0
+    disclosure_burst: int = 5
+    disclosure_alert_per_hour: int = 30
+    disclosure_window_minutes: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +159,7 @@ class NodeConfig:
     disclosure: Mapping[str, tuple[str, ...]]
     rate_limits: RateLimitConfig
     config_path: Path
+    peers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def extra_fields(self) -> tuple[str, ...]:
@@ -291,6 +312,42 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
         problems.add("rate_limits.burst: expected an integer >= 1")
     if alert is not None and alert < 1:
         problems.add("rate_limits.enumeration_alert_per_hour: expected an integer >= 1")
+    defaults = RateLimitConfig()
+    disclosure_rate = problems.get(
+        "rate_limits", rates, "disclosures_per_minute", (int, float),
+        defaults.disclosures_per_minute,
+    )  # fmt: skip
+    disclosure_burst = problems.get(
+        "rate_limits", rates, "disclosure_burst", int, defaults.disclosure_burst
+    )
+    disclosure_alert = problems.get(
+        "rate_limits", rates, "disclosure_alert_per_hour", int, defaults.disclosure_alert_per_hour
+    )
+    window = problems.get(
+        "rate_limits", rates, "disclosure_window_minutes", (int, float),
+        defaults.disclosure_window_minutes,
+    )  # fmt: skip
+    if disclosure_rate is not None and disclosure_rate <= 0:
+        problems.add("rate_limits.disclosures_per_minute: expected a number > 0")
+    if disclosure_burst is not None and disclosure_burst < 1:
+        problems.add("rate_limits.disclosure_burst: expected an integer >= 1")
+    if disclosure_alert is not None and disclosure_alert < 1:
+        problems.add("rate_limits.disclosure_alert_per_hour: expected an integer >= 1")
+    if window is not None and not 0 < window <= 24 * 60:
+        problems.add("rate_limits.disclosure_window_minutes: expected a number in (0, 1440]")
+
+    peers: dict[str, str] = {}
+    raw_peers = problems.table("peers", data.get("peers"))
+    for peer_agency in raw_peers:
+        if not AGENCY_RE.fullmatch(peer_agency):
+            problems.add("peers: expected agency ids of lowercase letters, digits, underscores")
+            continue
+        if peer_agency == agency:
+            problems.add(f"peers.{peer_agency}: this node's own agency needs no peer address")
+            continue
+        address = problems.get_address("peers", raw_peers, peer_agency)
+        if address is not None:
+            peers[peer_agency] = address
 
     problems.raise_if_any()
     # every value below was checked above; the narrowing is for the type checker
@@ -308,6 +365,10 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
         or per_minute is None
         or burst is None
         or alert is None
+        or disclosure_rate is None
+        or disclosure_burst is None
+        or disclosure_alert is None
+        or window is None
         or tls is None
     ):
         raise ConfigError(["config: incomplete"])  # unreachable: each None added a problem
@@ -326,8 +387,17 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
         tls=tls.resolve(base_dir),
         sources=tuple(sources),
         disclosure=MappingProxyType(disclosure),
-        rate_limits=RateLimitConfig(float(per_minute), burst, alert),
+        rate_limits=RateLimitConfig(
+            float(per_minute),
+            burst,
+            alert,
+            disclosures_per_minute=float(disclosure_rate),
+            disclosure_burst=disclosure_burst,
+            disclosure_alert_per_hour=disclosure_alert,
+            disclosure_window_minutes=float(window),
+        ),
         config_path=config_path if config_path is not None else base_dir / "<text>",
+        peers=MappingProxyType(peers),
     )
 
 

@@ -19,7 +19,10 @@ Certificates (all keys EC P-256, signatures ECDSA with SHA-256):
   ExtendedKeyUsage serverAuth + clientAuth, SubjectKeyIdentifier, AuthorityKeyIdentifier.
   Server-capable roles (node, matcher) also carry SubjectAlternativeName DNS "localhost",
   IP 127.0.0.1 and IP ::1 (plus any extra host names asked for), so gRPC's BoringSSL accepts
-  them as servers on loopback. Validity starts five minutes in the past (clock skew).
+  them as servers on loopback, and DNS :func:`server_name` (role and agency, under the
+  reserved ``.invalid`` domain): a client names the server it expects with that name
+  (``server.tls.secure_channel``), so TLS itself refuses a server of another role or agency.
+  Validity starts five minutes in the past (clock skew).
 
 Files, all PEM: ``<dir>/ca.pem``, ``<dir>/ca.key``, ``<dir>/<name>.pem``, ``<dir>/<name>.key``.
 Private keys are unencrypted PKCS#8 (gRPC cannot read encrypted keys), written with mode 0600
@@ -51,6 +54,9 @@ UNIT_AGENCY = "unit"
 MATCHER_NAME = "matcher"
 CA_NAME = "ca"
 
+#: Domain of the role-and-agency names in server certificates; reserved, so never resolvable.
+SERVER_NAME_DOMAIN = "jigsaw.invalid"
+
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _CLOCK_SKEW = datetime.timedelta(minutes=5)
 
@@ -78,6 +84,13 @@ class PkiLayout:
     def names(self) -> list[str]:
         """Identity names in creation order."""
         return list(self.identities)
+
+
+def server_name(role: str, agency: str) -> str:
+    """The DNS name a server certificate of ``role`` and ``agency`` carries, and a client
+    expecting that server checks: ``node.police.jigsaw.invalid``, ``matcher.unit.jigsaw.invalid``
+    (agency underscores as hyphens: a DNS label)."""
+    return f"{role}.{agency.replace('_', '-')}.{SERVER_NAME_DOMAIN}"
 
 
 def _check_name(kind: str, value: str) -> None:
@@ -233,6 +246,8 @@ def _issue(
     )
     if role in SERVER_ROLES or extra_hosts:
         alternative_names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+        if role in SERVER_ROLES:
+            alternative_names.append(x509.DNSName(server_name(role, agency)))
         alternative_names += [x509.DNSName(host) for host in extra_hosts if host != "localhost"]
         alternative_names += [
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),

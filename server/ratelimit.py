@@ -1,15 +1,17 @@
-"""Per-caller rate limiting, enumeration detection and hourly caps for lookups.
+"""Per-caller rate limiting, enumeration detection and hourly caps for lookups and disclosures.
 
-Role in the pipeline: a node's ``Lookup`` (and the matcher's ``Match``) asks a
-:class:`RateLimiter` before doing any work and answers ``RESOURCE_EXHAUSTED`` with a
+Role in the pipeline: a node's ``Lookup`` and ``Disclose`` (and the matcher's ``Match``) ask
+a :class:`RateLimiter` before doing any work and answers ``RESOURCE_EXHAUSTED`` with a
 retry-after delay when the caller is over its rate (``server.status.RateLimitedError``); an
 :class:`EnumerationGuard` watches the same calls and says when a caller's lookups in a sliding
 window cross an alert threshold, so the servicer can write an "enumeration_alert" audit entry.
 The matcher also holds each calling node to a hard :class:`WindowCap` (at most ``limit`` calls
 in any sliding window): a node's operator controls the node's own limits, so the matcher,
-a separate trust domain, keeps its own.
+a separate trust domain, keeps its own. A node's :class:`RecentAnswers` remembers which
+references each person's lookups returned, so that ``Disclose`` releases only what that
+person's own recent lookup found.
 
-All three are in-memory, per process, thread-safe (one lock each) and bounded: at most
+All four are in-memory, per process, thread-safe (one lock each) and bounded: at most
 ``max_callers`` callers are tracked; idle callers are evicted first.
 """
 
@@ -19,7 +21,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 Clock = Callable[[], float]
@@ -257,3 +259,65 @@ class WindowCap:
         """How many callers are held in memory right now."""
         with self._lock:
             return len(self._granted)
+
+
+class RecentAnswers:
+    """Which references each person's lookups returned, for ``window_seconds`` after.
+
+    :meth:`record` notes the (agency, reference) pairs one lookup by ``person`` returned;
+    :meth:`holder_of` says which agency holds ``reference`` if a lookup by ``person`` returned
+    it within the window, else None. A reference returned again starts its window afresh.
+    At most ``max_entries`` (person, reference) pairs are kept: the oldest are forgotten first
+    (expired ones as they come to the front), which can only refuse a disclosure, never allow
+    one.
+    """
+
+    def __init__(
+        self,
+        window_seconds: float,
+        *,
+        clock: Clock = time.monotonic,
+        max_entries: int = 200_000,
+    ) -> None:
+        if not (
+            isinstance(window_seconds, int | float)
+            and math.isfinite(window_seconds)
+            and window_seconds > 0
+        ):
+            raise ValueError("window_seconds must be a finite positive number")
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.window_seconds = float(window_seconds)
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+
+    def _expire(self, now: float) -> None:
+        while self._seen:
+            _, (_, when) = next(iter(self._seen.items()))
+            if when > now - self.window_seconds and len(self._seen) <= self.max_entries:
+                break
+            self._seen.popitem(last=False)
+
+    def record(self, person: str, answers: Iterable[tuple[str, str]]) -> None:
+        """Note that a lookup by ``person`` returned each (agency, reference) of ``answers``."""
+        with self._lock:
+            now = self._clock()
+            for agency, reference in answers:
+                key = (person, reference)
+                self._seen.pop(key, None)
+                self._seen[key] = (agency, now)  # most recent goes last
+            self._expire(now)
+
+    def holder_of(self, person: str, reference: str) -> str | None:
+        """The agency of ``reference`` if a lookup by ``person`` returned it within the window."""
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            held = self._seen.get((person, reference))
+            return None if held is None else held[0]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)

@@ -44,16 +44,18 @@ def build_grpc_server(
     listen: str,
     tls: TlsFiles,
     max_workers: int,
+    agency: str | None = None,
 ) -> tuple[grpc.Server, int]:
     """A bound, not started, mutual-TLS server for one Jigsaw service (node or matcher).
 
     Every call passes the role interceptor with ``policy`` first; the standard health service
     (SERVING for "" and ``service_name``) and server reflection are added beside the service
-    that ``add_servicer`` registers. Raises OSError when ``listen`` cannot be bound.
+    that ``add_servicer`` registers. A server of an ``agency`` (a node) admits callers of an
+    agency-bound role (staff) of that agency only. Raises OSError when ``listen`` cannot be bound.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=role),
-        interceptors=[AuthInterceptor(policy)],
+        interceptors=[AuthInterceptor(policy, agency=agency)],
         options=server_options(),
     )
     add_servicer(server)

@@ -13,6 +13,8 @@ Server errors added here (all under ``JigsawError``, see ``linkage/errors.py`` f
      ├── NotFoundError       a reference / result does not exist    NOT_FOUND
      ├── RateLimitedError    caller over its rate limit             RESOURCE_EXHAUSTED
      ├── PolicyDenied        role or disclosure policy forbids it   PERMISSION_DENIED
+     ├── PreconditionFailed  not allowed in this state (a           FAILED_PRECONDITION
+     │                       disclosure without a preceding lookup)
      └── Unauthenticated     no verified identity on the call       UNAUTHENTICATED
 
 Messages name the field and the expectation, never the value that came.
@@ -74,6 +76,11 @@ class PolicyDenied(JigsawError):
     """The caller's role or the disclosure policy does not allow this request."""
 
 
+class PreconditionFailed(JigsawError):
+    """The request is well formed but not allowed in the present state (for example a
+    disclosure that no recent lookup by the same person led to)."""
+
+
 class Unauthenticated(JigsawError):
     """The call carries no verified client identity."""
 
@@ -89,6 +96,7 @@ STATUS_TABLE: Mapping[type[JigsawError], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     RateLimitedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     PolicyDenied: grpc.StatusCode.PERMISSION_DENIED,
+    PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }
 

@@ -3,7 +3,11 @@
 Role in the pipeline: node, matcher and client code never build gRPC credentials themselves;
 they call :func:`server_credentials` / :func:`secure_channel` with the :class:`TlsFiles` of
 their identity (see ``server.pki`` for how the files are made). Servers always require a
-client certificate signed by the federation CA; channels always present one.
+client certificate signed by the federation CA; channels always present one, and name the
+server they expect (``expect``, a :func:`server.pki.server_name` of role and agency): TLS then
+checks that name against the server certificate's DNS names on every connection, so a node
+cannot pose as the matcher, nor one agency's node as another's (a channel fails with
+``UNAVAILABLE``, "Peer name ... is not in peer certificate").
 
 Message size limits are fixed at :data:`MAX_MESSAGE_BYTES` (8 MiB) in both directions: large
 transfers (publishing encodings, link results) are streamed in batches, not sent whole.
@@ -18,6 +22,9 @@ from typing import Any
 
 import grpc
 
+from linkage.errors import JigsawError
+from server.pki import server_name
+
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 # Keepalive: clients ping an idle connection every 60 s and give up after 20 s without an
@@ -31,6 +38,27 @@ _MESSAGE_LIMITS: tuple[tuple[str, int], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 )
+
+
+class WrongServerError(JigsawError):
+    """The server reached is not the one expected: its certificate is for another role or
+    agency (or for none), so TLS refused it before any request was sent."""
+
+
+# what gRPC's TLS says when the server certificate does not carry the expected name
+_HOSTNAME_CHECK_FAILED = "Hostname Verification Check failed"
+
+
+def raise_if_wrong_server(exc: grpc.RpcError, address: str, *, role: str, agency: str) -> None:
+    """Raise :class:`WrongServerError` when ``exc`` is a channel's refusal of a server whose
+    certificate does not name the expected ``role`` and ``agency`` (a channel made with
+    ``expect=server_name(role, agency)``); else return, and the caller re-raises ``exc``."""
+    details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+    if _HOSTNAME_CHECK_FAILED in details:
+        raise WrongServerError(
+            f"the server at {address} is not the expected {role} of agency {agency}: its "
+            f"certificate does not name {server_name(role, agency)}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -98,10 +126,17 @@ def channel_options() -> list[tuple[str, int]]:
 
 
 def secure_channel(
-    address: str, tls: TlsFiles, *, options: Sequence[tuple[str, Any]] = ()
+    address: str,
+    tls: TlsFiles,
+    *,
+    expect: str | None = None,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.Channel:
     """A channel to ``address`` presenting this identity's certificate, trusting only the CA.
 
+    ``expect`` is the :func:`server.pki.server_name` of the server this channel must reach
+    (its role and agency); every Jigsaw client passes it. Without it any server with a
+    certificate of the CA valid for the address is accepted (tests and probes only).
     ``options`` override the defaults of :func:`channel_options` key by key (for example a
     test's ``grpc.ssl_target_name_override``); the message limits should not be raised.
     """
@@ -110,5 +145,8 @@ def secure_channel(
         root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
     )
     merged: dict[str, Any] = dict(channel_options())
+    if expect is not None:
+        # the name TLS checks the server certificate against, instead of the address's host
+        merged["grpc.ssl_target_name_override"] = expect
     merged.update(dict(options))
     return grpc.secure_channel(address, credentials, options=list(merged.items()))

@@ -28,6 +28,7 @@ import pytest
 from client.demo import (
     AGENCIES,
     Service,
+    node_addresses,
     start_service,
     stop_services,
     wait_ready,
@@ -149,8 +150,11 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
 def _start_all(fed: Federation) -> None:
     fed.start_matcher()
     assert fed.matcher is not None
+    addresses = node_addresses()
     for a in AGENCIES:
-        fed.node_configs[a] = write_node_config(fed.root, a, fed.matcher.address())
+        fed.node_configs[a] = write_node_config(
+            fed.root, a, fed.matcher.address(), addresses=addresses
+        )
         fed.nodes[a] = start_service(
             f"{a}-node", ["node", "serve", "--config", str(fed.node_configs[a])], fed.root / a
         )
@@ -227,12 +231,13 @@ def _lookup(federation: Federation, query: dict[str, str], purpose: str) -> dict
     return answer
 
 
-def _disclose(federation: Federation, agency: str, reference: str) -> str:
-    """Alice's disclosure request to ``agency``'s node (the CLI): its output."""
+def _disclose(federation: Federation, reference: str) -> str:
+    """Alice's disclosure request at her own node, the social-care one (the CLI): its output.
+    That node relays it to the holding agency's node."""
     return jigsaw(
         "disclose",
         "--node",
-        federation.nodes[agency].address(),
+        federation.nodes["childrens_social_care"].address(),
         "--pki",
         federation.pki,
         "--identity",
@@ -270,7 +275,7 @@ def test_disclose_releases_only_policy_fields(federation: Federation) -> None:
         for c in _lookup(federation, q, "e2e")["candidates"]
         if c["agency"] == "health"
     )
-    out = _disclose(federation, "health", ref)
+    out = _disclose(federation, ref)
     assert "given_name" in out and "withheld by policy" in out and "nhs_number" in out
 
 
@@ -310,7 +315,7 @@ def test_a_record_without_sex_is_found_under_its_own_reference(federation: Feder
     assert found[0]["evidence"]["date_of_birth"] in ("exact", "strong")
     assert found[0]["evidence"]["sex"] == "missing"
 
-    out = _disclose(federation, "childrens_social_care", reference)
+    out = _disclose(federation, reference)
     assert reference in out and value(care, "family_name", i) in out
 
 
@@ -337,6 +342,46 @@ def test_link_as_operator_and_denied_to_staff(federation: Federation) -> None:
         check=False,
     )
     assert denied.returncode == 3 and "PERMISSION_DENIED" in denied.stderr
+
+
+def test_staff_are_refused_at_another_agencys_node(federation: Federation) -> None:
+    """Alice (social care) at the health node: refused, for lookups and disclosures alike."""
+    q = _health_query(federation)
+    ref = next(
+        c["reference"]
+        for c in _lookup(federation, q, "e2e")["candidates"]
+        if c["agency"] == "health"
+    )
+    common = ["--node", federation.nodes["health"].address(), "--pki", federation.pki]
+    common += ["--identity", "alice", "--purpose", "x"]
+    lookup = jigsaw("lookup", *common, "--field", "given_name=Amelia", check=False)
+    disclose = jigsaw("disclose", *common, "--reference", ref, check=False)
+    for done in (lookup, disclose):
+        # the client stops first: it expects its own agency's node (the node's own refusal,
+        # PERMISSION_DENIED, is tested in test_node_disclose and test_authorisation_matrix)
+        assert done.returncode == 1
+        assert "not the expected node of agency childrens_social_care" in " ".join(
+            done.stderr.split()
+        )
+
+
+def test_a_disclosure_without_a_lookup_is_refused(federation: Federation) -> None:
+    reference = "e" * 32  # no lookup of alice's returned it
+    done = jigsaw(
+        "disclose",
+        "--node",
+        federation.nodes["childrens_social_care"].address(),
+        "--pki",
+        federation.pki,
+        "--identity",
+        "alice",
+        "--reference",
+        reference,
+        "--purpose",
+        "x",
+        check=False,
+    )
+    assert done.returncode == 3 and "FAILED_PRECONDITION" in done.stderr
 
 
 def test_foreign_certificate_is_refused(federation: Federation, tmp_path: Path) -> None:

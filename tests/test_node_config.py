@@ -313,3 +313,32 @@ def test_an_unknown_publish_form_is_a_problem_that_does_not_echo_it(tmp_path: Pa
     )
     problems = problems_of(tmp_path, text)
     assert problems == ('node.publish_form: expected "columns" or "records"',)
+
+
+def test_peers_and_disclosure_limits(tmp_path: Path) -> None:
+    config = load_node_config(write_config(tmp_path, VALID))
+    assert config.peers == {}
+    assert config.rate_limits.disclosure_window_minutes == 60.0
+    assert config.rate_limits.disclosures_per_minute == 10.0
+    text = VALID + (
+        "disclosure_window_minutes = 15\ndisclosures_per_minute = 2\ndisclosure_burst = 3\n"
+        'disclosure_alert_per_hour = 9\n[peers]\nhealth = "10.0.0.2:7001"\n'
+    )
+    config = load_node_config(write_config(tmp_path, text))
+    assert dict(config.peers) == {"health": "10.0.0.2:7001"}
+    limits = config.rate_limits
+    assert (limits.disclosure_window_minutes, limits.disclosures_per_minute) == (15.0, 2.0)
+    assert (limits.disclosure_burst, limits.disclosure_alert_per_hour) == (3, 9)
+
+
+def test_bad_peers_and_disclosure_limits_are_reported_together(tmp_path: Path) -> None:
+    text = VALID + (
+        "disclosure_window_minutes = 0\ndisclosure_burst = 0\n"
+        '[peers]\npolice = "10.0.0.1:1"\nHealth = "x:1"\nschool = "nowhere"\n'
+    )
+    problems = problems_of(tmp_path, text)
+    assert any("disclosure_window_minutes" in p for p in problems)
+    assert any("disclosure_burst" in p for p in problems)
+    assert any("own agency" in p for p in problems)
+    assert any("peers: expected agency ids" in p for p in problems)
+    assert any("peers.school: expected host:port" in p for p in problems)

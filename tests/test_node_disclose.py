@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     init_pki(
         directory,
         agencies=["police", "health"],
-        staff=[("alice", "health"), ("bob", "police")],
+        staff=[("alice", "police"), ("bob", "police"), ("harriet", "health")],
         operators=["olive"],
     )
     return directory
@@ -85,6 +86,8 @@ class MatcherLog:
     published: list[jigsaw_pb2.PublishRequest] = field(default_factory=list)
     withdrawn: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: (agency, reference) of the candidates every Match answers with
+    answers: list[tuple[str, str]] = field(default_factory=lambda: [("health", "ab" * 16)])
 
 
 class FakeMatcher(jigsaw_pb2_grpc.MatcherServicer):
@@ -94,11 +97,12 @@ class FakeMatcher(jigsaw_pb2_grpc.MatcherServicer):
     def Match(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self.log.lock:
             self.log.matches.append((current_identity(context), request))
+            answers = list(self.log.answers)
         return jigsaw_pb2.MatchResponse(
             candidates=[
                 jigsaw_pb2.Candidate(
-                    agency="health",
-                    reference="ab" * 16,
+                    agency=agency,
+                    reference=reference,
                     band=jigsaw_pb2.PROBABILITY_BAND_HIGH,
                     evidence=[
                         jigsaw_pb2.FieldEvidence(
@@ -106,6 +110,7 @@ class FakeMatcher(jigsaw_pb2_grpc.MatcherServicer):
                         )
                     ],
                 )
+                for agency, reference in answers
             ]
         )
 
@@ -145,6 +150,9 @@ def write_node_config(
     pki: Path,
     matcher_address: str,
     *,
+    agency: str = "police",
+    peers: str = "",
+    limits: str = "",
     per_minute: int = 600,
     burst: int = 100,
     alert: int = 1000,
@@ -155,7 +163,7 @@ def write_node_config(
     (directory / "police.csv").write_text(CSV, "utf-8")
     text = f"""
 [node]
-agency = "police"
+agency = "{agency}"
 schema = "child"
 secret_file = "secret.hex"
 store = "police.sqlite"
@@ -164,8 +172,8 @@ listen = "127.0.0.1:0"
 matcher = "{matcher_address}"
 [tls]
 ca_cert = "{pki / "ca.pem"}"
-cert = "{pki / "police-node.pem"}"
-key = "{pki / "police-node.key"}"
+cert = "{pki / f"{agency}-node.pem"}"
+key = "{pki / f"{agency}-node.key"}"
 [[source]]
 kind = "csv"
 path = "police.csv"
@@ -180,10 +188,13 @@ nhs_number = "nhs"
 address = "address"
 [disclosure]
 {disclosure}
+[peers]
+{peers}
 [rate_limits]
 lookups_per_minute = {per_minute}
 burst = {burst}
 enumeration_alert_per_hour = {alert}
+{limits}
 """
     (directory / "node.toml").write_text(text, "utf-8")
     config = load_node_config(directory / "node.toml")
@@ -264,8 +275,26 @@ def assert_no_identifier(text: str) -> None:
 # --------------------------------------------------------------------------- Disclose
 
 
-def test_disclose_releases_policy_fields_to_staff(node: Node, pki: Path) -> None:
+def look_up(
+    node: Node, pki: Path, log: MatcherLog, who: str, answers: list[tuple[str, str]]
+) -> None:
+    """A lookup by ``who`` at ``node`` to which the (fake) matcher answers ``answers``."""
+    with log.lock:
+        held, log.answers = log.answers, answers
+    try:
+        node.stub(pki, who).Lookup(
+            jigsaw_pb2.LookupRequest(identifiers=AMY, purpose="strategy meeting"), timeout=10
+        )
+    finally:
+        with log.lock:
+            log.answers = held
+
+
+def test_disclose_releases_policy_fields_to_staff(
+    node: Node, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
     reference = node.reference_of(CANARY_LOCAL_ID)
+    look_up(node, pki, matcher[1], "alice", [("police", reference)])
     response = node.stub(pki, "alice").Disclose(
         jigsaw_pb2.DiscloseRequest(reference=reference, purpose="section 47 enquiry"),
         timeout=10,
@@ -283,7 +312,7 @@ def test_disclose_releases_policy_fields_to_staff(node: Node, pki: Path) -> None
     entry = node.audit_lines()[-1]
     assert (entry["actor"], entry["action"], entry["outcome"]) == ("alice", "disclose", "ok")
     assert entry["purpose"] == "section 47 enquiry"
-    assert entry["details"]["caller_agency"] == "health"
+    assert entry["details"]["caller_agency"] == "police"
     assert entry["details"]["reference"] == reference
     assert entry["details"]["disclosure_id"] == response.disclosure_id
     assert entry["details"]["released"].split(",") == [
@@ -296,7 +325,10 @@ def test_disclose_releases_policy_fields_to_staff(node: Node, pki: Path) -> None
     assert verify_audit_log(node.config.audit_log).ok
 
 
-def test_disclose_missing_value_is_neither_released_nor_withheld(node: Node, pki: Path) -> None:
+def test_disclose_missing_value_is_neither_released_nor_withheld(
+    node: Node, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    look_up(node, pki, matcher[1], "bob", [("police", node.reference_of("c2"))])
     response = node.stub(pki, "bob").Disclose(
         jigsaw_pb2.DiscloseRequest(reference=node.reference_of("c2"), purpose="check"), timeout=10
     )
@@ -306,6 +338,147 @@ def test_disclose_missing_value_is_neither_released_nor_withheld(node: Node, pki
         "date_of_birth": "2014-03-02",
     }
     assert "address" not in response.withheld_fields
+
+
+def test_disclose_needs_a_lookup_by_the_same_person_that_returned_the_reference(
+    fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    node: Node = fresh_node(matcher[0])
+    reference = node.reference_of(CANARY_LOCAL_ID)
+    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose="check")
+
+    def refused(who: str) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as info:
+            node.stub(pki, who).Disclose(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "look the child up first" in info.value.details()
+        assert_no_identifier(info.value.details())
+        assert node.audit_lines()[-1]["outcome"] == "no_lookup"
+        return info.value
+
+    refused("alice")  # no lookup at all
+    look_up(node, pki, matcher[1], "alice", [("police", node.reference_of("c2"))])
+    refused("alice")  # a lookup that returned another reference
+    look_up(node, pki, matcher[1], "bob", [("police", reference)])
+    refused("alice")  # a colleague's lookup returned it
+    assert node.stub(pki, "bob").Disclose(request, timeout=10).reference == reference
+
+
+def test_disclose_only_within_the_window_after_the_lookup(
+    fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    node: Node = fresh_node(matcher[0], limits="disclosure_window_minutes = 0.005")  # 0.3 s
+    reference = node.reference_of(CANARY_LOCAL_ID)
+    look_up(node, pki, matcher[1], "alice", [("police", reference)])
+    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose="check")
+    assert node.stub(pki, "alice").Disclose(request, timeout=10).reference == reference
+    time.sleep(0.4)
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub(pki, "alice").Disclose(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "0.005 minutes" in info.value.details()
+
+
+def test_disclosures_are_rate_limited_per_person_with_an_alert(
+    fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    node: Node = fresh_node(
+        matcher[0],
+        limits="disclosures_per_minute = 1\ndisclosure_burst = 2\ndisclosure_alert_per_hour = 1",
+    )
+    reference = node.reference_of(CANARY_LOCAL_ID)
+    for who in ("alice", "bob"):
+        look_up(node, pki, matcher[1], who, [("police", reference)])
+    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose="check")
+    stub = node.stub(pki, "alice")
+    stub.Disclose(request, timeout=10)
+    stub.Disclose(request, timeout=10)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Disclose(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert float(dict(info.value.trailing_metadata() or ())[RETRY_AFTER_METADATA_KEY]) > 0
+    node.stub(pki, "bob").Disclose(request, timeout=10)  # a colleague has a budget of their own
+    actions = [(e["actor"], e["action"], e["outcome"]) for e in node.audit_lines()]
+    assert ("alice", "disclosure_alert", "alert") in actions
+    assert ("alice", "disclose", "rate_limited") in actions
+    assert actions.count(("alice", "disclose", "ok")) == 2
+    assert ("bob", "disclose", "ok") in actions
+    assert verify_audit_log(node.config.audit_log).ok
+
+
+def test_a_disclosure_of_another_agencys_record_is_relayed_and_audited_on_both_nodes(
+    fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    holder: Node = fresh_node(matcher[0], agency="health")
+    requester: Node = fresh_node(matcher[0], peers=f'health = "{holder.address}"')
+    reference = holder.reference_of(CANARY_LOCAL_ID)
+    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose="s47 enquiry")
+    look_up(requester, pki, matcher[1], "alice", [("health", reference)])
+
+    # harriet is health staff, but alice's lookup was at the police node: she may not ask
+    # health directly (item: own node only), and alice is refused at the health node too
+    with pytest.raises(grpc.RpcError) as info:
+        holder.stub(pki, "alice").Disclose(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    response = requester.stub(pki, "alice").Disclose(request, timeout=10)
+    assert response.agency == "health" and response.reference == reference
+    assert dict(response.fields)["family_name"] == CANARY_FAMILY
+
+    mine = requester.audit_lines()[-1]
+    assert (mine["actor"], mine["action"], mine["outcome"]) == ("alice", "disclose", "ok")
+    assert mine["details"]["holder"] == "health" and mine["details"]["reference"] == reference
+    assert mine["details"]["holder_disclosure_id"] == response.disclosure_id
+    theirs = holder.audit_lines()[-1]
+    assert (theirs["actor"], theirs["action"], theirs["outcome"]) == ("alice", "disclose", "ok")
+    assert theirs["purpose"] == "s47 enquiry"
+    assert theirs["details"]["caller_agency"] == "police"
+    assert theirs["details"]["via"] == "police-node"
+    assert theirs["details"]["disclosure_id"] == response.disclosure_id
+    for node in (requester, holder):
+        assert_no_identifier(node.config.audit_log.read_text("utf-8"))
+        assert verify_audit_log(node.config.audit_log).ok
+
+    # the holder's refusal reaches staff with its code, naming the holder
+    missing = "0" * 32
+    look_up(requester, pki, matcher[1], "alice", [("health", missing)])
+    with pytest.raises(grpc.RpcError) as info:
+        requester.stub(pki, "alice").Disclose(
+            jigsaw_pb2.DiscloseRequest(reference=missing, purpose="p"), timeout=10
+        )
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert info.value.details().startswith("health node:")
+    assert requester.audit_lines()[-1]["outcome"] == "holder_not_found"
+
+
+def test_a_disclosure_held_by_an_agency_without_a_peer_address_is_refused(
+    fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    node: Node = fresh_node(matcher[0])
+    look_up(node, pki, matcher[1], "alice", [("health", "cd" * 16)])
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub(pki, "alice").Disclose(
+            jigsaw_pb2.DiscloseRequest(reference="cd" * 16, purpose="p"), timeout=10
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "held by health" in info.value.details() and "[peers]" in info.value.details()
+
+
+def test_on_behalf_of_is_for_relaying_nodes_only(node: Node, pki: Path) -> None:
+    reference = node.reference_of(CANARY_LOCAL_ID)
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub(pki, "alice").Disclose(
+            jigsaw_pb2.DiscloseRequest(reference=reference, purpose="p", on_behalf_of="bob"),
+            timeout=10,
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "on_behalf_of" in info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub(pki, "health-node").Disclose(
+            jigsaw_pb2.DiscloseRequest(reference=reference, purpose="p"), timeout=10
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "on_behalf_of" in info.value.details()
 
 
 def test_disclose_by_wrong_role_is_denied(node: Node, pki: Path) -> None:
@@ -327,8 +500,11 @@ def test_disclose_by_wrong_role_is_denied(node: Node, pki: Path) -> None:
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-def test_disclose_to_a_role_without_policy_is_denied(fresh_node: Any, pki: Path) -> None:
-    strict: Node = fresh_node("localhost:1", disclosure='operator = ["family_name"]')
+def test_disclose_to_a_role_without_policy_is_denied(
+    fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    strict: Node = fresh_node(matcher[0], disclosure='operator = ["family_name"]')
+    look_up(strict, pki, matcher[1], "alice", [("police", strict.reference_of("c2"))])
     with pytest.raises(grpc.RpcError) as info:
         strict.stub(pki, "alice").Disclose(
             jigsaw_pb2.DiscloseRequest(reference=strict.reference_of("c2"), purpose="check"),
@@ -352,12 +528,14 @@ def test_disclose_to_a_role_without_policy_is_denied(fresh_node: Any, pki: Path)
 def test_disclose_validation(
     node: Node,
     pki: Path,
+    matcher: tuple[str, MatcherLog],
     reference: str | None,
     purpose: str,
     code: grpc.StatusCode,
     field_name: str,
 ) -> None:
     ref = reference if reference is not None else node.reference_of(CANARY_LOCAL_ID)
+    look_up(node, pki, matcher[1], "alice", [("police", ref)])
     before = len(node.audit_lines())
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "alice").Disclose(
@@ -368,6 +546,29 @@ def test_disclose_validation(
     assert_no_identifier(info.value.details())
     entries = node.audit_lines()
     assert len(entries) == before + 1 and entries[-1]["outcome"] != "ok"
+
+
+@pytest.mark.parametrize("method", ["Lookup", "Disclose", "Status"])
+def test_staff_of_another_agency_are_refused_every_method(
+    node: Node, pki: Path, method: str
+) -> None:
+    """Staff talk to their own agency's node only: harriet (health) at the police node."""
+    requests = {
+        "Lookup": jigsaw_pb2.LookupRequest(identifiers=AMY, purpose="p"),
+        "Disclose": jigsaw_pb2.DiscloseRequest(
+            reference=node.reference_of(CANARY_LOCAL_ID), purpose="p"
+        ),
+        "Status": jigsaw_pb2.NodeStatusRequest(),
+    }
+    before = len(node.audit_lines())
+    with pytest.raises(grpc.RpcError) as info:
+        getattr(node.stub(pki, "harriet"), method)(requests[method], timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = info.value.details()
+    assert "staff of agency police only" in details and "names agency health" in details
+    assert_no_identifier(details)
+    assert "Amy" not in details
+    assert len(node.audit_lines()) == before  # refused before the servicer: nothing released
 
 
 def test_status_for_operator_and_health(node: Node, pki: Path) -> None:

@@ -127,7 +127,12 @@ def test_leaf_extensions(pki: tuple[Path, PkiLayout], name: str) -> None:
         has_san = False
     if name in {"matcher", "police-node"}:
         assert has_san
-        assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+        # and the role-and-agency name a client expecting this server checks
+        expected = {
+            "matcher": "matcher.unit.jigsaw.invalid",
+            "police-node": "node.police.jigsaw.invalid",
+        }
+        assert san.get_values_for_type(x509.DNSName) == ["localhost", expected[name]]
         assert set(san.get_values_for_type(x509.IPAddress)) == {
             ipaddress.ip_address("127.0.0.1"),
             ipaddress.ip_address("::1"),

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.ratelimit import EnumerationGuard, RateLimiter, WindowCap
+from server.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers, WindowCap
 
 
 class FakeClock:
@@ -259,3 +259,26 @@ def test_window_cap_never_grants_more_than_limit_in_a_window(
 def test_window_cap_invalid_settings(limit: int, window: float) -> None:
     with pytest.raises(ValueError):
         WindowCap(limit=limit, window_seconds=window)
+
+
+def test_recent_answers_hold_a_reference_for_its_person_within_the_window() -> None:
+    clock = FakeClock()
+    answers = RecentAnswers(60.0, clock=clock)
+    answers.record("alice", [("health", "a" * 32), ("police", "b" * 32)])
+    assert answers.holder_of("alice", "a" * 32) == "health"
+    assert answers.holder_of("bob", "a" * 32) is None  # another person's lookup
+    assert answers.holder_of("alice", "c" * 32) is None
+    clock.advance(59.0)
+    answers.record("alice", [("health", "a" * 32)])  # returned again: a fresh window
+    clock.advance(2.0)
+    assert answers.holder_of("alice", "a" * 32) == "health"
+    assert answers.holder_of("alice", "b" * 32) is None  # expired
+    assert len(answers) == 1
+
+
+def test_recent_answers_are_bounded_oldest_first() -> None:
+    answers = RecentAnswers(60.0, clock=FakeClock(), max_entries=3)
+    answers.record("alice", [("health", str(i) * 32) for i in range(5)])
+    assert len(answers) == 3
+    assert answers.holder_of("alice", "0" * 32) is None
+    assert answers.holder_of("alice", "4" * 32) == "health"

@@ -285,12 +285,14 @@ class LookupResponse(_message.Message):
     def __init__(self, lookup_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DiscloseRequest(_message.Message):
-    __slots__ = ("reference", "purpose")
+    __slots__ = ("reference", "purpose", "on_behalf_of")
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
     reference: str
     purpose: str
-    def __init__(self, reference: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+    on_behalf_of: str
+    def __init__(self, reference: _Optional[str] = ..., purpose: _Optional[str] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
 
 class DiscloseResponse(_message.Message):
     __slots__ = ("disclosure_id", "agency", "reference", "fields", "withheld_fields")
