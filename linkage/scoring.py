@@ -279,6 +279,7 @@ def priors_by_kind(
     population_pairs: Sequence[float],
     prior: float,
     *,
+    pseudo_matches: float = 10.0,
     iterations: int = 200,
 ) -> tuple[NDArray[np.float64], tuple[float, ...]]:
     """Posterior match probabilities under one prior per kind of pair, and those priors.
@@ -289,7 +290,9 @@ def priors_by_kind(
     With m and u held, EM estimates each kind's prior: λ_k = the sum of the match
     probabilities of the candidate pairs of kind k over ``population_pairs[k]``, every pair of
     that kind (pairs that never became candidates count as non-matches), from ``prior`` until
-    it settles.
+    it settles. A Beta prior centred on ``prior``, as strong as ``pseudo_matches`` matches,
+    keeps a kind with few pairs near the model's prior (one pair alone would otherwise talk
+    itself into a match) and is negligible beside thousands of matches.
 
     ``log2_odds`` are the pairs' posterior log2 odds under ``prior``
     (:meth:`FellegiSunterModel.match_log2_odds`), ``kind`` each pair's kind (0..k-1).
@@ -307,7 +310,8 @@ def priors_by_kind(
             factor = evidence[mask] * math.log(2.0)
             for _ in range(iterations):
                 odds = math.log(lam) - math.log1p(-lam)
-                new = float(np.clip(_stable_sigmoid(factor + odds).sum() / total, 1e-12, 0.5))
+                matches = float(_stable_sigmoid(factor + odds).sum()) + pseudo_matches
+                new = float(np.clip(matches / (total + pseudo_matches / prior), 1e-12, 0.5))
                 if abs(new - lam) <= 1e-9 * lam:
                     lam = new
                     break

@@ -861,8 +861,10 @@ def test_priors_by_kind_settle_where_each_prior_explains_its_pairs(
         if not mask.any():
             assert priors[k] == 1e-4  # no candidate of this kind: the model's prior stands
             continue
-        # EM's fixed point: the prior is the expected share of matches among all such pairs
-        expected = float(np.clip(probability[mask].sum() / total, 1e-12, 0.5))
+        # EM's fixed point: the prior is the expected share of matches among all such pairs,
+        # with the Beta prior's pseudo-matches (10) at the model's prior
+        matches = probability[mask].sum() + 10.0
+        expected = float(np.clip(matches / (total + 10.0 / 1e-4), 1e-12, 0.5))
         assert math.isclose(priors[k], expected, rel_tol=1e-6)
     # the fields' evidence is kept: within a kind, the order of the pairs is unchanged
     for k in (0, 1):
@@ -876,6 +878,8 @@ def test_a_rare_kind_of_pair_gets_a_lower_prior_and_lower_probabilities() -> Non
     # the population, so the same matches are a hundred times rarer among them
     log2_odds = np.full(20, 3.0)
     kind = np.repeat(np.array([0, 1], dtype=np.int64), 10)
-    probability, (within, across) = priors_by_kind(log2_odds, kind, (1e6, 1e4), 1e-3)
+    probability, (within, across) = priors_by_kind(
+        log2_odds, kind, (1e6, 1e4), 1e-3, pseudo_matches=1.0
+    )
     assert within < across
     assert np.all(probability[:10] < probability[10:])
