@@ -6,10 +6,12 @@ into a :class:`linkage.index.MatchIndex` as nodes publish (forms included); the 
 as the matcher fits it (on a sample of the index). Then records of one agency (``--from``,
 children's social care) whose child the target agency (``--to``, health) holds are looked up
 as staff would type them: the node's query (:func:`linkage.forms.encode_query`, one row per
-assumed sex value), the rows' candidates merged per record under its best probability. For
-each lookup the target agency's candidates are ranked; ``top1`` is the share of lookups whose
-first candidate is the child's record, ``top5`` whose first five hold one, ``none`` the
-share with no candidate of that agency at all.
+assumed sex value, and with ``hypotheses`` the rows of its date hypotheses,
+:func:`linkage.forms.date_hypotheses`), the rows' candidates merged per record under its best
+probability; every profile is run without and with the hypotheses. For each lookup the
+target agency's candidates are ranked; ``top1`` is the share of lookups whose first candidate
+is the child's record, ``top5`` whose first five hold one, ``none`` the share with no
+candidate of that agency at all.
 
 Labels are used only to score; only shares are printed.
 Run ``python -m benchmarks.lookups --children 20000 --profile hard [--report]``.
@@ -34,8 +36,14 @@ PROFILES = ("default", "typical", "hard")
 
 
 def run(
-    children: int, profile: str, lookups: int, seed: int, source: str, target: str
-) -> dict[str, Any]:
+    children: int,
+    profile: str,
+    lookups: int,
+    seed: int,
+    source: str,
+    target: str,
+    hypotheses: tuple[bool, ...] = (False, True),
+) -> list[dict[str, Any]]:
     schema = default_child_schema()
     keys = KeySet(LinkageSecret.for_tests())
     agencies = synthetic.DEFAULT_AGENCIES if profile == "default" else synthetic.PROFILES[profile]
@@ -57,32 +65,38 @@ def run(
     asking = population.agencies[source]
     rows = [r for r, child in enumerate(asking.child_id.tolist()) if child in held]
     rows = np.random.default_rng(seed + 1).permutation(rows)[:lookups].tolist()
-    top1 = top5 = none = 0
-    for row in rows:
-        values = {name: asking.columns[name][row] for name in schema.input_names}
-        query = forms.encode_query(schema, keys, values)
-        best: dict[int, float] = {}  # the target's records (by child), best probability
-        for q in range(len(query)):
-            for c in index.query(query.take([q]), model, max_candidates=20):
-                agency, child = owner[c.reference]
-                if agency == target:
-                    best[child] = max(best.get(child, 0.0), c.probability)
-        ranked = sorted(best, key=lambda child: -best[child])
-        want = int(asking.child_id[row])
-        top1 += bool(ranked) and ranked[0] == want
-        top5 += want in ranked[:5]
-        none += not ranked
-    n = max(1, len(rows))
-    return {
-        "profile": profile,
-        "records": len(index),
-        "lookups": len(rows),
-        "from": source,
-        "to": target,
-        "top1": top1 / n,
-        "top5": top5 / n,
-        "none": none / n,
-    }
+    out = []
+    for date_errors in hypotheses:
+        top1 = top5 = none = 0
+        for row in rows:
+            values = {name: asking.columns[name][row] for name in schema.input_names}
+            query = forms.encode_query(schema, keys, values, date_errors=date_errors)
+            best: dict[int, float] = {}  # the target's records (by child), best probability
+            for q in range(len(query)):
+                for c in index.query(query.take([q]), model, max_candidates=20):
+                    agency, child = owner[c.reference]
+                    if agency == target:
+                        best[child] = max(best.get(child, 0.0), c.probability)
+            ranked = sorted(best, key=lambda child: -best[child])
+            want = int(asking.child_id[row])
+            top1 += bool(ranked) and ranked[0] == want
+            top5 += want in ranked[:5]
+            none += not ranked
+        n = max(1, len(rows))
+        out.append(
+            {
+                "profile": profile,
+                "hypotheses": "yes" if date_errors else "no",
+                "records": len(index),
+                "lookups": len(rows),
+                "from": source,
+                "to": target,
+                "top1": top1 / n,
+                "top5": top5 / n,
+                "none": none / n,
+            }
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for profile in args.profile or PROFILES:
         print(f"{profile}: publishing and looking up", file=sys.stderr, flush=True)
-        rows.append(run(args.children, profile, args.lookups, args.seed, args.source, args.target))
-        print(json.dumps(rows[-1]), flush=True)
+        found = run(args.children, profile, args.lookups, args.seed, args.source, args.target)
+        for row in found:
+            print(json.dumps(row), flush=True)
+        rows.extend(found)
     if args.report:
         from benchmarks.report import write_table_section
 
@@ -111,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             "Every agency of the seeded synthetic population published into the matcher's "
             "index as nodes publish (forms included), the model fitted as the matcher fits "
             "it; records of one agency whose child the other holds looked up as staff type "
-            "them (one query row per assumed sex value, merged per record). `top1`: the "
+            "them (one query row per assumed sex value; `hypotheses`: also the rows of the "
+            "date hypotheses, `linkage.forms.date_hypotheses`; merged per record). `top1`: the "
             "target agency's first candidate is the child's record; `top5`: among its first "
             "five; `none`: no candidate of that agency.",
             rows,

@@ -26,6 +26,17 @@ is idempotent; the matcher is told which record each form belongs to (``form_of`
 What it costs the matcher: it learns that a record lacks the assumed field, which the
 presence bitmap already said, and that the forms belong together, which their identical
 unsalted filters already said.
+
+A lookup may also send *date hypotheses* (:func:`encode_query` with ``date_errors``): the
+fields salted with a date (the names and postcode, salted with the date of birth) are compared
+only where the two dates are equal, so the record of a child whose date one agency keyed a day
+off, transposed or left out would never meet the query. Each hypothesis is one more query
+row, encoded as if the date were one of its usual errors (:func:`date_hypotheses`) and
+*withholding* the date itself (published as missing, its salt tag kept, as a form does): the
+salted fields meet the records that hold that date, and the date adds no evidence for or
+against, so a record found only under a hypothesis ranks below one whose date agrees. Query
+rows are the node's own and publish nothing; the matcher learns only that the rows of one
+lookup belong together.
 """
 
 from __future__ import annotations
@@ -35,13 +46,14 @@ import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 from numpy.typing import NDArray
 
 from linkage.encode import EncodedBatch, concat_batches, encode_record, encode_records
 from linkage.keys import KeySet
-from linkage.normalise import FINITE_VALUES
+from linkage.normalise import FINITE_VALUES, PLACEHOLDER_DATES, normalise_date
 from linkage.schema import Schema
 
 #: ``Forms.form`` of a record published as itself (nothing assumed)
@@ -165,11 +177,74 @@ def encode_forms(
     return Forms(batch, np.asarray(origin, dtype=np.int64), np.asarray(form, dtype=np.int64))
 
 
-def encode_query(schema: Schema, keys: KeySet, values: Mapping[str, str | None]) -> EncodedBatch:
+def date_hypotheses(iso: str) -> tuple[str | None, ...]:
+    """The dates an agency often holds instead of ``iso`` (a valid ISO date), each a valid
+    date and none equal to it, then None (no date held): the day, the month or the year one
+    off, day and month transposed, 1 January of the year, the placeholder dates
+    (:data:`linkage.normalise.PLACEHOLDER_DATES`)."""
+    year, month, day = (int(part) for part in iso.split("-"))
+    shifted = [(year, month, day + d) for d in (-1, 1)]
+    shifted += [(year, month + d, day) for d in (-1, 1)]
+    shifted += [(year + d, month, day) for d in (-1, 1)]
+    shifted += [(year, day, month), (year, 1, 1)]
+    found: list[str | None] = []
+    for y, m, d in shifted:
+        try:
+            found.append(date(y, m, d).isoformat())
+        except ValueError:
+            continue
+    found += PLACEHOLDER_DATES
+    return (*dict.fromkeys(x for x in found if x != iso), None)
+
+
+def hypothesis_fields(schema: Schema) -> tuple[str, ...]:
+    """Date fields that salt others by value: where :func:`encode_query` adds hypotheses."""
+    kinds = {spec.name: spec.kind for spec in schema.fields}
+    sources = (source.split(".")[0] for source in schema.salt_sources if source.endswith(".value"))
+    return tuple(name for name in dict.fromkeys(sources) if kinds.get(name) == "date")
+
+
+def encode_query(
+    schema: Schema,
+    keys: KeySet,
+    values: Mapping[str, str | None],
+    *,
+    date_errors: bool = False,
+) -> EncodedBatch:
     """One record as :func:`encode_forms` publishes it (one row, or one row per form in the
     same order), encoded with :func:`linkage.encode.encode_record`, a third of
     ``encode_records``' time for one record: a lookup's query, sent once per row, so that it
-    meets each form of a record under the salt it assumes. ``problems`` are the record's."""
+    meets each form of a record under the salt it assumes. ``problems`` are the record's.
+
+    With ``date_errors``, the rows of each date hypothesis follow (module docstring): for a
+    date field that salts others (:func:`hypothesis_fields`) and holds a value, the query
+    under each of :func:`date_hypotheses`, the date itself withheld."""
+    base = _encode_forms_of_query(schema, keys, values)
+    if not date_errors:
+        return base
+    rows = [base]
+    for name in hypothesis_fields(schema):
+        spec = schema.field(name)
+        given = base.field_present[0, schema.field_names.index(name)]
+        if not given:
+            continue
+        held = _normalise_date(values.get(spec.input_name), schema.day_first)
+        for other in date_hypotheses(held):
+            hypothesis = _encode_forms_of_query(schema, keys, {**values, spec.input_name: other})
+            rows.append(assume(schema, hypothesis, [name]))
+    return dataclasses.replace(concat_batches(rows), problems=base.problems)
+
+
+def _normalise_date(value: str | None, day_first: bool) -> str:
+    canonical = normalise_date(value, field="date", day_first=day_first)
+    if canonical is None:
+        raise ValueError("a date present in the encoding normalises to a value")
+    return canonical
+
+
+def _encode_forms_of_query(
+    schema: Schema, keys: KeySet, values: Mapping[str, str | None]
+) -> EncodedBatch:
     base = encode_record(schema, keys, values)
     assumable = assumable_fields(schema)
     fields = [

@@ -60,6 +60,7 @@ __all__ = [
     "NORMALISATION_VERSION",
     "NORMALISERS",
     "NULL_MARKERS",
+    "PLACEHOLDER_DATES",
     "Normaliser",
     "date_parts",
     "is_valid_nhs_number",
@@ -500,6 +501,10 @@ SEX_VALUES: Final[tuple[str, ...]] = tuple(sorted({v for v in _SEX_CODES.values(
 
 #: Normalisation kinds with few normalised values, and those values (a lookup that lacks such
 #: a field where it salts another can be sent once per value: ``linkage.forms``).
+PLACEHOLDER_DATES: Final[tuple[str, ...]] = ("1900-01-01",)
+"""Dates agencies write for a date of birth they do not know (valid dates, so only linkage can
+tell): a lookup's date hypotheses include them (:func:`linkage.forms.date_hypotheses`)."""
+
 FINITE_VALUES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({"sex": SEX_VALUES})
 
 
