@@ -116,7 +116,7 @@ def _probe_requests(
         requests.append(
             jigsaw_pb2.MatchRequest(
                 header=header,
-                query=encoded_to_proto(batch, [f"{number:032x}"])[0],
+                queries=encoded_to_proto(batch, [f"{number:032x}"]),
                 max_candidates=5,
                 purpose="insider probe (benchmark)",
                 on_behalf_of="insider",

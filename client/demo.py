@@ -462,7 +462,7 @@ def _pick_children(
         query = {
             f: str(health.columns[f][j]).strip()
             # sex too: the shipped schema salts the date of birth with it (without it the node
-            # sends the lookup once per sex value)
+            # sends the lookup as one row per sex value)
             for f in ("given_name", "family_name", "date_of_birth", "sex", "postcode")
             if health.columns[f][j] and str(health.columns[f][j]).strip()
         }

@@ -2,7 +2,8 @@
 
 Role in the pipeline: steps 2, 3 and 5 of the data flow. Agency nodes stream their encodings
 in (``Publish``) and withdraw them (``Withdraw``); a node asks ``Match`` on behalf of a staff
-member with one encoded query and gets ranked candidates across every agency (its own
+member, once per lookup, with the lookup's encoded query rows (hypotheses about one person,
+at most :data:`MAX_QUERY_ROWS`) and gets one ranked list of candidates across every agency (its own
 included: staff want to know about every record, wherever it is held); an operator runs a batch
 ``Link`` over everything published and pages through the stored clusters
 (``GetLinkResult``). The matcher sees encodings, opaque references, agency ids, fingerprints,
@@ -17,8 +18,9 @@ each with ``form_of`` naming the record. The servicer keeps a :class:`FormMap` (
 record, per agency; rebuilt from the store with the index, updated by Publish and Withdraw
 under the same write lock) and treats a record's forms as that record: Publish drops from the
 index the forms and own rows the store replaced, Withdraw of a record drops its forms, Match
-reports a form under its record's reference (each record once, its best form; the index is
-asked for ``max_forms`` times as many candidates, then trimmed), Link clusters records
+queries the index with each row and reports a form under its record's reference (each
+record once, at its best candidate over every row and form; the index is asked for
+``max_forms`` times as many candidates per row, then trimmed), Link clusters records
 (``pipeline.cluster_datasets(record=...)``; each cluster member is a record, once) and Status
 counts records, not rows.
 The Fellegi-Sunter model is loaded from the store at start; if there is none, it is fitted at
@@ -69,6 +71,7 @@ import binascii
 import ctypes
 import ctypes.util
 import dataclasses
+import itertools
 import logging
 import math
 import queue
@@ -100,7 +103,7 @@ from server.matcher_convert import (
     cluster_to_proto,
     columns_message_to_encoded,
     evidence_table,
-    query_to_encoded,
+    queries_to_encoded,
     records_to_encoded,
 )
 from server.matcher_store import MatcherStore, StoredCluster, StoredEdge
@@ -125,6 +128,9 @@ MAX_PURPOSE_CHARS = 500
 MAX_ON_BEHALF_OF_CHARS = 128
 DEFAULT_MAX_CANDIDATES = 20
 MAX_CANDIDATES = 100
+#: Query rows one Match may carry: a lookup's hypotheses about one person (one row per value
+#: of the salt fields of few values it lacks), with room to spare over the shipped schema's.
+MAX_QUERY_ROWS = 32
 MAX_WITHDRAW_REFERENCES = 100_000
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -262,13 +268,16 @@ class FormMap:
 
 
 def candidates_per_record(
-    found: Sequence[IndexedCandidate], form_map: FormMap, limit: int
+    found: Sequence[Sequence[IndexedCandidate]], form_map: FormMap, limit: int
 ) -> list[IndexedCandidate]:
-    """Ranked candidates with each form reported as its record: each record once, at its
-    best-ranked candidate, at most ``limit`` of them (``found`` is ranked best first)."""
+    """One lookup's candidates from the ranked lists of its query rows (each best first):
+    each record once, at its most probable candidate over every row and every form of it
+    (the earlier row on a tie), reported under the record's reference, most probable first,
+    at most ``limit`` of them."""
+    ranked = sorted(itertools.chain.from_iterable(found), key=lambda c: -c.probability)
     out: list[IndexedCandidate] = []
     seen: set[tuple[str, str]] = set()
-    for candidate in found:
+    for candidate in ranked:
         record = form_map.record_of(candidate.agency, candidate.reference)
         if (candidate.agency, record) in seen:
             continue
@@ -613,24 +622,33 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
             if max_candidates > MAX_CANDIDATES:
                 raise RequestError("max_candidates", f"at most {MAX_CANDIDATES}")
-            if not request.HasField("query"):
-                raise RequestError("query", "required (one encoded record)")
-            query = query_to_encoded(request.query, self._schema, key_version=self._key_version)
+            rows = len(request.queries)
+            if not 1 <= rows <= MAX_QUERY_ROWS:
+                raise RequestError(
+                    "queries", f"expected 1 to {MAX_QUERY_ROWS} encoded rows, got {rows}"
+                )
+            queries = queries_to_encoded(
+                request.queries, self._schema, key_version=self._key_version
+            )
+            if rows > 1:
+                details["queries"] = rows
             candidates: list[jigsaw_pb2.Candidate] = []
             if len(self._index):
                 model = self._ensure_model()
                 # the full scan only when blocking found no confident candidate
-                # (linkage.index docstring: measured to lose no record)
-                # a record's forms may take several places: ask for enough, keep each
-                # record once (its best form), under the record's reference
+                # (linkage.index docstring: measured to lose no record); a record's forms may
+                # take several places: ask each row for enough, keep each record once
                 found = candidates_per_record(
-                    self._index.query(
-                        query,
-                        model,
-                        max_candidates=max_candidates * self._max_forms,
-                        min_probability=DEFAULT_MIN_PROBABILITY,
-                        confident_probability=CONFIDENT_PROBABILITY,
-                    ),
+                    [
+                        self._index.query(
+                            query,
+                            model,
+                            max_candidates=max_candidates * self._max_forms,
+                            min_probability=DEFAULT_MIN_PROBABILITY,
+                            confident_probability=CONFIDENT_PROBABILITY,
+                        )
+                        for query in queries
+                    ],
                     self._forms,
                     max_candidates,
                 )

@@ -501,7 +501,7 @@ burst = 3
             header=jigsaw_pb2.EncodingHeader(
                 schema_fingerprint=schema.fingerprint(), key_version=1
             ),
-            query=query,
+            queries=[query],
             purpose="probe",
             on_behalf_of="nobody",
         )

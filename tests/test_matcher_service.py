@@ -154,7 +154,7 @@ def match(
 ) -> jigsaw_pb2.MatchResponse:
     request = jigsaw_pb2.MatchRequest(
         header=header(),
-        query=query,
+        queries=[query],
         max_candidates=10,
         purpose="section 47 enquiry",
         on_behalf_of="alice",
@@ -162,6 +162,9 @@ def match(
     for key, value in extra.items():
         if isinstance(value, jigsaw_pb2.EncodingHeader):
             getattr(request, key).CopyFrom(value)
+        elif key == "queries":
+            del request.queries[:]
+            request.queries.extend(value)  # type: ignore[arg-type]
         else:
             setattr(request, key, value)
     return matcher.stub(identity).Match(request, timeout=TIMEOUT)
@@ -319,7 +322,11 @@ def test_malformed_records_are_refused(
     with pytest.raises(grpc.RpcError) as caught:
         match(matcher, "police-node", bad_query)
     assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "query.record_filter" in caught.value.details()
+    assert "queries[0].record_filter" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:  # a later row is named by its position
+        match(matcher, "police-node", records[0], queries=[records[0], records[1], bad_query])
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "queries[2].record_filter" in caught.value.details()
     assert status(matcher) == {}
 
 
@@ -456,6 +463,8 @@ def test_match_validates_purpose_and_limits(
         ({"purpose": ""}, "purpose"),
         ({"on_behalf_of": ""}, "on_behalf_of"),
         ({"max_candidates": 101}, "max_candidates"),
+        ({"queries": []}, "'queries': expected 1 to 32 encoded rows, got 0"),
+        ({"queries": [query] * 33}, "'queries': expected 1 to 32 encoded rows, got 33"),
     ):
         with pytest.raises(grpc.RpcError) as caught:
             match(matcher, "police-node", query, **extra)

@@ -650,7 +650,8 @@ def test_lookup_goes_through_the_matcher(
     assert request.on_behalf_of == "alice" and request.purpose == "strategy meeting"
     assert request.header.schema_fingerprint == node.config.schema.fingerprint()
     assert request.max_candidates == 5
-    filters = list(request.query.field_filters)
+    (query,) = request.queries
+    filters = list(query.field_filters)
     names = node.config.schema.field_names
     present = {name for name, data in zip(names, filters, strict=True) if data}
     assert present == published("given_name", "family_name", "date_of_birth", "sex")
@@ -664,56 +665,35 @@ def test_lookup_goes_through_the_matcher(
     assert entry["details"]["lookup_id"] == response.lookup_id
 
 
-def test_a_lookup_without_sex_is_sent_once_per_sex_value(
+def test_a_lookup_without_sex_is_one_match_with_a_row_per_sex_value(
     node: Node, pki: Path, matcher: tuple[str, MatcherLog]
 ) -> None:
     # the shipped schema salts the date of birth with sex (the names with the date's value,
     # the full name with parts of it): without sex the date could not be compared, so the node
-    # sends the query under each sex value, sex itself published as missing (never compared)
+    # sends the query under each sex value, sex itself published as missing (never compared),
+    # every row in the lookup's one Match call (the matcher merges them)
     response, calls = _lookup(node, pki, matcher[1], AMY)  # no sex
-    sent = [request for _, request in calls]
-    assert len(sent) == 3
+    ((_, request),) = calls
+    assert request.on_behalf_of == "alice"
+    assert len(request.queries) == 3
     names = node.config.schema.field_names
     dates = set()
     names_sent = set()
-    for request in sent:
-        filters = dict(zip(names, request.query.field_filters, strict=True))
+    for query in request.queries:
+        filters = dict(zip(names, query.field_filters, strict=True))
         assert {n for n, data in filters.items() if data} == published(
             "given_name", "family_name", "date_of_birth"
         )
-        assert all(tag != 0 for tag in request.query.salt_tags)  # date and sex tags both set
+        assert all(tag != 0 for tag in query.salt_tags)  # date and sex tags both set
         dates.add(filters["date_of_birth"])
         names_sent.add(tuple(data for n, data in filters.items() if "name" in n))
-        assert request.on_behalf_of == "alice"
+        assert query.reference == response.lookup_id
     assert len(dates) == 3  # the date's filter under each assumed sex
     assert len(names_sent) == 1  # the names do not depend on sex: the same filters each time
-    # the fake matcher answers each with the same record: it is listed once
     (candidate,) = response.candidates
     assert (candidate.agency, candidate.reference) == ("health", "ab" * 16)
     entry = node.audit_lines()[-1]
     assert entry["details"]["queries"] == 3 and entry["details"]["candidates"] == 1
-
-
-def test_merged_candidates_keep_each_records_best_band_best_first() -> None:
-    from server.node import merge_candidates
-
-    def candidate(reference: str, band: int) -> jigsaw_pb2.Candidate:
-        return jigsaw_pb2.Candidate(agency="health", reference=reference * 32, band=band)
-
-    high, possible, very_high = (
-        jigsaw_pb2.PROBABILITY_BAND_HIGH,
-        jigsaw_pb2.PROBABILITY_BAND_POSSIBLE,
-        jigsaw_pb2.PROBABILITY_BAND_VERY_HIGH,
-    )
-    first = [candidate("a", possible), candidate("b", high)]
-    second = [candidate("a", very_high), candidate("c", possible)]
-    merged = merge_candidates([first, second], limit=10)
-    assert [(c.reference[0], c.band) for c in merged] == [
-        ("a", very_high),
-        ("b", high),
-        ("c", possible),
-    ]
-    assert len(merge_candidates([first, second], limit=2)) == 2
 
 
 @pytest.mark.parametrize(

@@ -140,18 +140,18 @@ class WithdrawResponse(_message.Message):
     def __init__(self, withdrawn: _Optional[int] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
-    __slots__ = ("header", "query", "max_candidates", "purpose", "on_behalf_of")
+    __slots__ = ("header", "max_candidates", "purpose", "on_behalf_of", "queries")
     HEADER_FIELD_NUMBER: _ClassVar[int]
-    QUERY_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
     header: EncodingHeader
-    query: EncodedRecord
     max_candidates: int
     purpose: str
     on_behalf_of: str
-    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., query: _Optional[_Union[EncodedRecord, _Mapping]] = ..., max_candidates: _Optional[int] = ..., purpose: _Optional[str] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
+    queries: _containers.RepeatedCompositeFieldContainer[EncodedRecord]
+    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., max_candidates: _Optional[int] = ..., purpose: _Optional[str] = ..., on_behalf_of: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[EncodedRecord, _Mapping]]] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
     __slots__ = ("candidates",)
