@@ -256,12 +256,14 @@ cert = "../pki/matcher.pem"
 key = "../pki/matcher.key"
 
 # Per calling node (certificate name): the matcher's own limit on Match, which a node's
-# operator cannot lift (these are the defaults, written out so that they can be seen).
+# operator cannot lift, and the share of it each person the node acts for may use (these
+# are the defaults, written out so that they can be seen).
 [match_limits]
 matches_per_minute = 120
 burst = 60
 enumeration_alert_per_hour = 300
 max_matches_per_hour = 1000
+person_share = 0.25
 """
     path = root / "matcher" / "matcher.toml"
     path.parent.mkdir(parents=True, exist_ok=True)

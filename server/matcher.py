@@ -43,13 +43,18 @@ never logged.
 Match limits (``[match_limits]`` of the config, :mod:`server.matcher_config`): the matcher
 limits each calling node identity itself, because the node's own per-staff limits are set by
 the node's operator and do not bind a node that holds the linkage secret and probes the
-matcher with guessed identities. Before any decoding or index work, ``Match`` takes a token
-from the caller's :class:`~server.ratelimit.RateLimiter`; a call past it is counted by an
-:class:`~server.ratelimit.EnumerationGuard` (over the hourly threshold: one
-"enumeration_alert" audit entry and a warning naming the caller) and must then get a slot of
-the caller's hourly :class:`~server.ratelimit.WindowCap`. A refusal by the bucket or the cap
-is ``RESOURCE_EXHAUSTED`` with trailing metadata ``retry-after-s``, audited as a "match" with
-outcome "rate_limited". Publish, Withdraw and Link are not lookups and are not limited.
+matcher with guessed identities; inside a node's budget each person it acts for
+(``on_behalf_of``) gets at most ``person_share`` of it, so one person cannot lock colleagues
+out. One Match is one lookup, counted once whatever its rows. Before any decoding or index
+work (``on_behalf_of`` aside), ``Match`` needs a token of the node's and of the person's
+:class:`~server.ratelimit.RateLimiter` and a slot of the node's and the person's hourly
+:class:`~server.ratelimit.WindowCap`, all or nothing (:class:`~server.ratelimit.AllOrNothing`:
+a refused call is charged to none). A call past the buckets is counted by an
+:class:`~server.ratelimit.EnumerationGuard` per node (over the hourly threshold: one
+"enumeration_alert" audit entry and a warning naming the caller). A refusal is
+``RESOURCE_EXHAUSTED`` with trailing metadata ``retry-after-s`` (the longest wait of the
+limits that refused), audited as a "match" with outcome "rate_limited". Publish, Withdraw and
+Link are not lookups and are not limited.
 
 Errors go through :mod:`server.status` (``@grpc_errors``): a header whose fingerprint or key
 version differs is ``FAILED_PRECONDITION`` saying which differs; a malformed record is
@@ -107,7 +112,7 @@ from server.matcher_convert import (
     records_to_encoded,
 )
 from server.matcher_store import MatcherStore, StoredCluster, StoredEdge
-from server.ratelimit import Clock, EnumerationGuard, RateLimiter, WindowCap
+from server.ratelimit import AllOrNothing, Clock, EnumerationGuard, RateLimiter, WindowCap
 from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
     NotFoundError,
@@ -425,20 +430,35 @@ def candidates_to_proto(
 
 @dataclass(frozen=True)
 class MatchLimits:
-    """The limits ``Match`` applies per calling node identity (``identity.name``)."""
+    """The limits ``Match`` applies per calling node identity (``identity.name``) and, inside
+    them, per person the node acts for (keyed by :meth:`person`): pace (token buckets), an
+    enumeration alert per node, and hourly caps. Every bucket and cap is charged through
+    ``charge`` (all or nothing)."""
 
     rate: RateLimiter
     guard: EnumerationGuard
     cap: WindowCap
+    person_rate: RateLimiter
+    person_cap: WindowCap
+    charge: AllOrNothing = field(default_factory=AllOrNothing)
 
     @classmethod
     def from_config(cls, limits: MatchLimitConfig, *, clock: Clock = time.monotonic) -> MatchLimits:
-        """Bucket, alert and hourly cap as ``[match_limits]`` sets them, on ``clock``."""
+        """Buckets, alert and hourly caps as ``[match_limits]`` sets them, on ``clock``."""
         return cls(
             rate=RateLimiter(limits.matches_per_minute, limits.burst, clock=clock),
             guard=EnumerationGuard(limits.enumeration_alert_per_hour, MATCH_WINDOW_S, clock=clock),
             cap=WindowCap(limits.max_matches_per_hour, MATCH_WINDOW_S, clock=clock),
+            person_rate=RateLimiter(
+                limits.person_matches_per_minute, limits.person_burst, clock=clock
+            ),
+            person_cap=WindowCap(limits.person_matches_per_hour, MATCH_WINDOW_S, clock=clock),
         )
+
+    @staticmethod
+    def person(caller: str, on_behalf_of: str) -> str:
+        """The key of one person at one node (names hold no control character)."""
+        return f"{caller}\x00{on_behalf_of}"
 
 
 # ---------------------------------------------------------------------------- servicer
@@ -613,11 +633,10 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         details: dict[str, str | int] = {"caller_agency": identity.agency}
         purpose = ""
         try:
-            self._check_match_limits(identity.name, identity.agency)  # before any decoding
+            person = require_text(request.on_behalf_of, "on_behalf_of", MAX_ON_BEHALF_OF_CHARS)
+            details["on_behalf_of"] = person
+            self._check_match_limits(identity.name, identity.agency, person)  # before decoding
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
-            details["on_behalf_of"] = require_text(
-                request.on_behalf_of, "on_behalf_of", MAX_ON_BEHALF_OF_CHARS
-            )
             check_header(request, self._schema, self._key_version)
             max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
             if max_candidates > MAX_CANDIDATES:
@@ -674,17 +693,26 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         )
         return jigsaw_pb2.MatchResponse(candidates=candidates)
 
-    def _check_match_limits(self, caller: str, agency: str) -> None:
-        """Raise RateLimitedError when ``caller`` is over its bucket or hourly cap; alert once.
+    def _check_match_limits(self, caller: str, agency: str, person: str) -> None:
+        """Raise RateLimitedError when ``caller`` (a node), or ``person`` at it, is over a
+        bucket or an hourly cap, charging none of them; alert once per burst.
 
-        The guard counts every call the bucket lets through, answered or refused by the cap,
-        so a node that keeps hitting the cap (which may equal the threshold) is still alerted.
+        The guard counts every call the buckets would let through, answered or refused by a
+        cap, so a node that keeps hitting its cap (which may equal the threshold) is still
+        alerted. The retry-after is the longest wait of the limits that refused.
         """
         limits = self._limits
-        retry_after = limits.rate.acquire(caller)
-        if retry_after is not None:
-            raise RateLimitedError(retry_after)
-        if limits.guard.observe(caller):
+        key = limits.person(caller, person)
+        waits = limits.charge.acquire(
+            [
+                (limits.rate, caller),
+                (limits.person_rate, key),
+                (limits.cap, caller),
+                (limits.person_cap, key),
+            ]
+        )
+        paced = waits is None or (waits[0] is None and waits[1] is None)
+        if paced and limits.guard.observe(caller):
             logger.warning("enumeration alert: caller %s over the match threshold", caller)
             self._audit.append(
                 actor=caller,
@@ -697,9 +725,8 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                     "window_seconds": int(MATCH_WINDOW_S),
                 },
             )
-        retry_after = limits.cap.acquire(caller)
-        if retry_after is not None:
-            raise RateLimitedError(retry_after)
+        if waits is not None:
+            raise RateLimitedError(max(wait for wait in waits if wait is not None))
 
     def _ensure_model(self) -> FellegiSunterModel:
         """The current model, fitted on the index (and stored) if there is none yet.

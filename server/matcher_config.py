@@ -13,6 +13,10 @@ bind a node that holds the linkage secret and calls ``Match`` directly with gues
 "enumeration_alert" audit entry is written when a node's calls in the last hour go above
 ``enumeration_alert_per_hour``; ``max_matches_per_hour`` is a hard cap on a node's answered
 calls in any hour (it must be at least the alert threshold, so the alert comes first).
+Inside its node's budget, each person a node acts for (``MatchRequest.on_behalf_of``) has at
+most ``person_share`` of it: of the bucket's rate and size and of the hourly cap (at least
+one call each), so one person cannot starve colleagues. A call counts once whatever its query
+rows, and a call refused by any of these limits is charged to none of them.
 
 Parsing is strict, like the schema and the node config: an unknown key, a missing required
 key or a value of the wrong type is a problem, and every problem in the file is reported at
@@ -36,6 +40,8 @@ File layout (``*`` = required)::
     burst                      60               token-bucket size, integer >= 1
     enumeration_alert_per_hour 300              integer >= 1; sliding hour
     max_matches_per_hour       1000             integer >= enumeration_alert_per_hour
+    person_share               0.25             share of the node's bucket and cap one person
+                                                may use: a number in (0, 1]
 
 Problem messages name the key and the expectation, never a value.
 """
@@ -84,17 +90,32 @@ _LIMIT_KEYS = {
     "burst",
     "enumeration_alert_per_hour",
     "max_matches_per_hour",
+    "person_share",
 }
 
 
 @dataclass(frozen=True)
 class MatchLimitConfig:
-    """Per calling node: Match token bucket, enumeration alert threshold, hourly hard cap."""
+    """Per calling node: Match token bucket, enumeration alert threshold, hourly hard cap, and
+    the share of the bucket and cap each person the node acts for may use."""
 
     matches_per_minute: float = 120.0
     burst: int = 60
     enumeration_alert_per_hour: int = 300
     max_matches_per_hour: int = 1000
+    person_share: float = 0.25
+
+    @property
+    def person_matches_per_minute(self) -> float:
+        return self.matches_per_minute * self.person_share
+
+    @property
+    def person_burst(self) -> int:
+        return max(1, math.floor(self.burst * self.person_share))
+
+    @property
+    def person_matches_per_hour(self) -> int:
+        return max(1, math.floor(self.max_matches_per_hour * self.person_share))
 
 
 @dataclass(frozen=True)
@@ -199,9 +220,13 @@ def _read_match_limits(data: dict[str, object], problems: Problems) -> MatchLimi
             f"{where}.max_matches_per_hour: expected an integer >= "
             f"{where}.enumeration_alert_per_hour (the alert must come before the cap)"
         )
-    if per_minute is None or burst is None or alert is None or cap is None:
+    share = problems.get(where, limits, "person_share", (int, float), defaults.person_share)
+    if share is not None and not (math.isfinite(share) and 0 < share <= 1):
+        problems.add(f"{where}.person_share: expected a number > 0 and <= 1")
+        share = None
+    if per_minute is None or burst is None or alert is None or cap is None or share is None:
         return None
-    return MatchLimitConfig(float(per_minute), burst, alert, cap)
+    return MatchLimitConfig(float(per_minute), burst, alert, cap, float(share))
 
 
 def load_matcher_config(path: Path | str) -> MatcherConfig:

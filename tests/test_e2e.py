@@ -484,6 +484,7 @@ cert = "{pki / "matcher.pem"}"
 key = "{pki / "matcher.key"}"
 [match_limits]
 burst = 3
+person_share = 1.0
 """,
         "utf-8",
     )
