@@ -118,7 +118,7 @@ def _probe_requests(
                 header=header,
                 queries=encoded_to_proto(batch, [f"{number:032x}"]),
                 max_candidates=5,
-                purpose="insider probe (benchmark)",
+                purpose_code="s47_enquiry",
                 # the node names whom it acts for: a new name per probe, so that only the
                 # node's own limits bind (the per-person shares do not hold a node back)
                 on_behalf_of=f"insider-{number}",

@@ -396,7 +396,11 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
             picked = _pick_children(population, 3, seed)
             first_police_ref = ""
             for child_query in picked:
-                response = own_node.lookup(child_query, purpose="strategy discussion (demo)")
+                response = own_node.lookup(
+                    child_query,
+                    purpose_code="strategy_discussion",
+                    note="demo: strategy discussion, case 0001",  # alice's node's audit only
+                )
                 table = Table(
                     "agency",
                     "reference",

@@ -1,13 +1,14 @@
 """The matcher's gRPC server: Publish, Withdraw, Match, Link, GetLinkResult and Status.
 
-Role in the pipeline: steps 2, 3 and 5 of the data flow. Agency nodes stream their encodings
-in (``Publish``) and withdraw them (``Withdraw``); a node asks ``Match`` on behalf of a staff
-member, once per lookup, with the lookup's encoded query rows (hypotheses about one person,
-at most :data:`MAX_QUERY_ROWS`) and gets one ranked list of candidates across every agency (its own
-included: staff want to know about every record, wherever it is held); an operator runs a batch
-``Link`` over everything published and pages through the stored clusters
+Role in the pipeline: steps 2, 3 and 5 of the data flow. Agency nodes stream their encodings in
+(``Publish``) and withdraw them (``Withdraw``); a node asks ``Match`` on behalf of a staff
+member, once per lookup, with the lookup's encoded query rows (hypotheses about one person, at
+most :data:`MAX_QUERY_ROWS`) and gets one ranked list of candidates across every agency (its
+own included: staff want to know about every record, wherever it is held); an operator runs a
+batch ``Link`` over everything published and pages through the stored clusters
 (``GetLinkResult``). The matcher sees encodings, opaque references, agency ids, fingerprints,
-purposes and counts only — it has no linkage secret and no identifier value ever reaches it.
+purpose codes (from a closed list, :mod:`server.purposes`; never free text) and counts only —
+it has no linkage secret and no identifier value ever reaches it.
 
 State: a :class:`~server.matcher_store.MatcherStore` (SQLite, the durable copy) and a
 :class:`~linkage.index.MatchIndex` (in memory, rebuilt from the store at start). Every Publish
@@ -112,6 +113,7 @@ from server.matcher_convert import (
     records_to_encoded,
 )
 from server.matcher_store import MatcherStore, StoredCluster, StoredEdge
+from server.purposes import require_purpose_code
 from server.ratelimit import AllOrNothing, Clock, EnumerationGuard, RateLimiter, WindowCap
 from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
@@ -129,7 +131,6 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = jigsaw_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
 MAX_WORKERS = 16
 SHUTDOWN_GRACE_S = 5.0
-MAX_PURPOSE_CHARS = 500
 MAX_ON_BEHALF_OF_CHARS = 128
 DEFAULT_MAX_CANDIDATES = 20
 MAX_CANDIDATES = 100
@@ -636,7 +637,9 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             person = require_text(request.on_behalf_of, "on_behalf_of", MAX_ON_BEHALF_OF_CHARS)
             details["on_behalf_of"] = person
             self._check_match_limits(identity.name, identity.agency, person)  # before decoding
-            purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
+            purpose = require_purpose_code(
+                request.purpose_code, "purpose_code", self._config.purposes
+            )
             check_header(request, self._schema, self._key_version)
             max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
             if max_candidates > MAX_CANDIDATES:

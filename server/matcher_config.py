@@ -3,7 +3,8 @@
 Role in the pipeline: tells the matcher which linkage schema and key version it serves (it
 refuses encodings made with anything else), where its SQLite store and audit log live, where
 it listens, which certificates it presents, whether benchmark mode is on, how many records
-one ``PublishRequest`` message may carry, and how many ``Match`` calls each calling node may
+one ``PublishRequest`` message may carry, which purpose codes a ``Match`` may state
+(:mod:`server.purposes`), and how many ``Match`` calls each calling node may
 make (``[match_limits]``).
 
 The match limits are the matcher's own, per calling node identity (the certificate's name):
@@ -34,6 +35,8 @@ File layout (``*`` = required)::
     listen             "127.0.0.1:0"            host:port the matcher serves on
     benchmark_mode     false                    operators (only) get raw probabilities
     max_publish_batch  5000                     records per PublishRequest message (1..100000)
+    purposes           [codes]                  the purpose codes a Match may state (default
+                                                server.purposes.DEFAULT_PURPOSE_CODES)
     [tls]              ca_cert*, cert*, key*    PEM files (see server.pki)
     [match_limits]                              optional; per calling node identity
     matches_per_minute         120              token-bucket refill, a finite number > 0
@@ -62,6 +65,7 @@ from server.config_parsing import (
     read_tls_section,
     resolve_path,
 )
+from server.purposes import DEFAULT_PURPOSE_CODES, read_purpose_codes
 from server.tls import TlsFiles
 
 __all__ = [
@@ -84,6 +88,7 @@ _MATCHER_KEYS = {
     "listen",
     "benchmark_mode",
     "max_publish_batch",
+    "purposes",
 }
 _LIMIT_KEYS = {
     "matches_per_minute",
@@ -133,6 +138,7 @@ class MatcherConfig:
     tls: TlsFiles
     config_path: Path
     match_limits: MatchLimitConfig = MatchLimitConfig()
+    purposes: tuple[str, ...] = DEFAULT_PURPOSE_CODES
 
 
 def parse_matcher_config(
@@ -159,6 +165,7 @@ def parse_matcher_config(
         minimum=1,
         maximum=MAX_PUBLISH_BATCH_LIMIT,
     )
+    purposes = read_purpose_codes("matcher", matcher, problems)
     schema = (
         load_schema_ref("matcher.schema", schema_ref, base_dir, problems)
         if schema_ref is not None
@@ -179,6 +186,7 @@ def parse_matcher_config(
         or max_batch is None
         or tls is None
         or match_limits is None
+        or purposes is None
     ):
         raise ConfigError(["config: incomplete"])  # unreachable: each None added a problem
     return MatcherConfig(
@@ -193,6 +201,7 @@ def parse_matcher_config(
         tls=tls.resolve(base_dir),
         config_path=config_path if config_path is not None else base_dir / "<text>",
         match_limits=match_limits,
+        purposes=purposes,
     )
 
 

@@ -2,17 +2,18 @@
 
 Role in the pipeline: steps 3 and 4 of the data flow. A staff member asks their own node
 ``Lookup`` with raw identifiers; the node validates them, encodes them locally with the
-agency's keys (the identifiers never leave the node) and asks the matcher ``Match`` once,
-over mutual TLS with its own node certificate, with every query row of the lookup, passing the
-staff member's name (for the matcher's per-person limits and audit log) and purpose; it
-returns the matcher's ranked candidates (agency, opaque reference,
+agency's keys (the identifiers never leave the node) and asks the matcher ``Match`` once, over
+mutual TLS with its own node certificate, with every query row of the lookup, passing the staff
+member's name (for the matcher's per-person limits and audit log) and purpose code (a code of
+``[node] purposes``, :mod:`server.purposes`; the staff member's free-text ``note`` stays in
+this node's audit log); it returns the matcher's ranked candidates (agency, opaque reference,
 band, per-field evidence) and remembers, per person, which references it returned
 (:class:`~server.ratelimit.RecentAnswers`, for ``[rate_limits] disclosure_window_minutes``).
 The staff member then asks the same node ``Disclose`` for one of those references: the node
 releases its own agency's record, or relays the request as itself (``on_behalf_of`` = the
-person) to the holding agency's node named in its ``[peers]`` table and passes the answer
-back. The holder releases only the fields its ``[disclosure]`` policy allows for the
-person's role (staff) and names the withheld ones. ``Status`` reports store counts.
+person) to the holding agency's node named in its ``[peers]`` table and passes the answer back.
+The holder releases only the fields its ``[disclosure]`` policy allows for the person's role
+(staff) and names the withheld ones. ``Status`` reports store counts.
 
 Security: every call passes :class:`server.auth.AuthInterceptor` with
 :data:`server.auth.NODE_POLICY` first (Lookup: staff; Disclose: staff, and nodes relaying;
@@ -53,6 +54,7 @@ from server.convert import encoded_to_proto
 from server.node_config import NodeConfig, read_linkage_keys
 from server.node_store import NodeStore
 from server.pki import UNIT_AGENCY, server_name
+from server.purposes import require_purpose_code
 from server.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers
 from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
@@ -72,6 +74,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = jigsaw_pb2.DESCRIPTOR.services_by_name["AgencyNode"].full_name
 MAX_PURPOSE_CHARS = 500
+MAX_NOTE_CHARS = 500
 MAX_NAME_CHARS = 64
 MAX_VALUE_CHARS = 200
 MAX_KEY_CHARS_SHOWN = 64
@@ -231,11 +234,15 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                 },
             )
         try:
-            purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
+            purpose = require_purpose_code(
+                request.purpose_code, "purpose_code", self._config.purposes
+            )
+            note = require_text(request.note, "note", MAX_NOTE_CHARS)
             queries, notes = self._encode_queries(request.identifiers, lookup_id)
         except RequestError:
             self._audit_lookup(identity, "", "invalid_argument", base)
             raise
+        base["note"] = note  # the staff member's words: this audit log only, never the matcher
         if len(queries) > 1:
             base["queries"] = len(queries)
         max_candidates = min(request.max_candidates or DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES)
@@ -248,7 +255,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                     header=header,
                     queries=queries,
                     max_candidates=max_candidates,
-                    purpose=purpose,
+                    purpose_code=purpose,
                     on_behalf_of=identity.name,
                 ),
                 timeout=MATCH_TIMEOUT_S,

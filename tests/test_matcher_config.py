@@ -23,6 +23,7 @@ from server.matcher_config import (
 )
 from server.node_config import ConfigError as NodeConfigError
 from server.node_config import parse_node_config
+from server.purposes import DEFAULT_PURPOSE_CODES
 from server.tls import TlsFiles
 
 VALID = """
@@ -179,7 +180,7 @@ def test_all_problems_reported_at_once_in_file_order(tmp_path: Path) -> None:
     )
     assert problems_of(text, tmp_path) == (
         "matcher: unknown key (key 1 of the table), allowed: audit_log, benchmark_mode, "
-        'key_version, listen, max_publish_batch, schema, store (did you mean "store"?)',
+        'key_version, listen, max_publish_batch, purposes, schema, store (did you mean "store"?)',
         "matcher.schema: required key is missing",
         "matcher.key_version: expected an integer >= 1",
         "matcher.store: required key is missing",
@@ -399,3 +400,28 @@ def test_demo_matcher_config_writes_the_defaults(tmp_path: Path) -> None:
     assert "\nmax_matches_per_hour = " in text
     config = load_matcher_config(path)
     assert config.match_limits == MatchLimitConfig()
+
+
+def test_purpose_codes_default_and_per_federation(tmp_path: Path) -> None:
+    assert parse_matcher_config(MINIMAL, base_dir=tmp_path).purposes == DEFAULT_PURPOSE_CODES
+    assert "s47_enquiry" in DEFAULT_PURPOSE_CODES
+    text = MINIMAL.replace("[tls]", 'purposes = ["s47_enquiry", "court_order"]\n[tls]')
+    assert parse_matcher_config(text, base_dir=tmp_path).purposes == (
+        "s47_enquiry",
+        "court_order",
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[]", '"s47_enquiry"', '["s47 enquiry"]', f'["{CANARY}"]', '["a", "a"]', "[1]", '["x" ]'],
+)
+def test_bad_purpose_lists_are_one_problem_without_the_value(tmp_path: Path, value: str) -> None:
+    if value == '["x" ]':
+        value = '["' + "x" * 49 + '"]'  # over the length bound
+    text = MINIMAL.replace("[tls]", f"purposes = {value}\n[tls]")
+    (problem,) = problems_of(text, tmp_path)
+    assert problem.startswith(
+        "matcher.purposes: expected a non-empty list of distinct purpose codes"
+    )
+    assert CANARY not in problem and "enquiry" not in problem

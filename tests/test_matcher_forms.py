@@ -119,7 +119,7 @@ class Running(matcher_harness.Running):
             ),
             queries=encoded_to_proto(query, ["0" * 32] * len(query)),
             max_candidates=10,
-            purpose="section 47 enquiry",
+            purpose_code="s47_enquiry",
             on_behalf_of="alice",
         )
         found = self.stub("police-node").Match(request, timeout=TIMEOUT).candidates

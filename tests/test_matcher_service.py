@@ -156,7 +156,7 @@ def match(
         header=header(),
         queries=[query],
         max_candidates=10,
-        purpose="section 47 enquiry",
+        purpose_code="s47_enquiry",
         on_behalf_of="alice",
     )
     for key, value in extra.items():
@@ -255,7 +255,7 @@ def test_publish_match_republish(matcher: Running, population: dict[str, AgencyE
     assert matcher.runtime.store.load_model() is not None
 
     entries = [line for line in matcher.config.audit_log.read_text("utf-8").splitlines() if line]
-    assert any('"action":"match"' in e and "section 47 enquiry" in e for e in entries)
+    assert any('"action":"match"' in e and '"purpose":"s47_enquiry"' in e for e in entries)
     assert any('"on_behalf_of":"alice"' in e for e in entries)
     assert verify_audit_log(matcher.config.audit_log).ok
 
@@ -460,7 +460,9 @@ def test_match_validates_purpose_and_limits(
 ) -> None:
     query = population["police"].records([0])[0]
     for extra, field in (
-        ({"purpose": ""}, "purpose"),
+        ({"purpose_code": ""}, "purpose_code"),
+        ({"purpose_code": "s47 re " + CANARY_GIVEN}, "expected a purpose code, one of s47_enquiry"),
+        ({"purpose_code": "court_order"}, "'purpose_code': expected a purpose code, one of"),
         ({"on_behalf_of": ""}, "on_behalf_of"),
         ({"max_candidates": 101}, "max_candidates"),
         ({"queries": []}, "'queries': expected 1 to 32 encoded rows, got 0"),
@@ -470,7 +472,11 @@ def test_match_validates_purpose_and_limits(
             match(matcher, "police-node", query, **extra)
         assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
         assert field in caught.value.details()
+        assert CANARY_GIVEN not in caught.value.details()
     assert match(matcher, "police-node", query).candidates == []  # empty index
+    entries = audit_entries(matcher)
+    assert {e["purpose"] for e in entries if e["action"] == "match"} == {"", "s47_enquiry"}
+    assert CANARY_GIVEN not in matcher.config.audit_log.read_text("utf-8")
     publish(matcher.stub("police-node"), population["police"].records([0]))
     with pytest.raises(grpc.RpcError) as caught:  # one record: nothing to fit a model on
         match(matcher, "police-node", query)
@@ -654,7 +660,7 @@ ALLOWED_STRING_FIELDS = {
     "references",
     "form_of",  # the opaque reference of the record a published row is a form of
     "schema_fingerprint",
-    "purpose",
+    "purpose_code",  # a code of a closed list (server.purposes), checked by the matcher
     "on_behalf_of",
     "agency",
     "stage",
@@ -828,7 +834,7 @@ def test_match_over_burst_is_refused_with_retry_after_and_audited(
     assert refused(limited, "police-node", query) == pytest.approx(1.0)
     # checked before any decoding: a malformed request over the limit is refused the same way
     with pytest.raises(grpc.RpcError) as caught:
-        match(limited, "police-node", query, purpose="")
+        match(limited, "police-node", query, purpose_code="")
     assert error_of(caught.value).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     clock.advance(1.0)  # one token back
     assert match(limited, "police-node", query).candidates == []

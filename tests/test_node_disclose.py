@@ -283,7 +283,10 @@ def look_up(
         held, log.answers = log.answers, answers
     try:
         node.stub(pki, who).Lookup(
-            jigsaw_pb2.LookupRequest(identifiers=AMY, purpose="strategy meeting"), timeout=10
+            jigsaw_pb2.LookupRequest(
+                identifiers=AMY, purpose_code="strategy_discussion", note="strategy meeting"
+            ),
+            timeout=10,
         )
     finally:
         with log.lock:
@@ -554,7 +557,7 @@ def test_staff_of_another_agency_are_refused_every_method(
 ) -> None:
     """Staff talk to their own agency's node only: harriet (health) at the police node."""
     requests = {
-        "Lookup": jigsaw_pb2.LookupRequest(identifiers=AMY, purpose="p"),
+        "Lookup": jigsaw_pb2.LookupRequest(identifiers=AMY, purpose_code="s47_enquiry", note="p"),
         "Disclose": jigsaw_pb2.DiscloseRequest(
             reference=node.reference_of(CANARY_LOCAL_ID), purpose="p"
         ),
@@ -628,7 +631,10 @@ def _lookup(
     before = len(log.matches)
     response = node.stub(pki, "alice").Lookup(
         jigsaw_pb2.LookupRequest(
-            identifiers=identifiers, purpose="strategy meeting", max_candidates=max_candidates
+            identifiers=identifiers,
+            purpose_code="strategy_discussion",
+            note="strategy meeting",
+            max_candidates=max_candidates,
         ),
         timeout=10,
     )
@@ -647,7 +653,8 @@ def test_lookup_goes_through_the_matcher(
 
     ((identity, request),) = sent
     assert identity == Identity(name="police-node", agency="police", role="node")
-    assert request.on_behalf_of == "alice" and request.purpose == "strategy meeting"
+    assert request.on_behalf_of == "alice" and request.purpose_code == "strategy_discussion"
+    assert b"strategy meeting" not in request.SerializeToString()  # the note stays here
     assert request.header.schema_fingerprint == node.config.schema.fingerprint()
     assert request.max_candidates == 5
     (query,) = request.queries
@@ -662,6 +669,9 @@ def test_lookup_goes_through_the_matcher(
     entry = node.audit_lines()[-1]
     assert (entry["actor"], entry["action"], entry["outcome"]) == ("alice", "lookup", "ok")
     assert entry["details"]["candidates"] == 1
+    # the code for both audit logs; the staff member's note for this node's only
+    assert entry["purpose"] == "strategy_discussion"
+    assert entry["details"]["note"] == "strategy meeting"
     assert entry["details"]["lookup_id"] == response.lookup_id
 
 
@@ -697,22 +707,42 @@ def test_a_lookup_without_sex_is_one_match_with_a_row_per_sex_value(
 
 
 @pytest.mark.parametrize(
-    ("identifiers", "purpose", "expected"),
+    ("identifiers", "purpose_code", "note", "expected"),
     [
-        ({"shoe_size": "9"}, "p", "identifiers['shoe_size']"),
-        ({"date_of_birth": CANARY_DOB.replace("17", "37")}, "p", "identifiers['date_of_birth']"),
-        ({"family_name": "x" * 201}, "p", "at most 200"),
-        ({"sex": "F"}, "p", "at least one identifying field"),
-        ({}, "p", "at least one identifying field"),
-        ({"family_name": "Smith"}, "", "purpose"),
+        ({"shoe_size": "9"}, "s47_enquiry", "n", "identifiers['shoe_size']"),
+        (
+            {"date_of_birth": CANARY_DOB.replace("17", "37")},
+            "s47_enquiry",
+            "n",
+            "identifiers['date_of_birth']",
+        ),
+        ({"family_name": "x" * 201}, "s47_enquiry", "n", "at most 200"),
+        ({"sex": "F"}, "s47_enquiry", "n", "at least one identifying field"),
+        ({}, "s47_enquiry", "n", "at least one identifying field"),
+        ({"family_name": "Smith"}, "", "n", "purpose_code"),
+        # free text where a code belongs: refused, listing the codes, never echoed
+        (
+            {"family_name": "Smith"},
+            f"s47 re {CANARY_GIVEN}",
+            "n",
+            "'purpose_code': expected a purpose code, one of s47_enquiry, strategy_discussion",
+        ),
+        ({"family_name": "Smith"}, "s47_enquiry", "", "'note': must not be empty"),
+        ({"family_name": "Smith"}, "s47_enquiry", "x" * 501, "'note': must be at most 500"),
     ],
 )
 def test_lookup_validation(
-    node: Node, pki: Path, identifiers: dict[str, str], purpose: str, expected: str
+    node: Node,
+    pki: Path,
+    identifiers: dict[str, str],
+    purpose_code: str,
+    note: str,
+    expected: str,
 ) -> None:
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "alice").Lookup(
-            jigsaw_pb2.LookupRequest(identifiers=identifiers, purpose=purpose), timeout=10
+            jigsaw_pb2.LookupRequest(identifiers=identifiers, purpose_code=purpose_code, note=note),
+            timeout=10,
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = info.value.details()
@@ -720,13 +750,16 @@ def test_lookup_validation(
     for value in identifiers.values():
         if value not in ("9", "F"):
             assert value not in details
+    assert CANARY_GIVEN not in details
     assert node.audit_lines()[-1]["outcome"] == "invalid_argument"
 
 
 def test_lookup_by_operator_is_denied(node: Node, pki: Path) -> None:
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "olive").Lookup(
-            jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+            jigsaw_pb2.LookupRequest(
+                identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry", note="p"
+            ),
             timeout=10,
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -737,7 +770,9 @@ def test_rate_limit_and_enumeration_alert(
 ) -> None:
     limited: Node = fresh_node(matcher[0], per_minute=1, burst=2, alert=1)
     stub = limited.stub(pki, "alice")
-    request = jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p")
+    request = jigsaw_pb2.LookupRequest(
+        identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry", note="p"
+    )
     stub.Lookup(request, timeout=10)
     stub.Lookup(request, timeout=10)
     with pytest.raises(grpc.RpcError) as info:
@@ -758,7 +793,9 @@ def test_matcher_unreachable_is_unavailable(fresh_node: Any, pki: Path) -> None:
     lonely: Node = fresh_node("localhost:1")
     with pytest.raises(grpc.RpcError) as info:
         lonely.stub(pki, "alice").Lookup(
-            jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+            jigsaw_pb2.LookupRequest(
+                identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry", note="p"
+            ),
             timeout=20,
         )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -787,7 +824,9 @@ def test_the_matchers_limit_reaches_staff_as_resource_exhausted(fresh_node: Any,
         node: Node = fresh_node(f"localhost:{port}")
         with pytest.raises(grpc.RpcError) as info:
             node.stub(pki, "alice").Lookup(
-                jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+                jigsaw_pb2.LookupRequest(
+                    identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry", note="p"
+                ),
                 timeout=20,
             )
     finally:
