@@ -116,10 +116,12 @@ def _probe_requests(
         requests.append(
             jigsaw_pb2.MatchRequest(
                 header=header,
-                query=encoded_to_proto(batch, [f"{number:032x}"])[0],
+                queries=encoded_to_proto(batch, [f"{number:032x}"]),
                 max_candidates=5,
-                purpose="insider probe (benchmark)",
-                on_behalf_of="insider",
+                purpose_code="s47_enquiry",
+                # the node names whom it acts for: a new name per probe, so that only the
+                # node's own limits bind (the per-person shares do not hold a node back)
+                on_behalf_of=f"insider-{number}",
             )
         )
     return requests

@@ -8,7 +8,8 @@ Commands::
     jigsaw matcher serve   run the matcher (gRPC, mutual TLS)
     jigsaw ingest          read a node's configured sources into its store
     jigsaw publish         encode and publish a node's new/changed records to the matcher
-    jigsaw lookup          staff: which agencies hold records about this child?
+    jigsaw lookup          staff: which agencies hold records about this child? (a purpose
+                           code, and a note for the node's audit log only)
     jigsaw disclose        staff: the minimal record behind a reference, with a purpose
     jigsaw link            operator: batch-link every published agency, show clusters
     jigsaw status          node or matcher status
@@ -272,7 +273,9 @@ def cmd_lookup(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         identifiers[key] = value
     with NodeClient(args.node, _tls(args)) as node:
-        response = node.lookup(identifiers, purpose=args.purpose, max_candidates=args.max)
+        response = node.lookup(
+            identifiers, purpose_code=args.purpose, note=args.note, max_candidates=args.max
+        )
     if args.json:
         print(json.dumps(_lookup_json(response)))
         return EXIT_OK
@@ -471,7 +474,20 @@ def build_parser() -> argparse.ArgumentParser:
     lk = sub.add_parser("lookup", help="staff: which agencies hold records about this child?")
     lk.add_argument("--node", required=True, help="your agency node's address")
     identity(lk)
-    lk.add_argument("--purpose", required=True)
+    lk.add_argument(
+        "--purpose",
+        required=True,
+        metavar="CODE",
+        help="a purpose code of your sharing agreement, e.g. s47_enquiry (any other is refused "
+        "with the list your node accepts); the only purpose the matcher is told",
+    )
+    lk.add_argument(
+        "--note",
+        required=True,
+        metavar="TEXT",
+        help="your own words on the lookup (a case reference, a reason): your node's audit "
+        "log only",
+    )
     lk.add_argument("--field", action="append", default=[], help="FIELD=VALUE (repeat)")
     lk.add_argument("--max", type=int, default=10)
     lk.add_argument("--json", action="store_true")

@@ -16,7 +16,8 @@ Example::
 
     with NodeClient("127.0.0.1:7001", tls_files_for(pki_dir, "alice")) as node:
         found = node.lookup({"given_name": "Amelia", "family_name": "Baker",
-                             "date_of_birth": "2014-05-24"}, purpose="s47 enquiry")
+                             "date_of_birth": "2014-05-24"},
+                            purpose_code="s47_enquiry", note="case 4711, referral from school")
 """
 
 from __future__ import annotations
@@ -97,11 +98,22 @@ class NodeClient(_Client):
         return self
 
     def lookup(
-        self, identifiers: Mapping[str, str], *, purpose: str, max_candidates: int = 10
+        self,
+        identifiers: Mapping[str, str],
+        *,
+        purpose_code: str,
+        note: str,
+        max_candidates: int = 10,
     ) -> jigsaw_pb2.LookupResponse:
-        """Which agencies hold records about this child? (bands and evidence, no records)."""
+        """Which agencies hold records about this child? (bands and evidence, no records).
+
+        ``purpose_code`` is a code of the node's purpose list (``s47_enquiry``, ...), the only
+        purpose the matcher sees; ``note`` is free text for the node's own audit log."""
         request = jigsaw_pb2.LookupRequest(
-            identifiers=dict(identifiers), purpose=purpose, max_candidates=max_candidates
+            identifiers=dict(identifiers),
+            purpose_code=purpose_code,
+            note=note,
+            max_candidates=max_candidates,
         )
         with self._checked():
             response: jigsaw_pb2.LookupResponse = self._stub.Lookup(

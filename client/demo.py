@@ -256,12 +256,14 @@ cert = "../pki/matcher.pem"
 key = "../pki/matcher.key"
 
 # Per calling node (certificate name): the matcher's own limit on Match, which a node's
-# operator cannot lift (these are the defaults, written out so that they can be seen).
+# operator cannot lift, and the share of it each person the node acts for may use (these
+# are the defaults, written out so that they can be seen).
 [match_limits]
 matches_per_minute = 120
 burst = 60
 enumeration_alert_per_hour = 300
 max_matches_per_hour = 1000
+person_share = 0.25
 """
     path = root / "matcher" / "matcher.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,7 +396,11 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
             picked = _pick_children(population, 3, seed)
             first_police_ref = ""
             for child_query in picked:
-                response = own_node.lookup(child_query, purpose="strategy discussion (demo)")
+                response = own_node.lookup(
+                    child_query,
+                    purpose_code="strategy_discussion",
+                    note="demo: strategy discussion, case 0001",  # alice's node's audit only
+                )
                 table = Table(
                     "agency",
                     "reference",
@@ -462,7 +468,7 @@ def _pick_children(
         query = {
             f: str(health.columns[f][j]).strip()
             # sex too: the shipped schema salts the date of birth with it (without it the node
-            # sends the lookup once per sex value)
+            # sends the lookup as one row per sex value)
             for f in ("given_name", "family_name", "date_of_birth", "sex", "postcode")
             if health.columns[f][j] and str(health.columns[f][j]).strip()
         }

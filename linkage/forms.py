@@ -17,11 +17,12 @@ instead encoded once per value, each *form* with the assumed value used only as 
 * the forms of one record are one record: pairs inside it are dropped and of the pairs
   between two records the most probable consistent one counts (:func:`best_per_record`).
 
-This is what the node already did for a lookup that lacks sex (one query per value, merged by
-best band); forms do the same for the published side. Forms are ordered by their salt tags,
-which the matcher sees anyway, so the order tells it nothing about which value each assumes.
-A form's reference (:func:`form_reference`) is derived from the record's, so republishing
-is idempotent; the matcher is told which record each form belongs to (``form_of``).
+A lookup that lacks sex is queried the same way (one row per value, all in one Match call,
+merged by the matcher per record); forms do the same for the published side. Forms are ordered
+by their salt tags, which the matcher sees anyway, so the order tells it nothing about which
+value each assumes. A form's reference (:func:`form_reference`) is derived from the record's,
+so republishing is idempotent; the matcher is told which record each form belongs to
+(``form_of``).
 
 What it costs the matcher: it learns that a record lacks the assumed field, which the
 presence bitmap already said, and that the forms belong together, which their identical
@@ -213,8 +214,9 @@ def encode_query(
 ) -> EncodedBatch:
     """One record as :func:`encode_forms` publishes it (one row, or one row per form in the
     same order), encoded with :func:`linkage.encode.encode_record`, a third of
-    ``encode_records``' time for one record: a lookup's query, sent once per row, so that it
-    meets each form of a record under the salt it assumes. ``problems`` are the record's.
+    ``encode_records``' time for one record: a lookup's query rows (hypotheses about one
+    person, sent together), so that one of them meets each form of a record under the salt it
+    assumes. ``problems`` are the record's.
 
     With ``date_errors``, the rows of each date hypothesis follow (module docstring): for a
     date field that salts others (:func:`hypothesis_fields`) and holds a value, the query

@@ -1,12 +1,14 @@
 """The matcher's gRPC server: Publish, Withdraw, Match, Link, GetLinkResult and Status.
 
-Role in the pipeline: steps 2, 3 and 5 of the data flow. Agency nodes stream their encodings
-in (``Publish``) and withdraw them (``Withdraw``); a node asks ``Match`` on behalf of a staff
-member with one encoded query and gets ranked candidates across every agency (its own
-included: staff want to know about every record, wherever it is held); an operator runs a batch
-``Link`` over everything published and pages through the stored clusters
+Role in the pipeline: steps 2, 3 and 5 of the data flow. Agency nodes stream their encodings in
+(``Publish``) and withdraw them (``Withdraw``); a node asks ``Match`` on behalf of a staff
+member, once per lookup, with the lookup's encoded query rows (hypotheses about one person, at
+most :data:`MAX_QUERY_ROWS`) and gets one ranked list of candidates across every agency (its
+own included: staff want to know about every record, wherever it is held); an operator runs a
+batch ``Link`` over everything published and pages through the stored clusters
 (``GetLinkResult``). The matcher sees encodings, opaque references, agency ids, fingerprints,
-purposes and counts only — it has no linkage secret and no identifier value ever reaches it.
+purpose codes (from a closed list, :mod:`server.purposes`; never free text) and counts only —
+it has no linkage secret and no identifier value ever reaches it.
 
 State: a :class:`~server.matcher_store.MatcherStore` (SQLite, the durable copy) and a
 :class:`~linkage.index.MatchIndex` (in memory, rebuilt from the store at start). Every Publish
@@ -17,8 +19,9 @@ each with ``form_of`` naming the record. The servicer keeps a :class:`FormMap` (
 record, per agency; rebuilt from the store with the index, updated by Publish and Withdraw
 under the same write lock) and treats a record's forms as that record: Publish drops from the
 index the forms and own rows the store replaced, Withdraw of a record drops its forms, Match
-reports a form under its record's reference (each record once, its best form; the index is
-asked for ``max_forms`` times as many candidates, then trimmed), Link clusters records
+queries the index with each row and reports a form under its record's reference (each
+record once, at its best candidate over every row and form; the index is asked for
+``max_forms`` times as many candidates per row, then trimmed), Link clusters records
 (``pipeline.cluster_datasets(record=...)``; each cluster member is a record, once) and Status
 counts records, not rows.
 The Fellegi-Sunter model is loaded from the store at start; if there is none, it is fitted at
@@ -41,13 +44,18 @@ never logged.
 Match limits (``[match_limits]`` of the config, :mod:`server.matcher_config`): the matcher
 limits each calling node identity itself, because the node's own per-staff limits are set by
 the node's operator and do not bind a node that holds the linkage secret and probes the
-matcher with guessed identities. Before any decoding or index work, ``Match`` takes a token
-from the caller's :class:`~server.ratelimit.RateLimiter`; a call past it is counted by an
-:class:`~server.ratelimit.EnumerationGuard` (over the hourly threshold: one
-"enumeration_alert" audit entry and a warning naming the caller) and must then get a slot of
-the caller's hourly :class:`~server.ratelimit.WindowCap`. A refusal by the bucket or the cap
-is ``RESOURCE_EXHAUSTED`` with trailing metadata ``retry-after-s``, audited as a "match" with
-outcome "rate_limited". Publish, Withdraw and Link are not lookups and are not limited.
+matcher with guessed identities; inside a node's budget each person it acts for
+(``on_behalf_of``) gets at most ``person_share`` of it, so one person cannot lock colleagues
+out. One Match is one lookup, counted once whatever its rows. Before any decoding or index
+work (``on_behalf_of`` aside), ``Match`` needs a token of the node's and of the person's
+:class:`~server.ratelimit.RateLimiter` and a slot of the node's and the person's hourly
+:class:`~server.ratelimit.WindowCap`, all or nothing (:class:`~server.ratelimit.AllOrNothing`:
+a refused call is charged to none). A call past the buckets is counted by an
+:class:`~server.ratelimit.EnumerationGuard` per node (over the hourly threshold: one
+"enumeration_alert" audit entry and a warning naming the caller). A refusal is
+``RESOURCE_EXHAUSTED`` with trailing metadata ``retry-after-s`` (the longest wait of the
+limits that refused), audited as a "match" with outcome "rate_limited". Publish, Withdraw and
+Link are not lookups and are not limited.
 
 Errors go through :mod:`server.status` (``@grpc_errors``): a header whose fingerprint or key
 version differs is ``FAILED_PRECONDITION`` saying which differs; a malformed record is
@@ -69,6 +77,7 @@ import binascii
 import ctypes
 import ctypes.util
 import dataclasses
+import itertools
 import logging
 import math
 import queue
@@ -100,11 +109,12 @@ from server.matcher_convert import (
     cluster_to_proto,
     columns_message_to_encoded,
     evidence_table,
-    query_to_encoded,
+    queries_to_encoded,
     records_to_encoded,
 )
 from server.matcher_store import MatcherStore, StoredCluster, StoredEdge
-from server.ratelimit import Clock, EnumerationGuard, RateLimiter, WindowCap
+from server.purposes import require_purpose_code
+from server.ratelimit import AllOrNothing, Clock, EnumerationGuard, RateLimiter, WindowCap
 from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
     NotFoundError,
@@ -121,10 +131,12 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = jigsaw_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name
 MAX_WORKERS = 16
 SHUTDOWN_GRACE_S = 5.0
-MAX_PURPOSE_CHARS = 500
 MAX_ON_BEHALF_OF_CHARS = 128
 DEFAULT_MAX_CANDIDATES = 20
 MAX_CANDIDATES = 100
+#: Query rows one Match may carry: a lookup's hypotheses about one person (one row per value
+#: of the salt fields of few values it lacks), with room to spare over the shipped schema's.
+MAX_QUERY_ROWS = 32
 MAX_WITHDRAW_REFERENCES = 100_000
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -262,13 +274,16 @@ class FormMap:
 
 
 def candidates_per_record(
-    found: Sequence[IndexedCandidate], form_map: FormMap, limit: int
+    found: Sequence[Sequence[IndexedCandidate]], form_map: FormMap, limit: int
 ) -> list[IndexedCandidate]:
-    """Ranked candidates with each form reported as its record: each record once, at its
-    best-ranked candidate, at most ``limit`` of them (``found`` is ranked best first)."""
+    """One lookup's candidates from the ranked lists of its query rows (each best first):
+    each record once, at its most probable candidate over every row and every form of it
+    (the earlier row on a tie), reported under the record's reference, most probable first,
+    at most ``limit`` of them."""
+    ranked = sorted(itertools.chain.from_iterable(found), key=lambda c: -c.probability)
     out: list[IndexedCandidate] = []
     seen: set[tuple[str, str]] = set()
-    for candidate in found:
+    for candidate in ranked:
         record = form_map.record_of(candidate.agency, candidate.reference)
         if (candidate.agency, record) in seen:
             continue
@@ -416,20 +431,35 @@ def candidates_to_proto(
 
 @dataclass(frozen=True)
 class MatchLimits:
-    """The limits ``Match`` applies per calling node identity (``identity.name``)."""
+    """The limits ``Match`` applies per calling node identity (``identity.name``) and, inside
+    them, per person the node acts for (keyed by :meth:`person`): pace (token buckets), an
+    enumeration alert per node, and hourly caps. Every bucket and cap is charged through
+    ``charge`` (all or nothing)."""
 
     rate: RateLimiter
     guard: EnumerationGuard
     cap: WindowCap
+    person_rate: RateLimiter
+    person_cap: WindowCap
+    charge: AllOrNothing = field(default_factory=AllOrNothing)
 
     @classmethod
     def from_config(cls, limits: MatchLimitConfig, *, clock: Clock = time.monotonic) -> MatchLimits:
-        """Bucket, alert and hourly cap as ``[match_limits]`` sets them, on ``clock``."""
+        """Buckets, alert and hourly caps as ``[match_limits]`` sets them, on ``clock``."""
         return cls(
             rate=RateLimiter(limits.matches_per_minute, limits.burst, clock=clock),
             guard=EnumerationGuard(limits.enumeration_alert_per_hour, MATCH_WINDOW_S, clock=clock),
             cap=WindowCap(limits.max_matches_per_hour, MATCH_WINDOW_S, clock=clock),
+            person_rate=RateLimiter(
+                limits.person_matches_per_minute, limits.person_burst, clock=clock
+            ),
+            person_cap=WindowCap(limits.person_matches_per_hour, MATCH_WINDOW_S, clock=clock),
         )
+
+    @staticmethod
+    def person(caller: str, on_behalf_of: str) -> str:
+        """The key of one person at one node (names hold no control character)."""
+        return f"{caller}\x00{on_behalf_of}"
 
 
 # ---------------------------------------------------------------------------- servicer
@@ -604,33 +634,43 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         details: dict[str, str | int] = {"caller_agency": identity.agency}
         purpose = ""
         try:
-            self._check_match_limits(identity.name, identity.agency)  # before any decoding
-            purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
-            details["on_behalf_of"] = require_text(
-                request.on_behalf_of, "on_behalf_of", MAX_ON_BEHALF_OF_CHARS
+            person = require_text(request.on_behalf_of, "on_behalf_of", MAX_ON_BEHALF_OF_CHARS)
+            details["on_behalf_of"] = person
+            self._check_match_limits(identity.name, identity.agency, person)  # before decoding
+            purpose = require_purpose_code(
+                request.purpose_code, "purpose_code", self._config.purposes
             )
             check_header(request, self._schema, self._key_version)
             max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
             if max_candidates > MAX_CANDIDATES:
                 raise RequestError("max_candidates", f"at most {MAX_CANDIDATES}")
-            if not request.HasField("query"):
-                raise RequestError("query", "required (one encoded record)")
-            query = query_to_encoded(request.query, self._schema, key_version=self._key_version)
+            rows = len(request.queries)
+            if not 1 <= rows <= MAX_QUERY_ROWS:
+                raise RequestError(
+                    "queries", f"expected 1 to {MAX_QUERY_ROWS} encoded rows, got {rows}"
+                )
+            queries = queries_to_encoded(
+                request.queries, self._schema, key_version=self._key_version
+            )
+            if rows > 1:
+                details["queries"] = rows
             candidates: list[jigsaw_pb2.Candidate] = []
             if len(self._index):
                 model = self._ensure_model()
                 # the full scan only when blocking found no confident candidate
-                # (linkage.index docstring: measured to lose no record)
-                # a record's forms may take several places: ask for enough, keep each
-                # record once (its best form), under the record's reference
+                # (linkage.index docstring: measured to lose no record); a record's forms may
+                # take several places: ask each row for enough, keep each record once
                 found = candidates_per_record(
-                    self._index.query(
-                        query,
-                        model,
-                        max_candidates=max_candidates * self._max_forms,
-                        min_probability=DEFAULT_MIN_PROBABILITY,
-                        confident_probability=CONFIDENT_PROBABILITY,
-                    ),
+                    [
+                        self._index.query(
+                            query,
+                            model,
+                            max_candidates=max_candidates * self._max_forms,
+                            min_probability=DEFAULT_MIN_PROBABILITY,
+                            confident_probability=CONFIDENT_PROBABILITY,
+                        )
+                        for query in queries
+                    ],
                     self._forms,
                     max_candidates,
                 )
@@ -656,17 +696,26 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         )
         return jigsaw_pb2.MatchResponse(candidates=candidates)
 
-    def _check_match_limits(self, caller: str, agency: str) -> None:
-        """Raise RateLimitedError when ``caller`` is over its bucket or hourly cap; alert once.
+    def _check_match_limits(self, caller: str, agency: str, person: str) -> None:
+        """Raise RateLimitedError when ``caller`` (a node), or ``person`` at it, is over a
+        bucket or an hourly cap, charging none of them; alert once per burst.
 
-        The guard counts every call the bucket lets through, answered or refused by the cap,
-        so a node that keeps hitting the cap (which may equal the threshold) is still alerted.
+        The guard counts every call the buckets would let through, answered or refused by a
+        cap, so a node that keeps hitting its cap (which may equal the threshold) is still
+        alerted. The retry-after is the longest wait of the limits that refused.
         """
         limits = self._limits
-        retry_after = limits.rate.acquire(caller)
-        if retry_after is not None:
-            raise RateLimitedError(retry_after)
-        if limits.guard.observe(caller):
+        key = limits.person(caller, person)
+        waits = limits.charge.acquire(
+            [
+                (limits.rate, caller),
+                (limits.person_rate, key),
+                (limits.cap, caller),
+                (limits.person_cap, key),
+            ]
+        )
+        paced = waits is None or (waits[0] is None and waits[1] is None)
+        if paced and limits.guard.observe(caller):
             logger.warning("enumeration alert: caller %s over the match threshold", caller)
             self._audit.append(
                 actor=caller,
@@ -679,9 +728,8 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                     "window_seconds": int(MATCH_WINDOW_S),
                 },
             )
-        retry_after = limits.cap.acquire(caller)
-        if retry_after is not None:
-            raise RateLimitedError(retry_after)
+        if waits is not None:
+            raise RateLimitedError(max(wait for wait in waits if wait is not None))
 
     def _ensure_model(self) -> FellegiSunterModel:
         """The current model, fitted on the index (and stored) if there is none yet.

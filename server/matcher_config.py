@@ -3,7 +3,8 @@
 Role in the pipeline: tells the matcher which linkage schema and key version it serves (it
 refuses encodings made with anything else), where its SQLite store and audit log live, where
 it listens, which certificates it presents, whether benchmark mode is on, how many records
-one ``PublishRequest`` message may carry, and how many ``Match`` calls each calling node may
+one ``PublishRequest`` message may carry, which purpose codes a ``Match`` may state
+(:mod:`server.purposes`), and how many ``Match`` calls each calling node may
 make (``[match_limits]``).
 
 The match limits are the matcher's own, per calling node identity (the certificate's name):
@@ -13,6 +14,10 @@ bind a node that holds the linkage secret and calls ``Match`` directly with gues
 "enumeration_alert" audit entry is written when a node's calls in the last hour go above
 ``enumeration_alert_per_hour``; ``max_matches_per_hour`` is a hard cap on a node's answered
 calls in any hour (it must be at least the alert threshold, so the alert comes first).
+Inside its node's budget, each person a node acts for (``MatchRequest.on_behalf_of``) has at
+most ``person_share`` of it: of the bucket's rate and size and of the hourly cap (at least
+one call each), so one person cannot starve colleagues. A call counts once whatever its query
+rows, and a call refused by any of these limits is charged to none of them.
 
 Parsing is strict, like the schema and the node config: an unknown key, a missing required
 key or a value of the wrong type is a problem, and every problem in the file is reported at
@@ -30,12 +35,16 @@ File layout (``*`` = required)::
     listen             "127.0.0.1:0"            host:port the matcher serves on
     benchmark_mode     false                    operators (only) get raw probabilities
     max_publish_batch  5000                     records per PublishRequest message (1..100000)
+    purposes           [codes]                  the purpose codes a Match may state (default
+                                                server.purposes.DEFAULT_PURPOSE_CODES)
     [tls]              ca_cert*, cert*, key*    PEM files (see server.pki)
     [match_limits]                              optional; per calling node identity
     matches_per_minute         120              token-bucket refill, a finite number > 0
     burst                      60               token-bucket size, integer >= 1
     enumeration_alert_per_hour 300              integer >= 1; sliding hour
     max_matches_per_hour       1000             integer >= enumeration_alert_per_hour
+    person_share               0.25             share of the node's bucket and cap one person
+                                                may use: a number in (0, 1]
 
 Problem messages name the key and the expectation, never a value.
 """
@@ -56,6 +65,7 @@ from server.config_parsing import (
     read_tls_section,
     resolve_path,
 )
+from server.purposes import DEFAULT_PURPOSE_CODES, read_purpose_codes
 from server.tls import TlsFiles
 
 __all__ = [
@@ -78,23 +88,39 @@ _MATCHER_KEYS = {
     "listen",
     "benchmark_mode",
     "max_publish_batch",
+    "purposes",
 }
 _LIMIT_KEYS = {
     "matches_per_minute",
     "burst",
     "enumeration_alert_per_hour",
     "max_matches_per_hour",
+    "person_share",
 }
 
 
 @dataclass(frozen=True)
 class MatchLimitConfig:
-    """Per calling node: Match token bucket, enumeration alert threshold, hourly hard cap."""
+    """Per calling node: Match token bucket, enumeration alert threshold, hourly hard cap, and
+    the share of the bucket and cap each person the node acts for may use."""
 
     matches_per_minute: float = 120.0
     burst: int = 60
     enumeration_alert_per_hour: int = 300
     max_matches_per_hour: int = 1000
+    person_share: float = 0.25
+
+    @property
+    def person_matches_per_minute(self) -> float:
+        return self.matches_per_minute * self.person_share
+
+    @property
+    def person_burst(self) -> int:
+        return max(1, math.floor(self.burst * self.person_share))
+
+    @property
+    def person_matches_per_hour(self) -> int:
+        return max(1, math.floor(self.max_matches_per_hour * self.person_share))
 
 
 @dataclass(frozen=True)
@@ -112,6 +138,7 @@ class MatcherConfig:
     tls: TlsFiles
     config_path: Path
     match_limits: MatchLimitConfig = MatchLimitConfig()
+    purposes: tuple[str, ...] = DEFAULT_PURPOSE_CODES
 
 
 def parse_matcher_config(
@@ -138,6 +165,7 @@ def parse_matcher_config(
         minimum=1,
         maximum=MAX_PUBLISH_BATCH_LIMIT,
     )
+    purposes = read_purpose_codes("matcher", matcher, problems)
     schema = (
         load_schema_ref("matcher.schema", schema_ref, base_dir, problems)
         if schema_ref is not None
@@ -158,6 +186,7 @@ def parse_matcher_config(
         or max_batch is None
         or tls is None
         or match_limits is None
+        or purposes is None
     ):
         raise ConfigError(["config: incomplete"])  # unreachable: each None added a problem
     return MatcherConfig(
@@ -172,6 +201,7 @@ def parse_matcher_config(
         tls=tls.resolve(base_dir),
         config_path=config_path if config_path is not None else base_dir / "<text>",
         match_limits=match_limits,
+        purposes=purposes,
     )
 
 
@@ -199,9 +229,13 @@ def _read_match_limits(data: dict[str, object], problems: Problems) -> MatchLimi
             f"{where}.max_matches_per_hour: expected an integer >= "
             f"{where}.enumeration_alert_per_hour (the alert must come before the cap)"
         )
-    if per_minute is None or burst is None or alert is None or cap is None:
+    share = problems.get(where, limits, "person_share", (int, float), defaults.person_share)
+    if share is not None and not (math.isfinite(share) and 0 < share <= 1):
+        problems.add(f"{where}.person_share: expected a number > 0 and <= 1")
+        share = None
+    if per_minute is None or burst is None or alert is None or cap is None or share is None:
         return None
-    return MatchLimitConfig(float(per_minute), burst, alert, cap)
+    return MatchLimitConfig(float(per_minute), burst, alert, cap, float(share))
 
 
 def load_matcher_config(path: Path | str) -> MatcherConfig:

@@ -1,18 +1,18 @@
 """Matcher-side proto <-> domain conversions that ``server.convert`` does not already cover.
 
 Role in the pipeline: the matcher servicer stays thin by calling these helpers to check an
-``EncodingHeader`` against the served schema and key version, turn a ``MatchRequest.query``
-into a one-row :class:`~linkage.encode.EncodedBatch`, and turn index candidates and stored
-link-result clusters into ``Candidate`` / ``Cluster`` messages. Records are parsed and
-validated by :func:`server.convert.proto_to_encoded` or, for the columnar form,
+``EncodingHeader`` against the served schema and key version, turn each row of
+``MatchRequest.queries`` into a one-row :class:`~linkage.encode.EncodedBatch`, and turn index
+candidates and stored link-result clusters into ``Candidate`` / ``Cluster`` messages. Records
+are parsed and validated by :func:`server.convert.proto_to_encoded` or, for the columnar form,
 :func:`server.convert.columns_to_encoded` (the one module where filter bytes are read), and
 their ``form_of`` (which record each row is a form of, :mod:`linkage.forms`) by
-:func:`server.convert.records_form_of` / :func:`server.convert.columns_form_of`;
-bands and agreements come from :func:`server.convert.band_for` and
-:func:`server.convert.agreement_for`.
+:func:`server.convert.records_form_of` / :func:`server.convert.columns_form_of`; bands and
+agreements come from :func:`server.convert.band_for` and :func:`server.convert.agreement_for`.
 
 Nothing converted here is an identifier: filters, opaque references, agency ids, level labels
-and weights only. Error messages name fields (``query.field_filters[2]``) and expectations.
+and weights only. Error messages name fields (``queries[0].field_filters[2]``) and
+expectations.
 """
 
 from __future__ import annotations
@@ -93,23 +93,29 @@ def columns_message_to_encoded(
     return batch, references, columns_form_of(columns, references)
 
 
-def query_to_encoded(
-    query: jigsaw_pb2.EncodedRecord, schema: Schema, *, key_version: int
-) -> EncodedBatch:
-    """The validated one-row batch of a ``MatchRequest.query`` (errors name ``query...``)."""
-    try:
-        batch, _ = proto_to_encoded(
-            [query],
-            schema,
-            fingerprint=schema.fingerprint(),
-            key_version=key_version,
-            field_prefix="query",
-        )
-    except RequestError as exc:
-        # proto_to_encoded names records "query[0]..."; there is only one query
-        field = exc.field.replace("query[0]", "query", 1)
-        raise RequestError(field, exc.expectation) from None
-    return batch
+def queries_to_encoded(
+    queries: Sequence[jigsaw_pb2.EncodedRecord], schema: Schema, *, key_version: int
+) -> list[EncodedBatch]:
+    """The validated one-row batch of each ``MatchRequest.queries`` row (errors name
+    ``queries[i]...``). Rows are validated one by one: they are hypotheses about one person
+    and share the lookup's reference, so the uniqueness a published message needs does not
+    apply."""
+    out = []
+    for i, query in enumerate(queries):
+        try:
+            batch, _ = proto_to_encoded(
+                [query],
+                schema,
+                fingerprint=schema.fingerprint(),
+                key_version=key_version,
+                field_prefix="queries",
+            )
+        except RequestError as exc:
+            # proto_to_encoded numbers the one row it was given 0
+            field = exc.field.replace("queries[0]", f"queries[{i}]", 1)
+            raise RequestError(field, exc.expectation) from None
+        out.append(batch)
+    return out
 
 
 def evidence_to_proto(

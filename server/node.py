@@ -2,16 +2,18 @@
 
 Role in the pipeline: steps 3 and 4 of the data flow. A staff member asks their own node
 ``Lookup`` with raw identifiers; the node validates them, encodes them locally with the
-agency's keys (the identifiers never leave the node) and asks the matcher ``Match`` over
-mutual TLS with its own node certificate, passing the staff member's name and purpose for the
-matcher's audit log; it returns the matcher's ranked candidates (agency, opaque reference,
+agency's keys (the identifiers never leave the node) and asks the matcher ``Match`` once, over
+mutual TLS with its own node certificate, with every query row of the lookup, passing the staff
+member's name (for the matcher's per-person limits and audit log) and purpose code (a code of
+``[node] purposes``, :mod:`server.purposes`; the staff member's free-text ``note`` stays in
+this node's audit log); it returns the matcher's ranked candidates (agency, opaque reference,
 band, per-field evidence) and remembers, per person, which references it returned
 (:class:`~server.ratelimit.RecentAnswers`, for ``[rate_limits] disclosure_window_minutes``).
 The staff member then asks the same node ``Disclose`` for one of those references: the node
 releases its own agency's record, or relays the request as itself (``on_behalf_of`` = the
-person) to the holding agency's node named in its ``[peers]`` table and passes the answer
-back. The holder releases only the fields its ``[disclosure]`` policy allows for the
-person's role (staff) and names the withheld ones. ``Status`` reports store counts.
+person) to the holding agency's node named in its ``[peers]`` table and passes the answer back.
+The holder releases only the fields its ``[disclosure]`` policy allows for the person's role
+(staff) and names the withheld ones. ``Status`` reports store counts.
 
 Security: every call passes :class:`server.auth.AuthInterceptor` with
 :data:`server.auth.NODE_POLICY` first (Lookup: staff; Disclose: staff, and nodes relaying;
@@ -52,6 +54,7 @@ from server.convert import encoded_to_proto
 from server.node_config import NodeConfig, read_linkage_keys
 from server.node_store import NodeStore
 from server.pki import UNIT_AGENCY, server_name
+from server.purposes import require_purpose_code
 from server.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers
 from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
@@ -71,6 +74,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = jigsaw_pb2.DESCRIPTOR.services_by_name["AgencyNode"].full_name
 MAX_PURPOSE_CHARS = 500
+MAX_NOTE_CHARS = 500
 MAX_NAME_CHARS = 64
 MAX_VALUE_CHARS = 200
 MAX_KEY_CHARS_SHOWN = 64
@@ -166,22 +170,6 @@ def require_chained_salts(schema: Schema, batch: EncodedBatch) -> None:
             )
 
 
-def merge_candidates(
-    lists: Sequence[Sequence[jigsaw_pb2.Candidate]], limit: int
-) -> list[jigsaw_pb2.Candidate]:
-    """The candidates of several queries of one lookup: each record once, under its best band
-    (the first query's entry on a tie), best bands first, at most ``limit``."""
-    best: dict[tuple[str, str], jigsaw_pb2.Candidate] = {}
-    for candidates in lists:
-        for candidate in candidates:
-            key = (candidate.agency, candidate.reference)
-            held = best.get(key)
-            if held is None or candidate.band < held.band:
-                best[key] = candidate
-    ordered = sorted(best.values(), key=lambda c: c.band)  # stable: matcher order within a band
-    return ordered[:limit]
-
-
 class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
     """The AgencyNode service over one store, key set, audit log and matcher channel."""
 
@@ -246,11 +234,15 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                 },
             )
         try:
-            purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
+            purpose = require_purpose_code(
+                request.purpose_code, "purpose_code", self._config.purposes
+            )
+            note = require_text(request.note, "note", MAX_NOTE_CHARS)
             queries, notes = self._encode_queries(request.identifiers, lookup_id)
         except RequestError:
             self._audit_lookup(identity, "", "invalid_argument", base)
             raise
+        base["note"] = note  # the staff member's words: this audit log only, never the matcher
         if len(queries) > 1:
             base["queries"] = len(queries)
         max_candidates = min(request.max_candidates or DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES)
@@ -258,29 +250,26 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             schema_fingerprint=self._fingerprint, key_version=self._keys.key_version
         )
         try:
-            responses = [
-                self._matcher.Match(
-                    jigsaw_pb2.MatchRequest(
-                        header=header,
-                        query=query,
-                        max_candidates=max_candidates,
-                        purpose=purpose,
-                        on_behalf_of=identity.name,
-                    ),
-                    timeout=MATCH_TIMEOUT_S,
-                )
-                for query in queries
-            ]
+            response = self._matcher.Match(
+                jigsaw_pb2.MatchRequest(
+                    header=header,
+                    queries=queries,
+                    max_candidates=max_candidates,
+                    purpose_code=purpose,
+                    on_behalf_of=identity.name,
+                ),
+                timeout=MATCH_TIMEOUT_S,
+            )
         except grpc.RpcError as exc:
             if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                # the matcher's [match_limits] for this node: staff get the same status and
-                # its retry-after, as for the node's own limits
+                # the matcher's [match_limits] for this node or this person: staff get the
+                # same status and its retry-after, as for the node's own limits
                 self._audit_lookup(identity, purpose, "matcher_rate_limited", base)
                 retry_after = retry_after_from_metadata(exc.trailing_metadata())
                 raise RateLimitedError(1.0 if retry_after is None else retry_after) from None
             self._audit_lookup(identity, purpose, "matcher_error", base)
             self._abort_for_matcher(context, exc)
-        candidates = merge_candidates([r.candidates for r in responses], max_candidates)
+        candidates = list(response.candidates)  # ranked, each record once (the matcher's)
         self._answers.record(identity.name, ((c.agency, c.reference) for c in candidates))
         found = len(candidates)
         self._audit_lookup(identity, purpose, "ok", {**base, "candidates": found})
@@ -303,11 +292,11 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
     def _encode_queries(
         self, identifiers: Mapping[str, str], lookup_id: str
     ) -> tuple[list[jigsaw_pb2.EncodedRecord], list[str]]:
-        """Validate the identifiers and encode them as the lookup's queries (reference = lookup
-        id), and the lookup's notes (:func:`lookup_notes`): one query, or one per form
+        """Validate the identifiers and encode them as the lookup's query rows (reference =
+        lookup id), and the lookup's notes (:func:`lookup_notes`): one row, or one per form
         (:func:`linkage.forms.encode_query`) when a salt field of few values is missing (the
         shipped date of birth without sex: each form then meets the records, and the forms
-        of records, that have its sex)."""
+        of records, that have its sex). All rows travel in the lookup's one Match call."""
         for key in sorted(identifiers):
             if key not in self._field_names:
                 shown = key[:MAX_KEY_CHARS_SHOWN]

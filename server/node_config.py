@@ -4,7 +4,8 @@ Role in the pipeline: tells a node which agency it is, which linkage schema and 
 encodes with, where its SQLite store and audit log live, how to reach the matcher, which
 certificates it presents, which sources it ingests (with their column mappings), which
 fields each caller role may have disclosed, where the other agencies' nodes are (for
-disclosures it relays), and its lookup and disclosure limits.
+disclosures it relays), its lookup and disclosure limits, and the purpose codes its staff may
+state for a lookup (:mod:`server.purposes`).
 
 Parsing is strict, like the schema: an unknown key, a missing required key or a value of
 the wrong type is a problem, and every problem in the file is reported at once in one
@@ -27,6 +28,9 @@ File layout (``*`` = required)::
     publish_form       "columns"              "columns" (EncodedColumns) or "records" (one
                                               EncodedRecord each: for a matcher older than
                                               columnar Publish, during an upgrade)
+    purposes           [codes]                the purpose codes staff may state for a lookup
+                                              (default server.purposes.DEFAULT_PURPOSE_CODES);
+                                              the matcher's list must hold them too
     [tls]              ca_cert*, cert*, key*  PEM files (see server.pki)
     [[source]]         kind* ("csv" | "sqlite"), path*, table (required for sqlite),
                        day_first (default: the schema's), columns* (schema field or
@@ -67,6 +71,7 @@ from server.config_parsing import (
     resolve_path,
 )
 from server.pki import ROLES
+from server.purposes import DEFAULT_PURPOSE_CODES, read_purpose_codes
 from server.tls import TlsFiles
 
 __all__ = [
@@ -96,6 +101,7 @@ _NODE_KEYS = {
     "matcher",
     "publish_batch_size",
     "publish_form",
+    "purposes",
 }
 #: Values of ``node.publish_form``: the form of the Publish messages a node sends.
 PUBLISH_FORMS = ("columns", "records")
@@ -160,6 +166,7 @@ class NodeConfig:
     rate_limits: RateLimitConfig
     config_path: Path
     peers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    purposes: tuple[str, ...] = DEFAULT_PURPOSE_CODES
 
     @property
     def extra_fields(self) -> tuple[str, ...]:
@@ -265,6 +272,7 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
     publish_form = problems.get("node", node, "publish_form", str, PUBLISH_FORMS[0])
     if publish_form is not None and publish_form not in PUBLISH_FORMS:
         problems.add('node.publish_form: expected "columns" or "records"')
+    purposes = read_purpose_codes("node", node, problems)
 
     schema = (
         load_schema_ref("node.schema", schema_ref, base_dir, problems)
@@ -370,6 +378,7 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
         or disclosure_alert is None
         or window is None
         or tls is None
+        or purposes is None
     ):
         raise ConfigError(["config: incomplete"])  # unreachable: each None added a problem
     return NodeConfig(
@@ -398,6 +407,7 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
         ),
         config_path=config_path if config_path is not None else base_dir / "<text>",
         peers=MappingProxyType(peers),
+        purposes=purposes,
     )
 
 

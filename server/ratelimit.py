@@ -7,11 +7,12 @@ retry-after delay when the caller is over its rate (``server.status.RateLimitedE
 window cross an alert threshold, so the servicer can write an "enumeration_alert" audit entry.
 The matcher also holds each calling node to a hard :class:`WindowCap` (at most ``limit`` calls
 in any sliding window): a node's operator controls the node's own limits, so the matcher,
-a separate trust domain, keeps its own. A node's :class:`RecentAnswers` remembers which
-references each person's lookups returned, so that ``Disclose`` releases only what that
-person's own recent lookup found.
+a separate trust domain, keeps its own. :class:`AllOrNothing` charges several limits
+as one (a node's budget and a person's share of it): a call refused by any of them is charged
+to none. A node's :class:`RecentAnswers` remembers which references each person's lookups
+returned, so that ``Disclose`` releases only what that person's own recent lookup found.
 
-All four are in-memory, per process, thread-safe (one lock each) and bounded: at most
+All are in-memory, per process, thread-safe (one lock each) and bounded: at most
 ``max_callers`` callers are tracked; idle callers are evicted first.
 """
 
@@ -21,7 +22,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 Clock = Callable[[], float]
@@ -77,6 +78,16 @@ class RateLimiter:
                 del self._buckets[caller]
             else:
                 break
+
+    def wait(self, caller: str) -> float | None:
+        """What :meth:`acquire` would answer now, taking nothing: None when a token is there,
+        else seconds until one is."""
+        with self._lock:
+            bucket = self._buckets.get(caller)
+            if bucket is None:
+                return None
+            tokens = self._refilled(bucket, self._clock())
+            return None if tokens >= 1.0 else (1.0 - tokens) / self.rate_per_second
 
     def acquire(self, caller: str) -> float | None:
         """Take one token for ``caller``: None when allowed, else seconds until one is available."""
@@ -226,6 +237,25 @@ class WindowCap:
             else:
                 break
 
+    def _wait(self, times: deque[float], now: float) -> float | None:
+        """None when ``times`` (expired up to ``now``) leaves a slot, else the wait for one."""
+        if len(times) < self.limit:
+            return None
+        # times[0] is inside the window (it was not expired), so the wait is in
+        # (0, window]; the clamp only absorbs floating-point rounding at either end
+        wait = times[0] + self.window_seconds - now
+        return min(self.window_seconds, max(wait, 1e-9))
+
+    def wait(self, caller: str) -> float | None:
+        """What :meth:`acquire` would answer now, granting nothing."""
+        with self._lock:
+            times = self._granted.get(caller)
+            if not times:
+                return None
+            now = max(self._clock(), times[-1])
+            self._expire(times, now)
+            return self._wait(times, now)
+
     def acquire(self, caller: str) -> float | None:
         """Grant one call to ``caller``: None when granted, else seconds until a slot frees."""
         with self._lock:
@@ -238,13 +268,10 @@ class WindowCap:
                 now = max(now, times[-1])  # a clock going backwards must not reorder the window
             self._expire(times, now)
             self._granted[caller] = times  # most recently seen goes last
-            if len(times) < self.limit:
+            wait = self._wait(times, now)
+            if wait is None:
                 times.append(now)
-                return None
-            # times[0] is inside the window (it was not expired), so the wait is in
-            # (0, window]; the clamp only absorbs floating-point rounding at either end
-            wait = times[0] + self.window_seconds - now
-            return min(self.window_seconds, max(wait, 1e-9))
+            return wait
 
     def count(self, caller: str) -> int:
         """Granted calls by ``caller`` in the current window."""
@@ -259,6 +286,36 @@ class WindowCap:
         """How many callers are held in memory right now."""
         with self._lock:
             return len(self._granted)
+
+
+Limit = RateLimiter | WindowCap
+
+
+class AllOrNothing:
+    """Several limits charged together: a call is granted by every one or charged to none.
+
+    :meth:`acquire` takes ``(limit, caller)`` pairs (a budget and whom it is kept for, say a
+    node's hourly cap and a person's share of it), asks each what it would answer without
+    charging it, and only when none refuses takes one from each. A refusal returns every
+    limit's wait (None for those that would have granted), so the caller can say which
+    refused and how long until all could grant (the largest wait). The check and the charge
+    are one step under this object's lock, so the limits it is given must be charged only
+    through it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self, charges: Sequence[tuple[Limit, str]]) -> tuple[float | None, ...] | None:
+        """None when every limit granted (each charged once), else each limit's wait."""
+        with self._lock:
+            waits = tuple(limit.wait(caller) for limit, caller in charges)
+            if any(wait is not None for wait in waits):
+                return waits
+            for limit, caller in charges:
+                if limit.acquire(caller) is not None:  # pragma: no cover - checked just above
+                    raise RuntimeError("a limit refused a charge it had just allowed")
+            return None
 
 
 class RecentAnswers:

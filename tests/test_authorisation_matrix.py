@@ -68,7 +68,8 @@ def _node_calls() -> dict[str, Call]:
 
     return {
         "AgencyNode/Lookup": lambda c: stub(c).Lookup(
-            jigsaw_pb2.LookupRequest(identifiers={}, purpose="p"), timeout=10
+            jigsaw_pb2.LookupRequest(identifiers={}, purpose_code="s47_enquiry", note="p"),
+            timeout=10,
         ),
         "AgencyNode/Disclose": lambda c: stub(c).Disclose(
             jigsaw_pb2.DiscloseRequest(reference=REFERENCE, purpose="p"), timeout=10

@@ -78,7 +78,7 @@ class _FakeNode:
             disclosure_id="d\x1b1",
         )
 
-    def lookup(self, identifiers: Any, *, purpose: str, max_candidates: int) -> Any:
+    def lookup(self, identifiers: Any, *, purpose_code: str, note: str, max_candidates: int) -> Any:
         evidence = [SimpleNamespace(field="given\x1bname", agreement=1)]
         candidate = SimpleNamespace(
             agency="he\x1balth", reference="r\u202e1", band=1, evidence=evidence
@@ -118,6 +118,6 @@ def test_disclose_to_csv_is_private_and_formula_free(
 def test_lookup_prints_no_control_character(
     fake_node: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["lookup", *COMMON, "--field", "given_name=Amy"]) == 0
+    assert cli.main(["lookup", *COMMON, "--note", "n", "--field", "given_name=Amy"]) == 0
     captured = capsys.readouterr()
     _no_control(captured.out + captured.err)

@@ -211,7 +211,7 @@ def test_publish_is_idempotent(federation: Federation) -> None:
     assert before == rows > records
 
 
-def _lookup(federation: Federation, query: dict[str, str], purpose: str) -> dict[str, Any]:
+def _lookup(federation: Federation, query: dict[str, str], note: str) -> dict[str, Any]:
     """Alice's lookup through the social-care node (the CLI, --json): its JSON answer."""
     args = [
         "lookup",
@@ -222,7 +222,9 @@ def _lookup(federation: Federation, query: dict[str, str], purpose: str) -> dict
         "--identity",
         "alice",
         "--purpose",
-        purpose,
+        "s47_enquiry",
+        "--note",
+        note,
         "--json",
     ]
     for k, v in query.items():
@@ -353,9 +355,14 @@ def test_staff_are_refused_at_another_agencys_node(federation: Federation) -> No
         if c["agency"] == "health"
     )
     common = ["--node", federation.nodes["health"].address(), "--pki", federation.pki]
-    common += ["--identity", "alice", "--purpose", "x"]
-    lookup = jigsaw("lookup", *common, "--field", "given_name=Amelia", check=False)
-    disclose = jigsaw("disclose", *common, "--reference", ref, check=False)
+    common += ["--identity", "alice"]
+    lookup = jigsaw(
+        "lookup",
+        *common,
+        *["--purpose", "s47_enquiry", "--note", "x", "--field", "given_name=Amelia"],
+        check=False,
+    )
+    disclose = jigsaw("disclose", *common, "--purpose", "x", "--reference", ref, check=False)
     for done in (lookup, disclose):
         # the client stops first: it expects its own agency's node (the node's own refusal,
         # PERMISSION_DENIED, is tested in test_node_disclose and test_authorisation_matrix)
@@ -404,6 +411,8 @@ def test_foreign_certificate_is_refused(federation: Federation, tmp_path: Path) 
         "--identity",
         "mallory",
         "--purpose",
+        "s47_enquiry",
+        "--note",
         "x",
         "--field",
         "given_name=Amelia",
@@ -422,6 +431,8 @@ def test_bad_lookup_field_is_invalid_argument_without_value(federation: Federati
         "--identity",
         "bob",
         "--purpose",
+        "s47_enquiry",
+        "--note",
         "x",
         "--field",
         f"date_of_birth={CANARY}",
@@ -484,6 +495,7 @@ cert = "{pki / "matcher.pem"}"
 key = "{pki / "matcher.key"}"
 [match_limits]
 burst = 3
+person_share = 1.0
 """,
         "utf-8",
     )
@@ -501,8 +513,8 @@ burst = 3
             header=jigsaw_pb2.EncodingHeader(
                 schema_fingerprint=schema.fingerprint(), key_version=1
             ),
-            query=query,
-            purpose="probe",
+            queries=[query],
+            purpose_code="s47_enquiry",
             on_behalf_of="nobody",
         )
         node = f"{AGENCIES[0]}-node"

@@ -23,6 +23,7 @@ from server.matcher_config import (
 )
 from server.node_config import ConfigError as NodeConfigError
 from server.node_config import parse_node_config
+from server.purposes import DEFAULT_PURPOSE_CODES
 from server.tls import TlsFiles
 
 VALID = """
@@ -179,7 +180,7 @@ def test_all_problems_reported_at_once_in_file_order(tmp_path: Path) -> None:
     )
     assert problems_of(text, tmp_path) == (
         "matcher: unknown key (key 1 of the table), allowed: audit_log, benchmark_mode, "
-        'key_version, listen, max_publish_batch, schema, store (did you mean "store"?)',
+        'key_version, listen, max_publish_batch, purposes, schema, store (did you mean "store"?)',
         "matcher.schema: required key is missing",
         "matcher.key_version: expected an integer >= 1",
         "matcher.store: required key is missing",
@@ -288,9 +289,13 @@ def test_match_limits_default_when_absent(tmp_path: Path) -> None:
         burst=60,
         enumeration_alert_per_hour=300,
         max_matches_per_hour=1000,
+        person_share=0.25,
     )
     assert isinstance(limits.matches_per_minute, float)
     assert parse_matcher_config(with_limits(), base_dir=tmp_path).match_limits == limits
+    # a person's share: a quarter of the node's pace, burst and hourly cap
+    assert (limits.person_matches_per_minute, limits.person_burst) == (30.0, 15)
+    assert limits.person_matches_per_hour == 250
 
 
 def test_match_limits_explicit_values(tmp_path: Path) -> None:
@@ -302,6 +307,13 @@ def test_match_limits_explicit_values(tmp_path: Path) -> None:
     )
     limits = parse_matcher_config(text, base_dir=tmp_path).match_limits
     assert limits == MatchLimitConfig(30.0, 5, 40, 40)
+    tiny = parse_matcher_config(with_limits("person_share = 0.01"), base_dir=tmp_path)
+    assert tiny.match_limits.person_share == 0.01
+    assert tiny.match_limits.person_burst == 1  # at least one call each
+    assert tiny.match_limits.person_matches_per_hour == 10
+    whole = parse_matcher_config(with_limits("person_share = 1"), base_dir=tmp_path)
+    assert whole.match_limits.person_share == 1.0
+    assert isinstance(whole.match_limits.person_share, float)
     assert isinstance(limits.matches_per_minute, float)
     half = parse_matcher_config(with_limits("matches_per_minute = 0.5"), base_dir=tmp_path)
     assert half.match_limits.matches_per_minute == 0.5
@@ -325,9 +337,13 @@ def test_match_limits_explicit_values(tmp_path: Path) -> None:
         # below the default alert threshold (300)
         ("max_matches_per_hour = 299", "match_limits.max_matches_per_hour: expected an integer "
          ">= match_limits.enumeration_alert_per_hour"),
+        ("person_share = 0", "match_limits.person_share: expected a number > 0 and <= 1"),
+        ("person_share = 1.5", "match_limits.person_share: expected a number > 0 and <= 1"),
+        ("person_share = nan", "match_limits.person_share: expected a number > 0 and <= 1"),
+        ('person_share = "all"', "match_limits.person_share: expected an integer or"),
         ("maches_per_minute = 5", "match_limits: unknown key (key 1 of the table), allowed: "
-         'burst, enumeration_alert_per_hour, matches_per_minute, max_matches_per_hour (did you '
-         'mean "matches_per_minute"?)'),
+         'burst, enumeration_alert_per_hour, matches_per_minute, max_matches_per_hour, '
+         'person_share (did you mean "matches_per_minute"?)'),
     ],
 )  # fmt: skip
 def test_each_match_limit_mistake_is_one_problem(tmp_path: Path, line: str, expected: str) -> None:
@@ -384,3 +400,28 @@ def test_demo_matcher_config_writes_the_defaults(tmp_path: Path) -> None:
     assert "\nmax_matches_per_hour = " in text
     config = load_matcher_config(path)
     assert config.match_limits == MatchLimitConfig()
+
+
+def test_purpose_codes_default_and_per_federation(tmp_path: Path) -> None:
+    assert parse_matcher_config(MINIMAL, base_dir=tmp_path).purposes == DEFAULT_PURPOSE_CODES
+    assert "s47_enquiry" in DEFAULT_PURPOSE_CODES
+    text = MINIMAL.replace("[tls]", 'purposes = ["s47_enquiry", "court_order"]\n[tls]')
+    assert parse_matcher_config(text, base_dir=tmp_path).purposes == (
+        "s47_enquiry",
+        "court_order",
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[]", '"s47_enquiry"', '["s47 enquiry"]', f'["{CANARY}"]', '["a", "a"]', "[1]", '["x" ]'],
+)
+def test_bad_purpose_lists_are_one_problem_without_the_value(tmp_path: Path, value: str) -> None:
+    if value == '["x" ]':
+        value = '["' + "x" * 49 + '"]'  # over the length bound
+    text = MINIMAL.replace("[tls]", f"purposes = {value}\n[tls]")
+    (problem,) = problems_of(text, tmp_path)
+    assert problem.startswith(
+        "matcher.purposes: expected a non-empty list of distinct purpose codes"
+    )
+    assert CANARY not in problem and "enquiry" not in problem

@@ -117,9 +117,9 @@ class Running(matcher_harness.Running):
             header=jigsaw_pb2.EncodingHeader(
                 schema_fingerprint=SCHEMA.fingerprint(), key_version=1
             ),
-            query=encoded_to_proto(query, ["0" * 32])[0],
+            queries=encoded_to_proto(query, ["0" * 32] * len(query)),
             max_candidates=10,
-            purpose="section 47 enquiry",
+            purpose_code="s47_enquiry",
             on_behalf_of="alice",
         )
         found = self.stub("police-node").Match(request, timeout=TIMEOUT).candidates
@@ -183,6 +183,20 @@ def test_match_names_the_record_once_and_status_counts_records(
         form_rows = {r for r, of in zip(world.health.rows, world.health.form_of, strict=True) if of}
         assert not form_rows & {reference for _, reference in found}, name
         assert len(found) == len(set(found)), name
+
+
+def test_a_lookup_without_sex_is_one_match_naming_each_record_once(
+    matcher: Running, world: World
+) -> None:
+    publish_world(matcher, world)
+    values = {name: column[world.police_row] for name, column in world.police_columns.items()}
+    rows = forms.encode_query(SCHEMA, KEYS, {**values, "sex": None})
+    assert len(rows) == forms.max_forms(SCHEMA)  # one hypothesis per sex value
+    found = matcher.match(rows)  # every row in the one call
+    assert health_rows_found(found, world) == [world.twin]
+    police_record = world.police.records[world.police_row]
+    assert found.count(("police", police_record)) == 1
+    assert len(found) == len(set(found))
 
 
 def test_republish_both_ways_withdraw_and_restart(
@@ -303,13 +317,23 @@ def test_candidates_per_record_reports_each_record_once_at_its_best() -> None:
         candidate("health", form_refs[0], 0.96),
         candidate("health", form_refs[2], 0.95),
     ]
-    kept = candidates_per_record(found, form_map, 10)
+    kept = candidates_per_record([found], form_map, 10)
     assert [(c.agency, c.reference, c.probability) for c in kept] == [
         ("health", record, 0.99),
         ("police", form_refs[1], 0.98),
         ("health", other, 0.97),
     ]
-    assert candidates_per_record(found, form_map, 2) == kept[:2]
+    assert candidates_per_record([found], form_map, 2) == kept[:2]
+    # several query rows (hypotheses about one person): one list, each record at its best
+    second_row = [candidate("health", other, 0.995), candidate("school", "c" * 32, 0.5)]
+    merged = candidates_per_record([found, second_row], form_map, 10)
+    assert [(c.agency, c.reference, c.probability) for c in merged] == [
+        ("health", other, 0.995),
+        ("health", record, 0.99),
+        ("police", form_refs[1], 0.98),
+        ("school", "c" * 32, 0.5),
+    ]
+    assert candidates_per_record([found, second_row], form_map, 1) == merged[:1]
     assert form_map.surplus_rows() == {"health": 2}  # 3 rows, 1 record
     form_map.discard("health", form_refs[:2])
     assert form_map.surplus_rows() == {"health": 0}

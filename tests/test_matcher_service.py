@@ -154,14 +154,17 @@ def match(
 ) -> jigsaw_pb2.MatchResponse:
     request = jigsaw_pb2.MatchRequest(
         header=header(),
-        query=query,
+        queries=[query],
         max_candidates=10,
-        purpose="section 47 enquiry",
+        purpose_code="s47_enquiry",
         on_behalf_of="alice",
     )
     for key, value in extra.items():
         if isinstance(value, jigsaw_pb2.EncodingHeader):
             getattr(request, key).CopyFrom(value)
+        elif key == "queries":
+            del request.queries[:]
+            request.queries.extend(value)  # type: ignore[arg-type]
         else:
             setattr(request, key, value)
     return matcher.stub(identity).Match(request, timeout=TIMEOUT)
@@ -252,7 +255,7 @@ def test_publish_match_republish(matcher: Running, population: dict[str, AgencyE
     assert matcher.runtime.store.load_model() is not None
 
     entries = [line for line in matcher.config.audit_log.read_text("utf-8").splitlines() if line]
-    assert any('"action":"match"' in e and "section 47 enquiry" in e for e in entries)
+    assert any('"action":"match"' in e and '"purpose":"s47_enquiry"' in e for e in entries)
     assert any('"on_behalf_of":"alice"' in e for e in entries)
     assert verify_audit_log(matcher.config.audit_log).ok
 
@@ -319,7 +322,11 @@ def test_malformed_records_are_refused(
     with pytest.raises(grpc.RpcError) as caught:
         match(matcher, "police-node", bad_query)
     assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "query.record_filter" in caught.value.details()
+    assert "queries[0].record_filter" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:  # a later row is named by its position
+        match(matcher, "police-node", records[0], queries=[records[0], records[1], bad_query])
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "queries[2].record_filter" in caught.value.details()
     assert status(matcher) == {}
 
 
@@ -453,15 +460,23 @@ def test_match_validates_purpose_and_limits(
 ) -> None:
     query = population["police"].records([0])[0]
     for extra, field in (
-        ({"purpose": ""}, "purpose"),
+        ({"purpose_code": ""}, "purpose_code"),
+        ({"purpose_code": "s47 re " + CANARY_GIVEN}, "expected a purpose code, one of s47_enquiry"),
+        ({"purpose_code": "court_order"}, "'purpose_code': expected a purpose code, one of"),
         ({"on_behalf_of": ""}, "on_behalf_of"),
         ({"max_candidates": 101}, "max_candidates"),
+        ({"queries": []}, "'queries': expected 1 to 32 encoded rows, got 0"),
+        ({"queries": [query] * 33}, "'queries': expected 1 to 32 encoded rows, got 33"),
     ):
         with pytest.raises(grpc.RpcError) as caught:
             match(matcher, "police-node", query, **extra)
         assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
         assert field in caught.value.details()
+        assert CANARY_GIVEN not in caught.value.details()
     assert match(matcher, "police-node", query).candidates == []  # empty index
+    entries = audit_entries(matcher)
+    assert {e["purpose"] for e in entries if e["action"] == "match"} == {"", "s47_enquiry"}
+    assert CANARY_GIVEN not in matcher.config.audit_log.read_text("utf-8")
     publish(matcher.stub("police-node"), population["police"].records([0]))
     with pytest.raises(grpc.RpcError) as caught:  # one record: nothing to fit a model on
         match(matcher, "police-node", query)
@@ -645,7 +660,7 @@ ALLOWED_STRING_FIELDS = {
     "references",
     "form_of",  # the opaque reference of the record a published row is a form of
     "schema_fingerprint",
-    "purpose",
+    "purpose_code",  # a code of a closed list (server.purposes), checked by the matcher
     "on_behalf_of",
     "agency",
     "stage",
@@ -782,10 +797,11 @@ def clock() -> FakeClock:
 @pytest.fixture
 def limited(tmp_path: Path, pki_dir: Path, clock: FakeClock) -> Iterator[Running]:
     """A matcher with small match limits on a fake clock: burst 3 at 60 a minute (one a
-    second), an alert above 5 calls an hour, a cap of 8 answered calls an hour."""
+    second), an alert above 5 calls an hour, a cap of 8 answered calls an hour, and all of it
+    open to one person (the per-person shares have tests of their own)."""
     limits = (
         "matches_per_minute = 60\nburst = 3\n"
-        "enumeration_alert_per_hour = 5\nmax_matches_per_hour = 8"
+        "enumeration_alert_per_hour = 5\nmax_matches_per_hour = 8\nperson_share = 1.0"
     )
     running = Running(matcher_config(tmp_path, pki_dir, match_limits=limits), pki_dir, clock=clock)
     yield running
@@ -818,7 +834,7 @@ def test_match_over_burst_is_refused_with_retry_after_and_audited(
     assert refused(limited, "police-node", query) == pytest.approx(1.0)
     # checked before any decoding: a malformed request over the limit is refused the same way
     with pytest.raises(grpc.RpcError) as caught:
-        match(limited, "police-node", query, purpose="")
+        match(limited, "police-node", query, purpose_code="")
     assert error_of(caught.value).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     clock.advance(1.0)  # one token back
     assert match(limited, "police-node", query).candidates == []
@@ -896,7 +912,9 @@ def test_hourly_cap_refuses_until_a_slot_frees(
 def test_alert_comes_even_when_the_cap_equals_the_threshold(
     tmp_path: Path, pki_dir: Path, clock: FakeClock, population: dict[str, AgencyEncodings]
 ) -> None:
-    limits = "burst = 100\nenumeration_alert_per_hour = 4\nmax_matches_per_hour = 4"
+    limits = (
+        "burst = 100\nenumeration_alert_per_hour = 4\nmax_matches_per_hour = 4\nperson_share = 1.0"
+    )
     running = Running(matcher_config(tmp_path, pki_dir, match_limits=limits), pki_dir, clock=clock)
     try:
         query = population["police"].records([0])[0]
@@ -937,6 +955,90 @@ def test_one_node_over_its_limits_does_not_limit_another(
     assert alerts == ["police-node", "health-node"]  # each at its own 6th counted call
 
 
+@pytest.fixture
+def shared(tmp_path: Path, pki_dir: Path, clock: FakeClock) -> Iterator[Running]:
+    """A matcher whose nodes' budgets are shared by their people on a fake clock: per node a
+    burst of 4 at 60 a minute and a cap of 8 calls an hour; per person a quarter of each (a
+    burst of 1 at 15 a minute, 2 calls an hour)."""
+    limits = (
+        "matches_per_minute = 60\nburst = 4\n"
+        "enumeration_alert_per_hour = 8\nmax_matches_per_hour = 8\nperson_share = 0.25"
+    )
+    running = Running(matcher_config(tmp_path, pki_dir, match_limits=limits), pki_dir, clock=clock)
+    yield running
+    running.stop()
+
+
+def match_as(
+    matcher: Running, person: str, query: jigsaw_pb2.EncodedRecord, rows: int = 1
+) -> jigsaw_pb2.MatchResponse:
+    """A lookup by ``person`` through the police node, of ``rows`` query rows."""
+    return match(matcher, "police-node", query, on_behalf_of=person, queries=[query] * rows)
+
+
+def refused_as(matcher: Running, person: str, query: jigsaw_pb2.EncodedRecord) -> float:
+    with pytest.raises(grpc.RpcError) as caught:
+        match_as(matcher, person, query)
+    error = error_of(caught.value)
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry_after = retry_after_from_metadata(error.trailing_metadata())
+    assert retry_after is not None and retry_after > 0
+    return retry_after
+
+
+def test_one_person_flooding_cannot_refuse_a_colleagues_first_lookup(
+    shared: Running, clock: FakeClock, population: dict[str, AgencyEncodings]
+) -> None:
+    query = population["police"].records([0])[0]
+    match_as(shared, "alice", query)
+    for _ in range(20):  # alice floods: her own bucket (one call) refuses her, not the node's
+        assert refused_as(shared, "alice", query) == pytest.approx(4.0)  # 15 a minute
+    match_as(shared, "bob", query)  # colleagues' first lookups are answered
+    match_as(shared, "carol", query)
+    clock.advance(4.0)
+    match_as(shared, "alice", query)  # her hourly share (2) is spent ...
+    for _ in range(20):
+        clock.advance(4.0)
+        assert refused_as(shared, "alice", query) > 3000  # ... until the hour moves on
+    for person in ("dave", "erin"):  # the node still has room for the others
+        match_as(shared, person, query)
+    matches = [e for e in audit_entries(shared) if e["action"] == "match"]
+    refusals = [e for e in matches if e["outcome"] == "rate_limited"]
+    assert len(refusals) == 40
+    assert {e["details"]["on_behalf_of"] for e in refusals} == {"alice"}  # type: ignore[index]
+    assert all(e["purpose"] == "" for e in refusals)  # refused before the request was read
+
+
+def test_a_refused_lookup_charges_no_budget(
+    shared: Running, clock: FakeClock, population: dict[str, AgencyEncodings]
+) -> None:
+    query = population["police"].records([0])[0]
+    people = ("alice", "bob", "carol", "dave")
+    for person in people:  # a lookup is one call whatever its rows (3: no sex given)
+        match_as(shared, person, query, rows=3)
+    refusals = 0
+    for _ in range(10):  # refused by the buckets (theirs and the node's), on a frozen clock
+        for person in people:
+            refused_as(shared, person, query)
+            refusals += 1
+    clock.advance(4.0)
+    for person in people:  # the node's hourly budget (8) is as the refusals found it: 4 left
+        match_as(shared, person, query, rows=3)
+    # now the node's cap is spent: erin is refused by it, until the first calls leave the hour
+    wait = refused_as(shared, "erin", query)
+    assert wait == pytest.approx(3600.0 - 4.0)
+    for _ in range(5):
+        clock.advance(4.0)
+        refused_as(shared, "erin", query)
+    clock.advance(wait)  # the hour has slid past every call: erin's refusals cost her nothing
+    match_as(shared, "erin", query)
+    clock.advance(4.0)
+    match_as(shared, "erin", query)  # her whole share (2)
+    outcomes = [e["outcome"] for e in audit_entries(shared) if e["action"] == "match"]
+    assert outcomes.count("ok") == 8 + 2
+    assert outcomes.count("rate_limited") == refusals + 6
+
+
 def test_publish_and_withdraw_are_not_limited(
     limited: Running, population: dict[str, AgencyEncodings]
 ) -> None:
@@ -948,17 +1050,21 @@ def test_publish_and_withdraw_are_not_limited(
     assert status(limited) == {"police": 1}
 
 
-def test_default_limits_allow_a_burst_of_sixty(
+def test_default_limits_allow_a_burst_of_sixty_fifteen_a_person(
     matcher: Running, population: dict[str, AgencyEncodings]
 ) -> None:
     query = population["police"].records([0])[0]
     started = time.monotonic()
-    for _ in range(60):  # a full bucket: the whole burst is answered
+    for _ in range(15):  # a person's share of the burst (a quarter) ...
         match(matcher, "police-node", query)
+    refused(matcher, "police-node", query)
+    for person in ("bob", "carol", "dave"):  # ... and the node's whole burst, shared
+        for _ in range(15):
+            match(matcher, "police-node", query, on_behalf_of=person)
     granted = 60
     while granted < 200:  # then only what the real clock refilled (2 a second)
         try:
-            match(matcher, "police-node", query)
+            match(matcher, "police-node", query, on_behalf_of=f"person-{granted}")
         except grpc.RpcError as exc:
             assert error_of(exc).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
             break

@@ -11,6 +11,7 @@ from linkage.errors import KeyMaterialError
 from linkage.keys import TEST_SECRET_HEX, LinkageSecret
 from linkage.schema import load_schema
 from server.node_config import ConfigError, NodeConfig, load_node_config, read_linkage_keys
+from server.purposes import DEFAULT_PURPOSE_CODES
 from server.tls import TlsFiles
 
 VALID = """
@@ -342,3 +343,18 @@ def test_bad_peers_and_disclosure_limits_are_reported_together(tmp_path: Path) -
     assert any("own agency" in p for p in problems)
     assert any("peers: expected agency ids" in p for p in problems)
     assert any("peers.school: expected host:port" in p for p in problems)
+
+
+def test_purpose_codes_default_and_per_federation(tmp_path: Path) -> None:
+    assert load_node_config(write_config(tmp_path)).purposes == DEFAULT_PURPOSE_CODES
+    text = VALID.replace(
+        "publish_batch_size = 500", 'publish_batch_size = 500\npurposes = ["mash_referral"]'
+    )
+    assert load_node_config(write_config(tmp_path, text)).purposes == ("mash_referral",)
+    canary = "s47 re Zebulonqx"
+    text = VALID.replace(
+        "publish_batch_size = 500", f'publish_batch_size = 500\npurposes = ["{canary}"]'
+    )
+    (problem,) = problems_of(tmp_path, text)
+    assert problem.startswith("node.purposes: expected a non-empty list of distinct purpose")
+    assert "Zebulonqx" not in problem

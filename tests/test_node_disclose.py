@@ -283,7 +283,10 @@ def look_up(
         held, log.answers = log.answers, answers
     try:
         node.stub(pki, who).Lookup(
-            jigsaw_pb2.LookupRequest(identifiers=AMY, purpose="strategy meeting"), timeout=10
+            jigsaw_pb2.LookupRequest(
+                identifiers=AMY, purpose_code="strategy_discussion", note="strategy meeting"
+            ),
+            timeout=10,
         )
     finally:
         with log.lock:
@@ -554,7 +557,7 @@ def test_staff_of_another_agency_are_refused_every_method(
 ) -> None:
     """Staff talk to their own agency's node only: harriet (health) at the police node."""
     requests = {
-        "Lookup": jigsaw_pb2.LookupRequest(identifiers=AMY, purpose="p"),
+        "Lookup": jigsaw_pb2.LookupRequest(identifiers=AMY, purpose_code="s47_enquiry", note="p"),
         "Disclose": jigsaw_pb2.DiscloseRequest(
             reference=node.reference_of(CANARY_LOCAL_ID), purpose="p"
         ),
@@ -628,7 +631,10 @@ def _lookup(
     before = len(log.matches)
     response = node.stub(pki, "alice").Lookup(
         jigsaw_pb2.LookupRequest(
-            identifiers=identifiers, purpose="strategy meeting", max_candidates=max_candidates
+            identifiers=identifiers,
+            purpose_code="strategy_discussion",
+            note="strategy meeting",
+            max_candidates=max_candidates,
         ),
         timeout=10,
     )
@@ -647,10 +653,12 @@ def test_lookup_goes_through_the_matcher(
 
     ((identity, request),) = sent
     assert identity == Identity(name="police-node", agency="police", role="node")
-    assert request.on_behalf_of == "alice" and request.purpose == "strategy meeting"
+    assert request.on_behalf_of == "alice" and request.purpose_code == "strategy_discussion"
+    assert b"strategy meeting" not in request.SerializeToString()  # the note stays here
     assert request.header.schema_fingerprint == node.config.schema.fingerprint()
     assert request.max_candidates == 5
-    filters = list(request.query.field_filters)
+    (query,) = request.queries
+    filters = list(query.field_filters)
     names = node.config.schema.field_names
     present = {name for name, data in zip(names, filters, strict=True) if data}
     assert present == published("given_name", "family_name", "date_of_birth", "sex")
@@ -661,78 +669,80 @@ def test_lookup_goes_through_the_matcher(
     entry = node.audit_lines()[-1]
     assert (entry["actor"], entry["action"], entry["outcome"]) == ("alice", "lookup", "ok")
     assert entry["details"]["candidates"] == 1
+    # the code for both audit logs; the staff member's note for this node's only
+    assert entry["purpose"] == "strategy_discussion"
+    assert entry["details"]["note"] == "strategy meeting"
     assert entry["details"]["lookup_id"] == response.lookup_id
 
 
-def test_a_lookup_without_sex_is_sent_once_per_sex_value(
+def test_a_lookup_without_sex_is_one_match_with_a_row_per_sex_value(
     node: Node, pki: Path, matcher: tuple[str, MatcherLog]
 ) -> None:
     # the shipped schema salts the date of birth with sex (the names with the date's value,
     # the full name with parts of it): without sex the date could not be compared, so the node
-    # sends the query under each sex value, sex itself published as missing (never compared)
+    # sends the query under each sex value, sex itself published as missing (never compared),
+    # every row in the lookup's one Match call (the matcher merges them)
     response, calls = _lookup(node, pki, matcher[1], AMY)  # no sex
-    sent = [request for _, request in calls]
-    assert len(sent) == 3
+    ((_, request),) = calls
+    assert request.on_behalf_of == "alice"
+    assert len(request.queries) == 3
     names = node.config.schema.field_names
     dates = set()
     names_sent = set()
-    for request in sent:
-        filters = dict(zip(names, request.query.field_filters, strict=True))
+    for query in request.queries:
+        filters = dict(zip(names, query.field_filters, strict=True))
         assert {n for n, data in filters.items() if data} == published(
             "given_name", "family_name", "date_of_birth"
         )
-        assert all(tag != 0 for tag in request.query.salt_tags)  # date and sex tags both set
+        assert all(tag != 0 for tag in query.salt_tags)  # date and sex tags both set
         dates.add(filters["date_of_birth"])
         names_sent.add(tuple(data for n, data in filters.items() if "name" in n))
-        assert request.on_behalf_of == "alice"
+        assert query.reference == response.lookup_id
     assert len(dates) == 3  # the date's filter under each assumed sex
     assert len(names_sent) == 1  # the names do not depend on sex: the same filters each time
-    # the fake matcher answers each with the same record: it is listed once
     (candidate,) = response.candidates
     assert (candidate.agency, candidate.reference) == ("health", "ab" * 16)
     entry = node.audit_lines()[-1]
     assert entry["details"]["queries"] == 3 and entry["details"]["candidates"] == 1
 
 
-def test_merged_candidates_keep_each_records_best_band_best_first() -> None:
-    from server.node import merge_candidates
-
-    def candidate(reference: str, band: int) -> jigsaw_pb2.Candidate:
-        return jigsaw_pb2.Candidate(agency="health", reference=reference * 32, band=band)
-
-    high, possible, very_high = (
-        jigsaw_pb2.PROBABILITY_BAND_HIGH,
-        jigsaw_pb2.PROBABILITY_BAND_POSSIBLE,
-        jigsaw_pb2.PROBABILITY_BAND_VERY_HIGH,
-    )
-    first = [candidate("a", possible), candidate("b", high)]
-    second = [candidate("a", very_high), candidate("c", possible)]
-    merged = merge_candidates([first, second], limit=10)
-    assert [(c.reference[0], c.band) for c in merged] == [
-        ("a", very_high),
-        ("b", high),
-        ("c", possible),
-    ]
-    assert len(merge_candidates([first, second], limit=2)) == 2
-
-
 @pytest.mark.parametrize(
-    ("identifiers", "purpose", "expected"),
+    ("identifiers", "purpose_code", "note", "expected"),
     [
-        ({"shoe_size": "9"}, "p", "identifiers['shoe_size']"),
-        ({"date_of_birth": CANARY_DOB.replace("17", "37")}, "p", "identifiers['date_of_birth']"),
-        ({"family_name": "x" * 201}, "p", "at most 200"),
-        ({"sex": "F"}, "p", "at least one identifying field"),
-        ({}, "p", "at least one identifying field"),
-        ({"family_name": "Smith"}, "", "purpose"),
+        ({"shoe_size": "9"}, "s47_enquiry", "n", "identifiers['shoe_size']"),
+        (
+            {"date_of_birth": CANARY_DOB.replace("17", "37")},
+            "s47_enquiry",
+            "n",
+            "identifiers['date_of_birth']",
+        ),
+        ({"family_name": "x" * 201}, "s47_enquiry", "n", "at most 200"),
+        ({"sex": "F"}, "s47_enquiry", "n", "at least one identifying field"),
+        ({}, "s47_enquiry", "n", "at least one identifying field"),
+        ({"family_name": "Smith"}, "", "n", "purpose_code"),
+        # free text where a code belongs: refused, listing the codes, never echoed
+        (
+            {"family_name": "Smith"},
+            f"s47 re {CANARY_GIVEN}",
+            "n",
+            "'purpose_code': expected a purpose code, one of s47_enquiry, strategy_discussion",
+        ),
+        ({"family_name": "Smith"}, "s47_enquiry", "", "'note': must not be empty"),
+        ({"family_name": "Smith"}, "s47_enquiry", "x" * 501, "'note': must be at most 500"),
     ],
 )
 def test_lookup_validation(
-    node: Node, pki: Path, identifiers: dict[str, str], purpose: str, expected: str
+    node: Node,
+    pki: Path,
+    identifiers: dict[str, str],
+    purpose_code: str,
+    note: str,
+    expected: str,
 ) -> None:
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "alice").Lookup(
-            jigsaw_pb2.LookupRequest(identifiers=identifiers, purpose=purpose), timeout=10
+            jigsaw_pb2.LookupRequest(identifiers=identifiers, purpose_code=purpose_code, note=note),
+            timeout=10,
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = info.value.details()
@@ -740,13 +750,16 @@ def test_lookup_validation(
     for value in identifiers.values():
         if value not in ("9", "F"):
             assert value not in details
+    assert CANARY_GIVEN not in details
     assert node.audit_lines()[-1]["outcome"] == "invalid_argument"
 
 
 def test_lookup_by_operator_is_denied(node: Node, pki: Path) -> None:
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "olive").Lookup(
-            jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+            jigsaw_pb2.LookupRequest(
+                identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry", note="p"
+            ),
             timeout=10,
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -757,7 +770,9 @@ def test_rate_limit_and_enumeration_alert(
 ) -> None:
     limited: Node = fresh_node(matcher[0], per_minute=1, burst=2, alert=1)
     stub = limited.stub(pki, "alice")
-    request = jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p")
+    request = jigsaw_pb2.LookupRequest(
+        identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry", note="p"
+    )
     stub.Lookup(request, timeout=10)
     stub.Lookup(request, timeout=10)
     with pytest.raises(grpc.RpcError) as info:
@@ -778,7 +793,9 @@ def test_matcher_unreachable_is_unavailable(fresh_node: Any, pki: Path) -> None:
     lonely: Node = fresh_node("localhost:1")
     with pytest.raises(grpc.RpcError) as info:
         lonely.stub(pki, "alice").Lookup(
-            jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+            jigsaw_pb2.LookupRequest(
+                identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry", note="p"
+            ),
             timeout=20,
         )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -807,7 +824,9 @@ def test_the_matchers_limit_reaches_staff_as_resource_exhausted(fresh_node: Any,
         node: Node = fresh_node(f"localhost:{port}")
         with pytest.raises(grpc.RpcError) as info:
             node.stub(pki, "alice").Lookup(
-                jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+                jigsaw_pb2.LookupRequest(
+                    identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry", note="p"
+                ),
                 timeout=20,
             )
     finally:

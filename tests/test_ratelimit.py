@@ -1,5 +1,5 @@
 """Tests for server.ratelimit with a fake clock: token buckets, eviction, enumeration alerts,
-hourly caps."""
+hourly caps, limits charged all or nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers, WindowCap
+from server.ratelimit import (
+    AllOrNothing,
+    EnumerationGuard,
+    RateLimiter,
+    RecentAnswers,
+    WindowCap,
+)
 
 
 class FakeClock:
@@ -282,3 +288,39 @@ def test_recent_answers_are_bounded_oldest_first() -> None:
     assert len(answers) == 3
     assert answers.holder_of("alice", "0" * 32) is None
     assert answers.holder_of("alice", "4" * 32) == "health"
+
+
+def test_wait_answers_as_acquire_would_and_takes_nothing() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_minute=60, burst=1, clock=clock)
+    cap = WindowCap(1, 100.0, clock=clock)
+    assert limiter.wait("alice") is None and cap.wait("alice") is None
+    assert limiter.wait("alice") is None and cap.wait("alice") is None  # nothing taken
+    assert limiter.acquire("alice") is None and cap.acquire("alice") is None
+    assert limiter.wait("alice") == pytest.approx(1.0) == limiter.acquire("alice")
+    clock.advance(40.0)
+    assert cap.wait("alice") == pytest.approx(60.0) == cap.acquire("alice")
+
+
+def test_all_or_nothing_charges_every_limit_or_none() -> None:
+    clock = FakeClock()
+    node = WindowCap(3, 3600.0, clock=clock)
+    person = WindowCap(1, 3600.0, clock=clock)
+    pace = RateLimiter(rate_per_minute=60, burst=10, clock=clock)
+    charge = AllOrNothing()
+
+    def call(who: str) -> tuple[float | None, ...] | None:
+        return charge.acquire([(pace, "node"), (node, "node"), (person, who)])
+
+    assert call("alice") is None
+    for _ in range(5):  # refused by alice's own cap: the node's cap and pace are not charged
+        waits = call("alice")
+        assert waits is not None and waits[:2] == (None, None)
+        assert waits[2] == pytest.approx(3600.0)
+    assert node.count("node") == 1
+    assert call("bob") is None and call("carol") is None
+    waits = call("dave")  # the node's cap is spent; dave's own is not charged by the refusal
+    assert waits is not None and waits[1] == pytest.approx(3600.0) and waits[2] is None
+    assert person.count("dave") == 0
+    # the pace was charged for the three granted calls only: seven of its ten tokens are left
+    assert [pace.acquire("node") for _ in range(8)] == [None] * 7 + [pytest.approx(1.0)]

@@ -80,7 +80,7 @@ def test_a_staff_client_refuses_a_server_that_is_not_its_own_agencys_node(
     address = server_as(impostor)  # type: ignore[operator]
     node = NodeClient(address, tls_files_for(pki, "alice"))
     with node, pytest.raises(WrongServerError) as info:
-        node.lookup({"family_name": "Smith"}, purpose="p")
+        node.lookup({"family_name": "Smith"}, purpose_code="s47_enquiry", note="p")
     assert "not the expected node of agency police" in str(info.value)
     assert "Smith" not in str(info.value)
     with NodeClient(server_as("police-node"), tls_files_for(pki, "alice")) as client:  # type: ignore[operator]
@@ -108,7 +108,9 @@ def test_the_nodes_channel_to_the_matcher_refuses_an_impostor(
     try:
         with pytest.raises(grpc.RpcError) as info:
             node.stub(pki, "alice").Lookup(
-                jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+                jigsaw_pb2.LookupRequest(
+                    identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry", note="p"
+                ),
                 timeout=10,
             )
     finally:

@@ -140,18 +140,18 @@ class WithdrawResponse(_message.Message):
     def __init__(self, withdrawn: _Optional[int] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
-    __slots__ = ("header", "query", "max_candidates", "purpose", "on_behalf_of")
+    __slots__ = ("header", "max_candidates", "on_behalf_of", "queries", "purpose_code")
     HEADER_FIELD_NUMBER: _ClassVar[int]
-    QUERY_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
-    PURPOSE_FIELD_NUMBER: _ClassVar[int]
     ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_CODE_FIELD_NUMBER: _ClassVar[int]
     header: EncodingHeader
-    query: EncodedRecord
     max_candidates: int
-    purpose: str
     on_behalf_of: str
-    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., query: _Optional[_Union[EncodedRecord, _Mapping]] = ..., max_candidates: _Optional[int] = ..., purpose: _Optional[str] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
+    queries: _containers.RepeatedCompositeFieldContainer[EncodedRecord]
+    purpose_code: str
+    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., max_candidates: _Optional[int] = ..., on_behalf_of: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[EncodedRecord, _Mapping]]] = ..., purpose_code: _Optional[str] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
     __slots__ = ("candidates",)
@@ -258,7 +258,7 @@ class MatcherStatusResponse(_message.Message):
     def __init__(self, schema_fingerprint: _Optional[str] = ..., key_version: _Optional[int] = ..., agencies: _Optional[_Iterable[_Union[AgencyCount, _Mapping]]] = ..., indexed_records: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("identifiers", "purpose", "max_candidates")
+    __slots__ = ("identifiers", "max_candidates", "purpose_code", "note")
     class IdentifiersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -267,12 +267,14 @@ class LookupRequest(_message.Message):
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
-    PURPOSE_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_CODE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     identifiers: _containers.ScalarMap[str, str]
-    purpose: str
     max_candidates: int
-    def __init__(self, identifiers: _Optional[_Mapping[str, str]] = ..., purpose: _Optional[str] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+    purpose_code: str
+    note: str
+    def __init__(self, identifiers: _Optional[_Mapping[str, str]] = ..., max_candidates: _Optional[int] = ..., purpose_code: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("lookup_id", "candidates", "notes")
