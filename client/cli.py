@@ -3,6 +3,7 @@
 Commands::
 
     jigsaw pki init        create a CA and certificates for nodes, staff, operators, matcher
+    jigsaw pki revoke      add a certificate to the revocation list every server checks
     jigsaw secret init     create the agencies' shared linkage secret (hex file, mode 0600)
     jigsaw node serve      run an agency node (gRPC, mutual TLS)
     jigsaw matcher serve   run the matcher (gRPC, mutual TLS)
@@ -90,6 +91,24 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
     out.print(f"certificate authority: {layout.ca_cert}")
     for name in layout.names():
         out.print(f"  {name}: {layout[name][0]}")
+    return EXIT_OK
+
+
+def cmd_pki_revoke(args: argparse.Namespace) -> int:
+    from server.pki import CRL_FILE, revoke_certificate
+
+    serial = None
+    if args.serial is not None:
+        try:
+            serial = int(args.serial, 16)
+        except ValueError:
+            err.print("--serial: expected the certificate serial in hexadecimal")
+            return EXIT_USAGE
+    revoked = revoke_certificate(Path(args.dir), name=args.name, serial=serial)
+    out.print(
+        f"certificate serial {revoked:x} revoked in {Path(args.dir) / CRL_FILE}; servers "
+        "reading that file refuse it from their next call (copy it to servers elsewhere)"
+    )
     return EXIT_OK
 
 
@@ -430,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--days", type=int, default=365)
     pi.add_argument("--force", action="store_true", help="replace an existing CA")
     pi.set_defaults(func=cmd_pki_init)
+    pr = pki.add_parser("revoke", help="add a certificate to the revocation list")
+    pr.add_argument("--dir", required=True, help="the PKI directory")
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--name", help="identity whose certificate to revoke")
+    which.add_argument("--serial", help="serial (hexadecimal) of the certificate to revoke")
+    pr.set_defaults(func=cmd_pki_revoke)
 
     secret = sub.add_parser("secret", help="linkage secret").add_subparsers(
         dest="secret_command", required=True

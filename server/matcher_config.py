@@ -31,6 +31,8 @@ File layout (``*`` = required)::
     benchmark_mode     false                    operators (only) get raw probabilities
     max_publish_batch  5000                     records per PublishRequest message (1..100000)
     [tls]              ca_cert*, cert*, key*    PEM files (see server.pki)
+                       crl                      revocation list checked on every call
+                                                (default: crl.pem beside ca_cert)
     [match_limits]                              optional; per calling node identity
     matches_per_minute         120              token-bucket refill, a finite number > 0
     burst                      60               token-bucket size, integer >= 1

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -53,6 +54,8 @@ SERVER_ROLES = frozenset({"node", "matcher"})
 UNIT_AGENCY = "unit"
 MATCHER_NAME = "matcher"
 CA_NAME = "ca"
+#: File name of the certificate revocation list, beside the CA certificate.
+CRL_FILE = "crl.pem"
 
 #: Domain of the role-and-agency names in server certificates; reserved, so never resolvable.
 SERVER_NAME_DOMAIN = "jigsaw.invalid"
@@ -177,7 +180,77 @@ def _create_ca(out_dir: Path, days: int) -> tuple[x509.Certificate, ec.EllipticC
     )
     _write_private(out_dir / f"{CA_NAME}.key", _key_pem(key))
     _write_public(out_dir / f"{CA_NAME}.pem", certificate.public_bytes(serialization.Encoding.PEM))
+    _write_crl(out_dir / CRL_FILE, certificate, key, revoked=(), number=1)
     return certificate, key
+
+
+def _write_crl(
+    path: Path,
+    ca_certificate: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    *,
+    revoked: Sequence[x509.RevokedCertificate],
+    number: int,
+) -> None:
+    """Sign and write a revocation list of ``revoked``, CRL number ``number``.
+
+    It is valid until the CA certificate expires: it is handed to the servers by the operator,
+    not fetched, so a next-update date earlier than that would only stop the federation.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_certificate.subject)
+        .last_update(now - _CLOCK_SKEW)
+        .next_update(ca_certificate.not_valid_after_utc)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(entry)
+    crl = builder.sign(ca_key, hashes.SHA256())
+    _write_public(path, crl.public_bytes(serialization.Encoding.PEM))
+
+
+def read_revocation_list(path: Path, ca_certificate: x509.Certificate) -> RevocationList:
+    """The revocation list in ``path``, checked: PEM, issued and signed by ``ca_certificate``.
+
+    Raises :class:`PkiError` naming the file and what was expected.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PkiError(
+            f"no certificate revocation list at {path} (jigsaw pki init writes {CRL_FILE} "
+            "beside the CA certificate)"
+        ) from None
+    try:
+        crl = x509.load_pem_x509_crl(data)
+    except ValueError:
+        raise PkiError(f"{path} is not a PEM certificate revocation list") from None
+    if crl.issuer != ca_certificate.subject or not crl.is_signature_valid(
+        ca_certificate.public_key()  # type: ignore[arg-type]
+    ):
+        raise PkiError(f"the revocation list {path} is not signed by the federation CA")
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        raise PkiError(f"the revocation list {path} has no CRL number") from None
+    return RevocationList(
+        number=number, serials=frozenset(entry.serial_number for entry in crl), crl=crl
+    )
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """A verified revocation list: its CRL number and the serials it revokes."""
+
+    number: int
+    serials: frozenset[int]
+    crl: x509.CertificateRevocationList = field(repr=False, compare=False)
 
 
 def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -350,3 +423,47 @@ def init_pki(
         ca_key=out_dir / f"{CA_NAME}.key",
         identities=types.MappingProxyType(identities),
     )
+
+
+def revoke_certificate(ca_dir: Path, *, name: str | None = None, serial: int | None = None) -> int:
+    """Add one certificate to the revocation list beside the CA in ``ca_dir``; its serial.
+
+    The certificate is named by identity (``name``: its ``<name>.pem``, which must have been
+    issued by this CA) or by ``serial``; exactly one of the two. The list is re-signed with a
+    higher CRL number, so a server that reloads it never goes back to an older one. Revoking
+    a revoked certificate changes nothing.
+    """
+    ca_dir = Path(ca_dir)
+    if (name is None) == (serial is None):
+        raise PkiError("name the certificate to revoke by identity name or by serial, not both")
+    ca_certificate, ca_key = _load_ca(ca_dir)
+    if name is not None:
+        _check_name("identity name", name)
+        cert_path = ca_dir / f"{name}.pem"
+        if not cert_path.is_file():
+            raise PkiError(f"no certificate for identity {name!r} in {ca_dir}")
+        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        try:
+            certificate.verify_directly_issued_by(ca_certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            raise PkiError(f"the certificate of {name!r} was not issued by this CA") from None
+        serial = certificate.serial_number
+    if serial is None or serial < 1:
+        raise PkiError("a certificate serial is a positive number")
+    current = read_revocation_list(ca_dir / CRL_FILE, ca_certificate)
+    if serial in current.serials:
+        return serial
+    entry = (
+        x509.RevokedCertificateBuilder()
+        .serial_number(serial)
+        .revocation_date(datetime.datetime.now(datetime.UTC))
+        .build()
+    )
+    _write_crl(
+        ca_dir / CRL_FILE,
+        ca_certificate,
+        ca_key,
+        revoked=[*current.crl, entry],
+        number=current.number + 1,
+    )
+    return serial

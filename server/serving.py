@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.auth import AuthInterceptor, RolePolicy
+from server.revocation import RevocationChecker
 from server.tls import TlsFiles, server_credentials, server_options
 
 logger = logging.getLogger(__name__)
@@ -48,14 +49,18 @@ def build_grpc_server(
 ) -> tuple[grpc.Server, int]:
     """A bound, not started, mutual-TLS server for one Jigsaw service (node or matcher).
 
-    Every call passes the role interceptor with ``policy`` first; the standard health service
-    (SERVING for "" and ``service_name``) and server reflection are added beside the service
-    that ``add_servicer`` registers. A server of an ``agency`` (a node) admits callers of an
-    agency-bound role (staff) of that agency only. Raises OSError when ``listen`` cannot be bound.
+    Every call passes the role interceptor with ``policy`` first, which also refuses a client
+    certificate on the federation's revocation list (``tls.revocation_list_path()``; a missing
+    list, or one not signed by the CA, raises :class:`server.pki.PkiError`: no server starts
+    without a good one); the standard health service (SERVING for "" and ``service_name``)
+    and server reflection are added beside the service that ``add_servicer`` registers. A
+    server of an ``agency`` (a node) admits callers of an agency-bound role (staff) of that
+    agency only. Raises OSError when ``listen`` cannot be bound.
     """
+    revocations = RevocationChecker.for_tls(tls)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=role),
-        interceptors=[AuthInterceptor(policy, agency=agency)],
+        interceptors=[AuthInterceptor(policy, revocations=revocations, agency=agency)],
         options=server_options(),
     )
     add_servicer(server)

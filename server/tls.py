@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from linkage.errors import JigsawError
-from server.pki import server_name
+from server.pki import CRL_FILE, server_name
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
@@ -63,11 +63,20 @@ def raise_if_wrong_server(exc: grpc.RpcError, address: str, *, role: str, agency
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """PEM files of one identity: the federation CA, its certificate and its private key."""
+    """PEM files of one identity: the federation CA, its certificate and its private key.
+
+    ``crl``, the federation's certificate revocation list, matters to servers only (see
+    ``server.revocation``); by default it is :data:`server.pki.CRL_FILE` beside ``ca_cert``.
+    """
 
     ca_cert: Path
     cert: Path
     key: Path
+    crl: Path | None = None
+
+    def revocation_list_path(self) -> Path:
+        """The revocation list a server with these files checks its callers against."""
+        return self.crl if self.crl is not None else Path(self.ca_cert).parent / CRL_FILE
 
     def read(self) -> tuple[bytes, bytes, bytes]:
         """Return (CA certificate, certificate chain, private key) bytes."""

@@ -28,6 +28,7 @@ from server.auth import (
 )
 from server.pki import _issue, init_pki
 from server.publish import message_forms, message_rows
+from server.revocation import RevocationChecker
 from server.status import Unauthenticated
 from server.tls import TlsFiles, secure_channel, server_credentials, server_options, tls_files_for
 
@@ -96,7 +97,12 @@ TEST_POLICY = RolePolicy(
 def address(pki_dir: Path) -> Iterator[str]:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=2),
-        interceptors=[AuthInterceptor(TEST_POLICY)],
+        interceptors=[
+            AuthInterceptor(
+                TEST_POLICY,
+                revocations=RevocationChecker.for_tls(tls_files_for(pki_dir, "matcher")),
+            )
+        ],
         options=server_options(),
     )
     jigsaw_pb2_grpc.add_MatcherServicer_to_server(EchoMatcher(), server)
@@ -305,23 +311,28 @@ def test_interceptor_parses_each_certificate_once(
     import server.auth as auth
 
     parsed: list[bytes] = []
+    original = auth._identity_and_serial
 
-    def counting(pem: bytes) -> Identity | None:
+    def counting(pem: bytes) -> tuple[Identity, int] | None:
         parsed.append(pem)
-        return identity_from_certificate(pem)
+        return original(pem)
 
-    monkeypatch.setattr(auth, "identity_from_certificate", counting)
+    monkeypatch.setattr(auth, "_identity_and_serial", counting)
     monkeypatch.setattr(auth, "MAX_REMEMBERED_CERTIFICATES", 2)
-    interceptor = AuthInterceptor(NODE_POLICY)
+    interceptor = AuthInterceptor(
+        NODE_POLICY, revocations=RevocationChecker.for_tls(tls_files_for(pki_dir, "police-node"))
+    )
     alice = (pki_dir / "alice.pem").read_bytes()
     olga = (pki_dir / "olga.pem").read_bytes()
     ca = (pki_dir / "ca.pem").read_bytes()
     for _ in range(3):
-        assert interceptor._identity(FakeContext({"x509_pem_cert": [alice]})) == Identity(
-            "alice", "police", "staff"
+        assert interceptor._identity(FakeContext({"x509_pem_cert": [alice]})) == (
+            Identity("alice", "police", "staff"),
+            x509.load_pem_x509_certificate(alice).serial_number,
         )
-        assert interceptor._identity(FakeContext({"x509_pem_cert": [olga]})) == Identity(
-            "olga", "unit", "operator"
+        assert interceptor._identity(FakeContext({"x509_pem_cert": [olga]})) == (
+            Identity("olga", "unit", "operator"),
+            x509.load_pem_x509_certificate(olga).serial_number,
         )
     assert parsed == [alice, olga]
     assert interceptor._identity(FakeContext({"x509_pem_cert": [ca]})) is None  # no identity

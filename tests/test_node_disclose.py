@@ -37,6 +37,7 @@ from server.node_config import NodeConfig, load_node_config, read_linkage_keys
 from server.node_store import NodeStore
 from server.pki import init_pki
 from server.publish import message_forms, publish_pending
+from server.revocation import RevocationChecker
 from server.status import RETRY_AFTER_METADATA_KEY
 from server.tls import TlsFiles, secure_channel, server_credentials, tls_files_for
 
@@ -128,12 +129,16 @@ class FakeMatcher(jigsaw_pb2_grpc.MatcherServicer):
         return jigsaw_pb2.WithdrawResponse(withdrawn=len(request.references))
 
 
+def matcher_revocations(pki: Path) -> RevocationChecker:
+    return RevocationChecker.for_tls(tls_files_for(pki, "matcher"))
+
+
 @pytest.fixture(scope="module")
 def matcher(pki: Path) -> Iterator[tuple[str, MatcherLog]]:
     log = MatcherLog()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
-        interceptors=[AuthInterceptor(MATCHER_POLICY)],
+        interceptors=[AuthInterceptor(MATCHER_POLICY, revocations=matcher_revocations(pki))],
     )
     jigsaw_pb2_grpc.add_MatcherServicer_to_server(FakeMatcher(log), server)
     port = server.add_secure_port("127.0.0.1:0", server_credentials(tls_files_for(pki, "matcher")))
@@ -798,7 +803,8 @@ class LimitingMatcher(jigsaw_pb2_grpc.MatcherServicer):
 
 def test_the_matchers_limit_reaches_staff_as_resource_exhausted(fresh_node: Any, pki: Path) -> None:
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=2), interceptors=[AuthInterceptor(MATCHER_POLICY)]
+        futures.ThreadPoolExecutor(max_workers=2),
+        interceptors=[AuthInterceptor(MATCHER_POLICY, revocations=matcher_revocations(pki))],
     )
     jigsaw_pb2_grpc.add_MatcherServicer_to_server(LimitingMatcher(), server)
     port = server.add_secure_port("127.0.0.1:0", server_credentials(tls_files_for(pki, "matcher")))
