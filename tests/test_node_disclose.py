@@ -40,6 +40,7 @@ from server.publish import message_forms, publish_pending
 from server.revocation import RevocationChecker
 from server.status import RETRY_AFTER_METADATA_KEY
 from server.tls import TlsFiles, secure_channel, server_credentials, tls_files_for
+from tests.matcher_harness import tls_section
 
 # Identifier values of the test records: none may appear in an audit line or status message.
 CANARY_GIVEN = "Zebedee"
@@ -175,10 +176,7 @@ store = "police.sqlite"
 audit_log = "police-audit.jsonl"
 listen = "127.0.0.1:0"
 matcher = "{matcher_address}"
-[tls]
-ca_cert = "{pki / "ca.pem"}"
-cert = "{pki / f"{agency}-node.pem"}"
-key = "{pki / f"{agency}-node.key"}"
+{tls_section(pki, f"{agency}-node")}
 [[source]]
 kind = "csv"
 path = "police.csv"
@@ -594,11 +592,8 @@ def test_status_for_operator_and_health(node: Node, pki: Path) -> None:
 def test_client_from_another_ca_is_refused(node: Node, tmp_path: Path) -> None:
     other = tmp_path / "other-pki"
     init_pki(other, agencies=["police"], staff=[("alice", "police")], operators=[])
-    bad = TlsFiles(
-        ca_cert=tls_files_for(Path(node.config.tls.ca_cert).parent, "alice").ca_cert,
-        cert=other / "alice.pem",
-        key=other / "alice.key",
-    )
+    foreign = tls_files_for(other, "alice")
+    bad = TlsFiles(ca_cert=node.config.tls.ca_cert, cert=foreign.cert, key=foreign.key)
     channel = secure_channel(node.address, bad)
     try:
         with pytest.raises(grpc.RpcError) as info:

@@ -25,6 +25,7 @@ from server.pki import (
     CRL_FILE,
     UNIT_AGENCY,
     PkiError,
+    ca_dir,
     init_pki,
     issue_certificate,
     read_revocation_list,
@@ -73,7 +74,7 @@ def refused(call: object) -> grpc.RpcError:
 
 def test_init_writes_an_empty_list_signed_by_the_ca(pki: Path) -> None:
     ca = x509.load_pem_x509_certificate(tls_files_for(pki, "olga").ca_cert.read_bytes())
-    listed = read_revocation_list(pki / CRL_FILE, ca)
+    listed = read_revocation_list(ca_dir(pki) / CRL_FILE, ca)
     assert listed.serials == frozenset() and listed.number == 1
     assert listed.crl.next_update_utc == ca.not_valid_after_utc
 
@@ -83,10 +84,15 @@ def test_revoke_by_name_and_by_serial(pki: Path) -> None:
     alice = serial_of(pki, "alice")
     assert revoke_certificate(pki, name="alice") == alice
     assert revoke_certificate(pki, serial=serial_of(pki, "bob")) == serial_of(pki, "bob")
-    listed = read_revocation_list(pki / CRL_FILE, ca)
+    listed = read_revocation_list(ca_dir(pki) / CRL_FILE, ca)
     assert listed.serials == {alice, serial_of(pki, "bob")} and listed.number == 3
+    # the copies in the server bundles follow; other bundles have none
+    signed = (ca_dir(pki) / CRL_FILE).read_bytes()
+    for server in ("matcher", "police-node", "health-node"):
+        assert tls_files_for(pki, server).revocation_list_path().read_bytes() == signed
+    assert not (pki / "alice" / CRL_FILE).exists()
     assert revoke_certificate(pki, name="alice") == alice  # again: nothing changes
-    assert read_revocation_list(pki / CRL_FILE, ca).number == 3
+    assert read_revocation_list(ca_dir(pki) / CRL_FILE, ca).number == 3
     with pytest.raises(PkiError, match="not both"):
         revoke_certificate(pki, name="alice", serial=alice)
     with pytest.raises(PkiError, match="no certificate for identity"):
@@ -96,7 +102,8 @@ def test_revoke_by_name_and_by_serial(pki: Path) -> None:
 def test_revoke_refuses_a_certificate_of_another_ca(pki: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     init_pki(other, agencies=[], staff=[], operators=["olga"])
-    shutil.copy(tls_files_for(other, "olga").cert, pki / "stranger.pem")
+    (pki / "stranger").mkdir()
+    shutil.copy(tls_files_for(other, "olga").cert, pki / "stranger" / "stranger.pem")
     with pytest.raises(PkiError, match="not issued by this CA"):
         revoke_certificate(pki, name="stranger")
 
@@ -143,14 +150,15 @@ def test_a_list_signed_by_another_key_stops_the_server_starting(pki: Path, tmp_p
     # another CA of the same name: the issuer matches, the signature does not
     other = tmp_path / "other"
     init_pki(other, agencies=[], staff=[], operators=["olga"])
-    shutil.copy(other / CRL_FILE, pki / CRL_FILE)
+    served = tls_files_for(pki, "matcher").revocation_list_path()
+    shutil.copy(ca_dir(other) / CRL_FILE, served)
     (tmp_path / "matcher").mkdir()
     with pytest.raises(PkiError, match="not signed by the federation CA"):
         build_matcher(matcher_config(tmp_path / "matcher", pki))
-    (pki / CRL_FILE).write_text("not a list\n")
+    served.write_text("not a list\n")
     with pytest.raises(PkiError, match="not a PEM certificate revocation list"):
         build_matcher(matcher_config(tmp_path / "matcher", pki))
-    (pki / CRL_FILE).unlink()
+    served.unlink()
     with pytest.raises(PkiError, match="no certificate revocation list"):
         build_matcher(matcher_config(tmp_path / "matcher", pki))
 
@@ -158,9 +166,11 @@ def test_a_list_signed_by_another_key_stops_the_server_starting(pki: Path, tmp_p
 def test_the_crl_setting_names_the_list(pki: Path, tmp_path: Path) -> None:
     moved = tmp_path / "matcher" / "lists" / "federation.crl"
     moved.parent.mkdir(parents=True)
-    shutil.move(pki / CRL_FILE, moved)
+    served = tls_files_for(pki, "matcher").revocation_list_path()
+    assert served == pki / "matcher" / CRL_FILE  # the default: beside ca_cert
+    shutil.move(served, moved)
     config = matcher_config(tmp_path / "matcher", pki)
-    assert config.tls.revocation_list_path() == pki / CRL_FILE  # the default: beside ca_cert
+    assert config.tls.revocation_list_path() == served
     with pytest.raises(PkiError, match="no certificate revocation list"):
         build_matcher(config)
     tls = config.tls
@@ -187,18 +197,19 @@ def test_a_reload_never_weakens_the_list(
 ) -> None:
     tls = tls_files_for(pki, "matcher")
     checker = RevocationChecker.for_tls(tls)
+    served = tls.revocation_list_path()
     older = tmp_path / "older.pem"
-    shutil.copy(pki / CRL_FILE, older)
+    shutil.copy(served, older)
     alice = serial_of(pki, "alice")
     assert not checker.is_revoked(alice)
     revoke_certificate(pki, name="alice")
     assert checker.is_revoked(alice)
     with caplog.at_level(logging.ERROR, logger="server.revocation"):
-        shutil.copy(older, pki / CRL_FILE)  # an older list would un-revoke alice
+        shutil.copy(older, served)  # an older list would un-revoke alice
         assert checker.is_revoked(alice)
-        (pki / CRL_FILE).write_text("garbage")
+        served.write_text("garbage")
         assert checker.is_revoked(alice)
-        (pki / CRL_FILE).unlink()
+        served.unlink()
         assert checker.is_revoked(alice)
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 3
@@ -215,7 +226,7 @@ def test_the_cli_revokes(pki: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"{serial_of(pki, 'bob'):x}" in result.stdout
     listed = read_revocation_list(
-        pki / CRL_FILE,
+        ca_dir(pki) / CRL_FILE,
         x509.load_pem_x509_certificate(tls_files_for(pki, "bob").ca_cert.read_bytes()),
     )
     assert listed.serials == {serial_of(pki, "bob")}
