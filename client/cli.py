@@ -507,7 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     pis.add_argument("--dir", required=True, help="the PKI directory")
     pis.add_argument("--name", required=True, help="identity name")
     pis.add_argument("--agency", required=True, help='agency id ("unit" for operators)')
-    pis.add_argument("--role", required=True, choices=["node", "staff", "operator", "matcher"])
+    pis.add_argument(
+        "--role",
+        required=True,
+        choices=["node", "staff", "operator", "matcher", "probe"],
+        help="probe: a load balancer's health checks only",
+    )
     pis.add_argument("--host", action="append", default=[], help="extra DNS name (repeat)")
     pis.add_argument("--days", type=int, default=365)
     pis.add_argument("--force", action="store_true", help="replace an existing bundle")

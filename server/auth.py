@@ -22,7 +22,10 @@ valid credential, so the caller is not identified at all (``PERMISSION_DENIED`` 
 identified caller lacks a right, and gRPC reserves it for callers it could identify).
 
 Health checking and reflection services are open to every authenticated identity (they
-carry no records; a load balancer's probe may use any federation certificate).
+carry no records). They are all a ``probe`` certificate may call: that is the certificate
+for a load balancer's health check (``jigsaw pki issue --role probe``), so that the key a
+load balancer holds opens nothing else. Reflection is served as v1alpha and v1
+(``server.serving``).
 """
 
 from __future__ import annotations

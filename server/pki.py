@@ -9,7 +9,11 @@ Identity encoding (every leaf certificate subject)::
 
     CN = identity name   ("police-node", "alice", "matcher")
     O  = agency id       ("police"; the matcher and operators use "unit")
-    OU = role            one of "node", "staff", "operator", "matcher"
+    OU = role            one of "node", "staff", "operator", "matcher", "probe"
+
+A "probe" certificate is for a load balancer's health check: its role may call the health
+and reflection services only (``server.auth``), so the key a load balancer holds opens no
+record and no operation.
 
 Certificates (all keys EC P-256, signatures ECDSA with SHA-256):
 
@@ -62,7 +66,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from linkage.errors import JigsawError
 
-ROLES = frozenset({"node", "staff", "operator", "matcher"})
+ROLES = frozenset({"node", "staff", "operator", "matcher", "probe"})
 SERVER_ROLES = frozenset({"node", "matcher"})
 UNIT_AGENCY = "unit"
 MATCHER_NAME = "matcher"

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from server.auth import AuthInterceptor, RolePolicy
 from server.revocation import RevocationChecker
@@ -68,13 +68,39 @@ def build_grpc_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", service_name):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    add_reflection(server, (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME))
     port = server.add_secure_port(listen, server_credentials(tls))
     if port == 0:
         raise OSError(f"cannot bind the {role} server to {listen}")
     return server, port
+
+
+#: Server reflection v1, which current clients (grpcurl, Postman) ask first.
+REFLECTION_V1_SERVICE = "grpc.reflection.v1.ServerReflection"
+
+
+def add_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> None:
+    """Serve server reflection as ``grpc.reflection.v1alpha`` and ``grpc.reflection.v1``.
+
+    grpcio-reflection implements v1alpha only. v1 is the same protocol under a new package
+    name (gRFC A15: messages, fields and numbers unchanged), so its bytes on the wire are
+    those of v1alpha and one servicer answers both. ``service_names`` are what a client's
+    list shows: the services whose descriptors the server can give (v1's own descriptor is
+    not in the pool, so v1 is served but not listed).
+    """
+    servicer = reflection.ReflectionServicer(service_names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.method_handlers_generic_handler(
+        REFLECTION_V1_SERVICE,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((v1,))
 
 
 class ServerRuntime(Protocol):
