@@ -3,6 +3,8 @@
 Commands::
 
     jigsaw pki init        create a CA and certificates for nodes, staff, operators, matcher
+    jigsaw pki issue       issue one more identity's bundle
+    jigsaw pki revoke      add a certificate to the revocation list every server checks
     jigsaw secret init     create the agencies' shared linkage secret (hex file, mode 0600)
     jigsaw node serve      run an agency node (gRPC, mutual TLS)
     jigsaw matcher serve   run the matcher (gRPC, mutual TLS)
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,6 +54,9 @@ EXIT_USAGE = 2
 EXIT_RPC = 3
 EXIT_AUDIT = 4
 EXIT_INTERRUPTED = 130
+
+#: Environment variable that may hold the CA key's passphrase (instead of a file).
+CA_PASSPHRASE_ENV = "JIGSAW_CA_PASSPHRASE"
 
 out = Console()
 err = Console(stderr=True)
@@ -80,17 +86,79 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
             err.print(f"--staff {item!r}: expected NAME:AGENCY")
             return EXIT_USAGE
         staff.append((name, agency))
+    passphrase = _ca_passphrase(args)
     layout = init_pki(
         Path(args.dir),
         agencies=args.agency,
         staff=staff,
         operators=args.operator,
+        passphrase=passphrase,
         days=args.days,
         force=args.force,
     )
-    out.print(f"certificate authority: {layout.ca_cert}")
+    encrypted = "encrypted" if passphrase is not None else "NOT encrypted (no passphrase given)"
+    out.print(
+        f"certificate authority: {layout.ca_cert.parent} (key {encrypted}; keep this "
+        "directory apart: it is needed only to issue and revoke)"
+    )
+    out.print("bundles (hand each directory to its identity only):")
     for name in layout.names():
-        out.print(f"  {name}: {layout[name][0]}")
+        out.print(f"  {name}: {layout[name][0].parent}")
+    return EXIT_OK
+
+
+def _ca_passphrase(args: argparse.Namespace) -> Any:
+    """The CA passphrase from ``--ca-passphrase-file`` or :data:`CA_PASSPHRASE_ENV`, or None.
+
+    Never from a command-line value: a command line is visible to every user of the machine.
+    """
+    from server.pki import CaPassphrase, PkiError
+
+    if args.ca_passphrase_file is not None:
+        try:
+            data = Path(args.ca_passphrase_file).read_bytes()
+        except OSError as exc:
+            raise PkiError(f"cannot read the CA passphrase file: {exc.strerror}") from None
+        return CaPassphrase(data.rstrip(b"\r\n"))
+    value = os.environ.get(CA_PASSPHRASE_ENV)
+    return None if value is None else CaPassphrase(value.encode("utf-8"))
+
+
+def cmd_pki_issue(args: argparse.Namespace) -> int:
+    from server.pki import issue_certificate
+
+    cert_path, _key_path = issue_certificate(
+        Path(args.dir),
+        args.name,
+        args.agency,
+        args.role,
+        passphrase=_ca_passphrase(args),
+        days=args.days,
+        extra_hosts=args.host,
+        force=args.force,
+    )
+    out.print(f"{args.name}: bundle {cert_path.parent} (hand it to that identity only)")
+    return EXIT_OK
+
+
+def cmd_pki_revoke(args: argparse.Namespace) -> int:
+    from server.pki import CRL_FILE, ca_dir, revoke_certificate
+
+    serial = None
+    if args.serial is not None:
+        try:
+            serial = int(args.serial, 16)
+        except ValueError:
+            err.print("--serial: expected the certificate serial in hexadecimal")
+            return EXIT_USAGE
+    revoked = revoke_certificate(
+        Path(args.dir), name=args.name, serial=serial, passphrase=_ca_passphrase(args)
+    )
+    out.print(
+        f"certificate serial {revoked:x} revoked in {ca_dir(Path(args.dir)) / CRL_FILE} and "
+        f"the server bundles' copies; servers refuse it from their next call (copy {CRL_FILE} "
+        "to servers on other machines)"
+    )
     return EXIT_OK
 
 
@@ -432,7 +500,34 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--operator", action="append", default=[], help="operator name (repeat)")
     pi.add_argument("--days", type=int, default=365)
     pi.add_argument("--force", action="store_true", help="replace an existing CA")
+    passphrase_help = (
+        f"file holding the CA key's passphrase (or set {CA_PASSPHRASE_ENV}); init encrypts "
+        "the key with it, issue and revoke need it"
+    )
+    pi.add_argument("--ca-passphrase-file", help=passphrase_help)
     pi.set_defaults(func=cmd_pki_init)
+    pis = pki.add_parser("issue", help="issue one more identity's bundle")
+    pis.add_argument("--dir", required=True, help="the PKI directory")
+    pis.add_argument("--name", required=True, help="identity name")
+    pis.add_argument("--agency", required=True, help='agency id ("unit" for operators)')
+    pis.add_argument(
+        "--role",
+        required=True,
+        choices=["node", "staff", "operator", "matcher", "probe"],
+        help="probe: a load balancer's health checks only",
+    )
+    pis.add_argument("--host", action="append", default=[], help="extra DNS name (repeat)")
+    pis.add_argument("--days", type=int, default=365)
+    pis.add_argument("--force", action="store_true", help="replace an existing bundle")
+    pis.add_argument("--ca-passphrase-file", help=passphrase_help)
+    pis.set_defaults(func=cmd_pki_issue)
+    pr = pki.add_parser("revoke", help="add a certificate to the revocation list")
+    pr.add_argument("--dir", required=True, help="the PKI directory")
+    pr.add_argument("--ca-passphrase-file", help=passphrase_help)
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--name", help="identity whose certificate to revoke")
+    which.add_argument("--serial", help="serial (hexadecimal) of the certificate to revoke")
+    pr.set_defaults(func=cmd_pki_revoke)
 
     secret = sub.add_parser("secret", help="linkage secret").add_subparsers(
         dest="secret_command", required=True
@@ -468,7 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.set_defaults(func=cmd_publish)
 
     def identity(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--pki", required=True, help="directory with ca.pem and NAME.pem/.key")
+        sp.add_argument(
+            "--pki", required=True, help="your bundle directory, or the PKI directory holding it"
+        )
         sp.add_argument("--identity", required=True, help="your certificate name")
 
     lk = sub.add_parser("lookup", help="staff: which agencies hold records about this child?")

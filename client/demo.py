@@ -211,9 +211,10 @@ matcher = "{matcher_address}"
 publish_batch_size = 1000
 
 [tls]
-ca_cert = "../pki/ca.pem"
-cert = "../pki/{agency}-node.pem"
-key = "../pki/{agency}-node.key"
+ca_cert = "../pki/{agency}-node/ca.pem"
+cert = "../pki/{agency}-node/{agency}-node.pem"
+key = "../pki/{agency}-node/{agency}-node.key"
+# crl: default crl.pem beside ca_cert (jigsaw pki revoke keeps it current)
 
 [[source]]
 kind = "csv"
@@ -251,9 +252,10 @@ audit_log = "audit.jsonl"
 listen = "127.0.0.1:0"
 
 [tls]
-ca_cert = "../pki/ca.pem"
-cert = "../pki/matcher.pem"
-key = "../pki/matcher.key"
+ca_cert = "../pki/matcher/ca.pem"
+cert = "../pki/matcher/matcher.pem"
+key = "../pki/matcher/matcher.key"
+# crl: default crl.pem beside ca_cert (jigsaw pki revoke keeps it current)
 
 # Per calling node (certificate name): the matcher's own limit on Match, which a node's
 # operator cannot lift, and the share of it each person the node acts for may use (these

@@ -5,22 +5,33 @@ holding its :class:`RolePolicy` (:data:`MATCHER_POLICY` or :data:`NODE_POLICY`).
 (``server.tls``) has already verified the client certificate against the federation CA; the
 interceptor reads the identity out of that certificate (CN = name, O = agency, OU = role; see
 ``server.pki``) before any servicer code runs, refuses the call with ``UNAUTHENTICATED`` (no
-usable identity) or ``PERMISSION_DENIED`` (role not allowed, method not in the policy: deny
-by default; or, on a server that belongs to an agency, a caller of an agency-bound role from
-another agency), and hands the identity to the servicer, which reads it with
+usable identity, or a revoked certificate) or ``PERMISSION_DENIED`` (role not allowed, method
+not in the policy: deny by default; or, on a server that belongs to an agency, a caller of an
+agency-bound role from another agency), and hands the identity to the servicer, which reads it with
 :func:`current_identity`.
 
 Agency binding: staff talk to their own agency's node only. A node's interceptor is built
 with the node's agency, and every method of its policy refuses a caller whose role is in
 :data:`AGENCY_BOUND_ROLES` and whose certificate names another agency.
 
+Revocation: gRPC Python cannot check a revocation list in the TLS handshake, so the
+interceptor checks the serial of the caller's certificate against the server's
+:class:`server.revocation.RevocationChecker` on every call, open services included. A revoked
+certificate is refused with ``UNAUTHENTICATED``, not ``PERMISSION_DENIED``: it is no longer a
+valid credential, so the caller is not identified at all (``PERMISSION_DENIED`` says an
+identified caller lacks a right, and gRPC reserves it for callers it could identify).
+
 Health checking and reflection services are open to every authenticated identity (they
-carry no records; a load balancer's probe may use any federation certificate).
+carry no records). They are all a ``probe`` certificate may call: that is the certificate
+for a load balancer's health check (``jigsaw pki issue --role probe``), so that the key a
+load balancer holds opens nothing else. Reflection is served as v1alpha and v1
+(``server.serving``).
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +41,10 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from server.pki import ROLES
+from server.revocation import RevocationChecker
 from server.status import Unauthenticated
+
+logger = logging.getLogger(__name__)
 
 #: Roles whose callers may call a server that belongs to an agency only if it is their own.
 AGENCY_BOUND_ROLES: frozenset[str] = frozenset({"staff"})
@@ -63,6 +77,12 @@ def _single_attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None
 
 def identity_from_certificate(pem: bytes) -> Identity | None:
     """The Identity encoded in a PEM certificate's subject, or None if it has none."""
+    known = _identity_and_serial(pem)
+    return None if known is None else known[0]
+
+
+def _identity_and_serial(pem: bytes) -> tuple[Identity, int] | None:
+    """The Identity in a PEM certificate's subject and the certificate's serial, or None."""
     try:
         certificate = x509.load_pem_x509_certificate(pem)
     except ValueError:
@@ -73,7 +93,7 @@ def identity_from_certificate(pem: bytes) -> Identity | None:
     role = _single_attribute(subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
     if name is None or agency is None or role not in ROLES:
         return None
-    return Identity(name=name, agency=agency, role=role)
+    return Identity(name=name, agency=agency, role=role), certificate.serial_number
 
 
 def _peer_certificate(context: grpc.ServicerContext) -> bytes | None:
@@ -202,12 +222,20 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     reaches this code, so this holds no secret and trusts nothing TLS has not checked.
     """
 
-    def __init__(self, policy: RolePolicy, *, agency: str | None = None) -> None:
+    def __init__(
+        self,
+        policy: RolePolicy,
+        *,
+        revocations: RevocationChecker,
+        agency: str | None = None,
+    ) -> None:
         self._policy = policy
+        self._revocations = revocations
         self._agency = agency
-        self._identities: dict[bytes, Identity | None] = {}  # per interceptor, bounded
+        # per interceptor, bounded: PEM -> (identity, serial), or None without an identity
+        self._identities: dict[bytes, tuple[Identity, int] | None] = {}
 
-    def _identity(self, context: grpc.ServicerContext) -> Identity | None:
+    def _identity(self, context: grpc.ServicerContext) -> tuple[Identity, int] | None:
         pem = _peer_certificate(context)
         if pem is None:
             return None
@@ -215,18 +243,30 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return self._identities[pem]
         except KeyError:
             pass
-        identity = identity_from_certificate(pem)
+        known = _identity_and_serial(pem)
         if len(self._identities) >= MAX_REMEMBERED_CERTIFICATES:
             self._identities.clear()
-        self._identities[pem] = identity
-        return identity
+        self._identities[pem] = known
+        return known
 
     def _authorise(self, method: str, context: grpc.ServicerContext) -> Identity:
-        identity = self._identity(context)
-        if identity is None:
+        known = self._identity(context)
+        if known is None:
             context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "no verified client certificate with a Jigsaw identity (CN, O, OU)",
+            )
+            raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
+        identity, serial = known
+        if self._revocations.is_revoked(serial):
+            logger.warning(
+                "refused %s: the client certificate of %s (%s, %s) is revoked",
+                method, identity.name, identity.role, identity.agency,
+            )  # fmt: skip
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the client certificate is revoked: a certificate not on the federation's "
+                "revocation list is expected",
             )
             raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
         if not self._policy.permits(method, identity.role):

@@ -5,7 +5,8 @@ Role in the pipeline: the building blocks that :mod:`server.node_config` and
 rules: an unknown key, a missing required key or a value of the wrong type is a problem; every
 problem in a file is collected by :class:`Problems` and reported at once in one
 :class:`ConfigError`; relative paths resolve against the config file's directory; the ``[tls]``
-section (``ca_cert``, ``cert``, ``key``, all required) has one spelling everywhere.
+section (``ca_cert``, ``cert``, ``key``, all required, and ``crl``, the revocation list a
+server checks callers against) has one spelling everywhere.
 
 Problem messages name the key (``section.key``) and the expectation, never the value that
 failed validation. Values here are operator settings rather than identifiers, but a config
@@ -31,8 +32,9 @@ from linkage.schema import (
 )
 from server.tls import TlsFiles
 
-#: The keys of the ``[tls]`` section, all required.
-TLS_KEYS = frozenset({"ca_cert", "cert", "key"})
+#: The keys of the ``[tls]`` section: all required but ``crl`` (default: ``crl.pem`` beside
+#: ``ca_cert``; see ``server.tls.TlsFiles``).
+TLS_KEYS = frozenset({"ca_cert", "cert", "key", "crl"})
 
 _TYPE_WORDS: Mapping[type, str] = {
     str: "a string",
@@ -234,11 +236,12 @@ def load_schema_ref(where: str, ref: str, base_dir: Path, problems: Problems) ->
 
 @dataclass(frozen=True)
 class TlsPaths:
-    """The ``[tls]`` section as written: three PEM file paths, not yet resolved."""
+    """The ``[tls]`` section as written: PEM file paths, not yet resolved."""
 
     ca_cert: str
     cert: str
     key: str
+    crl: str | None = None
 
     def resolve(self, base_dir: Path) -> TlsFiles:
         """The certificate files, relative paths resolved against ``base_dir``."""
@@ -246,6 +249,7 @@ class TlsPaths:
             ca_cert=resolve_path(base_dir, self.ca_cert),
             cert=resolve_path(base_dir, self.cert),
             key=resolve_path(base_dir, self.key),
+            crl=None if self.crl is None else resolve_path(base_dir, self.crl),
         )
 
 
@@ -263,6 +267,7 @@ def read_tls_section(
     ca_cert = problems.get("tls", section, "ca_cert", str)
     cert = problems.get("tls", section, "cert", str)
     key = problems.get("tls", section, "key", str)
+    crl = problems.get("tls", section, "crl", str, None)
     if ca_cert is None or cert is None or key is None:
         return None
-    return TlsPaths(ca_cert=ca_cert, cert=cert, key=key)
+    return TlsPaths(ca_cert=ca_cert, cert=cert, key=key, crl=crl)

@@ -38,6 +38,8 @@ File layout (``*`` = required)::
     purposes           [codes]                  the purpose codes a Match may state (default
                                                 server.purposes.DEFAULT_PURPOSE_CODES)
     [tls]              ca_cert*, cert*, key*    PEM files (see server.pki)
+                       crl                      revocation list checked on every call
+                                                (default: crl.pem beside ca_cert)
     [match_limits]                              optional; per calling node identity
     matches_per_minute         120              token-bucket refill, a finite number > 0
     burst                      60               token-bucket size, integer >= 1

@@ -32,6 +32,8 @@ File layout (``*`` = required)::
                                               (default server.purposes.DEFAULT_PURPOSE_CODES);
                                               the matcher's list must hold them too
     [tls]              ca_cert*, cert*, key*  PEM files (see server.pki)
+                       crl                    revocation list checked on every call
+                                              (default: crl.pem beside ca_cert)
     [[source]]         kind* ("csv" | "sqlite"), path*, table (required for sqlite),
                        day_first (default: the schema's), columns* (schema field or
                        "local_id" -> source column; local_id required), extra (disclosable

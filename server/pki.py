@@ -9,7 +9,11 @@ Identity encoding (every leaf certificate subject)::
 
     CN = identity name   ("police-node", "alice", "matcher")
     O  = agency id       ("police"; the matcher and operators use "unit")
-    OU = role            one of "node", "staff", "operator", "matcher"
+    OU = role            one of "node", "staff", "operator", "matcher", "probe"
+
+A "probe" certificate is for a load balancer's health check: its role may call the health
+and reflection services only (``server.auth``), so the key a load balancer holds opens no
+record and no operation.
 
 Certificates (all keys EC P-256, signatures ECDSA with SHA-256):
 
@@ -24,9 +28,22 @@ Certificates (all keys EC P-256, signatures ECDSA with SHA-256):
   (``server.tls.secure_channel``), so TLS itself refuses a server of another role or agency.
   Validity starts five minutes in the past (clock skew).
 
-Files, all PEM: ``<dir>/ca.pem``, ``<dir>/ca.key``, ``<dir>/<name>.pem``, ``<dir>/<name>.key``.
-Private keys are unencrypted PKCS#8 (gRPC cannot read encrypted keys), written with mode 0600
-via a temporary file and an atomic rename.
+Layout of a PKI directory (all PEM; directories 0700, private keys 0600, written through a
+temporary file and an atomic rename)::
+
+    <dir>/ca/          the CA's own directory, never handed out: ca.key, ca.pem, crl.pem
+    <dir>/<name>/      one identity's bundle, handed to that identity's machine and nothing
+                       else: <name>.key, <name>.pem, ca.pem; a server's bundle (node,
+                       matcher) also holds a copy of crl.pem
+
+The CA key is PKCS#8, encrypted with ``cryptography``'s BestAvailableEncryption when a
+:class:`CaPassphrase` is given; issuing and revoking then need it. Identity keys are
+unencrypted PKCS#8 (gRPC cannot read encrypted keys). A bundle never holds the CA key.
+
+Revocation: ``crl.pem`` is the certificate revocation list, signed by the CA, with a CRL
+number that grows with every change; :func:`revoke_certificate` re-signs it and refreshes the
+copy in every server bundle under ``<dir>`` (servers elsewhere need the new file copied to
+them); ``server.revocation`` checks callers against it.
 """
 
 from __future__ import annotations
@@ -42,17 +59,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from linkage.errors import JigsawError
 
-ROLES = frozenset({"node", "staff", "operator", "matcher"})
+ROLES = frozenset({"node", "staff", "operator", "matcher", "probe"})
 SERVER_ROLES = frozenset({"node", "matcher"})
 UNIT_AGENCY = "unit"
 MATCHER_NAME = "matcher"
 CA_NAME = "ca"
+#: The CA's own directory inside a PKI directory.
+CA_DIR = "ca"
+#: File name of the certificate revocation list, beside the CA certificate.
+CRL_FILE = "crl.pem"
 
 #: Domain of the role-and-agency names in server certificates; reserved, so never resolvable.
 SERVER_NAME_DOMAIN = "jigsaw.invalid"
@@ -66,11 +88,33 @@ class PkiError(JigsawError):
 
 
 @dataclass(frozen=True)
+class CaPassphrase:
+    """The passphrase that encrypts the CA's private key; never shown in a repr."""
+
+    value: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.value:
+            raise PkiError("the CA passphrase is empty")
+
+
+def ca_dir(pki_dir: Path) -> Path:
+    """The CA's own directory in ``pki_dir``: its key, certificate and revocation list."""
+    return Path(pki_dir) / CA_DIR
+
+
+def bundle_dir(pki_dir: Path, name: str) -> Path:
+    """The directory of identity ``name``'s bundle in ``pki_dir``."""
+    return Path(pki_dir) / name
+
+
+@dataclass(frozen=True)
 class PkiLayout:
     """Where :func:`init_pki` put everything: the CA and identity name → (cert path, key path)."""
 
     ca_cert: Path
     ca_key: Path
+    crl: Path
     identities: Mapping[str, tuple[Path, Path]] = field(
         default_factory=lambda: types.MappingProxyType({}), hash=False
     )
@@ -121,6 +165,24 @@ def _write_public(path: Path, data: bytes) -> None:
     path.chmod(0o644)
 
 
+def _private_dir(path: Path) -> Path:
+    """``path`` as a directory of mode 0700 (created, or its mode set)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _ca_key_pem(key: ec.EllipticCurvePrivateKey, passphrase: CaPassphrase | None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.NoEncryption()
+        if passphrase is None
+        else serialization.BestAvailableEncryption(passphrase.value)
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -139,7 +201,9 @@ def _subject(name: str, agency: str, role: str) -> x509.Name:
     )
 
 
-def _create_ca(out_dir: Path, days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _create_ca(
+    directory: Path, days: int, passphrase: CaPassphrase | None
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     name = x509.Name(
@@ -175,24 +239,115 @@ def _create_ca(out_dir: Path, days: int) -> tuple[x509.Certificate, ec.EllipticC
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(out_dir / f"{CA_NAME}.key", _key_pem(key))
-    _write_public(out_dir / f"{CA_NAME}.pem", certificate.public_bytes(serialization.Encoding.PEM))
+    _private_dir(directory)
+    _write_private(directory / f"{CA_NAME}.key", _ca_key_pem(key, passphrase))
+    _write_public(
+        directory / f"{CA_NAME}.pem", certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    _write_crl(directory / CRL_FILE, certificate, key, revoked=(), number=1)
     return certificate, key
 
 
-def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    cert_path, key_path = ca_dir / f"{CA_NAME}.pem", ca_dir / f"{CA_NAME}.key"
+def _write_crl(
+    path: Path,
+    ca_certificate: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    *,
+    revoked: Sequence[x509.RevokedCertificate],
+    number: int,
+) -> None:
+    """Sign and write a revocation list of ``revoked``, CRL number ``number``.
+
+    It is valid until the CA certificate expires: it is handed to the servers by the operator,
+    not fetched, so a next-update date earlier than that would only stop the federation.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_certificate.subject)
+        .last_update(now - _CLOCK_SKEW)
+        .next_update(ca_certificate.not_valid_after_utc)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(entry)
+    crl = builder.sign(ca_key, hashes.SHA256())
+    _write_public(path, crl.public_bytes(serialization.Encoding.PEM))
+
+
+def read_revocation_list(path: Path, ca_certificate: x509.Certificate) -> RevocationList:
+    """The revocation list in ``path``, checked: PEM, issued and signed by ``ca_certificate``.
+
+    Raises :class:`PkiError` naming the file and what was expected.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PkiError(
+            f"no certificate revocation list at {path} (jigsaw pki init writes {CRL_FILE} "
+            "beside the CA certificate)"
+        ) from None
+    try:
+        crl = x509.load_pem_x509_crl(data)
+    except ValueError:
+        raise PkiError(f"{path} is not a PEM certificate revocation list") from None
+    if crl.issuer != ca_certificate.subject or not crl.is_signature_valid(
+        ca_certificate.public_key()  # type: ignore[arg-type]
+    ):
+        raise PkiError(f"the revocation list {path} is not signed by the federation CA")
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        raise PkiError(f"the revocation list {path} has no CRL number") from None
+    return RevocationList(
+        number=number, serials=frozenset(entry.serial_number for entry in crl), crl=crl
+    )
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """A verified revocation list: its CRL number and the serials it revokes."""
+
+    number: int
+    serials: frozenset[int]
+    crl: x509.CertificateRevocationList = field(repr=False, compare=False)
+
+
+def _load_ca(
+    pki_dir: Path, passphrase: CaPassphrase | None
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    directory = ca_dir(pki_dir)
+    cert_path, key_path = directory / f"{CA_NAME}.pem", directory / f"{CA_NAME}.key"
     if not cert_path.is_file() or not key_path.is_file():
-        raise PkiError(f"no certificate authority in {ca_dir} (expected ca.pem and ca.key)")
+        raise PkiError(f"no certificate authority in {directory} (expected ca.pem and ca.key)")
     certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    password = None if passphrase is None else passphrase.value
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=password)
+    except TypeError:
+        if passphrase is None:
+            raise PkiError(
+                f"the CA key {key_path} is encrypted: give its passphrase "
+                "(--ca-passphrase-file or JIGSAW_CA_PASSPHRASE)"
+            ) from None
+        raise PkiError(
+            f"the CA key {key_path} is not encrypted, yet a passphrase was given"
+        ) from None
+    except ValueError:
+        raise PkiError(
+            f"the CA key {key_path} could not be decrypted with that passphrase"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise PkiError(f"{key_path} is not an EC private key")
     return certificate, key
 
 
 def _issue(
-    out_dir: Path,
+    pki_dir: Path,
     ca_certificate: x509.Certificate,
     ca_key: ec.EllipticCurvePrivateKey,
     *,
@@ -257,28 +412,34 @@ def _issue(
             x509.SubjectAlternativeName(alternative_names), critical=False
         )
     certificate = builder.sign(ca_key, hashes.SHA256())
-    cert_path, key_path = out_dir / f"{name}.pem", out_dir / f"{name}.key"
+    bundle = _private_dir(bundle_dir(pki_dir, name))
+    cert_path, key_path = bundle / f"{name}.pem", bundle / f"{name}.key"
     _write_private(key_path, _key_pem(key))
     _write_public(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    _write_public(bundle / f"{CA_NAME}.pem", (ca_dir(pki_dir) / f"{CA_NAME}.pem").read_bytes())
+    if role in SERVER_ROLES:
+        _write_public(bundle / CRL_FILE, (ca_dir(pki_dir) / CRL_FILE).read_bytes())
     return cert_path, key_path
 
 
 def issue_certificate(
-    ca_dir: Path,
+    pki_dir: Path,
     name: str,
     agency: str,
     role: str,
     *,
+    passphrase: CaPassphrase | None = None,
     days: int = 365,
     extra_hosts: Sequence[str] = (),
     force: bool = False,
 ) -> tuple[Path, Path]:
-    """Issue one identity's certificate and key from the CA in ``ca_dir``; return their paths.
+    """Issue one identity's bundle from the CA in ``pki_dir``; return its cert and key paths.
 
-    Refuses to replace an existing ``<name>.pem`` / ``<name>.key`` unless ``force=True``.
-    ``extra_hosts`` adds DNS names to the SubjectAlternativeName (for nodes on other hosts).
+    Needs the CA key (and ``passphrase`` when it is encrypted). Refuses to replace an existing
+    bundle's certificate or key unless ``force=True``. ``extra_hosts`` adds DNS names to the
+    SubjectAlternativeName (for nodes on other hosts).
     """
-    ca_dir = Path(ca_dir)
+    pki_dir = Path(pki_dir)
     _check_name("identity name", name)
     _check_name("agency id", agency)
     if name == CA_NAME:
@@ -287,11 +448,12 @@ def issue_certificate(
         raise PkiError(f"role must be one of {sorted(ROLES)}")
     if days < 1:
         raise PkiError("days must be at least 1")
-    if not force and ((ca_dir / f"{name}.pem").exists() or (ca_dir / f"{name}.key").exists()):
+    bundle = bundle_dir(pki_dir, name)
+    if not force and ((bundle / f"{name}.pem").exists() or (bundle / f"{name}.key").exists()):
         raise PkiError(f"certificate for identity {name!r} already exists (use force=True)")
-    ca_certificate, ca_key = _load_ca(ca_dir)
+    ca_certificate, ca_key = _load_ca(pki_dir, passphrase)
     return _issue(
-        ca_dir,
+        pki_dir,
         ca_certificate,
         ca_key,
         name=name,
@@ -308,15 +470,17 @@ def init_pki(
     agencies: Sequence[str],
     staff: Sequence[tuple[str, str]],
     operators: Sequence[str],
+    passphrase: CaPassphrase | None = None,
     days: int = 365,
     force: bool = False,
 ) -> PkiLayout:
-    """Create a CA and the certificates of the matcher, one node per agency, staff and operators.
+    """Create a CA and the bundles of the matcher, one node per agency, staff and operators.
 
     ``staff`` is a sequence of (name, agency) pairs; every staff agency must be in ``agencies``.
     Identities: ``matcher`` (role matcher, O=unit), ``<agency>-node`` (role node), each staff
-    member (role staff), each operator (role operator, O=unit). Refuses to replace an existing
-    CA unless ``force=True``; identity names must be unique.
+    member (role staff), each operator (role operator, O=unit). The CA key is encrypted with
+    ``passphrase`` when one is given. Refuses to replace an existing CA unless
+    ``force=True``; identity names must be unique.
     """
     out_dir = Path(out_dir)
     if days < 1:
@@ -336,17 +500,76 @@ def init_pki(
         if name == CA_NAME or name in seen:
             raise PkiError(f"identity name {name!r} is reserved or used twice")
         seen.add(name)
+    authority = ca_dir(out_dir)
+    if not force and (
+        (authority / f"{CA_NAME}.pem").exists() or (authority / f"{CA_NAME}.key").exists()
+    ):
+        raise PkiError(f"a certificate authority already exists in {authority} (use force=True)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not force and ((out_dir / "ca.pem").exists() or (out_dir / "ca.key").exists()):
-        raise PkiError(f"a certificate authority already exists in {out_dir} (use force=True)")
-    ca_certificate, ca_key = _create_ca(out_dir, days)
+    ca_certificate, ca_key = _create_ca(authority, days, passphrase)
     identities: dict[str, tuple[Path, Path]] = {}
     for name, agency, role in plan:
         identities[name] = _issue(
             out_dir, ca_certificate, ca_key, name=name, agency=agency, role=role, days=days
         )
     return PkiLayout(
-        ca_cert=out_dir / f"{CA_NAME}.pem",
-        ca_key=out_dir / f"{CA_NAME}.key",
+        ca_cert=authority / f"{CA_NAME}.pem",
+        ca_key=authority / f"{CA_NAME}.key",
+        crl=authority / CRL_FILE,
         identities=types.MappingProxyType(identities),
     )
+
+
+def revoke_certificate(
+    pki_dir: Path,
+    *,
+    name: str | None = None,
+    serial: int | None = None,
+    passphrase: CaPassphrase | None = None,
+) -> int:
+    """Add one certificate to the revocation list of the CA in ``pki_dir``; its serial.
+
+    The certificate is named by identity (``name``: the certificate in its bundle, which must
+    have been issued by this CA) or by ``serial``; exactly one of the two. Needs the CA key
+    (and ``passphrase`` when it is encrypted). The list is re-signed with a higher CRL number,
+    so a server that reloads it never goes back to an older one, and copied into every server
+    bundle under ``pki_dir``. Revoking a revoked certificate changes nothing.
+    """
+    pki_dir = Path(pki_dir)
+    if (name is None) == (serial is None):
+        raise PkiError("name the certificate to revoke by identity name or by serial, not both")
+    ca_certificate, ca_key = _load_ca(pki_dir, passphrase)
+    if name is not None:
+        _check_name("identity name", name)
+        cert_path = bundle_dir(pki_dir, name) / f"{name}.pem"
+        if name == CA_NAME or not cert_path.is_file():
+            raise PkiError(f"no certificate for identity {name!r} in {pki_dir}")
+        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        try:
+            certificate.verify_directly_issued_by(ca_certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            raise PkiError(f"the certificate of {name!r} was not issued by this CA") from None
+        serial = certificate.serial_number
+    if serial is None or serial < 1:
+        raise PkiError("a certificate serial is a positive number")
+    crl_path = ca_dir(pki_dir) / CRL_FILE
+    current = read_revocation_list(crl_path, ca_certificate)
+    if serial not in current.serials:
+        entry = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(datetime.datetime.now(datetime.UTC))
+            .build()
+        )
+        _write_crl(
+            crl_path,
+            ca_certificate,
+            ca_key,
+            revoked=[*current.crl, entry],
+            number=current.number + 1,
+        )
+    signed = crl_path.read_bytes()
+    for copy in sorted(pki_dir.glob(f"*/{CRL_FILE}")):
+        if copy != crl_path and copy.read_bytes() != signed:
+            _write_public(copy, signed)
+    return serial

@@ -22,9 +22,10 @@ from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from server.auth import AuthInterceptor, RolePolicy
+from server.revocation import RevocationChecker
 from server.tls import TlsFiles, server_credentials, server_options
 
 logger = logging.getLogger(__name__)
@@ -48,14 +49,18 @@ def build_grpc_server(
 ) -> tuple[grpc.Server, int]:
     """A bound, not started, mutual-TLS server for one Jigsaw service (node or matcher).
 
-    Every call passes the role interceptor with ``policy`` first; the standard health service
-    (SERVING for "" and ``service_name``) and server reflection are added beside the service
-    that ``add_servicer`` registers. A server of an ``agency`` (a node) admits callers of an
-    agency-bound role (staff) of that agency only. Raises OSError when ``listen`` cannot be bound.
+    Every call passes the role interceptor with ``policy`` first, which also refuses a client
+    certificate on the federation's revocation list (``tls.revocation_list_path()``; a missing
+    list, or one not signed by the CA, raises :class:`server.pki.PkiError`: no server starts
+    without a good one); the standard health service (SERVING for "" and ``service_name``)
+    and server reflection are added beside the service that ``add_servicer`` registers. A
+    server of an ``agency`` (a node) admits callers of an agency-bound role (staff) of that
+    agency only. Raises OSError when ``listen`` cannot be bound.
     """
+    revocations = RevocationChecker.for_tls(tls)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=role),
-        interceptors=[AuthInterceptor(policy, agency=agency)],
+        interceptors=[AuthInterceptor(policy, revocations=revocations, agency=agency)],
         options=server_options(),
     )
     add_servicer(server)
@@ -63,13 +68,39 @@ def build_grpc_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", service_name):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    add_reflection(server, (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME))
     port = server.add_secure_port(listen, server_credentials(tls))
     if port == 0:
         raise OSError(f"cannot bind the {role} server to {listen}")
     return server, port
+
+
+#: Server reflection v1, which current clients (grpcurl, Postman) ask first.
+REFLECTION_V1_SERVICE = "grpc.reflection.v1.ServerReflection"
+
+
+def add_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> None:
+    """Serve server reflection as ``grpc.reflection.v1alpha`` and ``grpc.reflection.v1``.
+
+    grpcio-reflection implements v1alpha only. v1 is the same protocol under a new package
+    name (gRFC A15: messages, fields and numbers unchanged), so its bytes on the wire are
+    those of v1alpha and one servicer answers both. ``service_names`` are what a client's
+    list shows: the services whose descriptors the server can give (v1's own descriptor is
+    not in the pool, so v1 is served but not listed).
+    """
+    servicer = reflection.ReflectionServicer(service_names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.method_handlers_generic_handler(
+        REFLECTION_V1_SERVICE,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((v1,))
 
 
 class ServerRuntime(Protocol):

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from linkage.errors import JigsawError
-from server.pki import server_name
+from server.pki import CA_NAME, CRL_FILE, PkiError, bundle_dir, server_name
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
@@ -63,11 +63,20 @@ def raise_if_wrong_server(exc: grpc.RpcError, address: str, *, role: str, agency
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """PEM files of one identity: the federation CA, its certificate and its private key."""
+    """PEM files of one identity: the federation CA, its certificate and its private key.
+
+    ``crl``, the federation's certificate revocation list, matters to servers only (see
+    ``server.revocation``); by default it is :data:`server.pki.CRL_FILE` beside ``ca_cert``.
+    """
 
     ca_cert: Path
     cert: Path
     key: Path
+    crl: Path | None = None
+
+    def revocation_list_path(self) -> Path:
+        """The revocation list a server with these files checks its callers against."""
+        return self.crl if self.crl is not None else Path(self.ca_cert).parent / CRL_FILE
 
     def read(self) -> tuple[bytes, bytes, bytes]:
         """Return (CA certificate, certificate chain, private key) bytes."""
@@ -86,10 +95,19 @@ class TlsFiles:
 
 
 def tls_files_for(pki_dir: Path, name: str) -> TlsFiles:
-    """The TlsFiles of identity ``name`` in a directory made by ``server.pki.init_pki``."""
+    """The TlsFiles of identity ``name``: its bundle in a PKI directory made by
+    ``server.pki.init_pki``, or ``pki_dir`` itself when that is the bundle (as handed to the
+    identity's machine)."""
     pki_dir = Path(pki_dir)
+    if name == CA_NAME:
+        raise PkiError(f"{CA_NAME!r} is the certificate authority, not an identity")
+    bundle = bundle_dir(pki_dir, name)
+    if not bundle.is_dir() and (pki_dir / f"{name}.pem").is_file():
+        bundle = pki_dir
+    if not (bundle / f"{name}.pem").is_file():
+        raise FileNotFoundError(f"TLS certificate file not found: {bundle / f'{name}.pem'}")
     files = TlsFiles(
-        ca_cert=pki_dir / "ca.pem", cert=pki_dir / f"{name}.pem", key=pki_dir / f"{name}.key"
+        ca_cert=bundle / f"{CA_NAME}.pem", cert=bundle / f"{name}.pem", key=bundle / f"{name}.key"
     )
     files.read()  # fail early, naming the missing file
     return files

@@ -14,6 +14,12 @@ from server.matcher_config import MatcherConfig, parse_matcher_config
 from server.tls import secure_channel, tls_files_for
 
 
+def tls_section(pki_dir: Path, name: str) -> str:
+    """The ``[tls]`` section of a config for identity ``name``'s bundle in ``pki_dir``."""
+    tls = tls_files_for(pki_dir, name)
+    return f'[tls]\nca_cert = "{tls.ca_cert}"\ncert = "{tls.cert}"\nkey = "{tls.key}"'
+
+
 def matcher_config(
     tmp_path: Path, pki_dir: Path, *, max_batch: int = 5000, match_limits: str = ""
 ) -> MatcherConfig:
@@ -28,10 +34,7 @@ audit_log = "matcher-audit.jsonl"
 listen = "127.0.0.1:0"
 benchmark_mode = true
 max_publish_batch = {max_batch}
-[tls]
-ca_cert = "{pki_dir / "ca.pem"}"
-cert = "{pki_dir / "matcher.pem"}"
-key = "{pki_dir / "matcher.key"}"
+{tls_section(pki_dir, "matcher")}
 {limits}"""
     return parse_matcher_config(text, base_dir=tmp_path)
 

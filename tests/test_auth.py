@@ -26,8 +26,9 @@ from server.auth import (
     identity_from_certificate,
     identity_from_context,
 )
-from server.pki import _issue, init_pki
+from server.pki import _issue, ca_dir, init_pki
 from server.publish import message_forms, message_rows
+from server.revocation import RevocationChecker
 from server.status import Unauthenticated
 from server.tls import TlsFiles, secure_channel, server_credentials, server_options, tls_files_for
 
@@ -38,8 +39,10 @@ TIMEOUT = 10
 def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pki")
     init_pki(out, agencies=["police"], staff=[("alice", "police")], operators=["olga", "oscar"])
-    ca_certificate = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
-    ca_key = serialization.load_pem_private_key((out / "ca.key").read_bytes(), password=None)
+    ca_certificate = x509.load_pem_x509_certificate((ca_dir(out) / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key(
+        (ca_dir(out) / "ca.key").read_bytes(), password=None
+    )
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     # Signed by the right CA, but OU is not a Jigsaw role: must be UNAUTHENTICATED.
     _issue(out, ca_certificate, ca_key, name="eve", agency="police", role="superuser", days=1)
@@ -96,7 +99,12 @@ TEST_POLICY = RolePolicy(
 def address(pki_dir: Path) -> Iterator[str]:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=2),
-        interceptors=[AuthInterceptor(TEST_POLICY)],
+        interceptors=[
+            AuthInterceptor(
+                TEST_POLICY,
+                revocations=RevocationChecker.for_tls(tls_files_for(pki_dir, "matcher")),
+            )
+        ],
         options=server_options(),
     )
     jigsaw_pb2_grpc.add_MatcherServicer_to_server(EchoMatcher(), server)
@@ -159,7 +167,9 @@ def test_certificate_without_role_is_unauthenticated(address: str, pki_dir: Path
 
 
 def test_client_without_certificate_is_refused(address: str, pki_dir: Path) -> None:
-    credentials = grpc.ssl_channel_credentials(root_certificates=(pki_dir / "ca.pem").read_bytes())
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(ca_dir(pki_dir) / "ca.pem").read_bytes()
+    )
     with grpc.secure_channel(address, credentials) as channel:
         stub = jigsaw_pb2_grpc.MatcherStub(channel)
         error = rpc_error(lambda: stub.Status(jigsaw_pb2.MatcherStatusRequest(), timeout=TIMEOUT))
@@ -177,9 +187,8 @@ def test_certificate_from_another_ca_is_refused(
     address: str, pki_dir: Path, other_pki_dir: Path
 ) -> None:
     # The client trusts the right CA but presents a certificate from another CA.
-    foreign = TlsFiles(
-        ca_cert=pki_dir / "ca.pem", cert=other_pki_dir / "olga.pem", key=other_pki_dir / "olga.key"
-    )
+    olga = tls_files_for(other_pki_dir, "olga")
+    foreign = TlsFiles(ca_cert=ca_dir(pki_dir) / "ca.pem", cert=olga.cert, key=olga.key)
     error = rpc_error(lambda: status_as(address, foreign))
     assert error.code() is grpc.StatusCode.UNAVAILABLE
 
@@ -263,12 +272,12 @@ def test_identity_from_context_without_tls(pki_dir: Path) -> None:
     assert identity_from_context(FakeContext({})) is None
     with pytest.raises(Unauthenticated):
         current_identity(FakeContext({}))
-    pem = (pki_dir / "alice.pem").read_bytes()
+    pem = tls_files_for(pki_dir, "alice").cert.read_bytes()
     context = FakeContext({"x509_pem_cert": [pem]})
     assert identity_from_context(context) == Identity("alice", "police", "staff")
     # Without the interceptor, current_identity falls back to the peer certificate.
     assert current_identity(context) == Identity("alice", "police", "staff")
-    assert identity_from_certificate((pki_dir / "ca.pem").read_bytes()) is None
+    assert identity_from_certificate((ca_dir(pki_dir) / "ca.pem").read_bytes()) is None
     assert identity_from_certificate(b"not a certificate") is None
 
 
@@ -305,23 +314,28 @@ def test_interceptor_parses_each_certificate_once(
     import server.auth as auth
 
     parsed: list[bytes] = []
+    original = auth._identity_and_serial
 
-    def counting(pem: bytes) -> Identity | None:
+    def counting(pem: bytes) -> tuple[Identity, int] | None:
         parsed.append(pem)
-        return identity_from_certificate(pem)
+        return original(pem)
 
-    monkeypatch.setattr(auth, "identity_from_certificate", counting)
+    monkeypatch.setattr(auth, "_identity_and_serial", counting)
     monkeypatch.setattr(auth, "MAX_REMEMBERED_CERTIFICATES", 2)
-    interceptor = AuthInterceptor(NODE_POLICY)
-    alice = (pki_dir / "alice.pem").read_bytes()
-    olga = (pki_dir / "olga.pem").read_bytes()
-    ca = (pki_dir / "ca.pem").read_bytes()
+    interceptor = AuthInterceptor(
+        NODE_POLICY, revocations=RevocationChecker.for_tls(tls_files_for(pki_dir, "police-node"))
+    )
+    alice = tls_files_for(pki_dir, "alice").cert.read_bytes()
+    olga = tls_files_for(pki_dir, "olga").cert.read_bytes()
+    ca = (ca_dir(pki_dir) / "ca.pem").read_bytes()
     for _ in range(3):
-        assert interceptor._identity(FakeContext({"x509_pem_cert": [alice]})) == Identity(
-            "alice", "police", "staff"
+        assert interceptor._identity(FakeContext({"x509_pem_cert": [alice]})) == (
+            Identity("alice", "police", "staff"),
+            x509.load_pem_x509_certificate(alice).serial_number,
         )
-        assert interceptor._identity(FakeContext({"x509_pem_cert": [olga]})) == Identity(
-            "olga", "unit", "operator"
+        assert interceptor._identity(FakeContext({"x509_pem_cert": [olga]})) == (
+            Identity("olga", "unit", "operator"),
+            x509.load_pem_x509_certificate(olga).serial_number,
         )
     assert parsed == [alice, olga]
     assert interceptor._identity(FakeContext({"x509_pem_cert": [ca]})) is None  # no identity

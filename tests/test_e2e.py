@@ -478,6 +478,7 @@ def test_matcher_limits_a_node_calling_match_directly(
     from server.convert import encoded_to_proto
     from server.status import retry_after_from_metadata
     from server.tls import secure_channel, tls_files_for
+    from tests.matcher_harness import tls_section
 
     pki = Path(federation.pki)
     workdir = tmp_path / "matcher"
@@ -489,10 +490,7 @@ schema = "child"
 store = "store.sqlite"
 audit_log = "audit.jsonl"
 listen = "127.0.0.1:0"
-[tls]
-ca_cert = "{pki / "ca.pem"}"
-cert = "{pki / "matcher.pem"}"
-key = "{pki / "matcher.key"}"
+{tls_section(pki, "matcher")}
 [match_limits]
 burst = 3
 person_share = 1.0

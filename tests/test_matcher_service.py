@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from matcher_harness import FakeClock, Running, matcher_config
+from matcher_harness import FakeClock, Running, matcher_config, tls_section
 
 from linkage import pipeline
 from linkage.encode import EncodedBatch, encode_records
@@ -1090,10 +1090,7 @@ def test_serve_stops_gracefully_on_sigterm(tmp_path: Path, pki_dir: Path) -> Non
 schema = "child"
 store = "matcher.sqlite"
 audit_log = "matcher-audit.jsonl"
-[tls]
-ca_cert = "{pki_dir / "ca.pem"}"
-cert = "{pki_dir / "matcher.pem"}"
-key = "{pki_dir / "matcher.key"}"
+{tls_section(pki_dir, "matcher")}
 """,
         encoding="utf-8",
     )

@@ -37,8 +37,10 @@ from server.node_config import NodeConfig, load_node_config, read_linkage_keys
 from server.node_store import NodeStore
 from server.pki import init_pki
 from server.publish import message_forms, publish_pending
+from server.revocation import RevocationChecker
 from server.status import RETRY_AFTER_METADATA_KEY
 from server.tls import TlsFiles, secure_channel, server_credentials, tls_files_for
+from tests.matcher_harness import tls_section
 
 # Identifier values of the test records: none may appear in an audit line or status message.
 CANARY_GIVEN = "Zebedee"
@@ -128,12 +130,16 @@ class FakeMatcher(jigsaw_pb2_grpc.MatcherServicer):
         return jigsaw_pb2.WithdrawResponse(withdrawn=len(request.references))
 
 
+def matcher_revocations(pki: Path) -> RevocationChecker:
+    return RevocationChecker.for_tls(tls_files_for(pki, "matcher"))
+
+
 @pytest.fixture(scope="module")
 def matcher(pki: Path) -> Iterator[tuple[str, MatcherLog]]:
     log = MatcherLog()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
-        interceptors=[AuthInterceptor(MATCHER_POLICY)],
+        interceptors=[AuthInterceptor(MATCHER_POLICY, revocations=matcher_revocations(pki))],
     )
     jigsaw_pb2_grpc.add_MatcherServicer_to_server(FakeMatcher(log), server)
     port = server.add_secure_port("127.0.0.1:0", server_credentials(tls_files_for(pki, "matcher")))
@@ -170,10 +176,7 @@ store = "police.sqlite"
 audit_log = "police-audit.jsonl"
 listen = "127.0.0.1:0"
 matcher = "{matcher_address}"
-[tls]
-ca_cert = "{pki / "ca.pem"}"
-cert = "{pki / f"{agency}-node.pem"}"
-key = "{pki / f"{agency}-node.key"}"
+{tls_section(pki, f"{agency}-node")}
 [[source]]
 kind = "csv"
 path = "police.csv"
@@ -592,11 +595,8 @@ def test_status_for_operator_and_health(node: Node, pki: Path) -> None:
 def test_client_from_another_ca_is_refused(node: Node, tmp_path: Path) -> None:
     other = tmp_path / "other-pki"
     init_pki(other, agencies=["police"], staff=[("alice", "police")], operators=[])
-    bad = TlsFiles(
-        ca_cert=tls_files_for(Path(node.config.tls.ca_cert).parent, "alice").ca_cert,
-        cert=other / "alice.pem",
-        key=other / "alice.key",
-    )
+    foreign = tls_files_for(other, "alice")
+    bad = TlsFiles(ca_cert=node.config.tls.ca_cert, cert=foreign.cert, key=foreign.key)
     channel = secure_channel(node.address, bad)
     try:
         with pytest.raises(grpc.RpcError) as info:
@@ -815,7 +815,8 @@ class LimitingMatcher(jigsaw_pb2_grpc.MatcherServicer):
 
 def test_the_matchers_limit_reaches_staff_as_resource_exhausted(fresh_node: Any, pki: Path) -> None:
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=2), interceptors=[AuthInterceptor(MATCHER_POLICY)]
+        futures.ThreadPoolExecutor(max_workers=2),
+        interceptors=[AuthInterceptor(MATCHER_POLICY, revocations=matcher_revocations(pki))],
     )
     jigsaw_pb2_grpc.add_MatcherServicer_to_server(LimitingMatcher(), server)
     port = server.add_secure_port("127.0.0.1:0", server_credentials(tls_files_for(pki, "matcher")))

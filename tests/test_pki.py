@@ -10,11 +10,19 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.pki import PkiError, PkiLayout, init_pki, issue_certificate
+from server.pki import (
+    CaPassphrase,
+    PkiError,
+    PkiLayout,
+    init_pki,
+    issue_certificate,
+    revoke_certificate,
+)
 from server.tls import (
     MAX_MESSAGE_BYTES,
     TlsFiles,
@@ -59,12 +67,32 @@ def subject(certificate: x509.Certificate) -> tuple[str, str, str]:
 def test_layout_lists_every_identity(pki: tuple[Path, PkiLayout]) -> None:
     out, layout = pki
     assert layout.names() == ["matcher", "police-node", "health-node", "alice", "olga"]
-    assert layout.ca_cert == out / "ca.pem"
+    assert layout.ca_cert == out / "ca" / "ca.pem"
+    assert layout.ca_key == out / "ca" / "ca.key" and layout.crl == out / "ca" / "crl.pem"
     for name in layout.names():
         cert_path, key_path = layout[name]
-        assert cert_path == out / f"{name}.pem" and cert_path.is_file()
-        assert key_path == out / f"{name}.key" and key_path.is_file()
+        assert cert_path == out / name / f"{name}.pem" and cert_path.is_file()
+        assert key_path == out / name / f"{name}.key" and key_path.is_file()
     assert "alice" in layout and "mallory" not in layout
+
+
+def test_the_ca_key_is_apart_and_bundles_hold_only_their_identity(
+    pki: tuple[Path, PkiLayout],
+) -> None:
+    out, layout = pki
+    ca_pem = layout.ca_cert.read_bytes()
+    assert sorted(p.name for p in (out / "ca").iterdir()) == ["ca.key", "ca.pem", "crl.pem"]
+    for directory in [out / "ca", *(out / name for name in layout.names())]:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory.name
+    for name in layout.names():
+        server = name in {"matcher", "police-node", "health-node"}
+        expected = {f"{name}.key", f"{name}.pem", "ca.pem"} | ({"crl.pem"} if server else set())
+        assert {p.name for p in (out / name).iterdir()} == expected
+        assert (out / name / "ca.pem").read_bytes() == ca_pem
+        for path in (out / name).iterdir():
+            assert path.read_bytes() != layout.ca_key.read_bytes()
+    # nothing else at the top: a CA key never sits beside the identities' keys
+    assert {p.name for p in out.iterdir()} == {"ca", *layout.names()}
 
 
 @pytest.mark.parametrize(
@@ -86,7 +114,7 @@ def test_identity_encoded_in_subject(
 
 def test_private_keys_are_owner_only(pki: tuple[Path, PkiLayout]) -> None:
     out, _layout = pki
-    keys = sorted(out.glob("*.key"))
+    keys = sorted(out.glob("*/*.key"))
     assert len(keys) == 6
     for key_path in keys:
         assert stat.S_IMODE(key_path.stat().st_mode) == 0o600, key_path.name
@@ -143,12 +171,12 @@ def test_leaf_extensions(pki: tuple[Path, PkiLayout], name: str) -> None:
 
 def test_refuses_to_overwrite_ca(tmp_path: Path) -> None:
     init_pki(tmp_path, agencies=["police"], staff=[], operators=[])
-    before = (tmp_path / "ca.pem").read_bytes()
+    before = (tmp_path / "ca" / "ca.pem").read_bytes()
     with pytest.raises(PkiError, match="already exists"):
         init_pki(tmp_path, agencies=["police"], staff=[], operators=[])
-    assert (tmp_path / "ca.pem").read_bytes() == before
+    assert (tmp_path / "ca" / "ca.pem").read_bytes() == before
     init_pki(tmp_path, agencies=["police"], staff=[], operators=[], force=True)
-    assert (tmp_path / "ca.pem").read_bytes() != before
+    assert (tmp_path / "ca" / "ca.pem").read_bytes() != before
 
 
 @pytest.mark.parametrize(
@@ -164,7 +192,7 @@ def test_refuses_to_overwrite_ca(tmp_path: Path) -> None:
 def test_rejects_bad_plans(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(PkiError, match=message):
         init_pki(tmp_path, **kwargs)  # type: ignore[arg-type]
-    assert not (tmp_path / "ca.pem").exists()
+    assert not (tmp_path / "ca").exists()
 
 
 def test_issue_certificate_later(tmp_path: Path) -> None:
@@ -210,11 +238,14 @@ def test_certificates_work_for_grpc_mutual_tls(pki: tuple[Path, PkiLayout], host
 
 def test_tls_files_for_names_missing_file(pki: tuple[Path, PkiLayout]) -> None:
     out, _layout = pki
-    assert tls_files_for(out, "alice") == TlsFiles(
-        out / "ca.pem", out / "alice.pem", out / "alice.key"
-    )
+    bundle = out / "alice"
+    expected = TlsFiles(bundle / "ca.pem", bundle / "alice.pem", bundle / "alice.key")
+    assert tls_files_for(out, "alice") == expected
+    assert tls_files_for(bundle, "alice") == expected  # the bundle alone, as handed out
     with pytest.raises(FileNotFoundError, match=r"nobody\.pem"):
         tls_files_for(out, "nobody")
+    with pytest.raises(PkiError, match="certificate authority"):
+        tls_files_for(out, "ca")
 
 
 def test_message_limits_in_server_options() -> None:
@@ -222,3 +253,72 @@ def test_message_limits_in_server_options() -> None:
     assert options["grpc.max_send_message_length"] == MAX_MESSAGE_BYTES == 8 * 1024 * 1024
     assert options["grpc.max_receive_message_length"] == MAX_MESSAGE_BYTES
     assert options["grpc.keepalive_time_ms"] >= 10_000
+
+
+PASSPHRASE = CaPassphrase(b"test passphrase, not a real one")
+
+
+def test_a_passphrase_encrypts_the_ca_key_and_issuing_needs_it(tmp_path: Path) -> None:
+    layout = init_pki(tmp_path, agencies=["police"], staff=[], operators=[], passphrase=PASSPHRASE)
+    pem = layout.ca_key.read_bytes()
+    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert stat.S_IMODE(layout.ca_key.stat().st_mode) == 0o600
+    with pytest.raises(TypeError):
+        serialization.load_pem_private_key(pem, password=None)
+    with pytest.raises(PkiError, match="is encrypted: give its passphrase"):
+        issue_certificate(tmp_path, "bob", "police", "staff")
+    with pytest.raises(PkiError, match="could not be decrypted"):
+        issue_certificate(tmp_path, "bob", "police", "staff", passphrase=CaPassphrase(b"wrong"))
+    with pytest.raises(PkiError, match="is encrypted"):
+        revoke_certificate(tmp_path, name="police-node")
+    cert_path, _key = issue_certificate(tmp_path, "bob", "police", "staff", passphrase=PASSPHRASE)
+    load(cert_path).verify_directly_issued_by(load(layout.ca_cert))
+    revoke_certificate(tmp_path, name="bob", passphrase=PASSPHRASE)
+    assert "test passphrase" not in repr(PASSPHRASE)
+    with pytest.raises(PkiError, match="empty"):
+        CaPassphrase(b"")
+
+
+def test_an_unencrypted_ca_key_refuses_a_passphrase(tmp_path: Path) -> None:
+    init_pki(tmp_path, agencies=["police"], staff=[], operators=[])
+    with pytest.raises(PkiError, match="not encrypted"):
+        issue_certificate(tmp_path, "bob", "police", "staff", passphrase=PASSPHRASE)
+
+
+def test_the_cli_takes_the_passphrase_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    passphrase_file = tmp_path / "passphrase"
+    passphrase_file.write_text("correct horse\n")
+    passphrase_file.chmod(0o600)
+
+    def jigsaw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "client.cli", "pki", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, **(env or {})},
+        )
+
+    pki = tmp_path / "pki"
+    made = jigsaw(
+        "init", "--dir", str(pki), "--agency=police", f"--ca-passphrase-file={passphrase_file}"
+    )
+    assert made.returncode == 0, made.stderr
+    said = " ".join(made.stdout.split())  # unwrapped
+    assert "(key encrypted;" in said and "correct horse" not in said
+    refused = jigsaw("issue", "--dir", str(pki), "--name=bob", "--agency=police", "--role=staff")
+    assert refused.returncode == 1 and "is encrypted" in " ".join(refused.stderr.split())
+    by_file = jigsaw(
+        "issue", "--dir", str(pki), "--name=bob", "--agency=police", "--role=staff",
+        f"--ca-passphrase-file={passphrase_file}",
+    )  # fmt: skip
+    assert by_file.returncode == 0, by_file.stderr
+    by_env = jigsaw(
+        "revoke", "--dir", str(pki), "--name=bob", env={"JIGSAW_CA_PASSPHRASE": "correct horse"}
+    )
+    assert by_env.returncode == 0, by_env.stderr
+    assert (pki / "bob" / "bob.pem").is_file() and not (pki / "bob" / "crl.pem").exists()
