@@ -6,9 +6,10 @@ into a :class:`linkage.index.MatchIndex` as nodes publish (forms included); the 
 as the matcher fits it (on a sample of the index). Then records of one agency (``--from``,
 children's social care) whose child the target agency (``--to``, health) holds are looked up
 as staff would type them: the node's query (:func:`linkage.forms.encode_query`, one row per
-assumed sex value, and with ``hypotheses`` the rows of its date hypotheses,
-:func:`linkage.forms.date_hypotheses`), the rows' candidates merged per record under its best
-probability; every profile is run without and with the hypotheses. For each lookup the
+assumed sex value; with ``hypotheses`` also the rows of its date hypotheses,
+:func:`linkage.forms.encode_date_hypotheses`, which meet records through blocking only, as the
+matcher queries them), the rows' candidates merged per record under its best probability;
+every profile is run without and with the hypotheses. For each lookup the
 target agency's candidates are ranked; ``top1`` is the share of lookups whose first candidate
 is the child's record, ``top5`` whose first five hold one, ``none`` the share with no
 candidate of that agency at all.
@@ -70,10 +71,14 @@ def run(
         top1 = top5 = none = 0
         for row in rows:
             values = {name: asking.columns[name][row] for name in schema.input_names}
-            query = forms.encode_query(schema, keys, values, date_errors=date_errors)
+            query = forms.encode_query(schema, keys, values)
+            sent = [(query.take([q]), 20) for q in range(len(query))]
+            extra = forms.encode_date_hypotheses(schema, keys, values) if date_errors else None
+            if extra is not None:  # blocking only: no scan (scan_top_k=0)
+                sent += [(extra.take([q]), 0) for q in range(len(extra))]
             best: dict[int, float] = {}  # the target's records (by child), best probability
-            for q in range(len(query)):
-                for c in index.query(query.take([q]), model, max_candidates=20):
+            for row_query, scan in sent:
+                for c in index.query(row_query, model, max_candidates=20, scan_top_k=scan):
                     agency, child = owner[c.reference]
                     if agency == target:
                         best[child] = max(best.get(child, 0.0), c.probability)
@@ -128,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             "index as nodes publish (forms included), the model fitted as the matcher fits "
             "it; records of one agency whose child the other holds looked up as staff type "
             "them (one query row per assumed sex value; `hypotheses`: also the rows of the "
-            "date hypotheses, `linkage.forms.date_hypotheses`; merged per record). `top1`: the "
+            "date hypotheses, `linkage.forms.encode_date_hypotheses`, blocking only; merged "
+            "per record). `top1`: the "
             "target agency's first candidate is the child's record; `top5`: among its first "
             "five; `none`: no candidate of that agency.",
             rows,

@@ -28,7 +28,7 @@ What it costs the matcher: it learns that a record lacks the assumed field, whic
 presence bitmap already said, and that the forms belong together, which their identical
 unsalted filters already said.
 
-A lookup may also send *date hypotheses* (:func:`encode_query` with ``date_errors``): the
+A lookup may also send *date hypotheses* (:func:`encode_date_hypotheses`): the
 fields salted with a date (the names and postcode, salted with the date of birth) are compared
 only where the two dates are equal, so the record of a child whose date one agency keyed a day
 off, transposed or left out would never meet the query. Each hypothesis is one more query
@@ -53,6 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage.encode import EncodedBatch, concat_batches, encode_record, encode_records
+from linkage.errors import InvalidValueError
 from linkage.keys import KeySet
 from linkage.normalise import FINITE_VALUES, PLACEHOLDER_DATES, normalise_date
 from linkage.schema import Schema
@@ -205,48 +206,12 @@ def hypothesis_fields(schema: Schema) -> tuple[str, ...]:
     return tuple(name for name in dict.fromkeys(sources) if kinds.get(name) == "date")
 
 
-def encode_query(
-    schema: Schema,
-    keys: KeySet,
-    values: Mapping[str, str | None],
-    *,
-    date_errors: bool = False,
-) -> EncodedBatch:
+def encode_query(schema: Schema, keys: KeySet, values: Mapping[str, str | None]) -> EncodedBatch:
     """One record as :func:`encode_forms` publishes it (one row, or one row per form in the
     same order), encoded with :func:`linkage.encode.encode_record`, a third of
     ``encode_records``' time for one record: a lookup's query rows (hypotheses about one
     person, sent together), so that one of them meets each form of a record under the salt it
-    assumes. ``problems`` are the record's.
-
-    With ``date_errors``, the rows of each date hypothesis follow (module docstring): for a
-    date field that salts others (:func:`hypothesis_fields`) and holds a value, the query
-    under each of :func:`date_hypotheses`, the date itself withheld."""
-    base = _encode_forms_of_query(schema, keys, values)
-    if not date_errors:
-        return base
-    rows = [base]
-    for name in hypothesis_fields(schema):
-        spec = schema.field(name)
-        given = base.field_present[0, schema.field_names.index(name)]
-        if not given:
-            continue
-        held = _normalise_date(values.get(spec.input_name), schema.day_first)
-        for other in date_hypotheses(held):
-            hypothesis = _encode_forms_of_query(schema, keys, {**values, spec.input_name: other})
-            rows.append(assume(schema, hypothesis, [name]))
-    return dataclasses.replace(concat_batches(rows), problems=base.problems)
-
-
-def _normalise_date(value: str | None, day_first: bool) -> str:
-    canonical = normalise_date(value, field="date", day_first=day_first)
-    if canonical is None:
-        raise ValueError("a date present in the encoding normalises to a value")
-    return canonical
-
-
-def _encode_forms_of_query(
-    schema: Schema, keys: KeySet, values: Mapping[str, str | None]
-) -> EncodedBatch:
+    assumes. ``problems`` are the record's."""
     base = encode_record(schema, keys, values)
     assumable = assumable_fields(schema)
     fields = [
@@ -268,6 +233,34 @@ def _encode_forms_of_query(
     ]
     rows.sort(key=lambda row: tuple(row.salt_tags[0, source_columns].tolist()))
     return dataclasses.replace(concat_batches(rows), problems=base.problems)
+
+
+def encode_date_hypotheses(
+    schema: Schema, keys: KeySet, values: Mapping[str, str | None]
+) -> EncodedBatch | None:
+    """A lookup's date hypotheses (module docstring): for each date field that salts others
+    (:func:`hypothesis_fields`) and holds a valid value, the query (:func:`encode_query`, its
+    forms included) under each of :func:`date_hypotheses`, that date withheld. None where
+    there is none (no such field, or no valid date given). They meet records only through
+    blocking on the fields the date salts; the typed query's rows do the rest."""
+    rows: list[EncodedBatch] = []
+    for name in hypothesis_fields(schema):
+        spec = schema.field(name)
+        typed = _normalise_date(values.get(spec.input_name), schema.day_first)
+        if typed is None:
+            continue
+        for other in date_hypotheses(typed):
+            hypothesis = encode_query(schema, keys, {**values, spec.input_name: other})
+            rows.append(assume(schema, hypothesis, [name]))
+    return concat_batches(rows) if rows else None
+
+
+def _normalise_date(value: str | None, day_first: bool) -> str | None:
+    """The canonical date, or None where it is missing or not a valid date."""
+    try:
+        return normalise_date(value, field="date", day_first=day_first)
+    except InvalidValueError:
+        return None
 
 
 def form_reference(reference: str, form: int) -> str:

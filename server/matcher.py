@@ -137,6 +137,9 @@ MAX_CANDIDATES = 100
 #: Query rows one Match may carry: a lookup's hypotheses about one person (one row per value
 #: of the salt fields of few values it lacks), with room to spare over the shipped schema's.
 MAX_QUERY_ROWS = 32
+#: Date hypotheses one Match may carry (:func:`linkage.forms.encode_date_hypotheses`: each
+#: usual error of the date under each form of the query), with room to spare.
+MAX_HYPOTHESIS_ROWS = 64
 MAX_WITHDRAW_REFERENCES = 100_000
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -652,8 +655,22 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             queries = queries_to_encoded(
                 request.queries, self._schema, key_version=self._key_version
             )
+            if len(request.hypotheses) > MAX_HYPOTHESIS_ROWS:
+                raise RequestError(
+                    "hypotheses",
+                    f"expected at most {MAX_HYPOTHESIS_ROWS} encoded rows, "
+                    f"got {len(request.hypotheses)}",
+                )
+            hypotheses = queries_to_encoded(
+                request.hypotheses,
+                self._schema,
+                key_version=self._key_version,
+                field="hypotheses",
+            )
             if rows > 1:
                 details["queries"] = rows
+            if hypotheses:
+                details["hypotheses"] = len(hypotheses)
             candidates: list[jigsaw_pb2.Candidate] = []
             if len(self._index):
                 model = self._ensure_model()
@@ -670,6 +687,16 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                             confident_probability=CONFIDENT_PROBABILITY,
                         )
                         for query in queries
+                    ]
+                    + [
+                        self._index.query(
+                            hypothesis,
+                            model,
+                            max_candidates=max_candidates * self._max_forms,
+                            min_probability=DEFAULT_MIN_PROBABILITY,
+                            scan_top_k=0,
+                        )
+                        for hypothesis in hypotheses
                     ],
                     self._forms,
                     max_candidates,

@@ -94,12 +94,16 @@ def columns_message_to_encoded(
 
 
 def queries_to_encoded(
-    queries: Sequence[jigsaw_pb2.EncodedRecord], schema: Schema, *, key_version: int
+    queries: Sequence[jigsaw_pb2.EncodedRecord],
+    schema: Schema,
+    *,
+    key_version: int,
+    field: str = "queries",
 ) -> list[EncodedBatch]:
-    """The validated one-row batch of each ``MatchRequest.queries`` row (errors name
-    ``queries[i]...``). Rows are validated one by one: they are hypotheses about one person
-    and share the lookup's reference, so the uniqueness a published message needs does not
-    apply."""
+    """The validated one-row batch of each row of a ``MatchRequest`` list (``field``:
+    ``queries`` or ``hypotheses``; errors name ``<field>[i]...``). Rows are validated one by
+    one: they are hypotheses about one person and share the lookup's reference, so the
+    uniqueness a published message needs does not apply."""
     out = []
     for i, query in enumerate(queries):
         try:
@@ -108,12 +112,12 @@ def queries_to_encoded(
                 schema,
                 fingerprint=schema.fingerprint(),
                 key_version=key_version,
-                field_prefix="queries",
+                field_prefix=field,
             )
         except RequestError as exc:
             # proto_to_encoded numbers the one row it was given 0
-            field = exc.field.replace("queries[0]", f"queries[{i}]", 1)
-            raise RequestError(field, exc.expectation) from None
+            named = exc.field.replace(f"{field}[0]", f"{field}[{i}]", 1)
+            raise RequestError(named, exc.expectation) from None
         out.append(batch)
     return out
 

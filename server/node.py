@@ -238,7 +238,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                 request.purpose_code, "purpose_code", self._config.purposes
             )
             note = require_text(request.note, "note", MAX_NOTE_CHARS)
-            queries, notes = self._encode_queries(request.identifiers, lookup_id)
+            queries, hypotheses, notes = self._encode_queries(request.identifiers, lookup_id)
         except RequestError:
             self._audit_lookup(identity, "", "invalid_argument", base)
             raise
@@ -254,6 +254,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                 jigsaw_pb2.MatchRequest(
                     header=header,
                     queries=queries,
+                    hypotheses=hypotheses,
                     max_candidates=max_candidates,
                     purpose_code=purpose,
                     on_behalf_of=identity.name,
@@ -291,12 +292,15 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
 
     def _encode_queries(
         self, identifiers: Mapping[str, str], lookup_id: str
-    ) -> tuple[list[jigsaw_pb2.EncodedRecord], list[str]]:
+    ) -> tuple[list[jigsaw_pb2.EncodedRecord], list[jigsaw_pb2.EncodedRecord], list[str]]:
         """Validate the identifiers and encode them as the lookup's query rows (reference =
-        lookup id), and the lookup's notes (:func:`lookup_notes`): one row, or one per form
-        (:func:`linkage.forms.encode_query`) when a salt field of few values is missing (the
-        shipped date of birth without sex: each form then meets the records, and the forms
-        of records, that have its sex). All rows travel in the lookup's one Match call."""
+        lookup id), its date hypotheses and its notes (:func:`lookup_notes`): one row, or one
+        per form (:func:`linkage.forms.encode_query`) when a salt field of few values is
+        missing (the shipped date of birth without sex: each form then meets the records, and
+        the forms of records, that have its sex); and the rows under the usual errors of the
+        date the names are salted with (:func:`linkage.forms.encode_date_hypotheses`), so that
+        a record whose date was keyed a day off, transposed or left out is still met. All rows
+        travel in the lookup's one Match call."""
         for key in sorted(identifiers):
             if key not in self._field_names:
                 shown = key[:MAX_KEY_CHARS_SHOWN]
@@ -317,7 +321,9 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             )
         require_chained_salts(self._schema, batch)
         notes = lookup_notes(self._schema, batch)
-        return encoded_to_proto(batch, [lookup_id] * len(batch)), notes
+        extra = forms.encode_date_hypotheses(self._schema, self._keys, identifiers)
+        hypotheses = [] if extra is None else encoded_to_proto(extra, [lookup_id] * len(extra))
+        return encoded_to_proto(batch, [lookup_id] * len(batch)), hypotheses, notes
 
     def _abort_for_matcher(self, context: grpc.ServicerContext, exc: grpc.RpcError) -> NoReturn:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN

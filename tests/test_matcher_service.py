@@ -21,7 +21,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from matcher_harness import FakeClock, Running, matcher_config, tls_section
 
-from linkage import pipeline
+from linkage import forms, pipeline
 from linkage.encode import EncodedBatch, encode_records
 from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
@@ -162,9 +162,10 @@ def match(
     for key, value in extra.items():
         if isinstance(value, jigsaw_pb2.EncodingHeader):
             getattr(request, key).CopyFrom(value)
-        elif key == "queries":
-            del request.queries[:]
-            request.queries.extend(value)  # type: ignore[arg-type]
+        elif key in ("queries", "hypotheses"):
+            rows = getattr(request, key)
+            del rows[:]
+            rows.extend(value)  # type: ignore[arg-type]
         else:
             setattr(request, key, value)
     return matcher.stub(identity).Match(request, timeout=TIMEOUT)
@@ -327,6 +328,14 @@ def test_malformed_records_are_refused(
         match(matcher, "police-node", records[0], queries=[records[0], records[1], bad_query])
     assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "queries[2].record_filter" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:  # hypotheses are named as such
+        match(matcher, "police-node", records[0], hypotheses=[records[1], bad_query])
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "hypotheses[1].record_filter" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        match(matcher, "police-node", records[0], hypotheses=[records[1]] * 65)
+    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "hypotheses" in caught.value.details() and "at most 64" in caught.value.details()
     assert status(matcher) == {}
 
 
@@ -1155,3 +1164,32 @@ def test_candidates_to_proto_equals_the_per_candidate_reference() -> None:
         set(by_level) == set(range(-1, count))
         for by_level, count in zip(table.by_field, model.n_levels, strict=True)
     )
+
+
+def test_date_hypotheses_meet_a_record_whose_date_the_query_has_wrong(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    # police holds a child without a date of birth; a health lookup gives the date: its names
+    # are salted with that date, so only a hypothesis ("no date held") meets the record
+    publish_all(matcher, population)
+    child = {
+        "given_name": "Ottoline",
+        "family_name": "Marchbanks",
+        "sex": "F",
+        "postcode": "LS6 2QE",
+        "date_of_birth": None,
+    }
+    held = encode_records(SCHEMA, KEYS, {n: [child.get(n)] for n in SCHEMA.input_names})
+    publish(matcher.stub("police-node"), encoded_to_proto(held, ["ab" * 16]))
+    typed = {**child, "date_of_birth": "14/09/2016"}
+    query = encoded_to_proto(forms.encode_query(SCHEMA, KEYS, typed), ["cd" * 16])
+    extra = forms.encode_date_hypotheses(SCHEMA, KEYS, typed)
+    assert extra is not None
+    hypotheses = encoded_to_proto(extra, ["cd" * 16] * len(extra))
+
+    def found(**rows: object) -> list[str]:
+        response = match(matcher, "health-node", query[0], queries=query, **rows)
+        return [c.reference for c in response.candidates if c.agency == "police"]
+
+    assert "ab" * 16 not in found()
+    assert "ab" * 16 in found(hypotheses=hypotheses)

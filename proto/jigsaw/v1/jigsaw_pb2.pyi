@@ -140,18 +140,20 @@ class WithdrawResponse(_message.Message):
     def __init__(self, withdrawn: _Optional[int] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
-    __slots__ = ("header", "max_candidates", "on_behalf_of", "queries", "purpose_code")
+    __slots__ = ("header", "max_candidates", "on_behalf_of", "queries", "purpose_code", "hypotheses")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_CODE_FIELD_NUMBER: _ClassVar[int]
+    HYPOTHESES_FIELD_NUMBER: _ClassVar[int]
     header: EncodingHeader
     max_candidates: int
     on_behalf_of: str
     queries: _containers.RepeatedCompositeFieldContainer[EncodedRecord]
     purpose_code: str
-    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., max_candidates: _Optional[int] = ..., on_behalf_of: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[EncodedRecord, _Mapping]]] = ..., purpose_code: _Optional[str] = ...) -> None: ...
+    hypotheses: _containers.RepeatedCompositeFieldContainer[EncodedRecord]
+    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., max_candidates: _Optional[int] = ..., on_behalf_of: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[EncodedRecord, _Mapping]]] = ..., purpose_code: _Optional[str] = ..., hypotheses: _Optional[_Iterable[_Union[EncodedRecord, _Mapping]]] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
     __slots__ = ("candidates",)
