@@ -521,7 +521,46 @@ def fit_model(
                 dedupe=dedupe,
             )
             held = final(u_final)
+    u_final = identifier_u(schema, left, right, final(u_final))
     return reported(final(u_final), candidate_levels.shape[0])
+
+
+#: Field kinds whose value identifies one person (a valid NHS number is one child's): two
+#: different people share a value only where one of them was keyed as the other's.
+IDENTIFIER_KINDS = ("nhs_number",)
+
+
+def identifier_u(
+    schema: Schema, left: EncodedBatch, right: EncodedBatch, model: scoring.FellegiSunterModel
+) -> tuple[tuple[float, ...], ...]:
+    """The model's u, with an identifier's exact level (:data:`IDENTIFIER_KINDS`) estimated
+    from how often the identifier is keyed wrongly, where that is lower.
+
+    Two records of different people agree on an identifier only when one holds the other's
+    value by mistake: per pair, about P(the value differs | match), m of the levels below
+    exact, over the number of distinct values held. Random pairs cannot show a probability
+    that small: the few agreeing pairs among them are nearly all matches, so their estimate
+    stops near one over the sample, and the identifier alone could never outweigh the prior
+    of a large population."""
+    u = [list(field) for field in model.u]
+    for c, spec in enumerate(schema.comparison_specs):
+        if spec.kind not in IDENTIFIER_KINDS or spec.view_of or spec.combines:
+            continue
+        f = schema.field_names.index(spec.name)
+        batches = [left] if right is left else [left, right]  # dedupe: one batch
+        held = [batch.field_filters[f][batch.field_present[:, f]] for batch in batches]
+        filters = np.ascontiguousarray(np.concatenate(held))
+        if filters.shape[0] == 0:
+            continue
+        distinct = np.unique(
+            filters.view(np.dtype((np.void, filters.dtype.itemsize * filters.shape[1])))
+        )
+        keyed_wrongly = float(sum(model.m[c][:-1]))
+        estimate = max(keyed_wrongly, scoring.PROBABILITY_FLOOR) / distinct.shape[0]
+        if estimate < u[c][-1]:
+            rest = 1.0 - u[c][-1]
+            u[c] = [value * (1.0 - estimate) / rest for value in u[c][:-1]] + [estimate]
+    return tuple(tuple(field) for field in u)
 
 
 def candidate_pairs(

@@ -519,3 +519,23 @@ def test_pairs_within_one_agency_are_scored_under_a_prior_of_their_own(
     assert np.all(two.scored.probability[within] <= one.scored.probability[within])
     assert np.all(two.scored.probability[~within] >= one.scored.probability[~within])
     assert _f1(two.labels, truth) >= _f1(one.labels, truth)
+
+
+def test_an_identifiers_exact_u_comes_from_how_often_it_is_keyed_wrongly(
+    population: tuple[list[EncodedBatch], NDArray[np.int64]],
+) -> None:
+    batches, _ = population
+    combined = concat_batches(batches)
+    model = pipeline.score_pairs(SCHEMA, combined, None).model
+    nhs = SCHEMA.comparison_names.index("nhs_number")
+    f = SCHEMA.field_names.index("nhs_number")
+    held = combined.field_filters[f][combined.field_present[:, f]]
+    distinct = len({row.tobytes() for row in held})
+    # the fitted model already carries it: P(keyed wrongly) over the values held
+    assert model.u[nhs][-1] == pytest.approx(sum(model.m[nhs][:-1]) / distinct)
+    assert sum(model.u[nhs]) == pytest.approx(1.0)
+    # never raised: a u already lower than that estimate stands
+    lower = [list(field) for field in model.u]
+    lower[nhs] = [1.0 - 1e-12, 1e-12]
+    low_model = dataclasses.replace(model, u=tuple(tuple(x) for x in lower))
+    assert pipeline.identifier_u(SCHEMA, combined, combined, low_model)[nhs] == (1.0 - 1e-12, 1e-12)
