@@ -1,77 +1,23 @@
-"""Candidate-pair generation: keyed blocking tokens and Hamming LSH on packed Bloom filters.
+"""Candidate pairs: which records the matcher compares, from keyed blocking tokens and LSH.
 
-Role in the pipeline: after the nodes have encoded and published their records, the matcher
-must decide which pairs of records are worth comparing with the (comparatively expensive) Dice
-kernel. This module turns per-record *block keys* into *candidate pairs*, fast, with no Python
-loop over blocks or records (only over blocking rules and LSH bands, which are few).
+Role: after the nodes have published, the matcher must decide which pairs of records are worth
+the Dice kernel. This module turns per-record *block keys* into :class:`CandidatePairs`, with
+no Python loop over blocks or records (only over blocking rules and LSH bands, which are few).
 
-Inputs
-------
-``block_keys`` is a ``uint64`` array of shape ``(n_records, n_rules)``. Column ``r`` holds, per
-record, the key of blocking rule ``r``: on the nodes that is a keyed blocking token, the HMAC,
-truncated to 64 bits, of the rule's parts (in the shipped schema each part is a field's
-published filter, so the keys group records exactly as equal filters do; a schema may also
-block on transformed values such as a surname's phonetic code and the birth year, which
-publishes that grouping: :mod:`linkage.encode`); on the matcher it can also be an LSH band
-key computed by :func:`lsh_keys`. The value ``0`` means "no key" (a
-field the rule needs was missing) and never puts two records in the same block. Rules are
-compared column to column only: a key of rule 0 never meets a key of rule 1.
+Contract:
 
-Output
-------
-A :class:`CandidatePairs`: two ``int64`` arrays ``left`` and ``right`` of equal length, the row
-indices of the pairs, unique across rules and sorted by ``(left, right)``. For deduplication
-within one dataset every pair has ``left < right``.
-
-Oversized blocks
-----------------
-A block is the set of records sharing one key under one rule. Its pair count is
-``left count x right count`` for linkage and ``n (n - 1) / 2`` for deduplication. When
-``max_block_size`` is given, a block whose pair count exceeds it is skipped *as a whole*: none
-of its pairs is emitted (its records can still pair through other rules), and it is counted in
-``skipped_blocks`` for its rule. Blocks are never silently truncated. ``largest_block`` is the
-largest pair count among all blocks, skipped or not, so a caller can see how far over the
-limit the data went. :func:`count_block_pairs_link` and :func:`count_block_pairs_dedupe` give
-these figures without materialising any pair.
-
-Large blocks (deduplication)
-----------------------------
-Blocks grow with the population: "same family-name code and birth year" holds a handful of
-children in a town and hundreds in a county, so its pairs grow with the square of the
-population while the true pairs grow linearly, and such rules come to dominate the
-candidates. With a :class:`BlockPruning`, a block of more than ``large_block`` records is not
-expanded: each member is paired only with its ``neighbours`` most similar members by Dice of
-the record-level filters (from the block's Dice matrix, row by row; both directions kept), the
-sorted-neighbourhood idea applied inside a block. Ranks, not a Dice cut-off, so it holds for
-hardened filters whose Dice values sit on another scale. Small blocks are expanded in full.
-
-How the fast path works (per rule)
-----------------------------------
-The right-hand keys are sorted once (stable argsort, zeros dropped). Every left record finds
-its block in the sorted right keys with two ``searchsorted`` calls, giving a start and a count.
-The whole cartesian product of every block is then expanded in one go: ``np.repeat`` of the
-left index by its count, plus ``np.repeat(start - exclusive_cumsum(count), count) +
-arange(total)`` for the right positions. Because left records are visited in index order and
-a stable sort keeps equal keys in index order, each rule's pairs come out already sorted by
-``(left, right)``. Pairs of all rules are encoded as ``left * n_right + right``, merged with a
-stable sort (timsort merges the pre-sorted runs) and deduplicated with one comparison.
-Deduplication is the same with the partner positions ``s + 1 .. block_end - 1`` of each sorted
-position ``s``, which gives ``left < right`` by construction.
-
-LSH key format
---------------
-:func:`lsh_keys` implements bit-sampling LSH for Hamming distance on packed filters (bit ``i``
-of a filter is bit ``i % 64`` of word ``i // 64``, least significant bit first). For each band
-``b`` (``0 <= b < bands``), ``bits_per_band`` distinct bit positions are drawn, band after band,
-with ``rng.choice(filter_bits, bits_per_band, replace=False)`` from
-``np.random.default_rng(seed)``. They are not secret: the matcher chooses them. The sampled bit
-``t`` of band ``b`` becomes bit ``t`` of a 64-bit integer ``pattern``. The band key is
-``splitmix64_finalise(pattern + (b + 1) * 0x9E3779B97F4A7C15 mod 2**64)`` where the finaliser is
-``z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31``
-(all modulo 2**64). The finaliser is a bijection, so within a band two records get equal keys
-exactly when their sampled bits are equal, and equal bit patterns in different bands give
-different keys. A filter whose bits are all zero (a missing record) gets key 0 in every band;
-a computed key that happens to be 0 is replaced by 1 so it cannot be mistaken for "missing".
+* Block keys are a ``uint64`` array ``(n_records, n_rules)``: column ``r`` holds rule ``r``'s
+  key, a keyed blocking token from the node (:func:`linkage.encode.blocking_token`) or an LSH
+  band key (:func:`lsh_keys`). ``0`` means "no key" and never puts two records in a block.
+  Rules meet column to column only: a key of rule 0 never meets a key of rule 1.
+* Candidate pairs are unique across rules and sorted by ``(left, right)``; for deduplication
+  within one dataset every pair has ``left < right``.
+* A block is skipped *as a whole* when its pair count exceeds ``max_block_size`` (never
+  silently truncated) and counted; :func:`count_block_pairs_link` and
+  :func:`count_block_pairs_dedupe` give the counts without materialising any pair. With a
+  :class:`BlockPruning`, a large deduplication block is pruned to each member's nearest
+  neighbours instead.
+* Every fast function has a plain reference beside it (``*_reference``) with the same answer.
 
 Errors: malformed filters raise :class:`~linkage.errors.FilterFormatError`; key arrays with the
 wrong shape or dtype and bad parameters raise :class:`~linkage.errors.JigsawError`; left and
@@ -423,7 +369,19 @@ def candidate_pairs_link(
     """Every ``(i, j)`` with ``left_keys[i, r] == right_keys[j, r] != 0`` for some rule ``r``.
 
     Pairs are unique across rules and sorted by ``(i, j)``. Blocks whose pair count
-    (left count x right count) exceeds ``max_block_size`` are skipped and counted.
+    (left count x right count) exceeds ``max_block_size`` are skipped and counted;
+    ``largest_block`` is the largest pair count among all blocks, skipped or not, so a caller
+    can see how far over the limit the data went.
+
+    How (per rule): the right-hand keys are sorted once (stable argsort, zeros dropped). Every
+    left record finds its block in the sorted right keys with two ``searchsorted`` calls,
+    giving a start and a count. The cartesian product of every block is expanded in one go:
+    ``np.repeat`` of the left index by its count, plus ``np.repeat(start -
+    exclusive_cumsum(count), count) + arange(total)`` for the right positions. Left records
+    are visited in index order and a stable sort keeps equal keys in index order, so each
+    rule's pairs come out sorted by ``(left, right)``. Pairs of all rules are encoded as
+    ``left * n_right + right``, merged with a stable sort (timsort merges the sorted runs) and
+    deduplicated with one comparison.
     """
     left, right = _check_link_keys(left_keys, right_keys)
     _check_max_block_size(max_block_size)
@@ -446,11 +404,18 @@ def candidate_pairs_link(
 
 @dataclass(frozen=True)
 class BlockPruning:
-    """Neighbourhood pruning of large blocks (see "Large blocks" in the module docstring).
+    """Neighbourhood pruning of large deduplication blocks.
 
     ``filters`` are the records' packed record-level filters (row ``i`` = record ``i``);
     a block of more than ``large_block`` records contributes, for each member, only the pairs
-    with its ``neighbours`` most Dice-similar members.
+    with its ``neighbours`` most Dice-similar members (from the block's Dice matrix, row by
+    row; both directions kept): the sorted-neighbourhood idea applied inside a block. Small
+    blocks are expanded in full.
+
+    Why: blocks grow with the population ("same family-name code and birth year" holds a
+    handful of children in a town and hundreds in a county), so their pairs grow with the
+    square of the population while the true pairs grow linearly. Ranks, not a Dice cut-off,
+    so it holds for hardened filters whose Dice values sit on another scale.
     """
 
     filters: NDArray[np.uint64]
@@ -477,6 +442,9 @@ def candidate_pairs_dedupe(
     count ``n (n - 1) / 2`` exceeds ``max_block_size`` are skipped and counted. With
     ``pruning``, a block above ``pruning.large_block`` records is never skipped: it gives each
     member's nearest ``pruning.neighbours`` members instead of all its pairs.
+
+    How: as :func:`candidate_pairs_link`, with the partner positions ``s + 1 .. block_end - 1``
+    of each sorted position ``s``, which gives ``left < right`` by construction.
     """
     checked = _check_keys(keys, "keys")
     _check_max_block_size(max_block_size)
@@ -666,8 +634,18 @@ def lsh_keys(
 ) -> NDArray[np.uint64]:
     """Hamming (bit-sampling) LSH band keys, shape ``(n_records, bands)``, dtype ``uint64``.
 
-    See the module docstring for the exact key format. All-zero filters get key 0 in every
-    band; the keys feed :func:`candidate_pairs_link` / :func:`candidate_pairs_dedupe`.
+    The keys feed :func:`candidate_pairs_link` / :func:`candidate_pairs_dedupe`. Key format
+    (bit ``i`` of a filter is bit ``i % 64`` of word ``i // 64``, least significant bit first):
+    for each band ``b`` (``0 <= b < bands``), ``bits_per_band`` distinct bit positions are
+    drawn, band after band, with ``rng.choice(filter_bits, bits_per_band, replace=False)``
+    from ``np.random.default_rng(seed)`` (:func:`lsh_bit_positions`; not secret: the matcher
+    chooses them). Sampled bit ``t`` of band ``b`` becomes bit ``t`` of a 64-bit ``pattern``;
+    the band key is ``splitmix64_finalise(pattern + (b + 1) * 0x9E3779B97F4A7C15 mod 2**64)``
+    with the finaliser ``z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27;
+    z *= 0x94D049BB133111EB; z ^= z >> 31`` (all modulo 2**64). The finaliser is a bijection,
+    so within a band two records get equal keys exactly when their sampled bits are equal, and
+    equal bit patterns in different bands give different keys. An all-zero filter (a missing
+    record) gets key 0 in every band; a computed key of 0 becomes 1.
     """
     checked = _check_filters(filters)
     filter_bits = checked.shape[1] * 64

@@ -1,86 +1,27 @@
 """Encoding: normalised identifiers -> tokens -> keyed positions -> packed Bloom filters.
 
-Role in the pipeline: runs on the agency node only (it needs the keys). For a batch of
-records it produces, per record, one Bloom filter per field (field-level filters, compared
-field by field by the matcher), one record-level filter (a CLK, used for LSH blocking and
-for compatibility) and one keyed blocking token per blocking rule. Nothing in the output can
-be turned back into a value without the linkage secret.
+Role: runs on the agency node only (it needs the keys). For a batch of records it produces,
+per record, one Bloom filter per published field (compared field by field by the matcher),
+one record-level filter (a CLK, used for LSH blocking), one keyed blocking token per blocking
+rule and one salt tag per salt source (:class:`EncodedBatch`). Nothing in the output can be
+turned back into a value without the linkage secret.
 
-Tokens (strings; a prefix keeps token kinds apart, so a bigram can never equal a code):
+Invariants:
 
-* ``qgram`` (names, text): for every part of the normalised value, its q-grams, padded with
-  ``_`` on both sides when ``padded`` (``q:_j``, ``q:jo``, ...), the whole part (``w:jo``)
-  and each configured phonetic code of the part (``p:soundex:J000``).
-* ``date``: ``y:YYYY``, ``m:MM``, ``d:DD``, ``ym:YYYY-MM``, ``md:MM-DD`` and the unordered
-  day/month pair ``dm:<low>/<high>``, so a day/month transposition keeps some similarity.
-* ``postcode``: unit ``u:SW1A1AA``, sector ``s:SW1A 1``, district ``t:SW1A``, area ``a:SW``
-  and padded bigrams of the unit without its space.
-* ``exact``: the whole value ``x:<value>``.
-
-When a field is salted (hardening), every token becomes ``<salt value>|<token>``; a record
-whose salt value is missing is encoded with the prefix ``~|``. Salting splits the field's
-equal-value groups by the salt (Christen et al. 2017-2018: a frequency attack aligns those
-groups with public name frequencies), so two records are comparable on a salted field only
-when they were encoded under the same salt value. The matcher must know when that is, or a
-typo in the salt would turn a name that agrees into one that disagrees; hence salt tags.
-
-Salt tags: one per salt source (:attr:`Schema.salt_sources`: the salts of fields that are
-not views), the first 8 bytes, as a little-endian uint64, of
-``HMAC-SHA256(key("salt", source), message)``; 0 where the salt value is missing (a computed
-0 becomes 1). For a ``<field>.value`` source the
-message is the salt field's *published* filter (its packed bytes, hex, as
-:func:`filter_part` writes them), so equal tags mean equal published filters, which imply
-equal salt values, and a tag shows the matcher no grouping of records that the salt field's
-filter does not already show (where the salt field is itself salted, the tag groups by the
-value and that field's salt together). For any other transform the message is the
-transformed salt value in UTF-8, and its tag groups records by that value. A salted field of
-two records is compared only where their tags are equal (:func:`linkage.compare.salt_comparable`);
-elsewhere it counts as missing, not as a disagreement.
-
-Positions: token ``t`` (UTF-8) of field ``f`` sets ``k = hashes_per_token`` positions in the
-field filter of ``m = filter_bits`` bits. Block ``b`` of 32 bytes is
-``HMAC-SHA256(key("filter", f), bytes([b]) + t)``; position ``i`` (``0 <= i < k``) is the
-little-endian uint32 at bytes ``4*(i % 8)`` of block ``i // 8``, reduced modulo ``m``. Each
-position comes from independent pseudo-random output (no double hashing, whose linear
-structure is exploitable); the modulo bias is below 2^-19 for every allowed ``m``. The record
-filter uses ``key("record", f)`` and ``record_hashes_per_token`` positions modulo
-``record_filter_bits`` in the same way.
-
-Byte layout of a packed filter of ``m`` bits: ``m / 64`` little-endian uint64 words; bit
-``i`` is bit ``i % 64`` of word ``i // 64`` (equivalently bit ``i % 8``, LSB first, of byte
-``i // 8``). A batch is a C-contiguous ``uint64`` array of shape ``(n, m / 64)``.
-
-Hardening (the last step, :mod:`linkage.harden`): a field whose schema entry has a
-``hardening`` table has its filters passed through :func:`linkage.harden.harden_field_filters`
-(key ``harden/<field name>``); the record filter through
-:func:`linkage.harden.harden_record_filters` (key ``harden/record``) when ``[hardening]`` is
-on. A hardened filter is published with the width :attr:`FieldSpec.published_bits` /
-:attr:`Schema.published_record_bits` (balancing doubles it, XOR folding halves it). Hardening
-is a deterministic function of (key, filter bytes), so each distinct field value is hardened
-once per batch and the same record always publishes the same bytes. A missing value stays an
-all-zero filter with ``present`` False (hardening would otherwise set bits for it), and a
-record none of whose record-filter fields is present keeps an all-zero record filter.
-
-Blocking tokens: for rule ``r`` with parts ``(field, transform)``, the parts' values are
-joined with ``"\\x1f"`` and the token is the first 8 bytes, as a little-endian uint64, of
-``HMAC-SHA256(key("block", r), joined)``; 0 is reserved for "a part is missing" (a computed
-0 becomes 1). A part with the transform ``filter`` takes the field's published (hardened)
-filter as its value (:func:`filter_part`: the packed bytes in hex), so a rule made only of
-``filter`` parts groups records exactly as equal published filters do: it shows the matcher
-nothing the filters do not. A part with any other transform groups records by a value the
-filters do not show as such (a soundex code, a birth year), and an attacker who encodes a
-population of its own under its own key reproduces that grouping (RESULTS.md, "Default
-hardening").
-
-Speed: every distinct raw value of a field is normalised and tokenised once per batch
-(per-batch dictionaries that die with the call; no global caches), and each field's filters
-are built in one C call per key (``_dicekernel.token_filters``) for each distinct value, or
-each distinct (value, salt value) combination of a salted field: its tokens are HMAC'd and
-their positions set straight into its row, with no per-token Python work. The C HMAC is
-checked against Python's :mod:`hmac` (:func:`token_positions_reference`,
-:func:`token64_reference`, ``tests/test_hmac_kernel.py``). One record
-(a lookup) has its own path, :func:`encode_record`, with the same output as a one-row batch
-and a fraction of the per-call numpy overhead.
+* Deterministic: the same schema, keys and values always give the same bytes, so publishing
+  is idempotent. Per-batch dictionaries die with the call; no global caches of values,
+  tokens or keys.
+* Every keyed hash is HMAC-SHA256 under a key derived for one field and purpose
+  (:class:`linkage.keys.KeySet`); positions never come from double hashing, whose linear
+  structure is exploitable.
+* A missing or invalid value is an all-zero filter with ``field_present`` False, a blocking
+  token or salt tag of 0, and a :class:`ValueProblem` naming row, field and reason, never the
+  value.
+* Hardening (:mod:`linkage.harden`) is the last step; published widths are the schema's
+  (:attr:`FieldSpec.published_bits`, :attr:`Schema.published_record_bits`).
+* The C HMAC (``_dicekernel``) is held to Python's :mod:`hmac` by the references
+  :func:`token_positions_reference` and :func:`token64_reference`, and the one-record lookup
+  path :func:`encode_record` to the batch path :func:`encode_records`.
 """
 
 from __future__ import annotations
@@ -129,6 +70,10 @@ class ValueProblem:
 class EncodedBatch:
     """The encodings of a batch of records (row order preserved).
 
+    A packed filter of ``m`` bits is ``m / 64`` little-endian uint64 words; bit ``i`` is bit
+    ``i % 64`` of word ``i // 64`` (equivalently bit ``i % 8``, LSB first, of byte ``i // 8``).
+    A batch of filters is a C-contiguous ``uint64`` array of shape ``(n, m / 64)``.
+
     ``field_filters[f]`` is the packed filter array of field ``f`` as published (shape
     ``(n, FieldSpec.published_words)``, after the field's hardening); ``record_filters`` has
     shape ``(n, Schema.published_record_words)``. ``field_present[:, f]`` is False where the
@@ -136,6 +81,14 @@ class EncodedBatch:
     ``block_keys`` has one column per blocking rule, 0 where a part was missing;
     ``salt_tags`` one column per :attr:`Schema.salt_sources` entry (none for an unsalted
     schema), 0 where the salt value was missing.
+
+    Salt tags let the matcher compare a salted field only where both records were encoded
+    under the same salt value (:func:`linkage.compare.salt_comparable`), so a typo in the salt
+    makes the field "not compared", not "disagrees". The tag of source ``s`` is the keyed
+    64-bit token (:func:`token64_reference`) under ``key("salt", s)`` of a message: for a
+    ``<field>.value`` source the salt field's *published* filter (:func:`filter_part`), so
+    equal tags mean equal published filters and a tag shows no grouping the salt field's
+    filter does not already show; for any other transform the transformed salt value in UTF-8.
     """
 
     schema_fingerprint: str
@@ -241,7 +194,21 @@ def _qgrams(part: str, q: int, padded: bool) -> list[str]:
 
 
 def tokenise(spec: FieldSpec, value: str) -> list[str]:
-    """Tokens of one normalised value (order-preserving, duplicates removed)."""
+    """Tokens of one normalised value (order-preserving, duplicates removed).
+
+    Tokens are strings; a prefix keeps token kinds apart, so a bigram can never equal a code:
+
+    * ``qgram`` (names, text): for every part of the value, its q-grams, padded with ``_`` on
+      both sides when ``padded`` (``q:_j``, ``q:jo``, ...), the whole part (``w:jo``) and each
+      configured phonetic code of the part (``p:soundex:J000``).
+    * ``date``: ``y:YYYY``, ``m:MM``, ``d:DD``, ``ym:YYYY-MM``, ``md:MM-DD`` and the unordered
+      day/month pair ``dm:<low>/<high>``, so a day/month transposition keeps some similarity.
+    * ``postcode``: unit ``u:SW1A1AA``, sector ``s:SW1A 1``, district ``t:SW1A``, area
+      ``a:SW`` and padded bigrams of the unit without its space.
+    * ``exact``: the whole value ``x:<value>``.
+
+    A salted field's tokens are then prefixed by the encoder (:func:`_salted`).
+    """
     tokens: list[str]
     if spec.tokeniser == "qgram":
         tokens = []
@@ -312,7 +279,15 @@ def blocking_value(kind: str, transform: str, value: str) -> str:
 
 
 def token_positions(key: bytes, tokens: Sequence[str], hashes: int, bits: int) -> NDArray[np.int64]:
-    """Positions (shape ``(len(tokens), hashes)``) of each token under ``key`` (see above).
+    """Positions (shape ``(len(tokens), hashes)``) of each token under ``key``.
+
+    Token ``t`` (UTF-8) sets ``k = hashes`` positions in a filter of ``m = bits`` bits. Block
+    ``b`` of 32 bytes is ``HMAC-SHA256(key, bytes([b]) + t)``; position ``i`` (``0 <= i < k``)
+    is the little-endian uint32 at bytes ``4*(i % 8)`` of block ``i // 8``, reduced modulo
+    ``m``. Each position comes from independent pseudo-random output; the modulo bias is
+    below 2^-19 for every allowed ``m``. A field filter uses ``key("filter", field)`` and
+    ``hashes_per_token``; the record filter ``key("record", field)``,
+    ``record_hashes_per_token`` and ``record_filter_bits``.
 
     The HMACs are computed in C (``_dicekernel.hmac_words``: the key's pad blocks compressed
     once, every token and block in one call without the GIL); the same bits as
@@ -361,7 +336,17 @@ def token_positions_reference(
 
 
 def blocking_token(key: bytes, parts: Sequence[str]) -> int:
-    """Keyed 64-bit blocking token of the joined part values (never 0)."""
+    """Keyed 64-bit blocking token of the joined part values (never 0).
+
+    For rule ``r`` with parts ``(field, transform)``, the parts' values are joined with
+    ``"\\x1f"`` and the token is the first 8 bytes, as a little-endian uint64, of
+    ``HMAC-SHA256(key("block", r), joined)``; 0 is reserved for "a part is missing" (a
+    computed 0 becomes 1). A ``filter`` part takes the field's published filter as its value
+    (:func:`filter_part`), so a rule of ``filter`` parts only groups records exactly as equal
+    published filters do: it shows the matcher nothing the filters do not. Any other
+    transform (a soundex code, a birth year) publishes a grouping the filters do not show,
+    which an attacker who encodes a population of its own reproduces.
+    """
     digest = hmac.digest(key, _UNIT_SEP.join(parts).encode("utf-8"), "sha256")
     return int.from_bytes(digest[:8], "little") or 1
 
@@ -594,6 +579,18 @@ def encode_records(
     Every schema field must have a column; extra columns are ignored. Values that fail
     normalisation are encoded as missing and reported in ``problems`` (row, field, reason —
     never the value).
+
+    A salted field's tokens are each ``<salt value>|<token>`` (``~|`` where the salt value is
+    missing): salting splits the field's equal-value groups by the salt, so a frequency attack
+    meets flat (value, salt) groups. A field with ``hardening`` has its filters passed through
+    :func:`linkage.harden.harden_field_filters` (key ``harden/<field name>``), the record
+    filter through :func:`linkage.harden.harden_record_filters` (key ``harden/record``) when
+    ``[hardening]`` is on; a missing value stays all zero (hardening would set bits for it),
+    and a record none of whose record-filter fields is present keeps an all-zero record filter.
+
+    How: every distinct raw value of a field is normalised and tokenised once per batch, each
+    distinct (value, salt value) is hardened once, and each field's filters are built in one
+    C call per key (``_dicekernel.token_filters``) with no per-token Python work.
     """
     missing = [name for name in schema.input_names if name not in columns]
     if missing:
@@ -705,7 +702,7 @@ def encode_records(
     salt_tags = np.zeros((n, len(schema.salt_sources)), dtype=U64)
     for s_index, source in enumerate(schema.salt_sources):
         salt_field, salt_transform = source.split(".")
-        if salt_transform == "value":  # the published filter: see the module docstring
+        if salt_transform == "value":  # the published filter: see EncodedBatch
             idx, salt_values = published[salt_field].column
         else:
             idx, salt_values = _transform_column(cols[salt_field], salt_transform)

@@ -17,8 +17,8 @@ instead encoded once per value, each *form* with the assumed value used only as 
 * the forms of one record are one record: pairs inside it are dropped and of the pairs
   between two records the most probable consistent one counts (:func:`best_per_record`).
 
-This is what the node already did for a lookup that lacks sex (one query per value, merged by
-best band); forms do the same for the published side. Forms are ordered by their salt tags,
+A lookup that lacks sex is treated alike (one query row per value); forms do the same for the
+published side. Forms are ordered by their salt tags,
 which the matcher sees anyway, so the order tells it nothing about which value each assumes.
 A form's reference (:func:`form_reference`) is derived from the record's, so republishing
 is idempotent; the matcher is told which record each form belongs to (``form_of``).

@@ -1,37 +1,25 @@
 """Normalisation: raw identifier strings to canonical values, before tokenisation.
 
-Role in the pipeline: ``schema -> normalise -> encode``. Every field value an agency holds
-(as typed into police, health, school and social-care systems in England) passes through one
-of the normalisers below before it is tokenised and hashed, so that two agencies holding
-"Dr José O'Brien" and "JOSE OBRIEN" produce the same tokens. The functions are pure,
-deterministic and Unicode-aware (NFKC, then ``anyascii`` transliteration: letters are
-transliterated, never dropped, so José -> jose and Müller -> muller).
+Role: ``schema -> normalise -> encode``. Every field value an agency holds passes through one
+of these normalisers before it is tokenised and hashed, so that two agencies holding "Dr José
+O'Brien" and "JOSE OBRIEN" produce the same tokens. ``NORMALISERS`` maps the schema's kind to
+its function, each ``normalise_x(raw, *, field, day_first=True) -> str | None``.
 
-Versioning
-    ``NORMALISATION_VERSION`` is part of the schema fingerprint. Any change of output for any
-    input (a new title, a new particle, a new date form, a different rejection) MUST bump it
-    and the golden vectors in ``tests/golden/normalise.json``, because two agencies that
-    normalise differently produce encodings that silently fail to match.
+Invariants:
 
-Missing values
-    Every normaliser returns ``None`` for a missing value: ``None``, a float NaN (what pandas
-    puts in an empty cell), the empty string, whitespace, and the null markers in
-    ``NULL_MARKERS`` (compared case-insensitively after stripping and collapsing whitespace).
-    A value whose *canonical form* is a null marker ("N.A." -> "na", "Not-known" ->
-    "not known") is missing too; this also keeps every normaliser idempotent.
+* Pure, deterministic, idempotent and Unicode-aware (NFKC, then ``anyascii``: letters are
+  transliterated, never dropped, so José -> jose and Müller -> muller).
+* Missing is ``None``: ``None``, NaN, empty or blank text, a null marker
+  (:data:`NULL_MARKERS`), or a value whose canonical form is one ("N.A." -> "na").
+* A present value that cannot be normalised raises
+  :class:`linkage.errors.InvalidValueError` naming the field and the expectation, never the
+  value; the caller decides whether to count it as missing.
+* :data:`NORMALISATION_VERSION` is part of the schema fingerprint: any change of output for
+  any input bumps it and the golden vectors (``tests/golden/normalise.json``), because two
+  agencies that normalise differently produce encodings that silently fail to match.
 
-Invalid values
-    A present value that cannot be normalised raises
-    :class:`linkage.errors.InvalidValueError` naming the field and the expectation, never
-    the value; the caller decides whether to count it as missing.
+Canonical forms::
 
-Uniform signature
-    Every normaliser is ``normalise_x(raw, *, field, day_first=True) -> str | None``;
-    ``day_first`` is only read by :func:`normalise_date`. ``NORMALISERS`` maps the schema's
-    normalisation kind ("name", "date", "postcode", "nhs_number", "sex", "text", "exact") to
-    the function.
-
-Canonical forms
     name        lowercase ASCII letters, parts separated by single spaces ("vanderberg mary")
     date        ISO 8601 calendar date "YYYY-MM-DD", year 1900-2100
     postcode    uppercase outward code, one space, inward code ("SW1A 1AA")

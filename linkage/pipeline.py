@@ -73,18 +73,17 @@ class LinkageOptions:
     u_sample_pairs: int = 300_000
     em_max_iterations: int = 500
     #: latent classes in EM (:func:`linkage.scoring.fit_latent_classes` when more than 2).
-    #: At 1.02 M records with the shipped schema (``python -m benchmarks.em_scale``, RESULTS.md
-    #: "Model at scale") two classes give pairwise precision 0.72 even on the pairs sharing
-    #: two keys, three or four 0.991 (recall 0.953) on those pairs or on every candidate.
+    #: More than two: at scale, two classes call a class of different people who share a
+    #: name and birth year the match class; extra classes absorb such near-matches.
     em_classes: int = 4
     #: EM fits on the candidates sharing this many blocking keys (:func:`fitting_pairs`) when
     #: there are at least ``fit_min_pairs`` of them; 1 or less: on every candidate
     fit_min_shared_keys: int = 2
     fit_min_pairs: int = 1000
     #: estimate each comparison's m without the fitting pairs blocked on it
-    #: (:func:`fitting_pairs`' ``blocked_on``). Off: at a million records it led the latent
-    #: classes to a match class of many non-matches (benchmarks/RESULTS.md, "Federation"),
-    #: while the priors on m alone keep every level off the floor.
+    #: (:func:`fitting_pairs`' ``blocked_on``). Off: in large populations it leads the latent
+    #: classes to a match class of many non-matches, while the priors on m alone keep every
+    #: level off the floor.
     mask_blocked_fields: bool = False
     #: when clustering several datasets, a prior for pairs within one dataset and another for
     #: pairs across two (:func:`linkage.scoring.priors_by_kind`) instead of the model's one
@@ -282,9 +281,9 @@ CONTAMINATION_CAP = 0.5
 
 
 #: Fewest compared random pairs a salted field's u is estimated on; below it u's one
-#: pseudo-count per level (1 / n) swamps the rarer levels (a name's exact agreement is under 1 %
-#: of non-match pairs), so :func:`fit_model` re-estimates it by EM over same-salt pairs. A fine
-#: salt at scale gets here: 300,000 random pairs share a full date of birth about 45 times.
+#: pseudo-count per level (1 / n) swamps the rarer levels (a name's exact agreement is rare
+#: among non-match pairs), so :func:`fit_model` re-estimates it by EM over same-salt pairs. A
+#: fine salt (a full date of birth) in a large population gets here: few random pairs share it.
 MIN_SALTED_COMPARED_PAIRS = 1_000
 
 
@@ -316,10 +315,10 @@ def salt_sources_over_cap(
 
 
 #: Rounds of (EM for the salted fields' u, then the model's match classes under it) in
-#: :func:`fit_model`. One round left the model of a 400-child federation unstable: under about
-#: one linkage secret in ten an exact name and date of birth scored below 0.9 (u of an exact
-#: given name 0.5 instead of 0.03); two made it stable (tests/test_pipeline.py); a third
-#: changed nothing measured. At 5,000 and 50,000 children the figures did not move.
+#: :func:`fit_model`. The salted u and the match classes depend on each other: a single round
+#: can leave a small federation's model unstable under some linkage secrets (an exact name and
+#: date of birth scoring low), a second round settles it (tests/test_pipeline.py), and further
+#: rounds change nothing.
 SALTED_U_ROUNDS = 2
 
 
@@ -625,10 +624,8 @@ def fitting_pairs(
     of true matches among candidates falls as the population grows (blocks grow with it, true
     pairs do not), and once it is small a latent class of different people who share a name
     and birth year outweighs it and EM calls that class the match class. The pairs agreeing
-    under two or more blocking rules stay rich in true matches as the population grows.
-    Measured by ``python -m benchmarks.em_scale --children 450000`` (1.02 M records, RESULTS.md
-    "Model at scale"): with the shipped filter rules the subset is 58 % matches and four
-    classes give precision 0.991 (recall 0.953) on it, two classes 0.72. With fewer than
+    under two or more blocking rules stay rich in true matches as the population grows. With
+    fewer than
     ``options.fit_min_pairs`` such rows, or ``k <= 1``, every candidate is a fitting row and
     ``k`` is 1 below.
 

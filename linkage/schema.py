@@ -1,61 +1,29 @@
 """The linkage schema: which fields exist and how each is normalised, tokenised and encoded.
 
-Role in the pipeline: every agency node and the matcher load the same schema file. The node
-uses it to encode; the matcher uses it to compare and score. A schema is a versioned TOML
-file, parsed strictly (an unknown key is an error, every problem is reported at once) into
-frozen dataclasses.
+Role: every agency node and the matcher load the same schema file. The node uses it to encode;
+the matcher uses it to compare and score. A schema is a versioned TOML file::
 
-File layout::
+    [schema]        name, version, day_first, record_filter_bits, description
+    [hardening]     record-level hardening: balance, xor_fold, blip_epsilon, diffusion_t
+    [[field]]       one table per field, in encoding order: name, kind, tokeniser, q, padded,
+                    filter_bits, hashes_per_token, record_hashes_per_token, phonetic, levels,
+                    salt, hardening (a table, same keys as [hardening]), combines
+    [[blocking]]    one table per keyed blocking rule: name, parts
 
-    [schema]                      name, version, day_first, record_filter_bits
-    [hardening]                   record-level hardening (see linkage.harden):
-        balance, xor_fold, blip_epsilon, diffusion_t
-    [[field]]                     one table per field, in encoding order:
-        name, kind, tokeniser, q, padded, filter_bits, hashes_per_token,
-        record_hashes_per_token, phonetic, levels, salt, hardening, combines
-    [field.hardening]             optional, after a [[field]]: that field's hardening, same
-                                  keys as [hardening] (or inline: hardening = { balance = true })
+Invariants and contract:
 
-Hardening changes the width a filter is published with (balance doubles it, xor_fold halves
-it): :meth:`Hardening.published_bits`, :attr:`FieldSpec.published_bits` and
-:attr:`Schema.published_record_bits` are the one statement of the published widths.
-    [[blocking]]                  one table per keyed blocking rule: name, parts
-
-Problems are reported by position built from known structure (``field[2].salt``,
-``blocking[1].parts[0]``, "key 4 of the table"), with the expectation and, for a misspelling,
-the nearest allowed word; never with a key, name or reference from the file, which may be an
-identifier pasted in by mistake.
-
-A blocking part or salt is written ``"<field>.<transform>"``, e.g. ``"family_name.soundex"``
-or ``"date_of_birth.year"``; the transforms each kind supports are in
-:data:`BLOCKING_TRANSFORMS`.
-
-Views: a field whose ``salt`` is a list (``["date_of_birth.year_month",
-"date_of_birth.day_month"]``) is published once per salt, each a *view* with a field of its own
-in :attr:`Schema.fields` named ``<field>@<transform>`` (``given_name@year_month``): its own
-filter and blocking parts (``"given_name@year_month.filter"``), and no salt tag (a tag would
-group records by the salt value, which the filters do not show; :attr:`Schema.salt_sources`).
-The views of a field are one comparison (:attr:`Schema.comparison_names`,
-:mod:`linkage.compare`): the best of its views, so an error in one part of the salt value
-leaves the field compared.
-
-Combined fields: a field with ``combines = ["given_name", "family_name"]`` reads no column of
-its own; its value is those fields' raw values joined with a space (:func:`linkage.encode.
-raw_values`), and it is compared only where none of them is (a fallback, never counted twice).
-:attr:`Schema.input_names` are the columns a node reads; :attr:`Schema.comparison_names` the
-model's columns, combined fields included.
-
-Fingerprint (travels with every encoding; the matcher refuses encodings whose fingerprint
-differs from the schema it serves): ``"sha256:" + hex(SHA-256(canonical))`` where
-``canonical`` is the UTF-8 JSON serialisation, with keys sorted, separators ``","`` and
-``":"`` and ASCII escapes, of the object ``{"schema": to_dict(schema),
-"normalisation_version": NORMALISATION_VERSION, "encoding_version": ENCODING_VERSION}``.
-``to_dict`` writes every option with its resolved default, so two files that differ only in
-spelling out a default have the same fingerprint; the one exception is a field's
-``hardening``, written (all four options) only when some option is on, so that a schema
-without field hardening keeps the fingerprint it had before field hardening existed.
-Record and field hardening are both in the canonical form: encodings hardened differently
-never share a fingerprint.
+* Parsed strictly (:func:`parse_schema`, :func:`schema_from_dict`) into frozen dataclasses:
+  an unknown key is an error and every problem is reported at once
+  (:class:`~linkage.errors.SchemaError`), by position built from known structure
+  (``field[2].salt``), never with a key, name or value from the file, which may be an
+  identifier pasted in by mistake.
+* A blocking part or salt is written ``"<field>.<transform>"``; :data:`BLOCKING_TRANSFORMS`
+  lists the transforms of each kind. A list-valued salt publishes the field once per salt,
+  as *views* (:meth:`Schema.with_salt`); ``combines`` makes a field of other fields' values.
+* Published widths after hardening are stated once: :meth:`Hardening.published_bits`,
+  :attr:`FieldSpec.published_bits`, :attr:`Schema.published_record_bits`.
+* :meth:`Schema.fingerprint` travels with every encoding; the matcher refuses encodings whose
+  fingerprint differs from the schema it serves. It covers everything that changes encoding.
 """
 
 from __future__ import annotations
@@ -241,7 +209,23 @@ class BlockingRule:
 
 @dataclass(frozen=True)
 class Schema:
-    """A parsed, validated linkage schema."""
+    """A parsed, validated linkage schema.
+
+    Views: a field whose ``salt`` is a list (``["date_of_birth.year_month",
+    "date_of_birth.day_month"]``) is published once per salt, each a *view* with a field of its
+    own in :attr:`fields` named ``<field>@<transform>`` (``given_name@year_month``): its own
+    filter and blocking parts (``"given_name@year_month.filter"``), and no salt tag (a tag
+    would group records by the salt value, which the filters do not show;
+    :attr:`salt_sources`). The views of a field are one comparison (:attr:`comparison_names`,
+    :mod:`linkage.compare`): the best of its views, so an error in one part of the salt value
+    leaves the field compared.
+
+    Combined fields: a field with ``combines = ["given_name", "family_name"]`` reads no column
+    of its own; its value is those fields' raw values joined with a space
+    (:func:`linkage.encode.raw_values`), and it is compared only where none of them is (a
+    fallback, never counted twice). :attr:`input_names` are the columns a node reads;
+    :attr:`comparison_names` the model's columns, combined fields included.
+    """
 
     name: str
     version: int
@@ -312,7 +296,7 @@ class Schema:
     def salt_sources(self) -> tuple[str, ...]:
         """The distinct salts (``"<field>.<transform>"``) of the salted fields that are not
         views, in the order fields first name them: one published salt tag per source
-        (:mod:`linkage.encode`). Views publish no tag (see the module docstring)."""
+        (:mod:`linkage.encode`). Views publish no tag (see :class:`Schema`)."""
         return tuple(dict.fromkeys(f.salt for f in self.fields if f.salt and not f.view_of))
 
     def field(self, name: str) -> FieldSpec:
@@ -430,8 +414,8 @@ class Schema:
                     "phonetic": list(f.phonetic),
                     "levels": list(f.levels),
                     "salt": self._salt_entry(f),
-                    # written only when on, so that schemas without field hardening keep
-                    # the fingerprints they had before field hardening existed
+                    # written only when on: a field without hardening has the canonical
+                    # form (and so the fingerprint) of a field with no hardening option
                     **({"hardening": f.hardening.to_dict()} if f.hardening.enabled else {}),
                     **({"combines": list(f.combines)} if f.combines else {}),
                 }
@@ -465,7 +449,17 @@ class Schema:
         return "\n".join(out)
 
     def canonical_bytes(self) -> bytes:
-        """The canonical form hashed by :meth:`fingerprint` (see module docstring)."""
+        """The canonical form hashed by :meth:`fingerprint`.
+
+        The UTF-8 JSON serialisation, with keys sorted, separators ``","`` and ``":"`` and
+        ASCII escapes, of ``{"schema": to_dict(schema), "normalisation_version":
+        NORMALISATION_VERSION, "encoding_version": ENCODING_VERSION}``. ``to_dict`` writes
+        every option with its resolved default, so two files that differ only in spelling out
+        a default have the same fingerprint; the one exception is a field's ``hardening``,
+        written (all four options) only when some option is on. Record and field hardening
+        are both in the canonical form: encodings hardened differently never share a
+        fingerprint.
+        """
         from linkage.normalise import NORMALISATION_VERSION
 
         payload = {
@@ -482,7 +476,7 @@ class Schema:
 
         Hashed once per schema object and then kept on it (the schema is frozen, so its print
         cannot change; the print is public, not a secret): the matcher checks it several
-        times a Match, and rebuilding and hashing the canonical form costs about 0.1 ms.
+        times a Match, and rebuilding and hashing the canonical form each time is waste.
         """
         cached: str | None = self.__dict__.get("_fingerprint")
         if cached is None:

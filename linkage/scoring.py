@@ -1,46 +1,24 @@
 """Unsupervised Fellegi-Sunter scoring: Dice similarities to calibrated match probabilities.
 
-Role in the pipeline: after ``similarity`` has computed, for every candidate pair from
-``blocking``, a Dice similarity per field (``sim[:, f]``, float64 in [0, 1]) and a presence mask
+Role: after ``similarity`` has computed, for every candidate pair from ``blocking``, a Dice
+similarity per field (``sim[:, f]``, float64 in [0, 1]) and a presence mask
 (``both_present[:, f]``, False when either record lacks the field), this module
 
 1. cuts each field's similarity into *comparison levels* (:func:`comparison_levels`),
 2. estimates the per-level probabilities without labels: ``u`` (probability of a level among
    non-matches) from random pairs (:func:`estimate_u`), ``m`` (probability among matches) and
    the prior proportion of matches ``λ`` by expectation-maximisation over the candidate pairs'
-   comparison vectors (:func:`fit_fellegi_sunter`), assuming the fields are conditionally
-   independent given the match status. A pair selected through blocking rules on a field
-   (``blocked_on``) does not inform that field's m, and Dirichlet priors (:func:`m_prior`)
-   keep every level's m a real estimate, never zero,
+   comparison vectors (:func:`fit_fellegi_sunter`, :func:`fit_latent_classes`), assuming the
+   fields are conditionally independent given the class. A pair selected through blocking
+   rules on a field (``blocked_on``) does not inform that field's m, and Dirichlet priors
+   (:func:`m_prior`) keep every level's m a real estimate, never zero,
 3. turns a comparison vector into per-field weights ``log2(m / u)``, a calibrated match
    probability and a per-field explanation (:class:`FellegiSunterModel`), which ``solve``
    then ranks, assigns or clusters.
 
-Comparison levels: a field with descending Dice cut-offs ``(t_1 > t_2 > ... > t_k)`` has
-``k + 1`` levels. Level ``k`` ("exact") means ``sim >= t_1``; level ``k - i`` means
-``t_(i+1) <= sim < t_i``; level 0 ("disagrees") means ``sim < t_k``. In other words the level
-is the number of cut-offs the similarity reaches. :data:`MISSING_LEVEL` (-1) marks a pair where
-either record lacks the field; a missing field carries weight 0 (it is neutral, never counted as
-disagreement) and is skipped in the EM likelihood for that field.
-
-Level labels, used in explanations: level 0 is ``"disagrees"``, the top level ``"exact"``, and
-the levels in between, from the top down, ``"strong"``, ``"moderate"``, ``"weak"`` when there
-are at most three of them (one middle level is ``"strong"``, two are ``"strong"``/``"weak"``);
-with more middle levels they are called ``"similar_<level>"``. :data:`MISSING_LEVEL` is
-``"missing"``.
-
-The stored form of a fitted model (:meth:`FellegiSunterModel.to_dict`) is a JSON-safe dict,
-parsed strictly by :meth:`FellegiSunterModel.from_dict` (an unknown or missing key is an error)::
-
-    {"format": "jigsaw.fellegi_sunter", "version": 1,
-     "field_names": [str, ...],            one per field, in comparison-vector column order
-     "thresholds": [[float, ...], ...],    per field, strictly descending Dice cut-offs
-     "m": [[float, ...], ...],             per field, P(level | match), index = level
-     "u": [[float, ...], ...],             per field, P(level | non-match), index = level
-     "prior": float,                       λ, proportion of matches among candidate pairs
-     "iterations": int, "converged": bool} EM iterations run and whether tolerance was reached
-
-The module holds no state and logs nothing; it never sees an identifier, only similarities.
+Invariants: a missing field (:data:`MISSING_LEVEL`) carries weight 0, neutral, never counted as
+disagreement, and is skipped in the EM likelihood for that field. Fitting is deterministic. The
+module holds no state and logs nothing; it never sees an identifier, only similarities.
 """
 
 from __future__ import annotations
@@ -89,8 +67,8 @@ fitted probability above it."""
 
 M_PRIOR_NOT_EXACT = 0.1
 """Prior mean share of true matches whose field is below "exact" (:func:`m_prior`). Real records
-carry an error in about one identifier in ten (issue 14's four-agency data: 12.8 % of true
-pairs have dates of birth that differ; names are changed, swapped and mistyped as often)."""
+carry an error in about one identifier in ten (dates of birth differ between agencies for a
+sizeable share of true pairs; names are changed, swapped and mistyped as often)."""
 
 M_PRIOR_DECAY = 0.5
 """Each level further from "exact" gets this share of the prior mass of the level above it."""
@@ -148,7 +126,13 @@ def comparison_levels(
     both_present: NDArray[np.bool_],
     thresholds: Sequence[Sequence[float]],
 ) -> NDArray[np.int8]:
-    """Cut per-field Dice similarities into comparison levels (see the module docstring).
+    """Cut per-field Dice similarities into comparison levels.
+
+    A field with descending Dice cut-offs ``(t_1 > t_2 > ... > t_k)`` has ``k + 1`` levels.
+    Level ``k`` ("exact") means ``sim >= t_1``; level ``k - i`` means ``t_(i+1) <= sim <
+    t_i``; level 0 ("disagrees") means ``sim < t_k``: the level is the number of cut-offs the
+    similarity reaches. :data:`MISSING_LEVEL` (-1) marks a pair where either record lacks
+    the field.
 
     ``sim`` and ``both_present`` have shape (n_pairs, n_fields); ``thresholds[f]`` are field
     f's strictly descending cut-offs. Returns int8 levels of the same shape, with
@@ -209,7 +193,14 @@ def levels_from_cut_offs(
 
 
 def level_label(level: int, n_levels: int) -> str:
-    """The human label of ``level`` for a field with ``n_levels`` levels (module docstring)."""
+    """The human label of ``level`` for a field with ``n_levels`` levels.
+
+    Used in explanations: level 0 is ``"disagrees"``, the top level ``"exact"``, and the levels
+    in between, from the top down, ``"strong"``, ``"moderate"``, ``"weak"`` when there are at
+    most three of them (one middle level is ``"strong"``, two are ``"strong"``/``"weak"``);
+    with more middle levels they are called ``"similar_<level>"``. :data:`MISSING_LEVEL` is
+    ``"missing"``.
+    """
     if n_levels < 2:
         raise ModelError(f"a field needs at least 2 levels, got {n_levels}")
     if level == MISSING_LEVEL:
@@ -370,7 +361,7 @@ def _check_levels(levels: NDArray[Any], n_levels: Sequence[int]) -> NDArray[np.i
 
 @dataclass(frozen=True)
 class FellegiSunterModel:
-    """A fitted Fellegi-Sunter model over comparison levels (see the module docstring).
+    """A fitted Fellegi-Sunter model over comparison levels (:func:`comparison_levels`).
 
     ``m[f][level]`` = P(level | match), ``u[f][level]`` = P(level | non-match); ``prior`` is λ,
     the proportion of matches among the candidate pairs the model was fitted on.
@@ -453,7 +444,19 @@ class FellegiSunterModel:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form of the model (format in the module docstring)."""
+        """JSON-safe form of the model.
+
+        Parsed strictly by :meth:`from_dict` (an unknown or missing key is an error)::
+
+            {"format": "jigsaw.fellegi_sunter", "version": 1,
+             "field_names": [str, ...],          one per field, in comparison-vector order
+             "thresholds": [[float, ...], ...],  per field, strictly descending Dice cut-offs
+             "m": [[float, ...], ...],           per field, P(level | match), index = level
+             "u": [[float, ...], ...],           per field, P(level | non-match), index = level
+             "prior": float,                     λ, proportion of matches among candidate pairs
+             "iterations": int,                  EM iterations run
+             "converged": bool}                  whether the tolerance was reached
+        """
         return {
             "format": _MODEL_FORMAT,
             "version": _MODEL_VERSION,
@@ -819,9 +822,8 @@ def _prepare_patterns(
     blocked = _check_blocked_on(blocked_on, checked_levels.shape)
     patterns, blocked_patterns, counts = _collapse_patterns(checked_levels, n_levels, blocked)
     informs = (patterns >= 0) & ~blocked_patterns
-    # The E-step uses every present field, blocked or not (measured: leaving a blocked field
-    # out of it gave the same quality benchmark figures and EM no longer converged in 500
-    # iterations on the synthetic population).
+    # The E-step uses every present field, blocked or not: leaving a blocked field out of it
+    # does not improve the fit and keeps EM from converging within its iteration cap.
     e_index = patterns.astype(np.intp)
     return _Patterns(patterns, counts, informs, e_index, _prior_strength(informs, counts))
 
@@ -971,9 +973,9 @@ def fit_latent_classes(
     population while true matches grow linearly, so once it outnumbers them a two-class EM
     (conditional independence) calls *it* the match class. With more classes it gets a class
     of its own, and :meth:`LatentClassFit.match_model` decides which classes are matches. More
-    classes alone do not hold at any scale (``python -m benchmarks.em_scale``: four classes on
-    every candidate of 1.02 M records reach pairwise precision 0.63); the pipeline also fits on
-    a match-rich subset of the candidates (:func:`linkage.pipeline.fitting_pairs`).
+    classes alone do not hold at every scale (on every candidate of a large population the
+    near-match classes still crowd the match class out); the pipeline also fits on a
+    match-rich subset of the candidates (:func:`linkage.pipeline.fitting_pairs`).
 
     Start: class 0 at m ∝ 4**level (agrees), the last class at ``u`` (random pairs), class
     ``c`` in between at the blend ``((C-1-c) * m + c * u) / (C-1)``; class 0 has share

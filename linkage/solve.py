@@ -1,61 +1,22 @@
 """Solving: from scored candidate pairs to ranked candidates, one-to-one links and clusters.
 
-Role in the pipeline: ``scoring`` gives every candidate pair a match probability (or any score
-where higher means more likely the same child). This module turns those scores into decisions:
+Role: ``scoring`` gives every candidate pair a match probability (or any score where higher
+means more likely the same child). This module turns those scores into decisions:
 
 - :func:`rank_candidates` - for an online lookup, the candidates at or above a threshold,
   best first;
 - :func:`one_to_one` - for linking two datasets without duplicates, a greedy best-first
-  assignment in which no record is used twice (fast vectorised "mutual best" rounds, with the
+  assignment in which no record is used twice (vectorised "mutual best" rounds, with the
   plain loop :func:`one_to_one_reference` beside it; both give the identical answer);
 - :func:`cluster_records` - for batch linkage across agencies, clusters of records (one
-  cluster = one child) built by a constrained union-find over edges in descending score order,
-  with :func:`cluster_records_reference` as a plain, slow reference; both count the merges
-  that hard evidence refused and that the size bound undid (:class:`Clustering`);
+  cluster = one child) by a constrained union-find over edges in descending score order, with
+  :func:`cluster_records_reference` as a plain, slow reference;
 - :func:`pairs_from_labels` - every within-cluster pair, for evaluation and storage.
 
-Ordering is total and deterministic everywhere: score descending, then the smaller record index,
-then the larger (or left, then right), so the result never depends on input order.
-
-Clustering rule. Edges are the scored pairs (i, j), i != j, unordered; when a pair is given
-more than once its highest score is used. Edges with score >= ``threshold`` ("strong" edges)
-are visited strongest first (a greedy agglomerative clustering); an edge merges the clusters A
-and B of its two records unless
-
-1. *support* (guard against chaining two children through one weak edge): fewer than half of
-   the scored edges between A and B (every scored edge, strong or not, with one end in A and
-   the other in B) are strong. Pairs that were never scored (blocked out) are no evidence
-   either way. A merge of two singletons always has support 1/1; adding a record to a cluster
-   where it has one strong and one weak edge has support 1/2 and is allowed; with one strong
-   and two weak edges (1/3) it is refused; or
-2. *one record per source* (only with ``one_per_source=True``): the merged cluster would hold two
-   records with the same ``source`` (dataset / agency), which is impossible when the sources
-   have no internal duplicates; or
-3. *hard evidence* (only with ``hard_evidence``, :class:`HardEvidence`): some record of A and
-   some record of B have the same ``source``, both hold the evidence (an NHS number) and it
-   disagrees, and the two are not joined by a strong edge of their own. Such a pair is never
-   put together through a chain: the cluster is split at its weakest link (the chain's
-   strongest edges have already merged by the time its weakest one is refused). A *direct*
-   strong edge may join them: the model has already weighed the disagreement in that edge's
-   score (an NHS number keyed wrongly into another child's valid one, with everything else
-   agreeing), and "no field is a gate" (DESIGN.md); a chain carries no such weighing.
-   Conflicts are found between records that were never a candidate pair: any two holders of
-   one source in one connected component of the strong edges may meet, so all their pairs are
-   tested in one vectorised call before clustering (in a component holding more than
-   :data:`PREFETCH_GROUP_HOLDERS` of one source, instead, the cross pairs of each merge); a
-   conflict is remembered between the two clusters as they grow. Each refused edge counts once in
-   :attr:`Clustering.refused_unions`.
-
-Then *size* (only with ``max_cluster_size``): the merges form a tree per cluster; a cluster of
-more records than the bound is split by undoing its last (weakest) merge, again and again for
-any part still too large, so every part is a cluster the greedy had built from stronger edges
-alone (single linkage cut per part). Equivalently, a merge is kept iff the cluster it made has
-at most ``max_cluster_size`` records. A child has few records per agency, so a cluster far
-beyond :func:`cluster_size_bound` holds several children joined by the weakest of its edges
-(hundreds of records sharing one common name). Each undone merge counts once in
-:attr:`Clustering.size_splits`.
-
-Labels are canonical: a record's label is the smallest record index in its cluster.
+Invariants: ordering is total and deterministic everywhere (score descending, then the smaller
+record index, then the larger, or left, then right), so the result never depends on input
+order. Cluster labels are canonical: a record's label is the smallest record index in its
+cluster.
 
 Input errors (shape mismatches, indices out of range, NaN scores) raise
 :class:`linkage.errors.ModelError`, the library's error for scoring results that cannot be used.
@@ -281,7 +242,7 @@ class HardEvidence:
     ``holds[r]``: record r carries the evidence (its NHS number is present, hence valid).
     ``conflicts(a, b)``: for pairs of records of one source that both hold it, True where the
     evidence disagrees; called with arrays, once per tested merge. Used by
-    :func:`cluster_records` (rule 3 in the module docstring)."""
+    :func:`cluster_records` (its rule 3)."""
 
     holds: NDArray[np.bool_]
     conflicts: Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]]
@@ -408,7 +369,45 @@ def cluster_records(
     hard_evidence: HardEvidence | None = None,
     max_cluster_size: int | None = None,
 ) -> Clustering:
-    """Cluster records 0..n_records-1 from scored edges (rule in the module docstring).
+    """Cluster records 0..n_records-1 from scored edges.
+
+    Rule. Edges are the scored pairs (i, j), i != j, unordered; when a pair is given
+    more than once its highest score is used. Edges with score >= ``threshold`` ("strong" edges)
+    are visited strongest first (a greedy agglomerative clustering); an edge merges the clusters A
+    and B of its two records unless
+
+    1. *support* (guard against chaining two children through one weak edge): fewer than half of
+       the scored edges between A and B (every scored edge, strong or not, with one end in A and
+       the other in B) are strong. Pairs that were never scored (blocked out) are no evidence
+       either way. A merge of two singletons always has support 1/1; adding a record to a cluster
+       where it has one strong and one weak edge has support 1/2 and is allowed; with one strong
+       and two weak edges (1/3) it is refused; or
+    2. *one record per source* (only with ``one_per_source=True``): the merged cluster would
+       hold two records with the same ``source`` (dataset / agency), which is impossible when
+       the sources have no internal duplicates; or
+    3. *hard evidence* (only with ``hard_evidence``, :class:`HardEvidence`): some record of A and
+       some record of B have the same ``source``, both hold the evidence (an NHS number) and it
+       disagrees, and the two are not joined by a strong edge of their own. Such a pair is never
+       put together through a chain: the cluster is split at its weakest link (the chain's
+       strongest edges have already merged by the time its weakest one is refused). A *direct*
+       strong edge may join them: the model has already weighed the disagreement in that edge's
+       score (an NHS number keyed wrongly into another child's valid one, with everything else
+       agreeing), and "no field is a gate" (DESIGN.md); a chain carries no such weighing.
+       Conflicts are found between records that were never a candidate pair: any two holders of
+       one source in one connected component of the strong edges may meet, so all their pairs are
+       tested in one vectorised call before clustering (in a component holding more than
+       :data:`PREFETCH_GROUP_HOLDERS` of one source, instead, the cross pairs of each merge); a
+       conflict is remembered between the two clusters as they grow. Each refused edge counts
+       once in :attr:`Clustering.refused_unions`.
+
+    Then *size* (only with ``max_cluster_size``): the merges form a tree per cluster; a cluster of
+    more records than the bound is split by undoing its last (weakest) merge, again and again for
+    any part still too large, so every part is a cluster the greedy had built from stronger edges
+    alone (single linkage cut per part). Equivalently, a merge is kept iff the cluster it made has
+    at most ``max_cluster_size`` records. A child has few records per agency, so a cluster far
+    beyond :func:`cluster_size_bound` holds several children joined by the weakest of its edges
+    (hundreds of records sharing one common name). Each undone merge counts once in
+    :attr:`Clustering.size_splits`.
 
     Returns the labels (int64, label = smallest record index in the cluster) and the counts of
     refused and undone merges. Union-find with union by size; each cluster root keeps a map of
@@ -433,8 +432,8 @@ def cluster_records(
     # of the strong-edge graph: an edge whose records lie in different components (or touch a
     # record with no strong edge at all) can never be "between two clusters that could merge"
     # and is never counted. Keeping only the rest bounds the bookkeeping below by the edges
-    # inside components (a few per child) instead of every scored pair: at 1 M records the
-    # scored pairs run to tens of millions, nearly all of them weak and across components.
+    # inside components (a few per child) instead of every scored pair, which at scale are
+    # far more numerous, nearly all of them weak and across components.
     component = _components(n_records, low[:n_strong], high[:n_strong])
     relevant = component[low] == component[high]
     neighbours: dict[int, dict[int, list[int]]] = {}

@@ -1,6 +1,6 @@
 """Seeded synthetic multi-agency child population with ground truth.
 
-Role in the pipeline: the test, demo and benchmark data. Nothing here is real: a population of
+Role: the test, demo and benchmark data. Nothing here is real: a population of
 children living in England is drawn from a seed, then each agency (police, health, school,
 children's social care) receives its own messy copy of the children it "knows", in its own
 formats, and the true child behind every record is kept (``AgencyData.child_id``) so that
@@ -8,28 +8,22 @@ linkage quality can be measured.
 
 How a population is drawn (all from ``seed``; the output never depends on today's date):
 
-* Households. About 25 % of children live with a sibling (groups of 2 or 3 sharing family
-  name and postcode); about 4 % of sibling groups contain twins (same date of birth). Each
-  household has a cultural background (``namedata.NAME_GROUPS``), a family name drawn from that
-  background with a long-tailed Zipf-Mandelbrot frequency, and a postcode: a real outward code
-  (district) plus a random inward part "9AA".
-* Children. Sex, a given name by sex (10 % from another background), ~30 % with one or two
-  middle names, a date of birth giving an age of 0-17 on ``REFERENCE_DATE`` (2026-01-01),
-  a unique NHS number valid under modulus 11.
+* Households. A share of children (:data:`SIBLING_SHARE`) live with a sibling (groups of 2 or
+  3 sharing family name and postcode); some sibling groups contain twins (:data:`TWIN_SHARE`).
+  Each household has a cultural background (``namedata.NAME_GROUPS``), a family name drawn
+  from that background with a long-tailed Zipf-Mandelbrot frequency, and a postcode: a real
+  outward code (district) plus a random inward part "9AA".
+* Children. Sex, a given name by sex (some from another background), some with one or two
+  middle names, a date of birth giving an age of 0-17 on :data:`REFERENCE_DATE`, a unique NHS
+  number valid under modulus 11.
 * Agency records. A child appears in an agency with probability ``coverage``; a held child has
   a second record with probability ``duplicate_rate``. Every record gets independent errors at
   the agency's rates (see ``AgencyProfile``). Records are shuffled before numbering, so a
   record id ("POL-000123") says nothing about the child.
 
-NHS numbers are 10 digits: nine body digits and a check digit. The check digit is
-``11 - (sum of body digit i * weight i) mod 11`` with weights 10, 9, ..., 2; a result of 11 is
-written 0 and a result of 10 makes the body unusable (redrawn). Synthetic bodies all start with
-the digit 9: England, Wales and the Isle of Man issue 3xx, 4xx and 6xx-7xx numbers to patients,
-so a synthetic number should not be a real patient's. (The published test block 999 xxx xxxx
-holds only about 909,000 valid numbers, too few for the large benchmark populations.)
-
-Speed: every per-record choice is drawn in numpy arrays up front; Python-level string edits run
-only over the records flagged for an edit. One million records take a few seconds per core.
+Invariants: the output depends only on the seed and the profiles (never on today's date);
+every per-record choice is drawn in numpy arrays up front, and Python-level string edits run
+only over the records flagged for an edit.
 """
 
 from __future__ import annotations
@@ -720,7 +714,15 @@ def _draw_postcodes(rng: np.random.Generator, count: int) -> list[str]:
 
 
 def _draw_nhs_numbers(rng: np.random.Generator, count: int) -> NDArray[np.int64]:
-    """``count`` distinct valid NHS numbers (as integers) with bodies 900000000-999999999."""
+    """``count`` distinct valid NHS numbers (as integers) with bodies 900000000-999999999.
+
+    NHS numbers are 10 digits: nine body digits and a check digit. The check digit is
+    ``11 - (sum of body digit i * weight i) mod 11`` with weights 10, 9, ..., 2; a result of 11 is
+    written 0 and a result of 10 makes the body unusable (redrawn). Synthetic bodies all start with
+    the digit 9: England, Wales and the Isle of Man issue 3xx, 4xx and 6xx-7xx numbers to patients,
+    so a synthetic number should not be a real patient's. (The published test block 999 xxx xxxx
+    holds only about 909,000 valid numbers, too few for the large benchmark populations.)
+    """
     weights = np.arange(10, 1, -1, dtype=np.int64)
     chosen = np.zeros(0, dtype=np.int64)
     while chosen.shape[0] < count:
