@@ -52,6 +52,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage.encode import EncodedBatch, concat_batches, encode_record, encode_records
+from linkage.errors import InvalidArgumentError
 from linkage.keys import KeySet
 from linkage.normalise import FINITE_VALUES, PLACEHOLDER_DATES, normalise_date
 from linkage.schema import Schema
@@ -238,7 +239,7 @@ def encode_query(
 def _normalise_date(value: str | None, day_first: bool) -> str:
     canonical = normalise_date(value, field="date", day_first=day_first)
     if canonical is None:
-        raise ValueError("a date present in the encoding normalises to a value")
+        raise InvalidArgumentError("a date present in the encoding normalises to a value")
     return canonical
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import linkage._dicekernel as _dicekernel
-from linkage.errors import FilterFormatError, KeyMaterialError
+from linkage.errors import FilterFormatError, InvalidArgumentError, KeyMaterialError
 from linkage.keys import KeySet
 from linkage.schema import Hardening
 
@@ -170,7 +170,7 @@ def xor_fold(filters: NDArray[np.uint64]) -> NDArray[np.uint64]:
 def blip_flip_probability(epsilon: float) -> float:
     """BLIP flip probability ``f = 1 / (1 + exp(epsilon / 2))`` (0.5 at epsilon 0)."""
     if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not epsilon >= 0:
-        raise ValueError("epsilon: expected a number >= 0")
+        raise InvalidArgumentError("epsilon: expected a number >= 0")
     if epsilon / 2 > 700:
         return 0.0
     return 1.0 / (1.0 + math.exp(epsilon / 2))
@@ -250,9 +250,9 @@ def diffusion_table(key: bytes, t: int, in_bits: int, out_bits: int) -> NDArray[
     """
     subkey_bytes = _check_key(key)
     if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-        raise ValueError("t: expected an integer >= 1")
+        raise InvalidArgumentError("t: expected an integer >= 1")
     if t > in_bits:
-        raise ValueError(f"t: expected at most the input width ({in_bits} bits)")
+        raise InvalidArgumentError(f"t: expected at most the input width ({in_bits} bits)")
     subkey = _subkey(subkey_bytes, f"diffusion/t={t}/in={in_bits}/out={out_bits}")
     table = np.empty((out_bits, t), dtype=np.int64)
     pool = _stream_words(subkey, 4 * out_bits * t)
@@ -348,7 +348,7 @@ def harden_filters(
     hardened_bits(64 * batch.shape[1], options)  # validates the widths up front
     _check_key(key)
     if options.blip_epsilon < 0 or options.diffusion_t < 0:
-        raise ValueError("hardening options: blip_epsilon and diffusion_t must be >= 0")
+        raise InvalidArgumentError("hardening options: blip_epsilon and diffusion_t must be >= 0")
     out = batch
     if options.balance:
         out = balance(out, key)

@@ -45,7 +45,12 @@ from linkage.encode import (
     validate_filters,
     validate_salt_tags,
 )
-from linkage.errors import FilterFormatError, IncompatibleEncodingError, ModelError
+from linkage.errors import (
+    FilterFormatError,
+    IncompatibleEncodingError,
+    InvalidArgumentError,
+    ModelError,
+)
 from linkage.schema import Schema
 
 log = logging.getLogger(__name__)
@@ -745,7 +750,7 @@ def score_pairs(
     other = left if right is None else right
     check_compatible(schema, left, other)
     if record is not None and right is not None:
-        raise ValueError("record: forms are grouped only when deduplicating (right=None)")
+        raise InvalidArgumentError("record: forms are grouped only when deduplicating (right=None)")
     progress("blocking", 0, 1)
     pairs = candidate_pairs(left, right, opts)
     progress("blocking", 1, 1)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from linkage.errors import SchemaError
+from linkage.errors import ArgumentTypeError, SchemaError
 
 #: Version of the tokenisation + Bloom-filter construction. Bump on any change of output.
 ENCODING_VERSION = 2
@@ -496,7 +496,7 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):  # an inline table; keys are our own option names
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot render {type(value).__name__} as TOML")
+    raise ArgumentTypeError(f"cannot render {type(value).__name__} as TOML")
 
 
 def _toml_basic_string(text: str) -> str:
