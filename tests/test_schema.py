@@ -25,12 +25,14 @@ from linkage.schema import (
     FieldSpec,
     Hardening,
     Schema,
-    _toml_value,  # the TOML string format is part of to_toml's contract
     load_schema,
     parse_schema,
     schema_from_dict,
     shipped_schema_names,
     shipped_schema_text,
+)
+from linkage.schema.strict import (
+    _toml_value,  # the TOML string format is part of to_toml's contract
 )
 
 FINGERPRINT_PATH = Path(__file__).parent / "golden" / "fingerprint.json"
