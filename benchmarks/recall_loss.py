@@ -41,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import evaluate, pipeline
-from linkage.encode import _normalise_value
+from linkage.encode.encoder import _normalise_value
 from linkage.forms import encode_forms
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Hardening, Schema, default_child_schema

@@ -1,10 +1,11 @@
 """The mistakes agencies make in a value: typos, transliterations, wrong dates, NHS numbers.
 
 Contract: every function is a pure function of the value and of draws (numbers in [0, 1) or a
-seeded generator) supplied by the caller, so the generator's seed alone decides every mistake. :func:`make_typo` makes a
-keyboard-neighbour substitution, deletion, insertion or transposition; :func:`transliterate`
-swaps a name for a common spelling variant; the date errors are the usual ones of real
-records (a day or month off, day and month transposed, a placeholder date).
+seeded generator) supplied by the caller, so the generator's seed alone decides every mistake.
+:func:`make_typo` makes a keyboard-neighbour substitution, deletion, insertion or
+transposition; :func:`transliterate` swaps a name for a common spelling variant; the date
+errors are the usual ones of real records (a day or month off, day and month transposed, a
+placeholder date).
 """
 
 from __future__ import annotations
