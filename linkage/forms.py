@@ -229,15 +229,17 @@ def encode_query(
         given = base.field_present[0, schema.field_names.index(name)]
         if not given:
             continue
-        held = _normalise_date(values.get(spec.input_name), schema.day_first)
+        held = _normalise_date(values.get(spec.input_name), schema)
         for other in date_hypotheses(held):
             hypothesis = _encode_forms_of_query(schema, keys, {**values, spec.input_name: other})
             rows.append(assume(schema, hypothesis, [name]))
     return dataclasses.replace(concat_batches(rows), problems=base.problems)
 
 
-def _normalise_date(value: str | None, day_first: bool) -> str:
-    canonical = normalise_date(value, field="date", day_first=day_first)
+def _normalise_date(value: str | None, schema: Schema) -> str:
+    canonical = normalise_date(
+        value, field="date", day_first=schema.day_first, years=schema.date_range
+    )
     if canonical is None:
         raise InvalidArgumentError("a date present in the encoding normalises to a value")
     return canonical

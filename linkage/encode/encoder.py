@@ -74,15 +74,17 @@ class _FieldColumn:
 
 
 def _normalise_value(
-    spec: FieldSpec, value: str | None, day_first: bool
+    spec: FieldSpec, value: str | None, schema: Schema
 ) -> tuple[str | None, str | None]:
     """``(canonical value or None when missing, None)``, or ``(None, reason)`` when the value
-    fails normalisation (the reason names the expectation, never the value)."""
+    fails normalisation (the reason names the expectation, never the value). The schema's
+    ``day_first`` and ``date_range`` decide how dates are read and which are valid."""
+    normaliser = norm.NORMALISERS[spec.kind]
     try:
-        return (
-            norm.NORMALISERS[spec.kind](value, field=spec.input_name, day_first=day_first),
-            None,
+        canonical = normaliser(
+            value, field=spec.input_name, day_first=schema.day_first, years=schema.date_range
         )
+        return canonical, None
     except InvalidValueError as exc:
         return None, exc.reason
 
@@ -110,7 +112,7 @@ def _joinable(value: object) -> bool:
 
 
 def _normalise_column(
-    spec: FieldSpec, raw: Sequence[str | None], day_first: bool, problems: list[ValueProblem]
+    spec: FieldSpec, raw: Sequence[str | None], schema: Schema, problems: list[ValueProblem]
 ) -> _FieldColumn:
     """Normalise each distinct raw value once; map rows to distinct normalised values.
 
@@ -122,7 +124,7 @@ def _normalise_column(
     values: list[str] = []
     reasons: list[str] = []
     for value in dict.fromkeys(raw):  # distinct raw values, first-seen order
-        canon, reason = _normalise_value(spec, value, day_first)
+        canon, reason = _normalise_value(spec, value, schema)
         if reason is not None:
             slot_of[value] = -2 - len(reasons)
             reasons.append(reason)
@@ -262,7 +264,7 @@ def encode_records(
         spec.input_name: _normalise_column(
             spec,
             raw_values(spec, columns),
-            schema.day_first,
+            schema,
             [] if spec.combines else problems,  # a combined field's inputs report their own
         )
         for spec in schema.comparison_specs
@@ -431,7 +433,7 @@ def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]
     given = {name: [values.get(name)] for name in schema.input_names}
     for spec in schema.comparison_specs:
         raw = raw_values(spec, given)[0]
-        canon, reason = _normalise_value(spec, raw, schema.day_first)
+        canon, reason = _normalise_value(spec, raw, schema)
         if reason is not None and not spec.combines:  # its inputs report their own
             problems.append(ValueProblem(0, spec.input_name, reason))
         elif canon is not None:

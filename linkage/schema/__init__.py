@@ -3,7 +3,7 @@
 Role: every agency node and the matcher load the same schema file. The node uses it to encode;
 the matcher uses it to compare and score. A schema is a versioned TOML file::
 
-    [schema]        name, version, day_first, record_filter_bits, description
+    [schema]        name, version, day_first, date_range, record_filter_bits, description
     [hardening]     record-level hardening: balance, xor_fold, blip_epsilon, diffusion_t
     [[field]]       one table per field, in encoding order: name, kind, tokeniser, q, padded,
                     filter_bits, hashes_per_token, record_hashes_per_token, phonetic, levels,

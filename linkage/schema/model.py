@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from linkage.errors import SchemaError
-from linkage.normalise import NORMALISATION_VERSION
+from linkage.normalise import DATE_RANGE, NORMALISATION_VERSION, YearRange
 from linkage.schema.fields import (
     DEFAULT_TOKENISER,
     ENCODING_VERSION,
@@ -39,6 +39,7 @@ from linkage.schema.strict import (
     _TOP_KEYS,
     _check_hardening_width,
     _KnownFields,
+    _parse_date_range,
     _parse_hardening,
     _parse_ref,
     _Problems,
@@ -71,6 +72,8 @@ class Schema:
     fields: tuple[FieldSpec, ...]
     blocking: tuple[BlockingRule, ...] = ()
     day_first: bool = True
+    #: the first and last year a date may have (:func:`linkage.normalise.normalise_date`)
+    date_range: YearRange = DATE_RANGE
     record_filter_bits: int = 1024
     hardening: Hardening = field(default_factory=Hardening)
     description: str = ""
@@ -236,6 +239,9 @@ class Schema:
                 "name": self.name,
                 "version": self.version,
                 "day_first": self.day_first,
+                # written only when not the default: a schema that keeps the default range
+                # has the canonical form (and so the fingerprint) of one without the option
+                **({"date_range": list(self.date_range)} if self.date_range != DATE_RANGE else {}),
                 "record_filter_bits": self.record_filter_bits,
                 "description": self.description,
             },
@@ -294,10 +300,12 @@ class Schema:
         ASCII escapes, of ``{"schema": to_dict(schema), "normalisation_version":
         NORMALISATION_VERSION, "encoding_version": ENCODING_VERSION}``. ``to_dict`` writes
         every option with its resolved default, so two files that differ only in spelling out
-        a default have the same fingerprint; the one exception is a field's ``hardening``,
-        written (all four options) only when some option is on. Record and field hardening
-        are both in the canonical form: encodings hardened differently never share a
-        fingerprint.
+        a default have the same fingerprint; the exceptions are a field's ``hardening``,
+        written (all four options) only when some option is on, and ``[schema].date_range``,
+        written only when it is not :data:`~linkage.normalise.DATE_RANGE` (it decides which
+        dates are valid, so schemas with different ranges never share a fingerprint). Record
+        and field hardening are both in the canonical form: encodings hardened differently
+        never share a fingerprint.
         """
         payload = {
             "schema": self.to_dict(),
@@ -338,6 +346,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
     if version < 1:
         p.add("[schema].version: required, an integer >= 1")
     day_first = p.typed("[schema]", head, "day_first", bool, True)
+    date_range = _parse_date_range(p, head.get("date_range", list(DATE_RANGE)))
     record_bits = p.typed("[schema]", head, "record_filter_bits", int, 1024)
     if record_bits < 64 or record_bits % 64:
         p.add("[schema].record_filter_bits: expected a positive multiple of 64")
@@ -545,6 +554,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
         fields=tuple(fields),
         blocking=tuple(rules),
         day_first=day_first,
+        date_range=date_range,
         record_filter_bits=record_bits,
         hardening=hardening,
         description=description,

@@ -18,9 +18,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from linkage.errors import ArgumentTypeError
+from linkage.normalise import DATE_RANGE
 from linkage.schema.fields import BLOCKING_TRANSFORMS, Hardening
 
-_SCHEMA_KEYS = {"name", "version", "day_first", "record_filter_bits", "description"}
+_SCHEMA_KEYS = {
+    "name",
+    "version",
+    "day_first",
+    "date_range",
+    "record_filter_bits",
+    "description",
+}
 _HARDENING_KEYS = {"balance", "xor_fold", "blip_epsilon", "diffusion_t"}
 _FIELD_KEYS = {
     "name",
@@ -217,6 +225,28 @@ def _parse_ref(
         )
         return None
     return fld, transform, position
+
+
+#: Years a date can be written with: the normaliser reads four-digit years only.
+_WRITABLE_YEARS = (1, 9999)
+
+
+def _parse_date_range(problems: _Problems, value: Any) -> tuple[int, int]:
+    """``[schema].date_range``: two integer years, first <= last, four digits at most."""
+    where = "[schema].date_range"
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or any(isinstance(y, bool) or not isinstance(y, int) for y in value)
+    ):
+        problems.add(f"{where}: expected two integer years [first, last]")
+        return DATE_RANGE
+    first, last = value
+    low, high = _WRITABLE_YEARS
+    if not low <= first <= last <= high:
+        problems.add(f"{where}: expected {low} <= first <= last <= {high}")
+        return DATE_RANGE
+    return first, last
 
 
 def _parse_hardening(problems: _Problems, where: str, table: Any) -> Hardening:
