@@ -21,7 +21,7 @@ pairs), :mod:`.em` (m and the prior by EM), :mod:`.model` (the fitted model).
 
 Invariants: a missing field (:data:`MISSING_LEVEL`) carries weight 0, neutral, never counted as
 disagreement, and is skipped in the EM likelihood for that field. Fitting is deterministic. The
-module holds no state and logs nothing; it never sees an identifier, only similarities.
+package holds no state and logs nothing; it never sees an identifier, only similarities.
 """
 
 from linkage.scoring.em import (

@@ -265,11 +265,6 @@ class FellegiSunterModel:
             ) from None
 
 
-# --------------------------------------------------------------------------------------------
-# Estimation
-# --------------------------------------------------------------------------------------------
-
-
 def _clamp_and_normalise(probabilities: NDArray[np.float64]) -> NDArray[np.float64]:
     """Clamp each row to [floor, 1 - floor] and renormalise it to sum to 1."""
     clamped = np.clip(probabilities, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
