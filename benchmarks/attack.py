@@ -257,7 +257,9 @@ def normalised_values(schema: Schema, field: str, values: Sequence[str | None]) 
     out: list[str | None] = []
     for value in values:
         try:
-            out.append(normaliser(value, field=field, day_first=schema.day_first))
+            out.append(
+                normaliser(value, field=field, day_first=schema.day_first, years=schema.date_range)
+            )
         except InvalidValueError:
             out.append(None)
     return out

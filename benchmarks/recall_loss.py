@@ -41,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import evaluate, pipeline
-from linkage.encode import _normalise_value
+from linkage.encode.encoder import _normalise_value
 from linkage.forms import encode_forms
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Hardening, Schema, default_child_schema
@@ -69,7 +69,7 @@ def _canonical(schema: Schema, data: SyntheticData, field: str) -> list[str | No
     """The field's normalised values over the agencies in order (None: missing or invalid)."""
     spec = schema.field(field)
     return [
-        _normalise_value(spec, value, schema.day_first)[0]
+        _normalise_value(spec, value, schema)[0]
         for agency in data.agencies.values()
         for value in agency.columns[field]
     ]

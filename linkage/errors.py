@@ -8,7 +8,16 @@
      ├── KeyMaterialError       a secret or derived key is unusable
      ├── FilterFormatError      a packed filter has the wrong length / dtype / shape
      ├── IncompatibleEncodingError  encodings made with different schemas or key versions
-     └── ModelError             a scoring model cannot be fitted or applied
+     ├── ModelError             a scoring model cannot be fitted or applied
+     └── UsageError             a caller broke a function's contract (a setting, not data)
+          ├── InvalidArgumentError   an argument out of range (also a ValueError)
+          └── ArgumentTypeError      an argument of the wrong type (also a TypeError)
+
+Every error the library raises on purpose is one of these; the usage errors are also the
+builtin ``ValueError`` / ``TypeError`` a Python caller expects for a bad argument. The one
+exception is the mapping protocol: ``Schema[name]`` raises ``KeyError`` for an unknown field.
+The private C extension (``linkage._dicekernel``) raises builtin errors of its own; the public
+functions check their arguments before calling it.
 
 Every message names the field, row or expectation involved and never carries an identifier
 value (a name, a date of birth, an NHS number): putting one in an error is a data breach.
@@ -17,10 +26,9 @@ value (a name, a date of birth, an NHS number): putting one in an error is a dat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
+from numpy.typing import NDArray
 
 
 class JigsawError(Exception):
@@ -62,14 +70,24 @@ class ModelError(JigsawError):
     """A Fellegi-Sunter model could not be fitted or applied."""
 
 
-def as_float_array(value: object, name: str) -> np.typing.NDArray[np.float64]:
+class UsageError(JigsawError):
+    """A caller broke a function's contract: a setting or argument, never record data."""
+
+
+class InvalidArgumentError(UsageError, ValueError):
+    """An argument is outside its documented range."""
+
+
+class ArgumentTypeError(UsageError, TypeError):
+    """An argument has the wrong type."""
+
+
+def as_float_array(value: object, name: str) -> NDArray[np.float64]:
     """``np.asarray(value, float64)`` raising :class:`ModelError` that names ``name`` only.
 
     numpy's own ``ValueError`` quotes the offending element ("could not convert string to
     float: '<value>'"), which may be an identifier: never let it propagate.
     """
-    import numpy as np
-
     try:
         return np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

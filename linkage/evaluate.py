@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage.errors import ModelError
+from linkage.solve import pairs_from_labels
 
 __all__ = [
     "BlockingQuality",
@@ -244,8 +245,6 @@ def cluster_quality(predicted_labels: NDArray[Any], true_labels: NDArray[Any]) -
 
 def true_pairs_from_entities(entity: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Every pair i < j of records that carry the same ground-truth entity id (vectorised)."""
-    from linkage.solve import pairs_from_labels
-
     ids = np.asarray(entity)
     uniq, inverse = np.unique(ids, return_inverse=True)
     first_index = np.full(uniq.size, ids.size, dtype=np.int64)

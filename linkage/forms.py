@@ -246,7 +246,7 @@ def encode_date_hypotheses(
     rows: list[EncodedBatch] = []
     for name in hypothesis_fields(schema):
         spec = schema.field(name)
-        typed = _normalise_date(values.get(spec.input_name), schema.day_first)
+        typed = _normalise_date(values.get(spec.input_name), schema)
         if typed is None:
             continue
         for other in date_hypotheses(typed):
@@ -255,10 +255,12 @@ def encode_date_hypotheses(
     return concat_batches(rows) if rows else None
 
 
-def _normalise_date(value: str | None, day_first: bool) -> str | None:
+def _normalise_date(value: str | None, schema: Schema) -> str | None:
     """The canonical date, or None where it is missing or not a valid date."""
     try:
-        return normalise_date(value, field="date", day_first=day_first)
+        return normalise_date(
+            value, field="date", day_first=schema.day_first, years=schema.date_range
+        )
     except InvalidValueError:
         return None
 

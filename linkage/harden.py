@@ -1,84 +1,27 @@
 """Hardening transforms for packed Bloom filters: the last step of encoding on the node.
 
-Role in the pipeline: after :mod:`linkage.encode` has built a field-level or record-level
-filter batch, the node may harden it before publishing, so that an honest-but-curious matcher
-(who sees every encoding but never the key) learns less from bit patterns and frequencies.
-Every transform here takes and returns packed filter batches in the library-wide layout
-(C-contiguous ``uint64`` arrays of shape ``(n, words)``; bit ``i`` is bit ``i % 64`` of word
-``i // 64``) and is a deterministic function of (key, input): publishing the same record twice
-gives the same bytes, so re-sending a batch stays idempotent. Nothing here uses unseeded
-randomness, global state or I/O.
+Role: after :mod:`linkage.encode` has built a field-level or record-level filter batch, the
+node may harden it before publishing, so that an honest-but-curious matcher (who sees every
+encoding but never the key) learns less from bit patterns and frequencies.
 
-Transforms (paper symbols in brackets; ``m`` is the input width in bits):
+Transforms (paper symbols in the function docstrings): :func:`balance` (balanced filters,
+removes the popcount leak), :func:`diffuse` (keyed XOR diffusion), :func:`xor_fold` (XOR
+folding), :func:`blip` (randomised response per bit). Salting is not here but in
+:mod:`linkage.encode`, because it changes the tokens, not the filter.
 
-* :func:`balance` — balanced Bloom filters (Berger; Schnell & Borgs 2016, "Randomized response
-  and balanced Bloom filters for privacy preserving record linkage", ICDMW): append the
-  complement of the filter and apply a keyed permutation to all ``2m`` positions. Every output
-  has exactly ``m`` bits set, which removes the bit-count (popcount) leak.
-* :func:`xor_fold` — XOR folding (Schnell, Borgs & Encarnação 2016, "Hardening encrypted
-  patient names against cryptanalysis and pattern mining attacks"): first half of the bits XOR
-  second half; output width ``m / 2`` (needs an even number of words).
-* :func:`blip` — randomised response per bit, BLIP (Alaggan, Gambs & Kermarrec 2012;
-  Schnell & Borgs 2016): each bit is flipped with probability
-  ``f = 1 / (1 + exp(epsilon / 2))``: each published bit is randomised response on its true
-  bit, so a change of one input bit is (epsilon / 2)-indistinguishable, and a value change
-  that alters ``d`` bits is (d * epsilon / 2)-indistinguishable (the per-bit accounting of those
-  papers).
-  The noise is a keyed function of the filter's own bytes (see "Keyed randomness"), so the
-  same input always gives the same output and different inputs get independent noise.
-* :func:`diffuse` — the keyed diffusion layer of Armknecht, Heng, Schnell et al. 2023
-  ("Strengthening privacy-preserving record linkage using diffusion", PoPETs 2023 (2)): output
-  bit ``j`` is the XOR of the ``t`` input bits at positions ``table[j, 0..t-1]`` (``t``
-  distinct positions per output bit, a fixed table chosen keyed-randomly).
+Invariants:
 
-Salting is not here but in :mod:`linkage.encode` (a field's ``salt``), because it changes the
-tokens, not the filter: every token of the field is prefixed with the value of a stable
-attribute (the shipped child schema salts the names with the full date of birth), so equal
-names of people born on different days give unrelated filters and the frequency alignment
-of Christen et al. (2017-2018) meets flat (name, salt) groups instead of the name
-distribution. Salt tags (also in :mod:`linkage.encode`) let the matcher compare a salted field
-only where the salt agrees, so a typo in the salt makes the name "not compared", not
-"disagrees".
-
-:func:`harden_filters` applies the enabled transforms in this fixed order::
-
-    balance -> diffusion -> xor_fold -> BLIP
-
-Why this order: balancing must see the raw filter (the complement of the raw bits is what
-flattens the popcount); diffusion then mixes the balanced bits so that no published bit equals
-a single token position; folding after diffusion compresses the mixed bits (folding first
-would let two token positions cancel before they are mixed); BLIP comes last because any
-deterministic step after a randomised-response step is post-processing: putting it last makes
-the published filter exactly the output of the randomised-response mechanism, which is the
-setting its privacy argument is made in.
-
-Keys (the compatibility contract between agencies; a change alters every encoding)::
-
-    subkey(key, name) = HMAC-SHA256(key, b"jigsaw/harden/v1/" + name)
-    stream(subkey)    = HMAC-SHA256(subkey, uint64_le(0)) || HMAC-SHA256(subkey, uint64_le(1))
-                        || ..., read as little-endian uint64 words w[0], w[1], ...
-
-with ``name`` one of ``balance``, ``diffusion``, ``blip``. ``key`` is the 32-byte
-``KeySet.key("harden", subject)`` with subject the field name for a field-level filter and
-``"record"`` for the record-level filter.
-
-* Permutation (balance), over ``P = 2m`` positions: sort positions ``i = 0..P-1`` by
-  ``(w[i], i)`` ascending (``stream(subkey(key, "balance"))``); output bit ``j`` is input bit
-  ``perm[j]`` of the ``(filter || complement)`` concatenation.
-* Diffusion table (``stream(subkey(key, "diffusion" + "/t=<t>/in=<m>/out=<out_bits>"))``):
-  for output bits ``j = 0, 1, ...`` in order, take the next stream words, reduce each modulo
-  ``m``, and keep a position unless it is already in row ``j``, until the row has ``t``
-  positions.
-* BLIP ("Keyed randomness"): per row, ``seed = uint64_le(HMAC-SHA256(subkey(key, "blip"),
-  row bytes)[0:8])`` over the row's ``words * 8`` little-endian bytes. The random words of the
-  row are splitmix64 in counter mode: ``z_c = mix(seed + c * 0x9E3779B97F4A7C15 mod 2^64)``
-  for ``c = 1, 2, ...`` with ``mix(z) = z ^ z>>30 * 0xBF58476D1CE4E5B9; z ^ z>>27 *
-  0x94D049BB133111EB; z ^ z>>31`` (Steele et al. 2014). Bit ``i`` is flipped when its 16-bit
-  lane ``(z_{i//4 + 1} >> (16 * (i % 4))) & 0xFFFF`` is below ``round(f * 65536)``; ``f`` is
-  thereby quantised to 1/65536. One HMAC per row (about a microsecond) gives a 64-bit secret
-  seed; the expansion is vectorised over the whole batch. splitmix64 is not a cryptographic
-  generator: its security rests on the 64-bit seed being a secret PRF output per distinct
-  filter, and the matcher sees only the flipped filter, never a random word.
+* Every transform takes and returns packed batches in the library-wide layout (C-contiguous
+  ``uint64`` arrays ``(n, words)``; bit ``i`` is bit ``i % 64`` of word ``i // 64``).
+* Every transform is a deterministic function of (key, input): publishing the same record
+  twice gives the same bytes. No unseeded randomness, global state or I/O.
+* Keyed material comes from ``subkey(key, name) = HMAC-SHA256(key, b"jigsaw/harden/v1/" +
+  name)`` (:func:`_subkey`, :func:`_stream_words`); ``key`` is ``KeySet.key("harden",
+  subject)`` with subject the field name, or ``"record"`` for the record filter. These
+  derivations are the compatibility contract between agencies: a change alters every encoding.
+* :func:`harden_filters` applies the enabled transforms in the fixed order
+  ``balance -> diffusion -> xor_fold -> BLIP`` (why: see its docstring).
+* The C loops (``_dicekernel``) are held to the plain ``*_reference`` functions at the end.
 """
 
 from __future__ import annotations
@@ -90,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import linkage._dicekernel as _dicekernel
-from linkage.errors import FilterFormatError, KeyMaterialError
+from linkage.errors import FilterFormatError, InvalidArgumentError, KeyMaterialError
 from linkage.keys import KeySet
 from linkage.schema import Hardening
 
@@ -138,11 +81,15 @@ def _check_batch(filters: object, name: str = "filters") -> NDArray[np.uint64]:
 
 
 def _subkey(key: bytes, name: str) -> bytes:
+    """``HMAC-SHA256(key, b"jigsaw/harden/v1/" + name)``, ``name`` one of ``balance``,
+    ``blip``, ``diffusion/t=<t>/in=<m>/out=<out_bits>``."""
     return hmac.digest(key, _LABEL_PREFIX + name.encode("ascii"), "sha256")
 
 
 def _stream_words(subkey: bytes, count: int, start_block: int = 0) -> NDArray[np.uint64]:
-    """``count`` keyed uint64 words from HMAC-SHA256 in counter mode (see module docstring)."""
+    """``count`` keyed uint64 words from HMAC-SHA256 in counter mode: ``HMAC-SHA256(subkey,
+    uint64_le(0)) || HMAC-SHA256(subkey, uint64_le(1)) || ...`` read as little-endian uint64
+    words, starting at block ``start_block``."""
     blocks = (count + 3) // 4
     raw = b"".join(
         hmac.digest(subkey, block.to_bytes(8, "little"), "sha256")
@@ -174,7 +121,11 @@ def splitmix64_mix(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
 
 
 def keyed_permutation(key: bytes, positions: int) -> NDArray[np.int64]:
-    """The balance permutation of ``positions`` bit positions under ``key`` (see docstring)."""
+    """The balance permutation of ``positions`` bit positions under ``key``.
+
+    Positions ``i = 0..P-1`` sorted by ``(w[i], i)`` ascending, ``w`` the words of
+    ``stream(subkey(key, "balance"))``; output bit ``j`` is input bit ``perm[j]``.
+    """
     words = _stream_words(_subkey(_check_key(key), "balance"), positions)
     return np.lexsort((np.arange(positions, dtype=np.int64), words)).astype(np.int64)
 
@@ -183,7 +134,10 @@ def balance(filters: NDArray[np.uint64], key: bytes) -> NDArray[np.uint64]:
     """Balanced filters: ``(n, words) -> (n, 2 * words)`` with exactly ``64 * words`` bits set.
 
     The filter is concatenated with its complement and all ``2m`` positions are permuted by a
-    keyed permutation (Schnell & Borgs 2016, after Berger's balanced codes).
+    keyed permutation (:func:`keyed_permutation`; Berger's balanced codes; Schnell & Borgs
+    2016, "Randomized response and balanced Bloom filters for privacy preserving record
+    linkage", ICDMW). Every output has exactly ``m`` bits set, which removes the bit-count
+    (popcount) leak.
     """
     batch = _check_batch(filters)
     words = batch.shape[1]
@@ -200,7 +154,8 @@ def xor_fold(filters: NDArray[np.uint64]) -> NDArray[np.uint64]:
     """XOR folding: ``(n, words) -> (n, words / 2)``, first half XOR second half of the bits.
 
     Output bit ``i`` is input bit ``i`` XOR input bit ``i + m/2`` (Schnell, Borgs & Encarnação
-    2016). Needs an even number of words so that the output keeps whole uint64 words.
+    2016, "Hardening encrypted patient names against cryptanalysis and pattern mining
+    attacks"). Needs an even number of words so that the output keeps whole uint64 words.
     """
     batch = _check_batch(filters)
     words = batch.shape[1]
@@ -215,7 +170,7 @@ def xor_fold(filters: NDArray[np.uint64]) -> NDArray[np.uint64]:
 def blip_flip_probability(epsilon: float) -> float:
     """BLIP flip probability ``f = 1 / (1 + exp(epsilon / 2))`` (0.5 at epsilon 0)."""
     if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not epsilon >= 0:
-        raise ValueError("epsilon: expected a number >= 0")
+        raise InvalidArgumentError("epsilon: expected a number >= 0")
     if epsilon / 2 > 700:
         return 0.0
     return 1.0 / (1.0 + math.exp(epsilon / 2))
@@ -232,7 +187,17 @@ def _row_seeds(batch: NDArray[np.uint64], subkey: bytes) -> NDArray[np.uint64]:
 
 
 def blip_flip_mask(filters: NDArray[np.uint64], epsilon: float, key: bytes) -> NDArray[np.uint64]:
-    """The packed mask of bits :func:`blip` flips (exposed for tests and measurement)."""
+    """The packed mask of bits :func:`blip` flips (exposed for tests and measurement).
+
+    Keyed randomness: per row, ``seed = uint64_le(HMAC-SHA256(subkey(key, "blip"), row
+    bytes)[0:8])`` over the row's ``words * 8`` little-endian bytes. The row's random words are
+    splitmix64 in counter mode: ``z_c = mix(seed + c * 0x9E3779B97F4A7C15 mod 2^64)`` for
+    ``c = 1, 2, ...`` (:func:`splitmix64_mix`; Steele et al. 2014). Bit ``i`` is flipped when
+    its 16-bit lane ``(z_{i//4 + 1} >> (16 * (i % 4))) & 0xFFFF`` is below ``round(f *
+    65536)``; ``f`` is thereby quantised to 1/65536. splitmix64 is not a cryptographic
+    generator: its security rests on the 64-bit seed being a secret PRF output per distinct
+    filter, and the matcher sees only the flipped filter, never a random word.
+    """
     batch = _check_batch(filters)
     subkey = _subkey(_check_key(key), "blip")
     threshold = U64(round(blip_flip_probability(epsilon) * (1 << _LANE_BITS)))
@@ -264,20 +229,30 @@ def blip_flip_mask_reference(
 def blip(filters: NDArray[np.uint64], epsilon: float, key: bytes) -> NDArray[np.uint64]:
     """Randomised response per bit with ``f = 1/(1+e^(epsilon/2))``; same shape as the input.
 
-    Deterministic in (key, filter bytes): identical filters get identical noise (idempotent
-    publishing), different filters independent noise (see "Keyed randomness" above).
+    BLIP (Alaggan, Gambs & Kermarrec 2012; Schnell & Borgs 2016): each published bit is
+    randomised response on its true bit, so a change of one input bit is
+    (epsilon / 2)-indistinguishable, and a value change that alters ``d`` bits is
+    (d * epsilon / 2)-indistinguishable. Deterministic in (key, filter bytes): identical
+    filters get identical noise (idempotent publishing), different filters independent noise
+    (:func:`blip_flip_mask`).
     """
     batch = _check_batch(filters)
     return np.ascontiguousarray(batch ^ blip_flip_mask(batch, epsilon, key))
 
 
 def diffusion_table(key: bytes, t: int, in_bits: int, out_bits: int) -> NDArray[np.int64]:
-    """The keyed ``(out_bits, t)`` table of input positions XORed into each output bit."""
+    """The keyed ``(out_bits, t)`` table of input positions XORed into each output bit.
+
+    From ``stream(subkey(key, "diffusion/t=<t>/in=<in_bits>/out=<out_bits>"))``: for output
+    bits ``j = 0, 1, ...`` in order, take the next stream words, reduce each modulo
+    ``in_bits``, and keep a position unless it is already in row ``j``, until the row has
+    ``t`` positions.
+    """
     subkey_bytes = _check_key(key)
     if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-        raise ValueError("t: expected an integer >= 1")
+        raise InvalidArgumentError("t: expected an integer >= 1")
     if t > in_bits:
-        raise ValueError(f"t: expected at most the input width ({in_bits} bits)")
+        raise InvalidArgumentError(f"t: expected at most the input width ({in_bits} bits)")
     subkey = _subkey(subkey_bytes, f"diffusion/t={t}/in={in_bits}/out={out_bits}")
     table = np.empty((out_bits, t), dtype=np.int64)
     pool = _stream_words(subkey, 4 * out_bits * t)
@@ -306,7 +281,11 @@ def diffuse(
     *,
     keys: KeySet | None = None,
 ) -> NDArray[np.uint64]:
-    """Keyed diffusion: output bit ``j`` = XOR of ``t`` input bits (Armknecht et al. 2023).
+    """Keyed diffusion: output bit ``j`` = XOR of ``t`` input bits.
+
+    The diffusion layer of Armknecht, Heng, Schnell et al. 2023 ("Strengthening
+    privacy-preserving record linkage using diffusion", PoPETs 2023 (2)): output bit ``j`` is
+    the XOR of the input bits at ``table[j, 0..t-1]`` (:func:`diffusion_table`).
 
     ``(n, words) -> (n, out_bits / 64)``; ``out_bits`` defaults to the input width and must be
     a positive multiple of 64.
@@ -320,7 +299,7 @@ def diffuse(
     def make() -> NDArray[np.int64]:
         return np.ascontiguousarray(diffusion_table(key, t, in_bits, width))
 
-    # With ``keys`` the table is built once per KeySet (~1 ms of HMAC per 1024-bit table).
+    # With ``keys`` the table (an HMAC stream per output bit) is built once per KeySet.
     table = make() if keys is None else keys.derived(("diffusion", key, t, in_bits, width), make)
     out = np.empty((batch.shape[0], width // 64), dtype=U64)
     _dicekernel.diffuse(np.ascontiguousarray(batch), table, out)  # C loop, GIL released
@@ -356,12 +335,20 @@ def harden_filters(
     ``key`` is ``KeySet.key("harden", subject)`` (the field name, or ``"record"``). The output
     width is :func:`hardened_bits` of the input width; with every option off the input is
     returned unchanged (as a contiguous array).
+
+    Why this order: balancing must see the raw filter (the complement of the raw bits is what
+    flattens the popcount); diffusion then mixes the balanced bits so that no published bit
+    equals a single token position; folding after diffusion compresses the mixed bits (folding
+    first would let two token positions cancel before they are mixed); BLIP comes last because
+    any deterministic step after a randomised-response step is post-processing: putting it
+    last makes the published filter exactly the output of the randomised-response mechanism,
+    which is the setting its privacy argument is made in.
     """
     batch = _check_batch(filters)
     hardened_bits(64 * batch.shape[1], options)  # validates the widths up front
     _check_key(key)
     if options.blip_epsilon < 0 or options.diffusion_t < 0:
-        raise ValueError("hardening options: blip_epsilon and diffusion_t must be >= 0")
+        raise InvalidArgumentError("hardening options: blip_epsilon and diffusion_t must be >= 0")
     out = batch
     if options.balance:
         out = balance(out, key)

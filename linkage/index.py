@@ -29,8 +29,8 @@ blocking tokens changed moves to a new slot and its old slot dies. Dead slots ar
 from every permutation at the next compaction and only then reused. This keeps the index at
 roughly
 ``sum(field filter bytes) + record filter bytes + 4·rules + 4·(rules + 2) + 18`` bytes per
-record (362 bytes for the default child schema), popcounts of the record filters
-included (the scan is twice as slow counting them itself). Nothing else is stored per
+record, popcounts of the record filters included (kept because counting them on every
+scan costs more than storing them). Nothing else is stored per
 record: the references' 64-bit lookup keys are computed from the references when a
 bisection probes them.
 
@@ -41,19 +41,14 @@ its record's other form is the comparison that counts; the index does not know w
 are forms of one record, the matcher merges them); then it adds the
 ``scan_top_k`` slots whose record-level filter is most similar to the query's (a full scan
 with the fast Dice kernel, which catches records whose every blocking token is damaged) and
-scores those it did not have. The scan is the one cost that grows with the index (about 4 ms
-of CPU a lookup at a million records, a little over half a millisecond at 200 k).
+scores those it did not have. The scan is the one cost that grows with the index.
 
 Skipping the scan: with ``confident_probability`` set (the matcher passes
-``CONFIDENT_PROBABILITY``, 0.95, and ``CONFIDENT_CANDIDATES``, 1), the scan runs only when no
+``CONFIDENT_PROBABILITY`` and ``CONFIDENT_CANDIDATES``), the scan runs only when no
 blocking candidate already reaches that probability: a lookup whose child blocking found
 needs no safety net, and a lookup that found nothing (a child held once, or damaged tokens)
-still gets it. Skipping can only remove candidates; measured, it removes none
-(``python -m benchmarks.scan_value --children 100000 --lookups 1500``: 225,936 records,
-1,500 lookups of children held twice or more, the same record-level recall 0.9735 with
-the scan always, never, or unless one candidate is confident; every lookup that missed all
-the child's other records missed them because the model itself scores them below 0.5, which
-no retrieval step can change), at a quarter of the time (median 0.38 ms against 1.46 ms).
+still gets it. Skipping can only remove candidates, and only from lookups whose child is
+already found with confidence (``benchmarks.scan_value`` compares the three settings).
 ``confident_probability=None`` (the library default) scans on every lookup.
 
 Concurrency: one re-entrant lock guards every mutation. A lookup holds it only to find the

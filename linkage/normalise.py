@@ -1,39 +1,28 @@
 """Normalisation: raw identifier strings to canonical values, before tokenisation.
 
-Role in the pipeline: ``schema -> normalise -> encode``. Every field value an agency holds
-(as typed into police, health, school and social-care systems in England) passes through one
-of the normalisers below before it is tokenised and hashed, so that two agencies holding
-"Dr José O'Brien" and "JOSE OBRIEN" produce the same tokens. The functions are pure,
-deterministic and Unicode-aware (NFKC, then ``anyascii`` transliteration: letters are
-transliterated, never dropped, so José -> jose and Müller -> muller).
+Role: ``schema -> normalise -> encode``. Every field value an agency holds passes through one
+of these normalisers before it is tokenised and hashed, so that two agencies holding "Dr José
+O'Brien" and "JOSE OBRIEN" produce the same tokens. ``NORMALISERS`` maps the schema's kind to
+its function, each ``normalise_x(raw, *, field, day_first=True, years=DATE_RANGE) -> str |
+None`` (``day_first`` and ``years`` are read by :func:`normalise_date` only).
 
-Versioning
-    ``NORMALISATION_VERSION`` is part of the schema fingerprint. Any change of output for any
-    input (a new title, a new particle, a new date form, a different rejection) MUST bump it
-    and the golden vectors in ``tests/golden/normalise.json``, because two agencies that
-    normalise differently produce encodings that silently fail to match.
+Invariants:
 
-Missing values
-    Every normaliser returns ``None`` for a missing value: ``None``, a float NaN (what pandas
-    puts in an empty cell), the empty string, whitespace, and the null markers in
-    ``NULL_MARKERS`` (compared case-insensitively after stripping and collapsing whitespace).
-    A value whose *canonical form* is a null marker ("N.A." -> "na", "Not-known" ->
-    "not known") is missing too; this also keeps every normaliser idempotent.
+* Pure, deterministic, idempotent and Unicode-aware (NFKC, then ``anyascii``: letters are
+  transliterated, never dropped, so José -> jose and Müller -> muller).
+* Missing is ``None``: ``None``, NaN, empty or blank text, a null marker
+  (:data:`NULL_MARKERS`), or a value whose canonical form is one ("N.A." -> "na").
+* A present value that cannot be normalised raises
+  :class:`linkage.errors.InvalidValueError` naming the field and the expectation, never the
+  value; the caller decides whether to count it as missing.
+* :data:`NORMALISATION_VERSION` is part of the schema fingerprint: any change of output for
+  any input bumps it and the golden vectors (``tests/golden/normalise.json``), because two
+  agencies that normalise differently produce encodings that silently fail to match.
 
-Invalid values
-    A present value that cannot be normalised raises
-    :class:`linkage.errors.InvalidValueError` naming the field and the expectation, never
-    the value; the caller decides whether to count it as missing.
+Canonical forms::
 
-Uniform signature
-    Every normaliser is ``normalise_x(raw, *, field, day_first=True) -> str | None``;
-    ``day_first`` is only read by :func:`normalise_date`. ``NORMALISERS`` maps the schema's
-    normalisation kind ("name", "date", "postcode", "nhs_number", "sex", "text", "exact") to
-    the function.
-
-Canonical forms
     name        lowercase ASCII letters, parts separated by single spaces ("vanderberg mary")
-    date        ISO 8601 calendar date "YYYY-MM-DD", year 1900-2100
+    date        ISO 8601 calendar date "YYYY-MM-DD", year in the schema's date_range
     postcode    uppercase outward code, one space, inward code ("SW1A 1AA")
     nhs_number  ten ASCII digits, no separators, valid modulus-11 check digit
     sex         "m", "f" or "x"
@@ -55,6 +44,7 @@ from anyascii import anyascii
 from linkage.errors import InvalidValueError
 
 __all__ = [
+    "DATE_RANGE",
     "NAME_PARTICLES",
     "NAME_TITLES",
     "NORMALISATION_VERSION",
@@ -62,6 +52,7 @@ __all__ = [
     "NULL_MARKERS",
     "PLACEHOLDER_DATES",
     "Normaliser",
+    "YearRange",
     "date_parts",
     "is_valid_nhs_number",
     "name_parts",
@@ -80,6 +71,13 @@ __all__ = [
 
 NORMALISATION_VERSION: Final = 1
 """Version of every rule in this module; bump it on any change of output for any input."""
+
+YearRange = tuple[int, int]
+"""The first and last year a date may have, both included."""
+
+DATE_RANGE: Final[YearRange] = (1900, 2100)
+"""The plausible years of a date unless the schema says otherwise (``[schema] date_range``):
+a date of birth outside them is a keying error, not a child."""
 
 NULL_MARKERS: Final = frozenset({"null", "none", "n/a", "na", "unknown", "not known", "-", "?"})
 """Values (lowercased, stripped, whitespace collapsed) that mean "missing"."""
@@ -101,7 +99,9 @@ NAME_PARTICLES: Final = frozenset(
 class Normaliser(Protocol):
     """The uniform signature of every normaliser in ``NORMALISERS``."""
 
-    def __call__(self, raw: str | None, *, field: str, day_first: bool = True) -> str | None: ...
+    def __call__(
+        self, raw: str | None, *, field: str, day_first: bool = True, years: YearRange = DATE_RANGE
+    ) -> str | None: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +155,9 @@ _LEADING_DOTTED_TITLE_RE: Final = re.compile(
 _JOINING_MARKS: Final = str.maketrans({"\u00b7": None, "\u0387": None, "\u2027": None})
 
 
-def normalise_name(raw: str | None, *, field: str, day_first: bool = True) -> str | None:
+def normalise_name(
+    raw: str | None, *, field: str, day_first: bool = True, years: YearRange = DATE_RANGE
+) -> str | None:
     """Return a given or middle name as lowercase ASCII letters, parts separated by spaces.
 
     The same steps as :func:`normalise_family_name` except that name particles are NOT
@@ -165,7 +167,9 @@ def normalise_name(raw: str | None, *, field: str, day_first: bool = True) -> st
     return _normalise_person_name(raw, field=field, glue_particles=False)
 
 
-def normalise_family_name(raw: str | None, *, field: str, day_first: bool = True) -> str | None:
+def normalise_family_name(
+    raw: str | None, *, field: str, day_first: bool = True, years: YearRange = DATE_RANGE
+) -> str | None:
     """Return a family name as lowercase ASCII letters, parts separated by single spaces.
 
     Steps: NFKC and ``anyascii`` transliteration (José -> jose, Straße -> strasse,
@@ -231,8 +235,6 @@ def name_parts(normalised: str) -> tuple[str, ...]:
 # dates
 
 _DATE_EXPECTATION: Final = "unparseable date (expected ISO YYYY-MM-DD, DD/MM/YYYY or DD-Mon-YYYY)"
-_MIN_YEAR: Final = 1900
-_MAX_YEAR: Final = 2100
 
 _MONTHS: Final[Mapping[str, int]] = MappingProxyType(
     {
@@ -277,10 +279,11 @@ def _is_leap_year(year: int) -> bool:
     return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
 
 
-def _iso_date(year: int, month: int, day: int, field: str) -> str:
+def _iso_date(year: int, month: int, day: int, field: str, years: YearRange) -> str:
     """Validate a calendar date and format it as YYYY-MM-DD."""
-    if not _MIN_YEAR <= year <= _MAX_YEAR:
-        raise InvalidValueError(field, f"year outside the plausible range {_MIN_YEAR}-{_MAX_YEAR}")
+    first, last = years
+    if not first <= year <= last:
+        raise InvalidValueError(field, f"year outside the plausible range {first}-{last}")
     if not 1 <= month <= 12:
         raise InvalidValueError(field, "no such calendar date (month must be 1-12)")
     last_day = 29 if month == 2 and _is_leap_year(year) else _DAYS_IN_MONTH[month - 1]
@@ -299,7 +302,9 @@ def _four_digit_year(digits: str, field: str) -> int:
     raise InvalidValueError(field, _DATE_EXPECTATION)
 
 
-def normalise_date(raw: str | None, *, field: str, day_first: bool = True) -> str | None:
+def normalise_date(
+    raw: str | None, *, field: str, day_first: bool = True, years: YearRange = DATE_RANGE
+) -> str | None:
     """Return a date as ISO "YYYY-MM-DD".
 
     Accepted forms (case-insensitive, surrounding whitespace ignored):
@@ -316,7 +321,8 @@ def normalise_date(raw: str | None, *, field: str, day_first: bool = True) -> st
 
     Two-digit years ("2-mar-14", "02/03/14") are rejected with their own reason rather than
     guessed: for children's dates of birth a wrong century guess links the wrong people.
-    The date must exist in the calendar (no 31 February) and 1900 <= year <= 2100.
+    The date must exist in the calendar (no 31 February) and its year lie in ``years`` (the
+    schema's ``date_range``, :data:`DATE_RANGE` by default).
     """
     present = _present_text(raw, field)
     if present is None:
@@ -324,7 +330,7 @@ def normalise_date(raw: str | None, *, field: str, day_first: bool = True) -> st
     text = unicodedata.normalize("NFKC", present).lower()
 
     if match := _ISO_DATE_RE.fullmatch(text):
-        return _iso_date(int(match["year"]), int(match["month"]), int(match["day"]), field)
+        return _iso_date(int(match["year"]), int(match["month"]), int(match["day"]), field, years)
     if match := _NUMERIC_DATE_RE.fullmatch(text):
         year = _four_digit_year(match["year"], field)
         first, second = int(match["first"]), int(match["second"])
@@ -334,13 +340,13 @@ def normalise_date(raw: str | None, *, field: str, day_first: bool = True) -> st
             day, month = first, second
         else:
             month, day = first, second
-        return _iso_date(year, month, day, field)
+        return _iso_date(year, month, day, field, years)
     if match := _COMPACT_DATE_RE.fullmatch(text):
-        return _iso_date(int(match["year"]), int(match["month"]), int(match["day"]), field)
+        return _iso_date(int(match["year"]), int(match["month"]), int(match["day"]), field, years)
     for pattern in (_DAY_MONTH_NAME_RE, _MONTH_NAME_DAY_RE):
         if match := pattern.fullmatch(text):
             year = _four_digit_year(match["year"], field)
-            return _iso_date(year, _MONTHS[match["month"]], int(match["day"]), field)
+            return _iso_date(year, _MONTHS[match["month"]], int(match["day"]), field, years)
     raise InvalidValueError(field, _DATE_EXPECTATION)
 
 
@@ -371,7 +377,9 @@ _NORMALISED_POSTCODE_RE: Final = re.compile(
 )
 
 
-def normalise_postcode(raw: str | None, *, field: str, day_first: bool = True) -> str | None:
+def normalise_postcode(
+    raw: str | None, *, field: str, day_first: bool = True, years: YearRange = DATE_RANGE
+) -> str | None:
     """Return a UK postcode as "OUTWARD INWARD" in upper case ("sw1a1aa" -> "SW1A 1AA").
 
     All whitespace is removed, then one space is inserted before the last three characters;
@@ -462,7 +470,9 @@ def is_valid_nhs_number(s: str) -> bool:
     return _nhs_problem(_strip_nhs_separators(s)) is None
 
 
-def normalise_nhs_number(raw: str | None, *, field: str, day_first: bool = True) -> str | None:
+def normalise_nhs_number(
+    raw: str | None, *, field: str, day_first: bool = True, years: YearRange = DATE_RANGE
+) -> str | None:
     """Return an NHS number as ten digits ("943 476 5919" -> "9434765919").
 
     Spaces and hyphens are removed; the rest must be 10 digits whose last digit is the
@@ -508,7 +518,9 @@ tell): a lookup's date hypotheses include them (:func:`linkage.forms.date_hypoth
 FINITE_VALUES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({"sex": SEX_VALUES})
 
 
-def normalise_sex(raw: str | None, *, field: str, day_first: bool = True) -> str | None:
+def normalise_sex(
+    raw: str | None, *, field: str, day_first: bool = True, years: YearRange = DATE_RANGE
+) -> str | None:
     """Return "m", "f" or "x" from a recorded sex.
 
     M/Male/1/Boy -> "m"; F/Female/2/Girl -> "f"; X/Indeterminate/I/Intersex/Other -> "x";
@@ -533,7 +545,9 @@ def normalise_sex(raw: str | None, *, field: str, day_first: bool = True) -> str
 _NON_ALNUM_RE: Final = re.compile(r"[^a-z0-9]+")
 
 
-def normalise_text(raw: str | None, *, field: str, day_first: bool = True) -> str | None:
+def normalise_text(
+    raw: str | None, *, field: str, day_first: bool = True, years: YearRange = DATE_RANGE
+) -> str | None:
     """Return generic text (addresses, suburbs) as lowercase ASCII letters and digits.
 
     NFKC, ``anyascii`` transliteration, lowercase, every run of other characters (punctuation,
@@ -548,7 +562,9 @@ def normalise_text(raw: str | None, *, field: str, day_first: bool = True) -> st
     return result
 
 
-def normalise_exact(raw: str | None, *, field: str, day_first: bool = True) -> str | None:
+def normalise_exact(
+    raw: str | None, *, field: str, day_first: bool = True, years: YearRange = DATE_RANGE
+) -> str | None:
     """Return an identifier stripped, whitespace collapsed to single spaces, and lowercased.
 
     For identifiers compared exactly (FEBRL soc_sec_id, street numbers). NFKC is applied

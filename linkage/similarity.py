@@ -24,7 +24,7 @@ bounded chunks; no ``n x m`` score matrix is ever allocated.
 
 Errors: malformed filters, popcounts or indices raise ``FilterFormatError`` naming the
 argument and the expectation (shapes and dtypes only, never filter contents). Bad settings
-(``threshold``, ``top_k``, ``threads``) raise ``ValueError`` or ``TypeError``.
+(``threshold``, ``top_k``, ``threads``) raise ``InvalidArgumentError`` or ``ArgumentTypeError``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import linkage._dicekernel as _dicekernel
-from linkage.errors import FilterFormatError
+from linkage.errors import ArgumentTypeError, FilterFormatError, InvalidArgumentError
 
 __all__ = [
     "dice_many_to_many",
@@ -144,10 +144,12 @@ def _check_indices(value: object, name: str) -> IndexArray:
 
 def _check_threshold(threshold: object) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold: expected a real number, got {type(threshold).__name__}")
+        raise ArgumentTypeError(
+            f"threshold: expected a real number, got {type(threshold).__name__}"
+        )
     value = float(threshold)
     if not (0.0 <= value <= 1.0):
-        raise ValueError("threshold: expected a number in [0, 1]")
+        raise InvalidArgumentError("threshold: expected a number in [0, 1]")
     return value
 
 
@@ -155,24 +157,24 @@ def _check_top_k(top_k: object) -> int | None:
     if top_k is None:
         return None
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
-        raise TypeError(f"top_k: expected None or an int, got {type(top_k).__name__}")
+        raise ArgumentTypeError(f"top_k: expected None or an int, got {type(top_k).__name__}")
     if int(top_k) < 1:
-        raise ValueError("top_k: expected None or an int >= 1")
+        raise InvalidArgumentError("top_k: expected None or an int >= 1")
     return int(top_k)
 
 
 def _check_threads(threads: object) -> int:
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
-        raise TypeError(f"threads: expected an int, got {type(threads).__name__}")
+        raise ArgumentTypeError(f"threads: expected an int, got {type(threads).__name__}")
     if int(threads) < 1:
-        raise ValueError("threads: expected an int >= 1")
+        raise InvalidArgumentError("threads: expected an int >= 1")
     return int(threads)
 
 
 def _kernel_id(kernel: str | None) -> int:
     name = kernel_name() if kernel is None else kernel
     if name not in _available_kernels():
-        raise ValueError(f"kernel: expected one of {_available_kernels()}, got {name!r}")
+        raise InvalidArgumentError(f"kernel: expected one of {_available_kernels()}, got {name!r}")
     return _KERNEL_IDS[name]
 
 

@@ -304,7 +304,7 @@ def splitmix64_finalise(value: int) -> int:
 def lsh_keys_reference(
     filters: NDArray[np.uint64], bands: int, bits_per_band: int, seed: int
 ) -> list[list[int]]:
-    """The key format of the module docstring, restated with Python integers."""
+    """The key format of lsh_keys' docstring, restated with Python integers."""
     positions = lsh_bit_positions(
         filters.shape[1] * 64, bands=bands, bits_per_band=bits_per_band, seed=seed
     )

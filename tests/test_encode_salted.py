@@ -154,7 +154,7 @@ def test_shipped_filters_golden(golden_batch: EncodedBatch, expected: dict[str, 
 
 
 def documented_tag(keys: KeySet, source: str, message: str) -> int:
-    """The salt tag as the encode module docstring specifies it, computed independently."""
+    """The salt tag as EncodedBatch's docstring specifies it, computed independently."""
     key = derive_key(keys.secret, purpose="salt", subject=source, key_version=keys.key_version)
     return int.from_bytes(hmac.digest(key, message.encode("utf-8"), "sha256")[:8], "little") or 1
 

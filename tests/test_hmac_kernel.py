@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage.encode import (
-    _TokenBlob,
-    _tokens64,
     token64_reference,
     token_positions,
     token_positions_reference,
 )
+from linkage.encode.encoder import _TokenBlob
+from linkage.encode.hashing import _tokens64
 
 # RFC 4231 section 4 inputs (test cases 1-4, 6, 7); expected values come from Python's hmac
 RFC4231 = [

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from linkage import forms, pipeline, scoring, similarity
 from linkage.compare import compare_fields
 from linkage.encode import EncodedBatch, encode_records
-from linkage.errors import FilterFormatError, IncompatibleEncodingError
+from linkage.errors import FilterFormatError, IncompatibleEncodingError, ModelError
 from linkage.index import (
     CONFIDENT_PROBABILITY,
     IndexedCandidate,
@@ -351,7 +351,7 @@ def test_invalid_schema_levels_still_raise_scoring_s_error(
     batch = dataclasses.replace(encoded[0].take([0]), schema_fingerprint=schema.fingerprint())
     index = MatchIndex(schema, key_version=1)
     index.upsert("health", refs(1), batch)
-    with pytest.raises(scoring.ModelError, match="strictly descending"):
+    with pytest.raises(ModelError, match="strictly descending"):
         index.query(batch, model)
 
 

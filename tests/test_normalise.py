@@ -396,3 +396,11 @@ def test_canary_property(kind: str, before: str, after: str) -> None:
         NORMALISERS[kind](before + CANARY + after, field="canary_field")
     except InvalidValueError as error:
         _assert_no_canary(error, CANARY)
+
+
+def test_normalise_date_reads_the_years_it_is_given() -> None:
+    assert normalise_date("1890-05-06", field="dob", years=(1850, 2100)) == "1890-05-06"
+    with pytest.raises(InvalidValueError, match="plausible range 1900-2100"):
+        normalise_date("1890-05-06", field="dob")
+    with pytest.raises(InvalidValueError, match="plausible range 2000-2020"):
+        normalise_date("21/07/2021", field="dob", years=(2000, 2020))

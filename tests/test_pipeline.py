@@ -17,6 +17,7 @@ from linkage.encode import EncodedBatch, concat_batches, encode_records
 from linkage.errors import ModelError
 from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
+from linkage.pipeline import candidates, fitting
 from linkage.schema import Schema, default_child_schema
 from tests.schemas import DATE_SALTED
 
@@ -53,7 +54,7 @@ def test_compare_pairs_in_chunks_equals_one_pass(
     combined = concat_batches(population[0])
     pairs = pipeline.candidate_pairs(combined, None, pipeline.LinkageOptions())
     whole = pipeline.compare_pairs(SCHEMA, combined, combined, pairs.left, pairs.right)
-    monkeypatch.setattr(pipeline, "COMPARE_CHUNK_PAIRS", 1000)
+    monkeypatch.setattr(candidates, "COMPARE_CHUNK_PAIRS", 1000)
     chunked = pipeline.compare_pairs(SCHEMA, combined, combined, pairs.left, pairs.right)
     assert len(pairs) > 2000 and np.array_equal(whole, chunked)  # several chunks
 
@@ -226,7 +227,7 @@ def test_u_of_a_field_salted_with_the_full_date_of_birth_is_fitted_by_em(
         calls.append(tuple(args[5]))  # type: ignore[arg-type]
         return em(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "salted_u_by_em", spy)
+    monkeypatch.setattr(fitting, "salted_u_by_em", spy)
     model = pipeline.score_pairs(schema, batch, None).model
     assert calls == [(0,)] * pipeline.SALTED_U_ROUNDS
     raw = raw_random_pair_u(schema, batch)
@@ -280,7 +281,7 @@ def test_em_is_not_run_when_the_cap_does_not_bind(monkeypatch: pytest.MonkeyPatc
     def refuse(*args: object, **kwargs: object) -> tuple[tuple[float, ...], ...]:
         raise AssertionError("EM over same-salt pairs was run")
 
-    monkeypatch.setattr(pipeline, "salted_u_by_em", refuse)
+    monkeypatch.setattr(fitting, "salted_u_by_em", refuse)
     data = synthetic.generate_population(600, seed=3).all_records()
     keys = KeySet(LinkageSecret.for_tests())
     under_cap = (

@@ -14,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from linkage.encode import encode_records
 from linkage.errors import SchemaError
-from linkage.normalise import NORMALISATION_VERSION
+from linkage.keys import KeySet, LinkageSecret
+from linkage.normalise import DATE_RANGE, NORMALISATION_VERSION
 from linkage.schema import (
     BLOCKING_TRANSFORMS,
     DEFAULT_TOKENISER,
@@ -25,12 +27,15 @@ from linkage.schema import (
     FieldSpec,
     Hardening,
     Schema,
-    _toml_value,  # the TOML string format is part of to_toml's contract
+    default_child_schema,
     load_schema,
     parse_schema,
     schema_from_dict,
     shipped_schema_names,
     shipped_schema_text,
+)
+from linkage.schema.strict import (
+    _toml_value,  # the TOML string format is part of to_toml's contract
 )
 
 FINGERPRINT_PATH = Path(__file__).parent / "golden" / "fingerprint.json"
@@ -372,7 +377,7 @@ def test_unknown_key_at_every_level_is_an_error(level: str, where: str) -> None:
     assert "xor_folds" not in problems[0]  # the key itself is never echoed
     allowed = {
         "top": "blocking, field, hardening, schema",
-        "schema": "day_first, description, name, record_filter_bits, version",
+        "schema": "date_range, day_first, description, name, record_filter_bits, version",
         "hardening": ", ".join(sorted(Hardening.__dataclass_fields__)),
         "field": ", ".join(sorted(_FILE_FIELD_KEYS)),
         "blocking": "name, parts",
@@ -1118,3 +1123,50 @@ def test_combines_problems_are_reported_by_position_without_the_value(
     earlier = "expected an earlier field of this schema that combines none itself"
     assert problems_of(data) == (problem.replace("{earlier}", earlier),)
     assert not any("Zebedee" in p or "zebedee" in p for p in problems_of(data))
+
+
+# ---------------------------------------------------------------------------------------------
+# [schema].date_range
+
+
+def _with_date_range(value: object) -> dict[str, Any]:
+    data = default_child_schema().to_dict()
+    data["schema"]["date_range"] = value
+    return data
+
+
+def test_date_range_defaults_to_the_normaliser_range_and_keeps_the_fingerprint() -> None:
+    schema = default_child_schema()
+    assert schema.date_range == DATE_RANGE == (1900, 2100)
+    assert "date_range" not in schema.to_dict()["schema"]
+    spelled_out = schema_from_dict(_with_date_range([1900, 2100]))
+    assert spelled_out.fingerprint() == schema.fingerprint()
+
+
+def test_a_date_range_of_its_own_round_trips_and_changes_the_fingerprint() -> None:
+    schema = schema_from_dict(_with_date_range([1850, 2030]))
+    assert schema.date_range == (1850, 2030)
+    assert parse_schema(schema.to_toml()) == schema
+    assert schema.fingerprint() != default_child_schema().fingerprint()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[2100, 1900], [1900], [1900, 2100, 2200], ["1900", 2100], [True, 2100], 1900, [0, 2100]],
+)
+def test_a_bad_date_range_is_refused_by_position(value: object) -> None:
+    with pytest.raises(SchemaError, match=r"\[schema\]\.date_range: expected") as caught:
+        schema_from_dict(_with_date_range(value))
+    assert len(caught.value.problems) == 1
+
+
+def test_the_date_range_decides_which_dates_are_encoded() -> None:
+    wide = schema_from_dict(_with_date_range([1850, 2100]))
+    keys = KeySet(LinkageSecret.for_tests(), key_version=1)
+    columns = {name: [None] for name in wide.input_names}
+    columns["date_of_birth"] = ["1890-05-06"]
+    date = wide.field_names.index("date_of_birth")
+    assert encode_records(wide, keys, columns).field_present[0, date]
+    narrow = encode_records(default_child_schema(), keys, columns)
+    assert not narrow.field_present[0, date]
+    assert [p.reason for p in narrow.problems] == ["year outside the plausible range 1900-2100"]

@@ -1,64 +1,11 @@
-"""Solving: from scored candidate pairs to ranked candidates, one-to-one links and clusters.
+"""Clustering: scored edges to clusters of records, one cluster per child.
 
-Role in the pipeline: ``scoring`` gives every candidate pair a match probability (or any score
-where higher means more likely the same child). This module turns those scores into decisions:
-
-- :func:`rank_candidates` - for an online lookup, the candidates at or above a threshold,
-  best first;
-- :func:`one_to_one` - for linking two datasets without duplicates, a greedy best-first
-  assignment in which no record is used twice (fast vectorised "mutual best" rounds, with the
-  plain loop :func:`one_to_one_reference` beside it; both give the identical answer);
-- :func:`cluster_records` - for batch linkage across agencies, clusters of records (one
-  cluster = one child) built by a constrained union-find over edges in descending score order,
-  with :func:`cluster_records_reference` as a plain, slow reference; both count the merges
-  that hard evidence refused and that the size bound undid (:class:`Clustering`);
-- :func:`pairs_from_labels` - every within-cluster pair, for evaluation and storage.
-
-Ordering is total and deterministic everywhere: score descending, then the smaller record index,
-then the larger (or left, then right), so the result never depends on input order.
-
-Clustering rule. Edges are the scored pairs (i, j), i != j, unordered; when a pair is given
-more than once its highest score is used. Edges with score >= ``threshold`` ("strong" edges)
-are visited strongest first (a greedy agglomerative clustering); an edge merges the clusters A
-and B of its two records unless
-
-1. *support* (guard against chaining two children through one weak edge): fewer than half of
-   the scored edges between A and B (every scored edge, strong or not, with one end in A and
-   the other in B) are strong. Pairs that were never scored (blocked out) are no evidence
-   either way. A merge of two singletons always has support 1/1; adding a record to a cluster
-   where it has one strong and one weak edge has support 1/2 and is allowed; with one strong
-   and two weak edges (1/3) it is refused; or
-2. *one record per source* (only with ``one_per_source=True``): the merged cluster would hold two
-   records with the same ``source`` (dataset / agency), which is impossible when the sources
-   have no internal duplicates; or
-3. *hard evidence* (only with ``hard_evidence``, :class:`HardEvidence`): some record of A and
-   some record of B have the same ``source``, both hold the evidence (an NHS number) and it
-   disagrees, and the two are not joined by a strong edge of their own. Such a pair is never
-   put together through a chain: the cluster is split at its weakest link (the chain's
-   strongest edges have already merged by the time its weakest one is refused). A *direct*
-   strong edge may join them: the model has already weighed the disagreement in that edge's
-   score (an NHS number keyed wrongly into another child's valid one, with everything else
-   agreeing), and "no field is a gate" (DESIGN.md); a chain carries no such weighing.
-   Conflicts are found between records that were never a candidate pair: any two holders of
-   one source in one connected component of the strong edges may meet, so all their pairs are
-   tested in one vectorised call before clustering (in a component holding more than
-   :data:`PREFETCH_GROUP_HOLDERS` of one source, instead, the cross pairs of each merge); a
-   conflict is remembered between the two clusters as they grow. Each refused edge counts once in
-   :attr:`Clustering.refused_unions`.
-
-Then *size* (only with ``max_cluster_size``): the merges form a tree per cluster; a cluster of
-more records than the bound is split by undoing its last (weakest) merge, again and again for
-any part still too large, so every part is a cluster the greedy had built from stronger edges
-alone (single linkage cut per part). Equivalently, a merge is kept iff the cluster it made has
-at most ``max_cluster_size`` records. A child has few records per agency, so a cluster far
-beyond :func:`cluster_size_bound` holds several children joined by the weakest of its edges
-(hundreds of records sharing one common name). Each undone merge counts once in
-:attr:`Clustering.size_splits`.
-
-Labels are canonical: a record's label is the smallest record index in its cluster.
-
-Input errors (shape mismatches, indices out of range, NaN scores) raise
-:class:`linkage.errors.ModelError`, the library's error for scoring results that cannot be used.
+Contract: :func:`cluster_records` runs a constrained union-find over strong edges in
+descending score order (support, one record per source, hard evidence and a size bound are
+its constraints, stated in its docstring), identical to the plain
+:func:`cluster_records_reference`; :class:`Clustering` carries the canonical labels and the
+counts of refused and undone merges. :func:`cluster_size_bound` is the size bound for a
+number of sources.
 """
 
 from __future__ import annotations
@@ -70,162 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from linkage.errors import ModelError, as_float_array
-
-__all__ = [
-    "MAX_RECORDS_PER_SOURCE",
-    "PREFETCH_GROUP_HOLDERS",
-    "Clustering",
-    "HardEvidence",
-    "cluster_records",
-    "cluster_records_reference",
-    "cluster_size_bound",
-    "one_to_one",
-    "one_to_one_reference",
-    "pairs_from_labels",
-    "rank_candidates",
-]
-
-
-def _as_index_array(name: str, values: NDArray[Any]) -> NDArray[np.int64]:
-    """A 1-D int64 array of non-negative indices, or ModelError."""
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ModelError(f"{name} must be 1-D, got {array.ndim}-D")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise ModelError(f"{name} must hold integers, got dtype {array.dtype}")
-    result = array.astype(np.int64, copy=False)
-    if result.size and result.min() < 0:
-        raise ModelError(f"{name} must hold non-negative indices")
-    return result
-
-
-def _as_score_array(name: str, values: NDArray[Any], expected_length: int) -> NDArray[np.float64]:
-    """A 1-D finite float64 array of the expected length, or ModelError."""
-    array = as_float_array(values, name)
-    if array.ndim != 1 or array.shape[0] != expected_length:
-        raise ModelError(f"{name} must be 1-D with {expected_length} entries, got {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ModelError(f"{name} must be finite (no NaN or infinity)")
-    return array
-
-
-# --------------------------------------------------------------------------------------------
-# Ranking (lookup)
-# --------------------------------------------------------------------------------------------
-
-
-def rank_candidates(
-    candidate_idx: NDArray[Any],
-    probabilities: NDArray[Any],
-    *,
-    threshold: float = 0.5,
-    top_k: int | None = None,
-) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Candidates with probability >= threshold, by probability descending then index ascending.
-
-    Returns (indices, probabilities), at most ``top_k`` of them when given.
-    """
-    indices = _as_index_array("candidate_idx", candidate_idx)
-    scores = _as_score_array("probabilities", probabilities, indices.shape[0])
-    if top_k is not None and top_k < 0:
-        raise ModelError("top_k must be non-negative")
-    keep = np.flatnonzero(scores >= threshold)
-    order = keep[np.lexsort((indices[keep], -scores[keep]))]
-    if top_k is not None:
-        order = order[:top_k]
-    return indices[order], scores[order]
-
-
-# --------------------------------------------------------------------------------------------
-# One-to-one assignment (two-dataset linkage)
-# --------------------------------------------------------------------------------------------
-
-
-def _best_first_order(
-    left: NDArray[np.int64], right: NDArray[np.int64], scores: NDArray[np.float64], threshold: float
-) -> NDArray[np.intp]:
-    """Positions of pairs with score >= threshold, by score desc, then left asc, then right asc."""
-    keep = np.flatnonzero(scores >= threshold)
-    order: NDArray[np.intp] = keep[np.lexsort((right[keep], left[keep], -scores[keep]))]
-    return order
-
-
-def _check_pairs(
-    left_idx: NDArray[Any], right_idx: NDArray[Any], scores: NDArray[Any]
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
-    left = _as_index_array("left_idx", left_idx)
-    right = _as_index_array("right_idx", right_idx)
-    if right.shape != left.shape:
-        raise ModelError(f"left_idx has {left.shape[0]} pairs but right_idx has {right.shape[0]}")
-    return left, right, _as_score_array("scores", scores, left.shape[0])
-
-
-def one_to_one_reference(
-    left_idx: NDArray[Any], right_idx: NDArray[Any], scores: NDArray[Any], *, threshold: float
-) -> NDArray[np.bool_]:
-    """Plain-loop greedy best-first assignment; the reference for :func:`one_to_one`."""
-    left, right, score_array = _check_pairs(left_idx, right_idx, scores)
-    kept = np.zeros(left.shape[0], dtype=np.bool_)
-    used_left: set[int] = set()
-    used_right: set[int] = set()
-    for position in _best_first_order(left, right, score_array, threshold).tolist():
-        left_record, right_record = int(left[position]), int(right[position])
-        if left_record in used_left or right_record in used_right:
-            continue
-        used_left.add(left_record)
-        used_right.add(right_record)
-        kept[position] = True
-    return kept
-
-
-def one_to_one(
-    left_idx: NDArray[Any], right_idx: NDArray[Any], scores: NDArray[Any], *, threshold: float
-) -> NDArray[np.bool_]:
-    """Greedy best-first one-to-one assignment; returns the mask of kept pairs.
-
-    Pairs at or above ``threshold`` are considered in the order score desc, left asc, right asc;
-    a pair is kept when neither record is already used. Computed in vectorised rounds: in each
-    round every remaining pair that comes first in that order among the remaining pairs of both
-    its records ("mutual best") is kept - greedy would keep exactly these, since nothing before
-    them can take their records - and every remaining pair touching a kept record is dropped.
-    When a round keeps few pairs (long chains of nested preferences), the rest is finished by
-    the plain greedy loop, which continues from the same state and so gives the same answer.
-    """
-    left, right, score_array = _check_pairs(left_idx, right_idx, scores)
-    kept = np.zeros(left.shape[0], dtype=np.bool_)
-    order = _best_first_order(left, right, score_array, threshold)
-    if order.size == 0:
-        return kept
-    # Compact record ids to 0..n-1 so that "used" flags are plain boolean arrays.
-    _, left_ids = np.unique(left[order], return_inverse=True)
-    _, right_ids = np.unique(right[order], return_inverse=True)
-    used_left = np.zeros(int(left_ids.max()) + 1, dtype=np.bool_)
-    used_right = np.zeros(int(right_ids.max()) + 1, dtype=np.bool_)
-    alive = np.arange(order.size)  # positions in `order`, ascending = best first
-    while alive.size:
-        alive_left, alive_right = left_ids[alive], right_ids[alive]
-        best_of_left = np.full(used_left.shape, order.size, dtype=np.int64)
-        best_of_right = np.full(used_right.shape, order.size, dtype=np.int64)
-        np.minimum.at(best_of_left, alive_left, alive)
-        np.minimum.at(best_of_right, alive_right, alive)
-        mutual = (best_of_left[alive_left] == alive) & (best_of_right[alive_right] == alive)
-        winners = alive[mutual]
-        kept[order[winners]] = True
-        used_left[left_ids[winners]] = True
-        used_right[right_ids[winners]] = True
-        alive = alive[~(used_left[alive_left] | used_right[alive_right])]
-        if winners.size * 64 < alive.size:  # slow progress: finish with the plain loop
-            for position in alive.tolist():
-                left_record, right_record = left_ids[position], right_ids[position]
-                if used_left[left_record] or used_right[right_record]:
-                    continue
-                used_left[left_record] = True
-                used_right[right_record] = True
-                kept[order[position]] = True
-            break
-    return kept
-
+from linkage.errors import ModelError
+from linkage.solve.ranking import _check_pairs, pairs_from_labels
 
 # --------------------------------------------------------------------------------------------
 # Clustering (batch linkage)
@@ -281,7 +74,7 @@ class HardEvidence:
     ``holds[r]``: record r carries the evidence (its NHS number is present, hence valid).
     ``conflicts(a, b)``: for pairs of records of one source that both hold it, True where the
     evidence disagrees; called with arrays, once per tested merge. Used by
-    :func:`cluster_records` (rule 3 in the module docstring)."""
+    :func:`cluster_records` (its rule 3)."""
 
     holds: NDArray[np.bool_]
     conflicts: Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]]
@@ -408,7 +201,45 @@ def cluster_records(
     hard_evidence: HardEvidence | None = None,
     max_cluster_size: int | None = None,
 ) -> Clustering:
-    """Cluster records 0..n_records-1 from scored edges (rule in the module docstring).
+    """Cluster records 0..n_records-1 from scored edges.
+
+    Rule. Edges are the scored pairs (i, j), i != j, unordered; when a pair is given
+    more than once its highest score is used. Edges with score >= ``threshold`` ("strong" edges)
+    are visited strongest first (a greedy agglomerative clustering); an edge merges the clusters A
+    and B of its two records unless
+
+    1. *support* (guard against chaining two children through one weak edge): fewer than half of
+       the scored edges between A and B (every scored edge, strong or not, with one end in A and
+       the other in B) are strong. Pairs that were never scored (blocked out) are no evidence
+       either way. A merge of two singletons always has support 1/1; adding a record to a cluster
+       where it has one strong and one weak edge has support 1/2 and is allowed; with one strong
+       and two weak edges (1/3) it is refused; or
+    2. *one record per source* (only with ``one_per_source=True``): the merged cluster would
+       hold two records with the same ``source`` (dataset / agency), which is impossible when
+       the sources have no internal duplicates; or
+    3. *hard evidence* (only with ``hard_evidence``, :class:`HardEvidence`): some record of A and
+       some record of B have the same ``source``, both hold the evidence (an NHS number) and it
+       disagrees, and the two are not joined by a strong edge of their own. Such a pair is never
+       put together through a chain: the cluster is split at its weakest link (the chain's
+       strongest edges have already merged by the time its weakest one is refused). A *direct*
+       strong edge may join them: the model has already weighed the disagreement in that edge's
+       score (an NHS number keyed wrongly into another child's valid one, with everything else
+       agreeing), and "no field is a gate" (DESIGN.md); a chain carries no such weighing.
+       Conflicts are found between records that were never a candidate pair: any two holders of
+       one source in one connected component of the strong edges may meet, so all their pairs are
+       tested in one vectorised call before clustering (in a component holding more than
+       :data:`PREFETCH_GROUP_HOLDERS` of one source, instead, the cross pairs of each merge); a
+       conflict is remembered between the two clusters as they grow. Each refused edge counts
+       once in :attr:`Clustering.refused_unions`.
+
+    Then *size* (only with ``max_cluster_size``): the merges form a tree per cluster; a cluster of
+    more records than the bound is split by undoing its last (weakest) merge, again and again for
+    any part still too large, so every part is a cluster the greedy had built from stronger edges
+    alone (single linkage cut per part). Equivalently, a merge is kept iff the cluster it made has
+    at most ``max_cluster_size`` records. A child has few records per agency, so a cluster far
+    beyond :func:`cluster_size_bound` holds several children joined by the weakest of its edges
+    (hundreds of records sharing one common name). Each undone merge counts once in
+    :attr:`Clustering.size_splits`.
 
     Returns the labels (int64, label = smallest record index in the cluster) and the counts of
     refused and undone merges. Union-find with union by size; each cluster root keeps a map of
@@ -433,8 +264,8 @@ def cluster_records(
     # of the strong-edge graph: an edge whose records lie in different components (or touch a
     # record with no strong edge at all) can never be "between two clusters that could merge"
     # and is never counted. Keeping only the rest bounds the bookkeeping below by the edges
-    # inside components (a few per child) instead of every scored pair: at 1 M records the
-    # scored pairs run to tens of millions, nearly all of them weak and across components.
+    # inside components (a few per child) instead of every scored pair, which at scale are
+    # far more numerous, nearly all of them weak and across components.
     component = _components(n_records, low[:n_strong], high[:n_strong])
     relevant = component[low] == component[high]
     neighbours: dict[int, dict[int, list[int]]] = {}
@@ -642,28 +473,3 @@ def cluster_records_reference(
         for record in cluster:
             labels[record] = number
     return Clustering(_canonical_labels(np.asarray(labels, dtype=np.int64)), refused, undone)
-
-
-def pairs_from_labels(labels: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Every within-cluster pair (i, j) with i < j, sorted by i then j."""
-    label_array = np.asarray(labels)
-    if label_array.ndim != 1:
-        raise ModelError(f"labels must be 1-D, got {label_array.ndim}-D")
-    n_records = label_array.shape[0]
-    if n_records == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    members = np.argsort(label_array, kind="stable").astype(np.int64)  # by label, then index
-    sorted_labels = label_array[members]
-    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-    ends = np.r_[starts[1:], n_records]
-    cluster_end = np.repeat(ends, ends - starts)
-    positions = np.arange(n_records, dtype=np.int64)
-    partners = cluster_end - 1 - positions  # later members of the same cluster
-    first_positions = np.repeat(positions, partners)
-    offsets = np.arange(first_positions.size, dtype=np.int64) - np.repeat(
-        np.cumsum(partners) - partners, partners
-    )
-    first = members[first_positions]
-    second = members[first_positions + 1 + offsets]
-    order = np.lexsort((second, first))
-    return first[order], second[order]

@@ -1,82 +1,9 @@
-"""Candidate-pair generation: keyed blocking tokens and Hamming LSH on packed Bloom filters.
+"""Candidate pairs from block keys, vectorised: no Python loop over blocks or records.
 
-Role in the pipeline: after the nodes have encoded and published their records, the matcher
-must decide which pairs of records are worth comparing with the (comparatively expensive) Dice
-kernel. This module turns per-record *block keys* into *candidate pairs*, fast, with no Python
-loop over blocks or records (only over blocking rules and LSH bands, which are few).
-
-Inputs
-------
-``block_keys`` is a ``uint64`` array of shape ``(n_records, n_rules)``. Column ``r`` holds, per
-record, the key of blocking rule ``r``: on the nodes that is a keyed blocking token, the HMAC,
-truncated to 64 bits, of the rule's parts (in the shipped schema each part is a field's
-published filter, so the keys group records exactly as equal filters do; a schema may also
-block on transformed values such as a surname's phonetic code and the birth year, which
-publishes that grouping: :mod:`linkage.encode`); on the matcher it can also be an LSH band
-key computed by :func:`lsh_keys`. The value ``0`` means "no key" (a
-field the rule needs was missing) and never puts two records in the same block. Rules are
-compared column to column only: a key of rule 0 never meets a key of rule 1.
-
-Output
-------
-A :class:`CandidatePairs`: two ``int64`` arrays ``left`` and ``right`` of equal length, the row
-indices of the pairs, unique across rules and sorted by ``(left, right)``. For deduplication
-within one dataset every pair has ``left < right``.
-
-Oversized blocks
-----------------
-A block is the set of records sharing one key under one rule. Its pair count is
-``left count x right count`` for linkage and ``n (n - 1) / 2`` for deduplication. When
-``max_block_size`` is given, a block whose pair count exceeds it is skipped *as a whole*: none
-of its pairs is emitted (its records can still pair through other rules), and it is counted in
-``skipped_blocks`` for its rule. Blocks are never silently truncated. ``largest_block`` is the
-largest pair count among all blocks, skipped or not, so a caller can see how far over the
-limit the data went. :func:`count_block_pairs_link` and :func:`count_block_pairs_dedupe` give
-these figures without materialising any pair.
-
-Large blocks (deduplication)
-----------------------------
-Blocks grow with the population: "same family-name code and birth year" holds a handful of
-children in a town and hundreds in a county, so its pairs grow with the square of the
-population while the true pairs grow linearly, and such rules come to dominate the
-candidates. With a :class:`BlockPruning`, a block of more than ``large_block`` records is not
-expanded: each member is paired only with its ``neighbours`` most similar members by Dice of
-the record-level filters (from the block's Dice matrix, row by row; both directions kept), the
-sorted-neighbourhood idea applied inside a block. Ranks, not a Dice cut-off, so it holds for
-hardened filters whose Dice values sit on another scale. Small blocks are expanded in full.
-
-How the fast path works (per rule)
-----------------------------------
-The right-hand keys are sorted once (stable argsort, zeros dropped). Every left record finds
-its block in the sorted right keys with two ``searchsorted`` calls, giving a start and a count.
-The whole cartesian product of every block is then expanded in one go: ``np.repeat`` of the
-left index by its count, plus ``np.repeat(start - exclusive_cumsum(count), count) +
-arange(total)`` for the right positions. Because left records are visited in index order and
-a stable sort keeps equal keys in index order, each rule's pairs come out already sorted by
-``(left, right)``. Pairs of all rules are encoded as ``left * n_right + right``, merged with a
-stable sort (timsort merges the pre-sorted runs) and deduplicated with one comparison.
-Deduplication is the same with the partner positions ``s + 1 .. block_end - 1`` of each sorted
-position ``s``, which gives ``left < right`` by construction.
-
-LSH key format
---------------
-:func:`lsh_keys` implements bit-sampling LSH for Hamming distance on packed filters (bit ``i``
-of a filter is bit ``i % 64`` of word ``i // 64``, least significant bit first). For each band
-``b`` (``0 <= b < bands``), ``bits_per_band`` distinct bit positions are drawn, band after band,
-with ``rng.choice(filter_bits, bits_per_band, replace=False)`` from
-``np.random.default_rng(seed)``. They are not secret: the matcher chooses them. The sampled bit
-``t`` of band ``b`` becomes bit ``t`` of a 64-bit integer ``pattern``. The band key is
-``splitmix64_finalise(pattern + (b + 1) * 0x9E3779B97F4A7C15 mod 2**64)`` where the finaliser is
-``z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31``
-(all modulo 2**64). The finaliser is a bijection, so within a band two records get equal keys
-exactly when their sampled bits are equal, and equal bit patterns in different bands give
-different keys. A filter whose bits are all zero (a missing record) gets key 0 in every band;
-a computed key that happens to be 0 is replaced by 1 so it cannot be mistaken for "missing".
-
-Errors: malformed filters raise :class:`~linkage.errors.FilterFormatError`; key arrays with the
-wrong shape or dtype and bad parameters raise :class:`~linkage.errors.JigsawError`; left and
-right key arrays with different rule counts raise
-:class:`~linkage.errors.IncompatibleEncodingError`. No message carries a key or filter value.
+Contract: :func:`candidate_pairs_link` and :func:`candidate_pairs_dedupe` expand every block
+of every rule in one go and merge the rules' pairs, unique and sorted; oversized blocks are
+skipped whole and counted, large deduplication blocks pruned with a :class:`BlockPruning`;
+:func:`count_block_pairs_link` and :func:`count_block_pairs_dedupe` count without expanding.
 """
 
 from __future__ import annotations
@@ -88,28 +15,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import similarity
-from linkage.errors import FilterFormatError, IncompatibleEncodingError, JigsawError
-from linkage.harden import GOLDEN_GAMMA, splitmix64_mix
-
-__all__ = [
-    "BlockCounts",
-    "BlockPruning",
-    "CandidatePairs",
-    "candidate_pairs_dedupe",
-    "candidate_pairs_dedupe_reference",
-    "candidate_pairs_link",
-    "candidate_pairs_link_reference",
-    "count_block_pairs_dedupe",
-    "count_block_pairs_link",
-    "lsh_bit_positions",
-    "lsh_keys",
-    "union_pairs",
-]
+from linkage.errors import IncompatibleEncodingError, JigsawError
 
 IndexArray = NDArray[np.int64]
 KeyArray = NDArray[np.uint64]
 
-_MASK64 = (1 << 64) - 1
 _MAX_PAIR_CODE = (1 << 63) - 1
 
 
@@ -423,7 +333,19 @@ def candidate_pairs_link(
     """Every ``(i, j)`` with ``left_keys[i, r] == right_keys[j, r] != 0`` for some rule ``r``.
 
     Pairs are unique across rules and sorted by ``(i, j)``. Blocks whose pair count
-    (left count x right count) exceeds ``max_block_size`` are skipped and counted.
+    (left count x right count) exceeds ``max_block_size`` are skipped and counted;
+    ``largest_block`` is the largest pair count among all blocks, skipped or not, so a caller
+    can see how far over the limit the data went.
+
+    How (per rule): the right-hand keys are sorted once (stable argsort, zeros dropped). Every
+    left record finds its block in the sorted right keys with two ``searchsorted`` calls,
+    giving a start and a count. The cartesian product of every block is expanded in one go:
+    ``np.repeat`` of the left index by its count, plus ``np.repeat(start -
+    exclusive_cumsum(count), count) + arange(total)`` for the right positions. Left records
+    are visited in index order and a stable sort keeps equal keys in index order, so each
+    rule's pairs come out sorted by ``(left, right)``. Pairs of all rules are encoded as
+    ``left * n_right + right``, merged with a stable sort (timsort merges the sorted runs) and
+    deduplicated with one comparison.
     """
     left, right = _check_link_keys(left_keys, right_keys)
     _check_max_block_size(max_block_size)
@@ -446,11 +368,18 @@ def candidate_pairs_link(
 
 @dataclass(frozen=True)
 class BlockPruning:
-    """Neighbourhood pruning of large blocks (see "Large blocks" in the module docstring).
+    """Neighbourhood pruning of large deduplication blocks.
 
     ``filters`` are the records' packed record-level filters (row ``i`` = record ``i``);
     a block of more than ``large_block`` records contributes, for each member, only the pairs
-    with its ``neighbours`` most Dice-similar members.
+    with its ``neighbours`` most Dice-similar members (from the block's Dice matrix, row by
+    row; both directions kept): the sorted-neighbourhood idea applied inside a block. Small
+    blocks are expanded in full.
+
+    Why: blocks grow with the population ("same family-name code and birth year" holds a
+    handful of children in a town and hundreds in a county), so their pairs grow with the
+    square of the population while the true pairs grow linearly. Ranks, not a Dice cut-off,
+    so it holds for hardened filters whose Dice values sit on another scale.
     """
 
     filters: NDArray[np.uint64]
@@ -477,6 +406,9 @@ def candidate_pairs_dedupe(
     count ``n (n - 1) / 2`` exceeds ``max_block_size`` are skipped and counted. With
     ``pruning``, a block above ``pruning.large_block`` records is never skipped: it gives each
     member's nearest ``pruning.neighbours`` members instead of all its pairs.
+
+    How: as :func:`candidate_pairs_link`, with the partner positions ``s + 1 .. block_end - 1``
+    of each sorted position ``s``, which gives ``left < right`` by construction.
     """
     checked = _check_keys(keys, "keys")
     _check_max_block_size(max_block_size)
@@ -560,138 +492,3 @@ def count_block_pairs_dedupe(keys: KeyArray, *, max_block_size: int | None = Non
         skipped.append(rule_skipped)
         largest = max(largest, rule_largest)
     return BlockCounts(tuple(per_rule), tuple(skipped), largest)
-
-
-# ----------------------------------------------------------------------------------------------
-# plain reference implementations (dicts and sets; for tests only, not for speed)
-
-
-def _reference_blocks(column: KeyArray) -> dict[int, list[int]]:
-    blocks: dict[int, list[int]] = {}
-    for row, key in enumerate(column.tolist()):
-        if key != 0:
-            blocks.setdefault(key, []).append(row)
-    return blocks
-
-
-def _reference_result(
-    found: set[tuple[int, int]], skipped: list[int], largest: int
-) -> CandidatePairs:
-    ordered = sorted(found)
-    left = np.array([pair[0] for pair in ordered], dtype=np.int64)
-    right = np.array([pair[1] for pair in ordered], dtype=np.int64)
-    return CandidatePairs(left, right, tuple(skipped), largest)
-
-
-def candidate_pairs_link_reference(
-    left_keys: KeyArray, right_keys: KeyArray, *, max_block_size: int | None = None
-) -> CandidatePairs:
-    """Plain-Python equivalent of :func:`candidate_pairs_link` (same result, exactly)."""
-    left, right = _check_link_keys(left_keys, right_keys)
-    _check_max_block_size(max_block_size)
-    found: set[tuple[int, int]] = set()
-    skipped: list[int] = []
-    largest = 0
-    for rule in range(left.shape[1]):
-        left_blocks = _reference_blocks(left[:, rule])
-        right_blocks = _reference_blocks(right[:, rule])
-        rule_skipped = 0
-        for key, left_rows in left_blocks.items():
-            right_rows = right_blocks.get(key, [])
-            block_pairs = len(left_rows) * len(right_rows)
-            largest = max(largest, block_pairs)
-            if max_block_size is not None and block_pairs > max_block_size:
-                rule_skipped += 1
-                continue
-            for i in left_rows:
-                for j in right_rows:
-                    found.add((i, j))
-        skipped.append(rule_skipped)
-    return _reference_result(found, skipped, largest)
-
-
-def candidate_pairs_dedupe_reference(
-    keys: KeyArray, *, max_block_size: int | None = None
-) -> CandidatePairs:
-    """Plain-Python equivalent of :func:`candidate_pairs_dedupe` (same result, exactly)."""
-    checked = _check_keys(keys, "keys")
-    _check_max_block_size(max_block_size)
-    found: set[tuple[int, int]] = set()
-    skipped: list[int] = []
-    largest = 0
-    for rule in range(checked.shape[1]):
-        rule_skipped = 0
-        for rows in _reference_blocks(checked[:, rule]).values():
-            block_pairs = len(rows) * (len(rows) - 1) // 2
-            largest = max(largest, block_pairs)
-            if max_block_size is not None and block_pairs > max_block_size:
-                rule_skipped += 1
-                continue
-            for position, i in enumerate(rows):
-                for j in rows[position + 1 :]:
-                    found.add((i, j))
-        skipped.append(rule_skipped)
-    return _reference_result(found, skipped, largest)
-
-
-# ----------------------------------------------------------------------------------------------
-# locality-sensitive hashing on packed filters
-
-
-def _check_filters(filters: Any) -> NDArray[np.uint64]:
-    if not isinstance(filters, np.ndarray):
-        raise FilterFormatError("filters must be a numpy array of dtype uint64")
-    if filters.dtype != np.uint64:
-        raise FilterFormatError(f"filters must have dtype uint64, got {filters.dtype}")
-    if filters.ndim != 2:
-        raise FilterFormatError(
-            f"filters must have shape (n_records, words), got {filters.ndim} dims"
-        )
-    if filters.shape[1] == 0:
-        raise FilterFormatError("filters must have at least one 64-bit word per record")
-    return filters
-
-
-def lsh_bit_positions(
-    filter_bits: int, *, bands: int, bits_per_band: int, seed: int
-) -> NDArray[np.int64]:
-    """The sampled bit positions, shape ``(bands, bits_per_band)``, as :func:`lsh_keys` uses."""
-    rng = np.random.default_rng(seed)
-    rows = [rng.choice(filter_bits, size=bits_per_band, replace=False) for _ in range(bands)]
-    return np.array(rows, dtype=np.int64).reshape(bands, bits_per_band)
-
-
-def lsh_keys(
-    filters: NDArray[np.uint64], *, bands: int, bits_per_band: int, seed: int
-) -> NDArray[np.uint64]:
-    """Hamming (bit-sampling) LSH band keys, shape ``(n_records, bands)``, dtype ``uint64``.
-
-    See the module docstring for the exact key format. All-zero filters get key 0 in every
-    band; the keys feed :func:`candidate_pairs_link` / :func:`candidate_pairs_dedupe`.
-    """
-    checked = _check_filters(filters)
-    filter_bits = checked.shape[1] * 64
-    if isinstance(bands, bool) or not isinstance(bands, int) or bands < 1:
-        raise JigsawError("bands must be a positive integer")
-    if isinstance(bits_per_band, bool) or not isinstance(bits_per_band, int):
-        raise JigsawError("bits_per_band must be an integer")
-    if not 1 <= bits_per_band <= min(64, filter_bits):
-        raise JigsawError("bits_per_band must be between 1 and min(64, filter bits)")
-    positions = lsh_bit_positions(filter_bits, bands=bands, bits_per_band=bits_per_band, seed=seed)
-    words = positions // 64
-    shifts = (positions % 64).astype(np.uint64)
-    weights = np.left_shift(np.uint64(1), np.arange(bits_per_band, dtype=np.uint64))
-    n = checked.shape[0]
-    keys = np.empty((n, bands), dtype=np.uint64)
-    one = np.uint64(1)
-    for band in range(bands):
-        gathered = checked[:, words[band]]
-        gathered >>= shifts[band]
-        gathered &= one
-        gathered *= weights
-        pattern = np.bitwise_or.reduce(gathered, axis=1)
-        pattern += np.uint64(((band + 1) * int(GOLDEN_GAMMA)) & _MASK64)
-        keys[:, band] = splitmix64_mix(pattern)
-    keys[keys == 0] = one
-    keys[~checked.any(axis=1)] = 0
-    return keys

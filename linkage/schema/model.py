@@ -1,253 +1,79 @@
-"""The linkage schema: which fields exist and how each is normalised, tokenised and encoded.
+"""The schema as a whole: its fields, views, comparisons, blocking rules and fingerprint.
 
-Role in the pipeline: every agency node and the matcher load the same schema file. The node
-uses it to encode; the matcher uses it to compare and score. A schema is a versioned TOML
-file, parsed strictly (an unknown key is an error, every problem is reported at once) into
-frozen dataclasses.
-
-File layout::
-
-    [schema]                      name, version, day_first, record_filter_bits
-    [hardening]                   record-level hardening (see linkage.harden):
-        balance, xor_fold, blip_epsilon, diffusion_t
-    [[field]]                     one table per field, in encoding order:
-        name, kind, tokeniser, q, padded, filter_bits, hashes_per_token,
-        record_hashes_per_token, phonetic, levels, salt, hardening, combines
-    [field.hardening]             optional, after a [[field]]: that field's hardening, same
-                                  keys as [hardening] (or inline: hardening = { balance = true })
-
-Hardening changes the width a filter is published with (balance doubles it, xor_fold halves
-it): :meth:`Hardening.published_bits`, :attr:`FieldSpec.published_bits` and
-:attr:`Schema.published_record_bits` are the one statement of the published widths.
-    [[blocking]]                  one table per keyed blocking rule: name, parts
-
-Problems are reported by position built from known structure (``field[2].salt``,
-``blocking[1].parts[0]``, "key 4 of the table"), with the expectation and, for a misspelling,
-the nearest allowed word; never with a key, name or reference from the file, which may be an
-identifier pasted in by mistake.
-
-A blocking part or salt is written ``"<field>.<transform>"``, e.g. ``"family_name.soundex"``
-or ``"date_of_birth.year"``; the transforms each kind supports are in
-:data:`BLOCKING_TRANSFORMS`.
-
-Views: a field whose ``salt`` is a list (``["date_of_birth.year_month",
-"date_of_birth.day_month"]``) is published once per salt, each a *view* with a field of its own
-in :attr:`Schema.fields` named ``<field>@<transform>`` (``given_name@year_month``): its own
-filter and blocking parts (``"given_name@year_month.filter"``), and no salt tag (a tag would
-group records by the salt value, which the filters do not show; :attr:`Schema.salt_sources`).
-The views of a field are one comparison (:attr:`Schema.comparison_names`,
-:mod:`linkage.compare`): the best of its views, so an error in one part of the salt value
-leaves the field compared.
-
-Combined fields: a field with ``combines = ["given_name", "family_name"]`` reads no column of
-its own; its value is those fields' raw values joined with a space (:func:`linkage.encode.
-raw_values`), and it is compared only where none of them is (a fallback, never counted twice).
-:attr:`Schema.input_names` are the columns a node reads; :attr:`Schema.comparison_names` the
-model's columns, combined fields included.
-
-Fingerprint (travels with every encoding; the matcher refuses encodings whose fingerprint
-differs from the schema it serves): ``"sha256:" + hex(SHA-256(canonical))`` where
-``canonical`` is the UTF-8 JSON serialisation, with keys sorted, separators ``","`` and
-``":"`` and ASCII escapes, of the object ``{"schema": to_dict(schema),
-"normalisation_version": NORMALISATION_VERSION, "encoding_version": ENCODING_VERSION}``.
-``to_dict`` writes every option with its resolved default, so two files that differ only in
-spelling out a default have the same fingerprint; the one exception is a field's
-``hardening``, written (all four options) only when some option is on, so that a schema
-without field hardening keeps the fingerprint it had before field hardening existed.
-Record and field hardening are both in the canonical form: encodings hardened differently
-never share a fingerprint.
+Contract: :func:`schema_from_dict` validates a decoded mapping (every problem reported at
+once) into a frozen :class:`Schema`; :meth:`Schema.with_salt` and
+:meth:`Schema.with_hardening` derive variants validated the same way. :meth:`Schema.to_dict`
+writes every option with its resolved value and round-trips; :meth:`Schema.fingerprint` is
+the SHA-256 of the canonical form (:meth:`Schema.canonical_bytes`), which covers everything
+that changes an encoding.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import itertools
 import json
-import re
-import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from typing import Any
 
 from linkage.errors import SchemaError
-
-#: Version of the tokenisation + Bloom-filter construction. Bump on any change of output.
-ENCODING_VERSION = 2
-
-FIELD_KINDS = ("name", "family_name", "date", "postcode", "nhs_number", "sex", "text", "exact")
-TOKENISERS = ("qgram", "date", "postcode", "exact")
-PHONETIC_CODES = ("soundex", "nysiis", "metaphone", "match_rating")
-DEFAULT_TOKENISER = {
-    "name": "qgram",
-    "family_name": "qgram",
-    "text": "qgram",
-    "date": "date",
-    "postcode": "postcode",
-    "nhs_number": "exact",
-    "sex": "exact",
-    "exact": "exact",
-}
-BLOCKING_TRANSFORMS: Mapping[str, frozenset[str]] = {
-    "name": frozenset(
-        {"value", "soundex", "nysiis", "metaphone", "initial", "first_part", "filter"}
-    ),
-    "family_name": frozenset(
-        {"value", "soundex", "nysiis", "metaphone", "initial", "first_part", "filter"}
-    ),
-    "text": frozenset({"value", "soundex", "initial", "filter"}),
-    "date": frozenset(
-        {"value", "year", "month_day", "year_month", "year_day", "day_month", "filter"}
-    ),
-    "postcode": frozenset({"value", "sector", "district", "area", "filter"}),
-    "nhs_number": frozenset({"value", "filter"}),
-    "sex": frozenset({"value", "filter"}),
-    "exact": frozenset({"value", "filter"}),
-}
-"""Transforms a blocking part may name, per field kind. ``filter`` (blocking parts only, not
-salts) is the field's published filter: a rule of ``filter`` parts groups records exactly as
-equal filters do, so it shows the matcher nothing more (:mod:`linkage.encode`)."""
-
-VIEW_SEPARATOR = "@"
-"""Joins a field's name and a salt's transform into the name of a view: ``given_name@year``."""
-
-
-def view_suffix(salt: str) -> str:
-    """The part of a view's name that its salt (``"<field>.<transform>"``) gives: the transform."""
-    return salt.rsplit(".", 1)[-1]
-
-
-_SCHEMA_KEYS = {"name", "version", "day_first", "record_filter_bits", "description"}
-_HARDENING_KEYS = {"balance", "xor_fold", "blip_epsilon", "diffusion_t"}
-_FIELD_KEYS = {
-    "name",
-    "kind",
-    "tokeniser",
-    "q",
-    "padded",
-    "filter_bits",
-    "hashes_per_token",
-    "record_hashes_per_token",
-    "phonetic",
-    "levels",
-    "salt",
-    "hardening",
-    "combines",
-}
-_BLOCKING_KEYS = {"name", "parts"}
-_TOP_KEYS = {"schema", "hardening", "field", "blocking"}
-
-
-@dataclass(frozen=True)
-class Hardening:
-    """Hardening options of one filter (all off by default); see :mod:`linkage.harden`.
-
-    The schema's ``[hardening]`` table hardens the record-level filter; a field's
-    ``hardening`` table hardens that field's filter. Each filter is hardened under its own key.
-    """
-
-    balance: bool = False
-    xor_fold: bool = False
-    blip_epsilon: float = 0.0
-    diffusion_t: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        """True when any transform is on (the filter is not published as encoded)."""
-        return self != Hardening()
-
-    def published_bits(self, filter_bits: int) -> int:
-        """Width in bits of a ``filter_bits``-bit filter once hardened: what is published.
-
-        The one statement of the width rule (:func:`linkage.harden.hardened_bits`, the
-        encoder, the index and the wire checks all use it): balancing doubles the width, XOR
-        folding halves it, diffusion and BLIP keep it. A validated schema never asks for a
-        fold of an odd number of 64-bit words.
-        """
-        bits = 2 * filter_bits if self.balance else filter_bits
-        return bits // 2 if self.xor_fold else bits
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "balance": self.balance,
-            "xor_fold": self.xor_fold,
-            "blip_epsilon": self.blip_epsilon,
-            "diffusion_t": self.diffusion_t,
-        }
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """How one field is normalised, tokenised, encoded and compared.
-
-    ``filter_bits`` (the paper symbol *l*) is the field-level Bloom filter length, a multiple
-    of 64; ``hashes_per_token`` (*k*) the number of positions each token sets in it;
-    ``record_hashes_per_token`` the positions each token sets in the record-level filter
-    (0 keeps the field out of it). ``levels`` are descending Dice cut-offs for the
-    Fellegi-Sunter comparison levels. ``salt`` names a ``field.transform`` whose value is mixed
-    into every token of this field (hardening; empty for none). ``hardening`` transforms the
-    field filter after encoding; the published width is :attr:`published_bits`.
-    """
-
-    name: str
-    kind: str
-    tokeniser: str
-    q: int = 2
-    padded: bool = True
-    filter_bits: int = 256
-    hashes_per_token: int = 4
-    record_hashes_per_token: int = 2
-    phonetic: tuple[str, ...] = ()
-    levels: tuple[float, ...] = (0.9, 0.7, 0.5)
-    salt: str = ""
-    hardening: Hardening = field(default_factory=Hardening)
-    view_of: str = ""
-    """For a *view* (one of the filters of a field salted several ways): the field whose value
-    it encodes. Empty for a field published once."""
-    combines: tuple[str, ...] = ()
-    """For a *combined* field: the input fields whose values, joined with a space in this
-    order, are its value. It is compared only where none of them is (a fallback)."""
-
-    @property
-    def input_name(self) -> str:
-        """The comparison this filter feeds: the field's name (a view's field's name)."""
-        return self.view_of or self.name
-
-    @property
-    def filter_words(self) -> int:
-        """Number of uint64 words in this field's filter as encoded (before hardening)."""
-        return self.filter_bits // 64
-
-    @property
-    def published_bits(self) -> int:
-        """Width in bits of this field's filter as published (after its hardening)."""
-        return self.hardening.published_bits(self.filter_bits)
-
-    @property
-    def published_words(self) -> int:
-        """Number of uint64 words in this field's filter as published (after its hardening)."""
-        return self.published_bits // 64
-
-
-@dataclass(frozen=True)
-class BlockingRule:
-    """A keyed blocking rule: records agreeing on every part share a block."""
-
-    name: str
-    parts: tuple[tuple[str, str], ...]  # (field name, transform)
+from linkage.normalise import DATE_RANGE, NORMALISATION_VERSION, YearRange
+from linkage.schema.fields import (
+    DEFAULT_TOKENISER,
+    ENCODING_VERSION,
+    FIELD_KINDS,
+    PHONETIC_CODES,
+    TOKENISERS,
+    VIEW_SEPARATOR,
+    BlockingRule,
+    FieldSpec,
+    Hardening,
+    view_suffix,
+)
+from linkage.schema.strict import (
+    _BLOCKING_KEYS,
+    _FIELD_KEYS,
+    _SCHEMA_KEYS,
+    _TOP_KEYS,
+    _check_hardening_width,
+    _KnownFields,
+    _parse_date_range,
+    _parse_hardening,
+    _parse_ref,
+    _Problems,
+    _toml_value,
+)
 
 
 @dataclass(frozen=True)
 class Schema:
-    """A parsed, validated linkage schema."""
+    """A parsed, validated linkage schema.
+
+    Views: a field whose ``salt`` is a list (``["date_of_birth.year_month",
+    "date_of_birth.day_month"]``) is published once per salt, each a *view* with a field of its
+    own in :attr:`fields` named ``<field>@<transform>`` (``given_name@year_month``): its own
+    filter and blocking parts (``"given_name@year_month.filter"``), and no salt tag (a tag
+    would group records by the salt value, which the filters do not show;
+    :attr:`salt_sources`). The views of a field are one comparison (:attr:`comparison_names`,
+    :mod:`linkage.compare`): the best of its views, so an error in one part of the salt value
+    leaves the field compared.
+
+    Combined fields: a field with ``combines = ["given_name", "family_name"]`` reads no column
+    of its own; its value is those fields' raw values joined with a space
+    (:func:`linkage.encode.raw_values`), and it is compared only where none of them is (a
+    fallback, never counted twice). :attr:`input_names` are the columns a node reads;
+    :attr:`comparison_names` the model's columns, combined fields included.
+    """
 
     name: str
     version: int
     fields: tuple[FieldSpec, ...]
     blocking: tuple[BlockingRule, ...] = ()
     day_first: bool = True
+    #: the first and last year a date may have (:func:`linkage.normalise.normalise_date`)
+    date_range: YearRange = DATE_RANGE
     record_filter_bits: int = 1024
     hardening: Hardening = field(default_factory=Hardening)
     description: str = ""
@@ -312,7 +138,7 @@ class Schema:
     def salt_sources(self) -> tuple[str, ...]:
         """The distinct salts (``"<field>.<transform>"``) of the salted fields that are not
         views, in the order fields first name them: one published salt tag per source
-        (:mod:`linkage.encode`). Views publish no tag (see the module docstring)."""
+        (:mod:`linkage.encode`). Views publish no tag (see :class:`Schema`)."""
         return tuple(dict.fromkeys(f.salt for f in self.fields if f.salt and not f.view_of))
 
     def field(self, name: str) -> FieldSpec:
@@ -413,6 +239,9 @@ class Schema:
                 "name": self.name,
                 "version": self.version,
                 "day_first": self.day_first,
+                # written only when not the default: a schema that keeps the default range
+                # has the canonical form (and so the fingerprint) of one without the option
+                **({"date_range": list(self.date_range)} if self.date_range != DATE_RANGE else {}),
                 "record_filter_bits": self.record_filter_bits,
                 "description": self.description,
             },
@@ -430,8 +259,8 @@ class Schema:
                     "phonetic": list(f.phonetic),
                     "levels": list(f.levels),
                     "salt": self._salt_entry(f),
-                    # written only when on, so that schemas without field hardening keep
-                    # the fingerprints they had before field hardening existed
+                    # written only when on: a field without hardening has the canonical
+                    # form (and so the fingerprint) of a field with no hardening option
                     **({"hardening": f.hardening.to_dict()} if f.hardening.enabled else {}),
                     **({"combines": list(f.combines)} if f.combines else {}),
                 }
@@ -465,9 +294,19 @@ class Schema:
         return "\n".join(out)
 
     def canonical_bytes(self) -> bytes:
-        """The canonical form hashed by :meth:`fingerprint` (see module docstring)."""
-        from linkage.normalise import NORMALISATION_VERSION
+        """The canonical form hashed by :meth:`fingerprint`.
 
+        The UTF-8 JSON serialisation, with keys sorted, separators ``","`` and ``":"`` and
+        ASCII escapes, of ``{"schema": to_dict(schema), "normalisation_version":
+        NORMALISATION_VERSION, "encoding_version": ENCODING_VERSION}``. ``to_dict`` writes
+        every option with its resolved default, so two files that differ only in spelling out
+        a default have the same fingerprint; the exceptions are a field's ``hardening``,
+        written (all four options) only when some option is on, and ``[schema].date_range``,
+        written only when it is not :data:`~linkage.normalise.DATE_RANGE` (it decides which
+        dates are valid, so schemas with different ranges never share a fingerprint). Record
+        and field hardening are both in the canonical form: encodings hardened differently
+        never share a fingerprint.
+        """
         payload = {
             "schema": self.to_dict(),
             "normalisation_version": NORMALISATION_VERSION,
@@ -482,265 +321,13 @@ class Schema:
 
         Hashed once per schema object and then kept on it (the schema is frozen, so its print
         cannot change; the print is public, not a secret): the matcher checks it several
-        times a Match, and rebuilding and hashing the canonical form costs about 0.1 ms.
+        times a Match, and rebuilding and hashing the canonical form each time is waste.
         """
         cached: str | None = self.__dict__.get("_fingerprint")
         if cached is None:
             cached = "sha256:" + hashlib.sha256(self.canonical_bytes()).hexdigest()
             object.__setattr__(self, "_fingerprint", cached)  # frozen: the one cache slot
         return cached
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_basic_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):  # an inline table; keys are our own option names
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot render {type(value).__name__} as TOML")
-
-
-def _toml_basic_string(text: str) -> str:
-    """``text`` as a TOML basic string that parses back to exactly ``text``.
-
-    Written between double quotes; ``"`` and ``\\`` are escaped with a backslash, the
-    control characters U+0000 to U+001F and U+007F (which TOML forbids raw) as ``\\uXXXX``
-    (four upper-case hex digits), and every other character, including characters outside the
-    Basic Multilingual Plane, is written as itself (the file is UTF-8). ``json.dumps`` is not
-    used: its ASCII escapes write a non-BMP character as a surrogate pair, which TOML rejects.
-    """
-    out: list[str] = []
-    for char in text:
-        code = ord(char)
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-def parse_schema(text: str) -> Schema:
-    """Parse TOML text into a :class:`Schema`; raise :class:`SchemaError` listing all problems."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SchemaError([f"not valid TOML: {toml_error_text(exc)}"]) from None
-    return schema_from_dict(data)
-
-
-#: tomllib messages that quote the document (a key, a table name, a character), which may be an
-#: identifier pasted into the file, and what to say instead.
-_TOML_REASONS_QUOTING_THE_TEXT = {
-    "Cannot declare": "a table is declared twice",
-    "Cannot mutate immutable namespace": "a key extends an inline table or a static array",
-    "Cannot redefine namespace": "a dotted key redefines a table",
-    "Duplicate inline table key": "a key is repeated in an inline table",
-    "Found invalid character": "invalid character in a comment or literal string",
-    "Illegal character": "illegal character in a string",
-}
-#: tomllib messages made of the parser's own words only; they are passed on as they are.
-_TOML_OWN_REASONS = re.compile(
-    r"Invalid statement|Expected newline or end of document after a statement"
-    r"|Cannot overwrite a value|Expected '\]' at the end of a table declaration"
-    r"|Expected '\]\]' at the end of an array declaration"
-    r"|Expected '=' after a key in a key/value pair|Invalid initial character for a key part"
-    r"|Unclosed array|Unclosed inline table|Unescaped '\\' in a string|Invalid hex value"
-    r"|Escaped character is not a Unicode scalar value|Unterminated string"
-    r"|Invalid date or datetime|Invalid value|Expected \"'{1,3}\""
-)
-_TOML_POSITION = re.compile(r" \(at (line \d+, column \d+|end of document)\)\Z")
-
-
-def toml_error_text(error: tomllib.TOMLDecodeError) -> str:
-    """tomllib's reason and position, without any text quoted from the document.
-
-    A schema or config path may point at a data file by mistake: the message keeps the line and
-    column and the parser's own reason, and replaces a reason that quotes the text. Used for
-    every TOML the project reads (schemas here, node and matcher configs in
-    ``server.config_parsing``).
-    """
-    message = str(error)
-    position = _TOML_POSITION.search(message)
-    reason = message[: position.start()] if position else message
-    where = f" ({position.group(1)})" if position else ""
-    if _TOML_OWN_REASONS.fullmatch(reason):
-        return reason + where
-    for prefix, safe in _TOML_REASONS_QUOTING_THE_TEXT.items():
-        if reason.startswith(prefix):
-            return safe + where
-    return "syntax error" + where
-
-
-def load_schema(name_or_text: str) -> Schema:
-    """A shipped schema by name (``"child"``, ``"febrl"``) — see :func:`shipped_schema_names`."""
-    return parse_schema(shipped_schema_text(name_or_text))
-
-
-def shipped_schema_names() -> tuple[str, ...]:
-    return ("child", "child_date_salted", "febrl")
-
-
-def shipped_schema_text(name: str) -> str:
-    if name not in shipped_schema_names():
-        # The asked name is not echoed: an operator may have pasted a path or a record here.
-        raise SchemaError(
-            [f"unknown shipped schema name: expected one of {', '.join(shipped_schema_names())}"]
-        )
-    return resources.files("linkage").joinpath("schemas", f"{name}.toml").read_text("utf-8")
-
-
-def default_child_schema() -> Schema:
-    return load_schema("child")
-
-
-def febrl_schema() -> Schema:
-    return load_schema("febrl")
-
-
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, msg: str) -> None:
-        self.items.append(msg)
-
-    def unknown_keys(self, where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
-        """One problem per unknown key, by position: the key itself may be an identifier."""
-        container = "the document" if where == "top level" else "the table"
-        expected = ", ".join(sorted(allowed))
-        for position, key in enumerate(got, start=1):
-            if key not in allowed:
-                self.add(
-                    f"{where}: unknown key (key {position} of {container}), "
-                    f"expected one of: {expected}{_did_you_mean(key, sorted(allowed))}"
-                )
-
-    def typed(self, where: str, got: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
-        if key not in got:
-            return default
-        value = got[key]
-        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not ok:
-            self.add(f"{where}.{key}: expected {kind.__name__}, got {type(value).__name__}")
-            return default
-        return value
-
-
-def _did_you_mean(word: object, choices: list[str]) -> str:
-    """``' (did you mean "x"?)'`` for the closest of our own ``choices``, or ``""``.
-
-    Only a word from ``choices`` is ever printed, never ``word``.
-    """
-    if not isinstance(word, str):
-        return ""
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f' (did you mean "{close[0]}"?)' if close else ""
-
-
-class _KnownFields:
-    """Field names seen so far, for resolving ``"<field>.<transform>"`` references.
-
-    ``valid`` maps each validated field name (first table with that name) to its position and
-    kind; ``rejected`` maps a name that failed validation to its position, so that a reference
-    to it is reported against that table rather than as unknown.
-    """
-
-    def __init__(self) -> None:
-        self.valid: dict[str, tuple[int, str]] = {}
-        self.rejected: dict[str, int] = {}
-
-
-def _parse_ref(
-    problems: _Problems, where: str, ref: Any, known: _KnownFields, *, salt: bool = False
-) -> tuple[str, str, int] | None:
-    """``(field, transform, field position)`` of a valid reference, else record a problem.
-    A ``salt`` reference may not name ``filter`` (a salt is a value).
-
-    Messages name ``where`` and the expectation, and list only validated field names and our
-    own transform names: never the unresolved text of the reference.
-    """
-    if not isinstance(ref, str) or ref.count(".") != 1:
-        problems.add(f'{where}: expected "<field>.<transform>"')
-        return None
-    fld, transform = ref.split(".")
-    if fld not in known.valid:
-        if fld in known.rejected:
-            problems.add(
-                f'{where}: the part before "." names field[{known.rejected[fld]}], '
-                "whose name is invalid"
-            )
-        else:
-            names = list(known.valid)
-            problems.add(
-                f'{where}: the part before "." is not a field of this schema, '
-                f"expected one of: {', '.join(names) or '(no valid fields)'}"
-                f"{_did_you_mean(fld, names)}"
-            )
-        return None
-    position, kind = known.valid[fld]
-    allowed = sorted(BLOCKING_TRANSFORMS[kind] - ({"filter"} if salt else set()))
-    if salt and transform == "filter":
-        problems.add(
-            f'{where}: the transform "filter" is for blocking parts, '
-            'expected a value transform such as "value" or "year"'
-        )
-        return None
-    if transform not in allowed:
-        problems.add(
-            f'{where}: the transform after "." is not available for field[{position}] '
-            f"({fld}, a {kind} field), expected one of: {', '.join(allowed)}"
-            f"{_did_you_mean(transform, allowed)}"
-        )
-        return None
-    return fld, transform, position
-
-
-def _parse_hardening(problems: _Problems, where: str, table: Any) -> Hardening:
-    """The :class:`Hardening` of a ``[hardening]`` or ``field[i].hardening`` table."""
-    if not isinstance(table, dict):
-        problems.add(f"{where}: expected a table")
-        table = {}
-    problems.unknown_keys(where, table, _HARDENING_KEYS)
-    options = Hardening(
-        balance=problems.typed(where, table, "balance", bool, False),
-        xor_fold=problems.typed(where, table, "xor_fold", bool, False),
-        blip_epsilon=problems.typed(where, table, "blip_epsilon", float, 0.0),
-        diffusion_t=problems.typed(where, table, "diffusion_t", int, 0),
-    )
-    if not options.blip_epsilon >= 0 or options.blip_epsilon == float("inf"):
-        problems.add(f"{where}.blip_epsilon: expected >= 0 (0 turns BLIP off)")
-    if options.diffusion_t < 0:
-        problems.add(f"{where}.diffusion_t: expected >= 0 (0 turns diffusion off)")
-    return options
-
-
-def _check_hardening_width(
-    problems: _Problems, where: str, options: Hardening, filter_bits: int, bits_key: str
-) -> None:
-    """Record a problem when ``options`` cannot apply to a ``filter_bits``-bit filter.
-
-    The transforms run in the order balance -> diffusion -> xor_fold -> BLIP
-    (:mod:`linkage.harden`): diffusion and folding see the width after balancing.
-    """
-    bits = 2 * filter_bits if options.balance else filter_bits
-    if options.diffusion_t > bits:
-        problems.add(
-            f"{where}.diffusion_t: expected at most {bits}, the filter width in bits at that step"
-        )
-    if options.xor_fold and (bits // 64) % 2:
-        problems.add(
-            f"{where}.xor_fold: needs an even number of 64-bit words to fold; {bits_key} gives "
-            f"{bits // 64} at that step (turn on balance or use a multiple of 128 bits)"
-        )
 
 
 def schema_from_dict(data: Mapping[str, Any]) -> Schema:
@@ -759,6 +346,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
     if version < 1:
         p.add("[schema].version: required, an integer >= 1")
     day_first = p.typed("[schema]", head, "day_first", bool, True)
+    date_range = _parse_date_range(p, head.get("date_range", list(DATE_RANGE)))
     record_bits = p.typed("[schema]", head, "record_filter_bits", int, 1024)
     if record_bits < 64 or record_bits % 64:
         p.add("[schema].record_filter_bits: expected a positive multiple of 64")
@@ -966,6 +554,7 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
         fields=tuple(fields),
         blocking=tuple(rules),
         day_first=day_first,
+        date_range=date_range,
         record_filter_bits=record_bits,
         hardening=hardening,
         description=description,

@@ -1,370 +1,42 @@
-"""Encoding: normalised identifiers -> tokens -> keyed positions -> packed Bloom filters.
+"""The encoder: raw values of a batch (or one record) to an :class:`EncodedBatch`.
 
-Role in the pipeline: runs on the agency node only (it needs the keys). For a batch of
-records it produces, per record, one Bloom filter per field (field-level filters, compared
-field by field by the matcher), one record-level filter (a CLK, used for LSH blocking and
-for compatibility) and one keyed blocking token per blocking rule. Nothing in the output can
-be turned back into a value without the linkage secret.
-
-Tokens (strings; a prefix keeps token kinds apart, so a bigram can never equal a code):
-
-* ``qgram`` (names, text): for every part of the normalised value, its q-grams, padded with
-  ``_`` on both sides when ``padded`` (``q:_j``, ``q:jo``, ...), the whole part (``w:jo``)
-  and each configured phonetic code of the part (``p:soundex:J000``).
-* ``date``: ``y:YYYY``, ``m:MM``, ``d:DD``, ``ym:YYYY-MM``, ``md:MM-DD`` and the unordered
-  day/month pair ``dm:<low>/<high>``, so a day/month transposition keeps some similarity.
-* ``postcode``: unit ``u:SW1A1AA``, sector ``s:SW1A 1``, district ``t:SW1A``, area ``a:SW``
-  and padded bigrams of the unit without its space.
-* ``exact``: the whole value ``x:<value>``.
-
-When a field is salted (hardening), every token becomes ``<salt value>|<token>``; a record
-whose salt value is missing is encoded with the prefix ``~|``. Salting splits the field's
-equal-value groups by the salt (Christen et al. 2017-2018: a frequency attack aligns those
-groups with public name frequencies), so two records are comparable on a salted field only
-when they were encoded under the same salt value. The matcher must know when that is, or a
-typo in the salt would turn a name that agrees into one that disagrees; hence salt tags.
-
-Salt tags: one per salt source (:attr:`Schema.salt_sources`: the salts of fields that are
-not views), the first 8 bytes, as a little-endian uint64, of
-``HMAC-SHA256(key("salt", source), message)``; 0 where the salt value is missing (a computed
-0 becomes 1). For a ``<field>.value`` source the
-message is the salt field's *published* filter (its packed bytes, hex, as
-:func:`filter_part` writes them), so equal tags mean equal published filters, which imply
-equal salt values, and a tag shows the matcher no grouping of records that the salt field's
-filter does not already show (where the salt field is itself salted, the tag groups by the
-value and that field's salt together). For any other transform the message is the
-transformed salt value in UTF-8, and its tag groups records by that value. A salted field of
-two records is compared only where their tags are equal (:func:`linkage.compare.salt_comparable`);
-elsewhere it counts as missing, not as a disagreement.
-
-Positions: token ``t`` (UTF-8) of field ``f`` sets ``k = hashes_per_token`` positions in the
-field filter of ``m = filter_bits`` bits. Block ``b`` of 32 bytes is
-``HMAC-SHA256(key("filter", f), bytes([b]) + t)``; position ``i`` (``0 <= i < k``) is the
-little-endian uint32 at bytes ``4*(i % 8)`` of block ``i // 8``, reduced modulo ``m``. Each
-position comes from independent pseudo-random output (no double hashing, whose linear
-structure is exploitable); the modulo bias is below 2^-19 for every allowed ``m``. The record
-filter uses ``key("record", f)`` and ``record_hashes_per_token`` positions modulo
-``record_filter_bits`` in the same way.
-
-Byte layout of a packed filter of ``m`` bits: ``m / 64`` little-endian uint64 words; bit
-``i`` is bit ``i % 64`` of word ``i // 64`` (equivalently bit ``i % 8``, LSB first, of byte
-``i // 8``). A batch is a C-contiguous ``uint64`` array of shape ``(n, m / 64)``.
-
-Hardening (the last step, :mod:`linkage.harden`): a field whose schema entry has a
-``hardening`` table has its filters passed through :func:`linkage.harden.harden_field_filters`
-(key ``harden/<field name>``); the record filter through
-:func:`linkage.harden.harden_record_filters` (key ``harden/record``) when ``[hardening]`` is
-on. A hardened filter is published with the width :attr:`FieldSpec.published_bits` /
-:attr:`Schema.published_record_bits` (balancing doubles it, XOR folding halves it). Hardening
-is a deterministic function of (key, filter bytes), so each distinct field value is hardened
-once per batch and the same record always publishes the same bytes. A missing value stays an
-all-zero filter with ``present`` False (hardening would otherwise set bits for it), and a
-record none of whose record-filter fields is present keeps an all-zero record filter.
-
-Blocking tokens: for rule ``r`` with parts ``(field, transform)``, the parts' values are
-joined with ``"\\x1f"`` and the token is the first 8 bytes, as a little-endian uint64, of
-``HMAC-SHA256(key("block", r), joined)``; 0 is reserved for "a part is missing" (a computed
-0 becomes 1). A part with the transform ``filter`` takes the field's published (hardened)
-filter as its value (:func:`filter_part`: the packed bytes in hex), so a rule made only of
-``filter`` parts groups records exactly as equal published filters do: it shows the matcher
-nothing the filters do not. A part with any other transform groups records by a value the
-filters do not show as such (a soundex code, a birth year), and an attacker who encodes a
-population of its own under its own key reproduces that grouping (RESULTS.md, "Default
-hardening").
-
-Speed: every distinct raw value of a field is normalised and tokenised once per batch
-(per-batch dictionaries that die with the call; no global caches), and each field's filters
-are built in one C call per key (``_dicekernel.token_filters``) for each distinct value, or
-each distinct (value, salt value) combination of a salted field: its tokens are HMAC'd and
-their positions set straight into its row, with no per-token Python work. The C HMAC is
-checked against Python's :mod:`hmac` (:func:`token_positions_reference`,
-:func:`token64_reference`, ``tests/test_hmac_kernel.py``). One record
-(a lookup) has its own path, :func:`encode_record`, with the same output as a one-row batch
-and a fraction of the per-call numpy overhead.
+Contract: :func:`encode_records` normalises, tokenises, hashes and hardens a batch given as
+columns; :func:`encode_record` encodes one record (a lookup) bit for bit as a one-row batch,
+without the batch machinery that costs more than the hashing for one row. A value that fails
+normalisation is encoded as missing and reported as a :class:`ValueProblem` (row, field,
+reason), never with the value. Per-batch dictionaries die with the call; no global caches.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import accumulate
 
-import jellyfish
 import numpy as np
 from numpy.typing import NDArray
 
 import linkage._dicekernel as _dicekernel
 from linkage import harden
 from linkage import normalise as norm
-from linkage.errors import FilterFormatError, InvalidValueError, SchemaError
+from linkage.encode.batch import EncodedBatch, ValueProblem
+from linkage.encode.hashing import (
+    _UNIT_SEP,
+    _message_positions,
+    _offsets,
+    _tokens64,
+    blocking_token,
+    filter_part,
+    token64_reference,
+)
+from linkage.encode.tokens import _salted, blocking_value, tokenise
+from linkage.errors import InvalidValueError, SchemaError
 from linkage.keys import KeySet
-from linkage.schema import VIEW_SEPARATOR, FieldSpec, Schema
+from linkage.schema import FieldSpec, Schema
 
 log = logging.getLogger(__name__)
-
 U64 = np.uint64
-_UNIT_SEP = "\x1f"
-
-_PHONETIC: Mapping[str, Callable[[str], str]] = {
-    "soundex": jellyfish.soundex,
-    "nysiis": jellyfish.nysiis,
-    "metaphone": jellyfish.metaphone,
-    "match_rating": jellyfish.match_rating_codex,
-}
-
-
-@dataclass(frozen=True)
-class ValueProblem:
-    """A present value that failed normalisation and was encoded as missing."""
-
-    row: int
-    field: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class EncodedBatch:
-    """The encodings of a batch of records (row order preserved).
-
-    ``field_filters[f]`` is the packed filter array of field ``f`` as published (shape
-    ``(n, FieldSpec.published_words)``, after the field's hardening); ``record_filters`` has
-    shape ``(n, Schema.published_record_words)``. ``field_present[:, f]`` is False where the
-    value was missing or invalid (its filter is all zero, hardened or not).
-    ``block_keys`` has one column per blocking rule, 0 where a part was missing;
-    ``salt_tags`` one column per :attr:`Schema.salt_sources` entry (none for an unsalted
-    schema), 0 where the salt value was missing.
-    """
-
-    schema_fingerprint: str
-    key_version: int
-    field_names: tuple[str, ...]
-    field_filters: tuple[NDArray[np.uint64], ...]
-    field_present: NDArray[np.bool_]
-    record_filters: NDArray[np.uint64]
-    block_keys: NDArray[np.uint64]
-    salt_tags: NDArray[np.uint64]
-    problems: tuple[ValueProblem, ...] = ()
-
-    def __len__(self) -> int:
-        return int(self.record_filters.shape[0])
-
-    def take(self, rows: NDArray[np.int64] | Sequence[int]) -> EncodedBatch:
-        """A new batch holding only ``rows`` (problems are dropped)."""
-        idx = np.asarray(rows, dtype=np.int64)
-        return EncodedBatch(
-            schema_fingerprint=self.schema_fingerprint,
-            key_version=self.key_version,
-            field_names=self.field_names,
-            field_filters=tuple(np.ascontiguousarray(f[idx]) for f in self.field_filters),
-            field_present=np.ascontiguousarray(self.field_present[idx]),
-            record_filters=np.ascontiguousarray(self.record_filters[idx]),
-            block_keys=np.ascontiguousarray(self.block_keys[idx]),
-            salt_tags=np.ascontiguousarray(self.salt_tags[idx]),
-        )
-
-    def invalid_counts(self) -> dict[str, int]:
-        """How many present values of each field failed normalisation."""
-        inputs = (name.split(VIEW_SEPARATOR)[0] for name in self.field_names)
-        counts = dict.fromkeys(inputs, 0)  # by input: a field's views share its value
-        for p in self.problems:
-            counts[p.field] += 1
-        return counts
-
-
-def concat_batches(batches: Sequence[EncodedBatch]) -> EncodedBatch:
-    """Concatenate batches made with the same schema and key version."""
-    if not batches:
-        raise FilterFormatError("batches: expected at least one batch")
-    first = batches[0]
-    for b in batches[1:]:
-        if (b.schema_fingerprint, b.key_version, b.field_names) != (
-            first.schema_fingerprint,
-            first.key_version,
-            first.field_names,
-        ):
-            raise FilterFormatError("batches: schema fingerprint or key version differ")
-    offsets = np.cumsum([0] + [len(b) for b in batches])
-    problems = tuple(
-        ValueProblem(p.row + int(off), p.field, p.reason)
-        for b, off in zip(batches, offsets, strict=False)
-        for p in b.problems
-    )
-    return EncodedBatch(
-        schema_fingerprint=first.schema_fingerprint,
-        key_version=first.key_version,
-        field_names=first.field_names,
-        field_filters=tuple(
-            np.concatenate([b.field_filters[f] for b in batches])
-            for f in range(len(first.field_names))
-        ),
-        field_present=np.concatenate([b.field_present for b in batches]),
-        record_filters=np.concatenate([b.record_filters for b in batches]),
-        block_keys=np.concatenate([b.block_keys for b in batches]),
-        salt_tags=np.concatenate([b.salt_tags for b in batches]),
-        problems=problems,
-    )
-
-
-def validate_filters(name: str, filters: NDArray[np.generic], n: int, words: int) -> None:
-    """Raise :class:`FilterFormatError` unless ``filters`` is uint64 of shape ``(n, words)``."""
-    if filters.dtype != np.uint64 or filters.ndim != 2:
-        raise FilterFormatError(
-            f"{name}: expected a 2-d uint64 array, got {filters.ndim}-d {filters.dtype}"
-        )
-    if filters.shape != (n, words):
-        raise FilterFormatError(
-            f"{name}: expected shape ({n}, {words}) ({words * 64}-bit filters), "
-            f"got {tuple(filters.shape)}"
-        )
-
-
-def validate_salt_tags(tags: NDArray[np.generic], n: int, sources: int) -> None:
-    """Raise :class:`FilterFormatError` unless ``tags`` is uint64 of shape ``(n, sources)``."""
-    if tags.dtype != np.uint64 or tags.shape != (n, sources):
-        raise FilterFormatError(
-            f"salt_tags: expected a uint64 array of shape ({n}, {sources}) (one tag per record "
-            f"and salt source), got {tags.ndim}-d {tags.dtype} of shape {tuple(tags.shape)}"
-        )
-
-
-# --------------------------------------------------------------------------- tokenisers
-
-
-def _qgrams(part: str, q: int, padded: bool) -> list[str]:
-    text = f"{'_' * (q - 1)}{part}{'_' * (q - 1)}" if padded and q > 1 else part
-    if len(text) < q:
-        return [f"q:{text}"]
-    return [f"q:{text[i : i + q]}" for i in range(len(text) - q + 1)]
-
-
-def tokenise(spec: FieldSpec, value: str) -> list[str]:
-    """Tokens of one normalised value (order-preserving, duplicates removed)."""
-    tokens: list[str]
-    if spec.tokeniser == "qgram":
-        tokens = []
-        for part in value.split(" "):
-            if not part:
-                continue
-            tokens.extend(_qgrams(part, spec.q, spec.padded))
-            tokens.append(f"w:{part}")
-            for code in spec.phonetic:
-                ph = _PHONETIC[code](part)
-                if ph:
-                    tokens.append(f"p:{code}:{ph}")
-    elif spec.tokeniser == "date":
-        y, m, d = value[0:4], value[5:7], value[8:10]
-        lo, hi = sorted((m, d))
-        tokens = [f"y:{y}", f"m:{m}", f"d:{d}", f"ym:{y}-{m}", f"md:{m}-{d}", f"dm:{lo}/{hi}"]
-    elif spec.tokeniser == "postcode":
-        unit = value.replace(" ", "")
-        district = value.split(" ")[0]
-        tokens = [f"u:{unit}", f"t:{district}", f"a:{norm.postcode_area(value)}"]
-        if " " in value:
-            tokens.append(f"s:{norm.postcode_sector(value)}")
-        tokens.extend(_qgrams(unit, 2, True))
-    else:
-        tokens = [f"x:{value}"]
-    return list(dict.fromkeys(tokens))
-
-
-def blocking_value(kind: str, transform: str, value: str) -> str:
-    """The value a blocking part (or salt) takes from a normalised field value."""
-    if transform == "value":
-        return value
-    if kind in ("name", "family_name", "text"):
-        first = value.split(" ")[0]
-        if transform == "soundex":
-            return " ".join(jellyfish.soundex(p) for p in value.split(" ") if p)
-        if transform == "nysiis":
-            return " ".join(jellyfish.nysiis(p) for p in value.split(" ") if p)
-        if transform == "metaphone":
-            return " ".join(jellyfish.metaphone(p) for p in value.split(" ") if p)
-        if transform == "initial":
-            return first[:1]
-        if transform == "first_part":
-            return first
-    if kind == "date":
-        if transform == "year":
-            return value[0:4]
-        if transform == "month_day":
-            return value[5:10]
-        if transform == "year_month":
-            return value[0:7]
-        if transform == "year_day":
-            return f"{value[0:4]}-{value[8:10]}"
-        if transform == "day_month":  # unordered, so that a transposition keeps it
-            low, high = sorted((value[5:7], value[8:10]))
-            return f"{low}/{high}"
-    if kind == "postcode":
-        if transform == "sector":
-            return norm.postcode_sector(value)
-        if transform == "district":
-            return norm.postcode_district(value)
-        if transform == "area":
-            return norm.postcode_area(value)
-    raise SchemaError([f"transform {transform!r} not available for a {kind} field"])
-
-
-# --------------------------------------------------------------------------- hashing
-
-
-def token_positions(key: bytes, tokens: Sequence[str], hashes: int, bits: int) -> NDArray[np.int64]:
-    """Positions (shape ``(len(tokens), hashes)``) of each token under ``key`` (see above).
-
-    The HMACs are computed in C (``_dicekernel.hmac_words``: the key's pad blocks compressed
-    once, every token and block in one call without the GIL); the same bits as
-    :func:`token_positions_reference`, which uses Python's :mod:`hmac`.
-    """
-    return _message_positions(key, [tok.encode("utf-8") for tok in tokens], hashes, bits)
-
-
-def _message_positions(
-    key: bytes, messages: Sequence[bytes], hashes: int, bits: int
-) -> NDArray[np.int64]:
-    """:func:`token_positions` of tokens already encoded in UTF-8."""
-    words = _hmac_words(key, messages, (hashes + 7) // 8, counter=True)
-    return (words[:, :hashes].astype(np.int64)) % bits
-
-
-def _offsets(parts: Sequence[Sized]) -> NDArray[np.int64]:
-    """Start offsets of ``parts`` (byte strings, lists) laid end to end, then the total."""
-    return np.fromiter(accumulate(map(len, parts), initial=0), dtype=np.int64, count=len(parts) + 1)
-
-
-def _hmac_words(
-    key: bytes, messages: Sequence[bytes], blocks: int, *, counter: bool
-) -> NDArray[np.uint32]:
-    """Per message, the little-endian uint32 words of ``blocks`` HMAC-SHA256 digests under
-    ``key`` (of ``bytes([b]) + message`` with ``counter``, of the message itself without,
-    then ``blocks`` is 1), computed in C in one call."""
-    offsets = _offsets(messages)
-    words = np.empty((len(messages), blocks * 8), dtype=np.uint32)
-    _dicekernel.hmac_words(key, b"".join(messages), offsets, blocks, counter, words)
-    return words
-
-
-def token_positions_reference(
-    key: bytes, tokens: Sequence[str], hashes: int, bits: int
-) -> NDArray[np.int64]:
-    """:func:`token_positions` with Python's :mod:`hmac` (the specification, for tests)."""
-    blocks = (hashes + 7) // 8
-    raw = bytearray()
-    for tok in tokens:
-        data = tok.encode("utf-8")
-        for b in range(blocks):
-            raw += hmac.digest(key, bytes((b,)) + data, "sha256")
-    words = np.frombuffer(bytes(raw), dtype="<u4").reshape(len(tokens), blocks * 8)
-    return (words[:, :hashes].astype(np.int64)) % bits
-
-
-def blocking_token(key: bytes, parts: Sequence[str]) -> int:
-    """Keyed 64-bit blocking token of the joined part values (never 0)."""
-    digest = hmac.digest(key, _UNIT_SEP.join(parts).encode("utf-8"), "sha256")
-    return int.from_bytes(digest[:8], "little") or 1
-
 
 # --------------------------------------------------------------------------- encoder
 
@@ -402,24 +74,19 @@ class _FieldColumn:
 
 
 def _normalise_value(
-    spec: FieldSpec, value: str | None, day_first: bool
+    spec: FieldSpec, value: str | None, schema: Schema
 ) -> tuple[str | None, str | None]:
     """``(canonical value or None when missing, None)``, or ``(None, reason)`` when the value
-    fails normalisation (the reason names the expectation, never the value)."""
+    fails normalisation (the reason names the expectation, never the value). The schema's
+    ``day_first`` and ``date_range`` decide how dates are read and which are valid."""
+    normaliser = norm.NORMALISERS[spec.kind]
     try:
-        return (
-            norm.NORMALISERS[spec.kind](value, field=spec.input_name, day_first=day_first),
-            None,
+        canonical = normaliser(
+            value, field=spec.input_name, day_first=schema.day_first, years=schema.date_range
         )
+        return canonical, None
     except InvalidValueError as exc:
         return None, exc.reason
-
-
-def _salted(tokens: Sequence[str], salt_value: str) -> list[str]:
-    """``tokens`` prefixed with ``<salt value>|``, or ``~|`` when the salt value is missing
-    (empty)."""
-    prefix = (salt_value or "~") + "|"
-    return [prefix + token for token in tokens]
 
 
 def raw_values(
@@ -445,7 +112,7 @@ def _joinable(value: object) -> bool:
 
 
 def _normalise_column(
-    spec: FieldSpec, raw: Sequence[str | None], day_first: bool, problems: list[ValueProblem]
+    spec: FieldSpec, raw: Sequence[str | None], schema: Schema, problems: list[ValueProblem]
 ) -> _FieldColumn:
     """Normalise each distinct raw value once; map rows to distinct normalised values.
 
@@ -457,7 +124,7 @@ def _normalise_column(
     values: list[str] = []
     reasons: list[str] = []
     for value in dict.fromkeys(raw):  # distinct raw values, first-seen order
-        canon, reason = _normalise_value(spec, value, day_first)
+        canon, reason = _normalise_value(spec, value, schema)
         if reason is not None:
             slot_of[value] = -2 - len(reasons)
             reasons.append(reason)
@@ -480,23 +147,6 @@ def _normalise_column(
     return _FieldColumn(spec, inverse, values)
 
 
-def _tokens64(key: bytes, messages: Sequence[bytes]) -> NDArray[np.uint64]:
-    """Keyed 64-bit tokens (blocking tokens, salt tags): the first 8 bytes, little endian,
-    of ``HMAC-SHA256(key, message)``, with 0 (reserved for "missing") mapped to 1. The
-    HMACs run in C (:func:`token_positions`); :func:`token64_reference` is the
-    specification."""
-    words = _hmac_words(key, messages, 1, counter=False)
-    tokens = words[:, 0].astype(U64) | (words[:, 1].astype(U64) << np.uint64(32))
-    tokens[tokens == 0] = 1
-    return tokens
-
-
-def token64_reference(key: bytes, message: bytes) -> int:
-    """One keyed 64-bit token with Python's :mod:`hmac` (the specification, for tests; also
-    the salt tag of :func:`encode_record`, where one message does not repay a C call)."""
-    return int.from_bytes(hmac.digest(key, message, "sha256")[:8], "little") or 1
-
-
 def _transform_column(col: _FieldColumn, transform: str) -> tuple[NDArray[np.int64], list[str]]:
     """Per-row index into distinct transformed values (-1 where missing)."""
     mapped: dict[str, int] = {}
@@ -513,12 +163,6 @@ def _transform_column(col: _FieldColumn, transform: str) -> tuple[NDArray[np.int
             out_values.append(t)
         remap[i] = slot
     return remap[col.inverse], out_values
-
-
-def filter_part(row: NDArray[np.uint64]) -> str:
-    """The value of a ``<field>.filter`` blocking part, and the salt-tag message of a
-    ``<field>.value`` salt source: the published filter ``row`` (one packed row) as hex."""
-    return np.ascontiguousarray(row, dtype=U64).tobytes().hex()
 
 
 @dataclass(frozen=True)
@@ -594,6 +238,18 @@ def encode_records(
     Every schema field must have a column; extra columns are ignored. Values that fail
     normalisation are encoded as missing and reported in ``problems`` (row, field, reason —
     never the value).
+
+    A salted field's tokens are each ``<salt value>|<token>`` (``~|`` where the salt value is
+    missing): salting splits the field's equal-value groups by the salt, so a frequency attack
+    meets flat (value, salt) groups. A field with ``hardening`` has its filters passed through
+    :func:`linkage.harden.harden_field_filters` (key ``harden/<field name>``), the record
+    filter through :func:`linkage.harden.harden_record_filters` (key ``harden/record``) when
+    ``[hardening]`` is on; a missing value stays all zero (hardening would set bits for it),
+    and a record none of whose record-filter fields is present keeps an all-zero record filter.
+
+    How: every distinct raw value of a field is normalised and tokenised once per batch, each
+    distinct (value, salt value) is hardened once, and each field's filters are built in one
+    C call per key (``_dicekernel.token_filters``) with no per-token Python work.
     """
     missing = [name for name in schema.input_names if name not in columns]
     if missing:
@@ -608,7 +264,7 @@ def encode_records(
         spec.input_name: _normalise_column(
             spec,
             raw_values(spec, columns),
-            schema.day_first,
+            schema,
             [] if spec.combines else problems,  # a combined field's inputs report their own
         )
         for spec in schema.comparison_specs
@@ -705,7 +361,7 @@ def encode_records(
     salt_tags = np.zeros((n, len(schema.salt_sources)), dtype=U64)
     for s_index, source in enumerate(schema.salt_sources):
         salt_field, salt_transform = source.split(".")
-        if salt_transform == "value":  # the published filter: see the module docstring
+        if salt_transform == "value":  # the published filter: see EncodedBatch
             idx, salt_values = published[salt_field].column
         else:
             idx, salt_values = _transform_column(cols[salt_field], salt_transform)
@@ -777,7 +433,7 @@ def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]
     given = {name: [values.get(name)] for name in schema.input_names}
     for spec in schema.comparison_specs:
         raw = raw_values(spec, given)[0]
-        canon, reason = _normalise_value(spec, raw, schema.day_first)
+        canon, reason = _normalise_value(spec, raw, schema)
         if reason is not None and not spec.combines:  # its inputs report their own
             problems.append(ValueProblem(0, spec.input_name, reason))
         elif canon is not None:
