@@ -70,7 +70,7 @@ from datetime import date
 from typing import Any
 
 from linkage.errors import InvalidValueError, JigsawError
-from linkage.normalise import NORMALISERS
+from linkage.normalise import NORMALISERS, YearRange
 from linkage.schema import FieldSpec, Schema
 from server.node_config import LOCAL_ID, SourceConfig
 from server.node_store import NodeStore
@@ -365,6 +365,7 @@ def _stored_value(
     value: str,
     line: int,
     day_first: bool,
+    years: YearRange,
     today: str,
     problems: list[RowProblem],
     warnings: list[RowProblem],
@@ -373,7 +374,7 @@ def _stored_value(
     a problem or warning is added when it fails."""
     name = spec.input_name
     try:
-        canonical = NORMALISERS[spec.kind](value, field=name, day_first=day_first)
+        canonical = NORMALISERS[spec.kind](value, field=name, day_first=day_first, years=years)
     except InvalidValueError as exc:
         if spec.kind == "nhs_number":
             warnings.append(RowProblem(line, name, f"{exc.reason}; stored as missing"))
@@ -413,6 +414,7 @@ def ingest_source(
         unmapped=[name for name in schema.input_names if name not in source_cfg.columns],
         extra_names=list(source_cfg.extra),
         day_first=source_cfg.day_first,
+        years=schema.date_range,
         today=date.today().isoformat(),
     )
     chunk: dict[str, dict[str, str | None]] = {}
@@ -466,6 +468,7 @@ class _Reading:
     unmapped: Sequence[str]
     extra_names: Sequence[str]
     day_first: bool
+    years: YearRange  # the schema's plausible years of a date
     today: str  # ISO date: a date after it is in the future
     rejected: list[RowProblem] = field(default_factory=list)
     warnings: list[RowProblem] = field(default_factory=list)
@@ -486,7 +489,14 @@ class _Reading:
             value = _checked(raw.values.get(name), line, name, problems)
             if value is not None:
                 value = _stored_value(
-                    spec, value, line, self.day_first, self.today, problems, row_warnings
+                    spec,
+                    value,
+                    line,
+                    self.day_first,
+                    self.years,
+                    self.today,
+                    problems,
+                    row_warnings,
                 )
             fields[name] = value
         for name in self.extra_names:
