@@ -48,8 +48,9 @@ be written here: callers log opaque references, counts and purposes. As a guard,
 keys that are identifier field names (:data:`FORBIDDEN_DETAIL_KEYS`) are refused.
 
 The chain is unkeyed: it shows tampering by anyone who does not also rewrite every later
-entry and the head; ship the head hash to another party (e.g. the matcher or a printout) for
-stronger guarantees.
+entry and the head. :mod:`server.audit_anchor` has another party hold signed heads, against
+which a truncated, wiped or rewritten log shows too (:meth:`AuditLog.durable_head`,
+:func:`walk_chain`).
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ class AuditLog:
         except BaseException:
             self._file.close()
             raise
-        self._durable_seq = self._seq
+        self._durable_seq, self._durable_hash = self._seq, self._last_hash
         self._has_head = self.head_path.exists()
         self._writer = threading.Thread(
             target=self._write_groups, name=f"audit-writer-{self.path.name}", daemon=True
@@ -364,7 +365,7 @@ class AuditLog:
                 self._fail(exc)
                 return
             with self._lock:
-                self._durable_seq = last_seq
+                self._durable_seq, self._durable_hash = last_seq, last_hash
                 self._written.notify_all()
             try:
                 self._write_head(last_seq, last_hash)
@@ -384,6 +385,12 @@ class AuditLog:
     def last_seq(self) -> int:
         """Sequence number of the last entry (0 when empty)."""
         return self._seq
+
+    def durable_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry on disk: (0, :data:`GENESIS_HASH`) when empty. What
+        :mod:`server.audit_anchor` signs and hands to another party."""
+        with self._lock:
+            return self._durable_seq, self._durable_hash
 
     def append(
         self,
@@ -493,30 +500,11 @@ def verify_audit_log(path: Path) -> AuditVerification:
     if data and not data.endswith(b"\n"):
         lines_before = data.count(b"\n")
         return bad(lines_before + 1, "log ends in the middle of a line")
-    expected_seq, prev_hash = 1, GENESIS_HASH
-    for line in data.splitlines():
-        seq = expected_seq
-        try:
-            entry = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            return bad(seq, "line is not valid JSON")
-        if not isinstance(entry, dict) or set(entry) != ENTRY_KEYS:
-            return bad(seq, "entry does not have exactly the audit keys")
-        body = {key: value for key, value in entry.items() if key != "hash"}
-        try:
-            recomputed = entry_hash(body)
-        except ValueError:
-            return bad(seq, "entry cannot be canonicalised")
-        if entry["seq"] != seq:
-            return bad(seq, f"sequence break: expected {seq}, found {entry['seq']!r}")
-        if entry["prev"] != prev_hash:
-            return bad(seq, "chain break: prev does not match the previous entry's hash")
-        if entry["hash"] != recomputed:
-            return bad(seq, "hash mismatch: entry was edited")
-        if canonical_json(entry) != line:
-            return bad(seq, "line is not in canonical form")
-        prev_hash = entry["hash"]
-        expected_seq += 1
+    hashes, problem = walk_chain(data)
+    if problem is not None:
+        return bad(*problem)
+    expected_seq = len(hashes) + 1
+    prev_hash = hashes[-1] if hashes else GENESIS_HASH
     try:
         head = _read_head(head_path)
     except AuditIntegrityError:
@@ -546,6 +534,48 @@ def verify_audit_log(path: Path) -> AuditVerification:
             reason="ok; head lags (interrupted group)",
         )
     return bad(min(head_seq, last_seq) if head_seq >= 1 else 1, "head does not match the log")
+
+
+def walk_chain(data: bytes) -> tuple[list[str], tuple[int, str] | None]:
+    """The hashes of the entries of log bytes ``data`` that form a sound chain from the
+    first, and the first problem after them as (entry number, reason), or None.
+
+    Checks each entry's keys, hash, sequence number, link to the previous entry and
+    canonical form; :func:`verify_audit_log` adds the head, :mod:`server.audit_anchor` the
+    heads held by another party.
+    """
+    hashes: list[str] = []
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        cut: tuple[int, str] | None = (data.count(b"\n") + 1, "log ends in the middle of a line")
+    else:
+        cut = None
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    for line in data.splitlines():
+        seq = expected_seq
+        try:
+            entry = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return hashes, (seq, "line is not valid JSON")
+        if not isinstance(entry, dict) or set(entry) != ENTRY_KEYS:
+            return hashes, (seq, "entry does not have exactly the audit keys")
+        body = {key: value for key, value in entry.items() if key != "hash"}
+        try:
+            recomputed = entry_hash(body)
+        except ValueError:
+            return hashes, (seq, "entry cannot be canonicalised")
+        if entry["seq"] != seq:
+            return hashes, (seq, f"sequence break: expected {seq}, found {entry['seq']!r}")
+        if entry["prev"] != prev_hash:
+            return hashes, (seq, "chain break: prev does not match the previous entry's hash")
+        if entry["hash"] != recomputed:
+            return hashes, (seq, "hash mismatch: entry was edited")
+        if canonical_json(entry) != line:
+            return hashes, (seq, "line is not in canonical form")
+        prev_hash = entry["hash"]
+        hashes.append(prev_hash)
+        expected_seq += 1
+    return hashes, cut
 
 
 def _hash_of_entry(data: bytes, seq: int) -> str | None:

@@ -192,6 +192,9 @@ MATCHER_POLICY = RolePolicy(
         "/jigsaw.v1.Matcher/Link": {"operator"},
         "/jigsaw.v1.Matcher/GetLinkResult": {"operator"},
         "/jigsaw.v1.Matcher/Status": {"operator"},
+        # audit anchoring (server.audit_anchor): a node's own head; an operator's audit
+        "/jigsaw.v1.Matcher/AnchorHead": {"node"},
+        "/jigsaw.v1.Matcher/GetAnchors": {"operator"},
     }
 )
 
@@ -201,6 +204,8 @@ NODE_POLICY = RolePolicy(
         # a node relays its own staff's disclosures to the holding agency's node
         "/jigsaw.v1.AgencyNode/Disclose": {"staff", "node"},
         "/jigsaw.v1.AgencyNode/Status": {"operator", "staff"},
+        "/jigsaw.v1.AgencyNode/AnchorAudit": {"operator"},
+        "/jigsaw.v1.AgencyNode/GetAnchors": {"operator"},
     }
 )
 

@@ -100,6 +100,15 @@ from linkage.schema import Schema
 from linkage.scoring import FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
+from server.audit_anchor import (
+    AnchorError,
+    ReceiptFile,
+    Signed,
+    Signer,
+    Witness,
+    load_ca,
+    pages,
+)
 from server.auth import MATCHER_POLICY, current_identity
 from server.matcher_config import MatcherConfig, MatchLimitConfig
 from server.matcher_convert import (
@@ -478,8 +487,14 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         model: FellegiSunterModel | None,
         limits: MatchLimits | None = None,
         form_map: FormMap | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self._config = config
+        # holds the nodes' audit heads, signed with the matcher's key (server.audit_anchor)
+        self._signer = signer if signer is not None else Signer.from_tls(config.tls)
+        self._witness = Witness(
+            self._signer, load_ca(config.tls.ca_cert), ReceiptFile.witnessed_of(audit.path)
+        )
         self._limits = (
             limits if limits is not None else MatchLimits.from_config(config.match_limits)
         )
@@ -951,6 +966,45 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             indexed_records=sum(counts.values()),
             version=_version(),
         )
+
+    # ------------------------------------------------------------------ audit anchoring
+
+    @grpc_errors
+    def AnchorHead(
+        self, request: jigsaw_pb2.AnchorHeadRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.AnchorHeadResponse:
+        """Hold a node's signed audit head; answer a receipt and the matcher's own head."""
+        identity = current_identity(context)
+        details: dict[str, str | int] = {"caller_agency": identity.agency}
+        try:
+            receipt, head, check = self._witness.hold(Signed.from_proto(request.head), identity)
+        except AnchorError as exc:
+            self._audit.append(
+                actor=identity.name,
+                action="audit_anchor",
+                outcome="invalid_argument",
+                details=details,
+            )
+            raise RequestError("head", f"expected a head signed by the caller: {exc}") from None
+        self._audit.append(
+            actor=identity.name,
+            action="audit_anchor",
+            outcome=check,
+            details={**details, "owner_seq": head.seq},
+        )
+        seq, chain_hash = self._audit.durable_head()  # after the entry above
+        return jigsaw_pb2.AnchorHeadResponse(
+            receipt=receipt.to_proto(),
+            matcher_head=self._signer.sign_head(seq, chain_hash).to_proto(),
+        )
+
+    @grpc_errors
+    def GetAnchors(
+        self, request: jigsaw_pb2.GetAnchorsRequest, context: grpc.ServicerContext
+    ) -> Iterator[jigsaw_pb2.GetAnchorsResponse]:
+        """The heads of one identity the matcher holds, with its receipts, in pages."""
+        owner = require_text(request.owner, "owner", MAX_ON_BEHALF_OF_CHARS)
+        yield from pages(self._witness.held(owner))
 
 
 def _load_libc() -> Any:

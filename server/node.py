@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, NoReturn
@@ -49,6 +49,7 @@ from linkage.normalise import FINITE_VALUES
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.audit import AuditLog
+from server.audit_anchor import ANCHOR_INTERVAL_S, Anchorer, AnchorError, Signer, load_ca, pages
 from server.auth import NODE_POLICY, Identity, current_identity
 from server.convert import encoded_to_proto
 from server.node_config import NodeConfig, read_linkage_keys
@@ -187,6 +188,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         disclosure_guard: EnumerationGuard,
         answers: RecentAnswers,
         peers: Mapping[str, jigsaw_pb2_grpc.AgencyNodeStub],
+        anchorer: Anchorer,
     ) -> None:
         self._config = config
         self._schema = config.schema
@@ -207,6 +209,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         self._disclosure_guard = disclosure_guard
         self._answers = answers
         self._peers = dict(peers)
+        self._anchorer = anchorer
 
     # ------------------------------------------------------------------ Lookup
 
@@ -540,6 +543,32 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             version=_version(),
         )
 
+    # ------------------------------------------------------------------ audit anchoring
+
+    @grpc_errors
+    def AnchorAudit(
+        self, request: jigsaw_pb2.AnchorAuditRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.AnchorAuditResponse:
+        """Anchor this node's audit head with the matcher now (server.audit_anchor)."""
+        try:
+            receipt, seq = self._anchorer.anchor_now()
+        except grpc.RpcError as exc:
+            self._abort_for_matcher(context, exc)
+        except AnchorError as exc:
+            raise PreconditionFailed(f"the matcher's answer to the anchoring: {exc}") from None
+        response = jigsaw_pb2.AnchorAuditResponse(seq=seq)
+        if receipt is not None:
+            response.receipt.CopyFrom(receipt.to_proto())
+        return response
+
+    @grpc_errors
+    def GetAnchors(
+        self, request: jigsaw_pb2.GetAnchorsRequest, context: grpc.ServicerContext
+    ) -> Iterator[jigsaw_pb2.GetAnchorsResponse]:
+        """The matcher's audit heads this node holds, with its receipts, in pages."""
+        owner = require_text(request.owner, "owner", MAX_NAME_CHARS)
+        yield from pages(self._anchorer.witness.held(owner))
+
 
 class _OwningServer(grpc.Server):  # type: ignore[misc]
     """A grpc.Server that releases the node's resources once it has stopped.
@@ -595,6 +624,7 @@ class NodeRuntime:
     store: NodeStore
     audit: AuditLog
     matcher_channel: grpc.Channel
+    anchorer: Anchorer
     peer_channels: Sequence[grpc.Channel] = ()
     _closed: bool = False
     _close_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -605,6 +635,7 @@ class NodeRuntime:
             if self._closed:
                 return
             self._closed = True
+            self.anchorer.close()  # the final head, while the channel is open
             self.matcher_channel.close()
             for channel in self.peer_channels:
                 channel.close()
@@ -612,8 +643,12 @@ class NodeRuntime:
             self.store.close()
 
 
-def build_node(config: NodeConfig) -> NodeRuntime:
-    """Build the node server bound to ``config.listen`` with mutual TLS, ready to start."""
+def build_node(config: NodeConfig, *, anchor_interval_s: float = ANCHOR_INTERVAL_S) -> NodeRuntime:
+    """Build the node server bound to ``config.listen`` with mutual TLS, ready to start.
+
+    Its audit head is anchored with the matcher every ``anchor_interval_s`` seconds (when it
+    moved) from now on, and at close (:class:`server.audit_anchor.Anchorer`).
+    """
     keys = read_linkage_keys(config)
     store = NodeStore(config.store)
     audit = AuditLog(config.audit_log)
@@ -622,7 +657,15 @@ def build_node(config: NodeConfig) -> NodeRuntime:
         agency: secure_channel(address, config.tls, expect=server_name("node", agency))
         for agency, address in config.peers.items()
     }
+    anchorer: Anchorer | None = None
     try:
+        anchorer = Anchorer(
+            audit,
+            Signer.from_tls(config.tls),
+            load_ca(config.tls.ca_cert),
+            jigsaw_pb2_grpc.MatcherStub(channel),  # type: ignore[no-untyped-call]
+            interval_s=anchor_interval_s,
+        )
         limits = config.rate_limits
         servicer = AgencyNodeServicer(
             config,
@@ -641,6 +684,7 @@ def build_node(config: NodeConfig) -> NodeRuntime:
                 agency: jigsaw_pb2_grpc.AgencyNodeStub(peer)  # type: ignore[no-untyped-call]
                 for agency, peer in peer_channels.items()
             },
+            anchorer=anchorer,
         )
         server, port = build_grpc_server(
             role="node",
@@ -662,9 +706,10 @@ def build_node(config: NodeConfig) -> NodeRuntime:
         store.close()
         raise
     runtime = NodeRuntime(
-        server, port, servicer, store, audit, channel, tuple(peer_channels.values())
+        server, port, servicer, store, audit, channel, anchorer, tuple(peer_channels.values())
     )
     runtime.server = _OwningServer(server, runtime.close)
+    anchorer.start()
     return runtime
 
 

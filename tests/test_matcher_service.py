@@ -670,8 +670,17 @@ ALLOWED_STRING_FIELDS = {
     "cluster_id",
     "field",
     "version",
+    "owner",  # an identity name whose audit heads an operator asks for
 }
-ALLOWED_BYTES_FIELDS = {"field_filters", "record_filter"}
+ALLOWED_BYTES_FIELDS = {
+    "field_filters",
+    "record_filter",
+    # a signed audit head or receipt: the matcher refuses a statement with any key or value
+    # outside the head format (server.audit_anchor), a signature, a CA-issued certificate
+    "statement",
+    "signature",
+    "certificate",
+}
 # The columnar Publish form: every bytes field, by full name, with why it carries no identifier.
 # Checked by full name (not just by field name) so a new bytes field anywhere else still fails.
 ALLOWED_COLUMN_FIELDS = {
