@@ -54,7 +54,9 @@ a refused call is charged to none). A call past the buckets is counted by an
 :class:`~server.ratelimit.EnumerationGuard` per node (over the hourly threshold: one
 "enumeration_alert" audit entry and a warning naming the caller). A refusal is
 ``RESOURCE_EXHAUSTED`` with trailing metadata ``retry-after-s`` (the longest wait of the
-limits that refused), audited as a "match" with outcome "rate_limited". Publish, Withdraw and
+limits that refused), counted as a "match" refused for "rate_limited" in the matcher's
+:class:`~server.audit.RefusalTally` (one entry per node per interval, as for the calls the
+interceptor refuses). Publish, Withdraw and
 Link are not lookups and are not limited.
 
 Errors go through :mod:`server.status` (``@grpc_errors``): a header whose fingerprint or key
@@ -99,7 +101,7 @@ from linkage.index import CONFIDENT_PROBABILITY, IndexedCandidate, MatchIndex
 from linkage.schema import Schema
 from linkage.scoring import FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.audit import AuditLog
+from server.audit import AuditLog, RefusalTally
 from server.audit_anchor import (
     AnchorError,
     ReceiptFile,
@@ -488,8 +490,10 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         limits: MatchLimits | None = None,
         form_map: FormMap | None = None,
         signer: Signer | None = None,
+        refusals: RefusalTally | None = None,
     ) -> None:
         self._config = config
+        self._refusals = refusals
         # holds the nodes' audit heads, signed with the matcher's key (server.audit_anchor)
         self._signer = signer if signer is not None else Signer.from_tls(config.tls)
         self._witness = Witness(
@@ -697,13 +701,22 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                     table = self._evidence = evidence_table(model)  # a new model: once
                 candidates = candidates_from_table(found, table, reveal_probability=reveal)
         except BaseException as exc:
-            self._audit.append(
-                actor=identity.name,
-                action="match",
-                purpose=purpose,
-                outcome=_outcome_of(exc),
-                details=details,
-            )
+            outcome = _outcome_of(exc)
+            if outcome == "rate_limited" and self._refusals is not None:
+                self._refusals.count(  # one entry per node and person per interval
+                    identity.name,
+                    "match",
+                    outcome,
+                    on_behalf_of=str(details.get("on_behalf_of", "")),
+                )
+            else:
+                self._audit.append(
+                    actor=identity.name,
+                    action="match",
+                    purpose=purpose,
+                    outcome=outcome,
+                    details=details,
+                )
             raise
         details["candidates"] = len(candidates)
         self._audit.append(
@@ -1069,10 +1082,12 @@ class MatcherRuntime:
     servicer: MatcherServicer
     store: MatcherStore
     audit: AuditLog
+    refusals: RefusalTally
 
     def close(self) -> None:
         """Wait for link runs, then release the store and audit log (after the server stopped)."""
         self.servicer.join_links()
+        self.refusals.close()
         self.audit.close()
         self.store.close()
 
@@ -1121,10 +1136,12 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
     _fix_mmap_threshold()
     store = MatcherStore(config.store, schema=config.schema, key_version=config.key_version)
     audit: AuditLog | None = None
+    refusals: RefusalTally | None = None
     try:
         form_map = FormMap()
         index = rebuild_index(store, form_map=form_map)
         audit = AuditLog(config.audit_log)
+        refusals = RefusalTally(audit)
         servicer = MatcherServicer(
             config,
             store=store,
@@ -1133,6 +1150,7 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
             model=_load_model(store, config),
             limits=MatchLimits.from_config(config.match_limits, clock=clock),
             form_map=form_map,
+            refusals=refusals,
         )
         server, port = build_grpc_server(
             role="matcher",
@@ -1144,13 +1162,16 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
             listen=config.listen,
             tls=config.tls,
             max_workers=MAX_WORKERS,
+            refusals=refusals,
         )
     except BaseException:
+        if refusals is not None:
+            refusals.close()
         if audit is not None:
             audit.close()
         store.close()
         raise
-    return MatcherRuntime(server, port, servicer, store, audit)
+    return MatcherRuntime(server, port, servicer, store, audit, refusals)
 
 
 def create_server(config: MatcherConfig) -> tuple[grpc.Server, int]:

@@ -22,9 +22,12 @@ every method. Lookups and disclosures are rate-limited per person (``RESOURCE_EX
 with ``retry-after-s``; a holder limits a relaying agency's people by agency and name) and
 watched by :class:`~server.ratelimit.EnumerationGuard` instances whose alerts are audited as
 ``enumeration_alert`` and ``disclosure_alert``. A disclosure no recent lookup by the same
-person at this node led to is ``FAILED_PRECONDITION``. Every lookup and disclosure attempt is
-audited (actor, purpose, outcome, counts, ids, released field *names*) — a relayed disclosure
-on both nodes; no identifier value is ever logged, audited or put in a status message.
+person at this node led to is ``FAILED_PRECONDITION``. Every attempt, refused by a limit or
+not, counts towards the alerts. Every lookup and disclosure attempt is audited (actor,
+purpose, outcome, counts, ids, released field *names*; a relayed disclosure on both nodes),
+one entry each, except calls refused by the interceptor, by a rate limit or (a disclosure)
+as malformed, which a :class:`~server.audit.RefusalTally` counts per identity per interval.
+No identifier value is ever logged, audited or put in a status message.
 
 Servicer errors map to status codes through :mod:`server.status`; the matcher (or a holding
 node) being unreachable or too slow is ``UNAVAILABLE``.
@@ -48,7 +51,7 @@ from linkage.keys import KeySet
 from linkage.normalise import FINITE_VALUES
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.audit import AuditLog
+from server.audit import AuditLog, RefusalTally
 from server.audit_anchor import ANCHOR_INTERVAL_S, Anchorer, AnchorError, Signer, load_ca, pages
 from server.auth import NODE_POLICY, Identity, current_identity
 from server.convert import encoded_to_proto
@@ -189,6 +192,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         answers: RecentAnswers,
         peers: Mapping[str, jigsaw_pb2_grpc.AgencyNodeStub],
         anchorer: Anchorer,
+        refusals: RefusalTally,
     ) -> None:
         self._config = config
         self._schema = config.schema
@@ -210,6 +214,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         self._answers = answers
         self._peers = dict(peers)
         self._anchorer = anchorer
+        self._refusals = refusals
 
     # ------------------------------------------------------------------ Lookup
 
@@ -221,9 +226,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         lookup_id = secrets.token_hex(16)
         base: dict[str, str | int] = {"lookup_id": lookup_id, "caller_agency": identity.agency}
         retry_after = self._limiter.acquire(identity.name)
-        if retry_after is not None:
-            self._audit_lookup(identity, "", "rate_limited", base)
-            raise RateLimitedError(retry_after)
+        # every attempt counts towards the alert, refused or not
         if self._guard.observe(identity.name):
             logger.warning("enumeration alert: caller %s over the lookup threshold", identity.name)
             self._audit.append(
@@ -236,6 +239,9 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                     "threshold": self._guard.threshold,
                 },
             )
+        if retry_after is not None:
+            self._refusals.count(identity.name, "lookup", "rate_limited")
+            raise RateLimitedError(retry_after)
         try:
             purpose = require_purpose_code(
                 request.purpose_code, "purpose_code", self._config.purposes
@@ -370,7 +376,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             reference = require_reference(request.reference, "reference")
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
         except RequestError:
-            self._audit_disclose(actor, "", "invalid_argument", base)
+            self._refusals.count(actor, "disclose", "invalid_argument")
             raise
         if relayed:
             actor = request.on_behalf_of  # the relaying node's staff member is the actor
@@ -378,10 +384,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         # the holder limits each relaying agency's people apart from its own staff
         person = f"{identity.agency}/{actor}" if relayed else actor
         retry_after = self._disclosure_limiter.acquire(person)
-        if retry_after is not None:
-            self._audit_disclose(actor, purpose, "rate_limited", base)
-            raise RateLimitedError(retry_after)
-        if self._disclosure_guard.observe(person):
+        if self._disclosure_guard.observe(person):  # every attempt, refused or not
             logger.warning("disclosure alert: %s over the disclosure threshold", actor)
             self._audit.append(
                 actor=actor,
@@ -393,6 +396,9 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                     "threshold": self._disclosure_guard.threshold,
                 },
             )
+        if retry_after is not None:
+            self._refusals.count(person, "disclose", "rate_limited")
+            raise RateLimitedError(retry_after)
         if relayed:
             # the requesting node checked that its staff member's lookup returned the reference
             return self._release(actor, "staff", purpose, reference, base)
@@ -625,6 +631,7 @@ class NodeRuntime:
     audit: AuditLog
     matcher_channel: grpc.Channel
     anchorer: Anchorer
+    refusals: RefusalTally
     peer_channels: Sequence[grpc.Channel] = ()
     _closed: bool = False
     _close_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -635,6 +642,7 @@ class NodeRuntime:
             if self._closed:
                 return
             self._closed = True
+            self.refusals.close()  # the refused calls counted, before the final head
             self.anchorer.close()  # the final head, while the channel is open
             self.matcher_channel.close()
             for channel in self.peer_channels:
@@ -658,6 +666,7 @@ def build_node(config: NodeConfig, *, anchor_interval_s: float = ANCHOR_INTERVAL
         for agency, address in config.peers.items()
     }
     anchorer: Anchorer | None = None
+    refusals = RefusalTally(audit)
     try:
         anchorer = Anchorer(
             audit,
@@ -685,6 +694,7 @@ def build_node(config: NodeConfig, *, anchor_interval_s: float = ANCHOR_INTERVAL
                 for agency, peer in peer_channels.items()
             },
             anchorer=anchorer,
+            refusals=refusals,
         )
         server, port = build_grpc_server(
             role="node",
@@ -697,8 +707,10 @@ def build_node(config: NodeConfig, *, anchor_interval_s: float = ANCHOR_INTERVAL
             tls=config.tls,
             max_workers=MAX_WORKERS,
             agency=config.agency,
+            refusals=refusals,
         )
     except BaseException:
+        refusals.close()
         channel.close()
         for peer in peer_channels.values():
             peer.close()
@@ -706,7 +718,15 @@ def build_node(config: NodeConfig, *, anchor_interval_s: float = ANCHOR_INTERVAL
         store.close()
         raise
     runtime = NodeRuntime(
-        server, port, servicer, store, audit, channel, anchorer, tuple(peer_channels.values())
+        server,
+        port,
+        servicer,
+        store,
+        audit,
+        channel,
+        anchorer,
+        refusals,
+        tuple(peer_channels.values()),
     )
     runtime.server = _OwningServer(server, runtime.close)
     anchorer.start()
