@@ -119,7 +119,9 @@ def test_a_revoked_staff_certificate_is_refused_at_a_node(
         for call in (
             lambda: alice.Status(jigsaw_pb2.NodeStatusRequest(), timeout=TIMEOUT),
             lambda: alice.Lookup(
-                jigsaw_pb2.LookupRequest(identifiers={"family_name": "Smith"}, purpose="p"),
+                jigsaw_pb2.LookupRequest(
+                    identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry"
+                ),
                 timeout=TIMEOUT,
             ),
         ):
