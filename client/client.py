@@ -39,6 +39,18 @@ DISCLOSE_DEADLINE_S = 10.0
 STATUS_DEADLINE_S = 5.0
 LINK_DEADLINE_S = 3600.0
 PAGE_DEADLINE_S = 30.0
+ANCHORS_DEADLINE_S = 60.0
+
+
+def _anchors(
+    stub: jigsaw_pb2_grpc.MatcherStub | jigsaw_pb2_grpc.AgencyNodeStub, owner: str
+) -> list[jigsaw_pb2.AuditReceipt]:
+    receipts: list[jigsaw_pb2.AuditReceipt] = []
+    for page in stub.GetAnchors(
+        jigsaw_pb2.GetAnchorsRequest(owner=owner), timeout=ANCHORS_DEADLINE_S
+    ):
+        receipts.extend(page.receipts)
+    return receipts
 
 
 class _Client:
@@ -139,6 +151,19 @@ class NodeClient(_Client):
             )
         return response
 
+    def anchor_audit(self) -> jigsaw_pb2.AnchorAuditResponse:
+        """Operator: have the node anchor its audit head with the matcher now."""
+        with self._checked():
+            response: jigsaw_pb2.AnchorAuditResponse = self._stub.AnchorAudit(
+                jigsaw_pb2.AnchorAuditRequest(), timeout=STATUS_DEADLINE_S * 2
+            )
+        return response
+
+    def anchors(self, owner: str) -> list[jigsaw_pb2.AuditReceipt]:
+        """Operator: the audit heads of ``owner`` (the matcher) this node holds."""
+        with self._checked():
+            return _anchors(self._stub, owner)
+
 
 class MatcherClient(_Client):
     """Operator calls to the matcher."""
@@ -195,3 +220,8 @@ class MatcherClient(_Client):
                 jigsaw_pb2.MatcherStatusRequest(), timeout=STATUS_DEADLINE_S
             )
         return response
+
+    def anchors(self, owner: str) -> list[jigsaw_pb2.AuditReceipt]:
+        """Operator: the audit heads of ``owner`` (a node's identity) the matcher holds."""
+        with self._checked():
+            return _anchors(self._stub, owner)

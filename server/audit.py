@@ -47,9 +47,18 @@ Identifier values (names, dates of birth, postcodes, NHS numbers, local record i
 be written here: callers log opaque references, counts and purposes. As a guard, ``details``
 keys that are identifier field names (:data:`FORBIDDEN_DETAIL_KEYS`) are refused.
 
+Refused calls (by the role interceptor, a rate limit, or as malformed before any work) are
+not written one by one, which let a flood of them fill a disk: a :class:`RefusalTally`
+counts them per identity (and person a node acts for) and writes, at the end of each
+interval and at close, one ``refused`` entry per identity that was refused in it
+(``details``: ``refused`` = the total, ``interval_seconds``, ``on_behalf_of`` when it
+applies, and one ``<action>.<reason>`` count per kind), so every refused call is
+counted in exactly one entry.
+
 The chain is unkeyed: it shows tampering by anyone who does not also rewrite every later
-entry and the head; ship the head hash to another party (e.g. the matcher or a printout) for
-stronger guarantees.
+entry and the head. :mod:`server.audit_anchor` has another party hold signed heads, against
+which a truncated, wiped or rewritten log shows too (:meth:`AuditLog.durable_head`,
+:func:`walk_chain`).
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,7 +278,7 @@ class AuditLog:
         except BaseException:
             self._file.close()
             raise
-        self._durable_seq = self._seq
+        self._durable_seq, self._durable_hash = self._seq, self._last_hash
         self._has_head = self.head_path.exists()
         self._writer = threading.Thread(
             target=self._write_groups, name=f"audit-writer-{self.path.name}", daemon=True
@@ -364,7 +374,7 @@ class AuditLog:
                 self._fail(exc)
                 return
             with self._lock:
-                self._durable_seq = last_seq
+                self._durable_seq, self._durable_hash = last_seq, last_hash
                 self._written.notify_all()
             try:
                 self._write_head(last_seq, last_hash)
@@ -384,6 +394,12 @@ class AuditLog:
     def last_seq(self) -> int:
         """Sequence number of the last entry (0 when empty)."""
         return self._seq
+
+    def durable_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry on disk: (0, :data:`GENESIS_HASH`) when empty. What
+        :mod:`server.audit_anchor` signs and hands to another party."""
+        with self._lock:
+            return self._durable_seq, self._durable_hash
 
     def append(
         self,
@@ -493,30 +509,11 @@ def verify_audit_log(path: Path) -> AuditVerification:
     if data and not data.endswith(b"\n"):
         lines_before = data.count(b"\n")
         return bad(lines_before + 1, "log ends in the middle of a line")
-    expected_seq, prev_hash = 1, GENESIS_HASH
-    for line in data.splitlines():
-        seq = expected_seq
-        try:
-            entry = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            return bad(seq, "line is not valid JSON")
-        if not isinstance(entry, dict) or set(entry) != ENTRY_KEYS:
-            return bad(seq, "entry does not have exactly the audit keys")
-        body = {key: value for key, value in entry.items() if key != "hash"}
-        try:
-            recomputed = entry_hash(body)
-        except ValueError:
-            return bad(seq, "entry cannot be canonicalised")
-        if entry["seq"] != seq:
-            return bad(seq, f"sequence break: expected {seq}, found {entry['seq']!r}")
-        if entry["prev"] != prev_hash:
-            return bad(seq, "chain break: prev does not match the previous entry's hash")
-        if entry["hash"] != recomputed:
-            return bad(seq, "hash mismatch: entry was edited")
-        if canonical_json(entry) != line:
-            return bad(seq, "line is not in canonical form")
-        prev_hash = entry["hash"]
-        expected_seq += 1
+    hashes, problem = walk_chain(data)
+    if problem is not None:
+        return bad(*problem)
+    expected_seq = len(hashes) + 1
+    prev_hash = hashes[-1] if hashes else GENESIS_HASH
     try:
         head = _read_head(head_path)
     except AuditIntegrityError:
@@ -548,9 +545,125 @@ def verify_audit_log(path: Path) -> AuditVerification:
     return bad(min(head_seq, last_seq) if head_seq >= 1 else 1, "head does not match the log")
 
 
+def walk_chain(data: bytes) -> tuple[list[str], tuple[int, str] | None]:
+    """The hashes of the entries of log bytes ``data`` that form a sound chain from the
+    first, and the first problem after them as (entry number, reason), or None.
+
+    Checks each entry's keys, hash, sequence number, link to the previous entry and
+    canonical form; :func:`verify_audit_log` adds the head, :mod:`server.audit_anchor` the
+    heads held by another party.
+    """
+    hashes: list[str] = []
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        cut: tuple[int, str] | None = (data.count(b"\n") + 1, "log ends in the middle of a line")
+    else:
+        cut = None
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    for line in data.splitlines():
+        seq = expected_seq
+        try:
+            entry = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return hashes, (seq, "line is not valid JSON")
+        if not isinstance(entry, dict) or set(entry) != ENTRY_KEYS:
+            return hashes, (seq, "entry does not have exactly the audit keys")
+        body = {key: value for key, value in entry.items() if key != "hash"}
+        try:
+            recomputed = entry_hash(body)
+        except ValueError:
+            return hashes, (seq, "entry cannot be canonicalised")
+        if entry["seq"] != seq:
+            return hashes, (seq, f"sequence break: expected {seq}, found {entry['seq']!r}")
+        if entry["prev"] != prev_hash:
+            return hashes, (seq, "chain break: prev does not match the previous entry's hash")
+        if entry["hash"] != recomputed:
+            return hashes, (seq, "hash mismatch: entry was edited")
+        if canonical_json(entry) != line:
+            return hashes, (seq, "line is not in canonical form")
+        prev_hash = entry["hash"]
+        hashes.append(prev_hash)
+        expected_seq += 1
+    return hashes, cut
+
+
 def _hash_of_entry(data: bytes, seq: int) -> str | None:
     lines = data.splitlines()
     if not 1 <= seq <= len(lines):
         return None
     value = json.loads(lines[seq - 1].decode("utf-8"))["hash"]
     return value if isinstance(value, str) else None
+
+
+#: Seconds a :class:`RefusalTally` counts before it writes its entries.
+REFUSAL_INTERVAL_S = 60.0
+#: Identities one interval counts apart; further ones are counted together.
+MAX_REFUSED_ACTORS = 1000
+OTHER_ACTORS = "(other identities)"
+
+
+class RefusalTally:
+    """Refused calls counted per identity, written as one ``refused`` entry per identity per
+    interval (module docstring); thread-safe. :meth:`close` writes what was counted."""
+
+    def __init__(
+        self,
+        log: AuditLog,
+        *,
+        interval_s: float = REFUSAL_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], dict[str, int]] = {}
+        self._started = clock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-refusals", daemon=True)
+        self._thread.start()
+
+    def count(self, actor: str, action: str, reason: str, *, on_behalf_of: str = "") -> None:
+        """Count one call of ``action`` by ``actor`` (for ``on_behalf_of``, when a node acts
+        for a person) refused for ``reason`` (a word)."""
+        with self._lock:
+            key = (actor, on_behalf_of)
+            if key not in self._counts and len(self._counts) >= MAX_REFUSED_ACTORS:
+                key = (OTHER_ACTORS, "")
+            kinds = self._counts.setdefault(key, {})
+            kind = f"{action}.{reason}"
+            kinds[kind] = kinds.get(kind, 0) + 1
+
+    def flush(self) -> int:
+        """Write one entry per identity counted since the last flush; the entries written."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            now = self._clock()
+            seconds, self._started = max(0, round(now - self._started)), now
+        for (actor, on_behalf_of), kinds in sorted(counts.items()):
+            person = {"on_behalf_of": on_behalf_of} if on_behalf_of else {}
+            self._log.append(
+                actor=actor,
+                action="refused",
+                outcome="refused",
+                details={
+                    "refused": sum(kinds.values()),
+                    "interval_seconds": seconds,
+                    **person,
+                    **kinds,
+                },
+            )
+        return len(counts)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.flush()
+            except (AuditIntegrityError, ValueError) as exc:
+                logger.error("audit: refused calls could not be written (%s)", exc)
+
+    def close(self) -> None:
+        """Stop the interval writer and write what was counted since (before the log closes)."""
+        self._stop.set()
+        self._thread.join()
+        self.flush()

@@ -40,11 +40,15 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from server.audit import RefusalTally
 from server.pki import ROLES
 from server.revocation import RevocationChecker
 from server.status import Unauthenticated
 
 logger = logging.getLogger(__name__)
+
+#: The actor of a refused call that carried no Jigsaw identity.
+UNIDENTIFIED = "(unidentified)"
 
 #: Roles whose callers may call a server that belongs to an agency only if it is their own.
 AGENCY_BOUND_ROLES: frozenset[str] = frozenset({"staff"})
@@ -192,6 +196,9 @@ MATCHER_POLICY = RolePolicy(
         "/jigsaw.v1.Matcher/Link": {"operator"},
         "/jigsaw.v1.Matcher/GetLinkResult": {"operator"},
         "/jigsaw.v1.Matcher/Status": {"operator"},
+        # audit anchoring (server.audit_anchor): a node's own head; an operator's audit
+        "/jigsaw.v1.Matcher/AnchorHead": {"node"},
+        "/jigsaw.v1.Matcher/GetAnchors": {"operator"},
     }
 )
 
@@ -201,6 +208,8 @@ NODE_POLICY = RolePolicy(
         # a node relays its own staff's disclosures to the holding agency's node
         "/jigsaw.v1.AgencyNode/Disclose": {"staff", "node"},
         "/jigsaw.v1.AgencyNode/Status": {"operator", "staff"},
+        "/jigsaw.v1.AgencyNode/AnchorAudit": {"operator"},
+        "/jigsaw.v1.AgencyNode/GetAnchors": {"operator"},
     }
 )
 
@@ -228,8 +237,10 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         *,
         revocations: RevocationChecker,
         agency: str | None = None,
+        refusals: RefusalTally | None = None,
     ) -> None:
         self._policy = policy
+        self._refusals = refusals
         self._revocations = revocations
         self._agency = agency
         # per interceptor, bounded: PEM -> (identity, serial), or None without an identity
@@ -249,9 +260,14 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._identities[pem] = known
         return known
 
+    def _refused(self, actor: str, method: str, reason: str) -> None:
+        if self._refusals is not None:
+            self._refusals.count(actor, method.rsplit("/", 1)[-1], reason)
+
     def _authorise(self, method: str, context: grpc.ServicerContext) -> Identity:
         known = self._identity(context)
         if known is None:
+            self._refused(UNIDENTIFIED, method, "unauthenticated")
             context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "no verified client certificate with a Jigsaw identity (CN, O, OU)",
@@ -263,6 +279,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 "refused %s: the client certificate of %s (%s, %s) is revoked",
                 method, identity.name, identity.role, identity.agency,
             )  # fmt: skip
+            self._refused(identity.name, method, "revoked")
             context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "the client certificate is revoked: a certificate not on the federation's "
@@ -272,6 +289,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if not self._policy.permits(method, identity.role):
             allowed = sorted(self._policy.allowed_roles(method))
             allowed_text = ", ".join(allowed) if allowed else "no role"
+            self._refused(identity.name, method, "role_denied")
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"method {method} is allowed for {allowed_text}; caller has role {identity.role}",
@@ -283,6 +301,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             and identity.agency != self._agency
             and service_of(method) not in OPEN_SERVICES
         ):
+            self._refused(identity.name, method, "other_agency")
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"method {method} is allowed for {identity.role} of agency {self._agency} "

@@ -54,7 +54,9 @@ a refused call is charged to none). A call past the buckets is counted by an
 :class:`~server.ratelimit.EnumerationGuard` per node (over the hourly threshold: one
 "enumeration_alert" audit entry and a warning naming the caller). A refusal is
 ``RESOURCE_EXHAUSTED`` with trailing metadata ``retry-after-s`` (the longest wait of the
-limits that refused), audited as a "match" with outcome "rate_limited". Publish, Withdraw and
+limits that refused), counted as a "match" refused for "rate_limited" in the matcher's
+:class:`~server.audit.RefusalTally` (one entry per node per interval, as for the calls the
+interceptor refuses). Publish, Withdraw and
 Link are not lookups and are not limited.
 
 Errors go through :mod:`server.status` (``@grpc_errors``): a header whose fingerprint or key
@@ -99,7 +101,16 @@ from linkage.index import CONFIDENT_PROBABILITY, IndexedCandidate, MatchIndex
 from linkage.schema import Schema
 from linkage.scoring import FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.audit import AuditLog
+from server.audit import AuditLog, RefusalTally
+from server.audit_anchor import (
+    AnchorError,
+    ReceiptFile,
+    Signed,
+    Signer,
+    Witness,
+    load_ca,
+    pages,
+)
 from server.auth import MATCHER_POLICY, current_identity
 from server.matcher_config import MatcherConfig, MatchLimitConfig
 from server.matcher_convert import (
@@ -481,8 +492,16 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         model: FellegiSunterModel | None,
         limits: MatchLimits | None = None,
         form_map: FormMap | None = None,
+        signer: Signer | None = None,
+        refusals: RefusalTally | None = None,
     ) -> None:
         self._config = config
+        self._refusals = refusals
+        # holds the nodes' audit heads, signed with the matcher's key (server.audit_anchor)
+        self._signer = signer if signer is not None else Signer.from_tls(config.tls)
+        self._witness = Witness(
+            self._signer, load_ca(config.tls.ca_cert), ReceiptFile.witnessed_of(audit.path)
+        )
         self._limits = (
             limits if limits is not None else MatchLimits.from_config(config.match_limits)
         )
@@ -709,13 +728,22 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                     table = self._evidence = evidence_table(model)  # a new model: once
                 candidates = candidates_from_table(found, table, reveal_probability=reveal)
         except BaseException as exc:
-            self._audit.append(
-                actor=identity.name,
-                action="match",
-                purpose=purpose,
-                outcome=_outcome_of(exc),
-                details=details,
-            )
+            outcome = _outcome_of(exc)
+            if outcome == "rate_limited" and self._refusals is not None:
+                self._refusals.count(  # one entry per node and person per interval
+                    identity.name,
+                    "match",
+                    outcome,
+                    on_behalf_of=str(details.get("on_behalf_of", "")),
+                )
+            else:
+                self._audit.append(
+                    actor=identity.name,
+                    action="match",
+                    purpose=purpose,
+                    outcome=outcome,
+                    details=details,
+                )
             raise
         details["candidates"] = len(candidates)
         self._audit.append(
@@ -979,6 +1007,45 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             version=_version(),
         )
 
+    # ------------------------------------------------------------------ audit anchoring
+
+    @grpc_errors
+    def AnchorHead(
+        self, request: jigsaw_pb2.AnchorHeadRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.AnchorHeadResponse:
+        """Hold a node's signed audit head; answer a receipt and the matcher's own head."""
+        identity = current_identity(context)
+        details: dict[str, str | int] = {"caller_agency": identity.agency}
+        try:
+            receipt, head, check = self._witness.hold(Signed.from_proto(request.head), identity)
+        except AnchorError as exc:
+            self._audit.append(
+                actor=identity.name,
+                action="audit_anchor",
+                outcome="invalid_argument",
+                details=details,
+            )
+            raise RequestError("head", f"expected a head signed by the caller: {exc}") from None
+        self._audit.append(
+            actor=identity.name,
+            action="audit_anchor",
+            outcome=check,
+            details={**details, "owner_seq": head.seq},
+        )
+        seq, chain_hash = self._audit.durable_head()  # after the entry above
+        return jigsaw_pb2.AnchorHeadResponse(
+            receipt=receipt.to_proto(),
+            matcher_head=self._signer.sign_head(seq, chain_hash).to_proto(),
+        )
+
+    @grpc_errors
+    def GetAnchors(
+        self, request: jigsaw_pb2.GetAnchorsRequest, context: grpc.ServicerContext
+    ) -> Iterator[jigsaw_pb2.GetAnchorsResponse]:
+        """The heads of one identity the matcher holds, with its receipts, in pages."""
+        owner = require_text(request.owner, "owner", MAX_ON_BEHALF_OF_CHARS)
+        yield from pages(self._witness.held(owner))
+
 
 def _load_libc() -> Any:
     """The C library through ctypes, or None when it cannot be loaded."""
@@ -1042,10 +1109,12 @@ class MatcherRuntime:
     servicer: MatcherServicer
     store: MatcherStore
     audit: AuditLog
+    refusals: RefusalTally
 
     def close(self) -> None:
         """Wait for link runs, then release the store and audit log (after the server stopped)."""
         self.servicer.join_links()
+        self.refusals.close()
         self.audit.close()
         self.store.close()
 
@@ -1094,10 +1163,12 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
     _fix_mmap_threshold()
     store = MatcherStore(config.store, schema=config.schema, key_version=config.key_version)
     audit: AuditLog | None = None
+    refusals: RefusalTally | None = None
     try:
         form_map = FormMap()
         index = rebuild_index(store, form_map=form_map)
         audit = AuditLog(config.audit_log)
+        refusals = RefusalTally(audit)
         servicer = MatcherServicer(
             config,
             store=store,
@@ -1106,6 +1177,7 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
             model=_load_model(store, config),
             limits=MatchLimits.from_config(config.match_limits, clock=clock),
             form_map=form_map,
+            refusals=refusals,
         )
         server, port = build_grpc_server(
             role="matcher",
@@ -1117,13 +1189,16 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
             listen=config.listen,
             tls=config.tls,
             max_workers=MAX_WORKERS,
+            refusals=refusals,
         )
     except BaseException:
+        if refusals is not None:
+            refusals.close()
         if audit is not None:
             audit.close()
         store.close()
         raise
-    return MatcherRuntime(server, port, servicer, store, audit)
+    return MatcherRuntime(server, port, servicer, store, audit, refusals)
 
 
 def create_server(config: MatcherConfig) -> tuple[grpc.Server, int]:

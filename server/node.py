@@ -22,9 +22,12 @@ every method. Lookups and disclosures are rate-limited per person (``RESOURCE_EX
 with ``retry-after-s``; a holder limits a relaying agency's people by agency and name) and
 watched by :class:`~server.ratelimit.EnumerationGuard` instances whose alerts are audited as
 ``enumeration_alert`` and ``disclosure_alert``. A disclosure no recent lookup by the same
-person at this node led to is ``FAILED_PRECONDITION``. Every lookup and disclosure attempt is
-audited (actor, purpose, outcome, counts, ids, released field *names*) — a relayed disclosure
-on both nodes; no identifier value is ever logged, audited or put in a status message.
+person at this node led to is ``FAILED_PRECONDITION``. Every attempt, refused by a limit or
+not, counts towards the alerts. Every lookup and disclosure attempt is audited (actor,
+purpose, outcome, counts, ids, released field *names*; a relayed disclosure on both nodes),
+one entry each, except calls refused by the interceptor, by a rate limit or (a disclosure)
+as malformed, which a :class:`~server.audit.RefusalTally` counts per identity per interval.
+No identifier value is ever logged, audited or put in a status message.
 
 Servicer errors map to status codes through :mod:`server.status`; the matcher (or a holding
 node) being unreachable or too slow is ``UNAVAILABLE``.
@@ -35,7 +38,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, NoReturn
@@ -48,7 +51,8 @@ from linkage.keys import KeySet
 from linkage.normalise import FINITE_VALUES
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.audit import AuditLog
+from server.audit import AuditLog, RefusalTally
+from server.audit_anchor import ANCHOR_INTERVAL_S, Anchorer, AnchorError, Signer, load_ca, pages
 from server.auth import NODE_POLICY, Identity, current_identity
 from server.convert import encoded_to_proto
 from server.node_config import NodeConfig, read_linkage_keys
@@ -187,6 +191,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         disclosure_guard: EnumerationGuard,
         answers: RecentAnswers,
         peers: Mapping[str, jigsaw_pb2_grpc.AgencyNodeStub],
+        anchorer: Anchorer,
+        refusals: RefusalTally,
     ) -> None:
         self._config = config
         self._schema = config.schema
@@ -207,6 +213,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         self._disclosure_guard = disclosure_guard
         self._answers = answers
         self._peers = dict(peers)
+        self._anchorer = anchorer
+        self._refusals = refusals
 
     # ------------------------------------------------------------------ Lookup
 
@@ -218,9 +226,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         lookup_id = secrets.token_hex(16)
         base: dict[str, str | int] = {"lookup_id": lookup_id, "caller_agency": identity.agency}
         retry_after = self._limiter.acquire(identity.name)
-        if retry_after is not None:
-            self._audit_lookup(identity, "", "rate_limited", base)
-            raise RateLimitedError(retry_after)
+        # every attempt counts towards the alert, refused or not
         if self._guard.observe(identity.name):
             logger.warning("enumeration alert: caller %s over the lookup threshold", identity.name)
             self._audit.append(
@@ -233,6 +239,9 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                     "threshold": self._guard.threshold,
                 },
             )
+        if retry_after is not None:
+            self._refusals.count(identity.name, "lookup", "rate_limited")
+            raise RateLimitedError(retry_after)
         try:
             purpose = require_purpose_code(
                 request.purpose_code, "purpose_code", self._config.purposes
@@ -373,7 +382,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             reference = require_reference(request.reference, "reference")
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
         except RequestError:
-            self._audit_disclose(actor, "", "invalid_argument", base)
+            self._refusals.count(actor, "disclose", "invalid_argument")
             raise
         if relayed:
             actor = request.on_behalf_of  # the relaying node's staff member is the actor
@@ -381,10 +390,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         # the holder limits each relaying agency's people apart from its own staff
         person = f"{identity.agency}/{actor}" if relayed else actor
         retry_after = self._disclosure_limiter.acquire(person)
-        if retry_after is not None:
-            self._audit_disclose(actor, purpose, "rate_limited", base)
-            raise RateLimitedError(retry_after)
-        if self._disclosure_guard.observe(person):
+        if self._disclosure_guard.observe(person):  # every attempt, refused or not
             logger.warning("disclosure alert: %s over the disclosure threshold", actor)
             self._audit.append(
                 actor=actor,
@@ -396,6 +402,9 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                     "threshold": self._disclosure_guard.threshold,
                 },
             )
+        if retry_after is not None:
+            self._refusals.count(person, "disclose", "rate_limited")
+            raise RateLimitedError(retry_after)
         if relayed:
             # the requesting node checked that its staff member's lookup returned the reference
             return self._release(actor, "staff", purpose, reference, base)
@@ -546,6 +555,32 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             version=_version(),
         )
 
+    # ------------------------------------------------------------------ audit anchoring
+
+    @grpc_errors
+    def AnchorAudit(
+        self, request: jigsaw_pb2.AnchorAuditRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.AnchorAuditResponse:
+        """Anchor this node's audit head with the matcher now (server.audit_anchor)."""
+        try:
+            receipt, seq = self._anchorer.anchor_now()
+        except grpc.RpcError as exc:
+            self._abort_for_matcher(context, exc)
+        except AnchorError as exc:
+            raise PreconditionFailed(f"the matcher's answer to the anchoring: {exc}") from None
+        response = jigsaw_pb2.AnchorAuditResponse(seq=seq)
+        if receipt is not None:
+            response.receipt.CopyFrom(receipt.to_proto())
+        return response
+
+    @grpc_errors
+    def GetAnchors(
+        self, request: jigsaw_pb2.GetAnchorsRequest, context: grpc.ServicerContext
+    ) -> Iterator[jigsaw_pb2.GetAnchorsResponse]:
+        """The matcher's audit heads this node holds, with its receipts, in pages."""
+        owner = require_text(request.owner, "owner", MAX_NAME_CHARS)
+        yield from pages(self._anchorer.witness.held(owner))
+
 
 class _OwningServer(grpc.Server):  # type: ignore[misc]
     """A grpc.Server that releases the node's resources once it has stopped.
@@ -601,6 +636,8 @@ class NodeRuntime:
     store: NodeStore
     audit: AuditLog
     matcher_channel: grpc.Channel
+    anchorer: Anchorer
+    refusals: RefusalTally
     peer_channels: Sequence[grpc.Channel] = ()
     _closed: bool = False
     _close_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -611,6 +648,8 @@ class NodeRuntime:
             if self._closed:
                 return
             self._closed = True
+            self.refusals.close()  # the refused calls counted, before the final head
+            self.anchorer.close()  # the final head, while the channel is open
             self.matcher_channel.close()
             for channel in self.peer_channels:
                 channel.close()
@@ -618,8 +657,12 @@ class NodeRuntime:
             self.store.close()
 
 
-def build_node(config: NodeConfig) -> NodeRuntime:
-    """Build the node server bound to ``config.listen`` with mutual TLS, ready to start."""
+def build_node(config: NodeConfig, *, anchor_interval_s: float = ANCHOR_INTERVAL_S) -> NodeRuntime:
+    """Build the node server bound to ``config.listen`` with mutual TLS, ready to start.
+
+    Its audit head is anchored with the matcher every ``anchor_interval_s`` seconds (when it
+    moved) from now on, and at close (:class:`server.audit_anchor.Anchorer`).
+    """
     keys = read_linkage_keys(config)
     store = NodeStore(config.store)
     audit = AuditLog(config.audit_log)
@@ -628,7 +671,16 @@ def build_node(config: NodeConfig) -> NodeRuntime:
         agency: secure_channel(address, config.tls, expect=server_name("node", agency))
         for agency, address in config.peers.items()
     }
+    anchorer: Anchorer | None = None
+    refusals = RefusalTally(audit)
     try:
+        anchorer = Anchorer(
+            audit,
+            Signer.from_tls(config.tls),
+            load_ca(config.tls.ca_cert),
+            jigsaw_pb2_grpc.MatcherStub(channel),  # type: ignore[no-untyped-call]
+            interval_s=anchor_interval_s,
+        )
         limits = config.rate_limits
         servicer = AgencyNodeServicer(
             config,
@@ -647,6 +699,8 @@ def build_node(config: NodeConfig) -> NodeRuntime:
                 agency: jigsaw_pb2_grpc.AgencyNodeStub(peer)  # type: ignore[no-untyped-call]
                 for agency, peer in peer_channels.items()
             },
+            anchorer=anchorer,
+            refusals=refusals,
         )
         server, port = build_grpc_server(
             role="node",
@@ -659,8 +713,10 @@ def build_node(config: NodeConfig) -> NodeRuntime:
             tls=config.tls,
             max_workers=MAX_WORKERS,
             agency=config.agency,
+            refusals=refusals,
         )
     except BaseException:
+        refusals.close()
         channel.close()
         for peer in peer_channels.values():
             peer.close()
@@ -668,9 +724,18 @@ def build_node(config: NodeConfig) -> NodeRuntime:
         store.close()
         raise
     runtime = NodeRuntime(
-        server, port, servicer, store, audit, channel, tuple(peer_channels.values())
+        server,
+        port,
+        servicer,
+        store,
+        audit,
+        channel,
+        anchorer,
+        refusals,
+        tuple(peer_channels.values()),
     )
     runtime.server = _OwningServer(server, runtime.close)
+    anchorer.start()
     return runtime
 
 

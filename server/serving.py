@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from server.audit import RefusalTally
 from server.auth import AuthInterceptor, RolePolicy
 from server.revocation import RevocationChecker
 from server.tls import TlsFiles, server_credentials, server_options
@@ -46,6 +47,7 @@ def build_grpc_server(
     tls: TlsFiles,
     max_workers: int,
     agency: str | None = None,
+    refusals: RefusalTally | None = None,
 ) -> tuple[grpc.Server, int]:
     """A bound, not started, mutual-TLS server for one Jigsaw service (node or matcher).
 
@@ -55,12 +57,15 @@ def build_grpc_server(
     without a good one); the standard health service (SERVING for "" and ``service_name``)
     and server reflection are added beside the service that ``add_servicer`` registers. A
     server of an ``agency`` (a node) admits callers of an agency-bound role (staff) of that
-    agency only. Raises OSError when ``listen`` cannot be bound.
+    agency only. The interceptor counts the calls it refuses in ``refusals``. Raises OSError
+    when ``listen`` cannot be bound.
     """
     revocations = RevocationChecker.for_tls(tls)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=role),
-        interceptors=[AuthInterceptor(policy, revocations=revocations, agency=agency)],
+        interceptors=[
+            AuthInterceptor(policy, revocations=revocations, agency=agency, refusals=refusals)
+        ],
         options=server_options(),
     )
     add_servicer(server)

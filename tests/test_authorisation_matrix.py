@@ -59,6 +59,12 @@ def _matcher_calls() -> dict[str, Call]:
             jigsaw_pb2.GetLinkResultRequest(result_id="no-such-result"), timeout=10
         ),
         "Matcher/Status": lambda c: stub(c).Status(jigsaw_pb2.MatcherStatusRequest(), timeout=10),
+        "Matcher/AnchorHead": lambda c: stub(c).AnchorHead(
+            jigsaw_pb2.AnchorHeadRequest(), timeout=10
+        ),
+        "Matcher/GetAnchors": lambda c: list(
+            stub(c).GetAnchors(jigsaw_pb2.GetAnchorsRequest(), timeout=10)
+        ),
     }
 
 
@@ -75,6 +81,12 @@ def _node_calls() -> dict[str, Call]:
             jigsaw_pb2.DiscloseRequest(reference=REFERENCE, purpose="p"), timeout=10
         ),
         "AgencyNode/Status": lambda c: stub(c).Status(jigsaw_pb2.NodeStatusRequest(), timeout=10),
+        "AgencyNode/AnchorAudit": lambda c: stub(c).AnchorAudit(
+            jigsaw_pb2.AnchorAuditRequest(), timeout=10
+        ),
+        "AgencyNode/GetAnchors": lambda c: list(
+            stub(c).GetAnchors(jigsaw_pb2.GetAnchorsRequest(), timeout=10)
+        ),
     }
 
 
@@ -88,11 +100,16 @@ EXPECTED: dict[str, tuple[grpc.StatusCode, ...]] = {
     "Matcher/Link": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
     "Matcher/GetLinkResult": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
     "Matcher/Status": (DENIED, DENIED, OK, DENIED, DENIED, DENIED, UNAVAILABLE),
+    # audit anchoring: a node's own (here unsigned) head; an operator's fetch (no owner)
+    "Matcher/AnchorHead": (DENIED, DENIED, DENIED, INVALID, INVALID, DENIED, UNAVAILABLE),
+    "Matcher/GetAnchors": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
     # the police node: its own staff only (another agency's staff are refused everywhere)
     "AgencyNode/Lookup": (INVALID, DENIED, DENIED, DENIED, DENIED, DENIED, UNAVAILABLE),
     # staff: no lookup of theirs returned the reference; nodes (relaying): no on_behalf_of
     "AgencyNode/Disclose": (PRECONDITION, DENIED, DENIED, INVALID, INVALID, DENIED, UNAVAILABLE),
     "AgencyNode/Status": (OK, DENIED, OK, DENIED, DENIED, DENIED, UNAVAILABLE),
+    "AgencyNode/AnchorAudit": (DENIED, DENIED, OK, DENIED, DENIED, DENIED, UNAVAILABLE),
+    "AgencyNode/GetAnchors": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
 }
 
 CELLS = [

@@ -228,8 +228,14 @@ class Node:
         return str(row[0])
 
     def audit_lines(self) -> list[dict[str, Any]]:
+        self.runtime.refusals.flush()  # the refused calls counted so far (nothing once closed)
         lines = self.config.audit_log.read_text("utf-8").splitlines()
         return [json.loads(line) for line in lines]
+
+
+def served(node: Node) -> list[dict[str, Any]]:
+    """The node's audit entries of calls it served (without the refused calls' counts)."""
+    return [entry for entry in node.audit_lines() if entry["action"] != "refused"]
 
 
 def start_node(config: NodeConfig) -> Node:
@@ -404,9 +410,11 @@ def test_disclosures_are_rate_limited_per_person_with_an_alert(
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert float(dict(info.value.trailing_metadata() or ())[RETRY_AFTER_METADATA_KEY]) > 0
     node.stub(pki, "bob").Disclose(request, timeout=10)  # a colleague has a budget of their own
-    actions = [(e["actor"], e["action"], e["outcome"]) for e in node.audit_lines()]
+    entries = node.audit_lines()
+    actions = [(e["actor"], e["action"], e["outcome"]) for e in entries]
     assert ("alice", "disclosure_alert", "alert") in actions
-    assert ("alice", "disclose", "rate_limited") in actions
+    refusals = [e["details"] for e in entries if e["action"] == "refused"]
+    assert refusals == [{"refused": 1, "interval_seconds": 0, "disclose.rate_limited": 1}]
     assert actions.count(("alice", "disclose", "ok")) == 2
     assert ("bob", "disclose", "ok") in actions
     assert verify_audit_log(node.config.audit_log).ok
@@ -431,11 +439,11 @@ def test_a_disclosure_of_another_agencys_record_is_relayed_and_audited_on_both_n
     assert response.agency == "health" and response.reference == reference
     assert dict(response.fields)["family_name"] == CANARY_FAMILY
 
-    mine = requester.audit_lines()[-1]
+    mine = served(requester)[-1]
     assert (mine["actor"], mine["action"], mine["outcome"]) == ("alice", "disclose", "ok")
     assert mine["details"]["holder"] == "health" and mine["details"]["reference"] == reference
     assert mine["details"]["holder_disclosure_id"] == response.disclosure_id
-    theirs = holder.audit_lines()[-1]
+    theirs = served(holder)[-1]
     assert (theirs["actor"], theirs["action"], theirs["outcome"]) == ("alice", "disclose", "ok")
     assert theirs["purpose"] == "s47 enquiry"
     assert theirs["details"]["caller_agency"] == "police"
@@ -454,7 +462,7 @@ def test_a_disclosure_of_another_agencys_record_is_relayed_and_audited_on_both_n
         )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert info.value.details().startswith("health node:")
-    assert requester.audit_lines()[-1]["outcome"] == "holder_not_found"
+    assert served(requester)[-1]["outcome"] == "holder_not_found"
 
 
 def test_a_disclosure_held_by_an_agency_without_a_peer_address_is_refused(
@@ -574,7 +582,11 @@ def test_staff_of_another_agency_are_refused_every_method(
     assert "staff of agency police only" in details and "names agency health" in details
     assert_no_identifier(details)
     assert "Amy" not in details
-    assert len(node.audit_lines()) == before  # refused before the servicer: nothing released
+    # refused before the servicer: nothing released; the refusal is counted, not listed
+    entries = node.audit_lines()
+    assert len(entries) == before + 1 and entries[-1]["action"] == "refused"
+    assert entries[-1]["actor"] == "harriet"
+    assert entries[-1]["details"][f"{method}.other_agency"] == 1
 
 
 def test_status_for_operator_and_health(node: Node, pki: Path) -> None:
@@ -782,9 +794,11 @@ def test_rate_limit_and_enumeration_alert(
     assert float(trailing[RETRY_AFTER_METADATA_KEY]) > 0
     # another caller has its own bucket
     limited.stub(pki, "bob").Lookup(request, timeout=10)
-    actions = [(e["actor"], e["action"], e["outcome"]) for e in limited.audit_lines()]
+    entries = limited.audit_lines()
+    actions = [(e["actor"], e["action"], e["outcome"]) for e in entries]
     assert ("alice", "enumeration_alert", "alert") in actions
-    assert ("alice", "lookup", "rate_limited") in actions
+    refusals = [(e["actor"], e["details"]) for e in entries if e["action"] == "refused"]
+    assert refusals == [("alice", {"refused": 1, "interval_seconds": 0, "lookup.rate_limited": 1})]
     assert actions.count(("alice", "lookup", "ok")) == 2
     assert verify_audit_log(limited.config.audit_log).ok
 

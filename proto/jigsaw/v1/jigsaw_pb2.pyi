@@ -259,6 +259,62 @@ class MatcherStatusResponse(_message.Message):
     version: str
     def __init__(self, schema_fingerprint: _Optional[str] = ..., key_version: _Optional[int] = ..., agencies: _Optional[_Iterable[_Union[AgencyCount, _Mapping]]] = ..., indexed_records: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
+class SignedStatement(_message.Message):
+    __slots__ = ("statement", "signature", "certificate")
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    statement: bytes
+    signature: bytes
+    certificate: bytes
+    def __init__(self, statement: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., certificate: _Optional[bytes] = ...) -> None: ...
+
+class AuditReceipt(_message.Message):
+    __slots__ = ("head", "receipt")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    head: SignedStatement
+    receipt: SignedStatement
+    def __init__(self, head: _Optional[_Union[SignedStatement, _Mapping]] = ..., receipt: _Optional[_Union[SignedStatement, _Mapping]] = ...) -> None: ...
+
+class AnchorHeadRequest(_message.Message):
+    __slots__ = ("head",)
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    head: SignedStatement
+    def __init__(self, head: _Optional[_Union[SignedStatement, _Mapping]] = ...) -> None: ...
+
+class AnchorHeadResponse(_message.Message):
+    __slots__ = ("receipt", "matcher_head")
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    MATCHER_HEAD_FIELD_NUMBER: _ClassVar[int]
+    receipt: AuditReceipt
+    matcher_head: SignedStatement
+    def __init__(self, receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., matcher_head: _Optional[_Union[SignedStatement, _Mapping]] = ...) -> None: ...
+
+class GetAnchorsRequest(_message.Message):
+    __slots__ = ("owner",)
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    def __init__(self, owner: _Optional[str] = ...) -> None: ...
+
+class GetAnchorsResponse(_message.Message):
+    __slots__ = ("receipts",)
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    receipts: _containers.RepeatedCompositeFieldContainer[AuditReceipt]
+    def __init__(self, receipts: _Optional[_Iterable[_Union[AuditReceipt, _Mapping]]] = ...) -> None: ...
+
+class AnchorAuditRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AnchorAuditResponse(_message.Message):
+    __slots__ = ("receipt", "seq")
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    receipt: AuditReceipt
+    seq: int
+    def __init__(self, receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
+
 class LookupRequest(_message.Message):
     __slots__ = ("identifiers", "max_candidates", "purpose_code", "note")
     class IdentifiersEntry(_message.Message):

@@ -64,6 +64,16 @@ class MatcherStub:
                 request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.MatcherStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.MatcherStatusResponse.FromString,
                 _registered_method=True)
+        self.AnchorHead = channel.unary_unary(
+                '/jigsaw.v1.Matcher/AnchorHead',
+                request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorHeadRequest.SerializeToString,
+                response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorHeadResponse.FromString,
+                _registered_method=True)
+        self.GetAnchors = channel.unary_stream(
+                '/jigsaw.v1.Matcher/GetAnchors',
+                request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsRequest.SerializeToString,
+                response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsResponse.FromString,
+                _registered_method=True)
 
 
 class MatcherServicer:
@@ -105,6 +115,20 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnchorHead(self, request, context):
+        """A node anchors its audit head; the matcher anchors its own in the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAnchors(self, request, context):
+        """An operator fetches the heads of one identity the matcher holds, in pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +161,16 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.MatcherStatusRequest.FromString,
                     response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.MatcherStatusResponse.SerializeToString,
+            ),
+            'AnchorHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnchorHead,
+                    request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorHeadRequest.FromString,
+                    response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorHeadResponse.SerializeToString,
+            ),
+            'GetAnchors': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetAnchors,
+                    request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsRequest.FromString,
+                    response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +345,60 @@ class Matcher:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def AnchorHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jigsaw.v1.Matcher/AnchorHead',
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorHeadRequest.SerializeToString,
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnchors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jigsaw.v1.Matcher/GetAnchors',
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsRequest.SerializeToString,
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class AgencyNodeStub:
     """Missing associated documentation comment in .proto file."""
@@ -336,6 +424,16 @@ class AgencyNodeStub:
                 request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.NodeStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.NodeStatusResponse.FromString,
                 _registered_method=True)
+        self.AnchorAudit = channel.unary_unary(
+                '/jigsaw.v1.AgencyNode/AnchorAudit',
+                request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorAuditRequest.SerializeToString,
+                response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorAuditResponse.FromString,
+                _registered_method=True)
+        self.GetAnchors = channel.unary_stream(
+                '/jigsaw.v1.AgencyNode/GetAnchors',
+                request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsRequest.SerializeToString,
+                response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsResponse.FromString,
+                _registered_method=True)
 
 
 class AgencyNodeServicer:
@@ -359,6 +457,20 @@ class AgencyNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnchorAudit(self, request, context):
+        """An operator asks the node to anchor its audit head with the matcher now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAnchors(self, request, context):
+        """An operator fetches the matcher's heads this node holds, in pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -376,6 +488,16 @@ def add_AgencyNodeServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.NodeStatusRequest.FromString,
                     response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.NodeStatusResponse.SerializeToString,
+            ),
+            'AnchorAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnchorAudit,
+                    request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorAuditRequest.FromString,
+                    response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorAuditResponse.SerializeToString,
+            ),
+            'GetAnchors': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetAnchors,
+                    request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsRequest.FromString,
+                    response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -459,6 +581,60 @@ class AgencyNode:
             '/jigsaw.v1.AgencyNode/Status',
             proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.NodeStatusRequest.SerializeToString,
             proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.NodeStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnchorAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jigsaw.v1.AgencyNode/AnchorAudit',
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorAuditRequest.SerializeToString,
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.AnchorAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnchors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jigsaw.v1.AgencyNode/GetAnchors',
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsRequest.SerializeToString,
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsResponse.FromString,
             options,
             channel_credentials,
             insecure,
