@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py linkage/_dicekernel.c
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/jigsaw demo
+	$(VENV)/bin/jigsaw demo --serve
 
 test: $(STAMP) check
 	$(PY) -m pytest -q

@@ -498,7 +498,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from client.demo import run_demo
 
-    return run_demo(Path(args.dir), children=args.children, seed=args.seed, console=out)
+    return run_demo(
+        Path(args.dir), children=args.children, seed=args.seed, console=out, serve=args.serve
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -673,6 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="jigsaw-demo", help="where the demo writes its data")
     demo.add_argument("--children", type=int, default=3000)
     demo.add_argument("--seed", type=int, default=2026)
+    demo.add_argument(
+        "--serve", action="store_true", help="keep the federation and staff console running"
+    )
     demo.set_defaults(func=cmd_demo)
 
     from benchmarks.cli import add_bench_parser
