@@ -400,8 +400,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             if relayed:
                 require_text(request.on_behalf_of, "on_behalf_of", MAX_NAME_CHARS)
             else:
-                person = acting_person(identity, request.on_behalf_of)
-                actor, role = person.name, person.role
+                acting = acting_person(identity, request.on_behalf_of)
+                actor, role = acting.name, acting.role
             reference = require_reference(request.reference, "reference")
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
         except RequestError:

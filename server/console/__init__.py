@@ -44,7 +44,7 @@ on the POST response itself; a candidate is named in the disclosure form by an o
 per-session index, never by its agency reference; every response carries
 ``Cache-Control: no-store``, a strict Content Security Policy (``default-src 'none'``,
 self-hosted style sheet, fonts and images, no script, ``frame-ancestors 'none'``,
-``form-action 'self'``), ``Referrer-Policy: no-referrer``. uvicorn's access log is off;
+``form-action 'self'``), ``Referrer-Policy: same-origin``. uvicorn's access log is off;
 the console logs counts and ids only. "My activity" comes from the console's activity file
 (SQLite): time, kind, purpose code, priority, outcome, agencies and field *names* — never an
 identifier and never the staff member's note, which goes to the node's audit log.

@@ -37,7 +37,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
@@ -78,6 +78,7 @@ SESSION_MAX_S = 8 * 3600.0
 MAX_SESSIONS = 10_000
 MAX_CANDIDATES_KEPT = 200
 NODE_DEADLINE_S = 10.0
+SHUTDOWN_GRACE_S = 5
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -88,7 +89,9 @@ SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # not no-referrer: Chromium then sends "Origin: null" on form posts, defeating the
+    # same-origin check; URLs carry no identifier, and nothing goes to another site
+    "referrer-policy": "same-origin",
     "strict-transport-security": "max-age=31536000",
     "cross-origin-opener-policy": "same-origin",
 }
@@ -537,7 +540,7 @@ def create_app(console: Console) -> Any:
             raise exc
         return console.render("refused.html", exc.status, heading=exc.heading, text=exc.text)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", home, methods=["GET"]),
         Route("/sign-in", sign_in, methods=["POST"]),
         Route("/sign-out", sign_out, methods=["POST"]),
@@ -610,6 +613,7 @@ def serve(config: NodeConfig, *, on_started: Callable[[int], None] | None = None
         lifespan="off",
         access_log=False,  # an access log is a list of who looked at what, when
         server_header=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # browsers keep connections open
         log_config=None,
     )
 
