@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_SRC := proto/jigsaw/v1/jigsaw.proto
 
-.PHONY: setup demo test test-fast check lint typecheck format proto proto-check bench bench-quality bench-speed bench-attack splink-venv clean
+CONSOLE_FRONTEND := server/console/frontend
+
+.PHONY: console-assets setup demo test test-fast check lint typecheck format proto proto-check bench bench-quality bench-speed bench-attack splink-venv clean
 
 setup: $(STAMP)
 
@@ -17,14 +19,23 @@ $(STAMP): pyproject.toml setup.py linkage/_dicekernel.c
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/jigsaw demo
+# The staff console's front end (govuk-frontend, and axe-core for its accessibility test)
+# from npm, and Debian's Chromium for its browser tests: installed here, never at run time.
+console-assets: $(CONSOLE_FRONTEND)/node_modules/.installed
+	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: $(STAMP) check
+$(CONSOLE_FRONTEND)/node_modules/.installed: $(CONSOLE_FRONTEND)/package.json $(CONSOLE_FRONTEND)/package-lock.json
+	npm ci --prefix $(CONSOLE_FRONTEND) --no-audit --no-fund
+	touch $@
+
+demo: $(STAMP) console-assets
+	$(VENV)/bin/jigsaw demo --serve
+
+test: $(STAMP) console-assets check
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not e2e"
+	$(PY) -m pytest -q -m "not slow and not e2e and not browser"
 
 check: lint typecheck proto-check
 
@@ -62,4 +73,4 @@ bench-attack: $(STAMP)
 	$(VENV)/bin/jigsaw bench attack --json --report benchmarks/RESULTS.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info linkage/*.so
+	rm -rf $(VENV) build *.egg-info linkage/*.so $(CONSOLE_FRONTEND)/node_modules

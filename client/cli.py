@@ -5,8 +5,10 @@ Commands::
     jigsaw pki init        create a CA and certificates for nodes, staff, operators, matcher
     jigsaw pki issue       issue one more identity's bundle
     jigsaw pki revoke      add a certificate to the revocation list every server checks
+    jigsaw pki p12         write an identity's PKCS#12 bundle for a browser (staff console)
     jigsaw secret init     create the agencies' shared linkage secret (hex file, mode 0600)
     jigsaw node serve      run an agency node (gRPC, mutual TLS)
+    jigsaw console serve   run an agency's staff console (HTTPS, staff certificates)
     jigsaw matcher serve   run the matcher (gRPC, mutual TLS)
     jigsaw ingest          read a node's configured sources into its store
     jigsaw publish         encode and publish a node's new/changed records to the matcher
@@ -60,6 +62,7 @@ EXIT_INTERRUPTED = 130
 
 #: Environment variable that may hold the CA key's passphrase (instead of a file).
 CA_PASSPHRASE_ENV = "JIGSAW_CA_PASSPHRASE"
+P12_PASSWORD_ENV = "JIGSAW_P12_PASSWORD"
 
 out = Console()
 err = Console(stderr=True)
@@ -165,6 +168,25 @@ def cmd_pki_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_pki_p12(args: argparse.Namespace) -> int:
+    from server.pki import PkiError, export_pkcs12
+
+    if args.password_file is not None:
+        try:
+            password = Path(args.password_file).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise PkiError(f"cannot read the PKCS#12 password file: {exc.strerror}") from None
+    else:
+        value = os.environ.get(P12_PASSWORD_ENV)
+        if value is None:
+            err.print(f"give the bundle's password with --password-file or {P12_PASSWORD_ENV}")
+            return EXIT_USAGE
+        password = value.encode("utf-8")
+    path = export_pkcs12(Path(args.dir), args.name, password)
+    out.print(f"{args.name}: PKCS#12 bundle {path} (import it into that person's browser only)")
+    return EXIT_OK
+
+
 def cmd_secret_init(args: argparse.Namespace) -> int:
     from linkage.keys import LinkageSecret
 
@@ -200,6 +222,14 @@ def _port_file_writer(port_file: str | None) -> Callable[[int], None] | None:
 
 def cmd_node_serve(args: argparse.Namespace) -> int:
     from server.node import serve
+    from server.node_config import load_node_config
+
+    serve(load_node_config(args.config), on_started=_port_file_writer(args.port_file))
+    return EXIT_OK
+
+
+def cmd_console_serve(args: argparse.Namespace) -> int:
+    from server.console.app import serve
     from server.node_config import load_node_config
 
     serve(load_node_config(args.config), on_started=_port_file_writer(args.port_file))
@@ -528,7 +558,9 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from client.demo import run_demo
 
-    return run_demo(Path(args.dir), children=args.children, seed=args.seed, console=out)
+    return run_demo(
+        Path(args.dir), children=args.children, seed=args.seed, console=out, serve=args.serve
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -573,8 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     pis.add_argument(
         "--role",
         required=True,
-        choices=["node", "staff", "operator", "matcher", "probe"],
-        help="probe: a load balancer's health checks only",
+        choices=["node", "staff", "operator", "matcher", "probe", "console"],
+        help="probe: a load balancer's health checks only; console: an agency's staff console",
     )
     pis.add_argument("--host", action="append", default=[], help="extra DNS name (repeat)")
     pis.add_argument("--days", type=int, default=365)
@@ -588,6 +620,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--name", help="identity whose certificate to revoke")
     which.add_argument("--serial", help="serial (hexadecimal) of the certificate to revoke")
     pr.set_defaults(func=cmd_pki_revoke)
+    p12 = pki.add_parser("p12", help="write an identity's PKCS#12 bundle for a browser")
+    p12.add_argument("--dir", required=True, help="the PKI directory, or the identity's bundle")
+    p12.add_argument("--name", required=True, help="identity name")
+    p12.add_argument(
+        "--password-file", help=f"file holding the bundle's password (or set {P12_PASSWORD_ENV})"
+    )
+    p12.set_defaults(func=cmd_pki_p12)
 
     secret = sub.add_parser("secret", help="linkage secret").add_subparsers(
         dest="secret_command", required=True
@@ -604,6 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
     ns.add_argument("--config", required=True)
     ns.add_argument("--port-file", help="write the bound port here once serving")
     ns.set_defaults(func=cmd_node_serve)
+
+    console = sub.add_parser("console", help="staff console").add_subparsers(
+        dest="console_command", required=True
+    )
+    cs = console.add_parser("serve", help="run the agency's staff console until SIGTERM")
+    cs.add_argument("--config", required=True, help="the node config (its [console] section)")
+    cs.add_argument("--port-file", help="write the bound port here once serving")
+    cs.set_defaults(func=cmd_console_serve)
 
     matcher = sub.add_parser("matcher", help="matcher").add_subparsers(
         dest="matcher_command", required=True
@@ -714,6 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="jigsaw-demo", help="where the demo writes its data")
     demo.add_argument("--children", type=int, default=3000)
     demo.add_argument("--seed", type=int, default=2026)
+    demo.add_argument(
+        "--serve", action="store_true", help="keep the federation and staff console running"
+    )
     demo.set_defaults(func=cmd_demo)
 
     from benchmarks.cli import add_bench_parser

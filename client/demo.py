@@ -189,9 +189,11 @@ def write_node_config(
     matcher_address: str,
     *,
     addresses: dict[str, str] | None = None,
+    console_listen: str | None = None,
 ) -> Path:
     """The demo config of ``agency``'s node; with ``addresses`` (agency -> host:port) it
-    listens on its own and relays disclosures to the others (``[peers]``)."""
+    listens on its own and relays disclosures to the others (``[peers]``); with
+    ``console_listen`` it has a ``[console]`` section (the ``<agency>-console`` certificate)."""
     names = COLUMN_NAMES[agency]
     columns = "\n".join(f'{field} = "{col}"' for field, col in names.items())
     listen = (addresses or {}).get(agency, "127.0.0.1:0")
@@ -236,6 +238,15 @@ lookups_per_minute = 120
 burst = 20
 enumeration_alert_per_hour = 200
 """.replace("'", '"')
+    if console_listen is not None:
+        text += f"""
+[console]
+listen = "{console_listen}"
+node = "{listen}"
+cert = "../pki/{agency}-console/{agency}-console.pem"
+key = "../pki/{agency}-console/{agency}-console.key"
+activity = "console-activity.sqlite"
+"""
     path = root / agency / "node.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, "utf-8")
@@ -273,7 +284,13 @@ person_share = 0.25
     return path
 
 
-def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
+#: The demo's PKCS#12 password for staff browsers: a visibly demo-only value.
+DEMO_P12_PASSWORD = "jigsaw-demo-only"
+#: The agency whose staff console the demo starts (alice's).
+CONSOLE_AGENCY = "childrens_social_care"
+
+
+def run_demo(root: Path, *, children: int, seed: int, console: Console, serve: bool = False) -> int:
     from client.cli import BAND_NAMES, evidence_text
     from client.client import MatcherClient, NodeClient
     from proto.jigsaw.v1 import jigsaw_pb2_grpc
@@ -281,7 +298,7 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
     from server.ingest import ingest_source
     from server.node_config import load_node_config, read_linkage_keys
     from server.node_store import NodeStore
-    from server.pki import UNIT_AGENCY, init_pki, server_name
+    from server.pki import UNIT_AGENCY, export_pkcs12, init_pki, issue_certificate, server_name
     from server.publish import publish_pending
     from server.tls import secure_channel, tls_files_for
 
@@ -297,6 +314,10 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
 
     # 1. keys and certificates
     init_pki(root / "pki", agencies=AGENCIES, staff=STAFF, operators=[OPERATOR])
+    issue_certificate(root / "pki", f"{CONSOLE_AGENCY}-console", CONSOLE_AGENCY, "console")
+    bundles = [
+        export_pkcs12(root / "pki", name, DEMO_P12_PASSWORD.encode()) for name, _agency in STAFF
+    ]
     secret_path = root / "secret.hex"
     secret_path.write_text(LinkageSecret.generate().to_hex() + "\n", "ascii")
     os.chmod(secret_path, 0o600)
@@ -325,8 +346,16 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
         services.append(matcher)
         wait_ready([matcher])
         addresses = node_addresses()
+        console_listen = f"127.0.0.1:{reserve_ports(1)[0]}"
         node_cfgs = {
-            a: write_node_config(root, a, matcher.address(), addresses=addresses) for a in AGENCIES
+            a: write_node_config(
+                root,
+                a,
+                matcher.address(),
+                addresses=addresses,
+                console_listen=console_listen if a == CONSOLE_AGENCY else None,
+            )
+            for a in AGENCIES
         }
         nodes = {
             a: start_service(
@@ -431,16 +460,37 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console) -> int:
                 f"fields {sorted(disclosed.fields)}; withheld "
                 f"{list(disclosed.withheld_fields)} (values not printed)"
             )
+        # 7. the staff console of alice's agency, beside its node
+        staff_console = start_service(
+            "console",
+            ["console", "serve", "--config", str(node_cfgs[CONSOLE_AGENCY])],
+            root / CONSOLE_AGENCY,
+        )
+        services.append(staff_console)
+        wait_ready([staff_console])
+        console.print(
+            f"[7] staff console of {CONSOLE_AGENCY}: https://localhost:"
+            f"{staff_console.port_file.read_text().strip()}/ — import {bundles[0]} (password "
+            f"{DEMO_P12_PASSWORD!r}) into the browser as alice's certificate, and trust "
+            f"{root / 'pki' / 'ca' / 'ca.pem'} as a certificate authority"
+        )
+        if serve:
+            console.print("    serving until Ctrl-C")
+            try:
+                while all(s.process.poll() is None for s in services):
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
     finally:
         codes = stop_services(services)
 
-    # 7. audit verification
+    # 8. audit verification
     ok = True
     for log in sorted(root.glob("*/audit.jsonl")):
         result = verify_audit_log(log)
         ok &= result.ok
         console.print(
-            f"[7] audit {log.relative_to(root)}: "
+            f"[8] audit {log.relative_to(root)}: "
             + (
                 f"OK, {result.entries} entries"
                 if result.ok

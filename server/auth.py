@@ -10,7 +10,9 @@ not in the policy: deny by default; or, on a server that belongs to an agency, a
 agency-bound role from another agency), and hands the identity to the servicer, which reads it with
 :func:`current_identity`.
 
-Agency binding: staff talk to their own agency's node only. A node's interceptor is built
+Agency binding: staff, and the staff console (role ``console``, which calls ``Lookup`` and
+``Disclose`` on behalf of one staff member: :mod:`server.console`), talk to their own
+agency's node only. A node's interceptor is built
 with the node's agency, and every method of its policy refuses a caller whose role is in
 :data:`AGENCY_BOUND_ROLES` and whose certificate names another agency.
 
@@ -51,7 +53,7 @@ logger = logging.getLogger(__name__)
 UNIDENTIFIED = "(unidentified)"
 
 #: Roles whose callers may call a server that belongs to an agency only if it is their own.
-AGENCY_BOUND_ROLES: frozenset[str] = frozenset({"staff"})
+AGENCY_BOUND_ROLES: frozenset[str] = frozenset({"staff", "console"})
 
 OPEN_SERVICES: frozenset[str] = frozenset(
     {
@@ -204,9 +206,10 @@ MATCHER_POLICY = RolePolicy(
 
 NODE_POLICY = RolePolicy(
     {
-        "/jigsaw.v1.AgencyNode/Lookup": {"staff"},
+        # the agency's staff console calls for one staff member (on_behalf_of)
+        "/jigsaw.v1.AgencyNode/Lookup": {"staff", "console"},
         # a node relays its own staff's disclosures to the holding agency's node
-        "/jigsaw.v1.AgencyNode/Disclose": {"staff", "node"},
+        "/jigsaw.v1.AgencyNode/Disclose": {"staff", "node", "console"},
         "/jigsaw.v1.AgencyNode/Status": {"operator", "staff"},
         "/jigsaw.v1.AgencyNode/AnchorAudit": {"operator"},
         "/jigsaw.v1.AgencyNode/GetAnchors": {"operator"},

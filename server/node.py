@@ -15,6 +15,13 @@ person) to the holding agency's node named in its ``[peers]`` table and passes t
 The holder releases only the fields its ``[disclosure]`` policy allows for the person's role
 (staff) and names the withheld ones. ``Status`` reports store counts.
 
+The agency's staff console (:mod:`server.console`, a ``console`` certificate of this agency)
+calls ``Lookup`` and ``Disclose`` with ``on_behalf_of`` = the staff member whose browser
+certificate it verified: the node then treats that person as the caller (audit actor, limits,
+lookup-before-disclosure, the staff disclosure policy), with ``via`` = the console in every
+audit entry. Only a console may set it on ``Lookup``; on ``Disclose``, a console or a relaying
+node.
+
 Security: every call passes :class:`server.auth.AuthInterceptor` with
 :data:`server.auth.NODE_POLICY` first (Lookup: staff; Disclose: staff, and nodes relaying;
 Status: operator, staff), built with the node's agency: staff of another agency are refused
@@ -57,7 +64,7 @@ from server.auth import NODE_POLICY, Identity, current_identity
 from server.convert import encoded_to_proto
 from server.node_config import NodeConfig, read_linkage_keys
 from server.node_store import NodeStore
-from server.pki import UNIT_AGENCY, server_name
+from server.pki import IDENTITY_NAME_RE, UNIT_AGENCY, server_name
 from server.purposes import require_purpose_code
 from server.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers
 from server.serving import build_grpc_server, serve_until_signal
@@ -174,6 +181,22 @@ def require_chained_salts(schema: Schema, batch: EncodedBatch) -> None:
             )
 
 
+def acting_person(caller: Identity, on_behalf_of: str) -> Identity:
+    """The person a staff call is made for: ``caller`` itself, or, when the caller is this
+    agency's staff console (the interceptor checked its agency), the staff member of that
+    agency it names. Only a console may name one (a relaying node is handled apart)."""
+    if caller.role != "console":
+        if on_behalf_of:
+            raise RequestError(
+                "on_behalf_of", "set only by the agency's staff console or a relaying node"
+            )
+        return caller
+    require_text(on_behalf_of, "on_behalf_of", MAX_NAME_CHARS)
+    if not IDENTITY_NAME_RE.fullmatch(on_behalf_of):
+        raise RequestError("on_behalf_of", "expected a staff identity name (a certificate CN)")
+    return Identity(name=on_behalf_of, agency=caller.agency, role="staff")
+
+
 class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
     """The AgencyNode service over one store, key set, audit log and matcher channel."""
 
@@ -222,9 +245,16 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
     def Lookup(
         self, request: jigsaw_pb2.LookupRequest, context: grpc.ServicerContext
     ) -> jigsaw_pb2.LookupResponse:
-        identity = current_identity(context)
+        caller = current_identity(context)
         lookup_id = secrets.token_hex(16)
-        base: dict[str, str | int] = {"lookup_id": lookup_id, "caller_agency": identity.agency}
+        base: dict[str, str | int] = {"lookup_id": lookup_id, "caller_agency": caller.agency}
+        try:
+            identity = acting_person(caller, request.on_behalf_of)
+        except RequestError:
+            self._audit_lookup(caller, "", "invalid_argument", base)
+            raise
+        if identity is not caller:
+            base["via"] = caller.name
         retry_after = self._limiter.acquire(identity.name)
         # every attempt counts towards the alert, refused or not
         if self._guard.observe(identity.name):
@@ -367,18 +397,20 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         disclosure_id = secrets.token_hex(16)
         relayed = identity.role == "node"
         actor = identity.name  # until a relaying node's on_behalf_of is known to be sound
+        role = identity.role
         base: dict[str, str | int] = {
             "disclosure_id": disclosure_id,
             "caller_agency": identity.agency,
-            "caller_role": "staff" if relayed else identity.role,
+            "caller_role": "staff" if identity.role in ("node", "console") else identity.role,
         }
-        if relayed:
+        if identity.role in ("node", "console"):
             base["via"] = identity.name
         try:
             if relayed:
                 require_text(request.on_behalf_of, "on_behalf_of", MAX_NAME_CHARS)
-            elif request.on_behalf_of:
-                raise RequestError("on_behalf_of", "set only by a node relaying a disclosure")
+            else:
+                acting = acting_person(identity, request.on_behalf_of)
+                actor, role = acting.name, acting.role
             reference = require_reference(request.reference, "reference")
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
         except RequestError:
@@ -416,7 +448,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                 f"{self._answers.window_seconds / 60:g} minutes; look the child up first"
             )
         if holder == self._config.agency:
-            return self._release(actor, identity.role, purpose, reference, base)
+            return self._release(actor, role, purpose, reference, base)
         return self._relay(context, actor, holder, purpose, reference, base)
 
     def _release(

@@ -46,6 +46,12 @@ File layout (``*`` = required)::
                        disclosure_alert_per_hour (30): per person, as for lookups;
                        disclosure_window_minutes (60): how long after a person's lookup
                        returned a reference that person may ask for its disclosure
+    [console]          the agency's staff console (``jigsaw console serve``, server.console):
+                       listen ("127.0.0.1:8443"), node (host:port of this node as the
+                       console reaches it; default: node.listen), cert*, key* (PEM of a
+                       "console" certificate of this agency; the CA and revocation list are
+                       [tls]'s), activity ("console-activity.sqlite": staff's own activity,
+                       no identifiers), session_minutes (15: idle sign-out)
 
 Problem messages name the key and the expectation; a config file holds no identifier values,
 but messages still never echo a value that failed validation.
@@ -79,6 +85,7 @@ from server.tls import TlsFiles
 __all__ = [
     "LOCAL_ID",
     "ConfigError",
+    "ConsoleConfig",
     "NodeConfig",
     "RateLimitConfig",
     "SourceConfig",
@@ -117,7 +124,21 @@ _RATE_KEYS = {
     "disclosure_alert_per_hour",
     "disclosure_window_minutes",
 }
-_TOP_KEYS = {"node", "tls", "source", "disclosure", "peers", "rate_limits"}
+_TOP_KEYS = {"node", "tls", "source", "disclosure", "peers", "rate_limits", "console"}
+_CONSOLE_KEYS = {"listen", "node", "cert", "key", "activity", "session_minutes"}
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The ``[console]`` section: where the agency's staff console listens, how it reaches
+    the node, its own certificate (role "console"), its activity file and session expiry."""
+
+    listen: str
+    node: str
+    cert: Path
+    key: Path
+    activity: Path
+    session_minutes: int = 15
 
 
 @dataclass(frozen=True)
@@ -169,6 +190,7 @@ class NodeConfig:
     config_path: Path
     peers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     purposes: tuple[str, ...] = DEFAULT_PURPOSE_CODES
+    console: ConsoleConfig | None = None
 
     @property
     def extra_fields(self) -> tuple[str, ...]:
@@ -359,6 +381,7 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
         if address is not None:
             peers[peer_agency] = address
 
+    console = _parse_console(data, base_dir, listen, problems)
     problems.raise_if_any()
     # every value below was checked above; the narrowing is for the type checker
     if (
@@ -410,6 +433,42 @@ def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = N
         config_path=config_path if config_path is not None else base_dir / "<text>",
         peers=MappingProxyType(peers),
         purposes=purposes,
+        console=console,
+    )
+
+
+def _parse_console(
+    data: Mapping[str, Any], base_dir: Path, node_listen: str | None, problems: Problems
+) -> ConsoleConfig | None:
+    """The optional ``[console]`` section (None when absent or after a problem)."""
+    if "console" not in data:
+        return None
+    section = problems.table("console", data.get("console"))
+    problems.unknown("console", section, _CONSOLE_KEYS)
+    listen = problems.get_address("console", section, "listen", "127.0.0.1:8443")
+    node = problems.get_address("console", section, "node", node_listen or "127.0.0.1:0")
+    cert = problems.get("console", section, "cert", str)
+    key = problems.get("console", section, "key", str)
+    activity = problems.get("console", section, "activity", str, "console-activity.sqlite")
+    minutes = problems.get_int("console", section, "session_minutes", 15, minimum=1, maximum=480)
+    if node is not None and node.endswith(":0"):
+        problems.add("console.node: expected this node's address with a fixed port")
+    if (
+        listen is None
+        or node is None
+        or cert is None
+        or key is None
+        or activity is None
+        or minutes is None
+    ):
+        return None
+    return ConsoleConfig(
+        listen=listen,
+        node=node,
+        cert=resolve_path(base_dir, cert),
+        key=resolve_path(base_dir, key),
+        activity=resolve_path(base_dir, activity),
+        session_minutes=minutes,
     )
 
 

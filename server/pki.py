@@ -9,7 +9,7 @@ Identity encoding (every leaf certificate subject)::
 
     CN = identity name   ("police-node", "alice", "matcher")
     O  = agency id       ("police"; the matcher and operators use "unit")
-    OU = role            one of "node", "staff", "operator", "matcher", "probe"
+    OU = role            one of "node", "staff", "operator", "matcher", "probe", "console"
 
 A "probe" certificate is for a load balancer's health check: its role may call the health
 and reflection services only (``server.auth``), so the key a load balancer holds opens no
@@ -21,7 +21,7 @@ Certificates (all keys EC P-256, signatures ECDSA with SHA-256):
   cRLSign (critical), SubjectKeyIdentifier.
 * Leaf: BasicConstraints not-CA (critical), KeyUsage digitalSignature (critical),
   ExtendedKeyUsage serverAuth + clientAuth, SubjectKeyIdentifier, AuthorityKeyIdentifier.
-  Server-capable roles (node, matcher) also carry SubjectAlternativeName DNS "localhost",
+  Server-capable roles (node, matcher, console) also carry SubjectAlternativeName DNS "localhost",
   IP 127.0.0.1 and IP ::1 (plus any extra host names asked for), so gRPC's BoringSSL accepts
   them as servers on loopback, and DNS :func:`server_name` (role and agency, under the
   reserved ``.invalid`` domain): a client names the server it expects with that name
@@ -39,6 +39,10 @@ temporary file and an atomic rename)::
 The CA key is PKCS#8, encrypted with ``cryptography``'s BestAvailableEncryption when a
 :class:`CaPassphrase` is given; issuing and revoking then need it. Identity keys are
 unencrypted PKCS#8 (gRPC cannot read encrypted keys). A bundle never holds the CA key.
+
+PKCS#12: :func:`export_pkcs12` writes ``<dir>/<name>/<name>.p12`` (certificate, key and the
+CA certificate, encrypted with a password given by the identity's owner) for a person to
+import into a browser (the staff console's sign-in); the PEM files stay the source.
 
 Revocation: ``crl.pem`` is the certificate revocation list, signed by the CA, with a CRL
 number that grows with every change; :func:`revoke_certificate` re-signs it and refreshes the
@@ -62,12 +66,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from linkage.errors import JigsawError
 
-ROLES = frozenset({"node", "staff", "operator", "matcher", "probe"})
-SERVER_ROLES = frozenset({"node", "matcher"})
+ROLES = frozenset({"node", "staff", "operator", "matcher", "probe", "console"})
+SERVER_ROLES = frozenset({"node", "matcher", "console"})
 UNIT_AGENCY = "unit"
 MATCHER_NAME = "matcher"
 CA_NAME = "ca"
@@ -80,6 +85,8 @@ CRL_FILE = "crl.pem"
 SERVER_NAME_DOMAIN = "jigsaw.invalid"
 
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+#: What an identity name (a certificate's CN) looks like.
+IDENTITY_NAME_RE = _NAME_PATTERN
 _CLOCK_SKEW = datetime.timedelta(minutes=5)
 
 
@@ -518,6 +525,36 @@ def init_pki(
         crl=authority / CRL_FILE,
         identities=types.MappingProxyType(identities),
     )
+
+
+def export_pkcs12(pki_dir: Path, name: str, password: bytes) -> Path:
+    """Write identity ``name``'s certificate and key, with the CA certificate, as a PKCS#12
+    file a browser can import (``<name>.p12`` in its bundle), encrypted with ``password``
+    (AES-256 with PBKDF2, ``cryptography``'s best available); its path."""
+    _check_name("identity name", name)
+    if not password:
+        raise PkiError("the PKCS#12 password is empty")
+    bundle = bundle_dir(Path(pki_dir), name)
+    if not bundle.is_dir() and (Path(pki_dir) / f"{name}.pem").is_file():
+        bundle = Path(pki_dir)  # the bundle itself, as handed to its owner
+    cert_path, key_path = bundle / f"{name}.pem", bundle / f"{name}.key"
+    if name == CA_NAME or not cert_path.is_file() or not key_path.is_file():
+        raise PkiError(f"no certificate and key for identity {name!r} in {pki_dir}")
+    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{key_path} is not an EC private key")
+    ca_certificate = x509.load_pem_x509_certificate((bundle / f"{CA_NAME}.pem").read_bytes())
+    data = pkcs12.serialize_key_and_certificates(
+        name.encode("utf-8"),
+        key,
+        certificate,
+        [ca_certificate],
+        serialization.BestAvailableEncryption(password),
+    )
+    out = bundle / f"{name}.p12"
+    _write_private(out, data)
+    return out
 
 
 def revoke_certificate(

@@ -294,7 +294,12 @@ def test_policies_cover_every_method_of_their_service(policy: RolePolicy, servic
 def test_policy_tables() -> None:
     assert MATCHER_POLICY.allowed_roles("/jigsaw.v1.Matcher/Match") == {"node"}
     assert MATCHER_POLICY.allowed_roles("/jigsaw.v1.Matcher/Link") == {"operator"}
-    assert NODE_POLICY.allowed_roles("/jigsaw.v1.AgencyNode/Disclose") == {"staff", "node"}
+    assert NODE_POLICY.allowed_roles("/jigsaw.v1.AgencyNode/Disclose") == {
+        "staff",
+        "node",
+        "console",
+    }
+    assert NODE_POLICY.allowed_roles("/jigsaw.v1.AgencyNode/Lookup") == {"staff", "console"}
     assert NODE_POLICY.allowed_roles("/jigsaw.v1.AgencyNode/Status") == {"staff", "operator"}
     assert NODE_POLICY.permits("/grpc.health.v1.Health/Check", "node")
     assert not NODE_POLICY.permits("/jigsaw.v1.AgencyNode/Lookup", "node")

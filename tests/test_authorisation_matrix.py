@@ -3,7 +3,9 @@ PKI issues, with the status each cell must give — over real mutual TLS to a re
 a real agency node (police) on loopback.
 
 Identities: staff of the node's agency (alice, police), staff of another agency (harriet,
-health), an operator (olga), each node (police-node, health-node), the matcher; and a
+health), an operator (olga), each node (police-node, health-node), the matcher, each agency's
+staff console (police-console, health-console: a console names the staff member it acts for,
+which these requests do not, so its own agency's node refuses them as invalid); and a
 client that expects the wrong server role (it names the matcher's role when calling the node,
 and a node's when calling the matcher), which TLS refuses in the handshake (UNAVAILABLE)
 before any request reaches the server.
@@ -23,7 +25,7 @@ import grpc
 import pytest
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.pki import UNIT_AGENCY, init_pki, server_name
+from server.pki import UNIT_AGENCY, init_pki, issue_certificate, server_name
 from server.tls import secure_channel, tls_files_for
 from tests.matcher_harness import Running, matcher_config
 from tests.test_node_disclose import Node, start_node, stop_node, write_node_config
@@ -34,7 +36,17 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
-CALLERS = ("alice", "harriet", "olga", "police-node", "health-node", "matcher", "wrong-server")
+CALLERS = (
+    "alice",
+    "harriet",
+    "olga",
+    "police-node",
+    "health-node",
+    "matcher",
+    "wrong-server",
+    "police-console",
+    "health-console",
+)
 REFERENCE = "0" * 32
 
 Call = Callable[[grpc.Channel], Any]
@@ -93,23 +105,123 @@ def _node_calls() -> dict[str, Call]:
 # Rows: RPC; columns: CALLERS, in order.
 EXPECTED: dict[str, tuple[grpc.StatusCode, ...]] = {
     # node-only methods: the nodes reach the servicer, which refuses the empty request
-    "Matcher/Publish": (DENIED, DENIED, DENIED, INVALID, INVALID, DENIED, UNAVAILABLE),
-    "Matcher/Withdraw": (DENIED, DENIED, DENIED, INVALID, INVALID, DENIED, UNAVAILABLE),
-    "Matcher/Match": (DENIED, DENIED, DENIED, INVALID, INVALID, DENIED, UNAVAILABLE),
+    "Matcher/Publish": (
+        DENIED,
+        DENIED,
+        DENIED,
+        INVALID,
+        INVALID,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
+    "Matcher/Withdraw": (
+        DENIED,
+        DENIED,
+        DENIED,
+        INVALID,
+        INVALID,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
+    "Matcher/Match": (
+        DENIED,
+        DENIED,
+        DENIED,
+        INVALID,
+        INVALID,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
     # operator-only methods
-    "Matcher/Link": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
-    "Matcher/GetLinkResult": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
-    "Matcher/Status": (DENIED, DENIED, OK, DENIED, DENIED, DENIED, UNAVAILABLE),
+    "Matcher/Link": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE, DENIED, DENIED),
+    "Matcher/GetLinkResult": (
+        DENIED,
+        DENIED,
+        INVALID,
+        DENIED,
+        DENIED,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
+    "Matcher/Status": (DENIED, DENIED, OK, DENIED, DENIED, DENIED, UNAVAILABLE, DENIED, DENIED),
     # audit anchoring: a node's own (here unsigned) head; an operator's fetch (no owner)
-    "Matcher/AnchorHead": (DENIED, DENIED, DENIED, INVALID, INVALID, DENIED, UNAVAILABLE),
-    "Matcher/GetAnchors": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
+    "Matcher/AnchorHead": (
+        DENIED,
+        DENIED,
+        DENIED,
+        INVALID,
+        INVALID,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
+    "Matcher/GetAnchors": (
+        DENIED,
+        DENIED,
+        INVALID,
+        DENIED,
+        DENIED,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
     # the police node: its own staff only (another agency's staff are refused everywhere)
-    "AgencyNode/Lookup": (INVALID, DENIED, DENIED, DENIED, DENIED, DENIED, UNAVAILABLE),
+    "AgencyNode/Lookup": (
+        INVALID,
+        DENIED,
+        DENIED,
+        DENIED,
+        DENIED,
+        DENIED,
+        UNAVAILABLE,
+        INVALID,
+        DENIED,
+    ),
     # staff: no lookup of theirs returned the reference; nodes (relaying): no on_behalf_of
-    "AgencyNode/Disclose": (PRECONDITION, DENIED, DENIED, INVALID, INVALID, DENIED, UNAVAILABLE),
-    "AgencyNode/Status": (OK, DENIED, OK, DENIED, DENIED, DENIED, UNAVAILABLE),
-    "AgencyNode/AnchorAudit": (DENIED, DENIED, OK, DENIED, DENIED, DENIED, UNAVAILABLE),
-    "AgencyNode/GetAnchors": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
+    "AgencyNode/Disclose": (
+        PRECONDITION,
+        DENIED,
+        DENIED,
+        INVALID,
+        INVALID,
+        DENIED,
+        UNAVAILABLE,
+        INVALID,
+        DENIED,
+    ),
+    "AgencyNode/Status": (OK, DENIED, OK, DENIED, DENIED, DENIED, UNAVAILABLE, DENIED, DENIED),
+    "AgencyNode/AnchorAudit": (
+        DENIED,
+        DENIED,
+        OK,
+        DENIED,
+        DENIED,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
+    "AgencyNode/GetAnchors": (
+        DENIED,
+        DENIED,
+        INVALID,
+        DENIED,
+        DENIED,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
 }
 
 CELLS = [
@@ -128,6 +240,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
         staff=[("alice", "police"), ("bob", "police"), ("harriet", "health")],
         operators=["olga"],
     )
+    for agency in ("police", "health"):
+        issue_certificate(directory, f"{agency}-console", agency, "console")
     return directory
 
 

@@ -316,7 +316,7 @@ class AnchorAuditResponse(_message.Message):
     def __init__(self, receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("identifiers", "max_candidates", "purpose_code", "note")
+    __slots__ = ("identifiers", "max_candidates", "purpose_code", "note", "on_behalf_of")
     class IdentifiersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -328,11 +328,13 @@ class LookupRequest(_message.Message):
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_CODE_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
     identifiers: _containers.ScalarMap[str, str]
     max_candidates: int
     purpose_code: str
     note: str
-    def __init__(self, identifiers: _Optional[_Mapping[str, str]] = ..., max_candidates: _Optional[int] = ..., purpose_code: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+    on_behalf_of: str
+    def __init__(self, identifiers: _Optional[_Mapping[str, str]] = ..., max_candidates: _Optional[int] = ..., purpose_code: _Optional[str] = ..., note: _Optional[str] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("lookup_id", "candidates", "notes")

@@ -1,0 +1,633 @@
+"""The console's web application (Starlette + Jinja2) and its server (uvicorn, HTTPS).
+
+Request path: :class:`SecurityHeaders` (no-store, CSP, frame-ancestors none, no referrer) →
+route → :meth:`Console.staff` (the verified browser certificate: staff of this agency, not
+revoked, else 403) → for pages after sign-in, :meth:`Console.session` (cookie bound to that
+certificate, not expired, else the sign-in page) → on POST, :meth:`Console.check_csrf`
+(token of the session, constant-time, and a same-origin ``Origin`` when sent, else 403).
+Node calls run in a worker thread with a deadline, over the console's own mutual-TLS
+channel, with ``on_behalf_of`` = the verified staff name (see the package docstring).
+
+Nothing identifying is logged: log lines carry counts, ids and status codes; the
+activity file names fields, never values.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+import logging
+import secrets
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from server.auth import Identity, identity_from_certificate
+from server.console.activity import Activity, ActivityLog
+from server.console.forms import (
+    PRIORITIES,
+    SEX_CHOICES,
+    CandidateView,
+    FormError,
+    agency_label,
+    describe_candidate,
+    field_label,
+    purpose_label,
+    read_lookup_form,
+)
+from server.console.tls import (
+    ClientCertificateProtocol,
+    client_certificate_pem,
+    tls_context_factory,
+)
+from server.node_config import ConsoleConfig, NodeConfig
+from server.pki import server_name
+from server.revocation import RevocationChecker
+from server.tls import TlsFiles, secure_channel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Console", "create_app", "serve"]
+
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
+#: Where ``make console-assets`` installs govuk-frontend (npm, never fetched at run time).
+FRONTEND = HERE / "frontend" / "node_modules" / "govuk-frontend" / "dist" / "govuk"
+SESSION_COOKIE = "__Host-jigsaw-session"
+SIGNIN_COOKIE = "__Host-jigsaw-signin"
+SESSION_MAX_S = 8 * 3600.0
+MAX_SESSIONS = 10_000
+MAX_CANDIDATES_KEPT = 200
+NODE_DEADLINE_S = 10.0
+SHUTDOWN_GRACE_S = 5
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "pragma": "no-cache",
+    "content-security-policy": CSP,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    # not no-referrer: Chromium then sends "Origin: null" on form posts, defeating the
+    # same-origin check; URLs carry no identifier, and nothing goes to another site
+    "referrer-policy": "same-origin",
+    "strict-transport-security": "max-age=31536000",
+    "cross-origin-opener-policy": "same-origin",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware: the same security headers on every response, assets included."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._headers = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in self._headers}
+                message["headers"] = [
+                    (n, v) for n, v in message.get("headers", []) if n.lower() not in names
+                ] + self._headers
+            await send(message)
+
+        await self._app(scope, receive, send_with_headers)
+
+
+@dataclass
+class Session:
+    """One signed-in staff member in one browser."""
+
+    name: str
+    certificate: str  # SHA-256 of the client certificate the session is bound to
+    csrf: str
+    created: float
+    seen: float
+    # opaque token -> (agency, reference, lookup purpose code): the disclosure form names a
+    # candidate by token, so no reference ever reaches the browser
+    candidates: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+
+
+class Refused(Exception):
+    """A request the console refuses with a page (status, heading, text)."""
+
+    def __init__(self, status: int, heading: str, text: str) -> None:
+        super().__init__(heading)
+        self.status, self.heading, self.text = status, heading, text
+
+
+NodeCall = Callable[[str, Any], Any]
+
+
+class Console:
+    """The console's state: its agency's config, the node stub, sessions, activity."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        console: ConsoleConfig,
+        *,
+        node: jigsaw_pb2_grpc.AgencyNodeStub,
+        activity: ActivityLog,
+        revocations: RevocationChecker,
+    ) -> None:
+        self.config = config
+        self.console = console
+        self.node = node
+        self.activity = activity
+        self.revocations = revocations
+        self.sessions: dict[str, Session] = {}
+        self.lock = threading.Lock()
+        self.templates = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+        )
+        self.templates.globals.update(
+            agency_label=agency_label,
+            purpose_label=purpose_label,
+            field_label=field_label,
+            priorities=PRIORITIES,
+            sex_choices=SEX_CHOICES,
+        )
+
+    # --------------------------------------------------------------- who is asking
+
+    def staff(self, request: Request) -> tuple[Identity, str]:
+        """The verified staff member of this agency behind the request, and the SHA-256 of
+        their certificate; :class:`Refused` (403) for anyone else."""
+        pem = client_certificate_pem(request.scope)
+        identity = identity_from_certificate(pem) if pem is not None else None
+        refusal = Refused(
+            403,
+            "You cannot use this console",
+            f"This console is for staff of {agency_label(self.config.agency)} signed in "
+            "with their own staff certificate.",
+        )
+        if pem is None or identity is None:
+            raise refusal
+        certificate = x509.load_pem_x509_certificate(pem)
+        if self.revocations.is_revoked(certificate.serial_number):
+            logger.warning("console refused a revoked certificate (%s)", identity.name)
+            raise refusal
+        if identity.role != "staff" or identity.agency != self.config.agency:
+            logger.warning(
+                "console refused %s (%s of %s)", identity.name, identity.role, identity.agency
+            )
+            raise refusal
+        return identity, certificate.fingerprint(hashes.SHA256()).hex()
+
+    def session(self, request: Request, identity: Identity, fingerprint: str) -> Session | None:
+        """The request's live session for this certificate, or None (then sign in)."""
+        session_id = request.cookies.get(SESSION_COOKIE, "")
+        now = time.monotonic()
+        with self.lock:
+            session = self.sessions.get(session_id)
+            if session is None:
+                return None
+            idle = now - session.seen > self.console.session_minutes * 60
+            if (
+                idle
+                or now - session.created > SESSION_MAX_S
+                or not hmac.compare_digest(session.certificate, fingerprint)
+                or session.name != identity.name
+            ):
+                del self.sessions[session_id]
+                return None
+            session.seen = now
+            return session
+
+    def start_session(self, identity: Identity, fingerprint: str) -> tuple[str, Session]:
+        now = time.monotonic()
+        session = Session(identity.name, fingerprint, secrets.token_urlsafe(32), now, now)
+        session_id = secrets.token_urlsafe(32)
+        with self.lock:
+            if len(self.sessions) >= MAX_SESSIONS:
+                self._drop_expired(now)
+            self.sessions[session_id] = session
+        return session_id, session
+
+    def _drop_expired(self, now: float) -> None:
+        limit = self.console.session_minutes * 60
+        for key in [k for k, s in self.sessions.items() if now - s.seen > limit]:
+            del self.sessions[key]
+
+    def end_session(self, request: Request) -> None:
+        with self.lock:
+            self.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
+
+    @staticmethod
+    def check_origin(request: Request) -> None:
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"https://{request.headers.get('host', '')}":
+            raise Refused(403, "Request refused", "The form was sent from another site.")
+
+    async def check_csrf(self, request: Request, expected: str) -> Mapping[str, str]:
+        """The posted form, after its CSRF token matched ``expected``; else 403."""
+        self.check_origin(request)
+        form = await request.form()
+        values = {k: v for k, v in form.items() if isinstance(v, str)}
+        token = values.get("csrf_token", "")
+        if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise Refused(
+                403,
+                "Request refused",
+                "The form had expired or was not sent from this console. "
+                "Go back, reload the page and try again.",
+            )
+        return values
+
+    # --------------------------------------------------------------- rendering
+
+    def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("agency", self.config.agency)
+        html = self.templates.get_template(template).render(**context)
+        return HTMLResponse(html, status_code=status)
+
+    def remember(self, session: Session, agency: str, reference: str, purpose: str) -> str:
+        token = secrets.token_urlsafe(16)
+        with self.lock:
+            if len(session.candidates) >= MAX_CANDIDATES_KEPT:
+                session.candidates.pop(next(iter(session.candidates)))
+            session.candidates[token] = (agency, reference, purpose)
+        return token
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def _node_error(exc: grpc.RpcError) -> tuple[str, str]:
+    """(heading, text) for a failed node call: its status and details, which name fields
+    and expectations only, never a value."""
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return "Too many requests", "You have made too many requests. Wait a minute and try again."
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return "Sorry, the service is unavailable", "Try again later."
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return "The request could not be made", details
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return "The request was refused", details
+    if code == grpc.StatusCode.NOT_FOUND:
+        return "The record was not found", details
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return "The details could not be used", details
+    return "Sorry, there is a problem with the service", "Try again later."
+
+
+def create_app(console: Console) -> Any:
+    """The ASGI application: routes, static assets, security headers."""
+
+    async def signed_in(request: Request) -> tuple[Identity, Session] | Response:
+        identity, fingerprint = console.staff(request)
+        session = console.session(request, identity, fingerprint)
+        if session is None:
+            return RedirectResponse("/", status_code=303)
+        return identity, session
+
+    async def home(request: Request) -> Response:
+        identity, fingerprint = console.staff(request)
+        session = console.session(request, identity, fingerprint)
+        if session is not None:
+            return lookup_page(session)
+        token = secrets.token_urlsafe(32)
+        response = console.render("sign_in.html", person=identity.name, csrf_token=token)
+        response.set_cookie(
+            SIGNIN_COOKIE,
+            token,
+            max_age=600,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def sign_in(request: Request) -> Response:
+        identity, fingerprint = console.staff(request)
+        await console.check_csrf(request, request.cookies.get(SIGNIN_COOKIE, ""))
+        session_id, _session = console.start_session(identity, fingerprint)
+        logger.info("console sign-in: %s", identity.name)
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(
+            SIGNIN_COOKIE, path="/", secure=True, httponly=True, samesite="strict"
+        )
+        response.set_cookie(
+            SESSION_COOKIE, session_id, path="/", secure=True, httponly=True, samesite="strict"
+        )
+        return response
+
+    async def sign_out(request: Request) -> Response:
+        got = await signed_in(request)
+        if isinstance(got, Response):
+            return got
+        _identity, session = got
+        await console.check_csrf(request, session.csrf)
+        console.end_session(request)
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict"
+        )
+        return response
+
+    def lookup_page(
+        session: Session,
+        *,
+        values: Mapping[str, str] | None = None,
+        errors: list[FormError] | None = None,
+        status: int = 200,
+    ) -> HTMLResponse:
+        return console.render(
+            "lookup.html",
+            status,
+            session=session,
+            csrf_token=session.csrf,
+            purposes=console.config.purposes,
+            values=values or {},
+            errors=errors or [],
+            error_of={e.field: e.text for e in errors or []},
+            page="lookup",
+        )
+
+    async def lookup(request: Request) -> Response:
+        got = await signed_in(request)
+        if isinstance(got, Response):
+            return got
+        identity, session = got
+        form = await console.check_csrf(request, session.csrf)
+        checked, errors = read_lookup_form(form, console.config.purposes)
+        if checked is None:
+            return lookup_page(session, values=form, errors=errors, status=400)
+        lookup_request = jigsaw_pb2.LookupRequest(
+            identifiers=dict(checked.identifiers),
+            purpose_code=checked.purpose_code,
+            note=checked.note,
+            max_candidates=20,
+            on_behalf_of=identity.name,
+        )
+        try:
+            answer = await run_in_threadpool(
+                console.node.Lookup, lookup_request, timeout=NODE_DEADLINE_S
+            )
+        except grpc.RpcError as exc:
+            heading, text = _node_error(exc)
+            code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+            console.activity.add(
+                identity.name, Activity(_now(), "lookup", checked.purpose_code, code.lower())
+            )
+            logger.info("console lookup failed: %s", code)
+            return lookup_page(
+                session,
+                values=form,
+                errors=[FormError("given_name", f"{heading}. {text}")],
+                status=502 if code in ("UNAVAILABLE", "UNKNOWN") else 400,
+            )
+        candidates: list[CandidateView] = []
+        for candidate in answer.candidates:
+            token = console.remember(
+                session, candidate.agency, candidate.reference, checked.purpose_code
+            )
+            candidates.append(describe_candidate(candidate, token))
+        agencies = tuple(dict.fromkeys(c.agency for c in candidates))
+        console.activity.add(
+            identity.name,
+            Activity(_now(), "lookup", checked.purpose_code, "ok", agencies, answer.lookup_id),
+        )
+        return console.render(
+            "answer.html",
+            session=session,
+            csrf_token=session.csrf,
+            candidates=candidates,
+            agencies=agencies,
+            notes=list(answer.notes),
+            lookup_id=answer.lookup_id,
+            purpose=checked.purpose_code,
+            page="lookup",
+        )
+
+    async def request_form(request: Request) -> Response:
+        got = await signed_in(request)
+        if isinstance(got, Response):
+            return got
+        _identity, session = got
+        form = await console.check_csrf(request, session.csrf)
+        token = form.get("candidate", "")
+        chosen = session.candidates.get(token)
+        if chosen is None:
+            raise Refused(400, "Look the child up again", "That answer has expired.")
+        return console.render(
+            "request.html",
+            session=session,
+            csrf_token=session.csrf,
+            candidate=token,
+            holder=chosen[0],
+            purposes=console.config.purposes,
+            values={"purpose": chosen[2]},
+            errors=[],
+            error_of={},
+            page="lookup",
+        )
+
+    async def disclose(request: Request) -> Response:
+        got = await signed_in(request)
+        if isinstance(got, Response):
+            return got
+        identity, session = got
+        form = await console.check_csrf(request, session.csrf)
+        token = form.get("candidate", "")
+        chosen = session.candidates.get(token)
+        if chosen is None:
+            raise Refused(400, "Look the child up again", "That answer has expired.")
+        holder, reference, _lookup_purpose = chosen
+        errors = []
+        purpose = form.get("purpose", "")
+        priority = form.get("priority", "")
+        if purpose not in console.config.purposes:
+            errors.append(FormError("purpose", "Select the purpose of this request"))
+        if priority not in PRIORITIES:
+            errors.append(FormError("priority", "Select a priority: red, amber or green"))
+        if errors:
+            return console.render(
+                "request.html", 400, session=session, csrf_token=session.csrf, candidate=token,
+                holder=holder, purposes=console.config.purposes, values=form, errors=errors,
+                error_of={e.field: e.text for e in errors}, page="lookup",
+            )  # fmt: skip
+        label, hours, _meaning = PRIORITIES[priority]
+        stated = f"{purpose}; priority {priority} (respond within {hours} hours)"
+        try:
+            answer = await run_in_threadpool(
+                console.node.Disclose,
+                jigsaw_pb2.DiscloseRequest(
+                    reference=reference, purpose=stated, on_behalf_of=identity.name
+                ),
+                timeout=NODE_DEADLINE_S,
+            )
+        except grpc.RpcError as exc:
+            heading, text = _node_error(exc)
+            code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+            console.activity.add(
+                identity.name,
+                Activity(_now(), "disclosure", purpose, code.lower(), (holder,), "", priority),
+            )
+            raise Refused(400 if code != "UNAVAILABLE" else 502, heading, text) from None
+        console.activity.add(
+            identity.name,
+            Activity(
+                _now(), "disclosure", purpose, "ok", (answer.agency,), answer.disclosure_id,
+                priority, tuple(answer.fields), tuple(answer.withheld_fields),
+            ),
+        )  # fmt: skip
+        window = console.config.rate_limits.disclosure_window_minutes
+        return console.render(
+            "disclosed.html",
+            session=session,
+            csrf_token=session.csrf,
+            answer=answer,
+            fields=sorted(answer.fields.items()),
+            priority=(label, hours),
+            purpose=purpose,
+            window_minutes=int(window),
+            page="lookup",
+        )
+
+    async def activity(request: Request) -> Response:
+        got = await signed_in(request)
+        if isinstance(got, Response):
+            return got
+        identity, session = got
+        entries = await run_in_threadpool(console.activity.of, identity.name)
+        return console.render(
+            "activity.html", session=session, csrf_token=session.csrf, entries=entries,
+            page="activity",
+        )  # fmt: skip
+
+    async def known(request: Request) -> Response:
+        got = await signed_in(request)
+        if isinstance(got, Response):
+            return got
+        _identity, session = got
+        return console.render("known.html", session=session, csrf_token=session.csrf, page="known")
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, Refused):  # pragma: no cover - registered for Refused only
+            raise exc
+        return console.render("refused.html", exc.status, heading=exc.heading, text=exc.text)
+
+    routes: list[BaseRoute] = [
+        Route("/", home, methods=["GET"]),
+        Route("/sign-in", sign_in, methods=["POST"]),
+        Route("/sign-out", sign_out, methods=["POST"]),
+        Route("/lookup", lookup, methods=["POST"]),
+        Route("/request", request_form, methods=["POST"]),
+        Route("/disclose", disclose, methods=["POST"]),
+        Route("/activity", activity, methods=["GET"]),
+        Route("/known", known, methods=["GET"]),
+    ]
+    if (FRONTEND / "assets").is_dir():
+        routes += [
+            Mount("/assets", StaticFiles(directory=FRONTEND / "assets"), name="assets"),
+            Mount("/govuk", StaticFiles(directory=FRONTEND), name="govuk"),
+        ]
+    else:
+        logger.warning("govuk-frontend is not installed (make console-assets): pages unstyled")
+    app = Starlette(routes=routes, exception_handlers={Refused: refused})
+    return SecurityHeaders(app)
+
+
+def build_console(config: NodeConfig) -> tuple[Console, grpc.Channel]:
+    """The console of ``config``'s agency and its channel to the node (close it after)."""
+    if config.console is None:
+        raise ValueError("the node config has no [console] section")
+    settings = config.console
+    tls = TlsFiles(
+        ca_cert=config.tls.ca_cert, cert=settings.cert, key=settings.key, crl=config.tls.crl
+    )
+    channel = secure_channel(settings.node, tls, expect=server_name("node", config.agency))
+    console = Console(
+        config,
+        settings,
+        node=jigsaw_pb2_grpc.AgencyNodeStub(channel),  # type: ignore[no-untyped-call]
+        activity=ActivityLog(settings.activity),
+        revocations=RevocationChecker.for_tls(config.tls),
+    )
+    return console, channel
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling its caller the bound port once it is serving."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[int], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._on_started is not None and sockets:
+            self._on_started(sockets[0].getsockname()[1])
+
+
+def serve(config: NodeConfig, *, on_started: Callable[[int], None] | None = None) -> None:
+    """Run the agency's console (HTTPS, client certificates required) until SIGTERM/SIGINT."""
+    if config.console is None:
+        raise ValueError("the node config has no [console] section")
+    console, channel = build_console(config)
+    host, _, port = config.console.listen.rpartition(":")
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host.strip("[]"), int(port)))
+    server_config = uvicorn.Config(
+        create_app(console),
+        ssl_certfile=str(config.console.cert),
+        ssl_keyfile=str(config.console.key),
+        ssl_ca_certs=str(config.tls.ca_cert),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        ssl_context_factory=tls_context_factory,
+        http=ClientCertificateProtocol,
+        lifespan="off",
+        access_log=False,  # an access log is a list of who looked at what, when
+        server_header=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # browsers keep connections open
+        log_config=None,
+    )
+
+    def started(bound: int) -> None:
+        logger.info("staff console of %s serving on https://%s:%d", config.agency, host, bound)
+        if on_started is not None:
+            on_started(bound)
+
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the
+    # handler that was there before: make that a no-op, so a stop on request exits 0
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: None)
+    try:
+        _Server(server_config, started).run(sockets=[listener])
+    finally:
+        channel.close()
+        console.activity.close()
