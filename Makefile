@@ -9,7 +9,7 @@ PROTO_SRC := proto/jigsaw/v1/jigsaw.proto
 
 CONSOLE_FRONTEND := server/console/frontend
 
-.PHONY: console-assets setup demo test test-fast check lint typecheck format proto proto-check bench bench-quality bench-speed bench-attack splink-venv clean
+.PHONY: console-assets setup demo demo-console test test-fast check lint typecheck format proto proto-check bench bench-quality bench-speed bench-attack splink-venv clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ $(CONSOLE_FRONTEND)/node_modules/.installed: $(CONSOLE_FRONTEND)/package.json $(
 	touch $@
 
 demo: $(STAMP) console-assets
+	$(VENV)/bin/jigsaw demo
+
+# the demo, then the staff console (and the federation behind it) kept running until Ctrl-C
+demo-console: $(STAMP) console-assets
 	$(VENV)/bin/jigsaw demo --serve
 
 test: $(STAMP) console-assets check
