@@ -539,4 +539,5 @@ def test_an_identifiers_exact_u_comes_from_how_often_it_is_keyed_wrongly(
     lower = [list(field) for field in model.u]
     lower[nhs] = [1.0 - 1e-12, 1e-12]
     low_model = dataclasses.replace(model, u=tuple(tuple(x) for x in lower))
-    assert pipeline.identifier_u(SCHEMA, combined, combined, low_model)[nhs] == (1.0 - 1e-12, 1e-12)
+    never = pipeline.identifier_u(SCHEMA, combined, combined, low_model, [10**9] * len(model.u))
+    assert never[nhs] == (1.0 - 1e-12, 1e-12)

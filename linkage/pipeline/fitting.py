@@ -346,7 +346,7 @@ def fit_model(
                 dedupe=dedupe,
             )
             held = final(u_final)
-    u_final = identifier_u(schema, left, right, final(u_final))
+    u_final = identifier_u(schema, left, right, final(u_final), compared_pairs.tolist())
     return reported(final(u_final), candidate_levels.shape[0])
 
 
@@ -449,21 +449,33 @@ def fitting_pairs(
 IDENTIFIER_KINDS = ("nhs_number",)
 
 
+#: An identifier's exact u is re-estimated (:func:`identifier_u`) only where the random pairs
+#: that compared it would hold fewer agreeing non-matches than this: the sample cannot show it.
+UNRESOLVED_AGREEMENTS = 3.0
+
+
 def identifier_u(
-    schema: Schema, left: EncodedBatch, right: EncodedBatch, model: scoring.FellegiSunterModel
+    schema: Schema,
+    left: EncodedBatch,
+    right: EncodedBatch,
+    model: scoring.FellegiSunterModel,
+    compared_pairs: Sequence[int],
 ) -> tuple[tuple[float, ...], ...]:
     """The model's u, with an identifier's exact level (:data:`IDENTIFIER_KINDS`) estimated
-    from how often the identifier is keyed wrongly, where that is lower.
+    from how often the identifier is keyed wrongly, where the random pairs cannot resolve it
+    (``compared_pairs``: per comparison, how many of them compared it) and that is lower.
 
     Two records of different people agree on an identifier only when one holds the other's
     value by mistake: per pair, about P(the value differs | match), m of the levels below
-    exact, over the number of distinct values held. Random pairs cannot show a probability
-    that small: the few agreeing pairs among them are nearly all matches, so their estimate
-    stops near one over the sample, and the identifier alone could never outweigh the prior
-    of a large population."""
+    exact, over the number of distinct values held. In a large population random pairs
+    cannot show a probability that small: the few agreeing pairs among them are nearly all
+    matches, so their estimate stops near one over the sample, and the identifier alone could
+    never outweigh the prior. In a small one the sample resolves it and is kept."""
     u = [list(field) for field in model.u]
     for c, spec in enumerate(schema.comparison_specs):
         if spec.kind not in IDENTIFIER_KINDS or spec.view_of or spec.combines:
+            continue
+        if u[c][-1] * compared_pairs[c] >= UNRESOLVED_AGREEMENTS:
             continue
         f = schema.field_names.index(spec.name)
         batches = [left] if right is left else [left, right]  # dedupe: one batch
