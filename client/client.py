@@ -2,7 +2,9 @@
 
 Role in the system: the one programmatic way into a Jigsaw federation. Staff talk to their
 own agency's node only: ``Lookup``, then ``Disclose`` of a reference that lookup returned (the
-node relays it to the holding agency's node); operators talk to the matcher (``Link``,
+node relays it to the holding agency's node), and the agency's records known to other
+agencies after a batch link (``ListLinked``; an operator first has the node ``FetchLinked``)
+and a reference's local id (``ResolveReference``); operators talk to the matcher (``Link``,
 ``GetLinkResult``, ``Status``). Every call carries a deadline and runs
 over mutual TLS with the caller's own certificate, which carries its agency and role, and
 checks whom it reached: the server certificate must name the expected role and agency
@@ -39,6 +41,7 @@ DISCLOSE_DEADLINE_S = 10.0
 STATUS_DEADLINE_S = 5.0
 LINK_DEADLINE_S = 3600.0
 PAGE_DEADLINE_S = 30.0
+FETCH_DEADLINE_S = 600.0
 
 
 class _Client:
@@ -131,6 +134,38 @@ class NodeClient(_Client):
                 timeout=DISCLOSE_DEADLINE_S,
             )
         return response
+
+    def fetch_linked(self, result_id: str = "") -> jigsaw_pb2.FetchLinkedResponse:
+        """Operator: have the node fetch its linked records of a link result ("" = the
+        matcher's latest) from the matcher into its store."""
+        with self._checked():
+            response: jigsaw_pb2.FetchLinkedResponse = self._stub.FetchLinked(
+                jigsaw_pb2.FetchLinkedRequest(result_id=result_id), timeout=FETCH_DEADLINE_S
+            )
+        return response
+
+    def linked_pages(self, *, page_size: int = 500) -> Iterator[jigsaw_pb2.ListLinkedResponse]:
+        """Every page of the node's records known to other agencies (by local id)."""
+        token = ""
+        while True:
+            with self._checked():
+                page: jigsaw_pb2.ListLinkedResponse = self._stub.ListLinked(
+                    jigsaw_pb2.ListLinkedRequest(page_size=page_size, page_token=token),
+                    timeout=PAGE_DEADLINE_S,
+                )
+            yield page
+            token = page.next_page_token
+            if not token:
+                return
+
+    def resolve(self, reference: str, *, purpose: str) -> str:
+        """The local record id behind one of this node's references (audited)."""
+        with self._checked():
+            response: jigsaw_pb2.ResolveReferenceResponse = self._stub.ResolveReference(
+                jigsaw_pb2.ResolveReferenceRequest(reference=reference, purpose=purpose),
+                timeout=STATUS_DEADLINE_S,
+            )
+        return response.local_id
 
     def status(self) -> jigsaw_pb2.NodeStatusResponse:
         with self._checked():

@@ -191,6 +191,8 @@ MATCHER_POLICY = RolePolicy(
         "/jigsaw.v1.Matcher/Match": {"node"},
         "/jigsaw.v1.Matcher/Link": {"operator"},
         "/jigsaw.v1.Matcher/GetLinkResult": {"operator"},
+        # a node, for its own agency's records only (the agency of its certificate)
+        "/jigsaw.v1.Matcher/GetLinkedRecords": {"node"},
         "/jigsaw.v1.Matcher/Status": {"operator"},
     }
 )
@@ -201,6 +203,9 @@ NODE_POLICY = RolePolicy(
         # a node relays its own staff's disclosures to the holding agency's node
         "/jigsaw.v1.AgencyNode/Disclose": {"staff", "node"},
         "/jigsaw.v1.AgencyNode/Status": {"operator", "staff"},
+        "/jigsaw.v1.AgencyNode/FetchLinked": {"operator"},
+        "/jigsaw.v1.AgencyNode/ListLinked": {"operator", "staff"},
+        "/jigsaw.v1.AgencyNode/ResolveReference": {"operator", "staff"},
     }
 )
 

@@ -59,6 +59,9 @@ def _matcher_calls() -> dict[str, Call]:
             jigsaw_pb2.GetLinkResultRequest(result_id="no-such-result"), timeout=10
         ),
         "Matcher/Status": lambda c: stub(c).Status(jigsaw_pb2.MatcherStatusRequest(), timeout=10),
+        "Matcher/GetLinkedRecords": lambda c: stub(c).GetLinkedRecords(
+            jigsaw_pb2.GetLinkedRecordsRequest(result_id="no-such-result"), timeout=10
+        ),
     }
 
 
@@ -75,6 +78,16 @@ def _node_calls() -> dict[str, Call]:
             jigsaw_pb2.DiscloseRequest(reference=REFERENCE, purpose="p"), timeout=10
         ),
         "AgencyNode/Status": lambda c: stub(c).Status(jigsaw_pb2.NodeStatusRequest(), timeout=10),
+        "AgencyNode/FetchLinked": lambda c: stub(c).FetchLinked(
+            jigsaw_pb2.FetchLinkedRequest(result_id="no-such-result"), timeout=10
+        ),
+        "AgencyNode/ListLinked": lambda c: stub(c).ListLinked(
+            jigsaw_pb2.ListLinkedRequest(page_token="not-a-token"), timeout=10
+        ),
+        "AgencyNode/ResolveReference": lambda c: stub(c).ResolveReference(
+            jigsaw_pb2.ResolveReferenceRequest(reference="not-a-reference", purpose="p"),
+            timeout=10,
+        ),
     }
 
 
@@ -88,11 +101,20 @@ EXPECTED: dict[str, tuple[grpc.StatusCode, ...]] = {
     "Matcher/Link": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
     "Matcher/GetLinkResult": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
     "Matcher/Status": (DENIED, DENIED, OK, DENIED, DENIED, DENIED, UNAVAILABLE),
+    # a node, for its own agency's records
+    "Matcher/GetLinkedRecords": (DENIED, DENIED, DENIED, INVALID, INVALID, DENIED, UNAVAILABLE),
     # the police node: its own staff only (another agency's staff are refused everywhere)
     "AgencyNode/Lookup": (INVALID, DENIED, DENIED, DENIED, DENIED, DENIED, UNAVAILABLE),
     # staff: no lookup of theirs returned the reference; nodes (relaying): no on_behalf_of
     "AgencyNode/Disclose": (PRECONDITION, DENIED, DENIED, INVALID, INVALID, DENIED, UNAVAILABLE),
     "AgencyNode/Status": (OK, DENIED, OK, DENIED, DENIED, DENIED, UNAVAILABLE),
+    # the agency's records known to other agencies: fetched by operators, read by its own
+    # staff and operators
+    "AgencyNode/FetchLinked": (DENIED, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
+    "AgencyNode/ListLinked": (INVALID, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE),
+    "AgencyNode/ResolveReference": (
+        (INVALID, DENIED, INVALID, DENIED, DENIED, DENIED, UNAVAILABLE)
+    ),
 }
 
 CELLS = [
