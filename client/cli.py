@@ -23,9 +23,9 @@ Commands::
     jigsaw demo            the whole federation on synthetic data, on embedded defaults
     jigsaw bench           linkage benchmarks: quality, speed, attack
 
-Exit codes: 0 success; 1 bad input or configuration (the message says which field);
-2 usage error; 3 a remote call failed (the gRPC status is printed); 4 audit verification
-failed; 130 interrupted.
+Exit codes: 0 success; 1 bad input or configuration (the message says which field; a
+server's INVALID_ARGUMENT is bad input too); 2 usage error; 3 a remote call failed (the gRPC
+status is printed); 4 audit verification failed; 130 interrupted.
 
 Messages never carry identifier values: errors name the field, line or expectation.
 Everything a server sent is printed through :func:`client.output.printable`, so no control
@@ -334,7 +334,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
             err.print("--field: expected FIELD=VALUE")
             return EXIT_USAGE
         identifiers[key] = value
-    with NodeClient(args.node, _tls(args)) as node:
+    address, agency = _node_target(args)
+    with NodeClient(address, _tls(args), agency=agency) as node:
         response = node.lookup(
             identifiers, purpose_code=args.purpose, note=args.note, max_candidates=args.max
         )
@@ -651,9 +652,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sp.add_argument("--identity", required=True, help="your certificate name")
 
+    def node_target(sp: argparse.ArgumentParser) -> None:
+        where = sp.add_mutually_exclusive_group(required=True)
+        where.add_argument("--node", help="the agency node's address")
+        where.add_argument(
+            "--config", help="the node's config: its agency and listen address (a fixed port)"
+        )
+        sp.add_argument("--agency", help="the node's agency (default: your certificate's)")
+        identity(sp)
+
     lk = sub.add_parser("lookup", help="staff: which agencies hold records about this child?")
-    lk.add_argument("--node", required=True, help="your agency node's address")
-    identity(lk)
+    node_target(lk)
     lk.add_argument(
         "--purpose",
         required=True,
@@ -696,15 +705,6 @@ def build_parser() -> argparse.ArgumentParser:
         "to this file (.csv: one row per edge; .jsonl: one cluster a line; mode 0600)",
     )
     ln.set_defaults(func=cmd_link)
-
-    def node_target(sp: argparse.ArgumentParser) -> None:
-        where = sp.add_mutually_exclusive_group(required=True)
-        where.add_argument("--node", help="the agency node's address")
-        where.add_argument(
-            "--config", help="the node's config: its agency and listen address (a fixed port)"
-        )
-        sp.add_argument("--agency", help="the node's agency (default: your certificate's)")
-        identity(sp)
 
     lkd = sub.add_parser(
         "linked", help="an agency's records known to other agencies after a batch link"
@@ -770,9 +770,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"error: {printable(str(exc))}")
         return EXIT_INPUT
     except grpc.RpcError as exc:
-        code_name = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
-        details = exc.details() if hasattr(exc, "details") else ""
-        err.print(f"remote call failed: {code_name}: {printable(details or '')}")
+        status = exc.code() if isinstance(exc, grpc.Call) else None
+        details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+        if status == grpc.StatusCode.INVALID_ARGUMENT:
+            # the server refused what was given: bad input, and its details name the field
+            err.print(f"error: bad input (INVALID_ARGUMENT): {printable(details)}")
+            return EXIT_INPUT
+        code_name = status.name if status is not None else "UNKNOWN"
+        err.print(f"remote call failed: {code_name}: {printable(details)}")
         return EXIT_RPC
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

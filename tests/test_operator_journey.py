@@ -171,3 +171,13 @@ def test_each_agency_learns_which_of_its_records_others_hold(
     audit = (fed.root / "police" / "audit.jsonl").read_text()
     assert '"action":"resolve"' in audit and '"action":"list_linked"' in audit
     assert first["local_id"] not in audit  # a local id is an identifier: never audited
+
+
+def test_a_bad_lookup_value_is_exit_1_naming_the_field(fed: Federation) -> None:
+    done = jigsaw(
+        "lookup", "--config", str(fed.node_configs["police"]), "--pki", fed.pki,
+        "--identity", "bob", "--purpose", "s47_enquiry", "--note", "x",
+        "--field", "nhs_number=9434765918", "--field", "given_name=Amelia", check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "nhs_number" in done.stderr and "9434765918" not in done.stderr
