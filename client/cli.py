@@ -327,6 +327,8 @@ def evidence_text(evidence: Sequence[Any]) -> str:
 def cmd_lookup(args: argparse.Namespace) -> int:
     from client.client import NodeClient
 
+    if args.from_file:
+        return _batch_lookup(args)
     identifiers: dict[str, str] = {}
     for item in args.field:
         key, sep, value = item.partition("=")
@@ -355,6 +357,43 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     out.print(table if response.candidates else "no agency holds a matching record")
     for note in response.notes:
         out.print(f"note: {printable(note)}")
+    return EXIT_OK
+
+
+def _batch_lookup(args: argparse.Namespace) -> int:
+    from client.batch import read_queries, run_batch
+    from client.client import NodeClient
+
+    if not args.out or args.field:
+        err.print("--from: give --out FILE (JSON Lines) and no --field")
+        return EXIT_USAGE
+    columns: dict[str, str] = {}
+    for item in args.column:
+        key, sep, column = item.partition("=")
+        if not sep or not key or not column:
+            err.print("--column: expected FIELD=COLUMN")
+            return EXIT_USAGE
+        columns[key] = column
+    source = Path(args.from_file)
+    total = sum(1 for _ in read_queries(source, columns or None, args.id_column))
+    address, agency = _node_target(args)
+    with NodeClient(address, _tls(args), agency=agency) as node, _progress() as bar:
+        task = bar.add_task("lookups", total=total)
+        report = run_batch(
+            node,
+            read_queries(source, columns or None, args.id_column),
+            Path(args.out),
+            purpose_code=args.purpose,
+            note=args.note,
+            per_minute=args.per_minute,
+            max_candidates=args.max,
+            progress=lambda r: bar.update(task, completed=r.rows),
+        )
+        bar.update(task, completed=report.rows)
+    out.print(
+        f"{report.rows} rows: {report.done} looked up, {report.invalid} refused as invalid "
+        f"(their line and field are in {printable(args.out)}), {report.skipped} already done"
+    )
     return EXIT_OK
 
 
@@ -678,6 +717,27 @@ def build_parser() -> argparse.ArgumentParser:
         "log only",
     )
     lk.add_argument("--field", action="append", default=[], help="FIELD=VALUE (repeat)")
+    lk.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="CSV",
+        help="batch: one lookup per row of this CSV file (needs --out); paced, resumable",
+    )
+    lk.add_argument("--out", help="batch: append results here, JSON Lines, one per row")
+    lk.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="batch: schema field -> CSV column (repeat; default: columns named as fields)",
+    )
+    lk.add_argument("--id-column", help="batch: a column copied to each result as its id")
+    lk.add_argument(
+        "--per-minute",
+        type=float,
+        default=60.0,
+        help="batch: lookups started per minute at most (default 60, a node's default limit)",
+    )
     lk.add_argument("--max", type=int, default=10)
     lk.add_argument("--json", action="store_true")
     lk.set_defaults(func=cmd_lookup)

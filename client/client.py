@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,11 +45,52 @@ PAGE_DEADLINE_S = 30.0
 FETCH_DEADLINE_S = 600.0
 
 
+#: gRPC's own retry policy for a node's reads (in the channel's service config): a call
+#: refused for a rate limit (RESOURCE_EXHAUSTED) or while the node or its matcher is
+#: unreachable (UNAVAILABLE) is tried again, up to gRPC's cap of 5 attempts, with
+#: exponential backoff; the node's ``grpc-retry-pushback-ms`` trailer (its retry-after)
+#: replaces the backoff when present. A refused lookup did no work and is charged to no
+#: budget, so trying it again is safe. The call's deadline bounds every attempt together.
+NODE_SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [
+                {"service": "jigsaw.v1.AgencyNode", "method": method}
+                for method in ("Lookup", "Status", "ListLinked")
+            ],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.5s",
+                "maxBackoff": "30s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["RESOURCE_EXHAUSTED", "UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
 class _Client:
-    def __init__(self, address: str, tls: TlsFiles, *, role: str, agency: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        tls: TlsFiles,
+        *,
+        role: str,
+        agency: str,
+        service_config: Mapping[str, object] | None = None,
+    ) -> None:
         self.address = address
         self.role, self.agency = role, agency
-        self._channel = secure_channel(address, tls, expect=server_name(role, agency))
+        options: list[tuple[str, object]] = []
+        if service_config is not None:
+            options = [
+                ("grpc.enable_retries", 1),
+                ("grpc.service_config", json.dumps(service_config)),
+            ]
+        self._channel = secure_channel(
+            address, tls, expect=server_name(role, agency), options=options
+        )
 
     @contextmanager
     def _checked(self) -> Iterator[None]:
@@ -94,7 +136,9 @@ class NodeClient(_Client):
         agency = own_agency(tls) if agency is None else agency
         if agency == UNIT_AGENCY:
             raise ValueError("the unit runs no agency node: name the node's agency")
-        super().__init__(address, tls, role="node", agency=agency)
+        super().__init__(
+            address, tls, role="node", agency=agency, service_config=NODE_SERVICE_CONFIG
+        )
         self._stub = jigsaw_pb2_grpc.AgencyNodeStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> NodeClient:
@@ -107,11 +151,14 @@ class NodeClient(_Client):
         purpose_code: str,
         note: str,
         max_candidates: int = 10,
+        timeout: float = LOOKUP_DEADLINE_S,
     ) -> jigsaw_pb2.LookupResponse:
         """Which agencies hold records about this child? (bands and evidence, no records).
 
-        ``purpose_code`` is a code of the node's purpose list (``s47_enquiry``, ...), the only
-        purpose the matcher sees; ``note`` is free text for the node's own audit log."""
+        Retried by gRPC on RESOURCE_EXHAUSTED and UNAVAILABLE (:data:`NODE_SERVICE_CONFIG`)
+        within ``timeout`` seconds. ``purpose_code`` is a code of the node's purpose list
+        (``s47_enquiry``, ...), the only purpose the matcher sees; ``note`` is free text
+        for the node's own audit log."""
         request = jigsaw_pb2.LookupRequest(
             identifiers=dict(identifiers),
             purpose_code=purpose_code,
@@ -119,9 +166,7 @@ class NodeClient(_Client):
             max_candidates=max_candidates,
         )
         with self._checked():
-            response: jigsaw_pb2.LookupResponse = self._stub.Lookup(
-                request, timeout=LOOKUP_DEADLINE_S
-            )
+            response: jigsaw_pb2.LookupResponse = self._stub.Lookup(request, timeout=timeout)
         return response
 
     def disclose(self, reference: str, *, purpose: str) -> jigsaw_pb2.DiscloseResponse:

@@ -181,3 +181,64 @@ def test_a_bad_lookup_value_is_exit_1_naming_the_field(fed: Federation) -> None:
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert "nhs_number" in done.stderr and "9434765918" not in done.stderr
+
+
+def test_batch_lookups_paced_past_the_limits_resumable(fed: Federation, tmp_path: Path) -> None:
+    """Rows of health's records looked up by bob at police, faster than the matcher's
+    per-person pace: gRPC's retries with the server's pushback absorb the refusals; a bad
+    row is reported by line and field; a second run resumes without repeating a lookup."""
+    health = fed.population.agencies["health"]
+    own = {lid: ref for ref, lid in local_ids(fed, "health").items()}
+    queries = tmp_path / "queries.csv"
+    fields = ("given_name", "family_name", "date_of_birth", "sex", "postcode")
+    expected = {}
+    with open(queries, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "First", "Last", "DOB", "Sex", "PC", "NHS"])
+        for j in range(24):
+            values = [str(health.columns[f][j] or "") for f in fields]
+            local_id = str(health.columns["record_id"][j])
+            expected[f"case-{j}"] = own[local_id]
+            writer.writerow([f"case-{j}", *values, ""])
+        writer.writerow(["case-bad", "Amelia", "Baker", "", "", "", "9434765918"])
+    mapping = [
+        "--column=given_name=First", "--column=family_name=Last",
+        "--column=date_of_birth=DOB", "--column=sex=Sex", "--column=postcode=PC",
+        "--column=nhs_number=NHS",
+    ]  # fmt: skip
+    out = tmp_path / "results.jsonl"
+    args = [
+        "lookup", "--config", str(fed.node_configs["police"]), "--pki", fed.pki,
+        "--identity", "bob", "--purpose", "s47_enquiry", "--note", "batch",
+        "--from", str(queries), "--out", str(out), "--id-column", "case",
+        "--per-minute", "1200", *mapping,
+    ]  # fmt: skip
+    first = jigsaw(*args)
+    assert "25 rows" in first.stdout
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["line"] for r in results) == list(range(2, 27))
+    bad = [r for r in results if "error" in r]
+    assert len(bad) == 1 and bad[0]["id"] == "case-bad" and "nhs_number" in bad[0]["error"]
+    assert "9434765918" not in out.read_text()
+    found = sum(
+        any(c["reference"] == expected[r["id"]] for c in r["candidates"])
+        for r in results
+        if "error" not in r
+    )
+    assert found >= 21
+    # interrupted after ten rows: the rerun does only the rest
+    out.write_text("\n".join(out.read_text().splitlines()[:10]) + "\n")
+    audit = fed.root / "police" / "audit.jsonl"
+
+    def answered() -> int:
+        entries = [json.loads(x) for x in audit.read_text().splitlines()]
+        return sum(e["action"] == "lookup" and e["outcome"] == "ok" for e in entries)
+
+    entries = [json.loads(x) for x in audit.read_text().splitlines()]
+    refused = {"rate_limited", "matcher_rate_limited"}
+    assert any(e["outcome"] in refused for e in entries)  # the limits were met, and absorbed
+    before = answered()
+    again = jigsaw(*args)
+    assert "10 already done" in " ".join(again.stdout.split())
+    assert answered() - before == 14  # the 15 rows left, one of them the invalid one
+    assert sorted(json.loads(x)["line"] for x in out.read_text().splitlines()) == list(range(2, 27))
