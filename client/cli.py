@@ -19,6 +19,7 @@ Commands::
                            (operator: --fetch has the node fetch them after a link)
     jigsaw resolve         one of a node's references to its local record id (audited)
     jigsaw status          node or matcher status
+    jigsaw config check    check node and matcher configs without starting anything
     jigsaw audit verify    check hash-chained audit logs for edits, insertions, deletions
     jigsaw demo            the whole federation on synthetic data, on embedded defaults
     jigsaw bench           linkage benchmarks: quality, speed, attack
@@ -571,6 +572,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from server.config_check import check_config
+
+    code = EXIT_OK
+    for name in args.files:
+        problems = check_config(Path(name))
+        if problems:
+            code = EXIT_INPUT
+            err.print(f"{printable(name)}: {len(problems)} problem(s)")
+            for problem in problems:
+                err.print(f"  - {printable(problem)}")
+        else:
+            out.print(f"{printable(name)}: OK")
+    return code
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from server.audit import verify_audit_log
 
@@ -792,6 +809,17 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--agency", help="the node's agency (default: your certificate's)")
     identity(st)
     st.set_defaults(func=cmd_status)
+
+    config = sub.add_parser("config", help="node and matcher configs").add_subparsers(
+        dest="config_command", required=True
+    )
+    cc = config.add_parser(
+        "check",
+        help="check configs (schema, TLS files, secret, each source's header) without "
+        "starting anything; exit 1 listing every problem",
+    )
+    cc.add_argument("files", nargs="+")
+    cc.set_defaults(func=cmd_config_check)
 
     audit = sub.add_parser("audit", help="audit logs").add_subparsers(
         dest="audit_command", required=True

@@ -391,6 +391,17 @@ def _stored_value(
     return canonical if spec.kind in CANONICAL_KINDS else value
 
 
+def check_source_header(source_cfg: SourceConfig) -> None:
+    """Open the source and check its header (CSV) or table (SQLite) against the mapping,
+    reading nothing past the first row; SourceError naming every missing column."""
+    reader = _read_csv if source_cfg.kind == "csv" else _read_sqlite
+    rows = reader(source_cfg)
+    try:
+        next(rows, None)
+    finally:
+        getattr(rows, "close", lambda: None)()  # the generator's file, now
+
+
 def ingest_source(
     store: NodeStore,
     source_cfg: SourceConfig,

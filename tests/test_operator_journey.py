@@ -242,3 +242,30 @@ def test_batch_lookups_paced_past_the_limits_resumable(fed: Federation, tmp_path
     assert "10 already done" in " ".join(again.stdout.split())
     assert answered() - before == 14  # the 15 rows left, one of them the invalid one
     assert sorted(json.loads(x)["line"] for x in out.read_text().splitlines()) == list(range(2, 27))
+
+
+def test_config_check_passes_every_config_and_lists_every_problem(
+    fed: Federation, tmp_path: Path
+) -> None:
+    configs = [str(p) for p in fed.node_configs.values()]
+    ok = jigsaw("config", "check", *configs, str(fed.root / "matcher" / "matcher.toml"))
+    assert ok.stdout.count(": OK") == 5
+    # a node config with a wrong certificate, a missing source column and a bad key
+    text = fed.node_configs["police"].read_text()
+    broken = fed.node_configs["police"].parent / "broken.toml"
+    broken.write_text(
+        text.replace("police-node/police-node.pem", "health-node/health-node.pem")
+        .replace('family_name = "Surname"', 'family_name = "Surnme"')
+        .replace("publish_batch_size = 1000", "publish_batch_size = 1000\nbatch_sise = 3")
+    )
+    bad = jigsaw("config", "check", str(broken), check=False)
+    assert bad.returncode == 1 and "unknown key" in bad.stderr
+    broken.write_text(
+        text.replace("police-node/police-node.pem", "health-node/health-node.pem").replace(
+            'family_name = "Surname"', 'family_name = "Surnme"'
+        )
+    )
+    bad = jigsaw("config", "check", str(broken), check=False)
+    message = " ".join(bad.stderr.split())
+    assert bad.returncode == 1 and "3 problem(s)" in message, message
+    assert "agency health" in message and "Surnme" in message
