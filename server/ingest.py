@@ -444,7 +444,14 @@ def ingest_source(
         rows_read += 1
         if raw.problem is not None:
             reading.rejected.append(raw.problem)
-        elif (accepted := reading.accept(raw)) is not None:
+        elif (
+            accepted := reading.accept(
+                _RawRow(
+                    raw.line,
+                    {entry: source_cfg.own_value(entry, v) for entry, v in raw.values.items()},
+                )
+            )
+        ) is not None:
             local_id, fields = accepted
             if chunk.pop(local_id, None) is not None:  # a later row of the id wins: file order
                 superseded += 1
