@@ -45,7 +45,7 @@ PAGE_DEADLINE_S = 30.0
 FETCH_DEADLINE_S = 600.0
 
 
-#: gRPC's own retry policy for a node's reads (in the channel's service config): a call
+#: gRPC's own retry policy for lookups (in the channel's service config): a lookup
 #: refused for a rate limit (RESOURCE_EXHAUSTED) or while the node or its matcher is
 #: unreachable (UNAVAILABLE) is tried again, up to gRPC's cap of 5 attempts, with
 #: exponential backoff; the node's ``grpc-retry-pushback-ms`` trailer (its retry-after)
@@ -54,10 +54,9 @@ FETCH_DEADLINE_S = 600.0
 NODE_SERVICE_CONFIG = {
     "methodConfig": [
         {
-            "name": [
-                {"service": "jigsaw.v1.AgencyNode", "method": method}
-                for method in ("Lookup", "Status", "ListLinked")
-            ],
+            # lookups only: another call's UNAVAILABLE (a server that is not the expected
+            # one, refused in the handshake) must reach the caller before its deadline
+            "name": [{"service": "jigsaw.v1.AgencyNode", "method": "Lookup"}],
             "retryPolicy": {
                 "maxAttempts": 5,
                 "initialBackoff": "0.5s",
