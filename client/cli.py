@@ -15,8 +15,13 @@ Commands::
     jigsaw lookup          staff: which agencies hold records about this child? (a purpose
                            code, and a note for the node's audit log only)
     jigsaw disclose        staff: the minimal record behind a reference, with a purpose
-    jigsaw link            operator: batch-link every published agency, show clusters
+    jigsaw link            operator: batch-link every published agency, show clusters,
+                           write them all with --out (CSV or JSON Lines)
+    jigsaw linked          an agency's records known to other agencies, by local id
+                           (operator: --fetch has the node fetch them after a link)
+    jigsaw resolve         one of a node's references to its local record id (audited)
     jigsaw status          node or matcher status
+    jigsaw config check    check node and matcher configs without starting anything
     jigsaw audit verify    check hash-chained audit logs for edits, insertions, deletions,
                            and against the heads another party holds (truncation, rewrite, wipe)
     jigsaw audit anchor    operator: anchor a node's audit head with the matcher now
@@ -24,9 +29,9 @@ Commands::
     jigsaw demo            the whole federation on synthetic data, on embedded defaults
     jigsaw bench           linkage benchmarks: quality, speed, attack
 
-Exit codes: 0 success; 1 bad input or configuration (the message says which field);
-2 usage error; 3 a remote call failed (the gRPC status is printed); 4 audit verification
-failed; 130 interrupted.
+Exit codes: 0 success; 1 bad input or configuration (the message says which field; a
+server's INVALID_ARGUMENT is bad input too); 2 usage error; 3 a remote call failed (the gRPC
+status is printed); 4 audit verification failed; 130 interrupted.
 
 Messages never carry identifier values: errors name the field, line or expectation.
 Everything a server sent is printed through :func:`client.output.printable`, so no control
@@ -41,7 +46,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from client.exports import AGREEMENT_NAMES, BAND_NAMES
 from client.output import printable, write_private_csv
 from linkage.errors import JigsawError
 
@@ -333,17 +339,6 @@ def _tls(args: argparse.Namespace) -> Any:
     return tls_files_for(Path(args.pki), args.identity)
 
 
-BAND_NAMES = {1: "very high", 2: "high", 3: "possible", 4: "low"}
-AGREEMENT_NAMES = {
-    1: "exact",
-    2: "strong",
-    3: "weak",
-    4: "disagrees",
-    5: "missing",
-    6: "not compared",
-}
-
-
 FIELD_SHORT = {
     "given_name": "given",
     "middle_names": "middle",
@@ -366,6 +361,8 @@ def evidence_text(evidence: Sequence[Any]) -> str:
 def cmd_lookup(args: argparse.Namespace) -> int:
     from client.client import NodeClient
 
+    if args.from_file:
+        return _batch_lookup(args)
     identifiers: dict[str, str] = {}
     for item in args.field:
         key, sep, value = item.partition("=")
@@ -373,7 +370,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
             err.print("--field: expected FIELD=VALUE")
             return EXIT_USAGE
         identifiers[key] = value
-    with NodeClient(args.node, _tls(args)) as node:
+    address, agency = _node_target(args)
+    with NodeClient(address, _tls(args), agency=agency) as node:
         response = node.lookup(
             identifiers, purpose_code=args.purpose, note=args.note, max_candidates=args.max
         )
@@ -393,6 +391,43 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     out.print(table if response.candidates else "no agency holds a matching record")
     for note in response.notes:
         out.print(f"note: {printable(note)}")
+    return EXIT_OK
+
+
+def _batch_lookup(args: argparse.Namespace) -> int:
+    from client.batch import read_queries, run_batch
+    from client.client import NodeClient
+
+    if not args.out or args.field:
+        err.print("--from: give --out FILE (JSON Lines) and no --field")
+        return EXIT_USAGE
+    columns: dict[str, str] = {}
+    for item in args.column:
+        key, sep, column = item.partition("=")
+        if not sep or not key or not column:
+            err.print("--column: expected FIELD=COLUMN")
+            return EXIT_USAGE
+        columns[key] = column
+    source = Path(args.from_file)
+    total = sum(1 for _ in read_queries(source, columns or None, args.id_column))
+    address, agency = _node_target(args)
+    with NodeClient(address, _tls(args), agency=agency) as node, _progress() as bar:
+        task = bar.add_task("lookups", total=total)
+        report = run_batch(
+            node,
+            read_queries(source, columns or None, args.id_column),
+            Path(args.out),
+            purpose_code=args.purpose,
+            note=args.note,
+            per_minute=args.per_minute,
+            max_candidates=args.max,
+            progress=lambda r: bar.update(task, completed=r.rows),
+        )
+        bar.update(task, completed=report.rows)
+    out.print(
+        f"{report.rows} rows: {report.done} looked up, {report.invalid} refused as invalid "
+        f"(their line and field are in {printable(args.out)}), {report.skipped} already done"
+    )
     return EXIT_OK
 
 
@@ -440,7 +475,11 @@ def cmd_disclose(args: argparse.Namespace) -> int:
 
 def cmd_link(args: argparse.Namespace) -> int:
     from client.client import MatcherClient
+    from client.exports import file_format, write_link_result
 
+    out_path = Path(args.out) if args.out else None
+    if out_path is not None:
+        file_format(out_path)  # refuse an unknown suffix before the link runs
     with MatcherClient(args.matcher, _tls(args)) as matcher, _progress() as bar:
         tasks: dict[str, Any] = {}
 
@@ -451,14 +490,99 @@ def cmd_link(args: argparse.Namespace) -> int:
                 bar.update(tasks[p.stage], completed=p.done, total=p.total or None)
 
         result_id = matcher.link(min_probability=args.min_probability, on_progress=on_progress)
-        pages = list(matcher.link_result_pages(result_id))
-    clusters = [c for page in pages for c in page.clusters]
-    total = pages[0].total_clusters if pages else 0
+        fetch = bar.add_task("fetch clusters", total=None)
+        shown: list[Any] = []
+        total = 0
+
+        def clusters() -> Iterator[Any]:
+            nonlocal total
+            for page in matcher.link_result_pages(result_id):
+                total = page.total_clusters
+                bar.update(fetch, advance=len(page.clusters), total=total)
+                for cluster in page.clusters:
+                    if len(shown) < args.show:
+                        shown.append(cluster)
+                    yield cluster
+
+        if out_path is not None:
+            write_link_result(out_path, clusters())
+        else:
+            for _ in clusters():
+                if len(shown) >= args.show:
+                    break
     out.print(f"link result {result_id}: {total} clusters of two or more records")
+    if out_path is not None:
+        out.print(f"every cluster written to {printable(str(out_path))} (mode 0600)")
     table = Table("cluster", "members")
-    for c in clusters[: args.show]:
+    for c in shown:
         table.add_row(c.cluster_id, ", ".join(f"{m.agency}:{m.reference[:8]}" for m in c.members))
     out.print(table)
+    return EXIT_OK
+
+
+def _node_target(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The node address and agency: ``--node``/``--agency``, or the node's own config
+    (``--config``: its agency and ``listen`` address, which must then be a fixed port)."""
+    if args.config is None:
+        return args.node, args.agency
+    from server.node_config import load_node_config
+
+    config = load_node_config(args.config)
+    host, _, port = config.listen.rpartition(":")
+    if port == "0":
+        raise UsageError(
+            f"{args.config}: node.listen has port 0; give the node a fixed port or use --node"
+        )
+    if host in ("0.0.0.0", "[::]", ""):
+        host = "127.0.0.1"
+    return f"{host}:{port}", config.agency
+
+
+class UsageError(JigsawError):
+    """A command line that cannot work as given (exit 2)."""
+
+
+def cmd_linked(args: argparse.Namespace) -> int:
+    from client.client import NodeClient
+    from client.exports import file_format, write_linked_records
+
+    out_path = Path(args.out)
+    file_format(out_path)
+    address, agency = _node_target(args)
+    with NodeClient(address, _tls(args), agency=agency) as node:
+        if args.fetch:
+            fetched = node.fetch_linked(args.result or "")
+            out.print(
+                f"fetched link result {printable(fetched.result_id)}: "
+                f"{fetched.linked_records} records known to other agencies"
+            )
+        with _progress() as bar:
+            task = bar.add_task("linked records", total=None)
+            first: list[Any] = []
+
+            def records() -> Iterator[Any]:
+                for page in node.linked_pages():
+                    if not first:
+                        first.append(page)
+                    bar.update(task, advance=len(page.records), total=page.total_records)
+                    yield from page.records
+
+            written = write_linked_records(out_path, records())
+    result = printable(first[0].result_id) if first and first[0].result_id else "none fetched"
+    out.print(
+        f"{written} records known to other agencies (link result {result}) written to "
+        f"{printable(str(out_path))} (mode 0600)"
+    )
+    return EXIT_OK
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from client.client import NodeClient
+
+    address, agency = _node_target(args)
+    with NodeClient(address, _tls(args), agency=agency) as node:
+        local_id = node.resolve(args.reference, purpose=args.purpose)
+    out.print(f"{printable(args.reference)} -> {printable(local_id)} (audited)")
     return EXIT_OK
 
 
@@ -500,6 +624,22 @@ def _held_heads(args: argparse.Namespace) -> list[Any]:
                 fetched = node.anchors(args.owner)
         receipts.extend(Receipt.from_proto(message) for message in fetched)
     return receipts
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from server.config_check import check_config
+
+    code = EXIT_OK
+    for name in args.files:
+        problems = check_config(Path(name))
+        if problems:
+            code = EXIT_INPUT
+            err.print(f"{printable(name)}: {len(problems)} problem(s)")
+            for problem in problems:
+                err.print(f"  - {printable(problem)}")
+        else:
+            out.print(f"{printable(name)}: OK")
+    return code
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -675,9 +815,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sp.add_argument("--identity", required=True, help="your certificate name")
 
+    def node_target(sp: argparse.ArgumentParser) -> None:
+        where = sp.add_mutually_exclusive_group(required=True)
+        where.add_argument("--node", help="the agency node's address")
+        where.add_argument(
+            "--config", help="the node's config: its agency and listen address (a fixed port)"
+        )
+        sp.add_argument("--agency", help="the node's agency (default: your certificate's)")
+        identity(sp)
+
     lk = sub.add_parser("lookup", help="staff: which agencies hold records about this child?")
-    lk.add_argument("--node", required=True, help="your agency node's address")
-    identity(lk)
+    node_target(lk)
     lk.add_argument(
         "--purpose",
         required=True,
@@ -693,6 +841,27 @@ def build_parser() -> argparse.ArgumentParser:
         "log only",
     )
     lk.add_argument("--field", action="append", default=[], help="FIELD=VALUE (repeat)")
+    lk.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="CSV",
+        help="batch: one lookup per row of this CSV file (needs --out); paced, resumable",
+    )
+    lk.add_argument("--out", help="batch: append results here, JSON Lines, one per row")
+    lk.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="batch: schema field -> CSV column (repeat; default: columns named as fields)",
+    )
+    lk.add_argument("--id-column", help="batch: a column copied to each result as its id")
+    lk.add_argument(
+        "--per-minute",
+        type=float,
+        default=60.0,
+        help="batch: lookups started per minute at most (default 60, a node's default limit)",
+    )
     lk.add_argument("--max", type=int, default=10)
     lk.add_argument("--json", action="store_true")
     lk.set_defaults(func=cmd_lookup)
@@ -713,8 +882,32 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--matcher", required=True)
     identity(ln)
     ln.add_argument("--min-probability", type=float, default=0.0)
-    ln.add_argument("--show", type=int, default=10)
+    ln.add_argument("--show", type=int, default=10, help="clusters to show on the terminal")
+    ln.add_argument(
+        "--out",
+        help="write every cluster, full references and the band and evidence of its edges, "
+        "to this file (.csv: one row per edge; .jsonl: one cluster a line; mode 0600)",
+    )
     ln.set_defaults(func=cmd_link)
+
+    lkd = sub.add_parser(
+        "linked", help="an agency's records known to other agencies after a batch link"
+    )
+    node_target(lkd)
+    lkd.add_argument("--out", required=True, help="file to write (.csv or .jsonl; mode 0600)")
+    lkd.add_argument(
+        "--fetch",
+        action="store_true",
+        help="operator: first have the node fetch its share of a link result from the matcher",
+    )
+    lkd.add_argument("--result", help="with --fetch: the link result id (default: the latest)")
+    lkd.set_defaults(func=cmd_linked)
+
+    rs = sub.add_parser("resolve", help="one of your node's references to its local record id")
+    node_target(rs)
+    rs.add_argument("--reference", required=True)
+    rs.add_argument("--purpose", required=True, help="why (kept in the node's audit log)")
+    rs.set_defaults(func=cmd_resolve)
 
     st = sub.add_parser("status", help="node or matcher status")
     grp = st.add_mutually_exclusive_group(required=True)
@@ -723,6 +916,17 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--agency", help="the node's agency (default: your certificate's)")
     identity(st)
     st.set_defaults(func=cmd_status)
+
+    config = sub.add_parser("config", help="node and matcher configs").add_subparsers(
+        dest="config_command", required=True
+    )
+    cc = config.add_parser(
+        "check",
+        help="check configs (schema, TLS files, secret, each source's header) without "
+        "starting anything; exit 1 listing every problem",
+    )
+    cc.add_argument("files", nargs="+")
+    cc.set_defaults(func=cmd_config_check)
 
     audit = sub.add_parser("audit", help="audit logs").add_subparsers(
         dest="audit_command", required=True
@@ -783,13 +987,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
+    except UsageError as exc:
+        err.print(f"error: {printable(str(exc))}")
+        return EXIT_USAGE
     except JigsawError as exc:
         err.print(f"error: {printable(str(exc))}")
         return EXIT_INPUT
     except grpc.RpcError as exc:
-        code_name = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
-        details = exc.details() if hasattr(exc, "details") else ""
-        err.print(f"remote call failed: {code_name}: {printable(details or '')}")
+        status = exc.code() if isinstance(exc, grpc.Call) else None
+        details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+        if status == grpc.StatusCode.INVALID_ARGUMENT:
+            # the server refused what was given: bad input, and its details name the field
+            err.print(f"error: bad input (INVALID_ARGUMENT): {printable(details)}")
+            return EXIT_INPUT
+        code_name = status.name if status is not None else "UNKNOWN"
+        err.print(f"remote call failed: {code_name}: {printable(details)}")
         return EXIT_RPC
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

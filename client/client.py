@@ -2,7 +2,9 @@
 
 Role in the system: the one programmatic way into a Jigsaw federation. Staff talk to their
 own agency's node only: ``Lookup``, then ``Disclose`` of a reference that lookup returned (the
-node relays it to the holding agency's node); operators talk to the matcher (``Link``,
+node relays it to the holding agency's node), and the agency's records known to other
+agencies after a batch link (``ListLinked``; an operator first has the node ``FetchLinked``)
+and a reference's local id (``ResolveReference``); operators talk to the matcher (``Link``,
 ``GetLinkResult``, ``Status``). Every call carries a deadline and runs
 over mutual TLS with the caller's own certificate, which carries its agency and role, and
 checks whom it reached: the server certificate must name the expected role and agency
@@ -22,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,11 +56,54 @@ def _anchors(
     return receipts
 
 
+FETCH_DEADLINE_S = 600.0
+
+
+#: gRPC's own retry policy for lookups (in the channel's service config): a lookup
+#: refused for a rate limit (RESOURCE_EXHAUSTED) or while the node or its matcher is
+#: unreachable (UNAVAILABLE) is tried again, up to gRPC's cap of 5 attempts, with
+#: exponential backoff; the node's ``grpc-retry-pushback-ms`` trailer (its retry-after)
+#: replaces the backoff when present. A refused lookup did no work and is charged to no
+#: budget, so trying it again is safe. The call's deadline bounds every attempt together.
+NODE_SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            # lookups only: another call's UNAVAILABLE (a server that is not the expected
+            # one, refused in the handshake) must reach the caller before its deadline
+            "name": [{"service": "jigsaw.v1.AgencyNode", "method": "Lookup"}],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.5s",
+                "maxBackoff": "30s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["RESOURCE_EXHAUSTED", "UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
 class _Client:
-    def __init__(self, address: str, tls: TlsFiles, *, role: str, agency: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        tls: TlsFiles,
+        *,
+        role: str,
+        agency: str,
+        service_config: Mapping[str, object] | None = None,
+    ) -> None:
         self.address = address
         self.role, self.agency = role, agency
-        self._channel = secure_channel(address, tls, expect=server_name(role, agency))
+        options: list[tuple[str, object]] = []
+        if service_config is not None:
+            options = [
+                ("grpc.enable_retries", 1),
+                ("grpc.service_config", json.dumps(service_config)),
+            ]
+        self._channel = secure_channel(
+            address, tls, expect=server_name(role, agency), options=options
+        )
 
     @contextmanager
     def _checked(self) -> Iterator[None]:
@@ -103,7 +149,9 @@ class NodeClient(_Client):
         agency = own_agency(tls) if agency is None else agency
         if agency == UNIT_AGENCY:
             raise ValueError("the unit runs no agency node: name the node's agency")
-        super().__init__(address, tls, role="node", agency=agency)
+        super().__init__(
+            address, tls, role="node", agency=agency, service_config=NODE_SERVICE_CONFIG
+        )
         self._stub = jigsaw_pb2_grpc.AgencyNodeStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> NodeClient:
@@ -116,11 +164,14 @@ class NodeClient(_Client):
         purpose_code: str,
         note: str,
         max_candidates: int = 10,
+        timeout: float = LOOKUP_DEADLINE_S,
     ) -> jigsaw_pb2.LookupResponse:
         """Which agencies hold records about this child? (bands and evidence, no records).
 
-        ``purpose_code`` is a code of the node's purpose list (``s47_enquiry``, ...), the only
-        purpose the matcher sees; ``note`` is free text for the node's own audit log."""
+        Retried by gRPC on RESOURCE_EXHAUSTED and UNAVAILABLE (:data:`NODE_SERVICE_CONFIG`)
+        within ``timeout`` seconds. ``purpose_code`` is a code of the node's purpose list
+        (``s47_enquiry``, ...), the only purpose the matcher sees; ``note`` is free text
+        for the node's own audit log."""
         request = jigsaw_pb2.LookupRequest(
             identifiers=dict(identifiers),
             purpose_code=purpose_code,
@@ -128,9 +179,7 @@ class NodeClient(_Client):
             max_candidates=max_candidates,
         )
         with self._checked():
-            response: jigsaw_pb2.LookupResponse = self._stub.Lookup(
-                request, timeout=LOOKUP_DEADLINE_S
-            )
+            response: jigsaw_pb2.LookupResponse = self._stub.Lookup(request, timeout=timeout)
         return response
 
     def disclose(self, reference: str, *, purpose: str) -> jigsaw_pb2.DiscloseResponse:
@@ -143,6 +192,38 @@ class NodeClient(_Client):
                 timeout=DISCLOSE_DEADLINE_S,
             )
         return response
+
+    def fetch_linked(self, result_id: str = "") -> jigsaw_pb2.FetchLinkedResponse:
+        """Operator: have the node fetch its linked records of a link result ("" = the
+        matcher's latest) from the matcher into its store."""
+        with self._checked():
+            response: jigsaw_pb2.FetchLinkedResponse = self._stub.FetchLinked(
+                jigsaw_pb2.FetchLinkedRequest(result_id=result_id), timeout=FETCH_DEADLINE_S
+            )
+        return response
+
+    def linked_pages(self, *, page_size: int = 500) -> Iterator[jigsaw_pb2.ListLinkedResponse]:
+        """Every page of the node's records known to other agencies (by local id)."""
+        token = ""
+        while True:
+            with self._checked():
+                page: jigsaw_pb2.ListLinkedResponse = self._stub.ListLinked(
+                    jigsaw_pb2.ListLinkedRequest(page_size=page_size, page_token=token),
+                    timeout=PAGE_DEADLINE_S,
+                )
+            yield page
+            token = page.next_page_token
+            if not token:
+                return
+
+    def resolve(self, reference: str, *, purpose: str) -> str:
+        """The local record id behind one of this node's references (audited)."""
+        with self._checked():
+            response: jigsaw_pb2.ResolveReferenceResponse = self._stub.ResolveReference(
+                jigsaw_pb2.ResolveReferenceRequest(reference=reference, purpose=purpose),
+                timeout=STATUS_DEADLINE_S,
+            )
+        return response.local_id
 
     def status(self) -> jigsaw_pb2.NodeStatusResponse:
         with self._checked():

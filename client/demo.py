@@ -291,8 +291,9 @@ CONSOLE_AGENCY = "childrens_social_care"
 
 
 def run_demo(root: Path, *, children: int, seed: int, console: Console, serve: bool = False) -> int:
-    from client.cli import BAND_NAMES, evidence_text
+    from client.cli import evidence_text
     from client.client import MatcherClient, NodeClient
+    from client.exports import BAND_NAMES
     from proto.jigsaw.v1 import jigsaw_pb2_grpc
     from server.audit import verify_audit_log
     from server.ingest import ingest_source

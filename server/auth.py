@@ -197,6 +197,8 @@ MATCHER_POLICY = RolePolicy(
         "/jigsaw.v1.Matcher/Match": {"node"},
         "/jigsaw.v1.Matcher/Link": {"operator"},
         "/jigsaw.v1.Matcher/GetLinkResult": {"operator"},
+        # a node, for its own agency's records only (the agency of its certificate)
+        "/jigsaw.v1.Matcher/GetLinkedRecords": {"node"},
         "/jigsaw.v1.Matcher/Status": {"operator"},
         # audit anchoring (server.audit_anchor): a node's own head; an operator's audit
         "/jigsaw.v1.Matcher/AnchorHead": {"node"},
@@ -213,6 +215,9 @@ NODE_POLICY = RolePolicy(
         "/jigsaw.v1.AgencyNode/Status": {"operator", "staff"},
         "/jigsaw.v1.AgencyNode/AnchorAudit": {"operator"},
         "/jigsaw.v1.AgencyNode/GetAnchors": {"operator"},
+        "/jigsaw.v1.AgencyNode/FetchLinked": {"operator"},
+        "/jigsaw.v1.AgencyNode/ListLinked": {"operator", "staff"},
+        "/jigsaw.v1.AgencyNode/ResolveReference": {"operator", "staff"},
     }
 )
 

@@ -392,6 +392,17 @@ def _stored_value(
     return canonical if spec.kind in CANONICAL_KINDS else value
 
 
+def check_source_header(source_cfg: SourceConfig) -> None:
+    """Open the source and check its header (CSV) or table (SQLite) against the mapping,
+    reading nothing past the first row; SourceError naming every missing column."""
+    reader = _read_csv if source_cfg.kind == "csv" else _read_sqlite
+    rows = reader(source_cfg)
+    try:
+        next(rows, None)
+    finally:
+        getattr(rows, "close", lambda: None)()  # the generator's file, now
+
+
 def ingest_source(
     store: NodeStore,
     source_cfg: SourceConfig,
@@ -435,7 +446,14 @@ def ingest_source(
         rows_read += 1
         if raw.problem is not None:
             reading.rejected.append(raw.problem)
-        elif (accepted := reading.accept(raw)) is not None:
+        elif (
+            accepted := reading.accept(
+                _RawRow(
+                    raw.line,
+                    {entry: source_cfg.own_value(entry, v) for entry, v in raw.values.items()},
+                )
+            )
+        ) is not None:
             local_id, fields = accepted
             if chunk.pop(local_id, None) is not None:  # a later row of the id wins: file order
                 superseded += 1

@@ -1,4 +1,5 @@
-"""The matcher's gRPC server: Publish, Withdraw, Match, Link, GetLinkResult and Status.
+"""The matcher's gRPC server: Publish, Withdraw, Match, Link, GetLinkResult, GetLinkedRecords
+and Status.
 
 Role in the pipeline: steps 2, 3 and 5 of the data flow. Agency nodes stream their encodings in
 (``Publish``) and withdraw them (``Withdraw``); a node asks ``Match`` on behalf of a staff
@@ -6,9 +7,12 @@ member, once per lookup, with the lookup's encoded query rows (hypotheses about 
 most :data:`MAX_QUERY_ROWS`) and gets one ranked list of candidates across every agency (its
 own included: staff want to know about every record, wherever it is held); an operator runs a
 batch ``Link`` over everything published and pages through the stored clusters
-(``GetLinkResult``). The matcher sees encodings, opaque references, agency ids, fingerprints,
-purpose codes (from a closed list, :mod:`server.purposes`; never free text) and counts only —
-it has no linkage secret and no identifier value ever reaches it.
+(``GetLinkResult``); each node then fetches its own records of a result that share a cluster
+with another agency's (``GetLinkedRecords``: the other agencies' names and bands, never their
+references; the agency is the ``O`` of the node's certificate). The matcher sees encodings,
+opaque references, agency ids, fingerprints, purpose codes (from a closed list,
+:mod:`server.purposes`; never free text) and counts only — it has no linkage secret and no
+identifier value ever reaches it.
 
 State: a :class:`~server.matcher_store.MatcherStore` (SQLite, the durable copy) and a
 :class:`~linkage.index.MatchIndex` (in memory, rebuilt from the store at start). Every Publish
@@ -33,8 +37,8 @@ how many merges that refused and how many the cluster-size bound undid go to the
 the audit entry as counts (LinkProgress has no field for them).
 
 Security: every call passes :class:`server.auth.AuthInterceptor` with
-:data:`server.auth.MATCHER_POLICY` first (Publish, Withdraw, Match: node; Link,
-GetLinkResult, Status: operator). The publishing agency is the ``O`` of the node's
+:data:`server.auth.MATCHER_POLICY` first (Publish, Withdraw, Match, GetLinkedRecords: node;
+Link, GetLinkResult, Status: operator). The publishing agency is the ``O`` of the node's
 certificate, never a message field. Match answers carry a band and per-field evidence; the raw
 probability is filled only in benchmark mode *and* for an operator caller — Match is a
 node-only RPC, so in practice nodes always get probability 0. Publish streams, withdrawals,
@@ -120,6 +124,7 @@ from server.matcher_convert import (
     cluster_to_proto,
     columns_message_to_encoded,
     evidence_table,
+    linked_records,
     queries_to_encoded,
     records_to_encoded,
 )
@@ -984,6 +989,54 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             next_page_token=encode_page_token(result_id, end) if end < info.total_clusters else "",
             total_clusters=info.total_clusters,
             total_records=info.total_records,
+        )
+
+    # ------------------------------------------------------------------ GetLinkedRecords
+
+    @grpc_errors
+    def GetLinkedRecords(
+        self, request: jigsaw_pb2.GetLinkedRecordsRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.GetLinkedRecordsResponse:
+        identity = current_identity(context)
+        if request.result_id and not _RESULT_ID.match(request.result_id):
+            raise RequestError("result_id", "expected 32 lowercase hex characters or empty")
+        info = (
+            self._store.link_result(request.result_id)
+            if request.result_id
+            else self._store.latest_link_result()
+        )
+        if info is None or info.status != "complete":
+            raise NotFoundError("result_id: no completed link result (run a link first)")
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        if page_size > MAX_PAGE_SIZE:
+            raise RequestError("page_size", f"at most {MAX_PAGE_SIZE}")
+        offset = decode_page_token(request.page_token, info.result_id, info.total_clusters)
+        records: list[jigsaw_pb2.LinkedRecord] = []
+        while offset < info.total_clusters and len(records) < page_size:
+            chunk = self._store.link_clusters(info.result_id, offset=offset, limit=page_size)
+            for cluster in chunk:  # the agency's own members only (the certificate's O)
+                records.extend(
+                    linked_records(f"{info.result_id}-{offset}", cluster, identity.agency)
+                )
+                offset += 1
+                if len(records) >= page_size:
+                    break
+        self._audit.append(
+            actor=identity.name,
+            action="linked_records",
+            outcome="ok",
+            details={
+                "agency": identity.agency,
+                "result_id": info.result_id,
+                "records": len(records),
+            },
+        )
+        return jigsaw_pb2.GetLinkedRecordsResponse(
+            result_id=info.result_id,
+            records=records,
+            next_page_token=(
+                encode_page_token(info.result_id, offset) if offset < info.total_clusters else ""
+            ),
         )
 
     # ------------------------------------------------------------------ Status

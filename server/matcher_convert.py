@@ -237,3 +237,35 @@ def cluster_to_proto(
             for edge in cluster.edges
         ],
     )
+
+
+def linked_records(
+    cluster_id: str, cluster: StoredCluster, agency: str
+) -> list[jigsaw_pb2.LinkedRecord]:
+    """``agency``'s members of ``cluster`` that records of other agencies share it with, each
+    with those agencies and a band per agency (``LinkedAgency.band``: the strongest direct
+    edge, else the cluster's weakest edge); never another agency's reference."""
+    members = cluster.members
+    others = sorted({a for a, _ in members if a != agency})
+    own = [index for index, (a, _) in enumerate(members) if a == agency]
+    if not own or not others:
+        return []
+    weakest = min((edge.probability for edge in cluster.edges), default=0.0)
+    best: dict[tuple[int, str], float] = {}
+    for edge in cluster.edges:
+        for mine, theirs in ((edge.left, edge.right), (edge.right, edge.left)):
+            key = (mine, members[theirs][0])
+            best[key] = max(best.get(key, 0.0), edge.probability)
+    return [
+        jigsaw_pb2.LinkedRecord(
+            reference=members[index][1],
+            cluster_id=cluster_id,
+            agencies=[
+                jigsaw_pb2.LinkedAgency(
+                    agency=other, band=band_for(best.get((index, other), weakest))
+                )
+                for other in others
+            ],
+        )
+        for index in own
+    ]

@@ -703,6 +703,15 @@ class MatcherStore:
             total_clusters=int(row[5]),
         )
 
+    def latest_link_result(self) -> LinkResultInfo | None:
+        """The most recently finished complete link result, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT result_id FROM link_results WHERE status = 'complete' "
+                "ORDER BY finished_at DESC, rowid DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else self.link_result(str(row[0]))
+
     def link_clusters(self, result_id: str, *, offset: int, limit: int) -> list[StoredCluster]:
         """Clusters ``offset .. offset + limit - 1`` of a result, in ordinal order."""
         with self._lock:

@@ -1,4 +1,5 @@
-"""The agency node's gRPC server: ``Lookup``, ``Disclose`` and ``Status`` for staff and operators.
+"""The agency node's gRPC server: lookups, disclosures, linked records and status for staff and
+operators.
 
 Role in the pipeline: steps 3 and 4 of the data flow. A staff member asks their own node
 ``Lookup`` with raw identifiers; the node validates them, encodes them locally with the
@@ -22,12 +23,20 @@ lookup-before-disclosure, the staff disclosure policy), with ``via`` = the conso
 audit entry. Only a console may set it on ``Lookup``; on ``Disclose``, a console or a relaying
 node.
 
+Link results come back to the agency (:mod:`server.linked`): an operator's ``FetchLinked``
+makes the node fetch from the matcher, as itself, its own records that share a cluster with
+another agency's (their agency and band, never their references) into its store;
+``ListLinked`` pages through them by local id, and ``ResolveReference`` turns one of the
+node's references into its local id — both for the node's own staff and operators, audited
+(counts, the reference and purpose; a local id never reaches the audit log).
+
 Security: every call passes :class:`server.auth.AuthInterceptor` with
 :data:`server.auth.NODE_POLICY` first (Lookup: staff; Disclose: staff, and nodes relaying;
-Status: operator, staff), built with the node's agency: staff of another agency are refused
-every method. Lookups and disclosures are rate-limited per person (``RESOURCE_EXHAUSTED``
-with ``retry-after-s``; a holder limits a relaying agency's people by agency and name) and
-watched by :class:`~server.ratelimit.EnumerationGuard` instances whose alerts are audited as
+Status, ListLinked, ResolveReference: operator, staff; FetchLinked: operator), built with
+the node's agency: staff of another agency are refused every method. Lookups and disclosures
+are rate-limited per person (``RESOURCE_EXHAUSTED`` with ``retry-after-s``; a holder limits a
+relaying agency's people by agency and name) and watched by
+:class:`~server.ratelimit.EnumerationGuard` instances whose alerts are audited as
 ``enumeration_alert`` and ``disclosure_alert``. A disclosure no recent lookup by the same
 person at this node led to is ``FAILED_PRECONDITION``. Every attempt, refused by a limit or
 not, counts towards the alerts. Every lookup and disclosure attempt is audited (actor,
@@ -43,6 +52,7 @@ node) being unreachable or too slow is ``UNAVAILABLE``.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -62,6 +72,7 @@ from server.audit import AuditLog, RefusalTally
 from server.audit_anchor import ANCHOR_INTERVAL_S, Anchorer, AnchorError, Signer, load_ca, pages
 from server.auth import NODE_POLICY, Identity, current_identity
 from server.convert import encoded_to_proto
+from server.linked import fetch_linked, linked_to_proto
 from server.node_config import NodeConfig, read_linkage_keys
 from server.node_store import NodeStore
 from server.pki import IDENTITY_NAME_RE, UNIT_AGENCY, server_name
@@ -96,6 +107,9 @@ MAX_WORKERS = 16
 SHUTDOWN_GRACE_S = 5.0
 ENUMERATION_WINDOW_S = 3600.0
 RELAY_TIMEOUT_S = 5.0
+DEFAULT_LINKED_PAGE = 500
+MAX_LINKED_PAGE = 5000
+RESULT_ID_RE = re.compile(r"[0-9a-f]{32}")
 #: Statuses of the holding node that reach staff as they came (with the holder named).
 RELAYED_CODES = frozenset(
     {
@@ -569,6 +583,86 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             outcome=outcome,
             details=details,
         )
+
+    # ------------------------------------------------------------------ linked records
+
+    @grpc_errors
+    def FetchLinked(
+        self, request: jigsaw_pb2.FetchLinkedRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.FetchLinkedResponse:
+        identity = current_identity(context)
+        if request.result_id and not RESULT_ID_RE.fullmatch(request.result_id):
+            raise RequestError("result_id", "expected 32 lowercase hex characters or empty")
+        try:
+            result_id, count = fetch_linked(self._store, self._matcher, request.result_id)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            self._audit.append(actor=identity.name, action="fetch_linked", outcome="error")
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise PreconditionFailed(
+                    "the matcher holds no such completed link result; run a link first"
+                ) from None
+            self._abort_for_matcher(context, exc)
+        self._audit.append(
+            actor=identity.name,
+            action="fetch_linked",
+            outcome="ok",
+            details={"result_id": result_id, "linked_records": count},
+        )
+        return jigsaw_pb2.FetchLinkedResponse(result_id=result_id, linked_records=count)
+
+    @grpc_errors
+    def ListLinked(
+        self, request: jigsaw_pb2.ListLinkedRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.ListLinkedResponse:
+        identity = current_identity(context)
+        page_size = request.page_size or DEFAULT_LINKED_PAGE
+        if page_size > MAX_LINKED_PAGE:
+            raise RequestError("page_size", f"at most {MAX_LINKED_PAGE}")
+        if request.page_token and not request.page_token.isdigit():
+            raise RequestError("page_token", "pass next_page_token back unchanged")
+        offset = int(request.page_token or 0)
+        total = self._store.linked_count()
+        rows = self._store.linked_page(offset, page_size)
+        end = offset + len(rows)
+        self._audit.append(
+            actor=identity.name,
+            action="list_linked",
+            outcome="ok",
+            details={"caller_agency": identity.agency, "offset": offset, "records": len(rows)},
+        )
+        return jigsaw_pb2.ListLinkedResponse(
+            result_id=self._store.get_meta("linked_result_id") or "",
+            fetched_at=self._store.get_meta("linked_fetched_at") or "",
+            records=[linked_to_proto(row) for row in rows],
+            next_page_token=str(end) if rows and end < total else "",
+            total_records=total,
+        )
+
+    @grpc_errors
+    def ResolveReference(
+        self, request: jigsaw_pb2.ResolveReferenceRequest, context: grpc.ServicerContext
+    ) -> jigsaw_pb2.ResolveReferenceResponse:
+        identity = current_identity(context)
+        base: dict[str, str | int] = {"caller_agency": identity.agency}
+        try:
+            reference = require_reference(request.reference, "reference")
+            purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
+        except RequestError:
+            self._audit.append(actor=identity.name, action="resolve", outcome="invalid_argument")
+            raise
+        base["reference"] = reference
+        record = self._store.get_by_reference(reference)
+        outcome = "not_found" if record is None or record.deleted else "ok"
+        # the local id is an identifier: the audit entry names the reference only
+        self._audit.append(
+            actor=identity.name, action="resolve", purpose=purpose, outcome=outcome, details=base
+        )
+        if record is None or record.deleted:
+            raise NotFoundError(
+                f"reference: no record with this reference at {self._config.agency}"
+            )
+        return jigsaw_pb2.ResolveReferenceResponse(reference=reference, local_id=record.local_id)
 
     # ------------------------------------------------------------------ Status
 

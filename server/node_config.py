@@ -37,7 +37,11 @@ File layout (``*`` = required)::
     [[source]]         kind* ("csv" | "sqlite"), path*, table (required for sqlite),
                        day_first (default: the schema's), columns* (schema field or
                        "local_id" -> source column; local_id required), extra (disclosable
-                       non-linkage field -> source column)
+                       non-linkage field -> source column), values (the agency's
+                       own codes: missing = [cells meaning no value, e.g. "UNKNOWN",
+                       "01/01/1900"], and per mapped field a table code -> value meant,
+                       e.g. sex = { "1" = "male", "2" = "female", "9" = "" }; "" = no
+                       value; codes match trimmed and case-insensitively)
     [disclosure]       role -> list of schema or extra field names released by Disclose
     [peers]            agency -> "host:port" of that agency's node: where this node relays
                        its staff's disclosures of that agency's records
@@ -114,7 +118,7 @@ _NODE_KEYS = {
 }
 #: Values of ``node.publish_form``: the form of the Publish messages a node sends.
 PUBLISH_FORMS = ("columns", "records")
-_SOURCE_KEYS = {"kind", "path", "table", "day_first", "columns", "extra"}
+_SOURCE_KEYS = {"kind", "path", "table", "day_first", "columns", "extra", "values"}
 _RATE_KEYS = {
     "lookups_per_minute",
     "burst",
@@ -152,6 +156,25 @@ class SourceConfig:
     day_first: bool
     columns: Mapping[str, str]
     extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: cells (trimmed, case-folded) that mean "no value" in any mapped field
+    missing_values: frozenset[str] = frozenset()
+    #: field -> {the agency's own code (trimmed, case-folded): the value it stands for, or
+    #: None for "no value"}, applied before normalisation
+    value_maps: Mapping[str, Mapping[str, str | None]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def own_value(self, entry: str, value: str | None) -> str | None:
+        """``value`` of mapping entry ``entry`` after this source's value maps."""
+        if value is None or entry == LOCAL_ID:
+            return value
+        key = value.strip().casefold()
+        if key in self.missing_values:
+            return None
+        table = self.value_maps.get(entry)
+        if table is not None and key in table:
+            return table[key]
+        return value
 
 
 @dataclass(frozen=True)
@@ -217,6 +240,33 @@ def _parse_mapping(where: str, value: Any, problems: Problems) -> dict[str, str]
     return out
 
 
+def _parse_values(
+    where: str, raw: Any, mapped: set[str], problems: Problems
+) -> tuple[frozenset[str], dict[str, Mapping[str, str | None]]]:
+    """``[source.values]``: ``missing`` (cells meaning no value, any field) and one table
+    per mapped field of the agency's own codes -> the value meant ("" = no value)."""
+    table = problems.table(where, raw)
+    missing: set[str] = set()
+    maps: dict[str, Mapping[str, str | None]] = {}
+    for name, value in table.items():
+        if name == "missing":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problems.add(f"{where}.missing: expected an array of strings")
+                continue
+            missing = {v.strip().casefold() for v in value}
+        elif name not in mapped:
+            problems.add(
+                f'{where}.{name}: not a field this source maps (or "missing"); map its column first'
+            )
+        elif not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            problems.add(f'{where}.{name}: expected a table of code = "value" strings')
+        else:
+            maps[name] = MappingProxyType(
+                {code.strip().casefold(): (meant or None) for code, meant in value.items()}
+            )
+    return frozenset(missing), maps
+
+
 def _parse_source(
     where: str,
     raw: Any,
@@ -262,9 +312,14 @@ def _parse_source(
                 problems.add(f"{where}.extra.{name}: already a schema field or {LOCAL_ID!r}")
             elif not NAME_RE.fullmatch(name):
                 problems.add(f"{where}.extra.{name}: expected a name of letters, digits, _")
+    missing, value_maps = _parse_values(
+        f"{where}.values", data.get("values"), set(columns) | set(extra), problems
+    )
     if kind is None or path is None or day_first is None or table is None:
         return None
     return SourceConfig(
+        missing_values=missing,
+        value_maps=MappingProxyType(value_maps),
         kind=kind,
         path=resolve_path(base, path),
         table=table,

@@ -23,7 +23,14 @@ Tables::
                                               NULL = never published
         deleted        INTEGER DEFAULT 0,     1 = to be withdrawn from the matcher, then purged
         updated_at     TEXT)                  UTC ISO-8601 time of the last change
-    meta(key TEXT PRIMARY KEY, value TEXT)    store format version and publication encoding
+    meta(key TEXT PRIMARY KEY, value TEXT)    store format version and publication encoding;
+                                              "linked_result_id", "linked_fetched_at": the
+                                              link result ``linked`` holds, and when fetched
+    linked(reference TEXT, agency TEXT,       the node's records that another agency holds a
+           cluster_id TEXT, band INTEGER,     record of in the same cluster of the last link
+           PRIMARY KEY(reference, agency))    result fetched: one row per (record, other
+                                              agency), band a ProbabilityBand number; replaced
+                                              whole by each fetch (server.linked)
 
 A record is *pending publication* when it is not deleted and ``content_hash`` differs from
 ``published_hash``; *pending withdrawal* when it is deleted and was published. A deleted record
@@ -75,6 +82,13 @@ CREATE TABLE IF NOT EXISTS records (
     updated_at TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS linked (
+    reference TEXT NOT NULL,
+    agency TEXT NOT NULL,
+    cluster_id TEXT NOT NULL,
+    band INTEGER NOT NULL,
+    PRIMARY KEY (reference, agency)
+);
 """
 
 
@@ -371,6 +385,86 @@ class NodeStore:
             ).fetchone()
         records, published, deleted = (int(v) for v in row)
         return StoreCounts(records, published, records - published, deleted)
+
+    # ------------------------------------------------------------------ linked records
+
+    def replace_linked(self, result_id: str, rows: Iterable[LinkedRow]) -> int:
+        """Replace the linked records with ``rows`` of link result ``result_id``, in one
+        transaction; a row whose reference the store does not hold is dropped. Returns the
+        records (distinct references) kept."""
+        with self._lock, self._transaction():
+            conn = self._conn
+            conn.execute("DELETE FROM linked")
+            conn.executemany(
+                "INSERT OR REPLACE INTO linked(reference, agency, cluster_id, band) "
+                "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM records WHERE reference = ?)",
+                (
+                    (row.reference, agency, row.cluster_id, int(band), row.reference)
+                    for row in rows
+                    for agency, band in row.agencies
+                ),
+            )
+            for key, value in (("linked_result_id", result_id), ("linked_fetched_at", _now())):
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+            found = conn.execute("SELECT count(DISTINCT reference) FROM linked").fetchone()
+        return int(found[0])
+
+    def linked_count(self) -> int:
+        """Live records with at least one linked agency."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT count(DISTINCT l.reference) FROM linked l "
+                "JOIN records r ON r.reference = l.reference WHERE r.deleted = 0"
+            ).fetchone()
+        return int(row[0])
+
+    def linked_page(self, offset: int, limit: int) -> list[LinkedRow]:
+        """Live linked records ``offset .. offset + limit - 1`` in store order, each with
+        its local id and its other agencies (by name)."""
+        with self._lock:
+            refs = self._conn.execute(
+                "SELECT r.reference, r.local_id FROM records r WHERE r.deleted = 0 AND EXISTS "
+                "(SELECT 1 FROM linked l WHERE l.reference = r.reference) "
+                "ORDER BY r.rowid LIMIT ? OFFSET ?",
+                (int(limit), int(offset)),
+            ).fetchall()
+            out = []
+            for reference, local_id in refs:
+                rows = self._conn.execute(
+                    "SELECT agency, cluster_id, band FROM linked WHERE reference = ? "
+                    "ORDER BY agency",
+                    (reference,),
+                ).fetchall()
+                out.append(
+                    LinkedRow(
+                        reference=str(reference),
+                        cluster_id=str(rows[0][1]),
+                        agencies=tuple((str(a), int(b)) for a, _, b in rows),
+                        local_id=str(local_id),
+                    )
+                )
+        return out
+
+    def linked_references(self) -> set[str]:
+        """References of the live linked records."""
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT reference FROM linked").fetchall()
+        return {str(r[0]) for r in rows}
+
+
+@dataclass(frozen=True)
+class LinkedRow:
+    """One of the node's records known to other agencies: its reference, cluster, and
+    (agency, band number) per other agency; ``local_id`` is filled when read back."""
+
+    reference: str
+    cluster_id: str
+    agencies: tuple[tuple[str, int], ...]
+    local_id: str = ""
 
 
 class _Transaction:

@@ -46,6 +46,8 @@ from linkage.errors import (
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_METADATA_KEY = "retry-after-s"
+#: gRPC's server-pushback trailer (milliseconds), honoured by a channel's retry policy.
+PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
 INTERNAL_MESSAGE = "internal error; see the server log"
 
 _REFERENCE_PATTERN = re.compile(r"^[0-9a-f]{32}$")
@@ -118,13 +120,21 @@ def abort_for(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     """Abort the RPC with the status :data:`STATUS_TABLE` gives ``exc``; never returns.
 
     A :class:`RateLimitedError` also sets trailing metadata ``retry-after-s`` (seconds, decimal
-    text). An unknown exception is logged by type name only and sent as ``INTERNAL``.
+    text) and gRPC's ``grpc-retry-pushback-ms`` (whole milliseconds, at least 1). An unknown
+    exception is logged by type name only and sent as ``INTERNAL``.
     """
     code, message = status_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         logger.error("unhandled %s in a servicer; sent INTERNAL", type(exc).__name__)
     if isinstance(exc, RateLimitedError):
-        context.set_trailing_metadata(((RETRY_AFTER_METADATA_KEY, f"{exc.retry_after:.3f}"),))
+        context.set_trailing_metadata(
+            (
+                (RETRY_AFTER_METADATA_KEY, f"{exc.retry_after:.3f}"),
+                # gRPC's own server pushback: a client whose retry policy covers this status
+                # waits this long before its next attempt
+                (PUSHBACK_METADATA_KEY, str(max(1, math.ceil(exc.retry_after * 1000)))),
+            )
+        )
     context.abort(code, message)
     raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
 

@@ -77,6 +77,9 @@ def _matcher_calls() -> dict[str, Call]:
         "Matcher/GetAnchors": lambda c: list(
             stub(c).GetAnchors(jigsaw_pb2.GetAnchorsRequest(), timeout=10)
         ),
+        "Matcher/GetLinkedRecords": lambda c: stub(c).GetLinkedRecords(
+            jigsaw_pb2.GetLinkedRecordsRequest(result_id="no-such-result"), timeout=10
+        ),
     }
 
 
@@ -98,6 +101,16 @@ def _node_calls() -> dict[str, Call]:
         ),
         "AgencyNode/GetAnchors": lambda c: list(
             stub(c).GetAnchors(jigsaw_pb2.GetAnchorsRequest(), timeout=10)
+        ),
+        "AgencyNode/FetchLinked": lambda c: stub(c).FetchLinked(
+            jigsaw_pb2.FetchLinkedRequest(result_id="no-such-result"), timeout=10
+        ),
+        "AgencyNode/ListLinked": lambda c: stub(c).ListLinked(
+            jigsaw_pb2.ListLinkedRequest(page_token="not-a-token"), timeout=10
+        ),
+        "AgencyNode/ResolveReference": lambda c: stub(c).ResolveReference(
+            jigsaw_pb2.ResolveReferenceRequest(reference="not-a-reference", purpose="p"),
+            timeout=10,
         ),
     }
 
@@ -175,6 +188,18 @@ EXPECTED: dict[str, tuple[grpc.StatusCode, ...]] = {
         DENIED,
         DENIED,
     ),
+    # a node, for its own agency's records
+    "Matcher/GetLinkedRecords": (
+        DENIED,
+        DENIED,
+        DENIED,
+        INVALID,
+        INVALID,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
     # the police node: its own staff only (another agency's staff are refused everywhere)
     "AgencyNode/Lookup": (
         INVALID,
@@ -213,6 +238,41 @@ EXPECTED: dict[str, tuple[grpc.StatusCode, ...]] = {
     ),
     "AgencyNode/GetAnchors": (
         DENIED,
+        DENIED,
+        INVALID,
+        DENIED,
+        DENIED,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
+    # the agency's records known to other agencies: fetched by operators, read by its own
+    # staff and operators (a console acts for staff on Lookup and Disclose only)
+    "AgencyNode/FetchLinked": (
+        DENIED,
+        DENIED,
+        INVALID,
+        DENIED,
+        DENIED,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
+    "AgencyNode/ListLinked": (
+        INVALID,
+        DENIED,
+        INVALID,
+        DENIED,
+        DENIED,
+        DENIED,
+        UNAVAILABLE,
+        DENIED,
+        DENIED,
+    ),
+    "AgencyNode/ResolveReference": (
+        INVALID,
         DENIED,
         INVALID,
         DENIED,

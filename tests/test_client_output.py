@@ -60,7 +60,7 @@ def test_write_private_csv(tmp_path: Path) -> None:
 
 
 class _FakeNode:
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def __enter__(self) -> _FakeNode:

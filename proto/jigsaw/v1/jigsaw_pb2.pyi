@@ -233,6 +233,44 @@ class GetLinkResultResponse(_message.Message):
     total_records: int
     def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_clusters: _Optional[int] = ..., total_records: _Optional[int] = ...) -> None: ...
 
+class GetLinkedRecordsRequest(_message.Message):
+    __slots__ = ("result_id", "page_size", "page_token")
+    RESULT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    result_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, result_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class LinkedAgency(_message.Message):
+    __slots__ = ("agency", "band")
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    BAND_FIELD_NUMBER: _ClassVar[int]
+    agency: str
+    band: ProbabilityBand
+    def __init__(self, agency: _Optional[str] = ..., band: _Optional[_Union[ProbabilityBand, str]] = ...) -> None: ...
+
+class LinkedRecord(_message.Message):
+    __slots__ = ("reference", "cluster_id", "agencies")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENCIES_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    cluster_id: str
+    agencies: _containers.RepeatedCompositeFieldContainer[LinkedAgency]
+    def __init__(self, reference: _Optional[str] = ..., cluster_id: _Optional[str] = ..., agencies: _Optional[_Iterable[_Union[LinkedAgency, _Mapping]]] = ...) -> None: ...
+
+class GetLinkedRecordsResponse(_message.Message):
+    __slots__ = ("result_id", "records", "next_page_token")
+    RESULT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    result_id: str
+    records: _containers.RepeatedCompositeFieldContainer[LinkedRecord]
+    next_page_token: str
+    def __init__(self, result_id: _Optional[str] = ..., records: _Optional[_Iterable[_Union[LinkedRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class MatcherStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -376,6 +414,66 @@ class DiscloseResponse(_message.Message):
     fields: _containers.ScalarMap[str, str]
     withheld_fields: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, disclosure_id: _Optional[str] = ..., agency: _Optional[str] = ..., reference: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., withheld_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FetchLinkedRequest(_message.Message):
+    __slots__ = ("result_id",)
+    RESULT_ID_FIELD_NUMBER: _ClassVar[int]
+    result_id: str
+    def __init__(self, result_id: _Optional[str] = ...) -> None: ...
+
+class FetchLinkedResponse(_message.Message):
+    __slots__ = ("result_id", "linked_records")
+    RESULT_ID_FIELD_NUMBER: _ClassVar[int]
+    LINKED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    result_id: str
+    linked_records: int
+    def __init__(self, result_id: _Optional[str] = ..., linked_records: _Optional[int] = ...) -> None: ...
+
+class ListLinkedRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListLinkedResponse(_message.Message):
+    __slots__ = ("result_id", "fetched_at", "records", "next_page_token", "total_records")
+    RESULT_ID_FIELD_NUMBER: _ClassVar[int]
+    FETCHED_AT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    result_id: str
+    fetched_at: str
+    records: _containers.RepeatedCompositeFieldContainer[LocalLinkedRecord]
+    next_page_token: str
+    total_records: int
+    def __init__(self, result_id: _Optional[str] = ..., fetched_at: _Optional[str] = ..., records: _Optional[_Iterable[_Union[LocalLinkedRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_records: _Optional[int] = ...) -> None: ...
+
+class LocalLinkedRecord(_message.Message):
+    __slots__ = ("local_id", "record")
+    LOCAL_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    local_id: str
+    record: LinkedRecord
+    def __init__(self, local_id: _Optional[str] = ..., record: _Optional[_Union[LinkedRecord, _Mapping]] = ...) -> None: ...
+
+class ResolveReferenceRequest(_message.Message):
+    __slots__ = ("reference", "purpose")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    purpose: str
+    def __init__(self, reference: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class ResolveReferenceResponse(_message.Message):
+    __slots__ = ("reference", "local_id")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_ID_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    local_id: str
+    def __init__(self, reference: _Optional[str] = ..., local_id: _Optional[str] = ...) -> None: ...
 
 class NodeStatusRequest(_message.Message):
     __slots__ = ()

@@ -59,6 +59,11 @@ class MatcherStub:
                 request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetLinkResultRequest.SerializeToString,
                 response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetLinkResultResponse.FromString,
                 _registered_method=True)
+        self.GetLinkedRecords = channel.unary_unary(
+                '/jigsaw.v1.Matcher/GetLinkedRecords',
+                request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetLinkedRecordsRequest.SerializeToString,
+                response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetLinkedRecordsResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/jigsaw.v1.Matcher/Status',
                 request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.MatcherStatusRequest.SerializeToString,
@@ -104,6 +109,12 @@ class MatcherServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetLinkResult(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLinkedRecords(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +167,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.GetLinkResult,
                     request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetLinkResultRequest.FromString,
                     response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetLinkResultResponse.SerializeToString,
+            ),
+            'GetLinkedRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLinkedRecords,
+                    request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetLinkedRecordsRequest.FromString,
+                    response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetLinkedRecordsResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -319,6 +335,33 @@ class Matcher:
             _registered_method=True)
 
     @staticmethod
+    def GetLinkedRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jigsaw.v1.Matcher/GetLinkedRecords',
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetLinkedRecordsRequest.SerializeToString,
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetLinkedRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Status(request,
             target,
             options=(),
@@ -434,6 +477,21 @@ class AgencyNodeStub:
                 request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsRequest.SerializeToString,
                 response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsResponse.FromString,
                 _registered_method=True)
+        self.FetchLinked = channel.unary_unary(
+                '/jigsaw.v1.AgencyNode/FetchLinked',
+                request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.FetchLinkedRequest.SerializeToString,
+                response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.FetchLinkedResponse.FromString,
+                _registered_method=True)
+        self.ListLinked = channel.unary_unary(
+                '/jigsaw.v1.AgencyNode/ListLinked',
+                request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ListLinkedRequest.SerializeToString,
+                response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ListLinkedResponse.FromString,
+                _registered_method=True)
+        self.ResolveReference = channel.unary_unary(
+                '/jigsaw.v1.AgencyNode/ResolveReference',
+                request_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ResolveReferenceRequest.SerializeToString,
+                response_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ResolveReferenceResponse.FromString,
+                _registered_method=True)
 
 
 class AgencyNodeServicer:
@@ -471,6 +529,24 @@ class AgencyNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchLinked(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLinked(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveReference(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -498,6 +574,21 @@ def add_AgencyNodeServicer_to_server(servicer, server):
                     servicer.GetAnchors,
                     request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsRequest.FromString,
                     response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsResponse.SerializeToString,
+            ),
+            'FetchLinked': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchLinked,
+                    request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.FetchLinkedRequest.FromString,
+                    response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.FetchLinkedResponse.SerializeToString,
+            ),
+            'ListLinked': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLinked,
+                    request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ListLinkedRequest.FromString,
+                    response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ListLinkedResponse.SerializeToString,
+            ),
+            'ResolveReference': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveReference,
+                    request_deserializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ResolveReferenceRequest.FromString,
+                    response_serializer=proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ResolveReferenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -635,6 +726,87 @@ class AgencyNode:
             '/jigsaw.v1.AgencyNode/GetAnchors',
             proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsRequest.SerializeToString,
             proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.GetAnchorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchLinked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jigsaw.v1.AgencyNode/FetchLinked',
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.FetchLinkedRequest.SerializeToString,
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.FetchLinkedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLinked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jigsaw.v1.AgencyNode/ListLinked',
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ListLinkedRequest.SerializeToString,
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ListLinkedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveReference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jigsaw.v1.AgencyNode/ResolveReference',
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ResolveReferenceRequest.SerializeToString,
+            proto_dot_jigsaw_dot_v1_dot_jigsaw__pb2.ResolveReferenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

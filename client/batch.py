@@ -1,0 +1,195 @@
+"""Batch lookups from a CSV file, for operators and analysts: paced, resumable, retried.
+
+Role: ``jigsaw lookup --from queries.csv --out results.jsonl``. Each data row of the CSV is
+one lookup at the caller's own node (:meth:`client.client.NodeClient.lookup`), its
+identifiers read through a column mapping as in a node's source (schema field -> column;
+by default every column other than the id column is the field of its own name, empty cells
+left out).
+
+Contract
+    Output: JSON Lines, one object per input row, appended and flushed as each lookup
+    finishes: ``{"line": N, "id": ..., "lookup_id", "candidates": [{"agency", "reference",
+    "band", "evidence": {field: agreement}}], "notes": [...]}``; a row the node refuses as
+    invalid gets ``{"line", "id", "error": "<field and expectation>"}`` (the node's message,
+    which never holds a value) and the batch goes on: nothing is lost for a bad neighbour.
+    ``line`` is the CSV line number (the header is line 1); ``id`` the id column's value.
+    Resumable: lines already in the output file are skipped, so running the same command
+    again after an interruption finishes the batch without repeating a lookup.
+    Pacing: lookups start at most ``per_minute`` a minute (the node's default limit), so a
+    batch stays within the limits instead of tripping them. gRPC's retry policy
+    (:data:`client.client.NODE_SERVICE_CONFIG`) retries a refusal for a rate limit or an
+    unavailable node with the server's pushback; if one still surfaces (an hourly cap), the
+    batch waits the server's ``retry-after-s``, halves its pace and tries the row again, at
+    most ``max_wait_s`` in all for one row, then stops (exit 3; run it again to resume).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from client.exports import AGREEMENT_NAMES, BAND_NAMES, private_file
+from linkage.errors import JigsawError
+from server.status import retry_after_from_metadata
+
+__all__ = ["BatchError", "BatchReport", "QueryRow", "read_queries", "run_batch"]
+
+BATCH_LOOKUP_DEADLINE_S = 120.0
+DEFAULT_MAX_WAIT_S = 600.0
+
+
+class BatchError(JigsawError):
+    """The query file cannot be read as asked (missing column, no header)."""
+
+
+@dataclass(frozen=True)
+class QueryRow:
+    line: int
+    id: str
+    identifiers: Mapping[str, str]
+
+
+@dataclass
+class BatchReport:
+    rows: int = 0
+    skipped: int = 0
+    done: int = 0
+    invalid: int = 0
+    waits: int = 0
+
+
+def read_queries(
+    path: Path, columns: Mapping[str, str] | None, id_column: str | None
+) -> Iterator[QueryRow]:
+    """The rows of ``path`` as lookups; ``columns`` maps schema field -> CSV column."""
+    handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 (a generator's file)
+    with handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise BatchError(f"{path.name}: empty file; expected a header line")
+        index = {name: i for i, name in enumerate(header)}
+        wanted = dict(columns) if columns else {n: n for n in header if n != id_column}
+        missing = [c for c in [*wanted.values(), *([id_column] if id_column else [])]]
+        missing = [c for c in missing if c not in index]
+        if missing:
+            raise BatchError(
+                f"{path.name}: header lacks column(s) {', '.join(missing)}; "
+                f"it has {', '.join(header)}"
+            )
+        for number, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise BatchError(
+                    f"{path.name} line {number}: expected {len(header)} cells, found {len(row)}"
+                )
+            identifiers = {
+                field: row[index[column]].strip()
+                for field, column in wanted.items()
+                if row[index[column]].strip()
+            }
+            yield QueryRow(number, row[index[id_column]] if id_column else "", identifiers)
+
+
+def _done_lines(path: Path) -> set[int]:
+    if not path.exists():
+        return set()
+    done = set()
+    for text in path.read_text("utf-8").splitlines():
+        try:
+            done.add(int(json.loads(text)["line"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut off by an interruption: that row runs again
+    return done
+
+
+def _result(row: QueryRow, response: Any) -> dict[str, Any]:
+    return {
+        "line": row.line,
+        "id": row.id,
+        "lookup_id": response.lookup_id,
+        "candidates": [
+            {
+                "agency": c.agency,
+                "reference": c.reference,
+                "band": BAND_NAMES.get(c.band, "?"),
+                "evidence": {e.field: AGREEMENT_NAMES.get(e.agreement, "?") for e in c.evidence},
+            }
+            for c in response.candidates
+        ],
+        "notes": list(response.notes),
+    }
+
+
+def run_batch(
+    node: Any,
+    rows: Iterator[QueryRow],
+    out_path: Path,
+    *,
+    purpose_code: str,
+    note: str,
+    per_minute: float,
+    max_candidates: int = 10,
+    max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    progress: Callable[[BatchReport], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BatchReport:
+    """Look every row up at ``node`` (a NodeClient), appending results to ``out_path``."""
+    report = BatchReport()
+    already = _done_lines(out_path)
+    interval = 60.0 / per_minute
+    next_start = time.monotonic()
+    with private_file(out_path, append=True) as handle:
+        for row in rows:
+            report.rows += 1
+            if row.line in already:
+                report.skipped += 1
+                continue
+            waited = 0.0
+            while True:
+                pause = next_start - time.monotonic()
+                if pause > 0:
+                    sleep(pause)
+                next_start = max(next_start, time.monotonic()) + interval
+                try:
+                    response = node.lookup(
+                        row.identifiers,
+                        purpose_code=purpose_code,
+                        note=note,
+                        max_candidates=max_candidates,
+                        timeout=BATCH_LOOKUP_DEADLINE_S,
+                    )
+                    line: dict[str, Any] = _result(row, response)
+                    report.done += 1
+                    break
+                except grpc.RpcError as exc:
+                    code = exc.code() if isinstance(exc, grpc.Call) else None
+                    if code == grpc.StatusCode.INVALID_ARGUMENT:
+                        details = exc.details() if isinstance(exc, grpc.Call) else ""
+                        line = {"line": row.line, "id": row.id, "error": details or ""}
+                        report.invalid += 1
+                        break
+                    if code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    # past gRPC's own retries: a longer limit (an hourly cap); slow down
+                    trailer = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
+                    wait = retry_after_from_metadata(trailer) or interval
+                    if waited + wait > max_wait_s:
+                        raise
+                    waited += wait
+                    report.waits += 1
+                    interval *= 2
+                    next_start = time.monotonic() + wait
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+            handle.flush()
+            if progress is not None:
+                progress(report)
+    return report
