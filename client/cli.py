@@ -14,7 +14,7 @@ Commands::
     jigsaw publish         encode and publish a node's new/changed records to the matcher
     jigsaw lookup          staff: which agencies hold records about this child? (a purpose
                            code, and a note for the node's audit log only)
-    jigsaw disclose        staff: the minimal record behind a reference, with a purpose
+    jigsaw disclose        staff: the minimal record behind a reference, with a purpose code
     jigsaw link            operator: batch-link every published agency, show clusters,
                            write them all with --out (CSV or JSON Lines)
     jigsaw linked          an agency's records known to other agencies, by local id
@@ -451,7 +451,9 @@ def cmd_disclose(args: argparse.Namespace) -> int:
     from client.client import NodeClient
 
     with NodeClient(args.node, _tls(args)) as node:
-        response = node.disclose(args.reference, purpose=args.purpose)
+        response = node.disclose(
+            args.reference, purpose_code=args.purpose, note=args.note, priority=args.priority or ""
+        )
     out.print(f"{printable(response.agency)} record {printable(response.reference)}")
     if args.csv:
         write_private_csv(
@@ -872,7 +874,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     identity(dc)
     dc.add_argument("--reference", required=True)
-    dc.add_argument("--purpose", required=True)
+    dc.add_argument(
+        "--purpose",
+        required=True,
+        metavar="CODE",
+        help="a purpose code of your sharing agreement, e.g. s47_enquiry (audited on both nodes)",
+    )
+    dc.add_argument(
+        "--note", default="", metavar="TEXT", help="your own words: your node's audit log only"
+    )
+    dc.add_argument(
+        "--priority",
+        choices=("red", "amber", "green"),
+        help="how soon you need it (MASH practice: red within hours, amber a day, green days)",
+    )
     dc.add_argument(
         "--csv", help="write the released fields to this CSV file (mode 0600) instead of the screen"
     )

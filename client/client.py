@@ -182,13 +182,19 @@ class NodeClient(_Client):
             response: jigsaw_pb2.LookupResponse = self._stub.Lookup(request, timeout=timeout)
         return response
 
-    def disclose(self, reference: str, *, purpose: str) -> jigsaw_pb2.DiscloseResponse:
+    def disclose(
+        self, reference: str, *, purpose_code: str, note: str = "", priority: str = ""
+    ) -> jigsaw_pb2.DiscloseResponse:
         """The minimal record behind ``reference``, as the holding agency's policy allows.
 
-        ``reference`` must come from this person's own recent lookup at this node."""
+        ``reference`` must come from this person's own recent lookup at this node;
+        ``purpose_code`` is one of the sharing agreement's codes, ``note`` stays in this node's
+        audit log, ``priority`` is "red", "amber", "green" or empty."""
         with self._checked():
             response: jigsaw_pb2.DiscloseResponse = self._stub.Disclose(
-                jigsaw_pb2.DiscloseRequest(reference=reference, purpose=purpose),
+                jigsaw_pb2.DiscloseRequest(
+                    reference=reference, purpose_code=purpose_code, note=note, priority=priority
+                ),
                 timeout=DISCLOSE_DEADLINE_S,
             )
         return response

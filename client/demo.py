@@ -453,7 +453,12 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console, serve: b
                 console.print(table)
             if first_police_ref:
                 # asked of alice's own node, which relays it to the police node
-                disclosed = own_node.disclose(first_police_ref, purpose="section 47 enquiry (demo)")
+                disclosed = own_node.disclose(
+                    first_police_ref,
+                    purpose_code="s47_enquiry",
+                    note="demo: case 0001",
+                    priority="amber",
+                )
         if first_police_ref:
             console.print(
                 f"[6] disclosure {disclosed.disclosure_id} from police (through alice's own "

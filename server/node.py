@@ -97,6 +97,9 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = jigsaw_pb2.DESCRIPTOR.services_by_name["AgencyNode"].full_name
 MAX_PURPOSE_CHARS = 500
 MAX_NOTE_CHARS = 500
+#: A disclosure's priority (MASH practice: red within hours, amber within a day, green within
+#: days), or none stated.
+DISCLOSURE_PRIORITIES = ("", "red", "amber", "green")
 MAX_NAME_CHARS = 64
 MAX_VALUE_CHARS = 200
 MAX_KEY_CHARS_SHOWN = 64
@@ -426,10 +429,24 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
                 acting = acting_person(identity, request.on_behalf_of)
                 actor, role = acting.name, acting.role
             reference = require_reference(request.reference, "reference")
-            purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
+            purpose = require_purpose_code(
+                request.purpose_code, "purpose_code", self._config.purposes
+            )
+            if relayed and request.note:
+                raise RequestError("note", "kept on the requesting node; never relayed")
+            note = require_text(request.note, "note", MAX_NOTE_CHARS, allow_empty=True)
+            if request.priority not in DISCLOSURE_PRIORITIES:
+                raise RequestError(
+                    "priority",
+                    "expected one of " + ", ".join(p for p in DISCLOSURE_PRIORITIES if p),
+                )
         except RequestError:
             self._refusals.count(actor, "disclose", "invalid_argument")
             raise
+        if note:
+            base["note"] = note  # the staff member's words: this node's audit log only
+        if request.priority:
+            base["priority"] = request.priority
         if relayed:
             actor = request.on_behalf_of  # the relaying node's staff member is the actor
         base["reference"] = reference
@@ -532,7 +549,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         try:
             response: jigsaw_pb2.DiscloseResponse = peer.Disclose(
                 jigsaw_pb2.DiscloseRequest(
-                    reference=reference, purpose=purpose, on_behalf_of=actor
+                    reference=reference,
+                    purpose_code=purpose,
+                    priority=str(base.get("priority", "")),
+                    on_behalf_of=actor,
                 ),
                 timeout=RELAY_TIMEOUT_S,
             )

@@ -93,7 +93,7 @@ def _node_calls() -> dict[str, Call]:
             timeout=10,
         ),
         "AgencyNode/Disclose": lambda c: stub(c).Disclose(
-            jigsaw_pb2.DiscloseRequest(reference=REFERENCE, purpose="p"), timeout=10
+            jigsaw_pb2.DiscloseRequest(reference=REFERENCE, purpose_code="s47_enquiry"), timeout=10
         ),
         "AgencyNode/Status": lambda c: stub(c).Status(jigsaw_pb2.NodeStatusRequest(), timeout=10),
         "AgencyNode/AnchorAudit": lambda c: stub(c).AnchorAudit(

@@ -69,7 +69,7 @@ class _FakeNode:
     def __exit__(self, *args: Any) -> None:
         pass
 
-    def disclose(self, reference: str, *, purpose: str) -> Any:
+    def disclose(self, reference: str, *, purpose_code: str, note: str, priority: str) -> Any:
         return SimpleNamespace(
             agency="police\x1b[31m",
             reference=reference,
@@ -94,7 +94,16 @@ def fake_node(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "_tls", lambda args: None)
 
 
-COMMON = ["--node", "127.0.0.1:1", "--pki", "pki", "--identity", "alice", "--purpose", "check"]
+COMMON = [
+    "--node",
+    "127.0.0.1:1",
+    "--pki",
+    "pki",
+    "--identity",
+    "alice",
+    "--purpose",
+    "s47_enquiry",
+]
 
 
 def test_disclose_prints_no_control_character(

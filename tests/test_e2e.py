@@ -247,7 +247,11 @@ def _disclose(federation: Federation, reference: str) -> str:
         "--reference",
         reference,
         "--purpose",
-        "section 47 enquiry",
+        "s47_enquiry",
+        "--note",
+        "case 4711",
+        "--priority",
+        "amber",
     ).stdout
 
 
@@ -362,7 +366,9 @@ def test_staff_are_refused_at_another_agencys_node(federation: Federation) -> No
         *["--purpose", "s47_enquiry", "--note", "x", "--field", "given_name=Amelia"],
         check=False,
     )
-    disclose = jigsaw("disclose", *common, "--purpose", "x", "--reference", ref, check=False)
+    disclose = jigsaw(
+        "disclose", *common, "--purpose", "s47_enquiry", "--reference", ref, check=False
+    )
     for done in (lookup, disclose):
         # the client stops first: it expects its own agency's node (the node's own refusal,
         # PERMISSION_DENIED, is tested in test_node_disclose and test_authorisation_matrix)
@@ -385,7 +391,7 @@ def test_a_disclosure_without_a_lookup_is_refused(federation: Federation) -> Non
         "--reference",
         reference,
         "--purpose",
-        "x",
+        "s47_enquiry",
         check=False,
     )
     assert done.returncode == 3 and "FAILED_PRECONDITION" in done.stderr

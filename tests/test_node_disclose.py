@@ -308,7 +308,7 @@ def test_disclose_releases_policy_fields_to_staff(
     reference = node.reference_of(CANARY_LOCAL_ID)
     look_up(node, pki, matcher[1], "alice", [("police", reference)])
     response = node.stub(pki, "alice").Disclose(
-        jigsaw_pb2.DiscloseRequest(reference=reference, purpose="section 47 enquiry"),
+        jigsaw_pb2.DiscloseRequest(reference=reference, purpose_code="s47_enquiry"),
         timeout=10,
     )
     assert response.agency == "police" and response.reference == reference
@@ -323,7 +323,7 @@ def test_disclose_releases_policy_fields_to_staff(
 
     entry = node.audit_lines()[-1]
     assert (entry["actor"], entry["action"], entry["outcome"]) == ("alice", "disclose", "ok")
-    assert entry["purpose"] == "section 47 enquiry"
+    assert entry["purpose"] == "s47_enquiry"
     assert entry["details"]["caller_agency"] == "police"
     assert entry["details"]["reference"] == reference
     assert entry["details"]["disclosure_id"] == response.disclosure_id
@@ -342,7 +342,8 @@ def test_disclose_missing_value_is_neither_released_nor_withheld(
 ) -> None:
     look_up(node, pki, matcher[1], "bob", [("police", node.reference_of("c2"))])
     response = node.stub(pki, "bob").Disclose(
-        jigsaw_pb2.DiscloseRequest(reference=node.reference_of("c2"), purpose="check"), timeout=10
+        jigsaw_pb2.DiscloseRequest(reference=node.reference_of("c2"), purpose_code="s47_enquiry"),
+        timeout=10,
     )
     assert dict(response.fields) == {
         "given_name": "Amy",
@@ -357,7 +358,7 @@ def test_disclose_needs_a_lookup_by_the_same_person_that_returned_the_reference(
 ) -> None:
     node: Node = fresh_node(matcher[0])
     reference = node.reference_of(CANARY_LOCAL_ID)
-    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose="check")
+    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose_code="s47_enquiry")
 
     def refused(who: str) -> grpc.RpcError:
         with pytest.raises(grpc.RpcError) as info:
@@ -382,7 +383,7 @@ def test_disclose_only_within_the_window_after_the_lookup(
     node: Node = fresh_node(matcher[0], limits="disclosure_window_minutes = 0.005")  # 0.3 s
     reference = node.reference_of(CANARY_LOCAL_ID)
     look_up(node, pki, matcher[1], "alice", [("police", reference)])
-    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose="check")
+    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose_code="s47_enquiry")
     assert node.stub(pki, "alice").Disclose(request, timeout=10).reference == reference
     time.sleep(0.4)
     with pytest.raises(grpc.RpcError) as info:
@@ -401,7 +402,7 @@ def test_disclosures_are_rate_limited_per_person_with_an_alert(
     reference = node.reference_of(CANARY_LOCAL_ID)
     for who in ("alice", "bob"):
         look_up(node, pki, matcher[1], who, [("police", reference)])
-    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose="check")
+    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose_code="s47_enquiry")
     stub = node.stub(pki, "alice")
     stub.Disclose(request, timeout=10)
     stub.Disclose(request, timeout=10)
@@ -426,7 +427,9 @@ def test_a_disclosure_of_another_agencys_record_is_relayed_and_audited_on_both_n
     holder: Node = fresh_node(matcher[0], agency="health")
     requester: Node = fresh_node(matcher[0], peers=f'health = "{holder.address}"')
     reference = holder.reference_of(CANARY_LOCAL_ID)
-    request = jigsaw_pb2.DiscloseRequest(reference=reference, purpose="s47 enquiry")
+    request = jigsaw_pb2.DiscloseRequest(
+        reference=reference, purpose_code="s47_enquiry", note="case 4711 note", priority="red"
+    )
     look_up(requester, pki, matcher[1], "alice", [("health", reference)])
 
     # harriet is health staff, but alice's lookup was at the police node: she may not ask
@@ -445,7 +448,11 @@ def test_a_disclosure_of_another_agencys_record_is_relayed_and_audited_on_both_n
     assert mine["details"]["holder_disclosure_id"] == response.disclosure_id
     theirs = served(holder)[-1]
     assert (theirs["actor"], theirs["action"], theirs["outcome"]) == ("alice", "disclose", "ok")
-    assert theirs["purpose"] == "s47 enquiry"
+    assert theirs["purpose"] == "s47_enquiry"
+    # the note stays with the requester; the priority travels with the request
+    assert mine["details"]["note"] == "case 4711 note" and mine["details"]["priority"] == "red"
+    assert "note" not in theirs["details"] and "case 4711" not in json.dumps(theirs)
+    assert theirs["details"]["priority"] == "red"
     assert theirs["details"]["caller_agency"] == "police"
     assert theirs["details"]["via"] == "police-node"
     assert theirs["details"]["disclosure_id"] == response.disclosure_id
@@ -458,7 +465,7 @@ def test_a_disclosure_of_another_agencys_record_is_relayed_and_audited_on_both_n
     look_up(requester, pki, matcher[1], "alice", [("health", missing)])
     with pytest.raises(grpc.RpcError) as info:
         requester.stub(pki, "alice").Disclose(
-            jigsaw_pb2.DiscloseRequest(reference=missing, purpose="p"), timeout=10
+            jigsaw_pb2.DiscloseRequest(reference=missing, purpose_code="s47_enquiry"), timeout=10
         )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert info.value.details().startswith("health node:")
@@ -472,7 +479,7 @@ def test_a_disclosure_held_by_an_agency_without_a_peer_address_is_refused(
     look_up(node, pki, matcher[1], "alice", [("health", "cd" * 16)])
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "alice").Disclose(
-            jigsaw_pb2.DiscloseRequest(reference="cd" * 16, purpose="p"), timeout=10
+            jigsaw_pb2.DiscloseRequest(reference="cd" * 16, purpose_code="s47_enquiry"), timeout=10
         )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "held by health" in info.value.details() and "[peers]" in info.value.details()
@@ -482,14 +489,16 @@ def test_on_behalf_of_is_for_relaying_nodes_only(node: Node, pki: Path) -> None:
     reference = node.reference_of(CANARY_LOCAL_ID)
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "alice").Disclose(
-            jigsaw_pb2.DiscloseRequest(reference=reference, purpose="p", on_behalf_of="bob"),
+            jigsaw_pb2.DiscloseRequest(
+                reference=reference, purpose_code="s47_enquiry", on_behalf_of="bob"
+            ),
             timeout=10,
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "on_behalf_of" in info.value.details()
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "health-node").Disclose(
-            jigsaw_pb2.DiscloseRequest(reference=reference, purpose="p"), timeout=10
+            jigsaw_pb2.DiscloseRequest(reference=reference, purpose_code="s47_enquiry"), timeout=10
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "on_behalf_of" in info.value.details()
@@ -499,7 +508,7 @@ def test_disclose_by_wrong_role_is_denied(node: Node, pki: Path) -> None:
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "olive").Disclose(
             jigsaw_pb2.DiscloseRequest(
-                reference=node.reference_of(CANARY_LOCAL_ID), purpose="curious"
+                reference=node.reference_of(CANARY_LOCAL_ID), purpose_code="s47_enquiry"
             ),
             timeout=10,
         )
@@ -508,7 +517,9 @@ def test_disclose_by_wrong_role_is_denied(node: Node, pki: Path) -> None:
     # the matcher's own certificate (role matcher) is no staff member either
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "matcher").Disclose(
-            jigsaw_pb2.DiscloseRequest(reference=node.reference_of(CANARY_LOCAL_ID), purpose="x"),
+            jigsaw_pb2.DiscloseRequest(
+                reference=node.reference_of(CANARY_LOCAL_ID), purpose_code="s47_enquiry"
+            ),
             timeout=10,
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -521,7 +532,9 @@ def test_disclose_to_a_role_without_policy_is_denied(
     look_up(strict, pki, matcher[1], "alice", [("police", strict.reference_of("c2"))])
     with pytest.raises(grpc.RpcError) as info:
         strict.stub(pki, "alice").Disclose(
-            jigsaw_pb2.DiscloseRequest(reference=strict.reference_of("c2"), purpose="check"),
+            jigsaw_pb2.DiscloseRequest(
+                reference=strict.reference_of("c2"), purpose_code="s47_enquiry"
+            ),
             timeout=10,
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -530,13 +543,15 @@ def test_disclose_to_a_role_without_policy_is_denied(
 
 
 @pytest.mark.parametrize(
-    ("reference", "purpose", "code", "field_name"),
+    ("reference", "extra", "code", "field_name"),
     [
-        ("not-hex", "check", grpc.StatusCode.INVALID_ARGUMENT, "reference"),
-        ("AB" * 16, "check", grpc.StatusCode.INVALID_ARGUMENT, "reference"),
-        ("0" * 32, "check", grpc.StatusCode.NOT_FOUND, "reference"),
-        (None, "", grpc.StatusCode.INVALID_ARGUMENT, "purpose"),
-        (None, "x" * 501, grpc.StatusCode.INVALID_ARGUMENT, "purpose"),
+        ("not-hex", {}, grpc.StatusCode.INVALID_ARGUMENT, "reference"),
+        ("AB" * 16, {}, grpc.StatusCode.INVALID_ARGUMENT, "reference"),
+        ("0" * 32, {}, grpc.StatusCode.NOT_FOUND, "reference"),
+        (None, {"purpose_code": ""}, grpc.StatusCode.INVALID_ARGUMENT, "purpose_code"),
+        (None, {"purpose_code": "a section 47"}, grpc.StatusCode.INVALID_ARGUMENT, "purpose_code"),
+        (None, {"note": "x" * 501}, grpc.StatusCode.INVALID_ARGUMENT, "note"),
+        (None, {"priority": "urgent"}, grpc.StatusCode.INVALID_ARGUMENT, "priority"),
     ],
 )
 def test_disclose_validation(
@@ -544,7 +559,7 @@ def test_disclose_validation(
     pki: Path,
     matcher: tuple[str, MatcherLog],
     reference: str | None,
-    purpose: str,
+    extra: dict[str, str],
     code: grpc.StatusCode,
     field_name: str,
 ) -> None:
@@ -553,7 +568,8 @@ def test_disclose_validation(
     before = len(node.audit_lines())
     with pytest.raises(grpc.RpcError) as info:
         node.stub(pki, "alice").Disclose(
-            jigsaw_pb2.DiscloseRequest(reference=ref, purpose=purpose), timeout=10
+            jigsaw_pb2.DiscloseRequest(reference=ref, **{"purpose_code": "s47_enquiry", **extra}),
+            timeout=10,
         )
     assert info.value.code() == code
     assert field_name in info.value.details()
@@ -570,7 +586,7 @@ def test_staff_of_another_agency_are_refused_every_method(
     requests = {
         "Lookup": jigsaw_pb2.LookupRequest(identifiers=AMY, purpose_code="s47_enquiry", note="p"),
         "Disclose": jigsaw_pb2.DiscloseRequest(
-            reference=node.reference_of(CANARY_LOCAL_ID), purpose="p"
+            reference=node.reference_of(CANARY_LOCAL_ID), purpose_code="s47_enquiry"
         ),
         "Status": jigsaw_pb2.NodeStatusRequest(),
     }

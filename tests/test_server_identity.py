@@ -84,7 +84,7 @@ def test_a_staff_client_refuses_a_server_that_is_not_its_own_agencys_node(
     assert "not the expected node of agency police" in str(info.value)
     assert "Smith" not in str(info.value)
     with NodeClient(server_as("police-node"), tls_files_for(pki, "alice")) as client:  # type: ignore[operator]
-        unimplemented(lambda: client.disclose("ab" * 16, purpose="p"))
+        unimplemented(lambda: client.disclose("ab" * 16, purpose_code="s47_enquiry"))
 
 
 def test_an_operator_names_the_nodes_agency(pki: Path, server_as: object) -> None:

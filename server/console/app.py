@@ -480,12 +480,14 @@ def create_app(console: Console) -> Any:
                 error_of={e.field: e.text for e in errors}, page="lookup",
             )  # fmt: skip
         label, hours, _meaning = PRIORITIES[priority]
-        stated = f"{purpose}; priority {priority} (respond within {hours} hours)"
         try:
             answer = await run_in_threadpool(
                 console.node.Disclose,
                 jigsaw_pb2.DiscloseRequest(
-                    reference=reference, purpose=stated, on_behalf_of=identity.name
+                    reference=reference,
+                    purpose_code=purpose,
+                    priority=priority,
+                    on_behalf_of=identity.name,
                 ),
                 timeout=NODE_DEADLINE_S,
             )

@@ -385,14 +385,18 @@ class LookupResponse(_message.Message):
     def __init__(self, lookup_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DiscloseRequest(_message.Message):
-    __slots__ = ("reference", "purpose", "on_behalf_of")
+    __slots__ = ("reference", "on_behalf_of", "purpose_code", "note", "priority")
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
-    PURPOSE_FIELD_NUMBER: _ClassVar[int]
     ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_CODE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     reference: str
-    purpose: str
     on_behalf_of: str
-    def __init__(self, reference: _Optional[str] = ..., purpose: _Optional[str] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
+    purpose_code: str
+    note: str
+    priority: str
+    def __init__(self, reference: _Optional[str] = ..., on_behalf_of: _Optional[str] = ..., purpose_code: _Optional[str] = ..., note: _Optional[str] = ..., priority: _Optional[str] = ...) -> None: ...
 
 class DiscloseResponse(_message.Message):
     __slots__ = ("disclosure_id", "agency", "reference", "fields", "withheld_fields")
