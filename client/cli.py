@@ -21,12 +21,16 @@ Commands::
                            (operator: --fetch has the node fetch them after a link)
     jigsaw resolve         one of a node's references to its local record id (audited)
     jigsaw status          node or matcher status
+    jigsaw quality         an agency's data quality, per source and after a link (from its
+                           store; --json: the node Status's DataQuality message as JSON)
     jigsaw config check    check node and matcher configs without starting anything
     jigsaw audit verify    check hash-chained audit logs for edits, insertions, deletions,
                            and against the heads another party holds (truncation, rewrite, wipe)
     jigsaw audit anchor    operator: anchor a node's audit head with the matcher now
     jigsaw audit export-anchors   one owner's heads from a witnessed file, for its auditor
     jigsaw demo            the whole federation on synthetic data, on embedded defaults
+    jigsaw synthetic       four agencies' synthetic extracts (CSV) and their ground truth, to
+                           set up a federation with before real data
     jigsaw bench           linkage benchmarks: quality, speed, attack
 
 Exit codes: 0 success; 1 bad input or configuration (the message says which field; a
@@ -604,6 +608,80 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"node {ns.agency}: {ns.records} records, {ns.published} published, "
             f"{ns.pending} pending"
         )
+        print_quality(ns.quality)
+    return EXIT_OK
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.1f} %"
+
+
+def print_quality(quality: Any) -> None:
+    """A ``DataQuality`` message as tables: per source, per field, and after a link."""
+    for source in quality.sources:
+        out.print(
+            f"source {printable(source.source)} (ingested {printable(source.ingested_at)}): "
+            f"{source.rows_read} rows read, {source.stored} stored, "
+            f"{source.superseded} superseded, {source.rejected_rows} rejected "
+            f"({_percent(source.rejected_share)}), "
+            f"{source.invalid_nhs_numbers} invalid NHS numbers (stored as missing)"
+        )
+        if source.rejected:
+            table = Table("rejected: reason", "field", "rows")
+            for reason in source.rejected:
+                table.add_row(printable(reason.reason), printable(reason.field), str(reason.rows))
+            out.print(table)
+    table = Table("field", "missing", "share", *(f"in {s.source}" for s in quality.sources))
+    by_source = [{m.field: m for m in s.missing} for s in quality.sources]
+    for m in quality.missing:
+        shares = [_percent(f[m.field].share) if m.field in f else "" for f in by_source]
+        table.add_row(printable(m.field), str(m.missing), _percent(m.share), *shares)
+    out.print(f"{quality.records} records in the store")
+    out.print(table)
+    if quality.nhs_number_field:
+        out.print(
+            f"with an NHS number: {quality.with_nhs_number} of {quality.records} "
+            f"({_percent(quality.nhs_number_share)})"
+        )
+    link = quality.link
+    if not link.result_id:
+        out.print("linked to other agencies: no link result fetched yet (jigsaw linked --fetch)")
+        return
+    out.print(
+        f"linked to other agencies (link result {printable(link.result_id)}, fetched "
+        f"{printable(link.fetched_at)}): {link.linked} of {quality.records} "
+        f"({_percent(link.linked_share)})"
+    )
+    if quality.nhs_number_field:
+        out.print(
+            f"  of the {quality.without_nhs_number} without an NHS number: "
+            f"{link.linked_without_nhs_number} ({_percent(link.linked_share_without_nhs_number)})"
+        )
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    from server.node_config import load_node_config
+    from server.node_store import NodeStore
+    from server.quality import data_quality
+
+    config = load_node_config(args.config)
+    if not Path(config.store).exists():
+        raise JigsawError(f"{args.config}: node.store does not exist yet (run jigsaw ingest)")
+    with NodeStore(config.store) as store:
+        quality = data_quality(store, config.schema)
+    if args.json:
+        text = json_format.MessageToJson(
+            quality,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+            indent=2,
+        )
+        sys.stdout.write(text + "\n")
+    else:
+        out.print(f"agency {printable(config.agency)}")
+        print_quality(quality)
     return EXIT_OK
 
 
@@ -703,6 +781,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(
         Path(args.dir), children=args.children, seed=args.seed, console=out, serve=args.serve
     )
+
+
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    from client.demo import write_synthetic_extracts
+
+    root = Path(args.out)
+    written = write_synthetic_extracts(root, children=args.children, seed=args.seed)
+    for agency, rows in written.items():
+        out.print(f"{printable(str(root / agency))}.csv: {rows} rows")
+    out.print(f"{printable(str(root / 'truth.csv'))}: which child each record is (test data only)")
+    return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -932,6 +1021,17 @@ def build_parser() -> argparse.ArgumentParser:
     identity(st)
     st.set_defaults(func=cmd_status)
 
+    qu = sub.add_parser(
+        "quality",
+        help="an agency's data quality: per source (rows read, stored, rejected by reason, "
+        "missing per field, invalid NHS numbers) and after a link (share linked)",
+    )
+    qu.add_argument("--config", required=True, help="the node's config (its store is read)")
+    qu.add_argument(
+        "--json", action="store_true", help="print the DataQuality message (proto) as JSON"
+    )
+    qu.set_defaults(func=cmd_quality)
+
     config = sub.add_parser("config", help="node and matcher configs").add_subparsers(
         dest="config_command", required=True
     )
@@ -984,6 +1084,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--serve", action="store_true", help="keep the federation and staff console running"
     )
     demo.set_defaults(func=cmd_demo)
+
+    sy = sub.add_parser(
+        "synthetic", help="write four agencies' synthetic extracts (CSV) and their ground truth"
+    )
+    sy.add_argument("--out", required=True, help="directory to write into")
+    sy.add_argument("--children", type=int, default=300)
+    sy.add_argument("--seed", type=int, default=2026)
+    sy.set_defaults(func=cmd_synthetic)
 
     from benchmarks.cli import add_bench_parser
 

@@ -575,3 +575,44 @@ def _score_link(
         f"    against the synthetic ground truth: precision {q.precision:.4f}, "
         f"recall {q.recall:.4f}, F1 {q.f1:.4f} ({len(ti)} true pairs)"
     )
+
+
+#: The extra (disclosable, not linked) column each agency's synthetic extract carries, and
+#: the values it draws from: what ``[source.extra]`` maps in "Set up a federation".
+EXTRA_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "police": ("Station", ("Northgate", "Riverside", "Hillcrest")),
+    "health": ("gp_practice", ("Elm Surgery", "Park Medical Centre", "Quay Health")),
+    "school": ("SchoolName", ("St Anne's Primary", "Oakfield Academy", "Brook High")),
+    "childrens_social_care": ("team", ("Assessment", "Child Protection", "Children in Care")),
+}
+
+
+def write_synthetic_extracts(root: Path, *, children: int, seed: int) -> dict[str, int]:
+    """Write each agency's synthetic extract (``<agency>.csv``: its own column names and
+    formats, one impossible date of birth in the police file, and its extra column) and
+    ``truth.csv`` (agency, local id, the true child); returns the data rows per agency."""
+    population = synthetic.generate_population(children, seed=seed)
+    root.mkdir(parents=True, exist_ok=True)
+    written = {}
+    rng = np.random.default_rng(seed)
+    with open(root / "truth.csv", "w", newline="", encoding="utf-8") as truth_handle:
+        truth = csv.writer(truth_handle)
+        truth.writerow(["agency", "local_id", "child"])
+        for name in AGENCIES:
+            data = population.agencies[name]
+            path = root / f"{name}.csv"
+            written[name] = write_agency_csv(data, path, bad_row=name == "police")
+            column, choices = EXTRA_COLUMNS[name]
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+            picks = rng.integers(0, len(choices), size=len(rows))
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow([*rows[0], column])
+                for row, pick in zip(rows[1:], picks[1:].tolist(), strict=True):
+                    writer.writerow([*row, choices[pick]])
+            for local_id, child in zip(
+                data.columns["record_id"], data.child_id.tolist(), strict=True
+            ):
+                truth.writerow([name, local_id, child])
+    return written

@@ -64,7 +64,7 @@ import logging
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -74,6 +74,7 @@ from linkage.normalise import NORMALISERS, YearRange
 from linkage.schema import FieldSpec, Schema
 from server.node_config import LOCAL_ID, SourceConfig
 from server.node_store import NodeStore
+from server.quality import record_ingest
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +91,34 @@ class SourceError(JigsawError):
 class RowProblem:
     """A problem with one source row: its line (CSV) or rowid (SQLite), field, and reason.
 
-    ``field`` is a schema field, ``local_id``, or empty for a whole-row problem.
+    ``field`` is a schema field, ``local_id``, or empty for a whole-row problem. ``reason`` is
+    the sentence shown to the operator; ``category`` the reason's code, one of
+    :data:`PROBLEM_CATEGORIES`, which the data-quality report counts (server.quality).
     """
 
     line: int
     field: str
     reason: str
+    category: str = "other"
+
+
+#: The codes of :attr:`RowProblem.category`: why a row was rejected (the first ten) or what a
+#: warning says about a stored row (the last two). Categories, never values.
+PROBLEM_CATEGORIES: tuple[str, ...] = (
+    "malformed_row",  # a CSV row the csv module cannot parse
+    "unterminated_quote",  # a quoted value that never closes properly
+    "not_utf8",  # bytes that are not valid UTF-8
+    "column_count",  # not the header's number of columns
+    "missing_local_id",
+    "too_long",  # longer than MAX_VALUE_CHARS
+    "unsafe_character",  # a control, bidirectional or invisible character
+    "invalid_value",  # a value its field's normaliser refuses (an impossible date, ...)
+    "future_date",
+    "not_a_name",  # a name that begins like a spreadsheet formula
+    "invalid_nhs_number",  # warning: fails its check digit or format; stored as missing
+    "duplicate_local_id",  # warning: a later row of the same local id wins
+    "other",
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +137,14 @@ class IngestReport:
     superseded: int
     rejected: tuple[RowProblem, ...]
     warnings: tuple[RowProblem, ...]
+    #: Of the rows stored, how many lack a value, per schema input field (an unmapped field
+    #: is missing on every row; an invalid NHS number stored as missing counts here too).
+    missing: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def stored(self) -> int:
+        """Rows written to the store (inserted, updated or unchanged)."""
+        return self.inserted + self.updated + self.unchanged
 
     @property
     def rejected_rows(self) -> int:
@@ -206,6 +237,7 @@ def _runaway_problem(
         fields_at.get(column, ""),
         f"unterminated quoted field in {where} (a stray double quote?); "
         "the lines after it were read as rows of their own",
+        "unterminated_quote",
     )
 
 
@@ -252,18 +284,20 @@ def _read_csv(source: SourceConfig) -> Iterator[_RawRow]:
                 yield _RawRow(line, {}, _runaway_problem(taken[0][1], line, header, fields_at))
                 continue
             if cells is None:
-                yield _RawRow(line, {}, RowProblem(line, "", "malformed CSV row"))
+                yield _RawRow(line, {}, RowProblem(line, "", "malformed CSV row", "malformed_row"))
                 continue
             if not cells:
                 continue  # a blank line
             if any(number in bad_lines for number, _ in taken):
-                yield _RawRow(line, {}, RowProblem(line, "", "not valid UTF-8"))
+                yield _RawRow(line, {}, RowProblem(line, "", "not valid UTF-8", "not_utf8"))
                 continue
             if len(cells) != width:
                 yield _RawRow(
                     line,
                     {},
-                    RowProblem(line, "", f"expected {width} columns, got {len(cells)}"),
+                    RowProblem(
+                        line, "", f"expected {width} columns, got {len(cells)}", "column_count"
+                    ),
                 )
                 continue
             yield _RawRow(line, {entry: cells[pos] for entry, pos in positions.items()})
@@ -312,7 +346,7 @@ def _read_sqlite(source: SourceConfig) -> Iterator[_RawRow]:
             try:
                 values = {e: _sqlite_text(v) for e, v in zip(entries, row[1:], strict=True)}
             except UnicodeDecodeError:
-                yield _RawRow(line, {}, RowProblem(line, "", "not valid UTF-8"))
+                yield _RawRow(line, {}, RowProblem(line, "", "not valid UTF-8", "not_utf8"))
                 continue
             yield _RawRow(line, values)
     finally:
@@ -350,11 +384,18 @@ def _checked(value: str | None, line: int, name: str, problems: list[RowProblem]
         return None
     value = _LINE_BREAKS_RE.sub(" ", value)
     if len(value) > MAX_VALUE_CHARS:
-        problems.append(RowProblem(line, name, f"longer than {MAX_VALUE_CHARS} characters"))
+        problems.append(
+            RowProblem(line, name, f"longer than {MAX_VALUE_CHARS} characters", "too_long")
+        )
         return None
     if _unsafe_character(value):
         problems.append(
-            RowProblem(line, name, "contains a control, bidirectional or invisible character")
+            RowProblem(
+                line,
+                name,
+                "contains a control, bidirectional or invisible character",
+                "unsafe_character",
+            )
         )
         return None
     return value
@@ -377,17 +418,21 @@ def _stored_value(
         canonical = NORMALISERS[spec.kind](value, field=name, day_first=day_first, years=years)
     except InvalidValueError as exc:
         if spec.kind == "nhs_number":
-            warnings.append(RowProblem(line, name, f"{exc.reason}; stored as missing"))
+            warnings.append(
+                RowProblem(line, name, f"{exc.reason}; stored as missing", "invalid_nhs_number")
+            )
         else:
-            problems.append(RowProblem(line, name, exc.reason))
+            problems.append(RowProblem(line, name, exc.reason, "invalid_value"))
         return None
     if canonical is None:
         return None
     if spec.kind == "date" and canonical > today:
-        problems.append(RowProblem(line, name, "date in the future"))
+        problems.append(RowProblem(line, name, "date in the future", "future_date"))
         return None
     if spec.kind in _NAME_KINDS and value.lstrip().startswith(_FORMULA_LEADS):
-        problems.append(RowProblem(line, name, "not a name (begins with =, +, - or @)"))
+        problems.append(
+            RowProblem(line, name, "not a name (begins with =, +, - or @)", "not_a_name")
+        )
         return None
     return canonical if spec.kind in CANONICAL_KINDS else value
 
@@ -430,10 +475,14 @@ def ingest_source(
     )
     chunk: dict[str, dict[str, str | None]] = {}
     rows_read = inserted = updated = unchanged = superseded = 0
+    missing = dict.fromkeys(schema.input_names, 0)
 
     def flush() -> None:
         nonlocal inserted, updated, unchanged
         if chunk:
+            for fields in chunk.values():
+                for name in missing:
+                    missing[name] += fields.get(name) is None
             counts = store.upsert_many(chunk.items())
             inserted += counts.inserted
             updated += counts.updated
@@ -467,7 +516,7 @@ def ingest_source(
         source_cfg.path.name, rows_read, inserted, updated, unchanged, superseded,
         len(reading.rejected), len(reading.warnings),
     )  # fmt: skip
-    return IngestReport(
+    report = IngestReport(
         rows_read=rows_read,
         inserted=inserted,
         updated=updated,
@@ -475,7 +524,10 @@ def ingest_source(
         superseded=superseded,
         rejected=tuple(reading.rejected),
         warnings=tuple(reading.warnings),
+        missing=missing,
     )
+    record_ingest(store, source_cfg.path.name, report)
+    return report
 
 
 @dataclass
@@ -500,7 +552,7 @@ class _Reading:
         row_warnings: list[RowProblem] = []
         local_id = _checked(raw.values.get(LOCAL_ID), line, LOCAL_ID, problems)
         if local_id is None and not problems:
-            problems.append(RowProblem(line, LOCAL_ID, "missing local id"))
+            problems.append(RowProblem(line, LOCAL_ID, "missing local id", "missing_local_id"))
         fields: dict[str, str | None] = dict.fromkeys(self.unmapped)
         for spec in self.field_specs:
             name = spec.input_name  # a field published in views is read and stored once
@@ -527,7 +579,10 @@ class _Reading:
         if earlier is not None:
             self.warnings.append(
                 RowProblem(
-                    line, LOCAL_ID, f"duplicate local id (also on line {earlier}); this row wins"
+                    line,
+                    LOCAL_ID,
+                    f"duplicate local id (also on line {earlier}); this row wins",
+                    "duplicate_local_id",
                 )
             )
         self.first_line[local_id] = line

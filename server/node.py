@@ -14,7 +14,8 @@ The staff member then asks the same node ``Disclose`` for one of those reference
 releases its own agency's record, or relays the request as itself (``on_behalf_of`` = the
 person) to the holding agency's node named in its ``[peers]`` table and passes the answer back.
 The holder releases only the fields its ``[disclosure]`` policy allows for the person's role
-(staff) and names the withheld ones. ``Status`` reports store counts.
+(staff) and names the withheld ones. ``Status`` reports store counts and the agency's data
+quality (server.quality).
 
 The agency's staff console (:mod:`server.console`, a ``console`` certificate of this agency)
 calls ``Lookup`` and ``Disclose`` with ``on_behalf_of`` = the staff member whose browser
@@ -77,6 +78,7 @@ from server.node_config import NodeConfig, read_linkage_keys
 from server.node_store import NodeStore
 from server.pki import IDENTITY_NAME_RE, UNIT_AGENCY, server_name
 from server.purposes import require_purpose_code
+from server.quality import data_quality
 from server.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers
 from server.serving import build_grpc_server, serve_until_signal
 from server.status import (
@@ -699,6 +701,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             schema_fingerprint=self._fingerprint,
             key_version=self._keys.key_version,
             version=_version(),
+            quality=data_quality(self._store, self._config.schema),
         )
 
     # ------------------------------------------------------------------ audit anchoring

@@ -31,6 +31,9 @@ Tables::
            PRIMARY KEY(reference, agency))    result fetched: one row per (record, other
                                               agency), band a ProbabilityBand number; replaced
                                               whole by each fetch (server.linked)
+    source_quality(source TEXT PRIMARY KEY,   the last ingest of each source (by file name):
+                   ingested_at TEXT,          its counts by category and per field, JSON as
+                   summary TEXT)              server.quality writes it; never a value
 
 A record is *pending publication* when it is not deleted and ``content_hash`` differs from
 ``published_hash``; *pending withdrawal* when it is deleted and was published. A deleted record
@@ -88,6 +91,11 @@ CREATE TABLE IF NOT EXISTS linked (
     cluster_id TEXT NOT NULL,
     band INTEGER NOT NULL,
     PRIMARY KEY (reference, agency)
+);
+CREATE TABLE IF NOT EXISTS source_quality (
+    source TEXT PRIMARY KEY,
+    ingested_at TEXT NOT NULL,
+    summary TEXT NOT NULL
 );
 """
 
@@ -449,6 +457,53 @@ class NodeStore:
                 )
         return out
 
+    def linked_without(self, field: str) -> tuple[int, int, int]:
+        """Over live records: (records lacking a value of ``field``, of which linked to
+        another agency; all linked records)."""
+        path = _json_path(field)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COALESCE(SUM(json_extract(r.fields, ?) IS NULL), 0), "
+                "COALESCE(SUM(json_extract(r.fields, ?) IS NULL AND l.reference IS NOT NULL), 0), "
+                "COALESCE(SUM(l.reference IS NOT NULL), 0) "
+                "FROM records r LEFT JOIN (SELECT DISTINCT reference FROM linked) l "
+                "ON l.reference = r.reference WHERE r.deleted = 0",
+                (path, path),
+            ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def missing_counts(self, fields: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """Live records, and of them how many lack a value of each of ``fields``."""
+        if not fields:
+            return self.counts().records, {}
+        sums = ", ".join("COALESCE(SUM(json_extract(fields, ?) IS NULL), 0)" for _ in fields)
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT count(*), {sums} FROM records WHERE deleted = 0",
+                [_json_path(name) for name in fields],
+            ).fetchone()
+        return int(row[0]), {name: int(v) for name, v in zip(fields, row[1:], strict=True)}
+
+    # ------------------------------------------------------------------ data quality
+
+    def save_source_quality(self, source: str, summary: str) -> None:
+        """Keep the last ingest's data-quality summary (JSON text) of ``source``."""
+        with self._lock, self._transaction():
+            self._conn.execute(
+                "INSERT INTO source_quality(source, ingested_at, summary) VALUES (?, ?, ?) "
+                "ON CONFLICT(source) DO UPDATE SET ingested_at = excluded.ingested_at, "
+                "summary = excluded.summary",
+                (source, _now(), summary),
+            )
+
+    def source_quality(self) -> list[tuple[str, str, str]]:
+        """(source, ingested_at, summary JSON) of every source ingested, by source name."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT source, ingested_at, summary FROM source_quality ORDER BY source"
+            ).fetchall()
+        return [(str(a), str(b), str(c)) for a, b, c in rows]
+
     def linked_references(self) -> set[str]:
         """References of the live linked records."""
         with self._lock:
@@ -495,6 +550,11 @@ def _new_reference(conn: sqlite3.Connection) -> str:
         taken = conn.execute("SELECT 1 FROM records WHERE reference = ?", (reference,))
         if taken.fetchone() is None:
             return reference
+
+
+def _json_path(field: str) -> str:
+    """The SQLite JSON path of a key of a record's fields object."""
+    return '$."' + field.replace('"', '\\"') + '"'
 
 
 def _to_json(fields: Mapping[str, str | None]) -> str:

@@ -229,7 +229,9 @@ def test_sqlite_source(store: NodeStore, tmp_path: Path, caplog: pytest.LogCaptu
         (3, "local_id"),
         (5, ""),
     }
-    assert report.warnings == (RowProblem(4, "nhs_number", report.warnings[0].reason),)
+    assert report.warnings == (
+        RowProblem(4, "nhs_number", report.warnings[0].reason, "invalid_nhs_number"),
+    )
     text = "\n".join(all_messages(report) + [r.getMessage() for r in caplog.records])
     for canary in CANARIES:
         assert canary not in text

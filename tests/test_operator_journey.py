@@ -269,3 +269,57 @@ def test_config_check_passes_every_config_and_lists_every_problem(
     message = " ".join(bad.stderr.split())
     assert bad.returncode == 1 and "3 problem(s)" in message, message
     assert "agency health" in message and "Surnme" in message
+
+
+def test_data_quality_per_agency_through_the_cli_and_status(
+    fed: Federation, linked_out: Path
+) -> None:
+    """``jigsaw quality`` per node after the link (against the generator's labels and the
+    node's own linked list), and the same figures in the node's Status."""
+    truth_missing_nhs = {
+        a: {
+            str(lid)
+            for lid, missing in zip(
+                fed.population.agencies[a].columns["record_id"],
+                fed.population.agencies[a].errors["nhs_missing"].tolist(),
+                strict=True,
+            )
+            if missing
+        }
+        for a in AGENCIES
+    }
+    for a in AGENCIES:
+        listed = linked_out / f"{a}-quality-linked.csv"
+        jigsaw(
+            "linked", "--config", str(fed.node_configs[a]), "--agency", a,
+            "--pki", fed.pki, "--identity", "olivia", "--fetch", "--out", str(listed),
+        )  # fmt: skip
+        with open(listed, newline="") as handle:
+            linked_ids = {r["local_id"] for r in csv.DictReader(handle)}
+        done = jigsaw("quality", "--config", str(fed.node_configs[a]), "--json")
+        quality = json.loads(done.stdout)
+        stored = set(local_ids(fed, a).values())
+        (source,) = quality["sources"]
+        assert source["source"] == f"{a}.csv"
+        if a == "police":  # the demo data's one impossible date of birth
+            assert int(source["rejected_rows"]) == 1
+            assert source["rejected"] == [
+                {"reason": "invalid_value", "field": "date_of_birth", "rows": "1"}
+            ]
+        else:
+            assert int(source["rejected_rows"]) == 0 and source["rejected"] == []
+        assert int(quality["records"]) == len(stored)
+        without = len(stored & truth_missing_nhs[a])
+        assert int(quality["without_nhs_number"]) == without
+        link = quality["link"]
+        assert link["result_id"] and int(link["linked"]) == len(linked_ids)
+        assert link["linked_share"] == pytest.approx(len(linked_ids) / len(stored))
+        assert int(link["linked_without_nhs_number"]) == len(linked_ids & truth_missing_nhs[a])
+    text = jigsaw("quality", "--config", str(fed.node_configs["police"])).stdout
+    assert "police.csv" in text and "linked to other agencies" in text
+    # the node's Status carries the same figures (for the operator here)
+    status = jigsaw(
+        "status", "--node", fed.nodes["police"].address(), "--agency", "police",
+        "--pki", fed.pki, "--identity", "olivia",
+    ).stdout  # fmt: skip
+    assert "police.csv" in status and "with an NHS number" in status

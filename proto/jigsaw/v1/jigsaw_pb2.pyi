@@ -484,7 +484,7 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatusResponse(_message.Message):
-    __slots__ = ("agency", "records", "published", "pending", "schema_fingerprint", "key_version", "version")
+    __slots__ = ("agency", "records", "published", "pending", "schema_fingerprint", "key_version", "version", "quality")
     AGENCY_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_FIELD_NUMBER: _ClassVar[int]
@@ -492,6 +492,7 @@ class NodeStatusResponse(_message.Message):
     SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     agency: str
     records: int
     published: int
@@ -499,4 +500,85 @@ class NodeStatusResponse(_message.Message):
     schema_fingerprint: str
     key_version: int
     version: str
-    def __init__(self, agency: _Optional[str] = ..., records: _Optional[int] = ..., published: _Optional[int] = ..., pending: _Optional[int] = ..., schema_fingerprint: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+    quality: DataQuality
+    def __init__(self, agency: _Optional[str] = ..., records: _Optional[int] = ..., published: _Optional[int] = ..., pending: _Optional[int] = ..., schema_fingerprint: _Optional[str] = ..., key_version: _Optional[int] = ..., version: _Optional[str] = ..., quality: _Optional[_Union[DataQuality, _Mapping]] = ...) -> None: ...
+
+class FieldMissing(_message.Message):
+    __slots__ = ("field", "missing", "share")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    missing: int
+    share: float
+    def __init__(self, field: _Optional[str] = ..., missing: _Optional[int] = ..., share: _Optional[float] = ...) -> None: ...
+
+class RejectReason(_message.Message):
+    __slots__ = ("reason", "field", "rows")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    field: str
+    rows: int
+    def __init__(self, reason: _Optional[str] = ..., field: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class SourceQuality(_message.Message):
+    __slots__ = ("source", "ingested_at", "rows_read", "stored", "superseded", "rejected_rows", "rejected_share", "rejected", "invalid_nhs_numbers", "missing")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    INGESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_READ_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    INVALID_NHS_NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    ingested_at: str
+    rows_read: int
+    stored: int
+    superseded: int
+    rejected_rows: int
+    rejected_share: float
+    rejected: _containers.RepeatedCompositeFieldContainer[RejectReason]
+    invalid_nhs_numbers: int
+    missing: _containers.RepeatedCompositeFieldContainer[FieldMissing]
+    def __init__(self, source: _Optional[str] = ..., ingested_at: _Optional[str] = ..., rows_read: _Optional[int] = ..., stored: _Optional[int] = ..., superseded: _Optional[int] = ..., rejected_rows: _Optional[int] = ..., rejected_share: _Optional[float] = ..., rejected: _Optional[_Iterable[_Union[RejectReason, _Mapping]]] = ..., invalid_nhs_numbers: _Optional[int] = ..., missing: _Optional[_Iterable[_Union[FieldMissing, _Mapping]]] = ...) -> None: ...
+
+class LinkQuality(_message.Message):
+    __slots__ = ("result_id", "fetched_at", "linked", "linked_share", "linked_without_nhs_number", "linked_share_without_nhs_number")
+    RESULT_ID_FIELD_NUMBER: _ClassVar[int]
+    FETCHED_AT_FIELD_NUMBER: _ClassVar[int]
+    LINKED_FIELD_NUMBER: _ClassVar[int]
+    LINKED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    LINKED_WITHOUT_NHS_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    LINKED_SHARE_WITHOUT_NHS_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    result_id: str
+    fetched_at: str
+    linked: int
+    linked_share: float
+    linked_without_nhs_number: int
+    linked_share_without_nhs_number: float
+    def __init__(self, result_id: _Optional[str] = ..., fetched_at: _Optional[str] = ..., linked: _Optional[int] = ..., linked_share: _Optional[float] = ..., linked_without_nhs_number: _Optional[int] = ..., linked_share_without_nhs_number: _Optional[float] = ...) -> None: ...
+
+class DataQuality(_message.Message):
+    __slots__ = ("sources", "records", "missing", "nhs_number_field", "with_nhs_number", "nhs_number_share", "without_nhs_number", "link")
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    NHS_NUMBER_FIELD_FIELD_NUMBER: _ClassVar[int]
+    WITH_NHS_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    NHS_NUMBER_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WITHOUT_NHS_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedCompositeFieldContainer[SourceQuality]
+    records: int
+    missing: _containers.RepeatedCompositeFieldContainer[FieldMissing]
+    nhs_number_field: str
+    with_nhs_number: int
+    nhs_number_share: float
+    without_nhs_number: int
+    link: LinkQuality
+    def __init__(self, sources: _Optional[_Iterable[_Union[SourceQuality, _Mapping]]] = ..., records: _Optional[int] = ..., missing: _Optional[_Iterable[_Union[FieldMissing, _Mapping]]] = ..., nhs_number_field: _Optional[str] = ..., with_nhs_number: _Optional[int] = ..., nhs_number_share: _Optional[float] = ..., without_nhs_number: _Optional[int] = ..., link: _Optional[_Union[LinkQuality, _Mapping]] = ...) -> None: ...
