@@ -398,7 +398,7 @@ def run_points(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kill9", description=__doc__)
-    parser.add_argument("--children", type=int, default=12_000)
+    parser.add_argument("--children", type=int, default=22_000)  # 4 full ingest chunks
     parser.add_argument("--report", action="store_true", help="write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
 
