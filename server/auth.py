@@ -28,6 +28,12 @@ carry no records). They are all a ``probe`` certificate may call: that is the ce
 for a load balancer's health check (``jigsaw pki issue --role probe``), so that the key a
 load balancer holds opens nothing else. Reflection is served as v1alpha and v1
 (``server.serving``).
+
+Malformed requests: gRPC answers a request whose bytes do not parse as the method's message
+(truncated, invalid UTF-8 in a string field, a field of the wrong wire type) with
+``INTERNAL``, before any servicer code runs. The interceptor parses requests itself
+(:func:`_tolerant`): such a request is refused with ``INVALID_ARGUMENT`` naming the message
+type (never its bytes), after the caller's identity and role are checked like any other call.
 """
 
 from __future__ import annotations
@@ -225,6 +231,44 @@ NODE_POLICY = RolePolicy(
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 
 
+class _Undecodable:
+    """Stands for a request message whose bytes did not parse (see :func:`_tolerant`)."""
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer``, returning an :class:`_Undecodable` where it raises."""
+    if deserializer is None:
+        return None
+    message_type = getattr(getattr(deserializer, "__self__", None), "__name__", "request")
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, or any other failure to parse the bytes
+            return _Undecodable(message_type)
+
+    return parse
+
+
+def _refuse_if_undecodable(request: Any, context: grpc.ServicerContext) -> None:
+    if isinstance(request, _Undecodable):
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"request: not a well-formed {request.message_type} message (protobuf)",
+        )
+        raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
+
+
+def _decoded_stream(requests: Iterable[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+    """A request stream whose first undecodable message aborts the call."""
+    for request in requests:
+        _refuse_if_undecodable(request, context)
+        yield request
+
+
 #: Distinct client certificates whose identity one interceptor remembers (then it starts over).
 MAX_REMEMBERED_CERTIFICATES = 1024
 
@@ -318,9 +362,15 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
         return identity
 
-    def _wrap_unary_response(self, method: str, behaviour: Behaviour) -> Behaviour:
+    def _wrap_unary_response(
+        self, method: str, behaviour: Behaviour, *, streaming_request: bool = False
+    ) -> Behaviour:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             identity = self._authorise(method, context)
+            if streaming_request:
+                request = _decoded_stream(request, context)
+            else:
+                _refuse_if_undecodable(request, context)
             _CURRENT_CALL.set((context, identity))
             try:
                 return behaviour(request, context)
@@ -329,9 +379,15 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return wrapped
 
-    def _wrap_stream_response(self, method: str, behaviour: Behaviour) -> Behaviour:
+    def _wrap_stream_response(
+        self, method: str, behaviour: Behaviour, *, streaming_request: bool = False
+    ) -> Behaviour:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             identity = self._authorise(method, context)
+            if streaming_request:
+                request = _decoded_stream(request, context)
+            else:
+                _refuse_if_undecodable(request, context)
             _CURRENT_CALL.set((context, identity))
             try:
                 responses = behaviour(request, context)
@@ -351,7 +407,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return None
         method: str = handler_call_details.method
         serialisers = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
@@ -360,7 +416,8 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary_response(method, handler.stream_unary), **serialisers
+                self._wrap_unary_response(method, handler.stream_unary, streaming_request=True),
+                **serialisers,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
@@ -368,7 +425,8 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream_response(method, handler.stream_stream), **serialisers
+                self._wrap_stream_response(method, handler.stream_stream, streaming_request=True),
+                **serialisers,
             )
         return None  # pragma: no cover - a handler always has one behaviour
 

@@ -17,6 +17,7 @@ expectations.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ from server.convert import (
 from server.matcher_store import StoredCluster
 from server.status import RequestError
 
+#: The shape of a schema fingerprint (:meth:`linkage.schema.Schema.fingerprint`).
+_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
+
 
 def check_header(
     message: jigsaw_pb2.PublishRequest | jigsaw_pb2.MatchRequest,
@@ -49,7 +53,8 @@ def check_header(
 
     Missing header → :class:`RequestError`; a different fingerprint or key version →
     :class:`IncompatibleEncodingError` saying which differs (fingerprints and versions are not
-    identifiers, so both values are shown).
+    identifiers, so both values are shown; a sent fingerprint is shown only when it has a
+    fingerprint's shape, ``sha256:`` and 64 hex digits, since the field could hold any text).
     """
     if not message.HasField("header"):
         raise RequestError("header", "required (schema_fingerprint and key_version)")
@@ -57,9 +62,10 @@ def check_header(
     problems = []
     fingerprint = schema.fingerprint()
     if header.schema_fingerprint != fingerprint:
-        shown = header.schema_fingerprint[:80]
+        sent = header.schema_fingerprint
+        shown = repr(sent) if _FINGERPRINT.fullmatch(sent) else "(not a schema fingerprint)"
         problems.append(
-            f"header.schema_fingerprint: encodings made with schema {shown!r}, "
+            f"header.schema_fingerprint: encodings made with schema {shown}, "
             f"this matcher serves {fingerprint!r}"
         )
     if header.key_version != key_version:

@@ -104,7 +104,6 @@ MAX_NOTE_CHARS = 500
 DISCLOSURE_PRIORITIES = ("", "red", "amber", "green")
 MAX_NAME_CHARS = 64
 MAX_VALUE_CHARS = 200
-MAX_KEY_CHARS_SHOWN = 64
 DEFAULT_MAX_CANDIDATES = 20
 MAX_CANDIDATES = 100
 MATCH_TIMEOUT_S = 5.0
@@ -361,10 +360,11 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         travel in the lookup's one Match call."""
         for key in sorted(identifiers):
             if key not in self._field_names:
-                shown = key[:MAX_KEY_CHARS_SHOWN]
+                # the key is not echoed: a person can type a name where a field name goes
                 raise RequestError(
-                    f"identifiers[{shown!r}]",
-                    "unknown field; expected one of " + ", ".join(self._schema.input_names),
+                    "identifiers",
+                    "a key is not a field of the schema; expected keys among "
+                    + ", ".join(self._schema.input_names),
                 )
             require_text(
                 identifiers[key], f"identifiers[{key!r}]", MAX_VALUE_CHARS, allow_empty=True

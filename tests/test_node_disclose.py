@@ -737,7 +737,12 @@ def test_a_lookup_without_sex_is_one_match_with_a_row_per_sex_value(
 @pytest.mark.parametrize(
     ("identifiers", "purpose_code", "note", "expected"),
     [
-        ({"shoe_size": "9"}, "s47_enquiry", "n", "identifiers['shoe_size']"),
+        (
+            {"shoe_size": "9"},
+            "s47_enquiry",
+            "n",
+            "'identifiers': a key is not a field of the schema",
+        ),
         (
             {"date_of_birth": CANARY_DOB.replace("17", "37")},
             "s47_enquiry",
