@@ -216,6 +216,7 @@ def _report(rows: list[dict[str, object]], argv: Sequence[str] | None) -> None:
 
     from benchmarks.report import markdown_table, provenance, write_section
 
+    profile, records = str(rows[0]["profile"]), int(str(rows[0]["records"]))
     description = (
         "Seeded synthetic four-agency population in the named error profile, clustered as"
         " `jigsaw link` does. First table: every true pair the clustering left apart is"
@@ -247,14 +248,16 @@ def _report(rows: list[dict[str, object]], argv: Sequence[str] | None) -> None:
                 }
             )
     body = (
-        "## Where recall is lost\n\n"
+        f"## Where recall is lost ({profile}, {records:,} records)\n\n"
         + provenance("python -m benchmarks.recall_loss " + " ".join(words))
         + f"\n{description}\n\n"
         + markdown_table(table, list(table[0]))
         + "\n"
         + (("\n" + markdown_table(by_error, list(by_error[0])) + "\n") if by_error else "")
     )
-    write_section("recall-loss", body)
+    # one section per profile and scale: the hard profile at the lookup scale, the default
+    # one at a million records (the federation's target) are both kept
+    write_section(f"recall-loss-{profile}-{records // 1000}k", body)
 
 
 if __name__ == "__main__":
