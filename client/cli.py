@@ -234,7 +234,11 @@ def cmd_node_serve(args: argparse.Namespace) -> int:
     from server.node import serve
     from server.node_config import load_node_config
 
-    serve(load_node_config(args.config), on_started=_port_file_writer(args.port_file))
+    try:
+        serve(load_node_config(args.config), on_started=_port_file_writer(args.port_file))
+    except OSError as exc:  # its address taken: say so, without a traceback
+        err.print(f"error: {printable(str(exc))}")
+        return EXIT_INPUT
     return EXIT_OK
 
 
@@ -250,7 +254,11 @@ def cmd_matcher_serve(args: argparse.Namespace) -> int:
     from server.matcher import serve
     from server.matcher_config import load_matcher_config
 
-    serve(load_matcher_config(args.config), on_started=_port_file_writer(args.port_file))
+    try:
+        serve(load_matcher_config(args.config), on_started=_port_file_writer(args.port_file))
+    except OSError as exc:  # its address taken: say so, without a traceback
+        err.print(f"error: {printable(str(exc))}")
+        return EXIT_INPUT
     return EXIT_OK
 
 

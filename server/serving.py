@@ -74,9 +74,12 @@ def build_grpc_server(
     for name in ("", service_name):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     add_reflection(server, (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME))
-    port = server.add_secure_port(listen, server_credentials(tls))
+    try:
+        port = server.add_secure_port(listen, server_credentials(tls))
+    except RuntimeError:  # grpcio >= 1.51 raises where older releases returned 0
+        port = 0
     if port == 0:
-        raise OSError(f"cannot bind the {role} server to {listen}")
+        raise OSError(f"cannot bind the {role} server to {listen} (in use, or not this host's)")
     return server, port
 
 

@@ -125,6 +125,9 @@ def server_options() -> list[tuple[str, int]]:
     """Options for ``grpc.server``: message limits and keepalive values matching the channels."""
     return [
         *_MESSAGE_LIMITS,
+        # gRPC sets SO_REUSEPORT by default: a second server on a port already served (a
+        # stale node, another federation's) would bind it too and take half the connections
+        ("grpc.so_reuseport", 0),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),

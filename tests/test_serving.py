@@ -74,3 +74,23 @@ def test_a_failing_on_started_still_stops_and_closes() -> None:
         serve_until_signal(runtime, on_started=started, grace_s=0.5)
     assert runtime.events == ["start", "stop grace=0.5", "close"]
     assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before
+
+
+def test_a_port_already_served_is_refused_not_shared() -> None:
+    """gRPC's default SO_REUSEPORT would let a second server (a stale node, another
+    federation's) bind a fixed port too and take half its connections."""
+    from concurrent import futures
+
+    import grpc
+
+    from server.tls import server_options
+
+    first = grpc.server(futures.ThreadPoolExecutor(max_workers=1), options=server_options())
+    second = grpc.server(futures.ThreadPoolExecutor(max_workers=1), options=server_options())
+    try:
+        port = first.add_insecure_port("127.0.0.1:0")
+        with pytest.raises(RuntimeError):
+            second.add_insecure_port(f"127.0.0.1:{port}")
+    finally:
+        first.stop(None)
+        second.stop(None)
