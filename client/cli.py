@@ -390,9 +390,11 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_lookup_json(response)))
         return EXIT_OK
-    table = Table(
-        "agency", "reference", "match", "evidence", title=f"lookup {printable(response.lookup_id)}"
-    )
+    table = Table("agency", title=f"lookup {printable(response.lookup_id)}")
+    # the reference is what a disclosure request needs: shown whole, never cut to the width
+    table.add_column("reference", no_wrap=True, min_width=32)
+    table.add_column("match")
+    table.add_column("evidence")
     for c in response.candidates:
         table.add_row(
             printable(c.agency),
