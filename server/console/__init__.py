@@ -4,7 +4,8 @@ why, request a record and see what they did — acting only as themselves, at th
 Role in the pipeline: step 6 of the data flow. One console runs beside each agency node
 (``jigsaw console serve --config node.toml``, the ``[console]`` section of the node config).
 It is a Starlette application rendered with Jinja2 (autoescape on) and served by uvicorn
-over HTTPS; it holds no records and calls the node's existing ``Lookup`` and ``Disclose``.
+over HTTPS; it holds no records and calls the node's existing ``Lookup``, ``Disclose`` and
+``ListLinked`` (with ``on_behalf_of``) and ``Status`` (as itself, for operators).
 
 Sign-in is the staff certificate (mutual TLS in the browser)::
 
@@ -53,6 +54,8 @@ Pages (all GOV.UK Design System, server-rendered, no JavaScript needed): sign in
 child (error summary and per-field messages); the answer (agencies, band in words, evidence
 in plain words, a chart of what pushed each match up or down, notes; no probabilities or
 weights); request the record (purpose, priority red/amber/green with MASH response times,
-released and withheld fields); my activity. "Children known to other agencies" waits for
-link results to reach the nodes (issue 16) and is shown as pending.
+released and withheld fields); children known to other agencies (the agency's own records
+the last batch link joined to other agencies' records, from the node's ``ListLinked``: the
+local id, each other agency and the band in words, 25 a page, ``/known?page=N`` — a page
+number, never an identifier; no agency's reference or cluster id is shown); my activity.
 """

@@ -50,6 +50,7 @@ from server.console.forms import (
     FormError,
     agency_label,
     describe_candidate,
+    describe_linked,
     field_label,
     purpose_label,
     read_lookup_form,
@@ -77,6 +78,7 @@ SIGNIN_COOKIE = "__Host-jigsaw-signin"
 SESSION_MAX_S = 8 * 3600.0
 MAX_SESSIONS = 10_000
 MAX_CANDIDATES_KEPT = 200
+KNOWN_PAGE_SIZE = 25
 NODE_DEADLINE_S = 10.0
 SHUTDOWN_GRACE_S = 5
 CSP = (
@@ -300,6 +302,21 @@ def _node_error(exc: grpc.RpcError) -> tuple[str, str]:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return "The details could not be used", details
     return "Sorry, there is a problem with the service", "Try again later."
+
+
+def _page_number(text: str) -> int:
+    """The page asked for in ``?page=``: a positive number (anything else is page 1)."""
+    if not text.isdigit() or len(text) > 6:
+        return 1
+    return max(1, int(text))
+
+
+def _fetched_at(text: str) -> str:
+    """The node's UTC ISO-8601 fetch time in words ("" when none or unreadable)."""
+    try:
+        return datetime.datetime.fromisoformat(text).strftime("%d %B %Y at %H:%M UTC")
+    except ValueError:
+        return ""
 
 
 def create_app(console: Console) -> Any:
@@ -532,8 +549,40 @@ def create_app(console: Console) -> Any:
         got = await signed_in(request)
         if isinstance(got, Response):
             return got
-        _identity, session = got
-        return console.render("known.html", session=session, csrf_token=session.csrf, page="known")
+        identity, session = got
+        number = _page_number(request.query_params.get("page", "1"))
+        listing = jigsaw_pb2.ListLinkedRequest(
+            page_size=KNOWN_PAGE_SIZE,
+            # the node's page token is the offset of the page's first record
+            page_token=str((number - 1) * KNOWN_PAGE_SIZE) if number > 1 else "",
+            on_behalf_of=identity.name,
+        )
+        try:
+            answer = await run_in_threadpool(
+                console.node.ListLinked, listing, timeout=NODE_DEADLINE_S
+            )
+        except grpc.RpcError as exc:
+            heading, text = _node_error(exc)
+            code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+            logger.info("console list of linked records failed: %s", code)
+            status = 502 if code in ("UNAVAILABLE", "UNKNOWN") else 400
+            raise Refused(status, heading, text) from None
+        pages = max(1, -(-answer.total_records // KNOWN_PAGE_SIZE))
+        if number > pages:
+            return RedirectResponse(f"/known?page={pages}", status_code=303)
+        return console.render(
+            "known.html",
+            session=session,
+            csrf_token=session.csrf,
+            records=[describe_linked(r) for r in answer.records],
+            total=answer.total_records,
+            fetched_at=_fetched_at(answer.fetched_at),
+            linked=bool(answer.result_id),
+            number=number,
+            pages=pages,
+            first=(number - 1) * KNOWN_PAGE_SIZE + 1,
+            page="known",
+        )
 
     async def refused(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, Refused):  # pragma: no cover - registered for Refused only
