@@ -396,6 +396,47 @@ def test_children_known_to_other_agencies(browser: Any, federation: ConsoleFeder
     assert not any(lid in audit for lid in listed)
 
 
+def test_an_operator_sees_the_nodes_status(browser: Any, federation: ConsoleFederation) -> None:
+    """An operator of the federation signs in with the operator certificate and sees, in My
+    activity, what the node's Status reports; the pages that act on records are refused."""
+    context = _context(browser, federation, "olivia")
+    journey = Journey(context, federation, "operator")
+    page = journey.page
+    page.goto(federation.url + "/")
+    assert page.locator("h1").inner_text() == "Sign in"
+    assert "operator certificate of olivia" in page.locator("main").inner_text()
+    journey.shot("sign-in")
+    page.get_by_role("button", name="Continue as olivia").click()
+    assert page.locator("h1").inner_text() == "My activity"
+    assert page.get_by_role("link", name="Look up a child").count() == 0
+    summary = {
+        row.locator("dt").inner_text().strip(): row.locator("dd").inner_text().strip()
+        for row in page.locator(".govuk-summary-list__row").all()
+    }
+    held = len(federation.population.agencies[CONSOLE_AGENCY])
+    assert summary["Records held"] == f"{held:,}"
+    assert summary["Published to the matcher"] == f"{held:,}"
+    assert summary["Waiting to be published"] == "0"
+    assert summary["Publishing"] == "Up to date"
+    assert summary["Linkage key version"] == "1"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", summary["Schema fingerprint"])
+    assert "matcher's status" in page.locator("main").inner_text()
+    journey.shot("status")
+    for path in ("/known",):
+        response = page.goto(federation.url + path)
+        assert response is not None and response.status == 403
+        assert page.locator("h1").inner_text() == "This page is for staff"
+    journey.shot("refused")
+    context.close()
+    # a certificate of another role (the agency's own node) is refused outright
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=_https(federation, f"{CONSOLE_AGENCY}-node"))
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(federation.url + "/", timeout=10)
+    assert refused.value.code == 403
+
+
 def test_bad_input_shows_the_error_summary(browser: Any, federation: ConsoleFederation) -> None:
     context = _context(browser, federation, "alice")
     journey = Journey(context, federation, "bad-input")
