@@ -421,6 +421,15 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console, serve: b
             f"{status.indexed_records} records indexed"
         )
         _score_link(root, population, clusters, console)
+        # each node fetches its share (the console's "Children known to other agencies")
+        operator = tls_files_for(root / "pki", OPERATOR)
+        fetched = []
+        for agency, node_service in nodes.items():
+            with NodeClient(node_service.address(), operator, agency=agency) as node_client:
+                fetched.append(f"{agency} {node_client.fetch_linked(result_id).linked_records}")
+        console.print(
+            "    records known to other agencies, fetched by each node: " + ", ".join(fetched)
+        )
 
         # 6. lookups and one disclosure as unit staff (alice, children's social care)
         alice = tls_files_for(root / "pki", "alice")

@@ -10,8 +10,9 @@ not in the policy: deny by default; or, on a server that belongs to an agency, a
 agency-bound role from another agency), and hands the identity to the servicer, which reads it with
 :func:`current_identity`.
 
-Agency binding: staff, and the staff console (role ``console``, which calls ``Lookup`` and
-``Disclose`` on behalf of one staff member: :mod:`server.console`), talk to their own
+Agency binding: staff, and the staff console (role ``console``, which calls ``Lookup``,
+``Disclose`` and ``ListLinked`` on behalf of one staff member, and ``Status`` as itself:
+:mod:`server.console`), talk to their own
 agency's node only. A node's interceptor is built
 with the node's agency, and every method of its policy refuses a caller whose role is in
 :data:`AGENCY_BOUND_ROLES` and whose certificate names another agency.
@@ -218,11 +219,13 @@ NODE_POLICY = RolePolicy(
         "/jigsaw.v1.AgencyNode/Lookup": {"staff", "console"},
         # a node relays its own staff's disclosures to the holding agency's node
         "/jigsaw.v1.AgencyNode/Disclose": {"staff", "node", "console"},
-        "/jigsaw.v1.AgencyNode/Status": {"operator", "staff"},
+        # the console shows the node's status to the agency's operators (no record in it)
+        "/jigsaw.v1.AgencyNode/Status": {"operator", "staff", "console"},
         "/jigsaw.v1.AgencyNode/AnchorAudit": {"operator"},
         "/jigsaw.v1.AgencyNode/GetAnchors": {"operator"},
         "/jigsaw.v1.AgencyNode/FetchLinked": {"operator"},
-        "/jigsaw.v1.AgencyNode/ListLinked": {"operator", "staff"},
+        # the console lists for one staff member (on_behalf_of), as on Lookup
+        "/jigsaw.v1.AgencyNode/ListLinked": {"operator", "staff", "console"},
         "/jigsaw.v1.AgencyNode/ResolveReference": {"operator", "staff"},
     }
 )

@@ -18,11 +18,12 @@ The holder releases only the fields its ``[disclosure]`` policy allows for the p
 quality (server.quality).
 
 The agency's staff console (:mod:`server.console`, a ``console`` certificate of this agency)
-calls ``Lookup`` and ``Disclose`` with ``on_behalf_of`` = the staff member whose browser
-certificate it verified: the node then treats that person as the caller (audit actor, limits,
-lookup-before-disclosure, the staff disclosure policy), with ``via`` = the console in every
-audit entry. Only a console may set it on ``Lookup``; on ``Disclose``, a console or a relaying
-node.
+calls ``Lookup``, ``Disclose`` and ``ListLinked`` with ``on_behalf_of`` = the staff member
+whose browser certificate it verified: the node then treats that person as the caller (audit
+actor, limits, lookup-before-disclosure, the staff disclosure policy), with ``via`` = the
+console in every audit entry. Only a console may set it on ``Lookup`` and ``ListLinked``; on
+``Disclose``, a console or a relaying node. The console also reads ``Status`` as itself (counts
+and versions, no record), to show the agency's operators.
 
 Link results come back to the agency (:mod:`server.linked`): an operator's ``FetchLinked``
 makes the node fetch from the matcher, as itself, its own records that share a cluster with
@@ -33,7 +34,8 @@ node's references into its local id — both for the node's own staff and operat
 
 Security: every call passes :class:`server.auth.AuthInterceptor` with
 :data:`server.auth.NODE_POLICY` first (Lookup: staff; Disclose: staff, and nodes relaying;
-Status, ListLinked, ResolveReference: operator, staff; FetchLinked: operator), built with
+Status, ListLinked: operator, staff, console; ResolveReference: operator, staff;
+FetchLinked: operator), built with
 the node's agency: staff of another agency are refused every method. Lookups and disclosures
 are rate-limited per person (``RESOURCE_EXHAUSTED`` with ``retry-after-s``; a holder limits a
 relaying agency's people by agency and name) and watched by
@@ -637,7 +639,17 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
     def ListLinked(
         self, request: jigsaw_pb2.ListLinkedRequest, context: grpc.ServicerContext
     ) -> jigsaw_pb2.ListLinkedResponse:
-        identity = current_identity(context)
+        caller = current_identity(context)
+        base: dict[str, str | int] = {"caller_agency": caller.agency}
+        try:
+            identity = acting_person(caller, request.on_behalf_of)
+        except RequestError:
+            self._audit.append(
+                actor=caller.name, action="list_linked", outcome="invalid_argument", details=base
+            )
+            raise
+        if identity is not caller:
+            base["via"] = caller.name
         page_size = request.page_size or DEFAULT_LINKED_PAGE
         if page_size > MAX_LINKED_PAGE:
             raise RequestError("page_size", f"at most {MAX_LINKED_PAGE}")
@@ -651,7 +663,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             actor=identity.name,
             action="list_linked",
             outcome="ok",
-            details={"caller_agency": identity.agency, "offset": offset, "records": len(rows)},
+            details={**base, "offset": offset, "records": len(rows)},
         )
         return jigsaw_pb2.ListLinkedResponse(
             result_id=self._store.get_meta("linked_result_id") or "",

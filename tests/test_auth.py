@@ -300,7 +300,20 @@ def test_policy_tables() -> None:
         "console",
     }
     assert NODE_POLICY.allowed_roles("/jigsaw.v1.AgencyNode/Lookup") == {"staff", "console"}
-    assert NODE_POLICY.allowed_roles("/jigsaw.v1.AgencyNode/Status") == {"staff", "operator"}
+    assert NODE_POLICY.allowed_roles("/jigsaw.v1.AgencyNode/Status") == {
+        "staff",
+        "operator",
+        "console",
+    }
+    assert NODE_POLICY.allowed_roles("/jigsaw.v1.AgencyNode/ListLinked") == {
+        "staff",
+        "operator",
+        "console",
+    }
+    assert NODE_POLICY.allowed_roles("/jigsaw.v1.AgencyNode/ResolveReference") == {
+        "staff",
+        "operator",
+    }
     assert NODE_POLICY.permits("/grpc.health.v1.Health/Check", "node")
     assert not NODE_POLICY.permits("/jigsaw.v1.AgencyNode/Lookup", "node")
 

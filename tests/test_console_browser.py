@@ -14,16 +14,19 @@ Screenshots go to ``tests/artefacts/console/`` (gitignored).
 
 from __future__ import annotations
 
+import csv
 import http.cookiejar
 import json
 import re
 import shutil
+import sqlite3
 import ssl
 import subprocess
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,8 @@ from client.demo import (
 from linkage import synthetic
 from linkage.keys import LinkageSecret
 from linkage.normalise import normalise_date, normalise_sex
+from server.console.app import KNOWN_PAGE_SIZE
+from server.console.forms import agency_label
 from server.pki import export_pkcs12, init_pki, issue_certificate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -86,6 +91,7 @@ class ConsoleFederation:
     url: str
     child: dict[str, str]
     services: list[Service]
+    population: synthetic.SyntheticData
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +99,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFede
     if not CHROMIUM.is_file() or not GOVUK.is_dir():
         pytest.fail("the console tests need `make console-assets` (Chromium and govuk-frontend)")
     root = tmp_path_factory.mktemp("console-fed")
-    population = synthetic.generate_population(400, seed=2026)
+    population = synthetic.generate_population(1000, seed=2026)
     init_pki(root / "pki", agencies=AGENCIES, staff=STAFF, operators=["olivia"])
     issue_certificate(root / "pki", f"{CONSOLE_AGENCY}-console", CONSOLE_AGENCY, "console")
     export_pkcs12(root / "pki", "alice", DEMO_P12_PASSWORD.encode())
@@ -129,6 +135,14 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFede
         for agency in AGENCIES:
             _jigsaw("ingest", "--config", str(configs[agency]))
             _jigsaw("publish", "--config", str(configs[agency]))
+        # an operator's batch link, then each node fetches its share of the result
+        pki = str(root / "pki")
+        _jigsaw("link", "--matcher", matcher.address(), "--pki", pki, "--identity", "olivia")
+        for agency in AGENCIES:
+            _jigsaw(
+                "linked", "--config", str(configs[agency]), "--agency", agency, "--pki", pki,
+                "--identity", "olivia", "--fetch", "--out", str(root / f"{agency}-linked.csv"),
+            )  # fmt: skip
         console = start_service(
             "console", ["console", "serve", "--config", str(configs[CONSOLE_AGENCY])],
             root / CONSOLE_AGENCY,
@@ -137,7 +151,11 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFede
         wait_ready([console])
         child = _pick_children(population, 1, 2026)[0]
         yield ConsoleFederation(
-            root, f"https://localhost:{console.port_file.read_text().strip()}", child, services
+            root,
+            f"https://localhost:{console.port_file.read_text().strip()}",
+            child,
+            services,
+            population,
         )
     finally:
         codes = stop_services(services)
@@ -303,6 +321,120 @@ def test_staff_journey(browser: Any, federation: ConsoleFederation) -> None:
     actions = {(e["action"], e["actor"]) for e in console_entries}
     assert ("lookup", "alice") in actions and ("disclose", "alice") in actions
     assert all(e["details"]["via"] == f"{CONSOLE_AGENCY}-console" for e in console_entries)
+
+
+def _references(federation: ConsoleFederation) -> set[str]:
+    """Every agency's references (none may ever appear on a console page)."""
+    found: set[str] = set()
+    for agency in AGENCIES:
+        con = sqlite3.connect(federation.root / agency / "store.sqlite")
+        try:
+            found |= {r for (r,) in con.execute("SELECT reference FROM records")}
+        finally:
+            con.close()
+    return found
+
+
+def test_children_known_to_other_agencies(browser: Any, federation: ConsoleFederation) -> None:
+    """The console lists the agency's own records the batch link joined to other agencies'
+    records — the node's fetched list exactly, right against the synthetic ground truth —
+    by local id, with agencies and bands in words, and no agency's reference anywhere."""
+    population = federation.population
+    holders: dict[int, set[str]] = defaultdict(set)
+    for agency in AGENCIES:
+        for child in population.agencies[agency].child_id.tolist():
+            holders[int(child)].add(agency_label(agency))
+    own = population.agencies[CONSOLE_AGENCY]
+    child_of = dict(zip(own.columns["record_id"], own.child_id.tolist(), strict=True))
+    truly = {
+        lid for lid, child in child_of.items() if holders[child] - {agency_label(CONSOLE_AGENCY)}
+    }
+    references = _references(federation)
+
+    context = _context(browser, federation, "alice")
+    journey = Journey(context, federation, "known")
+    page = journey.page
+    _sign_in(journey)
+    page.get_by_role("link", name="Children known to other agencies").click()
+    listed: dict[str, set[str]] = {}
+    while True:
+        assert page.locator("h1").inner_text() == "Children known to other agencies"
+        html = page.content()
+        assert not any(reference in html for reference in references)
+        for row in page.locator("table tbody tr").all():
+            local_id = row.locator("th").inner_text().strip()
+            agencies = set()
+            for item in row.locator("td li").all():
+                label, _, band = item.inner_text().partition(":")
+                assert band.strip() in ("Very high", "High", "Possible", "Low")
+                agencies.add(label.strip())
+            listed[local_id] = agencies
+        journey.shot(f"page-{len(listed)}")
+        following = page.get_by_role("link", name="Next page")
+        if following.count() == 0:
+            break
+        following.click()
+    context.close()
+    # exactly what the node fetched (the operator's `jigsaw linked` file of the same node)
+    with open(federation.root / f"{CONSOLE_AGENCY}-linked.csv", newline="") as handle:
+        fetched: dict[str, set[str]] = defaultdict(set)
+        for r in csv.DictReader(handle):
+            fetched[r["local_id"]].add(agency_label(r["agency"]))
+    assert listed == dict(fetched)
+    assert len(listed) > KNOWN_PAGE_SIZE  # more than one page
+    # right against the ground truth: the agencies named really hold the child, mostly
+    assert all(agency_label(CONSOLE_AGENCY) not in agencies for agencies in listed.values())
+    named = [(lid, a) for lid, agencies in listed.items() for a in agencies]
+    right = sum(a in holders[child_of[lid]] for lid, a in named)
+    assert right / len(named) > 0.9
+    assert len(set(listed) & truly) / len(truly) > 0.6
+    # the node audited the listing as alice's, via the console, with no local id in it
+    audit = (federation.root / CONSOLE_AGENCY / "audit.jsonl").read_text()
+    entries = [json.loads(line) for line in audit.splitlines()]
+    listings = [e for e in entries if e["action"] == "list_linked" and e["actor"] == "alice"]
+    assert listings and all(e["details"]["via"] == f"{CONSOLE_AGENCY}-console" for e in listings)
+    assert not any(lid in audit for lid in listed)
+
+
+def test_an_operator_sees_the_nodes_status(browser: Any, federation: ConsoleFederation) -> None:
+    """An operator of the federation signs in with the operator certificate and sees, in My
+    activity, what the node's Status reports; the pages that act on records are refused."""
+    context = _context(browser, federation, "olivia")
+    journey = Journey(context, federation, "operator")
+    page = journey.page
+    page.goto(federation.url + "/")
+    assert page.locator("h1").inner_text() == "Sign in"
+    assert "operator certificate of olivia" in page.locator("main").inner_text()
+    journey.shot("sign-in")
+    page.get_by_role("button", name="Continue as olivia").click()
+    assert page.locator("h1").inner_text() == "My activity"
+    assert page.get_by_role("link", name="Look up a child").count() == 0
+    summary = {
+        row.locator("dt").inner_text().strip(): row.locator("dd").inner_text().strip()
+        for row in page.locator(".govuk-summary-list__row").all()
+    }
+    held = len(federation.population.agencies[CONSOLE_AGENCY])
+    assert summary["Records held"] == f"{held:,}"
+    assert summary["Published to the matcher"] == f"{held:,}"
+    assert summary["Waiting to be published"] == "0"
+    assert summary["Publishing"] == "Up to date"
+    assert summary["Linkage key version"] == "1"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", summary["Schema fingerprint"])
+    assert "matcher's status" in page.locator("main").inner_text()
+    journey.shot("status")
+    for path in ("/known",):
+        response = page.goto(federation.url + path)
+        assert response is not None and response.status == 403
+        assert page.locator("h1").inner_text() == "This page is for staff"
+    journey.shot("refused")
+    context.close()
+    # a certificate of another role (the agency's own node) is refused outright
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=_https(federation, f"{CONSOLE_AGENCY}-node"))
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(federation.url + "/", timeout=10)
+    assert refused.value.code == 403
 
 
 def test_bad_input_shows_the_error_summary(browser: Any, federation: ConsoleFederation) -> None:

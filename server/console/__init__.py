@@ -4,7 +4,8 @@ why, request a record and see what they did — acting only as themselves, at th
 Role in the pipeline: step 6 of the data flow. One console runs beside each agency node
 (``jigsaw console serve --config node.toml``, the ``[console]`` section of the node config).
 It is a Starlette application rendered with Jinja2 (autoescape on) and served by uvicorn
-over HTTPS; it holds no records and calls the node's existing ``Lookup`` and ``Disclose``.
+over HTTPS; it holds no records and calls the node's existing ``Lookup``, ``Disclose`` and
+``ListLinked`` (with ``on_behalf_of``) and ``Status`` (as itself, for operators).
 
 Sign-in is the staff certificate (mutual TLS in the browser)::
 
@@ -17,8 +18,8 @@ Sign-in is the staff certificate (mutual TLS in the browser)::
   certificate to ``scope["extensions"]["tls"]["client_cert_chain"]`` from the connection's
   ``ssl_object`` — the extension's own shape, so it goes once uvicorn ships it.
 * Every request re-reads the identity from that certificate (``server.auth``): role
-  ``staff``, the console's own agency, not on the revocation list; anything else is a 403
-  page, before any session or form is looked at.
+  ``staff`` of the console's own agency (or an operator, below), not on the revocation
+  list; anything else is a 403 page, before any session or form is looked at.
 * The console holds its own certificate of the new PKI role ``console`` (agency-bound like
   staff). It calls the node with ``on_behalf_of`` = the verified staff name. The node
   accepts ``on_behalf_of`` only from a ``console`` certificate of its own agency (staff of
@@ -29,6 +30,19 @@ Sign-in is the staff certificate (mutual TLS in the browser)::
   certificate on that very request. A console certificate can act for any staff member of
   its agency, as the agency's node already can when it relays; it is agency infrastructure
   and revocable like any certificate.
+
+Operators sign in the same way, with their ``operator`` certificate (mutual TLS in the
+browser; the federation issues operators to the unit, O = ``unit``, not to an agency):
+uvicorn verifies it against the federation CA the node trusts, so only the node's own
+federation's operators get in, and :meth:`~server.console.app.Console.person` accepts role
+``operator`` of agency ``unit`` besides the agency's own staff. An operator sees My activity
+with the node's ``Status`` (records held, published, waiting, key version, schema
+fingerprint, software version; the console reads it as itself — the node allows ``Status``
+to its own console; counts and versions, no record). Pages that act on records (lookup,
+request, children known to other agencies) are refused to operators: the console calls the
+node on behalf of staff only, never with an operator's name as ``on_behalf_of``. The node's
+``Status`` reports neither the matcher's status nor data-quality figures today, and the
+page says so rather than showing anything else.
 
 Sessions: "Sign in" (a POST) creates a server-side session: a random id in a
 ``__Host-`` cookie (Secure, HttpOnly, SameSite=Strict), bound to the SHA-256 of the client
@@ -53,6 +67,9 @@ Pages (all GOV.UK Design System, server-rendered, no JavaScript needed): sign in
 child (error summary and per-field messages); the answer (agencies, band in words, evidence
 in plain words, a chart of what pushed each match up or down, notes; no probabilities or
 weights); request the record (purpose, priority red/amber/green with MASH response times,
-released and withheld fields); my activity. "Children known to other agencies" waits for
-link results to reach the nodes (issue 16) and is shown as pending.
+released and withheld fields); children known to other agencies (the agency's own records
+the last batch link joined to other agencies' records, from the node's ``ListLinked``: the
+local id, each other agency and the band in words, 25 a page, ``/known?page=N`` — a page
+number, never an identifier; no agency's reference or cluster id is shown); my activity
+(and, for operators, the node's status).
 """

@@ -1,10 +1,14 @@
 """The console's web application (Starlette + Jinja2) and its server (uvicorn, HTTPS).
 
 Request path: :class:`SecurityHeaders` (no-store, CSP, frame-ancestors none, no referrer) →
-route → :meth:`Console.staff` (the verified browser certificate: staff of this agency, not
-revoked, else 403) → for pages after sign-in, :meth:`Console.session` (cookie bound to that
-certificate, not expired, else the sign-in page) → on POST, :meth:`Console.check_csrf`
-(token of the session, constant-time, and a same-origin ``Origin`` when sent, else 403).
+route → :meth:`Console.person` (the verified browser certificate: staff of this agency or an
+operator of the federation, not revoked, else 403) → for pages after sign-in,
+:meth:`Console.session` (cookie bound to that certificate, not expired, else the sign-in
+page) → on POST, :meth:`Console.check_csrf` (token of the session, constant-time, and a
+same-origin ``Origin`` when sent, else 403) → for the pages that act on records (lookup,
+request, children known to other agencies), :func:`staff_only` (an operator gets a 403 page:
+the console calls the node on behalf of staff only, so an operator's name is never sent as
+``on_behalf_of``).
 Node calls run in a worker thread with a deadline, over the console's own mutual-TLS
 channel, with ``on_behalf_of`` = the verified staff name (see the package docstring).
 
@@ -50,6 +54,7 @@ from server.console.forms import (
     FormError,
     agency_label,
     describe_candidate,
+    describe_linked,
     field_label,
     purpose_label,
     read_lookup_form,
@@ -60,7 +65,7 @@ from server.console.tls import (
     tls_context_factory,
 )
 from server.node_config import ConsoleConfig, NodeConfig
-from server.pki import server_name
+from server.pki import UNIT_AGENCY, server_name
 from server.revocation import RevocationChecker
 from server.tls import TlsFiles, secure_channel
 
@@ -77,6 +82,7 @@ SIGNIN_COOKIE = "__Host-jigsaw-signin"
 SESSION_MAX_S = 8 * 3600.0
 MAX_SESSIONS = 10_000
 MAX_CANDIDATES_KEPT = 200
+KNOWN_PAGE_SIZE = 25
 NODE_DEADLINE_S = 10.0
 SHUTDOWN_GRACE_S = 5
 CSP = (
@@ -122,9 +128,10 @@ class SecurityHeaders:
 
 @dataclass
 class Session:
-    """One signed-in staff member in one browser."""
+    """One signed-in person (staff, or an operator) in one browser."""
 
     name: str
+    role: str
     certificate: str  # SHA-256 of the client certificate the session is bound to
     csrf: str
     created: float
@@ -178,16 +185,18 @@ class Console:
 
     # --------------------------------------------------------------- who is asking
 
-    def staff(self, request: Request) -> tuple[Identity, str]:
-        """The verified staff member of this agency behind the request, and the SHA-256 of
-        their certificate; :class:`Refused` (403) for anyone else."""
+    def person(self, request: Request) -> tuple[Identity, str]:
+        """The verified person behind the request — a staff member of this agency, or an
+        operator of the federation (role ``operator``, agency ``unit``: the federation CA
+        issues operators no agency) — and the SHA-256 of their certificate;
+        :class:`Refused` (403) for anyone else."""
         pem = client_certificate_pem(request.scope)
         identity = identity_from_certificate(pem) if pem is not None else None
         refusal = Refused(
             403,
             "You cannot use this console",
             f"This console is for staff of {agency_label(self.config.agency)} signed in "
-            "with their own staff certificate.",
+            "with their own staff certificate, and for the federation's operators.",
         )
         if pem is None or identity is None:
             raise refusal
@@ -195,7 +204,9 @@ class Console:
         if self.revocations.is_revoked(certificate.serial_number):
             logger.warning("console refused a revoked certificate (%s)", identity.name)
             raise refusal
-        if identity.role != "staff" or identity.agency != self.config.agency:
+        staff = identity.role == "staff" and identity.agency == self.config.agency
+        operator = identity.role == "operator" and identity.agency == UNIT_AGENCY
+        if not (staff or operator):
             logger.warning(
                 "console refused %s (%s of %s)", identity.name, identity.role, identity.agency
             )
@@ -216,6 +227,7 @@ class Console:
                 or now - session.created > SESSION_MAX_S
                 or not hmac.compare_digest(session.certificate, fingerprint)
                 or session.name != identity.name
+                or session.role != identity.role
             ):
                 del self.sessions[session_id]
                 return None
@@ -224,7 +236,9 @@ class Console:
 
     def start_session(self, identity: Identity, fingerprint: str) -> tuple[str, Session]:
         now = time.monotonic()
-        session = Session(identity.name, fingerprint, secrets.token_urlsafe(32), now, now)
+        session = Session(
+            identity.name, identity.role, fingerprint, secrets.token_urlsafe(32), now, now
+        )
         session_id = secrets.token_urlsafe(32)
         with self.lock:
             if len(self.sessions) >= MAX_SESSIONS:
@@ -278,6 +292,18 @@ class Console:
         return token
 
 
+def staff_only(identity: Identity) -> None:
+    """Refuse (403) an operator a page that acts on records: lookups, record requests and the
+    agency's linked records are staff work, done at the node on the staff member's behalf."""
+    if identity.role != "staff":
+        raise Refused(
+            403,
+            "This page is for staff",
+            "Operators see the node's status in My activity. Looking children up, requesting "
+            "records and the children known to other agencies are for the agency's staff.",
+        )
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
@@ -302,23 +328,42 @@ def _node_error(exc: grpc.RpcError) -> tuple[str, str]:
     return "Sorry, there is a problem with the service", "Try again later."
 
 
+def _page_number(text: str) -> int:
+    """The page asked for in ``?page=``: a positive number (anything else is page 1)."""
+    if not text.isdigit() or len(text) > 6:
+        return 1
+    return max(1, int(text))
+
+
+def _fetched_at(text: str) -> str:
+    """The node's UTC ISO-8601 fetch time in words ("" when none or unreadable)."""
+    try:
+        return datetime.datetime.fromisoformat(text).strftime("%d %B %Y at %H:%M UTC")
+    except ValueError:
+        return ""
+
+
 def create_app(console: Console) -> Any:
     """The ASGI application: routes, static assets, security headers."""
 
     async def signed_in(request: Request) -> tuple[Identity, Session] | Response:
-        identity, fingerprint = console.staff(request)
+        identity, fingerprint = console.person(request)
         session = console.session(request, identity, fingerprint)
         if session is None:
             return RedirectResponse("/", status_code=303)
         return identity, session
 
     async def home(request: Request) -> Response:
-        identity, fingerprint = console.staff(request)
+        identity, fingerprint = console.person(request)
         session = console.session(request, identity, fingerprint)
         if session is not None:
+            if identity.role != "staff":
+                return RedirectResponse("/activity", status_code=303)
             return lookup_page(session)
         token = secrets.token_urlsafe(32)
-        response = console.render("sign_in.html", person=identity.name, csrf_token=token)
+        response = console.render(
+            "sign_in.html", person=identity.name, role=identity.role, csrf_token=token
+        )
         response.set_cookie(
             SIGNIN_COOKIE,
             token,
@@ -331,7 +376,7 @@ def create_app(console: Console) -> Any:
         return response
 
     async def sign_in(request: Request) -> Response:
-        identity, fingerprint = console.staff(request)
+        identity, fingerprint = console.person(request)
         await console.check_csrf(request, request.cookies.get(SIGNIN_COOKIE, ""))
         session_id, _session = console.start_session(identity, fingerprint)
         logger.info("console sign-in: %s", identity.name)
@@ -381,6 +426,7 @@ def create_app(console: Console) -> Any:
         if isinstance(got, Response):
             return got
         identity, session = got
+        staff_only(identity)
         form = await console.check_csrf(request, session.csrf)
         checked, errors = read_lookup_form(form, console.config.purposes)
         if checked is None:
@@ -436,7 +482,8 @@ def create_app(console: Console) -> Any:
         got = await signed_in(request)
         if isinstance(got, Response):
             return got
-        _identity, session = got
+        identity, session = got
+        staff_only(identity)
         form = await console.check_csrf(request, session.csrf)
         token = form.get("candidate", "")
         chosen = session.candidates.get(token)
@@ -460,6 +507,7 @@ def create_app(console: Console) -> Any:
         if isinstance(got, Response):
             return got
         identity, session = got
+        staff_only(identity)
         form = await console.check_csrf(request, session.csrf)
         token = form.get("candidate", "")
         chosen = session.candidates.get(token)
@@ -525,17 +573,63 @@ def create_app(console: Console) -> Any:
             return got
         identity, session = got
         entries = await run_in_threadpool(console.activity.of, identity.name)
+        node_status: jigsaw_pb2.NodeStatusResponse | None = None
+        status_error = ""
+        if identity.role == "operator":
+            try:
+                node_status = await run_in_threadpool(
+                    console.node.Status, jigsaw_pb2.NodeStatusRequest(), timeout=NODE_DEADLINE_S
+                )
+            except grpc.RpcError as exc:
+                heading, text = _node_error(exc)
+                status_error = f"{heading}. {text}"
+                code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+                logger.info("console node status failed: %s", code)
         return console.render(
             "activity.html", session=session, csrf_token=session.csrf, entries=entries,
-            page="activity",
+            page="activity", operator=identity.role == "operator", node_status=node_status,
+            status_error=status_error,
         )  # fmt: skip
 
     async def known(request: Request) -> Response:
         got = await signed_in(request)
         if isinstance(got, Response):
             return got
-        _identity, session = got
-        return console.render("known.html", session=session, csrf_token=session.csrf, page="known")
+        identity, session = got
+        staff_only(identity)
+        number = _page_number(request.query_params.get("page", "1"))
+        listing = jigsaw_pb2.ListLinkedRequest(
+            page_size=KNOWN_PAGE_SIZE,
+            # the node's page token is the offset of the page's first record
+            page_token=str((number - 1) * KNOWN_PAGE_SIZE) if number > 1 else "",
+            on_behalf_of=identity.name,
+        )
+        try:
+            answer = await run_in_threadpool(
+                console.node.ListLinked, listing, timeout=NODE_DEADLINE_S
+            )
+        except grpc.RpcError as exc:
+            heading, text = _node_error(exc)
+            code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+            logger.info("console list of linked records failed: %s", code)
+            status = 502 if code in ("UNAVAILABLE", "UNKNOWN") else 400
+            raise Refused(status, heading, text) from None
+        pages = max(1, -(-answer.total_records // KNOWN_PAGE_SIZE))
+        if number > pages:
+            return RedirectResponse(f"/known?page={pages}", status_code=303)
+        return console.render(
+            "known.html",
+            session=session,
+            csrf_token=session.csrf,
+            records=[describe_linked(r) for r in answer.records],
+            total=answer.total_records,
+            fetched_at=_fetched_at(answer.fetched_at),
+            linked=bool(answer.result_id),
+            number=number,
+            pages=pages,
+            first=(number - 1) * KNOWN_PAGE_SIZE + 1,
+            page="known",
+        )
 
     async def refused(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, Refused):  # pragma: no cover - registered for Refused only

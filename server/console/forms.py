@@ -22,8 +22,10 @@ __all__ = [
     "PRIORITIES",
     "CandidateView",
     "FormError",
+    "LinkedView",
     "LookupForm",
     "describe_candidate",
+    "describe_linked",
     "nhs_number_valid",
     "read_lookup_form",
 ]
@@ -252,3 +254,21 @@ def describe_candidate(candidate: jigsaw_pb2.Candidate, token: str) -> Candidate
         band_colour=colour,
         evidence=tuple(rows),
     )
+
+
+@dataclass(frozen=True)
+class LinkedView:
+    """One of the agency's own records known to other agencies: its local id and, per other
+    agency, the band in words. The node's reference and the cluster id are not shown."""
+
+    local_id: str
+    agencies: tuple[tuple[str, str, str], ...]  # (agency label, band words, tag colour)
+
+
+def describe_linked(record: jigsaw_pb2.LocalLinkedRecord) -> LinkedView:
+    """What staff read about one linked record: never any agency's reference."""
+    agencies = []
+    for linked in record.record.agencies:
+        band, colour = BAND_WORDS.get(linked.band, ("Not known", "grey"))
+        agencies.append((agency_label(linked.agency), band, colour))
+    return LinkedView(record.local_id, tuple(agencies))

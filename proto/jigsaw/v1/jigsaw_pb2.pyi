@@ -434,12 +434,14 @@ class FetchLinkedResponse(_message.Message):
     def __init__(self, result_id: _Optional[str] = ..., linked_records: _Optional[int] = ...) -> None: ...
 
 class ListLinkedRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "on_behalf_of")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    on_behalf_of: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
 
 class ListLinkedResponse(_message.Message):
     __slots__ = ("result_id", "fetched_at", "records", "next_page_token", "total_records")
