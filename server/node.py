@@ -653,10 +653,13 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         page_size = request.page_size or DEFAULT_LINKED_PAGE
         if page_size > MAX_LINKED_PAGE:
             raise RequestError("page_size", f"at most {MAX_LINKED_PAGE}")
-        if request.page_token and not request.page_token.isdigit():
-            raise RequestError("page_token", "pass next_page_token back unchanged")
-        offset = int(request.page_token or 0)
         total = self._store.linked_count()
+        # a token is an offset into the list that this node handed out: nothing else is taken
+        # (nor written to the audit log, where a caller's number could be anything)
+        token = request.page_token
+        if token and not (token.isdigit() and len(token) <= 12 and int(token) <= total):
+            raise RequestError("page_token", "pass next_page_token back unchanged")
+        offset = int(token or 0)
         rows = self._store.linked_page(offset, page_size)
         end = offset + len(rows)
         self._audit.append(

@@ -958,3 +958,18 @@ def test_serve_stops_gracefully_on_sigterm(pki: Path, tmp_path: Path) -> None:
             process.kill()
             process.wait()
         process.stderr.close()
+
+
+def test_a_linked_page_token_is_only_an_offset_the_node_handed_out(node: Node, pki: Path) -> None:
+    # a number shaped like an NHS number is no page of this node's list, and never reaches
+    # the audit log (a fuzzing run found the offset written there as given)
+    nhs_shaped = "9434765919"
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub(pki, "alice").ListLinked(
+            jigsaw_pb2.ListLinkedRequest(page_token=nhs_shaped), timeout=10
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in info.value.details() and nhs_shaped not in info.value.details()
+    assert not any(nhs_shaped in json.dumps(line) for line in node.audit_lines())
+    first = node.stub(pki, "alice").ListLinked(jigsaw_pb2.ListLinkedRequest(), timeout=10)
+    assert first.next_page_token == ""  # nothing fetched yet: one (empty) page
