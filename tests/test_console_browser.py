@@ -420,6 +420,15 @@ def test_an_operator_sees_the_nodes_status(browser: Any, federation: ConsoleFede
     assert summary["Publishing"] == "Up to date"
     assert summary["Linkage key version"] == "1"
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", summary["Schema fingerprint"])
+    # the agency's data quality, from the node's Status: NHS-number coverage of its records
+    with_nhs = sum(
+        value is not None and value.strip() != ""
+        for value in federation.population.agencies[CONSOLE_AGENCY].columns["nhs_number"]
+    )
+    coverage = summary["Records with an NHS number"]
+    assert coverage.startswith(f"{with_nhs:,} of {held:,}"), coverage
+    assert "Known to other agencies (last link)" in summary
+    assert "Missing values by field" in page.locator("main").inner_text()
     assert "matcher's status" in page.locator("main").inner_text()
     journey.shot("status")
     for path in ("/known",):

@@ -37,11 +37,12 @@ uvicorn verifies it against the federation CA the node trusts, so only the node'
 federation's operators get in, and :meth:`~server.console.app.Console.person` accepts role
 ``operator`` of agency ``unit`` besides the agency's own staff. An operator sees My activity
 with the node's ``Status`` (records held, published, waiting, key version, schema
-fingerprint, software version; the console reads it as itself — the node allows ``Status``
-to its own console; counts and versions, no record). Pages that act on records (lookup,
-request, children known to other agencies) are refused to operators: the console calls the
-node on behalf of staff only, never with an operator's name as ``on_behalf_of``. The node's
-``Status`` reports neither the matcher's status nor data-quality figures today, and the
+fingerprint, software version, and the agency's data-quality figures: NHS-number coverage,
+the share known to other agencies, missing values by field; the console reads it as itself —
+the node allows ``Status`` to its own console; counts and versions, no record). Pages that
+act on records (lookup, request, children known to other agencies) are refused to operators:
+the console calls the node on behalf of staff only, never with an operator's name as
+``on_behalf_of``. The node's ``Status`` does not report the matcher's status today, and the
 page says so rather than showing anything else.
 
 Sessions: "Sign in" (a POST) creates a server-side session: a random id in a
