@@ -489,7 +489,9 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console, serve: b
             f"{DEMO_P12_PASSWORD!r}) into the browser as alice's certificate, and trust "
             f"{root / 'pki' / 'ca' / 'ca.pem'} as a certificate authority"
         )
-        if serve:
+        if not serve:
+            console.print("    (started and stopped here; `make demo-console` keeps it running)")
+        else:
             console.print("    serving until Ctrl-C")
             try:
                 while all(s.process.poll() is None for s in services):
