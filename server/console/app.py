@@ -478,7 +478,11 @@ def create_app(console: Console) -> Any:
             page="lookup",
         )
 
-    async def request_form(request: Request) -> Response:
+    async def chosen_candidate(
+        request: Request,
+    ) -> tuple[Identity, Session, Mapping[str, str], str, tuple[str, str, str]] | Response:
+        """A staff member's POST about one candidate of their last answer: who, their session,
+        the checked form, the candidate's opaque token and (holder, reference, purpose)."""
         got = await signed_in(request)
         if isinstance(got, Response):
             return got
@@ -489,6 +493,13 @@ def create_app(console: Console) -> Any:
         chosen = session.candidates.get(token)
         if chosen is None:
             raise Refused(400, "Look the child up again", "That answer has expired.")
+        return identity, session, form, token, chosen
+
+    async def request_form(request: Request) -> Response:
+        got = await chosen_candidate(request)
+        if isinstance(got, Response):
+            return got
+        _identity, session, _form, token, chosen = got
         return console.render(
             "request.html",
             session=session,
@@ -503,17 +514,10 @@ def create_app(console: Console) -> Any:
         )
 
     async def disclose(request: Request) -> Response:
-        got = await signed_in(request)
+        got = await chosen_candidate(request)
         if isinstance(got, Response):
             return got
-        identity, session = got
-        staff_only(identity)
-        form = await console.check_csrf(request, session.csrf)
-        token = form.get("candidate", "")
-        chosen = session.candidates.get(token)
-        if chosen is None:
-            raise Refused(400, "Look the child up again", "That answer has expired.")
-        holder, reference, _lookup_purpose = chosen
+        identity, session, form, token, (holder, reference, _lookup_purpose) = got
         errors = []
         purpose = form.get("purpose", "")
         priority = form.get("priority", "")
