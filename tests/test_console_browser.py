@@ -443,6 +443,7 @@ def test_an_operator_sees_the_nodes_status(browser: Any, federation: ConsoleFede
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         opener.open(federation.url + "/", timeout=10)
+    refused.value.close()  # its connection: left open, it warns in whichever test runs next
     assert refused.value.code == 403
 
 
@@ -503,6 +504,7 @@ def test_a_post_without_the_csrf_token_is_refused(federation: ConsoleFederation)
             with opener.open(request, timeout=10) as response:
                 return int(response.status)
         except urllib.error.HTTPError as refused:
+            refused.close()
             return refused.code
 
     with opener.open(federation.url + "/", timeout=10) as page:
