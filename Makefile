@@ -9,7 +9,7 @@ PROTO_SRC := proto/jigsaw/v1/jigsaw.proto
 
 CONSOLE_FRONTEND := server/console/frontend
 
-.PHONY: console-assets setup demo demo-console test test-fast check lint typecheck format proto proto-check bench bench-quality bench-speed bench-attack splink-venv clean
+.PHONY: console-assets setup demo demo-console test test-fast check lint typecheck imports format proto proto-check bench bench-quality bench-speed bench-attack splink-venv clean
 
 setup: $(STAMP)
 
@@ -41,7 +41,7 @@ test: $(STAMP) console-assets check
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not e2e and not browser"
 
-check: lint typecheck proto-check
+check: lint typecheck imports proto-check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -53,6 +53,10 @@ format: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy linkage server client benchmarks
+
+# the layers and "no import cycles" contracts in pyproject.toml ([tool.importlinter])
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_SRC)

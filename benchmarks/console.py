@@ -38,13 +38,18 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.federation import RECORDS_PER_CHILD, _matcher_config, _pick_queries
-from client import demo
+from benchmarks.federation import (
+    RECORDS_PER_CHILD,
+    UNLIMITED_NODE,
+    _matcher_config,
+    _pick_queries,
+)
 from linkage import synthetic
 from linkage.errors import InvalidValueError
 from linkage.keys import LinkageSecret
 from linkage.normalise import normalise_date, normalise_sex
-from server.pki import init_pki, issue_certificate
+from server import launcher
+from server.common.pki import init_pki, issue_certificate
 
 QUERY_FIELDS = ("given_name", "family_name", "date_of_birth", "sex", "postcode")
 PURPOSE = "strategy_discussion"
@@ -125,26 +130,16 @@ def _form(identifiers: dict[str, str]) -> dict[str, str] | None:
 def _node_config(
     root: Path, agency: str, matcher: str, addresses: dict[str, str], console: str
 ) -> Path:
-    path = demo.write_node_config(
+    return launcher.write_node_config(
         root, agency, matcher, addresses=addresses,
-        console_listen=console if agency == demo.CONSOLE_AGENCY else None,
+        console_listen=console if agency == launcher.CONSOLE_AGENCY else None,
+        overrides=UNLIMITED_NODE,
     )  # fmt: skip
-    text = path.read_text("utf-8")
-    for old, new in (
-        ("lookups_per_minute = 120", "lookups_per_minute = 100000000"),
-        ("burst = 20", "burst = 1000000"),
-        ("enumeration_alert_per_hour = 200", "enumeration_alert_per_hour = 100000000"),
-    ):
-        if old not in text:
-            raise RuntimeError(f"the demo node config no longer has {old!r}")
-        text = text.replace(old, new)
-    path.write_text(text, "utf-8")
-    return path
 
 
 def _jigsaw(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "client.cli", *args],
+        launcher.jigsaw_command(*args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -164,51 +159,51 @@ def run(records: int, staff: int, lookups: int, max_seconds: float, seed: int) -
         root = Path(tmp)
         init_pki(
             root / "pki",
-            agencies=demo.AGENCIES,
-            staff=[(p, demo.CONSOLE_AGENCY) for p in people],
+            agencies=launcher.AGENCIES,
+            staff=[(p, launcher.CONSOLE_AGENCY) for p in people],
             operators=["olivia"],
         )
-        agency = demo.CONSOLE_AGENCY
+        agency = launcher.CONSOLE_AGENCY
         issue_certificate(root / "pki", f"{agency}-console", agency, "console")
         (root / "secret.hex").write_text(LinkageSecret.generate().to_hex() + "\n", "ascii")
         population = synthetic.generate_population(children, seed=seed)
         (root / "data").mkdir()
-        for name in demo.AGENCIES:
-            demo.write_agency_csv(
+        for name in launcher.AGENCIES:
+            launcher.write_agency_csv(
                 population.agencies[name], root / "data" / f"{name}.csv", bad_row=False
             )
-        services: list[demo.Service] = []
+        services: list[launcher.Service] = []
         try:
-            matcher = demo.start_service(
+            matcher = launcher.start_service(
                 "matcher", ["matcher", "serve", "--config", str(_matcher_config(root))],
                 root / "matcher",
             )  # fmt: skip
             services.append(matcher)
-            demo.wait_ready([matcher])
-            addresses = demo.node_addresses()
-            console_listen = f"127.0.0.1:{demo.reserve_ports(1)[0]}"
+            launcher.wait_ready([matcher])
+            addresses = launcher.node_addresses()
+            console_listen = f"127.0.0.1:{launcher.reserve_ports(1)[0]}"
             configs = {
                 a: _node_config(root, a, matcher.address(), addresses, console_listen)
-                for a in demo.AGENCIES
+                for a in launcher.AGENCIES
             }
             nodes = [
-                demo.start_service(
+                launcher.start_service(
                     f"{a}-node", ["node", "serve", "--config", str(configs[a])], root / a
                 )
-                for a in demo.AGENCIES
+                for a in launcher.AGENCIES
             ]
             services += nodes
-            demo.wait_ready(nodes)
+            launcher.wait_ready(nodes)
             print("ingesting and publishing", file=sys.stderr, flush=True)
-            _wait([_jigsaw("ingest", "--config", str(configs[a])) for a in demo.AGENCIES])
+            _wait([_jigsaw("ingest", "--config", str(configs[a])) for a in launcher.AGENCIES])
             t0 = time.perf_counter()
-            _wait([_jigsaw("publish", "--config", str(configs[a])) for a in demo.AGENCIES])
+            _wait([_jigsaw("publish", "--config", str(configs[a])) for a in launcher.AGENCIES])
             publish_s = time.perf_counter() - t0
-            console = demo.start_service(
+            console = launcher.start_service(
                 "console", ["console", "serve", "--config", str(configs[agency])], root / agency
             )
             services.append(console)
-            demo.wait_ready([console])
+            launcher.wait_ready([console])
             port = int(console.port_file.read_text().strip())
             queries = [
                 form
@@ -217,7 +212,7 @@ def run(records: int, staff: int, lookups: int, max_seconds: float, seed: int) -
             ]
             figures = _drive(root, port, people, queries, lookups, max_seconds)
         finally:
-            codes = demo.stop_services(services)
+            codes = launcher.stop_services(services)
         indexed = sum(len(d) for d in population.agencies.values())
         return {
             "records": indexed,

@@ -6,13 +6,13 @@ runs exactly as an operator would run it — ``jigsaw matcher serve`` and four
 published by four concurrent ``jigsaw publish`` processes, lookups through a node's
 ``Lookup`` RPC as a unit staff member, a batch ``Link`` as the operator — on the seeded
 synthetic four-agency population (about 2.26 records per child, so ``records / 2.26``
-children give about ``records`` records). Certificates come from :func:`server.pki.init_pki`
+children give about ``records`` records). Certificates come from :func:`server.common.pki.init_pki`
 and a fresh :class:`~linkage.keys.LinkageSecret`; everything lives in a temporary directory
 removed at the end (``keep=True`` keeps it).
 
 Figures (one row per stage to ``emit``; the returned dict holds them all):
 
-* ``ingest_*``: CSV → node store, per agency in turn, in-process (``server.ingest``).
+* ``ingest_*``: CSV → node store, per agency in turn, in-process (``server.node.ingest``).
 * ``publish_records_per_s``: records published / wall time of the four concurrent
   ``jigsaw publish`` processes (node encoding + proto + matcher store + index, both cores
   shared by all five processes); ``matcher_publish_cpu_s`` and
@@ -64,9 +64,9 @@ import grpc
 import numpy as np
 from numpy.typing import NDArray
 
-from client import demo
 from linkage import evaluate, synthetic
 from linkage.keys import LinkageSecret
+from server import launcher
 
 RECORDS_PER_CHILD = 2.26
 STAFF = ("alice", "childrens_social_care")
@@ -103,39 +103,34 @@ def _cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+#: Limits raised far above any rate the benchmark reaches: it measures the services, not them.
+UNLIMITED_NODE = {
+    "rate_limits": {
+        "lookups_per_minute": 100_000_000,
+        "burst": 1_000_000,
+        "enumeration_alert_per_hour": 100_000_000,
+    }
+}
+UNLIMITED_MATCHER = {
+    "match_limits": {
+        "matches_per_minute": 100_000_000,
+        "burst": 1_000_000,
+        "enumeration_alert_per_hour": 100_000_000,
+        "max_matches_per_hour": 100_000_000,
+    }
+}
+
+
 def _node_config(root: Path, agency: str, matcher_address: str, batch_size: int) -> Path:
     """The demo node config with the benchmark's publish batch and raised rate limits."""
-    path = demo.write_node_config(root, agency, matcher_address)
-    text = path.read_text("utf-8")
-    text = text.replace("publish_batch_size = 1000", f"publish_batch_size = {batch_size}")
-    text = text.replace("lookups_per_minute = 120", "lookups_per_minute = 100000000")
-    text = text.replace("burst = 20", "burst = 1000000")
-    text = text.replace(
-        "enumeration_alert_per_hour = 200", "enumeration_alert_per_hour = 100000000"
-    )
-    path.write_text(text, "utf-8")
-    return path
+    overrides = launcher.merged(UNLIMITED_NODE, {"node": {"publish_batch_size": batch_size}})
+    return launcher.write_node_config(root, agency, matcher_address, overrides=overrides)
 
 
 def _matcher_config(root: Path) -> Path:
-    """The demo matcher config with its per-node Match limits raised for the benchmark.
-
-    The benchmark's lookups run hundreds a second through one node: the defaults (a burst of
-    60, 120 a minute, at most 1000 an hour per node) would refuse almost all of them.
-    """
-    path = demo.write_matcher_config(root)
-    text = path.read_text("utf-8")
-    for old, new in (
-        ("matches_per_minute = 120", "matches_per_minute = 100000000"),
-        ("burst = 60", "burst = 1000000"),
-        ("enumeration_alert_per_hour = 300", "enumeration_alert_per_hour = 100000000"),
-        ("max_matches_per_hour = 1000", "max_matches_per_hour = 100000000"),
-    ):
-        if old not in text:
-            raise RuntimeError(f"the demo matcher config no longer has {old!r}")
-        text = text.replace(old, new)
-    path.write_text(text, "utf-8")
-    return path
+    """The demo matcher config with its per-node Match limits raised for the benchmark: its
+    lookups run hundreds a second through one node, which the defaults would refuse."""
+    return launcher.write_matcher_config(root, overrides=UNLIMITED_MATCHER)
 
 
 @dataclass
@@ -172,7 +167,7 @@ def _child_of_references(
 ) -> dict[tuple[str, str], tuple[int, str]]:
     """(agency, reference) -> (true child, local id), read from the node stores."""
     out: dict[tuple[str, str], tuple[int, str]] = {}
-    for agency in demo.AGENCIES:
+    for agency in launcher.AGENCIES:
         data = population.agencies[agency]
         by_local = dict(zip(data.columns["record_id"], data.child_id.tolist(), strict=True))
         con = sqlite3.connect(root / agency / "store.sqlite")
@@ -366,18 +361,18 @@ def run_federation(
     Returns every figure (keys starting with ``_`` hold raw arrays for plots, not figures).
     """
     from client.client import MatcherClient
-    from server.ingest import ingest_source
-    from server.node_config import load_node_config
-    from server.node_store import NodeStore
-    from server.pki import init_pki
-    from server.tls import tls_files_for
+    from server.common.pki import init_pki
+    from server.common.tls import tls_files_for
+    from server.node.config import load_node_config
+    from server.node.ingest import ingest_source
+    from server.node.store import NodeStore
 
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="jigsaw-federation-"))
     root.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"records_requested": records}
-    services: list[demo.Service] = []
+    services: list[launcher.Service] = []
     try:
-        init_pki(root / "pki", agencies=demo.AGENCIES, staff=[STAFF], operators=[OPERATOR])
+        init_pki(root / "pki", agencies=launcher.AGENCIES, staff=[STAFF], operators=[OPERATOR])
         secret = root / "secret.hex"
         secret.write_text(LinkageSecret.generate().to_hex() + "\n", "ascii")
         os.chmod(secret, 0o600)
@@ -387,8 +382,8 @@ def run_federation(
         population = synthetic.generate_population(children, seed=seed)
         (root / "data").mkdir(exist_ok=True)
         total = 0
-        for name in demo.AGENCIES:
-            total += demo.write_agency_csv(
+        for name in launcher.AGENCIES:
+            total += launcher.write_agency_csv(
                 population.agencies[name], root / "data" / f"{name}.csv", bad_row=False
             )
         figures.update(children=children, records=total)
@@ -397,29 +392,30 @@ def run_federation(
             f"{time.perf_counter() - started:.1f} s (workdir {root})"
         )
 
-        matcher = demo.start_service(
+        matcher = launcher.start_service(
             "matcher",
             ["matcher", "serve", "--config", str(_matcher_config(root))],
             root / "matcher",
         )
         services.append(matcher)
-        demo.wait_ready([matcher])
+        launcher.wait_ready([matcher])
         configs = {
-            a: _node_config(root, a, matcher.address(), publish_batch_size) for a in demo.AGENCIES
+            a: _node_config(root, a, matcher.address(), publish_batch_size)
+            for a in launcher.AGENCIES
         }
         nodes = {
-            a: demo.start_service(
+            a: launcher.start_service(
                 f"{a}-node", ["node", "serve", "--config", str(configs[a])], root / a
             )
-            for a in demo.AGENCIES
+            for a in launcher.AGENCIES
         }
         services.extend(nodes.values())
-        demo.wait_ready(list(nodes.values()))
+        launcher.wait_ready(list(nodes.values()))
         _progress(f"matcher (pid {matcher.process.pid}) and 4 nodes serving")
 
         # ---- ingest (node code, in-process, one agency after another)
         started = time.perf_counter()
-        for agency in demo.AGENCIES:
+        for agency in launcher.AGENCIES:
             config = load_node_config(configs[agency])
             store = NodeStore(config.store)
             try:
@@ -444,7 +440,7 @@ def run_federation(
         cpu_before = _cpu_seconds(matcher_pid)
         started = time.perf_counter()
         publishers = []
-        for agency in demo.AGENCIES:
+        for agency in launcher.AGENCIES:
             log = open(root / agency / "publish.log", "wb")  # noqa: SIM115 - closed below
             publishers.append(
                 (
@@ -633,7 +629,7 @@ def run_federation(
             _keep(figures, row)
             emit(row)
     finally:
-        codes = demo.stop_services(services)
+        codes = launcher.stop_services(services)
         bad = [(n, c) for n, c in codes if c != 0]
         if bad:
             _progress(f"services exited with {bad}; logs in {root}")

@@ -17,12 +17,12 @@ CSV rows
     CSV files of good rows mixed with malformed ones (random bytes, stray and unbalanced
     quotes, other encodings, control and bidirectional characters, overlong cells, missing
     and extra columns, formula-like names, impossible dates), ingested with
-    :func:`server.ingest.ingest_source` into a fresh node store.
+    :func:`server.node.ingest.ingest_source` into a fresh node store.
 
 Properties checked on every input
     * no crash: every call ends with a status in :data:`EXPECTED_CODES` (never ``UNKNOWN``,
       ``INTERNAL`` or a deadline), and both servers still answer ``Status`` afterwards; an
-      ingest raises nothing (a broken header may raise :class:`server.ingest.SourceError`);
+      ingest raises nothing (a broken header may raise :class:`server.node.ingest.SourceError`);
     * no leak: no canary identifier planted in the input (:data:`CANARIES`: a name, a date of
       birth in two spellings and a valid NHS number in two) appears, case-insensitively, in
       a status message, a log record of either server (every logger, every level) or a line
@@ -37,7 +37,7 @@ node keeps those words in its own audit log on purpose (the matcher never receiv
 
 A good CSV row is written on one line (ingest's documented contract: a runaway quote never
 takes a row written on one line; a runaway closing inside a later row's own multi-line value
-can take that row's first line, see :mod:`server.ingest`).
+can take that row's first line, see :mod:`server.node.ingest`).
 
 Run: ``python -m benchmarks.fuzz --inputs 100000 --report`` (a JSON line on stdout, progress
 on stderr; ``--report`` writes the ``fuzz`` section of benchmarks/RESULTS.md). The test suite
@@ -68,22 +68,22 @@ import grpc
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from client import demo
 from linkage import synthetic
 from linkage.encode import encode_records
 from linkage.keys import TEST_SECRET_HEX, KeySet, LinkageSecret
 from linkage.normalise import NORMALISERS
 from linkage.schema import Schema, load_schema
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.ingest import IngestReport, SourceError, ingest_source
-from server.matcher import MatcherRuntime, build_matcher
-from server.matcher_config import parse_matcher_config
-from server.node import NodeRuntime, build_node
-from server.node_config import NodeConfig, load_node_config
-from server.node_store import NodeStore
-from server.pki import init_pki
-from server.purposes import DEFAULT_PURPOSE_CODES
-from server.tls import secure_channel, tls_files_for
+from server import launcher
+from server.common.pki import init_pki
+from server.common.purposes import DEFAULT_PURPOSE_CODES
+from server.common.tls import secure_channel, tls_files_for
+from server.matcher.config import parse_matcher_config
+from server.matcher.service import MatcherRuntime, build_matcher
+from server.node.config import NodeConfig, load_node_config
+from server.node.ingest import IngestReport, SourceError, ingest_source
+from server.node.service import NodeRuntime, build_node
+from server.node.store import NodeStore
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class FileTail:
 
 # --------------------------------------------------------------------------- federation
 
-#: The canary child, as the police write it (demo column names: see client.demo.COLUMN_NAMES).
+#: The canary child, as the police write it (demo column names: see client.launcher.COLUMN_NAMES).
 CANARY_ROW = {
     "local_id": "canary-1",
     "given_name": CANARY_GIVEN,
@@ -312,7 +312,7 @@ class Federation:
         for agency in ("police", "health"):
             configs[agency] = self._write_node_config(root / agency, agency)
             csv_path = root / agency / f"{agency}.csv"
-            demo.write_agency_csv(population.agencies[agency], csv_path, bad_row=False)
+            launcher.write_agency_csv(population.agencies[agency], csv_path, bad_row=False)
             if agency == "police":
                 with open(csv_path, "a", newline="", encoding="utf-8") as handle:
                     csv.writer(handle).writerow(CANARY_ROW.values())
@@ -344,7 +344,7 @@ class Federation:
     def _write_node_config(self, directory: Path, agency: str) -> NodeConfig:
         directory.mkdir()
         (directory / "secret.hex").write_text(TEST_SECRET_HEX, "ascii")
-        columns = "\n".join(f'{k} = "{v}"' for k, v in demo.COLUMN_NAMES[agency].items())
+        columns = "\n".join(f'{k} = "{v}"' for k, v in launcher.COLUMN_NAMES[agency].items())
         text = f"""
 [node]
 agency = "{agency}"
@@ -369,8 +369,8 @@ staff = ["given_name", "family_name", "date_of_birth", "postcode"]
 
     def _publish(self, config: NodeConfig) -> None:
         from proto.jigsaw.v1 import jigsaw_pb2_grpc
-        from server.node_config import read_linkage_keys
-        from server.publish import publish_pending
+        from server.node.config import read_linkage_keys
+        from server.node.publish import publish_pending
 
         with (
             NodeStore(config.store) as store,
@@ -387,7 +387,7 @@ staff = ["given_name", "family_name", "date_of_birth", "postcode"]
     def _valid_records(self) -> list[bytes]:
         """Serialised EncodedRecords of real encodings (the canary child among them), for
         requests that get past the first checks."""
-        from server.convert import encoded_to_proto
+        from server.common.wire import encoded_to_proto
 
         columns: dict[str, list[str | None]] = {n: [None, None] for n in self.schema.input_names}
         columns.update(
@@ -940,7 +940,7 @@ def check_csv(
     workdir: Path, schema: Schema, logs: CapturedLogs, findings: Findings, case: CsvCase
 ) -> list[str]:
     """Ingest one CSV into a fresh store and check it; returns the problems found."""
-    from server.node_config import SourceConfig
+    from server.node.config import SourceConfig
 
     findings.csv_files += 1
     findings.csv_rows += case.rows_written

@@ -44,15 +44,15 @@ from typing import Any
 import grpc
 import numpy as np
 
-from client import demo
 from linkage import synthetic
 from linkage.encode import encode_record, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.convert import encoded_to_columns, encoded_to_proto
-from server.status import retry_after_from_metadata
-from server.tls import secure_channel, tls_files_for
+from server import launcher
+from server.common.status import retry_after_from_metadata
+from server.common.tls import secure_channel, tls_files_for
+from server.common.wire import encoded_to_columns, encoded_to_proto
 
 #: The insider's node (any agency would do) and what its probes are sent as.
 INSIDER_AGENCY = "police"
@@ -82,7 +82,7 @@ def _progress(message: str) -> None:
 
 def _match_limits(config_path: Path) -> dict[str, float]:
     """The ``[match_limits]`` table of a matcher config file as written (the defaults are
-    written out in full by ``client.demo.write_matcher_config``)."""
+    written out in full by ``client.launcher.write_matcher_config``)."""
     table = tomllib.loads(config_path.read_text("utf-8")).get("match_limits", {})
     return {key: float(value) for key, value in table.items()}
 
@@ -209,12 +209,12 @@ def _alert_times(audit_log: Path) -> list[float]:
 
 def _start_matcher(
     root: Path, *, lifted: bool, limits: dict[str, str] | None
-) -> tuple[demo.Service, Path]:
+) -> tuple[launcher.Service, Path]:
     """A matcher process with the demo config, its ``[match_limits]`` lifted or replaced
     by ``limits`` (None: the shipped defaults)."""
     directory = root / ("matcher-lifted" if lifted else "matcher")
     directory.mkdir(parents=True, exist_ok=True)
-    config = demo.write_matcher_config(root)
+    config = launcher.write_matcher_config(root)
     if directory != config.parent:  # the demo writes root/matcher/; this run gets its own
         moved = directory / "matcher.toml"  # same depth, so "../pki/" still resolves
         moved.write_text(config.read_text("utf-8"), "utf-8")
@@ -223,10 +223,10 @@ def _start_matcher(
         _set_limits(config, LIFTED_LIMITS)
     elif limits:
         _set_limits(config, limits)
-    service = demo.start_service(
+    service = launcher.start_service(
         directory.name, ["matcher", "serve", "--config", str(config)], directory
     )
-    demo.wait_ready([service])
+    launcher.wait_ready([service])
     return service, config
 
 
@@ -243,11 +243,11 @@ def run_insider(
 ) -> dict[str, Any]:
     """Measure insider probing (module docstring); returns one row of figures (``None`` for
     an alert not raised). ``limits`` replaces some ``[match_limits]`` values (tests)."""
-    from server.pki import init_pki
+    from server.common.pki import init_pki
 
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="jigsaw-insider-"))
     root.mkdir(parents=True, exist_ok=True)
-    init_pki(root / "pki", agencies=demo.AGENCIES, staff=[], operators=[demo.OPERATOR])
+    init_pki(root / "pki", agencies=launcher.AGENCIES, staff=[], operators=[launcher.OPERATOR])
     secret = LinkageSecret.generate()
     (root / "secret.hex").write_text(secret.to_hex() + "\n", "ascii")
     os.chmod(root / "secret.hex", 0o600)
@@ -257,7 +257,7 @@ def run_insider(
     tls = tls_files_for(root / "pki", f"{INSIDER_AGENCY}-node")
     row: dict[str, Any] = {"stage": "insider", "children": children}
 
-    services: list[demo.Service] = []
+    services: list[launcher.Service] = []
     try:
         matcher, config = _start_matcher(root, lifted=False, limits=limits)
         services.append(matcher)
@@ -297,7 +297,7 @@ def run_insider(
             # the call that raised it is answered after its audit entry is written
             alert_after_matches=int((accepted < alerts[0]).sum()) + 1 if alerts else None,
         )
-        demo.stop_services(services)
+        launcher.stop_services(services)
         services.clear()
 
         lifted, _ = _start_matcher(root, lifted=True, limits=None)
@@ -311,7 +311,7 @@ def run_insider(
             free.run(unlimited_seconds, honour_retry_after=False)
         row["unlimited_per_minute"] = 60.0 * len(free.accepted_at) / unlimited_seconds
     finally:
-        demo.stop_services(services)
+        launcher.stop_services(services)
 
     cap = configured.get("max_matches_per_hour", math.inf)
     per_day = min(24 * cap, 1440 * row["sustained_per_minute"])

@@ -44,11 +44,11 @@ from pathlib import Path
 
 import grpc
 
-from client import demo
 from linkage import synthetic
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.ingest import CHUNK_ROWS
-from server.tls import secure_channel, tls_files_for
+from server import launcher
+from server.common.tls import secure_channel, tls_files_for
+from server.node.ingest import CHUNK_ROWS
 
 REPO = Path(__file__).resolve().parent.parent
 AGENCY = "health"
@@ -154,14 +154,14 @@ class Bench:
         jigsaw("secret", "init", "--out", str(root / "secret.hex"))
         (root / "data").mkdir()
         population = synthetic.generate_population(children, seed=9)
-        self.rows = demo.write_agency_csv(
+        self.rows = launcher.write_agency_csv(
             population.agencies[AGENCY], root / "data" / f"{AGENCY}.csv", bad_row=False
         )
-        demo.write_matcher_config(root)
+        launcher.write_matcher_config(root)
         self.matcher_dir = root / "matcher"
         self.matcher_store = self.matcher_dir / "store.sqlite"
         self.node_store = root / AGENCY / "store.sqlite"
-        self.matcher: demo.Service | None = None
+        self.matcher: launcher.Service | None = None
         self.start_matcher()
         self.config = self.write_config()
         jigsaw("ingest", "--config", str(self.config))
@@ -176,16 +176,16 @@ class Bench:
     # -- processes and files
 
     def start_matcher(self) -> None:
-        self.matcher = demo.start_service(
+        self.matcher = launcher.start_service(
             "matcher",
             ["matcher", "serve", "--config", str(self.matcher_dir / "matcher.toml")],
             self.matcher_dir,
         )
-        demo.wait_ready([self.matcher])
+        launcher.wait_ready([self.matcher])
 
     def stop_matcher(self) -> None:
         if self.matcher is not None:
-            demo.stop_services([self.matcher])
+            launcher.stop_services([self.matcher])
             self.matcher = None
 
     def kill_matcher(self) -> bool:
@@ -196,7 +196,7 @@ class Bench:
 
     def write_config(self) -> Path:
         assert self.matcher is not None
-        path = demo.write_node_config(self.root, AGENCY, self.matcher.address())
+        path = launcher.write_node_config(self.root, AGENCY, self.matcher.address())
         text = path.read_text("utf-8").replace(
             "publish_batch_size = 1000", f"publish_batch_size = {PUBLISH_BATCH}"
         )

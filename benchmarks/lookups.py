@@ -31,7 +31,7 @@ from linkage import forms, pipeline, synthetic
 from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
-from server.matcher import MODEL_FIT_RECORDS, MODEL_FIT_SEED
+from server.matcher.service import MODEL_FIT_RECORDS, MODEL_FIT_SEED
 
 PROFILES = ("default", "typical", "hard")
 

@@ -51,6 +51,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from client.exports import AGREEMENT_NAMES, BAND_NAMES
+from client.exports import AGREEMENT_NAMES, BAND_NAMES, evidence_text
 from client.output import printable, write_private_csv
 from linkage.errors import JigsawError
 
@@ -77,6 +78,10 @@ P12_PASSWORD_ENV = "JIGSAW_P12_PASSWORD"
 out = Console()
 err = Console(stderr=True)
 
+#: The entry-point group through which other packages add subcommands: each entry point is a
+#: function given the subparsers object, which adds its parser and sets ``func``.
+COMMAND_ENTRY_POINTS = "jigsaw.commands"
+
 
 def _progress() -> Progress:
     return Progress(
@@ -93,7 +98,7 @@ def _progress() -> Progress:
 
 
 def cmd_pki_init(args: argparse.Namespace) -> int:
-    from server.pki import init_pki
+    from server.common.pki import init_pki
 
     staff = []
     for item in args.staff:
@@ -128,7 +133,7 @@ def _ca_passphrase(args: argparse.Namespace) -> Any:
 
     Never from a command-line value: a command line is visible to every user of the machine.
     """
-    from server.pki import CaPassphrase, PkiError
+    from server.common.pki import CaPassphrase, PkiError
 
     if args.ca_passphrase_file is not None:
         try:
@@ -141,7 +146,7 @@ def _ca_passphrase(args: argparse.Namespace) -> Any:
 
 
 def cmd_pki_issue(args: argparse.Namespace) -> int:
-    from server.pki import issue_certificate
+    from server.common.pki import issue_certificate
 
     cert_path, _key_path = issue_certificate(
         Path(args.dir),
@@ -158,7 +163,7 @@ def cmd_pki_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_pki_revoke(args: argparse.Namespace) -> int:
-    from server.pki import CRL_FILE, ca_dir, revoke_certificate
+    from server.common.pki import CRL_FILE, ca_dir, revoke_certificate
 
     serial = None
     if args.serial is not None:
@@ -179,7 +184,7 @@ def cmd_pki_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_pki_p12(args: argparse.Namespace) -> int:
-    from server.pki import PkiError, export_pkcs12
+    from server.common.pki import PkiError, export_pkcs12
 
     if args.password_file is not None:
         try:
@@ -231,8 +236,8 @@ def _port_file_writer(port_file: str | None) -> Callable[[int], None] | None:
 
 
 def cmd_node_serve(args: argparse.Namespace) -> int:
-    from server.node import serve
-    from server.node_config import load_node_config
+    from server.node.config import load_node_config
+    from server.node.service import serve
 
     try:
         serve(load_node_config(args.config), on_started=_port_file_writer(args.port_file))
@@ -244,15 +249,15 @@ def cmd_node_serve(args: argparse.Namespace) -> int:
 
 def cmd_console_serve(args: argparse.Namespace) -> int:
     from server.console.app import serve
-    from server.node_config import load_node_config
+    from server.node.config import load_node_config
 
     serve(load_node_config(args.config), on_started=_port_file_writer(args.port_file))
     return EXIT_OK
 
 
 def cmd_matcher_serve(args: argparse.Namespace) -> int:
-    from server.matcher import serve
-    from server.matcher_config import load_matcher_config
+    from server.matcher.config import load_matcher_config
+    from server.matcher.service import serve
 
     try:
         serve(load_matcher_config(args.config), on_started=_port_file_writer(args.port_file))
@@ -266,9 +271,9 @@ def cmd_matcher_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from server.ingest import ingest_source
-    from server.node_config import load_node_config
-    from server.node_store import NodeStore
+    from server.node.config import load_node_config
+    from server.node.ingest import ingest_source
+    from server.node.store import NodeStore
 
     config = load_node_config(args.config)
     store = NodeStore(config.store)
@@ -305,11 +310,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from proto.jigsaw.v1 import jigsaw_pb2_grpc
-    from server.node_config import load_node_config, read_linkage_keys
-    from server.node_store import NodeStore
-    from server.pki import UNIT_AGENCY, server_name
-    from server.publish import publish_pending
-    from server.tls import secure_channel
+    from server.common.pki import UNIT_AGENCY, server_name
+    from server.common.tls import secure_channel
+    from server.node.config import load_node_config, read_linkage_keys
+    from server.node.publish import publish_pending
+    from server.node.store import NodeStore
 
     config = load_node_config(args.config)
     keys = read_linkage_keys(config)
@@ -346,28 +351,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _tls(args: argparse.Namespace) -> Any:
-    from server.tls import tls_files_for
+    from server.common.tls import tls_files_for
 
     return tls_files_for(Path(args.pki), args.identity)
-
-
-FIELD_SHORT = {
-    "given_name": "given",
-    "middle_names": "middle",
-    "family_name": "family",
-    "date_of_birth": "dob",
-    "nhs_number": "nhs",
-}
-
-
-def evidence_text(evidence: Sequence[Any]) -> str:
-    """Compact per-field evidence, e.g. ``given exact · dob transposed? · postcode disagrees``."""
-    parts = [
-        f"{FIELD_SHORT.get(e.field, e.field)} {AGREEMENT_NAMES.get(e.agreement, '?')}"
-        for e in evidence
-        if e.agreement != 5  # missing on either side: neutral, not shown
-    ]
-    return " · ".join(parts)
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
@@ -541,7 +527,7 @@ def _node_target(args: argparse.Namespace) -> tuple[str, str | None]:
     (``--config``: its agency and ``listen`` address, which must then be a fixed port)."""
     if args.config is None:
         return args.node, args.agency
-    from server.node_config import load_node_config
+    from server.node.config import load_node_config
 
     config = load_node_config(args.config)
     host, _, port = config.listen.rpartition(":")
@@ -672,9 +658,9 @@ def print_quality(quality: Any) -> None:
 def cmd_quality(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
-    from server.node_config import load_node_config
-    from server.node_store import NodeStore
-    from server.quality import data_quality
+    from server.node.config import load_node_config
+    from server.node.quality import data_quality
+    from server.node.store import NodeStore
 
     config = load_node_config(args.config)
     if not Path(config.store).exists():
@@ -698,7 +684,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 def _held_heads(args: argparse.Namespace) -> list[Any]:
     """The receipts ``audit verify`` checks against: from files and from the other party."""
     from client.client import MatcherClient, NodeClient
-    from server.audit_anchor import Receipt, ReceiptFile
+    from server.common.anchor import Receipt, ReceiptFile
 
     receipts: list[Receipt] = []
     for path in args.anchors:
@@ -733,8 +719,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from server.audit import verify_audit_log
-    from server.audit_anchor import load_ca, verify_against_anchors
+    from server.common.anchor import load_ca, verify_against_anchors
+    from server.common.audit import verify_audit_log
 
     anchored = bool(args.anchors or args.matcher or args.node)
     if anchored and not (args.owner and args.ca):
@@ -772,7 +758,7 @@ def cmd_audit_anchor(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from server.audit_anchor import ReceiptFile, load_ca, receipts_for
+    from server.common.anchor import ReceiptFile, load_ca, receipts_for
 
     kept = receipts_for(ReceiptFile(Path(args.witnessed)).read(), args.owner, load_ca(args.ca))
     target = ReceiptFile(Path(args.out))
@@ -794,7 +780,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
-    from client.demo import write_synthetic_extracts
+    from server.launcher import write_synthetic_extracts
 
     root = Path(args.out)
     written = write_synthetic_extracts(root, children=args.children, seed=args.seed)
@@ -802,12 +788,6 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
         out.print(f"{printable(str(root / agency))}.csv: {rows} rows")
     out.print(f"{printable(str(root / 'truth.csv'))}: which child each record is (test data only)")
     return EXIT_OK
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.cli import run_bench
-
-    return run_bench(args)
 
 
 # ------------------------------------------------------------------------------ parser
@@ -1103,9 +1083,10 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--seed", type=int, default=2026)
     sy.set_defaults(func=cmd_synthetic)
 
-    from benchmarks.cli import add_bench_parser
-
-    add_bench_parser(sub)
+    # commands other packages add (``jigsaw bench``, from benchmarks/), declared as entry
+    # points in pyproject.toml so that this CLI imports none of them
+    for command in entry_points(group=COMMAND_ENTRY_POINTS):
+        command.load()(sub)
     return p
 
 

@@ -8,13 +8,13 @@ and a reference's local id (``ResolveReference``); operators talk to the matcher
 ``GetLinkResult``, ``Status``). Every call carries a deadline and runs
 over mutual TLS with the caller's own certificate, which carries its agency and role, and
 checks whom it reached: the server certificate must name the expected role and agency
-(``server.pki.server_name``; a node of the caller's own agency unless told otherwise, the
-matcher), or the call fails with :class:`server.tls.WrongServerError`.
+(``server.common.pki.server_name``; a node of the caller's own agency unless told otherwise, the
+matcher), or the call fails with :class:`server.common.tls.WrongServerError`.
 
 Example::
 
     from client.client import NodeClient
-    from server.tls import tls_files_for
+    from server.common.tls import tls_files_for
 
     with NodeClient("127.0.0.1:7001", tls_files_for(pki_dir, "alice")) as node:
         found = node.lookup({"given_name": "Amelia", "family_name": "Baker",
@@ -33,9 +33,9 @@ from types import TracebackType
 import grpc
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.auth import identity_from_certificate
-from server.pki import UNIT_AGENCY, server_name
-from server.tls import TlsFiles, raise_if_wrong_server, secure_channel
+from server.common.auth import identity_from_certificate
+from server.common.pki import UNIT_AGENCY, server_name
+from server.common.tls import TlsFiles, raise_if_wrong_server, secure_channel
 
 LOOKUP_DEADLINE_S = 10.0
 DISCLOSE_DEADLINE_S = 10.0

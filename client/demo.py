@@ -23,292 +23,53 @@ Everything goes under the directory it prints; nothing else on the machine is to
 
 from __future__ import annotations
 
-import csv
 import os
-import signal
-import socket
-import subprocess
-import sys
+import shutil
+import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from client.client import MatcherClient, NodeClient
+from client.exports import BAND_NAMES, evidence_text
 from linkage import evaluate, synthetic
 from linkage.keys import LinkageSecret
-
-AGENCIES = ("police", "health", "school", "childrens_social_care")
-STAFF = (("alice", "childrens_social_care"), ("bob", "police"))
-OPERATOR = "olivia"
-
-# Each agency's own CSV column names (schema field -> column) and date layout.
-COLUMN_NAMES: dict[str, dict[str, str]] = {
-    "police": {
-        "local_id": "PersonRef",
-        "given_name": "Forename",
-        "middle_names": "MiddleNames",
-        "family_name": "Surname",
-        "date_of_birth": "DOB",
-        "sex": "Gender",
-        "postcode": "Postcode",
-        "nhs_number": "NHSNo",
-    },
-    "health": {
-        "local_id": "patient_id",
-        "given_name": "first_name",
-        "middle_names": "middle_name",
-        "family_name": "last_name",
-        "date_of_birth": "birth_date",
-        "sex": "sex",
-        "postcode": "post_code",
-        "nhs_number": "nhs_number",
-    },
-    "school": {
-        "local_id": "UPN",
-        "given_name": "LegalForename",
-        "middle_names": "MiddleNames",
-        "family_name": "LegalSurname",
-        "date_of_birth": "DateOfBirth",
-        "sex": "Sex",
-        "postcode": "HomePostcode",
-        "nhs_number": "NHSNumber",
-    },
-    "childrens_social_care": {
-        "local_id": "case_person_id",
-        "given_name": "forename",
-        "middle_names": "other_names",
-        "family_name": "surname",
-        "date_of_birth": "dob",
-        "sex": "gender",
-        "postcode": "postcode",
-        "nhs_number": "nhs_no",
-    },
-}
-DISCLOSED = ["given_name", "family_name", "date_of_birth", "postcode"]
-STARTUP_TIMEOUT_S = 60.0
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    port_file: Path
-    log_file: Path
-
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port_file.read_text().strip()}"
-
-
-def _jigsaw(*args: str) -> list[str]:
-    return [sys.executable, "-m", "client.cli", *args]
-
-
-def start_service(name: str, args: Sequence[str], workdir: Path) -> Service:
-    port_file = workdir / f"{name}.port"
-    port_file.unlink(missing_ok=True)
-    log_file = workdir / f"{name}.log"
-    with open(log_file, "wb") as log:
-        proc = subprocess.Popen(
-            _jigsaw(*args, "--port-file", str(port_file)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-    return Service(name, proc, port_file, log_file)
-
-
-def wait_ready(services: Sequence[Service]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    for s in services:
-        while not s.port_file.exists():
-            if s.process.poll() is not None:
-                raise RuntimeError(f"{s.name} exited during start-up; see {s.log_file}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{s.name} did not start in time; see {s.log_file}")
-            time.sleep(0.05)
-
-
-def stop_services(services: Sequence[Service]) -> list[tuple[str, int]]:
-    for s in services:
-        if s.process.poll() is None:
-            s.process.send_signal(signal.SIGTERM)
-    codes = []
-    for s in services:
-        try:
-            codes.append((s.name, s.process.wait(timeout=20)))
-        except subprocess.TimeoutExpired:
-            s.process.kill()
-            codes.append((s.name, s.process.wait()))
-    return codes
-
-
-def write_agency_csv(agency: synthetic.AgencyData, path: Path, *, bad_row: bool) -> int:
-    """Write one agency's records with its own headers; returns the data rows written."""
-    names = COLUMN_NAMES[agency.name]
-    fields = list(names)
-    rows = list(synthetic.rows(agency))
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([names[f] for f in fields])
-        for i, row in enumerate(rows):
-            writer.writerow([row["record_id"] if f == "local_id" else row[f] for f in fields])
-            if bad_row and i == 2:
-                # an impossible date of birth: ingest reports the line and field, skips it
-                bad = dict(row, record_id=row["record_id"] + "-X", date_of_birth="31/02/2015")
-                writer.writerow([bad["record_id"] if f == "local_id" else bad[f] for f in fields])
-    return len(rows) + (1 if bad_row else 0)
-
-
-def reserve_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports, for nodes that must know each other's address
-    before they start (their ``[peers]``). Another process could take one before its node
-    binds it; the node would then fail to start, naming the address."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def node_addresses() -> dict[str, str]:
-    """A loopback address for every agency's node (see :func:`reserve_ports`)."""
-    ports = reserve_ports(len(AGENCIES))
-    return {a: f"127.0.0.1:{port}" for a, port in zip(AGENCIES, ports, strict=True)}
-
-
-def write_node_config(
-    root: Path,
-    agency: str,
-    matcher_address: str,
-    *,
-    addresses: dict[str, str] | None = None,
-    console_listen: str | None = None,
-) -> Path:
-    """The demo config of ``agency``'s node; with ``addresses`` (agency -> host:port) it
-    listens on its own and relays disclosures to the others (``[peers]``); with
-    ``console_listen`` it has a ``[console]`` section (the ``<agency>-console`` certificate)."""
-    names = COLUMN_NAMES[agency]
-    columns = "\n".join(f'{field} = "{col}"' for field, col in names.items())
-    listen = (addresses or {}).get(agency, "127.0.0.1:0")
-    peers = "\n".join(
-        f'{a} = "{address}"' for a, address in (addresses or {}).items() if a != agency
-    )
-    text = f"""# Demo agency node: {agency}
-[node]
-agency = "{agency}"
-schema = "child"
-secret_file = "../secret.hex"
-key_version = 1
-store = "store.sqlite"
-audit_log = "audit.jsonl"
-listen = "{listen}"
-matcher = "{matcher_address}"
-publish_batch_size = 1000
-
-[tls]
-ca_cert = "../pki/{agency}-node/ca.pem"
-cert = "../pki/{agency}-node/{agency}-node.pem"
-key = "../pki/{agency}-node/{agency}-node.key"
-# crl: default crl.pem beside ca_cert (jigsaw pki revoke keeps it current)
-
-[[source]]
-kind = "csv"
-path = "../data/{agency}.csv"
-day_first = true
-
-[source.columns]
-{columns}
-
-[disclosure]
-staff = {DISCLOSED!r}
-
-# where this node relays its staff's disclosures of other agencies' records
-[peers]
-{peers}
-
-[rate_limits]
-lookups_per_minute = 120
-burst = 20
-enumeration_alert_per_hour = 200
-""".replace("'", '"')
-    if console_listen is not None:
-        text += f"""
-[console]
-listen = "{console_listen}"
-node = "{listen}"
-cert = "../pki/{agency}-console/{agency}-console.pem"
-key = "../pki/{agency}-console/{agency}-console.key"
-activity = "console-activity.sqlite"
-"""
-    path = root / agency / "node.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, "utf-8")
-    return path
-
-
-def write_matcher_config(root: Path) -> Path:
-    text = """# Demo matcher
-[matcher]
-schema = "child"
-key_version = 1
-store = "store.sqlite"
-audit_log = "audit.jsonl"
-listen = "127.0.0.1:0"
-
-[tls]
-ca_cert = "../pki/matcher/ca.pem"
-cert = "../pki/matcher/matcher.pem"
-key = "../pki/matcher/matcher.key"
-# crl: default crl.pem beside ca_cert (jigsaw pki revoke keeps it current)
-
-# Per calling node (certificate name): the matcher's own limit on Match, which a node's
-# operator cannot lift, and the share of it each person the node acts for may use (these
-# are the defaults, written out so that they can be seen).
-[match_limits]
-matches_per_minute = 120
-burst = 60
-enumeration_alert_per_hour = 300
-max_matches_per_hour = 1000
-person_share = 0.25
-"""
-    path = root / "matcher" / "matcher.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, "utf-8")
-    return path
-
-
-#: The demo's PKCS#12 password for staff browsers: a visibly demo-only value.
-DEMO_P12_PASSWORD = "jigsaw-demo-only"
-#: The agency whose staff console the demo starts (alice's).
-CONSOLE_AGENCY = "childrens_social_care"
+from linkage.solve import pairs_from_labels
+from proto.jigsaw.v1 import jigsaw_pb2_grpc
+from server.common.audit import verify_audit_log
+from server.common.pki import UNIT_AGENCY, export_pkcs12, init_pki, issue_certificate, server_name
+from server.common.tls import secure_channel, tls_files_for
+from server.launcher import (
+    AGENCIES,
+    CONSOLE_AGENCY,
+    DEMO_P12_PASSWORD,
+    OPERATOR,
+    STAFF,
+    Service,
+    node_addresses,
+    reserve_ports,
+    start_service,
+    stop_services,
+    wait_ready,
+    write_agency_csv,
+    write_matcher_config,
+    write_node_config,
+)
+from server.node.config import load_node_config, read_linkage_keys
+from server.node.ingest import ingest_source
+from server.node.publish import publish_pending
+from server.node.store import NodeStore
 
 
 def run_demo(root: Path, *, children: int, seed: int, console: Console, serve: bool = False) -> int:
-    from client.cli import evidence_text
-    from client.client import MatcherClient, NodeClient
-    from client.exports import BAND_NAMES
-    from proto.jigsaw.v1 import jigsaw_pb2_grpc
-    from server.audit import verify_audit_log
-    from server.ingest import ingest_source
-    from server.node_config import load_node_config, read_linkage_keys
-    from server.node_store import NodeStore
-    from server.pki import UNIT_AGENCY, export_pkcs12, init_pki, issue_certificate, server_name
-    from server.publish import publish_pending
-    from server.tls import secure_channel, tls_files_for
-
     root = root.resolve()
     console.rule("[bold]Jigsaw demo federation")
     console.print(f"data directory: {root}")
     if root.exists() and any(root.iterdir()):
-        import shutil
-
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -552,7 +313,6 @@ def _score_link(
     root: Path, population: synthetic.SyntheticData, clusters: Sequence[object], console: Console
 ) -> None:
     """Compare the federation's clusters with the synthetic ground truth (demo only)."""
-    import sqlite3
 
     child_of: dict[tuple[str, str], int] = {}
     for agency in AGENCIES:
@@ -577,7 +337,6 @@ def _score_link(
         if members:
             labels[members] = min(members)
     truth = np.array([child_of[k] for k in keys], dtype=np.int64)
-    from linkage.solve import pairs_from_labels
 
     ti, tj = evaluate.true_pairs_from_entities(truth)
     pi, pj = pairs_from_labels(labels)
@@ -586,44 +345,3 @@ def _score_link(
         f"    against the synthetic ground truth: precision {q.precision:.4f}, "
         f"recall {q.recall:.4f}, F1 {q.f1:.4f} ({len(ti)} true pairs)"
     )
-
-
-#: The extra (disclosable, not linked) column each agency's synthetic extract carries, and
-#: the values it draws from: what ``[source.extra]`` maps in "Set up a federation".
-EXTRA_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "police": ("Station", ("Northgate", "Riverside", "Hillcrest")),
-    "health": ("gp_practice", ("Elm Surgery", "Park Medical Centre", "Quay Health")),
-    "school": ("SchoolName", ("St Anne's Primary", "Oakfield Academy", "Brook High")),
-    "childrens_social_care": ("team", ("Assessment", "Child Protection", "Children in Care")),
-}
-
-
-def write_synthetic_extracts(root: Path, *, children: int, seed: int) -> dict[str, int]:
-    """Write each agency's synthetic extract (``<agency>.csv``: its own column names and
-    formats, one impossible date of birth in the police file, and its extra column) and
-    ``truth.csv`` (agency, local id, the true child); returns the data rows per agency."""
-    population = synthetic.generate_population(children, seed=seed)
-    root.mkdir(parents=True, exist_ok=True)
-    written = {}
-    rng = np.random.default_rng(seed)
-    with open(root / "truth.csv", "w", newline="", encoding="utf-8") as truth_handle:
-        truth = csv.writer(truth_handle)
-        truth.writerow(["agency", "local_id", "child"])
-        for name in AGENCIES:
-            data = population.agencies[name]
-            path = root / f"{name}.csv"
-            written[name] = write_agency_csv(data, path, bad_row=name == "police")
-            column, choices = EXTRA_COLUMNS[name]
-            with open(path, newline="", encoding="utf-8") as handle:
-                rows = list(csv.reader(handle))
-            picks = rng.integers(0, len(choices), size=len(rows))
-            with open(path, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow([*rows[0], column])
-                for row, pick in zip(rows[1:], picks[1:].tolist(), strict=True):
-                    writer.writerow([*row, choices[pick]])
-            for local_id, child in zip(
-                data.columns["record_id"], data.child_id.tolist(), strict=True
-            ):
-                truth.writerow([name, local_id, child])
-    return written

@@ -197,3 +197,22 @@ def write_linked_records(path: Path, records: Iterable[Any]) -> int:
                 }
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return count
+
+
+FIELD_SHORT = {
+    "given_name": "given",
+    "middle_names": "middle",
+    "family_name": "family",
+    "date_of_birth": "dob",
+    "nhs_number": "nhs",
+}
+
+
+def evidence_text(evidence: Sequence[Any]) -> str:
+    """Compact per-field evidence, e.g. ``given exact · dob transposed? · postcode disagrees``."""
+    parts = [
+        f"{FIELD_SHORT.get(e.field, e.field)} {AGREEMENT_NAMES.get(e.agreement, '?')}"
+        for e in evidence
+        if e.agreement != 5  # missing on either side: neutral, not shown
+    ]
+    return " · ".join(parts)

@@ -2,7 +2,7 @@
 starting anything.
 
 Role: an operator's first step after writing a config. :func:`check_config` parses the file
-strictly (every problem :class:`~server.config_parsing.ConfigError` lists), and then checks
+strictly (every problem :class:`~server.common.config.ConfigError` lists), and then checks
 what the parse cannot: the TLS files exist, are PEM, the certificate was issued by the CA
 file and fits the key, and names the role (and, for a node, the agency) of the config; the
 linkage secret file of a node reads as a secret; each source opens and its header (or
@@ -22,9 +22,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from linkage.errors import JigsawError
-from server.auth import identity_from_certificate
-from server.config_parsing import ConfigError
-from server.tls import TlsFiles
+from server.common.auth import identity_from_certificate
+from server.common.config import ConfigError
+from server.common.tls import TlsFiles
 
 __all__ = ["check_config"]
 
@@ -78,7 +78,7 @@ def check_config(path: Path) -> list[str]:
     except tomllib.TOMLDecodeError as exc:
         return [f"{path}: not valid TOML ({exc})"]
     if kind == "matcher":
-        from server.matcher_config import load_matcher_config
+        from server.matcher.config import load_matcher_config
 
         try:
             matcher = load_matcher_config(path)
@@ -86,8 +86,8 @@ def check_config(path: Path) -> list[str]:
             return list(exc.problems)
         return _check_tls(matcher.tls, "matcher", None)
 
-    from server.ingest import check_source_header
-    from server.node_config import load_node_config, read_linkage_keys
+    from server.node.config import load_node_config, read_linkage_keys
+    from server.node.ingest import check_source_header
 
     try:
         node = load_node_config(path)

@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 
 from proto.jigsaw.v1 import jigsaw_pb2_grpc
-from server.matcher import MatcherRuntime, build_matcher
-from server.matcher_config import MatcherConfig, parse_matcher_config
-from server.tls import secure_channel, tls_files_for
+from server.common.tls import secure_channel, tls_files_for
+from server.matcher.config import MatcherConfig, parse_matcher_config
+from server.matcher.service import MatcherRuntime, build_matcher
 
 
 def tls_section(pki_dir: Path, name: str) -> str:

@@ -1,4 +1,4 @@
-"""Tests for server.audit: byte format, chain continuation, tamper detection, thread safety."""
+"""Tests for server.common.audit: byte format, chain continuation, tamper detection, threads."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.audit import (
+from server.common.audit import (
     FORBIDDEN_DETAIL_KEYS,
     GENESIS_HASH,
     MAX_GROUP_ENTRIES,
@@ -390,7 +390,7 @@ def test_append_returns_only_after_its_entry_is_fsynced(
 ) -> None:
     path = tmp_path / "audit.log"
     spy = FsyncSpy(path, delay=0.002)
-    monkeypatch.setattr("server.audit.os.fsync", spy)
+    monkeypatch.setattr("server.common.audit.os.fsync", spy)
     with AuditLog(path) as log:
         run_threads(log, threads=8, per_thread=10, check=spy)
         entry = log.append(actor="solo", action="lookup", outcome="ok")
@@ -401,7 +401,7 @@ def test_append_returns_only_after_its_entry_is_fsynced(
 def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "audit.log"
     spy = FsyncSpy(path, delay=0.02)  # a slow disk: appends queue up behind each fsync
-    monkeypatch.setattr("server.audit.os.fsync", spy)
+    monkeypatch.setattr("server.common.audit.os.fsync", spy)
     with AuditLog(path) as log:
         run_threads(log, threads=16, per_thread=5, check=spy)
     assert verify_audit_log(path).ok
@@ -447,7 +447,7 @@ def test_failed_write_refuses_this_and_later_appends(
 ) -> None:
     path = tmp_path / "audit.log"
     write_entries(path, 2)
-    monkeypatch.setattr("server.audit.os.fsync", FsyncSpy(path, fail_once=True))
+    monkeypatch.setattr("server.common.audit.os.fsync", FsyncSpy(path, fail_once=True))
     with AuditLog(path) as log:
         with pytest.raises(AuditIntegrityError, match="reopen"):
             log.append(actor=CANARY, action="lookup", outcome="ok")

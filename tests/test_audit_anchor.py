@@ -1,4 +1,4 @@
-"""Audit logs checked against the heads another party holds (server.audit_anchor).
+"""Audit logs checked against the heads another party holds (server.common.anchor).
 
 Tamper cases (edit, delete, reorder, truncate, wipe with head, rewrite with head, each also
 with the chain and head rewritten consistently by a forger who knows the format) on real
@@ -21,8 +21,7 @@ from cryptography import x509
 
 from client.cli import main as cli_main
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.audit import AuditLog, verify_audit_log
-from server.audit_anchor import (
+from server.common.anchor import (
     AnchorError,
     ReceiptFile,
     Signer,
@@ -31,8 +30,9 @@ from server.audit_anchor import (
     verify_against_anchors,
     verify_head,
 )
-from server.pki import init_pki
-from server.tls import secure_channel, tls_files_for
+from server.common.audit import AuditLog, verify_audit_log
+from server.common.pki import init_pki
+from server.common.tls import secure_channel, tls_files_for
 from tests.matcher_harness import Running, matcher_config
 from tests.test_node_disclose import start_node, stop_node, write_node_config
 

@@ -1,6 +1,6 @@
 """A flood of refused calls writes a bounded number of audit entries that count every one,
 and refused attempts trip the enumeration alert: a real node over loopback with mutual TLS,
-and a :class:`server.audit.RefusalTally` on a real log file."""
+and a :class:`server.common.audit.RefusalTally` on a real log file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.audit import AuditLog, RefusalTally, verify_audit_log
+from server.common.audit import AuditLog, RefusalTally, verify_audit_log
 from tests.test_node_disclose import AMY, Node, fresh_node, matcher, pki, stop_node
 
 __all__ = ["fresh_node", "matcher", "pki"]  # the fixtures, shared with the node tests

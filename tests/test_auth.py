@@ -1,4 +1,4 @@
-"""Tests for server.auth: mutual TLS identities and role policy on real gRPC servers."""
+"""Tests for server.common.auth: mutual TLS identities and role policy on real gRPC servers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.auth import (
+from server.common.auth import (
     MATCHER_POLICY,
     NODE_POLICY,
     AuthInterceptor,
@@ -26,11 +26,17 @@ from server.auth import (
     identity_from_certificate,
     identity_from_context,
 )
-from server.pki import _issue, ca_dir, init_pki
-from server.publish import message_forms, message_rows
-from server.revocation import RevocationChecker
-from server.status import Unauthenticated
-from server.tls import TlsFiles, secure_channel, server_credentials, server_options, tls_files_for
+from server.common.pki import _issue, ca_dir, init_pki
+from server.common.revocation import RevocationChecker
+from server.common.status import Unauthenticated
+from server.common.tls import (
+    TlsFiles,
+    secure_channel,
+    server_credentials,
+    server_options,
+    tls_files_for,
+)
+from server.node.publish import message_forms, message_rows
 
 TIMEOUT = 10
 
@@ -329,7 +335,7 @@ def test_interceptor_parses_each_certificate_once(
     pki_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Identities are remembered per exact certificate, bounded, and never mixed up."""
-    import server.auth as auth
+    import server.common.auth as auth
 
     parsed: list[bytes] = []
     original = auth._identity_and_serial

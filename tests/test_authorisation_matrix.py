@@ -25,8 +25,8 @@ import grpc
 import pytest
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.pki import UNIT_AGENCY, init_pki, issue_certificate, server_name
-from server.tls import secure_channel, tls_files_for
+from server.common.pki import UNIT_AGENCY, init_pki, issue_certificate, server_name
+from server.common.tls import secure_channel, tls_files_for
 from tests.matcher_harness import Running, matcher_config
 from tests.test_node_disclose import Node, start_node, stop_node, write_node_config
 

@@ -22,7 +22,6 @@ import shutil
 import sqlite3
 import ssl
 import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,13 +33,20 @@ from typing import Any
 
 import pytest
 
-from client.demo import (
+from client.demo import _pick_children
+from linkage import synthetic
+from linkage.keys import LinkageSecret
+from linkage.normalise import normalise_date, normalise_sex
+from server.common.pki import export_pkcs12, init_pki, issue_certificate
+from server.console.app import KNOWN_PAGE_SIZE
+from server.console.forms import agency_label
+from server.launcher import (
     AGENCIES,
     CONSOLE_AGENCY,
     DEMO_P12_PASSWORD,
     STAFF,
     Service,
-    _pick_children,
+    jigsaw_command,
     node_addresses,
     reserve_ports,
     start_service,
@@ -50,12 +56,6 @@ from client.demo import (
     write_matcher_config,
     write_node_config,
 )
-from linkage import synthetic
-from linkage.keys import LinkageSecret
-from linkage.normalise import normalise_date, normalise_sex
-from server.console.app import KNOWN_PAGE_SIZE
-from server.console.forms import agency_label
-from server.pki import export_pkcs12, init_pki, issue_certificate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -77,7 +77,7 @@ CHROMIUM_FLAGS = [
 
 def _jigsaw(*args: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "client.cli", *args],
+        jigsaw_command(*args),
         check=True,
         capture_output=True,
         cwd=REPO,

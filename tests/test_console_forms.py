@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.auth import Identity
+from server.common.auth import Identity
+from server.common.purposes import DEFAULT_PURPOSE_CODES
+from server.common.status import RequestError
 from server.console.forms import describe_candidate, nhs_number_valid, read_lookup_form
-from server.node import acting_person
-from server.purposes import DEFAULT_PURPOSE_CODES
-from server.status import RequestError
+from server.node.service import acting_person
 
 GOOD = {
     "given_name": "Amelia",

@@ -1,4 +1,4 @@
-"""Tests of proto <-> domain conversion (server.convert): round trips, byte layout, validation.
+"""Tests of proto <-> domain conversion (server.common.wire): round trips, byte layout, validation.
 
 Both wire forms are covered: ``EncodedRecord`` per record and ``EncodedColumns`` per message.
 """
@@ -17,7 +17,8 @@ from linkage.errors import FilterFormatError, IncompatibleEncodingError
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.convert import (
+from server.common.status import RequestError
+from server.common.wire import (
     agreement_for,
     band_for,
     columns_form_of,
@@ -30,7 +31,6 @@ from server.convert import (
     request_form_of,
     request_references,
 )
-from server.status import RequestError
 
 SCHEMA = load_schema("child")
 FINGERPRINT = SCHEMA.fingerprint()

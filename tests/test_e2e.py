@@ -25,7 +25,10 @@ from typing import Any
 
 import pytest
 
-from client.demo import (
+from linkage import forms, synthetic
+from linkage.keys import KeySet, LinkageSecret
+from linkage.schema import load_schema
+from server.launcher import (
     AGENCIES,
     Service,
     node_addresses,
@@ -36,9 +39,6 @@ from client.demo import (
     write_matcher_config,
     write_node_config,
 )
-from linkage import forms, synthetic
-from linkage.keys import KeySet, LinkageSecret
-from linkage.schema import load_schema
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
@@ -481,9 +481,9 @@ def test_matcher_limits_a_node_calling_match_directly(
     from linkage.keys import KeySet, LinkageSecret
     from linkage.schema import load_schema
     from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-    from server.convert import encoded_to_proto
-    from server.status import retry_after_from_metadata
-    from server.tls import secure_channel, tls_files_for
+    from server.common.status import retry_after_from_metadata
+    from server.common.tls import secure_channel, tls_files_for
+    from server.common.wire import encoded_to_proto
     from tests.matcher_harness import tls_section
 
     pki = Path(federation.pki)
@@ -653,12 +653,12 @@ def test_a_month_first_source_stores_and_encodes_as_a_day_first_one(tmp_path: Pa
     """The same children written day first by one agency and month first by another (with
     ``day_first = false`` on its source): after ``jigsaw ingest`` and ``jigsaw publish``
     both stores hold the same values and publish encodes them to the same filters."""
-    from client.demo import COLUMN_NAMES
     from linkage.errors import InvalidValueError
     from linkage.normalise import date_parts, normalise_date
     from proto.jigsaw.v1 import jigsaw_pb2
-    from server.node_store import NodeStore
-    from server.publish import encode_messages
+    from server.launcher import COLUMN_NAMES
+    from server.node.publish import encode_messages
+    from server.node.store import NodeStore
 
     children = synthetic.generate_population(60, seed=5).agencies["health"]
     rows = list(synthetic.rows(children))

@@ -1,6 +1,6 @@
 """Fast paths of the publish and lookup code agree with their plain counterparts.
 
-``server.convert.proto_to_encoded`` converts well-formed records column by column and falls back
+``server.common.wire.proto_to_encoded`` converts well-formed records column by column and falls back
 to its record-by-record loop (which names the first bad record) otherwise; the index folds its
 unsorted delta into the sorted permutation by insertion instead of a full re-sort. Both must
 give exactly what the plain code gives.
@@ -16,8 +16,8 @@ from linkage.index import MatchIndex, _SortedKeys
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2
-from server import convert
-from server.status import RequestError
+from server.common import wire as convert
+from server.common.status import RequestError
 
 SCHEMA = load_schema("child")
 FINGERPRINT = SCHEMA.fingerprint()

@@ -19,8 +19,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from server.pki import UNIT_AGENCY, init_pki, issue_certificate, server_name
-from server.tls import secure_channel, tls_files_for
+from server.common.pki import UNIT_AGENCY, init_pki, issue_certificate, server_name
+from server.common.tls import secure_channel, tls_files_for
 from tests.matcher_harness import Running, matcher_config
 from tests.test_authorisation_matrix import _matcher_calls, _node_calls
 from tests.test_node_disclose import Node, start_node, stop_node, write_node_config

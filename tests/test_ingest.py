@@ -1,4 +1,4 @@
-"""Tests of ingest (server.ingest): good rows kept, bad rows reported by line and field,
+"""Tests of ingest (server.node.ingest): good rows kept, bad rows reported by line and field,
 no value ever in a message or log record, re-ingest idempotent, CSV and SQLite sources."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage.schema import load_schema
-from server import ingest as ingest_module
-from server.ingest import IngestReport, RowProblem, SourceError, ingest_source
-from server.node_config import SourceConfig
-from server.node_store import NodeStore
+from server.node import ingest as ingest_module
+from server.node.config import SourceConfig
+from server.node.ingest import IngestReport, RowProblem, SourceError, ingest_source
+from server.node.store import NodeStore
 
 SCHEMA = load_schema("child")
 

@@ -1,6 +1,6 @@
-"""Tests of the strict matcher config parser (server.matcher_config).
+"""Tests of the strict matcher config parser (server.matcher.config).
 
-The parsing rules it shares with the node config (server.config_parsing) are checked here
+The parsing rules it shares with the node config (server.common.config) are checked here
 through both parsers: the same mistake in the same section gets the same message.
 """
 
@@ -14,17 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage.schema import load_schema
-from server.matcher_config import (
+from server.common.purposes import DEFAULT_PURPOSE_CODES
+from server.common.tls import TlsFiles
+from server.matcher.config import (
     ConfigError,
     MatcherConfig,
     MatchLimitConfig,
     load_matcher_config,
     parse_matcher_config,
 )
-from server.node_config import ConfigError as NodeConfigError
-from server.node_config import parse_node_config
-from server.purposes import DEFAULT_PURPOSE_CODES
-from server.tls import TlsFiles
+from server.node.config import ConfigError as NodeConfigError
+from server.node.config import parse_node_config
 
 VALID = """
 [matcher]
@@ -390,7 +390,7 @@ def test_match_limit_messages_echo_no_value(tmp_path: Path, key: str) -> None:
 
 
 def test_demo_matcher_config_writes_the_defaults(tmp_path: Path) -> None:
-    from client.demo import write_matcher_config
+    from server.launcher import write_matcher_config
 
     path = write_matcher_config(tmp_path)
     text = path.read_text("utf-8")

@@ -24,9 +24,9 @@ from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from linkage.synthetic import DEFAULT_AGENCIES, generate_population
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.convert import encoded_to_columns, encoded_to_proto
-from server.matcher import FormMap, candidates_per_record
-from server.pki import init_pki
+from server.common.pki import init_pki
+from server.common.wire import encoded_to_columns, encoded_to_proto
+from server.matcher.service import FormMap, candidates_per_record
 
 TIMEOUT = 30
 SCHEMA = load_schema("child")

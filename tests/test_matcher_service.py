@@ -1,4 +1,4 @@
-"""Tests for server.matcher: a real matcher on 127.0.0.1 port 0, mutual TLS, a real SQLite store."""
+"""Tests for server.matcher.service: a real matcher on loopback, mutual TLS, real SQLite."""
 
 from __future__ import annotations
 
@@ -29,18 +29,18 @@ from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from linkage.synthetic import DEFAULT_AGENCIES, generate_population
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.audit import verify_audit_log
-from server.convert import encoded_to_columns, encoded_to_proto
-from server.matcher import (
+from server.common.audit import verify_audit_log
+from server.common.pki import init_pki
+from server.common.status import RequestError, retry_after_from_metadata
+from server.common.tls import secure_channel, tls_files_for
+from server.common.wire import encoded_to_columns, encoded_to_proto
+from server.matcher.config import ConfigError, parse_matcher_config
+from server.matcher.service import (
     candidates_to_proto,
     decode_page_token,
     encode_page_token,
 )
-from server.matcher_config import ConfigError, parse_matcher_config
-from server.matcher_convert import candidate_to_proto, evidence_table
-from server.pki import init_pki
-from server.status import RequestError, retry_after_from_metadata
-from server.tls import secure_channel, tls_files_for
+from server.matcher.wire import candidate_to_proto, evidence_table
 
 TIMEOUT = 30
 SCHEMA = load_schema("child")
@@ -670,7 +670,7 @@ ALLOWED_STRING_FIELDS = {
     "references",
     "form_of",  # the opaque reference of the record a published row is a form of
     "schema_fingerprint",
-    "purpose_code",  # a code of a closed list (server.purposes), checked by the matcher
+    "purpose_code",  # a code of a closed list (server.common.purposes), checked by the matcher
     "on_behalf_of",
     "agency",
     "stage",
@@ -686,7 +686,7 @@ ALLOWED_BYTES_FIELDS = {
     "field_filters",
     "record_filter",
     # a signed audit head or receipt: the matcher refuses a statement with any key or value
-    # outside the head format (server.audit_anchor), a signature, a CA-issued certificate
+    # outside the head format (server.common.anchor), a signature, a CA-issued certificate
     "statement",
     "signature",
     "certificate",
@@ -888,7 +888,7 @@ def test_enumeration_alert_is_written_once_per_burst(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     query = population["police"].records([0])[0]
-    caplog.set_level(logging.WARNING, logger="server.matcher")
+    caplog.set_level(logging.WARNING, logger="server.matcher.service")
     for _ in range(8):  # a second apart: the bucket never refuses; 6th call crosses 5
         match(limited, "police-node", query)
         clock.advance(1.0)
@@ -1102,8 +1102,8 @@ def test_default_limits_allow_a_burst_of_sixty_fifteen_a_person(
 
 _SERVE = (
     "import sys; sys.path.insert(0, sys.argv[2]);"
-    "from server.matcher import serve;"
-    "from server.matcher_config import load_matcher_config;"
+    "from server.matcher.service import serve;"
+    "from server.matcher.config import load_matcher_config;"
     "serve(load_matcher_config(sys.argv[1]), on_started=lambda port: print(port, flush=True))"
 )
 

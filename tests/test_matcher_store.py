@@ -1,4 +1,4 @@
-"""Tests for server.matcher_store: payload layout, idempotent upserts, meta checks, link results."""
+"""Tests for server.matcher.store: payload layout, idempotent upserts, meta checks, link results."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from linkage import forms
 from linkage.encode import EncodedBatch, concat_batches, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema, load_schema
-from server import matcher_store
-from server.matcher_store import (
+from server.matcher import store as matcher_store
+from server.matcher.store import (
     MatcherStore,
     MatcherStoreError,
     StoredCluster,
@@ -276,7 +276,7 @@ _WRITER = textwrap.dedent(
     from linkage.encode import encode_records
     from linkage.keys import KeySet, LinkageSecret
     from linkage.schema import load_schema
-    from server.matcher_store import MatcherStore
+    from server.matcher.store import MatcherStore
 
     schema = load_schema("child")
     keys = KeySet(LinkageSecret.for_tests(), 1)

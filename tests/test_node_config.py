@@ -1,4 +1,4 @@
-"""Tests of the strict node config parser (server.node_config)."""
+"""Tests of the strict node config parser (server.node.config)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from linkage.errors import KeyMaterialError
 from linkage.keys import TEST_SECRET_HEX, LinkageSecret
 from linkage.schema import load_schema
-from server.node_config import ConfigError, NodeConfig, load_node_config, read_linkage_keys
-from server.purposes import DEFAULT_PURPOSE_CODES
-from server.tls import TlsFiles
+from server.common.purposes import DEFAULT_PURPOSE_CODES
+from server.common.tls import TlsFiles
+from server.node.config import ConfigError, NodeConfig, load_node_config, read_linkage_keys
 
 VALID = """
 [node]

@@ -1,6 +1,6 @@
-"""gRPC tests of the agency node (server.node) over mutual TLS on 127.0.0.1, port 0.
+"""gRPC tests of the agency node (server.node.service) over mutual TLS on 127.0.0.1, port 0.
 
-Certificates come from ``server.pki.init_pki`` in a temporary directory. A small fake
+Certificates come from ``server.common.pki.init_pki`` in a temporary directory. A small fake
 matcher (the real generated Matcher base class, behind the real AuthInterceptor with
 MATCHER_POLICY) records what the node sends it, so Lookup and publishing are exercised end to
 end without the real matcher.
@@ -28,18 +28,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from linkage.keys import TEST_SECRET_HEX
 from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.audit import verify_audit_log
-from server.auth import MATCHER_POLICY, AuthInterceptor, Identity, current_identity
-from server.convert import request_form_of, request_references
-from server.ingest import ingest_source
-from server.node import NodeRuntime, build_node, create_server
-from server.node_config import NodeConfig, load_node_config, read_linkage_keys
-from server.node_store import NodeStore
-from server.pki import init_pki
-from server.publish import message_forms, publish_pending
-from server.revocation import RevocationChecker
-from server.status import RETRY_AFTER_METADATA_KEY
-from server.tls import TlsFiles, secure_channel, server_credentials, tls_files_for
+from server.common.audit import verify_audit_log
+from server.common.auth import MATCHER_POLICY, AuthInterceptor, Identity, current_identity
+from server.common.pki import init_pki
+from server.common.revocation import RevocationChecker
+from server.common.status import RETRY_AFTER_METADATA_KEY
+from server.common.tls import TlsFiles, secure_channel, server_credentials, tls_files_for
+from server.common.wire import request_form_of, request_references
+from server.node.config import NodeConfig, load_node_config, read_linkage_keys
+from server.node.ingest import ingest_source
+from server.node.publish import message_forms, publish_pending
+from server.node.service import NodeRuntime, build_node, create_server
+from server.node.store import NodeStore
 from tests.matcher_harness import tls_section
 
 # Identifier values of the test records: none may appear in an audit line or status message.
@@ -917,8 +917,8 @@ def test_create_server_returns_bound_port(pki: Path, tmp_path: Path) -> None:
 
 _SERVE = """
 import logging, sys
-from server.node import serve
-from server.node_config import load_node_config
+from server.node.service import serve
+from server.node.config import load_node_config
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 serve(load_node_config(sys.argv[1]))
 """

@@ -1,4 +1,4 @@
-"""Tests of the node store (server.node_store) and of publishing from it (server.publish).
+"""Tests of the node store (server.node.store) and of publishing from it (server.node.publish).
 
 Publishing is driven through a fake in-process matcher stub that records what it was sent;
 ``tests/test_node_disclose.py`` publishes over real mutual-TLS gRPC.
@@ -23,9 +23,9 @@ import pytest
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.convert import request_references
-from server.node_store import NodeStore, StoreFormatError, content_hash
-from server.publish import message_forms, publish_pending
+from server.common.wire import request_references
+from server.node.publish import message_forms, publish_pending
+from server.node.store import NodeStore, StoreFormatError, content_hash
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -152,7 +152,7 @@ def test_concurrent_upserts_from_threads(store: NodeStore) -> None:
 
 _WRITER = """
 import sys
-from server.node_store import NodeStore
+from server.node.store import NodeStore
 store = NodeStore(sys.argv[1])
 chunk = 0
 while True:

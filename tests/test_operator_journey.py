@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from client.demo import AGENCIES, start_service, stop_services, wait_ready, write_node_config
+from server.launcher import AGENCIES, start_service, stop_services, wait_ready, write_node_config
 from tests.test_e2e import Federation, _build, jigsaw
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ STAFF_OF = {"childrens_social_care": "alice", "police": "bob"}
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    from client.demo import node_addresses
+    from server.launcher import node_addresses
 
     federation = _build(tmp_path_factory.mktemp("journey"), 300, 5)
     try:

@@ -1,4 +1,4 @@
-"""Tests for server.pki: certificate layout, identity encoding, extensions, file modes, TLS."""
+"""Tests for server.common.pki: certificate layout, identity, extensions, file modes, TLS."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.pki import (
+from server.common.pki import (
     CaPassphrase,
     PkiError,
     PkiLayout,
@@ -23,7 +23,7 @@ from server.pki import (
     issue_certificate,
     revoke_certificate,
 )
-from server.tls import (
+from server.common.tls import (
     MAX_MESSAGE_BYTES,
     TlsFiles,
     secure_channel,

@@ -1,4 +1,4 @@
-"""Tests of the publish loop's fast path (server.publish, server.node_store paging).
+"""Tests of the publish loop's fast path (server.node.publish, server.node.store paging).
 
 The publisher encodes a whole call's records at once, pages the store by position and reads
 and encodes the next group in a thread while the current one is in flight. These tests pin
@@ -23,26 +23,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import server.publish as publish_module
+import server.node.publish as publish_module
 from linkage.encode import EncodedBatch
 from linkage.forms import NO_FORM, encode_forms, form_reference
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema, load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.convert import (
+from server.common.wire import (
     columns_form_of,
     columns_to_encoded,
     encoded_to_columns,
     encoded_to_proto,
     request_references,
 )
-from server.node_store import NodeStore, PendingRecord, content_hash
-from server.publish import (
+from server.node.publish import (
     PublishNotAcknowledged,
     encode_messages,
     message_forms,
     publish_pending,
 )
+from server.node.store import NodeStore, PendingRecord, content_hash
 
 SCHEMA = load_schema("child")
 

@@ -1,4 +1,4 @@
-"""How the node publishes a record that lacks sex (server.publish with linkage.forms).
+"""How the node publishes a record that lacks sex (server.node.publish with linkage.forms).
 
 The shipped schema salts the date of birth with sex, so a record holding a date of birth but
 no sex is published as one *form* per sex value, each under a reference derived from the
@@ -23,12 +23,12 @@ from linkage.forms import form_reference
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.convert import columns_to_encoded, request_form_of, request_references
-from server.matcher import MatcherRuntime, build_matcher
-from server.node_store import NodeStore, PendingRecord
-from server.pki import init_pki
-from server.publish import encode_messages, publish_pending
-from server.tls import secure_channel, tls_files_for
+from server.common.pki import init_pki
+from server.common.tls import secure_channel, tls_files_for
+from server.common.wire import columns_to_encoded, request_form_of, request_references
+from server.matcher.service import MatcherRuntime, build_matcher
+from server.node.publish import encode_messages, publish_pending
+from server.node.store import NodeStore, PendingRecord
 
 SCHEMA = load_schema("child")
 KEYS = KeySet(LinkageSecret.for_tests(), 1)

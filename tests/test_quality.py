@@ -1,4 +1,4 @@
-"""Data-quality feedback per agency (server.quality), against synthetic data whose error
+"""Data-quality feedback per agency (server.node.quality), against synthetic data whose error
 labels (linkage.synthetic) say what the rates must be, and through a node's Status."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from types import MappingProxyType
 
 import pytest
 
-from client.demo import COLUMN_NAMES, write_agency_csv
 from linkage import synthetic
 from linkage.schema import load_schema
-from server.ingest import PROBLEM_CATEGORIES, ingest_source
-from server.node_config import SourceConfig
-from server.node_store import LinkedRow, NodeStore
-from server.quality import data_quality
+from server.launcher import COLUMN_NAMES, write_agency_csv
+from server.node.config import SourceConfig
+from server.node.ingest import PROBLEM_CATEGORIES, ingest_source
+from server.node.quality import data_quality
+from server.node.store import LinkedRow, NodeStore
 
 CANARY_NHS = "9434765918"  # fails the modulus-11 check
 FIELD_LABEL = {

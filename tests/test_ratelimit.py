@@ -1,4 +1,4 @@
-"""Tests for server.ratelimit with a fake clock: token buckets, eviction, enumeration alerts,
+"""Tests for server.common.ratelimit with a fake clock: token buckets, eviction, enumeration alerts,
 hourly caps, limits charged all or nothing."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.ratelimit import (
+from server.common.ratelimit import (
     AllOrNothing,
     EnumerationGuard,
     RateLimiter,

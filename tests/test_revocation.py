@@ -19,9 +19,7 @@ from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.matcher import build_matcher
-from server.matcher_config import parse_matcher_config
-from server.pki import (
+from server.common.pki import (
     CRL_FILE,
     UNIT_AGENCY,
     PkiError,
@@ -32,8 +30,10 @@ from server.pki import (
     revoke_certificate,
     server_name,
 )
-from server.revocation import RevocationChecker
-from server.tls import secure_channel, tls_files_for
+from server.common.revocation import RevocationChecker
+from server.common.tls import secure_channel, tls_files_for
+from server.matcher.config import parse_matcher_config
+from server.matcher.service import build_matcher
 from tests.matcher_harness import Running, matcher_config
 from tests.test_node_disclose import start_node, stop_node, write_node_config
 
@@ -206,7 +206,7 @@ def test_a_reload_never_weakens_the_list(
     assert not checker.is_revoked(alice)
     revoke_certificate(pki, name="alice")
     assert checker.is_revoked(alice)
-    with caplog.at_level(logging.ERROR, logger="server.revocation"):
+    with caplog.at_level(logging.ERROR, logger="server.common.revocation"):
         shutil.copy(older, served)  # an older list would un-revoke alice
         assert checker.is_revoked(alice)
         served.write_text("garbage")

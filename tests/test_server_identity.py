@@ -1,5 +1,5 @@
 """Clients check whom they reached: the server certificate must name the role and agency
-expected (``server.pki.server_name``), over real mutual TLS on loopback.
+expected (``server.common.pki.server_name``), over real mutual TLS on loopback.
 
 Every certificate of the federation's CA is valid for TLS, so without that check a node could
 pose as the matcher (and collect other agencies' encodings) or as another agency's node.
@@ -19,8 +19,8 @@ import pytest
 
 from client.client import MatcherClient, NodeClient
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.pki import init_pki
-from server.tls import WrongServerError, server_credentials, tls_files_for
+from server.common.pki import init_pki
+from server.common.tls import WrongServerError, server_credentials, tls_files_for
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of the shared serve loop (server.serving.serve_until_signal).
+"""Tests of the shared serve loop (server.common.serving.serve_until_signal).
 
 The node and matcher run it through ``serve()``; the real processes are exercised in
 test_matcher_service.py (SIGTERM) and test_e2e.py (the CLI with ``--port-file``). Here a
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from server.serving import SHUTDOWN_GRACE_S, STOP_SIGNALS, serve_until_signal
+from server.common.serving import SHUTDOWN_GRACE_S, STOP_SIGNALS, serve_until_signal
 
 
 @dataclass
@@ -83,7 +83,7 @@ def test_a_port_already_served_is_refused_not_shared() -> None:
 
     import grpc
 
-    from server.tls import server_options
+    from server.common.tls import server_options
 
     first = grpc.server(futures.ThreadPoolExecutor(max_workers=1), options=server_options())
     second = grpc.server(futures.ThreadPoolExecutor(max_workers=1), options=server_options())

@@ -1,4 +1,4 @@
-"""Tests for server.status: the error table, aborts on a real server, and canary-safe messages."""
+"""Tests for server.common.status: error table, aborts on a real server, canary-safe messages."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from linkage.errors import (
     ModelError,
     SchemaError,
 )
-from server.pki import init_pki
-from server.status import (
+from server.common.pki import init_pki
+from server.common.status import (
     INTERNAL_MESSAGE,
     RETRY_AFTER_METADATA_KEY,
     NotFoundError,
@@ -36,7 +36,7 @@ from server.status import (
     retry_after_from_metadata,
     status_for,
 )
-from server.tls import secure_channel, server_credentials, server_options, tls_files_for
+from server.common.tls import secure_channel, server_credentials, server_options, tls_files_for
 
 CANARY = "Zebedee-Canary-1999-03-02"
 TIMEOUT = 10

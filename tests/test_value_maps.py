@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from client.demo import write_node_config
 from linkage.schema import load_schema
-from server.config_parsing import ConfigError
-from server.ingest import ingest_source
-from server.node_config import load_node_config
-from server.node_store import NodeStore
+from server.common.config import ConfigError
+from server.launcher import write_node_config
+from server.node.config import load_node_config
+from server.node.ingest import ingest_source
+from server.node.store import NodeStore
 
 VALUES = """
 [source.values]

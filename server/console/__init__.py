@@ -17,7 +17,7 @@ Sign-in is the staff certificate (mutual TLS in the browser)::
   extension is an open pull request there), so :mod:`server.console.tls` adds the leaf
   certificate to ``scope["extensions"]["tls"]["client_cert_chain"]`` from the connection's
   ``ssl_object`` — the extension's own shape, so it goes once uvicorn ships it.
-* Every request re-reads the identity from that certificate (``server.auth``): role
+* Every request re-reads the identity from that certificate (``server.common.auth``): role
   ``staff`` of the console's own agency (or an operator, below), not on the revocation
   list; anything else is a 403 page, before any session or form is looked at.
 * The console holds its own certificate of the new PKI role ``console`` (agency-bound like

@@ -45,7 +45,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.auth import Identity, identity_from_certificate
+from server.common.auth import Identity, identity_from_certificate
+from server.common.pki import UNIT_AGENCY, server_name
+from server.common.revocation import RevocationChecker
+from server.common.tls import TlsFiles, secure_channel
 from server.console.activity import Activity, ActivityLog
 from server.console.forms import (
     PRIORITIES,
@@ -64,10 +67,7 @@ from server.console.tls import (
     client_certificate_pem,
     tls_context_factory,
 )
-from server.node_config import ConsoleConfig, NodeConfig
-from server.pki import UNIT_AGENCY, server_name
-from server.revocation import RevocationChecker
-from server.tls import TlsFiles, secure_channel
+from server.node.config import ConsoleConfig, NodeConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Audit heads anchored with another party: signed heads, receipts, and checks against them.
 
-Role in the pipeline: a hash chain (:mod:`server.audit`) shows an edit, but a host that
+Role in the pipeline: a hash chain (:mod:`server.common.audit`) shows an edit, but a host that
 rewrites the whole chain and its head, cuts entries off the end and rewrites the head, or
 wipes the log with its head, leaves a log that checks out on its own. So each party's head
 is also held by another party, signed by the log's owner, where the owner cannot reach it:
@@ -16,7 +16,7 @@ is also held by another party, signed by the log's owner, where the owner cannot
    head, with its own receipt for it, in its *witnessed* file. So each node holds the
    matcher's heads (the matcher dials no node: it has no addresses for them).
 
-Statements (canonical JSON as in :mod:`server.audit`, UTF-8) signed ECDSA P-256 / SHA-256
+Statements (canonical JSON as in :mod:`server.common.audit`, UTF-8) signed ECDSA P-256 / SHA-256
 (DER) with the key of the certificate sent beside them (PEM)::
 
     head     {"type": "jigsaw.audit.head.v1", "owner", "agency", "role": the owner's
@@ -44,7 +44,8 @@ extract for one owner) to whoever verifies.
 must name an entry of the log's sound chain with that hash. It reports, by entry number, a
 rewrite (entries up to the last matching head are sound, the first mismatching head's entry
 differs), a truncation (the log ends before a held head), a wipe (an empty log) and a missing
-log, besides the local problems of :func:`server.audit.walk_chain`. Heads carry counts, hashes,
+log, besides the local problems of :func:`server.common.audit.walk_chain`.
+Heads carry counts, hashes,
 identity names and times only: no identifier value is ever signed, sent or printed.
 """
 
@@ -73,9 +74,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from linkage.errors import JigsawError
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.audit import AuditLog, canonical_json, walk_chain
-from server.auth import Identity, identity_from_certificate
-from server.tls import TlsFiles
+from server.common.audit import AuditLog, canonical_json, walk_chain
+from server.common.auth import Identity, identity_from_certificate
+from server.common.tls import TlsFiles
 
 logger = logging.getLogger(__name__)
 
@@ -504,7 +505,7 @@ class Anchorer:
 @dataclass(frozen=True)
 class AnchorVerification:
     """Result of :func:`verify_against_anchors`; ``first_bad_seq`` as in
-    :class:`server.audit.AuditVerification`; ``anchored_seq`` the highest head held."""
+    :class:`server.common.audit.AuditVerification`; ``anchored_seq`` the highest head held."""
 
     ok: bool
     entries: int

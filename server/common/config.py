@@ -1,7 +1,7 @@
 """Strict TOML config parsing shared by the node and matcher config files.
 
-Role in the pipeline: the building blocks that :mod:`server.node_config` and
-:mod:`server.matcher_config` parse their files with, so that both files follow one set of
+Role in the pipeline: the building blocks that :mod:`server.node.config` and
+:mod:`server.matcher.config` parse their files with, so that both files follow one set of
 rules: an unknown key, a missing required key or a value of the wrong type is a problem; every
 problem in a file is collected by :class:`Problems` and reported at once in one
 :class:`ConfigError`; relative paths resolve against the config file's directory; the ``[tls]``
@@ -30,10 +30,10 @@ from linkage.schema import (
     shipped_schema_names,
     toml_error_text,
 )
-from server.tls import TlsFiles
+from server.common.tls import TlsFiles
 
 #: The keys of the ``[tls]`` section: all required but ``crl`` (default: ``crl.pem`` beside
-#: ``ca_cert``; see ``server.tls.TlsFiles``).
+#: ``ca_cert``; see ``server.common.tls.TlsFiles``).
 TLS_KEYS = frozenset({"ca_cert", "cert", "key", "crl"})
 
 _TYPE_WORDS: Mapping[type, str] = {

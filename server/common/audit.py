@@ -56,7 +56,7 @@ applies, and one ``<action>.<reason>`` count per kind), so every refused call is
 counted in exactly one entry.
 
 The chain is unkeyed: it shows tampering by anyone who does not also rewrite every later
-entry and the head. :mod:`server.audit_anchor` has another party hold signed heads, against
+entry and the head. :mod:`server.common.anchor` has another party hold signed heads, against
 which a truncated, wiped or rewritten log shows too (:meth:`AuditLog.durable_head`,
 :func:`walk_chain`).
 """
@@ -397,7 +397,7 @@ class AuditLog:
 
     def durable_head(self) -> tuple[int, str]:
         """(seq, hash) of the last entry on disk: (0, :data:`GENESIS_HASH`) when empty. What
-        :mod:`server.audit_anchor` signs and hands to another party."""
+        :mod:`server.common.anchor` signs and hands to another party."""
         with self._lock:
             return self._durable_seq, self._durable_hash
 
@@ -550,7 +550,7 @@ def walk_chain(data: bytes) -> tuple[list[str], tuple[int, str] | None]:
     first, and the first problem after them as (entry number, reason), or None.
 
     Checks each entry's keys, hash, sequence number, link to the previous entry and
-    canonical form; :func:`verify_audit_log` adds the head, :mod:`server.audit_anchor` the
+    canonical form; :func:`verify_audit_log` adds the head, :mod:`server.common.anchor` the
     heads held by another party.
     """
     hashes: list[str] = []

@@ -2,9 +2,9 @@
 
 Role in the pipeline: every node and matcher server is built with an :class:`AuthInterceptor`
 holding its :class:`RolePolicy` (:data:`MATCHER_POLICY` or :data:`NODE_POLICY`). Mutual TLS
-(``server.tls``) has already verified the client certificate against the federation CA; the
+(``server.common.tls``) has already verified the client certificate against the federation CA; the
 interceptor reads the identity out of that certificate (CN = name, O = agency, OU = role; see
-``server.pki``) before any servicer code runs, refuses the call with ``UNAUTHENTICATED`` (no
+``server.common.pki``) before any servicer code runs, refuses the call with ``UNAUTHENTICATED`` (no
 usable identity, or a revoked certificate) or ``PERMISSION_DENIED`` (role not allowed, method
 not in the policy: deny by default; or, on a server that belongs to an agency, a caller of an
 agency-bound role from another agency), and hands the identity to the servicer, which reads it with
@@ -19,7 +19,7 @@ with the node's agency, and every method of its policy refuses a caller whose ro
 
 Revocation: gRPC Python cannot check a revocation list in the TLS handshake, so the
 interceptor checks the serial of the caller's certificate against the server's
-:class:`server.revocation.RevocationChecker` on every call, open services included. A revoked
+:class:`server.common.revocation.RevocationChecker` on every call, open services included. A revoked
 certificate is refused with ``UNAUTHENTICATED``, not ``PERMISSION_DENIED``: it is no longer a
 valid credential, so the caller is not identified at all (``PERMISSION_DENIED`` says an
 identified caller lacks a right, and gRPC reserves it for callers it could identify).
@@ -28,7 +28,7 @@ Health checking and reflection services are open to every authenticated identity
 carry no records). They are all a ``probe`` certificate may call: that is the certificate
 for a load balancer's health check (``jigsaw pki issue --role probe``), so that the key a
 load balancer holds opens nothing else. Reflection is served as v1alpha and v1
-(``server.serving``).
+(``server.common.serving``).
 
 Malformed requests: gRPC answers a request whose bytes do not parse as the method's message
 (truncated, invalid UTF-8 in a string field, a field of the wrong wire type) with
@@ -49,10 +49,10 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from server.audit import RefusalTally
-from server.pki import ROLES
-from server.revocation import RevocationChecker
-from server.status import Unauthenticated
+from server.common.audit import RefusalTally
+from server.common.pki import ROLES
+from server.common.revocation import RevocationChecker
+from server.common.status import Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ MATCHER_POLICY = RolePolicy(
         # a node, for its own agency's records only (the agency of its certificate)
         "/jigsaw.v1.Matcher/GetLinkedRecords": {"node"},
         "/jigsaw.v1.Matcher/Status": {"operator"},
-        # audit anchoring (server.audit_anchor): a node's own head; an operator's audit
+        # audit anchoring (server.common.anchor): a node's own head; an operator's audit
         "/jigsaw.v1.Matcher/AnchorHead": {"node"},
         "/jigsaw.v1.Matcher/GetAnchors": {"operator"},
     }

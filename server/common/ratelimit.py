@@ -2,7 +2,7 @@
 
 Role in the pipeline: a node's ``Lookup`` and ``Disclose`` (and the matcher's ``Match``) ask
 a :class:`RateLimiter` before doing any work and answers ``RESOURCE_EXHAUSTED`` with a
-retry-after delay when the caller is over its rate (``server.status.RateLimitedError``); an
+retry-after delay when the caller is over its rate (``server.common.status.RateLimitedError``); an
 :class:`EnumerationGuard` watches the same calls and says when a caller's lookups in a sliding
 window cross an alert threshold, so the servicer can write an "enumeration_alert" audit entry.
 The matcher also holds each calling node to a hard :class:`WindowCap` (at most ``limit`` calls

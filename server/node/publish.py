@@ -1,13 +1,13 @@
 """Publish: encode the node's pending records and stream them to the matcher; send withdrawals.
 
 Role in the pipeline: step 2 of the data flow (node → matcher). Records the matcher does not
-hold yet (new or changed since their last acknowledged publication, see ``server.node_store``)
+hold yet (new or changed since their last acknowledged publication, see ``server.node.store``)
 are read in groups of ``batch_size * batches_per_call`` (keyset pages in store order), each
 group encoded with one :func:`linkage.forms.encode_forms` call and sent in one
 client-streaming ``Publish`` call of at most ``batch_size`` rows per message: the first
 ``PublishRequest`` carries the :class:`EncodingHeader` (schema fingerprint and key version) and
 the first batch, later messages one batch each. A batch travels as ``EncodedColumns`` (a few
-large byte strings, layout in :mod:`server.convert`) rather than one ``EncodedRecord`` per
+large byte strings, layout in :mod:`server.common.wire`) rather than one ``EncodedRecord`` per
 row, which is far cheaper to build and to parse.
 
 Forms: a record lacking a salt field with few values (the shipped schema: sex, which salts
@@ -70,8 +70,8 @@ from linkage.forms import NO_FORM, encode_forms, form_reference
 from linkage.keys import KeySet
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.convert import encoded_to_columns, encoded_to_proto
-from server.node_store import NodeStore, PendingRecord
+from server.common.wire import encoded_to_columns, encoded_to_proto
+from server.node.store import NodeStore, PendingRecord
 
 logger = logging.getLogger(__name__)
 

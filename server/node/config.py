@@ -5,12 +5,12 @@ encodes with, where its SQLite store and audit log live, how to reach the matche
 certificates it presents, which sources it ingests (with their column mappings), which
 fields each caller role may have disclosed, where the other agencies' nodes are (for
 disclosures it relays), its lookup and disclosure limits, and the purpose codes its staff may
-state for a lookup (:mod:`server.purposes`).
+state for a lookup (:mod:`server.common.purposes`).
 
 Parsing is strict, like the schema: an unknown key, a missing required key or a value of
 the wrong type is a problem, and every problem in the file is reported at once in one
 :class:`ConfigError`. Relative paths resolve against the directory of the config file.
-The rules shared with the matcher config live in :mod:`server.config_parsing`.
+The rules shared with the matcher config live in :mod:`server.common.config`.
 
 File layout (``*`` = required)::
 
@@ -29,9 +29,9 @@ File layout (``*`` = required)::
                                               EncodedRecord each: for a matcher older than
                                               columnar Publish, during an upgrade)
     purposes           [codes]                the purpose codes staff may state for a lookup
-                                              (default server.purposes.DEFAULT_PURPOSE_CODES);
+                                              (default purposes.DEFAULT_PURPOSE_CODES);
                                               the matcher's list must hold them too
-    [tls]              ca_cert*, cert*, key*  PEM files (see server.pki)
+    [tls]              ca_cert*, cert*, key*  PEM files (see server.common.pki)
                        crl                    revocation list checked on every call
                                               (default: crl.pem beside ca_cert)
     [[source]]         kind* ("csv" | "sqlite"), path*, table (required for sqlite),
@@ -73,7 +73,7 @@ from typing import Any
 from linkage.errors import KeyMaterialError
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema
-from server.config_parsing import (
+from server.common.config import (
     ConfigError,
     Problems,
     load_schema_ref,
@@ -82,9 +82,9 @@ from server.config_parsing import (
     read_tls_section,
     resolve_path,
 )
-from server.pki import ROLES
-from server.purposes import DEFAULT_PURPOSE_CODES, read_purpose_codes
-from server.tls import TlsFiles
+from server.common.pki import ROLES
+from server.common.purposes import DEFAULT_PURPOSE_CODES, read_purpose_codes
+from server.common.tls import TlsFiles
 
 __all__ = [
     "LOCAL_ID",

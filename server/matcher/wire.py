@@ -1,14 +1,15 @@
-"""Matcher-side proto <-> domain conversions that ``server.convert`` does not already cover.
+"""Matcher-side proto <-> domain conversions that ``server.common.wire`` does not already cover.
 
 Role in the pipeline: the matcher servicer stays thin by calling these helpers to check an
 ``EncodingHeader`` against the served schema and key version, turn each row of
 ``MatchRequest.queries`` into a one-row :class:`~linkage.encode.EncodedBatch`, and turn index
 candidates and stored link-result clusters into ``Candidate`` / ``Cluster`` messages. Records
-are parsed and validated by :func:`server.convert.proto_to_encoded` or, for the columnar form,
-:func:`server.convert.columns_to_encoded` (the one module where filter bytes are read), and
+are parsed and validated by :func:`server.common.wire.proto_to_encoded` or, for the columnar form,
+:func:`server.common.wire.columns_to_encoded` (the one module where filter bytes are read), and
 their ``form_of`` (which record each row is a form of, :mod:`linkage.forms`) by
-:func:`server.convert.records_form_of` / :func:`server.convert.columns_form_of`; bands and
-agreements come from :func:`server.convert.band_for` and :func:`server.convert.agreement_for`.
+:func:`server.common.wire.records_form_of` / :func:`server.common.wire.columns_form_of`; bands and
+agreements come from :func:`server.common.wire.band_for` and
+:func:`server.common.wire.agreement_for`.
 
 Nothing converted here is an identifier: filters, opaque references, agency ids, level labels
 and weights only. Error messages name fields (``queries[0].field_filters[2]``) and
@@ -29,7 +30,8 @@ from linkage.index import IndexedCandidate
 from linkage.schema import Schema
 from linkage.scoring import MISSING_LEVEL, FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.convert import (
+from server.common.status import RequestError
+from server.common.wire import (
     agreement_for,
     band_for,
     columns_form_of,
@@ -37,8 +39,7 @@ from server.convert import (
     proto_to_encoded,
     records_form_of,
 )
-from server.matcher_store import StoredCluster
-from server.status import RequestError
+from server.matcher.store import StoredCluster
 
 #: The shape of a schema fingerprint (:meth:`linkage.schema.Schema.fingerprint`).
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")

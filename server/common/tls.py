@@ -2,9 +2,10 @@
 
 Role in the pipeline: node, matcher and client code never build gRPC credentials themselves;
 they call :func:`server_credentials` / :func:`secure_channel` with the :class:`TlsFiles` of
-their identity (see ``server.pki`` for how the files are made). Servers always require a
+their identity (see ``server.common.pki`` for how the files are made). Servers always require a
 client certificate signed by the federation CA; channels always present one, and name the
-server they expect (``expect``, a :func:`server.pki.server_name` of role and agency): TLS then
+server they expect (``expect``, a :func:`server.common.pki.server_name` of role and agency):
+TLS then
 checks that name against the server certificate's DNS names on every connection, so a node
 cannot pose as the matcher, nor one agency's node as another's (a channel fails with
 ``UNAVAILABLE``, "Peer name ... is not in peer certificate").
@@ -23,7 +24,7 @@ from typing import Any
 import grpc
 
 from linkage.errors import JigsawError
-from server.pki import CA_NAME, CRL_FILE, PkiError, bundle_dir, server_name
+from server.common.pki import CA_NAME, CRL_FILE, PkiError, bundle_dir, server_name
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
@@ -66,7 +67,8 @@ class TlsFiles:
     """PEM files of one identity: the federation CA, its certificate and its private key.
 
     ``crl``, the federation's certificate revocation list, matters to servers only (see
-    ``server.revocation``); by default it is :data:`server.pki.CRL_FILE` beside ``ca_cert``.
+    ``server.common.revocation``); by default it is :data:`server.common.pki.CRL_FILE`
+    beside ``ca_cert``.
     """
 
     ca_cert: Path
@@ -96,7 +98,7 @@ class TlsFiles:
 
 def tls_files_for(pki_dir: Path, name: str) -> TlsFiles:
     """The TlsFiles of identity ``name``: its bundle in a PKI directory made by
-    ``server.pki.init_pki``, or ``pki_dir`` itself when that is the bundle (as handed to the
+    ``server.common.pki.init_pki``, or ``pki_dir`` itself when that is the bundle (as handed to the
     identity's machine)."""
     pki_dir = Path(pki_dir)
     if name == CA_NAME:
@@ -155,7 +157,7 @@ def secure_channel(
 ) -> grpc.Channel:
     """A channel to ``address`` presenting this identity's certificate, trusting only the CA.
 
-    ``expect`` is the :func:`server.pki.server_name` of the server this channel must reach
+    ``expect`` is the :func:`server.common.pki.server_name` of the server this channel must reach
     (its role and agency); every Jigsaw client passes it. Without it any server with a
     certificate of the CA valid for the address is accepted (tests and probes only).
     ``options`` override the defaults of :func:`channel_options` key by key (for example a

@@ -17,7 +17,7 @@ Tables::
                                               field name as ingest stores it (dates, postcodes,
                                               NHS numbers and sex canonical, normalised with
                                               the source's settings; names and text as given:
-                                              server.ingest), plus the source's extra fields
+                                              server.node.ingest), plus the source's extra fields
         content_hash   TEXT NOT NULL,         content_hash(fields) (see below)
         published_hash TEXT,                  content_hash last acknowledged by the matcher;
                                               NULL = never published
@@ -30,10 +30,10 @@ Tables::
            cluster_id TEXT, band INTEGER,     record of in the same cluster of the last link
            PRIMARY KEY(reference, agency))    result fetched: one row per (record, other
                                               agency), band a ProbabilityBand number; replaced
-                                              whole by each fetch (server.linked)
+                                              whole by each fetch (server.node.linked)
     source_quality(source TEXT PRIMARY KEY,   the last ingest of each source (by file name):
                    ingested_at TEXT,          its counts by category and per field, JSON as
-                   summary TEXT)              server.quality writes it; never a value
+                   summary TEXT)              server.node.quality writes it; never a value
 
 A record is *pending publication* when it is not deleted and ``content_hash`` differs from
 ``published_hash``; *pending withdrawal* when it is deleted and was published. A deleted record

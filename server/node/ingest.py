@@ -60,10 +60,12 @@ from __future__ import annotations
 
 import collections
 import csv
+import json
 import logging
 import re
 import sqlite3
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -72,9 +74,8 @@ from typing import Any
 from linkage.errors import InvalidValueError, JigsawError
 from linkage.normalise import NORMALISERS, YearRange
 from linkage.schema import FieldSpec, Schema
-from server.node_config import LOCAL_ID, SourceConfig
-from server.node_store import NodeStore
-from server.quality import record_ingest
+from server.node.config import LOCAL_ID, SourceConfig
+from server.node.store import NodeStore
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class RowProblem:
 
     ``field`` is a schema field, ``local_id``, or empty for a whole-row problem. ``reason`` is
     the sentence shown to the operator; ``category`` the reason's code, one of
-    :data:`PROBLEM_CATEGORIES`, which the data-quality report counts (server.quality).
+    :data:`PROBLEM_CATEGORIES`, which the data-quality report counts (server.node.quality).
     """
 
     line: int
@@ -104,6 +105,8 @@ class RowProblem:
 
 #: The codes of :attr:`RowProblem.category`: why a row was rejected (the first ten) or what a
 #: warning says about a stored row (the last two). Categories, never values.
+#: The warning category of an NHS number stored as missing.
+INVALID_NHS_NUMBER = "invalid_nhs_number"
 PROBLEM_CATEGORIES: tuple[str, ...] = (
     "malformed_row",  # a CSV row the csv module cannot parse
     "unterminated_quote",  # a quoted value that never closes properly
@@ -419,7 +422,7 @@ def _stored_value(
     except InvalidValueError as exc:
         if spec.kind == "nhs_number":
             warnings.append(
-                RowProblem(line, name, f"{exc.reason}; stored as missing", "invalid_nhs_number")
+                RowProblem(line, name, f"{exc.reason}; stored as missing", INVALID_NHS_NUMBER)
             )
         else:
             problems.append(RowProblem(line, name, exc.reason, "invalid_value"))
@@ -526,7 +529,7 @@ def ingest_source(
         warnings=tuple(reading.warnings),
         missing=missing,
     )
-    record_ingest(store, source_cfg.path.name, report)
+    _record_quality(store, source_cfg.path.name, report)
     return report
 
 
@@ -598,3 +601,26 @@ def ingest_all(
 ) -> list[IngestReport]:
     """Ingest every configured source in order; one report per source."""
     return [ingest_source(store, source, schema, progress=progress) for source in sources]
+
+
+def _record_quality(store: NodeStore, source: str, report: IngestReport) -> None:
+    """Keep the data-quality summary of one source's ingest in ``store`` (replacing that
+    source's previous one), read back by :mod:`server.node.quality`: counts and field names,
+    never a value."""
+    reasons_by_row: dict[int, set[tuple[str, str]]] = {}
+    for problem in report.rejected:
+        reasons_by_row.setdefault(problem.line, set()).add((problem.category, problem.field))
+    rejected = Counter(reason for reasons in reasons_by_row.values() for reason in reasons)
+    summary = {
+        "rows_read": report.rows_read,
+        "stored": report.stored,
+        "superseded": report.superseded,
+        "rejected_rows": report.rejected_rows,
+        "rejected": [
+            {"reason": reason, "field": field, "rows": rows}
+            for (reason, field), rows in sorted(rejected.items())
+        ],
+        "invalid_nhs_numbers": sum(p.category == INVALID_NHS_NUMBER for p in report.warnings),
+        "missing": dict(report.missing),
+    }
+    store.save_source_quality(source, json.dumps(summary, sort_keys=True))

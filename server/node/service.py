@@ -6,16 +6,16 @@ Role in the pipeline: steps 3 and 4 of the data flow. A staff member asks their 
 agency's keys (the identifiers never leave the node) and asks the matcher ``Match`` once, over
 mutual TLS with its own node certificate, with every query row of the lookup, passing the staff
 member's name (for the matcher's per-person limits and audit log) and purpose code (a code of
-``[node] purposes``, :mod:`server.purposes`; the staff member's free-text ``note`` stays in
+``[node] purposes``, :mod:`server.common.purposes`; the staff member's free-text ``note`` stays in
 this node's audit log); it returns the matcher's ranked candidates (agency, opaque reference,
 band, per-field evidence) and remembers, per person, which references it returned
-(:class:`~server.ratelimit.RecentAnswers`, for ``[rate_limits] disclosure_window_minutes``).
+(:class:`~server.common.ratelimit.RecentAnswers`, for ``[rate_limits] disclosure_window_minutes``).
 The staff member then asks the same node ``Disclose`` for one of those references: the node
 releases its own agency's record, or relays the request as itself (``on_behalf_of`` = the
 person) to the holding agency's node named in its ``[peers]`` table and passes the answer back.
 The holder releases only the fields its ``[disclosure]`` policy allows for the person's role
 (staff) and names the withheld ones. ``Status`` reports store counts and the agency's data
-quality (server.quality).
+quality (server.node.quality).
 
 The agency's staff console (:mod:`server.console`, a ``console`` certificate of this agency)
 calls ``Lookup``, ``Disclose`` and ``ListLinked`` with ``on_behalf_of`` = the staff member
@@ -25,30 +25,30 @@ console in every audit entry. Only a console may set it on ``Lookup`` and ``List
 ``Disclose``, a console or a relaying node. The console also reads ``Status`` as itself (counts
 and versions, no record), to show the agency's operators.
 
-Link results come back to the agency (:mod:`server.linked`): an operator's ``FetchLinked``
+Link results come back to the agency (:mod:`server.node.linked`): an operator's ``FetchLinked``
 makes the node fetch from the matcher, as itself, its own records that share a cluster with
 another agency's (their agency and band, never their references) into its store;
 ``ListLinked`` pages through them by local id, and ``ResolveReference`` turns one of the
 node's references into its local id — both for the node's own staff and operators, audited
 (counts, the reference and purpose; a local id never reaches the audit log).
 
-Security: every call passes :class:`server.auth.AuthInterceptor` with
-:data:`server.auth.NODE_POLICY` first (Lookup: staff; Disclose: staff, and nodes relaying;
+Security: every call passes :class:`server.common.auth.AuthInterceptor` with
+:data:`server.common.auth.NODE_POLICY` first (Lookup: staff; Disclose: staff, and nodes relaying;
 Status, ListLinked: operator, staff, console; ResolveReference: operator, staff;
 FetchLinked: operator), built with
 the node's agency: staff of another agency are refused every method. Lookups and disclosures
 are rate-limited per person (``RESOURCE_EXHAUSTED`` with ``retry-after-s``; a holder limits a
 relaying agency's people by agency and name) and watched by
-:class:`~server.ratelimit.EnumerationGuard` instances whose alerts are audited as
+:class:`~server.common.ratelimit.EnumerationGuard` instances whose alerts are audited as
 ``enumeration_alert`` and ``disclosure_alert``. A disclosure no recent lookup by the same
 person at this node led to is ``FAILED_PRECONDITION``. Every attempt, refused by a limit or
 not, counts towards the alerts. Every lookup and disclosure attempt is audited (actor,
 purpose, outcome, counts, ids, released field *names*; a relayed disclosure on both nodes),
 one entry each, except calls refused by the interceptor, by a rate limit or (a disclosure)
-as malformed, which a :class:`~server.audit.RefusalTally` counts per identity per interval.
+as malformed, which a :class:`~server.common.audit.RefusalTally` counts per identity per interval.
 No identifier value is ever logged, audited or put in a status message.
 
-Servicer errors map to status codes through :mod:`server.status`; the matcher (or a holding
+Servicer errors map to status codes through :mod:`server.common.status`; the matcher (or a holding
 node) being unreachable or too slow is ``UNAVAILABLE``.
 """
 
@@ -71,19 +71,14 @@ from linkage.keys import KeySet
 from linkage.normalise import FINITE_VALUES
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.audit import AuditLog, RefusalTally
-from server.audit_anchor import ANCHOR_INTERVAL_S, Anchorer, AnchorError, Signer, load_ca, pages
-from server.auth import NODE_POLICY, Identity, current_identity
-from server.convert import encoded_to_proto
-from server.linked import fetch_linked, linked_to_proto
-from server.node_config import NodeConfig, read_linkage_keys
-from server.node_store import NodeStore
-from server.pki import IDENTITY_NAME_RE, UNIT_AGENCY, server_name
-from server.purposes import require_purpose_code
-from server.quality import data_quality
-from server.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers
-from server.serving import build_grpc_server, serve_until_signal
-from server.status import (
+from server.common.anchor import ANCHOR_INTERVAL_S, Anchorer, AnchorError, Signer, load_ca, pages
+from server.common.audit import AuditLog, RefusalTally
+from server.common.auth import NODE_POLICY, Identity, current_identity
+from server.common.pki import IDENTITY_NAME_RE, UNIT_AGENCY, server_name
+from server.common.purposes import require_purpose_code
+from server.common.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers
+from server.common.serving import build_grpc_server, serve_until_signal
+from server.common.status import (
     NotFoundError,
     PolicyDenied,
     PreconditionFailed,
@@ -94,7 +89,12 @@ from server.status import (
     require_text,
     retry_after_from_metadata,
 )
-from server.tls import WrongServerError, raise_if_wrong_server, secure_channel
+from server.common.tls import WrongServerError, raise_if_wrong_server, secure_channel
+from server.common.wire import encoded_to_proto
+from server.node.config import NodeConfig, read_linkage_keys
+from server.node.linked import fetch_linked, linked_to_proto
+from server.node.quality import data_quality
+from server.node.store import NodeStore
 
 logger = logging.getLogger(__name__)
 
@@ -725,7 +725,7 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
     def AnchorAudit(
         self, request: jigsaw_pb2.AnchorAuditRequest, context: grpc.ServicerContext
     ) -> jigsaw_pb2.AnchorAuditResponse:
-        """Anchor this node's audit head with the matcher now (server.audit_anchor)."""
+        """Anchor this node's audit head with the matcher now (server.common.anchor)."""
         try:
             receipt, seq = self._anchorer.anchor_now()
         except grpc.RpcError as exc:
@@ -825,7 +825,7 @@ def build_node(config: NodeConfig, *, anchor_interval_s: float = ANCHOR_INTERVAL
     """Build the node server bound to ``config.listen`` with mutual TLS, ready to start.
 
     Its audit head is anchored with the matcher every ``anchor_interval_s`` seconds (when it
-    moved) from now on, and at close (:class:`server.audit_anchor.Anchorer`).
+    moved) from now on, and at close (:class:`server.common.anchor.Anchorer`).
     """
     keys = read_linkage_keys(config)
     store = NodeStore(config.store)

@@ -22,8 +22,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from server.config_parsing import Problems
-from server.status import RequestError
+from server.common.config import Problems
+from server.common.status import RequestError
 
 __all__ = [
     "DEFAULT_PURPOSE_CODES",

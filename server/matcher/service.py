@@ -11,10 +11,10 @@ batch ``Link`` over everything published and pages through the stored clusters
 with another agency's (``GetLinkedRecords``: the other agencies' names and bands, never their
 references; the agency is the ``O`` of the node's certificate). The matcher sees encodings,
 opaque references, agency ids, fingerprints, purpose codes (from a closed list,
-:mod:`server.purposes`; never free text) and counts only — it has no linkage secret and no
+:mod:`server.common.purposes`; never free text) and counts only — it has no linkage secret and no
 identifier value ever reaches it.
 
-State: a :class:`~server.matcher_store.MatcherStore` (SQLite, the durable copy) and a
+State: a :class:`~server.matcher.store.MatcherStore` (SQLite, the durable copy) and a
 :class:`~linkage.index.MatchIndex` (in memory, rebuilt from the store at start). Every Publish
 message is committed to the store in its own transaction and then applied to the index, so a
 ``kill -9`` loses only the message in flight, which the node re-sends (upserts are idempotent).
@@ -36,8 +36,8 @@ agency with different NHS numbers through a chain (the stored encodings are comp
 how many merges that refused and how many the cluster-size bound undid go to the log and
 the audit entry as counts (LinkProgress has no field for them).
 
-Security: every call passes :class:`server.auth.AuthInterceptor` with
-:data:`server.auth.MATCHER_POLICY` first (Publish, Withdraw, Match, GetLinkedRecords: node;
+Security: every call passes :class:`server.common.auth.AuthInterceptor` with
+:data:`server.common.auth.MATCHER_POLICY` first (Publish, Withdraw, Match, GetLinkedRecords: node;
 Link, GetLinkResult, Status: operator). The publishing agency is the ``O`` of the node's
 certificate, never a message field. Match answers carry a band and per-field evidence; the raw
 probability is filled only in benchmark mode *and* for an operator caller — Match is a
@@ -45,25 +45,26 @@ node-only RPC, so in practice nodes always get probability 0. Publish streams, w
 matches and link runs are audited (who, agency, purpose, counts, ids). Message contents are
 never logged.
 
-Match limits (``[match_limits]`` of the config, :mod:`server.matcher_config`): the matcher
+Match limits (``[match_limits]`` of the config, :mod:`server.matcher.config`): the matcher
 limits each calling node identity itself, because the node's own per-staff limits are set by
 the node's operator and do not bind a node that holds the linkage secret and probes the
 matcher with guessed identities; inside a node's budget each person it acts for
 (``on_behalf_of``) gets at most ``person_share`` of it, so one person cannot lock colleagues
 out. One Match is one lookup, counted once whatever its rows. Before any decoding or index
 work (``on_behalf_of`` aside), ``Match`` needs a token of the node's and of the person's
-:class:`~server.ratelimit.RateLimiter` and a slot of the node's and the person's hourly
-:class:`~server.ratelimit.WindowCap`, all or nothing (:class:`~server.ratelimit.AllOrNothing`:
+:class:`~server.common.ratelimit.RateLimiter` and a slot of the node's and the person's hourly
+:class:`~server.common.ratelimit.WindowCap`, all or nothing
+(:class:`~server.common.ratelimit.AllOrNothing`:
 a refused call is charged to none). A call past the buckets is counted by an
-:class:`~server.ratelimit.EnumerationGuard` per node (over the hourly threshold: one
+:class:`~server.common.ratelimit.EnumerationGuard` per node (over the hourly threshold: one
 "enumeration_alert" audit entry and a warning naming the caller). A refusal is
 ``RESOURCE_EXHAUSTED`` with trailing metadata ``retry-after-s`` (the longest wait of the
 limits that refused), counted as a "match" refused for "rate_limited" in the matcher's
-:class:`~server.audit.RefusalTally` (one entry per node per interval, as for the calls the
+:class:`~server.common.audit.RefusalTally` (one entry per node per interval, as for the calls the
 interceptor refuses). Publish, Withdraw and
 Link are not lookups and are not limited.
 
-Errors go through :mod:`server.status` (``@grpc_errors``): a header whose fingerprint or key
+Errors go through :mod:`server.common.status` (``@grpc_errors``): a header whose fingerprint or key
 version differs is ``FAILED_PRECONDITION`` saying which differs; a malformed record is
 ``INVALID_ARGUMENT`` naming ``records[i].field_filters[j]`` (or, for the columnar form a
 Publish message may use instead, ``columns.field_filters[j]``, ``columns.references[i]``; a
@@ -105,8 +106,7 @@ from linkage.index import CONFIDENT_PROBABILITY, IndexedCandidate, MatchIndex
 from linkage.schema import Schema
 from linkage.scoring import FellegiSunterModel, level_label
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.audit import AuditLog, RefusalTally
-from server.audit_anchor import (
+from server.common.anchor import (
     AnchorError,
     ReceiptFile,
     Signed,
@@ -115,9 +115,23 @@ from server.audit_anchor import (
     load_ca,
     pages,
 )
-from server.auth import MATCHER_POLICY, current_identity
-from server.matcher_config import MatcherConfig, MatchLimitConfig
-from server.matcher_convert import (
+from server.common.audit import AuditLog, RefusalTally
+from server.common.auth import MATCHER_POLICY, current_identity
+from server.common.purposes import require_purpose_code
+from server.common.ratelimit import AllOrNothing, Clock, EnumerationGuard, RateLimiter, WindowCap
+from server.common.serving import build_grpc_server, serve_until_signal
+from server.common.status import (
+    NotFoundError,
+    RateLimitedError,
+    RequestError,
+    grpc_errors,
+    require_reference,
+    require_text,
+    status_for,
+)
+from server.matcher.config import MatcherConfig, MatchLimitConfig
+from server.matcher.store import MatcherStore, StoredCluster, StoredEdge
+from server.matcher.wire import (
     EvidenceTable,
     candidates_from_table,
     check_header,
@@ -127,19 +141,6 @@ from server.matcher_convert import (
     linked_records,
     queries_to_encoded,
     records_to_encoded,
-)
-from server.matcher_store import MatcherStore, StoredCluster, StoredEdge
-from server.purposes import require_purpose_code
-from server.ratelimit import AllOrNothing, Clock, EnumerationGuard, RateLimiter, WindowCap
-from server.serving import build_grpc_server, serve_until_signal
-from server.status import (
-    NotFoundError,
-    RateLimitedError,
-    RequestError,
-    grpc_errors,
-    require_reference,
-    require_text,
-    status_for,
 )
 
 logger = logging.getLogger(__name__)
@@ -435,7 +436,7 @@ def candidates_to_proto(
 
     The per-candidate ``model.explain`` (one small numpy round trip each) was a tenth of a
     millisecond per candidate of every Match; a model's evidence messages are all known in
-    advance (:class:`~server.matcher_convert.EvidenceTable`), so pass ``table`` (built once
+    advance (:class:`~server.matcher.wire.EvidenceTable`), so pass ``table`` (built once
     per model) to skip even the one ``match_weights`` call. Gives the same messages.
     """
     if not found:
@@ -502,7 +503,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
     ) -> None:
         self._config = config
         self._refusals = refusals
-        # holds the nodes' audit heads, signed with the matcher's key (server.audit_anchor)
+        # holds the nodes' audit heads, signed with the matcher's key (server.common.anchor)
         self._signer = signer if signer is not None else Signer.from_tls(config.tls)
         self._witness = Witness(
             self._signer, load_ca(config.tls.ca_cert), ReceiptFile.witnessed_of(audit.path)

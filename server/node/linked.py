@@ -4,7 +4,7 @@ Role in the pipeline: step 5's way back. After an operator's ``Link`` at the mat
 operator asks each node ``FetchLinked``; the node pages through the matcher's
 ``GetLinkedRecords`` as itself (the matcher answers for the agency of the node's
 certificate only: the node's references, the other agencies' names and bands, never their
-references) and keeps the answer in its store (:meth:`server.node_store.NodeStore.
+references) and keeps the answer in its store (:meth:`server.node.store.NodeStore.
 replace_linked`, replacing the previous result's whole). ``ListLinked`` then gives the node's
 own staff and operators those records by their local ids: the list a multi-agency unit works
 from.
@@ -17,7 +17,7 @@ previous list in place; rows whose reference the store no longer holds are dropp
 from __future__ import annotations
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.node_store import LinkedRow, NodeStore
+from server.node.store import LinkedRow, NodeStore
 
 __all__ = ["PAGE_SIZE", "fetch_linked", "linked_to_proto"]
 

@@ -54,7 +54,7 @@ Presence is strict, not inferred: the bitmap is the truth, and a row absent from
 all-zero filter bytes (the sender zeroes them); anything else is refused, so one encoding has
 exactly one wire form and a sender bug cannot smuggle bits into a "missing" field.
 
-Validation errors are :class:`server.status.RequestError` naming the exact path
+Validation errors are :class:`server.common.status.RequestError` naming the exact path
 (``records[3].field_filters[1]``, ``columns.field_filters[2]``, ``columns.references[5]``) and
 the expected byte count, never the bytes.
 
@@ -79,10 +79,11 @@ from linkage.encode import EncodedBatch
 from linkage.errors import FilterFormatError, IncompatibleEncodingError
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.status import RequestError, require_filter_bytes, require_reference
+from server.common.status import RequestError, require_filter_bytes, require_reference
 
 _LE_U64 = np.dtype("<u8")
-#: A reference as ``server.status.require_reference`` accepts it (checked again there on errors).
+#: A reference as ``server.common.status.require_reference`` accepts it (checked again there
+#: on errors).
 _REFERENCE_FULL = re.compile(r"[0-9a-f]{32}")
 #: Any number of concatenated references' characters (lengths are checked separately).
 _REFERENCE_TEXT = re.compile(r"[0-9a-f]*")
@@ -567,7 +568,7 @@ def columns_to_encoded(
 def _column_references(values: Sequence[str], field_prefix: str) -> list[str]:
     """``values`` as a list if all are references and unique, else RequestError on the first.
 
-    References are matched whole (``fullmatch``): ``server.status.require_reference`` uses
+    References are matched whole (``fullmatch``): ``server.common.status.require_reference`` uses
     ``^...$``, which lets a trailing newline through, so it is not called here.
     """
     references = list(values)

@@ -4,7 +4,7 @@ Role in the pipeline: tells the matcher which linkage schema and key version it 
 refuses encodings made with anything else), where its SQLite store and audit log live, where
 it listens, which certificates it presents, whether benchmark mode is on, how many records
 one ``PublishRequest`` message may carry, which purpose codes a ``Match`` may state
-(:mod:`server.purposes`), and how many ``Match`` calls each calling node may
+(:mod:`server.common.purposes`), and how many ``Match`` calls each calling node may
 make (``[match_limits]``).
 
 The match limits are the matcher's own, per calling node identity (the certificate's name):
@@ -21,9 +21,9 @@ rows, and a call refused by any of these limits is charged to none of them.
 
 Parsing is strict, like the schema and the node config: an unknown key, a missing required
 key or a value of the wrong type is a problem, and every problem in the file is reported at
-once in one :class:`~server.config_parsing.ConfigError`. Relative paths resolve against the
+once in one :class:`~server.common.config.ConfigError`. Relative paths resolve against the
 directory of the config file. The rules shared with the node config live in
-:mod:`server.config_parsing`.
+:mod:`server.common.config`.
 
 File layout (``*`` = required)::
 
@@ -36,8 +36,8 @@ File layout (``*`` = required)::
     benchmark_mode     false                    operators (only) get raw probabilities
     max_publish_batch  5000                     records per PublishRequest message (1..100000)
     purposes           [codes]                  the purpose codes a Match may state (default
-                                                server.purposes.DEFAULT_PURPOSE_CODES)
-    [tls]              ca_cert*, cert*, key*    PEM files (see server.pki)
+                                                server.common.purposes.DEFAULT_PURPOSE_CODES)
+    [tls]              ca_cert*, cert*, key*    PEM files (see server.common.pki)
                        crl                      revocation list checked on every call
                                                 (default: crl.pem beside ca_cert)
     [match_limits]                              optional; per calling node identity
@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from linkage.schema import Schema
-from server.config_parsing import (
+from server.common.config import (
     ConfigError,
     Problems,
     load_schema_ref,
@@ -67,8 +67,8 @@ from server.config_parsing import (
     read_tls_section,
     resolve_path,
 )
-from server.purposes import DEFAULT_PURPOSE_CODES, read_purpose_codes
-from server.tls import TlsFiles
+from server.common.purposes import DEFAULT_PURPOSE_CODES, read_purpose_codes
+from server.common.tls import TlsFiles
 
 __all__ = [
     "ConfigError",

@@ -2,8 +2,8 @@
 
 Role in the pipeline: an operator runs :func:`init_pki` once to create the unit's certificate
 authority and the certificates of the matcher, every agency node, every staff member and every
-operator; :func:`issue_certificate` adds one identity later. ``server.tls`` loads the files,
-``server.auth`` reads the identity back out of the peer certificate on every call.
+operator; :func:`issue_certificate` adds one identity later. ``server.common.tls`` loads the files,
+``server.common.auth`` reads the identity back out of the peer certificate on every call.
 
 Identity encoding (every leaf certificate subject)::
 
@@ -12,7 +12,7 @@ Identity encoding (every leaf certificate subject)::
     OU = role            one of "node", "staff", "operator", "matcher", "probe", "console"
 
 A "probe" certificate is for a load balancer's health check: its role may call the health
-and reflection services only (``server.auth``), so the key a load balancer holds opens no
+and reflection services only (``server.common.auth``), so the key a load balancer holds opens no
 record and no operation.
 
 Certificates (all keys EC P-256, signatures ECDSA with SHA-256):
@@ -25,7 +25,7 @@ Certificates (all keys EC P-256, signatures ECDSA with SHA-256):
   IP 127.0.0.1 and IP ::1 (plus any extra host names asked for), so gRPC's BoringSSL accepts
   them as servers on loopback, and DNS :func:`server_name` (role and agency, under the
   reserved ``.invalid`` domain): a client names the server it expects with that name
-  (``server.tls.secure_channel``), so TLS itself refuses a server of another role or agency.
+  (``server.common.tls.secure_channel``), so TLS itself refuses a server of another role or agency.
   Validity starts five minutes in the past (clock skew).
 
 Layout of a PKI directory (all PEM; directories 0700, private keys 0600, written through a
@@ -47,7 +47,7 @@ import into a browser (the staff console's sign-in); the PEM files stay the sour
 Revocation: ``crl.pem`` is the certificate revocation list, signed by the CA, with a CRL
 number that grows with every change; :func:`revoke_certificate` re-signs it and refreshes the
 copy in every server bundle under ``<dir>`` (servers elsewhere need the new file copied to
-them); ``server.revocation`` checks callers against it.
+them); ``server.common.revocation`` checks callers against it.
 """
 
 from __future__ import annotations

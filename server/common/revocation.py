@@ -2,14 +2,14 @@
 
 Role in the pipeline: gRPC Python cannot check a revocation list during the TLS handshake, so
 every server (node and matcher) checks the serial of the caller's verified certificate in its
-auth interceptor (``server.auth``) against a :class:`RevocationChecker`, on every call.
-``jigsaw pki revoke`` re-signs the list (``server.pki.revoke_certificate``).
+auth interceptor (``server.common.auth``) against a :class:`RevocationChecker`, on every call.
+``jigsaw pki revoke`` re-signs the list (``server.common.pki.revoke_certificate``).
 
 Invariants:
 
 * A server starts only with a good list: the file (``[tls] crl``, by default ``crl.pem``
   beside ``[tls] ca_cert``) must exist, parse, name the federation CA as issuer and carry the
-  CA's signature; otherwise :class:`server.pki.PkiError` and the server refuses to start.
+  CA's signature; otherwise :class:`server.common.pki.PkiError` and the server refuses to start.
 * The list is reloaded when its file changes (a ``stat`` per call: modification time, size
   and inode), so a revocation takes effect on the next call, without a restart.
 * A reload never weakens the list: a file that is missing, unreadable, not signed by the CA
@@ -26,8 +26,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from server.pki import PkiError, read_revocation_list
-from server.tls import TlsFiles
+from server.common.pki import PkiError, read_revocation_list
+from server.common.tls import TlsFiles
 
 logger = logging.getLogger(__name__)
 

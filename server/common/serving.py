@@ -1,7 +1,8 @@
 """Run a built gRPC server until SIGTERM or SIGINT, then shut it down gracefully.
 
 Role in the pipeline: the one serve loop behind ``jigsaw node serve`` and ``jigsaw matcher
-serve`` (through :func:`server.node.serve` and :func:`server.matcher.serve`). A service builds
+serve`` (through :func:`server.node.service.serve` and
+:func:`server.matcher.service.serve`). A service builds
 its runtime (server bound, resources open, not started); :func:`serve_until_signal` starts it,
 reports the bound port, blocks until a signal asks it to stop, then stops the server with a
 grace period for calls in flight and closes the runtime's resources.
@@ -24,10 +25,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from server.audit import RefusalTally
-from server.auth import AuthInterceptor, RolePolicy
-from server.revocation import RevocationChecker
-from server.tls import TlsFiles, server_credentials, server_options
+from server.common.audit import RefusalTally
+from server.common.auth import AuthInterceptor, RolePolicy
+from server.common.revocation import RevocationChecker
+from server.common.tls import TlsFiles, server_credentials, server_options
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def build_grpc_server(
 
     Every call passes the role interceptor with ``policy`` first, which also refuses a client
     certificate on the federation's revocation list (``tls.revocation_list_path()``; a missing
-    list, or one not signed by the CA, raises :class:`server.pki.PkiError`: no server starts
+    list, or one not signed by the CA, raises :class:`server.common.pki.PkiError`: no server starts
     without a good one); the standard health service (SERVING for "" and ``service_name``)
     and server reflection are added beside the service that ``add_servicer`` registers. A
     server of an ``agency`` (a node) admits callers of an agency-bound role (staff) of that

@@ -1,7 +1,7 @@
 """Data-quality feedback per agency: what its records look like to linkage.
 
 Role in the pipeline: after ingest (step 1) every source's counts are kept in the node's
-store (:func:`record_ingest`, called by :func:`server.ingest.ingest_source`); after a link
+store (by :func:`server.node.ingest.ingest_source`); after a link
 (step 5, once the node has fetched its linked records) the store knows which of its records
 other agencies hold too. :func:`data_quality` puts both together, from the store alone, as a
 ``DataQuality`` message: the node's ``Status`` answers with it, and ``jigsaw quality`` prints
@@ -15,7 +15,7 @@ service asks for 95 % of a council's records matched to NHS numbers), and after 
 share of records linked to another agency, overall and among those without an NHS number.
 
 Contract: counts of categories and fields only. A summary holds reason codes
-(:data:`server.ingest.PROBLEM_CATEGORIES`), field names and numbers, never a value, a line
+(:data:`server.node.ingest.PROBLEM_CATEGORIES`), field names and numbers, never a value, a line
 number or a local id, so it can be shown to anyone who may see the node's status. The store
 figures scan the live records once (a few hundred milliseconds per million records).
 """
@@ -23,46 +23,19 @@ figures scan the live records once (a few hundred milliseconds per million recor
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import TYPE_CHECKING
 
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.node_store import NodeStore
+from server.node.store import NodeStore
 
 if TYPE_CHECKING:
     from linkage.schema import Schema
-    from server.ingest import IngestReport
 
-__all__ = ["data_quality", "nhs_number_field", "record_ingest"]
-
-#: The warning category of an NHS number stored as missing (server.ingest).
-INVALID_NHS_NUMBER = "invalid_nhs_number"
+__all__ = ["data_quality", "nhs_number_field"]
 
 
 def _share(count: int, total: int) -> float:
     return count / total if total else 0.0
-
-
-def record_ingest(store: NodeStore, source: str, report: IngestReport) -> None:
-    """Keep the data-quality summary of one source's ingest in ``store`` (replacing that
-    source's previous one)."""
-    reasons_by_row: dict[int, set[tuple[str, str]]] = {}
-    for problem in report.rejected:
-        reasons_by_row.setdefault(problem.line, set()).add((problem.category, problem.field))
-    rejected = Counter(reason for reasons in reasons_by_row.values() for reason in reasons)
-    summary = {
-        "rows_read": report.rows_read,
-        "stored": report.stored,
-        "superseded": report.superseded,
-        "rejected_rows": report.rejected_rows,
-        "rejected": [
-            {"reason": reason, "field": field, "rows": rows}
-            for (reason, field), rows in sorted(rejected.items())
-        ],
-        "invalid_nhs_numbers": sum(p.category == INVALID_NHS_NUMBER for p in report.warnings),
-        "missing": dict(report.missing),
-    }
-    store.save_source_quality(source, json.dumps(summary, sort_keys=True))
 
 
 def nhs_number_field(schema: Schema) -> str:
