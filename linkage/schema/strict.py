@@ -113,7 +113,7 @@ def toml_error_text(error: tomllib.TOMLDecodeError) -> str:
     A schema or config path may point at a data file by mistake: the message keeps the line and
     column and the parser's own reason, and replaces a reason that quotes the text. Used for
     every TOML the project reads (schemas here, node and matcher configs in
-    ``server.config_parsing``).
+    ``server.common.config``).
     """
     message = str(error)
     position = _TOML_POSITION.search(message)
