@@ -1,26 +1,16 @@
 """Key material: the agencies' shared linkage secret and the keys derived from it.
 
-Role in the pipeline: every keyed hash in Jigsaw (Bloom-filter positions, record-level
-filter positions, blocking tokens, hardening transforms) uses its own key, derived on the
-agency node from the shared secret with HKDF-SHA256 (RFC 5869, from ``cryptography``). The
-matcher never holds the secret or any derived key.
+Role: every keyed hash in Jigsaw (Bloom-filter positions, record-level filter positions,
+blocking tokens, salt tags, hardening transforms) uses its own key, derived on the agency node
+from the shared secret with HKDF-SHA256 (RFC 5869, from ``cryptography``). The derivation is
+the compatibility contract between agencies (changing it changes every encoding):
+``proto/FORMATS.md`` ("Derived keys").
 
-Derivation (the compatibility contract between agencies; changing it changes every encoding)::
-
-    key = HKDF-SHA256(
-        ikm  = secret (32..64 bytes),
-        salt = b"jigsaw/hkdf-salt/v1",
-        info = b"jigsaw/v1/" + purpose + b"/" + subject + b"/k" + str(key_version),
-        length = 32,
-    )
-
-``purpose`` is one of :data:`PURPOSES` (what the key is for) and ``subject`` names the field,
-blocking rule or ``"record"``. Distinct (purpose, subject, version) triples give independent
-keys, so a key leaked for one field says nothing about another, and rotating the secret or the
-version changes every key.
-
-Secrets and keys are wrapped in types whose ``repr`` is redacted. A :class:`KeySet` caches the
-keys it derived for the life of one job (it is an ordinary object, never a module global).
+Invariants: distinct (purpose, subject, version) triples give independent keys, so a key
+leaked for one field says nothing about another, and rotating the secret or the version
+changes every key. The matcher never holds the secret or any derived key. Secrets and keys are
+wrapped in types whose ``repr`` is redacted; a :class:`KeySet` caches the keys it derived for
+the life of one job (an ordinary object, never a module global).
 """
 
 from __future__ import annotations

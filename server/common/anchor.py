@@ -1,52 +1,31 @@
 """Audit heads anchored with another party: signed heads, receipts, and checks against them.
 
-Role in the pipeline: a hash chain (:mod:`server.common.audit`) shows an edit, but a host that
-rewrites the whole chain and its head, cuts entries off the end and rewrites the head, or
-wipes the log with its head, leaves a log that checks out on its own. So each party's head
-is also held by another party, signed by the log's owner, where the owner cannot reach it:
+Role: a hash chain (:mod:`server.common.audit`) shows an edit, but a host that rewrites the
+whole chain and its head, cuts entries off the end, or wipes the log with its head, leaves a
+log that checks out on its own. So each party's head is also held, signed by the log's owner,
+by a party the owner cannot reach:
 
-1. An agency node signs its durable head (:meth:`AuditLog.durable_head`) with its
-   certificate key and sends it to the matcher (``Matcher.AnchorHead``): every
-   :data:`ANCHOR_INTERVAL_S` when the head moved, at shutdown, and on an operator's demand
-   (``AgencyNode.AnchorAudit``).
-2. The matcher checks the head (below), appends it with its receipt, signed with the
-   matcher's key, to its *witnessed* file, audits an ``audit_anchor`` entry (owner, seq, check)
-   and answers the receipt and its own head, signed after that entry.
-3. The node checks both, keeps the receipt in its *receipts* file, and keeps the matcher's
-   head, with its own receipt for it, in its *witnessed* file. So each node holds the
-   matcher's heads (the matcher dials no node: it has no addresses for them).
+1. An agency node signs its durable head with its certificate key and sends it to the
+   matcher (``Matcher.AnchorHead``): every :data:`ANCHOR_INTERVAL_S` when it moved, at
+   shutdown, and on an operator's demand (``AgencyNode.AnchorAudit``).
+2. The matcher checks it, keeps it with its own signed receipt in its *witnessed* file,
+   audits an ``audit_anchor`` entry, and answers the receipt and its own signed head.
+3. The node checks both, keeps the receipt and the matcher's head. So each node holds the
+   matcher's heads (the matcher dials no node).
 
-Statements (canonical JSON as in :mod:`server.common.audit`, UTF-8) signed ECDSA P-256 / SHA-256
-(DER) with the key of the certificate sent beside them (PEM)::
+Statements, signatures and the receipts/witnessed files: ``proto/FORMATS.md`` ("Anchored
+heads").
 
-    head     {"type": "jigsaw.audit.head.v1", "owner", "agency", "role": the owner's
-              identity; "seq": entries in the log, "hash": the last entry's hash, "ts"}
-    receipt  {"type": "jigsaw.audit.receipt.v1", "witness", "agency", "role": the
-              witness's identity; "head_sha256": SHA-256 of the head statement, "ts"}
+Invariants: a statement is believed only if its certificate was issued by the federation CA,
+its signature verifies and the identity it names is the certificate's; revocation is not
+checked (a head signed before a revocation stays evidence). A witness accepts a head only
+from the identity that signed it and compares it with the last it holds: a lower count is
+``regressed``, the same count with another hash ``conflict``; both are kept, audited and
+logged. Heads carry counts, hashes, identity names and times only.
 
-A statement with any other key, or a malformed value, is refused: the matcher takes no free
-text in it. A statement is believed only if its certificate was issued by the federation CA, its
-signature verifies under that certificate's key and the identity it names is the
-certificate's (CN, O, OU). Revocation is not checked: a head signed before a revocation
-stays evidence of what the log held then. A witness accepts a head only from the identity
-that signed it (the TLS caller), and compares it with the last head it holds of that owner:
-a lower entry count is ``regressed`` (the owner's log was cut or wiped), the same count with
-another hash ``conflict`` (rewritten); both are kept, audited and logged as warnings.
-
-Files, beside the audit log ``<log>``: ``<log>.receipts.jsonl`` (receipts for this party's
-own heads) and ``<log>.witnessed.jsonl`` (other parties' heads with this party's receipts):
-one JSON object per line, ``{"head": S, "receipt": S}`` with S = ``{"statement": text,
-"signature": base64, "certificate": PEM text}``; appended under ``flock`` and fsynced.
-A witnessed file is also the export format: hand it (or ``jigsaw audit export-anchors``'s
-extract for one owner) to whoever verifies.
-
-:func:`verify_against_anchors` checks a log against the heads of its owner: every held head
-must name an entry of the log's sound chain with that hash. It reports, by entry number, a
-rewrite (entries up to the last matching head are sound, the first mismatching head's entry
-differs), a truncation (the log ends before a held head), a wipe (an empty log) and a missing
-log, besides the local problems of :func:`server.common.audit.walk_chain`.
-Heads carry counts, hashes,
-identity names and times only: no identifier value is ever signed, sent or printed.
+Contract: :func:`verify_against_anchors` checks a log against its owner's heads and reports,
+by entry number, a rewrite, a truncation, a wipe and a missing log, besides the local problems
+of :func:`server.common.audit.walk_chain`.
 """
 
 from __future__ import annotations
@@ -279,7 +258,7 @@ def _verify_signed(
 
 
 def verify_head(signed: Signed, ca: x509.Certificate) -> Head:
-    """The head in ``signed``; :class:`AnchorError` unless it is sound (module docstring)."""
+    """The head in ``signed``; :class:`AnchorError` unless it is sound (proto/FORMATS.md)."""
     owner, statement = _verify_signed(signed, ca, "head", "owner")
     seq, chain_hash, ts = statement.get("seq"), statement.get("hash"), statement.get("ts")
     if (
@@ -306,7 +285,7 @@ def verify_receipt(receipt: Receipt, ca: x509.Certificate) -> VerifiedReceipt:
 
 
 class ReceiptFile:
-    """An append-only JSONL file of receipts (see the module docstring); thread-safe."""
+    """An append-only JSONL file of receipts (proto/FORMATS.md); thread-safe."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

@@ -1,59 +1,25 @@
 """Append-only, hash-chained audit log of lookups, disclosures and administrative actions.
 
-Role in the pipeline: nodes and the matcher append one entry per lookup, disclosure, publish,
-link run and refusal (who, when, what, the stated purpose, the outcome); an auditor runs
-:func:`verify_audit_log` to prove nothing was edited, inserted, deleted, reordered or cut off.
+Role: nodes and the matcher append one entry per lookup, disclosure, publish, link run and
+refusal (who, when, what, the stated purpose, the outcome); an auditor runs
+:func:`verify_audit_log` to prove nothing was edited, inserted, deleted, reordered or cut
+off. Line format, hash chain and ``<path>.head`` sidecar: ``proto/FORMATS.md`` ("Audit log").
 
-Byte format of ``<path>`` (UTF-8 text, one entry per line, each line ending in ``\\n``): every
-line is a JSON object with exactly these keys::
+Invariants:
 
-    seq      integer, 1 for the first entry, +1 per entry
-    ts       UTC time of the append, "YYYY-MM-DDTHH:MM:SS.ffffffZ"
-    actor    who acted (an identity name such as "alice" or "police-node")
-    action   what was done ("lookup", "disclose", "enumeration_alert", ...)
-    purpose  the purpose the caller stated ("" when none applies)
-    outcome  "ok", "denied", "error", ...
-    details  object of str/int/float/bool values (counts, ids, fingerprints; never identifiers)
-    prev     hash of the previous entry; 64 "0" characters for the first entry
-    hash     lowercase hex SHA-256 of the canonical JSON of this object without "hash"
-
-Canonical JSON: ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-allow_nan=False)`` encoded as UTF-8. The line written is the canonical JSON of the whole entry
-(including "hash").
-
-Group commit: appends are written by one writer thread per open log, in sequence order, as
-*groups* — every line queued while the previous group was being made durable (at most
-:data:`MAX_GROUP_ENTRIES`; the very first group of a log without a head holds one entry) is
-written with one ``write``, then ``flush`` and one ``fsync``. ``append`` returns only after
-the ``fsync`` that covers its own line, so an entry that was returned is on disk; concurrent
-callers share that ``fsync`` instead of queueing for one each.
-
-Sidecar ``<path>.head`` holds ``"<seq> <hash>\\n"`` of the last entry of the last durable
-group, rewritten after each group, before the next group is written. An open log replaces it
-atomically once (temp file, fsync, rename, directory fsync), then overwrites it in place
-(``pwrite`` at offset 0, ``fdatasync``): one sync per group instead of three. The line is
-under 100 bytes, within the first sector, and never shorter than the one before (``seq`` only
-grows, the hash is 64 characters), so each overwrite replaces the whole line; like SQLite's
-default (powersafe overwrite) this relies on a sector write not being torn, and a torn head
-would read as malformed or as naming an entry the log does not hold, which the open and
-:func:`verify_audit_log` refuse: it fails closed, never silently. The chain alone cannot
-reveal that its last entries were cut off; the head can. If a crash falls between a group's
-log fsync and its head write, the log is ahead of the head by at most
-:data:`MAX_GROUP_ENTRIES` entries, the head names an entry of the log and the chain runs on
-from it: this state is accepted (and repaired on the next open). A head that names a later
-entry than the log's last (tail cut off) or an entry the log does not hold is not.
-
-Identifier values (names, dates of birth, postcodes, NHS numbers, local record ids) must never
-be written here: callers log opaque references, counts and purposes. As a guard, ``details``
-keys that are identifier field names (:data:`FORBIDDEN_DETAIL_KEYS`) are refused.
-
-Refused calls (by the role interceptor, a rate limit, or as malformed before any work) are
-not written one by one, which let a flood of them fill a disk: a :class:`RefusalTally`
-counts them per identity (and person a node acts for) and writes, at the end of each
-interval and at close, one ``refused`` entry per identity that was refused in it
-(``details``: ``refused`` = the total, ``interval_seconds``, ``on_behalf_of`` when it
-applies, and one ``<action>.<reason>`` count per kind), so every refused call is
-counted in exactly one entry.
+* an entry that :meth:`AuditLog.append` returned is on disk: appends are written by one
+  writer thread per log, in sequence order, as groups (at most :data:`MAX_GROUP_ENTRIES`)
+  sharing one ``fsync``, and the head is rewritten after each group;
+* the head fails closed: a torn head, or one naming an entry the log does not hold or a
+  later one than its last, is refused by the open and by :func:`verify_audit_log`; a log
+  ahead of its head by at most one group (a crash between the two writes) is accepted and
+  repaired on the next open;
+* no identifier value (names, dates of birth, postcodes, NHS numbers, local record ids) is
+  written: callers log references, counts and purposes, and ``details`` keys that are
+  identifier field names (:data:`FORBIDDEN_DETAIL_KEYS`) are refused;
+* refused calls (role, rate limit, malformed) are counted by a :class:`RefusalTally` and
+  written as one ``refused`` entry per identity per interval, so a flood of them cannot fill
+  a disk and every refused call is counted in exactly one entry.
 
 The chain is unkeyed: it shows tampering by anyone who does not also rewrite every later
 entry and the head. :mod:`server.common.anchor` has another party hold signed heads, against
@@ -166,7 +132,7 @@ class AuditVerification:
 
 
 def canonical_json(obj: Mapping[str, Any]) -> bytes:
-    """The canonical UTF-8 JSON bytes that are hashed and written (see module docstring)."""
+    """The canonical UTF-8 JSON bytes that are hashed and written (proto/FORMATS.md)."""
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
@@ -330,7 +296,13 @@ class AuditLog:
 
     def _write_head(self, seq: int, last_hash: str) -> None:
         line = f"{seq} {last_hash}\n".encode("ascii")
-        if self._head_descriptor is not None:  # in place: see the module docstring
+        # The first write of an open log replaces the head atomically (temp file, fsync,
+        # rename); later ones overwrite it in place, one sync instead of three. The line is
+        # under 100 bytes, in the first sector, and never shorter than the one before, so an
+        # overwrite replaces it whole; a torn sector write would read as a malformed head,
+        # which the open and verify_audit_log refuse (fail closed, as SQLite's powersafe
+        # overwrite assumes the same of the disk).
+        if self._head_descriptor is not None:
             os.pwrite(self._head_descriptor, line, 0)
             os.fdatasync(self._head_descriptor)
             return

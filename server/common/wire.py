@@ -1,70 +1,23 @@
 """The one place where protobuf messages and ``linkage`` domain objects are converted.
 
-Role in the pipeline: the node turns an :class:`~linkage.encode.EncodedBatch` into
-``EncodedColumns`` to publish (:func:`encoded_to_columns`) or an ``EncodedRecord`` to query
-(:func:`encoded_to_proto`, also the publish form of older nodes); the matcher turns either
-back into arrays (:func:`columns_to_encoded`, :func:`proto_to_encoded`), validated against its
-schema, before comparing. Servicers never touch filter bytes themselves, so a change of wire
-format stays in ``proto/`` and this module.
+Role: the node turns an :class:`~linkage.encode.EncodedBatch` into ``EncodedColumns`` to
+publish (:func:`encoded_to_columns`) or into ``EncodedRecord`` rows to query
+(:func:`encoded_to_proto`); the matcher turns either back into arrays
+(:func:`columns_to_encoded`, :func:`proto_to_encoded`), validated against its schema, before
+comparing. Servicers never touch filter bytes themselves, so a change of wire format stays in
+``proto/`` and this module. Byte layouts: ``proto/FORMATS.md`` ("Wire encodings").
 
-Wire layout of one ``EncodedRecord`` (see also ``proto/jigsaw/v1/jigsaw.proto``):
+Invariants: one encoding has exactly one wire form (presence is strict: a row absent from the
+presence bitmap must carry all-zero filter bytes, anything else is refused); ``form_of`` is
+read apart from the filters (:func:`records_form_of`, :func:`columns_form_of`) and is "" or a
+well-formed reference that is not one of the message's own.
 
-* ``reference``: 32 lowercase hex characters chosen by the node;
-* ``field_filters``: one entry per schema field, in schema order; a present field is its
-  packed filter, ``published_bits / 8`` bytes = ``published_bits / 64`` uint64 words (its width
-  after the field's hardening, ``FieldSpec.published_bits``), each little-endian (bit ``i``
-  is bit ``i % 8``, LSB first, of byte ``i // 8``); a missing field is empty bytes;
-* ``record_filter``: the record-level filter, ``Schema.published_record_bits / 8`` bytes (after
-  the record hardening), same layout;
-* ``block_keys``: one fixed64 per schema blocking rule, 0 where a part was missing;
-* ``salt_tags``: one fixed64 per schema salt source (``Schema.salt_sources``; none for an
-  unsalted schema), 0 where the salt value was missing;
-* ``form_of``: "" for a record published as itself, else the reference of the record this
-  row is a *form* of (:mod:`linkage.forms`: a record lacking sex is published once per sex
-  value, each form under a derived reference, ``linkage.forms.form_reference``).
-
-Wire layout of one ``EncodedColumns``: the same content as ``n`` records, one column per part.
-It is the publisher's form because a few large byte strings cost far less to build, send and
-parse than ``n`` sub-messages (the federation benchmark's publish figure, RESULTS.md), for
-about 5% more bytes (a missing value's filter is sent as zeros, not as empty bytes). ``F`` is
-the number of schema fields; every integer is little-endian:
-
-* ``references``: ``n`` references as above, row ``r`` of every column belongs to
-  ``references[r]``; unique within the message;
-* ``field_filters``: ``F`` entries in schema field order; entry ``f`` is the ``n`` rows'
-  filters of field ``f`` concatenated, ``n * published_bits_f / 8`` bytes, each row laid out
-  as in ``EncodedRecord``; the row of a missing value is all zero bytes;
-* ``field_present``: the ``n x F`` presence bitmap, row-major: bit ``r * F + f`` is set when
-  row ``r`` has a value for field ``f``; bit ``i`` is bit ``i % 8`` (LSB first) of byte
-  ``i // 8``; ``ceil(n * F / 8)`` bytes, unused high bits of the last byte zero;
-* ``record_filters``: ``n`` record-level filters concatenated, ``n * published_record_bits / 8``
-  bytes;
-* ``block_keys``: ``n`` rows of one uint64 per blocking rule, ``n * rules * 8`` bytes;
-* ``salt_tags``: ``n`` rows of one uint64 per salt source, ``n * sources * 8`` bytes (empty
-  for an unsalted schema);
-* ``form_of``: empty when every row is a record published as itself, else ``n`` strings as
-  ``EncodedRecord.form_of`` (the encoder writes it only when some row is a form).
-
-``form_of`` is read apart from the filters (:func:`records_form_of`, :func:`columns_form_of`,
-after :func:`proto_to_encoded` / :func:`columns_to_encoded` validated the references): every
-entry is "" or a well-formed reference that is not one of the message's own references (so
-never the row's own, and a message never holds a record both as itself and as forms).
-
-Presence is strict, not inferred: the bitmap is the truth, and a row absent from it must carry
-all-zero filter bytes (the sender zeroes them); anything else is refused, so one encoding has
-exactly one wire form and a sender bug cannot smuggle bits into a "missing" field.
-
-Validation errors are :class:`server.common.status.RequestError` naming the exact path
-(``records[3].field_filters[1]``, ``columns.field_filters[2]``, ``columns.references[5]``) and
-the expected byte count, never the bytes.
-
-Bands and agreement labels: :func:`band_for` maps a probability to the staff-facing band
-(``>= 0.99`` very high, ``>= 0.90`` high, ``>= 0.50`` possible, else low);
-:func:`agreement_for` maps a ``linkage.scoring`` level label to the ``Agreement`` enum
-(``exact``, ``strong``, ``disagrees``, ``missing`` one to one; ``moderate``, ``weak`` and
-``similar_<n>`` to ``WEAK``) and :func:`label_for` maps back to the canonical label.
-``not_compared`` (``NOT_COMPARED``) is no level of the model: the matcher sends it for a
-salted field held on both sides whose salt tags differ (``IndexedCandidate.not_compared``).
+Contract: validation errors are :class:`server.common.status.RequestError` naming the exact
+path (``records[3].field_filters[1]``, ``columns.references[5]``) and the expected byte count,
+never the bytes. :func:`band_for` maps a probability to the staff-facing band,
+:func:`agreement_for` a ``linkage.scoring`` level label to the ``Agreement`` enum and
+:func:`label_for` back (``NOT_COMPARED`` is no level of the model: the matcher sends it for a
+salted field whose salt tags differ).
 """
 
 from __future__ import annotations
@@ -360,7 +313,7 @@ def _words(chunks: list[bytes], rows: int, words: int) -> NDArray[np.uint64]:
 def encoded_to_columns(
     batch: EncodedBatch, references: Sequence[str], form_of: Sequence[str] | None = None
 ) -> jigsaw_pb2.EncodedColumns:
-    """The ``EncodedColumns`` of ``batch`` (layout in the module docstring), row ``i`` as
+    """The ``EncodedColumns`` of ``batch`` (layout in proto/FORMATS.md), row ``i`` as
     ``references[i]``; the filters of missing values are sent as zero bytes whatever they hold.
     ``form_of`` (one entry per row, "" for a record itself) is written only when some entry
     is not "".

@@ -1,73 +1,30 @@
 """The matcher's durable store: published encodings, the fitted model and batch-link results.
 
-Role in the pipeline: every ``Publish`` message is committed here (one SQLite transaction per
-message) before it is applied to the in-memory :class:`~linkage.index.MatchIndex`, and at start
-the index is rebuilt from here. ``Withdraw`` deletes here first. ``Link`` results and the fitted
-Fellegi-Sunter model are kept here too. The store holds encodings, opaque references, agency
-ids, fingerprints and counts only: nothing in it is an identifier value.
+Role: every ``Publish`` message is committed here (one SQLite transaction per message) before
+it is applied to the in-memory :class:`~linkage.index.MatchIndex`, and at start the index is
+rebuilt from here. ``Withdraw`` deletes here first. ``Link`` results and the fitted
+Fellegi-Sunter model are kept here too. Tables and the payload byte layout:
+``proto/FORMATS.md`` ("Matcher store").
 
-One SQLite file in WAL mode (``synchronous=FULL``), tables::
+Invariants:
 
-    meta(key TEXT PRIMARY KEY, value TEXT)
-        "schema_fingerprint", "key_version", "payload_format" — written when the store is
-        created; opening a store made for another fingerprint or key version is refused
-        (:class:`StoreMismatchError`, which names both values: they are not identifiers).
-    encodings(agency TEXT, reference TEXT, payload BLOB, updated_at TEXT,
-              PRIMARY KEY(agency, reference))
-        one row per published row: a record published as itself, or one *form* of a record
-        (:mod:`linkage.forms`: a record lacking sex is published once per sex value, each
-        form under its own derived reference).
-    forms(agency TEXT, reference TEXT, record TEXT, PRIMARY KEY(agency, reference)),
-          index forms_by_record(agency, record)
-        which encodings rows are forms, and of which record (the reference a node's
-        ``form_of`` names); a record published as itself has no row here. Created if
-        missing, so a store written before forms opens unchanged (it has none).
-    models(name TEXT PRIMARY KEY, json TEXT, updated_at TEXT)
-        the fitted model as ``FellegiSunterModel.to_dict()`` JSON, under the name "default".
-    link_results(result_id TEXT PRIMARY KEY, created_at TEXT, finished_at TEXT, status TEXT,
-                 min_probability REAL, total_records INTEGER, total_clusters INTEGER)
-        status is "running" from the start of a link run, "complete" once its clusters are
-        written, "failed" on an error and "abandoned" for a run found "running" when the
-        store is opened (the process died mid-link). Only "complete" results are readable.
-    link_clusters(result_id TEXT, ordinal INTEGER, cluster TEXT, PRIMARY KEY(result_id, ordinal))
-        one row per cluster (0-based ``ordinal``), ``cluster`` = JSON
-        ``{"members": [[agency, reference], ...],
-           "edges": [[left, right, probability, [[level_label, weight], ...]], ...]}``
-        where ``left``/``right`` index ``members`` and the evidence pairs follow schema field
-        order. A result's clusters and its "complete" status are written in one transaction,
-        so a crash mid-link never leaves half a result visible.
-
-Payload byte layout (format 1, fixed length for a given schema; all integers little-endian)::
-
-    byte 0                    payload format version, 1
-    ceil(F / 8) bytes         present bitmap: bit f (LSB first) of byte f // 8 is set when
-                              field f (schema order) has a value
-    per field f, in order     the packed field filter, published_bits_f / 8 bytes (the width
-                              after hardening, FieldSpec.published_bits; uint64 words,
-                              little-endian; bit i is bit i % 8 of byte i // 8); zeros when
-                              the field is missing
-    published_record_bits / 8 the packed record-level filter (Schema.published_record_bits),
-                              same layout
-    8 bytes per rule          the keyed blocking tokens (uint64), schema rule order, 0 = missing
-    8 bytes per salt source   the keyed salt tags (uint64), Schema.salt_sources order, 0 =
-                              missing (none for an unsalted schema, whose payloads are
-                              therefore byte-identical to those written before salt tags)
-
-Forms replace each other whole. :meth:`MatcherStore.upsert` takes each row's ``form_of``
-("" for a record published as itself); for every record the call touches (published as
-itself, or named by a form) it deletes, in the same transaction, the record's stored forms
-that the call does not carry and, when the record now comes as forms, the record's own row:
-a record whose sex became known replaces its forms, one whose sex was erased replaces its
-own row. So all the forms of a record must come in one call (one Publish message). The
-references so deleted are returned (``UpsertCounts.removed``) for the index to drop too.
-:meth:`MatcherStore.delete` (``Withdraw``, by record reference) deletes a record's forms with
-it, and :meth:`MatcherStore.iter_encodings` returns each row's ``form_of``, from which the
-matcher rebuilds its form -> record map at start.
+* nothing here is an identifier value: encodings, opaque references, agency names,
+  fingerprints and counts only;
+* a store made for another schema fingerprint or key version is refused
+  (:class:`StoreMismatchError`, which names both values: they are not identifiers);
+* forms replace each other whole: for every record an :meth:`MatcherStore.upsert` touches, it
+  deletes, in the same transaction, the record's stored forms the call does not carry and,
+  when the record now comes as forms, the record's own row (and the reverse); so all the forms
+  of a record come in one call, and the references deleted are returned
+  (``UpsertCounts.removed``) for the index to drop too. :meth:`MatcherStore.delete` deletes a
+  record's forms with it;
+* a link result's clusters and its "complete" status are written in one transaction; a run
+  found "running" at open is marked "abandoned"; only "complete" results are readable.
 
 Crash safety: each :meth:`MatcherStore.upsert` / :meth:`MatcherStore.delete` call is one
-transaction, so a ``kill -9`` loses only calls not yet committed; the node re-sends whatever it
-had not seen acknowledged and the upsert (keyed by agency and reference, "unchanged" when the
-payload is byte-identical) makes that harmless.
+transaction (WAL, ``synchronous=FULL``), so a ``kill -9`` loses only calls not yet committed;
+the node re-sends whatever it had not seen acknowledged, and the upsert (keyed by agency and
+reference, "unchanged" when the payload is byte-identical) makes that harmless.
 """
 
 from __future__ import annotations
@@ -207,7 +164,7 @@ def _now() -> str:
 
 
 def payload_length(schema: Schema) -> int:
-    """Bytes in one payload of ``schema`` (see the module docstring)."""
+    """Bytes in one payload of ``schema`` (proto/FORMATS.md, "Matcher store")."""
     n_fields = len(schema.fields)
     return (
         1

@@ -1,56 +1,27 @@
 """The agency node's store: its raw records and their publication state, in one SQLite file.
 
-Role in the pipeline: ``ingest`` writes records here, ``publish`` reads the records whose
-encodings the matcher does not hold yet (and the deleted ones it must withdraw), and the node
-servicer reads a record by its opaque reference to answer ``Disclose``. Raw identifiers live
-only in this file, on the agency's own machine.
+Role: ``ingest`` writes records here, ``publish`` reads the records whose encodings the
+matcher does not hold yet (and the deleted ones it must withdraw), the node servicer reads a
+record by its opaque reference to answer ``Disclose``, and ``linked`` and ``quality`` keep
+their results here. Raw identifiers live only in this file, on the agency's own machine.
+Tables, ``meta`` keys and the content hash: ``proto/FORMATS.md`` ("Node store").
 
-Tables::
+Invariants:
 
-    records(
-        local_id       TEXT PRIMARY KEY,      the agency's own record id
-        reference      TEXT UNIQUE NOT NULL,  opaque id shown to the matcher: 32 lowercase hex
-                                              characters from secrets.token_hex(16), assigned at
-                                              first insert and kept for the record's life, so
-                                              republishing replaces and never duplicates
-        fields         TEXT NOT NULL,         JSON object: value (string or null) by schema
-                                              field name as ingest stores it (dates, postcodes,
-                                              NHS numbers and sex canonical, normalised with
-                                              the source's settings; names and text as given:
-                                              server.node.ingest), plus the source's extra fields
-        content_hash   TEXT NOT NULL,         content_hash(fields) (see below)
-        published_hash TEXT,                  content_hash last acknowledged by the matcher;
-                                              NULL = never published
-        deleted        INTEGER DEFAULT 0,     1 = to be withdrawn from the matcher, then purged
-        updated_at     TEXT)                  UTC ISO-8601 time of the last change
-    meta(key TEXT PRIMARY KEY, value TEXT)    store format version and publication encoding;
-                                              "linked_result_id", "linked_fetched_at": the
-                                              link result ``linked`` holds, and when fetched
-    linked(reference TEXT, agency TEXT,       the node's records that another agency holds a
-           cluster_id TEXT, band INTEGER,     record of in the same cluster of the last link
-           PRIMARY KEY(reference, agency))    result fetched: one row per (record, other
-                                              agency), band a ProbabilityBand number; replaced
-                                              whole by each fetch (server.node.linked)
-    source_quality(source TEXT PRIMARY KEY,   the last ingest of each source (by file name):
-                   ingested_at TEXT,          its counts by category and per field, JSON as
-                   summary TEXT)              server.node.quality writes it; never a value
-
-A record is *pending publication* when it is not deleted and ``content_hash`` differs from
-``published_hash``; *pending withdrawal* when it is deleted and was published. A deleted record
-that was never published is purged at once.
-
-``content_hash`` is ``"sha256:" + hex(SHA-256(JSON))`` of the fields object serialised with
-sorted keys, separators ``","``/``":"`` and ASCII escapes, so equal content always hashes equal.
-
-Files: the store and its WAL and shared-memory files hold records, so they are created
-(and, when found wider, set) mode 0600, and a directory created for the store is 0700. A
-store of another ``store_format`` than :data:`STORE_FORMAT_VERSION` is refused
-(:class:`StoreFormatError`): re-ingest into a new store.
+* a record's reference is assigned at first insert and kept for the record's life, so
+  republishing replaces and never duplicates;
+* a record is *pending publication* when it is not deleted and ``content_hash`` differs from
+  ``published_hash``; *pending withdrawal* when it is deleted and was published; a deleted
+  record that was never published is purged at once;
+* the store and its WAL and shared-memory files are mode 0600 (set so when found wider), a
+  directory created for it 0700; a store of another ``store_format`` than
+  :data:`STORE_FORMAT_VERSION` is refused (:class:`StoreFormatError`: re-ingest into a new
+  store).
 
 Concurrency and crash safety: one connection (``check_same_thread=False``) guarded by a lock,
-usable from gRPC's thread pool; WAL journal with ``synchronous=FULL``; every method that writes
-does so in one transaction, so a process killed mid-ingest loses no committed row, and a re-run
-upserts by ``local_id`` and never duplicates.
+usable from gRPC's thread pool; WAL journal with ``synchronous=FULL``; every method that
+writes does so in one transaction, so a process killed mid-ingest loses no committed row, and
+a re-run upserts by ``local_id`` and never duplicates.
 """
 
 from __future__ import annotations
@@ -101,7 +72,7 @@ CREATE TABLE IF NOT EXISTS source_quality (
 
 
 def content_hash(fields: FieldValues) -> str:
-    """The content hash of a record's fields (see the module docstring)."""
+    """The content hash of a record's fields (proto/FORMATS.md, "Node store")."""
     canonical = json.dumps(dict(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "sha256:" + hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
