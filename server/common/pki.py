@@ -1,53 +1,26 @@
 """Certificates for the federation's mutual TLS: one private CA, one certificate per identity.
 
-Role in the pipeline: an operator runs :func:`init_pki` once to create the unit's certificate
-authority and the certificates of the matcher, every agency node, every staff member and every
-operator; :func:`issue_certificate` adds one identity later. ``server.common.tls`` loads the files,
+Role: an operator runs :func:`init_pki` once to create the unit's certificate authority and
+the certificates of the matcher, every agency node, every staff member and every operator;
+:func:`issue_certificate` adds one identity later, :func:`revoke_certificate` revokes one and
+:func:`export_pkcs12` writes a browser bundle. ``server.common.tls`` loads the files,
 ``server.common.auth`` reads the identity back out of the peer certificate on every call.
+Subject encoding (CN = name, O = agency, OU = role), certificate profile and directory
+layout: ``proto/FORMATS.md`` ("Certificates and the PKI directory").
 
-Identity encoding (every leaf certificate subject)::
+Invariants:
 
-    CN = identity name   ("police-node", "alice", "matcher")
-    O  = agency id       ("police"; the matcher and operators use "unit")
-    OU = role            one of "node", "staff", "operator", "matcher", "probe", "console"
-
-A "probe" certificate is for a load balancer's health check: its role may call the health
-and reflection services only (``server.common.auth``), so the key a load balancer holds opens no
-record and no operation.
-
-Certificates (all keys EC P-256, signatures ECDSA with SHA-256):
-
-* CA: self-signed, BasicConstraints CA (critical, path length 0), KeyUsage keyCertSign and
-  cRLSign (critical), SubjectKeyIdentifier.
-* Leaf: BasicConstraints not-CA (critical), KeyUsage digitalSignature (critical),
-  ExtendedKeyUsage serverAuth + clientAuth, SubjectKeyIdentifier, AuthorityKeyIdentifier.
-  Server-capable roles (node, matcher, console) also carry SubjectAlternativeName DNS "localhost",
-  IP 127.0.0.1 and IP ::1 (plus any extra host names asked for), so gRPC's BoringSSL accepts
-  them as servers on loopback, and DNS :func:`server_name` (role and agency, under the
-  reserved ``.invalid`` domain): a client names the server it expects with that name
-  (``server.common.tls.secure_channel``), so TLS itself refuses a server of another role or agency.
-  Validity starts five minutes in the past (clock skew).
-
-Layout of a PKI directory (all PEM; directories 0700, private keys 0600, written through a
-temporary file and an atomic rename)::
-
-    <dir>/ca/          the CA's own directory, never handed out: ca.key, ca.pem, crl.pem
-    <dir>/<name>/      one identity's bundle, handed to that identity's machine and nothing
-                       else: <name>.key, <name>.pem, ca.pem; a server's bundle (node,
-                       matcher) also holds a copy of crl.pem
-
-The CA key is PKCS#8, encrypted with ``cryptography``'s BestAvailableEncryption when a
-:class:`CaPassphrase` is given; issuing and revoking then need it. Identity keys are
-unencrypted PKCS#8 (gRPC cannot read encrypted keys). A bundle never holds the CA key.
-
-PKCS#12: :func:`export_pkcs12` writes ``<dir>/<name>/<name>.p12`` (certificate, key and the
-CA certificate, encrypted with a password given by the identity's owner) for a person to
-import into a browser (the staff console's sign-in); the PEM files stay the source.
-
-Revocation: ``crl.pem`` is the certificate revocation list, signed by the CA, with a CRL
-number that grows with every change; :func:`revoke_certificate` re-signs it and refreshes the
-copy in every server bundle under ``<dir>`` (servers elsewhere need the new file copied to
-them); ``server.common.revocation`` checks callers against it.
+* the CA's directory (``<dir>/ca/``) is never handed out; a bundle never holds the CA key;
+  issuing and revoking need the CA key's passphrase (:class:`CaPassphrase`) when it is
+  encrypted;
+* a "probe" certificate (a load balancer's health check) may call the health and reflection
+  services only, so the key a load balancer holds opens no record and no operation;
+* server certificates name their role and agency (:func:`server_name`), so a client that
+  names the server it expects (``server.common.tls.secure_channel``) is refused a server of
+  another role or agency by TLS itself;
+* :func:`revoke_certificate` re-signs ``crl.pem`` with a higher CRL number and refreshes the
+  copy in every server bundle under ``<dir>`` (servers elsewhere need the new file copied to
+  them); ``server.common.revocation`` checks callers against it.
 """
 
 from __future__ import annotations

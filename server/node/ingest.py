@@ -1,59 +1,25 @@
 """Ingest: read an agency's records (CSV or a SQLite table) into the node's store.
 
-Role in the pipeline: step 1 of the data flow. A source is read through its column mapping
-(``[[source]]`` in the node config) and every value is checked and normalised here, once,
-with the source's own settings. Good rows are never lost because a neighbour was bad, and
-never lost silently: every row read is stored, superseded by a later row of its local id,
-or rejected with its line (:class:`IngestReport` says how the counts add up).
+Role: step 1 of the data flow. A source is read through its column mapping (``[[source]]``
+in the node config) and every value is checked and normalised here, once, with the source's
+own settings: dates, postcodes, NHS numbers and sex are stored in canonical form, names and
+text as given (:func:`_stored_value`), so publish encodes exactly what ingest read.
 
-What the store holds (by schema field kind)
-    date, postcode, nhs_number, sex: the canonical form (``linkage.normalise``), normalised
-    with the source's ``day_first``, so publish encodes what ingest read and no source
-    setting is applied twice or forgotten (``day_first`` is the only per-source setting
-    that changes a value; a schema's own ``day_first`` never re-reads a stored date);
-    name, family_name, text, exact: the value as given (checked below), because their
-    normalisers read no source setting, their canonical form loses what a reader needs
-    (accents, capitals, particles), and a combined field (the full name) joins its inputs
-    as given. Extra (disclosable) fields and the local id are stored as given (checked).
+Invariants:
 
-Value checks (every stored value: local id, schema fields, extra fields)
-    tab, CR and LF become a space; any other control, format (bidirectional overrides,
-    zero-width marks but ZWJ/ZWNJ), line or paragraph separator, private-use or surrogate
-    character rejects the row; so does a value longer than :data:`MAX_VALUE_CHARS`
-    characters, a date after today, and a name that begins with ``=``, ``+``, ``-`` or
-    ``@`` (a spreadsheet formula, not a name).
-
-Row rules
-    * a row with a failing value is rejected, with one :class:`RowProblem` per failing field
-      (line, field, reason);
-    * except an NHS-number field (kind ``nhs_number``) that fails normalisation: stored as
-      missing and counted as a warning (the rule is "an invalid NHS number counts as missing");
-    * a row without a local id is rejected; when a local id repeats within one source the
-      later row wins and a warning names both lines;
-    * CSV only: a row with the wrong number of columns, or with bytes that are not valid
-      UTF-8, is rejected (``field`` is empty for a whole-row problem).
-
-CSV quoting
-    A quoted value may span lines. A quote that opens a value and never closes properly (a
-    stray double quote) would swallow the rows after it, so a record read over several lines
-    is taken only when the CSV is well formed (``strict``: a closing quote is followed by a
-    delimiter or the end of the line, and the file does not end inside quotes), it has the
-    header's number of columns, and no line it swallowed would be a row on its own (the
-    header's width and a local id). Otherwise its first line is rejected as an unterminated
-    quoted field (naming the column the quote opened, and its schema field when mapped) and
-    reading resumes on the next line, so every row after it is read again. A quoted value is
-    also bounded by the ``csv`` module's field size limit, so a runaway quote never holds
-    more than that.
-    A row written on one line is never taken into a neighbour's value this way; a runaway
-    that happens to close inside a later row's own multi-line quoted value can still take
-    that row's first line (the rest is then reported as malformed).
-
-Line numbers: for CSV, the physical line on which the row starts (the header is line 1, data
-starts on line 2); for SQLite, the row's ``rowid``.
-
-Rows are written in chunks of :data:`CHUNK_ROWS` per store transaction, so an interrupted
-ingest keeps every committed chunk and a re-run upserts by local id without duplicating.
-No message or problem ever carries a value, only line numbers, field and column names.
+* good rows are never lost because a neighbour was bad, and never lost silently: every row
+  read is stored, superseded by a later row of its local id, or rejected with its line
+  (:class:`IngestReport` says how the counts add up); a stray CSV quote rejects only its own
+  line (:func:`_read_csv`);
+* a row with a failing value (:func:`_checked`: unsafe characters, too long; a date after
+  today; a formula-like name) is rejected with one :class:`RowProblem` per failing field,
+  except an invalid NHS number, which is stored as missing with a warning; a row without a
+  local id is rejected; a repeated local id: the later row wins, a warning names both lines;
+* no message or problem carries a value: only line numbers, field and column names. A line
+  number is the physical line a CSV row starts on (the header is line 1), or a SQLite
+  ``rowid``;
+* rows are written in chunks of :data:`CHUNK_ROWS` per store transaction, so an interrupted
+  ingest keeps every committed chunk and a re-run upserts by local id without duplicating.
 """
 
 from __future__ import annotations
@@ -245,6 +211,22 @@ def _runaway_problem(
 
 
 def _read_csv(source: SourceConfig) -> Iterator[_RawRow]:
+    """The rows of a CSV source, each with the line it starts on.
+
+    A quoted value may span lines. A quote that opens a value and never closes properly (a
+    stray double quote) would swallow the rows after it, so a record read over several lines
+    is taken only when the CSV is well formed (``strict``: a closing quote is followed by a
+    delimiter or the end of the line, and the file does not end inside quotes), it has the
+    header's number of columns, and no line it swallowed would be a row on its own (the
+    header's width and a local id). Otherwise its first line is rejected as an unterminated
+    quoted field (naming the column the quote opened, and its schema field when mapped) and
+    reading resumes on the next line, so every row after it is read again. A quoted value is
+    also bounded by the ``csv`` module's field size limit. A row written on one line is never
+    taken into a neighbour's value this way; a runaway that closes inside a later row's own
+    multi-line quoted value can still take that row's first line (the rest is then reported
+    as malformed). A row with the wrong number of columns, or bytes that are not valid
+    UTF-8, is rejected (``field`` empty: a whole-row problem).
+    """
     bad_lines: set[int] = set()
     try:
         handle = source.path.open("rb")
@@ -364,7 +346,7 @@ def _read_sqlite(source: SourceConfig) -> Iterator[_RawRow]:
 #: and ids are far shorter; the bound keeps pasted documents and padding out of the store.
 MAX_VALUE_CHARS = 256
 
-#: Schema field kinds stored in their canonical form (see the module docstring).
+#: Schema field kinds stored in their canonical form (:func:`_stored_value`).
 CANONICAL_KINDS = frozenset({"date", "postcode", "nhs_number", "sex"})
 _NAME_KINDS = frozenset({"name", "family_name"})
 _FORMULA_LEADS = ("=", "+", "-", "@")
@@ -374,15 +356,19 @@ _JOINERS = frozenset({"\u200c", "\u200d"})  # ZWNJ, ZWJ: part of the spelling in
 
 
 def _unsafe_character(text: str) -> bool:
-    """Whether ``text`` holds a character that must not be stored (module docstring)."""
+    """Whether ``text`` holds a character that must not be stored: a control, format
+    (bidirectional overrides, zero-width marks but ZWJ/ZWNJ), line or paragraph separator,
+    private-use or surrogate character."""
     return any(
         unicodedata.category(char) in _UNSAFE_CATEGORIES and char not in _JOINERS for char in text
     )
 
 
 def _checked(value: str | None, line: int, name: str, problems: list[RowProblem]) -> str | None:
-    """A present value with line breaks made spaces, or None when missing; a problem is
-    added (and None returned) when the value cannot be stored."""
+    """A present value with tab, CR and LF made spaces, or None when missing; a problem is
+    added (and None returned) when the value cannot be stored: longer than
+    :data:`MAX_VALUE_CHARS`, or holding an unsafe character (:func:`_unsafe_character`).
+    Every stored value passes here: local id, schema fields and extra fields."""
     if value is None or not value.strip():
         return None
     value = _LINE_BREAKS_RE.sub(" ", value)
@@ -414,8 +400,18 @@ def _stored_value(
     problems: list[RowProblem],
     warnings: list[RowProblem],
 ) -> str | None:
-    """The value stored for a checked present value of a schema field (module docstring);
-    a problem or warning is added when it fails."""
+    """The value stored for a checked present value of a schema field; a problem or warning
+    is added when it fails.
+
+    Kinds date, postcode, nhs_number and sex are stored in canonical form
+    (``linkage.normalise``), normalised with the source's ``day_first``, so that no source
+    setting is applied twice or forgotten (``day_first`` is the only per-source setting that
+    changes a value; a schema's own ``day_first`` never re-reads a stored date); a date after
+    today is a problem, an NHS number that fails normalisation a warning (stored as
+    missing). Kinds name, family_name, text and exact are stored as given, because their
+    normalisers read no source setting and their canonical form loses what a reader needs
+    (accents, capitals, particles); a name beginning with ``=``, ``+``, ``-`` or ``@`` (a
+    spreadsheet formula) is a problem."""
     name = spec.input_name
     try:
         canonical = NORMALISERS[spec.kind](value, field=name, day_first=day_first, years=years)

@@ -1,56 +1,34 @@
 """Publish: encode the node's pending records and stream them to the matcher; send withdrawals.
 
-Role in the pipeline: step 2 of the data flow (node → matcher). Records the matcher does not
-hold yet (new or changed since their last acknowledged publication, see ``server.node.store``)
-are read in groups of ``batch_size * batches_per_call`` (keyset pages in store order), each
-group encoded with one :func:`linkage.forms.encode_forms` call and sent in one
-client-streaming ``Publish`` call of at most ``batch_size`` rows per message: the first
-``PublishRequest`` carries the :class:`EncodingHeader` (schema fingerprint and key version) and
-the first batch, later messages one batch each. A batch travels as ``EncodedColumns`` (a few
-large byte strings, layout in :mod:`server.common.wire`) rather than one ``EncodedRecord`` per
-row, which is far cheaper to build and to parse.
+Role: step 2 of the data flow (node → matcher). The records the matcher does not hold yet
+(new, or changed since their last acknowledged publication: :mod:`server.node.store`) are read
+in groups of ``batch_size * batches_per_call``, each group encoded with one
+:func:`linkage.forms.encode_forms` call and sent in one client-streaming ``Publish`` call: the
+first ``PublishRequest`` carries the ``EncodingHeader`` (schema fingerprint and key version)
+and every message at most ``batch_size`` rows as ``EncodedColumns`` (layout:
+``proto/FORMATS.md``). A :class:`_Producer` thread encodes the next group while one is in
+flight. Deleted records that were published are then sent in ``Withdraw`` calls and purged.
 
-Forms: a record lacking a salt field with few values (the shipped schema: sex, which salts
-the date of birth) is published as one row per value, each a *form* of it
-(:mod:`linkage.forms`), under a reference derived from the record's
-(:func:`linkage.forms.form_reference`) with ``form_of`` set to the record's reference; any
-other record is one row under its own reference, ``form_of`` empty. A record's rows are
-consecutive and never straddle two messages (``batch_size`` counts rows, as the matcher's
-``max_publish_batch`` does; a message ends early rather than split a record): the matcher
-replaces a record's stored forms by exactly those one message carries, drops the record's
-own row when it arrives as forms and its forms when it arrives as itself (a record that
-gained a sex), removes the forms with the record on ``Withdraw``, and answers lookups and
-link clusters under the record's reference. So the node withdraws, and ``Disclose``
-resolves, records by their own reference only.
+Invariants:
 
-Only after the call returns, and only if the matcher acknowledges every row sent (a matcher
-that predates ``columns`` would ignore them and acknowledge none) and takes every form as a
-form (``PublishResponse.forms``: one that predates forms reports none), are those records marked
-published, with the content hash of exactly what was sent. Deleted records that were
-published are then sent in ``Withdraw`` calls and purged.
+* a record lacking a salt field of few values (the shipped schema: sex) is published as one
+  row per value, each a *form* under a reference derived from the record's, with ``form_of``
+  set; a record's rows are consecutive and never straddle two messages, because the matcher
+  replaces a record's forms by exactly those one message carries. The node withdraws, and
+  ``Disclose`` resolves, records by their own reference only;
+* records are marked published, with the content hash of exactly what was sent, only after
+  the call returns and only if the matcher acknowledged every row and took every form as a
+  form (else :class:`PublishNotAcknowledged`: a matcher that cannot read columns or forms
+  fails loudly instead of dropping them);
+* idempotent and resumable: the matcher upserts by (agency, reference), so a crash between
+  sending and marking only causes a harmless re-send; records changed during a pass stay
+  pending for the next. When the schema fingerprint, key version or
+  :data:`PUBLICATION_FORMAT` differs from the store's ``published_encoding``, every record is
+  marked unpublished first.
 
-Speed: encoding dominates a publish, and the encoder normalises, tokenises and hashes each
-distinct value and token once per call, so one call over the whole group costs much less than
-one per message. A producer thread reads and encodes group n + 1 while group n is in
-flight and being marked (it starts on a group only once the previous one was taken, so at
-most two groups are held), so the matcher is not left idle while the node encodes. The bytes
-sent are those of encoding message by message (the encoder's output for a record, forms
-included, does not depend on its batch; tested).
-
-Idempotent and resumable: the matcher upserts by (agency, reference), a record keeps its
-reference for life and its forms' references are derived from it, so a crash between sending
-and marking only causes a harmless re-send.
-A pass pages through the store once; records changed while it ran stay pending (their new
-hash differs from the one marked) and a further pass publishes them, until a pass finds
-nothing. When the schema fingerprint, the key version or the publication format
-(:data:`PUBLICATION_FORMAT`) differs from the one recorded at the last publication (store meta
-``published_encoding``), every record is marked unpublished first so the matcher receives
-fresh encodings of everything.
-
-gRPC errors (``grpc.RpcError``), encoding errors and :class:`PublishNotAcknowledged` propagate
-to the caller; nothing is marked for a failed call, and the producer thread is stopped and
-joined before the error leaves.
-Logs carry counts and the fingerprint only.
+Errors (``grpc.RpcError``, encoding errors, :class:`PublishNotAcknowledged`) propagate with
+nothing marked for the failed call, after the producer thread is stopped and joined. Logs
+carry counts and the fingerprint only.
 """
 
 from __future__ import annotations
@@ -100,8 +78,7 @@ class PublishNotAcknowledged(JigsawError):
 
 def _encoding_tag(schema: Schema, keys: KeySet) -> str:
     """The tag whose change re-publishes everything: schema, key version and the way records
-    become rows (a store published before forms has a tag without ``forms1``, so its records
-    lacking a salt are re-sent once, as forms)."""
+    become rows (:data:`PUBLICATION_FORMAT`)."""
     return f"{schema.fingerprint()} k{keys.key_version} {PUBLICATION_FORMAT}"
 
 
