@@ -3,59 +3,28 @@
 Role: measures the hardening options of :mod:`linkage.harden` (and salting) against the
 attacks the literature runs on Bloom-filter encodings, beside the linkage quality they cost,
 so that the default hardening is chosen from one table. ``python -m benchmarks.attack`` prints
-one JSON object per line and setting; ``--large`` uses 50 000 records; ``--plot PATH`` draws
-:func:`plot_tradeoff`.
+one JSON object per line and setting; ``--large`` uses 50 000 records; ``--plot PATH``
+draws :func:`plot_tradeoff`. Figures: ``benchmarks/RESULTS.md``.
 
-The attacker is the matcher: it sees every published encoding (field-level filters and the
-record-level CLK, after hardening), knows the schema (it is published with its fingerprint)
-but never the linkage secret. Data: the health agency's records of a seeded synthetic child
-population (:func:`linkage.synthetic.generate_population`), one record per child, encoded with
-the real encoder and the shipped child schema, as shipped or modified per setting.
+Threat model: the attacker is the matcher. It sees every published encoding (field filters
+and the record-level filter, after hardening) and the published schema, never the linkage
+secret. Data: the health agency's records of a seeded synthetic child population, one record
+per child, encoded with the real encoder and the shipped child schema, as shipped or
+modified per setting (:func:`setting_schema`, :func:`publish_setting`: exactly as a node
+publishes them, forms included). The attacker encodes its own population with the same
+schema and its own secret.
 
 Attacks:
 
-1. **Frequency alignment** (field-level, ``given_name`` and ``family_name``): identical
-   filters are grouped and ranked by size; the attacker ranks the normalised names of its own
-   plaintext sample (an independent population drawn from the same generator — its "public
-   name-frequency list") and labels the group of rank ``r`` with the name of rank ``r``.
-   Reported: share of encodings (records with the field present) and share of distinct values
-   whose group got the right name. The salt-aware variant (``frequency_<field>_salted_*``)
-   ranks the attacker's (value, salt) combinations instead, as an attacker who reads the
-   published schema would against a salted field (equal to the plain one when unsalted); the
-   salt-known variant (``frequency_<field>_salt_known_*``) also knows every encoded record's
-   salt value and ranks within each salt value: an upper bound on what the published salt
-   tags (which say only which records share a salt value) could add.
-2. **Graph matching** (Vidanage et al., CIKM 2020; Schäfer et al., ACSAC 2024): the attacker
-   holds a plaintext dataset overlapping the encoded one at 0.2, 0.5, 0.8, 1.0 and encodes it
-   with its own secret and the same schema and hardening. On each side it builds the top-k
-   Dice neighbour graph of the record-level filters; node features are the sorted top-k
-   similarities, degrees at several thresholds and the popcounts of every field-level and
-   record-level filter, standardised per side. Nodes are matched by cosine similarity of the
-   features (mutual best); then *seed-and-extend*: the most confident mutual matches become
-   anchors, every node is re-described by its Dice similarity to the anchors of its own side,
-   nodes are re-matched on those vectors, and the anchor set grows from the new mutual
-   matches for a few rounds. A third run, the group co-occurrence attack
-   (:func:`cooccurrence_attack`), ignores the filter bits: it aligns the groups of records
-   with identical field filters (which any deterministic hardening keeps) with the
-   attacker's own values by how they co-occur across records, the classes of the published
-   blocking keys and salt tags included. Reported: correct mutual matches / overlap.
-3. **Insider probing** (:mod:`benchmarks.insider`): measured on a real matcher process: how
-   many guessed identities a node holding the key can test through ``Match`` before the
-   matcher's ``[match_limits]`` refuse it and its enumeration alert is audited.
-4. **Linkage quality** of the same settings: precision / recall / F1 of
-   ``pipeline.cluster_datasets`` on the four-agency synthetic population and of
-   ``pipeline.link_two`` on FEBRL4-half (benchmarks/quality.py data).
-
-How hardening is applied here: the ``shipped`` setting is the child schema exactly as shipped
-(its salts, diffusion and blocking rules); every other setting is the shipped schema with its
-salts removed, ``salt`` set on the name fields when salting and :meth:`Schema.with_hardening`
-applied (field-level and record-level filters hardened alike unless the setting says
-otherwise), its blocking rules kept (:func:`setting_schema`); records are encoded by
-``encode_records`` with it, so field filters and the record filter come out hardened at their
-published widths, exactly as a node publishes them, except that a node publishes a record
-lacking sex once per sex value (:mod:`linkage.forms`; the shipped row reports how many of the
-attacked records that concerns). The attacker encodes its own population with the same schema
-and its own secret; the quality columns link what nodes publish (:func:`publish_setting`).
+1. frequency alignment of names (:func:`frequency_attack`), plain, salt-aware and with every
+   salt known (an upper bound on what the salt tags could add);
+2. graph matching (:func:`graph_attack`: :func:`structural_attack`, then
+   :func:`decode_and_match`) at several overlaps between the attacker's plaintext and the
+   encoded records, and the group co-occurrence attack (:func:`cooccurrence_attack`), which
+   reads only which records share a filter, blocking key or salt tag;
+3. insider probing of a real matcher through ``Match`` (:mod:`benchmarks.insider`);
+4. the linkage quality of the same settings (``pipeline.cluster_datasets`` on the
+   four-agency synthetic population, ``pipeline.link_two`` on FEBRL4-half).
 """
 
 from __future__ import annotations
@@ -333,7 +302,7 @@ def _top_k_matrix(filters: NDArray[np.uint64], k: int) -> NDArray[np.float64]:
     Dense float32 products of the unpacked bits in row chunks, then a partial sort: exact, and
     its cost does not depend on the similarity distribution. (The packed kernel with a low
     threshold returns, and sorts, nearly all n^2 pairs once filters are balanced, where every
-    Dice is near 0.8: 15 s a side at 10 k records against 3 s here.)
+    Dice is near 0.8; RESULTS.md "Attack benchmark: measurements behind its design".)
     """
     bits = _unpacked(filters)
     counts = bits.sum(axis=1)
@@ -446,8 +415,8 @@ def _anchor_profile(
 ) -> NDArray[np.float32]:
     """Dice of every node to each anchor of its own side, centred per node.
 
-    Not randomly projected: measured at 10 k records, overlap 0.5, projecting 1000 anchors to
-    256 or 384 dimensions made seed-and-extend collapse (60 % -> 3 % of the overlap)."""
+    Not randomly projected: a random projection of the anchors made seed-and-extend collapse
+    (RESULTS.md "Attack benchmark: measurements behind its design")."""
     shared = bits @ bits[anchors].T
     dice = 2 * shared / np.maximum(counts[:, None] + counts[anchors][None, :], 1.0)
     centred: NDArray[np.float32] = (dice - dice.mean(axis=1, keepdims=True)).astype(np.float32)
@@ -481,7 +450,16 @@ def structural_attack(
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """Feature matching then anchor-profile seed-and-extend on record filters: claimed matches
     (encoded index, attacker index, margin), one-to-one. Either side may be given as a
-    prepared :class:`GraphSide`."""
+    prepared :class:`GraphSide`.
+
+    After Vidanage et al. (CIKM 2020) and Schäfer et al. (ACSAC 2024). On each side, the top-k
+    Dice neighbour graph of the record-level filters; node features are the sorted top-k
+    similarities, degrees at several thresholds and the popcounts of every field-level and
+    record-level filter, standardised per side. Nodes are matched by cosine similarity of the
+    features (mutual best); then the most confident mutual matches become anchors, every node
+    is re-described by its Dice similarity to the anchors of its own side, nodes are
+    re-matched on those vectors, and the anchor set grows from the new mutual matches for a
+    few rounds."""
     left_side = encoded if isinstance(encoded, GraphSide) else graph_side(encoded, top_k)
     right_side = attacker if isinstance(attacker, GraphSide) else graph_side(attacker, top_k)
     left, right, margin = _mutual(left_side.features, right_side.features)
@@ -524,8 +502,8 @@ def graph_attack(
 
     The group co-occurrence run (:func:`cooccurrence_attack`) is the third candidate: its
     claims go first and the run above fills the rows and columns they left free (each of its
-    claims is mutual best with an eccentricity test on exact group equalities: at 10 k
-    records every one measured was right, see its docstring)."""
+    claims is mutual best with an eccentricity test on exact group equalities, so they are
+    the most precise)."""
     left, right, margin = structural_attack(encoded_side or encoded, attacker)
     if schema is None or attacker_columns is None:
         return left, right
@@ -879,15 +857,14 @@ def _value_features(
     return np.stack(columns, axis=1)
 
 
-#: Weights of the record context in :func:`_value_seeds` (start, rounds); at 10 k records and
-#: overlap 0.2 (2, 0.1), (4, 0.3) and (8, 0.3) decoded 702-703 of 721 family names, while a
-#: round weight of 1.0 overrode the token structure (440-460).
+#: Weights of the record context in :func:`_value_seeds` (start, rounds): a round weight
+#: near 1 overrides the token structure (RESULTS.md "Attack benchmark: measurements behind
+#: its design").
 _CONTEXT_START = 4.0
 _CONTEXT_ROUND = 0.3
 #: Passes of value seeding over :data:`_SEEDED_FIELDS` (from the second, given names are
-#: seeded in the context of the family names decoded before). Unhardened, overlap 0.2, value
-#: run alone: 1 / 2 / 3 / 4 passes re-identified 96.8 / 99.0 / 99.0 / 99.0 % at 10 k records;
-#: 2 / 3 / 4 passes 82 / 94 / 96 % at 5 k and 53 / 96 / 97 % at 3 k.
+#: seeded in the context of the family names decoded before); a fourth pass adds little
+#: (RESULTS.md "Attack benchmark: measurements behind its design").
 _SEED_PASSES = 3
 
 
@@ -907,10 +884,9 @@ def _value_seeds(
     margin first, become anchors. Then every value is described by its estimated shared-token
     count with each anchor of its own side (:func:`_shared_tokens`), and values are re-aligned
     by mutual-best cosine of those profiles with a margin, penalised by frequency-share and
-    popcount differences; the anchors grow each round. (The earlier start, frequency rank
-    within a window of 3, got 28 of 216 given names right at 10 k records and overlap 0.2,
-    too few to grow from; this start gets 17 of its 50 best right, and the given names
-    percolate from there.)
+    popcount differences; the anchors grow each round. (Frequency rank alone gets too few
+    values right to grow from: RESULTS.md "Attack benchmark: measurements behind its
+    design".)
 
     ``context`` (encoded-group and plain-value rows of unit length, from
     :func:`_seed_context`) adds ``_CONTEXT_START`` times their cosine to the start's
@@ -999,9 +975,7 @@ def _seed_context(
     """Record context of ``field``'s values from fields already decoded: per encoded group
     and per plain value, the profile of the decoded (plain) values its records hold in those
     fields. Key-independent wherever the decoding is right: given names follow the family's
-    cultural naming group, so a family name's given-name profile places it in its group (at
-    10 k records and overlap 0.2 the family names the value seeds aligned right went from 38
-    to 605, and those right after decoding from 38 to 703 of 721)."""
+    cultural naming group, so a family name's given-name profile places it in its group."""
     groups, values = ciphers[field].counts.size, plains[field].counts.size
     if not decoded or groups * values > _DENSE_LIMIT:
         return None  # no value seeds for this field (see _value_seeds)
@@ -1133,13 +1107,7 @@ def decode_and_match(
        least :data:`_ALIGN_SCORE` align the values of every field (dates, postcodes, sex,
        middle names too), which refines the decoders; repeat ``rounds`` times.
 
-    Measured at 10 k records, overlap 0.2, unhardened, from the value seeds alone: family-name
-    seeds without the given-name context were 5 of 60 right and the family names never
-    decoded (38 of 721 values), 17.3 % of the overlap re-identified; with the context 703 of
-    721 values decode and 91.7 % are re-identified; learning date tokens by their gap
-    (:data:`_GAP_RATE`) and aligning only from confident matches then gives 96.8 % at
-    precision 0.86 (from 0.29), and reseeding given names in the family names' context
-    98.95 % at precision 0.84.
+    What each step adds: RESULTS.md "Attack benchmark: measurements behind its design".
     """
     n_left = len(encoded)
     n_right = len(attacker_columns[_DECODED_FIELDS[0]])
@@ -1566,19 +1534,10 @@ def cooccurrence_attack(
        labelled groups of the other fields fits one key far better than any other take it
        (:func:`_profile_labels`). Steps 2-3 repeat until no label changes (``rounds`` at most).
 
-    Measured at 10 k records (python -m benchmarks.attack populations, seed 7): the size-rank
-    rule seeds nothing but sex (the synthetic name, date and postcode frequencies are flat at
-    the top: 207, 175, 172 ... given names), and the structural stage's best 30 % of matches
-    were 1 % right, too few to seed (and wrong seeds gave ~600 confident wrong claims). Exact
-    colour refinement seeds only where the two populations are the same: at overlap 1.0
-    8,306 record pairs for ``diffusion_t3`` (all right; 99.22 % after propagation, precision
-    1.0, 0.4 s) and 2,070 for ``salt+diffusion_t3`` (20.75 %, precision 1.0);
-    at 0.8 and below 0-3 pairs and nothing to propagate. Propagation itself is strong: given
-    50 known record pairs as ``seed_pairs`` (auxiliary knowledge), ``diffusion_t3`` falls to
-    99.2 / 85.5 / 7.5 % at overlap 1.0 / 0.5 / 0.2 (precision 1.0 / 0.80 / 0.25),
-    ``salt+diffusion_t3`` to 21.5 / 1.4 / 2.8 % (the 50 seeds included). Profile labelling
-    changed nothing with colour seeds; with 50 known pairs at overlap 0.2 it raised 5.2 % to
-    7.5 %. (These figures predate the ``filter`` blocking rules and the ``shipped`` setting.)
+    Exact colour refinement seeds only where the two populations are the same; the size-rank
+    rule and the structural stage seed too little on the synthetic populations, and
+    propagation from a few known record pairs (``seed_pairs``, auxiliary knowledge) is
+    strong. The measurements: RESULTS.md "Attack benchmark: measurements behind its design".
 
     With ``attacker`` (its own population encoded under its own secret) everything else the
     matcher sees with equality semantics is read as equality classes too
@@ -1588,12 +1547,9 @@ def cooccurrence_attack(
     either side is skipped, and so is one whose classes, on both sides, are those of a field
     already read (a rule of ``filter`` parts of one field, a ``<field>.value`` salt tag):
     it adds no evidence, and counting it twice would weigh that field double. Rules over
-    transformed values combine unsalted values that salting was meant to split: measured at
-    10 k records, seed 7, with the blocking rules the child schema had before its ``filter``
-    rules, ``salt+diffusion_t3`` at overlap 1.0 went from 22.3 % (the fields' classes, the
-    NHS number's presence included) to 94.7 % (precision 1.0), at 0.8 from 0.19 % to 1.39 %;
-    no single rule carried it (dropping any one left 75.1-94.7 %), and without any blocking
-    keys salting the postcode and sex with the date of birth as well left 2.5 %.
+    transformed values combine unsalted values that salting was meant to split, which is why
+    the shipped schema blocks on ``filter`` parts only (RESULTS.md "Attack benchmark:
+    measurements behind its design").
     """
     # every published filter is an equality class: each view, each combined field
     present = list(encoded.field_names)

@@ -1,44 +1,15 @@
 """Federation benchmark: a real matcher and real agency nodes on loopback with mutual TLS.
 
-Role: the operator's end-to-end figures for a deployment on one machine (issue 3). Everything
-runs exactly as an operator would run it — ``jigsaw matcher serve`` and four
-``jigsaw node serve`` processes, each agency's records ingested by the node's own code and
-published by four concurrent ``jigsaw publish`` processes, lookups through a node's
+Role: the operator's end-to-end figures for a deployment on one machine. Everything runs
+exactly as an operator would run it — ``jigsaw matcher serve`` and four ``jigsaw node
+serve`` processes (:mod:`server.launcher`), each agency's records ingested by the node's own
+code and published by four concurrent ``jigsaw publish`` processes, lookups through a node's
 ``Lookup`` RPC as a unit staff member, a batch ``Link`` as the operator — on the seeded
-synthetic four-agency population (about 2.26 records per child, so ``records / 2.26``
-children give about ``records`` records). Certificates come from :func:`server.common.pki.init_pki`
-and a fresh :class:`~linkage.keys.LinkageSecret`; everything lives in a temporary directory
-removed at the end (``keep=True`` keeps it).
-
-Figures (one row per stage to ``emit``; the returned dict holds them all):
-
-* ``ingest_*``: CSV → node store, per agency in turn, in-process (``server.node.ingest``).
-* ``publish_records_per_s``: records published / wall time of the four concurrent
-  ``jigsaw publish`` processes (node encoding + proto + matcher store + index, both cores
-  shared by all five processes); ``matcher_publish_cpu_s`` and
-  ``matcher_publish_records_per_cpu_s`` isolate the matcher's share (user + system CPU of the
-  matcher process over the publish, from ``/proc/<pid>/stat``).
-* ``matcher_rss_*`` and ``matcher_bytes_per_record``: VmRSS of the matcher process (from
-  ``/proc/<pid>/status``) before and after publishing, difference divided by records indexed.
-* ``lookup_c{1,32}_*``: p50/p99 latency (ms) and lookups/s through the children's social care
-  node's ``Lookup`` at concurrency 1 and 32 (threads, each with its own channel), bounded by
-  a count and a time budget; queries are records of the synthetic data as another agency
-  typed them (police, health or school), all their non-empty linkage fields. ``hit_rate`` is
-  the share of lookups whose candidates include a record of the same child (the query
-  record itself excluded), among queries whose child has another record.
-* ``lookup_r300_*``: the same with an offered load of ``LOOKUP_RATE`` (300) lookups a second
-  from 32 callers (lookup ``i`` due at ``i / 300`` s; latency from the time it was due), so
-  p99 is measured at the throughput the issue names rather than at whatever a closed loop
-  of 32 callers queues up to (by Little's law 32 callers always in flight at 300/s wait
-  107 ms on average, whatever the server).
-* ``link_seconds``: the ``Link`` RPC from the request to the result id (run after the
-  lookups, which therefore use the model the matcher fits on a sample at the first lookup);
-  ``link_matcher_peak_rss_mb`` the matcher's peak VmRSS meanwhile; ``link_precision``,
-  ``link_recall``, ``link_f1`` score the stored clusters (fetched with ``GetLinkResult``,
-  or read from the matcher's store file when a cluster is too large for one message,
-  flagged ``link_result_error``), mapped back to the true children through the node stores;
-  ``library_f1`` is :func:`benchmarks.quality.run_synthetic` on the same population
-  (in-process library run), when asked for.
+synthetic four-agency population (about :data:`RECORDS_PER_CHILD` records per child).
+Certificates come from :func:`server.common.pki.init_pki` and a fresh
+:class:`~linkage.keys.LinkageSecret`; everything lives in a temporary directory removed at
+the end (``keep=True`` keeps it). :func:`run_federation` lists the figures it reports;
+``benchmarks/RESULTS.md`` holds them.
 
 Rate limits of the nodes are raised in their config for the benchmark (the limiter and the
 enumeration guard still run on every lookup). Progress lines go to standard error.
@@ -74,7 +45,7 @@ OPERATOR = "olivia"
 QUERY_AGENCIES = ("police", "health", "school")
 LOOKUP_PURPOSE = "s47_enquiry"
 LOOKUP_NOTE = "federation benchmark"
-#: Offered load (lookups a second) of the paced lookup run (issue 3 target: 300 at p99 <= 50 ms).
+#: Offered load (lookups a second) of the paced lookup run (the target: 300 at p99 <= 50 ms).
 LOOKUP_RATE = 300.0
 Emit = Callable[[dict[str, Any]], None]
 
@@ -359,6 +330,36 @@ def run_federation(
     """Run the federation benchmark on about ``records`` records (see the module docstring).
 
     Returns every figure (keys starting with ``_`` hold raw arrays for plots, not figures).
+
+    Figures (one row per stage to ``emit``; the returned dict holds them all):
+
+    * ``ingest_*``: CSV → node store, per agency in turn, in-process (``server.node.ingest``).
+    * ``publish_records_per_s``: records published / wall time of the four concurrent
+      ``jigsaw publish`` processes (node encoding + proto + matcher store + index, both cores
+      shared by all five processes); ``matcher_publish_cpu_s`` and
+      ``matcher_publish_records_per_cpu_s`` isolate the matcher's share (user + system CPU of the
+      matcher process over the publish, from ``/proc/<pid>/stat``).
+    * ``matcher_rss_*`` and ``matcher_bytes_per_record``: VmRSS of the matcher process (from
+      ``/proc/<pid>/status``) before and after publishing, difference divided by records indexed.
+    * ``lookup_c{1,32}_*``: p50/p99 latency (ms) and lookups/s through the children's social care
+      node's ``Lookup`` at concurrency 1 and 32 (threads, each with its own channel), bounded by
+      a count and a time budget; queries are records of the synthetic data as another agency
+      typed them (police, health or school), all their non-empty linkage fields. ``hit_rate`` is
+      the share of lookups whose candidates include a record of the same child (the query
+      record itself excluded), among queries whose child has another record.
+    * ``lookup_r300_*``: the same with an offered load of ``LOOKUP_RATE`` (300) lookups a second
+      from 32 callers (lookup ``i`` due at ``i / 300`` s; latency from the time it was due), so
+      p99 is measured at the throughput the issue names rather than at whatever a closed loop
+      of 32 callers queues up to (by Little's law 32 callers always in flight at 300/s wait
+      107 ms on average, whatever the server).
+    * ``link_seconds``: the ``Link`` RPC from the request to the result id (run after the
+      lookups, which therefore use the model the matcher fits on a sample at the first lookup);
+      ``link_matcher_peak_rss_mb`` the matcher's peak VmRSS meanwhile; ``link_precision``,
+      ``link_recall``, ``link_f1`` score the stored clusters (fetched with ``GetLinkResult``,
+      or read from the matcher's store file when a cluster is too large for one message,
+      flagged ``link_result_error``), mapped back to the true children through the node stores;
+      ``library_f1`` is :func:`benchmarks.quality.run_synthetic` on the same population
+      (in-process library run), when asked for.
     """
     from client.client import MatcherClient
     from server.common.pki import init_pki

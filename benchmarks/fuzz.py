@@ -2,45 +2,29 @@
 
 Two targets, each driven by Hypothesis:
 
-RPCs
-    Every RPC of the agency node and of the matcher is called with malformed requests through
-    a *generic* channel call (raw bytes, so nothing on the client side checks them): messages
-    with random field values, wrong lengths (filters one byte short, text longer than any
-    bound, references of every length), huge repeated fields (up to past the 4 MiB message
-    limit), and raw-byte mutations of those messages —
-    truncated protobufs, random bytes, a field sent with the wrong wire type, a string field
-    holding invalid UTF-8, another RPC's message. The servers are real: a matcher and a
-    police node built as ``jigsaw matcher serve`` / ``jigsaw node serve`` build them, bound to
-    loopback with mutual TLS from a fresh test PKI, each call made with a real identity's
-    certificate (mostly one the method admits, sometimes one it refuses).
-CSV rows
-    CSV files of good rows mixed with malformed ones (random bytes, stray and unbalanced
-    quotes, other encodings, control and bidirectional characters, overlong cells, missing
-    and extra columns, formula-like names, impossible dates), ingested with
-    :func:`server.node.ingest.ingest_source` into a fresh node store.
+* RPCs: every RPC of the agency node and of the matcher, called through a generic channel
+  call (raw bytes, unchecked by the client) with random field values, wrong lengths, huge
+  repeated fields, and raw-byte mutations (truncated protobufs, random bytes, wrong wire
+  types, invalid UTF-8, another RPC's message). The servers are real (:mod:`server.launcher`
+  configs, loopback, mutual TLS from a fresh test PKI), each call made with a real identity's
+  certificate, mostly one the method admits.
+* CSV rows: good rows mixed with malformed ones (random bytes, stray quotes, other encodings,
+  control and bidirectional characters, overlong cells, wrong column counts, formula-like
+  names, impossible dates), ingested with :func:`server.node.ingest.ingest_source`.
 
-Properties checked on every input
-    * no crash: every call ends with a status in :data:`EXPECTED_CODES` (never ``UNKNOWN``,
-      ``INTERNAL`` or a deadline), and both servers still answer ``Status`` afterwards; an
-      ingest raises nothing (a broken header may raise :class:`server.node.ingest.SourceError`);
-    * no leak: no canary identifier planted in the input (:data:`CANARIES`: a name, a date of
-      birth in two spellings and a valid NHS number in two) appears, case-insensitively, in
-      a status message, a log record of either server (every logger, every level) or a line
-      of either audit log, nor in an ingest problem or warning;
-    * no good row lost: every good row of a CSV is stored with its values, and
-      ``rows_read == inserted + updated + unchanged + superseded + rejected rows``.
+Properties checked on every input:
 
-Canaries are planted in every field a person could type an identifier into, and in the raw
-bytes. They are kept out of the free-text fields that the audit log records by design (a
-lookup's ``note``, a disclosure's ``purpose``, a relaying node's ``on_behalf_of`` person): the
-node keeps those words in its own audit log on purpose (the matcher never receives them).
+* no crash: every call ends with a status in :data:`EXPECTED_CODES` (never ``UNKNOWN``,
+  ``INTERNAL`` or a deadline), both servers still answer ``Status``, and ingest raises
+  nothing (a broken header may raise :class:`server.node.ingest.SourceError`);
+* no leak: no canary identifier (:data:`CANARIES`) planted in the input appears,
+  case-insensitively, in a status message, a log record of either server, a line of either
+  audit log, or an ingest problem or warning;
+* no good row lost: every good row (:func:`good_row`) is stored with its values, and
+  ``rows_read == inserted + updated + unchanged + superseded + rejected rows``.
 
-A good CSV row is written on one line (ingest's documented contract: a runaway quote never
-takes a row written on one line; a runaway closing inside a later row's own multi-line value
-can take that row's first line, see :mod:`server.node.ingest`).
-
-Run: ``python -m benchmarks.fuzz --inputs 100000 --report`` (a JSON line on stdout, progress
-on stderr; ``--report`` writes the ``fuzz`` section of benchmarks/RESULTS.md). The test suite
+Run: ``python -m benchmarks.fuzz --inputs 100000 --report`` (a JSON line on stdout, progress on
+stderr; ``--report`` writes the ``fuzz`` section of benchmarks/RESULTS.md). The test suite
 runs the same properties on a few hundred inputs (tests/test_fuzz.py).
 """
 
@@ -459,7 +443,10 @@ IDENTIFYING_TEXT = st.one_of(
     _TEXT,
     st.text(min_size=200, max_size=5000).map(lambda t: t + CANARY_FAMILY),
 )
-#: free text the audit log records by design (see the module docstring): no canaries
+#: free text the audit log records by design, so no canaries: a lookup's ``note``, a
+#: disclosure's purpose, a relaying node's ``on_behalf_of`` person (the node keeps those words
+#: in its own audit log on purpose; the matcher never receives them). Canaries go into every
+#: other field a person could type an identifier into, and into the raw bytes.
 FREE_TEXT = st.one_of(
     st.just("strategy meeting"),
     st.just("strategy meeting"),
@@ -824,7 +811,11 @@ def _nhs_number(first_nine: int) -> str | None:
 
 @st.composite
 def good_row(draw: st.DrawFn, number: int) -> list[str]:
-    """A row that ingest must store: one line, every value valid (or empty)."""
+    """A row that ingest must store: one line, every value valid (or empty).
+
+    On one line because that is ingest's contract: a runaway quote never takes a row written
+    on one line (one closing inside a later row's own multi-line value can take that row's
+    first line: :func:`server.node.ingest._read_csv`)."""
     name = st.one_of(
         st.sampled_from(GOOD_NAMES),
         st.text("abcdefghijklmnopqrstuvwxyzé", min_size=3, max_size=20).map(str.title),

@@ -1,45 +1,24 @@
 """The ``jigsaw`` command line: one entry point for operators and staff.
 
-Commands::
+Role: parses the command line and calls the client (:mod:`client.client`), the server
+entry points and the linkage library; ``jigsaw --help`` and ``jigsaw COMMAND --help`` list
+and explain every command. The commands, by who runs them:
 
-    jigsaw pki init        create a CA and certificates for nodes, staff, operators, matcher
-    jigsaw pki issue       issue one more identity's bundle
-    jigsaw pki revoke      add a certificate to the revocation list every server checks
-    jigsaw pki p12         write an identity's PKCS#12 bundle for a browser (staff console)
-    jigsaw secret init     create the agencies' shared linkage secret (hex file, mode 0600)
-    jigsaw node serve      run an agency node (gRPC, mutual TLS)
-    jigsaw console serve   run an agency's staff console (HTTPS, staff certificates)
-    jigsaw matcher serve   run the matcher (gRPC, mutual TLS)
-    jigsaw ingest          read a node's configured sources into its store
-    jigsaw publish         encode and publish a node's new/changed records to the matcher
-    jigsaw lookup          staff: which agencies hold records about this child? (a purpose
-                           code, and a note for the node's audit log only)
-    jigsaw disclose        staff: the minimal record behind a reference, with a purpose code
-    jigsaw link            operator: batch-link every published agency, show clusters,
-                           write them all with --out (CSV or JSON Lines)
-    jigsaw linked          an agency's records known to other agencies, by local id
-                           (operator: --fetch has the node fetch them after a link)
-    jigsaw resolve         one of a node's references to its local record id (audited)
-    jigsaw status          node or matcher status
-    jigsaw quality         an agency's data quality, per source and after a link (from its
-                           store; --json: the node Status's DataQuality message as JSON)
-    jigsaw config check    check node and matcher configs without starting anything
-    jigsaw audit verify    check hash-chained audit logs for edits, insertions, deletions,
-                           and against the heads another party holds (truncation, rewrite, wipe)
-    jigsaw audit anchor    operator: anchor a node's audit head with the matcher now
-    jigsaw audit export-anchors   one owner's heads from a witnessed file, for its auditor
-    jigsaw demo            the whole federation on synthetic data, on embedded defaults
-    jigsaw synthetic       four agencies' synthetic extracts (CSV) and their ground truth, to
-                           set up a federation with before real data
-    jigsaw bench           linkage benchmarks: quality, speed, attack
+* operators: ``pki init|issue|revoke|p12``, ``secret init``, ``config check``,
+  ``node serve``, ``matcher serve``, ``console serve``, ``ingest``, ``publish``, ``link``,
+  ``linked --fetch``, ``status``, ``quality``, ``audit verify|anchor|export-anchors``;
+* unit staff: ``lookup`` (one child, or a CSV of them with ``--from``), ``disclose``,
+  ``linked``, ``resolve``;
+* anyone trying it out: ``demo``, ``synthetic``; ``bench`` is added by the ``benchmarks``
+  package through the ``jigsaw.commands`` entry point, so this module imports no benchmark.
 
-Exit codes: 0 success; 1 bad input or configuration (the message says which field; a
-server's INVALID_ARGUMENT is bad input too); 2 usage error; 3 a remote call failed (the gRPC
-status is printed); 4 audit verification failed; 130 interrupted.
+Contract: exit codes 0 success; 1 bad input or configuration (the message says which field;
+a server's INVALID_ARGUMENT is bad input too); 2 usage error; 3 a remote call failed (the
+gRPC status is printed); 4 audit verification failed; 130 interrupted.
 
-Messages never carry identifier values: errors name the field, line or expectation.
-Everything a server sent is printed through :func:`client.output.printable`, so no control
-character reaches the terminal; files that hold records are written by
+Invariants: messages never carry identifier values (errors name the field, line or
+expectation); everything a server sent is printed through :func:`client.output.printable`, so
+no control character reaches the terminal; files that hold records are written by
 :mod:`client.output` (mode 0600, spreadsheet formulas neutralised).
 """
 

@@ -1,40 +1,26 @@
 """Who is calling, and may they call this method? Identity from the client certificate, roles.
 
-Role in the pipeline: every node and matcher server is built with an :class:`AuthInterceptor`
-holding its :class:`RolePolicy` (:data:`MATCHER_POLICY` or :data:`NODE_POLICY`). Mutual TLS
-(``server.common.tls``) has already verified the client certificate against the federation CA; the
-interceptor reads the identity out of that certificate (CN = name, O = agency, OU = role; see
-``server.common.pki``) before any servicer code runs, refuses the call with ``UNAUTHENTICATED`` (no
-usable identity, or a revoked certificate) or ``PERMISSION_DENIED`` (role not allowed, method
-not in the policy: deny by default; or, on a server that belongs to an agency, a caller of an
-agency-bound role from another agency), and hands the identity to the servicer, which reads it with
-:func:`current_identity`.
+Role: every node and matcher server is built with an :class:`AuthInterceptor` holding its
+:class:`RolePolicy` (:data:`MATCHER_POLICY` or :data:`NODE_POLICY`). Mutual TLS
+(``server.common.tls``) has already verified the client certificate against the federation
+CA; the interceptor reads the identity out of it (CN = name, O = agency, OU = role:
+``server.common.pki``) before any servicer code runs, and hands it to the servicer, which
+reads it with :func:`current_identity`.
 
-Agency binding: staff, and the staff console (role ``console``, which calls ``Lookup``,
-``Disclose`` and ``ListLinked`` on behalf of one staff member, and ``Status`` as itself:
-:mod:`server.console`), talk to their own
-agency's node only. A node's interceptor is built
-with the node's agency, and every method of its policy refuses a caller whose role is in
-:data:`AGENCY_BOUND_ROLES` and whose certificate names another agency.
+Contract, per call:
 
-Revocation: gRPC Python cannot check a revocation list in the TLS handshake, so the
-interceptor checks the serial of the caller's certificate against the server's
-:class:`server.common.revocation.RevocationChecker` on every call, open services included. A revoked
-certificate is refused with ``UNAUTHENTICATED``, not ``PERMISSION_DENIED``: it is no longer a
-valid credential, so the caller is not identified at all (``PERMISSION_DENIED`` says an
-identified caller lacks a right, and gRPC reserves it for callers it could identify).
-
-Health checking and reflection services are open to every authenticated identity (they
-carry no records). They are all a ``probe`` certificate may call: that is the certificate
-for a load balancer's health check (``jigsaw pki issue --role probe``), so that the key a
-load balancer holds opens nothing else. Reflection is served as v1alpha and v1
-(``server.common.serving``).
-
-Malformed requests: gRPC answers a request whose bytes do not parse as the method's message
-(truncated, invalid UTF-8 in a string field, a field of the wrong wire type) with
-``INTERNAL``, before any servicer code runs. The interceptor parses requests itself
-(:func:`_tolerant`): such a request is refused with ``INVALID_ARGUMENT`` naming the message
-type (never its bytes), after the caller's identity and role are checked like any other call.
+* ``UNAUTHENTICATED``: no usable identity, or a certificate revoked according to the server's
+  :class:`server.common.revocation.RevocationChecker` (checked here on every call, open
+  services included, since gRPC Python cannot check a revocation list in the handshake; a
+  revoked certificate identifies nobody, so it is not ``PERMISSION_DENIED``);
+* ``PERMISSION_DENIED``: a role the method does not allow, a method not in the policy (deny
+  by default), or, on a node, a caller of a role in :data:`AGENCY_BOUND_ROLES` (staff, and
+  the staff console: :mod:`server.console`) whose certificate names another agency;
+* the health and reflection services (:data:`OPEN_SERVICES`) are open to every identity of
+  the CA; they are all a ``probe`` certificate may call;
+* a request whose bytes do not parse as the method's message (which gRPC itself would answer
+  ``INTERNAL``) is refused ``INVALID_ARGUMENT`` naming the message type, never its bytes,
+  after the identity and role checks (:func:`_tolerant`).
 """
 
 from __future__ import annotations
@@ -279,8 +265,8 @@ MAX_REMEMBERED_CERTIFICATES = 1024
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Server interceptor enforcing a :class:`RolePolicy` on every call, before the servicer.
 
-    Parsing a certificate costs about 0.1 ms, on every call of a caller that keeps one
-    certificate; so the interceptor remembers the identity read from each distinct verified
+    A caller keeps one certificate across its calls, and parsing it on every call is wasted
+    work; so the interceptor remembers the identity read from each distinct verified
     certificate (its exact PEM bytes: a different certificate is parsed afresh). Certificates
     are public and TLS verifies the peer's certificate on every connection before any call
     reaches this code, so this holds no secret and trusts nothing TLS has not checked.
