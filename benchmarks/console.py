@@ -1,6 +1,6 @@
 """Staff console benchmark: time to render a lookup answer, with many staff at once.
 
-Role: issue 18's console figure (RESULTS.md "Staff console"). A real federation on loopback
+Role: the staff console's figure (RESULTS.md "Staff console"). A real federation on loopback
 with mutual TLS, as :mod:`benchmarks.federation` builds it — ``jigsaw matcher serve``, four
 ``jigsaw node serve`` processes, each agency's seeded synthetic records ingested and published
 (about ``records`` records indexed: ``records / 2.26`` children) — and the children's social
@@ -15,7 +15,7 @@ matcher fits its model at the first) are a warm-up and not timed. Rate limits of
 the matcher are raised as in :mod:`benchmarks.federation` (the defaults would refuse a
 benchmark's load). Everything lives in a temporary directory removed at the end.
 
-Run ``python -m benchmarks.console --records 100000 --staff 20 [--report]``; issue 18's
+Run ``python -m benchmarks.console --records 100000 --staff 20 [--report]``; the
 target (p99 ≤ 100 ms on two cores with 20 staff) is stated at ``--records 1000000``.
 """
 

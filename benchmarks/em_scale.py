@@ -1,7 +1,7 @@
 """How the unsupervised model holds as the population grows (the EM settings of the pipeline).
 
 Role: the evidence behind ``LinkageOptions.em_classes`` and ``LinkageOptions.fit_min_shared_keys``
-(linkage/pipeline.py) and ``scoring.fit_latent_classes``. On the seeded synthetic four-agency
+(linkage/pipeline/) and ``scoring.fit_latent_classes``. On the seeded synthetic four-agency
 population of ``--children`` children, encoded with the shipped child schema (``--plain``: its
 hardening off), it builds the candidate pairs and their comparison levels once, then fits the
 model under each requested setting and reports, for the pairs at match probability >= 0.5

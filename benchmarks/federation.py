@@ -349,7 +349,7 @@ def run_federation(
       record itself excluded), among queries whose child has another record.
     * ``lookup_r300_*``: the same with an offered load of ``LOOKUP_RATE`` (300) lookups a second
       from 32 callers (lookup ``i`` due at ``i / 300`` s; latency from the time it was due), so
-      p99 is measured at the throughput the issue names rather than at whatever a closed loop
+      p99 is measured at the target throughput rather than at whatever a closed loop
       of 32 callers queues up to (by Little's law 32 callers always in flight at 300/s wait
       107 ms on average, whatever the server).
     * ``link_seconds``: the ``Link`` RPC from the request to the result id (run after the

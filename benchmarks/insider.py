@@ -1,6 +1,6 @@
 """Insider probing, measured: how many identities a node that holds the key can test.
 
-The insider of issue 4 runs an agency node. It holds the linkage secret and a node
+The insider runs an agency node. It holds the linkage secret and a node
 certificate, and it controls its node's code and config, so the node's own limits on staff
 lookups (``[rate_limits]`` of the node config) do not bind it: it encodes any guessed
 identity itself and calls the matcher's ``Match`` RPC directly. What stops it is the

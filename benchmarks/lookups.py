@@ -1,6 +1,6 @@
 """Staff lookups: is the right child's record ranked first among an agency's candidates?
 
-Role: the lookup-quality figure of issue 14 (RESULTS.md "Lookups"). Every agency of the seeded
+Role: the lookup-quality figure (RESULTS.md "Lookups"). Every agency of the seeded
 synthetic population, in an error profile (:data:`linkage.synthetic.PROFILES`), is published
 into a :class:`linkage.index.MatchIndex` as nodes publish (forms included); the model is fitted
 as the matcher fits it (on a sample of the index). Then records of one agency (``--from``,
