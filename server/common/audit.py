@@ -333,7 +333,7 @@ class AuditLog:
                 if not self._pending:
                     return
                 # a log without a head starts with a one-entry group, so that a missing head
-                # is excused only for a one-entry log, as before group commit
+                # is excused only for a one-entry log
                 limit = MAX_GROUP_ENTRIES if self._has_head else 1
                 group = self._pending[:limit]
                 del self._pending[:limit]
