@@ -6,6 +6,7 @@ Each test gets a PKI of its own: revoking is what the tests do.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import shutil
 import subprocess
@@ -257,3 +258,24 @@ def test_a_revoked_certificate_is_refused_on_every_rpc_of_both_services(
                     assert REVOKED in error.details(), rpc
     finally:
         stop_node(node)
+
+
+def test_a_list_past_its_next_update_fails_closed(
+    pki: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = tls_files_for(pki, "matcher")
+    crl = read_revocation_list(files.revocation_list_path(), x509.load_pem_x509_certificate(
+        files.ca_cert.read_bytes()
+    ))  # fmt: skip
+    assert crl.next_update is not None
+    after = crl.next_update + datetime.timedelta(seconds=1)
+    with pytest.raises(PkiError, match="past its next update"):
+        RevocationChecker(files.revocation_list_path(), files.ca_cert, clock=lambda: after)
+    now = [crl.next_update - datetime.timedelta(days=1)]
+    checker = RevocationChecker(files.revocation_list_path(), files.ca_cert, clock=lambda: now[0])
+    alice = serial_of(pki, "alice")
+    assert not checker.is_revoked(alice)
+    now[0] = after
+    with caplog.at_level(logging.ERROR, logger="server.common.revocation"):
+        assert checker.is_revoked(alice) and checker.is_revoked(serial_of(pki, "olga"))
+    assert sum("past its next update" in r.getMessage() for r in caplog.records) == 1

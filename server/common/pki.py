@@ -284,16 +284,21 @@ def read_revocation_list(path: Path, ca_certificate: x509.Certificate) -> Revoca
     except x509.ExtensionNotFound:
         raise PkiError(f"the revocation list {path} has no CRL number") from None
     return RevocationList(
-        number=number, serials=frozenset(entry.serial_number for entry in crl), crl=crl
+        number=number,
+        serials=frozenset(entry.serial_number for entry in crl),
+        next_update=crl.next_update_utc,
+        crl=crl,
     )
 
 
 @dataclass(frozen=True)
 class RevocationList:
-    """A verified revocation list: its CRL number and the serials it revokes."""
+    """A verified revocation list: its CRL number, the serials it revokes, and when it must be
+    replaced by (None: the list names no next update)."""
 
     number: int
     serials: frozenset[int]
+    next_update: datetime.datetime | None
     crl: x509.CertificateRevocationList = field(repr=False, compare=False)
 
 

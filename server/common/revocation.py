@@ -15,13 +15,18 @@ Invariants:
 * A reload never weakens the list: a file that is missing, unreadable, not signed by the CA
   or older (a lower CRL number) than the list in force is refused with an error in the log,
   and the list in force stays in force until a good newer file replaces it.
+* A list past its next-update time fails closed: a server does not start with one, and a
+  running server treats every caller as revoked (an error in the log, once) until the
+  operator writes a current list (``jigsaw pki revoke`` re-signs it).
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -48,8 +53,16 @@ class RevocationChecker:
     Thread-safe: gRPC calls ask :meth:`is_revoked` from many pool threads at once.
     """
 
-    def __init__(self, crl_path: Path, ca_cert_path: Path) -> None:
+    def __init__(
+        self,
+        crl_path: Path,
+        ca_cert_path: Path,
+        *,
+        clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
         self._path = Path(crl_path)
+        self._clock = clock
+        self._expired_logged = False
         try:
             ca_pem = Path(ca_cert_path).read_bytes()
         except FileNotFoundError:
@@ -58,6 +71,14 @@ class RevocationChecker:
         self._lock = threading.Lock()
         self._stamp = _stamp(self._path)
         self._list = read_revocation_list(self._path, self._ca)
+        if self._expired():
+            raise PkiError(
+                f"the revocation list {self._path} is past its next update "
+                f"({self._list.next_update:%Y-%m-%d %H:%M} UTC): re-sign it with jigsaw pki revoke"
+            )
+
+    def _expired(self) -> bool:
+        return self._list.next_update is not None and self._clock() >= self._list.next_update
 
     @classmethod
     def for_tls(cls, tls: TlsFiles) -> RevocationChecker:
@@ -70,9 +91,19 @@ class RevocationChecker:
         return len(self._list.serials)
 
     def is_revoked(self, serial: int) -> bool:
-        """Whether the certificate with ``serial`` is on the list (reloaded if it changed)."""
+        """Whether the certificate with ``serial`` is on the list (reloaded if it changed);
+        every serial is, while the list in force is past its next update."""
         if _stamp(self._path) != self._stamp:
             self._reload()
+        if self._expired():
+            if not self._expired_logged:
+                self._expired_logged = True
+                logger.error(
+                    "revocation list %s is past its next update: every call is refused until "
+                    "a current list is written (jigsaw pki revoke)",
+                    self._path,
+                )
+            return True
         return serial in self._list.serials
 
     def _reload(self) -> None:
@@ -103,6 +134,7 @@ class RevocationChecker:
                 )
                 return
             self._list = candidate
+            self._expired_logged = False
             logger.info(
                 "revocation list %s reloaded: CRL number %d, %d certificates revoked",
                 self._path,
