@@ -229,6 +229,30 @@ def test_a_witness_flags_a_head_that_went_back(tmp_path: Path, pki: Path) -> Non
     assert len(again.held(OWNER)) == 3
 
 
+def test_a_witness_reads_only_the_asked_owners_receipts(
+    tmp_path: Path, pki: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = ca_of(pki)
+    police, matcher = (Signer.from_tls(tls_files_for(pki, n)) for n in (OWNER, "matcher"))
+    witnessed = ReceiptFile(tmp_path / "witnessed.jsonl")
+    witness = Witness(matcher, ca, witnessed)
+    for seq in range(1, 4):
+        witness.hold(police.sign_head(seq, f"{seq:064x}"))
+        witness.hold(matcher.sign_head(seq, f"{seq + 10:064x}"))
+    # the other owner's lines are overwritten with junk of the same length: never read
+    lines = witnessed.path.read_bytes().splitlines(keepends=True)
+    witnessed.path.write_bytes(
+        b"".join(b"x" * (len(line) - 1) + b"\n" if i % 2 else line for i, line in enumerate(lines))
+    )
+    again = Witness(matcher, ca, witnessed)  # a restart: the junk lines are skipped once
+    for reader in (witness, again):
+        caplog.clear()
+        held = [verify_head(r.head, ca) for r in reader.held(OWNER)]
+        assert [h.seq for h in held] == [1, 2, 3] and {h.owner.name for h in held} == {OWNER}
+        assert not caplog.records  # not one junk line was read to answer
+    assert again.held("matcher") == []
+
+
 def _lookup(stub: Any) -> None:
     stub.Lookup(
         jigsaw_pb2.LookupRequest(

@@ -301,30 +301,50 @@ class ReceiptFile:
         """The file of other parties' heads held by ``audit_log``'s owner."""
         return ReceiptFile(Path(audit_log).with_name(Path(audit_log).name + ".witnessed.jsonl"))
 
-    def append(self, receipt: Receipt) -> None:
-        """Append one receipt durably."""
+    def append(self, receipt: Receipt) -> int:
+        """Append one receipt durably; returns the byte offset of its line."""
         line = receipt.to_line() + b"\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
+                offset = os.lseek(descriptor, 0, os.SEEK_END)
                 os.write(descriptor, line)
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
+        return offset
 
     def read(self) -> list[Receipt]:
         """Every well-formed receipt in the file (none when it does not exist), oldest first;
         a malformed line is skipped with a warning (signatures are checked by the reader)."""
+        return [receipt for _, receipt in self.scan()]
+
+    def scan(self) -> Iterator[tuple[int, Receipt]]:
+        """(byte offset, receipt) of every well-formed line, oldest first, read line by line."""
         if not self.path.exists():
-            return []
+            return
+        with open(self.path, "rb") as handle:
+            offset = 0
+            for number, line in enumerate(handle, start=1):
+                try:
+                    yield offset, Receipt.from_line(line.rstrip(b"\n"))
+                except AnchorError:
+                    logger.warning("%s: line %d is not a receipt; skipped", self.path, number)
+                offset += len(line)
+
+    def read_at(self, offsets: Iterable[int]) -> list[Receipt]:
+        """The receipts whose lines start at ``offsets`` (as :meth:`scan` or :meth:`append`
+        gave them); a line that no longer parses there is skipped with a warning."""
         receipts = []
-        for number, line in enumerate(self.path.read_bytes().splitlines(), start=1):
-            try:
-                receipts.append(Receipt.from_line(line))
-            except AnchorError:
-                logger.warning("%s: line %d is not a receipt; skipped", self.path, number)
+        with open(self.path, "rb") as handle:
+            for offset in offsets:
+                handle.seek(offset)
+                try:
+                    receipts.append(Receipt.from_line(handle.readline().rstrip(b"\n")))
+                except AnchorError:
+                    logger.warning("%s: no receipt at byte %d any more; skipped", self.path, offset)
         return receipts
 
 
@@ -352,7 +372,9 @@ class Witness:
     """Holds other parties' heads: checks each, receipts it, keeps both in a witnessed file.
 
     Remembers the last head held of each owner (read from the file at start) to tell a head
-    that went back (``regressed``) or changed in place (``conflict``) from one that moved on.
+    that went back (``regressed``) or changed in place (``conflict``) from one that moved on,
+    and where each owner's receipts are in the file, so that answering for one owner reads
+    that owner's lines only.
     """
 
     def __init__(self, signer: Signer, ca: x509.Certificate, witnessed: ReceiptFile) -> None:
@@ -361,12 +383,15 @@ class Witness:
         self.file = witnessed
         self._lock = threading.Lock()
         self._last: dict[str, tuple[int, str]] = {}
-        for receipt in witnessed.read():
+        #: per owner, the byte offsets of the receipts of its heads that verified when read
+        self._offsets: dict[str, list[int]] = {}
+        for offset, receipt in witnessed.scan():
             try:
                 head = verify_receipt(receipt, ca).head
             except AnchorError:
                 continue
             self._last[head.owner.name] = (head.seq, head.hash)
+            self._offsets.setdefault(head.owner.name, []).append(offset)
 
     def hold(self, signed: Signed, caller: Identity | None = None) -> tuple[Receipt, Head, str]:
         """Receipt ``signed`` (sent by ``caller``, which must be its owner when given), keep
@@ -382,8 +407,9 @@ class Witness:
                 check = CHECK_REGRESSED
             elif last is not None and head.seq == last[0] and head.hash != last[1]:
                 check = CHECK_CONFLICT
-            self.file.append(receipt)
+            offset = self.file.append(receipt)
             self._last[head.owner.name] = (head.seq, head.hash)
+            self._offsets.setdefault(head.owner.name, []).append(offset)
         if check != CHECK_OK:
             logger.warning(
                 "audit head of %s %s: entry %d, the last held was entry %d",
@@ -392,8 +418,11 @@ class Witness:
         return receipt, head, check
 
     def held(self, owner: str) -> list[Receipt]:
-        """The receipts held for ``owner``'s heads, oldest first."""
-        return receipts_for(self.file.read(), owner, self._ca)
+        """The receipts held for ``owner``'s heads, oldest first: only that owner's lines are
+        read (by offset) and checked again, not the whole file."""
+        with self._lock:
+            offsets = list(self._offsets.get(owner, ()))
+        return receipts_for(self.file.read_at(offsets), owner, self._ca)
 
 
 class Anchorer:
