@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 #: The suite run against each mutant: everything but real processes, browsers and benchmarks.
-MARKERS = "not e2e and not browser and not slow and not bench"
+MARKERS = "not e2e and not browser and not slow"
 TIMEOUT_S = 1800
 
 
@@ -126,7 +126,7 @@ def _apply(tree: Path, mutation: Mutation) -> Path:
     return path
 
 
-def _run_tests(tree: Path) -> tuple[int, float]:
+def _run_tests(tree: Path) -> tuple[int, float, str]:
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", MARKERS],
@@ -135,7 +135,8 @@ def _run_tests(tree: Path) -> tuple[int, float]:
         capture_output=True,
         timeout=TIMEOUT_S,
     )
-    return result.returncode, time.perf_counter() - started
+    tail = (result.stdout + result.stderr).decode("utf-8", "replace")[-2000:]
+    return result.returncode, time.perf_counter() - started, tail
 
 
 def run(names: list[str] | None) -> list[dict[str, object]]:
@@ -144,9 +145,10 @@ def run(names: list[str] | None) -> list[dict[str, object]]:
         baseline = Path(scratch) / "baseline"
         baseline.mkdir()
         _copy_of_head(baseline)
-        code, seconds = _run_tests(baseline)
+        code, seconds, tail = _run_tests(baseline)
         print(f"unmutated: pytest exit {code} in {seconds:.0f} s", file=sys.stderr, flush=True)
         if code != 0:
+            print(tail, file=sys.stderr)
             raise SystemExit("the unmutated tree fails its tests: no mutation can be judged")
         rows: list[dict[str, object]] = []
         for mutation in chosen:
@@ -154,7 +156,7 @@ def run(names: list[str] | None) -> list[dict[str, object]]:
             tree.mkdir()
             _copy_of_head(tree)
             path = _apply(tree, mutation)
-            code, seconds = _run_tests(tree)
+            code, seconds, _ = _run_tests(tree)
             row: dict[str, object] = {
                 "mutation": mutation.name,
                 "what": mutation.what,
