@@ -2,13 +2,17 @@
 PKI issues, with the status each cell must give — over real mutual TLS to a real matcher and
 a real agency node (police) on loopback.
 
-Identities: staff of the node's agency (alice, police), staff of another agency (harriet,
-health), an operator (olga), each node (police-node, health-node), the matcher, each agency's
-staff console (police-console, health-console: a console names the staff member it acts for,
-which these requests do not, so its own agency's node refuses them as invalid); and a
+Identities: staff of the node's agency (alice, police), staff of another agency
+(harriet, health), the federation's operator (olga), each node (police-node, health-node),
+the matcher, each agency's staff console (police-console, health-console: a console names
+the staff member it acts for, which these requests do not, so its own agency's node refuses
+them as invalid); and a
 client that expects the wrong server role (it names the matcher's role when calling the node,
 and a node's when calling the matcher), which TLS refuses in the handshake (UNAVAILABLE)
-before any request reaches the server.
+before any request reaches the server. Two agency operators follow the rule that an agency's
+operator is the federation's operator at its own agency's node and nobody anywhere else:
+percy (police) gets olga's codes at the police node, hana (health) gets PERMISSION_DENIED
+there, and both get it at the matcher.
 
 Requests are the smallest that pass authorisation and then fail (or succeed) the same way
 for every permitted caller, so a cell shows what the role policy and the agency binding did:
@@ -289,6 +293,10 @@ CELLS = [
     (rpc, caller, code)
     for rpc, codes in EXPECTED.items()
     for caller, code in zip(CALLERS, codes, strict=True)
+] + [
+    (rpc, operator, codes[CALLERS.index("olga")] if rpc.startswith(own) else DENIED)
+    for rpc, codes in EXPECTED.items()
+    for operator, own in (("percy", "AgencyNode/"), ("hana", "nowhere"))
 ]
 
 
@@ -303,6 +311,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     for agency in ("police", "health"):
         issue_certificate(directory, f"{agency}-console", agency, "console")
+    issue_certificate(directory, "percy", "police", "operator")
+    issue_certificate(directory, "hana", "health", "operator")
     return directory
 
 

@@ -15,7 +15,9 @@ Contract, per call:
   revoked certificate identifies nobody, so it is not ``PERMISSION_DENIED``);
 * ``PERMISSION_DENIED``: a role the method does not allow, a method not in the policy (deny
   by default), or, on a node, a caller of a role in :data:`AGENCY_BOUND_ROLES` (staff, and
-  the staff console: :mod:`server.console`) whose certificate names another agency;
+  the staff console: :mod:`server.console`) whose certificate names another agency; an
+  operator is the federation's (agency ``unit``) or an agency's own: an agency's operator
+  may call only its own agency's node, never the matcher or another agency's node;
 * the health and reflection services (:data:`OPEN_SERVICES`) are open to every identity of
   the CA; they are all a ``probe`` certificate may call;
 * a request whose bytes do not parse as the method's message (which gRPC itself would answer
@@ -36,7 +38,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from server.common.audit import RefusalTally
-from server.common.pki import ROLES
+from server.common.pki import ROLES, UNIT_AGENCY
 from server.common.revocation import RevocationChecker
 from server.common.status import Unauthenticated
 
@@ -336,17 +338,23 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 f"method {method} is allowed for {allowed_text}; caller has role {identity.role}",
             )
             raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
-        if (
-            self._agency is not None
-            and identity.role in AGENCY_BOUND_ROLES
-            and identity.agency != self._agency
-            and service_of(method) not in OPEN_SERVICES
+        agency_operator = identity.role == "operator" and identity.agency != UNIT_AGENCY
+        if service_of(method) not in OPEN_SERVICES and (
+            # at an agency's node: staff, consoles and agency operators of that agency only
+            (
+                self._agency is not None
+                and (identity.role in AGENCY_BOUND_ROLES or agency_operator)
+                and identity.agency != self._agency
+            )
+            # at the matcher: operators of the federation only
+            or (self._agency is None and agency_operator)
         ):
             self._refused(identity.name, method, "other_agency")
+            where = f"of agency {self._agency}" if self._agency else f"of agency {UNIT_AGENCY}"
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"method {method} is allowed for {identity.role} of agency {self._agency} "
-                f"only; caller's certificate names agency {identity.agency}",
+                f"method {method} is allowed for {identity.role} {where} only; caller's "
+                f"certificate names agency {identity.agency}",
             )
             raise RuntimeError("grpc.ServicerContext.abort returned")  # pragma: no cover
         return identity

@@ -187,8 +187,8 @@ class Console:
 
     def person(self, request: Request) -> tuple[Identity, str]:
         """The verified person behind the request — a staff member of this agency, or an
-        operator of the federation (role ``operator``, agency ``unit``: the federation CA
-        issues operators no agency) — and the SHA-256 of their certificate;
+        operator of the federation (role ``operator``, agency ``unit``) or of this agency —
+        and the SHA-256 of their certificate;
         :class:`Refused` (403) for anyone else."""
         pem = client_certificate_pem(request.scope)
         identity = identity_from_certificate(pem) if pem is not None else None
@@ -205,7 +205,10 @@ class Console:
             logger.warning("console refused a revoked certificate (%s)", identity.name)
             raise refusal
         staff = identity.role == "staff" and identity.agency == self.config.agency
-        operator = identity.role == "operator" and identity.agency == UNIT_AGENCY
+        operator = identity.role == "operator" and identity.agency in (
+            UNIT_AGENCY,
+            self.config.agency,
+        )
         if not (staff or operator):
             logger.warning(
                 "console refused %s (%s of %s)", identity.name, identity.role, identity.agency
