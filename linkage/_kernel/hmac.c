@@ -52,25 +52,6 @@ void hmac_key_init(hmac_key *key, const uint8_t *bytes, size_t length) {
     OPENSSL_cleanse(pad_block, sizeof(pad_block));
 }
 
-void hmac_words_of(const hmac_key *key, const uint8_t *const *parts, const size_t *lengths,
-                   int count, uint32_t words[8]) {
-    uint8_t inner[SHA256_DIGEST_LENGTH], digest[SHA256_DIGEST_LENGTH];
-    SHA256_CTX context = key->inner;
-    for (int p = 0; p < count; p++) {
-        if (lengths[p] > 0) {
-            SHA256_Update(&context, parts[p], lengths[p]);
-        }
-    }
-    SHA256_Final(inner, &context);
-    context = key->outer;
-    SHA256_Update(&context, inner, sizeof(inner));
-    SHA256_Final(digest, &context);
-    for (int j = 0; j < 8; j++) {
-        words[j] = (uint32_t)digest[4 * j] | ((uint32_t)digest[4 * j + 1] << 8) |
-                   ((uint32_t)digest[4 * j + 2] << 16) | ((uint32_t)digest[4 * j + 3] << 24);
-    }
-}
-
 int hmac_path_valid(int path, const char *function) {
     if (path == -1 || (path >= 0 && path < HMAC_PATH_COUNT)) {
         return 1;
