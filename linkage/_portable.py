@@ -45,7 +45,7 @@ _MIX_2 = U64(0x94D049BB133111EB)
 _UINT32_MAX = (1 << 32) - 1
 _UINT64_MAX = (1 << 64) - 1
 
-# (label, itemsize, accepted struct format codes) per buffer kind, as buffers.c checks them.
+# (label, itemsize, accepted struct format codes, dtype) per buffer kind, as buffers.c checks.
 _KINDS = {
     "u64": ("uint64", 8, "QL", np.dtype(np.uint64)),
     "u32": ("uint32", 4, "IL", np.dtype(np.uint32)),
