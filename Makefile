@@ -13,10 +13,15 @@ CONSOLE_FRONTEND := server/console/frontend
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py linkage/_dicekernel.c
+# The compiled kernel (linkage/_kernel/) hashes with OpenSSL's libcrypto: Debian's libssl-dev
+# for its headers, installed here. Where the extension cannot be built, the install goes on
+# and linkage runs the same functions in numpy (the last line says which is in use).
+$(STAMP): pyproject.toml setup.py $(wildcard linkage/_kernel/*.c linkage/_kernel/*.h)
+	test -f /usr/include/openssl/sha.h || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c "from linkage import kernel; print('linkage kernel:', kernel.IMPLEMENTATION, kernel.FALLBACK_REASON or '')"
 	touch $(STAMP)
 
 # The staff console's front end (govuk-frontend, and axe-core for its accessibility test)

@@ -16,8 +16,8 @@
 Every error the library raises on purpose is one of these; the usage errors are also the
 builtin ``ValueError`` / ``TypeError`` a Python caller expects for a bad argument. The one
 exception is the mapping protocol: ``Schema[name]`` raises ``KeyError`` for an unknown field.
-The private C extension (``linkage._dicekernel``) raises builtin errors of its own; the public
-functions check their arguments before calling it.
+The private kernels (:mod:`linkage.kernel`: the C extension or its numpy twin) raise builtin
+errors of their own; the public functions check their arguments before calling them.
 
 Every message names the field, row or expectation involved and never carries an identifier
 value (a name, a date of birth, an NHS number): putting one in an error is a data breach.

@@ -21,7 +21,8 @@ Invariants:
   derivations are the compatibility contract between agencies: a change alters every encoding.
 * :func:`harden_filters` applies the enabled transforms in the fixed order
   ``balance -> diffusion -> xor_fold -> BLIP`` (why: see its docstring).
-* The C loops (``_dicekernel``) are held to the plain ``*_reference`` functions at the end.
+* The kernel loops (:mod:`linkage.kernel`) are held to the plain ``*_reference`` functions at
+  the end.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-import linkage._dicekernel as _dicekernel
+from linkage import kernel as _kernel
 from linkage.errors import FilterFormatError, InvalidArgumentError, KeyMaterialError
 from linkage.keys import KeySet
 from linkage.schema import Hardening
@@ -202,15 +203,15 @@ def blip_flip_mask(filters: NDArray[np.uint64], epsilon: float, key: bytes) -> N
     subkey = _subkey(_check_key(key), "blip")
     threshold = U64(round(blip_flip_probability(epsilon) * (1 << _LANE_BITS)))
     out = np.empty(batch.shape, dtype=U64)
-    # The splitmix64 lanes in C (same bits as :func:`blip_flip_mask_reference`), GIL released.
-    _dicekernel.blip_mask(_row_seeds(batch, subkey), int(threshold), out)
+    # The splitmix64 lanes in the kernel (same bits as :func:`blip_flip_mask_reference`).
+    _kernel.blip_mask(_row_seeds(batch, subkey), int(threshold), out)
     return out
 
 
 def blip_flip_mask_reference(
     filters: NDArray[np.uint64], epsilon: float, key: bytes
 ) -> NDArray[np.uint64]:
-    """:func:`blip_flip_mask` in numpy, lane by lane (the specification the C loop follows)."""
+    """:func:`blip_flip_mask` in numpy, lane by lane (the specification the kernel follows)."""
     batch = _check_batch(filters)
     subkey = _subkey(_check_key(key), "blip")
     threshold = U64(round(blip_flip_probability(epsilon) * (1 << _LANE_BITS)))
@@ -302,7 +303,7 @@ def diffuse(
     # With ``keys`` the table (an HMAC stream per output bit) is built once per KeySet.
     table = make() if keys is None else keys.derived(("diffusion", key, t, in_bits, width), make)
     out = np.empty((batch.shape[0], width // 64), dtype=U64)
-    _dicekernel.diffuse(np.ascontiguousarray(batch), table, out)  # C loop, GIL released
+    _kernel.diffuse(np.ascontiguousarray(batch), table, out)  # kernel loop, GIL released
     return out
 
 

@@ -15,12 +15,13 @@ double precision, so every function here returns bit-for-bit the same floats as 
 reference implementations at the end of this module (``dice_reference`` and friends), which
 the tests hold the fast kernel to.
 
-The fast path is the C extension ``linkage._dicekernel``: it picks an AVX-512 VPOPCNTDQ, a
-POPCNT or a portable loop at import (``kernel_name()``), tiles candidates for the cache,
-skips pairs whose popcounts alone rule out the threshold (``Dice <= 2 * min(|a|, |b|) /
-(|a| + |b|)``; the skip never changes a result) and releases the GIL, so ``threads=2`` runs
-on two cores through a ``ThreadPoolExecutor``. Thresholded searches emit their results in
-bounded chunks; no ``n x m`` score matrix is ever allocated.
+The fast path is the compiled kernel behind :mod:`linkage.kernel`: it picks an AVX-512
+VPOPCNTDQ, a POPCNT or a portable loop at import (``kernel_name()``), tiles candidates for
+the cache, skips pairs whose popcounts alone rule out the threshold (``Dice <= 2 * min(|a|,
+|b|) / (|a| + |b|)``; the skip never changes a result) and releases the GIL, so ``threads=2``
+runs on two cores through a ``ThreadPoolExecutor``. Where the extension is not built, the
+same calls run in numpy (path ``"numpy"``), with the same results. Thresholded searches emit
+their results in bounded chunks; no ``n x m`` score matrix is ever allocated.
 
 Errors: malformed filters, popcounts or indices raise ``FilterFormatError`` naming the
 argument and the expectation (shapes and dtypes only, never filter contents). Bad settings
@@ -38,7 +39,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
-import linkage._dicekernel as _dicekernel
+from linkage import kernel as _kernel
 from linkage.errors import ArgumentTypeError, FilterFormatError, InvalidArgumentError
 
 __all__ = [
@@ -53,9 +54,10 @@ __all__ = [
     "popcounts",
 ]
 
-# Kernel ids understood by the C module: positions in this tuple.
-_KERNEL_IDS = {"portable": 0, "popcnt": 1, "avx512-vpopcntdq": 2}
-# Pairs written per call of the C scan before control returns to Python (bounds memory).
+# Kernel ids understood by the kernel module in use: positions in its list of CPU paths
+# (the C module's three, or the numpy module's one).
+_KERNEL_IDS = {"portable": 0, "popcnt": 1, "avx512-vpopcntdq": 2, "numpy": 0}
+# Pairs written per call of the kernel's scan before control returns to Python (bounds memory).
 _CHUNK_PAIRS = 1 << 18
 # Queries per task of a many-to-many search.
 _QUERY_BLOCK = 2048
@@ -71,13 +73,14 @@ ScoreArray = NDArray[np.float64]
 
 
 def kernel_name() -> str:
-    """Name of the CPU path in use: ``"avx512-vpopcntdq"``, ``"popcnt"`` or ``"portable"``."""
-    return cast(str, _dicekernel.kernel_name())
+    """Name of the CPU path in use: ``"avx512-vpopcntdq"``, ``"popcnt"`` or ``"portable"``
+    (compiled), or ``"numpy"`` (where the extension is not in use, :mod:`linkage.kernel`)."""
+    return _kernel.kernel_name()
 
 
 def _available_kernels() -> tuple[str, ...]:
     """Every CPU path this machine can run (used by tests to check each against the reference)."""
-    return cast(tuple[str, ...], _dicekernel.available_kernels())
+    return _kernel.available_kernels()
 
 
 # ------------------------------------------------------------------------------ validation
@@ -192,7 +195,7 @@ def _run_tasks(tasks: Sequence[Callable[[], _Result]], threads: int) -> list[_Re
 def _popcounts(filters: NDArray[np.uint64], kernel: int) -> NDArray[np.uint32]:
     out = np.empty(filters.shape[0], dtype=np.uint32)
     try:
-        _dicekernel.popcounts(filters, out, kernel)
+        _kernel.popcounts(filters, out, kernel)
     except (TypeError, ValueError) as error:
         raise FilterFormatError(str(error)) from error
     return out
@@ -261,7 +264,7 @@ def _scan_range(
     block, query = candidate_start, query_start
     pieces: list[tuple[IndexArray, IndexArray, ScoreArray]] = []
     while block < candidate_stop and query_start < query_stop:
-        count, block, query = _dicekernel.scan(
+        count, block, query = _kernel.scan(
             queries,
             query_counts,
             candidates,
@@ -471,7 +474,7 @@ def dice_pairs(
 
     def make_task(start: int, stop: int) -> Callable[[], None]:
         def task() -> None:
-            _dicekernel.pairs(
+            _kernel.pairs(
                 left_array,
                 left_counts,
                 right_array,

@@ -1,21 +1,23 @@
-"""The C HMAC-SHA256 behind token hashing (``_dicekernel.hmac_words``, and
-``_dicekernel.token_filters``, which builds filters from it) against Python's hmac.
+"""The kernel's HMAC-SHA256 behind token hashing (``kernel.hmac_words``, and
+``kernel.token_filters``, which builds filters from it) against RFC 4231 and Python's hmac.
 
 The encoder's golden vectors pin its output too; these tests pin the primitive itself on the
 RFC 4231 inputs (keys shorter than, equal to and longer than the 64-byte block, messages
-across the padding boundaries) and on random input, with and without the block counter.
+across the padding boundaries) and on random input, with and without the block counter. They
+test the implementation :mod:`linkage.kernel` runs (OpenSSL in the C extension, or Python's
+hmac in the portable one); tests/test_kernel_paths.py runs them under the portable one too.
 """
 
 from __future__ import annotations
 
 import hmac
 
-import linkage._dicekernel as kernel
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from linkage import kernel
 from linkage.encode import (
     token64_reference,
     token_positions,
@@ -37,10 +39,19 @@ RFC4231 = [
         b"data. The key needs to be hashed before being used by the HMAC algorithm.",
     ),
 ]
+# HMAC-SHA-256 of each, as RFC 4231 publishes it
+RFC4231_DIGESTS = [
+    "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+    "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+    "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe",
+    "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
+    "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+    "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+]
 
 
-#: Indices of the SHA-256 paths this CPU runs (portable always; SHA-NI where supported), and
-#: -1, the fastest: every test below runs on each, so both implementations are held to hmac.
+#: Indices of the SHA-256 paths this CPU runs, and -1, the fastest: every test below runs on
+#: each, so each path is held to hmac.
 PATHS = [-1] + [index for index, (_, supported) in enumerate(kernel.hmac_paths()) if supported]
 
 
@@ -60,10 +71,18 @@ def reference(key: bytes, message: bytes, blocks: int, counter: bool) -> list[in
     return np.frombuffer(digest, dtype="<u4").tolist()
 
 
-def test_the_portable_path_always_exists_and_names_are_known() -> None:
+def test_the_first_path_is_supported_and_names_are_known() -> None:
     paths = kernel.hmac_paths()
-    assert paths[0] == ("portable", True)
-    assert {name for name, _ in paths} == {"portable", "sha-ni"}
+    assert paths[0][1] is True
+    assert {name for name, _ in paths} <= {"openssl", "python-hmac"}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(("case", "digest"), list(enumerate(RFC4231_DIGESTS)))
+def test_rfc4231_published_digests(case: int, digest: str, path: int) -> None:
+    key, message = RFC4231[case]
+    words = run(key, [message], 1, False, path)[0]
+    assert words.astype("<u4").tobytes().hex() == digest
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -9,12 +9,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import linkage._dicekernel as _dicekernel
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from linkage import kernel as _kernel
 from linkage import similarity
 from linkage.errors import FilterFormatError
 from linkage.similarity import (
@@ -382,6 +382,9 @@ def test_non_contiguous_input_is_accepted() -> None:
 
 
 def test_kernel_name_is_one_of_the_paths() -> None:
+    if _kernel.IMPLEMENTATION == "numpy":
+        assert KERNELS == ["numpy"] == [kernel_name()]
+        return
     assert kernel_name() in {"avx512-vpopcntdq", "popcnt", "portable"}
     assert kernel_name() == KERNELS[-1]
     assert "portable" in KERNELS
@@ -465,25 +468,25 @@ def test_bad_settings_raise() -> None:
         popcounts(filters, kernel="quantum")
 
 
-def test_c_module_validates_buffers_itself() -> None:
-    """Defence in depth: the extension checks format, shape and contiguity on its own."""
+def test_kernel_validates_buffers_itself() -> None:
+    """Defence in depth: the kernel (C or numpy) checks format, shape and contiguity itself."""
     filters = np.zeros((4, 16), dtype=np.uint64)
     out = np.zeros(4, dtype=np.uint32)
     kernel = similarity._KERNEL_IDS[kernel_name()]
     with pytest.raises(ValueError, match=r"^filters: expected uint64"):
-        _dicekernel.popcounts(filters.view(np.int64), out, kernel)
+        _kernel.popcounts(filters.view(np.int64), out, kernel)
     with pytest.raises(ValueError, match=r"^filters: expected a C-contiguous"):
-        _dicekernel.popcounts(np.zeros((4, 32), dtype=np.uint64)[:, ::2], out, kernel)
+        _kernel.popcounts(np.zeros((4, 32), dtype=np.uint64)[:, ::2], out, kernel)
     with pytest.raises(ValueError, match=r"^out: expected a C-contiguous writable"):
         readonly = np.zeros(4, dtype=np.uint32)
         readonly.flags.writeable = False
-        _dicekernel.popcounts(filters, readonly, kernel)
+        _kernel.popcounts(filters, readonly, kernel)
     with pytest.raises(ValueError, match=r"^out: expected one entry per filter"):
-        _dicekernel.popcounts(filters, np.zeros(3, dtype=np.uint32), kernel)
+        _kernel.popcounts(filters, np.zeros(3, dtype=np.uint32), kernel)
     with pytest.raises(TypeError, match=r"^filters: expected a uint64 buffer"):
-        _dicekernel.popcounts(object(), out, kernel)
+        _kernel.popcounts(object(), out, kernel)
     with pytest.raises(ValueError, match=r"^kernel"):
-        _dicekernel.popcounts(filters, out, 99)
+        _kernel.popcounts(filters, out, 99)
 
 
 def test_errors_carry_no_filter_content() -> None:
@@ -504,6 +507,10 @@ def test_errors_carry_no_filter_content() -> None:
             assert token not in message.lower()
 
 
+@pytest.mark.skipif(
+    _kernel.IMPLEMENTATION != "c",
+    reason="a promise of the compiled kernel: its loops run without the GIL",
+)
 def test_kernel_releases_the_gil() -> None:
     """While one thread is inside a long kernel call, another Python thread keeps running."""
     rng = np.random.default_rng(16)

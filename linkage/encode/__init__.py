@@ -22,7 +22,7 @@ Invariants:
   value.
 * Hardening (:mod:`linkage.harden`) is the last step; published widths are the schema's
   (:attr:`FieldSpec.published_bits`, :attr:`Schema.published_record_bits`).
-* The C HMAC (``_dicekernel``) is held to Python's :mod:`hmac` by the references
+* The kernel's HMAC (:mod:`linkage.kernel`) is held to Python's :mod:`hmac` by the references
   :func:`token_positions_reference` and :func:`token64_reference`, and the one-record lookup
   path :func:`encode_record` to the batch path :func:`encode_records`.
 """

@@ -17,8 +17,8 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
-import linkage._dicekernel as _dicekernel
 from linkage import harden
+from linkage import kernel as _kernel
 from linkage import normalise as norm
 from linkage.encode.batch import EncodedBatch, ValueProblem
 from linkage.encode.hashing import (
@@ -186,8 +186,8 @@ class _Published:
 
 class _TokenBlob:
     """One field's distinct values' tokens and the salt prefixes, as the byte blobs and
-    offsets of ``_dicekernel.token_filters``, which builds each (value, prefix) combination's
-    filter in C: the bits of :func:`token_positions` of the prefixed tokens, as
+    offsets of ``kernel.token_filters``, which builds each (value, prefix) combination's
+    filter in one call: the bits of :func:`token_positions` of the prefixed tokens, as
     :func:`_salted` prefixes them (``tests/test_encode_salted.py`` checks this against the
     Python specification)."""
 
@@ -212,7 +212,7 @@ class _TokenBlob:
         """(combinations, words): the filter of value ``combo_value[c]``'s tokens, each
         prefixed with prefix ``combo_prefix[c]``, under ``key``."""
         out = np.empty((combo_value.shape[0], words), dtype=U64)
-        _dicekernel.token_filters(
+        _kernel.token_filters(
             key,
             self.prefixes,
             self.prefix_offsets,
@@ -249,7 +249,7 @@ def encode_records(
 
     How: every distinct raw value of a field is normalised and tokenised once per batch, each
     distinct (value, salt value) is hardened once, and each field's filters are built in one
-    C call per key (``_dicekernel.token_filters``) with no per-token Python work.
+    kernel call per key (``kernel.token_filters``) with no per-token Python work.
     """
     missing = [name for name in schema.input_names if name not in columns]
     if missing:

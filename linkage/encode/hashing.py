@@ -1,9 +1,10 @@
 """Keyed hashing: token positions in a filter, blocking tokens and salt tags.
 
 Contract: every output is HMAC-SHA256 under a key derived for one field and purpose; positions
-come from independent HMAC output (never double hashing). The fast paths run the HMACs in C
-(``_dicekernel``, the key's pad blocks compressed once, no GIL); the ``*_reference`` functions
-are the specification, written with Python's :mod:`hmac`, and the tests hold the C to them.
+come from independent HMAC output (never double hashing). The fast paths run the HMACs in
+one kernel call per batch (:mod:`linkage.kernel`: the key's pad blocks hashed once, no GIL);
+the ``*_reference`` functions are the specification, written with Python's :mod:`hmac`, and
+the tests hold the kernel to them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from itertools import accumulate
 import numpy as np
 from numpy.typing import NDArray
 
-import linkage._dicekernel as _dicekernel
+from linkage import kernel as _kernel
 
 U64 = np.uint64
 
@@ -36,8 +37,8 @@ def token_positions(key: bytes, tokens: Sequence[str], hashes: int, bits: int) -
     ``hashes_per_token``; the record filter ``key("record", field)``,
     ``record_hashes_per_token`` and ``record_filter_bits``.
 
-    The HMACs are computed in C (``_dicekernel.hmac_words``: the key's pad blocks compressed
-    once, every token and block in one call without the GIL); the same bits as
+    The HMACs are computed in one kernel call (``kernel.hmac_words``: the key's pad blocks
+    hashed once, every token and block without the GIL); the same bits as
     :func:`token_positions_reference`, which uses Python's :mod:`hmac`.
     """
     return _message_positions(key, [tok.encode("utf-8") for tok in tokens], hashes, bits)
@@ -61,10 +62,10 @@ def _hmac_words(
 ) -> NDArray[np.uint32]:
     """Per message, the little-endian uint32 words of ``blocks`` HMAC-SHA256 digests under
     ``key`` (of ``bytes([b]) + message`` with ``counter``, of the message itself without,
-    then ``blocks`` is 1), computed in C in one call."""
+    then ``blocks`` is 1), computed in one kernel call."""
     offsets = _offsets(messages)
     words = np.empty((len(messages), blocks * 8), dtype=np.uint32)
-    _dicekernel.hmac_words(key, b"".join(messages), offsets, blocks, counter, words)
+    _kernel.hmac_words(key, b"".join(messages), offsets, blocks, counter, words)
     return words
 
 
@@ -101,7 +102,7 @@ def blocking_token(key: bytes, parts: Sequence[str]) -> int:
 def _tokens64(key: bytes, messages: Sequence[bytes]) -> NDArray[np.uint64]:
     """Keyed 64-bit tokens (blocking tokens, salt tags): the first 8 bytes, little endian,
     of ``HMAC-SHA256(key, message)``, with 0 (reserved for "missing") mapped to 1. The
-    HMACs run in C (:func:`token_positions`); :func:`token64_reference` is the
+    HMACs run in one kernel call (:func:`token_positions`); :func:`token64_reference` is the
     specification."""
     words = _hmac_words(key, messages, 1, counter=False)
     tokens = words[:, 0].astype(U64) | (words[:, 1].astype(U64) << np.uint64(32))

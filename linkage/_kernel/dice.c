@@ -1,42 +1,34 @@
 /*
- * _dicekernel: the compiled popcount kernel behind linkage/similarity.py.
+ * dice.c: popcounts and Dice scores of packed Bloom filters (linkage/similarity.py).
  *
- * Role in the pipeline: every comparison of two Bloom-filter encodings (online lookups,
- * blocked batch linkage, LSH candidate checks) ends here.  This module does only arithmetic
- * on buffers that the caller owns; it keeps no state besides the CPU path chosen once at
- * import time, and it performs no I/O.
- *
- * Data layout (the library-wide contract, restated): a packed Bloom filter of filter_bits
- * bits (a multiple of 64) is filter_bits / 64 little-endian 64-bit words; bit i lives in
- * word i / 64 at bit i % 64 (equivalently byte i / 8, bit i % 8, least significant bit
- * first).  A batch of n filters is one C-contiguous buffer of n * words unsigned 64-bit
- * integers, row-major, shape (n, words).
+ * Role: every comparison of two encodings (online lookups, blocked batch linkage, LSH
+ * candidate checks) ends here.  Only arithmetic on buffers the caller owns; the one state is
+ * the CPU path chosen at module init.
  *
  * Dice(a, b) = 2 * |a AND b| / (|a| + |b|), computed in double as
  * (double)(2 * and_count) / (double)(count_a + count_b); Dice of two all-zero filters is 0.0.
- * Both operands of the division are exact in double and IEEE division is correctly rounded,
- * so the result is bit-for-bit the one Python gives for 2 * and_count / (count_a + count_b).
+ * Both operands are exact in double and IEEE division is correctly rounded, so the result is
+ * bit-for-bit the one Python gives for 2 * and_count / (count_a + count_b).
  *
- * Threshold skipping: Dice(a, b) <= 2 * min(|a|, |b|) / (|a| + |b|).  For each query the
- * kernel computes, with the same double arithmetic, the interval of candidate popcounts for
- * which that bound reaches the threshold, and skips other candidates before the AND.  The
- * bound is monotone in the candidate popcount on each side of the query popcount, and
- * correctly rounded division is monotone, so a skipped pair can never have scored at or above
- * the threshold: results are identical with and without the skip.
+ * Threshold skipping: Dice(a, b) <= 2 * min(|a|, |b|) / (|a| + |b|).  For each query the scan
+ * computes, with the same double arithmetic, the interval of candidate popcounts for which
+ * that bound reaches the threshold, and skips other candidates before the AND.  The bound is
+ * monotone in the candidate popcount on each side of the query popcount, and correctly
+ * rounded division is monotone, so a skipped pair can never have scored at or above the
+ * threshold: results are identical with and without the skip.
  *
- * CPU paths (chosen at import, overridable per call for tests):
+ * CPU paths (chosen at init, overridable per call for tests):
  *   0 "portable"          plain C (compiler builtin popcount or a SWAR fallback)
  *   1 "popcnt"            x86-64 POPCNT instruction, scalar, 16-word case unrolled
  *   2 "avx512-vpopcntdq"  AVX-512F + VPOPCNTDQ, 16-word case as two 512-bit loads per filter;
  *                         scan() takes eight candidates at a time (one transposing reduction
  *                         of their popcounts, one vector test against the threshold), skipping
  *                         a group of eight before the AND when no member can reach it
- * Every loop over filters runs with the GIL released.  Define JIGSAW_PORTABLE_ONLY to build
- * only the portable path (what non-x86-64 machines get), e.g. to check that it compiles.
+ * Define JIGSAW_PORTABLE_ONLY to build only the portable path (what non-x86-64 machines
+ * get), e.g. to check that it compiles.
  *
- * Functions (all buffers must be C-contiguous; shapes as named):
- *   kernel_name() -> str
- *   available_kernels() -> tuple[str, ...]
+ * Entry points (all buffers C-contiguous; shapes as named):
+ *   kernel_name() -> str;  available_kernels() -> tuple[str, ...]
  *   popcounts(filters[n, words] u64, out[n] u32, kernel) -> None
  *   scan(queries[nq, words] u64, query_popcounts[nq] u32, candidates[nc, words] u64,
  *        candidate_popcounts[nc] u32, threshold, query_start, query_stop, candidate_start,
@@ -44,32 +36,21 @@
  *        out_candidate[cap] i64, out_score[cap] f64, use_bound, kernel)
  *        -> (count, next_block, next_query)
  *      Writes every pair with score >= threshold in the given ranges, candidate-block by
- *      candidate-block (cache tiling), until the output buffers are full.  Call again with
- *      resume_block = next_block and resume_query = next_query while next_block <
- *      candidate_stop.  Start with resume_block = candidate_start, resume_query = query_start.
+ *      candidate-block (cache tiling), each block query by query, each query's candidates in
+ *      ascending order, and stops before a query whose block might not fit in the room left.
+ *      Call again with resume_block = next_block and resume_query = next_query while
+ *      next_block < candidate_stop.  Start with resume_block = candidate_start, resume_query =
+ *      query_start.
  *   pairs(left[nl, words] u64, left_popcounts[nl] u32, right[nr, words] u64,
  *         right_popcounts[nr] u32, left_idx[np] i64, right_idx[np] i64, start, stop,
  *         out[stop - start] f64, kernel) -> None
  *      out[k - start] = Dice(left[left_idx[k]], right[right_idx[k]]); raises IndexError
  *      naming the index argument if an index is out of range.
- *   diffuse(...), blip_mask(...): the hardening kernels of linkage/harden.py.
- *   hmac_words(key, data, offsets[n + 1] i64, blocks, counter, out[n, 8 * blocks] u32
- *              [, path])
- *      HMAC-SHA256 of many messages under one key, for the encoder's token hashing
- *      (linkage/encode.py): the digest bytes as little-endian 32-bit words.  SHA-256 runs on
- *      the x86 SHA extensions where the CPU has them, else portable C (path -1, the default,
- *      picks; tests pass each path of hmac_paths() by index: the digests are identical).
- *   hmac_paths() -> ((name, supported), ...)
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-#include <stdint.h>
-#include <string.h>
+#include "kernel.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(JIGSAW_PORTABLE_ONLY)
 #define JIGSAW_X86 1
-#include <cpuid.h>
 #include <immintrin.h>
 #else
 #define JIGSAW_X86 0
@@ -559,90 +540,7 @@ static Py_ssize_t pairs_dispatch(int kernel, const pairs_args *args, int *bad_si
     return pairs_portable(args, bad_side);
 }
 
-/* ---------------------------------------------------------------- buffer validation */
-
-typedef enum { KIND_U64, KIND_U32, KIND_I64, KIND_F64 } buffer_kind;
-
-static const char *kind_label(buffer_kind kind) {
-    switch (kind) {
-    case KIND_U64:
-        return "uint64";
-    case KIND_U32:
-        return "uint32";
-    case KIND_I64:
-        return "int64";
-    default:
-        return "float64";
-    }
-}
-
-static int format_matches(const char *format, buffer_kind kind, Py_ssize_t itemsize) {
-    if (format == NULL) {
-        format = "B";
-    }
-    if (format[0] == '@' || format[0] == '=') {
-        format++;
-    } else if (format[0] == '<') {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        format++;
-#else
-        return 0;
-#endif
-    }
-    if (format[0] == '\0' || format[1] != '\0') {
-        return 0;
-    }
-    switch (kind) {
-    case KIND_U64:
-        return itemsize == 8 && (format[0] == 'Q' || format[0] == 'L');
-    case KIND_U32:
-        return itemsize == 4 && (format[0] == 'I' || format[0] == 'L');
-    case KIND_I64:
-        return itemsize == 8 && (format[0] == 'q' || format[0] == 'l');
-    default:
-        return itemsize == 8 && format[0] == 'd';
-    }
-}
-
-/*
- * Acquire a C-contiguous buffer of the given kind and number of dimensions.
- * On failure sets TypeError (not a buffer) or ValueError (wrong format, shape or layout),
- * naming the argument, and returns 0 with nothing held.
- */
-static int acquire(PyObject *object, Py_buffer *view, const char *name, buffer_kind kind,
-                   int ndim, int writable) {
-    if (!PyObject_CheckBuffer(object)) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a %s buffer, got %s", name, kind_label(kind),
-                     Py_TYPE(object)->tp_name);
-        return 0;
-    }
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(object, view, flags) != 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "%s: expected a C-contiguous%s %s buffer", name,
-                     writable ? " writable" : "", kind_label(kind));
-        return 0;
-    }
-    if (!format_matches(view->format, kind, view->itemsize)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %s items, got format '%s'", name,
-                     kind_label(kind), view->format ? view->format : "B");
-        PyBuffer_Release(view);
-        return 0;
-    }
-    if (view->ndim != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %d dimension(s), got %d", name, ndim,
-                     view->ndim);
-        PyBuffer_Release(view);
-        return 0;
-    }
-    if (ndim == 2 && view->shape[1] < 1) {
-        PyErr_Format(PyExc_ValueError, "%s: expected at least one 64-bit word per filter",
-                     name);
-        PyBuffer_Release(view);
-        return 0;
-    }
-    return 1;
-}
+/* ---------------------------------------------------------------- argument checks */
 
 static Py_ssize_t rows_of(const Py_buffer *view) { return view->ndim == 0 ? 1 : view->shape[0]; }
 
@@ -654,21 +552,29 @@ static int parse_kernel(int kernel) {
     return 1;
 }
 
-static void release_all(Py_buffer *views, int count) {
-    for (int i = 0; i < count; i++) {
-        PyBuffer_Release(&views[i]);
-    }
-}
-
 /* ---------------------------------------------------------------- Python entry points */
 
-static PyObject *py_kernel_name(PyObject *self, PyObject *unused) {
+void dice_detect_cpu(void) {
+#if JIGSAW_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("popcnt")) {
+        kernel_supported[KERNEL_POPCNT] = 1;
+        best_kernel = KERNEL_POPCNT;
+    }
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) {
+        kernel_supported[KERNEL_AVX512] = 1;
+        best_kernel = KERNEL_AVX512;
+    }
+#endif
+}
+
+PyObject *py_kernel_name(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
     return PyUnicode_FromString(kernel_names[best_kernel]);
 }
 
-static PyObject *py_available_kernels(PyObject *self, PyObject *unused) {
+PyObject *py_available_kernels(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
     PyObject *result = PyList_New(0);
@@ -692,7 +598,7 @@ static PyObject *py_available_kernels(PyObject *self, PyObject *unused) {
     return tuple;
 }
 
-static PyObject *py_popcounts(PyObject *self, PyObject *args) {
+PyObject *py_popcounts(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *filters_object, *out_object;
     int kernel;
@@ -731,7 +637,7 @@ static PyObject *py_popcounts(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_scan(PyObject *self, PyObject *args) {
+PyObject *py_scan(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *objects[7];
     double threshold;
@@ -858,7 +764,7 @@ full:;
     return Py_BuildValue("(nnn)", count, block, query);
 }
 
-static PyObject *py_pairs(PyObject *self, PyObject *args) {
+PyObject *py_pairs(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *objects[7];
     Py_ssize_t start, stop;
@@ -931,608 +837,4 @@ static PyObject *py_pairs(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_RETURN_NONE;
-}
-
-/*
- * diffuse(filters, table, out): keyed diffusion of packed filters (linkage.harden.diffuse).
- * filters (rows, in_words) uint64; table (out_bits, t) int64 of input bit positions, each in
- * [0, 64 * in_words); out (rows, out_bits / 64) uint64, written. Output bit j of a row is the
- * XOR of its input bits table[j, 0..t-1]; bit i of a filter is bit i % 64 of word i / 64.
- */
-static PyObject *py_diffuse(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *filters_object, *table_object, *out_object;
-    if (!PyArg_ParseTuple(args, "OOO", &filters_object, &table_object, &out_object)) {
-        return NULL;
-    }
-    Py_buffer views[3];
-    if (!acquire(filters_object, &views[0], "filters", KIND_U64, 2, 0)) {
-        return NULL;
-    }
-    if (!acquire(table_object, &views[1], "table", KIND_I64, 2, 0)) {
-        release_all(views, 1);
-        return NULL;
-    }
-    if (!acquire(out_object, &views[2], "out", KIND_U64, 2, 1)) {
-        release_all(views, 2);
-        return NULL;
-    }
-    Py_ssize_t rows = views[0].shape[0];
-    Py_ssize_t in_words = views[0].shape[1];
-    Py_ssize_t out_bits = views[1].shape[0];
-    Py_ssize_t t = views[1].shape[1];
-    Py_ssize_t out_words = views[2].shape[1];
-    if (views[2].shape[0] != rows || out_words * 64 != out_bits) {
-        release_all(views, 3);
-        PyErr_SetString(PyExc_ValueError,
-                        "out: expected one row per filter and table rows / 64 words");
-        return NULL;
-    }
-    const int64_t *table = (const int64_t *)views[1].buf;
-    for (Py_ssize_t k = 0; k < out_bits * t; k++) {
-        if (table[k] < 0 || table[k] >= in_words * 64) {
-            release_all(views, 3);
-            PyErr_SetString(PyExc_ValueError, "table: expected input bit positions");
-            return NULL;
-        }
-    }
-    const uint64_t *filters = (const uint64_t *)views[0].buf;
-    uint64_t *out = (uint64_t *)views[2].buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const uint64_t *in_row = filters + r * in_words;
-        uint64_t *out_row = out + r * out_words;
-        const int64_t *entry = table;
-        for (Py_ssize_t w = 0; w < out_words; w++) {
-            uint64_t word = 0;
-            for (int b = 0; b < 64; b++) {
-                uint64_t bit = 0;
-                for (Py_ssize_t k = 0; k < t; k++) {
-                    int64_t position = entry[k];
-                    bit ^= in_row[position >> 6] >> (position & 63);
-                }
-                word |= (bit & 1u) << b;
-                entry += t;
-            }
-            out_row[w] = word;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    release_all(views, 3);
-    Py_RETURN_NONE;
-}
-
-/*
- * blip_mask(seeds, threshold, out): the BLIP flip mask of linkage.harden.blip_flip_mask.
- * seeds (rows,) uint64 (one keyed seed per row); out (rows, words) uint64, written. Random
- * word c (c = 1, 2, ...) of a row is splitmix64_mix(seed + c * 0x9E3779B97F4A7C15); its four
- * 16-bit lanes, lowest first, decide bits 4 (c - 1) .. 4 (c - 1) + 3: a bit flips when its lane
- * is below threshold.
- */
-static PyObject *py_blip_mask(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *seeds_object, *out_object;
-    unsigned long long threshold;
-    if (!PyArg_ParseTuple(args, "OKO", &seeds_object, &threshold, &out_object)) {
-        return NULL;
-    }
-    Py_buffer views[2];
-    if (!acquire(seeds_object, &views[0], "seeds", KIND_U64, 1, 0)) {
-        return NULL;
-    }
-    if (!acquire(out_object, &views[1], "out", KIND_U64, 2, 1)) {
-        release_all(views, 1);
-        return NULL;
-    }
-    Py_ssize_t rows = views[0].shape[0];
-    Py_ssize_t words = views[1].shape[1];
-    if (views[1].shape[0] != rows) {
-        release_all(views, 2);
-        PyErr_SetString(PyExc_ValueError, "out: expected one row per seed");
-        return NULL;
-    }
-    const uint64_t *seeds = (const uint64_t *)views[0].buf;
-    uint64_t *out = (uint64_t *)views[1].buf;
-    const uint64_t gamma = 0x9E3779B97F4A7C15ull;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        uint64_t counter = 0;
-        for (Py_ssize_t w = 0; w < words; w++) {
-            uint64_t word = 0;
-            for (int j = 0; j < 16; j++) {
-                counter++;
-                uint64_t z = seeds[r] + counter * gamma;
-                z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-                z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-                z ^= z >> 31;
-                for (int lane = 0; lane < 4; lane++) {
-                    if (((z >> (16 * lane)) & 0xFFFFu) < threshold) {
-                        word |= 1ull << (4 * j + lane);
-                    }
-                }
-            }
-            out[r * words + w] = word;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    release_all(views, 2);
-    Py_RETURN_NONE;
-}
-
-/* ------------------------------------------------------------------------------------------
- * HMAC-SHA256 of many short messages under one key (the encoder's token hashing).
- *
- * SHA-256 as FIPS 180-4 specifies it; HMAC as RFC 2104 (key longer than 64 bytes hashed
- * first, then zero-padded to 64; inner = SHA256(K ^ ipad || m), outer = SHA256(K ^ opad ||
- * inner)).  The padded key's two blocks are compressed once per call, so each message costs
- * its own blocks plus one outer block.  Checked against Python's hmac module in the tests
- * (RFC 4231 vectors and random messages).
- */
-
-static const uint32_t sha256_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
-
-static const uint32_t sha256_initial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                           0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-
-#define ROTR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha256_compress_portable(uint32_t state[8], const uint8_t block[64]) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++) {
-        w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
-               ((uint32_t)block[4 * i + 2] << 8) | (uint32_t)block[4 * i + 3];
-    }
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROTR32(w[i - 15], 7) ^ ROTR32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROTR32(w[i - 2], 17) ^ ROTR32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
-    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ROTR32(e, 6) ^ ROTR32(e, 11) ^ ROTR32(e, 25)) + ((e & f) ^ (~e & g)) +
-                      sha256_k[i] + w[i];
-        uint32_t t2 = (ROTR32(a, 2) ^ ROTR32(a, 13) ^ ROTR32(a, 22)) +
-                      ((a & b) ^ (a & c) ^ (b & c));
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    state[0] += a;
-    state[1] += b;
-    state[2] += c;
-    state[3] += d;
-    state[4] += e;
-    state[5] += f;
-    state[6] += g;
-    state[7] += h;
-}
-
-enum { SHA_PORTABLE = 0, SHA_NI = 1, SHA_PATH_COUNT = 2 };
-static const char *const sha_path_names[SHA_PATH_COUNT] = {"portable", "sha-ni"};
-static int sha_path_supported[SHA_PATH_COUNT] = {1, 0};
-static int best_sha_path = SHA_PORTABLE;
-
-#if JIGSAW_X86
-/* The same compression with the x86 SHA extensions (Intel SHA-NI; AMD since Zen): the state
- * is held as the ABEF / CDGH register pair the instructions expect, each sha256rnds2 runs two
- * rounds, sha256msg1 / sha256msg2 extend the message schedule four words at a time.  Checked
- * against the portable path and Python's hmac in tests/test_hmac_kernel.py. */
-#define TARGET_SHA __attribute__((target("sha,sse4.1,ssse3")))
-
-static TARGET_SHA void sha256_compress_ni(uint32_t state[8], const uint8_t block[64]) {
-    const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-    __m128i dcba = _mm_loadu_si128((const __m128i *)&state[0]);
-    __m128i hgfe = _mm_loadu_si128((const __m128i *)&state[4]);
-    __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
-    __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
-    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
-    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
-    const __m128i abef_start = abef, cdgh_start = cdgh;
-    __m128i schedule[16];
-    for (int g = 0; g < 16; g++) {
-        if (g < 4) {
-            schedule[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(block + 16 * g)),
-                                           byte_swap);
-        } else {
-            __m128i extended = _mm_sha256msg1_epu32(schedule[g - 4], schedule[g - 3]);
-            extended = _mm_add_epi32(extended, _mm_alignr_epi8(schedule[g - 1], schedule[g - 2], 4));
-            schedule[g] = _mm_sha256msg2_epu32(extended, schedule[g - 1]);
-        }
-        __m128i words = _mm_add_epi32(schedule[g],
-                                      _mm_loadu_si128((const __m128i *)&sha256_k[4 * g]));
-        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, words);
-        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(words, 0x0E));
-    }
-    abef = _mm_add_epi32(abef, abef_start);
-    cdgh = _mm_add_epi32(cdgh, cdgh_start);
-    __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
-    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
-    _mm_storeu_si128((__m128i *)&state[0], _mm_blend_epi16(feba, dchg, 0xF0));
-    _mm_storeu_si128((__m128i *)&state[4], _mm_alignr_epi8(dchg, feba, 8));
-}
-#endif
-
-/* The compression of the path chosen for this call (portable, or SHA-NI where supported). */
-static void sha256_compress_on(int path, uint32_t state[8], const uint8_t block[64]) {
-#if JIGSAW_X86
-    if (path == SHA_NI) {
-        sha256_compress_ni(state, block);
-        return;
-    }
-#endif
-    (void)path;
-    sha256_compress_portable(state, block);
-}
-
-/* SHA-256 of (prefix_length bytes already compressed into state) || parts[0] || ... ||
- * parts[count - 1]; the digest's 32 bytes go to out. prefix_length is a multiple of 64. */
-static void sha256_finish_parts(int path, const uint32_t prefix_state[8], uint64_t prefix_length,
-                                const uint8_t *const *parts, const size_t *lengths, int count,
-                                uint8_t out[32]) {
-    uint32_t state[8];
-    memcpy(state, prefix_state, sizeof(state));
-    uint8_t block[64];
-    size_t filled = 0;
-    uint64_t total = prefix_length;
-    for (int p = 0; p < count; p++) {
-        const uint8_t *data = parts[p];
-        size_t left = lengths[p];
-        total += left;
-        while (left > 0) {
-            size_t take = 64 - filled < left ? 64 - filled : left;
-            memcpy(block + filled, data, take);
-            filled += take;
-            data += take;
-            left -= take;
-            if (filled == 64) {
-                sha256_compress_on(path, state, block);
-                filled = 0;
-            }
-        }
-    }
-    block[filled++] = 0x80;
-    if (filled > 56) {
-        memset(block + filled, 0, 64 - filled);
-        sha256_compress_on(path, state, block);
-        filled = 0;
-    }
-    memset(block + filled, 0, 56 - filled);
-    uint64_t bits = total * 8;
-    for (int i = 0; i < 8; i++) {
-        block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
-    }
-    sha256_compress_on(path, state, block);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = (uint8_t)(state[i] >> 24);
-        out[4 * i + 1] = (uint8_t)(state[i] >> 16);
-        out[4 * i + 2] = (uint8_t)(state[i] >> 8);
-        out[4 * i + 3] = (uint8_t)state[i];
-    }
-}
-
-/* SHA-256 of (prefix_length bytes already compressed into state) || first || rest. */
-static void sha256_finish(int path, const uint32_t prefix_state[8], uint64_t prefix_length,
-                          const uint8_t *first, size_t first_length, const uint8_t *rest,
-                          size_t rest_length, uint8_t out[32]) {
-    const uint8_t *parts[2] = {first, rest};
-    size_t lengths[2] = {first_length, rest_length};
-    sha256_finish_parts(path, prefix_state, prefix_length, parts, lengths, 2, out);
-}
-
-/* HMAC-SHA256 of a key: the SHA-256 states after its inner and outer pad blocks (RFC 2104;
- * a key longer than the 64-byte block is hashed first). */
-static void hmac_pad_states(int path, const uint8_t *key, size_t key_length,
-                            uint32_t inner_state[8], uint32_t outer_state[8]) {
-    uint8_t padded[64];
-    memset(padded, 0, sizeof(padded));
-    if (key_length > 64) {
-        sha256_finish(path, sha256_initial, 0, key, key_length, NULL, 0, padded);
-    } else {
-        memcpy(padded, key, key_length);
-    }
-    uint8_t pad_block[64];
-    memcpy(inner_state, sha256_initial, 8 * sizeof(uint32_t));
-    memcpy(outer_state, sha256_initial, 8 * sizeof(uint32_t));
-    for (int i = 0; i < 64; i++) pad_block[i] = padded[i] ^ 0x36;
-    sha256_compress_on(path, inner_state, pad_block);
-    for (int i = 0; i < 64; i++) pad_block[i] = padded[i] ^ 0x5c;
-    sha256_compress_on(path, outer_state, pad_block);
-}
-
-/* One HMAC-SHA256 digest from the pad states, of the concatenated parts, as 8 little-endian
- * uint32 words. */
-static void hmac_words_of(int path, const uint32_t inner_state[8], const uint32_t outer_state[8],
-                          const uint8_t *const *parts, const size_t *lengths, int count,
-                          uint32_t words[8]) {
-    uint8_t inner[32], digest[32];
-    sha256_finish_parts(path, inner_state, 64, parts, lengths, count, inner);
-    sha256_finish(path, outer_state, 64, inner, 32, NULL, 0, digest);
-    for (int j = 0; j < 8; j++) {
-        words[j] = (uint32_t)digest[4 * j] | ((uint32_t)digest[4 * j + 1] << 8) |
-                   ((uint32_t)digest[4 * j + 2] << 16) | ((uint32_t)digest[4 * j + 3] << 24);
-    }
-}
-
-/* A valid path argument (-1: the fastest), or -2 with ValueError set. */
-static int parse_sha_path(int path, const char *function) {
-    if (path == -1) {
-        return best_sha_path;
-    }
-    if (path < 0 || path >= SHA_PATH_COUNT || !sha_path_supported[path]) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: path must be -1 (the fastest) or the index of a path in "
-                     "hmac_paths() that this CPU supports",
-                     function);
-        return -2;
-    }
-    return path;
-}
-
-/* offsets[0..count] ascending from 0.. within length (the parts of a blob). */
-static int offsets_valid(const int64_t *offsets, Py_ssize_t count, Py_ssize_t length) {
-    if (count < 0) {
-        return 0;
-    }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (offsets[i] < 0 || offsets[i] > offsets[i + 1] || offsets[i + 1] > length) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static PyObject *py_hmac_paths(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    PyObject *result = PyTuple_New(SHA_PATH_COUNT);
-    if (result == NULL) {
-        return NULL;
-    }
-    for (int p = 0; p < SHA_PATH_COUNT; p++) {
-        PyObject *entry = Py_BuildValue("(sO)", sha_path_names[p],
-                                        sha_path_supported[p] ? Py_True : Py_False);
-        if (entry == NULL) {
-            Py_DECREF(result);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(result, p, entry);
-    }
-    return result;
-}
-
-static PyObject *py_hmac_words(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer key, data;
-    PyObject *offsets_object, *out_object;
-    int blocks, counter, path = -1;
-    if (!PyArg_ParseTuple(args, "y*y*OipO|i", &key, &data, &offsets_object, &blocks, &counter,
-                          &out_object, &path)) {
-        return NULL;
-    }
-    path = parse_sha_path(path, "hmac_words");
-    if (path < 0) {
-        PyBuffer_Release(&key);
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    Py_buffer views[2];
-    if (!acquire(offsets_object, &views[0], "offsets", KIND_I64, 1, 0)) {
-        PyBuffer_Release(&key);
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    if (!acquire(out_object, &views[1], "out", KIND_U32, 2, 1)) {
-        release_all(views, 1);
-        PyBuffer_Release(&key);
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    Py_ssize_t messages = views[0].shape[0] - 1;
-    const int64_t *offsets = (const int64_t *)views[0].buf;
-    int ok = blocks >= 1 && blocks <= 255 && (counter || blocks == 1) &&
-             offsets_valid(offsets, messages, data.len) && views[1].shape[0] == messages &&
-             views[1].shape[1] == (Py_ssize_t)blocks * 8;
-    if (!ok) {
-        release_all(views, 2);
-        PyBuffer_Release(&key);
-        PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_ValueError,
-                        "hmac_words: expected 1..255 blocks (1 without a counter), offsets[n + 1] "
-                        "ascending within data, and out of shape (n, 8 * blocks)");
-        return NULL;
-    }
-    uint32_t inner_state[8], outer_state[8];
-    hmac_pad_states(path, (const uint8_t *)key.buf, (size_t)key.len, inner_state, outer_state);
-    const uint8_t *bytes = (const uint8_t *)data.buf;
-    uint32_t *out = (uint32_t *)views[1].buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < messages; i++) {
-        for (int b = 0; b < blocks; b++) {
-            uint8_t counter_byte = (uint8_t)b;
-            const uint8_t *parts[2] = {&counter_byte, bytes + offsets[i]};
-            size_t lengths[2] = {counter ? 1 : 0, (size_t)(offsets[i + 1] - offsets[i])};
-            hmac_words_of(path, inner_state, outer_state, parts, lengths, 2,
-                          out + i * (Py_ssize_t)blocks * 8 + b * 8);
-        }
-    }
-    Py_END_ALLOW_THREADS
-    release_all(views, 2);
-    PyBuffer_Release(&key);
-    PyBuffer_Release(&data);
-    Py_RETURN_NONE;
-}
-
-/*
- * token_filters: the Bloom filter of each (prefix, value) combination, straight from the
- * tokens.  Combination c sets, for every token t of value combo_value[c], the positions of
- * the message prefix[combo_prefix[c]] || token t: words[h] % bits for h < hashes, where
- * words are the little-endian uint32 words of HMAC-SHA256(key, bytes([b]) + message) for
- * b = 0, 1, ... (8 words per b) -- the positions of token_positions() in encode.py, which the
- * tests check this against.  Value v's tokens are tokens[token_offsets[value_tokens[v]] ..
- * token_offsets[value_tokens[v + 1]]], one per token_offsets step.
- */
-static PyObject *py_token_filters(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer key, prefixes, tokens;
-    PyObject *objects[6];
-    int hashes, path = -1;
-    long long bits;
-    if (!PyArg_ParseTuple(args, "y*y*Oy*OOOOiLO|i", &key, &prefixes, &objects[0], &tokens,
-                          &objects[1], &objects[2], &objects[3], &objects[4], &hashes, &bits,
-                          &objects[5], &path)) {
-        return NULL;
-    }
-    Py_buffer buffers[3] = {key, prefixes, tokens};
-    path = parse_sha_path(path, "token_filters");
-    if (path < 0) {
-        release_all(buffers, 3);
-        return NULL;
-    }
-    static const char *const names[6] = {"prefix_offsets", "token_offsets", "value_tokens",
-                                         "combo_value",    "combo_prefix",  "out"};
-    Py_buffer views[6];
-    for (int i = 0; i < 6; i++) {
-        int is_out = i == 5;
-        if (!acquire(objects[i], &views[i], names[i], is_out ? KIND_U64 : KIND_I64,
-                     is_out ? 2 : 1, is_out)) {
-            release_all(views, i);
-            release_all(buffers, 3);
-            return NULL;
-        }
-    }
-    const int64_t *prefix_offsets = (const int64_t *)views[0].buf;
-    const int64_t *token_offsets = (const int64_t *)views[1].buf;
-    const int64_t *value_tokens = (const int64_t *)views[2].buf;
-    const int64_t *combo_value = (const int64_t *)views[3].buf;
-    const int64_t *combo_prefix = (const int64_t *)views[4].buf;
-    Py_ssize_t n_prefixes = views[0].shape[0] - 1, n_tokens = views[1].shape[0] - 1;
-    Py_ssize_t n_values = views[2].shape[0] - 1, combos = views[3].shape[0];
-    Py_ssize_t words = views[5].shape[1];
-    int ok = hashes >= 1 && hashes <= 255 * 8 && bits >= 1 && bits <= (long long)words * 64 &&
-             offsets_valid(prefix_offsets, n_prefixes, prefixes.len) &&
-             offsets_valid(token_offsets, n_tokens, tokens.len) &&
-             offsets_valid(value_tokens, n_values, n_tokens) && views[4].shape[0] == combos &&
-             views[5].shape[0] == combos;
-    for (Py_ssize_t c = 0; ok && c < combos; c++) {
-        ok = combo_value[c] >= 0 && combo_value[c] < n_values && combo_prefix[c] >= 0 &&
-             combo_prefix[c] < n_prefixes;
-    }
-    if (!ok) {
-        release_all(views, 6);
-        release_all(buffers, 3);
-        PyErr_SetString(PyExc_ValueError,
-                        "token_filters: expected 1..2040 hashes, 1 <= bits <= 64 * out words, "
-                        "ascending offsets within their blobs (value_tokens within the "
-                        "tokens), combo_value and combo_prefix of one length within range, "
-                        "and out of shape (combinations, words)");
-        return NULL;
-    }
-    uint32_t inner_state[8], outer_state[8];
-    hmac_pad_states(path, (const uint8_t *)key.buf, (size_t)key.len, inner_state, outer_state);
-    const uint8_t *prefix_bytes = (const uint8_t *)prefixes.buf;
-    const uint8_t *token_bytes = (const uint8_t *)tokens.buf;
-    uint64_t *out = (uint64_t *)views[5].buf;
-    uint64_t modulus = (uint64_t)bits;
-    int blocks = (hashes + 7) / 8;
-    Py_BEGIN_ALLOW_THREADS
-    memset(out, 0, (size_t)combos * (size_t)words * sizeof(uint64_t));
-    for (Py_ssize_t c = 0; c < combos; c++) {
-        uint64_t *row = out + c * words;
-        int64_t p = combo_prefix[c], v = combo_value[c];
-        for (int64_t t = value_tokens[v]; t < value_tokens[v + 1]; t++) {
-            for (int b = 0; b < blocks; b++) {
-                uint8_t counter_byte = (uint8_t)b;
-                const uint8_t *parts[3] = {&counter_byte, prefix_bytes + prefix_offsets[p],
-                                           token_bytes + token_offsets[t]};
-                size_t lengths[3] = {1, (size_t)(prefix_offsets[p + 1] - prefix_offsets[p]),
-                                     (size_t)(token_offsets[t + 1] - token_offsets[t])};
-                uint32_t digest_words[8];
-                hmac_words_of(path, inner_state, outer_state, parts, lengths, 3, digest_words);
-                int used = hashes - 8 * b < 8 ? hashes - 8 * b : 8;
-                for (int h = 0; h < used; h++) {
-                    uint64_t position = digest_words[h] % modulus;
-                    row[position >> 6] |= (uint64_t)1 << (position & 63);
-                }
-            }
-        }
-    }
-    Py_END_ALLOW_THREADS
-    release_all(views, 6);
-    release_all(buffers, 3);
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef methods[] = {
-    {"kernel_name", py_kernel_name, METH_NOARGS, "Name of the fastest CPU path on this machine."},
-    {"hmac_paths", py_hmac_paths, METH_NOARGS,
-     "((name, supported), ...) of hmac_words' SHA-256 paths, by index (the optional path "
-     "argument); -1 picks the fastest supported one."},
-    {"available_kernels", py_available_kernels, METH_NOARGS,
-     "Names of the CPU paths this machine can run, slowest first (ids are the positions in "
-     "('portable', 'popcnt', 'avx512-vpopcntdq'))."},
-    {"popcounts", py_popcounts, METH_VARARGS,
-     "popcounts(filters, out, kernel): out[i] = number of set bits of filters[i]."},
-    {"scan", py_scan, METH_VARARGS,
-     "scan(...) -> (count, next_block, next_query): thresholded Dice, resumable."},
-    {"pairs", py_pairs, METH_VARARGS,
-     "pairs(left, left_popcounts, right, right_popcounts, left_idx, right_idx, start, stop, "
-     "out, kernel): Dice of explicit pairs."},
-    {"diffuse", py_diffuse, METH_VARARGS,
-     "diffuse(filters, table, out): out bit j = XOR of the input bits table[j, :]."},
-    {"blip_mask", py_blip_mask, METH_VARARGS,
-     "blip_mask(seeds, threshold, out): keyed BLIP flip mask from one seed per row."},
-    {"hmac_words", py_hmac_words, METH_VARARGS,
-     "hmac_words(key, data, offsets, blocks, counter, out): out[i, 8b:8b+8] = the "
-     "little-endian uint32 words of HMAC-SHA256(key, bytes([b]) + message i) with counter, "
-     "of HMAC-SHA256(key, message i) without (then blocks = 1); message i = "
-     "data[offsets[i]:offsets[i+1]]."},
-    {"token_filters", py_token_filters, METH_VARARGS,
-     "token_filters(key, prefixes, prefix_offsets, tokens, token_offsets, value_tokens, "
-     "combo_value, combo_prefix, hashes, bits, out[, path]): out[c] = the Bloom filter of "
-     "the tokens of value combo_value[c], each prefixed with prefix combo_prefix[c], under "
-     "key (the positions of token_positions)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_dicekernel",
-    "Compiled Dice popcount kernel (see linkage/similarity.py for the public API).", -1,
-    methods, NULL, NULL, NULL, NULL,
-};
-
-PyMODINIT_FUNC PyInit__dicekernel(void) {
-#if JIGSAW_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("popcnt")) {
-        kernel_supported[KERNEL_POPCNT] = 1;
-        best_kernel = KERNEL_POPCNT;
-    }
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) {
-        kernel_supported[KERNEL_AVX512] = 1;
-        best_kernel = KERNEL_AVX512;
-    }
-    unsigned int eax, ebx, ecx, edx;
-    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (ebx & bit_SHA) &&
-        __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("ssse3")) {
-        sha_path_supported[SHA_NI] = 1;
-        best_sha_path = SHA_NI;
-    }
-#endif
-    return PyModule_Create(&module);
 }
