@@ -2,7 +2,8 @@
 
 Role in the pipeline: the matcher holds every agency's published encodings here (rebuilt
 from its SQLite store at start) and answers ``Match``: encoded query rows in, ranked
-candidates (agency, reference, probability, per-field comparison levels) out. It holds
+candidates (agency, reference, probability, per-field comparison levels) out, all the rows of
+one lookup in one pass (:meth:`MatchIndex.query_rows`). It holds
 encodings and opaque references only — nothing here can be read back as an identifier.
 
 Modules: :mod:`.sorted_keys` (the lookup tables: slots sorted by blocking token or reference
@@ -13,7 +14,7 @@ Each opens with its invariants and contract.
 """
 
 # the private names are the tests' (re-exported explicitly, as ``name as name``)
-from linkage.index.pairs import _dice_fields_to_one as _dice_fields_to_one
+from linkage.index.pairs import _dice_fields as _dice_fields
 from linkage.index.pairs import _dice_to_one_reference as _dice_to_one_reference
 from linkage.index.pairs import _level_cut_offs as _level_cut_offs
 from linkage.index.pairs import _QueryFields as _QueryFields

@@ -1,36 +1,42 @@
-"""Lookups: the candidates of one encoded query, ranked by the fitted model.
+"""Lookups: the rows of one lookup in, its ranked candidates out, in one pass.
 
 Role: :class:`MatchIndex` is the matcher's index (:mod:`linkage.index.store` holds the
-records); this module answers ``Match``: one encoded query in, ranked candidates (agency,
-reference, probability, per-field comparison levels) out.
+records); this module answers ``Match``. A lookup is several query rows, hypotheses about one
+person (one row per assumed sex value, :mod:`linkage.forms`; the date hypotheses, which meet
+records through blocking only); the answer is its candidates (agency, reference,
+probability, per-comparison levels), each once, best first.
 
-A lookup takes the slots that share a blocking token with the query, copies their rows and
-scores them field by field with the fitted Fellegi-Sunter model (a record that is a *form*,
-:mod:`linkage.forms`, whose assumed salt value the query contradicts is dropped, not scored:
-its record's other form is the comparison that counts; the index does not know which slots
-are forms of one record, the matcher merges them); then it adds the ``scan_top_k`` slots
-whose record-level filter is most similar to the query's (a full scan with the fast Dice
-kernel, which catches records whose every blocking token is damaged) and scores those it did
-not have. The scan is the one cost that grows with the index.
+One pass (:meth:`MatchIndex.query_rows`): the (row, slot) pairs sharing a blocking token are
+found for all rows at once (one vectorised find per rule), each pair once; the live slots'
+rows are copied once each, every pair scored in one batch (a record that is a *form* whose
+assumed salt value the row contradicts, or that contradicts a row that is a form, is dropped,
+not scored: the record's other form is the comparison that counts); then each scanning row
+whose blocking found no confident candidate runs the full scan (the ``scan_top_k`` slots
+whose record-level filter is most similar, with the fast Dice kernel: it catches records
+whose every blocking token is damaged), and the slots it proposes that the row's blocking
+did not find are scored likewise. The scan is the one cost that grows with the index.
+
+Contract: the answer equals querying each row alone (:meth:`MatchIndex.query`) and merging
+the rows' lists, each candidate at its best (:mod:`linkage.index.pairs`). The index does not
+know which slots are forms of one record; the matcher merges them.
 
 Skipping the scan: with ``confident_probability`` set (the matcher passes
-:data:`CONFIDENT_PROBABILITY` and :data:`CONFIDENT_CANDIDATES`), the scan runs only when no
-blocking candidate already reaches that probability: a lookup whose child blocking found
-needs no safety net, and a lookup that found nothing still gets it. Skipping can only remove
-candidates, and only from lookups whose child is already found with confidence
+:data:`CONFIDENT_PROBABILITY` and :data:`CONFIDENT_CANDIDATES`), a row scans only when none
+of its blocking candidates already reaches that probability: a row whose child blocking
+found needs no safety net, and a row that found nothing still gets it. Skipping can only
+remove candidates, and only from rows whose child is already found with confidence
 (``benchmarks.scan_value`` compares the settings). ``confident_probability=None`` (the library
-default) scans on every lookup.
+default) scans on every scanning row.
 
-Concurrency: a lookup holds the store's lock only to find the blocking candidates and copy
-their rows, and (when it scans) to copy the scan's rows; scoring and the full scan (GIL-free
-in the kernel) run without it, so concurrent lookups use every core. The scan only proposes
-slots; each is re-checked (live?) and its rows copied under the lock.
+Concurrency: a lookup holds the store's lock only to find the blocking pairs and copy their
+rows, and (when it scans) to copy the scan's rows; scoring and the full scan (GIL-free in the
+kernel) run without it, so concurrent lookups use every core. The scan only proposes slots;
+each is re-checked (live?) and its rows copied under the lock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,14 +44,15 @@ from numpy.typing import NDArray
 from linkage import forms, scoring, similarity
 from linkage.compare import compare_fields
 from linkage.encode import EncodedBatch
-from linkage.errors import FilterFormatError
+from linkage.errors import FilterFormatError, InvalidArgumentError
 from linkage.index.pairs import (
     _concatenate_scores,
-    _count_confident,
-    _dice_fields_to_one,
+    _confident_rows,
+    _dice_fields,
     _level_cut_offs,
+    _Pairs,
     _QueryFields,
-    _rank,
+    _rank_rows,
     _Scored,
 )
 from linkage.index.sorted_keys import narrow_block_keys
@@ -108,118 +115,201 @@ class MatchIndex(IndexStore):
         confident_candidates: int = CONFIDENT_CANDIDATES,
         threads: int = 1,
     ) -> list[IndexedCandidate]:
-        """Ranked candidates for one encoded record (see the module docstring).
+        """Ranked candidates for one encoded record: :meth:`query_rows` of a one-row query.
 
-        The full scan (``scan_top_k`` most similar record filters at Dice >= ``scan_threshold``)
-        runs on every lookup (``confident_probability=None``, the default), or only when fewer
-        than ``confident_candidates`` blocking candidates reach ``confident_probability``;
+        At most ``max_candidates`` at ``min_probability`` or more, best first (on a tie,
+        blocking candidates before the scan's, each by slot).
+        """
+        if len(query) != 1:
+            self._check(query)  # a malformed query is refused as such first
+            raise FilterFormatError("query: expected exactly one encoded record")
+        return self.query_rows(
+            query,
+            model,
+            max_candidates=max_candidates,
+            min_probability=min_probability,
+            scan_top_k=scan_top_k,
+            scan_threshold=scan_threshold,
+            confident_probability=confident_probability,
+            confident_candidates=confident_candidates,
+            threads=threads,
+        )
+
+    def query_rows(
+        self,
+        query: EncodedBatch,
+        model: scoring.FellegiSunterModel,
+        *,
+        max_candidates: int = 10,
+        min_probability: float = 0.5,
+        scan_top_k: int = 20,
+        scan_threshold: float = 0.5,
+        confident_probability: float | None = None,
+        confident_candidates: int = CONFIDENT_CANDIDATES,
+        scanning_rows: int | None = None,
+        threads: int = 1,
+    ) -> list[IndexedCandidate]:
+        """Ranked candidates for the rows of one lookup (hypotheses about one person), in one
+        pass (see the module docstring).
+
+        The answer is what querying each row alone (:meth:`query`, the same settings) and
+        merging the rows' lists gives: every candidate once, at its best probability over the
+        rows (the earlier row on a tie), best first; at most ``max_candidates`` from each
+        row's list, so at most ``rows · max_candidates`` in all.
+
+        Only the first ``scanning_rows`` rows (all when None) may run the full scan
+        (``scan_top_k`` most similar record filters at Dice >= ``scan_threshold``): each on
+        every lookup (``confident_probability=None``, the default), or only when fewer than
+        ``confident_candidates`` of that row's blocking candidates reach
+        ``confident_probability``; the other rows meet records through blocking only.
         ``scan_top_k=0`` never scans.
         """
         self._check(query)
-        if len(query) != 1:
-            raise FilterFormatError("query: expected exactly one encoded record")
+        rows = len(query)
+        if rows < 1:
+            raise FilterFormatError("query: expected at least one encoded record")
+        scanning = rows if scanning_rows is None else scanning_rows
+        if not 0 <= scanning <= rows:
+            raise InvalidArgumentError(f"scanning_rows: expected 0 to {rows}")
+        query_fields = _QueryFields.of(query, self._field_layout)
+        query_tags = narrow_block_keys(query.salt_tags)  # held narrow, like the index's
         with self._lock:
             size = self._size
             # array objects, not copies: a concurrent upsert writes rows in place and a growth
             # swaps in new arrays, which leaves these as they were (see the scan below)
             record_filters = self._record[:size]
             record_popcounts = self._record_pop[:size]
-            found: list[NDArray[np.signedinteger[Any]]] = []
-            query_keys = narrow_block_keys(query.block_keys[0]).tolist()
-            for r, idx in enumerate(self._block_index):
-                key = int(query_keys[r])
-                if key:
-                    found.append(idx.find_unordered(key, self._block[r]))
-            # one sort for all the rules (each rule's slots are distinct, not sorted)
-            blocked = (
-                np.unique(np.concatenate(found)).astype(np.int64, copy=False)
-                if found
-                else np.zeros(0, np.int64)
-            )
-            # scored before the scan only when a confident result may make the scan needless
-            early = self._gather(blocked) if confident_probability is not None else None
-        query_fields = self._query_fields(query)
-        scored = self._score(query, query_fields, model, early) if early is not None else None
-        wanted = blocked  # slots not yet scored
-        if scored is not None:
-            wanted = np.zeros(0, np.int64)
-            if _count_confident(scored, confident_probability) >= confident_candidates:
-                scan_top_k = 0
-        if scan_top_k and size:
+            blocked_rows, blocked_slots = self._blocked(query)
+            pairs, gathered = self._gather_pairs(blocked_rows, blocked_slots, scanned=False)
+        scored = self._score(query, query_fields, query_tags, model, gathered, pairs)
+        if scan_top_k and size and scanning:
+            confident = _confident_rows(scored, confident_probability, rows)[:scanning]
+            scan_rows = np.flatnonzero(confident < confident_candidates).tolist()
             # The full scan runs outside the lock, so that concurrent lookups use every core
             # (the kernel releases the GIL). It only proposes slots: a row being rewritten
             # meanwhile can at worst change which slots are proposed, and every proposed slot
             # is checked (live?) and its rows copied below, under the lock.
-            scan_idx, _ = similarity.dice_one_to_many(
-                query.record_filters[0],
-                record_filters,
-                threshold=scan_threshold,
-                top_k=scan_top_k,
-                threads=threads,
-                candidate_popcounts=record_popcounts,
-            )
-            scanned = np.setdiff1d(scan_idx.astype(np.int64), blocked)
-            wanted = np.concatenate([wanted, scanned]) if wanted.size else scanned
-        if wanted.size or scored is None:
-            with self._lock:
-                gathered = self._gather(wanted)
-            late = self._score(query, query_fields, model, gathered)
-            scored = late if scored is None else _concatenate_scores(scored, late)
-        order, probs = _rank(scored.probabilities, min_probability, max_candidates)
+            found_rows: list[NDArray[np.int64]] = []
+            found_slots: list[NDArray[np.int64]] = []
+            for row in scan_rows:
+                proposed, _ = similarity.dice_one_to_many(
+                    query.record_filters[row],
+                    record_filters,
+                    threshold=scan_threshold,
+                    top_k=scan_top_k,
+                    threads=threads,
+                    candidate_popcounts=record_popcounts,
+                )
+                new = np.setdiff1d(
+                    proposed.astype(np.int64), blocked_slots[blocked_rows == row]
+                ).astype(np.int64, copy=False)
+                found_rows.append(np.full(new.size, row, dtype=np.int64))
+                found_slots.append(new)
+            if found_rows:
+                with self._lock:
+                    late, gathered = self._gather_pairs(
+                        np.concatenate(found_rows), np.concatenate(found_slots), scanned=True
+                    )
+                scored = _concatenate_scores(
+                    scored, self._score(query, query_fields, query_tags, model, gathered, late)
+                )
+        answer = _rank_rows(scored, min_probability, max_candidates).tolist()
+        agencies = self._agencies  # only grows: every code gathered is in it
+        levels = scored.levels[answer].tolist()
+        not_compared = scored.not_compared[answer].tolist()
         return [
             IndexedCandidate(
-                agency=self._agencies[scored.agency_codes[i]],
-                reference=bytes(scored.references[i]).hex(),
-                probability=float(p),
-                levels=tuple(int(x) for x in scored.levels[i]),
-                not_compared=tuple(bool(x) for x in scored.not_compared[i]),
+                agency=agencies[code],
+                reference=bytes(reference).hex(),
+                probability=probability,
+                levels=tuple(level),
+                not_compared=tuple(flags),
             )
-            for i, p in zip(order.tolist(), probs.tolist(), strict=True)
+            for code, reference, probability, level, flags in zip(
+                scored.agency_codes[answer].tolist(),
+                scored.references[answer],
+                scored.probabilities[answer].tolist(),
+                levels,
+                not_compared,
+                strict=True,
+            )
         ]
 
-    def _query_fields(self, query: EncodedBatch) -> _QueryFields:
-        """The query's field filters side by side (as the index holds a slot's) and their
-        bit counts per field."""
-        if not self._fields.shape[1]:
-            # no field has a word: every field empty
-            return _QueryFields(np.zeros(0, np.uint64), np.zeros(len(self.schema.fields), np.int64))
-        row = np.concatenate([f[0] for f in query.field_filters])
-        return _QueryFields(row, self._field_layout.sum_by_field(np.bitwise_count(row)))
+    def _blocked(self, query: EncodedBatch) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Every (query row, slot) pair sharing a blocking token, each once, ordered by row
+        then slot, dead slots included (call under the lock).
+
+        One vectorised find per rule for all the rows' tokens at once."""
+        keys = narrow_block_keys(query.block_keys)  # (rows, rules)
+        capacity = self._agency.shape[0]  # every slot is below it: a pair is one int64
+        found: list[NDArray[np.int64]] = []
+        for rule, index in enumerate(self._block_index):
+            present = np.flatnonzero(keys[:, rule])
+            if present.size:
+                which, slots = index.find_each(keys[present, rule], self._block[rule])
+                found.append(present[which] * capacity + slots)
+        if not found:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        pairs = np.unique(np.concatenate(found))  # sorted: by row, then slot
+        return pairs // capacity, pairs % capacity
+
+    def _gather_pairs(
+        self, query_rows: NDArray[np.int64], slots: NDArray[np.int64], *, scanned: bool
+    ) -> tuple[_Pairs, _Gathered]:
+        """Copies of the live records among ``slots`` (each once) and the pairs of query rows
+        with them, in the order given, the pairs of dead slots dropped (call under the lock)."""
+        unique, inverse = np.unique(slots, return_inverse=True)
+        gathered, live = self._gather(unique)
+        position = np.cumsum(live) - 1  # a live slot's row in the copies
+        keep = live[inverse]
+        pairs = _Pairs(
+            query_rows=query_rows[keep],
+            candidates=position[inverse[keep]],
+            slots=slots[keep],
+            scanned=np.full(int(np.count_nonzero(keep)), scanned),
+        )
+        return pairs, gathered
 
     def _score(
         self,
         query: EncodedBatch,
         query_fields: _QueryFields,
+        query_tags: NDArray[np.uint32],
         model: scoring.FellegiSunterModel,
         gathered: _Gathered,
+        pairs: _Pairs,
     ) -> _Scored:
-        """Compare the query with gathered records field by field and score them.
+        """Compare each pair's query row with its gathered record field by field and score it.
 
-        A record that is a form whose assumed salt value the query contradicts, or that the
-        query (a form) contradicts, is dropped (:func:`linkage.forms.assumption_conflicts`):
-        the record's other form is the comparison that counts."""
-        count = len(gathered.agency_codes)
+        A pair where the record is a form whose assumed salt value the query row contradicts,
+        or the query row (a form) contradicts the record, is dropped
+        (:func:`linkage.forms.assumption_conflicts`): the record's other form is the
+        comparison that counts."""
         n_fields = len(self.schema.fields)
-        if count and n_fields:
-            sim, present = _dice_fields_to_one(
-                query_fields, gathered.field_filters, self._field_layout
+        if len(pairs) and n_fields:
+            sim, present = _dice_fields(
+                query_fields,
+                pairs.query_rows,
+                gathered.field_filters,
+                pairs.candidates,
+                self._field_layout,
             )
         else:
-            sim = np.zeros((count, n_fields))
-            present = np.zeros((count, n_fields), dtype=bool)
-        query_tags = narrow_block_keys(query.salt_tags[:1])  # held narrow, like the index's
-        if count and self._assumable:
+            sim = np.zeros((len(pairs), n_fields))
+            present = np.zeros((len(pairs), n_fields), dtype=bool)
+        query_present = query.field_present[pairs.query_rows]
+        pair_tags = query_tags[pairs.query_rows]
+        record_tags = gathered.salt_tags[pairs.candidates]
+        if len(pairs) and self._assumable:
             conflicts = forms.assumption_conflicts(
-                self._assumable, query.field_present[:1], query_tags, present, gathered.salt_tags
+                self._assumable, query_present, pair_tags, present, record_tags
             )
             if conflicts.any():
                 keep = ~conflicts
-                gathered = gathered.take(keep)
-                sim, present = sim[keep], present[keep]
-                count = len(gathered.agency_codes)
-        compared = compare_fields(
-            self.schema, sim, query.field_present[:1], present, query_tags, gathered.salt_tags
-        )
+                pairs = pairs.take(keep)
+                sim, present, query_present = sim[keep], present[keep], query_present[keep]
+                pair_tags, record_tags = pair_tags[keep], record_tags[keep]
+        compared = compare_fields(self.schema, sim, query_present, present, pair_tags, record_tags)
         if self._level_cut_offs is None:
             levels = scoring.comparison_levels(
                 compared.similarity,
@@ -230,9 +320,13 @@ class MatchIndex(IndexStore):
             levels = scoring.levels_from_cut_offs(
                 compared.similarity, compared.present, self._level_cut_offs
             )
+        count = len(pairs)
         return _Scored(
-            agency_codes=gathered.agency_codes,
-            references=gathered.references,
+            query_rows=pairs.query_rows,
+            slots=pairs.slots,
+            scanned=pairs.scanned,
+            agency_codes=gathered.agency_codes[pairs.candidates],
+            references=gathered.references[pairs.candidates],
             levels=levels,
             not_compared=compared.not_compared,
             probabilities=(model.match_probability(levels) if count else np.zeros(0, np.float64)),

@@ -120,15 +120,6 @@ class _Gathered:
     field_filters: NDArray[np.uint64]  # (rows, total words): every field side by side
     salt_tags: NDArray[np.uint32]
 
-    def take(self, rows: NDArray[Any]) -> _Gathered:
-        """The rows ``rows`` selects (a boolean mask or indices)."""
-        return _Gathered(
-            agency_codes=self.agency_codes[rows],
-            references=self.references[rows],
-            field_filters=self.field_filters[rows],
-            salt_tags=self.salt_tags[rows],
-        )
-
 
 class IndexStore:
     """Encodings of many agencies in slots, findable by reference and blocking token (the
@@ -433,8 +424,9 @@ class IndexStore:
     def agency_name(self, code: int) -> str:
         return self._agencies[code]
 
-    def _gather(self, slots: NDArray[np.int64]) -> _Gathered:
-        """Copies of the live records among ``slots`` (call under the lock).
+    def _gather(self, slots: NDArray[np.int64]) -> tuple[_Gathered, NDArray[np.bool_]]:
+        """Copies of the live records among ``slots`` (call under the lock), and which of
+        ``slots`` were live.
 
         Copies, not views: scoring then runs without the lock. A slot's field filters are
         one contiguous row, so they are gathered by one fancy-index read.
@@ -443,9 +435,10 @@ class IndexStore:
         live = codes >= 0
         if not live.all():
             slots, codes = slots[live], codes[live]
-        return _Gathered(
+        gathered = _Gathered(
             agency_codes=codes,
             references=self._refs[slots],
             field_filters=self._fields[slots],
             salt_tags=self._salt[slots],
         )
+        return gathered, live
