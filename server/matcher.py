@@ -101,7 +101,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import compare, forms, pipeline
-from linkage.encode import concat_batches
+from linkage.encode import EncodedBatch, concat_batches
 from linkage.errors import JigsawError, ModelError
 from linkage.index import CONFIDENT_PROBABILITY, IndexedCandidate, MatchIndex
 from linkage.schema import Schema
@@ -315,6 +315,11 @@ def candidates_per_record(
         if len(out) == limit:
             break
     return out
+
+
+def rows_of_lookup(rows: Sequence[EncodedBatch]) -> EncodedBatch:
+    """A lookup's validated one-row batches as one batch (the one row as it is)."""
+    return rows[0] if len(rows) == 1 else concat_batches(rows)
 
 
 def record_numbers(members: Sequence[tuple[str, str]]) -> NDArray[np.int64] | None:
@@ -708,7 +713,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                 found = candidates_per_record(
                     [
                         self._index.query_rows(
-                            concat_batches([*queries, *hypotheses]),
+                            rows_of_lookup([*queries, *hypotheses]),
                             model,
                             max_candidates=max_candidates * self._max_forms,
                             min_probability=DEFAULT_MIN_PROBABILITY,

@@ -333,8 +333,7 @@ def test_dice_of_side_by_side_fields_equals_the_kernel_per_field(
     for start, stop in layout.columns():
         candidates[rng.random(rows) < 0.2, start:stop] = 0  # missing fields
     query = _QueryFields(query_row[None, :], layout.sum_by_field(np.bitwise_count(query_row))[None])
-    pairs = np.arange(rows, dtype=np.int64)
-    fast, fast_present = _dice_fields(query, np.zeros_like(pairs), candidates, pairs, layout)
+    fast, fast_present = _dice_fields(query, np.zeros(rows, np.int64), candidates, layout)
     assert fast.shape == fast_present.shape == (rows, len(widths))
     for f, (start, stop) in enumerate(layout.columns()):
         field = np.ascontiguousarray(candidates[:, start:stop])

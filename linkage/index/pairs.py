@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from linkage import scoring, similarity
 from linkage.encode import EncodedBatch
 from linkage.errors import ModelError
-from linkage.index.store import _FieldLayout
+from linkage.index.store import _FieldLayout, _Gathered
 from linkage.schema import Schema
 
 
@@ -59,13 +59,13 @@ class _QueryFields:
 
 @dataclass(frozen=True)
 class _Pairs:
-    """(query row, candidate) pairs to score, aligned: the query row, the candidate's row in
-    the gathered copies, its slot, and whether the scan (not blocking) proposed it."""
+    """(query row, record) pairs to score, aligned: the query row, the record's slot, whether
+    the scan (not blocking) proposed it, and a copy of the record's rows."""
 
     query_rows: NDArray[np.int64]
-    candidates: NDArray[np.int64]
     slots: NDArray[np.int64]
     scanned: NDArray[np.bool_]
+    records: _Gathered
 
     def __len__(self) -> int:
         return int(self.slots.size)
@@ -73,7 +73,7 @@ class _Pairs:
     def take(self, rows: NDArray[Any]) -> _Pairs:
         """The pairs ``rows`` selects (a boolean mask or indices)."""
         return _Pairs(
-            self.query_rows[rows], self.candidates[rows], self.slots[rows], self.scanned[rows]
+            self.query_rows[rows], self.slots[rows], self.scanned[rows], self.records.take(rows)
         )
 
 
@@ -96,23 +96,20 @@ def _dice_fields(
     query: _QueryFields,
     query_rows: NDArray[np.int64],
     candidates: NDArray[np.uint64],
-    candidate_rows: NDArray[np.int64],
     layout: _FieldLayout,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Dice of each pair (``query.rows[query_rows[i]]`` with ``candidates[candidate_rows[i]]``)
-    per field, and whether the candidate's filter of the field is non-empty.
+    """Dice of each candidate row with its query row (``query.rows[query_rows[i]]``) per
+    field, and whether the candidate's filter of the field is non-empty.
 
-    ``candidates`` is (rows, total words), every field's filter side by side (``layout``).
+    ``candidates`` is (pairs, total words), every field's filter side by side (``layout``).
     Returns two (pairs, fields) arrays: per field the same values as ``similarity.dice_pairs``
     on that field's columns (``2·|q∧c| / (|q| + |c|)``, 0.0 when both are empty;
     :func:`_dice_to_one_reference`). In a handful of numpy calls for every pair and field at
     once: a lookup scores a few hundred pairs, where the kernel's argument checks and task
     set-up (or a call per field or query row) cost more than counting.
     """
-    candidate_bits = layout.sum_by_field(np.bitwise_count(candidates))[candidate_rows]
-    common = layout.sum_by_field(
-        np.bitwise_count(candidates[candidate_rows] & query.rows[query_rows])
-    )
+    candidate_bits = layout.sum_by_field(np.bitwise_count(candidates))
+    common = layout.sum_by_field(np.bitwise_count(candidates & query.rows[query_rows]))
     total = candidate_bits + query.bits[query_rows]
     dice = np.divide(2.0 * common, total, out=np.zeros(total.shape), where=total > 0)
     return dice, candidate_bits > 0

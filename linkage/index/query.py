@@ -56,7 +56,7 @@ from linkage.index.pairs import (
     _Scored,
 )
 from linkage.index.sorted_keys import narrow_block_keys
-from linkage.index.store import IndexStore, _Gathered
+from linkage.index.store import IndexStore
 from linkage.schema import Schema
 
 #: With ``MatchIndex.query(..., confident_probability=CONFIDENT_PROBABILITY)`` a lookup skips
@@ -64,6 +64,8 @@ from linkage.schema import Schema
 #: at least that likely matches (the matcher's setting; see the module docstring).
 CONFIDENT_PROBABILITY = 0.95
 CONFIDENT_CANDIDATES = 1
+#: A rule's tokens of at most this many rows are found one by one, more all at once.
+FEW_KEYS = 4
 
 
 @dataclass(frozen=True)
@@ -180,8 +182,8 @@ class MatchIndex(IndexStore):
             record_filters = self._record[:size]
             record_popcounts = self._record_pop[:size]
             blocked_rows, blocked_slots = self._blocked(query)
-            pairs, gathered = self._gather_pairs(blocked_rows, blocked_slots, scanned=False)
-        scored = self._score(query, query_fields, query_tags, model, gathered, pairs)
+            pairs = self._gather_pairs(blocked_rows, blocked_slots, scanned=False)
+        scored = self._score(query, query_fields, query_tags, model, pairs)
         if scan_top_k and size and scanning:
             confident = _confident_rows(scored, confident_probability, rows)[:scanning]
             scan_rows = np.flatnonzero(confident < confident_candidates).tolist()
@@ -207,11 +209,11 @@ class MatchIndex(IndexStore):
                 found_slots.append(new)
             if found_rows:
                 with self._lock:
-                    late, gathered = self._gather_pairs(
+                    late = self._gather_pairs(
                         np.concatenate(found_rows), np.concatenate(found_slots), scanned=True
                     )
                 scored = _concatenate_scores(
-                    scored, self._score(query, query_fields, query_tags, model, gathered, late)
+                    scored, self._score(query, query_fields, query_tags, model, late)
                 )
         answer = _rank_rows(scored, min_probability, max_candidates).tolist()
         agencies = self._agencies  # only grows: every code gathered is in it
@@ -239,36 +241,42 @@ class MatchIndex(IndexStore):
         """Every (query row, slot) pair sharing a blocking token, each once, ordered by row
         then slot, dead slots included (call under the lock).
 
-        One vectorised find per rule for all the rows' tokens at once."""
+        Per rule, the rows' tokens are found one by one when they are few
+        (:meth:`_SortedKeys.find_unordered`), else all at once (:meth:`_SortedKeys.find_each`),
+        whichever takes fewer numpy calls."""
         keys = narrow_block_keys(query.block_keys)  # (rows, rules)
         capacity = self._agency.shape[0]  # every slot is below it: a pair is one int64
         found: list[NDArray[np.int64]] = []
-        for rule, index in enumerate(self._block_index):
-            present = np.flatnonzero(keys[:, rule])
-            if present.size:
-                which, slots = index.find_each(keys[present, rule], self._block[rule])
-                found.append(present[which] * capacity + slots)
+        for rule, (index, column) in enumerate(
+            zip(self._block_index, keys.T.tolist(), strict=True)
+        ):
+            asked = [(row, key) for row, key in enumerate(column) if key]
+            if len(asked) <= FEW_KEYS:
+                for row, key in asked:
+                    slots = index.find_unordered(key, self._block[rule])
+                    found.append(slots.astype(np.int64) + row * capacity if row else slots)
+            else:
+                rows = np.asarray([row for row, _ in asked], dtype=np.int64)
+                which, slots = index.find_each(keys[rows, rule], self._block[rule])
+                found.append(rows[which] * capacity + slots)
         if not found:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        pairs = np.unique(np.concatenate(found))  # sorted: by row, then slot
-        return pairs // capacity, pairs % capacity
+        # sorted: by row, then slot
+        pairs = np.unique(np.concatenate(found)).astype(np.int64, copy=False)
+        query_rows, slots = np.divmod(pairs, capacity)
+        return query_rows, slots
 
     def _gather_pairs(
         self, query_rows: NDArray[np.int64], slots: NDArray[np.int64], *, scanned: bool
-    ) -> tuple[_Pairs, _Gathered]:
-        """Copies of the live records among ``slots`` (each once) and the pairs of query rows
-        with them, in the order given, the pairs of dead slots dropped (call under the lock)."""
-        unique, inverse = np.unique(slots, return_inverse=True)
-        gathered, live = self._gather(unique)
-        position = np.cumsum(live) - 1  # a live slot's row in the copies
-        keep = live[inverse]
-        pairs = _Pairs(
-            query_rows=query_rows[keep],
-            candidates=position[inverse[keep]],
-            slots=slots[keep],
-            scanned=np.full(int(np.count_nonzero(keep)), scanned),
-        )
-        return pairs, gathered
+    ) -> _Pairs:
+        """The pairs of ``query_rows`` with the live records among ``slots``, in the order
+        given, each with a copy of its record's rows (call under the lock). A record met by
+        several rows is copied for each: a few hundred rows of copies cost less than
+        deduplicating them."""
+        records, live = self._gather(slots)
+        if not live.all():
+            query_rows, slots = query_rows[live], slots[live]
+        return _Pairs(query_rows, slots, np.full(slots.size, scanned), records)
 
     def _score(
         self,
@@ -276,10 +284,9 @@ class MatchIndex(IndexStore):
         query_fields: _QueryFields,
         query_tags: NDArray[np.uint32],
         model: scoring.FellegiSunterModel,
-        gathered: _Gathered,
         pairs: _Pairs,
     ) -> _Scored:
-        """Compare each pair's query row with its gathered record field by field and score it.
+        """Compare each pair's query row with its record field by field and score it.
 
         A pair where the record is a form whose assumed salt value the query row contradicts,
         or the query row (a form) contradicts the record, is dropped
@@ -288,28 +295,25 @@ class MatchIndex(IndexStore):
         n_fields = len(self.schema.fields)
         if len(pairs) and n_fields:
             sim, present = _dice_fields(
-                query_fields,
-                pairs.query_rows,
-                gathered.field_filters,
-                pairs.candidates,
-                self._field_layout,
+                query_fields, pairs.query_rows, pairs.records.field_filters, self._field_layout
             )
         else:
             sim = np.zeros((len(pairs), n_fields))
             present = np.zeros((len(pairs), n_fields), dtype=bool)
         query_present = query.field_present[pairs.query_rows]
         pair_tags = query_tags[pairs.query_rows]
-        record_tags = gathered.salt_tags[pairs.candidates]
         if len(pairs) and self._assumable:
             conflicts = forms.assumption_conflicts(
-                self._assumable, query_present, pair_tags, present, record_tags
+                self._assumable, query_present, pair_tags, present, pairs.records.salt_tags
             )
             if conflicts.any():
                 keep = ~conflicts
                 pairs = pairs.take(keep)
-                sim, present, query_present = sim[keep], present[keep], query_present[keep]
-                pair_tags, record_tags = pair_tags[keep], record_tags[keep]
-        compared = compare_fields(self.schema, sim, query_present, present, pair_tags, record_tags)
+                sim, present = sim[keep], present[keep]
+                query_present, pair_tags = query_present[keep], pair_tags[keep]
+        compared = compare_fields(
+            self.schema, sim, query_present, present, pair_tags, pairs.records.salt_tags
+        )
         if self._level_cut_offs is None:
             levels = scoring.comparison_levels(
                 compared.similarity,
@@ -325,8 +329,8 @@ class MatchIndex(IndexStore):
             query_rows=pairs.query_rows,
             slots=pairs.slots,
             scanned=pairs.scanned,
-            agency_codes=gathered.agency_codes[pairs.candidates],
-            references=gathered.references[pairs.candidates],
+            agency_codes=pairs.records.agency_codes,
+            references=pairs.records.references,
             levels=levels,
             not_compared=compared.not_compared,
             probabilities=(model.match_probability(levels) if count else np.zeros(0, np.float64)),

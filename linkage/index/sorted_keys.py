@@ -157,8 +157,38 @@ class _SortedKeys:
 
     def find(self, key: int, keys_of: _Keys) -> NDArray[np.int64]:
         """Slots whose key equals ``key``, ascending (the caller filters dead slots)."""
-        _, slots = self.find_each(np.asarray([key]), keys_of)
-        return np.sort(slots)
+        return np.unique(self.find_unordered(key, keys_of)).astype(np.int64, copy=False)
+
+    def find_unordered(self, key: int, keys_of: _Keys) -> NDArray[np.signedinteger[Any]]:
+        """``find`` in no particular order: each slot once (int32 or int64).
+
+        Each slot appears once because the sorted order holds a slot at most once, the delta
+        likewise, and never both (see ``merge``). Two bisections of the fences (every
+        ``FENCE_STRIDE``-th sorted key) bound the run of equal keys to a window a stride
+        wider than the run; only that window's keys are read. For a few keys this costs
+        fewer numpy calls than :meth:`find_each`.
+        """
+        order = self.order
+        fences = self._fences
+        wanted = fences.dtype.type(key)  # raises OverflowError for a too-wide key
+        # (the ndarray methods: the np.searchsorted wrapper costs as much as the search)
+        below = int(fences.searchsorted(wanted, side="left"))  # fences < key
+        at_most = int(fences.searchsorted(wanted, side="right"))  # fences <= key
+        start = max(0, (below - 1) * FENCE_STRIDE)  # every slot before it has a smaller key
+        stop = min(order.size, at_most * FENCE_STRIDE)  # the key at ``stop`` is larger
+        window = order[start:stop]
+        window_keys = np.asarray(keys_of[window]).reshape(-1)
+        low = int(window_keys.searchsorted(wanted, side="left"))
+        high = int(window_keys.searchsorted(wanted, side="right"))
+        found: NDArray[np.signedinteger[Any]] = window[low:high]
+        if self.delta.size:
+            delta_keys, delta_slots = self._sorted_delta(keys_of)
+            wanted = delta_keys.dtype.type(key)
+            low = int(delta_keys.searchsorted(wanted, side="left"))
+            high = int(delta_keys.searchsorted(wanted, side="right"))
+            if high > low:
+                found = np.concatenate([found, delta_slots[low:high]])
+        return found
 
     def find_each(
         self, keys: NDArray[np.unsignedinteger[Any]], keys_of: _Keys
@@ -167,37 +197,36 @@ class _SortedKeys:
         particular order; each pair once for distinct keys (a key repeated in ``keys`` finds
         its slots again, at each of its positions).
 
-        All keys at once, in a fixed number of numpy calls: per key, two bisections of the
-        fences (every ``FENCE_STRIDE``-th sorted key) bound the run of equal keys to a window
-        a stride wider than the run, and only the windows' keys are read; the delta's sorted
+        All keys at once, in a fixed number of numpy calls (as :meth:`find_unordered` finds
+        one): per key, two bisections of the fences bound the run of equal keys to a window a
+        stride wider than the run, and only the windows' keys are read; the delta's sorted
         keys are bisected likewise. A slot is found once per key because the sorted order
         holds a slot at most once, the delta likewise, and never both (see ``merge``).
         Raises OverflowError for a key wider than the keys held.
         """
         order = self.order
-        fences = self._fences
-        wanted = _as_width(keys, fences.dtype)
-        below = fences.searchsorted(wanted, side="left")  # fences < key
-        at_most = fences.searchsorted(wanted, side="right")  # fences <= key
-        # every slot before ``start`` has a smaller key, the key at ``stop`` is larger
-        start = np.maximum(0, (below.astype(np.int64) - 1) * FENCE_STRIDE)
-        stop = np.minimum(order.size, at_most.astype(np.int64) * FENCE_STRIDE)
-        lengths = np.maximum(stop - start, 0)
-        positions = _ranges(start, lengths)
-        which = np.repeat(np.arange(wanted.size, dtype=np.int64), lengths)
-        window = order[positions]
-        hit = np.asarray(keys_of[window]).reshape(-1) == wanted[which]
-        found_which, found_slots = which[hit], window[hit].astype(np.int64)
+        positions = np.arange(np.asarray(keys).size, dtype=np.int64)
+        found_which = found_slots = np.zeros(0, dtype=np.int64)
+        if order.size:
+            fences = self._fences
+            wanted = _as_width(keys, fences.dtype)
+            below = fences.searchsorted(wanted, side="left").astype(np.int64)  # fences < key
+            at_most = fences.searchsorted(wanted, side="right").astype(np.int64)  # <= key
+            # every slot before ``start`` has a smaller key, the key at ``stop`` is larger
+            # (``stop >= start``: ``below`` <= ``at_most``, and ``start`` < ``order.size``)
+            start = np.maximum(0, (below - 1) * FENCE_STRIDE)
+            lengths = np.minimum(order.size, at_most * FENCE_STRIDE) - start
+            which = np.repeat(positions, lengths)
+            window = order[_ranges(start, lengths)]
+            hit = np.asarray(keys_of[window]).reshape(-1) == wanted[which]
+            found_which, found_slots = which[hit], window[hit].astype(np.int64)
         if self.delta.size:
             delta_keys, delta_slots = self._sorted_delta(keys_of)
             wanted = _as_width(keys, delta_keys.dtype)
             low = delta_keys.searchsorted(wanted, side="left").astype(np.int64)
-            high = delta_keys.searchsorted(wanted, side="right").astype(np.int64)
-            if (high > low).any():
-                lengths = high - low
-                found_which = np.concatenate(
-                    [found_which, np.repeat(np.arange(wanted.size, dtype=np.int64), lengths)]
-                )
+            lengths = delta_keys.searchsorted(wanted, side="right").astype(np.int64) - low
+            if lengths.any():
+                found_which = np.concatenate([found_which, np.repeat(positions, lengths)])
                 found_slots = np.concatenate([found_slots, delta_slots[_ranges(low, lengths)]])
         return found_which, found_slots
 

@@ -120,6 +120,15 @@ class _Gathered:
     field_filters: NDArray[np.uint64]  # (rows, total words): every field side by side
     salt_tags: NDArray[np.uint32]
 
+    def take(self, rows: NDArray[Any]) -> _Gathered:
+        """The rows ``rows`` selects (a boolean mask or indices)."""
+        return _Gathered(
+            agency_codes=self.agency_codes[rows],
+            references=self.references[rows],
+            field_filters=self.field_filters[rows],
+            salt_tags=self.salt_tags[rows],
+        )
+
 
 class IndexStore:
     """Encodings of many agencies in slots, findable by reference and blocking token (the
@@ -425,8 +434,8 @@ class IndexStore:
         return self._agencies[code]
 
     def _gather(self, slots: NDArray[np.int64]) -> tuple[_Gathered, NDArray[np.bool_]]:
-        """Copies of the live records among ``slots`` (call under the lock), and which of
-        ``slots`` were live.
+        """Copies of the live records among ``slots``, in the order given (call under the
+        lock), and which of ``slots`` were live.
 
         Copies, not views: scoring then runs without the lock. A slot's field filters are
         one contiguous row, so they are gathered by one fancy-index read.
