@@ -295,8 +295,10 @@ def test_fenced_find_equals_plain_bisection(
         fast = sorted_keys.find(key, keys_of)
         assert fast.tolist() == sorted_keys.find_reference(key, keys_of).tolist()
         assert fast.dtype == np.int64
+        unordered = sorted_keys.find_unordered(key, keys_of).tolist()
+        assert sorted(unordered) == fast.tolist()  # the same slots, each once
         which, each = sorted_keys.find_each(np.asarray([key]), keys_of)
-        assert sorted(each.tolist()) == fast.tolist()  # the same slots, each once
+        assert sorted(each.tolist()) == fast.tolist()
         assert set(which.tolist()) <= {0}
         expected = {int(s) for s in slots if keys_of[s] == key and s not in set(drop.tolist())}
         assert set(fast.tolist()) == expected

@@ -1,12 +1,12 @@
 """A lookup's rows in one pass (``MatchIndex.query_rows``) against loops over its rows.
 
-Two references, each merged as the matcher merged the rows' lists before (chained in row
-order, sorted best first, stable, each candidate kept at its first, best, entry): the loop the
-matcher ran, each row queried alone with ``MatchIndex.query``; and a plain loop that shares no
-code with the index's lookup path (every record's tokens compared, every field by the Dice
-kernel's reference, forms' conflicts, levels, the scan, the ranking, each written plainly over
-the index's snapshot). The one pass must give exactly their list: the same candidates in the
-same order with the same probabilities, levels and not-compared flags.
+Two references, each merging the rows' lists as a caller asking row by row does (chained in
+row order, sorted best first, stable, each candidate kept at its first, best, entry): each row
+queried alone with ``MatchIndex.query``; and each row looked up by a plain loop that uses none
+of the index's own lookup code (every record's tokens compared directly, each field by the
+Dice kernel's reference, then the library's conflict, comparison, level, scan and ranking
+functions, over the index's snapshot). The one pass must give exactly their list: the same
+candidates in the same order with the same probabilities, levels and not-compared flags.
 """
 
 from __future__ import annotations

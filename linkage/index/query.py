@@ -96,8 +96,8 @@ class MatchIndex(IndexStore):
             schema, key_version=key_version, capacity=capacity, merge_threshold=merge_threshold
         )
         # the schema's comparison-level cut-offs by rank, or None when the schema's levels
-        # are invalid: then ``scoring.comparison_levels`` scores, and raises its error, as it
-        # always did
+        # are invalid: then ``scoring.comparison_levels`` scores, and raises its error, at
+        # every lookup
         self._level_cut_offs = _level_cut_offs(schema)
         # per field a published form may assume (linkage.forms): its column in the presence
         # rows and the column of its salt tag (none: no pair can conflict); found once here,
