@@ -33,6 +33,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
@@ -224,7 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="write RESULTS.md's section")
     args = parser.parse_args(argv)
     print("publishing, fitting, looking up", file=sys.stderr, flush=True)
+    load_before = os.getloadavg()[0]
     rows = run(args.children, args.lookups, args.seed, args.source, args.baseline)
+    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores"
     for row in rows:
         print(json.dumps(row), flush=True)
     if args.report:
@@ -244,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "per row (the matcher before), `one_pass` one `MatchIndex.query_rows` over all "
             "rows (the matcher now), `baseline` one query per row of the index at the "
             "revision given. `identical`: share of lookups whose answer equals the first "
-            "path's. Milliseconds per lookup; rows encoded before timing.",
+            "path's. Milliseconds per lookup; rows encoded before timing. The machine's "
+            f"load average (1 min): {load}.",
             rows,
         )
     return 0
