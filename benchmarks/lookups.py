@@ -8,7 +8,8 @@ children's social care) whose child the target agency (``--to``, health) holds a
 as staff would type them: the node's query (:func:`linkage.forms.encode_query`, one row per
 assumed sex value; with ``hypotheses`` also the rows of its date hypotheses,
 :func:`linkage.forms.encode_date_hypotheses`, which meet records through blocking only, as the
-matcher queries them), the rows' candidates merged per record under its best probability;
+matcher queries them: all rows in one :meth:`~linkage.index.MatchIndex.query_rows`), the rows'
+candidates merged per record under its best probability;
 every profile is run without and with the hypotheses. For each lookup the
 target agency's candidates are ranked; ``top1`` is the share of lookups whose first candidate
 is the child's record, ``top5`` whose first five hold one, ``none`` the share with no
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from linkage import forms, pipeline, synthetic
+from linkage.encode import concat_batches
 from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
@@ -72,16 +74,14 @@ def run(
         for row in rows:
             values = {name: asking.columns[name][row] for name in schema.input_names}
             query = forms.encode_query(schema, keys, values)
-            sent = [(query.take([q]), 20) for q in range(len(query))]
             extra = forms.encode_date_hypotheses(schema, keys, values) if date_errors else None
-            if extra is not None:  # blocking only: no scan (scan_top_k=0)
-                sent += [(extra.take([q]), 0) for q in range(len(extra))]
+            sent = query if extra is None else concat_batches([query, extra])
             best: dict[int, float] = {}  # the target's records (by child), best probability
-            for row_query, scan in sent:
-                for c in index.query(row_query, model, max_candidates=20, scan_top_k=scan):
-                    agency, child = owner[c.reference]
-                    if agency == target:
-                        best[child] = max(best.get(child, 0.0), c.probability)
+            # the hypotheses through blocking only: only the query's own rows scan
+            for c in index.query_rows(sent, model, max_candidates=20, scanning_rows=len(query)):
+                agency, child = owner[c.reference]
+                if agency == target:
+                    best[child] = max(best.get(child, 0.0), c.probability)
             ranked = sorted(best, key=lambda child: -best[child])
             want = int(asking.child_id[row])
             top1 += bool(ranked) and ranked[0] == want

@@ -18,7 +18,7 @@ from linkage.index import (
     CONFIDENT_PROBABILITY,
     IndexedCandidate,
     MatchIndex,
-    _dice_fields_to_one,
+    _dice_fields,
     _dice_to_one_reference,
     _FieldLayout,
     _level_cut_offs,
@@ -297,8 +297,17 @@ def test_fenced_find_equals_plain_bisection(
         assert fast.dtype == np.int64
         unordered = sorted_keys.find_unordered(key, keys_of).tolist()
         assert sorted(unordered) == fast.tolist()  # the same slots, each once
+        which, each = sorted_keys.find_each(np.asarray([key]), keys_of)
+        assert sorted(each.tolist()) == fast.tolist()
+        assert set(which.tolist()) <= {0}
         expected = {int(s) for s in slots if keys_of[s] == key and s not in set(drop.tolist())}
         assert set(fast.tolist()) == expected
+    # every key at once (repeated keys too), as a lookup's rows ask
+    every = np.tile(np.arange(0, 3 * key_space + 5), 2).astype(keys_of.dtype)
+    which, each = sorted_keys.find_each(every, keys_of)
+    for position, key in enumerate(every.tolist()):
+        found = sorted(each[which == position].tolist())
+        assert found == sorted_keys.find_reference(key, keys_of).tolist()
 
 
 def _random_filters(rng: np.random.Generator, count: int, words: int, density: float) -> Any:
@@ -325,8 +334,8 @@ def test_dice_of_side_by_side_fields_equals_the_kernel_per_field(
     query_row = _random_filters(rng, 1, layout.words, density)[0]
     for start, stop in layout.columns():
         candidates[rng.random(rows) < 0.2, start:stop] = 0  # missing fields
-    query = _QueryFields(query_row, layout.sum_by_field(np.bitwise_count(query_row)))
-    fast, fast_present = _dice_fields_to_one(query, candidates, layout)
+    query = _QueryFields(query_row[None, :], layout.sum_by_field(np.bitwise_count(query_row))[None])
+    fast, fast_present = _dice_fields(query, np.zeros(rows, np.int64), candidates, layout)
     assert fast.shape == fast_present.shape == (rows, len(widths))
     for f, (start, stop) in enumerate(layout.columns()):
         field = np.ascontiguousarray(candidates[:, start:stop])

@@ -23,9 +23,10 @@ each with ``form_of`` naming the record. The servicer keeps a :class:`FormMap` (
 record, per agency; rebuilt from the store with the index, updated by Publish and Withdraw
 under the same write lock) and treats a record's forms as that record: Publish drops from the
 index the forms and own rows the store replaced, Withdraw of a record drops its forms, Match
-queries the index with each row and reports a form under its record's reference (each
-record once, at its best candidate over every row and form; the index is asked for
-``max_forms`` times as many candidates per row, then trimmed), Link clusters records
+queries the index with all its rows in one pass (``MatchIndex.query_rows``) and reports a
+form under its record's reference (each record once, at its best candidate over every row
+and form; the index is asked for ``max_forms`` times as many candidates per row, then
+trimmed), Link clusters records
 (``pipeline.cluster_datasets(record=...)``; each cluster member is a record, once) and Status
 counts records, not rows.
 The Fellegi-Sunter model is loaded from the store at start; if there is none, it is fitted at
@@ -101,6 +102,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from linkage import compare, forms, pipeline
+from linkage.encode import EncodedBatch, concat_batches
 from linkage.errors import JigsawError, ModelError
 from linkage.index import CONFIDENT_PROBABILITY, IndexedCandidate, MatchIndex
 from linkage.schema import Schema
@@ -314,6 +316,11 @@ def candidates_per_record(
         if len(out) == limit:
             break
     return out
+
+
+def rows_of_lookup(rows: Sequence[EncodedBatch]) -> EncodedBatch:
+    """A lookup's validated one-row batches as one batch (the one row as it is)."""
+    return rows[0] if len(rows) == 1 else concat_batches(rows)
 
 
 def record_numbers(members: Sequence[tuple[str, str]]) -> NDArray[np.int64] | None:
@@ -699,29 +706,21 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             candidates: list[jigsaw_pb2.Candidate] = []
             if len(self._index):
                 model = self._ensure_model()
-                # the full scan only when blocking found no confident candidate
-                # (linkage.index docstring: measured to lose no record); a record's forms may
-                # take several places: ask each row for enough, keep each record once
+                # every row in one pass; the full scan only for the query's rows, and only
+                # when blocking found no confident candidate (linkage.index.query docstring:
+                # measured to lose no record), the hypotheses through blocking only; a
+                # record's forms may take several places: ask each row for enough, keep each
+                # record once
                 found = candidates_per_record(
                     [
-                        self._index.query(
-                            query,
+                        self._index.query_rows(
+                            rows_of_lookup([*queries, *hypotheses]),
                             model,
                             max_candidates=max_candidates * self._max_forms,
                             min_probability=DEFAULT_MIN_PROBABILITY,
                             confident_probability=CONFIDENT_PROBABILITY,
+                            scanning_rows=len(queries),
                         )
-                        for query in queries
-                    ]
-                    + [
-                        self._index.query(
-                            hypothesis,
-                            model,
-                            max_candidates=max_candidates * self._max_forms,
-                            min_probability=DEFAULT_MIN_PROBABILITY,
-                            scan_top_k=0,
-                        )
-                        for hypothesis in hypotheses
                     ],
                     self._forms,
                     max_candidates,
