@@ -8,7 +8,7 @@ the query's rows (:func:`linkage.forms.encode_query`, one per assumed sex value)
 ``hypotheses``, the rows of its date hypotheses (:func:`linkage.forms.encode_date_hypotheses`,
 blocking only), asked and merged per record exactly as the matcher's ``Match`` asks
 (``max_candidates`` 20 times ``max_forms`` per row, ``CONFIDENT_PROBABILITY``,
-``server.matcher.candidates_per_record``). The rows are encoded before timing; the time is
+``server.matcher.service.candidates_per_record``). The rows are encoded before timing; the time is
 the index calls and the merge.
 
 Paths, timed side by side in one process on the same lookups (interleaved, the order
@@ -49,7 +49,7 @@ from linkage.encode import EncodedBatch
 from linkage.index import CONFIDENT_PROBABILITY, MatchIndex
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
-from server.matcher import (
+from server.matcher.service import (
     DEFAULT_MAX_CANDIDATES,
     DEFAULT_MIN_PROBABILITY,
     MODEL_FIT_RECORDS,
@@ -152,15 +152,15 @@ def run(
     asked = DEFAULT_MAX_CANDIDATES * forms.max_forms(schema)
     asking = population.agencies[source]
     picked = np.random.default_rng(seed + 1).permutation(len(asking.child_id))
-    queries = []
+    queries: list[tuple[list[EncodedBatch], list[EncodedBatch]]] = []
     for row in picked[: lookups + WARM_UP].tolist():
         values = {name: asking.columns[name][row] for name in schema.input_names}
-        typed = forms.encode_query(schema, keys, values)
-        extra = forms.encode_date_hypotheses(schema, keys, values)
+        query = forms.encode_query(schema, keys, values)
+        dates = forms.encode_date_hypotheses(schema, keys, values)
         queries.append(
             (
-                [typed.take([q]) for q in range(len(typed))],
-                [] if extra is None else [extra.take([q]) for q in range(len(extra))],
+                [query.take([q]) for q in range(len(query))],
+                [] if dates is None else [dates.take([q]) for q in range(len(dates))],
             )
         )
     paths: list[tuple[str, Any, Callable[..., list[Any]]]] = []
@@ -174,7 +174,7 @@ def run(
     gc.freeze()  # the population and indexes are not the lookups' garbage
     for number, (typed, extra) in enumerate(queries):
         for hypotheses in (False, True):
-            sent = extra if hypotheses else []
+            sent: list[EncodedBatch] = extra if hypotheses else []
             answers = {}
             turn = number % len(paths)
             for name, target, path in paths[turn:] + paths[:turn]:
