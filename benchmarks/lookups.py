@@ -11,9 +11,14 @@ assumed sex value; with ``hypotheses`` also the rows of its date hypotheses,
 matcher queries them: all rows in one :meth:`~linkage.index.MatchIndex.query_rows`), the rows'
 candidates merged per record under its best probability;
 every profile is run without and with the hypotheses. For each lookup the
-target agency's candidates are ranked; ``top1`` is the share of lookups whose first candidate
-is the child's record, ``top5`` whose first five hold one, ``none`` the share with no
-candidate of that agency at all.
+target agency's candidates at or above ``floor`` are ranked; ``top1`` is the share of lookups
+whose first candidate is the child's record, ``top5`` whose first five hold one, ``none`` the
+share with no candidate of that agency at all. As many records of children the target agency
+does *not* hold are looked up too: ``absent_any`` is the share of them answered with some
+candidate at or above ``floor`` (a false lead), ``absent_possible`` with one in the band
+"possible" or above. Two floors: the band "possible" (0.5) and the matcher's lookup floor
+(:data:`server.matcher.service.LOOKUP_MIN_PROBABILITY`; below 0.5 a candidate is in the band
+"low").
 
 Labels are used only to score; only shares are printed.
 Run ``python -m benchmarks.lookups --children 20000 --profile hard [--report]``.
@@ -33,7 +38,14 @@ from linkage.encode import concat_batches
 from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
-from server.matcher.service import MODEL_FIT_RECORDS, MODEL_FIT_SEED
+from proto.jigsaw.v1 import jigsaw_pb2
+from server.common.wire import BAND_THRESHOLDS
+from server.matcher.service import LOOKUP_MIN_PROBABILITY, MODEL_FIT_RECORDS, MODEL_FIT_SEED
+
+#: Where the band "possible" starts.
+POSSIBLE = dict((band, floor) for floor, band in BAND_THRESHOLDS)[
+    jigsaw_pb2.PROBABILITY_BAND_POSSIBLE
+]
 
 PROFILES = ("default", "typical", "hard")
 
@@ -46,6 +58,7 @@ def run(
     source: str,
     target: str,
     hypotheses: tuple[bool, ...] = (False, True),
+    floors: tuple[float, ...] = (POSSIBLE, LOOKUP_MIN_PROBABILITY),
 ) -> list[dict[str, Any]]:
     schema = default_child_schema()
     keys = KeySet(LinkageSecret.for_tests())
@@ -66,41 +79,62 @@ def run(
     model = pipeline.score_pairs(schema, sample, None).model
     held = set(population.agencies[target].child_id.tolist())
     asking = population.agencies[source]
-    rows = [r for r, child in enumerate(asking.child_id.tolist()) if child in held]
-    rows = np.random.default_rng(seed + 1).permutation(rows)[:lookups].tolist()
+    rng = np.random.default_rng(seed + 1)
+    present = [r for r, child in enumerate(asking.child_id.tolist()) if child in held]
+    absent = [r for r, child in enumerate(asking.child_id.tolist()) if child not in held]
+    present = rng.permutation(present)[:lookups].tolist()
+    absent = rng.permutation(absent)[:lookups].tolist()
+
+    def answer(row: int, date_errors: bool) -> dict[int, float]:
+        """The target's candidates of one lookup (by child), each at its best probability."""
+        values = {name: asking.columns[name][row] for name in schema.input_names}
+        query = forms.encode_query(schema, keys, values)
+        extra = forms.encode_date_hypotheses(schema, keys, values) if date_errors else None
+        sent = query if extra is None else concat_batches([query, extra])
+        best: dict[int, float] = {}
+        # the hypotheses through blocking only: only the query's own rows scan
+        for c in index.query_rows(
+            sent,
+            model,
+            max_candidates=20,
+            min_probability=min(floors),
+            scanning_rows=len(query),
+        ):
+            agency, child = owner[c.reference]
+            if agency == target:
+                best[child] = max(best.get(child, 0.0), c.probability)
+        return best
+
     out = []
     for date_errors in hypotheses:
-        top1 = top5 = none = 0
-        for row in rows:
-            values = {name: asking.columns[name][row] for name in schema.input_names}
-            query = forms.encode_query(schema, keys, values)
-            extra = forms.encode_date_hypotheses(schema, keys, values) if date_errors else None
-            sent = query if extra is None else concat_batches([query, extra])
-            best: dict[int, float] = {}  # the target's records (by child), best probability
-            # the hypotheses through blocking only: only the query's own rows scan
-            for c in index.query_rows(sent, model, max_candidates=20, scanning_rows=len(query)):
-                agency, child = owner[c.reference]
-                if agency == target:
-                    best[child] = max(best.get(child, 0.0), c.probability)
-            ranked = sorted(best, key=lambda child: -best[child])
-            want = int(asking.child_id[row])
-            top1 += bool(ranked) and ranked[0] == want
-            top5 += want in ranked[:5]
-            none += not ranked
-        n = max(1, len(rows))
-        out.append(
-            {
-                "profile": profile,
-                "hypotheses": "yes" if date_errors else "no",
-                "records": len(index),
-                "lookups": len(rows),
-                "from": source,
-                "to": target,
-                "top1": top1 / n,
-                "top5": top5 / n,
-                "none": none / n,
-            }
-        )
+        found = [(int(asking.child_id[row]), answer(row, date_errors)) for row in present]
+        false = [answer(row, date_errors) for row in absent]
+        for floor in floors:
+            top1 = top5 = none = 0
+            for want, best in found:
+                ranked = sorted((c for c in best if best[c] >= floor), key=lambda c: -best[c])
+                top1 += bool(ranked) and ranked[0] == want
+                top5 += want in ranked[:5]
+                none += not ranked
+            n = max(1, len(found))
+            out.append(
+                {
+                    "profile": profile,
+                    "hypotheses": "yes" if date_errors else "no",
+                    "floor": floor,
+                    "records": len(index),
+                    "lookups": len(found),
+                    "from": source,
+                    "to": target,
+                    "top1": top1 / n,
+                    "top5": top5 / n,
+                    "none": none / n,
+                    "absent_any": sum(any(p >= floor for p in b.values()) for b in false)
+                    / max(1, len(false)),
+                    "absent_possible": sum(any(p >= POSSIBLE for p in b.values()) for b in false)
+                    / max(1, len(false)),
+                }
+            )
     return out
 
 

@@ -166,6 +166,10 @@ MAX_PAGE_SIZE = 1000
 #: a single larger cluster is still sent whole, alone on its page.
 MAX_PAGE_BYTES = 3 * 2**20
 DEFAULT_MIN_PROBABILITY = 0.5
+#: A lookup's candidates go down to this probability: staff judge each answer, and a child whose
+#: family name changed and who moved house scores below the batch link's 0.5 on given name,
+#: date of birth and sex alone. Below 0.5 a candidate is in the band "low".
+LOOKUP_MIN_PROBABILITY = 0.1
 REBUILD_CHUNK = 10_000
 #: Records (drawn at random, fixed seed) the on-demand model fit of the first Match uses.
 MODEL_FIT_RECORDS = 100_000
@@ -717,7 +721,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
                             rows_of_lookup([*queries, *hypotheses]),
                             model,
                             max_candidates=max_candidates * self._max_forms,
-                            min_probability=DEFAULT_MIN_PROBABILITY,
+                            min_probability=LOOKUP_MIN_PROBABILITY,
                             confident_probability=CONFIDENT_PROBABILITY,
                             scanning_rows=len(queries),
                         )
