@@ -13,10 +13,11 @@ candidates merged per record under its best probability;
 every profile is run without and with the hypotheses. For each lookup the
 target agency's candidates at or above ``floor`` are ranked; ``top1`` is the share of lookups
 whose first candidate is the child's record, ``top5`` whose first five hold one, ``none`` the
-share with no candidate of that agency at all. As many records of children the target agency
-does *not* hold are looked up too: ``absent_any`` is the share of them answered with some
-candidate at or above ``floor`` (a false lead), ``absent_possible`` with one in the band
-"possible" or above. Two floors: the band "possible" (0.5) and the matcher's lookup floor
+share with no candidate of that agency at all. Records of children the target agency does
+*not* hold (``absent_lookups`` of them, drawn from every other agency) are looked up too:
+``absent_any`` is the share of them answered with some candidate at or above ``floor`` (a
+false lead), ``absent_possible`` with one in the band "possible" or above. Two floors: the
+band "possible" (0.5) and the matcher's lookup floor
 (:data:`server.matcher.service.LOOKUP_MIN_PROBABILITY`; below 0.5 a candidate is in the band
 "low").
 
@@ -81,13 +82,20 @@ def run(
     asking = population.agencies[source]
     rng = np.random.default_rng(seed + 1)
     present = [r for r, child in enumerate(asking.child_id.tolist()) if child in held]
-    absent = [r for r, child in enumerate(asking.child_id.tolist()) if child not in held]
     present = rng.permutation(present)[:lookups].tolist()
-    absent = rng.permutation(absent)[:lookups].tolist()
+    # children the target does not hold, as any other agency records them
+    absent = [
+        (data, r)
+        for name, data in population.agencies.items()
+        if name != target
+        for r, child in enumerate(data.child_id.tolist())
+        if child not in held
+    ]
+    absent = [absent[k] for k in rng.permutation(len(absent))[:lookups].tolist()]
 
-    def answer(row: int, date_errors: bool) -> dict[int, float]:
+    def answer(data: synthetic.AgencyData, row: int, date_errors: bool) -> dict[int, float]:
         """The target's candidates of one lookup (by child), each at its best probability."""
-        values = {name: asking.columns[name][row] for name in schema.input_names}
+        values = {name: data.columns[name][row] for name in schema.input_names}
         query = forms.encode_query(schema, keys, values)
         extra = forms.encode_date_hypotheses(schema, keys, values) if date_errors else None
         sent = query if extra is None else concat_batches([query, extra])
@@ -107,8 +115,8 @@ def run(
 
     out = []
     for date_errors in hypotheses:
-        found = [(int(asking.child_id[row]), answer(row, date_errors)) for row in present]
-        false = [answer(row, date_errors) for row in absent]
+        found = [(int(asking.child_id[r]), answer(asking, r, date_errors)) for r in present]
+        false = [answer(data, r, date_errors) for data, r in absent]
         for floor in floors:
             top1 = top5 = none = 0
             for want, best in found:
@@ -129,6 +137,7 @@ def run(
                     "top1": top1 / n,
                     "top5": top5 / n,
                     "none": none / n,
+                    "absent_lookups": len(false),
                     "absent_any": sum(any(p >= floor for p in b.values()) for b in false)
                     / max(1, len(false)),
                     "absent_possible": sum(any(p >= POSSIBLE for p in b.values()) for b in false)
