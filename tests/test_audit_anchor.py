@@ -251,6 +251,9 @@ def test_a_witness_reads_only_the_asked_owners_receipts(
         assert [h.seq for h in held] == [1, 2, 3] and {h.owner.name for h in held} == {OWNER}
         assert not caplog.records  # not one junk line was read to answer
     assert again.held("matcher") == []
+    # an owner nobody has anchored, before the witnessed file exists: nothing, not an error
+    empty = Witness(matcher, ca, ReceiptFile(tmp_path / "none-yet.jsonl"))
+    assert empty.held(OWNER) == [] and not (tmp_path / "none-yet.jsonl").exists()
 
 
 def _lookup(stub: Any) -> None:

@@ -337,7 +337,10 @@ class ReceiptFile:
     def read_at(self, offsets: Iterable[int]) -> list[Receipt]:
         """The receipts whose lines start at ``offsets`` (as :meth:`scan` or :meth:`append`
         gave them); a line that no longer parses there is skipped with a warning."""
-        receipts = []
+        receipts: list[Receipt] = []
+        offsets = list(offsets)
+        if not offsets:
+            return receipts  # the file need not exist yet
         with open(self.path, "rb") as handle:
             for offset in offsets:
                 handle.seek(offset)
