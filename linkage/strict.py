@@ -76,6 +76,8 @@ _EXPECTED = {
     "set_type": "an array",
     "frozen_set_type": "an array",
 }
+#: a key the table does not have, or a key that is not a string (only from a decoded mapping)
+_UNKNOWN_KEY_TYPES = {"extra_forbidden", "invalid_key"}
 _TABLE_TYPES = {"dict_type", "model_type", "model_attributes_type", "dataclass_type"}
 
 
@@ -197,7 +199,7 @@ class _Located:
         self.details = details
         self.top = top
         self.brackets = brackets
-        self.segments: list[str] = [_segment(step, i == 0) for i, step in enumerate(where)]
+        self.segments = [_segment(step, i == 0, brackets) for i, step in enumerate(where)]
         self.order: list[int] = []
         self.kind = details["type"]
         loc = list(details["loc"])
@@ -213,6 +215,12 @@ class _Located:
             last = index == len(loc) - 1
             first = not self.segments
             table = _model_of(annotation)
+            if table is not None and last and self.kind in _UNKNOWN_KEY_TYPES:
+                self.unknown_position = _position(value, step)
+                self.allowed = _keys(table)
+                self.unknown_word = step
+                self.order.append(-1)
+                break
             if isinstance(step, int):
                 self.segments.append(f"[{step}]")
                 self.order.append(step)
@@ -220,12 +228,6 @@ class _Located:
                 value = value[step] if isinstance(value, list) and step < len(value) else None
                 continue
             position = _position(value, step)
-            if table is not None and last and self.kind == "extra_forbidden":
-                self.unknown_position = position
-                self.allowed = _keys(table)
-                self.unknown_word = step
-                self.order.append(-1)
-                break
             if table is not None and step in _keys(table):
                 self.segments.append(_segment(step, first, brackets))
                 self.order.append(_keys(table).index(step))
@@ -251,7 +253,7 @@ class _Located:
 
     def message(self) -> str:
         kind, path = self.kind, self.path
-        if kind == "extra_forbidden":
+        if kind in _UNKNOWN_KEY_TYPES:
             container = "the document" if not self.segments else "the table"
             return (
                 f"{path}: unknown key (key {self.unknown_position} of {container}), expected "
@@ -279,7 +281,7 @@ def _segment(step: str | int, first: bool, brackets: Collection[str] = ()) -> st
     return f"[{step}]" if first and step in brackets else step
 
 
-def _position(value: Any, key: str) -> int:
+def _position(value: Any, key: object) -> int:
     """1-based position of ``key`` in the table ``value`` (0 when it is not there)."""
     if isinstance(value, dict):
         for position, name in enumerate(value, start=1):
