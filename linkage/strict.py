@@ -198,14 +198,11 @@ class _Located:
     ) -> None:
         self.details = details
         self.top = top
-        self.brackets = brackets
         self.segments = [_segment(step, i == 0, brackets) for i, step in enumerate(where)]
         self.order: list[int] = []
         self.kind = details["type"]
-        loc = list(details["loc"])
-        self.is_key = bool(loc) and loc[-1] == "[key]"
-        if self.is_key:
-            loc.pop()
+        # a key that failed its own check: its position, then the key's place in the table
+        loc = [step for step in details["loc"] if step != "[key]"]
         self.unknown_position = 0
         self.allowed: tuple[str, ...] = ()
         self.unknown_word: object = None
@@ -264,7 +261,8 @@ class _Located:
             at = (self.details.get("ctx") or {}).get("at")
             return f"{path}.{at}: {self.details['msg']}" if at else f"{path}: {self.details['msg']}"
         if kind == "missing":
-            what = "table" if _model_of(self.annotation) is not None else "key"
+            table = _model_of(self.annotation) or get_origin(_unwrap(self.annotation)) is dict
+            what = "table" if table else "key"
             return f"{path}: required {what} is missing"
         if kind in _TABLE_TYPES:
             return f"{path}: expected a table"

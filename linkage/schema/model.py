@@ -1,7 +1,9 @@
 """The schema as a whole: its fields, views, comparisons, blocking rules and fingerprint.
 
 Contract: :func:`schema_from_dict` validates a decoded mapping (every problem reported at
-once) into a frozen :class:`Schema`; :meth:`Schema.with_salt` and
+once) into a frozen :class:`Schema`: each table through its strict model
+(:mod:`linkage.schema.strict`, :mod:`linkage.strict`), then the rules across tables (names,
+references, views, combined fields, hardening widths); :meth:`Schema.with_salt` and
 :meth:`Schema.with_hardening` derive variants validated the same way. :meth:`Schema.to_dict`
 writes every option with its resolved value and round-trips; :meth:`Schema.fingerprint` is
 the SHA-256 of the canonical form (:meth:`Schema.canonical_bytes`), which covers everything
