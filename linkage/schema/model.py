@@ -19,6 +19,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import tomli_w
+
 from linkage.errors import SchemaError
 from linkage.normalise import DATE_RANGE, NORMALISATION_VERSION, YearRange
 from linkage.schema.fields import (
@@ -42,7 +44,6 @@ from linkage.schema.strict import (
     _check_hardening_width,
     _KnownFields,
     _parse_ref,
-    _toml_value,
     read_table,
 )
 from linkage.strict import Problems, validate
@@ -280,19 +281,8 @@ class Schema:
         return [f.salt for f in self.fields if f.view_of == spec.view_of]
 
     def to_toml(self) -> str:
-        """Render as TOML text that parses back to an equal schema."""
-        data = self.to_dict()
-        out: list[str] = []
-        for table in ("schema", "hardening"):
-            out.append(f"[{table}]")
-            out.extend(f"{k} = {_toml_value(v)}" for k, v in data[table].items())
-            out.append("")
-        for arr in ("field", "blocking"):
-            for item in data[arr]:
-                out.append(f"[[{arr}]]")
-                out.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
-                out.append("")
-        return "\n".join(out)
+        """Render as TOML text (written by ``tomli_w``) that parses back to an equal schema."""
+        return tomli_w.dumps(self.to_dict())
 
     def canonical_bytes(self) -> bytes:
         """The canonical form hashed by :meth:`fingerprint`.

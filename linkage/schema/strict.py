@@ -8,8 +8,6 @@ problem takes its default and the rest of the table is still checked by the rule
 tables, which :mod:`linkage.schema.model` applies. :func:`_parse_ref` resolves a
 ``"<field>.<transform>"`` reference, naming only validated field names and our own words;
 :func:`_check_hardening_width` checks hardening against a filter's width.
-:func:`_toml_value` renders the values a schema holds as TOML, for
-:meth:`linkage.schema.Schema.to_toml`.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, Field, PlainValidator
 
-from linkage.errors import ArgumentTypeError
 from linkage.normalise import DATE_RANGE, YearRange
 from linkage.schema.fields import BLOCKING_TRANSFORMS, PHONETIC_CODES, Hardening, view_suffix
 from linkage.strict import Problems, StrictModel, did_you_mean, rule, validate
@@ -268,38 +265,3 @@ def _check_hardening_width(
             f"{where}.xor_fold: needs an even number of 64-bit words to fold; {bits_key} gives "
             f"{bits // 64} at that step (turn on balance or use a multiple of 128 bits)"
         )
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_basic_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):  # an inline table; keys are our own option names
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise ArgumentTypeError(f"cannot render {type(value).__name__} as TOML")
-
-
-def _toml_basic_string(text: str) -> str:
-    """``text`` as a TOML basic string that parses back to exactly ``text``.
-
-    Written between double quotes; ``"`` and ``\\`` are escaped with a backslash, the
-    control characters U+0000 to U+001F and U+007F (which TOML forbids raw) as ``\\uXXXX``
-    (four upper-case hex digits), and every other character, including characters outside the
-    Basic Multilingual Plane, is written as itself (the file is UTF-8). ``json.dumps`` is not
-    used: its ASCII escapes write a non-BMP character as a surrogate pair, which TOML rejects.
-    """
-    out: list[str] = []
-    for char in text:
-        code = ord(char)
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
