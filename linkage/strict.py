@@ -34,8 +34,15 @@ import typing
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 __all__ = [
     "Problems",
@@ -83,9 +90,54 @@ _TABLE_TYPES = {"dict_type", "model_type", "model_attributes_type", "dataclass_t
 
 class StrictModel(BaseModel):
     """The shape of one TOML table: unknown keys are problems, types are never coerced (an
-    integer is accepted for a number, nothing else), and error input is never kept."""
+    integer is accepted for a number, nothing else), and error input is never kept.
+
+    A rule across the table's keys is stated by :meth:`rules`, which is checked whether or
+    not the keys themselves are valid, so its problems are reported with theirs.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
+
+    @classmethod
+    def rules(cls, data: Mapping[str, Any], context: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(key, message)`` for each rule across keys that ``data`` (the table as written)
+        breaks; ``key`` is where the problem is reported (``""``: the table). A rule reads a
+        key only when its value has the right type (the key's own problem is reported
+        otherwise) and its message holds no value (:func:`rule`)."""
+        return []
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_rules(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+    ) -> Any:
+        broken = cls.rules(data, info.context or {}) if isinstance(data, dict) else []
+        try:
+            parsed = handler(data)
+        except ValidationError as error:
+            if not broken:
+                raise
+            errors = error.errors(include_url=False)
+        else:
+            if not broken:
+                return parsed
+            errors = []
+        details: list[InitErrorDetails] = [
+            InitErrorDetails(
+                type=PydanticCustomError(RULE, e["msg"], e.get("ctx"))
+                if e["type"] == RULE
+                else e["type"],
+                loc=e["loc"],
+                input=None,
+                ctx=e.get("ctx", {}),
+            )
+            for e in errors
+        ]
+        details += [
+            InitErrorDetails(type=rule(message), loc=(key,) if key else (), input=None)
+            for key, message in broken
+        ]
+        raise ValidationError.from_exception_data(cls.__name__, details, hide_input=True)
 
 
 class Problems:

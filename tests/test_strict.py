@@ -193,3 +193,28 @@ def test_render_errors_never_uses_pydantic_input_or_messages() -> None:
     problems = Problems()
     assert validate(_Outer, data, problems) is None
     assert len(problems.items) == 3
+
+
+def test_rules_across_keys_are_reported_with_the_keys_own_problems(tmp_path: Path) -> None:
+    text = (
+        NODE.replace('kind = "sqlite"', 'kind = "xlsx"')
+        .replace('local_id = "id"\n', "")
+        .replace('table = "people"', 'table = ""')
+        .replace('node = "127.0.0.1:7000"', 'node = "127.0.0.1:0"\nsession_minutes = 0')
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_node_config(text, base_dir=tmp_path)
+    assert info.value.problems == (
+        "source[0].kind: expected one of csv, sqlite",
+        "source[0].columns: a 'local_id' column mapping is required",
+        "console.node: expected this node's address with a fixed port",
+        "console.session_minutes: expected an integer from 1 to 480",
+    )
+    limits = MATCHER.replace("burst = 5", "burst = 0\nmax_matches_per_hour = 200")
+    with pytest.raises(ConfigError) as info:
+        parse_matcher_config(limits, base_dir=tmp_path)
+    assert info.value.problems == (
+        "match_limits.burst: expected an integer >= 1",
+        "match_limits.max_matches_per_hour: expected an integer >= "
+        "match_limits.enumeration_alert_per_hour (the alert must come before the cap)",
+    )

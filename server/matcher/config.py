@@ -56,14 +56,15 @@ Problem messages name the key and the expectation, never a value.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field
 
 from linkage.schema import Schema
-from linkage.strict import Problems, StrictModel, rule
+from linkage.strict import Problems, StrictModel
 from server.common.config import (
     Address,
     ConfigError,
@@ -159,15 +160,21 @@ class MatchLimitSection(StrictModel):
     max_matches_per_hour: PositiveInt = 1000
     person_share: Annotated[float, AfterValidator(positive_number(most=1))] = 0.25
 
-    @model_validator(mode="after")
-    def _alert_before_cap(self) -> MatchLimitSection:
-        if self.max_matches_per_hour < self.enumeration_alert_per_hour:
-            raise rule(
-                "expected an integer >= match_limits.enumeration_alert_per_hour (the alert "
-                "must come before the cap)",
-                at="max_matches_per_hour",
-            )
-        return self
+    @classmethod
+    def rules(cls, data: Mapping[str, Any], context: Mapping[str, Any]) -> list[tuple[str, str]]:
+        defaults = MatchLimitConfig()
+        alert = data.get("enumeration_alert_per_hour", defaults.enumeration_alert_per_hour)
+        cap = data.get("max_matches_per_hour", defaults.max_matches_per_hour)
+        counts = [value for value in (alert, cap) if type(value) is int and value >= 1]
+        if len(counts) == 2 and cap < alert:
+            return [
+                (
+                    "max_matches_per_hour",
+                    "expected an integer >= match_limits.enumeration_alert_per_hour (the "
+                    "alert must come before the cap)",
+                )
+            ]
+        return []
 
 
 class MatcherFile(StrictModel):

@@ -78,7 +78,6 @@ from pydantic import (
     PlainValidator,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from linkage.errors import KeyMaterialError
@@ -301,17 +300,19 @@ class SourceSection(StrictModel):
             raise rule('expected a table of code = "value" strings per mapped field')
         return values
 
-    @model_validator(mode="after")
-    def _rules(self) -> SourceSection:
-        if LOCAL_ID not in self.columns:
-            raise rule(f"a {LOCAL_ID!r} column mapping is required", at="columns")
-        if self.kind == "sqlite" and not self.table:
-            raise rule("required (a table name) when kind is 'sqlite'", at="table")
-        if self.kind == "sqlite" and not NAME_RE.fullmatch(self.table):
-            raise rule("expected a plain table name (letters, digits, _)", at="table")
-        if self.kind == "csv" and self.table:
-            raise rule("only allowed when kind is 'sqlite'", at="table")
-        return self
+    @classmethod
+    def rules(cls, data: Mapping[str, Any], context: Mapping[str, Any]) -> list[tuple[str, str]]:
+        broken = []
+        columns, kind, table = data.get("columns"), data.get("kind"), data.get("table", "")
+        if isinstance(columns, dict) and LOCAL_ID not in columns:
+            broken.append(("columns", f"a {LOCAL_ID!r} column mapping is required"))
+        if isinstance(table, str) and kind == "sqlite" and not table:
+            broken.append(("table", "required (a table name) when kind is 'sqlite'"))
+        elif isinstance(table, str) and kind == "sqlite" and not NAME_RE.fullmatch(table):
+            broken.append(("table", "expected a plain table name (letters, digits, _)"))
+        elif isinstance(table, str) and kind == "csv" and table:
+            broken.append(("table", "only allowed when kind is 'sqlite'"))
+        return broken
 
 
 class NodeSection(StrictModel):
@@ -353,11 +354,13 @@ class ConsoleSection(StrictModel):
     activity: str = "console-activity.sqlite"
     session_minutes: Annotated[int, AfterValidator(int_from(1, 480))] = 15
 
-    @model_validator(mode="after")
-    def _fixed_port(self, info: ValidationInfo) -> ConsoleSection:
-        if self.node_address(_context(info).get("node_listen")).endswith(":0"):
-            raise rule("expected this node's address with a fixed port", at="node")
-        return self
+    @classmethod
+    def rules(cls, data: Mapping[str, Any], context: Mapping[str, Any]) -> list[tuple[str, str]]:
+        # the console reaches the node at ``node``, else at the node's own listen address
+        node = data["node"] if "node" in data else context.get("node_listen") or "127.0.0.1:0"
+        if isinstance(node, str) and node.endswith(":0"):
+            return [("node", "expected this node's address with a fixed port")]
+        return []
 
     def node_address(self, node_listen: object) -> str:
         """Where the console reaches the node: ``node``, else the node's own ``listen``."""
