@@ -4,8 +4,10 @@ Role: the linkage schema (:mod:`linkage.schema`) and the node and matcher config
 (:mod:`server.common.config`) describe the shape of their tables as pydantic models derived
 from :class:`StrictModel` (unknown keys forbidden, no type coercion, frozen) and validate
 them with :func:`validate`, which renders pydantic's errors with :func:`render_errors` into
-the project's problem messages and collects them in a :class:`Problems`. Rules pydantic cannot
-state as a type are validators raising :func:`rule`, rendered as written.
+the project's problem messages and collects them in a :class:`Problems`. A rule of one key
+that pydantic cannot state as a type is a validator raising :func:`rule` (rendered as
+written); a rule across a table's keys is :meth:`StrictModel.rules`, checked on the table as
+written so that its problems come with the keys' own.
 
 Invariants and contract:
 
