@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import tomli_w
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
@@ -211,28 +212,26 @@ CANARY_ROW = {
 }
 #: Children per agency in the federation's synthetic population (seeded).
 POPULATION = 150
-LIMITS = """
-[rate_limits]
-lookups_per_minute = 10000000
-burst = 10000000
-enumeration_alert_per_hour = 1000
-disclosures_per_minute = 10000000
-disclosure_burst = 10000000
-disclosure_alert_per_hour = 1000
-"""
-MATCH_LIMITS = """
-[match_limits]
-matches_per_minute = 10000000
-burst = 10000000
-enumeration_alert_per_hour = 1000
-max_matches_per_hour = 10000000
-person_share = 1.0
-"""
+LIMITS = {
+    "lookups_per_minute": 10_000_000,
+    "burst": 10_000_000,
+    "enumeration_alert_per_hour": 1000,
+    "disclosures_per_minute": 10_000_000,
+    "disclosure_burst": 10_000_000,
+    "disclosure_alert_per_hour": 1000,
+}
+MATCH_LIMITS = {
+    "matches_per_minute": 10_000_000,
+    "burst": 10_000_000,
+    "enumeration_alert_per_hour": 1000,
+    "max_matches_per_hour": 10_000_000,
+    "person_share": 1.0,
+}
 
 
-def _tls(pki: Path, name: str) -> str:
+def _tls(pki: Path, name: str) -> dict[str, str]:
     tls = tls_files_for(pki, name)
-    return f'[tls]\nca_cert = "{tls.ca_cert}"\ncert = "{tls.cert}"\nkey = "{tls.key}"\n'
+    return {"ca_cert": str(tls.ca_cert), "cert": str(tls.cert), "key": str(tls.key)}
 
 
 #: identity -> the services' methods it may call (the rest refuse it)
@@ -280,13 +279,18 @@ class Federation:
         self._stack = ExitStack()
         matcher_dir = root / "matcher"
         matcher_dir.mkdir()
-        matcher_config = parse_matcher_config(
-            f'[matcher]\nschema = "{SCHEMA_NAME}"\nkey_version = 1\nstore = "matcher.sqlite"\n'
-            'audit_log = "audit.jsonl"\nlisten = "127.0.0.1:0"\n'
-            + _tls(self.pki, "matcher")
-            + MATCH_LIMITS,
-            base_dir=matcher_dir,
-        )
+        matcher_document = {
+            "matcher": {
+                "schema": SCHEMA_NAME,
+                "key_version": 1,
+                "store": "matcher.sqlite",
+                "audit_log": "audit.jsonl",
+                "listen": "127.0.0.1:0",
+            },
+            "tls": _tls(self.pki, "matcher"),
+            "match_limits": MATCH_LIMITS,
+        }
+        matcher_config = parse_matcher_config(tomli_w.dumps(matcher_document), base_dir=matcher_dir)
         self.matcher: MatcherRuntime = build_matcher(matcher_config)
         self.matcher.server.start()
         self._stack.callback(self._stop_matcher)
@@ -328,27 +332,29 @@ class Federation:
     def _write_node_config(self, directory: Path, agency: str) -> NodeConfig:
         directory.mkdir()
         (directory / "secret.hex").write_text(TEST_SECRET_HEX, "ascii")
-        columns = "\n".join(f'{k} = "{v}"' for k, v in launcher.COLUMN_NAMES[agency].items())
-        text = f"""
-[node]
-agency = "{agency}"
-schema = "{SCHEMA_NAME}"
-secret_file = "secret.hex"
-store = "store.sqlite"
-audit_log = "audit.jsonl"
-listen = "127.0.0.1:0"
-matcher = "{self.matcher_address}"
-{_tls(self.pki, f"{agency}-node")}
-[[source]]
-kind = "csv"
-path = "{agency}.csv"
-day_first = true
-[source.columns]
-{columns}
-[disclosure]
-staff = ["given_name", "family_name", "date_of_birth", "postcode"]
-{LIMITS}"""
-        (directory / "node.toml").write_text(text, "utf-8")
+        document = {
+            "node": {
+                "agency": agency,
+                "schema": SCHEMA_NAME,
+                "secret_file": "secret.hex",
+                "store": "store.sqlite",
+                "audit_log": "audit.jsonl",
+                "listen": "127.0.0.1:0",
+                "matcher": self.matcher_address,
+            },
+            "tls": _tls(self.pki, f"{agency}-node"),
+            "source": [
+                {
+                    "kind": "csv",
+                    "path": f"{agency}.csv",
+                    "day_first": True,
+                    "columns": dict(launcher.COLUMN_NAMES[agency]),
+                }
+            ],
+            "disclosure": {"staff": ["given_name", "family_name", "date_of_birth", "postcode"]},
+            "rate_limits": LIMITS,
+        }
+        launcher.write_toml(directory / "node.toml", f"Fuzz node: {agency}", document)
         return load_node_config(directory / "node.toml")
 
     def _publish(self, config: NodeConfig) -> None:

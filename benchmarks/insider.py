@@ -31,12 +31,11 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,10 +64,10 @@ PUBLISH_CHUNK = 2000
 UNLIMITED_SECONDS = 10.0
 #: The [match_limits] values that lift the limits for the baseline run.
 LIFTED_LIMITS = {
-    "matches_per_minute": "100000000",
-    "burst": "1000000",
-    "enumeration_alert_per_hour": "100000000",
-    "max_matches_per_hour": "100000000",
+    "matches_per_minute": 100_000_000,
+    "burst": 1_000_000,
+    "enumeration_alert_per_hour": 100_000_000,
+    "max_matches_per_hour": 100_000_000,
 }
 #: Bands a prober would read as "this child is known to the agencies".
 CONFIRMING_BANDS = frozenset({"PROBABILITY_BAND_HIGH", "PROBABILITY_BAND_VERY_HIGH"})
@@ -87,14 +86,21 @@ def _match_limits(config_path: Path) -> dict[str, float]:
     return {key: float(value) for key, value in table.items()}
 
 
-def _set_limits(config_path: Path, values: dict[str, str]) -> None:
-    """Rewrite ``[match_limits]`` values of a matcher config (each key's one line)."""
-    text = config_path.read_text("utf-8")
-    for key, value in values.items():
-        text, count = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {value}", text)
-        if count != 1:
-            raise RuntimeError(f"matcher config: expected one {key} line in [match_limits]")
-    config_path.write_text(text, "utf-8")
+def _set_limits(config_path: Path, values: Mapping[str, str | float]) -> None:
+    """Replace ``[match_limits]`` values of a matcher config (text is read as a TOML number)."""
+    document = tomllib.loads(config_path.read_text("utf-8"))
+    numbers = {key: _number(value) for key, value in values.items()}
+    launcher.write_toml(
+        config_path, "Insider matcher", launcher.merged(document, {"match_limits": numbers})
+    )
+
+
+def _number(value: str | float) -> float:
+    """``value`` as a number; text as TOML reads it (``"5"`` an integer, ``"0.5"`` a float)."""
+    if not isinstance(value, str):
+        return value
+    number: float = tomllib.loads(f"value = {value}")["value"]
+    return number
 
 
 def _probe_requests(
@@ -208,7 +214,7 @@ def _alert_times(audit_log: Path) -> list[float]:
 
 
 def _start_matcher(
-    root: Path, *, lifted: bool, limits: dict[str, str] | None
+    root: Path, *, lifted: bool, limits: Mapping[str, str | float] | None
 ) -> tuple[launcher.Service, Path]:
     """A matcher process with the demo config, its ``[match_limits]`` lifted or replaced
     by ``limits`` (None: the shipped defaults)."""
@@ -237,7 +243,7 @@ def run_insider(
     probe_seconds: float = 150.0,
     population: int = 1_000_000,
     unlimited_seconds: float = UNLIMITED_SECONDS,
-    limits: dict[str, str] | None = None,
+    limits: Mapping[str, str | float] | None = None,
     workdir: Path | None = None,
     emit: Emit | None = None,
 ) -> dict[str, Any]:

@@ -196,12 +196,12 @@ class Bench:
 
     def write_config(self) -> Path:
         assert self.matcher is not None
-        path = launcher.write_node_config(self.root, AGENCY, self.matcher.address())
-        text = path.read_text("utf-8").replace(
-            "publish_batch_size = 1000", f"publish_batch_size = {PUBLISH_BATCH}"
+        return launcher.write_node_config(
+            self.root,
+            AGENCY,
+            self.matcher.address(),
+            overrides={"node": {"publish_batch_size": PUBLISH_BATCH}},
         )
-        path.write_text(text, "utf-8")
-        return path
 
     def snapshot(self, store: Path, name: str) -> Path:
         target = self.root / "templates" / name

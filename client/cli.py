@@ -313,7 +313,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 keys,
                 stub,
                 batch_size=config.publish_batch_size,
-                columnar=config.publish_form == "columns",
                 progress=tick,
             )
         out.print(

@@ -156,7 +156,6 @@ def run_demo(root: Path, *, children: int, seed: int, console: Console, serve: b
                         read_linkage_keys(config),
                         jigsaw_pb2_grpc.MatcherStub(channel),  # type: ignore[no-untyped-call]
                         batch_size=config.publish_batch_size,
-                        columnar=config.publish_form == "columns",
                     )
                 finally:
                     channel.close()

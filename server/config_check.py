@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from linkage.errors import JigsawError
+from linkage.strict import toml_error_text
 from server.common.auth import identity_from_certificate
 from server.common.config import ConfigError
 from server.common.tls import TlsFiles
@@ -76,7 +77,7 @@ def check_config(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         return [f"{path}: cannot read ({getattr(exc, 'strerror', None) or 'not UTF-8'})"]
     except tomllib.TOMLDecodeError as exc:
-        return [f"{path}: not valid TOML ({exc})"]
+        return [f"{path}: not valid TOML ({toml_error_text(exc)})"]
     if kind == "matcher":
         from server.matcher.config import load_matcher_config
 

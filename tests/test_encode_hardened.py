@@ -470,9 +470,11 @@ def test_field_hardening_is_parsed_strictly_with_every_problem_at_once() -> None
     text = "\n".join(problems)
     assert CANARY not in text
     assert any(p.startswith(f"field[{given}].hardening: unknown key") for p in problems)
-    assert any(p.startswith(f"field[{given}].hardening.balance: expected bool") for p in problems)
     assert any(
-        p.startswith(f"field[{given}].hardening.diffusion_t: expected int") for p in problems
+        p.startswith(f"field[{given}].hardening.balance: expected a boolean") for p in problems
+    )
+    assert any(
+        p.startswith(f"field[{given}].hardening.diffusion_t: expected an integer") for p in problems
     )
     assert any(p.startswith(f"field[{sex}].hardening.xor_fold: needs an even") for p in problems)
     assert any(

@@ -197,7 +197,7 @@ cert = "m.pem"
     problems = "\n".join(caught.value.problems)
     for expected in (
         "matcher.key_version: expected an integer",
-        "matcher: unknown key (key 3 of the table), allowed: ",
+        "matcher: unknown key (key 3 of the table), expected one of: ",
         "matcher.store: required key is missing",
         "matcher.audit_log: required key is missing",
         "matcher.benchmark_mode: expected a boolean",

@@ -184,10 +184,18 @@ def test_missing_key_is_an_error(tmp_path: Path, line: str, expected: str) -> No
         ('matcher = "127.0.0.1:50051"', 'matcher = "nowhere"', "node.matcher: expected host:port"),
         ('kind = "csv"', 'kind = "xlsx"', "source[0].kind: expected one of csv, sqlite"),
         ('schema = "child"', 'schema = "nope.toml"', "node.schema: expected a shipped schema"),
-        ('given_name = "forename"', 'given = "forename"', "source[0].columns.given: not a schema"),
-        ('staff = ["given_name"', 'staff = ["shoe_size"', "disclosure.staff: 'shoe_size'"),
+        (
+            'given_name = "forename"',
+            'given = "forename"',
+            "source[0].columns (key 2 of the table): not a",
+        ),
+        ('staff = ["given_name"', 'staff = ["shoe_size"', "disclosure.staff[0]: not a schema"),
         ("[disclosure]\nstaff = [", "[disclosure]\nstaff = 3 #[", "disclosure.staff: expected an"),
-        ("[disclosure]\nstaff = [", "[disclosure]\nsaff = [", "disclosure: unknown role 'saff'"),
+        (
+            "[disclosure]\nstaff = [",
+            "[disclosure]\nsaff = [",
+            "disclosure (key 1 of the table): unkn",
+        ),
     ],
 )
 def test_bad_values_are_errors(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -299,21 +307,13 @@ def test_invalid_toml_is_reported_without_quoting_the_file(tmp_path: Path) -> No
     assert "AMELIA" not in " ".join(problems)
 
 
-def test_publish_form_defaults_to_columns_and_accepts_records(tmp_path: Path) -> None:
-    assert load_node_config(write_config(tmp_path)).publish_form == "columns"
+def test_the_removed_publish_form_key_is_an_unknown_key(tmp_path: Path) -> None:
     text = VALID.replace(
         "publish_batch_size = 500", 'publish_batch_size = 500\npublish_form = "records"'
     )
-    assert load_node_config(write_config(tmp_path, text)).publish_form == "records"
-
-
-def test_an_unknown_publish_form_is_a_problem_that_does_not_echo_it(tmp_path: Path) -> None:
-    canary = "Zebulonqx-canary"
-    text = VALID.replace(
-        "publish_batch_size = 500", f'publish_batch_size = 500\npublish_form = "{canary}"'
-    )
-    problems = problems_of(tmp_path, text)
-    assert problems == ('node.publish_form: expected "columns" or "records"',)
+    (problem,) = problems_of(tmp_path, text)
+    assert problem.startswith("node: unknown key (key 10 of the table), expected one of: ")
+    assert "publish_form" not in problem and "records" not in problem
 
 
 def test_peers_and_disclosure_limits(tmp_path: Path) -> None:
@@ -341,8 +341,9 @@ def test_bad_peers_and_disclosure_limits_are_reported_together(tmp_path: Path) -
     assert any("disclosure_window_minutes" in p for p in problems)
     assert any("disclosure_burst" in p for p in problems)
     assert any("own agency" in p for p in problems)
-    assert any("peers: expected agency ids" in p for p in problems)
-    assert any("peers.school: expected host:port" in p for p in problems)
+    assert any("peers (key 2 of the table): expected an agency id" in p for p in problems)
+    assert "peers (key 3 of the table): expected host:port" in problems
+    assert not any("school" in p or "Health" in p for p in problems)
 
 
 def test_purpose_codes_default_and_per_federation(tmp_path: Path) -> None:

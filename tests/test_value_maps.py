@@ -57,5 +57,7 @@ def test_codes_and_missing_values_are_applied_before_normalisation(tmp_path: Pat
 
 def test_a_map_of_an_unmapped_field_is_refused(tmp_path: Path) -> None:
     path = config_with(tmp_path, VALUES + '\n[source.values.shoe_size]\n"1" = "big"\n')
-    with pytest.raises(ConfigError, match="shoe_size: not a field this source maps"):
+    with pytest.raises(
+        ConfigError, match=r"values \(key 3 of the table\): not a field this source maps"
+    ):
         load_node_config(path)

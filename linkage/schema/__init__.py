@@ -11,7 +11,8 @@ the matcher uses it to compare and score. A schema is a versioned TOML file::
     [[blocking]]    one table per keyed blocking rule: name, parts
 
 Modules: :mod:`.fields` (the vocabulary and per-field settings), :mod:`.model` (the
-schema and its validation), :mod:`.strict` (problems and TOML), :mod:`.files` (files).
+schema and its validation), :mod:`.strict` (the tables as strict models, through
+:mod:`linkage.strict`, and the rules across tables), :mod:`.files` (files).
 
 Invariants and contract:
 
@@ -51,7 +52,6 @@ from linkage.schema.files import (
     shipped_schema_text,
 )
 from linkage.schema.model import Schema, schema_from_dict
-from linkage.schema.strict import toml_error_text
 
 __all__ = [
     "BLOCKING_TRANSFORMS",
@@ -72,6 +72,5 @@ __all__ = [
     "schema_from_dict",
     "shipped_schema_names",
     "shipped_schema_text",
-    "toml_error_text",
     "view_suffix",
 ]

@@ -12,7 +12,7 @@ from importlib import resources
 
 from linkage.errors import SchemaError
 from linkage.schema.model import Schema, schema_from_dict
-from linkage.schema.strict import toml_error_text
+from linkage.strict import toml_error_text
 
 
 def parse_schema(text: str) -> Schema:

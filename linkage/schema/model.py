@@ -1,7 +1,9 @@
 """The schema as a whole: its fields, views, comparisons, blocking rules and fingerprint.
 
 Contract: :func:`schema_from_dict` validates a decoded mapping (every problem reported at
-once) into a frozen :class:`Schema`; :meth:`Schema.with_salt` and
+once) into a frozen :class:`Schema`: each table through its strict model
+(:mod:`linkage.schema.strict`, :mod:`linkage.strict`), then the rules across tables (names,
+references, views, combined fields, hardening widths); :meth:`Schema.with_salt` and
 :meth:`Schema.with_hardening` derive variants validated the same way. :meth:`Schema.to_dict`
 writes every option with its resolved value and round-trips; :meth:`Schema.fingerprint` is
 the SHA-256 of the canonical form (:meth:`Schema.canonical_bytes`), which covers everything
@@ -12,11 +14,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import tomli_w
 
 from linkage.errors import SchemaError
 from linkage.normalise import DATE_RANGE, NORMALISATION_VERSION, YearRange
@@ -24,7 +27,6 @@ from linkage.schema.fields import (
     DEFAULT_TOKENISER,
     ENCODING_VERSION,
     FIELD_KINDS,
-    PHONETIC_CODES,
     TOKENISERS,
     VIEW_SEPARATOR,
     BlockingRule,
@@ -33,18 +35,18 @@ from linkage.schema.fields import (
     view_suffix,
 )
 from linkage.schema.strict import (
-    _BLOCKING_KEYS,
-    _FIELD_KEYS,
-    _SCHEMA_KEYS,
-    _TOP_KEYS,
+    BRACKETS,
+    BlockingTable,
+    FieldTable,
+    HardeningTable,
+    SchemaDocument,
+    SchemaHead,
     _check_hardening_width,
     _KnownFields,
-    _parse_date_range,
-    _parse_hardening,
     _parse_ref,
-    _Problems,
-    _toml_value,
+    read_table,
 )
+from linkage.strict import Problems, validate
 
 
 @dataclass(frozen=True)
@@ -279,19 +281,8 @@ class Schema:
         return [f.salt for f in self.fields if f.view_of == spec.view_of]
 
     def to_toml(self) -> str:
-        """Render as TOML text that parses back to an equal schema."""
-        data = self.to_dict()
-        out: list[str] = []
-        for table in ("schema", "hardening"):
-            out.append(f"[{table}]")
-            out.extend(f"{k} = {_toml_value(v)}" for k, v in data[table].items())
-            out.append("")
-        for arr in ("field", "blocking"):
-            for item in data[arr]:
-                out.append(f"[[{arr}]]")
-                out.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
-                out.append("")
-        return "\n".join(out)
+        """Render as TOML text (written by ``tomli_w``) that parses back to an equal schema."""
+        return tomli_w.dumps(self.to_dict())
 
     def canonical_bytes(self) -> bytes:
         """The canonical form hashed by :meth:`fingerprint`.
@@ -332,28 +323,22 @@ class Schema:
 
 def schema_from_dict(data: Mapping[str, Any]) -> Schema:
     """Validate a decoded TOML mapping; every problem is collected before raising."""
-    p = _Problems()
-    p.unknown_keys("top level", data, _TOP_KEYS)
-    head = data.get("schema")
-    if not isinstance(head, dict):
+    p = Problems()
+    validate(SchemaDocument, data, p, brackets=BRACKETS)
+    if not isinstance(data.get("schema"), dict):
         p.add("[schema]: table is required")
-        head = {}
-    p.unknown_keys("[schema]", head, _SCHEMA_KEYS)
-    name = p.typed("[schema]", head, "name", str, "")
-    if not name:
+    raw_head = data.get("schema")
+    head, head_bad = read_table(
+        SchemaHead, raw_head if isinstance(raw_head, dict) else {}, p, ("schema",)
+    )
+    if not head.name:
         p.add("[schema].name: required, a non-empty string")
-    version = p.typed("[schema]", head, "version", int, 0)
-    if version < 1:
+    if head.version < 1:
         p.add("[schema].version: required, an integer >= 1")
-    day_first = p.typed("[schema]", head, "day_first", bool, True)
-    date_range = _parse_date_range(p, head.get("date_range", list(DATE_RANGE)))
-    record_bits = p.typed("[schema]", head, "record_filter_bits", int, 1024)
-    if record_bits < 64 or record_bits % 64:
-        p.add("[schema].record_filter_bits: expected a positive multiple of 64")
-    description = p.typed("[schema]", head, "description", str, "")
-
-    hardening = _parse_hardening(p, "[hardening]", data.get("hardening", {}))
-    if record_bits >= 64 and record_bits % 64 == 0:
+    record_bits = head.record_filter_bits
+    hardening_table, _ = read_table(HardeningTable, data.get("hardening", {}), p, ("hardening",))
+    hardening = hardening_table.options()
+    if "record_filter_bits" not in head_bad:
         _check_hardening_width(p, "[hardening]", hardening, record_bits, "record_filter_bits")
 
     raw_fields = data.get("field", [])
@@ -362,17 +347,17 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
         raw_fields = []
     fields: list[FieldSpec] = []
     known = _KnownFields()
-    pending_salts: list[tuple[int, Any]] = []
+    pending_salts: list[tuple[int, str]] = []
     viewed: dict[int, list[str]] = {}  # position in ``fields`` -> its views' salts
     pending_combines: list[tuple[int, list[str]]] = []
     for i, raw in enumerate(raw_fields):
         # Problems are placed by table position only: a name may be anything (a pasted record).
         where = f"field[{i}]"
         if not isinstance(raw, dict):
-            p.add(f"{where}: expected a table")
+            validate(FieldTable, raw, p, where=("field", i))
             continue
-        p.unknown_keys(where, raw, _FIELD_KEYS)
-        fname = p.typed(where, raw, "name", str, "")
+        entry, bad = read_table(FieldTable, raw, p, ("field", i))
+        fname = entry.name
         name_is_valid = False
         if not fname or not fname.replace("_", "").isalnum() or not fname.isascii():
             p.add(f"{where}.name: required, ASCII letters, digits and underscores")
@@ -382,95 +367,52 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
             p.add(f"{where}.name: duplicate field name (same as field[{known.valid[fname][0]}])")
         else:
             name_is_valid = True
-        kind = p.typed(where, raw, "kind", str, "")
+        kind = entry.kind
         if kind not in FIELD_KINDS:
             p.add(f"{where}.kind: expected one of {', '.join(FIELD_KINDS)}")
             kind = "text"
         if name_is_valid:
             known.valid[fname] = (i, kind)
-        tokeniser = p.typed(where, raw, "tokeniser", str, DEFAULT_TOKENISER[kind])
+        tokeniser = entry.tokeniser or DEFAULT_TOKENISER[kind]
         if tokeniser not in TOKENISERS:
             p.add(f"{where}.tokeniser: expected one of {', '.join(TOKENISERS)}")
         elif tokeniser == "date" and kind != "date":
             p.add(f"{where}.tokeniser: 'date' needs kind 'date'")
         elif tokeniser == "postcode" and kind != "postcode":
             p.add(f"{where}.tokeniser: 'postcode' needs kind 'postcode'")
-        q = p.typed(where, raw, "q", int, 2)
-        if not 1 <= q <= 4:
-            p.add(f"{where}.q: expected 1 to 4")
-        padded = p.typed(where, raw, "padded", bool, True)
-        bits = p.typed(where, raw, "filter_bits", int, 256)
-        if bits < 64 or bits % 64 or bits > 8192:
-            p.add(f"{where}.filter_bits: expected a multiple of 64 from 64 to 8192")
-        k = p.typed(where, raw, "hashes_per_token", int, 4)
-        if not 1 <= k <= 64:
-            p.add(f"{where}.hashes_per_token: expected 1 to 64")
-        rk = p.typed(where, raw, "record_hashes_per_token", int, 2)
-        if not 0 <= rk <= 64:
-            p.add(f"{where}.record_hashes_per_token: expected 0 to 64")
-        phon_raw = p.typed(where, raw, "phonetic", list, [])
-        phonetic: list[str] = []
-        for code in phon_raw:
-            if code not in PHONETIC_CODES:
-                p.add(f"{where}.phonetic: expected codes from {', '.join(PHONETIC_CODES)}")
-            else:
-                phonetic.append(code)
-        if phonetic and kind not in ("name", "family_name", "text"):
+        if entry.phonetic and kind not in ("name", "family_name", "text"):
             p.add(f"{where}.phonetic: only name and text fields take phonetic codes")
-        levels_raw = p.typed(where, raw, "levels", list, [0.9, 0.7, 0.5])
-        levels: list[float] = []
-        for lv in levels_raw:
-            if isinstance(lv, bool) or not isinstance(lv, int | float) or not 0 < lv <= 1:
-                p.add(f"{where}.levels: expected numbers in (0, 1]")
-                break
-            levels.append(float(lv))
-        if not levels or any(a <= b for a, b in itertools.pairwise(levels)):
-            p.add(f"{where}.levels: expected a non-empty, strictly descending list")
-        salt_raw = raw.get("salt", "")
-        salts: list[str] = []
-        if isinstance(salt_raw, str):
-            salts = [salt_raw] if salt_raw else []
-        elif isinstance(salt_raw, list) and all(isinstance(x, str) for x in salt_raw):
-            salts = list(salt_raw)
-            if len(salts) < 2:
-                p.add(f'{where}.salt: a list needs two or more salts (one salt: "<field>.<x>")')
-            elif len({view_suffix(x) for x in salts}) != len(salts):
-                p.add(f"{where}.salt: the salts of a list need different transforms")
-        else:
-            p.add(f"{where}.salt: expected a string or a list of strings")
-        for salt in salts:
-            pending_salts.append((i, salt))
-        list_is_valid = len(salts) >= 2 and len({view_suffix(x) for x in salts}) == len(salts)
-        if isinstance(salt_raw, list) and list_is_valid and name_is_valid:
+        salts = (
+            [entry.salt] if isinstance(entry.salt, str) and entry.salt else list(entry.salt or [])
+        )
+        pending_salts.extend((i, salt) for salt in salts)
+        if isinstance(entry.salt, list) and name_is_valid:
             viewed[len(fields)] = salts
-        combines_raw = p.typed(where, raw, "combines", list, [])
-        combines = [x for x in combines_raw if isinstance(x, str)]
-        if combines_raw and (
-            len(combines) != len(combines_raw)
-            or not combines
-            or len(set(combines)) != len(combines)
-        ):
-            p.add(f"{where}.combines: expected a list of different field names")
-        elif combines:
-            pending_combines.append((i, combines))
-        field_hardening = _parse_hardening(p, f"{where}.hardening", raw.get("hardening", {}))
-        if 64 <= bits <= 8192 and bits % 64 == 0:
-            _check_hardening_width(p, f"{where}.hardening", field_hardening, bits, "filter_bits")
+        if entry.combines:
+            pending_combines.append((i, entry.combines))
+        field_hardening = entry.hardening.options()
+        if "hardening" in bad and isinstance(raw["hardening"], dict):  # its valid options
+            lenient = read_table(HardeningTable, raw["hardening"], Problems(), ())[0]
+            field_hardening = lenient.options()
+        if "filter_bits" not in bad:
+            _check_hardening_width(
+                p, f"{where}.hardening", field_hardening, entry.filter_bits, "filter_bits"
+            )
         fields.append(
             FieldSpec(
                 name=fname,
                 kind=kind,
                 tokeniser=tokeniser,
-                q=q,
-                padded=padded,
-                filter_bits=bits,
-                hashes_per_token=k,
-                record_hashes_per_token=rk,
-                phonetic=tuple(phonetic),
-                levels=tuple(levels),
+                q=entry.q,
+                padded=entry.padded,
+                filter_bits=entry.filter_bits,
+                hashes_per_token=entry.hashes_per_token,
+                record_hashes_per_token=entry.record_hashes_per_token,
+                phonetic=tuple(entry.phonetic),
+                levels=tuple(entry.levels),
                 salt=salts[0] if len(salts) == 1 else "",
                 hardening=field_hardening,
-                combines=tuple(combines),
+                combines=tuple(entry.combines),
             )
         )
     viewed_names = {fields[position].name for position in viewed}
@@ -522,17 +464,17 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
     for i, raw in enumerate(raw_rules):
         where = f"blocking[{i}]"  # by position only, as for fields
         if not isinstance(raw, dict):
-            p.add(f"{where}: expected a table")
+            validate(BlockingTable, raw, p, where=("blocking", i))
             continue
-        p.unknown_keys(where, raw, _BLOCKING_KEYS)
-        rname = p.typed(where, raw, "name", str, "")
+        rule, _ = read_table(BlockingTable, raw, p, ("blocking", i))
+        rname = rule.name
         if not rname or "/" in rname:
             p.add(f"{where}.name: required, without '/'")
         elif rname in rule_positions:
             p.add(f"{where}.name: duplicate rule name (same as blocking[{rule_positions[rname]}])")
         else:
             rule_positions[rname] = i
-        parts_raw = p.typed(where, raw, "parts", list, [])
+        parts_raw = rule.parts
         if not parts_raw:
             p.add(f'{where}.parts: expected a non-empty list of "<field>.<transform>"')
         parts = [
@@ -546,16 +488,15 @@ def schema_from_dict(data: Mapping[str, Any]) -> Schema:
                 )
         rules.append(BlockingRule(rname, tuple(x[:2] for x in parts if x is not None)))
 
-    if p.items:
-        raise SchemaError(p.items)
+    p.raise_as(SchemaError)
     return Schema(
-        name=name,
-        version=version,
+        name=head.name,
+        version=head.version,
         fields=tuple(fields),
         blocking=tuple(rules),
-        day_first=day_first,
-        date_range=date_range,
+        day_first=head.day_first,
+        date_range=head.date_range,
         record_filter_bits=record_bits,
         hardening=hardening,
-        description=description,
+        description=head.description,
     )

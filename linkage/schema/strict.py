@@ -1,172 +1,192 @@
-"""Strict parsing helpers: problems collected all at once, named by position, never quoted.
+"""The schema file's tables as strict models, and the rules that span tables.
 
-Contract: :class:`_Problems` collects every problem of a schema before one
-:class:`~linkage.errors.SchemaError` is raised; an unknown key is a problem, with the nearest
-allowed word when it looks like a misspelling (:func:`_did_you_mean`). A problem names a
-position built from known structure (``field[2].salt``, "key 4 of the table"), never a key,
-name or value from the file, which may be an identifier pasted in by mistake; the same holds
-for TOML decoding errors (:func:`toml_error_text`). :func:`_toml_value` renders the values a
-schema holds as TOML, for :meth:`linkage.schema.Schema.to_toml`.
+Contract: :class:`SchemaDocument`, :class:`SchemaHead`, :class:`HardeningTable`,
+:class:`FieldTable` and :class:`BlockingTable` are the shape of a schema file, validated with
+:mod:`linkage.strict` (unknown keys, types and one-key rules; every problem collected, by
+position, never quoting the file); :func:`read_table` validates one table so that a key with a
+problem takes its default and the rest of the table is still checked by the rules that span
+tables, which :mod:`linkage.schema.model` applies. :func:`_parse_ref` resolves a
+``"<field>.<transform>"`` reference, naming only validated field names and our own words;
+:func:`_check_hardening_width` checks hardening against a filter's width.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-import tomllib
-from collections.abc import Mapping
-from typing import Any
+import itertools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from linkage.errors import ArgumentTypeError
-from linkage.normalise import DATE_RANGE
-from linkage.schema.fields import BLOCKING_TRANSFORMS, Hardening
+from pydantic import AfterValidator, Field, PlainValidator
 
-_SCHEMA_KEYS = {
-    "name",
-    "version",
-    "day_first",
-    "date_range",
-    "record_filter_bits",
-    "description",
-}
-_HARDENING_KEYS = {"balance", "xor_fold", "blip_epsilon", "diffusion_t"}
-_FIELD_KEYS = {
-    "name",
-    "kind",
-    "tokeniser",
-    "q",
-    "padded",
-    "filter_bits",
-    "hashes_per_token",
-    "record_hashes_per_token",
-    "phonetic",
-    "levels",
-    "salt",
-    "hardening",
-    "combines",
-}
-_BLOCKING_KEYS = {"name", "parts"}
-_TOP_KEYS = {"schema", "hardening", "field", "blocking"}
+from linkage.normalise import DATE_RANGE, YearRange
+from linkage.schema.fields import BLOCKING_TRANSFORMS, PHONETIC_CODES, Hardening, view_suffix
+from linkage.strict import Problems, StrictModel, did_you_mean, rule, validate
+
+T = TypeVar("T", bound=StrictModel)
+
+#: Years a date can be written with: the normaliser reads four-digit years only.
+_WRITABLE_YEARS = (1, 9999)
+#: Tables written as headers in problem positions (``[schema].name``).
+BRACKETS = frozenset({"schema", "hardening"})
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_basic_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):  # an inline table; keys are our own option names
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise ArgumentTypeError(f"cannot render {type(value).__name__} as TOML")
-
-
-def _toml_basic_string(text: str) -> str:
-    """``text`` as a TOML basic string that parses back to exactly ``text``.
-
-    Written between double quotes; ``"`` and ``\\`` are escaped with a backslash, the
-    control characters U+0000 to U+001F and U+007F (which TOML forbids raw) as ``\\uXXXX``
-    (four upper-case hex digits), and every other character, including characters outside the
-    Basic Multilingual Plane, is written as itself (the file is UTF-8). ``json.dumps`` is not
-    used: its ASCII escapes write a non-BMP character as a surrogate pair, which TOML rejects.
-    """
-    out: list[str] = []
-    for char in text:
-        code = ord(char)
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-#: tomllib messages that quote the document (a key, a table name, a character), which may be an
-#: identifier pasted into the file, and what to say instead.
-_TOML_REASONS_QUOTING_THE_TEXT = {
-    "Cannot declare": "a table is declared twice",
-    "Cannot mutate immutable namespace": "a key extends an inline table or a static array",
-    "Cannot redefine namespace": "a dotted key redefines a table",
-    "Duplicate inline table key": "a key is repeated in an inline table",
-    "Found invalid character": "invalid character in a comment or literal string",
-    "Illegal character": "illegal character in a string",
-}
-#: tomllib messages made of the parser's own words only; they are passed on as they are.
-_TOML_OWN_REASONS = re.compile(
-    r"Invalid statement|Expected newline or end of document after a statement"
-    r"|Cannot overwrite a value|Expected '\]' at the end of a table declaration"
-    r"|Expected '\]\]' at the end of an array declaration"
-    r"|Expected '=' after a key in a key/value pair|Invalid initial character for a key part"
-    r"|Unclosed array|Unclosed inline table|Unescaped '\\' in a string|Invalid hex value"
-    r"|Escaped character is not a Unicode scalar value|Unterminated string"
-    r"|Invalid date or datetime|Invalid value|Expected \"'{1,3}\""
-)
-_TOML_POSITION = re.compile(r" \(at (line \d+, column \d+|end of document)\)\Z")
-
-
-def toml_error_text(error: tomllib.TOMLDecodeError) -> str:
-    """tomllib's reason and position, without any text quoted from the document.
-
-    A schema or config path may point at a data file by mistake: the message keeps the line and
-    column and the parser's own reason, and replaces a reason that quotes the text. Used for
-    every TOML the project reads (schemas here, node and matcher configs in
-    ``server.common.config``).
-    """
-    message = str(error)
-    position = _TOML_POSITION.search(message)
-    reason = message[: position.start()] if position else message
-    where = f" ({position.group(1)})" if position else ""
-    if _TOML_OWN_REASONS.fullmatch(reason):
-        return reason + where
-    for prefix, safe in _TOML_REASONS_QUOTING_THE_TEXT.items():
-        if reason.startswith(prefix):
-            return safe + where
-    return "syntax error" + where
-
-
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, msg: str) -> None:
-        self.items.append(msg)
-
-    def unknown_keys(self, where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
-        """One problem per unknown key, by position: the key itself may be an identifier."""
-        container = "the document" if where == "top level" else "the table"
-        expected = ", ".join(sorted(allowed))
-        for position, key in enumerate(got, start=1):
-            if key not in allowed:
-                self.add(
-                    f"{where}: unknown key (key {position} of {container}), "
-                    f"expected one of: {expected}{_did_you_mean(key, sorted(allowed))}"
-                )
-
-    def typed(self, where: str, got: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
-        if key not in got:
-            return default
-        value = got[key]
-        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not ok:
-            self.add(f"{where}.{key}: expected {kind.__name__}, got {type(value).__name__}")
-            return default
+def _within(low: int, high: int, expected: str) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise rule(expected)
         return value
 
+    return check
 
-def _did_you_mean(word: object, choices: list[str]) -> str:
-    """``' (did you mean "x"?)'`` for the closest of our own ``choices``, or ``""``.
 
-    Only a word from ``choices`` is ever printed, never ``word``.
+def _bits(most: int, expected: str) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if value < 64 or value % 64 or value > most:
+            raise rule(expected)
+        return value
+
+    return check
+
+
+def _date_range(value: object) -> YearRange:
+    """``[schema].date_range``: two integer years, first <= last, four digits at most."""
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or any(isinstance(y, bool) or not isinstance(y, int) for y in value)
+    ):
+        raise rule("expected two integer years [first, last]")
+    first, last = value
+    low, high = _WRITABLE_YEARS
+    if not low <= first <= last <= high:
+        raise rule(f"expected {low} <= first <= last <= {high}")
+    return first, last
+
+
+def _blip(value: float) -> float:
+    if not value >= 0 or value == float("inf"):
+        raise rule("expected >= 0 (0 turns BLIP off)")
+    return float(value)
+
+
+def _diffusion(value: int) -> int:
+    if value < 0:
+        raise rule("expected >= 0 (0 turns diffusion off)")
+    return value
+
+
+def _phonetic(codes: list[str]) -> list[str]:
+    if any(code not in PHONETIC_CODES for code in codes):
+        raise rule(f"expected codes from {', '.join(PHONETIC_CODES)}")
+    return codes
+
+
+def _levels(levels: list[float]) -> list[float]:
+    if not all(0 < level <= 1 for level in levels):
+        raise rule("expected numbers in (0, 1]")
+    if not levels or any(a <= b for a, b in itertools.pairwise(levels)):
+        raise rule("expected a non-empty, strictly descending list")
+    return [float(level) for level in levels]
+
+
+def _salt(value: object) -> str | list[str]:
+    """One salt (``""`` for none), or a list of two or more with different transforms."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise rule("expected a string or a list of strings")
+    if len(value) < 2:
+        raise rule('a list needs two or more salts (one salt: "<field>.<x>")')
+    if len({view_suffix(x) for x in value}) != len(value):
+        raise rule("the salts of a list need different transforms")
+    return value
+
+
+def _combines(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise rule("expected a list of different field names")
+    return names
+
+
+class SchemaDocument(StrictModel):
+    """The top level of a schema file: which tables it may hold."""
+
+    schema_head: Any = Field(default=None, alias="schema")
+    hardening: Any = None
+    field: Any = None
+    blocking: Any = None
+
+
+class SchemaHead(StrictModel):
+    """The ``[schema]`` table."""
+
+    name: str = ""
+    version: int = 0
+    day_first: bool = True
+    date_range: Annotated[YearRange, PlainValidator(_date_range)] = DATE_RANGE
+    record_filter_bits: Annotated[
+        int, AfterValidator(_bits(2**31, "expected a positive multiple of 64"))
+    ] = 1024
+    description: str = ""
+
+
+class HardeningTable(StrictModel):
+    """The ``[hardening]`` table, or a field's ``hardening`` table."""
+
+    balance: bool = False
+    xor_fold: bool = False
+    blip_epsilon: Annotated[float, AfterValidator(_blip)] = 0.0
+    diffusion_t: Annotated[int, AfterValidator(_diffusion)] = 0
+
+    def options(self) -> Hardening:
+        return Hardening(self.balance, self.xor_fold, self.blip_epsilon, self.diffusion_t)
+
+
+class FieldTable(StrictModel):
+    """One ``[[field]]`` table. ``name``, ``kind`` and ``tokeniser`` are checked by the
+    schema's own rules (they depend on each other and on the other fields)."""
+
+    name: str = ""
+    kind: str = ""
+    tokeniser: str | None = None
+    q: Annotated[int, AfterValidator(_within(1, 4, "expected 1 to 4"))] = 2
+    padded: bool = True
+    filter_bits: Annotated[
+        int, AfterValidator(_bits(8192, "expected a multiple of 64 from 64 to 8192"))
+    ] = 256
+    hashes_per_token: Annotated[int, AfterValidator(_within(1, 64, "expected 1 to 64"))] = 4
+    record_hashes_per_token: Annotated[int, AfterValidator(_within(0, 64, "expected 0 to 64"))] = 2
+    phonetic: Annotated[list[str], AfterValidator(_phonetic)] = Field(default_factory=list)
+    levels: Annotated[list[float], AfterValidator(_levels)] = Field(
+        default_factory=lambda: [0.9, 0.7, 0.5]
+    )
+    salt: Annotated[str | list[str], PlainValidator(_salt)] = ""
+    hardening: HardeningTable = HardeningTable()
+    combines: Annotated[list[str], AfterValidator(_combines)] = Field(default_factory=list)
+
+
+class BlockingTable(StrictModel):
+    """One ``[[blocking]]`` table; its parts are resolved by :func:`_parse_ref`."""
+
+    name: str = ""
+    parts: list[Any] = Field(default_factory=list)
+
+
+def read_table(
+    model: type[T], data: Any, problems: Problems, where: tuple[str | int, ...]
+) -> tuple[T, frozenset[object]]:
+    """``data`` validated as ``model``, and the keys that had a problem.
+
+    Every key of the models here has a default: a key with a problem is reported and takes
+    its default, so the rules that span tables still see the rest of the table.
     """
-    if not isinstance(word, str):
-        return ""
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f' (did you mean "{close[0]}"?)' if close else ""
+    parsed = validate(model, data, problems, where=where, brackets=BRACKETS)
+    if parsed is not None:
+        return parsed, frozenset()
+    if not isinstance(data, dict):
+        return model.model_validate({}), frozenset()
+    bad = frozenset(key for key in data if validate(model, {key: data[key]}, Problems()) is None)
+    return model.model_validate({k: v for k, v in data.items() if k not in bad}), bad
 
 
 class _KnownFields:
@@ -183,7 +203,7 @@ class _KnownFields:
 
 
 def _parse_ref(
-    problems: _Problems, where: str, ref: Any, known: _KnownFields, *, salt: bool = False
+    problems: Problems, where: str, ref: Any, known: _KnownFields, *, salt: bool = False
 ) -> tuple[str, str, int] | None:
     """``(field, transform, field position)`` of a valid reference, else record a problem.
     A ``salt`` reference may not name ``filter`` (a salt is a value).
@@ -206,7 +226,7 @@ def _parse_ref(
             problems.add(
                 f'{where}: the part before "." is not a field of this schema, '
                 f"expected one of: {', '.join(names) or '(no valid fields)'}"
-                f"{_did_you_mean(fld, names)}"
+                f"{did_you_mean(fld, names)}"
             )
         return None
     position, kind = known.valid[fld]
@@ -221,55 +241,14 @@ def _parse_ref(
         problems.add(
             f'{where}: the transform after "." is not available for field[{position}] '
             f"({fld}, a {kind} field), expected one of: {', '.join(allowed)}"
-            f"{_did_you_mean(transform, allowed)}"
+            f"{did_you_mean(transform, allowed)}"
         )
         return None
     return fld, transform, position
 
 
-#: Years a date can be written with: the normaliser reads four-digit years only.
-_WRITABLE_YEARS = (1, 9999)
-
-
-def _parse_date_range(problems: _Problems, value: Any) -> tuple[int, int]:
-    """``[schema].date_range``: two integer years, first <= last, four digits at most."""
-    where = "[schema].date_range"
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or any(isinstance(y, bool) or not isinstance(y, int) for y in value)
-    ):
-        problems.add(f"{where}: expected two integer years [first, last]")
-        return DATE_RANGE
-    first, last = value
-    low, high = _WRITABLE_YEARS
-    if not low <= first <= last <= high:
-        problems.add(f"{where}: expected {low} <= first <= last <= {high}")
-        return DATE_RANGE
-    return first, last
-
-
-def _parse_hardening(problems: _Problems, where: str, table: Any) -> Hardening:
-    """The :class:`Hardening` of a ``[hardening]`` or ``field[i].hardening`` table."""
-    if not isinstance(table, dict):
-        problems.add(f"{where}: expected a table")
-        table = {}
-    problems.unknown_keys(where, table, _HARDENING_KEYS)
-    options = Hardening(
-        balance=problems.typed(where, table, "balance", bool, False),
-        xor_fold=problems.typed(where, table, "xor_fold", bool, False),
-        blip_epsilon=problems.typed(where, table, "blip_epsilon", float, 0.0),
-        diffusion_t=problems.typed(where, table, "diffusion_t", int, 0),
-    )
-    if not options.blip_epsilon >= 0 or options.blip_epsilon == float("inf"):
-        problems.add(f"{where}.blip_epsilon: expected >= 0 (0 turns BLIP off)")
-    if options.diffusion_t < 0:
-        problems.add(f"{where}.diffusion_t: expected >= 0 (0 turns diffusion off)")
-    return options
-
-
 def _check_hardening_width(
-    problems: _Problems, where: str, options: Hardening, filter_bits: int, bits_key: str
+    problems: Problems, where: str, options: Hardening, filter_bits: int, bits_key: str
 ) -> None:
     """Record a problem when ``options`` cannot apply to a ``filter_bits``-bit filter.
 

@@ -19,17 +19,19 @@ typed a name into it).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Annotated
 
-from server.common.config import Problems
+from pydantic import PlainValidator
+
+from linkage.strict import rule
 from server.common.status import RequestError
 
 __all__ = [
     "DEFAULT_PURPOSE_CODES",
     "MAX_PURPOSE_CODE_CHARS",
     "PURPOSE_CODE_RE",
-    "read_purpose_codes",
+    "PurposeCodes",
     "require_purpose_code",
 ]
 
@@ -50,28 +52,25 @@ DEFAULT_PURPOSE_CODES: tuple[str, ...] = (
 )
 
 
-def read_purpose_codes(
-    where: str, table: Mapping[str, Any], problems: Problems
-) -> tuple[str, ...] | None:
-    """The ``purposes`` key of a config table (the default list when absent): a non-empty
-    list of distinct codes. None after a problem, which names the key and the rule."""
-    value = table.get("purposes", DEFAULT_PURPOSE_CODES)
-    rule = (
-        f"{where}.purposes: expected a non-empty list of distinct purpose codes (lowercase "
-        f"letters, digits and underscores, starting with a letter, at most "
-        f"{MAX_PURPOSE_CODE_CHARS} characters)"
+def _purpose_codes(value: object) -> tuple[str, ...]:
+    """The ``purposes`` key of a config table: a non-empty list of distinct codes. Any other
+    value is one problem naming the rule, never the value."""
+    expected = (
+        f"expected a non-empty list of distinct purpose codes (lowercase letters, digits and "
+        f"underscores, starting with a letter, at most {MAX_PURPOSE_CODE_CHARS} characters)"
     )
-    if not isinstance(value, list | tuple) or not value:
-        problems.add(rule)
-        return None
+    if not isinstance(value, list) or not value:
+        raise rule(expected)
     for position, code in enumerate(value, start=1):
         if not isinstance(code, str) or not PURPOSE_CODE_RE.fullmatch(code):
-            problems.add(f"{rule}; entry {position} is not one")
-            return None
+            raise rule(f"{expected}; entry {position} is not one")
     if len(set(value)) != len(value):
-        problems.add(f"{rule}; a code is repeated")
-        return None
+        raise rule(f"{expected}; a code is repeated")
     return tuple(value)
+
+
+#: The ``purposes`` key of the node and matcher configs (default :data:`DEFAULT_PURPOSE_CODES`).
+PurposeCodes = Annotated[tuple[str, ...], PlainValidator(_purpose_codes)]
 
 
 def require_purpose_code(value: object, field: str, codes: Sequence[str]) -> str:

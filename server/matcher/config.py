@@ -19,11 +19,13 @@ most ``person_share`` of it: of the bucket's rate and size and of the hourly cap
 one call each), so one person cannot starve colleagues. A call counts once whatever its query
 rows, and a call refused by any of these limits is charged to none of them.
 
-Parsing is strict, like the schema and the node config: an unknown key, a missing required
-key or a value of the wrong type is a problem, and every problem in the file is reported at
-once in one :class:`~server.common.config.ConfigError`. Relative paths resolve against the
-directory of the config file. The rules shared with the node config live in
-:mod:`server.common.config`.
+Parsing is strict, with the mechanism the schema and the node config use
+(:mod:`linkage.strict`): the file's tables are the models below (:class:`MatcherFile`); an
+unknown key, a missing required key or a value of the wrong type is a problem, and every
+problem in the file is reported at once in one :class:`~server.common.config.ConfigError`.
+Relative paths resolve against the directory of the config file. The rules shared with the
+node config live in :mod:`server.common.config`; the parsed config is the frozen
+:class:`MatcherConfig`.
 
 File layout (``*`` = required)::
 
@@ -54,20 +56,30 @@ Problem messages name the key and the expectation, never a value.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
 
 from linkage.schema import Schema
+from linkage.strict import Problems, StrictModel
 from server.common.config import (
+    Address,
     ConfigError,
-    Problems,
+    PositiveInt,
+    TlsSection,
+    int_from,
     load_schema_ref,
-    parse_toml,
+    parse_config,
+    positive_number,
+    read_ahead,
     read_config_file,
-    read_tls_section,
+    read_toml,
     resolve_path,
 )
-from server.common.purposes import DEFAULT_PURPOSE_CODES, read_purpose_codes
+from server.common.purposes import DEFAULT_PURPOSE_CODES, PurposeCodes
 from server.common.tls import TlsFiles
 
 __all__ = [
@@ -80,25 +92,6 @@ __all__ = [
 
 DEFAULT_MAX_PUBLISH_BATCH = 5000
 MAX_PUBLISH_BATCH_LIMIT = 100_000
-
-_TOP_KEYS = {"matcher", "tls", "match_limits"}
-_MATCHER_KEYS = {
-    "schema",
-    "key_version",
-    "store",
-    "audit_log",
-    "listen",
-    "benchmark_mode",
-    "max_publish_batch",
-    "purposes",
-}
-_LIMIT_KEYS = {
-    "matches_per_minute",
-    "burst",
-    "enumeration_alert_per_hour",
-    "max_matches_per_hour",
-    "person_share",
-}
 
 
 @dataclass(frozen=True)
@@ -143,101 +136,80 @@ class MatcherConfig:
     purposes: tuple[str, ...] = DEFAULT_PURPOSE_CODES
 
 
+class MatcherSection(StrictModel):
+    """The ``[matcher]`` table."""
+
+    schema_ref: str = Field(alias="schema")
+    key_version: PositiveInt = 1
+    store: str
+    audit_log: str
+    listen: Address = "127.0.0.1:0"
+    benchmark_mode: bool = False
+    max_publish_batch: Annotated[int, AfterValidator(int_from(1, MAX_PUBLISH_BATCH_LIMIT))] = (
+        DEFAULT_MAX_PUBLISH_BATCH
+    )
+    purposes: PurposeCodes = DEFAULT_PURPOSE_CODES
+
+
+class MatchLimitSection(StrictModel):
+    """The ``[match_limits]`` table (see :class:`MatchLimitConfig`)."""
+
+    matches_per_minute: Annotated[float, AfterValidator(positive_number(finite=True))] = 120.0
+    burst: PositiveInt = 60
+    enumeration_alert_per_hour: PositiveInt = 300
+    max_matches_per_hour: PositiveInt = 1000
+    person_share: Annotated[float, AfterValidator(positive_number(most=1))] = 0.25
+
+    @classmethod
+    def rules(cls, data: Mapping[str, Any], context: Mapping[str, Any]) -> list[tuple[str, str]]:
+        defaults = MatchLimitConfig()
+        alert = data.get("enumeration_alert_per_hour", defaults.enumeration_alert_per_hour)
+        cap = data.get("max_matches_per_hour", defaults.max_matches_per_hour)
+        counts = [value for value in (alert, cap) if type(value) is int and value >= 1]
+        if len(counts) == 2 and cap < alert:
+            return [
+                (
+                    "max_matches_per_hour",
+                    "expected an integer >= match_limits.enumeration_alert_per_hour (the "
+                    "alert must come before the cap)",
+                )
+            ]
+        return []
+
+
+class MatcherFile(StrictModel):
+    """A matcher config file: its tables."""
+
+    matcher: MatcherSection
+    tls: TlsSection
+    match_limits: MatchLimitSection = MatchLimitSection()
+
+
 def parse_matcher_config(
     text: str, *, base_dir: Path, config_path: Path | None = None
 ) -> MatcherConfig:
     """Parse config TOML text; relative paths resolve against ``base_dir``."""
-    data = parse_toml(text)
+    data = read_toml(text, config_path)
     problems = Problems()
-    problems.unknown("config", data, _TOP_KEYS)
-
-    matcher = problems.required_table(data, "matcher", _MATCHER_KEYS)
-    has_matcher = isinstance(data.get("matcher"), dict)
-    schema_ref = problems.get("matcher", matcher, "schema", str) if has_matcher else None
-    key_version = problems.get_int("matcher", matcher, "key_version", 1, minimum=1)
-    store = problems.get("matcher", matcher, "store", str) if has_matcher else None
-    audit_log = problems.get("matcher", matcher, "audit_log", str) if has_matcher else None
-    listen = problems.get_address("matcher", matcher, "listen", "127.0.0.1:0")
-    benchmark_mode = problems.get("matcher", matcher, "benchmark_mode", bool, False)
-    max_batch = problems.get_int(
-        "matcher",
-        matcher,
-        "max_publish_batch",
-        DEFAULT_MAX_PUBLISH_BATCH,
-        minimum=1,
-        maximum=MAX_PUBLISH_BATCH_LIMIT,
-    )
-    purposes = read_purpose_codes("matcher", matcher, problems)
-    schema = (
-        load_schema_ref("matcher.schema", schema_ref, base_dir, problems)
-        if schema_ref is not None
-        else None
-    )
-    tls = read_tls_section(data, problems, check_keys=isinstance(data.get("tls"), dict))
-    match_limits = _read_match_limits(data, problems)
-
-    problems.raise_if_any()
-    if (
-        schema_ref is None
-        or schema is None
-        or key_version is None
-        or store is None
-        or audit_log is None
-        or listen is None
-        or benchmark_mode is None
-        or max_batch is None
-        or tls is None
-        or match_limits is None
-        or purposes is None
-    ):
-        raise ConfigError(["config: incomplete"])  # unreachable: each None added a problem
+    ref = read_ahead(data, "matcher").get("schema")
+    schema = load_schema_ref("matcher.schema", ref, base_dir, problems)
+    parsed = parse_config(MatcherFile, data, problems, path=config_path)
+    assert schema is not None  # a schema that failed to load is a problem, raised above
+    matcher = parsed.matcher
     return MatcherConfig(
-        schema_source=schema_ref,
+        schema_source=matcher.schema_ref,
         schema=schema,
-        key_version=key_version,
-        store=resolve_path(base_dir, store),
-        audit_log=resolve_path(base_dir, audit_log),
-        listen=listen,
-        benchmark_mode=benchmark_mode,
-        max_publish_batch=max_batch,
-        tls=tls.resolve(base_dir),
+        key_version=matcher.key_version,
+        store=resolve_path(base_dir, matcher.store),
+        audit_log=resolve_path(base_dir, matcher.audit_log),
+        listen=matcher.listen,
+        benchmark_mode=matcher.benchmark_mode,
+        max_publish_batch=matcher.max_publish_batch,
+        tls=parsed.tls.resolve(base_dir),
         config_path=config_path if config_path is not None else base_dir / "<text>",
-        match_limits=match_limits,
-        purposes=purposes,
+        match_limits=MatchLimitConfig(**parsed.match_limits.model_dump()),
+        purposes=matcher.purposes,
     )
-
-
-def _read_match_limits(data: dict[str, object], problems: Problems) -> MatchLimitConfig | None:
-    """The optional ``[match_limits]`` table (defaults when absent); None after a problem."""
-    where = "match_limits"
-    limits = problems.table(where, data.get(where))
-    problems.unknown(where, limits, _LIMIT_KEYS)
-    defaults = MatchLimitConfig()
-    per_minute = problems.get(
-        where, limits, "matches_per_minute", (int, float), defaults.matches_per_minute
-    )
-    if per_minute is not None and not (math.isfinite(per_minute) and per_minute > 0):
-        problems.add(f"{where}.matches_per_minute: expected a finite number > 0")
-        per_minute = None
-    burst = problems.get_int(where, limits, "burst", defaults.burst, minimum=1)
-    alert = problems.get_int(
-        where, limits, "enumeration_alert_per_hour", defaults.enumeration_alert_per_hour, minimum=1
-    )
-    cap = problems.get_int(
-        where, limits, "max_matches_per_hour", defaults.max_matches_per_hour, minimum=1
-    )
-    if alert is not None and cap is not None and alert >= 1 and cap >= 1 and cap < alert:
-        problems.add(
-            f"{where}.max_matches_per_hour: expected an integer >= "
-            f"{where}.enumeration_alert_per_hour (the alert must come before the cap)"
-        )
-    share = problems.get(where, limits, "person_share", (int, float), defaults.person_share)
-    if share is not None and not (math.isfinite(share) and 0 < share <= 1):
-        problems.add(f"{where}.person_share: expected a number > 0 and <= 1")
-        share = None
-    if per_minute is None or burst is None or alert is None or cap is None or share is None:
-        return None
-    return MatchLimitConfig(float(per_minute), burst, alert, cap, float(share))
 
 
 def load_matcher_config(path: Path | str) -> MatcherConfig:

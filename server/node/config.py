@@ -7,10 +7,14 @@ fields each caller role may have disclosed, where the other agencies' nodes are 
 disclosures it relays), its lookup and disclosure limits, and the purpose codes its staff may
 state for a lookup (:mod:`server.common.purposes`).
 
-Parsing is strict, like the schema: an unknown key, a missing required key or a value of
-the wrong type is a problem, and every problem in the file is reported at once in one
-:class:`ConfigError`. Relative paths resolve against the directory of the config file.
-The rules shared with the matcher config live in :mod:`server.common.config`.
+Parsing is strict, with the mechanism the schema uses (:mod:`linkage.strict`): the file's
+tables are the models below (:class:`NodeFile`); an unknown key, a missing required key or a
+value of the wrong type is a problem, and every problem in the file is reported at once in
+one :class:`ConfigError`. Rules that need another table (a source's columns name schema
+fields, a disclosure names mapped fields, a peer is not this agency) read it ahead from the
+document and the schema, passed to the validators as context. Relative paths resolve against
+the directory of the config file. The rules shared with the matcher config live in
+:mod:`server.common.config`; the parsed config is the frozen :class:`NodeConfig`.
 
 File layout (``*`` = required)::
 
@@ -24,10 +28,7 @@ File layout (``*`` = required)::
     listen             "127.0.0.1:0"          host:port this node serves on
     matcher*           "127.0.0.1:50051"      host:port of the matcher
     publish_batch_size 1000                   rows per publish message (a record, or
-                                              each form of one: linkage.forms)
-    publish_form       "columns"              "columns" (EncodedColumns) or "records" (one
-                                              EncodedRecord each: for a matcher older than
-                                              columnar Publish, during an upgrade)
+                                              each form of one: linkage.forms), 1..100000
     purposes           [codes]                the purpose codes staff may state for a lookup
                                               (default purposes.DEFAULT_PURPOSE_CODES);
                                               the matcher's list must hold them too
@@ -57,33 +58,48 @@ File layout (``*`` = required)::
                        [tls]'s), activity ("console-activity.sqlite": staff's own activity,
                        no identifiers), session_minutes (15: idle sign-out)
 
-Problem messages name the key and the expectation; a config file holds no identifier values,
-but messages still never echo a value that failed validation.
+Problem messages name the table and key and the expectation; a config file holds no
+identifier values, but messages never echo a value, nor a key that is not one of our words
+(a schema field, a role, ``local_id``): such a key is named by its position in its table.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+)
 
 from linkage.errors import KeyMaterialError
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema
+from linkage.strict import Problems, StrictModel, did_you_mean, rule
 from server.common.config import (
+    Address,
     ConfigError,
-    Problems,
+    PositiveInt,
+    TlsSection,
+    int_from,
     load_schema_ref,
-    parse_toml,
+    parse_config,
+    positive_number,
+    read_ahead,
     read_config_file,
-    read_tls_section,
+    read_toml,
     resolve_path,
 )
 from server.common.pki import ROLES
-from server.common.purposes import DEFAULT_PURPOSE_CODES, read_purpose_codes
+from server.common.purposes import DEFAULT_PURPOSE_CODES, PurposeCodes
 from server.common.tls import TlsFiles
 
 __all__ = [
@@ -101,35 +117,6 @@ __all__ = [
 AGENCY_RE = re.compile(r"[a-z0-9_]+")
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LOCAL_ID = "local_id"
-SOURCE_KINDS = ("csv", "sqlite")
-
-_NODE_KEYS = {
-    "agency",
-    "schema",
-    "secret_file",
-    "key_version",
-    "store",
-    "audit_log",
-    "listen",
-    "matcher",
-    "publish_batch_size",
-    "publish_form",
-    "purposes",
-}
-#: Values of ``node.publish_form``: the form of the Publish messages a node sends.
-PUBLISH_FORMS = ("columns", "records")
-_SOURCE_KEYS = {"kind", "path", "table", "day_first", "columns", "extra", "values"}
-_RATE_KEYS = {
-    "lookups_per_minute",
-    "burst",
-    "enumeration_alert_per_hour",
-    "disclosures_per_minute",
-    "disclosure_burst",
-    "disclosure_alert_per_hour",
-    "disclosure_window_minutes",
-}
-_TOP_KEYS = {"node", "tls", "source", "disclosure", "peers", "rate_limits", "console"}
-_CONSOLE_KEYS = {"listen", "node", "cert", "key", "activity", "session_minutes"}
 
 
 @dataclass(frozen=True)
@@ -205,7 +192,6 @@ class NodeConfig:
     listen: str
     matcher: str
     publish_batch_size: int
-    publish_form: str
     tls: TlsFiles
     sources: tuple[SourceConfig, ...]
     disclosure: Mapping[str, tuple[str, ...]]
@@ -229,301 +215,288 @@ class NodeConfig:
         return self.disclosure.get(role, ())
 
 
-def _parse_mapping(where: str, value: Any, problems: Problems) -> dict[str, str]:
-    table = problems.table(where, value)
-    out: dict[str, str] = {}
-    for name, column in table.items():
-        if not isinstance(column, str) or not column:
-            problems.add(f"{where}.{name}: expected a non-empty column name string")
-            continue
-        out[name] = column
-    return out
+# ------------------------------------------------------------------------ the file's tables
 
 
-def _parse_values(
-    where: str, raw: Any, mapped: set[str], problems: Problems
-) -> tuple[frozenset[str], dict[str, Mapping[str, str | None]]]:
-    """``[source.values]``: ``missing`` (cells meaning no value, any field) and one table
-    per mapped field of the agency's own codes -> the value meant ("" = no value)."""
-    table = problems.table(where, raw)
-    missing: set[str] = set()
-    maps: dict[str, Mapping[str, str | None]] = {}
-    for name, value in table.items():
-        if name == "missing":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                problems.add(f"{where}.missing: expected an array of strings")
-                continue
-            missing = {v.strip().casefold() for v in value}
-        elif name not in mapped:
-            problems.add(
-                f'{where}.{name}: not a field this source maps (or "missing"); map its column first'
-            )
-        elif not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            problems.add(f'{where}.{name}: expected a table of code = "value" strings')
-        else:
-            maps[name] = MappingProxyType(
-                {code.strip().casefold(): (meant or None) for code, meant in value.items()}
-            )
-    return frozenset(missing), maps
+def _context(info: ValidationInfo) -> Mapping[str, Any]:
+    return info.context or {}
 
 
-def _parse_source(
-    where: str,
-    raw: Any,
-    base: Path,
-    schema: Schema | None,
-    problems: Problems,
-) -> SourceConfig | None:
-    data = problems.table(where, raw)
-    if not data:
-        if isinstance(raw, dict):
-            problems.add(f"{where}: expected keys kind, path and columns")
-        return None
-    problems.unknown(where, data, _SOURCE_KEYS)
-    kind = problems.get(where, data, "kind", str)
-    path = problems.get(where, data, "path", str)
-    table = problems.get(where, data, "table", str, "")
-    default_day_first = schema.day_first if schema is not None else True
-    day_first = problems.get(where, data, "day_first", bool, default_day_first)
-    columns = _parse_mapping(f"{where}.columns", data.get("columns"), problems)
-    extra = _parse_mapping(f"{where}.extra", data.get("extra"), problems)
-    if "columns" not in data:
-        problems.add(f"{where}.columns: required table is missing")
-    elif LOCAL_ID not in columns:
-        problems.add(f"{where}.columns: a {LOCAL_ID!r} column mapping is required")
-    if kind is not None and kind not in SOURCE_KINDS:
-        problems.add(f"{where}.kind: expected one of {', '.join(SOURCE_KINDS)}")
-    if kind == "sqlite" and not table:
-        problems.add(f"{where}.table: required (a table name) when kind is 'sqlite'")
-    if kind == "sqlite" and table and not NAME_RE.fullmatch(table):
-        problems.add(f"{where}.table: expected a plain table name (letters, digits, _)")
-    if kind == "csv" and table:
-        problems.add(f"{where}.table: only allowed when kind is 'sqlite'")
-    if schema is not None:
-        allowed = set(schema.input_names) | {LOCAL_ID}
-        for name in columns:
-            if name not in allowed:
-                problems.add(
-                    f"{where}.columns.{name}: not a schema field or {LOCAL_ID!r} "
-                    f"(schema fields: {', '.join(schema.input_names)})"
-                )
-        for name in extra:
-            if name in allowed:
-                problems.add(f"{where}.extra.{name}: already a schema field or {LOCAL_ID!r}")
-            elif not NAME_RE.fullmatch(name):
-                problems.add(f"{where}.extra.{name}: expected a name of letters, digits, _")
-    missing, value_maps = _parse_values(
-        f"{where}.values", data.get("values"), set(columns) | set(extra), problems
+def _agency(text: str) -> str:
+    if not AGENCY_RE.fullmatch(text):
+        raise rule("expected lowercase letters, digits and underscores")
+    return text
+
+
+def _column(text: str) -> str:
+    if not text:
+        raise rule("expected a non-empty column name string")
+    return text
+
+
+def _column_key(name: str, info: ValidationInfo) -> str:
+    """A key of ``[source.columns]``: a schema input field or ``local_id``."""
+    schema: Schema | None = _context(info).get("schema")
+    if schema is not None and name not in {*schema.input_names, LOCAL_ID}:
+        raise rule(
+            f"not a schema field or {LOCAL_ID!r} (schema fields: "
+            f"{', '.join(schema.input_names)}){did_you_mean(name, schema.input_names)}"
+        )
+    return name
+
+
+def _extra_key(name: str, info: ValidationInfo) -> str:
+    """A key of ``[source.extra]``: a disclosable field that is not a linkage field."""
+    schema: Schema | None = _context(info).get("schema")
+    if schema is not None and name in {*schema.input_names, LOCAL_ID}:
+        raise rule(f"already a schema field or {LOCAL_ID!r}")
+    if not NAME_RE.fullmatch(name):
+        raise rule("expected a name of letters, digits, _")
+    return name
+
+
+def _values_key(name: str, info: ValidationInfo) -> str:
+    """A key of ``[source.values]``: ``missing`` or a field this source maps."""
+    mapped = {*info.data.get("columns", {}), *info.data.get("extra", {})}
+    if name != "missing" and name not in mapped:
+        raise rule('not a field this source maps (or "missing"); map its column first')
+    return name
+
+
+def _values_entry(value: object) -> list[str] | dict[str, str]:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return value
+    raise rule('expected an array of strings (missing) or a table of code = "value" strings')
+
+
+Column = Annotated[str, AfterValidator(_column)]
+
+
+class SourceSection(StrictModel):
+    """One ``[[source]]`` table."""
+
+    kind: Literal["csv", "sqlite"]
+    path: str
+    table: str = ""
+    #: None: the schema's ``day_first``
+    day_first: bool | None = None
+    columns: dict[Annotated[str, AfterValidator(_column_key)], Column]
+    extra: dict[Annotated[str, AfterValidator(_extra_key)], Column] = Field(default_factory=dict)
+    values: dict[
+        Annotated[str, AfterValidator(_values_key)],
+        Annotated[list[str] | dict[str, str], PlainValidator(_values_entry)],
+    ] = Field(default_factory=dict)
+
+    @field_validator("values")
+    @classmethod
+    def _values_kinds(
+        cls, values: dict[str, list[str] | dict[str, str]]
+    ) -> dict[str, list[str] | dict[str, str]]:
+        if not isinstance(values.get("missing", []), list):
+            raise rule("expected an array of strings", at="missing")
+        if any(isinstance(v, list) for k, v in values.items() if k != "missing"):
+            raise rule('expected a table of code = "value" strings per mapped field')
+        return values
+
+    @classmethod
+    def rules(cls, data: Mapping[str, Any], context: Mapping[str, Any]) -> list[tuple[str, str]]:
+        broken = []
+        columns, kind, table = data.get("columns"), data.get("kind"), data.get("table", "")
+        if isinstance(columns, dict) and LOCAL_ID not in columns:
+            broken.append(("columns", f"a {LOCAL_ID!r} column mapping is required"))
+        if isinstance(table, str) and kind == "sqlite" and not table:
+            broken.append(("table", "required (a table name) when kind is 'sqlite'"))
+        elif isinstance(table, str) and kind == "sqlite" and not NAME_RE.fullmatch(table):
+            broken.append(("table", "expected a plain table name (letters, digits, _)"))
+        elif isinstance(table, str) and kind == "csv" and table:
+            broken.append(("table", "only allowed when kind is 'sqlite'"))
+        return broken
+
+
+class NodeSection(StrictModel):
+    """The ``[node]`` table."""
+
+    agency: Annotated[str, AfterValidator(_agency)]
+    schema_ref: str = Field(alias="schema")
+    secret_file: str
+    key_version: PositiveInt = 1
+    store: str
+    audit_log: str
+    listen: Address = "127.0.0.1:0"
+    matcher: Address
+    publish_batch_size: Annotated[int, AfterValidator(int_from(1, 100_000))] = 1000
+    purposes: PurposeCodes = DEFAULT_PURPOSE_CODES
+
+
+class RateLimitSection(StrictModel):
+    """The ``[rate_limits]`` table (see :class:`RateLimitConfig`)."""
+
+    lookups_per_minute: Annotated[float, AfterValidator(positive_number())] = 60.0
+    burst: PositiveInt = 10
+    enumeration_alert_per_hour: PositiveInt = 200
+    disclosures_per_minute: Annotated[float, AfterValidator(positive_number())] = 10.0
+    disclosure_burst: PositiveInt = 5
+    disclosure_alert_per_hour: PositiveInt = 30
+    disclosure_window_minutes: Annotated[float, AfterValidator(positive_number(most=24 * 60))] = (
+        60.0
     )
-    if kind is None or path is None or day_first is None or table is None:
-        return None
-    return SourceConfig(
-        missing_values=missing,
-        value_maps=MappingProxyType(value_maps),
-        kind=kind,
-        path=resolve_path(base, path),
-        table=table,
-        day_first=day_first,
-        columns=MappingProxyType(columns),
-        extra=MappingProxyType(extra),
-    )
+
+
+class ConsoleSection(StrictModel):
+    """The ``[console]`` table (see :class:`ConsoleConfig`)."""
+
+    listen: Address = "127.0.0.1:8443"
+    node: Address | None = None
+    cert: str
+    key: str
+    activity: str = "console-activity.sqlite"
+    session_minutes: Annotated[int, AfterValidator(int_from(1, 480))] = 15
+
+    @classmethod
+    def rules(cls, data: Mapping[str, Any], context: Mapping[str, Any]) -> list[tuple[str, str]]:
+        # the console reaches the node at ``node``, else at the node's own listen address
+        node = data["node"] if "node" in data else context.get("node_listen") or "127.0.0.1:0"
+        if isinstance(node, str) and node.endswith(":0"):
+            return [("node", "expected this node's address with a fixed port")]
+        return []
+
+    def node_address(self, node_listen: object) -> str:
+        """Where the console reaches the node: ``node``, else the node's own ``listen``."""
+        if self.node is not None:
+            return self.node
+        return node_listen if isinstance(node_listen, str) else "127.0.0.1:0"
+
+
+def _role(name: str) -> str:
+    if name not in ROLES:
+        raise rule(f"unknown role, expected one of: {', '.join(sorted(ROLES))}"
+                   f"{did_you_mean(name, ROLES)}")  # fmt: skip
+    return name
+
+
+def _disclosed(name: str, info: ValidationInfo) -> str:
+    disclosable: Collection[str] | None = _context(info).get("disclosable")
+    schema: Schema | None = _context(info).get("schema")
+    if disclosable is not None and schema is not None and name not in disclosable:
+        raise rule(
+            "not a schema field or an extra field of a source (schema fields: "
+            f"{', '.join(schema.input_names)}){did_you_mean(name, schema.input_names)}"
+        )
+    return name
+
+
+def _peer(agency: str, info: ValidationInfo) -> str:
+    if not AGENCY_RE.fullmatch(agency):
+        raise rule("expected an agency id of lowercase letters, digits, underscores")
+    if agency == _context(info).get("agency"):
+        raise rule("this node's own agency needs no peer address")
+    return agency
+
+
+class NodeFile(StrictModel):
+    """A node config file: its tables."""
+
+    node: NodeSection
+    tls: TlsSection
+    source: list[SourceSection] = Field(default_factory=list)
+    disclosure: dict[
+        Annotated[str, AfterValidator(_role)],
+        list[Annotated[str, AfterValidator(_disclosed)]],
+    ] = Field(default_factory=dict)
+    peers: dict[Annotated[str, AfterValidator(_peer)], Address] = Field(default_factory=dict)
+    rate_limits: RateLimitSection = RateLimitSection()
+    console: ConsoleSection | None = None
+
+
+# ---------------------------------------------------------------------------------- parsing
 
 
 def parse_node_config(text: str, *, base_dir: Path, config_path: Path | None = None) -> NodeConfig:
     """Parse config TOML text; relative paths resolve against ``base_dir``."""
+    data = read_toml(text, config_path)
     problems = Problems()
-    data = parse_toml(text)
-    problems.unknown("config", data, _TOP_KEYS)
-
-    node = problems.required_table(data, "node", _NODE_KEYS)
-    has_node = "node" in data
-    agency = problems.get("node", node, "agency", str) if has_node else None
-    if agency is not None and not AGENCY_RE.fullmatch(agency):
-        problems.add("node.agency: expected lowercase letters, digits and underscores")
-    schema_ref = problems.get("node", node, "schema", str) if has_node else None
-    secret_file = problems.get("node", node, "secret_file", str) if has_node else None
-    key_version = problems.get_int("node", node, "key_version", 1, minimum=1)
-    store = problems.get("node", node, "store", str) if has_node else None
-    audit_log = problems.get("node", node, "audit_log", str) if has_node else None
-    listen = problems.get_address("node", node, "listen", "127.0.0.1:0")
-    matcher = problems.get_address("node", node, "matcher") if has_node else None
-    batch = problems.get_int("node", node, "publish_batch_size", 1000, minimum=1, maximum=100_000)
-    publish_form = problems.get("node", node, "publish_form", str, PUBLISH_FORMS[0])
-    if publish_form is not None and publish_form not in PUBLISH_FORMS:
-        problems.add('node.publish_form: expected "columns" or "records"')
-    purposes = read_purpose_codes("node", node, problems)
-
-    schema = (
-        load_schema_ref("node.schema", schema_ref, base_dir, problems)
-        if schema_ref is not None
-        else None
+    node = read_ahead(data, "node")
+    schema = load_schema_ref("node.schema", node.get("schema"), base_dir, problems)
+    sources = data.get("source")
+    extra_names = {
+        name
+        for source in (sources if isinstance(sources, list) else [])
+        if isinstance(source, dict) and isinstance(source.get("extra"), dict)
+        for name in source["extra"]
+    }
+    context = {
+        "schema": schema,
+        "agency": node.get("agency"),
+        "node_listen": node.get("listen"),
+        "disclosable": None if schema is None else {*schema.input_names, *extra_names},
+    }
+    printable = {*ROLES, LOCAL_ID, "missing", *(schema.input_names if schema else ())}
+    parsed = parse_config(
+        NodeFile, data, problems, path=config_path, printable=printable, context=context
     )
+    assert schema is not None  # a schema that failed to load is a problem, raised above
+    return _node_config(parsed, schema, base_dir, config_path)
 
-    tls = read_tls_section(data, problems, check_keys="tls" in data)
 
-    raw_sources = data.get("source", [])
-    sources: list[SourceConfig] = []
-    if not isinstance(raw_sources, list):
-        problems.add("source: expected an array of tables ([[source]])")
-        raw_sources = []
-    for index, raw in enumerate(raw_sources):
-        parsed = _parse_source(f"source[{index}]", raw, base_dir, schema, problems)
-        if parsed is not None:
-            sources.append(parsed)
-
-    extra_names = {name for source in sources for name in source.extra}
-    disclosable = (set(schema.input_names) if schema is not None else set()) | extra_names
-    disclosure: dict[str, tuple[str, ...]] = {}
-    for role, fields in problems.table("disclosure", data.get("disclosure")).items():
-        where = f"disclosure.{role}"
-        if role not in ROLES:
-            problems.add(f"disclosure: unknown role {role!r} (roles: {', '.join(sorted(ROLES))})")
-            continue
-        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
-            problems.add(f"{where}: expected an array of field names")
-            continue
-        if schema is not None:
-            for name in fields:
-                if name not in disclosable:
-                    problems.add(f"{where}: {name!r} is not a schema field or an extra field")
-        disclosure[role] = tuple(dict.fromkeys(fields))
-
-    rates = problems.table("rate_limits", data.get("rate_limits"))
-    problems.unknown("rate_limits", rates, _RATE_KEYS)
-    per_minute = problems.get("rate_limits", rates, "lookups_per_minute", (int, float), 60)
-    burst = problems.get("rate_limits", rates, "burst", int, 10)
-    alert = problems.get("rate_limits", rates, "enumeration_alert_per_hour", int, 200)
-    if per_minute is not None and per_minute <= 0:
-        problems.add("rate_limits.lookups_per_minute: expected a number > 0")
-    if burst is not None and burst < 1:
-        problems.add("rate_limits.burst: expected an integer >= 1")
-    if alert is not None and alert < 1:
-        problems.add("rate_limits.enumeration_alert_per_hour: expected an integer >= 1")
-    defaults = RateLimitConfig()
-    disclosure_rate = problems.get(
-        "rate_limits", rates, "disclosures_per_minute", (int, float),
-        defaults.disclosures_per_minute,
-    )  # fmt: skip
-    disclosure_burst = problems.get(
-        "rate_limits", rates, "disclosure_burst", int, defaults.disclosure_burst
-    )
-    disclosure_alert = problems.get(
-        "rate_limits", rates, "disclosure_alert_per_hour", int, defaults.disclosure_alert_per_hour
-    )
-    window = problems.get(
-        "rate_limits", rates, "disclosure_window_minutes", (int, float),
-        defaults.disclosure_window_minutes,
-    )  # fmt: skip
-    if disclosure_rate is not None and disclosure_rate <= 0:
-        problems.add("rate_limits.disclosures_per_minute: expected a number > 0")
-    if disclosure_burst is not None and disclosure_burst < 1:
-        problems.add("rate_limits.disclosure_burst: expected an integer >= 1")
-    if disclosure_alert is not None and disclosure_alert < 1:
-        problems.add("rate_limits.disclosure_alert_per_hour: expected an integer >= 1")
-    if window is not None and not 0 < window <= 24 * 60:
-        problems.add("rate_limits.disclosure_window_minutes: expected a number in (0, 1440]")
-
-    peers: dict[str, str] = {}
-    raw_peers = problems.table("peers", data.get("peers"))
-    for peer_agency in raw_peers:
-        if not AGENCY_RE.fullmatch(peer_agency):
-            problems.add("peers: expected agency ids of lowercase letters, digits, underscores")
-            continue
-        if peer_agency == agency:
-            problems.add(f"peers.{peer_agency}: this node's own agency needs no peer address")
-            continue
-        address = problems.get_address("peers", raw_peers, peer_agency)
-        if address is not None:
-            peers[peer_agency] = address
-
-    console = _parse_console(data, base_dir, listen, problems)
-    problems.raise_if_any()
-    # every value below was checked above; the narrowing is for the type checker
-    if (
-        agency is None
-        or schema_ref is None
-        or schema is None
-        or secret_file is None
-        or key_version is None
-        or store is None
-        or audit_log is None
-        or listen is None
-        or matcher is None
-        or batch is None
-        or per_minute is None
-        or burst is None
-        or alert is None
-        or disclosure_rate is None
-        or disclosure_burst is None
-        or disclosure_alert is None
-        or window is None
-        or tls is None
-        or purposes is None
-    ):
-        raise ConfigError(["config: incomplete"])  # unreachable: each None added a problem
-    return NodeConfig(
-        agency=agency,
-        schema_source=schema_ref,
-        schema=schema,
-        secret_file=resolve_path(base_dir, secret_file),
-        key_version=key_version,
-        store=resolve_path(base_dir, store),
-        audit_log=resolve_path(base_dir, audit_log),
-        listen=listen,
-        matcher=matcher,
-        publish_batch_size=batch,
-        publish_form=publish_form or PUBLISH_FORMS[0],
-        tls=tls.resolve(base_dir),
-        sources=tuple(sources),
-        disclosure=MappingProxyType(disclosure),
-        rate_limits=RateLimitConfig(
-            float(per_minute),
-            burst,
-            alert,
-            disclosures_per_minute=float(disclosure_rate),
-            disclosure_burst=disclosure_burst,
-            disclosure_alert_per_hour=disclosure_alert,
-            disclosure_window_minutes=float(window),
+def _source_config(source: SourceSection, schema: Schema, base_dir: Path) -> SourceConfig:
+    missing = source.values.get("missing", [])
+    return SourceConfig(
+        kind=source.kind,
+        path=resolve_path(base_dir, source.path),
+        table=source.table,
+        day_first=schema.day_first if source.day_first is None else source.day_first,
+        columns=MappingProxyType(dict(source.columns)),
+        extra=MappingProxyType(dict(source.extra)),
+        missing_values=frozenset(v.strip().casefold() for v in missing),
+        value_maps=MappingProxyType(
+            {
+                name: MappingProxyType(
+                    {code.strip().casefold(): (meant or None) for code, meant in codes.items()}
+                )
+                for name, codes in source.values.items()
+                if isinstance(codes, dict)
+            }
         ),
-        config_path=config_path if config_path is not None else base_dir / "<text>",
-        peers=MappingProxyType(peers),
-        purposes=purposes,
-        console=console,
     )
 
 
-def _parse_console(
-    data: Mapping[str, Any], base_dir: Path, node_listen: str | None, problems: Problems
-) -> ConsoleConfig | None:
-    """The optional ``[console]`` section (None when absent or after a problem)."""
-    if "console" not in data:
-        return None
-    section = problems.table("console", data.get("console"))
-    problems.unknown("console", section, _CONSOLE_KEYS)
-    listen = problems.get_address("console", section, "listen", "127.0.0.1:8443")
-    node = problems.get_address("console", section, "node", node_listen or "127.0.0.1:0")
-    cert = problems.get("console", section, "cert", str)
-    key = problems.get("console", section, "key", str)
-    activity = problems.get("console", section, "activity", str, "console-activity.sqlite")
-    minutes = problems.get_int("console", section, "session_minutes", 15, minimum=1, maximum=480)
-    if node is not None and node.endswith(":0"):
-        problems.add("console.node: expected this node's address with a fixed port")
-    if (
-        listen is None
-        or node is None
-        or cert is None
-        or key is None
-        or activity is None
-        or minutes is None
-    ):
-        return None
-    return ConsoleConfig(
-        listen=listen,
-        node=node,
-        cert=resolve_path(base_dir, cert),
-        key=resolve_path(base_dir, key),
-        activity=resolve_path(base_dir, activity),
-        session_minutes=minutes,
+def _node_config(
+    parsed: NodeFile, schema: Schema, base_dir: Path, config_path: Path | None
+) -> NodeConfig:
+    node = parsed.node
+    console = parsed.console
+    return NodeConfig(
+        agency=node.agency,
+        schema_source=node.schema_ref,
+        schema=schema,
+        secret_file=resolve_path(base_dir, node.secret_file),
+        key_version=node.key_version,
+        store=resolve_path(base_dir, node.store),
+        audit_log=resolve_path(base_dir, node.audit_log),
+        listen=node.listen,
+        matcher=node.matcher,
+        publish_batch_size=node.publish_batch_size,
+        tls=parsed.tls.resolve(base_dir),
+        sources=tuple(_source_config(source, schema, base_dir) for source in parsed.source),
+        disclosure=MappingProxyType(
+            {role: tuple(dict.fromkeys(names)) for role, names in parsed.disclosure.items()}
+        ),
+        rate_limits=RateLimitConfig(**parsed.rate_limits.model_dump()),
+        config_path=config_path if config_path is not None else base_dir / "<text>",
+        peers=MappingProxyType(dict(parsed.peers)),
+        purposes=node.purposes,
+        console=None
+        if console is None
+        else ConsoleConfig(
+            listen=console.listen,
+            node=console.node_address(node.listen),
+            cert=resolve_path(base_dir, console.cert),
+            key=resolve_path(base_dir, console.key),
+            activity=resolve_path(base_dir, console.activity),
+            session_minutes=console.session_minutes,
+        ),
     )
 
 
