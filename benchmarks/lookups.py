@@ -176,10 +176,15 @@ def main(argv: list[str] | None = None) -> int:
             "index as nodes publish (forms included), the model fitted as the matcher fits "
             "it; records of one agency whose child the other holds looked up as staff type "
             "them (one query row per assumed sex value; `hypotheses`: also the rows of the "
-            "date hypotheses, `linkage.forms.encode_date_hypotheses`, blocking only; merged "
-            "per record). `top1`: the "
-            "target agency's first candidate is the child's record; `top5`: among its first "
-            "five; `none`: no candidate of that agency.",
+            "date hypotheses, `linkage.forms.encode_date_hypotheses`, blocking only; all rows "
+            "in one pass, merged per record). Candidates at or above `floor` count: 0.5 is "
+            'where the band "possible" starts, 0.1 the matcher\'s lookup floor '
+            '(`LOOKUP_MIN_PROBABILITY`, band "low" below 0.5). `top1`: the target agency\'s '
+            "first candidate is the child's record; `top5`: among its first five; `none`: no "
+            "candidate of that agency. `absent_lookups`: records of children the target does "
+            "not hold, from every other agency, looked up the same way; `absent_any`: the "
+            "share answered with a candidate at or above `floor` (a false lead); "
+            '`absent_possible`: with one in the band "possible" or above.',
             rows,
         )
     return 0
