@@ -1132,7 +1132,7 @@ static int best_sha_path = SHA_PORTABLE;
 /* The same compression with the x86 SHA extensions (Intel SHA-NI; AMD since Zen): the state
  * is held as the ABEF / CDGH register pair the instructions expect, each sha256rnds2 runs two
  * rounds, sha256msg1 / sha256msg2 extend the message schedule four words at a time.  Checked
- * against the portable path and Python's hmac in tests/test_hmac_kernel.py. */
+ * against the portable path and Python's hmac in tests/linkage/test_hmac_kernel.py. */
 #define TARGET_SHA __attribute__((target("sha,sse4.1,ssse3")))
 
 static TARGET_SHA void sha256_compress_ni(uint32_t state[8], const uint8_t block[64]) {

@@ -41,7 +41,7 @@ from server.launcher import (
 )
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CANARY = "Zqxcanary"
 
 
@@ -484,7 +484,7 @@ def test_matcher_limits_a_node_calling_match_directly(
     from server.common.status import retry_after_from_metadata
     from server.common.tls import secure_channel, tls_files_for
     from server.common.wire import encoded_to_proto
-    from tests.matcher_harness import tls_section
+    from tests.helpers.matcher import tls_section
 
     pki = Path(federation.pki)
     workdir = tmp_path / "matcher"

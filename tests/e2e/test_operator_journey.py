@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from server.launcher import AGENCIES, start_service, stop_services, wait_ready, write_node_config
-from tests.test_e2e import Federation, _build, jigsaw
+from tests.e2e.test_federation_cli import Federation, _build, jigsaw
 
 pytestmark = pytest.mark.e2e
 

@@ -26,7 +26,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AGENCIES = ("police", "health", "school", "childrens_social_care")
 PORTS = (17400, 17401, 17402, 17403, 17404)
 STEP = "<!-- setup-step -->"

@@ -1,8 +1,8 @@
 """Tests for linkage.encode: golden tokens and filters, filter layout, keys, missing/invalid values.
 
-The golden files (tests/golden/tokens.json, filters.json) are made by
-tests/golden/make_vectors.py under the published test key and change only deliberately (see
-tests/golden/README.md).
+The golden files (tests/linkage/golden/tokens.json, filters.json) are made by
+tests/linkage/golden/make_vectors.py under the published test key and change only deliberately (see
+tests/linkage/golden/README.md).
 """
 
 from __future__ import annotations

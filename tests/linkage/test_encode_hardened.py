@@ -1,8 +1,9 @@
 """Tests for hardening wired into the encoder: golden bytes, published widths, keys, missing
 values, schema round trip and fingerprint, and batch linkage of hardened encodings.
 
-The golden file (tests/golden/hardened_filters.json) is made by tests/golden/make_vectors.py
-under the published test key and changes only deliberately (see tests/golden/README.md).
+The golden file (tests/linkage/golden/hardened_filters.json) is made by
+tests/linkage/golden/make_vectors.py under the published test key and changes only
+deliberately (see tests/linkage/golden/README.md).
 """
 
 from __future__ import annotations

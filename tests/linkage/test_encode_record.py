@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from linkage.encode import EncodedBatch, encode_record, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Hardening, Schema, load_schema
-from tests.schemas import DATE_SALTED
+from tests.helpers.schemas import DATE_SALTED
 
 KEYS = KeySet(LinkageSecret.for_tests(), key_version=1)  # the published test key
 SHIPPED = load_schema("child")  # salted; combined fields in views; diffusion everywhere

@@ -7,8 +7,9 @@ of its views; a combined field only where none of the fields it combines is). Th
 schema salts names and postcode with the whole date and publishes their combined fallbacks in
 views; NAME_VIEWS puts the names and postcode themselves in views, for the view machinery.
 
-The golden file (tests/golden/shipped_filters.json) is made by tests/golden/make_vectors.py
-under the published test key and changes only deliberately (see tests/golden/README.md).
+The golden file (tests/linkage/golden/shipped_filters.json) is made by
+tests/linkage/golden/make_vectors.py under the published test key and changes only
+deliberately (see tests/linkage/golden/README.md).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from linkage.encode import (
 from linkage.errors import FilterFormatError, SchemaError
 from linkage.keys import TEST_SECRET_HEX, KeySet, LinkageSecret, derive_key
 from linkage.schema import Hardening, Schema, load_schema
-from tests.schemas import DATE_SALTED
+from tests.helpers.schemas import DATE_SALTED
 
 GOLDEN = Path(__file__).parent / "golden"
 SHIPPED: dict[str, Any] = json.loads((GOLDEN / "shipped_filters.json").read_text("utf-8"))

@@ -1,7 +1,8 @@
 """Forms (linkage.forms): a record lacking sex, whose date of birth the shipped schema salts
 with sex, is published once per sex value; the forms are one record to the pipeline.
 
-The golden file (tests/golden/forms.json) is made by tests/golden/make_vectors.py and pins
+The golden file (tests/linkage/golden/forms.json) is made by
+tests/linkage/golden/make_vectors.py and pins
 every published part of each form and the derived references."""
 
 from __future__ import annotations

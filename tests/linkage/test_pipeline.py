@@ -19,7 +19,7 @@ from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
 from linkage.pipeline import candidates, fitting
 from linkage.schema import Schema, default_child_schema
-from tests.schemas import DATE_SALTED
+from tests.helpers.schemas import DATE_SALTED
 
 SCHEMA = DATE_SALTED
 

@@ -10,8 +10,8 @@ or schema, bump the version that the change requires (``NORMALISATION_VERSION`` 
 
 Usage (from the repository root)::
 
-    .venv/bin/python tests/golden/make_vectors.py          # rewrite the five files
-    .venv/bin/python tests/golden/make_vectors.py --check  # exit 1 if any file would change
+    .venv/bin/python tests/linkage/golden/make_vectors.py          # rewrite the five files
+    .venv/bin/python tests/linkage/golden/make_vectors.py --check  # exit 1 if any file would change
 
 ``hkdf_rfc5869.json`` is not generated: it is copied from RFC 5869 Appendix A.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 GOLDEN_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(GOLDEN_DIR.parent.parent))
+sys.path.insert(0, str(GOLDEN_DIR.parents[2]))
 
 from linkage import forms, normalise  # noqa: E402
 from linkage.encode import EncodedBatch, encode_records, tokenise  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.common.audit import AuditLog, RefusalTally, verify_audit_log
-from tests.test_node_disclose import AMY, Node, fresh_node, matcher, pki, stop_node
+from tests.server.node.test_node_service import AMY, Node, fresh_node, matcher, pki, stop_node
 
 __all__ = ["fresh_node", "matcher", "pki"]  # the fixtures, shared with the node tests
 

@@ -27,8 +27,8 @@ import pytest
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.common.pki import UNIT_AGENCY, init_pki, issue_certificate, server_name
 from server.common.tls import secure_channel, tls_files_for
-from tests.matcher_harness import Running, matcher_config
-from tests.test_node_disclose import Node, start_node, stop_node, write_node_config
+from tests.helpers.matcher import Running, matcher_config
+from tests.server.node.test_node_service import Node, start_node, stop_node, write_node_config
 
 OK = grpc.StatusCode.OK
 DENIED = grpc.StatusCode.PERMISSION_DENIED

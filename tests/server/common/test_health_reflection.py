@@ -21,9 +21,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from server.common.pki import UNIT_AGENCY, init_pki, issue_certificate, server_name
 from server.common.tls import secure_channel, tls_files_for
-from tests.matcher_harness import Running, matcher_config
-from tests.test_authorisation_matrix import _matcher_calls, _node_calls
-from tests.test_node_disclose import Node, start_node, stop_node, write_node_config
+from tests.helpers.matcher import Running, matcher_config
+from tests.server.common.test_authorisation_matrix import _matcher_calls, _node_calls
+from tests.server.node.test_node_service import Node, start_node, stop_node, write_node_config
 
 TIMEOUT = 10
 PROBE = "lb-probe"

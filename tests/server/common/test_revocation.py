@@ -34,8 +34,8 @@ from server.common.revocation import RevocationChecker
 from server.common.tls import secure_channel, tls_files_for
 from server.matcher.config import parse_matcher_config
 from server.matcher.service import build_matcher
-from tests.matcher_harness import Running, matcher_config
-from tests.test_node_disclose import start_node, stop_node, write_node_config
+from tests.helpers.matcher import Running, matcher_config
+from tests.server.node.test_node_service import start_node, stop_node, write_node_config
 
 TIMEOUT = 10
 REVOKED = "the client certificate is revoked"
@@ -239,7 +239,7 @@ def test_a_revoked_certificate_is_refused_on_every_rpc_of_both_services(
 ) -> None:
     """The authorisation matrix's column for a revoked certificate: a node certificate (the
     role that may call both services) gets UNAUTHENTICATED from every RPC."""
-    from tests.test_authorisation_matrix import _matcher_calls, _node_calls
+    from tests.server.common.test_authorisation_matrix import _matcher_calls, _node_calls
 
     issue_certificate(pki, "retired-node", "police", "node")
     revoke_certificate(pki, name="retired-node")

@@ -59,7 +59,7 @@ from server.launcher import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = REPO / "server/console/frontend/node_modules/axe-core/axe.min.js"
 GOVUK = REPO / "server/console/frontend/node_modules/govuk-frontend"

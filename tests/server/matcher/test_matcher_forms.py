@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matcher_harness
 import numpy as np
 import pytest
 
@@ -27,6 +26,7 @@ from proto.jigsaw.v1 import jigsaw_pb2
 from server.common.pki import init_pki
 from server.common.wire import encoded_to_columns, encoded_to_proto
 from server.matcher.service import FormMap, candidates_per_record
+from tests.helpers import matcher as matcher_harness
 
 TIMEOUT = 30
 SCHEMA = load_schema("child")

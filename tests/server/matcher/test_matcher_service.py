@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from matcher_harness import FakeClock, Running, matcher_config, tls_section
 
 from linkage import forms, pipeline
 from linkage.encode import EncodedBatch, encode_records
@@ -41,6 +40,7 @@ from server.matcher.service import (
     encode_page_token,
 )
 from server.matcher.wire import candidate_to_proto, evidence_table
+from tests.helpers.matcher import FakeClock, Running, matcher_config, tls_section
 
 TIMEOUT = 30
 SCHEMA = load_schema("child")
@@ -1120,7 +1120,7 @@ audit_log = "matcher-audit.jsonl"
 """,
         encoding="utf-8",
     )
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[3]
     process = subprocess.Popen(
         [sys.executable, "-c", _SERVE, str(config_path), str(repo)],
         stdout=subprocess.PIPE,

@@ -36,7 +36,7 @@ from server.matcher.store import (
 
 SCHEMA = load_schema("child")
 KEYS = KeySet(LinkageSecret.for_tests(), 1)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 ROWS = [
     {"given_name": "José", "family_name": "Müller", "date_of_birth": "2014-03-02",

@@ -15,7 +15,7 @@ from linkage.schema import default_child_schema
 from server.common.status import RequestError
 from server.common.wire import encoded_to_proto
 from server.node.service import lookup_notes, require_chained_salts
-from tests.schemas import DATE_SALTED
+from tests.helpers.schemas import DATE_SALTED
 
 SCHEMA = default_child_schema()
 KEYS = KeySet(LinkageSecret.for_tests())

@@ -40,7 +40,7 @@ from server.node.ingest import ingest_source
 from server.node.publish import message_forms, publish_pending
 from server.node.service import NodeRuntime, build_node, create_server
 from server.node.store import NodeStore
-from tests.matcher_harness import tls_section
+from tests.helpers.matcher import tls_section
 
 # Identifier values of the test records: none may appear in an audit line or status message.
 CANARY_GIVEN = "Zebedee"
@@ -928,7 +928,7 @@ def test_serve_stops_gracefully_on_sigterm(pki: Path, tmp_path: Path) -> None:
     config = write_node_config(tmp_path, pki, "localhost:1")
     process = subprocess.Popen(
         [sys.executable, "-c", _SERVE, str(config.config_path)],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[3],
         stderr=subprocess.PIPE,
         text=True,
     )

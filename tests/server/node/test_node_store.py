@@ -1,7 +1,7 @@
 """Tests of the node store (server.node.store) and of publishing from it (server.node.publish).
 
 Publishing is driven through a fake in-process matcher stub that records what it was sent;
-``tests/test_node_disclose.py`` publishes over real mutual-TLS gRPC.
+``tests/server/node/test_node_service.py`` publishes over real mutual-TLS gRPC.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from server.common.wire import request_references
 from server.node.publish import message_forms, publish_pending
 from server.node.store import NodeStore, StoreFormatError, content_hash
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 def person(given: str, family: str = "smith", dob: str = "2014-03-02") -> dict[str, str | None]:

@@ -7,8 +7,9 @@ what must not change because of that: the records sent (as ``EncodedColumns``, o
 pending record is sent once per pass in store order, a record changed during a pass is
 re-sent in the same run, and a failure (gRPC, encoding, or a matcher acknowledging fewer
 records than were sent) marks nothing it did not send and leaves no thread behind.
-Publishing over real gRPC is covered by ``tests/test_e2e.py`` and
-``tests/test_node_disclose.py``; the older loop tests live in ``tests/test_node_store.py``.
+Publishing over real gRPC is covered by ``tests/e2e/test_federation_cli.py`` and
+``tests/server/node/test_node_service.py``; the older loop tests live in
+``tests/server/node/test_node_store.py``.
 """
 
 from __future__ import annotations

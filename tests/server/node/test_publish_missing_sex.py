@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import matcher_harness
 import pytest
 
 from linkage.forms import form_reference
@@ -29,6 +28,7 @@ from server.common.wire import columns_to_encoded, request_form_of, request_refe
 from server.matcher.service import MatcherRuntime, build_matcher
 from server.node.publish import encode_messages, publish_pending
 from server.node.store import NodeStore, PendingRecord
+from tests.helpers import matcher as matcher_harness
 
 SCHEMA = load_schema("child")
 KEYS = KeySet(LinkageSecret.for_tests(), 1)
