@@ -35,11 +35,16 @@ demo: $(STAMP) console-assets
 demo-console: $(STAMP) console-assets
 	$(VENV)/bin/jigsaw demo --serve
 
+# pytest-xdist, one worker per core; --dist loadscope keeps a module (and its module-scoped
+# servers) on one worker. pytest exits 5 when it collects no test, which fails the target.
+PYTEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadscope
+
 test: $(STAMP) console-assets check
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not e2e and not browser"
+	$(PYTEST) -m "not slow and not e2e and not browser and not bench"
 
 check: lint typecheck imports proto-check
 

@@ -72,3 +72,22 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFederat
         yield fed
     finally:
         fed.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/benchmarks/ is a ``bench`` test (deselect with -m "not bench")."""
+    benchmarks = Path(__file__).parent / "benchmarks"
+    for item in items:
+        if benchmarks in item.path.parents:
+            item.add_marker(pytest.mark.bench)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run that collects no test fails (pytest's exit status 5), and says so loudly."""
+    if session.testscollected == 0 and not hasattr(session.config, "workerinput"):
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "ERROR: no tests were collected: this run checked nothing", red=True
+            )
