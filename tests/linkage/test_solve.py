@@ -360,8 +360,8 @@ def test_cluster_big_weak_cluster_is_split() -> None:
         first = child * per_child
         true_left += [first, first + 1]
         true_right += [first + 1, first + 2]
-    weak_left = rng.X
-    weak_right = rng.X
+    weak_left = rng.integers(0, n_records, 400)
+    weak_right = rng.integers(0, n_records, 400)
     chain_left = np.arange(0, n_records - per_child, per_child)  # child k to child k + 1
     left = np.concatenate([true_left, chain_left, weak_left]).astype(np.int64)
     right = np.concatenate([true_right, chain_left + per_child, weak_right]).astype(np.int64)
