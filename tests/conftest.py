@@ -14,35 +14,20 @@ import pytest
 
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema, load_schema
-from server.common.pki import UNIT_AGENCY, init_pki, issue_certificate
 from tests.helpers.federation import LiveFederation, start_federation
-
-#: The identities of :func:`shared_pki`: two agencies, their nodes and consoles, three staff,
-#: two operators and a load balancer's probe.
-PKI_AGENCIES = ("police", "health")
-PKI_STAFF = (("alice", "police"), ("bob", "police"), ("harriet", "health"))
-PKI_OPERATORS = ("olga", "olive")
-PKI_PROBE = "lb-probe"
-
-
-def make_pki(directory: Path) -> Path:
-    """The PKI of :func:`shared_pki` in ``directory`` (for a test that must change its own)."""
-    init_pki(
-        directory,
-        agencies=list(PKI_AGENCIES),
-        staff=list(PKI_STAFF),
-        operators=list(PKI_OPERATORS),
-    )
-    for agency in PKI_AGENCIES:
-        issue_certificate(directory, f"{agency}-console", agency, "console")
-    issue_certificate(directory, PKI_PROBE, UNIT_AGENCY, "probe")
-    return directory
+from tests.helpers.pki import make_pki
 
 
 @pytest.fixture(scope="session")
 def shared_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA and bundles (see :data:`PKI_AGENCIES` and the rest); read-only."""
     return make_pki(tmp_path_factory.mktemp("shared-pki"))
+
+
+@pytest.fixture(scope="session")
+def pki(shared_pki: Path) -> Path:
+    """The shared PKI under the name most modules use (a module may define its own)."""
+    return shared_pki
 
 
 @pytest.fixture(scope="session")

@@ -41,13 +41,6 @@ OWNER = "police-node"
 ANCHORED_AT = (3, 6, 10)  # the heads the matcher holds of a 10-entry log
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("pki")
-    init_pki(directory, agencies=["police"], staff=[("alice", "police")], operators=["olga"])
-    return directory
-
-
 def ca_of(pki: Path) -> x509.Certificate:
     return load_ca(tls_files_for(pki, "matcher").ca_cert)
 

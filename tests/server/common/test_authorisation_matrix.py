@@ -25,7 +25,7 @@ import grpc
 import pytest
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.common.pki import UNIT_AGENCY, init_pki, issue_certificate, server_name
+from server.common.pki import UNIT_AGENCY, server_name
 from server.common.tls import secure_channel, tls_files_for
 from tests.helpers.matcher import Running, matcher_config
 from tests.server.node.test_node_service import Node, start_node, stop_node, write_node_config
@@ -290,20 +290,6 @@ CELLS = [
     for rpc, codes in EXPECTED.items()
     for caller, code in zip(CALLERS, codes, strict=True)
 ]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("pki")
-    init_pki(
-        directory,
-        agencies=["police", "health"],
-        staff=[("alice", "police"), ("bob", "police"), ("harriet", "health")],
-        operators=["olga"],
-    )
-    for agency in ("police", "health"):
-        issue_certificate(directory, f"{agency}-console", agency, "console")
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,7 @@ import pytest
 
 from client.client import MatcherClient, NodeClient
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.common.pki import init_pki
 from server.common.tls import WrongServerError, server_credentials, tls_files_for
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("pki")
-    init_pki(
-        directory,
-        agencies=["police", "health"],
-        staff=[("alice", "police")],
-        operators=["olga"],
-    )
-    return directory
 
 
 @pytest.fixture
