@@ -57,7 +57,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy linkage server client benchmarks
+	$(VENV)/bin/mypy linkage server client benchmarks tests
 
 # the layers and "no import cycles" contracts in pyproject.toml ([tool.importlinter])
 imports: $(STAMP)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from benchmarks import attack
-from linkage.schema import Hardening, Schema, febrl_schema, schema_from_dict
+from linkage import similarity
+from linkage.keys import LinkageSecret
+from linkage.schema import Hardening, Schema, default_child_schema, febrl_schema, schema_from_dict
 
 N_RECORDS = 1500
 
@@ -75,7 +77,7 @@ def test_frequency_attack_exact_on_own_list() -> None:
 
 
 def test_salted_schema_only_changes_name_fields() -> None:
-    base = attack.default_child_schema()
+    base = default_child_schema()
     salted = attack.setting_schema(base, attack.Setting("salt", salt=True))
     # the shipped views are gone with their salts: each combined field is published once
     assert salted.field_names == base.comparison_names
@@ -90,7 +92,7 @@ def test_salted_schema_only_changes_name_fields() -> None:
 def test_salt_source_of_a_setting_salts_the_name_fields_with_it() -> None:
     """``--salt`` (Setting.salt_source) replaces the salt of every name field and of no other;
     a setting that does not salt stays unsalted whatever its salt source."""
-    base = attack.default_child_schema()
+    base = default_child_schema()
     setting = attack.Setting("salt", salt=True, salt_source="date_of_birth.value")
     salted = attack.setting_schema(base, setting)
     names = [f.name for f in salted.fields if f.name in attack.SALTED_FIELDS]
@@ -104,7 +106,7 @@ def test_salt_source_of_a_setting_salts_the_name_fields_with_it() -> None:
 
 
 def test_setting_schema_hardens_record_and_fields_alike() -> None:
-    base = attack.default_child_schema()
+    base = default_child_schema()
     options = Hardening(balance=True, diffusion_t=3)
     schema = attack.setting_schema(base, attack.Setting("b", hardening=options))
     assert schema.hardening == options
@@ -157,7 +159,7 @@ def test_the_shipped_schema_is_the_first_measured_setting() -> None:
     # the table's first row, "shipped", measures exactly what the child schema ships: its
     # salts (names and postcode with the date of birth, the date of birth with sex), its
     # diffusion and its blocking rules, whatever salt source --salt gives the other settings
-    shipped = attack.default_child_schema()
+    shipped = default_child_schema()
     setting = attack.SETTINGS[0]
     assert setting.name == "shipped" and setting.as_shipped
     other_salt = dataclasses.replace(setting, salt_source="date_of_birth.year")
@@ -181,7 +183,7 @@ def test_the_shipped_schema_is_the_first_measured_setting() -> None:
 
 
 def test_filter_blocking_blocks_on_the_distinct_fields_of_each_rule() -> None:
-    data = attack.default_child_schema().to_dict()
+    data = default_child_schema().to_dict()
     data["blocking"] = [
         {"name": "names", "parts": ["given_name.soundex", "family_name.initial",
                                     "given_name.initial"]},
@@ -199,7 +201,7 @@ def test_filter_blocking_blocks_on_the_distinct_fields_of_each_rule() -> None:
     assert schema_from_dict(converted.to_dict()) == converted
     assert converted.fields == schema_from_dict(data).fields
     # the shipped child schema already blocks on filters
-    shipped = attack.default_child_schema()
+    shipped = default_child_schema()
     assert attack.filter_blocking(shipped).fingerprint() == shipped.fingerprint()
 
 
@@ -261,7 +263,7 @@ def test_encode_setting_hardens_at_published_widths_and_keeps_missing_rows_zero(
     columns["postcode"][:20] = [None] * 20
     setting = attack.Setting("b", hardening=Hardening(balance=True, blip_epsilon=4.0))
     schema, batch = attack.encode_setting(
-        attack.default_child_schema(), setting, columns, attack.LinkageSecret.for_tests()
+        default_child_schema(), setting, columns, LinkageSecret.for_tests()
     )
     index = batch.field_names.index("postcode")
     assert batch.field_filters[index].shape[1] == 4  # 128 bits balanced to 256
@@ -281,7 +283,7 @@ def test_top_k_matrix_matches_reference() -> None:
     top = attack._top_k_matrix(filters, 5)
     for row in (0, 17, 299):
         scores = sorted(
-            (attack.similarity.dice_reference(filters[row], filters[other])
+            (similarity.dice_reference(filters[row], filters[other])
              for other in range(300) if other != row),
             reverse=True,
         )[:5]  # fmt: skip
@@ -336,10 +338,10 @@ def test_value_seeds_align_given_names_without_any_overlap() -> None:
     attacker_columns = attack.take_columns(columns, np.arange(n_records, 2 * n_records))
     setting = attack.Setting("none")
     schema, encoded = attack.encode_setting(
-        attack.default_child_schema(), setting, encoded_columns, attack._test_secret()
+        default_child_schema(), setting, encoded_columns, attack._test_secret()
     )
     _, own = attack.encode_setting(
-        attack.default_child_schema(), setting, attacker_columns, attack.ATTACKER_SECRET
+        default_child_schema(), setting, attacker_columns, attack.ATTACKER_SECRET
     )
     field = "given_name"
     plain = attack._plain_field(schema, field, attacker_columns)
@@ -440,7 +442,7 @@ def _cooccurrence_run(
     given ``known_pairs`` true record pairs as seeds (auxiliary knowledge), reading the
     published blocking keys and salt tags too when ``block_keys``; ``base`` is the schema
     the setting modifies (the shipped child schema by default)."""
-    base = base or attack.default_child_schema()
+    base = base or default_child_schema()
     (setting,) = [s for s in attack.SETTINGS if s.name == setting_name]
     columns, child_ids = attack.one_record_per_child(int(n_records * 1.8) + 1, seed=7)
     shared = round(overlap * n_records)
@@ -512,7 +514,7 @@ def test_cooccurrence_attack_reads_the_blocking_keys() -> None:
     # reproduces under its own secret. With them the attack re-identifies half of
     # salt+diffusion_t3 at full overlap on 2,500 records (54.6 % measured before salt tags
     # were read, 94.7 % on 10,000), from the field filters alone 9.7 %.
-    base = _with_rules(attack.default_child_schema(), _VALUE_RULES)
+    base = _with_rules(default_child_schema(), _VALUE_RULES)
     with_keys, precision = _cooccurrence_run(
         "salt+diffusion_t3", 2500, 1.0, block_keys=True, base=base
     )
@@ -530,7 +532,7 @@ def test_the_shipped_schema_holds_against_the_attack_that_breaks_its_predecessor
     # rules). 0.84 % against 54.6 % when written; a schema edit that publishes a reproducible
     # grouping again (a value rule, an unsalted postcode) fails here.
     shipped, _ = _cooccurrence_run("shipped", 2500, 1.0, block_keys=True)
-    base = _with_rules(attack.default_child_schema(), _VALUE_RULES)
+    base = _with_rules(default_child_schema(), _VALUE_RULES)
     old, _ = _cooccurrence_run("salt+diffusion_t3", 2500, 1.0, block_keys=True, base=base)
     assert old >= 0.4, f"the attack is too weak to mean anything here ({old:.1%})"
     assert shipped <= 0.03, f"{shipped:.1%} of the shipped schema re-identified"
@@ -545,10 +547,10 @@ def _small_sides(
     order = np.random.default_rng(4).permutation(n_records)
     attacker_columns = attack.take_columns(columns, order)
     schema, encoded = attack.encode_setting(
-        attack.default_child_schema(), setting, columns, attack._test_secret()
+        default_child_schema(), setting, columns, attack._test_secret()
     )
     _, own = attack.encode_setting(
-        attack.default_child_schema(), setting, attacker_columns, attack.ATTACKER_SECRET
+        default_child_schema(), setting, attacker_columns, attack.ATTACKER_SECRET
     )
     return schema, encoded, own, columns, attacker_columns
 
@@ -617,7 +619,7 @@ def test_cooccurrence_attack_reads_no_class_twice(monkeypatch: pytest.MonkeyPatc
 def test_cooccurrence_attack_skips_a_key_column_missing_on_one_side() -> None:
     # A blocking key (or salt tag) column all zero on one side has no classes to weigh: it
     # used to crash the scoring (IndexError on an empty weight array); it must be skipped.
-    base = _with_rules(attack.default_child_schema(), _VALUE_RULES)
+    base = _with_rules(default_child_schema(), _VALUE_RULES)
     setting = attack.Setting("salt", salt=True)
     columns, _ = attack.one_record_per_child(400, seed=3)
     schema, encoded = attack.encode_setting(base, setting, columns, attack._test_secret())

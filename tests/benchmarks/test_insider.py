@@ -9,6 +9,7 @@ figures must follow from the limits exactly, so a matcher that stopped limiting 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ SMALL_LIMITS = {
 
 
 @pytest.fixture(scope="module")
-def probed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def probed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return run_insider(
         children=150,
         seed=3,
@@ -36,7 +37,7 @@ def probed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     )
 
 
-def test_the_matcher_limits_a_node_that_probes_it(probed: dict[str, object]) -> None:
+def test_the_matcher_limits_a_node_that_probes_it(probed: dict[str, Any]) -> None:
     assert probed["indexed_records"] > 150  # several records per child were published
     # the bucket's burst, then refusals (one more token refills only if 5 calls take 0.5 s)
     assert probed["burst_accepted"] in (5, 6)
@@ -50,16 +51,16 @@ def test_the_matcher_limits_a_node_that_probes_it(probed: dict[str, object]) -> 
     assert probed["days_for_population"] == pytest.approx(1000 / (24 * 12))
 
 
-def test_without_limits_the_insider_is_much_faster(probed: dict[str, object]) -> None:
+def test_without_limits_the_insider_is_much_faster(probed: dict[str, Any]) -> None:
     assert probed["unlimited_per_minute"] > 20 * probed["sustained_per_minute"]
 
 
-def test_probes_of_real_children_are_confirmed(probed: dict[str, object]) -> None:
+def test_probes_of_real_children_are_confirmed(probed: dict[str, Any]) -> None:
     # every guess is a real child's identifiers, so most come back with a high band
     assert probed["confirmed_share"] > 0.5
 
 
-def test_the_report_states_the_figures(probed: dict[str, object], tmp_path: Path) -> None:
+def test_the_report_states_the_figures(probed: dict[str, Any], tmp_path: Path) -> None:
     text = insider_report(probed)
     assert f"| calls accepted in the first burst | {probed['burst_accepted']} |" in text
     assert "and 9 accepted calls" in text

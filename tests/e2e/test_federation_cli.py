@@ -523,7 +523,7 @@ person_share = 1.0
         )
         node = f"{AGENCIES[0]}-node"
         with secure_channel(matcher.address(), tls_files_for(pki, node)) as channel:
-            stub = jigsaw_pb2_grpc.MatcherStub(channel)
+            stub = jigsaw_pb2_grpc.MatcherStub(channel)  # type: ignore[no-untyped-call]
             for _ in range(3):
                 assert list(stub.Match(request, timeout=30).candidates) == []
             with pytest.raises(grpc.RpcError) as caught:

@@ -72,7 +72,7 @@ class Running:
             self._channels[identity] = secure_channel(
                 self.address, tls_files_for(self.pki_dir, identity)
             )
-        return jigsaw_pb2_grpc.MatcherStub(self._channels[identity])
+        return jigsaw_pb2_grpc.MatcherStub(self._channels[identity])  # type: ignore[no-untyped-call]
 
     def channel(self, identity: str) -> grpc.Channel:
         self.stub(identity)

@@ -440,7 +440,7 @@ SCORING_CASES = [
         id="from_dict-unknown-keys-beside-a-valid-model",
     ),
     pytest.param(
-        lambda: scoring.FellegiSunterModel.from_dict({20140302: 1, ("x", CANARY): 2}),
+        lambda: scoring.FellegiSunterModel.from_dict({20140302: 1, ("x", CANARY): 2}),  # type: ignore[dict-item]
         id="from_dict-non-string-keys",
     ),
     pytest.param(

@@ -57,7 +57,7 @@ def test_the_hypotheses_of_a_date() -> None:
 def test_hypotheses_are_valid_dates_other_than_the_date(day: date) -> None:
     found = forms.date_hypotheses(day.isoformat())
     assert found[-1] is None and day.isoformat() not in found
-    dates = [date.fromisoformat(x) for x in found[:-1]]
+    dates = [date.fromisoformat(str(x)) for x in found[:-1]]
     assert len(set(dates)) == len(dates)
     for near in (day - timedelta(days=1), day + timedelta(days=1)):
         if near.month == day.month:  # the day keyed one off, within the month written

@@ -622,7 +622,7 @@ def test_filter_keys_and_tags_group_records_exactly_as_their_filters(
     # every source is a ".value" (views publish no tag): date_of_birth.value and sex.value
     assert len(columns) == len(shipped.blocking) + 2
     for keys_column, fields in columns:
-        present = batch.field_present[:, fields].all(axis=1)
+        present = np.asarray(batch.field_present[:, fields].all(axis=1))
         for i in range(len(records)):
             assert (keys_column[i] == 0) == (not present[i])
             for j in range(len(records)):

@@ -99,7 +99,7 @@ def raw_values(schema: Schema) -> st.SearchStrategy[dict[str, str | None]]:
     plus a key that names no field and the name of a view (both ignored by both paths: values
     are keyed by input names)."""
     value = st.one_of(st.just(_ABSENT), st.sampled_from(POOL), st.text(max_size=14))
-    fields = {name: value for name in schema.input_names}
+    fields: dict[str, st.SearchStrategy[Any]] = {name: value for name in schema.input_names}
     fields["not_a_field"] = st.sampled_from(POOL)
     views = [spec.name for spec in schema.fields if spec.view_of]
     if views:

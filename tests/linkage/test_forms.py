@@ -47,7 +47,7 @@ def hex_of(words: np.ndarray[Any, Any]) -> str:
     return bytes(words.astype("<u8").tobytes()).hex()
 
 
-AMY = {
+AMY: dict[str, str | None] = {
     "given_name": "Amy",
     "family_name": "Okafor",
     "date_of_birth": "02/03/2014",

@@ -121,7 +121,7 @@ def test_shapes_and_widths() -> None:
     with pytest.raises(FilterFormatError):
         harden.harden_filters(random_filters(1, 3, 1), Hardening(xor_fold=True), TEST_KEY)
     with pytest.raises(FilterFormatError):
-        harden.balance(x.astype(np.int64), TEST_KEY)  # type: ignore[arg-type]
+        harden.balance(x.astype(np.int64), TEST_KEY)
     with pytest.raises(FilterFormatError):
         harden.diffuse(x, 3, TEST_KEY, out_bits=100)
     with pytest.raises(KeyMaterialError):

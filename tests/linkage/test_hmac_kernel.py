@@ -57,7 +57,8 @@ def run(
 def reference(key: bytes, message: bytes, blocks: int, counter: bool) -> list[int]:
     parts = [bytes((b,)) + message if counter else message for b in range(blocks)]
     digest = b"".join(hmac.digest(key, part, "sha256") for part in parts)
-    return np.frombuffer(digest, dtype="<u4").tolist()
+    words: list[int] = np.frombuffer(digest, dtype="<u4").tolist()
+    return words
 
 
 def test_the_portable_path_always_exists_and_names_are_known() -> None:

@@ -525,7 +525,7 @@ def test_a_narrow_key_collision_only_adds_a_candidate(
     def lookup(published: EncodedBatch) -> list[Any]:
         index = MatchIndex(SCHEMA, key_version=1, merge_threshold=100)
         index.upsert("health", refs(len(batch)), published)
-        options = {"max_candidates": 10**6, "min_probability": 0.0, "scan_top_k": 0}
+        options: dict[str, Any] = {"max_candidates": 10**6, "min_probability": 0.0, "scan_top_k": 0}
         return index.query(batch.take([query_row]), model, **options)
 
     reference = lookup(unrelated)

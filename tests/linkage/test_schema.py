@@ -95,7 +95,10 @@ def test_child_schema_has_the_expected_fields() -> None:
     # the model's columns: the inputs, then the combined fallback field
     assert schema.comparison_names == (*inputs, "full_name")
     # the inputs are published once each; the combined fields in three views each
-    views = lambda name: tuple(f"{name}@{v}" for v in _DATE_VIEWS)  # noqa: E731
+
+    def views(name: str) -> tuple[str, ...]:
+        return tuple(f"{name}@{v}" for v in _DATE_VIEWS)
+
     assert schema.field_names == (*inputs, *views("full_name"))
     for spec in schema.fields:
         assert spec.input_name == (spec.view_of or spec.name)
@@ -367,7 +370,7 @@ def test_unknown_key_at_every_level_is_an_error(level: str, where: str) -> None:
         rule["xor_folds"] = 1
     problems = problems_of(data)
     assert len(problems) == 1
-    table = data if level == "top" else data.get(level)
+    table = data if level == "top" else data[level]
     if level == "field":
         table = data["field"][field_index(data, "family_name")]
     elif level == "blocking":
@@ -1163,7 +1166,7 @@ def test_a_bad_date_range_is_refused_by_position(value: object) -> None:
 def test_the_date_range_decides_which_dates_are_encoded() -> None:
     wide = schema_from_dict(_with_date_range([1850, 2100]))
     keys = KeySet(LinkageSecret.for_tests(), key_version=1)
-    columns = {name: [None] for name in wide.input_names}
+    columns: dict[str, list[str | None]] = {name: [None] for name in wide.input_names}
     columns["date_of_birth"] = ["1890-05-06"]
     date = wide.field_names.index("date_of_birth")
     assert encode_records(wide, keys, columns).field_present[0, date]

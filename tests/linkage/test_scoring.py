@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -632,10 +633,10 @@ def test_decontaminate_u_takes_the_matches_out_of_random_pairs() -> None:
     m = np.array([0.01, 0.02, 0.07, 0.90])
     share = 0.25  # a quarter of the compared random pairs are matches
     observed = (1 - share) * u_true + share * m
-    (cleaned,) = decontaminate_u([observed], [m], [share], [10**9])
+    (cleaned,) = decontaminate_u([observed.tolist()], [m.tolist()], [share], [10**9])
     np.testing.assert_allclose(cleaned, u_true, atol=1e-6)
     # no contamination: unchanged
-    (same,) = decontaminate_u([observed], [m], [0.0], [10**9])
+    (same,) = decontaminate_u([observed.tolist()], [m.tolist()], [0.0], [10**9])
     np.testing.assert_allclose(same, observed, atol=1e-9)
 
 
@@ -713,17 +714,16 @@ def veto_models() -> dict[str, FellegiSunterModel]:
     levels, blocked, _ = _veto_world(seed=14)
     random_levels = _draw(VETO_U, 300_000, np.random.default_rng(15))
     u = estimate_u(random_levels, [len(t) + 1 for t in VETO_THRESHOLDS])
-    common = {"field_names": VETO_NAMES, "thresholds": VETO_THRESHOLDS, "u": u}
+    common: dict[str, Any] = {"field_names": VETO_NAMES, "thresholds": VETO_THRESHOLDS, "u": u}
     latent = fit_latent_classes(
         levels,
         **common,
         classes=4,
         initial_prior=0.3,
-        blocked_on=blocked,  # type: ignore[arg-type]
+        blocked_on=blocked,
     )
     two = fit_fellegi_sunter(
-        levels, **common, fix_u=False, initial_prior=0.3, max_iterations=500,  # type: ignore[arg-type]
-        blocked_on=blocked,
+        levels, **common, fix_u=False, initial_prior=0.3, max_iterations=500, blocked_on=blocked,
     )  # fmt: skip
     return {
         "latent": latent.match_model(

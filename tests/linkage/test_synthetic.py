@@ -674,7 +674,9 @@ def test_name_error_labels_match_the_names_written() -> None:
         if messy.errors["family_half"][r]:
             assert expected_family.count("-") >= 1
             halves = expected_family.split("-")
-            expected_family = family if not messy.errors["given_family_swap"][r] else given
+            swapped = family if not messy.errors["given_family_swap"][r] else given
+            assert swapped is not None
+            expected_family = swapped
             assert expected_family in ("-".join(halves[:-1]), halves[-1], halves[0])
             assert expected_family != true_family
         expected_given = true_given

@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -348,8 +349,8 @@ class FsyncSpy:
                 self.durable_lines = max(self.durable_lines, lines)
 
 
-def run_threads(log: AuditLog, threads: int, per_thread: int, check: FsyncSpy | None) -> list:
-    entries: list = []
+def run_threads(log: AuditLog, threads: int, per_thread: int, check: FsyncSpy | None) -> list[Any]:
+    entries: list[Any] = []
     problems: list[str] = []
     lock = threading.Lock()
 

@@ -113,7 +113,7 @@ def address(pki_dir: Path) -> Iterator[str]:
         ],
         options=server_options(),
     )
-    jigsaw_pb2_grpc.add_MatcherServicer_to_server(EchoMatcher(), server)
+    jigsaw_pb2_grpc.add_MatcherServicer_to_server(EchoMatcher(), server)  # type: ignore[no-untyped-call]
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
@@ -132,7 +132,7 @@ def address(pki_dir: Path) -> Iterator[str]:
 
 def status_as(address: str, tls: TlsFiles) -> str:
     with secure_channel(address, tls) as channel:
-        response = jigsaw_pb2_grpc.MatcherStub(channel).Status(
+        response = jigsaw_pb2_grpc.MatcherStub(channel).Status(  # type: ignore[no-untyped-call]
             jigsaw_pb2.MatcherStatusRequest(), timeout=TIMEOUT
         )
     return str(response.version)
@@ -158,7 +158,7 @@ def test_wrong_role_is_permission_denied(address: str, pki_dir: Path, name: str)
 
 def test_method_missing_from_policy_is_denied(address: str, pki_dir: Path) -> None:
     with secure_channel(address, tls_files_for(pki_dir, "olga")) as channel:
-        stub = jigsaw_pb2_grpc.MatcherStub(channel)
+        stub = jigsaw_pb2_grpc.MatcherStub(channel)  # type: ignore[no-untyped-call]
         # Withdraw is served by the base class but only "node" may call it.
         error = rpc_error(lambda: stub.Withdraw(jigsaw_pb2.WithdrawRequest(), timeout=TIMEOUT))
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
@@ -177,14 +177,14 @@ def test_client_without_certificate_is_refused(address: str, pki_dir: Path) -> N
         root_certificates=(ca_dir(pki_dir) / "ca.pem").read_bytes()
     )
     with grpc.secure_channel(address, credentials) as channel:
-        stub = jigsaw_pb2_grpc.MatcherStub(channel)
+        stub = jigsaw_pb2_grpc.MatcherStub(channel)  # type: ignore[no-untyped-call]
         error = rpc_error(lambda: stub.Status(jigsaw_pb2.MatcherStatusRequest(), timeout=TIMEOUT))
     assert error.code() is grpc.StatusCode.UNAVAILABLE
 
 
 def test_plaintext_client_is_refused(address: str) -> None:
     with grpc.insecure_channel(address) as channel:
-        stub = jigsaw_pb2_grpc.MatcherStub(channel)
+        stub = jigsaw_pb2_grpc.MatcherStub(channel)  # type: ignore[no-untyped-call]
         error = rpc_error(lambda: stub.Status(jigsaw_pb2.MatcherStatusRequest(), timeout=TIMEOUT))
     assert error.code() is grpc.StatusCode.UNAVAILABLE
 
@@ -206,17 +206,17 @@ def test_client_refuses_server_from_another_ca(address: str, other_pki_dir: Path
 
 def test_stream_request_and_stream_response_handlers(address: str, pki_dir: Path) -> None:
     with secure_channel(address, tls_files_for(pki_dir, "police-node")) as channel:
-        stub = jigsaw_pb2_grpc.MatcherStub(channel)
+        stub = jigsaw_pb2_grpc.MatcherStub(channel)  # type: ignore[no-untyped-call]
         batches = iter([jigsaw_pb2.PublishRequest(records=[jigsaw_pb2.EncodedRecord()] * 2)] * 3)
         assert stub.Publish(batches, timeout=TIMEOUT).received == 6
         error = rpc_error(lambda: list(stub.Link(jigsaw_pb2.LinkRequest(), timeout=TIMEOUT)))
         assert error.code() is grpc.StatusCode.PERMISSION_DENIED
     with secure_channel(address, tls_files_for(pki_dir, "olga")) as channel:
         progress = list(
-            jigsaw_pb2_grpc.MatcherStub(channel).Link(jigsaw_pb2.LinkRequest(), timeout=TIMEOUT)
+            jigsaw_pb2_grpc.MatcherStub(channel).Link(jigsaw_pb2.LinkRequest(), timeout=TIMEOUT)  # type: ignore[no-untyped-call]
         )
         assert [(p.stage, p.done) for p in progress] == [("olga", 0), ("olga", 1), ("olga", 2)]
-        publish = jigsaw_pb2_grpc.MatcherStub(channel).Publish
+        publish = jigsaw_pb2_grpc.MatcherStub(channel).Publish  # type: ignore[no-untyped-call]
         error = rpc_error(lambda: publish(iter([jigsaw_pb2.PublishRequest()]), timeout=TIMEOUT))
         assert error.code() is grpc.StatusCode.PERMISSION_DENIED
 
@@ -249,7 +249,7 @@ def test_identities_do_not_leak_across_concurrent_calls(address: str, pki_dir: P
     lock = threading.Lock()
 
     def call(name: str) -> None:
-        stub = jigsaw_pb2_grpc.MatcherStub(channels[name])
+        stub = jigsaw_pb2_grpc.MatcherStub(channels[name])  # type: ignore[no-untyped-call]
         for _ in range(15):
             version = stub.Status(jigsaw_pb2.MatcherStatusRequest(), timeout=TIMEOUT).version
             with lock:

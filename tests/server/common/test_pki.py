@@ -219,7 +219,7 @@ class _Matcher(jigsaw_pb2_grpc.MatcherServicer):
 def test_certificates_work_for_grpc_mutual_tls(pki: tuple[Path, PkiLayout], host: str) -> None:
     out, _layout = pki
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=server_options())
-    jigsaw_pb2_grpc.add_MatcherServicer_to_server(_Matcher(), server)
+    jigsaw_pb2_grpc.add_MatcherServicer_to_server(_Matcher(), server)  # type: ignore[no-untyped-call]
     bind = "[::1]:0" if host == "[::1]" else "127.0.0.1:0"
     try:
         port = server.add_secure_port(bind, server_credentials(tls_files_for(out, "matcher")))
@@ -228,7 +228,7 @@ def test_certificates_work_for_grpc_mutual_tls(pki: tuple[Path, PkiLayout], host
     server.start()
     try:
         with secure_channel(f"{host}:{port}", tls_files_for(out, "olga")) as channel:
-            response = jigsaw_pb2_grpc.MatcherStub(channel).Status(
+            response = jigsaw_pb2_grpc.MatcherStub(channel).Status(  # type: ignore[no-untyped-call]
                 jigsaw_pb2.MatcherStatusRequest(), timeout=10
             )
         assert response.version == "ok"

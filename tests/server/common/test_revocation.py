@@ -252,7 +252,7 @@ def test_a_revoked_certificate_is_refused_on_every_rpc_of_both_services(
             tls = tls_files_for(pki, "retired-node")
             with secure_channel(address, tls, expect=expect) as channel:
                 for rpc, call in calls.items():
-                    error = refused(lambda call=call: call(channel))  # type: ignore[misc]
+                    error = refused(lambda call=call: call(channel))
                     assert error.code() == grpc.StatusCode.UNAUTHENTICATED, rpc
                     assert REVOKED in error.details(), rpc
     finally:

@@ -511,7 +511,9 @@ def test_a_post_without_the_csrf_token_is_refused(federation: ConsoleFederation)
         # every page says not to store it, and not to be framed
         assert page.headers["cache-control"] == "no-store"
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.read().decode()).group(1)
+        found = re.search(r'name="csrf_token" value="([^"]+)"', page.read().decode())
+        assert found is not None
+        token = found.group(1)
     assert post("/sign-in", {}) == 403
     assert post("/sign-in", {"csrf_token": token}) == 200  # signed in, redirected to the form
     lookup = {"given_name": "Amelia", "purpose": "s47_enquiry", "note": "x"}

@@ -110,7 +110,10 @@ class Running(matcher_harness.Running):
             jigsaw_pb2.PublishRequest(header=header),
             jigsaw_pb2.PublishRequest(columns=encoded_to_columns(batch, rows, form_of)),
         ]
-        return self.stub(f"{agency}-node").Publish(iter(messages), timeout=TIMEOUT)
+        response: jigsaw_pb2.PublishResponse = self.stub(f"{agency}-node").Publish(
+            iter(messages), timeout=TIMEOUT
+        )
+        return response
 
     def match(self, query: EncodedBatch) -> list[tuple[str, str]]:
         request = jigsaw_pb2.MatchRequest(

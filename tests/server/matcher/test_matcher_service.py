@@ -132,7 +132,8 @@ def publish(
         for start in range(0, len(records), per_message):
             yield jigsaw_pb2.PublishRequest(records=records[start : start + per_message])
 
-    return stub.Publish(requests(), timeout=TIMEOUT)
+    response: jigsaw_pb2.PublishResponse = stub.Publish(requests(), timeout=TIMEOUT)
+    return response
 
 
 def publish_all(matcher: Running, population: dict[str, AgencyEncodings]) -> None:
@@ -166,10 +167,11 @@ def match(
         elif key in ("queries", "hypotheses"):
             rows = getattr(request, key)
             del rows[:]
-            rows.extend(value)  # type: ignore[arg-type]
+            rows.extend(value)
         else:
             setattr(request, key, value)
-    return matcher.stub(identity).Match(request, timeout=TIMEOUT)
+    response: jigsaw_pb2.MatchResponse = matcher.stub(identity).Match(request, timeout=TIMEOUT)
+    return response
 
 
 def error_of(call: object) -> grpc.RpcError:
@@ -369,7 +371,10 @@ def publish_columns(
     first = jigsaw_pb2.PublishRequest()
     first.CopyFrom(messages[0])
     first.header.CopyFrom(header())
-    return stub.Publish(iter([first, *messages[1:]]), timeout=TIMEOUT)
+    response: jigsaw_pb2.PublishResponse = stub.Publish(
+        iter([first, *messages[1:]]), timeout=TIMEOUT
+    )
+    return response
 
 
 def test_columns_publish_the_same_records_as_records(
@@ -741,7 +746,7 @@ def test_no_matcher_message_can_carry_raw_identifiers() -> None:
                 if field.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
                     problems.append(f"{where}: expected a string or bytes column")
             elif field.type == FieldDescriptor.TYPE_MESSAGE:
-                if field.message_type.GetOptions().map_entry:
+                if field.message_type is not None and field.message_type.GetOptions().map_entry:
                     problems.append(f"{where}: map field")
             elif field.type == FieldDescriptor.TYPE_STRING:
                 if field.name not in ALLOWED_STRING_FIELDS:
@@ -1130,7 +1135,7 @@ audit_log = "matcher-audit.jsonl"
         assert process.stdout is not None
         port = int(process.stdout.readline())
         with secure_channel(f"127.0.0.1:{port}", tls_files_for(pki_dir, "olga")) as channel:
-            answer = jigsaw_pb2_grpc.MatcherStub(channel).Status(
+            answer = jigsaw_pb2_grpc.MatcherStub(channel).Status(  # type: ignore[no-untyped-call]
                 jigsaw_pb2.MatcherStatusRequest(), timeout=TIMEOUT
             )
         assert answer.schema_fingerprint == SCHEMA.fingerprint()

@@ -141,7 +141,7 @@ def matcher(pki: Path) -> Iterator[tuple[str, MatcherLog]]:
         futures.ThreadPoolExecutor(max_workers=4),
         interceptors=[AuthInterceptor(MATCHER_POLICY, revocations=matcher_revocations(pki))],
     )
-    jigsaw_pb2_grpc.add_MatcherServicer_to_server(FakeMatcher(log), server)
+    jigsaw_pb2_grpc.add_MatcherServicer_to_server(FakeMatcher(log), server)  # type: ignore[no-untyped-call]
     port = server.add_secure_port("127.0.0.1:0", server_credentials(tls_files_for(pki, "matcher")))
     server.start()
     yield f"localhost:{port}", log
@@ -216,7 +216,7 @@ class Node:
     def stub(self, pki: Path, who: str) -> jigsaw_pb2_grpc.AgencyNodeStub:
         channel = secure_channel(self.address, tls_files_for(pki, who))
         self.channels.append(channel)
-        return jigsaw_pb2_grpc.AgencyNodeStub(channel)
+        return jigsaw_pb2_grpc.AgencyNodeStub(channel)  # type: ignore[no-untyped-call]
 
     channels: list[grpc.Channel] = field(default_factory=list)
 
@@ -628,7 +628,7 @@ def test_client_from_another_ca_is_refused(node: Node, tmp_path: Path) -> None:
     channel = secure_channel(node.address, bad)
     try:
         with pytest.raises(grpc.RpcError) as info:
-            jigsaw_pb2_grpc.AgencyNodeStub(channel).Status(
+            jigsaw_pb2_grpc.AgencyNodeStub(channel).Status(  # type: ignore[no-untyped-call]
                 jigsaw_pb2.NodeStatusRequest(), timeout=10
             )
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -853,7 +853,7 @@ def test_the_matchers_limit_reaches_staff_as_resource_exhausted(fresh_node: Any,
         futures.ThreadPoolExecutor(max_workers=2),
         interceptors=[AuthInterceptor(MATCHER_POLICY, revocations=matcher_revocations(pki))],
     )
-    jigsaw_pb2_grpc.add_MatcherServicer_to_server(LimitingMatcher(), server)
+    jigsaw_pb2_grpc.add_MatcherServicer_to_server(LimitingMatcher(), server)  # type: ignore[no-untyped-call]
     port = server.add_secure_port("127.0.0.1:0", server_credentials(tls_files_for(pki, "matcher")))
     server.start()
     try:
@@ -888,7 +888,7 @@ def test_publish_over_mutual_tls(
             node.runtime.store,
             node.config.schema,
             read_linkage_keys(node.config),
-            jigsaw_pb2_grpc.MatcherStub(channel),
+            jigsaw_pb2_grpc.MatcherStub(channel),  # type: ignore[no-untyped-call]
             batch_size=node.config.publish_batch_size,
         )
     finally:
@@ -943,7 +943,7 @@ def test_serve_stops_gracefully_on_sigterm(pki: Path, tmp_path: Path) -> None:
         assert port is not None
         channel = secure_channel(f"localhost:{port}", tls_files_for(pki, "olive"))
         try:
-            status = jigsaw_pb2_grpc.AgencyNodeStub(channel).Status(
+            status = jigsaw_pb2_grpc.AgencyNodeStub(channel).Status(  # type: ignore[no-untyped-call]
                 jigsaw_pb2.NodeStatusRequest(), timeout=10
             )
         finally:

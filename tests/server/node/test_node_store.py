@@ -105,8 +105,8 @@ def test_reupsert_of_a_deleted_record_restores_it(store: NodeStore) -> None:
     counts = store.upsert_many([("a", person("amy"))])
     assert counts.updated == 1
     assert store.pending_withdraw() == [] and store.pending_publish(10) == []
-    record = store.get_by_reference(ref)
-    assert record is not None and not record.deleted and record.published
+    stored = store.get_by_reference(ref)
+    assert stored is not None and not stored.deleted and stored.published
 
 
 def test_failed_upsert_commits_nothing(store: NodeStore) -> None:
