@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+# the README's fixed ports: its tests share one module-scoped walk, so they stay on one
+# pytest-xdist worker (make test's --dist loadscope; the group for --dist loadgroup)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("readme-fixed-ports")]
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENCIES = ("police", "health", "school", "childrens_social_care")
