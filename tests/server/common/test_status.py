@@ -20,7 +20,6 @@ from linkage.errors import (
     ModelError,
     SchemaError,
 )
-from server.common.pki import init_pki
 from server.common.status import (
     INTERNAL_MESSAGE,
     RETRY_AFTER_METADATA_KEY,
@@ -126,9 +125,8 @@ HANDLERS: dict[str, grpc.RpcMethodHandler] = {
 
 
 @pytest.fixture(scope="module")
-def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
-    pki_dir: Path = tmp_path_factory.mktemp("pki")
-    init_pki(pki_dir, agencies=["police"], staff=[("alice", "police")], operators=[])
+def channel(pki: Path) -> Iterator[grpc.Channel]:
+    pki_dir = pki  # the shared PKI (tests/conftest.py)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=server_options())
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("jigsaw.v1.Test", HANDLERS),)
