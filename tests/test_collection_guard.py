@@ -16,7 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     "args",
-    [["tests/helpers"], ["tests/client/test_protocheck.py", "-k", "no_such_test_name"]],
+    [
+        ["tests/helpers"],  # with pytest-xdist's workers (pyproject's addopts)
+        ["-n", "0", "tests/client/test_protocheck.py", "-k", "no_such_test_name"],
+    ],
     ids=["no test files", "everything deselected"],
 )
 def test_a_run_that_collects_nothing_exits_5(args: list[str]) -> None:
