@@ -35,9 +35,9 @@ demo: $(STAMP) console-assets
 demo-console: $(STAMP) console-assets
 	$(VENV)/bin/jigsaw demo --serve
 
-# pytest-xdist, one worker per core (pyproject's addopts: -n auto --dist loadgroup; the
-# groups, tests/conftest.py, keep the tests of a module-scoped server or of the session's
-# federation on one worker). pytest exits 5 when it collects no test, which fails the target.
+# pytest-xdist, one worker per core (pyproject's addopts: -n auto --dist loadscope, which
+# keeps a module, and so its module-scoped servers, on one worker). pytest exits 5 when it
+# collects no test, which fails the target.
 PYTEST_WORKERS ?= auto
 PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS)
 

@@ -59,42 +59,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFederat
         fed.stop()
 
 
-#: Session fixtures too costly to build on every pytest-xdist worker: their tests share one.
-SHARED_SESSION_FIXTURES = frozenset({"federation"})
-
-
-def xdist_group_of(item: pytest.Item) -> str | None:
-    """The pytest-xdist group that keeps ``item`` with the tests sharing its costly fixtures:
-    ``federation`` for those of the running federation, the module for a test using a
-    module- or class-scoped fixture (built once, on one worker); None (any worker) otherwise."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return None
-    scopes = {
-        name: definitions[-1].scope
-        for name in info.names_closure
-        if (definitions := info.name2fixturedefs.get(name))
-    }
-    for name in sorted(SHARED_SESSION_FIXTURES & scopes.keys()):
-        if scopes[name] == "session":
-            return name
-    if {"module", "class", "package"} & set(scopes.values()):
-        return item.nodeid.split("::", 1)[0]
-    return None
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test under tests/benchmarks/ is a ``bench`` test (deselect with -m "not bench");
-    every test gets its :func:`xdist_group_of` unless it names a group itself."""
-    benchmarks = Path(__file__).parent / "benchmarks"
-    for item in items:
-        if benchmarks in item.path.parents:
-            item.add_marker(pytest.mark.bench)
-        if item.get_closest_marker("xdist_group") is None:
-            group = xdist_group_of(item)
-            if group is not None:
-                item.add_marker(pytest.mark.xdist_group(group))
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test under tests/benchmarks/ is a ``bench`` test (deselect with -m "not bench")."""
+    if Path(__file__).parent / "benchmarks" in item.path.parents:
+        item.add_marker(pytest.mark.bench)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

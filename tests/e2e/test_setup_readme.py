@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 # the README's fixed ports: its tests share one module-scoped walk, so they stay on one
-# pytest-xdist worker (make test's --dist loadscope; the group for --dist loadgroup)
+# pytest-xdist worker (--dist loadscope, pyproject's addopts; the group for --dist loadgroup)
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("readme-fixed-ports")]
 
 ROOT = Path(__file__).resolve().parents[2]
