@@ -19,6 +19,9 @@ import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.internal.cache import LRUCache
+from hypothesis.internal.conjecture import providers
+from hypothesis.internal.constants_ast import Constants
 
 from benchmarks import fuzz
 from linkage.schema import load_schema
@@ -28,6 +31,15 @@ pytestmark = pytest.mark.slow
 
 RPC_EXAMPLES = 250
 CSV_EXAMPLES = 150
+
+
+@pytest.fixture(autouse=True)
+def examples_independent_of_the_loaded_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The derandomised runs draw the same examples in any process: Hypothesis otherwise mixes
+    in constants from every local module loaded so far (which tests a pytest-xdist worker or
+    a collection happened to import), and the run's coverage checks below changed with them."""
+    monkeypatch.setattr(providers, "_get_local_constants", Constants)
+    monkeypatch.setattr(providers, "CONSTANTS_CACHE", LRUCache(1024))
 
 
 @pytest.fixture(scope="module")
