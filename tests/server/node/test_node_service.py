@@ -415,7 +415,11 @@ def test_disclosures_are_rate_limited_per_person_with_an_alert(
     actions = [(e["actor"], e["action"], e["outcome"]) for e in entries]
     assert ("alice", "disclosure_alert", "alert") in actions
     refusals = [e["details"] for e in entries if e["action"] == "refused"]
-    assert refusals == [{"refused": 1, "interval_seconds": 0, "disclose.rate_limited": 1}]
+    # interval_seconds is wall-clock (0, or 1 on a slow machine): not a figure to pin
+    assert [{k: v for k, v in r.items() if k != "interval_seconds"} for r in refusals] == [
+        {"refused": 1, "disclose.rate_limited": 1}
+    ]
+    assert all(r["interval_seconds"] in (0, 1) for r in refusals)
     assert actions.count(("alice", "disclose", "ok")) == 2
     assert ("bob", "disclose", "ok") in actions
     assert verify_audit_log(node.config.audit_log).ok
