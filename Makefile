@@ -40,11 +40,17 @@ demo: $(STAMP) console-assets
 demo-console: $(STAMP) console-assets
 	$(VENV)/bin/jigsaw demo --serve
 
+# pytest-xdist, one worker per core (pyproject's addopts: -n auto --dist loadscope, which
+# keeps a module, and so its module-scoped servers, on one worker). pytest exits 5 when it
+# collects no test, which fails the target.
+PYTEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS)
+
 test: $(STAMP) console-assets check
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not e2e and not browser"
+	$(PYTEST) -m "not slow and not e2e and not browser and not bench"
 
 check: lint typecheck imports proto-check
 
@@ -57,7 +63,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy linkage server client benchmarks
+	$(VENV)/bin/mypy linkage server client benchmarks tests
 
 # the layers and "no import cycles" contracts in pyproject.toml ([tool.importlinter])
 imports: $(STAMP)

@@ -25,7 +25,7 @@ Properties checked on every input:
 
 Run: ``python -m benchmarks.fuzz --inputs 100000 --report`` (a JSON line on stdout, progress on
 stderr; ``--report`` writes the ``fuzz`` section of benchmarks/RESULTS.md). The test suite
-runs the same properties on a few hundred inputs (tests/test_fuzz.py).
+runs the same properties on a few hundred inputs (tests/benchmarks/test_fuzz.py).
 """
 
 from __future__ import annotations

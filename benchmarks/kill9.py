@@ -23,7 +23,7 @@ and 0.3 s later. A kill that lands after the job already finished is reported as
 (``killed`` false; the counts are still checked).
 
 Run: ``python -m benchmarks.kill9 [--report]`` (a JSON line per point on
-stdout). The test suite runs four points (tests/test_kill9.py).
+stdout). The test suite runs four points (tests/benchmarks/test_kill9.py).
 """
 
 from __future__ import annotations

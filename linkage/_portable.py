@@ -12,7 +12,7 @@ that is not a buffer, ``ValueError`` for a wrong item type, shape, layout or ran
 ``IndexError`` for an index outside its batch. Output buffers are written in place; nothing
 is kept between calls. Layouts (filters as little-endian uint64 words, bit ``i`` in word
 ``i // 64`` at bit ``i % 64``) and each function's arguments are those of the C sources in
-``linkage/_kernel/``; ``tests/test_kernel_paths.py`` holds the two implementations together.
+``linkage/_kernel/``; ``tests/linkage/test_kernel_paths.py`` holds the two implementations together.
 
 The one CPU path is called ``"numpy"`` (kernel id 0); :func:`hmac_paths` names one SHA-256
 path, ``"python-hmac"``.

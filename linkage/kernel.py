@@ -14,7 +14,7 @@ OpenSSL's headers still installs). :data:`IMPLEMENTATION` says which is in use (
 ``"numpy"``), :data:`FALLBACK_REASON` why the extension is not (``None`` when it is).
 
 Contract: both implementations return bit-identical results for every function and raise the
-same error types for bad arguments; ``tests/test_kernel_paths.py`` runs the golden vectors,
+same error types for bad arguments; ``tests/linkage/test_kernel_paths.py`` runs the golden vectors,
 the known-answer tests and a small linkage under each. The functions and their arguments are
 documented in the C sources (one file per purpose) and in :mod:`linkage._portable`.
 """

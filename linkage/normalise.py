@@ -16,7 +16,7 @@ Invariants:
   :class:`linkage.errors.InvalidValueError` naming the field and the expectation, never the
   value; the caller decides whether to count it as missing.
 * :data:`NORMALISATION_VERSION` is part of the schema fingerprint: any change of output for
-  any input bumps it and the golden vectors (``tests/golden/normalise.json``), because two
+  any input bumps it and the golden vectors (``tests/linkage/golden/normalise.json``), because two
   agencies that normalise differently produce encodings that silently fail to match.
 
 Canonical forms::

@@ -8,7 +8,7 @@
  * Contract: HMAC as RFC 2104 specifies it over SHA-256 (a key longer than the 64-byte block
  * is hashed first, then zero-padded; inner = SHA256(K ^ ipad || m), outer = SHA256(K ^ opad
  * || inner)).  The SHA-256 itself is OpenSSL's, which runs the CPU's SHA instructions where
- * it has them.  tests/test_hmac_kernel.py holds the output to the RFC 4231 test vectors and
+ * it has them.  tests/linkage/test_hmac_kernel.py holds the output to the RFC 4231 test vectors and
  * to Python's hmac module.
  *
  * Entry points:

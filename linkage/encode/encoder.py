@@ -188,7 +188,7 @@ class _TokenBlob:
     """One field's distinct values' tokens and the salt prefixes, as the byte blobs and
     offsets of ``kernel.token_filters``, which builds each (value, prefix) combination's
     filter in one call: the bits of :func:`token_positions` of the prefixed tokens, as
-    :func:`_salted` prefixes them (``tests/test_encode_salted.py`` checks this against the
+    :func:`_salted` prefixes them (``tests/linkage/test_encode_salted.py`` checks this against the
     Python specification)."""
 
     def __init__(self, prefixes: Sequence[str], value_tokens: Sequence[Sequence[str]]) -> None:
@@ -426,7 +426,7 @@ def encode_record(schema: Schema, keys: KeySet, values: Mapping[str, str | None]
     small numpy op per key, blocking tokens and salt tags one HMAC each, hardening tables
     reused through ``keys.derived`` as in the batch path; none of the batch machinery
     (distinct values, unique rows, scatter) that costs more than the hashing for one row.
-    tests/test_encode_one.py holds it to :func:`encode_records` (its plain counterpart).
+    tests/linkage/test_encode_record.py holds it to :func:`encode_records` (its plain counterpart).
     """
     problems: list[ValueProblem] = []
     canonical: dict[str, str] = {}  # by comparison

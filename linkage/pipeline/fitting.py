@@ -143,8 +143,8 @@ def salt_sources_over_cap(
 #: Rounds of (EM for the salted fields' u, then the model's match classes under it) in
 #: :func:`fit_model`. The salted u and the match classes depend on each other: a single round
 #: can leave a small federation's model unstable under some linkage secrets (an exact name and
-#: date of birth scoring low), a second round settles it (tests/test_pipeline.py), and further
-#: rounds change nothing.
+#: date of birth scoring low), a second round settles it (tests/linkage/test_pipeline.py), and
+#: further rounds change nothing.
 SALTED_U_ROUNDS = 2
 
 

@@ -62,10 +62,10 @@ def decontaminate_u(
     fields those are nearly all non-matches, but a *salted* field is compared only between
     records sharing the salt value (e.g. the birth month), and that subset is enriched in
     matches: with about 2,400 records of 600 children, u of "given names agree exactly" comes
-    out above 0.1 uncorrected and below 0.05 corrected (``tests/test_pipeline.py``). With ``c``
-    the share of matches among the compared pairs (``contamination[f]``), the observed level
-    frequencies are ``(1 - c)·u + c·m``, so ``u = (observed - c·m) / (1 - c)``. ``c`` is
-    capped at 0.5, and no level goes below one pseudo-count among the field's
+    out above 0.1 uncorrected and below 0.05 corrected (``tests/linkage/test_pipeline.py``).
+    With ``c`` the share of matches among the compared pairs (``contamination[f]``), the
+    observed level frequencies are ``(1 - c)·u + c·m``, so ``u = (observed - c·m) / (1 - c)``.
+    ``c`` is capped at 0.5, and no level goes below one pseudo-count among the field's
     ``compared_pairs[f]`` compared random pairs (the smoothing of :func:`estimate_u`): m is
     itself an estimate, and a level whose u were driven to zero would get an unbounded weight.
     """

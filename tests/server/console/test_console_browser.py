@@ -1,0 +1,529 @@
+"""The staff console in a real browser: Debian's Chromium driven by Playwright, against real
+matcher, node and console processes over mutual TLS on loopback.
+
+The federation is the demo's (four agencies, synthetic children); the console is the
+children's social care one, and the browser presents alice's staff certificate from her
+PKCS#12 bundle (``jigsaw pki p12``). Journeys: sign in, look a child up, see the agencies
+and the evidence, request the police record, see both in My activity; bad input (an
+invalid NHS number, an impossible date) shows the error summary. Security: another
+agency's staff certificate is refused, a POST without the CSRF token is refused, no page
+or redirect puts an identifier in a URL, and the node's audit entry of a console lookup
+names the staff member. axe-core (installed by ``make console-assets``) checks every page.
+Screenshots go to ``tests/artefacts/console/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import csv
+import http.cookiejar
+import json
+import re
+import shutil
+import sqlite3
+import ssl
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.demo import _pick_children
+from linkage import synthetic
+from linkage.keys import LinkageSecret
+from linkage.normalise import normalise_date, normalise_sex
+from server.common.pki import export_pkcs12, init_pki, issue_certificate
+from server.console.app import KNOWN_PAGE_SIZE
+from server.console.forms import agency_label
+from server.launcher import (
+    AGENCIES,
+    CONSOLE_AGENCY,
+    DEMO_P12_PASSWORD,
+    STAFF,
+    Service,
+    jigsaw_command,
+    node_addresses,
+    reserve_ports,
+    start_service,
+    stop_services,
+    wait_ready,
+    write_agency_csv,
+    write_matcher_config,
+    write_node_config,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+REPO = Path(__file__).resolve().parents[3]
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = REPO / "server/console/frontend/node_modules/axe-core/axe.min.js"
+GOVUK = REPO / "server/console/frontend/node_modules/govuk-frontend"
+ARTEFACTS = REPO / "tests" / "artefacts" / "console"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _jigsaw(*args: str) -> None:
+    subprocess.run(
+        jigsaw_command(*args),
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+@dataclass
+class ConsoleFederation:
+    root: Path
+    url: str
+    child: dict[str, str]
+    services: list[Service]
+    population: synthetic.SyntheticData
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFederation]:
+    if not CHROMIUM.is_file() or not GOVUK.is_dir():
+        pytest.fail("the console tests need `make console-assets` (Chromium and govuk-frontend)")
+    root = tmp_path_factory.mktemp("console-fed")
+    population = synthetic.generate_population(1000, seed=2026)
+    init_pki(root / "pki", agencies=AGENCIES, staff=STAFF, operators=["olivia"])
+    issue_certificate(root / "pki", f"{CONSOLE_AGENCY}-console", CONSOLE_AGENCY, "console")
+    export_pkcs12(root / "pki", "alice", DEMO_P12_PASSWORD.encode())
+    (root / "secret.hex").write_text(LinkageSecret.generate().to_hex() + "\n", "ascii")
+    (root / "data").mkdir()
+    for agency in AGENCIES:
+        write_agency_csv(
+            population.agencies[agency], root / "data" / f"{agency}.csv", bad_row=False
+        )
+    services: list[Service] = []
+    try:
+        matcher = start_service(
+            "matcher", ["matcher", "serve", "--config", str(write_matcher_config(root))],
+            root / "matcher",
+        )  # fmt: skip
+        services.append(matcher)
+        wait_ready([matcher])
+        addresses = node_addresses()
+        console_listen = f"127.0.0.1:{reserve_ports(1)[0]}"
+        configs = {
+            a: write_node_config(
+                root, a, matcher.address(), addresses=addresses,
+                console_listen=console_listen if a == CONSOLE_AGENCY else None,
+            )
+            for a in AGENCIES
+        }  # fmt: skip
+        nodes = [
+            start_service(f"{a}-node", ["node", "serve", "--config", str(configs[a])], root / a)
+            for a in AGENCIES
+        ]
+        services += nodes
+        wait_ready(nodes)
+        for agency in AGENCIES:
+            _jigsaw("ingest", "--config", str(configs[agency]))
+            _jigsaw("publish", "--config", str(configs[agency]))
+        # an operator's batch link, then each node fetches its share of the result
+        pki = str(root / "pki")
+        _jigsaw("link", "--matcher", matcher.address(), "--pki", pki, "--identity", "olivia")
+        for agency in AGENCIES:
+            _jigsaw(
+                "linked", "--config", str(configs[agency]), "--agency", agency, "--pki", pki,
+                "--identity", "olivia", "--fetch", "--out", str(root / f"{agency}-linked.csv"),
+            )  # fmt: skip
+        console = start_service(
+            "console", ["console", "serve", "--config", str(configs[CONSOLE_AGENCY])],
+            root / CONSOLE_AGENCY,
+        )  # fmt: skip
+        services.append(console)
+        wait_ready([console])
+        child = _pick_children(population, 1, 2026)[0]
+        yield ConsoleFederation(
+            root,
+            f"https://localhost:{console.port_file.read_text().strip()}",
+            child,
+            services,
+            population,
+        )
+    finally:
+        codes = stop_services(services)
+    assert all(code == 0 for _, code in codes), codes
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        yield launched
+        launched.close()
+
+
+def _context(browser: Any, federation: ConsoleFederation, person: str) -> Any:
+    """A fresh browser context presenting ``person``'s certificate (alice: her PKCS#12)."""
+    bundle = federation.root / "pki" / person
+    certificate: dict[str, Any] = {"origin": federation.url}
+    if (bundle / f"{person}.p12").is_file():
+        certificate |= {"pfxPath": str(bundle / f"{person}.p12"), "passphrase": DEMO_P12_PASSWORD}
+    else:
+        certificate |= {
+            "certPath": str(bundle / f"{person}.pem"),
+            "keyPath": str(bundle / f"{person}.key"),
+        }
+    # the federation CA is private: the test trusts it by ignoring the browser's own store,
+    # as a unit would by installing ca.pem; TLS still requires the client certificate
+    return browser.new_context(client_certificates=[certificate], ignore_https_errors=True)
+
+
+class Journey:
+    """One browser page, its screenshots, and every URL it visited (checked for identifiers)."""
+
+    def __init__(self, context: Any, federation: ConsoleFederation, name: str) -> None:
+        self.page = context.new_page()
+        self.federation = federation
+        self.name = name
+        self.urls: list[str] = []
+        self.page.on("framenavigated", lambda frame: self.urls.append(frame.url))
+        self.page.on("request", lambda request: self.urls.append(request.url))
+        self.step = 0
+
+    def shot(self, label: str) -> None:
+        self.step += 1
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(
+            path=str(ARTEFACTS / f"{self.name}-{self.step:02d}-{label}.png"), full_page=True
+        )
+        check_accessibility(self.page, label)
+
+    def assert_no_identifier_in_urls(self, values: list[str]) -> None:
+        for url in self.urls:
+            lowered = url.lower()
+            for value in values:
+                assert value.lower() not in lowered, (
+                    f"an identifier reached a URL ({label_of(url)})"
+                )
+
+
+def label_of(url: str) -> str:
+    return url.split("?")[0].rsplit("/", 1)[-1] or "/"
+
+
+def check_accessibility(page: Any, label: str) -> None:
+    """axe-core, injected into the page, finds no violation (WCAG 2.x A and AA rules)."""
+    if not AXE.is_file():
+        pytest.fail("axe-core is missing: run `make console-assets`")
+    # the page's CSP forbids scripts; Playwright's evaluate runs in an isolated world
+    page.evaluate(AXE.read_text("utf-8") + "\n;0")
+    result = page.evaluate(
+        "async () => { const r = await axe.run(document, {runOnly: {type: 'tag', values: "
+        "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}}); "
+        "return r.violations.map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length, "
+        "help: v.help, target: v.nodes[0].target}))}"
+    )
+    assert result == [], f"axe violations on {label}: {json.dumps(result, indent=1)}"
+
+
+def _form_values(child: dict[str, str]) -> dict[str, str]:
+    date = normalise_date(child["date_of_birth"], field="date_of_birth") or ""
+    year, month, day = date.split("-")
+    return {
+        "given_name": child["given_name"],
+        "family_name": child["family_name"],
+        "dob-day": str(int(day)),
+        "dob-month": str(int(month)),
+        "dob-year": year,
+        "sex": normalise_sex(child["sex"], field="sex") or "",
+        "postcode": child["postcode"],
+    }
+
+
+def _sign_in(journey: Journey) -> None:
+    page = journey.page
+    page.goto(journey.federation.url + "/")
+    assert page.locator("h1").inner_text() == "Sign in"
+    journey.shot("sign-in")
+    page.get_by_role("button", name="Continue as alice").click()
+    assert page.locator("h1").inner_text() == "Look up a child", page.locator("main").inner_text()
+    assert page.locator("h1").inner_text() == "Look up a child"
+
+
+def _fill_lookup(page: Any, values: dict[str, str], *, nhs: str = "") -> None:
+    for field in ("given_name", "family_name", "postcode"):
+        page.fill(f"#{field}", values[field])
+    for part in ("day", "month", "year"):
+        page.fill(f"#dob-{part}", values[f"dob-{part}"])
+    page.check("#sex" if values["sex"] == "f" else f"#sex-{values['sex'] or 'unknown'}")
+    if nhs:
+        page.fill("#nhs_number", nhs)
+    page.check("#purpose")  # the first purpose of the list
+    page.fill("#note", "case 0001, strategy discussion")
+
+
+def test_staff_journey(browser: Any, federation: ConsoleFederation) -> None:
+    context = _context(browser, federation, "alice")
+    journey = Journey(context, federation, "journey")
+    page = journey.page
+    _sign_in(journey)
+    values = _form_values(federation.child)
+    _fill_lookup(page, values)
+    journey.shot("lookup-form")
+    page.get_by_role("button", name="Look up").click()
+    heading = page.locator("h1").inner_text()
+    assert "records that may be about this child" in heading
+    assert page.locator("text=Police").first.is_visible()
+    body = page.locator("main").inner_text()
+    assert any(word in body for word in ("Very high", "High", "Possible"))
+    assert "How it compared" in body and "Date of birth" in body
+    for forbidden in ("probability", "weight", "log"):
+        assert forbidden not in body.lower()
+    assert page.locator("svg[role=img]").count() >= 1
+    journey.shot("answer")
+    page.get_by_role("button", name="Request the record from Police").first.click()
+    assert page.locator("h1").inner_text() == "Request the record from Police"
+    page.check("#priority")  # red
+    journey.shot("request")
+    page.get_by_role("button", name="Request the record").click()
+    assert "Record released by Police" in page.locator("h1").inner_text()
+    released = page.locator("main").inner_text()
+    assert "Withheld details" in released and "Release expires" in released
+    journey.shot("released")
+    page.get_by_role("link", name="My activity").click()
+    table = page.locator("table").inner_text()
+    assert "Lookup" in table and "Record request (Red)" in table and "Released" in table
+    journey.shot("activity")
+    page.get_by_role("link", name="Children known to other agencies").click()
+    journey.shot("known")
+    journey.assert_no_identifier_in_urls(
+        [values["given_name"], values["family_name"], values["postcode"].replace(" ", "")]
+    )
+    context.close()
+    # the node's audit log names alice as the actor of the console's lookup and disclosure
+    entries = [
+        json.loads(line)
+        for line in (federation.root / CONSOLE_AGENCY / "audit.jsonl").read_text().splitlines()
+    ]
+    console_entries = [e for e in entries if (e.get("details") or {}).get("via")]
+    actions = {(e["action"], e["actor"]) for e in console_entries}
+    assert ("lookup", "alice") in actions and ("disclose", "alice") in actions
+    assert all(e["details"]["via"] == f"{CONSOLE_AGENCY}-console" for e in console_entries)
+
+
+def _references(federation: ConsoleFederation) -> set[str]:
+    """Every agency's references (none may ever appear on a console page)."""
+    found: set[str] = set()
+    for agency in AGENCIES:
+        con = sqlite3.connect(federation.root / agency / "store.sqlite")
+        try:
+            found |= {r for (r,) in con.execute("SELECT reference FROM records")}
+        finally:
+            con.close()
+    return found
+
+
+def test_children_known_to_other_agencies(browser: Any, federation: ConsoleFederation) -> None:
+    """The console lists the agency's own records the batch link joined to other agencies'
+    records — the node's fetched list exactly, right against the synthetic ground truth —
+    by local id, with agencies and bands in words, and no agency's reference anywhere."""
+    population = federation.population
+    holders: dict[int, set[str]] = defaultdict(set)
+    for agency in AGENCIES:
+        for child in population.agencies[agency].child_id.tolist():
+            holders[int(child)].add(agency_label(agency))
+    own = population.agencies[CONSOLE_AGENCY]
+    child_of = dict(zip(own.columns["record_id"], own.child_id.tolist(), strict=True))
+    truly = {
+        lid for lid, child in child_of.items() if holders[child] - {agency_label(CONSOLE_AGENCY)}
+    }
+    references = _references(federation)
+
+    context = _context(browser, federation, "alice")
+    journey = Journey(context, federation, "known")
+    page = journey.page
+    _sign_in(journey)
+    page.get_by_role("link", name="Children known to other agencies").click()
+    listed: dict[str, set[str]] = {}
+    while True:
+        assert page.locator("h1").inner_text() == "Children known to other agencies"
+        html = page.content()
+        assert not any(reference in html for reference in references)
+        for row in page.locator("table tbody tr").all():
+            local_id = row.locator("th").inner_text().strip()
+            agencies = set()
+            for item in row.locator("td li").all():
+                label, _, band = item.inner_text().partition(":")
+                assert band.strip() in ("Very high", "High", "Possible", "Low")
+                agencies.add(label.strip())
+            listed[local_id] = agencies
+        journey.shot(f"page-{len(listed)}")
+        following = page.get_by_role("link", name="Next page")
+        if following.count() == 0:
+            break
+        following.click()
+    context.close()
+    # exactly what the node fetched (the operator's `jigsaw linked` file of the same node)
+    with open(federation.root / f"{CONSOLE_AGENCY}-linked.csv", newline="") as handle:
+        fetched: dict[str, set[str]] = defaultdict(set)
+        for r in csv.DictReader(handle):
+            fetched[r["local_id"]].add(agency_label(r["agency"]))
+    assert listed == dict(fetched)
+    assert len(listed) > KNOWN_PAGE_SIZE  # more than one page
+    # right against the ground truth: the agencies named really hold the child, mostly
+    assert all(agency_label(CONSOLE_AGENCY) not in agencies for agencies in listed.values())
+    named = [(lid, a) for lid, agencies in listed.items() for a in agencies]
+    right = sum(a in holders[child_of[lid]] for lid, a in named)
+    assert right / len(named) > 0.9
+    assert len(set(listed) & truly) / len(truly) > 0.6
+    # the node audited the listing as alice's, via the console, with no local id in it
+    audit = (federation.root / CONSOLE_AGENCY / "audit.jsonl").read_text()
+    entries = [json.loads(line) for line in audit.splitlines()]
+    listings = [e for e in entries if e["action"] == "list_linked" and e["actor"] == "alice"]
+    assert listings and all(e["details"]["via"] == f"{CONSOLE_AGENCY}-console" for e in listings)
+    assert not any(lid in audit for lid in listed)
+
+
+def test_an_operator_sees_the_nodes_status(browser: Any, federation: ConsoleFederation) -> None:
+    """An operator of the federation signs in with the operator certificate and sees, in My
+    activity, what the node's Status reports; the pages that act on records are refused."""
+    context = _context(browser, federation, "olivia")
+    journey = Journey(context, federation, "operator")
+    page = journey.page
+    page.goto(federation.url + "/")
+    assert page.locator("h1").inner_text() == "Sign in"
+    assert "operator certificate of olivia" in page.locator("main").inner_text()
+    journey.shot("sign-in")
+    page.get_by_role("button", name="Continue as olivia").click()
+    assert page.locator("h1").inner_text() == "My activity"
+    assert page.get_by_role("link", name="Look up a child").count() == 0
+    summary = {
+        row.locator("dt").inner_text().strip(): row.locator("dd").inner_text().strip()
+        for row in page.locator(".govuk-summary-list__row").all()
+    }
+    held = len(federation.population.agencies[CONSOLE_AGENCY])
+    assert summary["Records held"] == f"{held:,}"
+    assert summary["Published to the matcher"] == f"{held:,}"
+    assert summary["Waiting to be published"] == "0"
+    assert summary["Publishing"] == "Up to date"
+    assert summary["Linkage key version"] == "1"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", summary["Schema fingerprint"])
+    # the agency's data quality, from the node's Status: NHS-number coverage of its records
+    with_nhs = sum(
+        value is not None and value.strip() != ""
+        for value in federation.population.agencies[CONSOLE_AGENCY].columns["nhs_number"]
+    )
+    coverage = summary["Records with an NHS number"]
+    assert coverage.startswith(f"{with_nhs:,} of {held:,}"), coverage
+    assert "Known to other agencies (last link)" in summary
+    assert "Missing values by field" in page.locator("main").inner_text()
+    assert "matcher's status" in page.locator("main").inner_text()
+    journey.shot("status")
+    for path in ("/known",):
+        response = page.goto(federation.url + path)
+        assert response is not None and response.status == 403
+        assert page.locator("h1").inner_text() == "This page is for staff"
+    journey.shot("refused")
+    context.close()
+    # a certificate of another role (the agency's own node) is refused outright
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=_https(federation, f"{CONSOLE_AGENCY}-node"))
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(federation.url + "/", timeout=10)
+    refused.value.close()  # its connection: left open, it warns in whichever test runs next
+    assert refused.value.code == 403
+
+
+def test_bad_input_shows_the_error_summary(browser: Any, federation: ConsoleFederation) -> None:
+    context = _context(browser, federation, "alice")
+    journey = Journey(context, federation, "bad-input")
+    page = journey.page
+    _sign_in(journey)
+    values = _form_values(federation.child) | {"dob-day": "31", "dob-month": "2"}
+    _fill_lookup(page, values, nhs="1234567890")
+    page.get_by_role("button", name="Look up").click()
+    summary = page.locator(".govuk-error-summary")
+    assert summary.is_visible()
+    text = summary.inner_text()
+    assert "Date of birth must be a real date" in text
+    assert "Enter a valid NHS number" in text
+    assert page.title().startswith("Error:")
+    assert page.locator("#nhs_number-error").is_visible()
+    journey.shot("errors")
+    journey.assert_no_identifier_in_urls([values["given_name"], "1234567890"])
+    context.close()
+
+
+def _https(federation: ConsoleFederation, person: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(federation.root / "pki/ca/ca.pem"))
+    bundle = federation.root / "pki" / person
+    context.load_cert_chain(bundle / f"{person}.pem", bundle / f"{person}.key")
+    return context
+
+
+def test_another_agencys_staff_certificate_is_refused(
+    browser: Any, federation: ConsoleFederation
+) -> None:
+    context = _context(browser, federation, "bob")  # police staff
+    page = context.new_page()
+    response = page.goto(federation.url + "/")
+    assert response is not None and response.status == 403
+    assert page.locator("h1").inner_text() == "You cannot use this console"
+    context.close()
+    # and without a certificate the TLS handshake itself fails
+    bare = ssl.create_default_context(cafile=str(federation.root / "pki/ca/ca.pem"))
+    with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+        urllib.request.urlopen(federation.url + "/", context=bare, timeout=10).read()
+
+
+def test_a_post_without_the_csrf_token_is_refused(federation: ConsoleFederation) -> None:
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=_https(federation, "alice")),
+        urllib.request.HTTPCookieProcessor(jar),
+    )
+
+    def post(path: str, fields: dict[str, str]) -> int:
+        request = urllib.request.Request(
+            federation.url + path, data=urllib.parse.urlencode(fields).encode(), method="POST"
+        )
+        try:
+            with opener.open(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as refused:
+            refused.close()
+            return refused.code
+
+    with opener.open(federation.url + "/", timeout=10) as page:
+        # every page says not to store it, and not to be framed
+        assert page.headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        found = re.search(r'name="csrf_token" value="([^"]+)"', page.read().decode())
+        assert found is not None
+        token = found.group(1)
+    assert post("/sign-in", {}) == 403
+    assert post("/sign-in", {"csrf_token": token}) == 200  # signed in, redirected to the form
+    lookup = {"given_name": "Amelia", "purpose": "s47_enquiry", "note": "x"}
+    assert post("/lookup", lookup) == 403
+    assert post("/lookup", lookup | {"csrf_token": token}) == 403  # the pre-session token
+    assert post("/sign-out", {}) == 403
+
+
+def test_artefacts_directory_is_ignored() -> None:
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(ARTEFACTS / "x.png")], cwd=REPO, check=False
+    )
+    assert ignored.returncode == 0 or shutil.which("git") is None
