@@ -34,7 +34,7 @@ try:
 except ImportError:  # not built: the portable path alone is tested
     _compiled = None
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 API = (
     "kernel_name",
     "available_kernels",
