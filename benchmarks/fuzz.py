@@ -427,9 +427,7 @@ class Federation:
             channel.close()
 
     def _stop_matcher(self) -> None:
-        self.matcher.server.stop(grace=None).wait()
-        self.matcher.servicer.join_links(10)
-        self.matcher.close()
+        self.matcher.stop()
 
     def _stop_node(self) -> None:
         self.node.server.stop(grace=None).wait()

@@ -35,12 +35,8 @@ from server.common.status import RequestError, retry_after_from_metadata
 from server.common.tls import secure_channel, tls_files_for
 from server.common.wire import encoded_to_columns, encoded_to_proto
 from server.matcher.config import ConfigError, parse_matcher_config
-from server.matcher.service import (
-    candidates_to_proto,
-    decode_page_token,
-    encode_page_token,
-)
-from server.matcher.wire import candidate_to_proto, evidence_table
+from server.matcher.pages import decode_page_token, encode_page_token
+from server.matcher.wire import candidate_to_proto, candidates_from_table, evidence_table
 
 TIMEOUT = 30
 SCHEMA = load_schema("child")
@@ -1143,7 +1139,7 @@ audit_log = "matcher-audit.jsonl"
             process.stdout.close()
 
 
-def test_candidates_to_proto_equals_the_per_candidate_reference() -> None:
+def test_candidates_from_table_equals_the_per_candidate_reference() -> None:
     """The batched conversion of Match answers gives exactly candidate_to_proto's messages."""
     schema = load_schema("child")
     data = generate_population(150, seed=12)
@@ -1152,31 +1148,20 @@ def test_candidates_to_proto_equals_the_per_candidate_reference() -> None:
     index = MatchIndex(schema, key_version=1)
     index.upsert("health", [f"{i:032x}" for i in range(len(batch))], batch)
     table = evidence_table(model)
-    other_model = pipeline.score_pairs(schema, batch.take(list(range(0, len(batch), 2))), None)
-    other_table = evidence_table(other_model.model)
     compared = not_compared_seen = 0
     levels_seen: set[tuple[int, int]] = set()
     for row in range(0, len(batch), 9):
         found = index.query(batch.take([row]), model, max_candidates=20, min_probability=0.0)
         for reveal in (False, True):
             expected = [candidate_to_proto(c, model, reveal_probability=reveal) for c in found]
-            assert candidates_to_proto(found, model, reveal_probability=reveal) == expected
-            assert (
-                candidates_to_proto(found, model, reveal_probability=reveal, table=table)
-                == expected
-            )
-            # a table of another model is never used for this one
-            assert (
-                candidates_to_proto(found, model, reveal_probability=reveal, table=other_table)
-                == expected
-            )
+            assert candidates_from_table(found, table, reveal_probability=reveal) == expected
         compared += len(found)
         levels_seen.update((f, level) for c in found for f, level in enumerate(c.levels))
         not_compared_seen += sum(any(c.not_compared) for c in found)
     assert compared > 50
     assert len(levels_seen) > 2 * len(schema.input_names)  # several levels of most fields
     assert not_compared_seen  # names salted under no agreeing pair of date parts, both paths agree
-    assert candidates_to_proto([], model, reveal_probability=False) == []
+    assert candidates_from_table([], table, reveal_probability=False) == []
     assert all(
         set(by_level) == set(range(-1, count))
         for by_level, count in zip(table.by_field, model.n_levels, strict=True)
