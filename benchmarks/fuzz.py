@@ -430,8 +430,7 @@ class Federation:
         self.matcher.stop()
 
     def _stop_node(self) -> None:
-        self.node.server.stop(grace=None).wait()
-        self.node.close()
+        self.node.stop()
 
     def close(self) -> None:
         self._stack.close()
