@@ -78,7 +78,6 @@ from server.matcher.wire import (
     check_header,
     columns_message_to_encoded,
     queries_to_encoded,
-    records_to_encoded,
 )
 
 logger = logging.getLogger(__name__)
@@ -191,21 +190,15 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
     def _publish_message(
         self, agency: str, request: jigsaw_pb2.PublishRequest, totals: dict[str, int]
     ) -> None:
-        columnar = request.HasField("columns")
-        if columnar and request.records:
-            raise RequestError("columns", "a message carries records or columns, not both")
-        form = "columns.references" if columnar else "records"
-        count = len(request.columns.references) if columnar else len(request.records)
+        count = len(request.columns.references)
         limit = self._config.max_publish_batch
         if count > limit:
-            raise RequestError(form, f"at most {limit} records per message, got {count}")
-        if columnar:  # validated even with no rows: an empty column set must still be sound
+            raise RequestError(
+                "columns.references", f"at most {limit} records per message, got {count}"
+            )
+        if request.HasField("columns"):  # validated even with no rows: it must still be sound
             batch, references, form_of = columns_message_to_encoded(
                 request.columns, self._schema, key_version=self._key_version
-            )
-        elif count:
-            batch, references, form_of = records_to_encoded(
-                request.records, self._schema, key_version=self._key_version
             )
         if count:
             counts = self._records.publish(agency, references, batch, form_of)
