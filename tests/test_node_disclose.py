@@ -248,8 +248,7 @@ def start_node(config: NodeConfig) -> Node:
 def stop_node(node: Node) -> None:
     for channel in node.channels:
         channel.close()
-    node.runtime.server.stop(grace=None).wait()
-    node.runtime.close()
+    node.runtime.stop()
 
 
 @pytest.fixture(scope="module")

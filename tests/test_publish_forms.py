@@ -140,15 +140,13 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def matcher(tmp_path: Path, pki_dir: Path) -> Iterator[tuple[MatcherRuntime, Recording]]:
     config = matcher_harness.matcher_config(tmp_path, pki_dir)
-    runtime = build_matcher(config)
-    runtime.server.start()
-    channel = secure_channel(f"127.0.0.1:{runtime.port}", tls_files_for(pki_dir, f"{AGENCY}-node"))
-    try:
+    with (
+        build_matcher(config) as runtime,
+        secure_channel(
+            f"127.0.0.1:{runtime.port}", tls_files_for(pki_dir, f"{AGENCY}-node")
+        ) as channel,
+    ):
         yield runtime, Recording(jigsaw_pb2_grpc.MatcherStub(channel))  # type: ignore[no-untyped-call]
-    finally:
-        channel.close()
-        runtime.server.stop(grace=None).wait()
-        runtime.close()
 
 
 def held(runtime: MatcherRuntime) -> set[str]:
