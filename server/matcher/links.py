@@ -36,7 +36,7 @@ from server.common.audit import AuditLog
 from server.common.guard import outcome_of
 from server.matcher.model import MatchModel
 from server.matcher.records import PublishedRecords
-from server.matcher.store import StoredCluster, StoredEdge
+from server.matcher.results import StoredCluster, StoredEdge
 
 logger = logging.getLogger(__name__)
 

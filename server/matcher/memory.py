@@ -42,7 +42,7 @@ def fix_mmap_threshold() -> None:
 
 
 def release_free_memory() -> None:
-    """Hand the heap's free pages back to the operating system (a few milliseconds)."""
+    """Hand the heap's free pages back to the operating system."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 

@@ -21,7 +21,8 @@ import re
 
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.common.status import NotFoundError, RequestError
-from server.matcher.store import LinkResultInfo, MatcherStore
+from server.matcher.results import LinkResultInfo
+from server.matcher.store import MatcherStore
 from server.matcher.wire import cluster_to_proto, linked_records
 
 DEFAULT_PAGE_SIZE = 100

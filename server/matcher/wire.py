@@ -38,7 +38,7 @@ from server.common.wire import (
     columns_to_encoded,
     proto_to_encoded,
 )
-from server.matcher.store import StoredCluster
+from server.matcher.results import StoredCluster
 
 #: The shape of a schema fingerprint (:meth:`linkage.schema.Schema.fingerprint`).
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
