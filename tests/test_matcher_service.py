@@ -669,7 +669,7 @@ ALLOWED_COLUMN_FIELDS = {
     "jigsaw.v1.EncodedColumns.record_filters": "keyed record filters, as EncodedRecord's",
     "jigsaw.v1.EncodedColumns.block_keys": "keyed HMAC blocking tokens, as EncodedRecord's fixed64",
     "jigsaw.v1.EncodedColumns.salt_tags": "keyed HMAC salt tags, as EncodedRecord's fixed64",
-    "jigsaw.v1.EncodedColumns.form_of": "opaque references of records, as EncodedRecord.form_of",
+    "jigsaw.v1.EncodedColumns.form_of": "opaque references: the record a row is a form of",
 }
 SAFE_SCALARS = {
     FieldDescriptor.TYPE_UINT32,
