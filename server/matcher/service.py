@@ -421,7 +421,8 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
     ``clock`` (monotonic seconds) drives the match limits; tests pass a fake one.
     """
     fix_mmap_threshold()
-    with ExitStack() as stack:  # closes what was opened if the build fails
+    stack = ExitStack()  # every resource, registered as it is opened
+    try:
         store = MatcherStore(config.store, schema=config.schema, key_version=config.key_version)
         stack.callback(store.close)
         records = PublishedRecords.load(store)
@@ -453,7 +454,9 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
             refusals=refusals,
         )
         return MatcherRuntime(server, port, stack.pop_all(), servicer, store, audit, refusals)
-    raise AssertionError("unreachable")  # pragma: no cover
+    except BaseException:
+        stack.close()  # a failed build closes what it had opened
+        raise
 
 
 def serve(config: MatcherConfig, *, on_started: Callable[[int], None] | None = None) -> None:

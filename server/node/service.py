@@ -443,7 +443,8 @@ def build_node(config: NodeConfig, *, anchor_interval_s: float = ANCHOR_INTERVAL
     moved) from now on, and at close (:class:`server.common.anchor.Anchorer`).
     """
     keys = read_linkage_keys(config)
-    with ExitStack() as stack:  # closes what was opened if the build fails
+    stack = ExitStack()  # every resource, registered as it is opened
+    try:
         store = NodeStore(config.store)
         stack.callback(store.close)
         audit = AuditLog(config.audit_log)
@@ -502,7 +503,9 @@ def build_node(config: NodeConfig, *, anchor_interval_s: float = ANCHOR_INTERVAL
         stack.callback(refusals.flush)  # the refused calls counted, before the final head
         resources = stack.pop_all()
         return NodeRuntime(server, port, resources, servicer, store, audit, refusals, anchorer)
-    raise AssertionError("unreachable")  # pragma: no cover
+    except BaseException:
+        stack.close()  # a failed build closes what it had opened
+        raise
 
 
 def serve(config: NodeConfig, *, on_started: Callable[[int], None] | None = None) -> None:
