@@ -427,13 +427,10 @@ class Federation:
             channel.close()
 
     def _stop_matcher(self) -> None:
-        self.matcher.server.stop(grace=None).wait()
-        self.matcher.servicer.join_links(10)
-        self.matcher.close()
+        self.matcher.stop()
 
     def _stop_node(self) -> None:
-        self.node.server.stop(grace=None).wait()
-        self.node.close()
+        self.node.stop()
 
     def close(self) -> None:
         self._stack.close()
@@ -519,7 +516,7 @@ def _encoded_record(
         elif mutation == 3:
             record.reference = draw(_references(known))
         elif mutation == 4:
-            record.form_of = draw(_references(known))
+            record.record_filter = _sized_bytes(draw)
         elif mutation == 5:
             del record.block_keys[:]
             record.block_keys.extend(draw(st.lists(UINT64, max_size=20)))
@@ -530,7 +527,6 @@ def _encoded_record(
     record.record_filter = _sized_bytes(draw)
     record.block_keys.extend(draw(st.lists(UINT64, max_size=12)))
     record.salt_tags.extend(draw(st.lists(UINT64, max_size=6)))
-    record.form_of = draw(st.one_of(st.just(""), _references(known)))
     return record
 
 
@@ -604,7 +600,6 @@ def rpc_request(draw: st.DrawFn, fed: Federation) -> tuple[str, str, str, list[b
         messages = [
             jigsaw_pb2.PublishRequest(
                 header=draw(_header(fed.fingerprint)) if draw(st.integers(0, 4)) else None,
-                records=draw(st.lists(_encoded_record(fed.valid_queries, known), max_size=4)),
                 columns=draw(_columns(known)) if draw(st.booleans()) else None,
             )
             for _ in range(draw(st.integers(0, 3)))

@@ -8,7 +8,7 @@ the query's rows (:func:`linkage.forms.encode_query`, one per assumed sex value)
 ``hypotheses``, the rows of its date hypotheses (:func:`linkage.forms.encode_date_hypotheses`,
 blocking only), asked and merged per record exactly as the matcher's ``Match`` asks
 (``max_candidates`` 20 times ``max_forms`` per row, ``CONFIDENT_PROBABILITY``,
-``server.matcher.service.candidates_per_record``). The rows are encoded before timing; the time is
+``server.matcher.records.candidates_per_record``). The rows are encoded before timing; the time is
 the index calls and the merge.
 
 Paths, timed side by side in one process on the same lookups (interleaved, the order
@@ -49,11 +49,10 @@ from linkage.encode import EncodedBatch
 from linkage.index import CONFIDENT_PROBABILITY, MatchIndex
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
-from server.matcher.service import (
-    DEFAULT_MAX_CANDIDATES,
+from server.common.limits import DEFAULT_MAX_CANDIDATES
+from server.matcher.model import MODEL_FIT_RECORDS, MODEL_FIT_SEED
+from server.matcher.records import (
     DEFAULT_MIN_PROBABILITY,
-    MODEL_FIT_RECORDS,
-    MODEL_FIT_SEED,
     FormMap,
     candidates_per_record,
     rows_of_lookup,

@@ -18,7 +18,7 @@ share with no candidate of that agency at all. Records of children the target ag
 ``absent_any`` is the share of them answered with some candidate at or above ``floor`` (a
 false lead), ``absent_possible`` with one in the band "possible" or above. Two floors: the
 band "possible" (0.5) and the matcher's lookup floor
-(:data:`server.matcher.service.LOOKUP_MIN_PROBABILITY`; below 0.5 a candidate is in the band
+(:data:`server.matcher.records.LOOKUP_MIN_PROBABILITY`; below 0.5 a candidate is in the band
 "low").
 
 Labels are used only to score; only shares are printed.
@@ -41,7 +41,8 @@ from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.common.wire import BAND_THRESHOLDS
-from server.matcher.service import LOOKUP_MIN_PROBABILITY, MODEL_FIT_RECORDS, MODEL_FIT_SEED
+from server.matcher.model import MODEL_FIT_RECORDS, MODEL_FIT_SEED
+from server.matcher.records import LOOKUP_MIN_PROBABILITY
 
 #: Where the band "possible" starts.
 POSSIBLE = dict((band, floor) for floor, band in BAND_THRESHOLDS)[

@@ -1,6 +1,6 @@
 """What the lookup's full record-filter scan adds, and what it costs (in-process).
 
-Role: the evidence for how the matcher (``server/matcher/service.py``) calls
+Role: the evidence for how the matcher (``server/matcher/records.py``) calls
 :meth:`linkage.index.MatchIndex.query`.
 A seeded synthetic population is encoded with the shipped child schema and indexed as the
 matcher holds it; the model is fitted as the matcher fits it (on a sample of the index).

@@ -4,7 +4,8 @@ Role in the pipeline: a node's ``Lookup`` and ``Disclose`` (and the matcher's ``
 a :class:`RateLimiter` before doing any work and answers ``RESOURCE_EXHAUSTED`` with a
 retry-after delay when the caller is over its rate (``server.common.status.RateLimitedError``); an
 :class:`EnumerationGuard` watches the same calls and says when a caller's lookups in a sliding
-window cross an alert threshold, so the servicer can write an "enumeration_alert" audit entry.
+window cross an alert threshold (:class:`server.common.guard.Watch` writes the alert's audit
+entry and raises the refusal, the one way both services do it).
 The matcher also holds each calling node to a hard :class:`WindowCap` (at most ``limit`` calls
 in any sliding window): a node's operator controls the node's own limits, so the matcher,
 a separate trust domain, keeps its own. :class:`AllOrNothing` charges several limits

@@ -1,11 +1,15 @@
-"""Run a built gRPC server until SIGTERM or SIGINT, then shut it down gracefully.
+"""Build, run and stop a Jigsaw gRPC server (node or matcher) and the resources it owns.
 
 Role in the pipeline: the one serve loop behind ``jigsaw node serve`` and ``jigsaw matcher
 serve`` (through :func:`server.node.service.serve` and
-:func:`server.matcher.service.serve`). A service builds
-its runtime (server bound, resources open, not started); :func:`serve_until_signal` starts it,
-reports the bound port, blocks until a signal asks it to stop, then stops the server with a
-grace period for calls in flight and closes the runtime's resources.
+:func:`server.matcher.service.serve`). A service builds a :class:`Runtime` (server bound with
+:func:`build_grpc_server`, not started; every resource it opened — store, audit log, index,
+channels — registered on the runtime's exit stack as it was opened, so a failed build closes
+what it had opened and :meth:`Runtime.close` closes all of it, last opened first).
+:func:`serve_until_signal` starts it, reports the bound port, blocks until a signal asks it
+to stop, then stops the server with a grace period for calls in flight and closes the
+runtime. Tests use a runtime as a context manager: ``with build_matcher(config) as
+runtime:`` starts the server, and leaving the block stops it and closes everything.
 
 Signal handlers are installed only in the main thread (Python allows no other) and the
 previous handlers are put back afterwards, so a test can run a server in-process.
@@ -18,8 +22,10 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
-from types import FrameType
-from typing import Any, Protocol
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from types import FrameType, TracebackType
+from typing import Any, Protocol, Self
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds that calls in flight get to finish once shutdown starts.
 SHUTDOWN_GRACE_S = 5.0
+#: Worker threads of a node's or the matcher's gRPC server (calls served at once).
+MAX_WORKERS = 16
 #: The signals that ask a server to stop.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -46,7 +54,7 @@ def build_grpc_server(
     add_servicer: Callable[[grpc.Server], None],
     listen: str,
     tls: TlsFiles,
-    max_workers: int,
+    max_workers: int = MAX_WORKERS,
     agency: str | None = None,
     refusals: RefusalTally | None = None,
 ) -> tuple[grpc.Server, int]:
@@ -112,8 +120,48 @@ def add_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> None:
     server.add_generic_rpc_handlers((v1,))
 
 
+@dataclass
+class Runtime:
+    """A built (bound, not started) server and the resources it opened.
+
+    ``resources`` closes them, last opened first; :meth:`close` is idempotent. As a context
+    manager the runtime starts the server on entry and, on exit, stops it at once and closes.
+    """
+
+    server: grpc.Server
+    port: int
+    resources: ExitStack = field(repr=False)
+
+    def close(self) -> None:
+        """Release every resource (once the server has stopped)."""
+        self.resources.close()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop the server (``grace`` seconds for calls in flight), then :meth:`close`."""
+        try:
+            self.server.stop(grace).wait()
+        finally:
+            self.close()
+
+    def __enter__(self) -> Self:
+        try:
+            self.server.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 class ServerRuntime(Protocol):
-    """A built, not yet started, server and the resources it owns (see ``build_node``)."""
+    """What :func:`serve_until_signal` needs of a :class:`Runtime`."""
 
     @property
     def server(self) -> grpc.Server: ...

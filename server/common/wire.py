@@ -9,11 +9,11 @@ comparing. Servicers never touch filter bytes themselves, so a change of wire fo
 
 Invariants: one encoding has exactly one wire form (presence is strict: a row absent from the
 presence bitmap must carry all-zero filter bytes, anything else is refused); ``form_of`` is
-read apart from the filters (:func:`records_form_of`, :func:`columns_form_of`) and is "" or a
-well-formed reference that is not one of the message's own.
+read apart from the filters (:func:`columns_form_of`) and is "" or a well-formed reference
+that is not one of the message's own.
 
 Contract: validation errors are :class:`server.common.status.RequestError` naming the exact
-path (``records[3].field_filters[1]``, ``columns.references[5]``) and the expected byte count,
+path (``queries[3].field_filters[1]``, ``columns.references[5]``) and the expected byte count,
 never the bytes. :func:`band_for` maps a probability to the staff-facing band,
 :func:`agreement_for` a ``linkage.scoring`` level label to the ``Agreement`` enum and
 :func:`label_for` back (``NOT_COMPARED`` is no level of the model: the matcher sends it for a
@@ -92,15 +92,13 @@ def _row_bytes(words: NDArray[np.uint64]) -> bytes:
 
 
 def encoded_to_proto(
-    batch: EncodedBatch, references: Sequence[str], form_of: Sequence[str] | None = None
+    batch: EncodedBatch, references: Sequence[str]
 ) -> list[jigsaw_pb2.EncodedRecord]:
-    """One ``EncodedRecord`` per row of ``batch``, with ``references[i]`` for row ``i`` and,
-    when given, ``form_of[i]`` ("" for a record published as itself)."""
+    """One ``EncodedRecord`` per row of ``batch``, with ``references[i]`` for row ``i``."""
     if len(references) != len(batch):
         raise FilterFormatError(
             f"references: expected {len(batch)} (one per encoded row), got {len(references)}"
         )
-    forms = _form_of_argument(form_of, len(batch))
     # whole arrays converted once; rows are then slices of the little-endian bytes
     field_bytes = [
         np.ascontiguousarray(filters, dtype=_LE_U64).tobytes() for filters in batch.field_filters
@@ -124,7 +122,6 @@ def encoded_to_proto(
                 record_filter=record_bytes[row * record_width : (row + 1) * record_width],
                 block_keys=block_keys[row],
                 salt_tags=salt_tags[row],
-                form_of=forms[row] if forms else "",
             )
         )
     return out
@@ -342,36 +339,15 @@ def encoded_to_columns(
 
 
 def request_references(request: jigsaw_pb2.PublishRequest) -> list[str]:
-    """The references a ``PublishRequest`` carries, in row order, whichever form it uses."""
-    if request.HasField("columns"):
-        return list(request.columns.references)
-    return [record.reference for record in request.records]
+    """The references a ``PublishRequest`` carries, in row order."""
+    return list(request.columns.references)
 
 
 def request_form_of(request: jigsaw_pb2.PublishRequest) -> list[str]:
-    """The ``form_of`` of every row of a ``PublishRequest``, in row order, whichever form it
-    uses ("" for a record published as itself; not validated: see :func:`columns_form_of`)."""
-    if request.HasField("columns"):
-        columns = request.columns
-        return list(columns.form_of) if columns.form_of else [""] * len(columns.references)
-    return [record.form_of for record in request.records]
-
-
-def records_form_of(
-    records: Sequence[jigsaw_pb2.EncodedRecord],
-    references: Sequence[str],
-    *,
-    field_prefix: str = "records",
-) -> list[str]:
-    """The validated ``form_of`` of each record ("" for a record published as itself).
-
-    ``references`` are the records' references as :func:`proto_to_encoded` returned them
-    (validated, unique). RequestError names ``<field_prefix>[i].form_of`` for an entry that
-    is not "" nor a reference, or that names a reference of ``references``.
-    """
-    forms = [record.form_of for record in records]
-    _check_form_of(forms, references, lambda i: f"{field_prefix}[{i}].form_of", field_prefix)
-    return forms
+    """The ``form_of`` of every row of a ``PublishRequest``, in row order ("" for a record
+    published as itself; not validated: see :func:`columns_form_of`)."""
+    columns = request.columns
+    return list(columns.form_of) if columns.form_of else [""] * len(columns.references)
 
 
 def columns_form_of(

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -46,6 +45,7 @@ from numpy.typing import NDArray
 from linkage.encode import EncodedBatch
 from linkage.errors import IncompatibleEncodingError, JigsawError
 from linkage.schema import Schema
+from server.matcher.results import LinkResultInfo, LinkResults, StoredCluster
 
 PAYLOAD_FORMAT = 1
 DEFAULT_MODEL_NAME = "default"
@@ -124,36 +124,6 @@ class StoredChunk(NamedTuple):
     references: list[str]
     batch: EncodedBatch
     form_of: list[str]
-
-
-@dataclass(frozen=True)
-class StoredEdge:
-    """One scored pair inside a cluster; ``evidence`` is (level label, weight) per field."""
-
-    left: int
-    right: int
-    probability: float
-    evidence: tuple[tuple[str, float], ...]
-
-
-@dataclass(frozen=True)
-class StoredCluster:
-    """One cluster of a link result: its members (agency, reference) and its edges."""
-
-    members: tuple[tuple[str, str], ...]
-    edges: tuple[StoredEdge, ...]
-
-
-@dataclass(frozen=True)
-class LinkResultInfo:
-    """The row of one link result."""
-
-    result_id: str
-    created_at: str
-    status: str
-    min_probability: float
-    total_records: int
-    total_clusters: int
 
 
 def _now() -> str:
@@ -268,12 +238,8 @@ class MatcherStore:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA_SQL)
             self._check_meta()
-            with self._transaction():
-                self._conn.execute(
-                    "UPDATE link_results SET status = 'abandoned', finished_at = ? "
-                    "WHERE status = 'running'",
-                    (_now(),),
-                )
+            self._links = LinkResults(self._conn, self._lock, self._transaction)
+            self._links.abandon_running()
         except BaseException:
             self._conn.close()
             raise
@@ -604,107 +570,27 @@ class MatcherStore:
 
     def begin_link(self, *, min_probability: float) -> str:
         """Record the start of a link run; returns its new random result id."""
-        result_id = secrets.token_hex(16)
-        with self._lock, self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO link_results (result_id, created_at, status, min_probability) "
-                "VALUES (?, ?, 'running', ?)",
-                (result_id, _now(), float(min_probability)),
-            )
-        return result_id
+        return self._links.begin(min_probability)
 
     def finish_link(
         self, result_id: str, clusters: Sequence[StoredCluster], *, total_records: int
     ) -> None:
         """Write every cluster and mark the result complete, in one transaction."""
-        rows = [
-            (result_id, ordinal, _cluster_json(cluster)) for ordinal, cluster in enumerate(clusters)
-        ]
-        with self._lock, self._transaction() as conn:
-            cursor = conn.execute(
-                "UPDATE link_results SET status = 'complete', finished_at = ?, "
-                "total_records = ?, total_clusters = ? WHERE result_id = ? AND status = 'running'",
-                (_now(), int(total_records), len(rows), result_id),
-            )
-            if cursor.rowcount != 1:
-                raise MatcherStoreError("link result: no running link with this result id")
-            conn.executemany(
-                "INSERT INTO link_clusters (result_id, ordinal, cluster) VALUES (?, ?, ?)", rows
-            )
+        if not self._links.finish(result_id, clusters, total_records):
+            raise MatcherStoreError("link result: no running link with this result id")
 
     def fail_link(self, result_id: str) -> None:
         """Mark a running link result failed."""
-        with self._lock, self._transaction() as conn:
-            conn.execute(
-                "UPDATE link_results SET status = 'failed', finished_at = ? "
-                "WHERE result_id = ? AND status = 'running'",
-                (_now(), result_id),
-            )
+        self._links.fail(result_id)
 
     def link_result(self, result_id: str) -> LinkResultInfo | None:
         """The row of a link result (any status), or None."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT result_id, created_at, status, min_probability, total_records, "
-                "total_clusters FROM link_results WHERE result_id = ?",
-                (result_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        return LinkResultInfo(
-            result_id=row[0],
-            created_at=row[1],
-            status=row[2],
-            min_probability=float(row[3]),
-            total_records=int(row[4]),
-            total_clusters=int(row[5]),
-        )
+        return self._links.info(result_id)
 
     def latest_link_result(self) -> LinkResultInfo | None:
         """The most recently finished complete link result, or None."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT result_id FROM link_results WHERE status = 'complete' "
-                "ORDER BY finished_at DESC, rowid DESC LIMIT 1"
-            ).fetchone()
-        return None if row is None else self.link_result(str(row[0]))
+        return self._links.latest()
 
     def link_clusters(self, result_id: str, *, offset: int, limit: int) -> list[StoredCluster]:
         """Clusters ``offset .. offset + limit - 1`` of a result, in ordinal order."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT cluster FROM link_clusters WHERE result_id = ? AND ordinal >= ? "
-                "ORDER BY ordinal LIMIT ?",
-                (result_id, int(offset), int(limit)),
-            ).fetchall()
-        return [_cluster_from_json(text) for (text,) in rows]
-
-
-def _cluster_json(cluster: StoredCluster) -> str:
-    return json.dumps(
-        {
-            "members": [list(member) for member in cluster.members],
-            "edges": [
-                [e.left, e.right, e.probability, [list(item) for item in e.evidence]]
-                for e in cluster.edges
-            ],
-        },
-        separators=(",", ":"),
-        allow_nan=False,
-    )
-
-
-def _cluster_from_json(text: str) -> StoredCluster:
-    data = json.loads(text)
-    return StoredCluster(
-        members=tuple((str(agency), str(reference)) for agency, reference in data["members"]),
-        edges=tuple(
-            StoredEdge(
-                left=int(left),
-                right=int(right),
-                probability=float(probability),
-                evidence=tuple((str(label), float(weight)) for label, weight in evidence),
-            )
-            for left, right, probability, evidence in data["edges"]
-        ),
-    )
+        return self._links.clusters(result_id, offset, limit)

@@ -3,11 +3,11 @@
 Role in the pipeline: the matcher servicer stays thin by calling these helpers to check an
 ``EncodingHeader`` against the served schema and key version, turn each row of
 ``MatchRequest.queries`` into a one-row :class:`~linkage.encode.EncodedBatch`, and turn index
-candidates and stored link-result clusters into ``Candidate`` / ``Cluster`` messages. Records
-are parsed and validated by :func:`server.common.wire.proto_to_encoded` or, for the columnar form,
-:func:`server.common.wire.columns_to_encoded` (the one module where filter bytes are read), and
-their ``form_of`` (which record each row is a form of, :mod:`linkage.forms`) by
-:func:`server.common.wire.records_form_of` / :func:`server.common.wire.columns_form_of`; bands and
+candidates and stored link-result clusters into ``Candidate`` / ``Cluster`` messages. Published
+columns are parsed and validated by :func:`server.common.wire.columns_to_encoded` and query rows
+by :func:`server.common.wire.proto_to_encoded` (the one module where filter bytes are read), and
+the ``form_of`` of published rows (which record each row is a form of, :mod:`linkage.forms`) by
+:func:`server.common.wire.columns_form_of`; bands and
 agreements come from :func:`server.common.wire.band_for` and
 :func:`server.common.wire.agreement_for`.
 
@@ -37,9 +37,8 @@ from server.common.wire import (
     columns_form_of,
     columns_to_encoded,
     proto_to_encoded,
-    records_form_of,
 )
-from server.matcher.store import StoredCluster
+from server.matcher.results import StoredCluster
 
 #: The shape of a schema fingerprint (:meth:`linkage.schema.Schema.fingerprint`).
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
@@ -76,17 +75,6 @@ def check_header(
         )
     if problems:
         raise IncompatibleEncodingError("; ".join(problems))
-
-
-def records_to_encoded(
-    records: Sequence[jigsaw_pb2.EncodedRecord], schema: Schema, *, key_version: int
-) -> tuple[EncodedBatch, list[str], list[str]]:
-    """Validated (batch, references, form_of) of published records (errors name
-    ``records[i]...``); ``form_of[i]`` is "" for a record published as itself."""
-    batch, references = proto_to_encoded(
-        records, schema, fingerprint=schema.fingerprint(), key_version=key_version
-    )
-    return batch, references, records_form_of(records, references)
 
 
 def columns_message_to_encoded(

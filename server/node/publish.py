@@ -18,8 +18,7 @@ Invariants:
   ``Disclose`` resolves, records by their own reference only;
 * records are marked published, with the content hash of exactly what was sent, only after
   the call returns and only if the matcher acknowledged every row and took every form as a
-  form (else :class:`PublishNotAcknowledged`: a matcher that cannot read columns or forms
-  fails loudly instead of dropping them);
+  form (else :class:`PublishNotAcknowledged`);
 * idempotent and resumable: the matcher upserts by (agency, reference), so a crash between
   sending and marking only causes a harmless re-send; records changed during a pass stay
   pending for the next. When the schema fingerprint, key version or
@@ -48,7 +47,7 @@ from linkage.forms import NO_FORM, encode_forms, form_reference
 from linkage.keys import KeySet
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.common.wire import encoded_to_columns, encoded_to_proto
+from server.common.wire import encoded_to_columns
 from server.node.store import NodeStore, PendingRecord
 
 logger = logging.getLogger(__name__)
@@ -88,17 +87,14 @@ def encode_messages(
     keys: KeySet,
     header: jigsaw_pb2.EncodingHeader,
     batch_size: int,
-    *,
-    columnar: bool = True,
 ) -> list[jigsaw_pb2.PublishRequest]:
     """The messages of one Publish stream: ``records`` encoded at once, at most ``batch_size``
     rows a message (the matcher's ``max_publish_batch`` counts rows).
 
     A record is one row, or one row per form (:func:`linkage.forms.encode_forms`) under
     :func:`linkage.forms.form_reference` with ``form_of`` its own reference; a record's rows
-    are never split between two messages. Each message carries ``columns`` (or, with
-    ``columnar=False``, one ``EncodedRecord`` per row, the form older matchers read); the
-    header rides on the first message.
+    are never split between two messages. Each message carries ``columns``; the header rides
+    on the first message.
     """
     columns = {name: [record.fields.get(name) for record in records] for name in schema.input_names}
     encoded = encode_forms(schema, keys, columns)
@@ -114,19 +110,14 @@ def encode_messages(
     ]
     bounds = _message_bounds(encoded.origin, batch_size)
     messages: list[jigsaw_pb2.PublishRequest] = []
-    if not columnar:
-        as_records = encoded_to_proto(batch, references, form_of=form_of)
     for start, stop in itertools.pairwise(bounds):
         message = jigsaw_pb2.PublishRequest()
         if start == 0:
             message.header.CopyFrom(header)
-        if columnar:
-            part = batch if (start, stop) == (0, len(batch)) else batch.take(range(start, stop))
-            message.columns.CopyFrom(
-                encoded_to_columns(part, references[start:stop], form_of=form_of[start:stop])
-            )
-        else:
-            message.records.extend(as_records[start:stop])
+        part = batch if (start, stop) == (0, len(batch)) else batch.take(range(start, stop))
+        message.columns.CopyFrom(
+            encoded_to_columns(part, references[start:stop], form_of=form_of[start:stop])
+        )
         messages.append(message)
     return messages
 
@@ -149,17 +140,13 @@ def _message_bounds(origin: NDArray[np.int64], batch_size: int) -> list[int]:
 
 
 def message_rows(message: jigsaw_pb2.PublishRequest) -> int:
-    """The rows (records and forms) a ``PublishRequest`` carries, whichever form it uses."""
-    if message.HasField("columns"):
-        return len(message.columns.references)
-    return len(message.records)
+    """The rows (records and forms) a ``PublishRequest`` carries."""
+    return len(message.columns.references)
 
 
 def message_forms(message: jigsaw_pb2.PublishRequest) -> int:
     """The rows of a ``PublishRequest`` that are forms of a record (``form_of`` set)."""
-    if message.HasField("columns"):
-        return sum(1 for record in message.columns.form_of if record)
-    return sum(1 for record in message.records if record.form_of)
+    return sum(1 for record in message.columns.form_of if record)
 
 
 @dataclass(frozen=True)
@@ -245,13 +232,8 @@ def publish_pending(
     batches_per_call: int = 20,
     timeout_s: float = 120,
     progress: ProgressCallback | None = None,
-    columnar: bool = True,
 ) -> PublishReport:
-    """Publish every pending record and withdraw every deleted one (see the module docstring).
-
-    ``columnar=False`` sends one ``EncodedRecord`` per record (``node.publish_form =
-    "records"``), the form a matcher older than ``EncodedColumns`` reads.
-    """
+    """Publish every pending record and withdraw every deleted one (see the module docstring)."""
     if batch_size < 1 or batches_per_call < 1:
         raise ValueError("batch_size and batches_per_call must be >= 1")
     tag = _encoding_tag(schema, keys)
@@ -265,7 +247,7 @@ def publish_pending(
     )
 
     def encode_group(records: Sequence[PendingRecord]) -> list[jigsaw_pb2.PublishRequest]:
-        return encode_messages(records, schema, keys, header, batch_size, columnar=columnar)
+        return encode_messages(records, schema, keys, header, batch_size)
 
     published = withdrawn = calls = 0
     while True:  # passes: a further one only for records changed while the last one ran
@@ -279,16 +261,13 @@ def publish_pending(
                     raise PublishNotAcknowledged(
                         f"the matcher acknowledged {response.received} of {group.rows} rows "
                         f"sent ({len(group.records)} records and their forms); nothing was "
-                        "marked published (a matcher older than columnar Publish ignores "
-                        'EncodedColumns: upgrade it, or set node.publish_form = "records" '
-                        "meanwhile)"
+                        "marked published"
                     )
                 if response.forms != group.forms:
                     raise PublishNotAcknowledged(
                         f"the matcher took {response.forms} of the {group.forms} forms sent "
-                        "as forms; nothing was marked published (a matcher older than forms "
-                        "holds each form as a record of its own, which lookups would then "
-                        "name: upgrade the matcher)"
+                        "as forms; nothing was marked published (it would hold each form as a "
+                        "record of its own, which lookups would then name)"
                     )
                 store.mark_published_rows(group.records)
                 published_in_pass += len(group.records)

@@ -81,5 +81,4 @@ class Running:
     def stop(self) -> None:
         for channel in self._channels.values():
             channel.close()
-        self.runtime.server.stop(grace=None).wait()
-        self.runtime.close()
+        self.runtime.stop()

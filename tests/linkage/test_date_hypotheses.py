@@ -16,7 +16,7 @@ from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
 from linkage.normalise import PLACEHOLDER_DATES
 from linkage.schema import default_child_schema
-from server.matcher.service import MODEL_FIT_RECORDS, MODEL_FIT_SEED
+from server.matcher.model import MODEL_FIT_RECORDS, MODEL_FIT_SEED
 
 SCHEMA = default_child_schema()
 KEYS = KeySet(LinkageSecret.for_tests())

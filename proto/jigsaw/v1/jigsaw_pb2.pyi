@@ -70,20 +70,18 @@ class EncodingHeader(_message.Message):
     def __init__(self, schema_fingerprint: _Optional[str] = ..., key_version: _Optional[int] = ...) -> None: ...
 
 class EncodedRecord(_message.Message):
-    __slots__ = ("reference", "field_filters", "record_filter", "block_keys", "salt_tags", "form_of")
+    __slots__ = ("reference", "field_filters", "record_filter", "block_keys", "salt_tags")
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     FIELD_FILTERS_FIELD_NUMBER: _ClassVar[int]
     RECORD_FILTER_FIELD_NUMBER: _ClassVar[int]
     BLOCK_KEYS_FIELD_NUMBER: _ClassVar[int]
     SALT_TAGS_FIELD_NUMBER: _ClassVar[int]
-    FORM_OF_FIELD_NUMBER: _ClassVar[int]
     reference: str
     field_filters: _containers.RepeatedScalarFieldContainer[bytes]
     record_filter: bytes
     block_keys: _containers.RepeatedScalarFieldContainer[int]
     salt_tags: _containers.RepeatedScalarFieldContainer[int]
-    form_of: str
-    def __init__(self, reference: _Optional[str] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., record_filter: _Optional[bytes] = ..., block_keys: _Optional[_Iterable[int]] = ..., salt_tags: _Optional[_Iterable[int]] = ..., form_of: _Optional[str] = ...) -> None: ...
+    def __init__(self, reference: _Optional[str] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., record_filter: _Optional[bytes] = ..., block_keys: _Optional[_Iterable[int]] = ..., salt_tags: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class EncodedColumns(_message.Message):
     __slots__ = ("references", "field_filters", "field_present", "record_filters", "block_keys", "salt_tags", "form_of")
@@ -104,14 +102,12 @@ class EncodedColumns(_message.Message):
     def __init__(self, references: _Optional[_Iterable[str]] = ..., field_filters: _Optional[_Iterable[bytes]] = ..., field_present: _Optional[bytes] = ..., record_filters: _Optional[bytes] = ..., block_keys: _Optional[bytes] = ..., salt_tags: _Optional[bytes] = ..., form_of: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
-    __slots__ = ("header", "records", "columns")
+    __slots__ = ("header", "columns")
     HEADER_FIELD_NUMBER: _ClassVar[int]
-    RECORDS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     header: EncodingHeader
-    records: _containers.RepeatedCompositeFieldContainer[EncodedRecord]
     columns: EncodedColumns
-    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., records: _Optional[_Iterable[_Union[EncodedRecord, _Mapping]]] = ..., columns: _Optional[_Union[EncodedColumns, _Mapping]] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[EncodingHeader, _Mapping]] = ..., columns: _Optional[_Union[EncodedColumns, _Mapping]] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
     __slots__ = ("received", "inserted", "replaced", "unchanged", "forms")

@@ -207,7 +207,8 @@ def test_client_refuses_server_from_another_ca(address: str, other_pki_dir: Path
 def test_stream_request_and_stream_response_handlers(address: str, pki_dir: Path) -> None:
     with secure_channel(address, tls_files_for(pki_dir, "police-node")) as channel:
         stub = jigsaw_pb2_grpc.MatcherStub(channel)  # type: ignore[no-untyped-call]
-        batches = iter([jigsaw_pb2.PublishRequest(records=[jigsaw_pb2.EncodedRecord()] * 2)] * 3)
+        two_rows = jigsaw_pb2.EncodedColumns(references=["a" * 32, "b" * 32])
+        batches = iter([jigsaw_pb2.PublishRequest(columns=two_rows)] * 3)
         assert stub.Publish(batches, timeout=TIMEOUT).received == 6
         error = rpc_error(lambda: list(stub.Link(jigsaw_pb2.LinkRequest(), timeout=TIMEOUT)))
         assert error.code() is grpc.StatusCode.PERMISSION_DENIED

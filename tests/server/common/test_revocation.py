@@ -190,9 +190,7 @@ crl = "lists/federation.crl"
 """
     config = parse_matcher_config(text, base_dir=tmp_path / "matcher")
     assert config.tls.revocation_list_path() == moved
-    runtime = build_matcher(config)
-    runtime.server.stop(grace=None).wait()
-    runtime.close()
+    build_matcher(config).close()
 
 
 def test_a_reload_never_weakens_the_list(

@@ -27,7 +27,6 @@ from server.common.wire import (
     encoded_to_proto,
     label_for,
     proto_to_encoded,
-    records_form_of,
     request_form_of,
     request_references,
 )
@@ -487,11 +486,10 @@ def test_field_prefix_names_the_columns() -> None:
     assert info.value.field == "batch.record_filters"
 
 
-def test_request_references_reads_either_form() -> None:
+def test_request_references_reads_the_columns() -> None:
     batch = sample_batch()
     as_columns = jigsaw_pb2.PublishRequest(columns=encoded_to_columns(batch, REFS))
-    as_records = jigsaw_pb2.PublishRequest(records=encoded_to_proto(batch, REFS))
-    assert request_references(as_columns) == request_references(as_records) == REFS
+    assert request_references(as_columns) == REFS
     assert request_references(jigsaw_pb2.PublishRequest()) == []
 
 
@@ -539,14 +537,8 @@ def test_agreement_labels(label: str, agreement: int, canonical: str) -> None:
 FORM_OF = ["", f"{0xF0:032x}", f"{0xF0:032x}"]  # rows 2 and 3 are forms of one record
 
 
-def test_form_of_round_trips_in_both_forms() -> None:
+def test_form_of_round_trips() -> None:
     batch = sample_batch()
-    records = encoded_to_proto(batch, REFS, FORM_OF)
-    wire = [jigsaw_pb2.EncodedRecord.FromString(r.SerializeToString()) for r in records]
-    assert [r.form_of for r in wire] == FORM_OF
-    back, refs = proto_to_encoded(wire, SCHEMA, fingerprint=FINGERPRINT, key_version=1)
-    assert records_form_of(wire, refs) == FORM_OF
-    assert_same(batch, back)
     data = encoded_to_columns(batch, REFS, FORM_OF).SerializeToString()
     columns = jigsaw_pb2.EncodedColumns.FromString(data)
     back, refs = columns_to_encoded(columns, SCHEMA, fingerprint=FINGERPRINT, key_version=1)
@@ -554,22 +546,17 @@ def test_form_of_round_trips_in_both_forms() -> None:
     assert_same(batch, back)
     request = jigsaw_pb2.PublishRequest(columns=columns)
     assert request_form_of(request) == FORM_OF
-    assert request_form_of(jigsaw_pb2.PublishRequest(records=records)) == FORM_OF
 
 
 def test_form_of_absent_or_all_empty_means_records_themselves() -> None:
     batch = sample_batch()
     for form_of in (None, ["", "", ""]):
         columns = encoded_to_columns(batch, REFS, form_of)
-        assert list(columns.form_of) == []  # nothing written: the old wire form exactly
+        assert list(columns.form_of) == []  # nothing written
         assert columns_form_of(columns, REFS) == ["", "", ""]
         assert request_form_of(jigsaw_pb2.PublishRequest(columns=columns)) == ["", "", ""]
-        records = encoded_to_proto(batch, REFS, form_of)
-        assert records_form_of(records, REFS) == ["", "", ""]
     with pytest.raises(FilterFormatError, match="form_of: expected 3"):
         encoded_to_columns(batch, REFS, FORM_OF[:2])
-    with pytest.raises(FilterFormatError, match="form_of: expected 3"):
-        encoded_to_proto(batch, REFS, FORM_OF[:2])
 
 
 @pytest.mark.parametrize(
@@ -591,12 +578,6 @@ def test_form_of_validation_names_the_row(row: int, value: str, expectation: str
     assert caught.value.field == f"columns.form_of[{row}]"
     assert expectation.format(refs="columns.references") in str(caught.value)
     assert value not in str(caught.value)  # references are not echoed either
-    records = encoded_to_proto(sample_batch(), REFS)
-    records[row].form_of = value
-    with pytest.raises(RequestError) as caught:
-        records_form_of(records, REFS)
-    assert caught.value.field == f"records[{row}].form_of"
-    assert expectation.format(refs="records") in str(caught.value)
 
 
 def test_form_of_column_of_the_wrong_length() -> None:

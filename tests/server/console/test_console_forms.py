@@ -9,7 +9,7 @@ from server.common.auth import Identity
 from server.common.purposes import DEFAULT_PURPOSE_CODES
 from server.common.status import RequestError
 from server.console.forms import describe_candidate, nhs_number_valid, read_lookup_form
-from server.node.service import acting_person
+from server.node.acting import acting_person
 
 GOOD = {
     "given_name": "Amelia",

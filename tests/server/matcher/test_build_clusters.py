@@ -1,4 +1,4 @@
-"""server.matcher.service.build_clusters: the stored Link result's edges and their evidence."""
+"""server.matcher.links.build_clusters: the stored Link result's edges and their evidence."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from linkage.compare import not_compared
 from linkage.encode import concat_batches, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
-from server.matcher.service import build_clusters, record_numbers
+from server.matcher.links import build_clusters
+from server.matcher.records import record_numbers
 
 SCHEMA = load_schema("child")
 

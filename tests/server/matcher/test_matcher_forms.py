@@ -25,7 +25,7 @@ from linkage.synthetic import DEFAULT_AGENCIES, generate_population
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.common.pki import init_pki
 from server.common.wire import encoded_to_columns, encoded_to_proto
-from server.matcher.service import FormMap, candidates_per_record
+from server.matcher.records import FormMap, candidates_per_record
 from tests.helpers import matcher as matcher_harness
 
 TIMEOUT = 30

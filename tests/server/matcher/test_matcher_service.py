@@ -32,14 +32,10 @@ from server.common.audit import verify_audit_log
 from server.common.pki import init_pki
 from server.common.status import RequestError, retry_after_from_metadata
 from server.common.tls import secure_channel, tls_files_for
-from server.common.wire import encoded_to_columns, encoded_to_proto
+from server.common.wire import encoded_to_columns, encoded_to_proto, proto_to_encoded
 from server.matcher.config import ConfigError, parse_matcher_config
-from server.matcher.service import (
-    candidates_to_proto,
-    decode_page_token,
-    encode_page_token,
-)
-from server.matcher.wire import candidate_to_proto, evidence_table
+from server.matcher.pages import decode_page_token, encode_page_token
+from server.matcher.wire import candidate_to_proto, candidates_from_table, evidence_table
 from tests.helpers.matcher import FakeClock, Running, matcher_config, tls_section
 
 TIMEOUT = 30
@@ -120,6 +116,14 @@ def header(fingerprint: str | None = None, key_version: int = 1) -> jigsaw_pb2.E
     )
 
 
+def as_columns(records: Sequence[jigsaw_pb2.EncodedRecord]) -> jigsaw_pb2.EncodedColumns:
+    """The published form of well-formed ``records``."""
+    batch, references = proto_to_encoded(
+        records, SCHEMA, fingerprint=SCHEMA.fingerprint(), key_version=1
+    )
+    return encoded_to_columns(batch, references)
+
+
 def publish(
     stub: jigsaw_pb2_grpc.MatcherStub,
     records: list[jigsaw_pb2.EncodedRecord],
@@ -127,10 +131,14 @@ def publish(
     per_message: int = 40,
     first_header: jigsaw_pb2.EncodingHeader | None = None,
 ) -> jigsaw_pb2.PublishResponse:
+    """One Publish stream of ``records``, as columns of at most ``per_message`` rows after a
+    header-only first message."""
+
     def requests() -> Iterator[jigsaw_pb2.PublishRequest]:
         yield jigsaw_pb2.PublishRequest(header=first_header or header())
         for start in range(0, len(records), per_message):
-            yield jigsaw_pb2.PublishRequest(records=records[start : start + per_message])
+            chunk = records[start : start + per_message]
+            yield jigsaw_pb2.PublishRequest(columns=as_columns(chunk))
 
     response: jigsaw_pb2.PublishResponse = stub.Publish(requests(), timeout=TIMEOUT)
     return response
@@ -297,24 +305,14 @@ def test_malformed_records_are_refused(
 ) -> None:
     stub = matcher.stub("police-node")
     records = population["police"].records(range(3))
-    bad = jigsaw_pb2.EncodedRecord()
-    bad.CopyFrom(records[1])
-    bad.field_filters[2] = bad.field_filters[2][:-8]
+    short = population["police"].columns(range(3))
+    short.block_keys = short.block_keys[:-8]
     with pytest.raises(grpc.RpcError) as caught:
-        publish(stub, [records[0], bad, records[2]], per_message=3)
+        publish_columns(stub, [jigsaw_pb2.PublishRequest(columns=short)])
     assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
-    expected_bytes = SCHEMA.fields[2].filter_bits // 8
-    assert "records[1].field_filters[2]" in caught.value.details()
-    assert f"expected {expected_bytes} bytes" in caught.value.details()
+    assert "columns.block_keys" in caught.value.details()
 
-    short = jigsaw_pb2.EncodedRecord()
-    short.CopyFrom(records[0])
-    del short.block_keys[-1]
-    with pytest.raises(grpc.RpcError) as caught:
-        publish(stub, [short])
-    assert "records[0].block_keys" in caught.value.details()
-
-    no_header = iter([jigsaw_pb2.PublishRequest(records=records)])
+    no_header = iter([jigsaw_pb2.PublishRequest(columns=as_columns(records))])
     with pytest.raises(grpc.RpcError) as caught:
         stub.Publish(no_header, timeout=TIMEOUT)
     assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -342,28 +340,6 @@ def test_malformed_records_are_refused(
     assert status(matcher) == {}
 
 
-def test_publish_batch_limit_and_partial_streams(
-    matcher: Running, population: dict[str, AgencyEncodings]
-) -> None:
-    police = population["police"]
-    big = [police.records([0])[0]] * 501
-    stub = matcher.stub("police-node")
-    with pytest.raises(grpc.RpcError) as caught:
-        publish(stub, big, per_message=501)
-    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "at most 500 records per message" in caught.value.details()
-
-    # a stream that fails on its fourth message keeps the three committed ones
-    records = police.records(range(20))
-    bad = jigsaw_pb2.EncodedRecord()
-    bad.CopyFrom(records[15])
-    bad.reference = "not-a-reference"
-    with pytest.raises(grpc.RpcError) as caught:
-        publish(stub, [*records[:15], bad], per_message=5)
-    assert "records[0].reference" in caught.value.details()
-    assert status(matcher) == {"police": 15}
-
-
 def publish_columns(
     stub: jigsaw_pb2_grpc.MatcherStub, messages: list[jigsaw_pb2.PublishRequest]
 ) -> jigsaw_pb2.PublishResponse:
@@ -377,7 +353,7 @@ def publish_columns(
     return response
 
 
-def test_columns_publish_the_same_records_as_records(
+def test_columns_publish_and_republish(
     matcher: Running, population: dict[str, AgencyEncodings]
 ) -> None:
     police = population["police"]
@@ -389,10 +365,10 @@ def test_columns_publish_the_same_records_as_records(
     ]
     response = publish_columns(stub, messages)
     assert (response.received, response.inserted) == (n, n)
-    # the record form of the same encodings is recognised as unchanged: identical rows stored
+    # the same encodings in other messages are recognised as unchanged: identical rows stored
     again = publish(stub, police.records())
     assert (again.received, again.unchanged, again.replaced) == (n, n, 0)
-    # and a columns stream over records published as records is unchanged too
+    # and one columns message over records published in several is unchanged too
     publish(matcher.stub("health-node"), population["health"].records())
     health = population["health"]
     repeat = publish_columns(
@@ -407,18 +383,11 @@ def test_columns_publish_the_same_records_as_records(
     assert (found[0].agency, found[0].reference) == ("police", police.references[4])
 
 
-def test_malformed_or_doubled_columns_are_refused(
+def test_malformed_or_oversized_columns_are_refused(
     matcher: Running, population: dict[str, AgencyEncodings]
 ) -> None:
     police = population["police"]
     stub = matcher.stub("police-node")
-    both = jigsaw_pb2.PublishRequest(columns=police.columns(range(3)))
-    both.records.extend(police.records(range(3, 5)))
-    with pytest.raises(grpc.RpcError) as caught:
-        publish_columns(stub, [both])
-    assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "field 'columns': a message carries records or columns" in caught.value.details()
-
     bad = police.columns(range(3))
     bad.field_filters[2] = bad.field_filters[2][:-8]
     with pytest.raises(grpc.RpcError) as caught:
@@ -705,7 +674,7 @@ ALLOWED_COLUMN_FIELDS = {
     "jigsaw.v1.EncodedColumns.record_filters": "keyed record filters, as EncodedRecord's",
     "jigsaw.v1.EncodedColumns.block_keys": "keyed HMAC blocking tokens, as EncodedRecord's fixed64",
     "jigsaw.v1.EncodedColumns.salt_tags": "keyed HMAC salt tags, as EncodedRecord's fixed64",
-    "jigsaw.v1.EncodedColumns.form_of": "opaque references of records, as EncodedRecord.form_of",
+    "jigsaw.v1.EncodedColumns.form_of": "opaque references: the record a row is a form of",
 }
 SAFE_SCALARS = {
     FieldDescriptor.TYPE_UINT32,
@@ -1148,7 +1117,7 @@ audit_log = "matcher-audit.jsonl"
             process.stdout.close()
 
 
-def test_candidates_to_proto_equals_the_per_candidate_reference() -> None:
+def test_candidates_from_table_equals_the_per_candidate_reference() -> None:
     """The batched conversion of Match answers gives exactly candidate_to_proto's messages."""
     schema = load_schema("child")
     data = generate_population(150, seed=12)
@@ -1157,31 +1126,20 @@ def test_candidates_to_proto_equals_the_per_candidate_reference() -> None:
     index = MatchIndex(schema, key_version=1)
     index.upsert("health", [f"{i:032x}" for i in range(len(batch))], batch)
     table = evidence_table(model)
-    other_model = pipeline.score_pairs(schema, batch.take(list(range(0, len(batch), 2))), None)
-    other_table = evidence_table(other_model.model)
     compared = not_compared_seen = 0
     levels_seen: set[tuple[int, int]] = set()
     for row in range(0, len(batch), 9):
         found = index.query(batch.take([row]), model, max_candidates=20, min_probability=0.0)
         for reveal in (False, True):
             expected = [candidate_to_proto(c, model, reveal_probability=reveal) for c in found]
-            assert candidates_to_proto(found, model, reveal_probability=reveal) == expected
-            assert (
-                candidates_to_proto(found, model, reveal_probability=reveal, table=table)
-                == expected
-            )
-            # a table of another model is never used for this one
-            assert (
-                candidates_to_proto(found, model, reveal_probability=reveal, table=other_table)
-                == expected
-            )
+            assert candidates_from_table(found, table, reveal_probability=reveal) == expected
         compared += len(found)
         levels_seen.update((f, level) for c in found for f, level in enumerate(c.levels))
         not_compared_seen += sum(any(c.not_compared) for c in found)
     assert compared > 50
     assert len(levels_seen) > 2 * len(schema.input_names)  # several levels of most fields
     assert not_compared_seen  # names salted under no agreeing pair of date parts, both paths agree
-    assert candidates_to_proto([], model, reveal_probability=False) == []
+    assert candidates_from_table([], table, reveal_probability=False) == []
     assert all(
         set(by_level) == set(range(-1, count))
         for by_level, count in zip(table.by_field, model.n_levels, strict=True)

@@ -23,11 +23,10 @@ from linkage.encode import EncodedBatch, concat_batches, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import Schema, load_schema
 from server.matcher import store as matcher_store
+from server.matcher.results import StoredCluster, StoredEdge
 from server.matcher.store import (
     MatcherStore,
     MatcherStoreError,
-    StoredCluster,
-    StoredEdge,
     StoreMismatchError,
     pack_payloads,
     payload_length,

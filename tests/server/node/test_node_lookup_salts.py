@@ -1,4 +1,4 @@
-"""How a node encodes a lookup whose salt chain is incomplete (server.node.service): the shipped
+"""How a node encodes a lookup whose salt chain is incomplete (server.node.lookup): the shipped
 schema salts the date of birth with sex and the names and postcode with the date, so a query
 without sex is sent once per sex value (sex published as missing), and a chain through a
 field of many values is refused with the field and the reason, never a value."""
@@ -14,7 +14,7 @@ from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
 from server.common.status import RequestError
 from server.common.wire import encoded_to_proto
-from server.node.service import lookup_notes, require_chained_salts
+from server.node.lookup import lookup_notes, require_chained_salts
 from tests.helpers.schemas import DATE_SALTED
 
 SCHEMA = default_child_schema()

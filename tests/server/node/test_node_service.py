@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -38,7 +39,7 @@ from server.common.wire import request_form_of, request_references
 from server.node.config import NodeConfig, load_node_config, read_linkage_keys
 from server.node.ingest import ingest_source
 from server.node.publish import message_forms, publish_pending
-from server.node.service import NodeRuntime, build_node, create_server
+from server.node.service import NodeRuntime, build_node
 from server.node.store import NodeStore
 from tests.helpers.matcher import tls_section
 
@@ -247,8 +248,7 @@ def start_node(config: NodeConfig) -> Node:
 def stop_node(node: Node) -> None:
     for channel in node.channels:
         channel.close()
-    node.runtime.server.stop(grace=None).wait()
-    node.runtime.close()
+    node.runtime.stop()
 
 
 @pytest.fixture(scope="module")
@@ -915,12 +915,15 @@ def test_publish_over_mutual_tls(
     assert (status.records, status.published, status.pending) == (2, 2, 0)
 
 
-def test_create_server_returns_bound_port(pki: Path, tmp_path: Path) -> None:
+def test_a_runtime_serves_inside_its_block_and_closes_what_it_opened(
+    pki: Path, tmp_path: Path
+) -> None:
     config = write_node_config(tmp_path, pki, "localhost:1")
-    server, port = create_server(config)
-    assert port > 0
-    server.start()
-    server.stop(grace=None).wait()
+    with build_node(config) as runtime:
+        assert runtime.port > 0
+        assert runtime.store.counts().records == 2
+    with pytest.raises(sqlite3.ProgrammingError):  # the store is closed
+        runtime.store.counts()
 
 
 _SERVE = """

@@ -2,8 +2,8 @@
 
 The publisher encodes a whole call's records at once, pages the store by position and reads
 and encodes the next group in a thread while the current one is in flight. These tests pin
-what must not change because of that: the records sent (as ``EncodedColumns``, or as
-``EncodedRecord`` messages with ``columnar=False``) equal encoding message by message, every
+what must not change because of that: the records sent (as ``EncodedColumns``) equal
+encoding message by message, every
 pending record is sent once per pass in store order, a record changed during a pass is
 re-sent in the same run, and a failure (gRPC, encoding, or a matcher acknowledging fewer
 records than were sent) marks nothing it did not send and leaves no thread behind.
@@ -76,14 +76,13 @@ def varied_rows(
 
 
 def records_of(message: jigsaw_pb2.PublishRequest) -> list[jigsaw_pb2.EncodedRecord]:
-    """The rows a message carries as records, whichever form (columns are decoded, form_of
-    validated, and re-encoded)."""
-    if not message.HasField("columns"):
-        return list(message.records)
+    """The rows a message carries, one record each (columns decoded, form_of validated, and
+    re-encoded)."""
     batch, references = columns_to_encoded(
         message.columns, SCHEMA, fingerprint=SCHEMA.fingerprint(), key_version=1
     )
-    return encoded_to_proto(batch, references, columns_form_of(message.columns, references))
+    columns_form_of(message.columns, references)
+    return encoded_to_proto(batch, references)
 
 
 class FakeMatcher:
@@ -193,7 +192,7 @@ def _message_by_message(
 
 
 def _as_records(batch: EncodedBatch, references: list[str], form_of: list[str]) -> list[bytes]:
-    return [r.SerializeToString() for r in encoded_to_proto(batch, references, form_of)]
+    return [r.SerializeToString() for r in encoded_to_proto(batch, references)]
 
 
 def _as_columns(batch: EncodedBatch, references: list[str], form_of: list[str]) -> list[bytes]:
@@ -224,20 +223,13 @@ def test_encoding_a_group_at_once_sends_the_same_bytes(
 
     messages = encode_messages(records, schema, keys, header, batch_size)
     assert [len(m.columns.references) for m in messages] == sizes
-    assert not any(m.records for m in messages)
     assert messages[0].header == header
     assert not any(m.HasField("header") for m in messages[1:])
     sent = [m.columns.SerializeToString() for m in messages]
     assert sent == _message_by_message(records, schema, keys, batch_size, _as_columns)
-    # and the columns carry exactly the records the record form would have sent
+    # and the columns carry exactly the rows of encoding record by record
     decoded = [record.SerializeToString() for m in messages for record in records_of(m)]
     assert decoded == expected_records
-
-    legacy = encode_messages(records, schema, keys, header, batch_size, columnar=False)
-    assert [len(m.records) for m in legacy] == sizes
-    assert not any(m.HasField("columns") for m in legacy)
-    assert legacy[0].header == header
-    assert [r.SerializeToString() for m in legacy for r in m.records] == expected_records
 
 
 def test_pages_cover_each_pending_record_once_in_store_order(store: NodeStore) -> None:
@@ -288,25 +280,6 @@ def test_publish_sends_every_record_once_and_marks_them(
     assert _encoder_threads() == []
 
 
-@pytest.mark.parametrize("columnar", [True, False])
-def test_publish_form_follows_columnar_and_marks_every_record(
-    store: NodeStore, schema: Schema, keys: KeySet, columnar: bool
-) -> None:
-    """``columnar=False`` (``node.publish_form = "records"``, for a matcher older than
-    EncodedColumns) sends only EncodedRecord messages; the default only EncodedColumns; both
-    carry every record once and the node marks them all."""
-    store.upsert_many(varied_rows(23))
-    matcher = FakeMatcher()
-    report = publish_pending(
-        store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=2, columnar=columnar
-    )
-    messages = [m for stream in matcher.streams for m in stream]
-    assert all(m.HasField("columns") == columnar for m in messages)
-    assert all(bool(m.records) != columnar for m in messages)
-    assert report.published == 23 and len(matcher.held) == 23
-    assert store.counts().pending == 0
-
-
 def test_a_record_changed_during_a_pass_is_resent_in_the_same_run(
     store: NodeStore, schema: Schema, keys: KeySet
 ) -> None:
@@ -347,10 +320,9 @@ def test_a_failed_call_marks_nothing_and_stops_the_encoder(
 def test_a_call_acknowledging_fewer_records_marks_nothing(
     store: NodeStore, schema: Schema, keys: KeySet
 ) -> None:
-    # what a matcher that predates EncodedColumns does: it ignores them and acknowledges none
     store.upsert_many(varied_rows(12))
     matcher = FakeMatcher(short_by=1)
-    with pytest.raises(PublishNotAcknowledged, match=r"acknowledged 9 of 10 rows.*publish_form"):
+    with pytest.raises(PublishNotAcknowledged, match=r"acknowledged 9 of 10 rows"):
         publish_pending(store, schema, keys, as_stub(matcher), batch_size=5, batches_per_call=2)
     assert store.counts().published == 0 and store.counts().pending == 12
     assert _encoder_threads() == []
@@ -373,14 +345,12 @@ def test_forms_count_in_the_acknowledgement(store: NodeStore, schema: Schema, ke
 def test_a_matcher_that_takes_forms_as_records_marks_nothing(
     store: NodeStore, schema: Schema, keys: KeySet
 ) -> None:
-    # a matcher older than forms acknowledges every row but reports no forms: it would hold
-    # each form as a record of its own, which lookups would then name
+    # a matcher that acknowledges every row but reports no forms would hold each form as a
+    # record of its own, which lookups would then name
     store.upsert_many(varied_rows(10, without_sex=2))
-    old = FakeMatcher(forms_short_by=15)
-    with pytest.raises(
-        PublishNotAcknowledged, match=r"took 0 of the 15 forms.*upgrade the matcher"
-    ):
-        publish_pending(store, schema, keys, as_stub(old), batch_size=100)
+    matcher = FakeMatcher(forms_short_by=15)
+    with pytest.raises(PublishNotAcknowledged, match=r"took 0 of the 15 forms"):
+        publish_pending(store, schema, keys, as_stub(matcher), batch_size=100)
     assert store.counts().published == 0 and store.counts().pending == 10
     assert _encoder_threads() == []
 

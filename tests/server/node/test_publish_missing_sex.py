@@ -55,11 +55,10 @@ def store(tmp_path: Path) -> Iterator[NodeStore]:
 # ------------------------------------------------------------------ the rows a node sends
 
 
-@pytest.mark.parametrize("columnar", [True, False])
-def test_a_record_without_sex_is_published_as_its_forms(store: NodeStore, columnar: bool) -> None:
+def test_a_record_without_sex_is_published_as_its_forms(store: NodeStore) -> None:
     records = pending(store, {"a": WITH_SEX, "b": WITHOUT_SEX, "c": NO_DATE})
     a, b, c = (r.reference for r in records)
-    messages = encode_messages(records, SCHEMA, KEYS, HEADER, 100, columnar=columnar)
+    messages = encode_messages(records, SCHEMA, KEYS, HEADER, 100)
     assert len(messages) == 1
     references = request_references(messages[0])
     form_of = request_form_of(messages[0])
@@ -70,17 +69,16 @@ def test_a_record_without_sex_is_published_as_its_forms(store: NodeStore, column
     assert len(set(references)) == 5 and b not in references
     assert all(len(r) == 32 and set(r) <= set("0123456789abcdef") for r in forms_of_b)
 
-    if columnar:
-        batch, _ = columns_to_encoded(
-            messages[0].columns, SCHEMA, fingerprint=SCHEMA.fingerprint(), key_version=1
-        )
-        sex = SCHEMA.field_names.index("sex")
-        dob = SCHEMA.field_names.index("date_of_birth")
-        sex_tag = SCHEMA.salt_sources.index("sex.value")
-        # the forms: sex published as missing, the date present under three sex salts
-        assert batch.field_present[1:4, sex].tolist() == [False] * 3
-        assert batch.field_present[1:4, dob].tolist() == [True] * 3
-        assert len(set(batch.salt_tags[1:4, sex_tag].tolist()) - {0}) == 3
+    batch, _ = columns_to_encoded(
+        messages[0].columns, SCHEMA, fingerprint=SCHEMA.fingerprint(), key_version=1
+    )
+    sex = SCHEMA.field_names.index("sex")
+    dob = SCHEMA.field_names.index("date_of_birth")
+    sex_tag = SCHEMA.salt_sources.index("sex.value")
+    # the forms: sex published as missing, the date present under three sex salts
+    assert batch.field_present[1:4, sex].tolist() == [False] * 3
+    assert batch.field_present[1:4, dob].tolist() == [True] * 3
+    assert len(set(batch.salt_tags[1:4, sex_tag].tolist()) - {0}) == 3
 
 
 def test_a_record_and_its_forms_travel_in_one_message(store: NodeStore) -> None:
@@ -142,15 +140,13 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def matcher(tmp_path: Path, pki_dir: Path) -> Iterator[tuple[MatcherRuntime, Recording]]:
     config = matcher_harness.matcher_config(tmp_path, pki_dir)
-    runtime = build_matcher(config)
-    runtime.server.start()
-    channel = secure_channel(f"127.0.0.1:{runtime.port}", tls_files_for(pki_dir, f"{AGENCY}-node"))
-    try:
+    with (
+        build_matcher(config) as runtime,
+        secure_channel(
+            f"127.0.0.1:{runtime.port}", tls_files_for(pki_dir, f"{AGENCY}-node")
+        ) as channel,
+    ):
         yield runtime, Recording(jigsaw_pb2_grpc.MatcherStub(channel))  # type: ignore[no-untyped-call]
-    finally:
-        channel.close()
-        runtime.server.stop(grace=None).wait()
-        runtime.close()
 
 
 def held(runtime: MatcherRuntime) -> set[str]:
