@@ -199,7 +199,10 @@ def serve_until_signal(
         runtime.server.start()
         if on_started is not None:
             on_started(runtime.port)
-        stop.wait()
+        # Woken every second: a signal the kernel delivers to another thread (gRPC's own) only
+        # marks the handler pending, and a main thread asleep in an untimed wait never runs it.
+        while not stop.wait(1.0):
+            pass
     finally:
         runtime.server.stop(grace=grace_s).wait()
         runtime.close()
