@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -163,6 +164,16 @@ def _run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[int, float, str]:
     return result.returncode, time.perf_counter() - started, tail
 
 
+def _verdict(code: int, tail: str) -> str:
+    """``yes`` when a test failed (pytest exits 1, or 2 when xdist stops the run at the first
+    failure), ``MISSED`` when every test passed, else the exit code (no verdict)."""
+    if code == 0:
+        return "MISSED"
+    if code in (1, 2) and re.search(r"\b\d+ failed\b", tail):
+        return "yes"
+    return f"exit {code}"
+
+
 def run(names: list[str] | None) -> list[dict[str, object]]:
     chosen = [m for m in MUTATIONS if not names or m.name in names]
     with tempfile.TemporaryDirectory(prefix="jigsaw-mutant-") as scratch:
@@ -181,13 +192,13 @@ def run(names: list[str] | None) -> list[dict[str, object]]:
             tree.mkdir()
             _copy_of_head(tree)
             path = _apply(tree, mutation)
-            code, seconds, _ = _run_tests(tree, mutation.tests)
+            code, seconds, tail = _run_tests(tree, mutation.tests)
             row: dict[str, object] = {
                 "mutation": mutation.name,
                 "what": mutation.what,
                 "file": str(path.relative_to(tree)),
                 "tests": " ".join(mutation.tests),
-                "caught": "yes" if code == 1 else ("MISSED" if code == 0 else f"exit {code}"),
+                "caught": _verdict(code, tail),
                 "seconds": round(seconds, 1),
             }
             print(json.dumps(row), flush=True)
