@@ -302,7 +302,7 @@ def _top_k_matrix(filters: NDArray[np.uint64], k: int) -> NDArray[np.float64]:
     Dense float32 products of the unpacked bits in row chunks, then a partial sort: exact, and
     its cost does not depend on the similarity distribution. (The packed kernel with a low
     threshold returns, and sorts, nearly all n^2 pairs once filters are balanced, where every
-    Dice is near 0.8; RESULTS.md "Attack benchmark: measurements behind its design".)
+    Dice is near 0.8; measured while the attack was built, figures in the git history.)
     """
     bits = _unpacked(filters)
     counts = bits.sum(axis=1)
@@ -416,7 +416,7 @@ def _anchor_profile(
     """Dice of every node to each anchor of its own side, centred per node.
 
     Not randomly projected: a random projection of the anchors made seed-and-extend collapse
-    (RESULTS.md "Attack benchmark: measurements behind its design")."""
+    (measured while the attack was built, figures in the git history)."""
     shared = bits @ bits[anchors].T
     dice = 2 * shared / np.maximum(counts[:, None] + counts[anchors][None, :], 1.0)
     centred: NDArray[np.float32] = (dice - dice.mean(axis=1, keepdims=True)).astype(np.float32)
@@ -858,13 +858,13 @@ def _value_features(
 
 
 #: Weights of the record context in :func:`_value_seeds` (start, rounds): a round weight
-#: near 1 overrides the token structure (RESULTS.md "Attack benchmark: measurements behind
-#: its design").
+#: near 1 overrides the token structure (measured while the attack was built; figures in the
+#: git history).
 _CONTEXT_START = 4.0
 _CONTEXT_ROUND = 0.3
 #: Passes of value seeding over :data:`_SEEDED_FIELDS` (from the second, given names are
 #: seeded in the context of the family names decoded before); a fourth pass adds little
-#: (RESULTS.md "Attack benchmark: measurements behind its design").
+#: (measured while the attack was built, figures in the git history).
 _SEED_PASSES = 3
 
 
@@ -885,8 +885,7 @@ def _value_seeds(
     count with each anchor of its own side (:func:`_shared_tokens`), and values are re-aligned
     by mutual-best cosine of those profiles with a margin, penalised by frequency-share and
     popcount differences; the anchors grow each round. (Frequency rank alone gets too few
-    values right to grow from: RESULTS.md "Attack benchmark: measurements behind its
-    design".)
+    values right to grow from: measured while the attack was built, figures in the git history.)
 
     ``context`` (encoded-group and plain-value rows of unit length, from
     :func:`_seed_context`) adds ``_CONTEXT_START`` times their cosine to the start's
@@ -1107,7 +1106,7 @@ def decode_and_match(
        least :data:`_ALIGN_SCORE` align the values of every field (dates, postcodes, sex,
        middle names too), which refines the decoders; repeat ``rounds`` times.
 
-    What each step adds: RESULTS.md "Attack benchmark: measurements behind its design".
+    What each step adds was measured while the attack was built (figures in the git history).
     """
     n_left = len(encoded)
     n_right = len(attacker_columns[_DECODED_FIELDS[0]])
@@ -1537,7 +1536,7 @@ def cooccurrence_attack(
     Exact colour refinement seeds only where the two populations are the same; the size-rank
     rule and the structural stage seed too little on the synthetic populations, and
     propagation from a few known record pairs (``seed_pairs``, auxiliary knowledge) is
-    strong. The measurements: RESULTS.md "Attack benchmark: measurements behind its design".
+    strong (measured while the attack was built; figures in the git history).
 
     With ``attacker`` (its own population encoded under its own secret) everything else the
     matcher sees with equality semantics is read as equality classes too
@@ -1548,8 +1547,8 @@ def cooccurrence_attack(
     already read (a rule of ``filter`` parts of one field, a ``<field>.value`` salt tag):
     it adds no evidence, and counting it twice would weigh that field double. Rules over
     transformed values combine unsalted values that salting was meant to split, which is why
-    the shipped schema blocks on ``filter`` parts only (RESULTS.md "Attack benchmark:
-    measurements behind its design").
+    the shipped schema blocks on ``filter`` parts only (measured while the attack was built;
+    figures in the git history).
     """
     # every published filter is an equality class: each view, each combined field
     present = list(encoded.field_names)
