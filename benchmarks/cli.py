@@ -161,12 +161,16 @@ def _quality(args: argparse.Namespace) -> int:
                     "reduction_ratio",
                     "candidate_pairs",
                     "threshold",
+                    "em",
                     "seconds",
                 ],
             )
             + "\n\nJigsaw links keyed Bloom-filter encodings (published test secret) with the "
             "model's own threshold (match probability >= 0.5); labels are used only to score "
-            "the output. `plaintext-recordlinkage-ecm` links the same plaintext with the "
+            "the output; `em` says whether its EM converged or stopped at its iteration cap. "
+            "`synthetic` is the default error profile, `synthetic-typical` and "
+            "`synthetic-hard` the generator's other two (linkage.synthetic.PROFILES). "
+            "`plaintext-recordlinkage-ecm` links the same plaintext with the "
             "recordlinkage package (blocking on four keys, binary comparisons, ECM). "
             "`plaintext-splink-*` links it with Splink, unsupervised (u by random sampling, m "
             "by EM on two blocking rules, prior from deterministic rules), match probability "

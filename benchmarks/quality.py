@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from linkage import evaluate, pipeline, synthetic
+from linkage import evaluate, pipeline, scoring, synthetic
 from linkage.encode import EncodedBatch, encode_records
 from linkage.forms import encode_forms
 from linkage.keys import KeySet, LinkageSecret
@@ -82,9 +82,18 @@ class Result:
     scores: tuple[NDArray[np.float64], NDArray[np.bool_]] | None = field(
         default=None, repr=False, compare=False
     )
+    #: how Jigsaw's EM ended (:func:`em_outcome`); "-" for the other methods
+    em: str = "-"
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "scores"}
+
+
+def em_outcome(model: scoring.FellegiSunterModel) -> str:
+    """How the model's EM ended, for the report: converged, or stopped at its iteration cap
+    (its estimates then still moving)."""
+    state = "converged" if model.converged else "stopped at cap"
+    return f"{state} ({model.iterations} iterations)"
 
 
 def _scores(
@@ -171,6 +180,7 @@ def run_jigsaw_link(
         len(a) + len(b),
         len(ti),
         _scores(sc.left, sc.right, sc.probability, ti, tj, max(len(a), len(b)), ordered=True),
+        em=em_outcome(sc.model),
     )
 
 
@@ -207,6 +217,7 @@ def run_jigsaw_dedupe(
         n,
         len(ti),
         _scores(sc.left, sc.right, sc.probability, ti, tj, n, ordered=False),
+        em=em_outcome(sc.model),
     )
 
 

@@ -15,6 +15,7 @@ def test_a_profile_dataset_runs_and_reports_like_the_synthetic_row(dataset: str)
     assert set(result.as_dict()) == set(plain.as_dict())
     assert 0 < result.recall <= 1 and 0 < result.precision <= 1
     assert result.true_pairs > 0
+    assert result.em.startswith(("converged (", "stopped at cap ("))
 
 
 def test_profile_datasets_are_in_the_default_run() -> None:
