@@ -129,7 +129,7 @@ def attack_rows(records: int, overlaps: list[float], seed: int) -> list[dict[str
     for name, build in VARIANTS.items():
         started = time.perf_counter()
         schema = build()
-        encoded = encode_records(schema, KeySet(attack._test_secret()), encoded_columns)
+        encoded = encode_records(schema, KeySet(attack.AGENCIES_SECRET), encoded_columns)
         shares = attack.frequency_shares(schema, encoded, encoded_columns, public_columns)
         row: dict[str, object] = {
             "salting": name,

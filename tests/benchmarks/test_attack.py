@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks import attack
+from benchmarks.attack import cooccurrence, decoding, driver, graph
 from linkage import similarity
 from linkage.keys import LinkageSecret
 from linkage.schema import Hardening, Schema, default_child_schema, febrl_schema, schema_from_dict
@@ -235,7 +236,7 @@ def test_febrl_quality_of_the_shipped_setting_uses_the_febrl_analogue(
 
     monkeypatch.setattr(quality, "_febrl4", lambda half, seed: ([], [], [], []))
     monkeypatch.setattr(quality, "_columns", lambda frame: {})
-    monkeypatch.setattr(attack, "encode_setting", fake_encode)
+    monkeypatch.setattr(driver, "encode_setting", fake_encode)
     for setting in (attack.SETTINGS[0], attack.Setting("none")):
         with pytest.raises(Stop):
             attack.quality_febrl4_half(setting, seed=1)
@@ -280,7 +281,7 @@ def test_top_k_matrix_matches_reference() -> None:
     filters = rng.integers(0, 2**63, size=(300, 2), dtype=np.uint64) & rng.integers(
         0, 2**63, size=(300, 2), dtype=np.uint64
     )
-    top = attack._top_k_matrix(filters, 5)
+    top = graph._top_k_matrix(filters, 5)
     for row in (0, 17, 299):
         scores = sorted(
             (similarity.dice_reference(filters[row], filters[other])
@@ -338,19 +339,19 @@ def test_value_seeds_align_given_names_without_any_overlap() -> None:
     attacker_columns = attack.take_columns(columns, np.arange(n_records, 2 * n_records))
     setting = attack.Setting("none")
     schema, encoded = attack.encode_setting(
-        default_child_schema(), setting, encoded_columns, attack._test_secret()
+        default_child_schema(), setting, encoded_columns, attack.AGENCIES_SECRET
     )
     _, own = attack.encode_setting(
         default_child_schema(), setting, attacker_columns, attack.ATTACKER_SECRET
     )
     field = "given_name"
-    plain = attack._plain_field(schema, field, attacker_columns)
-    cipher = attack._cipher_field(encoded, field, schema.field(field).hashes_per_token)
+    plain = decoding._plain_field(schema, field, attacker_columns)
+    cipher = decoding._cipher_field(encoded, field, schema.field(field).hashes_per_token)
     rows = np.flatnonzero(plain.row_value >= 0)
     first = np.full(plain.counts.size, -1, dtype=np.int64)
     first[plain.row_value[rows[::-1]]] = rows[::-1]
-    own_bits = attack._unpacked(own.field_filters[own.field_names.index(field)][first])
-    aligned = attack._value_seeds(plain, cipher, own_bits, 60)
+    own_bits = graph._unpacked(own.field_filters[own.field_names.index(field)][first])
+    aligned = decoding._value_seeds(plain, cipher, own_bits, 60)
     # truth: the plain value index of each encoded group's own value
     names = attack.normalised_values(schema, field, attacker_columns[field])
     index = {name: int(plain.row_value[r]) for r, name in enumerate(names) if name is not None}
@@ -452,7 +453,7 @@ def _cooccurrence_run(
     )
     attacker_columns = attack.take_columns(columns, attacker_rows)
     schema, encoded = attack.encode_setting(
-        base, setting, attack.take_columns(columns, encoded_rows), attack._test_secret()
+        base, setting, attack.take_columns(columns, encoded_rows), attack.AGENCIES_SECRET
     )
     position = {int(c): i for i, c in enumerate(child_ids[attacker_rows])}
     known = [int(i) for i in encoded_rows if int(child_ids[i]) in position][:known_pairs]
@@ -501,7 +502,7 @@ def test_cooccurrence_propagation_grows_from_a_few_known_pairs(
     # matches on labelled groups, relabelling by vote) must reach most of the population
     # (95.6 % measured on 2,500 records; without seeds nothing is claimed)
     empty = np.zeros(0, dtype=np.int64)
-    monkeypatch.setattr(attack, "colour_seeds", lambda left, right: (empty, empty))
+    monkeypatch.setattr(cooccurrence, "colour_seeds", lambda left, right: (empty, empty))
     rate, precision = _cooccurrence_run("diffusion_t3", 2500, 1.0, known_pairs=10)
     assert rate >= 0.9, f"propagation from 10 known pairs reached only {rate:.1%}"
     assert precision >= 0.99
@@ -547,7 +548,7 @@ def _small_sides(
     order = np.random.default_rng(4).permutation(n_records)
     attacker_columns = attack.take_columns(columns, order)
     schema, encoded = attack.encode_setting(
-        default_child_schema(), setting, columns, attack._test_secret()
+        default_child_schema(), setting, columns, attack.AGENCIES_SECRET
     )
     _, own = attack.encode_setting(
         default_child_schema(), setting, attacker_columns, attack.ATTACKER_SECRET
@@ -559,7 +560,7 @@ def _same_classes(row_class: Any, values: list[str | None]) -> bool:
     """Whether ``row_class`` (-1 missing) groups rows exactly as equal ``values`` do."""
     codes = {v: i for i, v in enumerate(dict.fromkeys(v for v in values if v))}
     expected = np.array([codes[v] if v else -1 for v in values], dtype=np.int64)
-    return attack._same_partition(np.asarray(row_class), expected)
+    return cooccurrence._same_partition(np.asarray(row_class), expected)
 
 
 def _scored_field_names(
@@ -571,13 +572,13 @@ def _scored_field_names(
 ) -> list[list[str]]:
     """The group fields each scoring round of one co-occurrence run weighed."""
     scored: list[list[str]] = []
-    score_pairs = attack._score_pairs
+    score_pairs = cooccurrence._score_pairs
 
     def spy(fields: dict[str, Any], *args: Any) -> Any:
         scored.append(list(fields))
         return score_pairs(fields, *args)
 
-    monkeypatch.setattr(attack, "_score_pairs", spy)
+    monkeypatch.setattr(cooccurrence, "_score_pairs", spy)
     attack.cooccurrence_attack(encoded, schema, attacker_columns, attacker=own, rounds=1)
     return scored
 
@@ -622,7 +623,7 @@ def test_cooccurrence_attack_skips_a_key_column_missing_on_one_side() -> None:
     base = _with_rules(default_child_schema(), _VALUE_RULES)
     setting = attack.Setting("salt", salt=True)
     columns, _ = attack.one_record_per_child(400, seed=3)
-    schema, encoded = attack.encode_setting(base, setting, columns, attack._test_secret())
+    schema, encoded = attack.encode_setting(base, setting, columns, attack.AGENCIES_SECRET)
     _, own = attack.encode_setting(base, setting, columns, attack.ATTACKER_SECRET)
     for side in ("attacker", "encoded"):
         blank = own if side == "attacker" else encoded
