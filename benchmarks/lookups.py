@@ -21,6 +21,10 @@ band "possible" (0.5) and the matcher's lookup floor
 (:data:`server.matcher.records.LOOKUP_MIN_PROBABILITY`; below 0.5 a candidate is in the band
 "low").
 
+``--salting NAME`` (repeatable) runs the lookups under candidate saltings of the child schema
+(:data:`benchmarks.salting_choice.VARIANTS`) instead of the shipped one, each row naming its
+salting: the lookup side of "Salting: the frontier", written to its own section.
+
 Labels are used only to score; only shares are printed.
 Run ``python -m benchmarks.lookups --children 20000 --profile hard [--report]``.
 """
@@ -34,11 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.salting_choice import VARIANTS
 from linkage import forms, pipeline, synthetic
 from linkage.encode import concat_batches
 from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
-from linkage.schema import default_child_schema
+from linkage.schema import Schema, default_child_schema
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.common.wire import BAND_THRESHOLDS
 from server.matcher.model import MODEL_FIT_RECORDS, MODEL_FIT_SEED
@@ -61,8 +66,10 @@ def run(
     target: str,
     hypotheses: tuple[bool, ...] = (False, True),
     floors: tuple[float, ...] = (POSSIBLE, LOOKUP_MIN_PROBABILITY),
+    schema: Schema | None = None,
 ) -> list[dict[str, Any]]:
-    schema = default_child_schema()
+    """The rows of one profile; ``schema`` is the shipped child schema unless given."""
+    schema = schema or default_child_schema()
     keys = KeySet(LinkageSecret.for_tests())
     agencies = synthetic.DEFAULT_AGENCIES if profile == "default" else synthetic.PROFILES[profile]
     population = synthetic.generate_population(children, seed=seed, agencies=agencies)
@@ -156,21 +163,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="source", default="childrens_social_care")
     parser.add_argument("--to", dest="target", default="health")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--salting",
+        action="append",
+        choices=list(VARIANTS),
+        help="a candidate salting of the child schema (benchmarks.salting_choice); repeatable",
+    )
     parser.add_argument("--report", action="store_true", help="write RESULTS.md's section")
     args = parser.parse_args(argv)
     rows = []
     for profile in args.profile or PROFILES:
-        print(f"{profile}: publishing and looking up", file=sys.stderr, flush=True)
-        found = run(args.children, profile, args.lookups, args.seed, args.source, args.target)
-        for row in found:
-            print(json.dumps(row), flush=True)
-        rows.extend(found)
+        for salting in args.salting or [None]:
+            print(f"{profile}: publishing and looking up", file=sys.stderr, flush=True)
+            schema = None if salting is None else VARIANTS[salting]()
+            found = run(
+                args.children,
+                profile,
+                args.lookups,
+                args.seed,
+                args.source,
+                args.target,
+                schema=schema,
+            )
+            for row in found:
+                row = {"salting": salting, **row} if salting else row
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     if args.report:
         from benchmarks.report import write_table_section
 
         write_table_section(
-            "lookups",
-            "Lookups",
+            "lookups-salting" if args.salting else "lookups",
+            "Lookups by salting" if args.salting else "Lookups",
             "benchmarks.lookups",
             argv,
             "Every agency of the seeded synthetic population published into the matcher's "
@@ -185,7 +209,13 @@ def main(argv: list[str] | None = None) -> int:
             "candidate of that agency. `absent_lookups`: records of children the target does "
             "not hold, from every other agency, looked up the same way; `absent_any`: the "
             "share answered with a candidate at or above `floor` (a false lead); "
-            '`absent_possible`: with one in the band "possible" or above.',
+            '`absent_possible`: with one in the band "possible" or above.'
+            + (
+                " `salting`: the child schema's candidate salting the records and queries were"
+                ' encoded under (benchmarks.salting_choice, RESULTS "Salting: the frontier").'
+                if args.salting
+                else ""
+            ),
             rows,
         )
     return 0
