@@ -890,6 +890,29 @@ def test_enumeration_alert_is_written_once_per_burst(
     assert len(alerts) == 2
 
 
+def test_refused_calls_count_towards_the_enumeration_alert(
+    limited: Running, clock: FakeClock, population: dict[str, AgencyEncodings]
+) -> None:
+    query = population["police"].records([0])[0]
+    for _ in range(3):  # the burst, answered
+        match(limited, "police-node", query)
+    for _ in range(2):  # refused by the bucket on a frozen clock: 5 attempts, at the threshold
+        refused(limited, "police-node", query)
+    assert not [e for e in audit_entries(limited) if e["action"] == "enumeration_alert"]
+    refused(limited, "police-node", query)  # the 6th attempt crosses it, answered or not
+    refused(limited, "police-node", query)  # one alert per burst
+    entries = audit_entries(limited)
+    alerts = [e for e in entries if e["action"] == "enumeration_alert"]
+    assert [(e["actor"], e["details"]["matches_in_window"]) for e in alerts] == [  # type: ignore[index]
+        ("police-node", 6)
+    ]
+    # the refusals are still counted per node and person per interval (each read above
+    # closed an interval), not written one entry each
+    assert [e["outcome"] for e in entries if e["action"] == "match"] == ["ok"] * 3
+    assert sum(e["action"] == "refused" for e in entries) == 2
+    assert refused_matches(entries) == 4
+
+
 def test_hourly_cap_refuses_until_a_slot_frees(
     limited: Running, clock: FakeClock, population: dict[str, AgencyEncodings]
 ) -> None:
