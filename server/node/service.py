@@ -75,7 +75,13 @@ from server.node.linked import fetch_linked, linked_to_proto
 from server.node.lookup import Lookups
 from server.node.quality import data_quality
 from server.node.store import NodeStore
-from server.node.upstream import UpstreamError, code_of, matcher_failure, upstream_errors
+from server.node.upstream import (
+    UpstreamError,
+    code_of,
+    matcher_failure,
+    rate_limited,
+    upstream_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -403,6 +409,9 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         try:
             receipt, seq = self._anchorer.anchor_now()
         except grpc.RpcError as exc:
+            limited = rate_limited(exc)  # the matcher's [anchor_limits] for this node
+            if limited is not None:
+                raise limited from None
             raise matcher_failure(exc, self._config.matcher) from None
         except AnchorError as exc:
             raise PreconditionFailed(f"the matcher's answer to the anchoring: {exc}") from None

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,13 @@ from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from linkage.synthetic import DEFAULT_AGENCIES, generate_population
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from server.common.anchor import Signer
 from server.common.audit import verify_audit_log
 from server.common.pki import init_pki
 from server.common.status import RequestError, retry_after_from_metadata
 from server.common.tls import secure_channel, tls_files_for
 from server.common.wire import encoded_to_columns, encoded_to_proto, proto_to_encoded
-from server.matcher.config import ConfigError, parse_matcher_config
+from server.matcher.config import AnchorLimitConfig, ConfigError, parse_matcher_config
 from server.matcher.pages import decode_page_token, encode_page_token
 from server.matcher.wire import candidate_to_proto, candidates_from_table, evidence_table
 from tests.helpers.matcher import FakeClock, Running, matcher_config, tls_section
@@ -1060,6 +1061,66 @@ def test_a_refused_lookup_charges_no_budget(
     outcomes = [e["outcome"] for e in entries if e["action"] == "match"]
     assert outcomes.count("ok") == 8 + 2
     assert refused_matches(entries) == refusals + 6
+
+
+# ------------------------------------------------------------------------------ anchor limits
+
+
+def test_anchor_head_is_limited_per_node_with_an_alert(
+    tmp_path: Path, pki_dir: Path, clock: FakeClock
+) -> None:
+    config = replace(
+        matcher_config(tmp_path, pki_dir),
+        anchor_limits=AnchorLimitConfig(anchors_per_minute=6.0, burst=2, alert_per_hour=3),
+    )
+    running = Running(config, pki_dir, clock=clock)
+    try:
+
+        def anchor(identity: str, seq: int) -> jigsaw_pb2.AnchorHeadResponse:
+            head = Signer.from_tls(tls_files_for(pki_dir, identity)).sign_head(seq, "ab" * 32)
+            request = jigsaw_pb2.AnchorHeadRequest(head=head.to_proto())
+            response: jigsaw_pb2.AnchorHeadResponse = running.stub(identity).AnchorHead(
+                request, timeout=TIMEOUT
+            )
+            return response
+
+        def refused_anchor(request: jigsaw_pb2.AnchorHeadRequest) -> float:
+            with pytest.raises(grpc.RpcError) as caught:
+                running.stub("police-node").AnchorHead(request, timeout=TIMEOUT)
+            error = error_of(caught.value)
+            assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            wait = retry_after_from_metadata(error.trailing_metadata())
+            assert wait is not None
+            return wait
+
+        anchor("police-node", 1)
+        anchor("police-node", 2)  # the burst
+        signed = Signer.from_tls(tls_files_for(pki_dir, "police-node")).sign_head(3, "cd" * 32)
+        assert refused_anchor(
+            jigsaw_pb2.AnchorHeadRequest(head=signed.to_proto())
+        ) == pytest.approx(10.0)  # 6 a minute
+        # checked before the head is read: a malformed one over the limit is refused the same
+        assert refused_anchor(jigsaw_pb2.AnchorHeadRequest()) == pytest.approx(10.0)
+        assert anchor("health-node", 1).HasField("receipt")  # each node has its own bucket
+        clock.advance(10.0)
+        assert anchor("police-node", 3).HasField("receipt")
+
+        entries = audit_entries(running)
+        anchored = [(e["actor"], e["outcome"]) for e in entries if e["action"] == "audit_anchor"]
+        assert anchored == [("police-node", "ok")] * 2 + [
+            ("health-node", "ok"),
+            ("police-node", "ok"),
+        ]
+        refusals = [e["details"] for e in entries if e["action"] == "refused"]
+        assert [r.get("audit_anchor.rate_limited") for r in refusals] == [2]  # type: ignore[attr-defined]
+        # the 4th attempt of police-node (refused or not) went above 3 an hour
+        alerts = [e for e in entries if e["action"] == "anchor_alert"]
+        assert [(e["actor"], e["details"]["anchors_in_window"]) for e in alerts] == [  # type: ignore[index]
+            ("police-node", 4)
+        ]
+        assert verify_audit_log(config.audit_log).ok
+    finally:
+        running.stop()
 
 
 def test_publish_and_withdraw_are_not_limited(
