@@ -21,13 +21,15 @@ Contract:
   relaying; Status, ListLinked: operator, staff, console; ResolveReference: operator, staff;
   FetchLinked: operator), built with the node's agency: another agency's staff are refused;
 - lookups and disclosures are rate-limited per person (``RESOURCE_EXHAUSTED`` with
-  ``retry-after-s``; a holder limits a relaying agency's people by agency and name) and every
+  ``retry-after-s``; a holder limits a relaying agency's people by agency and name), a
+  lookup the matcher's limits refused is given back to the person's limit, and every
   attempt counts towards the enumeration alerts (:class:`server.common.guard.Watch`); a
   disclosure no recent lookup by the same person at this node led to is
   ``FAILED_PRECONDITION``;
 - every lookup and disclosure attempt is audited once (actor, purpose, outcome, counts, ids,
-  released field *names*), except calls refused by the interceptor, a rate limit or (a
-  disclosure) as malformed, which the :class:`~server.common.audit.RefusalTally` counts; no
+  released field *names*), except calls refused by the interceptor, a rate limit (the
+  node's or the matcher's) or (a disclosure) as malformed, which the
+  :class:`~server.common.audit.RefusalTally` counts; no
   identifier value is ever logged, audited or put in a status message;
 - errors map to status codes through :mod:`server.common.status`; the matcher or a holder
   failing is :mod:`server.node.upstream`'s status (``UNAVAILABLE`` when unreachable).
@@ -191,8 +193,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             )
         except RateLimitedError:
             # the matcher's [match_limits] for this node or this person: staff get the same
-            # status and its retry-after, as for the node's own limits
-            self._audit_lookup(identity, purpose, "matcher_rate_limited", base)
+            # status and its retry-after, as for the node's own limits; a lookup nobody
+            # answered costs the person nothing here, and is counted, not audited one by one
+            self._limiter.refund(identity.name)
+            self._refusals.count(identity.name, "lookup", "matcher_rate_limited")
             raise
         except UpstreamError:
             self._audit_lookup(identity, purpose, "matcher_error", base)
