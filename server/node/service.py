@@ -28,7 +28,8 @@ Contract:
   ``FAILED_PRECONDITION``;
 - every lookup and disclosure attempt is audited once (actor, purpose, outcome, counts, ids,
   released field *names*), except calls refused by the interceptor, a rate limit (the
-  node's or the matcher's) or (a disclosure) as malformed, which the
+  node's or the matcher's) or as malformed before any limit was asked (a disclosure, a
+  ``ResolveReference``, an ``on_behalf_of`` the caller may not set), which the
   :class:`~server.common.audit.RefusalTally` counts; no
   identifier value is ever logged, audited or put in a status message;
 - errors map to status codes through :mod:`server.common.status`; the matcher or a holder
@@ -161,8 +162,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         base: dict[str, str | int] = {"lookup_id": lookup_id, "caller_agency": caller.agency}
         try:
             identity = acting_person(caller, request.on_behalf_of)
-        except RequestError:
-            self._audit_lookup(caller, "", "invalid_argument", base)
+        except RequestError:  # before any limit: counted, not audited one by one
+            self._refusals.count(caller.name, "lookup", "invalid_argument")
             raise
         if identity is not caller:
             base["via"] = caller.name
@@ -326,10 +327,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         base: dict[str, str | int] = {"caller_agency": caller.agency}
         try:
             identity = acting_person(caller, request.on_behalf_of)
-        except RequestError:
-            self._audit.append(
-                actor=caller.name, action="list_linked", outcome="invalid_argument", details=base
-            )
+        except RequestError:  # counted, not audited one by one
+            self._refusals.count(caller.name, "list_linked", "invalid_argument")
             raise
         if identity is not caller:
             base["via"] = caller.name
@@ -368,8 +367,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         try:
             reference = require_reference(request.reference, "reference")
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
-        except RequestError:
-            self._audit.append(actor=identity.name, action="resolve", outcome="invalid_argument")
+        except RequestError:  # counted, not audited one by one
+            self._refusals.count(identity.name, "resolve", "invalid_argument")
             raise
         base["reference"] = reference
         record = self._store.get_by_reference(reference)
