@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ def test_a_flood_of_malformed_calls_before_any_limit_writes_few_entries(
     otherwise nothing would bound the entries one identity can write."""
     node: Node = fresh_node(matcher[0])
     alice, olive = node.stub(pki, "alice"), node.stub(pki, "olive")
-    calls = (
+    calls: tuple[Callable[[], object], ...] = (
         lambda: alice.Lookup(
             jigsaw_pb2.LookupRequest(
                 identifiers=AMY, purpose_code="s47_enquiry", note="p", on_behalf_of="bob"
