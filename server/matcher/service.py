@@ -29,7 +29,8 @@ Contract:
   per calling identity in the same way (``[anchor_limits]``, an ``anchor_alert``), before
   the head is read;
 - Publish streams, withdrawals, matches, link runs and linked-record reads are audited (who,
-  agency, purpose, counts, ids); message contents are never logged;
+  agency, purpose, counts, ids), except a Publish stream refused before it changed anything,
+  which the refusal tally counts; message contents are never logged;
 - errors go through :mod:`server.common.status`: a header whose fingerprint or key version
   differs is ``FAILED_PRECONDITION`` saying which; a malformed message is
   ``INVALID_ARGUMENT`` naming the field (``columns.field_filters[j]``,
@@ -181,12 +182,16 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             raise
         finally:
             release_free_memory()
-            self._audit.append(
-                actor=identity.name,
-                action="publish",
-                outcome=outcome,
-                details={"agency": agency, **totals},
-            )
+            if outcome != "ok" and not (totals["inserted"] or totals["replaced"]):
+                # refused before it changed anything: counted, not audited one by one
+                self._refusals.count(identity.name, "publish", outcome)
+            else:
+                self._audit.append(
+                    actor=identity.name,
+                    action="publish",
+                    outcome=outcome,
+                    details={"agency": agency, **totals},
+                )
             logger.info(
                 "publish from %s: %s, %d messages, %d received, %d inserted, %d replaced",
                 identity.name, outcome, totals["messages"], totals["received"],

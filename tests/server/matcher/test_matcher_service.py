@@ -341,6 +341,27 @@ def test_malformed_records_are_refused(
     assert status(matcher) == {}
 
 
+def test_a_flood_of_refused_publish_streams_writes_few_entries(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    """A stream refused before it changed anything is counted, not audited one by one (the
+    matcher does not limit Publish); one that stored records keeps its own entry."""
+    stub = matcher.stub("police-node")
+    records = population["police"].records(range(3))
+    for _ in range(100):
+        with pytest.raises(grpc.RpcError) as caught:
+            publish(stub, records, first_header=header(fingerprint="0" * 64))
+        assert error_of(caught.value).code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert publish(stub, records).inserted == 3
+    entries = audit_entries(matcher)
+    assert [(e["action"], e["outcome"]) for e in entries] == [
+        ("publish", "ok"),
+        ("refused", "refused"),
+    ]
+    assert entries[1]["details"]["publish.failed_precondition"] == 100  # type: ignore[index]
+    assert verify_audit_log(matcher.config.audit_log).ok
+
+
 def publish_columns(
     stub: jigsaw_pb2_grpc.MatcherStub, messages: list[jigsaw_pb2.PublishRequest]
 ) -> jigsaw_pb2.PublishResponse:
