@@ -22,13 +22,14 @@ Contract:
   FetchLinked: operator), built with the node's agency: another agency's staff are refused;
 - lookups and disclosures are rate-limited per person (``RESOURCE_EXHAUSTED`` with
   ``retry-after-s``; a holder limits a relaying agency's people by agency and name), a
-  lookup the matcher's limits refused is given back to the person's limit, and every
+  lookup the matcher's limits refused, or a disclosure the holder's refused, is given back
+  to the person's limit, and every
   attempt counts towards the enumeration alerts (:class:`server.common.guard.Watch`); a
   disclosure no recent lookup by the same person at this node led to is
   ``FAILED_PRECONDITION``;
 - every lookup and disclosure attempt is audited once (actor, purpose, outcome, counts, ids,
   released field *names*), except calls refused by the interceptor, a rate limit (the
-  node's or the matcher's) or as malformed before any limit was asked (a disclosure, a
+  node's, the matcher's or a holder's) or as malformed before any limit was asked (a disclosure, a
   ``ResolveReference``, an ``on_behalf_of`` the caller may not set), which the
   :class:`~server.common.audit.RefusalTally` counts; no
   identifier value is ever logged, audited or put in a status message;
@@ -290,7 +291,14 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             )
         if holder == self._config.agency:
             return self._disclosures.release(actor, role, purpose, reference, base)
-        return self._disclosures.relay(actor, holder, purpose, reference, base)
+        try:
+            return self._disclosures.relay(actor, holder, purpose, reference, base)
+        except RateLimitedError:
+            # the holder's limit for this person: nothing was released, so it costs the
+            # person nothing here, and is counted, not audited one by one
+            self._disclosure_limiter.refund(person)
+            self._refusals.count(actor, "disclose", "holder_rate_limited")
+            raise
 
     # ------------------------------------------------------------------ linked records
 

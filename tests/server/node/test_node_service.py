@@ -476,6 +476,47 @@ def test_a_disclosure_of_another_agencys_record_is_relayed_and_audited_on_both_n
     assert served(requester)[-1]["outcome"] == "holder_not_found"
 
 
+def test_a_disclosure_the_holder_refused_by_its_limit_costs_the_person_nothing(
+    fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    """The holder limits a relaying agency's people (here one disclosure, then one a minute);
+    a disclosure it refused by that limit is given back to the person's own limit at the
+    requesting node (two) and counted there, not audited one by one."""
+    holder: Node = fresh_node(
+        matcher[0], agency="health", limits="disclosures_per_minute = 1\ndisclosure_burst = 1"
+    )
+    requester: Node = fresh_node(
+        matcher[0],
+        peers=f'health = "{holder.address}"',
+        limits="disclosures_per_minute = 1\ndisclosure_burst = 2",
+    )
+    reference = holder.reference_of(CANARY_LOCAL_ID)
+    own = requester.reference_of(CANARY_LOCAL_ID)
+    look_up(requester, pki, matcher[1], "alice", [("health", reference), ("police", own)])
+    stub = requester.stub(pki, "alice")
+    relayed = jigsaw_pb2.DiscloseRequest(reference=reference, purpose_code="s47_enquiry")
+    stub.Disclose(relayed, timeout=10)  # one of alice's two at her node, the holder's one
+    for _ in range(5):  # refused by the holder's limit for her
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Disclose(relayed, timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # her own node's budget is as the answered disclosure left it: one more
+    local = jigsaw_pb2.DiscloseRequest(reference=own, purpose_code="s47_enquiry")
+    assert stub.Disclose(local, timeout=10).agency == "police"
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Disclose(local, timeout=10)  # now spent, by her own node's limit
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    entries = requester.audit_lines()
+    outcomes = [(e["actor"], e["outcome"]) for e in entries if e["action"] == "disclose"]
+    assert outcomes == [("alice", "ok"), ("alice", "ok")]
+    refusals = [e["details"] for e in entries if e["action"] == "refused"]
+    assert len(refusals) == 1
+    assert refusals[0]["disclose.holder_rate_limited"] == 5
+    assert refusals[0]["disclose.rate_limited"] == 1
+    assert verify_audit_log(requester.config.audit_log).ok
+
+
 def test_a_disclosure_held_by_an_agency_without_a_peer_address_is_refused(
     fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
 ) -> None:
