@@ -17,6 +17,8 @@ Invariants:
 * no identifier value (names, dates of birth, postcodes, NHS numbers, local record ids) is
   written: callers log references, counts and purposes, and ``details`` keys that are
   identifier field names (:data:`FORBIDDEN_DETAIL_KEYS`) are refused;
+* a log is created readable by its owner only (0600), as its head is: a node's entries hold
+  its staff's free-text notes;
 * refused calls (role, rate limit, malformed) are counted by a :class:`RefusalTally` and
   written as one ``refused`` entry per identity per interval, so a flood of them cannot fill
   a disk and every refused call is counted in exactly one entry.
@@ -233,7 +235,10 @@ class AuditLog:
         self._failure: BaseException | None = None
         self._head_descriptor: int | None = None  # open once the head was replaced
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("ab")
+        # owner-only when created (a node's entries hold its staff's free-text notes)
+        self._file = os.fdopen(
+            os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab"
+        )
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -49,12 +49,11 @@ class Watch:
         *,
         actor: str,
         details: Mapping[str, str | int],
-        observe: bool = True,
         refuse: Callable[[], None] | None = None,
     ) -> None:
-        """Count an attempt of ``key`` (when ``observe``) and alert once per burst; then,
+        """Count an attempt of ``key`` and alert once per burst; then,
         when a limit refused it (``retry_after`` not None), call ``refuse`` and raise."""
-        if observe and self.guard.observe(key):
+        if self.guard.observe(key):
             logger.warning(self.warning, actor)
             self.audit.append(
                 actor=actor,

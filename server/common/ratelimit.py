@@ -2,7 +2,9 @@
 
 Role in the pipeline: a node's ``Lookup`` and ``Disclose`` (and the matcher's ``Match``) ask
 a :class:`RateLimiter` before doing any work and answers ``RESOURCE_EXHAUSTED`` with a
-retry-after delay when the caller is over its rate (``server.common.status.RateLimitedError``); an
+retry-after delay when the caller is over its rate (``server.common.status.RateLimitedError``);
+a call the limiter allowed that another party's limit then refused is refunded
+(:meth:`RateLimiter.refund`), so a refused call costs the caller nothing; an
 :class:`EnumerationGuard` watches the same calls and says when a caller's lookups in a sliding
 window cross an alert threshold (:class:`server.common.guard.Watch` writes the alert's audit
 entry and raises the refusal, the one way both services do it).
@@ -105,6 +107,18 @@ class RateLimiter:
                 bucket.tokens -= 1.0
                 return None
             return (1.0 - bucket.tokens) / self.rate_per_second
+
+    def refund(self, caller: str) -> None:
+        """Give back the token of a call :meth:`acquire` allowed that was then refused
+        further on (it did no work for the caller): the bucket is as if the call had not been
+        made, never above ``burst``. A caller no longer held has a full bucket already."""
+        with self._lock:
+            bucket = self._buckets.get(caller)
+            if bucket is None:
+                return
+            now = max(self._clock(), bucket.updated)
+            bucket.tokens = min(float(self.burst), self._refilled(bucket, now) + 1.0)
+            bucket.updated = now
 
     def tracked_callers(self) -> int:
         """How many callers are held in memory right now."""

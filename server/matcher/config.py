@@ -4,8 +4,9 @@ Role in the pipeline: tells the matcher which linkage schema and key version it 
 refuses encodings made with anything else), where its SQLite store and audit log live, where
 it listens, which certificates it presents, whether benchmark mode is on, how many records
 one ``PublishRequest`` message may carry, which purpose codes a ``Match`` may state
-(:mod:`server.common.purposes`), and how many ``Match`` calls each calling node may
-make (``[match_limits]``).
+(:mod:`server.common.purposes`), how many ``Match`` calls each calling node may
+make (``[match_limits]``), and how often each identity may have its audit head held
+(``AnchorHead``, ``[anchor_limits]``).
 
 The match limits are the matcher's own, per calling node identity (the certificate's name):
 a node's operator controls the node's code and config, so the node's per-staff limits do not
@@ -18,6 +19,11 @@ Inside its node's budget, each person a node acts for (``MatchRequest.on_behalf_
 most ``person_share`` of it: of the bucket's rate and size and of the hourly cap (at least
 one call each), so one person cannot starve colleagues. A call counts once whatever its query
 rows, and a call refused by any of these limits is charged to none of them.
+
+The anchor limits pace each identity's ``AnchorHead`` calls (a token bucket,
+``anchors_per_minute`` and ``burst``; an "anchor_alert" audit entry above ``alert_per_hour``):
+a node anchors every five minutes when its head moved, at shutdown and on an operator's
+demand, and each call writes to the matcher's audit log and witnessed file.
 
 Parsing is strict, with the mechanism the schema and the node config use
 (:mod:`linkage.strict`): the file's tables are the models below (:class:`MatcherFile`); an
@@ -49,6 +55,10 @@ File layout (``*`` = required)::
     max_matches_per_hour       1000             integer >= enumeration_alert_per_hour
     person_share               0.25             share of the node's bucket and cap one person
                                                 may use: a number in (0, 1]
+    [anchor_limits]                             optional; per calling identity
+    anchors_per_minute         6                token-bucket refill, a finite number > 0
+    burst                      12               token-bucket size, integer >= 1
+    alert_per_hour             60               integer >= 1; sliding hour
 
 Problem messages name the key and the expectation, never a value.
 """
@@ -83,6 +93,7 @@ from server.common.purposes import DEFAULT_PURPOSE_CODES, PurposeCodes
 from server.common.tls import TlsFiles
 
 __all__ = [
+    "AnchorLimitConfig",
     "ConfigError",
     "MatchLimitConfig",
     "MatcherConfig",
@@ -119,6 +130,15 @@ class MatchLimitConfig:
 
 
 @dataclass(frozen=True)
+class AnchorLimitConfig:
+    """Per calling identity: AnchorHead token bucket and alert threshold."""
+
+    anchors_per_minute: float = 6.0
+    burst: int = 12
+    alert_per_hour: int = 60
+
+
+@dataclass(frozen=True)
 class MatcherConfig:
     """A parsed, validated matcher config with every path resolved."""
 
@@ -133,6 +153,7 @@ class MatcherConfig:
     tls: TlsFiles
     config_path: Path
     match_limits: MatchLimitConfig = MatchLimitConfig()
+    anchor_limits: AnchorLimitConfig = AnchorLimitConfig()
     purposes: tuple[str, ...] = DEFAULT_PURPOSE_CODES
 
 
@@ -177,12 +198,21 @@ class MatchLimitSection(StrictModel):
         return []
 
 
+class AnchorLimitSection(StrictModel):
+    """The ``[anchor_limits]`` table (see :class:`AnchorLimitConfig`)."""
+
+    anchors_per_minute: Annotated[float, AfterValidator(positive_number(finite=True))] = 6.0
+    burst: PositiveInt = 12
+    alert_per_hour: PositiveInt = 60
+
+
 class MatcherFile(StrictModel):
     """A matcher config file: its tables."""
 
     matcher: MatcherSection
     tls: TlsSection
     match_limits: MatchLimitSection = MatchLimitSection()
+    anchor_limits: AnchorLimitSection = AnchorLimitSection()
 
 
 def parse_matcher_config(
@@ -208,6 +238,7 @@ def parse_matcher_config(
         tls=parsed.tls.resolve(base_dir),
         config_path=config_path if config_path is not None else base_dir / "<text>",
         match_limits=MatchLimitConfig(**parsed.match_limits.model_dump()),
+        anchor_limits=AnchorLimitConfig(**parsed.anchor_limits.model_dump()),
         purposes=matcher.purposes,
     )
 

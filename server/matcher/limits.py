@@ -9,10 +9,10 @@ colleagues out. One Match is one lookup, counted once whatever its rows.
 Contract (:meth:`MatchLimits.check`, before any decoding or index work): a token of the
 node's and of the person's :class:`~server.common.ratelimit.RateLimiter` and a slot of the
 node's and the person's hourly :class:`~server.common.ratelimit.WindowCap`, all or nothing (a
-refused call is charged to none). Every call the buckets would let through (answered, or
-refused by a cap) counts towards the node's
-:class:`~server.common.ratelimit.EnumerationGuard` (over the hourly threshold: one
-"enumeration_alert" audit entry and a warning naming the caller). A refusal is
+refused call is charged to none). Every call counts towards the node's
+:class:`~server.common.ratelimit.EnumerationGuard`, answered or refused by any limit (over
+the hourly threshold: one "enumeration_alert" audit entry and a warning naming the caller),
+so a flood of refused calls is seen as one. A refusal is
 :class:`~server.common.status.RateLimitedError` with the longest wait of the limits that
 refused. Publish, Withdraw and Link are not lookups and are not limited.
 """
@@ -64,8 +64,9 @@ class MatchLimits:
         return f"{caller}\x00{on_behalf_of}"
 
     def check(self, audit: AuditLog, caller: str, agency: str, person: str) -> None:
-        """Charge one Match of ``caller`` (a node) for ``person``, or raise RateLimitedError
-        charging none; alert once per burst (module docstring)."""
+        """Count one Match attempt of ``caller`` (a node) for ``person`` towards the alert
+        (once per burst), then charge it, or raise RateLimitedError charging none (module
+        docstring)."""
         key = self.person(caller, person)
         waits = self.charge.acquire(
             [
@@ -75,7 +76,6 @@ class MatchLimits:
                 (self.person_cap, key),
             ]
         )
-        paced = waits is None or (waits[0] is None and waits[1] is None)
         watch = Watch(
             self.guard,
             audit,
@@ -89,7 +89,6 @@ class MatchLimits:
             None if waits is None else max(wait for wait in waits if wait is not None),
             actor=caller,
             details={"caller_agency": agency},
-            observe=paced,
         )
 
 

@@ -25,9 +25,12 @@ Contract:
 - Match answers carry a band and per-field evidence; the raw probability only in benchmark
   mode *and* for an operator caller (so nodes always get 0); Match needs its limits first
   (a refusal is ``RESOURCE_EXHAUSTED`` with ``retry-after-s``, counted in the
-  :class:`~server.common.audit.RefusalTally`, not audited one by one);
+  :class:`~server.common.audit.RefusalTally`, not audited one by one); AnchorHead is paced
+  per calling identity in the same way (``[anchor_limits]``, an ``anchor_alert``), before
+  the head is read;
 - Publish streams, withdrawals, matches, link runs and linked-record reads are audited (who,
-  agency, purpose, counts, ids); message contents are never logged;
+  agency, purpose, counts, ids), except a Publish stream refused before it changed anything,
+  which the refusal tally counts; message contents are never logged;
 - errors go through :mod:`server.common.status`: a header whose fingerprint or key version
   differs is ``FAILED_PRECONDITION`` saying which; a malformed message is
   ``INVALID_ARGUMENT`` naming the field (``columns.field_filters[j]``,
@@ -54,10 +57,10 @@ from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.common.anchor import AnchorError, ReceiptFile, Signed, Signer, Witness, load_ca, pages
 from server.common.audit import AuditLog, RefusalTally
 from server.common.auth import MATCHER_POLICY, current_identity
-from server.common.guard import outcome_of
+from server.common.guard import Watch, outcome_of
 from server.common.limits import DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES
 from server.common.purposes import require_purpose_code
-from server.common.ratelimit import Clock
+from server.common.ratelimit import Clock, EnumerationGuard, RateLimiter
 from server.common.serving import Runtime, build_grpc_server, serve_until_signal
 from server.common.status import (
     RequestError,
@@ -66,7 +69,7 @@ from server.common.status import (
     require_text,
 )
 from server.matcher.config import MatcherConfig
-from server.matcher.limits import MatchLimits
+from server.matcher.limits import MATCH_WINDOW_S, MatchLimits
 from server.matcher.links import Linker
 from server.matcher.memory import fix_mmap_threshold, release_free_memory
 from server.matcher.model import MatchModel
@@ -113,6 +116,8 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         audit: AuditLog,
         limits: MatchLimits,
         refusals: RefusalTally,
+        anchor_limiter: RateLimiter,
+        anchor_guard: EnumerationGuard,
         signer: Signer | None = None,
     ) -> None:
         self._config = config
@@ -125,6 +130,15 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         self._audit = audit
         self._limits = limits
         self._refusals = refusals
+        self._anchor_limiter = anchor_limiter
+        self._anchor_watch = Watch(
+            anchor_guard,
+            audit,
+            action="anchor_alert",
+            count_field="anchors_in_window",
+            warning="anchor alert: caller %s over the anchoring threshold",
+            extra={"window_seconds": int(MATCH_WINDOW_S)},
+        )
         # holds the nodes' audit heads, signed with the matcher's key (server.common.anchor)
         self._signer = signer if signer is not None else Signer.from_tls(config.tls)
         self._witness = Witness(
@@ -168,12 +182,16 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             raise
         finally:
             release_free_memory()
-            self._audit.append(
-                actor=identity.name,
-                action="publish",
-                outcome=outcome,
-                details={"agency": agency, **totals},
-            )
+            if outcome != "ok" and not (totals["inserted"] or totals["replaced"]):
+                # refused before it changed anything: counted, not audited one by one
+                self._refusals.count(identity.name, "publish", outcome)
+            else:
+                self._audit.append(
+                    actor=identity.name,
+                    action="publish",
+                    outcome=outcome,
+                    details={"agency": agency, **totals},
+                )
             logger.info(
                 "publish from %s: %s, %d messages, %d received, %d inserted, %d replaced",
                 identity.name, outcome, totals["messages"], totals["received"],
@@ -370,6 +388,13 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
         """Hold a node's signed audit head; answer a receipt and the matcher's own head."""
         identity = current_identity(context)
         details: dict[str, str | int] = {"caller_agency": identity.agency}
+        self._anchor_watch.check(  # every attempt, before the head is read
+            identity.name,
+            self._anchor_limiter.acquire(identity.name),
+            actor=identity.name,
+            details=details,
+            refuse=lambda: self._refusals.count(identity.name, "audit_anchor", "rate_limited"),
+        )
         try:
             receipt, head, check = self._witness.hold(Signed.from_proto(request.head), identity)
         except AnchorError as exc:
@@ -418,7 +443,7 @@ class MatcherRuntime(Runtime):
 def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> MatcherRuntime:
     """Build the matcher server bound to ``config.listen`` with mutual TLS, ready to start.
 
-    ``clock`` (monotonic seconds) drives the match limits; tests pass a fake one.
+    ``clock`` (monotonic seconds) drives the match and anchor limits; tests pass a fake one.
     """
     fix_mmap_threshold()
     stack = ExitStack()  # every resource, registered as it is opened
@@ -441,6 +466,12 @@ def build_matcher(config: MatcherConfig, *, clock: Clock = time.monotonic) -> Ma
             audit=audit,
             limits=MatchLimits.from_config(config.match_limits, clock=clock),
             refusals=refusals,
+            anchor_limiter=RateLimiter(
+                config.anchor_limits.anchors_per_minute, config.anchor_limits.burst, clock=clock
+            ),
+            anchor_guard=EnumerationGuard(
+                config.anchor_limits.alert_per_hour, MATCH_WINDOW_S, clock=clock
+            ),
         )
         server, port = build_grpc_server(
             role="matcher",

@@ -9,9 +9,10 @@ the holding agency's node named in the ``[peers]`` table, as this node, for the 
 Contract: only the fields the ``[disclosure]`` policy allows for the person's role are
 released, and the others the record or schema knows are named as withheld; a role the policy
 does not name gets nothing (``PERMISSION_DENIED``); an unknown or deleted reference is
-``NOT_FOUND``; a holder this node has no address for is ``FAILED_PRECONDITION``. Every
-outcome writes one ``disclose`` audit entry (released and withheld field *names*, never a
-value; a relayed disclosure is audited on both nodes).
+``NOT_FOUND``; a holder this node has no address for is ``FAILED_PRECONDITION``; the
+holder's rate-limit refusal is :class:`~server.common.status.RateLimitedError`, which the
+caller counts. Every other outcome writes one ``disclose`` audit entry (released and
+withheld field *names*, never a value; a relayed disclosure is audited on both nodes).
 """
 
 from __future__ import annotations
@@ -131,10 +132,10 @@ class Disclosures:
                 timeout=RELAY_TIMEOUT_S,
             )
         except grpc.RpcError as exc:
-            self.audit(actor, purpose, f"holder_{code_of(exc).name.lower()}", base)
             limited = rate_limited(exc)
-            if limited is not None:
+            if limited is not None:  # the caller counts it (it released nothing)
                 raise limited from None
+            self.audit(actor, purpose, f"holder_{code_of(exc).name.lower()}", base)
             raise holder_failure(exc, holder, self._config.peers[holder]) from None
         self.audit(
             actor,

@@ -21,13 +21,17 @@ Contract:
   relaying; Status, ListLinked: operator, staff, console; ResolveReference: operator, staff;
   FetchLinked: operator), built with the node's agency: another agency's staff are refused;
 - lookups and disclosures are rate-limited per person (``RESOURCE_EXHAUSTED`` with
-  ``retry-after-s``; a holder limits a relaying agency's people by agency and name) and every
+  ``retry-after-s``; a holder limits a relaying agency's people by agency and name), a
+  lookup the matcher's limits refused, or a disclosure the holder's refused, is given back
+  to the person's limit, and every
   attempt counts towards the enumeration alerts (:class:`server.common.guard.Watch`); a
   disclosure no recent lookup by the same person at this node led to is
   ``FAILED_PRECONDITION``;
 - every lookup and disclosure attempt is audited once (actor, purpose, outcome, counts, ids,
-  released field *names*), except calls refused by the interceptor, a rate limit or (a
-  disclosure) as malformed, which the :class:`~server.common.audit.RefusalTally` counts; no
+  released field *names*), except calls refused by the interceptor, a rate limit (the
+  node's, the matcher's or a holder's) or as malformed before any limit was asked (a disclosure, a
+  ``ResolveReference``, an ``on_behalf_of`` the caller may not set), which the
+  :class:`~server.common.audit.RefusalTally` counts; no
   identifier value is ever logged, audited or put in a status message;
 - errors map to status codes through :mod:`server.common.status`; the matcher or a holder
   failing is :mod:`server.node.upstream`'s status (``UNAVAILABLE`` when unreachable).
@@ -75,7 +79,13 @@ from server.node.linked import fetch_linked, linked_to_proto
 from server.node.lookup import Lookups
 from server.node.quality import data_quality
 from server.node.store import NodeStore
-from server.node.upstream import UpstreamError, code_of, matcher_failure, upstream_errors
+from server.node.upstream import (
+    UpstreamError,
+    code_of,
+    matcher_failure,
+    rate_limited,
+    upstream_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +163,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         base: dict[str, str | int] = {"lookup_id": lookup_id, "caller_agency": caller.agency}
         try:
             identity = acting_person(caller, request.on_behalf_of)
-        except RequestError:
-            self._audit_lookup(caller, "", "invalid_argument", base)
+        except RequestError:  # before any limit: counted, not audited one by one
+            self._refusals.count(caller.name, "lookup", "invalid_argument")
             raise
         if identity is not caller:
             base["via"] = caller.name
@@ -185,8 +195,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             )
         except RateLimitedError:
             # the matcher's [match_limits] for this node or this person: staff get the same
-            # status and its retry-after, as for the node's own limits
-            self._audit_lookup(identity, purpose, "matcher_rate_limited", base)
+            # status and its retry-after, as for the node's own limits; a lookup nobody
+            # answered costs the person nothing here, and is counted, not audited one by one
+            self._limiter.refund(identity.name)
+            self._refusals.count(identity.name, "lookup", "matcher_rate_limited")
             raise
         except UpstreamError:
             self._audit_lookup(identity, purpose, "matcher_error", base)
@@ -279,7 +291,14 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
             )
         if holder == self._config.agency:
             return self._disclosures.release(actor, role, purpose, reference, base)
-        return self._disclosures.relay(actor, holder, purpose, reference, base)
+        try:
+            return self._disclosures.relay(actor, holder, purpose, reference, base)
+        except RateLimitedError:
+            # the holder's limit for this person: nothing was released, so it costs the
+            # person nothing here, and is counted, not audited one by one
+            self._disclosure_limiter.refund(person)
+            self._refusals.count(actor, "disclose", "holder_rate_limited")
+            raise
 
     # ------------------------------------------------------------------ linked records
 
@@ -316,10 +335,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         base: dict[str, str | int] = {"caller_agency": caller.agency}
         try:
             identity = acting_person(caller, request.on_behalf_of)
-        except RequestError:
-            self._audit.append(
-                actor=caller.name, action="list_linked", outcome="invalid_argument", details=base
-            )
+        except RequestError:  # counted, not audited one by one
+            self._refusals.count(caller.name, "list_linked", "invalid_argument")
             raise
         if identity is not caller:
             base["via"] = caller.name
@@ -358,8 +375,8 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         try:
             reference = require_reference(request.reference, "reference")
             purpose = require_text(request.purpose, "purpose", MAX_PURPOSE_CHARS)
-        except RequestError:
-            self._audit.append(actor=identity.name, action="resolve", outcome="invalid_argument")
+        except RequestError:  # counted, not audited one by one
+            self._refusals.count(identity.name, "resolve", "invalid_argument")
             raise
         base["reference"] = reference
         record = self._store.get_by_reference(reference)
@@ -403,6 +420,9 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         try:
             receipt, seq = self._anchorer.anchor_now()
         except grpc.RpcError as exc:
+            limited = rate_limited(exc)  # the matcher's [anchor_limits] for this node
+            if limited is not None:
+                raise limited from None
             raise matcher_failure(exc, self._config.matcher) from None
         except AnchorError as exc:
             raise PreconditionFailed(f"the matcher's answer to the anchoring: {exc}") from None

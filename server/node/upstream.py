@@ -82,7 +82,7 @@ def matcher_failure(exc: grpc.RpcError, address: str) -> UpstreamError:
         grpc.StatusCode.FAILED_PRECONDITION
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
         else grpc.StatusCode.UNAVAILABLE,
-        f"the matcher refused the lookup ({code.name if code else 'unknown'}): {_details(exc)}",
+        f"the matcher refused the call ({code.name if code else 'unknown'}): {_details(exc)}",
     )
 
 

@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -481,3 +482,16 @@ def test_head_overwritten_in_place_names_the_last_entry_across_digit_growth(
     assert head.read_text() == f"101 {entry.hash}\n"
     result = verify_audit_log(path)
     assert result.ok and result.entries == 101
+
+
+def test_a_new_log_and_its_head_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """A node's log holds its staff's free-text notes (which may name a child)."""
+    old = os.umask(0o022)  # the usual umask, which would leave a plain open's file 0644
+    try:
+        path = tmp_path / "audit.jsonl"
+        with AuditLog(path) as log:
+            log.append(actor="alice", action="lookup", outcome="ok", details={"note": "s47"})
+        for found in (path, path.with_name("audit.jsonl.head")):
+            assert stat.S_IMODE(os.stat(found).st_mode) == 0o600, found.name
+    finally:
+        os.umask(old)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography import x509
 
@@ -32,7 +34,9 @@ from server.common.anchor import (
 )
 from server.common.audit import AuditLog, verify_audit_log
 from server.common.pki import init_pki
+from server.common.status import retry_after_from_metadata
 from server.common.tls import secure_channel, tls_files_for
+from server.matcher.config import AnchorLimitConfig
 from tests.helpers.matcher import Running, matcher_config
 from tests.server.node.test_node_service import start_node, stop_node, write_node_config
 
@@ -325,4 +329,32 @@ def test_anchoring_over_real_servers_and_verify_fetching_the_heads(
         for value in ("Amy", "Smith", "2014"):
             assert value not in out
     finally:
+        matcher.stop()
+
+
+def test_the_matchers_anchor_limit_reaches_the_operator_as_resource_exhausted(
+    tmp_path: Path, pki: Path
+) -> None:
+    matcher_dir, node_dir = tmp_path / "matcher", tmp_path / "node"
+    matcher_dir.mkdir()
+    limits = AnchorLimitConfig(anchors_per_minute=0.01, burst=1)  # one, then 100 minutes
+    matcher = Running(replace(matcher_config(matcher_dir, pki), anchor_limits=limits), pki)
+    node = start_node(write_node_config(node_dir, pki, matcher.address))
+    channels = [secure_channel(node.address, tls_files_for(pki, who)) for who in ("alice", "olga")]
+    staff = jigsaw_pb2_grpc.AgencyNodeStub(channels[0])  # type: ignore[no-untyped-call]
+    admin = jigsaw_pb2_grpc.AgencyNodeStub(channels[1])  # type: ignore[no-untyped-call]
+    try:
+        _lookup(staff)
+        assert admin.AnchorAudit(jigsaw_pb2.AnchorAuditRequest(), timeout=10).seq == 1
+        _lookup(staff)  # the head moved: the next anchoring asks the matcher again
+        with pytest.raises(grpc.RpcError) as caught:
+            admin.AnchorAudit(jigsaw_pb2.AnchorAuditRequest(), timeout=10)
+        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        wait = retry_after_from_metadata(caught.value.trailing_metadata())
+        assert wait is not None and wait > 60
+        assert "lookup" not in (caught.value.details() or "")
+    finally:
+        for channel in channels:
+            channel.close()
+        stop_node(node)  # its final anchoring is refused too: logged, not raised
         matcher.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,41 @@ def test_refusals_are_written_at_each_intervals_end(tmp_path: Path) -> None:
         ("node-0", "erin"),
         ("node-1", "erin"),
     }
+
+
+def test_a_flood_of_malformed_calls_before_any_limit_writes_few_entries(
+    pki: Path, fresh_node: Any, matcher: Any
+) -> None:
+    """Calls refused as malformed before a rate limit is asked (a person named by someone
+    who may not name one; a reference that is not one) are counted, not audited one by one:
+    otherwise nothing would bound the entries one identity can write."""
+    node: Node = fresh_node(matcher[0])
+    alice, olive = node.stub(pki, "alice"), node.stub(pki, "olive")
+    calls: tuple[Callable[[], object], ...] = (
+        lambda: alice.Lookup(
+            jigsaw_pb2.LookupRequest(
+                identifiers=AMY, purpose_code="s47_enquiry", note="p", on_behalf_of="bob"
+            ),
+            timeout=10,
+        ),
+        lambda: alice.ListLinked(jigsaw_pb2.ListLinkedRequest(on_behalf_of="bob"), timeout=10),
+        lambda: olive.ResolveReference(
+            jigsaw_pb2.ResolveReferenceRequest(reference="not-a-reference", purpose="p"),
+            timeout=10,
+        ),
+    )
+    for _ in range(FLOOD):
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    log = node.config.audit_log
+    stop_node(node)  # the counts are written at shutdown
+    entries = entries_of_log(log)
+    assert len(entries) < 5
+    assert refused_counts(entries) == (2, 3 * FLOOD)
+    by_actor = {e["actor"]: e["details"] for e in entries if e["action"] == "refused"}
+    assert by_actor["alice"]["lookup.invalid_argument"] == FLOOD
+    assert by_actor["alice"]["list_linked.invalid_argument"] == FLOOD
+    assert by_actor["olive"]["resolve.invalid_argument"] == FLOOD
+    assert verify_audit_log(log).ok

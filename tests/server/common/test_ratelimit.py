@@ -58,6 +58,24 @@ def test_refill_is_capped_at_burst() -> None:
     assert limiter.acquire("alice") is not None
 
 
+def test_a_refund_gives_back_the_token_a_refused_call_took() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_minute=6, burst=2, clock=clock)
+    assert limiter.acquire("alice") is None
+    limiter.refund("alice")  # refused further on: as if it had not been made
+    assert [limiter.acquire("alice") for _ in range(2)] == [None, None]
+    assert limiter.acquire("alice") == pytest.approx(10.0)
+    clock.advance(5.0)  # half a token back, then a refund
+    limiter.refund("alice")
+    assert limiter.acquire("alice") is None
+    assert limiter.acquire("alice") == pytest.approx(5.0)
+    clock.advance(3600.0)
+    limiter.refund("alice")  # never above the burst
+    limiter.refund("bob")  # a caller not held is full already
+    assert [limiter.acquire("alice") for _ in range(3)][2] is not None
+    assert [limiter.acquire("bob") for _ in range(3)][2] is not None
+
+
 def test_idle_callers_are_evicted() -> None:
     clock = FakeClock()
     limiter = RateLimiter(rate_per_minute=60, burst=2, clock=clock)

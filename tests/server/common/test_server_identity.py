@@ -20,6 +20,16 @@ import pytest
 from client.client import MatcherClient, NodeClient
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.common.tls import WrongServerError, server_credentials, tls_files_for
+from tests.server.node.test_node_service import (
+    MatcherLog,
+    look_up,
+    matcher,
+    start_node,
+    stop_node,
+    write_node_config,
+)
+
+__all__ = ["matcher"]  # the node tests' recording matcher, a fixture here too
 
 
 @pytest.fixture
@@ -88,8 +98,6 @@ def test_an_operator_names_the_nodes_agency(pki: Path, server_as: object) -> Non
 def test_the_nodes_channel_to_the_matcher_refuses_an_impostor(
     pki: Path, server_as: object, tmp_path: Path
 ) -> None:
-    from tests.server.node.test_node_service import start_node, stop_node, write_node_config
-
     impostor = server_as("health-node")  # type: ignore[operator]
     node = start_node(write_node_config(tmp_path, pki, impostor))
     try:
@@ -105,3 +113,24 @@ def test_the_nodes_channel_to_the_matcher_refuses_an_impostor(
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "not the expected matcher of agency unit" in info.value.details()
     assert "Smith" not in info.value.details()
+
+
+def test_a_nodes_relay_refuses_a_holder_that_is_not_that_agencys_node(
+    pki: Path, server_as: object, matcher: tuple[str, MatcherLog], tmp_path: Path
+) -> None:
+    """A disclosure relayed to the holder's node goes only to a server whose certificate
+    names that agency's node: police's own node certificate will not do for health."""
+    impostor = server_as("police-node")  # type: ignore[operator]
+    node = start_node(write_node_config(tmp_path, pki, matcher[0], peers=f'health = "{impostor}"'))
+    try:
+        reference = "ab" * 16
+        look_up(node, pki, matcher[1], "alice", [("health", reference)])
+        with pytest.raises(grpc.RpcError) as info:
+            node.stub(pki, "alice").Disclose(
+                jigsaw_pb2.DiscloseRequest(reference=reference, purpose_code="s47_enquiry"),
+                timeout=10,
+            )
+    finally:
+        stop_node(node)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "not the expected node of agency health" in info.value.details()

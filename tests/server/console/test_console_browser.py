@@ -22,6 +22,7 @@ import shutil
 import sqlite3
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,7 +38,7 @@ from client.demo import _pick_children
 from linkage import synthetic
 from linkage.keys import LinkageSecret
 from linkage.normalise import normalise_date, normalise_sex
-from server.common.pki import export_pkcs12, init_pki, issue_certificate
+from server.common.pki import export_pkcs12, init_pki, issue_certificate, revoke_certificate
 from server.console.app import KNOWN_PAGE_SIZE
 from server.console.forms import agency_label
 from server.launcher import (
@@ -520,6 +521,30 @@ def test_a_post_without_the_csrf_token_is_refused(federation: ConsoleFederation)
     assert post("/lookup", lookup) == 403
     assert post("/lookup", lookup | {"csrf_token": token}) == 403  # the pre-session token
     assert post("/sign-out", {}) == 403
+
+
+def test_a_revoked_staff_certificate_is_refused_without_a_restart(
+    federation: ConsoleFederation,
+) -> None:
+    pki = federation.root / "pki"
+    issue_certificate(pki, "rhoda", CONSOLE_AGENCY, "staff")
+
+    def status() -> int:
+        try:
+            with urllib.request.urlopen(
+                federation.url + "/", context=_https(federation, "rhoda"), timeout=10
+            ) as page:
+                return int(page.status)
+        except urllib.error.HTTPError as refused:
+            refused.close()
+            return refused.code
+
+    assert status() == 200
+    revoke_certificate(pki, name="rhoda")  # the console reads the new list as it changes
+    deadline = time.monotonic() + 10
+    while status() != 403 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status() == 403
 
 
 def test_artefacts_directory_is_ignored() -> None:

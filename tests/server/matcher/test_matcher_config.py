@@ -17,6 +17,7 @@ from linkage.schema import load_schema
 from server.common.purposes import DEFAULT_PURPOSE_CODES
 from server.common.tls import TlsFiles
 from server.matcher.config import (
+    AnchorLimitConfig,
     ConfigError,
     MatcherConfig,
     MatchLimitConfig,
@@ -419,3 +420,31 @@ def test_bad_purpose_lists_are_one_problem_without_the_value(tmp_path: Path, val
         "matcher.purposes: expected a non-empty list of distinct purpose codes"
     )
     assert CANARY not in problem and "enquiry" not in problem
+
+
+# ------------------------------------------------------------------------------ [anchor_limits]
+
+
+def test_anchor_limits_default_and_explicit(tmp_path: Path) -> None:
+    assert parse_matcher_config(MINIMAL, base_dir=tmp_path).anchor_limits == AnchorLimitConfig(
+        anchors_per_minute=6.0, burst=12, alert_per_hour=60
+    )
+    text = MINIMAL + "[anchor_limits]\nanchors_per_minute = 2\nburst = 3\nalert_per_hour = 9\n"
+    limits = parse_matcher_config(text, base_dir=tmp_path).anchor_limits
+    assert limits == AnchorLimitConfig(2.0, 3, 9)
+    assert isinstance(limits.anchors_per_minute, float)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("anchors_per_minute = 0", "anchor_limits.anchors_per_minute: expected a finite number"),
+        ("anchors_per_minute = inf", "anchor_limits.anchors_per_minute: expected a finite number"),
+        ("burst = 0", "anchor_limits.burst: expected an integer >= 1"),
+        ('alert_per_hour = "x"', "anchor_limits.alert_per_hour: expected an integer"),
+    ],
+)
+def test_each_anchor_limit_mistake_is_one_problem(tmp_path: Path, line: str, expected: str) -> None:
+    problems = problems_of(MINIMAL + f"[anchor_limits]\n{line}\n", tmp_path)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected), problems

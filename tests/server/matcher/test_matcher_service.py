@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,13 @@ from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from linkage.synthetic import DEFAULT_AGENCIES, generate_population
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from server.common.anchor import Signer
 from server.common.audit import verify_audit_log
 from server.common.pki import init_pki
 from server.common.status import RequestError, retry_after_from_metadata
 from server.common.tls import secure_channel, tls_files_for
 from server.common.wire import encoded_to_columns, encoded_to_proto, proto_to_encoded
-from server.matcher.config import ConfigError, parse_matcher_config
+from server.matcher.config import AnchorLimitConfig, ConfigError, parse_matcher_config
 from server.matcher.pages import decode_page_token, encode_page_token
 from server.matcher.wire import candidate_to_proto, candidates_from_table, evidence_table
 from tests.helpers.matcher import FakeClock, Running, matcher_config, tls_section
@@ -338,6 +339,27 @@ def test_malformed_records_are_refused(
     assert error_of(caught.value).code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "hypotheses" in caught.value.details() and "at most 64" in caught.value.details()
     assert status(matcher) == {}
+
+
+def test_a_flood_of_refused_publish_streams_writes_few_entries(
+    matcher: Running, population: dict[str, AgencyEncodings]
+) -> None:
+    """A stream refused before it changed anything is counted, not audited one by one (the
+    matcher does not limit Publish); one that stored records keeps its own entry."""
+    stub = matcher.stub("police-node")
+    records = population["police"].records(range(3))
+    for _ in range(100):
+        with pytest.raises(grpc.RpcError) as caught:
+            publish(stub, records, first_header=header(fingerprint="0" * 64))
+        assert error_of(caught.value).code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert publish(stub, records).inserted == 3
+    entries = audit_entries(matcher)
+    assert [(e["action"], e["outcome"]) for e in entries] == [
+        ("publish", "ok"),
+        ("refused", "refused"),
+    ]
+    assert entries[1]["details"]["publish.failed_precondition"] == 100  # type: ignore[index]
+    assert verify_audit_log(matcher.config.audit_log).ok
 
 
 def publish_columns(
@@ -890,6 +912,29 @@ def test_enumeration_alert_is_written_once_per_burst(
     assert len(alerts) == 2
 
 
+def test_refused_calls_count_towards_the_enumeration_alert(
+    limited: Running, clock: FakeClock, population: dict[str, AgencyEncodings]
+) -> None:
+    query = population["police"].records([0])[0]
+    for _ in range(3):  # the burst, answered
+        match(limited, "police-node", query)
+    for _ in range(2):  # refused by the bucket on a frozen clock: 5 attempts, at the threshold
+        refused(limited, "police-node", query)
+    assert not [e for e in audit_entries(limited) if e["action"] == "enumeration_alert"]
+    refused(limited, "police-node", query)  # the 6th attempt crosses it, answered or not
+    refused(limited, "police-node", query)  # one alert per burst
+    entries = audit_entries(limited)
+    alerts = [e for e in entries if e["action"] == "enumeration_alert"]
+    assert [(e["actor"], e["details"]["matches_in_window"]) for e in alerts] == [  # type: ignore[index]
+        ("police-node", 6)
+    ]
+    # the refusals are still counted per node and person per interval (each read above
+    # closed an interval), not written one entry each
+    assert [e["outcome"] for e in entries if e["action"] == "match"] == ["ok"] * 3
+    assert sum(e["action"] == "refused" for e in entries) == 2
+    assert refused_matches(entries) == 4
+
+
 def test_hourly_cap_refuses_until_a_slot_frees(
     limited: Running, clock: FakeClock, population: dict[str, AgencyEncodings]
 ) -> None:
@@ -1037,6 +1082,66 @@ def test_a_refused_lookup_charges_no_budget(
     outcomes = [e["outcome"] for e in entries if e["action"] == "match"]
     assert outcomes.count("ok") == 8 + 2
     assert refused_matches(entries) == refusals + 6
+
+
+# ------------------------------------------------------------------------------ anchor limits
+
+
+def test_anchor_head_is_limited_per_node_with_an_alert(
+    tmp_path: Path, pki_dir: Path, clock: FakeClock
+) -> None:
+    config = replace(
+        matcher_config(tmp_path, pki_dir),
+        anchor_limits=AnchorLimitConfig(anchors_per_minute=6.0, burst=2, alert_per_hour=3),
+    )
+    running = Running(config, pki_dir, clock=clock)
+    try:
+
+        def anchor(identity: str, seq: int) -> jigsaw_pb2.AnchorHeadResponse:
+            head = Signer.from_tls(tls_files_for(pki_dir, identity)).sign_head(seq, "ab" * 32)
+            request = jigsaw_pb2.AnchorHeadRequest(head=head.to_proto())
+            response: jigsaw_pb2.AnchorHeadResponse = running.stub(identity).AnchorHead(
+                request, timeout=TIMEOUT
+            )
+            return response
+
+        def refused_anchor(request: jigsaw_pb2.AnchorHeadRequest) -> float:
+            with pytest.raises(grpc.RpcError) as caught:
+                running.stub("police-node").AnchorHead(request, timeout=TIMEOUT)
+            error = error_of(caught.value)
+            assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            wait = retry_after_from_metadata(error.trailing_metadata())
+            assert wait is not None
+            return wait
+
+        anchor("police-node", 1)
+        anchor("police-node", 2)  # the burst
+        signed = Signer.from_tls(tls_files_for(pki_dir, "police-node")).sign_head(3, "cd" * 32)
+        assert refused_anchor(
+            jigsaw_pb2.AnchorHeadRequest(head=signed.to_proto())
+        ) == pytest.approx(10.0)  # 6 a minute
+        # checked before the head is read: a malformed one over the limit is refused the same
+        assert refused_anchor(jigsaw_pb2.AnchorHeadRequest()) == pytest.approx(10.0)
+        assert anchor("health-node", 1).HasField("receipt")  # each node has its own bucket
+        clock.advance(10.0)
+        assert anchor("police-node", 3).HasField("receipt")
+
+        entries = audit_entries(running)
+        anchored = [(e["actor"], e["outcome"]) for e in entries if e["action"] == "audit_anchor"]
+        assert anchored == [("police-node", "ok")] * 2 + [
+            ("health-node", "ok"),
+            ("police-node", "ok"),
+        ]
+        refusals = [e["details"] for e in entries if e["action"] == "refused"]
+        assert [r.get("audit_anchor.rate_limited") for r in refusals] == [2]  # type: ignore[attr-defined]
+        # the 4th attempt of police-node (refused or not) went above 3 an hour
+        alerts = [e for e in entries if e["action"] == "anchor_alert"]
+        assert [(e["actor"], e["details"]["anchors_in_window"]) for e in alerts] == [  # type: ignore[index]
+            ("police-node", 4)
+        ]
+        assert verify_audit_log(config.audit_log).ok
+    finally:
+        running.stop()
 
 
 def test_publish_and_withdraw_are_not_limited(

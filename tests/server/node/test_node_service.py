@@ -41,7 +41,7 @@ from server.node.ingest import ingest_source
 from server.node.publish import message_forms, publish_pending
 from server.node.service import NodeRuntime, build_node
 from server.node.store import NodeStore
-from tests.helpers.matcher import tls_section
+from tests.helpers.matcher import FakeClock, Running, matcher_config, tls_section
 
 # Identifier values of the test records: none may appear in an audit line or status message.
 CANARY_GIVEN = "Zebedee"
@@ -476,6 +476,47 @@ def test_a_disclosure_of_another_agencys_record_is_relayed_and_audited_on_both_n
     assert served(requester)[-1]["outcome"] == "holder_not_found"
 
 
+def test_a_disclosure_the_holder_refused_by_its_limit_costs_the_person_nothing(
+    fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
+) -> None:
+    """The holder limits a relaying agency's people (here one disclosure, then one a minute);
+    a disclosure it refused by that limit is given back to the person's own limit at the
+    requesting node (two) and counted there, not audited one by one."""
+    holder: Node = fresh_node(
+        matcher[0], agency="health", limits="disclosures_per_minute = 1\ndisclosure_burst = 1"
+    )
+    requester: Node = fresh_node(
+        matcher[0],
+        peers=f'health = "{holder.address}"',
+        limits="disclosures_per_minute = 1\ndisclosure_burst = 2",
+    )
+    reference = holder.reference_of(CANARY_LOCAL_ID)
+    own = requester.reference_of(CANARY_LOCAL_ID)
+    look_up(requester, pki, matcher[1], "alice", [("health", reference), ("police", own)])
+    stub = requester.stub(pki, "alice")
+    relayed = jigsaw_pb2.DiscloseRequest(reference=reference, purpose_code="s47_enquiry")
+    stub.Disclose(relayed, timeout=10)  # one of alice's two at her node, the holder's one
+    for _ in range(5):  # refused by the holder's limit for her
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Disclose(relayed, timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # her own node's budget is as the answered disclosure left it: one more
+    local = jigsaw_pb2.DiscloseRequest(reference=own, purpose_code="s47_enquiry")
+    assert stub.Disclose(local, timeout=10).agency == "police"
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Disclose(local, timeout=10)  # now spent, by her own node's limit
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    entries = requester.audit_lines()
+    outcomes = [(e["actor"], e["outcome"]) for e in entries if e["action"] == "disclose"]
+    assert outcomes == [("alice", "ok"), ("alice", "ok")]
+    refusals = [e["details"] for e in entries if e["action"] == "refused"]
+    assert len(refusals) == 1
+    assert refusals[0]["disclose.holder_rate_limited"] == 5
+    assert refusals[0]["disclose.rate_limited"] == 1
+    assert verify_audit_log(requester.config.audit_log).ok
+
+
 def test_a_disclosure_held_by_an_agency_without_a_peer_address_is_refused(
     fresh_node: Any, pki: Path, matcher: tuple[str, MatcherLog]
 ) -> None:
@@ -878,7 +919,59 @@ def test_the_matchers_limit_reaches_staff_as_resource_exhausted(fresh_node: Any,
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (RETRY_AFTER_METADATA_KEY, "42.500") in tuple(info.value.trailing_metadata() or ())
     assert "Smith" not in (info.value.details() or "")
-    assert node.audit_lines()[-1]["outcome"] == "matcher_rate_limited"
+    last = node.audit_lines()[-1]  # counted per person per interval, not one entry each
+    assert (last["actor"], last["action"]) == ("alice", "refused")
+    assert last["details"]["lookup.matcher_rate_limited"] == 1
+
+
+def test_a_lookup_the_matcher_refused_costs_the_person_nothing_at_the_node(
+    fresh_node: Any, pki: Path, tmp_path: Path
+) -> None:
+    """A real matcher on a fake clock refuses alice's lookups over her share (a burst of
+    one, a token every 4 s); the node's own limit for her (a burst of 3) is charged only
+    for the lookups that were answered, and her flood does not refuse a colleague."""
+    clock = FakeClock()
+    limits = (
+        "matches_per_minute = 60\nburst = 4\n"
+        "enumeration_alert_per_hour = 100\nmax_matches_per_hour = 100\nperson_share = 0.25"
+    )
+    (tmp_path / "m").mkdir()
+    real = Running(matcher_config(tmp_path / "m", pki, match_limits=limits), pki, clock=clock)
+    try:
+        limited: Node = fresh_node(real.address, per_minute=1, burst=3, alert=1000)
+        alice, bob = limited.stub(pki, "alice"), limited.stub(pki, "bob")
+        request = jigsaw_pb2.LookupRequest(
+            identifiers={"family_name": "Smith"}, purpose_code="s47_enquiry", note="p"
+        )
+
+        def refused_by(stub: jigsaw_pb2_grpc.AgencyNodeStub) -> float:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Lookup(request, timeout=10)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            trailing = dict(info.value.trailing_metadata() or ())
+            return float(trailing[RETRY_AFTER_METADATA_KEY])
+
+        alice.Lookup(request, timeout=10)  # answered: one of her 3 at the node
+        for _ in range(10):  # refused by the matcher (her share's next token in 4 s) ...
+            assert refused_by(alice) == pytest.approx(4.0, abs=0.01)
+        bob.Lookup(request, timeout=10)  # ... which does not refuse a colleague's first lookup
+        clock.advance(4.0)
+        alice.Lookup(request, timeout=10)  # her node budget is as the answered lookups left it
+        clock.advance(4.0)
+        alice.Lookup(request, timeout=10)
+        assert refused_by(alice) > 30  # the node's own limit, now spent: a token a minute
+
+        entries = limited.audit_lines()
+        answered = [e["actor"] for e in entries if e["action"] == "lookup"]
+        assert sorted(answered) == ["alice", "alice", "alice", "bob"]
+        refusals = [(e["actor"], e["details"]) for e in entries if e["action"] == "refused"]
+        assert len(refusals) == 1  # counted per person per interval, not one entry each
+        assert refusals[0][0] == "alice"
+        assert refusals[0][1]["lookup.matcher_rate_limited"] == 10
+        assert refusals[0][1]["lookup.rate_limited"] == 1
+        assert verify_audit_log(limited.config.audit_log).ok
+    finally:
+        real.stop()
 
 
 # --------------------------------------------------------------------------- publish + server
