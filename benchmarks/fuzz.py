@@ -227,6 +227,7 @@ MATCH_LIMITS = {
     "max_matches_per_hour": 10_000_000,
     "person_share": 1.0,
 }
+ANCHOR_LIMITS = {"anchors_per_minute": 10_000_000, "burst": 10_000_000, "alert_per_hour": 1000}
 
 
 def _tls(pki: Path, name: str) -> dict[str, str]:
@@ -289,6 +290,7 @@ class Federation:
             },
             "tls": _tls(self.pki, "matcher"),
             "match_limits": MATCH_LIMITS,
+            "anchor_limits": ANCHOR_LIMITS,
         }
         matcher_config = parse_matcher_config(tomli_w.dumps(matcher_document), base_dir=matcher_dir)
         self.matcher: MatcherRuntime = build_matcher(matcher_config)

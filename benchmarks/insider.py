@@ -300,8 +300,9 @@ def run_insider(
             confirmed_share=probe.confirmed / max(1, accepted.size),
             alert_raised=bool(alerts),
             alert_after_s=(alerts[0] - started) if alerts else None,
-            # the call that raised it is answered after its audit entry is written
-            alert_after_matches=int((accepted < alerts[0]).sum()) + 1 if alerts else None,
+            # calls accepted before the alert; the call that raised it may be a refused one
+            # (refused calls count towards the alert too)
+            alert_after_accepted=int((accepted < alerts[0]).sum()) if alerts else None,
         )
         launcher.stop_services(services)
         services.clear()
@@ -344,7 +345,8 @@ def run_insider(
 def insider_report(row: dict[str, Any]) -> str:
     """The insider-probing part of the attack section of RESULTS.md."""
     alert = (
-        f"after {row['alert_after_s']:.0f} s and {row['alert_after_matches']:,} accepted calls"
+        f"after {row['alert_after_s']:.0f} s, "
+        f"{row['alert_after_accepted']:,} calls accepted before it"
         if row["alert_raised"]
         else f"not within the {row['probe_seconds']:.0f} s probe"
     )
