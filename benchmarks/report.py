@@ -105,12 +105,13 @@ def write_table_section(
     """Write section ``name`` of RESULTS.md for a ``python -m <module>`` benchmark: its
     ``title``, provenance (the command as run: ``argv``, or the process's own arguments),
     ``description`` and one table row per ``rows`` entry."""
+    import shlex
     import sys
 
     words = list(sys.argv[1:] if argv is None else argv)
     body = (
         f"## {title}\n\n"
-        + provenance(f"python -m {module} " + " ".join(words))
+        + provenance(f"python -m {module} " + shlex.join(words))
         + f"\n{description}\n\n"
         + markdown_table(rows, list(rows[0]) if rows else [])
         + "\n"
