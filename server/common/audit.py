@@ -19,9 +19,9 @@ Invariants:
   identifier field names (:data:`FORBIDDEN_DETAIL_KEYS`) are refused;
 * a log is created readable by its owner only (0600), as its head is: a node's entries hold
   its staff's free-text notes;
-* refused calls (role, rate limit, malformed) are counted by a :class:`RefusalTally` and
-  written as one ``refused`` entry per identity per interval, so a flood of them cannot fill
-  a disk and every refused call is counted in exactly one entry.
+* refused calls (role, rate limit, malformed) are not appended one by one: a
+  :class:`server.common.refusals.RefusalTally` counts them and writes one ``refused`` entry
+  per identity per interval.
 
 The chain is unkeyed: it shows tampering by anyone who does not also rewrite every later
 entry and the head. :mod:`server.common.anchor` has another party hold signed heads, against
@@ -41,7 +41,6 @@ import math
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -570,77 +569,3 @@ def _hash_of_entry(data: bytes, seq: int) -> str | None:
         return None
     value = json.loads(lines[seq - 1].decode("utf-8"))["hash"]
     return value if isinstance(value, str) else None
-
-
-#: Seconds a :class:`RefusalTally` counts before it writes its entries.
-REFUSAL_INTERVAL_S = 60.0
-#: Identities one interval counts apart; further ones are counted together.
-MAX_REFUSED_ACTORS = 1000
-OTHER_ACTORS = "(other identities)"
-
-
-class RefusalTally:
-    """Refused calls counted per identity, written as one ``refused`` entry per identity per
-    interval (module docstring); thread-safe. :meth:`close` writes what was counted."""
-
-    def __init__(
-        self,
-        log: AuditLog,
-        *,
-        interval_s: float = REFUSAL_INTERVAL_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._log = log
-        self._interval_s = interval_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str], dict[str, int]] = {}
-        self._started = clock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="audit-refusals", daemon=True)
-        self._thread.start()
-
-    def count(self, actor: str, action: str, reason: str, *, on_behalf_of: str = "") -> None:
-        """Count one call of ``action`` by ``actor`` (for ``on_behalf_of``, when a node acts
-        for a person) refused for ``reason`` (a word)."""
-        with self._lock:
-            key = (actor, on_behalf_of)
-            if key not in self._counts and len(self._counts) >= MAX_REFUSED_ACTORS:
-                key = (OTHER_ACTORS, "")
-            kinds = self._counts.setdefault(key, {})
-            kind = f"{action}.{reason}"
-            kinds[kind] = kinds.get(kind, 0) + 1
-
-    def flush(self) -> int:
-        """Write one entry per identity counted since the last flush; the entries written."""
-        with self._lock:
-            counts, self._counts = self._counts, {}
-            now = self._clock()
-            seconds, self._started = max(0, round(now - self._started)), now
-        for (actor, on_behalf_of), kinds in sorted(counts.items()):
-            person = {"on_behalf_of": on_behalf_of} if on_behalf_of else {}
-            self._log.append(
-                actor=actor,
-                action="refused",
-                outcome="refused",
-                details={
-                    "refused": sum(kinds.values()),
-                    "interval_seconds": seconds,
-                    **person,
-                    **kinds,
-                },
-            )
-        return len(counts)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.flush()
-            except (AuditIntegrityError, ValueError) as exc:
-                logger.error("audit: refused calls could not be written (%s)", exc)
-
-    def close(self) -> None:
-        """Stop the interval writer and write what was counted since (before the log closes)."""
-        self._stop.set()
-        self._thread.join()
-        self.flush()

@@ -37,8 +37,8 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from server.common.audit import RefusalTally
 from server.common.pki import ROLES, UNIT_AGENCY
+from server.common.refusals import RefusalTally
 from server.common.revocation import RevocationChecker
 from server.common.status import Unauthenticated
 

@@ -31,8 +31,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from server.common.audit import RefusalTally
 from server.common.auth import AuthInterceptor, RolePolicy
+from server.common.refusals import RefusalTally
 from server.common.revocation import RevocationChecker
 from server.common.tls import TlsFiles, server_credentials, server_options
 

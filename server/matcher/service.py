@@ -25,7 +25,7 @@ Contract:
 - Match answers carry a band and per-field evidence; the raw probability only in benchmark
   mode *and* for an operator caller (so nodes always get 0); Match needs its limits first
   (a refusal is ``RESOURCE_EXHAUSTED`` with ``retry-after-s``, counted in the
-  :class:`~server.common.audit.RefusalTally`, not audited one by one); AnchorHead is paced
+  :class:`~server.common.refusals.RefusalTally`, not audited one by one); AnchorHead is paced
   per calling identity in the same way (``[anchor_limits]``, an ``anchor_alert``), before
   the head is read;
 - Publish streams, withdrawals, matches, link runs and linked-record reads are audited (who,
@@ -55,12 +55,13 @@ import grpc
 from linkage.scoring import FellegiSunterModel
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.common.anchor import AnchorError, ReceiptFile, Signed, Signer, Witness, load_ca, pages
-from server.common.audit import AuditLog, RefusalTally
+from server.common.audit import AuditLog
 from server.common.auth import MATCHER_POLICY, current_identity
 from server.common.guard import Watch, outcome_of
 from server.common.limits import DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES
 from server.common.purposes import require_purpose_code
 from server.common.ratelimit import Clock, EnumerationGuard, RateLimiter
+from server.common.refusals import RefusalTally
 from server.common.serving import Runtime, build_grpc_server, serve_until_signal
 from server.common.status import (
     RequestError,

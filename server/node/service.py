@@ -31,7 +31,7 @@ Contract:
   released field *names*), except calls refused by the interceptor, a rate limit (the
   node's, the matcher's or a holder's) or as malformed before any limit was asked (a disclosure, a
   ``ResolveReference``, an ``on_behalf_of`` the caller may not set), which the
-  :class:`~server.common.audit.RefusalTally` counts; no
+  :class:`~server.common.refusals.RefusalTally` counts; no
   identifier value is ever logged, audited or put in a status message;
 - errors map to status codes through :mod:`server.common.status`; the matcher or a holder
   failing is :mod:`server.node.upstream`'s status (``UNAVAILABLE`` when unreachable).
@@ -54,13 +54,14 @@ import grpc
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.common.anchor import ANCHOR_INTERVAL_S, Anchorer, AnchorError, Signer, load_ca, pages
-from server.common.audit import AuditLog, RefusalTally
+from server.common.audit import AuditLog
 from server.common.auth import NODE_POLICY, Identity, current_identity
 from server.common.guard import Watch
 from server.common.limits import DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES, MAX_PURPOSE_CHARS
 from server.common.pki import UNIT_AGENCY, server_name
 from server.common.purposes import require_purpose_code
 from server.common.ratelimit import EnumerationGuard, RateLimiter, RecentAnswers
+from server.common.refusals import RefusalTally
 from server.common.serving import Runtime, build_grpc_server, serve_until_signal
 from server.common.status import (
     NotFoundError,

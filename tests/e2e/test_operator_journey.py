@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from server.common.audit import REFUSAL_INTERVAL_S
+from server.common.refusals import REFUSAL_INTERVAL_S
 from server.launcher import AGENCIES, start_service, stop_services, wait_ready, write_node_config
 from tests.e2e.test_federation_cli import Federation, _build, jigsaw
 

@@ -1,6 +1,6 @@
 """A flood of refused calls writes a bounded number of audit entries that count every one,
 and refused attempts trip the enumeration alert: a real node over loopback with mutual TLS,
-and a :class:`server.common.audit.RefusalTally` on a real log file."""
+and a :class:`server.common.refusals.RefusalTally` on a real log file."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.common.audit import AuditLog, RefusalTally, verify_audit_log
+from server.common.audit import AuditLog, verify_audit_log
+from server.common.refusals import RefusalTally
 from tests.server.node.test_node_service import AMY, Node, fresh_node, matcher, pki, stop_node
 
 __all__ = ["fresh_node", "matcher", "pki"]  # the fixtures, shared with the node tests
