@@ -98,7 +98,9 @@ class StubNode:
         self.calls.append(("Lookup", request.on_behalf_of))
         if self.retry_after is not None:
             raise Refusal(self.retry_after)
-        candidate = jigsaw_pb2.Candidate(agency="police", reference="ab" * 16, band=1)
+        candidate = jigsaw_pb2.Candidate(
+            agency="police", reference="ab" * 16, band=jigsaw_pb2.PROBABILITY_BAND_HIGH
+        )
         return jigsaw_pb2.LookupResponse(lookup_id="cd" * 16, candidates=[candidate])
 
     def Disclose(self, request: jigsaw_pb2.DiscloseRequest, timeout: float) -> Any:
