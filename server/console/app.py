@@ -4,9 +4,10 @@ Request path: :class:`SecurityHeaders` (no-store, CSP, frame-ancestors none, no 
 route → :meth:`Console.person` (the verified browser certificate: staff of this agency or an
 operator of the federation, not revoked, else 403) → for pages after sign-in,
 :meth:`Console.session` (cookie bound to that certificate, not expired, else the sign-in
-page) → on POST, :meth:`Console.pace` (the person's own form-post limit, and a tighter one
-for signing in, else a 429 page saying when to try again) → :meth:`Console.check_csrf`
-(token of the session, constant-time, and a same-origin ``Origin`` when sent, else 403) →
+page) → on POST and on the pages that call the node, :meth:`Console.pace` (the person's
+own limit, and a tighter one for signing in, else a 429 page saying when to try again) →
+on POST, :meth:`Console.check_csrf` (token of the session, constant-time, and a same-origin
+``Origin`` when sent, else 403) →
 for the pages that act on records (lookup, request, children known to other agencies),
 :func:`staff_only` (an operator gets a 403 page: the console calls the node on behalf of
 staff only, so an operator's name is never sent as ``on_behalf_of``).
@@ -284,8 +285,9 @@ class Console:
             self.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
 
     def pace(self, identity: Identity, *, sign_in: bool = False) -> None:
-        """Take one of the person's form posts (``sign_in``: one of their sign-ins); a 429
-        page saying when to try again when they are over the console's limit."""
+        """Take one of the person's form posts or node-calling page views (``sign_in``: one
+        of their sign-ins); a 429 page saying when to try again when they are over the
+        console's limit."""
         limiter = self.sign_ins if sign_in else self.posts
         wait = limiter.acquire(f"{identity.role}/{identity.name}")
         if wait is not None:
@@ -656,6 +658,7 @@ def create_app(console: Console) -> Any:
         node_status: jigsaw_pb2.NodeStatusResponse | None = None
         status_error = ""
         if identity.role == "operator":
+            console.pace(identity)
             try:
                 node_status = await run_in_threadpool(
                     console.node.Status, jigsaw_pb2.NodeStatusRequest(), timeout=NODE_DEADLINE_S
@@ -677,6 +680,7 @@ def create_app(console: Console) -> Any:
             return got
         identity, session = got
         staff_only(identity)
+        console.pace(identity)  # a page that calls the node, as a form post does
         number = _page_number(request.query_params.get("page", "1"))
         listing = jigsaw_pb2.ListLinkedRequest(
             page_size=KNOWN_PAGE_SIZE,

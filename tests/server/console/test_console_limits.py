@@ -103,6 +103,10 @@ class StubNode:
         )
         return jigsaw_pb2.LookupResponse(lookup_id="cd" * 16, candidates=[candidate])
 
+    def ListLinked(self, request: jigsaw_pb2.ListLinkedRequest, timeout: float) -> Any:
+        self.calls.append(("ListLinked", request.on_behalf_of))
+        return jigsaw_pb2.ListLinkedResponse(total_records=0)
+
     def Disclose(self, request: jigsaw_pb2.DiscloseRequest, timeout: float) -> Any:
         self.calls.append(("Disclose", request.on_behalf_of))
         raise Refusal(self.retry_after)
@@ -356,6 +360,22 @@ def test_form_posts_are_limited_per_person_before_the_node(rig: Rig) -> None:
     # the limit is the person's: alice's posts go through
     other = rig.browser("alice")
     assert other.post("/lookup", data=bad | {"csrf_token": _signed_in(other)}).status_code == 400
+
+
+def test_pages_that_call_the_node_share_the_persons_limit(rig: Rig) -> None:
+    """Viewing the children known to other agencies calls the node each time: it counts
+    as a form post does, so a person reloading it in a loop is held back by the console."""
+    limits = rig.console.config.rate_limits
+    burst = POSTS_PER_LOOKUP * limits.burst + POSTS_EXTRA_BURST
+    client = rig.browser("alice")
+    _signed_in(client)
+    statuses = [client.get("/known").status_code for _ in range(burst + 10)]
+    first = statuses.index(429)
+    assert burst <= first <= burst + 5 and set(statuses[:first]) == {200}
+    assert len(rig.node.calls) == first  # the refused views never reached the node
+    refused = client.get("/known")
+    assert refused.status_code == 429 and "Try again in" in refused.text
+    assert int(refused.headers["retry-after"]) >= 1
 
 
 @pytest.mark.parametrize(
