@@ -96,8 +96,9 @@ SHUTDOWN_GRACE_S = 5
 #: Sign-ins per certificate: a person signs in a few times a day; more is a script.
 SIGN_INS_PER_MINUTE = 6.0
 SIGN_IN_BURST = 5
-#: A person's form posts (a lookup, a record request and its form, sign-out) may run at
-#: ``POSTS_PER_LOOKUP`` times the node's per-person lookup rate and burst (plus
+#: A person's form posts (a lookup, a record request and its form, sign-out) and views of
+#: pages that call the node (the children known to other agencies; an operator's status) may
+#: run at ``POSTS_PER_LOOKUP`` times the node's per-person lookup rate and burst (plus
 #: ``POSTS_EXTRA_BURST``): the node's own limits stay the ones staff meet first.
 POSTS_PER_LOOKUP = 2
 POSTS_EXTRA_BURST = 10
