@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import os
 import re
 import ssl
 import subprocess
@@ -322,6 +323,7 @@ def _closed_loop(
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - t0
+    load = os.getloadavg()[0]
     values = np.array(latencies) * 1000.0
     return {
         "requests": len(latencies),
@@ -330,6 +332,7 @@ def _closed_loop(
         "p99_ms": round(float(np.percentile(values, 99)), 1) if values.size else float("nan"),
         "mean_ms": round(float(values.mean()), 1) if values.size else float("nan"),
         "per_s": round(len(latencies) / wall, 1) if wall else 0.0,
+        "load_1m": round(load, 1),
     }
 
 
@@ -446,7 +449,9 @@ def _description(rows: list[dict[str, Any]]) -> str:
         "page rendered), `my activity` (`GET /activity`) and `known to other agencies` "
         "(`GET /known`, its first page, through the node's `ListLinked`). Latency from "
         "sending the request to the last byte of the page, loopback HTTP included; "
-        "warm-up requests not timed. Node and matcher rate limits raised as in the "
+        "warm-up requests not timed; `load_1m` the machine's one-minute load average as the "
+        "page's requests end (every process of the run, and anything else on the machine, "
+        "on its cores). Node and matcher rate limits raised as in the "
         "federation benchmark. The issue's target is the lookup answer's p99 ≤ 100 ms on two "
         "cores with 20 staff at 1,000,000 records "
         "(`python -m benchmarks.console --records 1000000 --staff 20 --report`)." + scale
