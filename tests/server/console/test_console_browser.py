@@ -75,6 +75,11 @@ CHROMIUM_FLAGS = [
 ]
 
 
+#: The console's node lets a person look up 5 children at once, then one every 10 seconds:
+#: low enough for a test to meet however slowly the machine answers.
+CONSOLE_NODE_LIMITS = {"rate_limits": {"lookups_per_minute": 6, "burst": 5}}
+
+
 def _jigsaw(*args: str) -> None:
     subprocess.run(
         jigsaw_command(*args),
@@ -124,6 +129,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFede
             a: write_node_config(
                 root, a, matcher.address(), addresses=addresses,
                 console_listen=console_listen if a == CONSOLE_AGENCY else None,
+                overrides=CONSOLE_NODE_LIMITS if a == CONSOLE_AGENCY else None,
             )
             for a in AGENCIES
         }  # fmt: skip
@@ -471,10 +477,10 @@ def test_bad_input_shows_the_error_summary(browser: Any, federation: ConsoleFede
 def test_the_nodes_limit_is_the_staff_members_and_says_when(
     browser: Any, federation: ConsoleFederation
 ) -> None:
-    """carol looks children up faster than the node's per-person limit allows (its default
-    burst, then its rate): the node refuses her, not the console, and the page is the GOV.UK
-    error summary saying when to try again (429, ``Retry-After``), with no trace and no
-    value in it; other staff are not held back."""
+    """carol looks children up faster than the node's per-person limit allows (its burst,
+    then its rate: :data:`CONSOLE_NODE_LIMITS`): the node refuses her, not the console, and
+    the page is the GOV.UK error summary saying when to try again (429, ``Retry-After``),
+    with no trace and no value in it."""
     context = _context(browser, federation, "carol")
     journey = Journey(context, federation, "limits")
     page = journey.page
@@ -482,7 +488,7 @@ def test_the_nodes_limit_is_the_staff_members_and_says_when(
     page.get_by_role("button", name="Continue as carol").click()
     values = _form_values(federation.child)
     statuses = []
-    for _ in range(30):
+    for _ in range(12):
         _fill_lookup(page, values)
         with page.expect_response(lambda r: r.url.endswith("/lookup")) as answered:
             page.get_by_role("button", name="Look up").click()
@@ -492,8 +498,8 @@ def test_the_nodes_limit_is_the_staff_members_and_says_when(
             break
         page.goto(federation.url + "/")
     assert statuses[-1] == 429 and set(statuses[:-1]) == {200}, statuses
-    assert len(statuses) > 5  # the node's burst came first
-    assert 1 <= retry_after <= 60
+    assert len(statuses) > 3  # the node's burst came first
+    assert 1 <= retry_after <= 10
     summary = page.locator(".govuk-error-summary").inner_text()
     assert "You have made too many requests" in summary
     assert re.search(r"Try again in \d+ seconds?, after \d\d:\d\d:\d\d UTC", summary), summary
