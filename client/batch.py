@@ -15,12 +15,21 @@ Contract
     ``line`` is the CSV line number (the header is line 1); ``id`` the id column's value.
     Resumable: lines already in the output file are skipped, so running the same command
     again after an interruption finishes the batch without repeating a lookup.
-    Pacing: lookups start at most ``per_minute`` a minute (the node's default limit), so a
-    batch stays within the limits instead of tripping them. gRPC's retry policy
+    Pacing: lookups start at most ``per_minute`` a minute (the node's default limit). The
+    limits a person meets are per minute (the node's and the matcher's token buckets) and
+    per hour (the matcher's cap on a person's answered lookups, 250 at its defaults); a
+    batch waits within them rather than failing. gRPC's retry policy
     (:data:`client.client.NODE_SERVICE_CONFIG`) retries a refusal for a rate limit or an
-    unavailable node with the server's pushback; if one still surfaces (an hourly cap), the
-    batch waits the server's ``retry-after-s``, halves its pace and tries the row again, at
-    most ``max_wait_s`` in all for one row, then stops (exit 3; run it again to resume).
+    unavailable node after the server's pushback, which is as long as the limit needs (up
+    to an hour at an hourly cap): each lookup's deadline is ``max_wait_s`` longer than a
+    lookup's own (:data:`BATCH_LOOKUP_DEADLINE_S`), so gRPC waits the pushback out instead
+    of the call ending at its deadline. A refusal that still surfaces (gRPC's attempts used
+    up) is waited out too, for the server's ``retry-after-s``, and the row tried again, at
+    the same pace (the limits free up at the pace they were used); at most ``max_wait_s``
+    in all for one row, then the batch stops (exit 3; run it again to resume).
+    ``max_wait_s`` defaults to :data:`DEFAULT_MAX_WAIT_S`, longer than any limit's window,
+    so at the shipped limits nothing surfaces: 500 lookups by one person take about 70
+    minutes (250 in the first 8 or so, then a wait until the hour's first lookups age out).
 """
 
 from __future__ import annotations
@@ -41,8 +50,13 @@ from server.common.status import retry_after_from_metadata
 
 __all__ = ["BatchError", "BatchReport", "QueryRow", "read_queries", "run_batch"]
 
+#: One lookup's own deadline (the matcher's first lookup fits its model).
 BATCH_LOOKUP_DEADLINE_S = 120.0
-DEFAULT_MAX_WAIT_S = 600.0
+#: The longest window a rate limit counts over (the matcher's hourly caps and the node's
+#: enumeration alert count over an hour), and the default wait for one row: longer, so an
+#: hourly cap is waited out.
+LONGEST_LIMIT_WINDOW_S = 3600.0
+DEFAULT_MAX_WAIT_S = LONGEST_LIMIT_WINDOW_S + 60.0
 
 
 class BatchError(JigsawError):
@@ -141,12 +155,15 @@ def run_batch(
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
     progress: Callable[[BatchReport], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> BatchReport:
     """Look every row up at ``node`` (a NodeClient), appending results to ``out_path``."""
     report = BatchReport()
     already = _done_lines(out_path)
     interval = 60.0 / per_minute
-    next_start = time.monotonic()
+    next_start = clock()
+    # gRPC's retries wait out the server's pushback inside the call: give them the time
+    deadline = BATCH_LOOKUP_DEADLINE_S + max_wait_s
     with private_file(out_path, append=True) as handle:
         for row in rows:
             report.rows += 1
@@ -155,17 +172,17 @@ def run_batch(
                 continue
             waited = 0.0
             while True:
-                pause = next_start - time.monotonic()
+                pause = next_start - clock()
                 if pause > 0:
                     sleep(pause)
-                next_start = max(next_start, time.monotonic()) + interval
+                next_start = max(next_start, clock()) + interval
                 try:
                     response = node.lookup(
                         row.identifiers,
                         purpose_code=purpose_code,
                         note=note,
                         max_candidates=max_candidates,
-                        timeout=BATCH_LOOKUP_DEADLINE_S,
+                        timeout=deadline,
                     )
                     line: dict[str, Any] = _result(row, response)
                     report.done += 1
@@ -179,15 +196,15 @@ def run_batch(
                         break
                     if code != grpc.StatusCode.RESOURCE_EXHAUSTED:
                         raise
-                    # past gRPC's own retries: a longer limit (an hourly cap); slow down
+                    # past gRPC's own attempts: wait as the server says, then go on at the
+                    # same pace (a limit frees up at the pace it was used)
                     trailer = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
                     wait = retry_after_from_metadata(trailer) or interval
                     if waited + wait > max_wait_s:
                         raise
                     waited += wait
                     report.waits += 1
-                    interval *= 2
-                    next_start = time.monotonic() + wait
+                    next_start = clock() + wait
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             handle.flush()
             if progress is not None:

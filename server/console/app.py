@@ -4,13 +4,18 @@ Request path: :class:`SecurityHeaders` (no-store, CSP, frame-ancestors none, no 
 route → :meth:`Console.person` (the verified browser certificate: staff of this agency or an
 operator of the federation, not revoked, else 403) → for pages after sign-in,
 :meth:`Console.session` (cookie bound to that certificate, not expired, else the sign-in
-page) → on POST, :meth:`Console.check_csrf` (token of the session, constant-time, and a
-same-origin ``Origin`` when sent, else 403) → for the pages that act on records (lookup,
-request, children known to other agencies), :func:`staff_only` (an operator gets a 403 page:
-the console calls the node on behalf of staff only, so an operator's name is never sent as
-``on_behalf_of``).
+page) → on POST and on the pages that call the node, :meth:`Console.pace` (the person's
+own limit, and a tighter one for signing in, else a 429 page saying when to try again) →
+on POST, :meth:`Console.check_csrf` (token of the session, constant-time, and a same-origin
+``Origin`` when sent, else 403) →
+for the pages that act on records (lookup, request, children known to other agencies),
+:func:`staff_only` (an operator gets a 403 page: the console calls the node on behalf of
+staff only, so an operator's name is never sent as ``on_behalf_of``).
 Node calls run in a worker thread with a deadline, over the console's own mutual-TLS
-channel, with ``on_behalf_of`` = the verified staff name (see the package docstring).
+channel, with ``on_behalf_of`` = the verified staff name (see the package docstring), so
+the node's per-person limits are the staff member's own: a refusal (``RESOURCE_EXHAUSTED``)
+comes back as a GOV.UK error summary (a lookup) or error page (anything else), status 429
+with a ``Retry-After`` header, saying when to try again.
 
 Nothing identifying is logged: log lines carry counts, ids and status codes; the
 activity file names fields, never values.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
+import math
 import secrets
 import signal
 import socket
@@ -47,7 +53,9 @@ from starlette.staticfiles import StaticFiles
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.common.auth import Identity, identity_from_certificate
 from server.common.pki import UNIT_AGENCY, server_name
+from server.common.ratelimit import RateLimiter
 from server.common.revocation import RevocationChecker
+from server.common.status import retry_after_from_metadata
 from server.common.tls import TlsFiles, secure_channel
 from server.console.activity import Activity, ActivityLog
 from server.console.forms import (
@@ -85,6 +93,15 @@ MAX_CANDIDATES_KEPT = 200
 KNOWN_PAGE_SIZE = 25
 NODE_DEADLINE_S = 10.0
 SHUTDOWN_GRACE_S = 5
+#: Sign-ins per certificate: a person signs in a few times a day; more is a script.
+SIGN_INS_PER_MINUTE = 6.0
+SIGN_IN_BURST = 5
+#: A person's form posts (a lookup, a record request and its form, sign-out) and views of
+#: pages that call the node (the children known to other agencies; an operator's status) may
+#: run at ``POSTS_PER_LOOKUP`` times the node's per-person lookup rate and burst (plus
+#: ``POSTS_EXTRA_BURST``): the node's own limits stay the ones staff meet first.
+POSTS_PER_LOOKUP = 2
+POSTS_EXTRA_BURST = 10
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -142,11 +159,15 @@ class Session:
 
 
 class Refused(Exception):
-    """A request the console refuses with a page (status, heading, text)."""
+    """A request the console refuses with a page (status, heading, text); ``retry_after``
+    (seconds) for a rate limit, sent as the ``Retry-After`` header."""
 
-    def __init__(self, status: int, heading: str, text: str) -> None:
+    def __init__(
+        self, status: int, heading: str, text: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(heading)
         self.status, self.heading, self.text = status, heading, text
+        self.retry_after = retry_after
 
 
 NodeCall = Callable[[str, Any], Any]
@@ -171,6 +192,12 @@ class Console:
         self.revocations = revocations
         self.sessions: dict[str, Session] = {}
         self.lock = threading.Lock()
+        limits = config.rate_limits
+        self.posts = RateLimiter(
+            POSTS_PER_LOOKUP * limits.lookups_per_minute,
+            POSTS_PER_LOOKUP * limits.burst + POSTS_EXTRA_BURST,
+        )
+        self.sign_ins = RateLimiter(SIGN_INS_PER_MINUTE, SIGN_IN_BURST)
         self.templates = Environment(
             loader=FileSystemLoader(TEMPLATES),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -258,6 +285,18 @@ class Console:
         with self.lock:
             self.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
 
+    def pace(self, identity: Identity, *, sign_in: bool = False) -> None:
+        """Take one of the person's form posts or node-calling page views (``sign_in``: one
+        of their sign-ins); a 429 page saying when to try again when they are over the
+        console's limit."""
+        limiter = self.sign_ins if sign_in else self.posts
+        wait = limiter.acquire(f"{identity.role}/{identity.name}")
+        if wait is not None:
+            logger.info(
+                "console rate limit: %s (%s)", identity.name, "sign-in" if sign_in else "post"
+            )
+            raise Refused(429, TOO_MANY, try_again(wait), retry_after=wait)
+
     @staticmethod
     def check_origin(request: Request) -> None:
         origin = request.headers.get("origin")
@@ -311,13 +350,39 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
+TOO_MANY = "You have made too many requests"
+
+
+def try_again(seconds: float, now: datetime.datetime | None = None) -> str:
+    """When to try again, in words: "Try again in 2 minutes, after 14:05 UTC."."""
+    whole = max(1, math.ceil(seconds))
+    at = (now or datetime.datetime.now(datetime.UTC)) + datetime.timedelta(seconds=whole)
+    if whole < 90:
+        span = f"{whole} second{'s' if whole != 1 else ''}"
+        when = at.strftime("%H:%M:%S UTC")
+    else:
+        minutes = math.ceil(whole / 60)
+        span = f"{minutes} minutes" if minutes < 120 else f"{math.ceil(minutes / 60)} hours"
+        at += datetime.timedelta(seconds=59)  # on a whole minute, never before the time
+        when = at.strftime("%H:%M UTC")
+    return f"Try again in {span}, after {when}."
+
+
+def _retry_after(exc: grpc.RpcError) -> float | None:
+    """The node's retry-after (seconds) of a ``RESOURCE_EXHAUSTED`` refusal, else None."""
+    if not isinstance(exc, grpc.Call) or exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    wait = retry_after_from_metadata(exc.trailing_metadata())
+    return 60.0 if wait is None else wait
+
+
 def _node_error(exc: grpc.RpcError) -> tuple[str, str]:
     """(heading, text) for a failed node call: its status and details, which name fields
     and expectations only, never a value."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return "Too many requests", "You have made too many requests. Wait a minute and try again."
+        return TOO_MANY, try_again(_retry_after(exc) or 60.0)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return "Sorry, the service is unavailable", "Try again later."
     if code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -354,6 +419,8 @@ def create_app(console: Console) -> Any:
         session = console.session(request, identity, fingerprint)
         if session is None:
             return RedirectResponse("/", status_code=303)
+        if request.method == "POST":
+            console.pace(identity)
         return identity, session
 
     async def home(request: Request) -> Response:
@@ -380,6 +447,7 @@ def create_app(console: Console) -> Any:
 
     async def sign_in(request: Request) -> Response:
         identity, fingerprint = console.person(request)
+        console.pace(identity, sign_in=True)
         await console.check_csrf(request, request.cookies.get(SIGNIN_COOKIE, ""))
         session_id, _session = console.start_session(identity, fingerprint)
         logger.info("console sign-in: %s", identity.name)
@@ -452,12 +520,18 @@ def create_app(console: Console) -> Any:
                 identity.name, Activity(_now(), "lookup", checked.purpose_code, code.lower())
             )
             logger.info("console lookup failed: %s", code)
-            return lookup_page(
+            wait = _retry_after(exc)
+            status = 502 if code in ("UNAVAILABLE", "UNKNOWN") else 400
+            page = lookup_page(
                 session,
                 values=form,
-                errors=[FormError("given_name", f"{heading}. {text}")],
-                status=502 if code in ("UNAVAILABLE", "UNKNOWN") else 400,
+                # not a field's problem: the summary's item links to no field
+                errors=[FormError("", f"{heading}. {text}")],
+                status=429 if wait is not None else status,
             )
+            if wait is not None:
+                page.headers["retry-after"] = str(max(1, math.ceil(wait)))
+            return page
         candidates: list[CandidateView] = []
         for candidate in answer.candidates:
             token = console.remember(
@@ -553,7 +627,9 @@ def create_app(console: Console) -> Any:
                 identity.name,
                 Activity(_now(), "disclosure", purpose, code.lower(), (holder,), "", priority),
             )
-            raise Refused(400 if code != "UNAVAILABLE" else 502, heading, text) from None
+            wait = _retry_after(exc)
+            status = 429 if wait is not None else 400 if code != "UNAVAILABLE" else 502
+            raise Refused(status, heading, text, retry_after=wait) from None
         console.activity.add(
             identity.name,
             Activity(
@@ -583,6 +659,7 @@ def create_app(console: Console) -> Any:
         node_status: jigsaw_pb2.NodeStatusResponse | None = None
         status_error = ""
         if identity.role == "operator":
+            console.pace(identity)
             try:
                 node_status = await run_in_threadpool(
                     console.node.Status, jigsaw_pb2.NodeStatusRequest(), timeout=NODE_DEADLINE_S
@@ -604,6 +681,7 @@ def create_app(console: Console) -> Any:
             return got
         identity, session = got
         staff_only(identity)
+        console.pace(identity)  # a page that calls the node, as a form post does
         number = _page_number(request.query_params.get("page", "1"))
         listing = jigsaw_pb2.ListLinkedRequest(
             page_size=KNOWN_PAGE_SIZE,
@@ -619,8 +697,9 @@ def create_app(console: Console) -> Any:
             heading, text = _node_error(exc)
             code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
             logger.info("console list of linked records failed: %s", code)
+            wait = _retry_after(exc)
             status = 502 if code in ("UNAVAILABLE", "UNKNOWN") else 400
-            raise Refused(status, heading, text) from None
+            raise Refused(429 if wait else status, heading, text, retry_after=wait) from None
         pages = max(1, -(-answer.total_records // KNOWN_PAGE_SIZE))
         if number > pages:
             return RedirectResponse(f"/known?page={pages}", status_code=303)
@@ -641,7 +720,10 @@ def create_app(console: Console) -> Any:
     async def refused(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, Refused):  # pragma: no cover - registered for Refused only
             raise exc
-        return console.render("refused.html", exc.status, heading=exc.heading, text=exc.text)
+        page = console.render("refused.html", exc.status, heading=exc.heading, text=exc.text)
+        if exc.retry_after is not None:
+            page.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+        return page
 
     routes: list[BaseRoute] = [
         Route("/", home, methods=["GET"]),

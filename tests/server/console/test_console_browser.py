@@ -76,6 +76,11 @@ CHROMIUM_FLAGS = [
 ]
 
 
+#: The console's node lets a person look up 5 children at once, then one every 10 seconds:
+#: low enough for a test to meet however slowly the machine answers.
+CONSOLE_NODE_LIMITS = {"rate_limits": {"lookups_per_minute": 6, "burst": 5}}
+
+
 def _jigsaw(*args: str) -> None:
     subprocess.run(
         jigsaw_command(*args),
@@ -103,6 +108,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFede
     population = synthetic.generate_population(1000, seed=2026)
     init_pki(root / "pki", agencies=AGENCIES, staff=STAFF, operators=["olivia"])
     issue_certificate(root / "pki", f"{CONSOLE_AGENCY}-console", CONSOLE_AGENCY, "console")
+    issue_certificate(root / "pki", "carol", CONSOLE_AGENCY, "staff")  # meets the limits
     export_pkcs12(root / "pki", "alice", DEMO_P12_PASSWORD.encode())
     (root / "secret.hex").write_text(LinkageSecret.generate().to_hex() + "\n", "ascii")
     (root / "data").mkdir()
@@ -124,6 +130,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFede
             a: write_node_config(
                 root, a, matcher.address(), addresses=addresses,
                 console_listen=console_listen if a == CONSOLE_AGENCY else None,
+                overrides=CONSOLE_NODE_LIMITS if a == CONSOLE_AGENCY else None,
             )
             for a in AGENCIES
         }  # fmt: skip
@@ -466,6 +473,51 @@ def test_bad_input_shows_the_error_summary(browser: Any, federation: ConsoleFede
     journey.shot("errors")
     journey.assert_no_identifier_in_urls([values["given_name"], "1234567890"])
     context.close()
+
+
+def test_the_nodes_limit_is_the_staff_members_and_says_when(
+    browser: Any, federation: ConsoleFederation
+) -> None:
+    """carol looks children up faster than the node's per-person limit allows (its burst,
+    then its rate: :data:`CONSOLE_NODE_LIMITS`): the node refuses her, not the console, and
+    the page is the GOV.UK error summary saying when to try again (429, ``Retry-After``),
+    with no trace and no value in it."""
+    context = _context(browser, federation, "carol")
+    journey = Journey(context, federation, "limits")
+    page = journey.page
+    page.goto(federation.url + "/")
+    page.get_by_role("button", name="Continue as carol").click()
+    values = _form_values(federation.child)
+    statuses = []
+    for _ in range(12):
+        _fill_lookup(page, values)
+        with page.expect_response(lambda r: r.url.endswith("/lookup")) as answered:
+            page.get_by_role("button", name="Look up").click()
+        statuses.append(answered.value.status)
+        if statuses[-1] == 429:
+            retry_after = int(answered.value.headers["retry-after"])
+            break
+        page.goto(federation.url + "/")
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {200}, statuses
+    assert len(statuses) > 3  # the node's burst came first
+    assert 1 <= retry_after <= 10
+    summary = page.locator(".govuk-error-summary").inner_text()
+    assert "You have made too many requests" in summary
+    assert re.search(r"Try again in \d+ seconds?, after \d\d:\d\d:\d\d UTC", summary), summary
+    body = page.locator("main").inner_text()
+    assert "Traceback" not in page.content() and "RESOURCE_EXHAUSTED" not in page.content()
+    for value in (values["given_name"], values["family_name"], values["postcode"]):
+        assert value not in summary
+    assert "Look up a child" in body
+    journey.shot("rate-limited")
+    page.get_by_role("link", name="My activity").click()
+    assert "Too many requests" in page.locator("table").inner_text()
+    context.close()
+    # the node counted carol's refusal as hers (the console only relays her name)
+    audit = (federation.root / CONSOLE_AGENCY / "audit.jsonl").read_text()
+    lookups = [json.loads(x) for x in audit.splitlines()]
+    assert any(e["action"] == "lookup" and e["actor"] == "carol" for e in lookups)
+    assert values["family_name"] not in audit
 
 
 def _https(federation: ConsoleFederation, person: str) -> ssl.SSLContext:

@@ -1,0 +1,394 @@
+"""The console's rate limits over HTTP, in process: the node's per-person refusals and the
+console's own limits on sign-in and form posts, each shown as a page saying when to try
+again (status 429, ``Retry-After``), with no stack trace and no identifier value.
+
+The app is the real one (:func:`server.console.app.create_app`), called as an ASGI server
+calls it (:class:`Browser`: a cookie jar, redirects followed); the browser's verified
+certificate is put in the ASGI scope as uvicorn's protocol puts it (:mod:`server.console.tls`),
+and the node is a stub whose calls answer as a node over its
+limits does (``RESOURCE_EXHAUSTED`` with ``retry-after-s`` in the trailing metadata).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from proto.jigsaw.v1 import jigsaw_pb2
+from server.common.pki import init_pki, issue_certificate
+from server.common.revocation import RevocationChecker
+from server.common.status import RETRY_AFTER_METADATA_KEY
+from server.console.activity import ActivityLog
+from server.console.app import (
+    POSTS_EXTRA_BURST,
+    POSTS_PER_LOOKUP,
+    SIGN_IN_BURST,
+    Console,
+    create_app,
+    try_again,
+)
+from server.launcher import AGENCIES, CONSOLE_AGENCY, STAFF, write_node_config
+from server.node.config import load_node_config
+
+FORM = {
+    "given_name": "Amelia",
+    "family_name": "Zebedee-Quarrington",
+    "dob_day": "24",
+    "dob_month": "5",
+    "dob_year": "2014",
+    "sex": "f",
+    "postcode": "SW1A 1AA",
+    "nhs_number": "943 476 5919",
+    "purpose": "s47_enquiry",
+    "note": "case 4711",
+}
+VALUES = ("Amelia", "Zebedee-Quarrington", "SW1A 1AA", "9434765919", "943 476 5919")
+
+
+class Refusal(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    """What a channel raises for a node's ``RESOURCE_EXHAUSTED`` refusal."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        self._trailer = (
+            () if retry_after is None else ((RETRY_AFTER_METADATA_KEY, f"{retry_after:.3f}"),)
+        )
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def details(self) -> str:
+        return "rate limit exceeded; retry after 95.000 s"
+
+    def trailing_metadata(self) -> Any:
+        return self._trailer
+
+    def initial_metadata(self) -> Any:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: Any) -> bool:
+        return False
+
+
+@dataclass
+class StubNode:
+    """A node whose Lookup and Disclose refuse with ``retry_after`` (None: answer)."""
+
+    retry_after: float | None = 95.0
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def Lookup(self, request: jigsaw_pb2.LookupRequest, timeout: float) -> Any:
+        self.calls.append(("Lookup", request.on_behalf_of))
+        if self.retry_after is not None:
+            raise Refusal(self.retry_after)
+        candidate = jigsaw_pb2.Candidate(
+            agency="police", reference="ab" * 16, band=jigsaw_pb2.PROBABILITY_BAND_HIGH
+        )
+        return jigsaw_pb2.LookupResponse(lookup_id="cd" * 16, candidates=[candidate])
+
+    def ListLinked(self, request: jigsaw_pb2.ListLinkedRequest, timeout: float) -> Any:
+        self.calls.append(("ListLinked", request.on_behalf_of))
+        return jigsaw_pb2.ListLinkedResponse(total_records=0)
+
+    def Disclose(self, request: jigsaw_pb2.DiscloseRequest, timeout: float) -> Any:
+        self.calls.append(("Disclose", request.on_behalf_of))
+        raise Refusal(self.retry_after)
+
+
+@dataclass
+class Answer:
+    status_code: int
+    headers: dict[str, str]
+    text: str
+
+
+class Browser:
+    """One browser of one person: requests to the ASGI app over "https", cookies kept."""
+
+    def __init__(self, app: Any, pem: str) -> None:
+        self._app, self._pem = app, pem
+        self.cookies: dict[str, str] = {}
+
+    def get(self, path: str) -> Answer:
+        return self._send("GET", path, None, follow_redirects=True)
+
+    def post(self, path: str, data: dict[str, str], *, follow_redirects: bool = False) -> Answer:
+        return self._send("POST", path, data, follow_redirects=follow_redirects)
+
+    def _send(
+        self, method: str, path: str, data: dict[str, str] | None, *, follow_redirects: bool
+    ) -> Answer:
+        answer = asyncio.run(self._call(method, path, data))
+        if follow_redirects and answer.status_code in (302, 303):
+            return self._send("GET", answer.headers["location"], None, follow_redirects=True)
+        return answer
+
+    async def _call(self, method: str, path: str, data: dict[str, str] | None) -> Answer:
+        body = urllib.parse.urlencode(data).encode() if data is not None else b""
+        headers = [(b"host", b"testserver")]
+        if self.cookies:
+            jar = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+            headers.append((b"cookie", jar.encode()))
+        if data is not None:
+            headers.append((b"content-type", b"application/x-www-form-urlencoded"))
+            headers.append((b"content-length", str(len(body)).encode()))
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": method, "scheme": "https", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "headers": headers,
+            "client": ("127.0.0.1", 50000), "server": ("testserver", 443),
+            "extensions": {"tls": {"client_cert_chain": (self._pem,)}},
+        }  # fmt: skip
+        sent = False
+        started: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                started.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self._app(scope, receive, send)
+        answer_headers: dict[str, str] = {}
+        for raw_name, raw_value in started.get("headers", []):
+            name, value = raw_name.decode().lower(), raw_value.decode()
+            if name == "set-cookie":
+                cookie = value.split(";", 1)[0]
+                key, _, content = cookie.partition("=")
+                if content in ("", '""') or "max-age=0" in value.lower():
+                    self.cookies.pop(key, None)
+                else:
+                    self.cookies[key] = content
+            answer_headers[name] = value
+        return Answer(int(started["status"]), answer_headers, b"".join(chunks).decode())
+
+
+@dataclass
+class Rig:
+    console: Console
+    node: StubNode
+    root: Path
+
+    def browser(self, person: str) -> Browser:
+        """A browser presenting ``person``'s verified certificate."""
+        pem = (self.root / "pki" / person / f"{person}.pem").read_text("ascii")
+        return Browser(create_app(self.console), pem)
+
+
+@pytest.fixture(scope="module")
+def pki_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("console-limits")
+    init_pki(
+        root / "pki",
+        agencies=AGENCIES,
+        staff=[*STAFF, ("carol", CONSOLE_AGENCY), ("dave", CONSOLE_AGENCY)],
+        operators=["olivia"],
+    )
+    issue_certificate(root / "pki", f"{CONSOLE_AGENCY}-console", CONSOLE_AGENCY, "console")
+    (root / "secret.hex").write_text("00" * 32 + "\n", "ascii")
+    return root
+
+
+@pytest.fixture
+def rig(pki_root: Path, tmp_path: Path) -> Iterator[Rig]:
+    # fixed ports a config needs; nothing listens or connects there
+    addresses = {a: f"127.0.0.1:{50990 + i}" for i, a in enumerate(AGENCIES)}
+    path = write_node_config(
+        pki_root, CONSOLE_AGENCY, "127.0.0.1:50999", addresses=addresses,
+        console_listen="127.0.0.1:0",
+    )  # fmt: skip
+    config = load_node_config(path)
+    assert config.console is not None
+    node = StubNode()
+    console = Console(
+        config,
+        config.console,
+        node=node,  # type: ignore[arg-type]
+        activity=ActivityLog(tmp_path / "activity.sqlite"),
+        revocations=RevocationChecker.for_tls(config.tls),
+    )
+    yield Rig(console, node, pki_root)
+    console.activity.close()
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found is not None, page
+    return found.group(1)
+
+
+def _signed_in(client: Browser) -> str:
+    token = _csrf(client.get("/").text)
+    done = client.post("/sign-in", data={"csrf_token": token}, follow_redirects=True)
+    assert done.status_code == 200, done.text
+    return _csrf(done.text)
+
+
+def _assert_clean(text: str) -> None:
+    assert "Traceback" not in text and "RpcError" not in text and "Refusal" not in text
+    assert "retry after 95.000" not in text  # the node's details are not shown raw
+    for value in VALUES:
+        assert value not in text
+
+
+def test_a_node_refusal_of_a_lookup_is_an_error_summary_saying_when(rig: Rig) -> None:
+    client = rig.browser("alice")
+    token = _signed_in(client)
+    before = datetime.datetime.now(datetime.UTC)
+    answer = client.post("/lookup", data=FORM | {"csrf_token": token})
+    assert answer.status_code == 429
+    assert answer.headers["retry-after"] == "95"
+    assert answer.headers["cache-control"] == "no-store"
+    # the node was asked as alice: its per-person limits are hers
+    assert rig.node.calls == [("Lookup", "alice")]
+    summary = re.search(r'<div class="govuk-error-summary".*?</ul>', answer.text, flags=re.DOTALL)
+    assert summary is not None
+    assert "There is a problem" in summary.group(0)
+    assert "You have made too many requests" in summary.group(0)
+    found = re.search(r"Try again in 2 minutes, after (\d\d):(\d\d) UTC", summary.group(0))
+    assert found is not None, summary.group(0)
+    at = before.replace(hour=int(found.group(1)), minute=int(found.group(2)), second=0)
+    if at < before - datetime.timedelta(hours=1):
+        at += datetime.timedelta(days=1)
+    # never earlier than the node's own retry-after; at most a minute's rounding later
+    assert before + datetime.timedelta(seconds=95) <= at + datetime.timedelta(seconds=60)
+    assert at <= before + datetime.timedelta(seconds=95 + 120)
+    assert '<a href="#' not in summary.group(0)  # not one field's problem
+    assert answer.text.count("govuk-error-message") == 0
+    assert "Error:" in answer.text.split("</title>")[0]
+    # the form is kept (POST answer, no-store) but no value is in the error itself
+    _assert_clean(summary.group(0))
+    activity = client.get("/activity")
+    assert "Too many requests" in activity.text and "exhausted" not in activity.text.lower()
+
+
+def test_a_node_refusal_of_a_record_request_is_a_page_saying_when(rig: Rig) -> None:
+    client = rig.browser("alice")
+    token = _signed_in(client)
+    rig.node.retry_after = None
+    answer = client.post("/lookup", data=FORM | {"csrf_token": token})
+    assert answer.status_code == 200
+    candidate = re.search(r'name="candidate" value="([^"]+)"', answer.text)
+    assert candidate is not None
+    rig.node.retry_after = 12.2
+    refused = client.post(
+        "/disclose",
+        data={
+            "csrf_token": token,
+            "candidate": candidate.group(1),
+            "purpose": "s47_enquiry",
+            "priority": "red",
+        },
+    )
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "13"
+    assert ("Disclose", "alice") in rig.node.calls
+    assert '<h1 class="govuk-heading-l">You have made too many requests</h1>' in refused.text
+    assert re.search(r"Try again in 13 seconds, after \d\d:\d\d:\d\d UTC\.", refused.text)
+    _assert_clean(refused.text)
+    assert "ab" * 16 not in refused.text  # nor the record's reference
+
+
+def test_a_refusal_without_a_retry_after_still_says_when(rig: Rig) -> None:
+    client = rig.browser("alice")
+    token = _signed_in(client)
+    rig.node.retry_after = None
+    refused = Refusal(None)
+    rig.node.Lookup = lambda request, timeout: (_ for _ in ()).throw(refused)  # type: ignore[method-assign]
+    answer = client.post("/lookup", data=FORM | {"csrf_token": token})
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "60"
+    assert "Try again in 60 seconds" in answer.text
+
+
+def test_sign_in_is_limited_per_person(rig: Rig) -> None:
+    statuses = []
+    for _ in range(SIGN_IN_BURST + 1):
+        client = rig.browser("carol")  # a fresh browser each time: its own sign-in token
+        token = _csrf(client.get("/").text)
+        statuses.append(client.post("/sign-in", data={"csrf_token": token}).status_code)
+    assert statuses == [303] * SIGN_IN_BURST + [429]
+    refused = client.post("/sign-in", data={"csrf_token": token})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert "You have made too many requests" in refused.text and "Try again in" in refused.text
+    _assert_clean(refused.text)
+    # another person is not held back by carol's sign-ins
+    assert rig.browser("dave").post("/sign-in", data={"csrf_token": "x"}).status_code == 403
+
+
+def test_form_posts_are_limited_per_person_before_the_node(rig: Rig) -> None:
+    """A person's posts that never reach the node (a form with errors) still meet the
+    console's own limit, set from the node's per-person lookup limit."""
+    limits = rig.console.config.rate_limits
+    burst = POSTS_PER_LOOKUP * limits.burst + POSTS_EXTRA_BURST
+    client = rig.browser("dave")
+    token = _signed_in(client)
+    bad = FORM | {"csrf_token": token, "nhs_number": "1234567890"}
+    statuses = [client.post("/lookup", data=bad).status_code for _ in range(burst + 10)]
+    assert 429 in statuses
+    first = statuses.index(429)
+    assert burst <= first <= burst + 5  # a few tokens may refill while posting
+    assert all(s == 400 for s in statuses[:first])
+    assert rig.node.calls == []  # none of it reached the node
+    refused = client.post("/lookup", data=bad)
+    assert refused.status_code == 429 and "Try again in" in refused.text
+    _assert_clean(refused.text)
+    # the limit is the person's: alice's posts go through
+    other = rig.browser("alice")
+    assert other.post("/lookup", data=bad | {"csrf_token": _signed_in(other)}).status_code == 400
+
+
+def test_pages_that_call_the_node_share_the_persons_limit(rig: Rig) -> None:
+    """Viewing the children known to other agencies calls the node each time: it counts
+    as a form post does, so a person reloading it in a loop is held back by the console."""
+    limits = rig.console.config.rate_limits
+    burst = POSTS_PER_LOOKUP * limits.burst + POSTS_EXTRA_BURST
+    client = rig.browser("alice")
+    _signed_in(client)
+    statuses = [client.get("/known").status_code for _ in range(burst + 10)]
+    first = statuses.index(429)
+    assert burst <= first <= burst + 5 and set(statuses[:first]) == {200}
+    assert len(rig.node.calls) == first  # the refused views never reached the node
+    refused = client.get("/known")
+    assert refused.status_code == 429 and "Try again in" in refused.text
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (0.2, "Try again in 1 second, after 10:00:01 UTC."),
+        (45.5, "Try again in 46 seconds, after 10:00:46 UTC."),
+        (95, "Try again in 2 minutes, after 10:02 UTC."),
+        (3000, "Try again in 50 minutes, after 10:50 UTC."),
+        (3030, "Try again in 51 minutes, after 10:51 UTC."),
+        (3 * 3600, "Try again in 3 hours, after 13:00 UTC."),
+    ],
+)
+def test_when_to_try_again_in_words(seconds: float, words: str) -> None:
+    now = datetime.datetime(2026, 12, 8, 10, 0, 0, tzinfo=datetime.UTC)
+    assert try_again(seconds, now) == words
