@@ -2,8 +2,9 @@
 why, request a record and see what they did — acting only as themselves, at their own node.
 
 Role: one console runs beside each agency node (``jigsaw console serve --config node.toml``,
-the node config's ``[console]`` section): a Starlette application (:mod:`.app`) rendered
-with Jinja2 (autoescape on), served by uvicorn over HTTPS. It holds no records; it calls the
+the node config's ``[console]`` section): a Starlette application (:mod:`.app`, its request
+checks and sessions in :mod:`.state`) rendered with Jinja2 (autoescape on), served by uvicorn
+over HTTPS. It holds no records; it calls the
 node's ``Lookup``, ``Disclose`` and ``ListLinked`` with ``on_behalf_of``, and ``Status`` as
 itself. Pages follow the GOV.UK Design System and need no JavaScript.
 

@@ -28,12 +28,12 @@ from server.common.pki import init_pki, issue_certificate
 from server.common.revocation import RevocationChecker
 from server.common.status import RETRY_AFTER_METADATA_KEY
 from server.console.activity import ActivityLog
-from server.console.app import (
+from server.console.app import create_app
+from server.console.state import (
     POSTS_EXTRA_BURST,
     POSTS_PER_LOOKUP,
     SIGN_IN_BURST,
     Console,
-    create_app,
     try_again,
 )
 from server.launcher import AGENCIES, CONSOLE_AGENCY, STAFF, write_node_config
