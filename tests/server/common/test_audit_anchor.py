@@ -34,7 +34,7 @@ from server.common.audit import AuditLog, verify_audit_log
 from server.common.pki import init_pki
 from server.common.tls import secure_channel, tls_files_for
 from tests.helpers.matcher import Running, matcher_config
-from tests.server.node.test_node_service import start_node, stop_node, write_node_config
+from tests.helpers.node import start_node, stop_node, write_node_config
 
 Entry = dict[str, Any]
 OWNER = "police-node"

@@ -88,7 +88,7 @@ def test_an_operator_names_the_nodes_agency(pki: Path, server_as: object) -> Non
 def test_the_nodes_channel_to_the_matcher_refuses_an_impostor(
     pki: Path, server_as: object, tmp_path: Path
 ) -> None:
-    from tests.server.node.test_node_service import start_node, stop_node, write_node_config
+    from tests.helpers.node import start_node, stop_node, write_node_config
 
     impostor = server_as("health-node")  # type: ignore[operator]
     node = start_node(write_node_config(tmp_path, pki, impostor))
