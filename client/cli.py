@@ -45,6 +45,7 @@ from client.commands.common import (
 )
 from client.output import printable
 from linkage.errors import JigsawError
+from proto.jigsaw.v1.transport import WrongServerError
 
 #: The entry-point group through which other packages add subcommands: each entry point is a
 #: function given the subparsers object, which adds its parser and sets ``func``.
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         err.print(f"error: {printable(str(exc))}")
         return EXIT_USAGE
-    except JigsawError as exc:
+    except (JigsawError, WrongServerError) as exc:
         err.print(f"error: {printable(str(exc))}")
         return EXIT_INPUT
     except grpc.RpcError as exc:

@@ -25,10 +25,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from linkage.schema import load_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from proto.jigsaw.v1.transport import RETRY_AFTER_METADATA_KEY
 from server.common.audit import verify_audit_log
 from server.common.auth import MATCHER_POLICY, AuthInterceptor, Identity
 from server.common.pki import init_pki
-from server.common.status import RETRY_AFTER_METADATA_KEY
 from server.common.tls import TlsFiles, secure_channel, server_credentials, tls_files_for
 from server.common.wire import request_form_of, request_references
 from server.node.config import read_linkage_keys
