@@ -40,7 +40,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 def tick(done: int, _task: Any = task, _bar: Any = bar) -> None:
                     _bar.update(_task, completed=done)
 
-                report = ingest_source(store, source, config.schema, progress=tick)
+                report = ingest_source(
+                    store,
+                    source,
+                    config.schema,
+                    progress=tick,
+                    chunk_rows=config.ingest_chunk_rows,
+                )
             out.print(
                 f"{source.path.name}: {report.rows_read} rows read, {report.inserted} inserted, "
                 f"{report.updated} updated, {report.unchanged} unchanged, "
