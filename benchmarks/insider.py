@@ -48,8 +48,8 @@ from linkage.encode import encode_record, encode_records
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from proto.jigsaw.v1.transport import retry_after_from_metadata
 from server import launcher
-from server.common.status import retry_after_from_metadata
 from server.common.tls import secure_channel, tls_files_for
 from server.common.wire import encoded_to_columns, encoded_to_proto
 

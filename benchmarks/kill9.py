@@ -48,7 +48,7 @@ from linkage import synthetic
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server import launcher
 from server.common.tls import secure_channel, tls_files_for
-from server.node.ingest import CHUNK_ROWS
+from server.node.config import CHUNK_ROWS
 
 REPO = Path(__file__).resolve().parent.parent
 AGENCY = "health"
@@ -145,10 +145,12 @@ def wait_until(predicate: Callable[[], bool], process: subprocess.Popen[bytes] |
 
 class Bench:
     """One federation directory: PKI, secret, the agency's CSV, a matcher, the node config;
-    and templates (an ingested node store, a published matcher store) that points start from."""
+    and templates (an ingested node store, a published matcher store) that points start from.
+    The node's ingest commits every ``chunk_rows`` rows (``node.ingest_chunk_rows``)."""
 
-    def __init__(self, root: Path, children: int) -> None:
+    def __init__(self, root: Path, children: int, chunk_rows: int = CHUNK_ROWS) -> None:
         self.root = root
+        self.chunk_rows = chunk_rows
         self.pki = str(root / "pki")
         jigsaw("pki", "init", "--dir", self.pki, f"--agency={AGENCY}", "--operator", "olivia")
         jigsaw("secret", "init", "--out", str(root / "secret.hex"))
@@ -200,7 +202,9 @@ class Bench:
             self.root,
             AGENCY,
             self.matcher.address(),
-            overrides={"node": {"publish_batch_size": PUBLISH_BATCH}},
+            overrides={
+                "node": {"publish_batch_size": PUBLISH_BATCH, "ingest_chunk_rows": self.chunk_rows}
+            },
         )
 
     def snapshot(self, store: Path, name: str) -> Path:
@@ -286,7 +290,7 @@ class Outcome:
 def _ingest(bench: Bench, point: Point) -> Outcome:
     bench.restore(None, bench.node_store)
     job = spawn("ingest", "--config", str(bench.config))
-    wait_until(lambda: bench.node_rows() >= point.at * CHUNK_ROWS, job)
+    wait_until(lambda: bench.node_rows() >= point.at * bench.chunk_rows, job)
     killed = kill(job)
     jigsaw("ingest", "--config", str(bench.config))
     rows, ids = bench.node_rows(), bench.node_local_ids()
@@ -375,13 +379,17 @@ JOBS = {"ingest": _ingest, "publish": _publish, "link": _link}
 
 
 def run_points(
-    points: Sequence[Point], *, children: int, on_outcome: Callable[[Outcome], None] | None = None
+    points: Sequence[Point],
+    *,
+    children: int,
+    chunk_rows: int = CHUNK_ROWS,
+    on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     root = Path(tempfile.mkdtemp(prefix="jigsaw-kill9-"))
     bench: Bench | None = None
     try:
-        bench = Bench(root, children)
+        bench = Bench(root, children, chunk_rows)
         for point in points:
             started = time.perf_counter()
             outcome = JOBS[point.job](bench, point)

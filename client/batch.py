@@ -46,7 +46,7 @@ import grpc
 
 from client.exports import AGREEMENT_NAMES, BAND_NAMES, private_file
 from linkage.errors import JigsawError
-from server.common.status import retry_after_from_metadata
+from proto.jigsaw.v1.transport import retry_after_from_metadata
 
 __all__ = ["BatchError", "BatchReport", "QueryRow", "read_queries", "run_batch"]
 

@@ -8,15 +8,20 @@ and a reference's local id (``ResolveReference``); operators talk to the matcher
 ``GetLinkResult``, ``Status``). Every call carries a deadline and runs
 over mutual TLS with the caller's own certificate, which carries its agency and role, and
 checks whom it reached: the server certificate must name the expected role and agency
-(``server.common.pki.server_name``; a node of the caller's own agency unless told otherwise, the
-matcher), or the call fails with :class:`server.common.tls.WrongServerError`.
+(:func:`proto.jigsaw.v1.transport.server_name`; a node of the caller's own agency unless told
+otherwise, the matcher), or the call fails with
+:class:`proto.jigsaw.v1.transport.WrongServerError`. This library and the services meet only
+through :mod:`proto.jigsaw.v1` (the messages and the wire convention of ``transport``): it
+imports nothing from ``server``.
 
-Example::
+Example, with the bundle directory ``alice/`` that the PKI's operator handed to Alice::
 
     from client.client import NodeClient
-    from server.common.tls import tls_files_for
+    from proto.jigsaw.v1.transport import TlsFiles
 
-    with NodeClient("127.0.0.1:7001", tls_files_for(pki_dir, "alice")) as node:
+    alice = TlsFiles(ca_cert=Path("alice/ca.pem"), cert=Path("alice/alice.pem"),
+                     key=Path("alice/alice.key"))
+    with NodeClient("127.0.0.1:7001", alice) as node:
         found = node.lookup({"given_name": "Amelia", "family_name": "Baker",
                              "date_of_birth": "2014-05-24"},
                             purpose_code="s47_enquiry", note="case 4711, referral from school")
@@ -33,9 +38,14 @@ from types import TracebackType
 import grpc
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-from server.common.auth import identity_from_certificate
-from server.common.pki import UNIT_AGENCY, server_name
-from server.common.tls import TlsFiles, raise_if_wrong_server, secure_channel
+from proto.jigsaw.v1.transport import (
+    UNIT_AGENCY,
+    TlsFiles,
+    pem_identity,
+    raise_if_wrong_server,
+    secure_channel,
+    server_name,
+)
 
 LOOKUP_DEADLINE_S = 10.0
 DISCLOSE_DEADLINE_S = 10.0
@@ -135,10 +145,11 @@ class _Client:
 
 def own_agency(tls: TlsFiles) -> str:
     """The agency named in the certificate of ``tls`` (a staff member's own agency)."""
-    identity = identity_from_certificate(Path(tls.cert).read_bytes())
+    identity = pem_identity(Path(tls.cert).read_bytes())
     if identity is None:
         raise ValueError(f"{tls.cert}: not a certificate with a Jigsaw identity (CN, O, OU)")
-    return identity.agency
+    _name, agency, _role = identity
+    return agency
 
 
 class NodeClient(_Client):

@@ -35,9 +35,8 @@ from typing import Any
 
 import grpc
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
-from server.common.pki import ROLES, UNIT_AGENCY
+from proto.jigsaw.v1.transport import ROLES, UNIT_AGENCY, certificate_identity
 from server.common.refusals import RefusalTally
 from server.common.revocation import RevocationChecker
 from server.common.status import Unauthenticated
@@ -68,14 +67,6 @@ class Identity:
     role: str
 
 
-def _single_attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
-    attributes = name.get_attributes_for_oid(oid)
-    if len(attributes) != 1:
-        return None
-    value = attributes[0].value
-    return value if isinstance(value, str) and value else None
-
-
 def identity_from_certificate(pem: bytes) -> Identity | None:
     """The Identity encoded in a PEM certificate's subject, or None if it has none."""
     known = _identity_and_serial(pem)
@@ -88,12 +79,10 @@ def _identity_and_serial(pem: bytes) -> tuple[Identity, int] | None:
         certificate = x509.load_pem_x509_certificate(pem)
     except ValueError:
         return None
-    subject = certificate.subject
-    name = _single_attribute(subject, NameOID.COMMON_NAME)
-    agency = _single_attribute(subject, NameOID.ORGANIZATION_NAME)
-    role = _single_attribute(subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
-    if name is None or agency is None or role not in ROLES:
+    subject = certificate_identity(certificate)
+    if subject is None:
         return None
+    name, agency, role = subject
     return Identity(name=name, agency=agency, role=role), certificate.serial_number
 
 

@@ -43,19 +43,15 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from linkage.errors import JigsawError
+from proto.jigsaw.v1.transport import CRL_FILE, ROLES, UNIT_AGENCY, server_name
 
-ROLES = frozenset({"node", "staff", "operator", "matcher", "probe", "console"})
+__all__ = ["CRL_FILE", "ROLES", "UNIT_AGENCY", "server_name"]  # of the wire convention
+
 SERVER_ROLES = frozenset({"node", "matcher", "console"})
-UNIT_AGENCY = "unit"
 MATCHER_NAME = "matcher"
 CA_NAME = "ca"
 #: The CA's own directory inside a PKI directory.
 CA_DIR = "ca"
-#: File name of the certificate revocation list, beside the CA certificate.
-CRL_FILE = "crl.pem"
-
-#: Domain of the role-and-agency names in server certificates; reserved, so never resolvable.
-SERVER_NAME_DOMAIN = "jigsaw.invalid"
 
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 #: What an identity name (a certificate's CN) looks like.
@@ -108,13 +104,6 @@ class PkiLayout:
     def names(self) -> list[str]:
         """Identity names in creation order."""
         return list(self.identities)
-
-
-def server_name(role: str, agency: str) -> str:
-    """The DNS name a server certificate of ``role`` and ``agency`` carries, and a client
-    expecting that server checks: ``node.police.jigsaw.invalid``, ``matcher.unit.jigsaw.invalid``
-    (agency underscores as hyphens: a DNS label)."""
-    return f"{role}.{agency.replace('_', '-')}.{SERVER_NAME_DOMAIN}"
 
 
 def _check_name(kind: str, value: str) -> None:

@@ -42,12 +42,10 @@ from linkage.errors import (
     ModelError,
     SchemaError,
 )
+from proto.jigsaw.v1.transport import PUSHBACK_METADATA_KEY, RETRY_AFTER_METADATA_KEY
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_METADATA_KEY = "retry-after-s"
-#: gRPC's server-pushback trailer (milliseconds), honoured by a channel's retry policy.
-PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
 INTERNAL_MESSAGE = "internal error; see the server log"
 
 _REFERENCE_PATTERN = re.compile(r"^[0-9a-f]{32}$")
@@ -221,17 +219,3 @@ def require_filter_bytes(value: object, field: str, expected_len: int) -> bytes:
     if len(value) != expected_len:
         raise RequestError(field, f"expected {expected_len} bytes, got {len(value)} bytes")
     return value
-
-
-def retry_after_from_metadata(metadata: object) -> float | None:
-    """Client side: read ``retry-after-s`` from an RpcError's trailing metadata, if present."""
-    if not metadata:
-        return None
-    for key, text in cast(Any, metadata):
-        if key == RETRY_AFTER_METADATA_KEY:
-            try:
-                delay = float(text)
-            except ValueError:
-                return None
-            return delay if math.isfinite(delay) and delay >= 0 else None
-    return None

@@ -44,10 +44,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from proto.jigsaw.v1.transport import retry_after_from_metadata
 from server.common.auth import Identity
 from server.common.pki import server_name
 from server.common.revocation import RevocationChecker
-from server.common.status import retry_after_from_metadata
 from server.common.tls import TlsFiles, secure_channel
 from server.console.activity import Activity, ActivityLog
 from server.console.forms import (

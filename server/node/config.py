@@ -29,6 +29,7 @@ File layout (``*`` = required)::
     matcher*           "127.0.0.1:50051"      host:port of the matcher
     publish_batch_size 1000                   rows per publish message (a record, or
                                               each form of one: linkage.forms), 1..100000
+    ingest_chunk_rows  5000                   rows per store transaction of ingest, 1..1000000
     purposes           [codes]                the purpose codes staff may state for a lookup
                                               (default purposes.DEFAULT_PURPOSE_CODES);
                                               the matcher's list must hold them too
@@ -117,6 +118,8 @@ __all__ = [
 AGENCY_RE = re.compile(r"[a-z0-9_]+")
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LOCAL_ID = "local_id"
+#: Rows ingest writes per store transaction, unless ``node.ingest_chunk_rows`` says otherwise.
+CHUNK_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,7 @@ class NodeConfig:
     peers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     purposes: tuple[str, ...] = DEFAULT_PURPOSE_CODES
     console: ConsoleConfig | None = None
+    ingest_chunk_rows: int = CHUNK_ROWS
 
     @property
     def extra_fields(self) -> tuple[str, ...]:
@@ -327,6 +331,7 @@ class NodeSection(StrictModel):
     listen: Address = "127.0.0.1:0"
     matcher: Address
     publish_batch_size: Annotated[int, AfterValidator(int_from(1, 100_000))] = 1000
+    ingest_chunk_rows: Annotated[int, AfterValidator(int_from(1, 1_000_000))] = CHUNK_ROWS
     purposes: PurposeCodes = DEFAULT_PURPOSE_CODES
 
 
@@ -478,6 +483,7 @@ def _node_config(
         listen=node.listen,
         matcher=node.matcher,
         publish_batch_size=node.publish_batch_size,
+        ingest_chunk_rows=node.ingest_chunk_rows,
         tls=parsed.tls.resolve(base_dir),
         sources=tuple(_source_config(source, schema, base_dir) for source in parsed.source),
         disclosure=MappingProxyType(

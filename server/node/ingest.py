@@ -18,7 +18,8 @@ Invariants:
 * no message or problem carries a value: only line numbers, field and column names. A line
   number is the physical line a CSV row starts on (the header is line 1), or a SQLite
   ``rowid``;
-* rows are written in chunks of :data:`CHUNK_ROWS` per store transaction, so an interrupted
+* rows are written in chunks of ``chunk_rows`` (the node's ``ingest_chunk_rows``, by default
+  :data:`server.node.config.CHUNK_ROWS`) per store transaction, so an interrupted
   ingest keeps every committed chunk and a re-run upserts by local id without duplicating.
 """
 
@@ -40,12 +41,11 @@ from typing import Any
 from linkage.errors import InvalidValueError, JigsawError
 from linkage.normalise import NORMALISERS, YearRange
 from linkage.schema import FieldSpec, Schema
-from server.node.config import LOCAL_ID, SourceConfig
+from server.node.config import CHUNK_ROWS, LOCAL_ID, SourceConfig
 from server.node.store import NodeStore
 
 logger = logging.getLogger(__name__)
 
-CHUNK_ROWS = 5000
 
 ProgressCallback = Callable[[int], None]
 
@@ -453,8 +453,10 @@ def ingest_source(
     schema: Schema,
     *,
     progress: ProgressCallback | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> IngestReport:
-    """Read one source into ``store`` (see the module docstring for the row rules)."""
+    """Read one source into ``store`` (see the module docstring for the row rules), committing
+    every ``chunk_rows`` rows."""
     if source_cfg.kind == "csv":
         rows = _read_csv(source_cfg)
     elif source_cfg.kind == "sqlite":
@@ -506,7 +508,7 @@ def ingest_source(
             if chunk.pop(local_id, None) is not None:  # a later row of the id wins: file order
                 superseded += 1
             chunk[local_id] = fields
-        if len(chunk) >= CHUNK_ROWS:
+        if len(chunk) >= chunk_rows:
             flush()
     flush()
     logger.info(

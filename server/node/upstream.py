@@ -19,8 +19,9 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
+from proto.jigsaw.v1.transport import retry_after_from_metadata
 from server.common.pki import UNIT_AGENCY
-from server.common.status import RateLimitedError, retry_after_from_metadata
+from server.common.status import RateLimitedError
 from server.common.tls import WrongServerError, raise_if_wrong_server
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from benchmarks import federation
 def run() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     rows: list[dict[str, Any]] = []
     figures = federation.run_federation(
-        3000, seed=5, emit=rows.append, lookups=150, lookup_seconds=5.0, library=False
+        1000, seed=5, emit=rows.append, lookups=60, lookup_seconds=3.0, library=False
     )
     return figures, rows
 
@@ -28,11 +28,11 @@ def test_every_stage_reports(run: tuple[dict[str, Any], list[dict[str, Any]]]) -
 
 def test_publish_and_lookups_are_counted(run: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
     figures, _ = run
-    assert figures["records"] > 2900
+    assert figures["records"] > 950
     assert figures["publish_records_per_s"] > 0 and figures["matcher_bytes_per_record"] > 0
     for prefix in ("lookup_c1", "lookup_c32", "lookup_r300"):
         # as many as the time allowed (no wall-clock expectation in a test), none failed
-        assert 0 < figures[f"{prefix}_count"] <= 150 and figures[f"{prefix}_errors"] == 0
+        assert 0 < figures[f"{prefix}_count"] <= 60 and figures[f"{prefix}_errors"] == 0
         assert 0 < figures[f"{prefix}_p50_ms"] <= figures[f"{prefix}_p99_ms"]
         assert figures[f"{prefix}_hit_rate"] > 0.9
         assert figures[f"{prefix}_matcher_cpu_ms_per_lookup"] > 0

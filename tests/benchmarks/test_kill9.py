@@ -3,7 +3,8 @@ job and process (``jigsaw ingest`` after two chunks committed, ``jigsaw publish`
 batches reached the matcher, the matcher after four batches, the matcher mid-link as it starts
 comparing). Real CLI processes and a real matcher process, mutual TLS on loopback; after the
 restart and the job run to its end, 0 records lost and 0 duplicated in the node store, the
-matcher's store and the link result. ``python -m benchmarks.kill9 --report`` runs all twenty.
+matcher's store and the link result, on 3,000 children with ingest chunks of 500 rows.
+``python -m benchmarks.kill9 --report`` runs all twenty on 22,000 children.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 def test_kill_9_loses_and_duplicates_nothing() -> None:
     points = [point for point in kill9.POINTS if point.name in kill9.SUITE_POINTS]
     assert len(points) == len(kill9.SUITE_POINTS) == 4
-    outcomes = kill9.run_points(points, children=12_000)
+    outcomes = kill9.run_points(points, children=3000, chunk_rows=500)
     for outcome in outcomes:
         assert outcome.killed, f"{outcome.point}: the job ended before the kill point"
         assert (outcome.lost, outcome.duplicated) == (0, 0), outcome

@@ -32,8 +32,8 @@ from client.batch import (
 )
 from client.client import NODE_SERVICE_CONFIG
 from proto.jigsaw.v1 import jigsaw_pb2
+from proto.jigsaw.v1.transport import PUSHBACK_METADATA_KEY, RETRY_AFTER_METADATA_KEY
 from server.common.ratelimit import RateLimiter
-from server.common.status import PUSHBACK_METADATA_KEY, RETRY_AFTER_METADATA_KEY
 from server.matcher.config import MatchLimitConfig
 from server.matcher.limits import MATCH_WINDOW_S, MatchLimits
 from server.node.config import RateLimitConfig

@@ -12,7 +12,7 @@ import pytest
 from client.client import MatcherClient, NodeClient, own_agency
 from linkage.schema import Schema
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.common.tls import WrongServerError
+from proto.jigsaw.v1.transport import WrongServerError
 from server.launcher import AGENCIES, DISCLOSED, OPERATOR
 from tests.helpers.federation import LiveFederation
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from client import cli
+from client.commands import staff
 from client.output import printable, spreadsheet_safe, write_private_csv
 
 HOSTILE = (
@@ -91,7 +92,7 @@ def fake_node(monkeypatch: pytest.MonkeyPatch) -> None:
     import client.client
 
     monkeypatch.setattr(client.client, "NodeClient", _FakeNode)
-    monkeypatch.setattr(cli, "_tls", lambda args: None)
+    monkeypatch.setattr(staff, "tls", lambda args: None)
 
 
 COMMON = [

@@ -481,7 +481,7 @@ def test_matcher_limits_a_node_calling_match_directly(
     from linkage.keys import KeySet, LinkageSecret
     from linkage.schema import load_schema
     from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
-    from server.common.status import retry_after_from_metadata
+    from proto.jigsaw.v1.transport import retry_after_from_metadata
     from server.common.tls import secure_channel, tls_files_for
     from server.common.wire import encoded_to_proto
     from tests.helpers.matcher import tls_section

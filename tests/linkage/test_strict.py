@@ -164,8 +164,8 @@ def test_a_config_error_names_the_file_and_every_problem(tmp_path: Path) -> None
     assert str(path) in str(info.value)
     assert info.value.problems == (
         "node: unknown key (key 1 of the table), expected one of: agency, audit_log, "
-        "key_version, listen, matcher, publish_batch_size, purposes, schema, secret_file, "
-        'store (did you mean "agency"?)',
+        "ingest_chunk_rows, key_version, listen, matcher, publish_batch_size, purposes, schema, "
+        'secret_file, store (did you mean "agency"?)',
         "node.agency: required key is missing",
         "rate_limits.burst: expected an integer >= 1",
     )

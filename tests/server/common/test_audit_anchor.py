@@ -23,6 +23,7 @@ from cryptography import x509
 
 from client.cli import main as cli_main
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from proto.jigsaw.v1.transport import retry_after_from_metadata
 from server.common.anchor import (
     AnchorError,
     ReceiptFile,
@@ -34,11 +35,10 @@ from server.common.anchor import (
 )
 from server.common.audit import AuditLog, verify_audit_log
 from server.common.pki import init_pki
-from server.common.status import retry_after_from_metadata
 from server.common.tls import secure_channel, tls_files_for
 from server.matcher.config import AnchorLimitConfig
 from tests.helpers.matcher import Running, matcher_config
-from tests.server.node.test_node_service import start_node, stop_node, write_node_config
+from tests.helpers.node import start_node, stop_node, write_node_config
 
 Entry = dict[str, Any]
 OWNER = "police-node"

@@ -16,9 +16,9 @@ import pytest
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.common.audit import AuditLog, verify_audit_log
 from server.common.refusals import RefusalTally
-from tests.server.node.test_node_service import AMY, Node, fresh_node, matcher, pki, stop_node
+from tests.helpers.node import AMY, Node, fresh_node, matcher, stop_node
 
-__all__ = ["fresh_node", "matcher", "pki"]  # the fixtures, shared with the node tests
+__all__ = ["fresh_node", "matcher"]  # the fixtures of tests.helpers.node (pki: the shared one)
 
 FLOOD = 200
 

@@ -32,7 +32,7 @@ from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.common.pki import UNIT_AGENCY, server_name
 from server.common.tls import secure_channel, tls_files_for
 from tests.helpers.matcher import Running, matcher_config
-from tests.server.node.test_node_service import Node, start_node, stop_node, write_node_config
+from tests.helpers.node import Node, start_node, stop_node, write_node_config
 
 OK = grpc.StatusCode.OK
 DENIED = grpc.StatusCode.PERMISSION_DENIED

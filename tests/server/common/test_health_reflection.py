@@ -22,9 +22,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from server.common.pki import UNIT_AGENCY, server_name
 from server.common.tls import secure_channel, tls_files_for
 from tests.helpers.matcher import Running, matcher_config
+from tests.helpers.node import Node, start_node, stop_node, write_node_config
 from tests.helpers.pki import PKI_PROBE
 from tests.server.common.test_authorisation_matrix import _matcher_calls, _node_calls
-from tests.server.node.test_node_service import Node, start_node, stop_node, write_node_config
 
 TIMEOUT = 10
 PROBE = PKI_PROBE  # the shared PKI's probe certificate (tests/conftest.py)

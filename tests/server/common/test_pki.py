@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from proto.jigsaw.v1.transport import MAX_MESSAGE_BYTES
 from server.common.pki import (
     CaPassphrase,
     PkiError,
@@ -24,7 +25,6 @@ from server.common.pki import (
     revoke_certificate,
 )
 from server.common.tls import (
-    MAX_MESSAGE_BYTES,
     TlsFiles,
     secure_channel,
     server_credentials,

@@ -36,7 +36,7 @@ from server.common.tls import secure_channel, tls_files_for
 from server.matcher.config import parse_matcher_config
 from server.matcher.service import build_matcher
 from tests.helpers.matcher import Running, matcher_config
-from tests.server.node.test_node_service import start_node, stop_node, write_node_config
+from tests.helpers.node import start_node, stop_node, write_node_config
 
 TIMEOUT = 10
 REVOKED = "the client certificate is revoked"

@@ -20,7 +20,7 @@ import pytest
 from client.client import MatcherClient, NodeClient
 from proto.jigsaw.v1 import jigsaw_pb2
 from server.common.tls import WrongServerError, server_credentials, tls_files_for
-from tests.server.node.test_node_service import (
+from tests.helpers.node import (
     MatcherLog,
     look_up,
     matcher,

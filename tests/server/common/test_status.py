@@ -20,9 +20,9 @@ from linkage.errors import (
     ModelError,
     SchemaError,
 )
+from proto.jigsaw.v1.transport import RETRY_AFTER_METADATA_KEY, retry_after_from_metadata
 from server.common.status import (
     INTERNAL_MESSAGE,
-    RETRY_AFTER_METADATA_KEY,
     NotFoundError,
     PolicyDenied,
     RateLimitedError,
@@ -32,7 +32,6 @@ from server.common.status import (
     require_filter_bytes,
     require_reference,
     require_text,
-    retry_after_from_metadata,
     status_for,
 )
 from server.common.tls import secure_channel, server_credentials, server_options, tls_files_for

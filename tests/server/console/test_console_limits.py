@@ -24,9 +24,9 @@ import grpc
 import pytest
 
 from proto.jigsaw.v1 import jigsaw_pb2
+from proto.jigsaw.v1.transport import RETRY_AFTER_METADATA_KEY
 from server.common.pki import init_pki, issue_certificate
 from server.common.revocation import RevocationChecker
-from server.common.status import RETRY_AFTER_METADATA_KEY
 from server.console.activity import ActivityLog
 from server.console.app import create_app
 from server.console.state import (

@@ -28,10 +28,11 @@ from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from linkage.synthetic import DEFAULT_AGENCIES, generate_population
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
+from proto.jigsaw.v1.transport import retry_after_from_metadata
 from server.common.anchor import Signer
 from server.common.audit import verify_audit_log
 from server.common.pki import init_pki
-from server.common.status import RequestError, retry_after_from_metadata
+from server.common.status import RequestError
 from server.common.tls import secure_channel, tls_files_for
 from server.common.wire import encoded_to_columns, encoded_to_proto, proto_to_encoded
 from server.matcher.config import AnchorLimitConfig, ConfigError, parse_matcher_config

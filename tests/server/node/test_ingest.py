@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage.schema import load_schema
-from server.node import ingest as ingest_module
 from server.node.config import SourceConfig
 from server.node.ingest import IngestReport, RowProblem, SourceError, ingest_source
 from server.node.store import NodeStore
@@ -178,15 +177,12 @@ def test_bom_and_crlf(store: NodeStore, tmp_path: Path) -> None:
     assert stored(store)["p1"]["address"] == "1 High St"
 
 
-def test_chunks_and_progress(
-    store: NodeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(ingest_module, "CHUNK_ROWS", 7)
+def test_chunks_and_progress(store: NodeStore, tmp_path: Path) -> None:
     path = tmp_path / "many.csv"
     lines = [f"id{i},Name{i},Family,01/02/2010,,,\n".encode() for i in range(30)]
     path.write_bytes(HEADER + b"".join(lines))
     seen: list[int] = []
-    report = ingest_source(store, csv_source(path), SCHEMA, progress=seen.append)
+    report = ingest_source(store, csv_source(path), SCHEMA, progress=seen.append, chunk_rows=7)
     assert report.inserted == 30 and store.counts().records == 30
     assert seen == [7, 14, 21, 28, 30]
 

@@ -134,9 +134,20 @@ key = "h.key"
     assert config.key_version == 1
     assert config.listen == "127.0.0.1:0"
     assert config.publish_batch_size == 1000
+    assert config.ingest_chunk_rows == 5000
     assert config.sources == ()
     assert dict(config.disclosure) == {}
     assert (config.rate_limits.lookups_per_minute, config.rate_limits.burst) == (60.0, 10)
+
+
+def test_ingest_chunk_rows_is_read_within_its_range(tmp_path: Path) -> None:
+    line = "publish_batch_size = 500"
+    config = load_node_config(
+        write_config(tmp_path, VALID.replace(line, f"{line}\ningest_chunk_rows = 7"))
+    )
+    assert config.ingest_chunk_rows == 7
+    problems = problems_of(tmp_path, VALID.replace(line, f"{line}\ningest_chunk_rows = 0"))
+    assert any(p.startswith("node.ingest_chunk_rows") for p in problems), problems
 
 
 @pytest.mark.parametrize(
