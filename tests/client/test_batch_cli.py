@@ -27,7 +27,7 @@ from server.launcher import (
     write_matcher_config,
     write_node_config,
 )
-from tests.e2e.test_federation_cli import Federation, _build, jigsaw
+from tests.helpers.cli_federation import Federation, build_federation, jigsaw
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ MATCHER_LIMITS = {"match_limits": {"matches_per_minute": 90, "burst": 4, "person
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    federation = _build(tmp_path_factory.mktemp("batch-cli"), 200, 11)
+    federation = build_federation(tmp_path_factory.mktemp("batch-cli"), 200, 11)
     write_matcher_config(federation.root, overrides=MATCHER_LIMITS)
     try:
         federation.start_matcher()

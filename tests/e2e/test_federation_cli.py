@@ -3,23 +3,15 @@
 Real processes (``python -m client.cli ...``) on loopback with mutual TLS, real SQLite files,
 real CSV input: a matcher and four agency nodes, ingest, publish, link, lookup, disclose,
 audit verification; then the failure paths — a missing or foreign certificate, a wrong
-role, a tampered audit log, ``kill -9`` of the matcher mid-publish and mid-link and of a
-node mid-ingest — and a canary identifier that must never reach a log or an error.
+role, a tampered audit log — and a canary identifier that must never reach a log or an
+error. Crashes (``kill -9``) and month-first data: ``test_federation_kill.py``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,139 +22,29 @@ from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import load_schema
 from server.launcher import (
     AGENCIES,
-    Service,
-    node_addresses,
     start_service,
     stop_services,
     wait_ready,
-    write_agency_csv,
-    write_matcher_config,
-    write_node_config,
+)
+from tests.helpers.cli_federation import (
+    Federation,
+    build_federation,
+    jigsaw,
+    start_federation,
 )
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
 CANARY = "Zqxcanary"
-
-
-def jigsaw(
-    *args: str, check: bool = True, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "client.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"jigsaw {args[0]} failed ({done.returncode}):\n{done.stderr}")
-    return done
-
-
-@dataclass
-class Federation:
-    root: Path
-    population: synthetic.SyntheticData
-    services: list[Service] = field(default_factory=list)
-    matcher: Service | None = None
-    nodes: dict[str, Service] = field(default_factory=dict)
-    node_configs: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def pki(self) -> str:
-        return str(self.root / "pki")
-
-    def start_matcher(self) -> Service:
-        self.matcher = start_service(
-            "matcher",
-            ["matcher", "serve", "--config", str(self.root / "matcher" / "matcher.toml")],
-            self.root / "matcher",
-        )
-        self.services.append(self.matcher)
-        wait_ready([self.matcher])
-        return self.matcher
-
-    def kill_matcher(self) -> None:
-        assert self.matcher is not None
-        self.matcher.process.send_signal(signal.SIGKILL)
-        self.matcher.process.wait(timeout=10)
-
-    def matcher_rows(self) -> int:
-        con = sqlite3.connect(self.root / "matcher" / "store.sqlite", timeout=10)
-        try:
-            return int(con.execute("SELECT count(*) FROM encodings").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
-        finally:
-            con.close()
-
-    def matcher_records(self) -> int:
-        """Records the matcher holds: its rows, a record published as forms counted once."""
-        con = sqlite3.connect(self.root / "matcher" / "store.sqlite", timeout=10)
-        try:
-            rows = int(con.execute("SELECT count(*) FROM encodings").fetchone()[0])
-            forms, records = con.execute(
-                "SELECT count(*), count(DISTINCT agency || ' ' || record) FROM forms"
-            ).fetchone()
-            return rows - int(forms) + int(records)
-        except sqlite3.OperationalError:
-            return 0
-        finally:
-            con.close()
-
-
-def _build(root: Path, children: int, seed: int) -> Federation:
-    fed = Federation(root, synthetic.generate_population(children, seed=seed))
-    jigsaw(
-        "pki",
-        "init",
-        "--dir",
-        fed.pki,
-        *[f"--agency={a}" for a in AGENCIES],
-        "--staff",
-        "alice:childrens_social_care",
-        "--staff",
-        "bob:police",
-        "--operator",
-        "olivia",
-    )
-    jigsaw("secret", "init", "--out", str(root / "secret.hex"))
-    (root / "data").mkdir()
-    for a in AGENCIES:
-        write_agency_csv(
-            fed.population.agencies[a], root / "data" / f"{a}.csv", bad_row=a == "police"
-        )
-    write_matcher_config(root)
-    return fed
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    fed = _build(tmp_path_factory.mktemp("federation"), 400, 11)
+    fed = build_federation(tmp_path_factory.mktemp("federation"), 400, 11)
     try:
-        _start_all(fed)
+        start_federation(fed)
         yield fed
     finally:
         stop_services(fed.services)
-
-
-def _start_all(fed: Federation) -> None:
-    fed.start_matcher()
-    assert fed.matcher is not None
-    addresses = node_addresses()
-    for a in AGENCIES:
-        fed.node_configs[a] = write_node_config(
-            fed.root, a, fed.matcher.address(), addresses=addresses
-        )
-        fed.nodes[a] = start_service(
-            f"{a}-node", ["node", "serve", "--config", str(fed.node_configs[a])], fed.root / a
-        )
-        fed.services.append(fed.nodes[a])
-    wait_ready(list(fed.nodes.values()))
-    for a in AGENCIES:
-        jigsaw("ingest", "--config", str(fed.node_configs[a]))
-        jigsaw("publish", "--config", str(fed.node_configs[a]))
 
 
 def _health_query(fed: Federation) -> dict[str, str]:
@@ -542,189 +424,3 @@ person_share = 1.0
 
 
 # ------------------------------------------------------------------ crashes (own federation)
-
-
-@pytest.mark.slow
-def test_kill_matcher_mid_publish_and_mid_link(tmp_path: Path) -> None:
-    fed = _build(tmp_path, 6000, 5)
-    fed.start_matcher()
-    assert fed.matcher is not None
-    cfg = write_node_config(fed.root, "health", fed.matcher.address())
-    text = cfg.read_text().replace("publish_batch_size = 1000", "publish_batch_size = 200")
-    cfg.write_text(text)
-    jigsaw("ingest", "--config", str(cfg))
-    total = (
-        sqlite3.connect(fed.root / "health" / "store.sqlite")
-        .execute("SELECT count(*) FROM records")
-        .fetchone()[0]
-    )
-    try:
-        publisher = subprocess.Popen(
-            [sys.executable, "-m", "client.cli", "publish", "--config", str(cfg)],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while fed.matcher_rows() == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        fed.kill_matcher()
-        publisher.wait(timeout=60)
-        partial = fed.matcher_records()
-        assert 0 < partial < total, "the kill must land mid-publish"
-        # restart on the same store and port-file; the node re-sends what was not acknowledged
-        fed.start_matcher()
-        write_node_config(fed.root, "health", fed.matcher.address())
-        jigsaw("publish", "--config", str(cfg))
-        assert fed.matcher_records() == total
-        jigsaw("publish", "--config", str(cfg))
-        assert fed.matcher_records() == total  # nothing duplicated
-
-        # kill -9 in the middle of a link, restart, link again
-        linker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "client.cli",
-                "link",
-                "--matcher",
-                fed.matcher.address(),
-                "--pki",
-                fed.pki,
-                "--identity",
-                "olivia",
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(0.8)
-        fed.kill_matcher()
-        linker.wait(timeout=60)
-        fed.start_matcher()
-        out = jigsaw(
-            "link", "--matcher", fed.matcher.address(), "--pki", fed.pki, "--identity", "olivia"
-        )
-        assert "clusters" in out.stdout
-        assert fed.matcher_records() == total
-    finally:
-        stop_services(fed.services)
-
-
-@pytest.mark.slow
-def test_kill_node_mid_ingest_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    fed = _build(tmp_path, 30000, 3)
-    cfg = write_node_config(fed.root, "health", "127.0.0.1:1")
-    with open(fed.root / "data" / "health.csv", encoding="utf-8") as handle:
-        rows = sum(1 for _ in handle) - 1
-    ingester = subprocess.Popen(
-        [sys.executable, "-m", "client.cli", "ingest", "--config", str(cfg)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    store = fed.root / "health" / "store.sqlite"
-
-    def stored() -> int:
-        try:
-            con = sqlite3.connect(store, timeout=10)
-            try:
-                return int(con.execute("SELECT count(*) FROM records").fetchone()[0])
-            finally:
-                con.close()
-        except sqlite3.OperationalError:
-            return 0
-
-    deadline = time.monotonic() + 60
-    while stored() == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(ingester.pid, signal.SIGKILL)
-    ingester.wait()
-    partial = stored()
-    assert 0 < partial < rows, "the kill must land mid-ingest"
-    jigsaw("ingest", "--config", str(cfg))
-    assert stored() == rows
-    con = sqlite3.connect(store)
-    assert con.execute("SELECT count(DISTINCT local_id) FROM records").fetchone()[0] == rows
-    con.close()
-
-
-def test_a_month_first_source_stores_and_encodes_as_a_day_first_one(tmp_path: Path) -> None:
-    """The same children written day first by one agency and month first by another (with
-    ``day_first = false`` on its source): after ``jigsaw ingest`` and ``jigsaw publish``
-    both stores hold the same values and publish encodes them to the same filters."""
-    from linkage.errors import InvalidValueError
-    from linkage.normalise import date_parts, normalise_date
-    from proto.jigsaw.v1 import jigsaw_pb2
-    from server.launcher import COLUMN_NAMES
-    from server.node.publish import encode_messages
-    from server.node.store import NodeStore
-
-    children = synthetic.generate_population(60, seed=5).agencies["health"]
-    rows = list(synthetic.rows(children))
-    jigsaw("pki", "init", "--dir", str(tmp_path / "pki"), "--agency=police", "--agency=health")
-    jigsaw("secret", "init", "--out", str(tmp_path / "secret.hex"))
-    write_matcher_config(tmp_path)
-    matcher = start_service(
-        "matcher", ["matcher", "serve", "--config", str(tmp_path / "matcher" / "matcher.toml")],
-        tmp_path / "matcher",
-    )  # fmt: skip
-    ambiguous = 0
-    try:
-        wait_ready([matcher])
-        configs = {}
-        for agency, day_first in (("police", True), ("health", False)):
-            names = COLUMN_NAMES[agency]
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(names.values())
-            for row in rows:
-                try:
-                    iso = normalise_date(row["date_of_birth"], field="dob")
-                except InvalidValueError:
-                    continue
-                if iso is None:
-                    continue
-                year, month, day = date_parts(iso)
-                ambiguous += day <= 12 and day != month
-                written = f"{day}/{month}/{year}" if day_first else f"{month}/{day}/{year}"
-                cells = {**row, "local_id": row["record_id"], "date_of_birth": written}
-                writer.writerow([cells[f] or "" for f in names])
-            (tmp_path / "data").mkdir(exist_ok=True)
-            (tmp_path / "data" / f"{agency}.csv").write_text(buffer.getvalue(), "utf-8")
-            configs[agency] = write_node_config(tmp_path, agency, matcher.address())
-            if not day_first:
-                text = (
-                    configs[agency]
-                    .read_text("utf-8")
-                    .replace("day_first = true", "day_first = false")
-                )
-                configs[agency].write_text(text, "utf-8")
-            jigsaw("ingest", "--config", str(configs[agency]))
-            jigsaw("publish", "--config", str(configs[agency]))
-    finally:
-        stop_services([matcher])
-    assert ambiguous > 10  # dates that read differently day first and month first
-
-    stored = {}
-    for agency in ("police", "health"):
-        with NodeStore(tmp_path / agency / "store.sqlite") as store:
-            assert store.counts().pending == 0  # all published
-            store.reset_publication()
-            stored[agency] = sorted(store.pending_publish_page(0, 10_000), key=lambda r: r.local_id)
-    police, health = stored["police"], stored["health"]
-    assert len(police) == len(health) > 40
-    assert [r.fields for r in police] == [r.fields for r in health]
-    schema = load_schema("child")
-    keys = KeySet(LinkageSecret.from_hex((tmp_path / "secret.hex").read_text("ascii")), 1)
-    header = jigsaw_pb2.EncodingHeader(schema_fingerprint=schema.fingerprint(), key_version=1)
-
-    def encoded(records: list[Any]) -> list[bytes]:
-        messages = encode_messages(records, schema, keys, header, 10_000)
-        return [
-            bytes(part)
-            for m in messages
-            for part in (*m.columns.field_filters, m.columns.record_filters, m.columns.block_keys)
-        ]
-
-    assert encoded(police) == encoded(health)

@@ -20,7 +20,7 @@ import pytest
 
 from server.common.refusals import REFUSAL_INTERVAL_S
 from server.launcher import AGENCIES, start_service, stop_services, wait_ready, write_node_config
-from tests.e2e.test_federation_cli import Federation, _build, jigsaw
+from tests.helpers.cli_federation import Federation, build_federation, jigsaw
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ STAFF_OF = {"childrens_social_care": "alice", "police": "bob"}
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     from server.launcher import node_addresses
 
-    federation = _build(tmp_path_factory.mktemp("journey"), 300, 5)
+    federation = build_federation(tmp_path_factory.mktemp("journey"), 300, 5)
     try:
         federation.start_matcher()
         assert federation.matcher is not None
