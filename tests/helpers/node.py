@@ -25,6 +25,7 @@ import pytest
 from linkage.keys import TEST_SECRET_HEX
 from proto.jigsaw.v1 import jigsaw_pb2, jigsaw_pb2_grpc
 from server.common.auth import MATCHER_POLICY, AuthInterceptor, Identity, current_identity
+from server.common.pki import init_pki
 from server.common.revocation import RevocationChecker
 from server.common.tls import secure_channel, server_credentials, tls_files_for
 from server.common.wire import request_references
@@ -281,3 +282,15 @@ def look_up(
     finally:
         with log.lock:
             log.answers = held
+
+
+def node_pki(directory: Path) -> Path:
+    """A test PKI for the node tests: police and health, staff alice and bob (police) and
+    harriet (health), and an operator, olive."""
+    init_pki(
+        directory,
+        agencies=["police", "health"],
+        staff=[("alice", "police"), ("bob", "police"), ("harriet", "health")],
+        operators=["olive"],
+    )
+    return directory
