@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             "with the full date of birth). Quality: the seeded synthetic four-agency "
             "population per error profile, linked and clustered as `jigsaw link` does, "
             "pairwise over the clusters; `plaintext Splink`: Splink 4 on the same records "
-            "(`benchmarks/splink_peer.py`). Privacy: the attacks of `benchmarks/attack.py` "
+            "(`benchmarks/splink_peer.py`). Privacy: the attacks of `benchmarks/attack/` "
             "(frequency: the best of its three forms over every view; graph: graph matching "
             "and the co-occurrence attack, share of the overlap re-identified).\n\n"
             + markdown_table(linked, list(linked[0]))

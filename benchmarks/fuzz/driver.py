@@ -143,7 +143,7 @@ DESCRIPTION = (
     "loopback; random field values, wrong lengths, huge repeated fields, truncated and "
     "mutated protobufs, invalid UTF-8, wrong wire types) and malformed CSV files (random "
     "bytes, stray quotes, other encodings, control characters, overlong cells, missing and "
-    "extra columns) mixed with good rows, generated with Hypothesis (see benchmarks/fuzz.py). "
+    "extra columns) mixed with good rows, generated with Hypothesis (see benchmarks/fuzz/). "
     "Inputs = RPC calls + CSV rows. A crash is a status outside OK, INVALID_ARGUMENT, "
     "PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, NOT_FOUND, a server that "
     "stops answering, or an ingest exception; a leak is a planted canary identifier (name, "
