@@ -239,20 +239,25 @@ def encode_date_hypotheses(
     schema: Schema, keys: KeySet, values: Mapping[str, str | None]
 ) -> EncodedBatch | None:
     """A lookup's date hypotheses (module docstring): for each date field that salts others
-    (:func:`hypothesis_fields`) and holds a valid value, the query (:func:`encode_query`, its
-    forms included) under each of :func:`date_hypotheses`, that date withheld. None where
-    there is none (no such field, or no valid date given). They meet records only through
-    blocking on the fields the date salts; the typed query's rows do the rest."""
-    rows: list[EncodedBatch] = []
+    (:func:`hypothesis_fields`) and holds a valid value, the query under each of
+    :func:`date_hypotheses`, that date withheld: row for row what :func:`encode_query` gives
+    for each hypothesis (its forms included, in the same order), encoded as one batch
+    (:func:`encode_forms`). None where there is none (no such field, or no valid date given).
+    They meet records only through blocking on the fields the date salts; the typed query's
+    rows do the rest. The rows carry no ``problems``: the typed query's report them."""
+    parts: list[EncodedBatch] = []
     for name in hypothesis_fields(schema):
         spec = schema.field(name)
         typed = _normalise_date(values.get(spec.input_name), schema)
         if typed is None:
             continue
-        for other in date_hypotheses(typed):
-            hypothesis = encode_query(schema, keys, {**values, spec.input_name: other})
-            rows.append(assume(schema, hypothesis, [name]))
-    return concat_batches(rows) if rows else None
+        dates = date_hypotheses(typed)
+        columns = {field: [values.get(field)] * len(dates) for field in schema.input_names}
+        columns[spec.input_name] = list(dates)
+        parts.append(assume(schema, encode_forms(schema, keys, columns).batch, [name]))
+    if not parts:
+        return None
+    return dataclasses.replace(concat_batches(parts), problems=())
 
 
 def _normalise_date(value: str | None, schema: Schema) -> str | None:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from linkage import forms, pipeline, synthetic
-from linkage.encode import concat_batches, encode_record
+from linkage.encode import EncodedBatch, concat_batches, encode_record
 from linkage.index import MatchIndex
 from linkage.keys import KeySet, LinkageSecret
 from linkage.normalise import PLACEHOLDER_DATES
@@ -140,3 +140,46 @@ def test_a_record_without_a_date_is_found_only_under_a_hypothesis() -> None:
 
     assert "f" * 32 not in found(False)
     assert "f" * 32 in found(True)
+
+
+def _hypotheses_row_by_row(values: dict[str, str | None]) -> list[EncodedBatch]:
+    """The specification of encode_date_hypotheses: each hypothesis encoded alone as a query
+    (its forms included), the date withheld."""
+    rows = []
+    for name in forms.hypothesis_fields(SCHEMA):
+        spec = SCHEMA.field(name)
+        typed = forms._normalise_date(values.get(spec.input_name), SCHEMA)
+        if typed is None:
+            continue
+        for other in forms.date_hypotheses(typed):
+            query = forms.encode_query(SCHEMA, KEYS, {**values, spec.input_name: other})
+            rows.append(forms.assume(SCHEMA, query, [name]))
+    return rows
+
+
+@given(
+    day=st.dates(min_value=date(1995, 1, 1), max_value=date(2026, 12, 31)),
+    sex=st.sampled_from(["F", "M", None, "x"]),
+    postcode=st.sampled_from(["LS1 4AB", None]),
+    middle=st.sampled_from(["Rose", None]),
+)
+def test_the_batch_of_hypotheses_is_the_queries_encoded_one_by_one(
+    day: date, sex: str | None, postcode: str | None, middle: str | None
+) -> None:
+    values = {
+        **QUERY,
+        "date_of_birth": day.strftime("%d/%m/%Y"),
+        "sex": sex,
+        "postcode": postcode,
+        "middle_names": middle,
+    }
+    batch = forms.encode_date_hypotheses(SCHEMA, KEYS, values)
+    expected = concat_batches(_hypotheses_row_by_row(values))
+    assert batch is not None and len(batch) == len(expected)
+    for got, want in zip(batch.field_filters, expected.field_filters, strict=True):
+        assert np.array_equal(got, want)
+    assert np.array_equal(batch.field_present, expected.field_present)
+    assert np.array_equal(batch.record_filters, expected.record_filters)
+    assert np.array_equal(batch.block_keys, expected.block_keys)
+    assert np.array_equal(batch.salt_tags, expected.salt_tags)
+    assert batch.problems == ()
