@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,31 +35,10 @@ from tests.helpers.node import (
     fresh_node,
     look_up,
     matcher,
-    node_pki,
     served,
-    start_node,
-    stop_node,
-    write_node_config,
 )
 
 __all__ = ["fresh_node", "matcher"]  # the fixtures of tests.helpers.node
-
-__all__ = ["fresh_node", "matcher"]  # the fixtures of tests.helpers.node
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return node_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def node(
-    pki: Path, matcher: tuple[str, MatcherLog], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Node]:
-    config = write_node_config(tmp_path_factory.mktemp("node"), pki, matcher[0])
-    started = start_node(config)
-    yield started
-    stop_node(started)
 
 
 # --------------------------------------------------------------------------- Disclose
