@@ -19,15 +19,10 @@ import pytest
 
 from server.common.refusals import REFUSAL_INTERVAL_S
 from server.launcher import (
-    AGENCIES,
-    node_addresses,
-    start_service,
     stop_services,
-    wait_ready,
     write_matcher_config,
-    write_node_config,
 )
-from tests.helpers.cli_federation import Federation, build_federation, jigsaw
+from tests.helpers.cli_federation import Federation, build_federation, jigsaw, start_federation
 
 pytestmark = pytest.mark.e2e
 
@@ -43,24 +38,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     federation = build_federation(tmp_path_factory.mktemp("batch-cli"), 200, 11)
     write_matcher_config(federation.root, overrides=MATCHER_LIMITS)
     try:
-        federation.start_matcher()
-        assert federation.matcher is not None
-        addresses = node_addresses()
-        for a in AGENCIES:
-            federation.node_configs[a] = write_node_config(
-                federation.root, a, federation.matcher.address(), addresses=addresses,
-                overrides=NODE_LIMITS,
-            )  # fmt: skip
-            federation.nodes[a] = start_service(
-                f"{a}-node",
-                ["node", "serve", "--config", str(federation.node_configs[a])],
-                federation.root / a,
-            )
-            federation.services.append(federation.nodes[a])
-        wait_ready(list(federation.nodes.values()))
-        for a in AGENCIES:
-            jigsaw("ingest", "--config", str(federation.node_configs[a]))
-            jigsaw("publish", "--config", str(federation.node_configs[a]))
+        start_federation(federation, node_overrides=NODE_LIMITS)
         yield federation
     finally:
         stop_services(federation.services)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from server.common.refusals import REFUSAL_INTERVAL_S
-from server.launcher import AGENCIES, start_service, stop_services, wait_ready, write_node_config
-from tests.helpers.cli_federation import Federation, build_federation, jigsaw
+from server.launcher import AGENCIES, stop_services
+from tests.helpers.cli_federation import Federation, build_federation, jigsaw, start_federation
 
 pytestmark = pytest.mark.e2e
 
@@ -29,27 +29,9 @@ STAFF_OF = {"childrens_social_care": "alice", "police": "bob"}
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    from server.launcher import node_addresses
-
     federation = build_federation(tmp_path_factory.mktemp("journey"), 300, 5)
     try:
-        federation.start_matcher()
-        assert federation.matcher is not None
-        addresses = node_addresses()
-        for a in AGENCIES:
-            federation.node_configs[a] = write_node_config(
-                federation.root, a, federation.matcher.address(), addresses=addresses
-            )
-            federation.nodes[a] = start_service(
-                f"{a}-node",
-                ["node", "serve", "--config", str(federation.node_configs[a])],
-                federation.root / a,
-            )
-            federation.services.append(federation.nodes[a])
-        wait_ready(list(federation.nodes.values()))
-        for a in AGENCIES:
-            jigsaw("ingest", "--config", str(federation.node_configs[a]))
-            jigsaw("publish", "--config", str(federation.node_configs[a]))
+        start_federation(federation)
         yield federation
     finally:
         stop_services(federation.services)

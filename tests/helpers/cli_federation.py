@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from linkage import synthetic
 from server.launcher import (
@@ -121,14 +122,15 @@ def build_federation(root: Path, children: int, seed: int) -> Federation:
     return fed
 
 
-def start_federation(fed: Federation) -> None:
-    """Start the matcher and every node, then ingest and publish every agency's file."""
+def start_federation(fed: Federation, node_overrides: dict[str, Any] | None = None) -> None:
+    """Start the matcher and every node (each node config merged with ``node_overrides``),
+    then ingest and publish every agency's file."""
     fed.start_matcher()
     assert fed.matcher is not None
     addresses = node_addresses()
     for a in AGENCIES:
         fed.node_configs[a] = write_node_config(
-            fed.root, a, fed.matcher.address(), addresses=addresses
+            fed.root, a, fed.matcher.address(), addresses=addresses, overrides=node_overrides
         )
         fed.nodes[a] = start_service(
             f"{a}-node", ["node", "serve", "--config", str(fed.node_configs[a])], fed.root / a
