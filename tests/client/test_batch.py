@@ -38,43 +38,10 @@ from server.matcher.config import MatchLimitConfig
 from server.matcher.limits import MATCH_WINDOW_S, MatchLimits
 from server.node.config import RateLimitConfig
 from server.node.service import ENUMERATION_WINDOW_S
+from tests.helpers.calls import FailedCall
 
 ATTEMPTS = NODE_SERVICE_CONFIG["methodConfig"][0]["retryPolicy"]["maxAttempts"]  # type: ignore[index]
 LOOKUP_S = 0.05  # a lookup's own time on the simulated clock
-
-
-class Failed(grpc.RpcError, grpc.Call):  # type: ignore[misc]
-    """What a channel raises for a failed call."""
-
-    def __init__(self, code: grpc.StatusCode, retry_after: float | None = None) -> None:
-        self._code = code
-        self._trailer = (
-            () if retry_after is None else ((RETRY_AFTER_METADATA_KEY, f"{retry_after:.3f}"),)
-        )
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return "rate limit exceeded" if self._code == grpc.StatusCode.RESOURCE_EXHAUSTED else ""
-
-    def trailing_metadata(self) -> Any:
-        return self._trailer
-
-    def initial_metadata(self) -> Any:
-        return ()
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: Any) -> bool:
-        return False
 
 
 @dataclass
@@ -136,10 +103,10 @@ class LimitedNode:
                 return jigsaw_pb2.LookupResponse(lookup_id="ab" * 16)
             self.refusals += 1
             if attempt == ATTEMPTS:
-                raise Failed(grpc.StatusCode.RESOURCE_EXHAUSTED, wait)
+                raise FailedCall(grpc.StatusCode.RESOURCE_EXHAUSTED, wait)
             if self.clock.now + wait > ends:  # gRPC waits the pushback, the deadline ends it
                 self.clock.now = ends
-                raise Failed(grpc.StatusCode.DEADLINE_EXCEEDED)
+                raise FailedCall(grpc.StatusCode.DEADLINE_EXCEEDED)
             self.clock.sleep(wait)
         raise AssertionError("unreachable")
 
@@ -196,7 +163,7 @@ class SurfacingNode:
         self.calls.append((name, self.clock.now))
         if int(name[1:]) in self.refuse:
             self.refuse.discard(int(name[1:]))
-            raise Failed(grpc.StatusCode.RESOURCE_EXHAUSTED, self.retry_after)
+            raise FailedCall(grpc.StatusCode.RESOURCE_EXHAUSTED, self.retry_after)
         return jigsaw_pb2.LookupResponse(lookup_id="cd" * 16)
 
 

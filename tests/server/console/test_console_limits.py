@@ -24,7 +24,6 @@ import grpc
 import pytest
 
 from proto.jigsaw.v1 import jigsaw_pb2
-from proto.jigsaw.v1.transport import RETRY_AFTER_METADATA_KEY
 from server.common.pki import init_pki, issue_certificate
 from server.common.revocation import RevocationChecker
 from server.console.activity import ActivityLog
@@ -38,6 +37,7 @@ from server.console.state import (
 )
 from server.launcher import AGENCIES, CONSOLE_AGENCY, STAFF, write_node_config
 from server.node.config import load_node_config
+from tests.helpers.calls import FailedCall
 
 FORM = {
     "given_name": "Amelia",
@@ -54,39 +54,6 @@ FORM = {
 VALUES = ("Amelia", "Zebedee-Quarrington", "SW1A 1AA", "9434765919", "943 476 5919")
 
 
-class Refusal(grpc.RpcError, grpc.Call):  # type: ignore[misc]
-    """What a channel raises for a node's ``RESOURCE_EXHAUSTED`` refusal."""
-
-    def __init__(self, retry_after: float | None) -> None:
-        self._trailer = (
-            () if retry_after is None else ((RETRY_AFTER_METADATA_KEY, f"{retry_after:.3f}"),)
-        )
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-
-    def details(self) -> str:
-        return "rate limit exceeded; retry after 95.000 s"
-
-    def trailing_metadata(self) -> Any:
-        return self._trailer
-
-    def initial_metadata(self) -> Any:
-        return ()
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: Any) -> bool:
-        return False
-
-
 @dataclass
 class StubNode:
     """A node whose Lookup and Disclose refuse with ``retry_after`` (None: answer)."""
@@ -97,7 +64,7 @@ class StubNode:
     def Lookup(self, request: jigsaw_pb2.LookupRequest, timeout: float) -> Any:
         self.calls.append(("Lookup", request.on_behalf_of))
         if self.retry_after is not None:
-            raise Refusal(self.retry_after)
+            raise FailedCall(grpc.StatusCode.RESOURCE_EXHAUSTED, self.retry_after)
         candidate = jigsaw_pb2.Candidate(
             agency="police", reference="ab" * 16, band=jigsaw_pb2.PROBABILITY_BAND_HIGH
         )
@@ -109,7 +76,7 @@ class StubNode:
 
     def Disclose(self, request: jigsaw_pb2.DiscloseRequest, timeout: float) -> Any:
         self.calls.append(("Disclose", request.on_behalf_of))
-        raise Refusal(self.retry_after)
+        raise FailedCall(grpc.StatusCode.RESOURCE_EXHAUSTED, self.retry_after)
 
 
 @dataclass
@@ -318,7 +285,7 @@ def test_a_refusal_without_a_retry_after_still_says_when(rig: Rig) -> None:
     client = rig.browser("alice")
     token = _signed_in(client)
     rig.node.retry_after = None
-    refused = Refusal(None)
+    refused = FailedCall(grpc.StatusCode.RESOURCE_EXHAUSTED)
     rig.node.Lookup = lambda request, timeout: (_ for _ in ()).throw(refused)  # type: ignore[method-assign]
     answer = client.post("/lookup", data=FORM | {"csrf_token": token})
     assert answer.status_code == 429 and answer.headers["retry-after"] == "60"
