@@ -217,7 +217,7 @@ def _signed_in(client: Browser) -> str:
 
 
 def _assert_clean(text: str) -> None:
-    assert "Traceback" not in text and "RpcError" not in text and "Refusal" not in text
+    assert "Traceback" not in text and "RpcError" not in text and "FailedCall" not in text
     assert "retry after 95.000" not in text  # the node's details are not shown raw
     for value in VALUES:
         assert value not in text
