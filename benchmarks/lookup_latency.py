@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from linkage import forms, pipeline, synthetic
-from linkage.encode import EncodedBatch
+from linkage.encode import EncodedBatch, concat_batches
 from linkage.index import CONFIDENT_PROBABILITY, MatchIndex
 from linkage.keys import KeySet, LinkageSecret
 from linkage.schema import default_child_schema
@@ -55,7 +55,6 @@ from server.matcher.records import (
     DEFAULT_MIN_PROBABILITY,
     FormMap,
     candidates_per_record,
-    rows_of_lookup,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +108,7 @@ def _one_pass(
 ) -> list[Any]:
     return [
         index.query_rows(
-            rows_of_lookup([*typed, *extra]),
+            concat_batches([*typed, *extra]),
             model,
             max_candidates=asked,
             min_probability=DEFAULT_MIN_PROBABILITY,

@@ -147,19 +147,21 @@ def proto_to_encoded(
     fingerprint: str,
     key_version: int,
     field_prefix: str = "records",
+    unique_references: bool = True,
 ) -> tuple[EncodedBatch, list[str]]:
     """Validate received records against ``schema`` and return (batch, references).
 
     Raises :class:`IncompatibleEncodingError` when ``fingerprint`` is not the schema's, and
-    :class:`RequestError` naming ``<field_prefix>[i]...`` for a malformed record: a bad or
-    repeated reference, the wrong number of field filters, block keys or salt tags, or a filter
-    of the wrong length.
+    :class:`RequestError` naming ``<field_prefix>[i]...`` for a malformed record: a bad
+    reference, a repeated one (unless ``unique_references`` is False: the rows of one lookup
+    share its reference), the wrong number of field filters, block keys or salt tags, or a
+    filter of the wrong length.
     """
     if fingerprint != schema.fingerprint():
         raise IncompatibleEncodingError(
             "schema_fingerprint: the encodings were made with a different schema than this server's"
         )
-    fast = _proto_to_encoded_fast(records, schema, fingerprint, key_version)
+    fast = _proto_to_encoded_fast(records, schema, fingerprint, key_version, unique_references)
     if fast is not None:
         return fast
     # something is malformed: the record-by-record loop below finds and names the first problem
@@ -178,7 +180,7 @@ def proto_to_encoded(
     for i, record in enumerate(records):
         where = f"{field_prefix}[{i}]"
         reference = require_reference(record.reference, f"{where}.reference")
-        if reference in seen:
+        if unique_references and reference in seen:
             raise RequestError(
                 f"{where}.reference", f"must be unique; repeats {field_prefix}[{seen[reference]}]"
             )
@@ -233,6 +235,7 @@ def _proto_to_encoded_fast(
     schema: Schema,
     fingerprint: str,
     key_version: int,
+    unique_references: bool = True,
 ) -> tuple[EncodedBatch, list[str]] | None:
     """Column-at-a-time :func:`proto_to_encoded` for well-formed records, else None.
 
@@ -245,7 +248,9 @@ def _proto_to_encoded_fast(
     n_rules = len(schema.blocking)
     n_salts = len(schema.salt_sources)
     references = [record.reference for record in records]
-    if len(set(references)) != n or not all(map(_REFERENCE_FULL.fullmatch, references)):
+    if unique_references and len(set(references)) != n:
+        return None
+    if not all(map(_REFERENCE_FULL.fullmatch, references)):
         return None
     filter_lists = [record.field_filters for record in records]
     if any(len(filters) != n_fields for filters in filter_lists):

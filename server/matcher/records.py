@@ -139,11 +139,6 @@ def candidates_per_record(
     return out
 
 
-def rows_of_lookup(rows: Sequence[EncodedBatch]) -> EncodedBatch:
-    """A lookup's validated one-row batches as one batch (the one row as it is)."""
-    return rows[0] if len(rows) == 1 else concat_batches(rows)
-
-
 def record_numbers(members: Sequence[tuple[str, str]]) -> NDArray[np.int64] | None:
     """Per row, a number for its member (record): 0.. in order of first appearance; None
     when every row is its own record (no forms)."""
@@ -256,8 +251,8 @@ class PublishedRecords:
 
     def query(
         self,
-        queries: Sequence[EncodedBatch],
-        hypotheses: Sequence[EncodedBatch],
+        queries: EncodedBatch,
+        hypotheses: EncodedBatch,
         model: FellegiSunterModel,
         max_candidates: int,
     ) -> list[IndexedCandidate]:
@@ -270,7 +265,7 @@ class PublishedRecords:
         take several places, so each row is asked for ``max_forms`` times ``max_candidates``.
         """
         found = self._index.query_rows(
-            rows_of_lookup([*queries, *hypotheses]),
+            concat_batches([queries, hypotheses]) if len(hypotheses) else queries,
             model,
             max_candidates=max_candidates * self._max_forms,
             min_probability=LOOKUP_MIN_PROBABILITY,
@@ -316,5 +311,4 @@ __all__ = [
     "Snapshot",
     "candidates_per_record",
     "record_numbers",
-    "rows_of_lookup",
 ]

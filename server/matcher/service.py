@@ -290,7 +290,7 @@ class MatcherServicer(jigsaw_pb2_grpc.MatcherServicer):
             )
             if rows > 1:
                 details["queries"] = rows
-            if hypotheses:
+            if len(hypotheses):
                 details["hypotheses"] = len(hypotheses)
             candidates: list[jigsaw_pb2.Candidate] = []
             if self._records.rows:

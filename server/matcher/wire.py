@@ -94,27 +94,20 @@ def queries_to_encoded(
     *,
     key_version: int,
     field: str = "queries",
-) -> list[EncodedBatch]:
-    """The validated one-row batch of each row of a ``MatchRequest`` list (``field``:
-    ``queries`` or ``hypotheses``; errors name ``<field>[i]...``). Rows are validated one by
-    one: they are hypotheses about one person and share the lookup's reference, so the
-    uniqueness a published message needs does not apply."""
-    out = []
-    for i, query in enumerate(queries):
-        try:
-            batch, _ = proto_to_encoded(
-                [query],
-                schema,
-                fingerprint=schema.fingerprint(),
-                key_version=key_version,
-                field_prefix=field,
-            )
-        except RequestError as exc:
-            # proto_to_encoded numbers the one row it was given 0
-            named = exc.field.replace(f"{field}[0]", f"{field}[{i}]", 1)
-            raise RequestError(named, exc.expectation) from None
-        out.append(batch)
-    return out
+) -> EncodedBatch:
+    """The validated rows of a ``MatchRequest`` list (``field``: ``queries`` or
+    ``hypotheses``; errors name ``<field>[i]...``) as one batch. They are hypotheses about one
+    person and share the lookup's reference, so the uniqueness a published message needs does
+    not apply."""
+    batch, _ = proto_to_encoded(
+        queries,
+        schema,
+        fingerprint=schema.fingerprint(),
+        key_version=key_version,
+        field_prefix=field,
+        unique_references=False,
+    )
+    return batch
 
 
 def evidence_to_proto(

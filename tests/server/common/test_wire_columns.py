@@ -83,6 +83,38 @@ def test_proto_to_encoded_fast_path_defers_errors_to_the_loop() -> None:
     assert info.value.field == "records[3].field_filters[0]"
 
 
+def test_rows_of_one_lookup_may_share_a_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup's rows share its reference: refused as a repeat by default, accepted with
+    ``unique_references=False`` on the fast path and the record loop alike, which still
+    name a malformed row by its position."""
+    batch = _batch(6, seed=5)
+    records = convert.encoded_to_proto(batch, ["a" * 32] * 6)
+    with pytest.raises(RequestError) as info:
+        convert.proto_to_encoded(records, SCHEMA, fingerprint=FINGERPRINT, key_version=1)
+    assert info.value.field == "records[1].reference"
+    fast, refs = convert.proto_to_encoded(
+        records, SCHEMA, fingerprint=FINGERPRINT, key_version=1, unique_references=False
+    )
+    assert refs == ["a" * 32] * 6
+    with monkeypatch.context() as patch:
+        patch.setattr(convert, "_proto_to_encoded_fast", lambda *args: None)
+        plain, _ = convert.proto_to_encoded(
+            records, SCHEMA, fingerprint=FINGERPRINT, key_version=1, unique_references=False
+        )
+    _same(fast, plain)
+    records[4].record_filter = b"\x00" * 3
+    with pytest.raises(RequestError) as info:
+        convert.proto_to_encoded(
+            records,
+            SCHEMA,
+            fingerprint=FINGERPRINT,
+            key_version=1,
+            field_prefix="hypotheses",
+            unique_references=False,
+        )
+    assert info.value.field == "hypotheses[4].record_filter"
+
+
 def test_sorted_keys_insertion_merge_equals_full_sort() -> None:
     rng = np.random.default_rng(11)
     keys_of = rng.integers(0, 50, 3000, dtype=np.uint64)  # many repeated keys
