@@ -25,6 +25,7 @@ Input errors (shape mismatches, indices out of range, NaN scores) raise
 """
 
 from linkage.solve.clustering import (
+    DIRECT_OVERRIDE,
     MAX_RECORDS_PER_SOURCE,
     PREFETCH_GROUP_HOLDERS,
     Clustering,
@@ -41,6 +42,7 @@ from linkage.solve.ranking import (
 )
 
 __all__ = [
+    "DIRECT_OVERRIDE",
     "MAX_RECORDS_PER_SOURCE",
     "PREFETCH_GROUP_HOLDERS",
     "Clustering",

@@ -67,17 +67,24 @@ def cluster_size_bound(n_sources: int) -> int:
     return MAX_RECORDS_PER_SOURCE * max(1, n_sources)
 
 
+#: Score from which a direct edge joins two records of one source whose hard evidence
+#: conflicts (:class:`HardEvidence`): the start of the band "very high"
+DIRECT_OVERRIDE = 0.99
+
+
 @dataclass(frozen=True)
 class HardEvidence:
     """Evidence that two records of one source are different people (cannot-link).
 
     ``holds[r]``: record r carries the evidence (its NHS number is present, hence valid).
     ``conflicts(a, b)``: for pairs of records of one source that both hold it, True where the
-    evidence disagrees; called with arrays, once per tested merge. Used by
+    evidence disagrees; called with arrays, once per tested merge. ``direct_override``: a
+    pair's own edge at or above this score joins it all the same. Used by
     :func:`cluster_records` (its rule 3)."""
 
     holds: NDArray[np.bool_]
     conflicts: Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]]
+    direct_override: float = DIRECT_OVERRIDE
 
 
 @dataclass(frozen=True)
@@ -144,18 +151,18 @@ def _real_conflicts(
     hard_evidence: HardEvidence,
     first: NDArray[np.int64],
     second: NDArray[np.int64],
-    strong_keys: NDArray[np.int64],
+    direct_keys: NDArray[np.int64],
     n_records: int,
 ) -> NDArray[np.bool_]:
-    """Mask of the pairs (first[k], second[k]) that conflict and have no strong edge of their
-    own (``strong_keys``: sorted :func:`_edge_keys` of the strong edges)."""
+    """Mask of the pairs (first[k], second[k]) that conflict and have no edge of their own at
+    or above the override (``direct_keys``: sorted :func:`_edge_keys` of those edges)."""
     mask = np.asarray(hard_evidence.conflicts(first, second), dtype=np.bool_)
     if mask.shape != first.shape:
         raise ModelError(f"hard_evidence.conflicts gave {mask.shape} for {first.shape[0]} pairs")
     keys = _edge_keys(np.minimum(first, second), np.maximum(first, second), n_records)
-    at = np.minimum(np.searchsorted(strong_keys, keys), max(strong_keys.shape[0] - 1, 0))
-    if strong_keys.size:
-        mask &= strong_keys[at] != keys
+    at = np.minimum(np.searchsorted(direct_keys, keys), max(direct_keys.shape[0] - 1, 0))
+    if direct_keys.size:
+        mask &= direct_keys[at] != keys
     return mask
 
 
@@ -219,12 +226,17 @@ def cluster_records(
        the sources have no internal duplicates; or
     3. *hard evidence* (only with ``hard_evidence``, :class:`HardEvidence`): some record of A and
        some record of B have the same ``source``, both hold the evidence (an NHS number) and it
-       disagrees, and the two are not joined by a strong edge of their own. Such a pair is never
-       put together through a chain: the cluster is split at its weakest link (the chain's
-       strongest edges have already merged by the time its weakest one is refused). A *direct*
-       strong edge may join them: the model has already weighed the disagreement in that edge's
+       disagrees, and their own edge is below ``hard_evidence.direct_override`` (the band
+       "very high"). Such a pair is never put together through a chain, nor by a merely strong
+       edge of its own: the cluster is split at its weakest link (the chain's strongest edges
+       have already merged by the time its weakest one is refused). A *direct* edge at or
+       above the override joins them: the model has weighed the disagreement in that edge's
        score (an NHS number keyed wrongly into another child's valid one, with everything else
-       agreeing), and "no field is a gate" (DESIGN.md); a chain carries no such weighing.
+       agreeing) and the rest outweighs it, so no field is a gate (DESIGN.md); a chain carries
+       no such weighing. Within one agency two valid numbers are seldom one child's (each
+       agency traces its own), while two children who share a given name, a date of birth
+       and a sex are common enough to make a strong edge below the override; the figures are
+       in RESULTS.md ("Where recall is lost").
        Conflicts are found between records that were never a candidate pair: any two holders of
        one source in one connected component of the strong edges may meet, so all their pairs are
        tested in one vectorised call before clustering (in a component holding more than
@@ -284,9 +296,12 @@ def cluster_records(
     # third count between the two records; in a large group, per root its holders by source
     # (roots holding none absent), tested at each merge.
     holders: dict[int, dict[int, list[int]]] = {}
-    strong_keys = np.zeros(0, dtype=np.int64)
+    direct_keys = np.zeros(0, dtype=np.int64)
     if hard_evidence is not None and holds is not None and sources is not None:
-        strong_keys = np.sort(_edge_keys(low[:n_strong], high[:n_strong], n_records))
+        n_direct = int(
+            np.count_nonzero(score_array >= max(threshold, hard_evidence.direct_override))
+        )  # a prefix: edges are visited strongest first
+        direct_keys = np.sort(_edge_keys(low[:n_direct], high[:n_direct], n_records))
         in_play = np.fromiter(neighbours, dtype=np.int64, count=len(neighbours))
         in_play = in_play[holds[in_play]]
         _, group, group_size = np.unique(
@@ -299,7 +314,7 @@ def cluster_records(
         i, j = pairs_from_labels(group.reshape(-1)[small])
         if i.size:
             first, second = tested[i], tested[j]
-            found = _real_conflicts(hard_evidence, first, second, strong_keys, n_records)
+            found = _real_conflicts(hard_evidence, first, second, direct_keys, n_records)
             for x, y in zip(first[found].tolist(), second[found].tolist(), strict=True):
                 known = neighbours[x].get(y)
                 if known is None:
@@ -346,7 +361,7 @@ def cluster_records(
                     second = np.concatenate(
                         [np.tile(holders_b[s], len(holders_a[s])) for s in shared]
                     ).astype(np.int64)
-                    if _real_conflicts(hard_evidence, first, second, strong_keys, n_records).any():
+                    if _real_conflicts(hard_evidence, first, second, direct_keys, n_records).any():
                         between[2] = 1
                         refused += 1
                         continue
@@ -421,7 +436,8 @@ def cluster_records_reference(
     low, high, score_array = _prepare_edges(n_records, left_idx, right_idx, scores)
     labels = list(range(n_records))
     edges = list(zip(low.tolist(), high.tolist(), score_array.tolist(), strict=True))
-    strong_pairs = {(x, y) for x, y, score in edges if score >= threshold}
+    overriding = max(threshold, hard_evidence.direct_override) if hard_evidence else threshold
+    strong_pairs = {(x, y) for x, y, score in edges if score >= overriding}
     made: dict[frozenset[int], tuple[frozenset[int], frozenset[int]]] = {}  # cluster -> parts
     refused = 0
     for a, b, score in edges:

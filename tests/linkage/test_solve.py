@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from linkage import solve
 from linkage.errors import ModelError
 from linkage.solve import (
+    DIRECT_OVERRIDE,
     HardEvidence,
     cluster_records,
     cluster_records_reference,
@@ -322,13 +323,13 @@ def test_cluster_same_agency_duplicates_without_conflict_still_cluster() -> None
         assert result.refused_unions == 0
 
 
-def test_cluster_direct_strong_edge_may_join_a_conflicting_pair() -> None:
-    # 0 and 2 disagree on the NHS number, but their own edge is strong (everything else
+def test_cluster_direct_very_high_edge_may_join_a_conflicting_pair() -> None:
+    # 0 and 2 disagree on the NHS number, but their own edge is very high (everything else
     # agrees; the score already weighs the disagreement): joined. Record 3, another child of
     # health with a third number, still cannot come in through 1.
     source = np.array(["health", "police", "health", "health"])
     left, right = np.array([0, 0, 1]), np.array([2, 1, 3])
-    scores = np.array([0.8, 0.9, 0.6])
+    scores = np.array([DIRECT_OVERRIDE, 0.9, 0.6])
     evidence = nhs_evidence([111, None, 222, 333])
     for solver in (cluster_records, cluster_records_reference):
         result = solver(
@@ -336,6 +337,29 @@ def test_cluster_direct_strong_edge_may_join_a_conflicting_pair() -> None:
         )
         assert result.labels.tolist() == [0, 0, 0, 3]
         assert result.refused_unions == 1
+
+
+@pytest.mark.parametrize("score", [0.5, 0.9, np.nextafter(DIRECT_OVERRIDE, 0)])
+def test_cluster_direct_strong_edge_below_the_override_is_refused(score: float) -> None:
+    # Two children of health with different numbers who share a given name, a date of birth
+    # and a sex: their own edge is strong but below the override, so they stay apart, and the
+    # police record joins the stronger of them.
+    source = np.array(["health", "police", "health"])
+    left, right = np.array([0, 0, 1]), np.array([2, 1, 2])
+    scores = np.array([score, 0.995, 0.6])
+    evidence = nhs_evidence([111, None, 222])
+    for solver in (cluster_records, cluster_records_reference):
+        result = solver(
+            3, left, right, scores, threshold=0.5, source=source, hard_evidence=evidence
+        )
+        assert result.labels.tolist() == [0, 0, 2]
+        assert result.refused_unions >= 1
+    overridden = HardEvidence(evidence.holds, evidence.conflicts, direct_override=score)
+    for solver in (cluster_records, cluster_records_reference):
+        result = solver(
+            3, left, right, scores, threshold=0.5, source=source, hard_evidence=overridden
+        )
+        assert result.labels.tolist() == [0, 0, 0]
 
 
 def test_cluster_other_agencies_numbers_are_no_conflict() -> None:
