@@ -181,6 +181,7 @@ def _run_lookups(
     max_seconds: float,
     truth: dict[tuple[str, str], tuple[int, str]],
     records_of_child: dict[int, int],
+    holders: dict[int, dict[str, set[str]]],
     rate: float | None = None,
 ) -> dict[str, Any]:
     """Lookups from ``concurrency`` threads (own channel each), until count or time runs out.
@@ -201,6 +202,7 @@ def _run_lookups(
         )  # warm the connection
     latencies: list[float] = []
     hits = [0, 0]  # (lookups whose child has another record, of which found)
+    ranks = [0, 0, 0]  # (lookup and agency holding another record of its child, top 1, top 5)
     errors = [0]
     lock = threading.Lock()
     next_query = [0]
@@ -232,11 +234,29 @@ def _run_lookups(
             elapsed = time.perf_counter() - started
             others = [truth.get((c.agency, c.reference), (-1, "")) for c in response.candidates]
             found = any(child == query.child and local != query.local_id for child, local in others)
+            held = [  # agencies holding another record of the child
+                agency
+                for agency, locals_ in holders.get(query.child, {}).items()
+                if locals_ - {query.local_id if agency == query.agency else ""}
+            ]
+            ranked = {  # per agency, its candidates' children best first, the query excluded
+                agency: [
+                    child
+                    for c, (child, local) in zip(response.candidates, others, strict=True)
+                    if c.agency == agency
+                    and not (agency == query.agency and local == query.local_id)
+                ]
+                for agency in held
+            }
             with lock:
                 latencies.append(elapsed)
                 if records_of_child.get(query.child, 0) > 1:
                     hits[0] += 1
                     hits[1] += int(found)
+                for children in ranked.values():
+                    ranks[0] += 1
+                    ranks[1] += int(children[:1] == [query.child])
+                    ranks[2] += int(query.child in children[:5])
 
     threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
     gc.callbacks.append(pauses)
@@ -261,6 +281,8 @@ def _run_lookups(
         f"{prefix}_p99_ms": _percentile(ms, 99),
         f"{prefix}_per_s": ms.size / wall if wall > 0 else 0.0,
         f"{prefix}_hit_rate": hits[1] / hits[0] if hits[0] else float("nan"),
+        f"{prefix}_top1": ranks[1] / ranks[0] if ranks[0] else float("nan"),
+        f"{prefix}_top5": ranks[2] / ranks[0] if ranks[0] else float("nan"),
         f"{prefix}_harness_gc_max_ms": pauses.longest_ms,
         f"_{prefix}_latencies_ms": ms,
     }
@@ -346,7 +368,9 @@ def run_federation(
       a count and a time budget; queries are records of the synthetic data as another agency
       typed them (police, health or school), all their non-empty linkage fields. ``hit_rate`` is
       the share of lookups whose candidates include a record of the same child (the query
-      record itself excluded), among queries whose child has another record.
+      record itself excluded), among queries whose child has another record. ``top1`` and
+      ``top5``: for each lookup and each agency holding another record of its child, whether
+      the child's record is that agency's first candidate, or among its first five.
     * ``lookup_r300_*``: the same with an offered load of ``LOOKUP_RATE`` (300) lookups a second
       from 32 callers (lookup ``i`` due at ``i / 300`` s; latency from the time it was due), so
       p99 is measured at the target throughput rather than at whatever a closed loop
@@ -499,8 +523,10 @@ def run_federation(
 
         truth = _child_of_references(root, population)
         records_of_child: dict[int, int] = {}
-        for child, _ in truth.values():
+        holders: dict[int, dict[str, set[str]]] = {}  # child -> agency -> its local ids
+        for (agency, _), (child, local_id) in truth.items():
             records_of_child[child] = records_of_child.get(child, 0) + 1
+            holders.setdefault(child, {}).setdefault(agency, set()).add(local_id)
         # ---- lookups through the children's social care node, as staff (none: skipped)
         if lookups > 0:
             from linkage.schema import default_child_schema
@@ -550,6 +576,7 @@ def run_federation(
                     max_seconds=lookup_seconds,
                     truth=truth,
                     records_of_child=records_of_child,
+                    holders=holders,
                     rate=rate,
                 )
                 done = max(1, result[f"{prefix}_count"])

@@ -35,6 +35,8 @@ def test_publish_and_lookups_are_counted(run: tuple[dict[str, Any], list[dict[st
         assert 0 < figures[f"{prefix}_count"] <= 60 and figures[f"{prefix}_errors"] == 0
         assert 0 < figures[f"{prefix}_p50_ms"] <= figures[f"{prefix}_p99_ms"]
         assert figures[f"{prefix}_hit_rate"] > 0.9
+        # ranked per agency holding the child: first at most as often as among the first five
+        assert 0.8 < figures[f"{prefix}_top1"] <= figures[f"{prefix}_top5"] <= 1.0
         assert figures[f"{prefix}_matcher_cpu_ms_per_lookup"] > 0
     # the paced run offers 300 a second: it cannot go faster than that
     assert figures["lookup_r300_per_s"] <= 300 * 1.05
