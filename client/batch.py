@@ -20,16 +20,17 @@ Contract
     per hour (the matcher's cap on a person's answered lookups, 250 at its defaults); a
     batch waits within them rather than failing. gRPC's retry policy
     (:data:`client.client.NODE_SERVICE_CONFIG`) retries a refusal for a rate limit or an
-    unavailable node after the server's pushback, which is as long as the limit needs (up
-    to an hour at an hourly cap): each lookup's deadline is ``max_wait_s`` longer than a
-    lookup's own (:data:`BATCH_LOOKUP_DEADLINE_S`), so gRPC waits the pushback out instead
-    of the call ending at its deadline. A refusal that still surfaces (gRPC's attempts used
-    up) is waited out too, for the server's ``retry-after-s``, and the row tried again, at
-    the same pace (the limits free up at the pace they were used); at most ``max_wait_s``
-    in all for one row, then the batch stops (exit 3; run it again to resume).
-    ``max_wait_s`` defaults to :data:`DEFAULT_MAX_WAIT_S`, longer than any limit's window,
-    so at the shipped limits nothing surfaces: 500 lookups by one person take about 70
-    minutes (250 in the first 8 or so, then a wait until the hour's first lookups age out).
+    unavailable node after the server's pushback when the wait is short (at most
+    :data:`~proto.jigsaw.v1.transport.MAX_PUSHBACK_S`), inside the call, whose deadline
+    (:data:`BATCH_LOOKUP_DEADLINE_S` plus those waits) allows for it. A longer wait (an
+    hourly cap) comes back at once as the refusal with the server's ``retry-after-s``: the
+    batch waits it out in the open (``BatchReport.waiting_s``, shown by the CLI's progress)
+    and tries the row again, at the same pace (the limits free up at the pace they were
+    used); at most ``max_wait_s`` in all for one row, then the batch stops (exit 3; run it
+    again to resume). ``max_wait_s`` defaults to :data:`DEFAULT_MAX_WAIT_S`, longer than any
+    limit's window, so at the shipped limits nothing surfaces as an error: 500 lookups by
+    one person take about 70 minutes (250 in the first 8 or so, then a wait until the
+    hour's first lookups age out).
 """
 
 from __future__ import annotations
@@ -44,14 +45,18 @@ from typing import Any
 
 import grpc
 
+from client.client import LOOKUP_ATTEMPTS
 from client.exports import AGREEMENT_NAMES, BAND_NAMES, private_file
 from linkage.errors import JigsawError
-from proto.jigsaw.v1.transport import retry_after_from_metadata
+from proto.jigsaw.v1.transport import MAX_PUSHBACK_S, retry_after_from_metadata
 
 __all__ = ["BatchError", "BatchReport", "QueryRow", "read_queries", "run_batch"]
 
 #: One lookup's own deadline (the matcher's first lookup fits its model).
 BATCH_LOOKUP_DEADLINE_S = 120.0
+#: A batch lookup's deadline: its own, and the pushback of each retry gRPC may make inside
+#: the call at its longest.
+BATCH_CALL_DEADLINE_S = BATCH_LOOKUP_DEADLINE_S + (LOOKUP_ATTEMPTS - 1) * MAX_PUSHBACK_S
 #: The longest window a rate limit counts over (the matcher's hourly caps and the node's
 #: enumeration alert count over an hour), and the default wait for one row: longer, so an
 #: hourly cap is waited out.
@@ -77,6 +82,8 @@ class BatchReport:
     done: int = 0
     invalid: int = 0
     waits: int = 0
+    #: seconds the batch is waiting for a limit right now (0 while it looks up)
+    waiting_s: float = 0.0
 
 
 def read_queries(
@@ -162,8 +169,6 @@ def run_batch(
     already = _done_lines(out_path)
     interval = 60.0 / per_minute
     next_start = clock()
-    # gRPC's retries wait out the server's pushback inside the call: give them the time
-    deadline = BATCH_LOOKUP_DEADLINE_S + max_wait_s
     with private_file(out_path, append=True) as handle:
         for row in rows:
             report.rows += 1
@@ -182,7 +187,7 @@ def run_batch(
                         purpose_code=purpose_code,
                         note=note,
                         max_candidates=max_candidates,
-                        timeout=deadline,
+                        timeout=BATCH_CALL_DEADLINE_S,
                     )
                     line: dict[str, Any] = _result(row, response)
                     report.done += 1
@@ -205,6 +210,10 @@ def run_batch(
                     waited += wait
                     report.waits += 1
                     next_start = clock() + wait
+                    if progress is not None:
+                        report.waiting_s = wait
+                        progress(report)
+                        report.waiting_s = 0.0
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             handle.flush()
             if progress is not None:

@@ -69,12 +69,17 @@ def _anchors(
 FETCH_DEADLINE_S = 600.0
 
 
+#: Attempts of one Lookup under the node's retry policy (the first and the retries).
+LOOKUP_ATTEMPTS = 5
+
 #: gRPC's own retry policy for lookups (in the channel's service config): a lookup
 #: refused for a rate limit (RESOURCE_EXHAUSTED) or while the node or its matcher is
 #: unreachable (UNAVAILABLE) is tried again, up to gRPC's cap of 5 attempts, with
 #: exponential backoff; the node's ``grpc-retry-pushback-ms`` trailer (its retry-after)
-#: replaces the backoff when present. A refused lookup did no work and is charged to no
-#: budget, so trying it again is safe. The call's deadline bounds every attempt together.
+#: replaces the backoff when present, and a pushback of -1 (a wait longer than
+#: ``MAX_PUSHBACK_S``) ends the retries, so the refusal reaches the caller with its
+#: retry-after. A refused lookup did no work and is charged to no budget, so trying it
+#: again is safe. The call's deadline bounds every attempt together.
 NODE_SERVICE_CONFIG = {
     "methodConfig": [
         {
@@ -82,7 +87,7 @@ NODE_SERVICE_CONFIG = {
             # one, refused in the handshake) must reach the caller before its deadline
             "name": [{"service": "jigsaw.v1.AgencyNode", "method": "Lookup"}],
             "retryPolicy": {
-                "maxAttempts": 5,
+                "maxAttempts": LOOKUP_ATTEMPTS,
                 "initialBackoff": "0.5s",
                 "maxBackoff": "30s",
                 "backoffMultiplier": 2,

@@ -95,7 +95,15 @@ def _batch_lookup(args: argparse.Namespace) -> int:
             note=args.note,
             per_minute=args.per_minute,
             max_candidates=args.max,
-            progress=lambda r: bar.update(task, completed=r.rows),
+            progress=lambda r: bar.update(
+                task,
+                completed=r.rows,
+                description=(
+                    f"lookups: waiting {r.waiting_s:,.0f} s for the rate limits"
+                    if r.waiting_s
+                    else "lookups"
+                ),
+            ),
         )
         bar.update(task, completed=report.rows)
     out.print(

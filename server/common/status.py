@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
@@ -42,7 +41,11 @@ from linkage.errors import (
     ModelError,
     SchemaError,
 )
-from proto.jigsaw.v1.transport import PUSHBACK_METADATA_KEY, RETRY_AFTER_METADATA_KEY
+from proto.jigsaw.v1.transport import (
+    PUSHBACK_METADATA_KEY,
+    RETRY_AFTER_METADATA_KEY,
+    pushback_ms,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +121,8 @@ def abort_for(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     """Abort the RPC with the status :data:`STATUS_TABLE` gives ``exc``; never returns.
 
     A :class:`RateLimitedError` also sets trailing metadata ``retry-after-s`` (seconds, decimal
-    text) and gRPC's ``grpc-retry-pushback-ms`` (whole milliseconds, at least 1). An unknown
+    text) and gRPC's ``grpc-retry-pushback-ms`` (:func:`pushback_ms`: "do not retry" beyond
+    :data:`~proto.jigsaw.v1.transport.MAX_PUSHBACK_S`). An unknown
     exception is logged by type name only and sent as ``INTERNAL``.
     """
     code, message = status_for(exc)
@@ -129,8 +133,8 @@ def abort_for(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
             (
                 (RETRY_AFTER_METADATA_KEY, f"{exc.retry_after:.3f}"),
                 # gRPC's own server pushback: a client whose retry policy covers this status
-                # waits this long before its next attempt
-                (PUSHBACK_METADATA_KEY, str(max(1, math.ceil(exc.retry_after * 1000)))),
+                # waits this long before its next attempt, or, for a long wait, gives up
+                (PUSHBACK_METADATA_KEY, pushback_ms(exc.retry_after)),
             )
         )
     context.abort(code, message)

@@ -4,14 +4,17 @@ lookups by one person finish with no error reaching the caller.
 The limits are the real ones (:class:`server.common.ratelimit.RateLimiter`, the matcher's
 :class:`server.matcher.limits.MatchLimits`) at their default settings, on a simulated clock;
 the node in front of them answers as gRPC's retry policy makes a real channel answer
-(checked against a real channel in :func:`test_grpc_waits_out_a_pushback_within_the_deadline`):
-a refusal's pushback is waited out inside the call when the call's deadline allows it, else
-the call ends ``DEADLINE_EXCEEDED``; after five attempts the refusal itself surfaces.
+(checked against a real channel in :func:`test_grpc_waits_out_a_pushback_within_the_deadline`
+and :func:`test_a_pushback_of_minus_one_ends_the_call_at_once`): a refusal whose wait is at
+most ``MAX_PUSHBACK_S`` is waited out inside the call when the call's deadline allows it,
+else the call ends ``DEADLINE_EXCEEDED``; a longer wait (pushback -1) and the fifth refusal
+surface at once, and the batch waits them out itself.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,15 +27,21 @@ import grpc
 import pytest
 
 from client.batch import (
-    BATCH_LOOKUP_DEADLINE_S,
+    BATCH_CALL_DEADLINE_S,
     DEFAULT_MAX_WAIT_S,
     LONGEST_LIMIT_WINDOW_S,
+    BatchReport,
     QueryRow,
     run_batch,
 )
-from client.client import NODE_SERVICE_CONFIG
+from client.client import LOOKUP_ATTEMPTS, NODE_SERVICE_CONFIG
 from proto.jigsaw.v1 import jigsaw_pb2
-from proto.jigsaw.v1.transport import PUSHBACK_METADATA_KEY, RETRY_AFTER_METADATA_KEY
+from proto.jigsaw.v1.transport import (
+    MAX_PUSHBACK_S,
+    PUSHBACK_METADATA_KEY,
+    RETRY_AFTER_METADATA_KEY,
+    pushback_ms,
+)
 from server.common.ratelimit import RateLimiter
 from server.matcher.config import MatchLimitConfig
 from server.matcher.limits import MATCH_WINDOW_S, MatchLimits
@@ -41,6 +50,7 @@ from server.node.service import ENUMERATION_WINDOW_S
 from tests.helpers.calls import FailedCall
 
 ATTEMPTS = NODE_SERVICE_CONFIG["methodConfig"][0]["retryPolicy"]["maxAttempts"]  # type: ignore[index]
+assert ATTEMPTS == LOOKUP_ATTEMPTS
 LOOKUP_S = 0.05  # a lookup's own time on the simulated clock
 
 
@@ -102,7 +112,7 @@ class LimitedNode:
                 self.answered.append(self.clock.now)
                 return jigsaw_pb2.LookupResponse(lookup_id="ab" * 16)
             self.refusals += 1
-            if attempt == ATTEMPTS:
+            if attempt == ATTEMPTS or pushback_ms(wait) == "-1":  # no retry: it surfaces
                 raise FailedCall(grpc.StatusCode.RESOURCE_EXHAUSTED, wait)
             if self.clock.now + wait > ends:  # gRPC waits the pushback, the deadline ends it
                 self.clock.now = ends
@@ -121,9 +131,14 @@ def test_500_lookups_at_the_default_limits_finish_with_no_error(tmp_path: Path) 
     node = LimitedNode(clock)
     out = tmp_path / "results.jsonl"
     started = clock.now
+    shown: list[float] = []
+
+    def progress(report: BatchReport) -> None:
+        shown.append(report.waiting_s)
+
     report = run_batch(
         node, _rows(500), out, purpose_code="s47_enquiry", note="batch",
-        per_minute=60.0, sleep=clock.sleep, clock=clock,
+        per_minute=60.0, sleep=clock.sleep, clock=clock, progress=progress,
     )  # fmt: skip
     assert (report.rows, report.done, report.invalid) == (500, 500, 0)
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -141,7 +156,11 @@ def test_500_lookups_at_the_default_limits_finish_with_no_error(tmp_path: Path) 
     took = clock.now - started
     print(f"500 lookups: {took / 60:.1f} simulated minutes, {node.refusals} refusals waited out")
     assert MATCH_WINDOW_S < took < MATCH_WINDOW_S + 20 * 60, took / 60  # about 70 minutes
-    assert node.deadlines == {BATCH_LOOKUP_DEADLINE_S + DEFAULT_MAX_WAIT_S}
+    # every call's deadline is minutes, not the hour: the hourly cap's wait came back to
+    # the batch, which showed it while it waited
+    assert node.deadlines == {BATCH_CALL_DEADLINE_S} and BATCH_CALL_DEADLINE_S < 300
+    assert any(wait > MAX_PUSHBACK_S for wait in shown)
+    assert shown.count(0.0) == 500  # one update per row besides the waits
 
 
 def test_the_default_wait_outlasts_every_limits_window() -> None:
@@ -203,6 +222,10 @@ def test_a_wait_past_max_wait_stops_the_batch_and_a_rerun_resumes(tmp_path: Path
 # ------------------------------------------------------------------ gRPC's own behaviour
 
 
+#: the pushback the refusing server sends (a test may set "-1")
+REFUSAL_PUSHBACK = "1500"
+
+
 @pytest.fixture
 def refusing_server() -> Iterator[tuple[str, list[float]]]:
     """A Lookup that refuses its first call with a 1.5 s pushback, then answers."""
@@ -215,7 +238,7 @@ def refusing_server() -> Iterator[tuple[str, list[float]]]:
             first = len(calls) % 2 == 1
         if first:
             context.set_trailing_metadata(
-                ((PUSHBACK_METADATA_KEY, "1500"), (RETRY_AFTER_METADATA_KEY, "1.500"))
+                ((PUSHBACK_METADATA_KEY, REFUSAL_PUSHBACK), (RETRY_AFTER_METADATA_KEY, "1.500"))
             )
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded")
         return jigsaw_pb2.LookupResponse(lookup_id="ef" * 16).SerializeToString()
@@ -258,3 +281,40 @@ def test_grpc_waits_out_a_pushback_within_the_deadline(
         with pytest.raises(grpc.RpcError) as ended:
             lookup(jigsaw_pb2.LookupRequest(), timeout=0.5)
         assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [(0.0, "1"), (0.0004, "1"), (1.5, "1500"), (MAX_PUSHBACK_S, "30000"),
+     (MAX_PUSHBACK_S + 0.001, "-1"), (3600.0, "-1"), (float("nan"), "-1")],
+)  # fmt: skip
+def test_pushback_is_milliseconds_up_to_the_bound_then_do_not_retry(
+    retry_after: float, expected: str
+) -> None:
+    assert pushback_ms(retry_after) == expected
+
+
+def test_a_pushback_of_minus_one_ends_the_call_at_once(
+    refusing_server: tuple[str, list[float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The premise of the batch's short deadline: with the client's retry policy, a refusal
+    whose pushback is -1 (a wait past MAX_PUSHBACK_S) is not retried; the caller gets
+    RESOURCE_EXHAUSTED at once, with the retry-after to wait for."""
+    address, calls = refusing_server
+    monkeypatch.setattr(sys.modules[__name__], "REFUSAL_PUSHBACK", "-1")
+    options = [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(NODE_SERVICE_CONFIG)),
+    ]
+    with grpc.insecure_channel(address, options=options) as channel:
+        lookup = channel.unary_unary(
+            "/jigsaw.v1.AgencyNode/Lookup",
+            request_serializer=jigsaw_pb2.LookupRequest.SerializeToString,
+            response_deserializer=jigsaw_pb2.LookupResponse.FromString,
+        )
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as refused:
+            lookup(jigsaw_pb2.LookupRequest(), timeout=10.0)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert len(calls) == 1 and time.monotonic() - t0 < 1.0
+        assert dict(refused.value.trailing_metadata())[RETRY_AFTER_METADATA_KEY] == "1.500"

@@ -17,8 +17,10 @@ services (``server/``) meet here and nowhere else:
   :data:`MIN_PING_INTERVAL_MS` or more): :func:`secure_channel`.
 * **Rate limits.** A call refused for a rate limit fails with ``RESOURCE_EXHAUSTED`` and the
   trailers :data:`RETRY_AFTER_METADATA_KEY` (seconds, decimal) and
-  :data:`PUSHBACK_METADATA_KEY` (gRPC's server pushback, milliseconds):
-  :func:`retry_after_from_metadata`.
+  :data:`PUSHBACK_METADATA_KEY` (gRPC's server pushback, :func:`pushback_ms`): a wait of at
+  most :data:`MAX_PUSHBACK_S` is waited out by the caller's retry policy inside the call; a
+  longer one says "do not retry", so the refusal reaches the caller at once and it waits
+  where it can show it (:func:`retry_after_from_metadata`).
 * **Files.** An identity's :class:`TlsFiles`: the CA certificate, its certificate and key,
   and the revocation list :data:`CRL_FILE` beside the CA certificate (servers only).
 
@@ -63,6 +65,8 @@ MESSAGE_LIMITS: tuple[tuple[str, int], ...] = (
 RETRY_AFTER_METADATA_KEY = "retry-after-s"
 #: gRPC's server-pushback trailer (milliseconds), honoured by a channel's retry policy.
 PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
+#: The longest wait a refusal leaves to the caller's retry policy, inside one call.
+MAX_PUSHBACK_S = 30.0
 
 # what gRPC's TLS says when the server certificate does not carry the expected name
 _HOSTNAME_CHECK_FAILED = "Hostname Verification Check failed"
@@ -119,6 +123,16 @@ def raise_if_wrong_server(exc: grpc.RpcError, address: str, *, role: str, agency
             f"the server at {address} is not the expected {role} of agency {agency}: its "
             f"certificate does not name {server_name(role, agency)}"
         ) from None
+
+
+def pushback_ms(retry_after: float) -> str:
+    """The :data:`PUSHBACK_METADATA_KEY` value of a refusal to be retried after
+    ``retry_after`` seconds: whole milliseconds (at least 1) up to :data:`MAX_PUSHBACK_S`,
+    else ``-1``, which gRPC's retry policy reads as "do not retry" (gRFC A6): a call's
+    deadline need not outlast an hourly cap, and the wait happens where the caller sees it."""
+    if not retry_after <= MAX_PUSHBACK_S:  # NaN too
+        return "-1"
+    return str(max(1, math.ceil(retry_after * 1000)))
 
 
 def retry_after_from_metadata(metadata: object) -> float | None:
