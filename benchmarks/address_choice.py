@@ -13,8 +13,10 @@ and clustered as ``jigsaw link`` does under each of :data:`VARIANTS`:
   address (its records encoded without one), as an optional field would be used.
 
 Figures per row (:func:`benchmarks.recall_loss.measure`): pairwise precision, recall and F1
-over the clusters, pair completeness (true pairs that became candidates) and the quality on
-the duplicates within one agency (``dup_f1``).
+over the clusters, pair completeness (true pairs that became candidates), the quality on
+the duplicates within one agency (``dup_f1``), and ``moved_lost``: of the true pairs with a
+house move on either record (``moved_house``: the postcode and the address both changed), the
+share the link missed.
 
 Privacy (unless ``--no-attack``), on ``--records`` health-agency records, one per child
 (:func:`benchmarks.attack.one_record_per_child` with addresses): the frequency attack of
@@ -109,7 +111,7 @@ VARIANTS: dict[
 
 QUALITY_COLUMNS = (
     "profile", "schema", "records", "true_pairs", "precision", "recall", "f1",
-    "pair_completeness", "dup_f1", "seconds",
+    "pair_completeness", "dup_f1", "moved_lost", "seconds",
 )  # fmt: skip
 
 
@@ -127,7 +129,12 @@ def quality_rows(children: int, seed: int, profiles: Sequence[str]) -> list[dict
         for name, (build, present) in VARIANTS.items():
             _progress(f"{profile}: linking under {name}")
             measured = recall_loss.measure(build(), present(data), name)
-            row = {"profile": profile, **measured}
+            moved = measured["by_error"]["moved_house"]  # type: ignore[index]
+            row = {
+                "profile": profile,
+                **measured,
+                "moved_lost": moved["lost"] / moved["pairs"] if moved["pairs"] else 0.0,
+            }
             rows.append({column: row[column] for column in QUALITY_COLUMNS})
             print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -242,7 +249,8 @@ def _report(
         "(`benchmarks/address_choice.py`, `with_address`); `police unmapped`: the same with "
         "the police node mapping no address. Pairwise precision, recall and F1 over the "
         "clusters; `pair_completeness`: true pairs that became candidates; `dup_f1`: F1 on "
-        "the pairs within one agency (duplicates).\n\n"
+        "the pairs within one agency (duplicates); `moved_lost`: of the true pairs with a house "
+        "move on either record (postcode and address both changed), the share missed.\n\n"
         + markdown_table(linked, list(QUALITY_COLUMNS))
         + "\n"
     )
