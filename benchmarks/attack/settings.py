@@ -160,10 +160,11 @@ def publish_setting(
 
 
 def one_record_per_child(
-    n_records: int, seed: int
+    n_records: int, seed: int, *, addresses: bool = False
 ) -> tuple[dict[str, list[str | None]], NDArray[np.int64]]:
-    """``n_records`` health-agency records of distinct children, in a seeded random order."""
-    data = synthetic.generate_population(int(n_records / 0.9) + 200, seed=seed)
+    """``n_records`` health-agency records of distinct children, in a seeded random order
+    (``addresses``: with their address column too, every other value the same)."""
+    data = synthetic.generate_population(int(n_records / 0.9) + 200, seed=seed, addresses=addresses)
     health = data.agencies["health"]
     _, first = np.unique(health.child_id, return_index=True)
     order = np.random.default_rng(seed).permutation(first)[:n_records]

@@ -16,13 +16,19 @@ How a population is drawn (all from ``seed``; the output never depends on today'
 * Children. Sex, a given name by sex (some from another background), some with one or two
   middle names, a date of birth giving an age of 0-17 on :data:`REFERENCE_DATE`, a unique NHS
   number valid under modulus 11.
+* Addresses (only with ``addresses=True``, from streams of their own so that nothing else
+  changes). Each household has an address line (house number and street, a share of them a
+  flat), which its children share; an agency writes it with abbreviations, a mistyped or
+  missing house number, the flat left out, or not at all, and a child who moved house
+  (``moved_house``) has a new address with the new postcode (:mod:`.addresses`).
 * Agency records. A child appears in an agency with probability ``coverage``; a held child has
   a second record with probability ``duplicate_rate``. Every record gets independent errors at
   the agency's rates (see ``AgencyProfile``). Records are shuffled before numbering, so a
   record id ("POL-000123") says nothing about the child.
 
 Modules: :mod:`.profiles` (agencies and their error rates), :mod:`.mistakes` (how a value
-goes wrong), :mod:`.generate` (the generator), :mod:`.records` (the output and its truth).
+goes wrong), :mod:`.addresses` (address lines and their errors), :mod:`.generate` (the
+generator), :mod:`.records` (the output and its truth).
 
 Invariants: the output depends only on the seed and the profiles (never on today's date);
 every per-record choice is drawn in numpy arrays up front, and Python-level string edits run
@@ -37,12 +43,15 @@ from linkage.synthetic.mistakes import (
     transliterate,
 )
 from linkage.synthetic.profiles import (
+    ADDRESS_COLUMN,
+    ADDRESS_ERROR_CATEGORIES,
     BOY_SHARE,
     COLUMNS,
     DATE_FORMATS,
     DEFAULT_AGENCIES,
     DOUBLE_BARRELLED_SHARE,
     ERROR_CATEGORIES,
+    FLAT_SHARE,
     MIDDLE_NAME_SHARE,
     MIXED_NAME_SHARE,
     PROFILES,
@@ -65,12 +74,15 @@ from linkage.synthetic.records import (
 )
 
 __all__ = [
+    "ADDRESS_COLUMN",
+    "ADDRESS_ERROR_CATEGORIES",
     "BOY_SHARE",
     "COLUMNS",
     "DATE_FORMATS",
     "DEFAULT_AGENCIES",
     "DOUBLE_BARRELLED_SHARE",
     "ERROR_CATEGORIES",
+    "FLAT_SHARE",
     "MIDDLE_NAME_SHARE",
     "MIXED_NAME_SHARE",
     "PROFILES",

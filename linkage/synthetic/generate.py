@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from linkage import namedata
 from linkage.errors import InvalidValueError
+from linkage.synthetic.addresses import Addresses, agency_addresses, draw_addresses
 from linkage.synthetic.mistakes import (
     _MONTH_ABBREVIATIONS,
     _MONTH_NAMES,
@@ -31,6 +32,7 @@ from linkage.synthetic.mistakes import (
 )
 from linkage.synthetic.profiles import (
     _DOB_ERRORS,
+    ADDRESS_COLUMN,
     BOY_SHARE,
     DEFAULT_AGENCIES,
     DOUBLE_BARRELLED_SHARE,
@@ -309,12 +311,15 @@ def _agency_records(
     profile: AgencyProfile,
     children: _Children,
     tables: _NameTables,
+    addresses: tuple[np.random.Generator, Addresses] | None = None,
 ) -> AgencyData:
     """One agency's records. ``rng`` draws the original errors, ``extra`` the newer ones.
 
     The newer errors (the ``AgencyProfile`` fields that default to 0.0) draw only from
     ``extra``, so the records of a profile that leaves them at 0.0 are the same as before they
-    existed.
+    existed. ``addresses`` (a generator of the agency's own and every household's address)
+    adds the ``ADDRESS_COLUMN``; it draws only from that generator, reusing the postcode's
+    move and the names' case noise, so every other value is as without it.
     """
     n_children = children.household.shape[0]
     held = np.flatnonzero(rng.random(n_children) < profile.coverage)
@@ -475,6 +480,15 @@ def _agency_records(
 
     _flag_blanks(columns, children, child_id, flags)
     flags["nhs_missing"] = ~nhs_present
+    if addresses is not None:
+        address_rng, household_address = addresses
+        truth = household_address.take(children.household[child_id])
+        address, address_flags = agency_addresses(address_rng, profile, truth, moved)
+        for r, style in zip(case_records, case_styles, strict=True):
+            if address[r]:
+                address[r] = _case_noise(address[r] or "", style)
+        columns[ADDRESS_COLUMN] = address
+        flags.update(address_flags)
     return AgencyData(
         name=profile.name,
         profile=profile,
@@ -525,6 +539,7 @@ def generate_population(
     seed: int,
     agencies: Sequence[AgencyProfile] = DEFAULT_AGENCIES,
     double_barrelled_share: float | None = None,
+    addresses: bool = False,
 ) -> SyntheticData:
     """Draw ``n_children`` children and each agency's records about them, all from ``seed``.
 
@@ -533,6 +548,9 @@ def generate_population(
     ``agencies=PROFILES["hard"]``. ``double_barrelled_share`` (default: ``DOUBLE_BARRELLED_SHARE``
     when some agency has a ``family_name_half_rate``, else none, as before that error existed)
     gives that share of households a double-barrelled family name, from a stream of its own.
+    ``addresses`` gives every household an address line and every agency an ``ADDRESS_COLUMN``
+    with its address errors (``ADDRESS_ERROR_CATEGORIES``), all from streams of their own: every
+    other value, and so every figure measured without addresses, is the same with them.
     """
     if isinstance(n_children, bool) or not isinstance(n_children, int) or n_children < 0:
         raise InvalidValueError("n_children", "must be a non-negative integer")
@@ -555,12 +573,19 @@ def generate_population(
         children = _with_double_barrelled_names(
             _stream(seed, 2), children, tables, double_barrelled_share
         )
+    household_address = None
+    if addresses:
+        household_address = draw_addresses(_stream(seed, 4), children.household_family.shape[0])
     records = {}
     for profile in agencies:
         key = zlib.crc32(profile.name.encode("utf-8"))
+        agency_address = None
+        if household_address is not None:
+            agency_address = (_stream(seed, 5, key), household_address)
         records[profile.name] = _agency_records(
-            _stream(seed, 1, key), _stream(seed, 3, key), profile, children, tables
-        )
+            _stream(seed, 1, key), _stream(seed, 3, key), profile, children, tables,
+            agency_address,
+        )  # fmt: skip
     return SyntheticData(
         seed=seed, n_children=n_children, agencies=records, household_id=children.household
     )

@@ -81,6 +81,26 @@ later blank hid (a mistyped date then left empty is ``dob_missing`` only) is not
 record without an NHS number; ``middle_missing`` a child with a middle name whose record has
 none. Formatting noise (case, spaces, date and sex styles) is not an error."""
 
+ADDRESS_COLUMN = "address"
+"""The column of the household address line, present only in a population drawn with
+``addresses=True`` (``generate_population``); not one of :data:`COLUMNS`, so the records (and
+their CSV rows) of a population drawn without it are exactly as before it existed."""
+
+ADDRESS_ERROR_CATEGORIES: tuple[str, ...] = (
+    "address_abbreviated", "address_number_typo", "address_number_missing",
+    "address_flat_dropped", "address_missing",
+)  # fmt: skip
+"""Names of the address errors in ``AgencyData.errors``, present only where the population has
+addresses. Flagged as :data:`ERROR_CATEGORIES` are (only where visible; a blank address hides
+the others). A house move is ``moved_house``: it changes the postcode and the address together.
+Case and padding are formatting noise, as for the names."""
+
+FLAT_SHARE = 0.15
+"""Share of households that live in a flat ("Flat 3, 12 Station Road"). Judgement: below the
+roughly one fifth of English dwellings that are flats (English Housing Survey headline figure,
+as remembered; not re-checked offline), since families with children more often live in
+houses."""
+
 _DOB_ERRORS: tuple[str, ...] = (
     "dob_day_off", "dob_month_off", "dob_digit", "dob_year_off", "dob_placeholder",
     "dob_unknown_date",
@@ -108,6 +128,8 @@ class MissingRates:
     date_of_birth: float = 0.0
     sex: float = 0.0
     postcode: float = 0.0
+    address: float = 0.0
+    """Only where the population has addresses (``ADDRESS_COLUMN``)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +185,16 @@ class AgencyProfile:
     """Of the records with an NHS number, a valid number that belongs to another child."""
     sex_unknown_rate: float = 0.0
     """Sex written as the agency's "not known" code (``SEX_UNKNOWN_CODES``), not left empty."""
+    # Address errors: drawn only where the population has addresses (ADDRESS_COLUMN), from
+    # streams of their own, so they change nothing else.
+    address_abbreviation_rate: float = 0.0
+    """Street type abbreviated ("Station Rd" for "Station Road"), where the street has one."""
+    address_number_typo_rate: float = 0.0
+    """One digit of the house number keyed wrongly (another digit, or two swapped)."""
+    address_number_missing_rate: float = 0.0
+    """House number (and flat) left out: the street alone."""
+    address_flat_dropped_rate: float = 0.0
+    """Of the records of a child living in a flat, the "Flat N, " prefix left out."""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -173,7 +205,9 @@ class AgencyProfile:
             "nhs_spaced_rate", "dob_day_off_rate", "dob_month_off_rate", "dob_digit_rate",
             "dob_year_off_rate", "dob_placeholder_rate", "dob_unknown_date_rate",
             "given_middle_swap_rate", "given_family_swap_rate", "family_name_half_rate",
-            "nhs_wrong_child_rate", "sex_unknown_rate",
+            "nhs_wrong_child_rate", "sex_unknown_rate", "address_abbreviation_rate",
+            "address_number_typo_rate", "address_number_missing_rate",
+            "address_flat_dropped_rate",
         ):  # fmt: skip
             if not _is_probability(getattr(self, field_name)):
                 problems.append(f"{field_name} must be a probability in [0, 1]")
@@ -377,6 +411,19 @@ _PROFILE_RATES: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]] = Mapp
     "missing.given_name": ((0.005, 0.0, 0.0, 0.003), (0.01, 0.001, 0.002, 0.01)),
     "missing.family_name": ((0.003, 0.0, 0.0, 0.002), (0.005, 0.001, 0.002, 0.005)),
     "missing.middle_names": ((0.5, 0.1, 0.3, 0.4), (0.6, 0.2, 0.4, 0.5)),
+    # Addresses (only where the population has them): no published rate was found for the
+    # address line itself. A move changes it with the postcode (moved_house_rate, above, from
+    # [Harron17]); a missing address is as often as a missing postcode (the two are taken
+    # together); the rest is judgement: abbreviating the street type is a keying habit (the
+    # Royal Mail address file writes it in full, free-text systems let staff shorten it), and
+    # a mistyped or missing house number is rarer than a name typo (a number of one to three
+    # digits). The kinds follow [Christen] (abbreviations, missing and mistyped values).
+    "address_abbreviation_rate": ((0.30, 0.10, 0.20, 0.20), (0.50, 0.30, 0.40, 0.40)),
+    "address_number_typo_rate": ((0.01, 0.003, 0.005, 0.01), (0.03, 0.01, 0.02, 0.03)),
+    "address_number_missing_rate": ((0.03, 0.005, 0.01, 0.02), (0.06, 0.02, 0.03, 0.05)),
+    # Of children living in a flat (FLAT_SHARE): judgement.
+    "address_flat_dropped_rate": ((0.30, 0.10, 0.20, 0.20), (0.50, 0.30, 0.40, 0.40)),
+    "missing.address": ((0.05, 0.01, 0.02, 0.05), (0.10, 0.08, 0.05, 0.10)),
 })  # fmt: skip
 
 

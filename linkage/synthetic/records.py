@@ -14,16 +14,24 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from linkage.synthetic.profiles import COLUMNS, ERROR_CATEGORIES, AgencyProfile
+from linkage.synthetic.profiles import (
+    ADDRESS_COLUMN,
+    ADDRESS_ERROR_CATEGORIES,
+    COLUMNS,
+    ERROR_CATEGORIES,
+    AgencyProfile,
+)
 
 
 @dataclass(frozen=True)
 class AgencyData:
     """One agency's records: raw strings as it stores them, and the true child of each record.
 
-    ``columns`` maps every name in ``COLUMNS`` to one value per record; a missing value is
-    ``None`` or ``""`` (agencies mix both). ``child_id[i]`` is the true child of record ``i``.
-    ``errors[category][i]`` says whether record ``i`` carries that error (``ERROR_CATEGORIES``).
+    ``columns`` maps every name in ``COLUMNS`` (and ``ADDRESS_COLUMN`` where the population
+    has addresses) to one value per record; a missing value is ``None`` or ``""`` (agencies mix
+    both). ``child_id[i]`` is the true child of record ``i``. ``errors[category][i]`` says
+    whether record ``i`` carries that error (``ERROR_CATEGORIES``, and
+    ``ADDRESS_ERROR_CATEGORIES`` where the population has addresses).
     """
 
     name: str
@@ -34,6 +42,17 @@ class AgencyData:
 
     def __len__(self) -> int:
         return int(self.child_id.shape[0])
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """``COLUMNS``, then ``ADDRESS_COLUMN`` where this agency's records have addresses."""
+        return (*COLUMNS, ADDRESS_COLUMN) if ADDRESS_COLUMN in self.columns else COLUMNS
+
+    @property
+    def error_categories(self) -> tuple[str, ...]:
+        """The categories of ``errors``: the address ones too where there are addresses."""
+        extra = ADDRESS_ERROR_CATEGORIES if ADDRESS_COLUMN in self.columns else ()
+        return (*ERROR_CATEGORIES, *extra)
 
 
 @dataclass(frozen=True)
@@ -58,11 +77,14 @@ class SyntheticData:
     """``household_id[child]``: children with the same value are siblings."""
 
     def all_records(self) -> CombinedRecords:
-        """Concatenate every agency's records (in ``agencies`` order) with their source."""
+        """Concatenate every agency's records (in ``agencies`` order) with their source (and
+        their addresses, where the population has them)."""
         parts = list(self.agencies.values())
-        columns: dict[str, list[str | None]] = {column: [] for column in COLUMNS}
+        names = parts[0].column_names if parts else COLUMNS
+        categories = parts[0].error_categories if parts else ERROR_CATEGORIES
+        columns: dict[str, list[str | None]] = {column: [] for column in names}
         for part in parts:
-            for column in COLUMNS:
+            for column in names:
                 columns[column].extend(part.columns[column])
         child_id = np.concatenate(
             [part.child_id for part in parts] or [np.zeros(0, dtype=np.int64)]
@@ -75,7 +97,7 @@ class SyntheticData:
             category: np.concatenate(
                 [part.errors[category] for part in parts] or [np.zeros(0, dtype=np.bool_)]
             )
-            for category in ERROR_CATEGORIES
+            for category in categories
         }
         return CombinedRecords(columns=columns, child_id=child_id, source=source, errors=errors)
 
@@ -110,10 +132,12 @@ def _pairs_with_equal_ids(
 
 
 def rows(agency: AgencyData) -> Iterator[dict[str, str]]:
-    """Yield one ``{column: value}`` dict per record, missing values as "" (for CSV writing)."""
-    columns = [agency.columns[column] for column in COLUMNS]
+    """Yield one ``{column: value}`` dict per record, missing values as "" (for CSV writing):
+    ``COLUMNS``, then ``ADDRESS_COLUMN`` where the population has addresses."""
+    names = agency.column_names
+    columns = [agency.columns[column] for column in names]
     for values in zip(*columns, strict=True):
         yield {
             column: "" if value is None else value
-            for column, value in zip(COLUMNS, values, strict=True)
+            for column, value in zip(names, values, strict=True)
         }
