@@ -433,12 +433,12 @@ class NodeStore:
                 (int(after), int(limit)),
             ).fetchall()
             agencies: dict[str, list[tuple[str, str, int]]] = {}
-            if refs:
-                marks = ",".join("?" * len(refs))
+            for chunk in _chunks([str(reference) for reference, _ in refs]):
+                marks = ",".join("?" * len(chunk))
                 for reference, agency, cluster_id, band in self._conn.execute(
                     "SELECT reference, agency, cluster_id, band FROM linked "
                     f"WHERE reference IN ({marks}) ORDER BY reference, agency",
-                    [reference for reference, _ in refs],
+                    chunk,
                 ):
                     agencies.setdefault(str(reference), []).append(
                         (str(agency), str(cluster_id), int(band))

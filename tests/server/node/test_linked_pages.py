@@ -160,3 +160,17 @@ def test_a_page_and_the_total_read_an_index_range_not_the_table(store: NodeStore
 
 def _plan(conn: sqlite3.Connection, sql: str) -> list[str]:
     return [str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+
+
+def test_a_page_larger_than_one_query_of_references(tmp_path: Path) -> None:
+    # ListLinked allows pages of thousands; their agencies are read a few hundred at a time
+    with NodeStore(tmp_path / "node.sqlite") as big:
+        big.upsert_many((f"id-{i:05d}", _fields(i)) for i in range(1300))
+        rows = [
+            LinkedRow(ref, f"c-{i}", (("police", 1),))
+            for i, (_, ref) in enumerate(_references(big))
+        ]
+        assert big.replace_linked("r" * 32, rows) == 1300
+        pages = _walk(big, 1200)
+        assert [len(page) for page in pages] == [1200, 100]
+        assert [row.cluster_id for page in pages for row in page] == [r.cluster_id for r in rows]
