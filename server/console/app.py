@@ -122,6 +122,14 @@ def _page_number(text: str) -> int:
     return max(1, int(text))
 
 
+def _entry_number(text: str) -> int:
+    """The activity entry asked for in ``?before=``: entries older than it are listed (0,
+    the newest, for anything but a positive number)."""
+    if not text.isdigit() or len(text) > 18:
+        return 0
+    return int(text)
+
+
 def _fetched_at(text: str) -> str:
     """The node's UTC ISO-8601 fetch time in words ("" when none or unreadable)."""
     try:
@@ -374,7 +382,8 @@ def create_app(console: Console) -> Any:
         if isinstance(got, Response):
             return got
         identity, session = got
-        entries = await run_in_threadpool(console.activity.of, identity.name)
+        before = _entry_number(request.query_params.get("before", ""))
+        entries = await run_in_threadpool(console.activity.page, identity.name, before)
         node_status: jigsaw_pb2.NodeStatusResponse | None = None
         status_error = ""
         if identity.role == "operator":
@@ -389,8 +398,9 @@ def create_app(console: Console) -> Any:
                 code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
                 logger.info("console node status failed: %s", code)
         return console.render(
-            "activity.html", session=session, csrf_token=session.csrf, entries=entries,
-            page="activity", operator=identity.role == "operator", node_status=node_status,
+            "activity.html", session=session, csrf_token=session.csrf, entries=entries.entries,
+            older=entries.older, newest=before == 0, page="activity",
+            operator=identity.role == "operator", node_status=node_status,
             status_error=status_error,
         )  # fmt: skip
 

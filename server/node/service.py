@@ -345,8 +345,10 @@ class AgencyNodeServicer(jigsaw_pb2_grpc.AgencyNodeServicer):
         if page_size > MAX_LINKED_PAGE:
             raise RequestError("page_size", f"at most {MAX_LINKED_PAGE}")
         total = self._store.linked_count()
-        # a token is an offset into the list that this node handed out: nothing else is taken
-        # (nor written to the audit log, where a caller's number could be anything)
+        # a token is a position in the list that this node handed out (the last record of the
+        # previous page; positions run 1..total without a gap, so it is also the page's offset
+        # and a page is one keyset range of the store's index): nothing else is taken (nor
+        # written to the audit log, where a caller's number could be anything)
         token = request.page_token
         if token and not (token.isdigit() and len(token) <= 12 and int(token) <= total):
             raise RequestError("page_token", "pass next_page_token back unchanged")

@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS linked (
     band INTEGER NOT NULL,
     PRIMARY KEY (reference, agency)
 );
+CREATE TABLE IF NOT EXISTS linked_records (
+    position INTEGER PRIMARY KEY,
+    reference TEXT UNIQUE NOT NULL
+);
 CREATE TABLE IF NOT EXISTS source_quality (
     source TEXT PRIMARY KEY,
     ingested_at TEXT NOT NULL,
@@ -236,8 +240,10 @@ class NodeStore:
         changed = 0
         now = _now()
         with self._lock, self._transaction():
+            renumber = False
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
+                renumber = renumber or _linked_among(self._conn, "local_id", chunk)
                 changed += self._conn.execute(
                     f"DELETE FROM records WHERE published_hash IS NULL AND local_id IN ({marks})",
                     chunk,
@@ -247,6 +253,8 @@ class NodeStore:
                     f"WHERE deleted = 0 AND local_id IN ({marks})",
                     [now, *chunk],
                 ).rowcount
+            if renumber:  # a deleted record leaves the linked list, which closes up
+                _number_linked(self._conn)
         return changed
 
     def mark_published_rows(self, records: Iterable[PendingRecord]) -> int:
@@ -369,14 +377,15 @@ class NodeStore:
 
     def replace_linked(self, result_id: str, rows: Iterable[LinkedRow]) -> int:
         """Replace the linked records with ``rows`` of link result ``result_id``, in one
-        transaction; a row whose reference the store does not hold is dropped. Returns the
-        records (distinct references) kept."""
+        transaction; a row whose reference the store does not hold as a live record is
+        dropped. Returns the records (distinct references) kept."""
         with self._lock, self._transaction():
             conn = self._conn
             conn.execute("DELETE FROM linked")
             conn.executemany(
                 "INSERT OR REPLACE INTO linked(reference, agency, cluster_id, band) "
-                "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM records WHERE reference = ?)",
+                "SELECT ?, ?, ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM records WHERE reference = ? AND deleted = 0)",
                 (
                     (row.reference, agency, row.cluster_id, int(band), row.reference)
                     for row in rows
@@ -389,44 +398,53 @@ class NodeStore:
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (key, value),
                 )
-            found = conn.execute("SELECT count(DISTINCT reference) FROM linked").fetchone()
-        return int(found[0])
+            return _number_linked(conn)
 
     def linked_count(self) -> int:
-        """Live records with at least one linked agency."""
+        """Live records with at least one linked agency (the last position of the list: the
+        positions are dense, so this is one step down the table's key, at any size)."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT count(DISTINCT l.reference) FROM linked l "
-                "JOIN records r ON r.reference = l.reference WHERE r.deleted = 0"
+                "SELECT COALESCE(max(position), 0) FROM linked_records"
             ).fetchone()
         return int(row[0])
 
-    def linked_page(self, offset: int, limit: int) -> list[LinkedRow]:
-        """Live linked records ``offset .. offset + limit - 1`` in store order, each with
-        its local id and its other agencies (by name)."""
+    def linked_page(self, after: int, limit: int) -> list[LinkedRow]:
+        """Up to ``limit`` live linked records after list position ``after`` (0 = from the
+        first), in store order, each with its local id and its other agencies (by name).
+
+        Keyset pagination: positions run 1..:meth:`linked_count` without a gap, so position
+        ``after`` is also the number of records before the page, and a page is one range of
+        ``linked_records``' integer key, then a lookup per row by reference: its cost is the
+        rows it returns, the same on the last page of a million records as on the first.
+        """
         with self._lock:
             refs = self._conn.execute(
-                "SELECT r.reference, r.local_id FROM records r WHERE r.deleted = 0 AND EXISTS "
-                "(SELECT 1 FROM linked l WHERE l.reference = r.reference) "
-                "ORDER BY r.rowid LIMIT ? OFFSET ?",
-                (int(limit), int(offset)),
+                "SELECT r.reference, r.local_id FROM linked_records lr "
+                "JOIN records r ON r.reference = lr.reference "
+                "WHERE lr.position > ? ORDER BY lr.position LIMIT ?",
+                (int(after), int(limit)),
             ).fetchall()
-            out = []
-            for reference, local_id in refs:
-                rows = self._conn.execute(
-                    "SELECT agency, cluster_id, band FROM linked WHERE reference = ? "
-                    "ORDER BY agency",
-                    (reference,),
-                ).fetchall()
-                out.append(
-                    LinkedRow(
-                        reference=str(reference),
-                        cluster_id=str(rows[0][1]),
-                        agencies=tuple((str(a), int(b)) for a, _, b in rows),
-                        local_id=str(local_id),
+            agencies: dict[str, list[tuple[str, str, int]]] = {}
+            for chunk in _chunks([str(reference) for reference, _ in refs]):
+                marks = ",".join("?" * len(chunk))
+                for reference, agency, cluster_id, band in self._conn.execute(
+                    "SELECT reference, agency, cluster_id, band FROM linked "
+                    f"WHERE reference IN ({marks}) ORDER BY reference, agency",
+                    chunk,
+                ):
+                    agencies.setdefault(str(reference), []).append(
+                        (str(agency), str(cluster_id), int(band))
                     )
-                )
-        return out
+        return [
+            LinkedRow(
+                reference=str(reference),
+                cluster_id=agencies[reference][0][1],
+                agencies=tuple((a, b) for a, _, b in agencies[reference]),
+                local_id=str(local_id),
+            )
+            for reference, local_id in refs
+        ]
 
     def linked_without(self, field: str) -> tuple[int, int, int]:
         """Over live records: (records lacking a value of ``field``, of which linked to
@@ -437,7 +455,7 @@ class NodeStore:
                 "SELECT COALESCE(SUM(json_extract(r.fields, ?) IS NULL), 0), "
                 "COALESCE(SUM(json_extract(r.fields, ?) IS NULL AND l.reference IS NOT NULL), 0), "
                 "COALESCE(SUM(l.reference IS NOT NULL), 0) "
-                "FROM records r LEFT JOIN (SELECT DISTINCT reference FROM linked) l "
+                "FROM records r LEFT JOIN linked_records l "
                 "ON l.reference = r.reference WHERE r.deleted = 0",
                 (path, path),
             ).fetchone()
@@ -478,7 +496,7 @@ class NodeStore:
     def linked_references(self) -> set[str]:
         """References of the live linked records."""
         with self._lock:
-            rows = self._conn.execute("SELECT DISTINCT reference FROM linked").fetchall()
+            rows = self._conn.execute("SELECT reference FROM linked_records").fetchall()
         return {str(r[0]) for r in rows}
 
 
@@ -512,6 +530,35 @@ class _Transaction:
             self._conn.execute("COMMIT")
         else:
             self._conn.execute("ROLLBACK")
+
+
+def _number_linked(conn: sqlite3.Connection) -> int:
+    """Give every live record in ``linked`` its list position, 1..n in store order with no
+    gap (``linked_records``, rebuilt whole; rows of records no longer live are dropped from
+    ``linked`` first); returns n. Inside the caller's transaction."""
+    conn.execute(
+        "DELETE FROM linked WHERE NOT EXISTS "
+        "(SELECT 1 FROM records r WHERE r.reference = linked.reference AND r.deleted = 0)"
+    )
+    conn.execute("DELETE FROM linked_records")
+    conn.execute(
+        "INSERT INTO linked_records(position, reference) "
+        "SELECT row_number() OVER (ORDER BY r.rowid), r.reference FROM records r "
+        "WHERE r.deleted = 0 AND r.reference IN (SELECT reference FROM linked)"
+    )
+    return int(conn.execute("SELECT count(*) FROM linked_records").fetchone()[0])
+
+
+def _linked_among(conn: sqlite3.Connection, column: str, values: Sequence[str]) -> bool:
+    """Whether any record whose ``column`` (``local_id`` or ``reference``) is in ``values``
+    is in the linked list (one index lookup per value)."""
+    marks = ",".join("?" * len(values))
+    found = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM records r JOIN linked_records lr "
+        f"ON lr.reference = r.reference WHERE r.{column} IN ({marks}))",
+        list(values),
+    ).fetchone()
+    return bool(found[0])
 
 
 def _new_reference(conn: sqlite3.Connection) -> str:

@@ -11,10 +11,8 @@ limits does (``RESOURCE_EXHAUSTED`` with ``retry-after-s`` in the trailing metad
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import re
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +22,6 @@ import grpc
 import pytest
 
 from proto.jigsaw.v1 import jigsaw_pb2
-from server.common.pki import init_pki, issue_certificate
-from server.common.revocation import RevocationChecker
-from server.console.activity import ActivityLog
-from server.console.app import create_app
 from server.console.state import (
     POSTS_EXTRA_BURST,
     POSTS_PER_LOOKUP,
@@ -35,9 +29,8 @@ from server.console.state import (
     Console,
     try_again,
 )
-from server.launcher import AGENCIES, CONSOLE_AGENCY, STAFF, write_node_config
-from server.node.config import load_node_config
 from tests.helpers.calls import FailedCall
+from tests.helpers.console import Browser, console_pki, csrf_of, stub_console
 
 FORM = {
     "given_name": "Amelia",
@@ -80,82 +73,6 @@ class StubNode:
 
 
 @dataclass
-class Answer:
-    status_code: int
-    headers: dict[str, str]
-    text: str
-
-
-class Browser:
-    """One browser of one person: requests to the ASGI app over "https", cookies kept."""
-
-    def __init__(self, app: Any, pem: str) -> None:
-        self._app, self._pem = app, pem
-        self.cookies: dict[str, str] = {}
-
-    def get(self, path: str) -> Answer:
-        return self._send("GET", path, None, follow_redirects=True)
-
-    def post(self, path: str, data: dict[str, str], *, follow_redirects: bool = False) -> Answer:
-        return self._send("POST", path, data, follow_redirects=follow_redirects)
-
-    def _send(
-        self, method: str, path: str, data: dict[str, str] | None, *, follow_redirects: bool
-    ) -> Answer:
-        answer = asyncio.run(self._call(method, path, data))
-        if follow_redirects and answer.status_code in (302, 303):
-            return self._send("GET", answer.headers["location"], None, follow_redirects=True)
-        return answer
-
-    async def _call(self, method: str, path: str, data: dict[str, str] | None) -> Answer:
-        body = urllib.parse.urlencode(data).encode() if data is not None else b""
-        headers = [(b"host", b"testserver")]
-        if self.cookies:
-            jar = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-            headers.append((b"cookie", jar.encode()))
-        if data is not None:
-            headers.append((b"content-type", b"application/x-www-form-urlencoded"))
-            headers.append((b"content-length", str(len(body)).encode()))
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "https", "path": path, "raw_path": path.encode(),
-            "query_string": b"", "root_path": "", "headers": headers,
-            "client": ("127.0.0.1", 50000), "server": ("testserver", 443),
-            "extensions": {"tls": {"client_cert_chain": (self._pem,)}},
-        }  # fmt: skip
-        sent = False
-        started: dict[str, Any] = {}
-        chunks: list[bytes] = []
-
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                started.update(message)
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-
-        await self._app(scope, receive, send)
-        answer_headers: dict[str, str] = {}
-        for raw_name, raw_value in started.get("headers", []):
-            name, value = raw_name.decode().lower(), raw_value.decode()
-            if name == "set-cookie":
-                cookie = value.split(";", 1)[0]
-                key, _, content = cookie.partition("=")
-                if content in ("", '""') or "max-age=0" in value.lower():
-                    self.cookies.pop(key, None)
-                else:
-                    self.cookies[key] = content
-            answer_headers[name] = value
-        return Answer(int(started["status"]), answer_headers, b"".join(chunks).decode())
-
-
-@dataclass
 class Rig:
     console: Console
     node: StubNode
@@ -163,57 +80,20 @@ class Rig:
 
     def browser(self, person: str) -> Browser:
         """A browser presenting ``person``'s verified certificate."""
-        pem = (self.root / "pki" / person / f"{person}.pem").read_text("ascii")
-        return Browser(create_app(self.console), pem)
+        return Browser.of(self.console, self.root, person)
 
 
 @pytest.fixture(scope="module")
 def pki_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("console-limits")
-    init_pki(
-        root / "pki",
-        agencies=AGENCIES,
-        staff=[*STAFF, ("carol", CONSOLE_AGENCY), ("dave", CONSOLE_AGENCY)],
-        operators=["olivia"],
-    )
-    issue_certificate(root / "pki", f"{CONSOLE_AGENCY}-console", CONSOLE_AGENCY, "console")
-    (root / "secret.hex").write_text("00" * 32 + "\n", "ascii")
-    return root
+    return console_pki(tmp_path_factory.mktemp("console-limits"))
 
 
 @pytest.fixture
 def rig(pki_root: Path, tmp_path: Path) -> Iterator[Rig]:
-    # fixed ports a config needs; nothing listens or connects there
-    addresses = {a: f"127.0.0.1:{50990 + i}" for i, a in enumerate(AGENCIES)}
-    path = write_node_config(
-        pki_root, CONSOLE_AGENCY, "127.0.0.1:50999", addresses=addresses,
-        console_listen="127.0.0.1:0",
-    )  # fmt: skip
-    config = load_node_config(path)
-    assert config.console is not None
     node = StubNode()
-    console = Console(
-        config,
-        config.console,
-        node=node,  # type: ignore[arg-type]
-        activity=ActivityLog(tmp_path / "activity.sqlite"),
-        revocations=RevocationChecker.for_tls(config.tls),
-    )
+    console = stub_console(pki_root, node, tmp_path / "activity.sqlite")
     yield Rig(console, node, pki_root)
     console.activity.close()
-
-
-def _csrf(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found is not None, page
-    return found.group(1)
-
-
-def _signed_in(client: Browser) -> str:
-    token = _csrf(client.get("/").text)
-    done = client.post("/sign-in", data={"csrf_token": token}, follow_redirects=True)
-    assert done.status_code == 200, done.text
-    return _csrf(done.text)
 
 
 def _assert_clean(text: str) -> None:
@@ -225,7 +105,7 @@ def _assert_clean(text: str) -> None:
 
 def test_a_node_refusal_of_a_lookup_is_an_error_summary_saying_when(rig: Rig) -> None:
     client = rig.browser("alice")
-    token = _signed_in(client)
+    token = client.sign_in()
     before = datetime.datetime.now(datetime.UTC)
     answer = client.post("/lookup", data=FORM | {"csrf_token": token})
     assert answer.status_code == 429
@@ -256,7 +136,7 @@ def test_a_node_refusal_of_a_lookup_is_an_error_summary_saying_when(rig: Rig) ->
 
 def test_a_node_refusal_of_a_record_request_is_a_page_saying_when(rig: Rig) -> None:
     client = rig.browser("alice")
-    token = _signed_in(client)
+    token = client.sign_in()
     rig.node.retry_after = None
     answer = client.post("/lookup", data=FORM | {"csrf_token": token})
     assert answer.status_code == 200
@@ -283,7 +163,7 @@ def test_a_node_refusal_of_a_record_request_is_a_page_saying_when(rig: Rig) -> N
 
 def test_a_refusal_without_a_retry_after_still_says_when(rig: Rig) -> None:
     client = rig.browser("alice")
-    token = _signed_in(client)
+    token = client.sign_in()
     rig.node.retry_after = None
     refused = FailedCall(grpc.StatusCode.RESOURCE_EXHAUSTED)
     rig.node.Lookup = lambda request, timeout: (_ for _ in ()).throw(refused)  # type: ignore[method-assign]
@@ -296,7 +176,7 @@ def test_sign_in_is_limited_per_person(rig: Rig) -> None:
     statuses = []
     for _ in range(SIGN_IN_BURST + 1):
         client = rig.browser("carol")  # a fresh browser each time: its own sign-in token
-        token = _csrf(client.get("/").text)
+        token = csrf_of(client.get("/").text)
         statuses.append(client.post("/sign-in", data={"csrf_token": token}).status_code)
     assert statuses == [303] * SIGN_IN_BURST + [429]
     refused = client.post("/sign-in", data={"csrf_token": token})
@@ -313,7 +193,7 @@ def test_form_posts_are_limited_per_person_before_the_node(rig: Rig) -> None:
     limits = rig.console.config.rate_limits
     burst = POSTS_PER_LOOKUP * limits.burst + POSTS_EXTRA_BURST
     client = rig.browser("dave")
-    token = _signed_in(client)
+    token = client.sign_in()
     bad = FORM | {"csrf_token": token, "nhs_number": "1234567890"}
     statuses = [client.post("/lookup", data=bad).status_code for _ in range(burst + 10)]
     assert 429 in statuses
@@ -326,7 +206,7 @@ def test_form_posts_are_limited_per_person_before_the_node(rig: Rig) -> None:
     _assert_clean(refused.text)
     # the limit is the person's: alice's posts go through
     other = rig.browser("alice")
-    assert other.post("/lookup", data=bad | {"csrf_token": _signed_in(other)}).status_code == 400
+    assert other.post("/lookup", data=bad | {"csrf_token": other.sign_in()}).status_code == 400
 
 
 def test_pages_that_call_the_node_share_the_persons_limit(rig: Rig) -> None:
@@ -335,7 +215,7 @@ def test_pages_that_call_the_node_share_the_persons_limit(rig: Rig) -> None:
     limits = rig.console.config.rate_limits
     burst = POSTS_PER_LOOKUP * limits.burst + POSTS_EXTRA_BURST
     client = rig.browser("alice")
-    _signed_in(client)
+    client.sign_in()
     statuses = [client.get("/known").status_code for _ in range(burst + 10)]
     first = statuses.index(429)
     assert burst <= first <= burst + 5 and set(statuses[:first]) == {200}
