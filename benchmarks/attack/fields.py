@@ -7,8 +7,9 @@ the attacker's own column exactly as the production encoder does (salt included,
 identical filter (equal values give equal filters).
 
 Invariants: a row missing its value is ``-1`` in ``row_value`` / ``row_group`` and in no
-group; groups and values are numbered in first-seen order of :func:`numpy.unique` and of the
-plaintext, so every stage sees the same numbering; nothing here reads the linkage secret.
+group; filters are numbered in :func:`numpy.unique`'s sorted order and plaintext values in
+the order first met, the same however often a stage builds them; nothing here reads the
+linkage secret.
 """
 
 from __future__ import annotations
