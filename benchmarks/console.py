@@ -41,12 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.federation import (
-    RECORDS_PER_CHILD,
-    UNLIMITED_NODE,
-    _matcher_config,
-    _pick_queries,
-)
+from benchmarks.federation import RECORDS_PER_CHILD, UNLIMITED_NODE, _matcher_config
+from benchmarks.federation_lookups import pick_queries
 from linkage import synthetic
 from linkage.errors import InvalidValueError
 from linkage.keys import LinkageSecret
@@ -248,7 +244,7 @@ def run(
     with _federation(records, people, seed) as fed:
         queries = [
             form
-            for q in _pick_queries(fed.population, lookups + 50, seed, QUERY_FIELDS)
+            for q in pick_queries(fed.population, lookups + 50, seed, QUERY_FIELDS)
             if (form := _form(q.identifiers)) is not None
         ]
         pages = _drive(fed.root, fed.port, people, queries, lookups, max_seconds)
@@ -391,7 +387,7 @@ def screenshot(path: Path, records: int, seed: int) -> None:
     with _federation(records, [person], seed) as fed:
         child = next(
             form
-            for q in _pick_queries(fed.population, 200, seed, QUERY_FIELDS)
+            for q in pick_queries(fed.population, 200, seed, QUERY_FIELDS)
             if q.agency != launcher.CONSOLE_AGENCY and (form := _form(q.identifiers))
         )
         bundle = fed.root / "pki" / person

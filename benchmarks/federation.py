@@ -13,6 +13,8 @@ the end (``keep=True`` keeps it). :func:`run_federation` lists the figures it re
 
 Rate limits of the nodes are raised in their config for the benchmark (the limiter and the
 enumeration guard still run on every lookup). Progress lines go to standard error.
+The lookup load (queries, caller threads, latency figures) is
+:mod:`benchmarks.federation_lookups`.
 """
 
 from __future__ import annotations
@@ -33,8 +35,14 @@ from typing import Any
 
 import grpc
 import numpy as np
-from numpy.typing import NDArray
 
+from benchmarks.federation_lookups import (
+    LOOKUP_NOTE,
+    LOOKUP_PURPOSE,
+    child_of_references,
+    pick_queries,
+    run_lookups,
+)
 from linkage import evaluate, synthetic
 from linkage.keys import LinkageSecret
 from server import launcher
@@ -42,9 +50,6 @@ from server import launcher
 RECORDS_PER_CHILD = 2.26
 STAFF = ("alice", "childrens_social_care")
 OPERATOR = "olivia"
-QUERY_AGENCIES = ("police", "health", "school")
-LOOKUP_PURPOSE = "s47_enquiry"
-LOOKUP_NOTE = "federation benchmark"
 #: Offered load (lookups a second) of the paced lookup run (the target: 300 at p99 <= 50 ms).
 LOOKUP_RATE = 300.0
 Emit = Callable[[dict[str, Any]], None]
@@ -102,190 +107,6 @@ def _matcher_config(root: Path) -> Path:
     """The demo matcher config with its per-node Match limits raised for the benchmark: its
     lookups run hundreds a second through one node, which the defaults would refuse."""
     return launcher.write_matcher_config(root, overrides=UNLIMITED_MATCHER)
-
-
-@dataclass
-class _Query:
-    identifiers: dict[str, str]
-    agency: str
-    local_id: str
-    child: int
-
-
-def _pick_queries(
-    population: synthetic.SyntheticData, count: int, seed: int, fields: Sequence[str]
-) -> list[_Query]:
-    rng = np.random.default_rng(seed + 1)
-    pool = [(a, i) for a in QUERY_AGENCIES for i in range(len(population.agencies[a]))]
-    queries: list[_Query] = []
-    for p in rng.permutation(len(pool)).tolist():
-        if len(queries) == count:
-            break
-        agency, row = pool[p]
-        data = population.agencies[agency]
-        identifiers = {
-            f: str(data.columns[f][row]).strip()
-            for f in fields
-            if data.columns[f][row] and str(data.columns[f][row]).strip()
-        }
-        record_id = data.columns["record_id"][row]
-        queries.append(_Query(identifiers, agency, str(record_id), int(data.child_id[row])))
-    return queries
-
-
-def _child_of_references(
-    root: Path, population: synthetic.SyntheticData
-) -> dict[tuple[str, str], tuple[int, str]]:
-    """(agency, reference) -> (true child, local id), read from the node stores."""
-    out: dict[tuple[str, str], tuple[int, str]] = {}
-    for agency in launcher.AGENCIES:
-        data = population.agencies[agency]
-        by_local = dict(zip(data.columns["record_id"], data.child_id.tolist(), strict=True))
-        con = sqlite3.connect(root / agency / "store.sqlite")
-        try:
-            for local_id, reference in con.execute("SELECT local_id, reference FROM records"):
-                if local_id in by_local:
-                    out[(agency, reference)] = (by_local[local_id], local_id)
-        finally:
-            con.close()
-    return out
-
-
-def _percentile(values: NDArray[np.float64], q: float) -> float:
-    return float(np.percentile(values, q)) if values.size else float("nan")
-
-
-class _CollectorPauses:
-    """A ``gc.callbacks`` hook: the longest garbage collection of this process (the
-    benchmark's own callers), which stops every caller thread while it runs."""
-
-    def __init__(self) -> None:
-        self.longest_ms = 0.0
-        self._started: float | None = None
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        elif self._started is not None:
-            elapsed = (time.perf_counter() - self._started) * 1000.0
-            self.longest_ms = max(self.longest_ms, elapsed)
-            self._started = None
-
-
-def _run_lookups(
-    address: str,
-    tls: Any,
-    queries: Sequence[_Query],
-    *,
-    concurrency: int,
-    max_seconds: float,
-    truth: dict[tuple[str, str], tuple[int, str]],
-    records_of_child: dict[int, int],
-    holders: dict[int, dict[str, set[str]]],
-    rate: float | None = None,
-) -> dict[str, Any]:
-    """Lookups from ``concurrency`` threads (own channel each), until count or time runs out.
-
-    Closed loop (each thread sends its next lookup when the last returns) unless ``rate``:
-    then lookup ``i`` is due at ``start + i / rate`` (an offered load of ``rate`` a second,
-    at most ``concurrency`` in flight) and its latency runs from the time it was due, so a
-    server that falls behind shows its queueing delay (no coordinated omission).
-    """
-    from client.client import NodeClient
-
-    pauses = _CollectorPauses()
-    clients = [NodeClient(address, tls) for _ in range(concurrency)]
-    for client in clients:
-        client.wait_ready()
-        client.lookup(
-            queries[0].identifiers, purpose_code=LOOKUP_PURPOSE, note=LOOKUP_NOTE
-        )  # warm the connection
-    latencies: list[float] = []
-    hits = [0, 0]  # (lookups whose child has another record, of which found)
-    ranks = [0, 0, 0]  # (lookup and agency holding another record of its child, top 1, top 5)
-    errors = [0]
-    lock = threading.Lock()
-    next_query = [0]
-    deadline = time.perf_counter() + max_seconds
-    start_time = [time.perf_counter()]
-
-    def worker(client: Any) -> None:
-        while True:
-            with lock:
-                i = next_query[0]
-                next_query[0] += 1
-            if i >= len(queries) or time.perf_counter() > deadline:
-                return
-            query = queries[i]
-            started = time.perf_counter()
-            if rate is not None:
-                due = start_time[0] + i / rate
-                if due > started:
-                    time.sleep(due - started)
-                started = due
-            try:
-                response = client.lookup(
-                    query.identifiers, purpose_code=LOOKUP_PURPOSE, note=LOOKUP_NOTE
-                )
-            except grpc.RpcError:  # counted and reported, never fatal
-                with lock:
-                    errors[0] += 1
-                continue
-            elapsed = time.perf_counter() - started
-            others = [truth.get((c.agency, c.reference), (-1, "")) for c in response.candidates]
-            found = any(child == query.child and local != query.local_id for child, local in others)
-            held = [  # agencies holding another record of the child
-                agency
-                for agency, locals_ in holders.get(query.child, {}).items()
-                if locals_ - {query.local_id if agency == query.agency else ""}
-            ]
-            ranked = {  # per agency, its candidates' children best first, the query excluded
-                agency: [
-                    child
-                    for c, (child, local) in zip(response.candidates, others, strict=True)
-                    if c.agency == agency
-                    and not (agency == query.agency and local == query.local_id)
-                ]
-                for agency in held
-            }
-            with lock:
-                latencies.append(elapsed)
-                if records_of_child.get(query.child, 0) > 1:
-                    hits[0] += 1
-                    hits[1] += int(found)
-                for children in ranked.values():
-                    ranks[0] += 1
-                    ranks[1] += int(children[:1] == [query.child])
-                    ranks[2] += int(query.child in children[:5])
-
-    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
-    gc.callbacks.append(pauses)
-    started = time.perf_counter()
-    start_time[0] = started
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        gc.callbacks.remove(pauses)
-    wall = time.perf_counter() - started
-    for client in clients:
-        client.close()
-    ms = np.asarray(latencies) * 1000.0
-    prefix = f"lookup_c{concurrency}" if rate is None else f"lookup_r{rate:g}"
-    return {
-        f"{prefix}_count": int(ms.size),
-        f"{prefix}_errors": errors[0],
-        f"{prefix}_p50_ms": _percentile(ms, 50),
-        f"{prefix}_p99_ms": _percentile(ms, 99),
-        f"{prefix}_per_s": ms.size / wall if wall > 0 else 0.0,
-        f"{prefix}_hit_rate": hits[1] / hits[0] if hits[0] else float("nan"),
-        f"{prefix}_top1": ranks[1] / ranks[0] if ranks[0] else float("nan"),
-        f"{prefix}_top5": ranks[2] / ranks[0] if ranks[0] else float("nan"),
-        f"{prefix}_harness_gc_max_ms": pauses.longest_ms,
-        f"_{prefix}_latencies_ms": ms,
-    }
 
 
 @dataclass
@@ -521,7 +342,7 @@ def run_federation(
             f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB"
         )
 
-        truth = _child_of_references(root, population)
+        truth = child_of_references(root, population)
         records_of_child: dict[int, int] = {}
         holders: dict[int, dict[str, set[str]]] = {}  # child -> agency -> its local ids
         for (agency, _), (child, local_id) in truth.items():
@@ -531,7 +352,7 @@ def run_federation(
         if lookups > 0:
             from linkage.schema import default_child_schema
 
-            queries = _pick_queries(population, lookups, seed, default_child_schema().input_names)
+            queries = pick_queries(population, lookups, seed, default_child_schema().input_names)
             staff_tls = tls_files_for(root / "pki", STAFF[0])
             node_address = nodes[STAFF[1]].address()
             # without a link run, the first lookup makes the matcher fit its model on the whole
@@ -568,7 +389,7 @@ def run_federation(
                     "client": os.getpid(),
                 }
                 cpu_start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-                result = _run_lookups(
+                result = run_lookups(
                     node_address,
                     staff_tls,
                     queries,

@@ -88,7 +88,7 @@ def check_config(path: Path) -> list[str]:
         return _check_tls(matcher.tls, "matcher", None)
 
     from server.node.config import load_node_config, read_linkage_keys
-    from server.node.ingest import check_source_header
+    from server.node.sources import check_source_header
 
     try:
         node = load_node_config(path)

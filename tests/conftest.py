@@ -3,9 +3,20 @@
 Session-scoped fixtures are built once per session (once per worker under pytest-xdist) and
 must be treated as read-only: a test that revokes a certificate, kills a process or changes
 a store builds its own (``tmp_path``, :func:`tests.helpers.federation.start_federation`).
+
+Each test process does its matrix products on one BLAS thread (``OPENBLAS_NUM_THREADS=1``
+unless the environment sets it), set before numpy is first imported: pytest-xdist already
+runs a worker per core, and OpenBLAS's own threads, one per core in every worker, fought
+over the same cores (the attack benchmark's tests ran three times slower, whatever their
+population size). Products agree across thread counts up to rounding; processes the tests
+start inherit the setting.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from collections.abc import Iterator
 from pathlib import Path

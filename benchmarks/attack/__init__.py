@@ -7,7 +7,8 @@ one JSON object per line and setting; ``--large`` uses 50 000 records; ``--plot 
 draws :func:`plot_tradeoff`. Figures: ``benchmarks/RESULTS.md``.
 
 Modules: :mod:`.settings` (the settings, the populations and their encoding),
-:mod:`.frequency` (attack 1), :mod:`.graph` (the structural stage), :mod:`.decoding`,
+:mod:`.frequency` (attack 1), :mod:`.graph` (the structural stage), :mod:`.fields` (a
+field's two sides), :mod:`.seeding` (value seeding) and :mod:`.decoding` (pattern mining),
 :mod:`.cooccurrence`, :mod:`.combined` (attack 2 as the attacker runs it) and :mod:`.driver`
 (quality, the run, the plot, the CLI, the report). This package re-exports what other
 benchmarks and the tests use.
@@ -48,8 +49,6 @@ from benchmarks.attack.cooccurrence import (
 )
 from benchmarks.attack.decoding import (
     decode_and_match,
-    frequency_shares,
-    salt_values,
 )
 from benchmarks.attack.driver import (
     REPORT_COLUMNS,
@@ -61,8 +60,12 @@ from benchmarks.attack.driver import (
     run_cli,
     write_attack_report,
 )
+from benchmarks.attack.fields import (
+    salt_values,
+)
 from benchmarks.attack.frequency import (
     frequency_attack,
+    frequency_shares,
 )
 from benchmarks.attack.graph import (
     GraphSide,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.attack.decoding import _cipher_field, _plain_field
+from benchmarks.attack.fields import _cipher_field, _plain_field
 from linkage import blocking, harden
 from linkage.encode import EncodedBatch, raw_values
 from linkage.schema import (

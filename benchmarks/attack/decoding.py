@@ -1,21 +1,37 @@
-"""Attack 2, decoding stage: token positions learned from aligned values, then records matched."""
+"""Attack 2, decoding stage: token positions learned from aligned values, then records matched.
+
+Role: :func:`decode_and_match`, the pattern-mining stage of the graph attack
+(:mod:`.combined`): seeded by value-level graph matching (:mod:`.seeding`) and optionally by
+known record pairs, it learns each token's filter positions from aligned (filter, value)
+pairs, predicts the filter of every plaintext value, and matches records on the decoded
+fields, the surest matches aligning more values for the next round.
+
+Invariants: the attacker reads only the published filters and schema and its own plaintext
+(never the truth, never the linkage secret); matches are one-to-one, most confident first.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import sparse
 
-from benchmarks.attack.frequency import frequency_attack
+from benchmarks.attack.fields import (
+    _DENSE_LIMIT,
+    _cipher_field,
+    _CipherField,
+    _decoded_rows,
+    _pack,
+    _plain_field,
+    _PlainField,
+)
 from benchmarks.attack.graph import _unpacked
-from benchmarks.attack.settings import NAME_FIELDS, filter_index, normalised_values
+from benchmarks.attack.seeding import _seed_context, _value_seeds
+from benchmarks.attack.settings import filter_index
 from linkage import blocking
-from linkage.encode import EncodedBatch, blocking_value, raw_values, tokenise
+from linkage.encode import EncodedBatch
 from linkage.schema import (
     Schema,
 )
@@ -48,117 +64,6 @@ _AGREE_COST = 2.0
 #: Matches below this confidence (agreeing minus disagreeing fields, less a hundredth of the
 #: total cost) do not align their values for the next round's decoders.
 _ALIGN_SCORE = 3.5
-#: Largest dense (values x filters) cost matrix computed for one field's value alignment.
-_DENSE_LIMIT = 6_000_000
-
-
-@dataclass(frozen=True)
-class _PlainField:
-    """The attacker's plaintext of one field: distinct (salted) values and their tokens."""
-
-    row_value: NDArray[np.int64]  # row -> distinct value, -1 where missing
-    tokens: sparse.csr_matrix  # (distinct values, vocabulary) incidence, float32
-    counts: NDArray[np.int64]  # rows per distinct value
-
-
-@dataclass(frozen=True)
-class _CipherField:
-    """The encoded side of one field: distinct filters (equal values give equal filters)."""
-
-    row_group: NDArray[np.int64]  # row -> distinct filter, -1 where missing
-    packed: NDArray[np.uint64]  # (distinct, words)
-    bits: NDArray[np.float32]  # (distinct, filter bits) 0/1
-    counts: NDArray[np.int64]  # rows per distinct filter
-    hashes: int  # positions per token (published with the schema)
-
-
-def frequency_shares(
-    schema: Schema,
-    encoded: EncodedBatch,
-    encoded_columns: dict[str, list[str | None]],
-    public_columns: dict[str, list[str | None]],
-) -> dict[str, float]:
-    """The frequency attack on each of :data:`NAME_FIELDS`: ``frequency_<field>[_salted |
-    _salt_known]_records`` and ``..._values`` (see :func:`run_attack`). A field published in
-    views is attacked view by view; the best view counts."""
-    row: dict[str, float] = {}
-    for field in NAME_FIELDS:
-        truth = normalised_values(schema, field, encoded_columns[field])
-        public = normalised_values(schema, field, public_columns[field])
-        for view in (spec.name for spec in schema.fields if spec.input_name == field):
-            index = encoded.field_names.index(view)
-            filters, present = encoded.field_filters[index], encoded.field_present[:, index]
-            found = {"": frequency_attack(filters, present, truth, public)}
-            # salt-aware: (value, salt) combinations ranked (the same when unsalted)
-            salts = salt_values(schema, view, public_columns)
-            found["_salted"] = frequency_attack(filters, present, truth, public, salts)
-            # salt-known: ranked within each salt value (what salt tags could give away)
-            known = salt_values(schema, view, encoded_columns)
-            found["_salt_known"] = frequency_attack(filters, present, truth, public, salts, known)
-            for kind, (share, distinct) in found.items():
-                if share >= row.get(f"frequency_{field}{kind}_records", -1.0):
-                    row[f"frequency_{field}{kind}_records"] = share
-                    row[f"frequency_{field}{kind}_values"] = distinct
-    return row
-
-
-def salt_values(schema: Schema, field: str, columns: dict[str, list[str | None]]) -> list[str]:
-    """Per row, the salt the encoder mixes into ``field`` ("" when the field is unsalted; "~"
-    where the salting value is missing, as the encoder writes it)."""
-    spec = schema.field(field)
-    rows = len(raw_values(spec, columns))
-    if not spec.salt:
-        return [""] * rows
-    salt_field, transform = spec.salt.split(".")
-    salt_kind = schema.field(salt_field).kind
-    values = normalised_values(schema, salt_field, columns[salt_field])
-    return [(blocking_value(salt_kind, transform, s) if s else "") or "~" for s in values]
-
-
-def _plain_field(schema: Schema, field: str, columns: dict[str, list[str | None]]) -> _PlainField:
-    """Normalise and tokenise the attacker's column exactly as the production encoder does."""
-    spec = schema.field(field)
-    values = normalised_values(schema, spec.input_name, raw_values(spec, columns))
-    salts = salt_values(schema, field, columns)
-    index: dict[tuple[str, str], int] = {}
-    row_value = np.full(len(values), -1, dtype=np.int64)
-    for row, (value, salt) in enumerate(zip(values, salts, strict=True)):
-        if value is not None:
-            row_value[row] = index.setdefault((salt, value), len(index))
-    vocabulary: dict[str, int] = {}
-    owners: list[int] = []
-    columns_of: list[int] = []
-    for slot, (salt, value) in enumerate(index):
-        for token in tokenise(spec, value):
-            owners.append(slot)
-            columns_of.append(vocabulary.setdefault(f"{salt}|{token}" if salt else token,
-                                                    len(vocabulary)))  # fmt: skip
-    tokens = sparse.csr_matrix(
-        (np.ones(len(owners), dtype=np.float32), (owners, columns_of)),
-        shape=(len(index), max(1, len(vocabulary))),
-    )
-    counts = np.bincount(row_value[row_value >= 0], minlength=len(index)).astype(np.int64)
-    return _PlainField(row_value, tokens, counts)
-
-
-def _cipher_field(batch: EncodedBatch, field: str, hashes: int) -> _CipherField:
-    index = filter_index(batch, field)
-    filters = batch.field_filters[index]
-    present = batch.field_present[:, index]
-    rows = np.flatnonzero(present)
-    view = np.ascontiguousarray(filters[rows]).view(np.dtype((np.void, filters.shape[1] * 8)))
-    _, first, group, counts = np.unique(
-        view.ravel(), return_index=True, return_inverse=True, return_counts=True
-    )
-    row_group = np.full(filters.shape[0], -1, dtype=np.int64)
-    row_group[rows] = group.reshape(-1)
-    packed = np.ascontiguousarray(filters[rows[first]])
-    return _CipherField(row_group, packed, _unpacked(packed), counts.astype(np.int64), hashes)
-
-
-def _pack(bits: NDArray[np.bool_]) -> NDArray[np.uint64]:
-    packed = np.packbits(bits, axis=1, bitorder="little")
-    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64)
 
 
 @dataclass(frozen=True)
@@ -287,172 +192,10 @@ def _dice_dense(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.fl
     return dice
 
 
-def _shared_tokens(
-    a: NDArray[np.float32], b: NDArray[np.float32], hashes: int
-) -> NDArray[np.float32]:
-    """Estimated tokens shared by every filter of ``a`` and of ``b``: common bits / ``hashes``.
-
-    Unhardened, a token sets ``hashes`` positions under any key, so this is the q-gram overlap
-    of the two values up to a few colliding bits: a key-independent edge weight."""
-    shared: NDArray[np.float32] = ((a @ b.T) / float(hashes)).astype(np.float32)
-    return shared
-
-
-def _value_features(
-    bits: NDArray[np.float32], counts: NDArray[np.int64], hashes: int
-) -> NDArray[np.float64]:
-    """Key-independent description of each distinct value of one side: its token count, its
-    frequency, and how many values (and records) share at least 1..5 tokens with it."""
-    shared = np.rint(_shared_tokens(bits, bits, hashes))
-    np.fill_diagonal(shared, 0.0)
-    weights = counts.astype(np.float64)
-    columns = [bits.sum(axis=1) / hashes, np.log(weights)]
-    for least in range(1, 6):
-        near = shared >= least
-        columns.append(np.log1p(near.sum(axis=1)))
-        columns.append(np.log1p(near @ weights))
-    return np.stack(columns, axis=1)
-
-
-#: Weights of the record context in :func:`_value_seeds` (start, rounds): a round weight
-#: near 1 overrides the token structure (measured while the attack was built; figures in the
-#: git history).
-_CONTEXT_START = 4.0
-_CONTEXT_ROUND = 0.3
 #: Passes of value seeding over :data:`_SEEDED_FIELDS` (from the second, given names are
 #: seeded in the context of the family names decoded before); a fourth pass adds little
 #: (measured while the attack was built, figures in the git history).
 _SEED_PASSES = 3
-
-
-def _value_seeds(
-    plain: _PlainField,
-    cipher: _CipherField,
-    own_bits: NDArray[np.float32],
-    top: int,
-    rounds: int = 12,
-    context: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
-) -> NDArray[np.int64]:
-    """Seed alignment of distinct values of one field (graph matching at value level), needing
-    no record overlap: only a plaintext whose values are distributed like the encoded ones.
-
-    Start: values of both sides are described by :func:`_value_features` (standardised over
-    both sides together) and the ``top`` mutual nearest pairs by Euclidean distance, largest
-    margin first, become anchors. Then every value is described by its estimated shared-token
-    count with each anchor of its own side (:func:`_shared_tokens`), and values are re-aligned
-    by mutual-best cosine of those profiles with a margin, penalised by frequency-share and
-    popcount differences; the anchors grow each round. (Frequency rank alone gets too few
-    values right to grow from: measured while the attack was built, figures in the git history.)
-
-    ``context`` (encoded-group and plain-value rows of unit length, from
-    :func:`_seed_context`) adds ``_CONTEXT_START`` times their cosine to the start's
-    closeness and ``_CONTEXT_ROUND`` times it to every round's score.
-    """
-    aligned = np.full(cipher.packed.shape[0], -1, dtype=np.int64)
-    if plain.counts.size < 2 or cipher.counts.size < 2:
-        return aligned
-    if plain.counts.size * cipher.counts.size > _DENSE_LIMIT:
-        return aligned
-    hashes = cipher.hashes
-    group_features = _value_features(cipher.bits, cipher.counts, hashes)
-    value_features = _value_features(own_bits, plain.counts, hashes)
-    both = np.vstack([group_features, value_features])
-    centre, spread = both.mean(axis=0), both.std(axis=0) + 1e-9
-    group_features = (group_features - centre) / spread
-    value_features = (value_features - centre) / spread
-    distance = (
-        (group_features**2).sum(axis=1)[:, None]
-        + (value_features**2).sum(axis=1)[None, :]
-        - 2 * group_features @ value_features.T
-    )
-    agreement = np.zeros_like(distance)
-    if context is not None:
-        agreement = (context[0] @ context[1].T).astype(np.float64)
-        distance -= _CONTEXT_START * agreement
-    nearest = np.argmin(distance, axis=1)
-    mutual = np.flatnonzero(np.argmin(distance, axis=0)[nearest] == np.arange(nearest.size))
-    two = np.partition(distance, 1, axis=1)[:, :2]
-    first = mutual[np.argsort(-(two[mutual, 1] - two[mutual, 0]), kind="stable")][:top]
-    aligned[first] = nearest[first]
-    group_share = np.log(cipher.counts / max(1, cipher.counts.sum()))
-    value_share = np.log(plain.counts / max(1, plain.counts.sum()))
-    group_pop = cipher.bits.sum(axis=1)
-    value_pop = own_bits.sum(axis=1)
-    for _ in range(rounds):
-        anchors = np.flatnonzero(aligned >= 0)
-        if anchors.size < 5:
-            break
-        left = _shared_tokens(cipher.bits, cipher.bits[anchors], hashes)
-        right = _shared_tokens(own_bits, own_bits[aligned[anchors]], hashes)
-        left -= left.mean(axis=1, keepdims=True)
-        right -= right.mean(axis=1, keepdims=True)
-        left /= np.maximum(np.linalg.norm(left, axis=1, keepdims=True), 1e-6)
-        right /= np.maximum(np.linalg.norm(right, axis=1, keepdims=True), 1e-6)
-        score = left @ right.T
-        score -= 0.05 * np.abs(group_share[:, None] - value_share[None, :])
-        score -= 0.02 * np.abs(group_pop[:, None] - value_pop[None, :])
-        score += _CONTEXT_ROUND * agreement
-        best_value = np.argmax(score, axis=1)
-        best_group = np.argmax(score, axis=0)
-        top_two = np.partition(score, -2, axis=1)[:, -2:]
-        mutual = np.flatnonzero(best_group[best_value] == np.arange(score.shape[0]))
-        margin = top_two[mutual, 1] - top_two[mutual, 0]
-        keep = mutual[margin >= 0.02]
-        order = keep[np.argsort(-(top_two[keep, 1] - top_two[keep, 0]))]
-        grown = np.full_like(aligned, -1)
-        limit = min(order.size, max(2 * anchors.size, 50))
-        grown[order[:limit]] = best_value[order[:limit]]
-        aligned = grown
-    return aligned
-
-
-def _context_profiles(
-    row_group: NDArray[np.int64], groups: int, row_context: NDArray[np.int64], contexts: int
-) -> NDArray[np.float32]:
-    """Per group, the unit-length square-root profile of the context values of its rows."""
-    ok = (row_group >= 0) & (row_context >= 0)
-    counts = sparse.csr_matrix(
-        (np.ones(int(ok.sum()), dtype=np.float32), (row_group[ok], row_context[ok])),
-        shape=(groups, max(1, contexts)),
-    ).toarray()
-    profile = np.sqrt(counts)
-    profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-6)
-    out: NDArray[np.float32] = profile.astype(np.float32)
-    return out
-
-
-def _seed_context(
-    plains: dict[str, _PlainField],
-    ciphers: dict[str, _CipherField],
-    alignments: dict[str, NDArray[np.int64]],
-    field: str,
-    decoded: Sequence[str],
-) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
-    """Record context of ``field``'s values from fields already decoded: per encoded group
-    and per plain value, the profile of the decoded (plain) values its records hold in those
-    fields. Key-independent wherever the decoding is right: given names follow the family's
-    cultural naming group, so a family name's given-name profile places it in its group."""
-    groups, values = ciphers[field].counts.size, plains[field].counts.size
-    if not decoded or groups * values > _DENSE_LIMIT:
-        return None  # no value seeds for this field (see _value_seeds)
-    if any(max(groups, values) * plains[f].counts.size > _DENSE_LIMIT for f in decoded):
-        return None
-    encoded_parts, plain_parts = [], []
-    for other in decoded:
-        size = plains[other].counts.size
-        encoded_parts.append(
-            _context_profiles(
-                ciphers[field].row_group,
-                groups,
-                _decoded_rows(ciphers[other], alignments[other]),
-                size,
-            )
-        )
-        plain_parts.append(
-            _context_profiles(plains[field].row_value, values, plains[other].row_value, size)
-        )
-    scale = 1.0 / math.sqrt(len(decoded))
-    return np.hstack(encoded_parts) * scale, np.hstack(plain_parts) * scale
 
 
 def _pair_costs(
@@ -531,14 +274,6 @@ def _match_records(
     picked = np.asarray(chosen, dtype=np.int64)
     confidence = score[picked] - total[picked] / 100.0
     return left[picked], right[picked], confidence
-
-
-def _decoded_rows(cipher: _CipherField, aligned: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Per encoded row, the plain value its filter decodes to (-1 when none)."""
-    out = np.full(cipher.row_group.shape[0], -1, dtype=np.int64)
-    present = cipher.row_group >= 0
-    out[present] = aligned[cipher.row_group[present]]
-    return out
 
 
 def decode_and_match(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.attack.combined import graph_attack_rate
-from benchmarks.attack.decoding import frequency_shares
+from benchmarks.attack.frequency import frequency_shares
 from benchmarks.attack.graph import graph_side
 from benchmarks.attack.settings import (
     AGENCIES_SECRET,

@@ -9,6 +9,11 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from benchmarks.attack.fields import salt_values
+from benchmarks.attack.settings import NAME_FIELDS, normalised_values
+from linkage.encode import EncodedBatch
+from linkage.schema import Schema
+
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- attack 1
@@ -68,3 +73,33 @@ def frequency_attack(
     distinct = {t for t in truth if t}
     found = {t for t, h in zip(truth, hit, strict=True) if h}
     return float(hit.mean()), len(found) / max(1, len(distinct))
+
+
+def frequency_shares(
+    schema: Schema,
+    encoded: EncodedBatch,
+    encoded_columns: dict[str, list[str | None]],
+    public_columns: dict[str, list[str | None]],
+) -> dict[str, float]:
+    """The frequency attack on each of :data:`NAME_FIELDS`: ``frequency_<field>[_salted |
+    _salt_known]_records`` and ``..._values`` (see :func:`run_attack`). A field published in
+    views is attacked view by view; the best view counts."""
+    row: dict[str, float] = {}
+    for field in NAME_FIELDS:
+        truth = normalised_values(schema, field, encoded_columns[field])
+        public = normalised_values(schema, field, public_columns[field])
+        for view in (spec.name for spec in schema.fields if spec.input_name == field):
+            index = encoded.field_names.index(view)
+            filters, present = encoded.field_filters[index], encoded.field_present[:, index]
+            found = {"": frequency_attack(filters, present, truth, public)}
+            # salt-aware: (value, salt) combinations ranked (the same when unsalted)
+            salts = salt_values(schema, view, public_columns)
+            found["_salted"] = frequency_attack(filters, present, truth, public, salts)
+            # salt-known: ranked within each salt value (what salt tags could give away)
+            known = salt_values(schema, view, encoded_columns)
+            found["_salt_known"] = frequency_attack(filters, present, truth, public, salts, known)
+            for kind, (share, distinct) in found.items():
+                if share >= row.get(f"frequency_{field}{kind}_records", -1.0):
+                    row[f"frequency_{field}{kind}_records"] = share
+                    row[f"frequency_{field}{kind}_values"] = distinct
+    return row

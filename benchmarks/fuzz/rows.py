@@ -73,7 +73,7 @@ def good_row(draw: st.DrawFn, number: int) -> list[str]:
 
     On one line because that is ingest's contract: a runaway quote never takes a row written
     on one line (one closing inside a later row's own multi-line value can take that row's
-    first line: :func:`server.node.ingest._read_csv`)."""
+    first line: :func:`server.node.sources.read_csv`)."""
     name = st.one_of(
         st.sampled_from(GOOD_NAMES),
         st.text("abcdefghijklmnopqrstuvwxyzé", min_size=3, max_size=20).map(str.title),

@@ -1,16 +1,17 @@
 """Ingest: read an agency's records (CSV or a SQLite table) into the node's store.
 
 Role: step 1 of the data flow. A source is read through its column mapping (``[[source]]``
-in the node config) and every value is checked and normalised here, once, with the source's
-own settings: dates, postcodes, NHS numbers and sex are stored in canonical form, names and
-text as given (:func:`_stored_value`), so publish encodes exactly what ingest read.
+in the node config) by :mod:`server.node.sources`, and every value is checked and
+normalised here, once, with the source's own settings: dates, postcodes, NHS numbers and
+sex are stored in canonical form, names and text as given (:func:`_stored_value`), so
+publish encodes exactly what ingest read.
 
 Invariants:
 
 * good rows are never lost because a neighbour was bad, and never lost silently: every row
   read is stored, superseded by a later row of its local id, or rejected with its line
   (:class:`IngestReport` says how the counts add up); a stray CSV quote rejects only its own
-  line (:func:`_read_csv`);
+  line (:func:`server.node.sources.read_csv`);
 * a row with a failing value (:func:`_checked`: unsafe characters, too long; a date after
   today; a formula-like name) is rejected with one :class:`RowProblem` per failing field,
   except an invalid NHS number, which is stored as missing with a warning; a row without a
@@ -25,69 +26,49 @@ Invariants:
 
 from __future__ import annotations
 
-import collections
-import csv
 import json
 import logging
 import re
-import sqlite3
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
 
-from linkage.errors import InvalidValueError, JigsawError
+from linkage.errors import InvalidValueError
 from linkage.normalise import NORMALISERS, YearRange
 from linkage.schema import FieldSpec, Schema
 from server.node.config import CHUNK_ROWS, LOCAL_ID, SourceConfig
+from server.node.sources import (
+    INVALID_NHS_NUMBER,
+    PROBLEM_CATEGORIES,
+    RawRow,
+    RowProblem,
+    SourceError,
+    check_source_header,
+    read_csv,
+    read_sqlite,
+)
 from server.node.store import NodeStore
+
+__all__ = [
+    "CANONICAL_KINDS",
+    "INVALID_NHS_NUMBER",
+    "MAX_VALUE_CHARS",
+    "PROBLEM_CATEGORIES",
+    "IngestReport",
+    "ProgressCallback",
+    "RowProblem",
+    "SourceError",
+    "check_source_header",
+    "ingest_all",
+    "ingest_source",
+]
 
 logger = logging.getLogger(__name__)
 
 
 ProgressCallback = Callable[[int], None]
-
-
-class SourceError(JigsawError):
-    """A source cannot be read at all (missing file, missing mapped column, bad table)."""
-
-
-@dataclass(frozen=True)
-class RowProblem:
-    """A problem with one source row: its line (CSV) or rowid (SQLite), field, and reason.
-
-    ``field`` is a schema field, ``local_id``, or empty for a whole-row problem. ``reason`` is
-    the sentence shown to the operator; ``category`` the reason's code, one of
-    :data:`PROBLEM_CATEGORIES`, which the data-quality report counts (server.node.quality).
-    """
-
-    line: int
-    field: str
-    reason: str
-    category: str = "other"
-
-
-#: The codes of :attr:`RowProblem.category`: why a row was rejected (the first ten) or what a
-#: warning says about a stored row (the last two). Categories, never values.
-#: The warning category of an NHS number stored as missing.
-INVALID_NHS_NUMBER = "invalid_nhs_number"
-PROBLEM_CATEGORIES: tuple[str, ...] = (
-    "malformed_row",  # a CSV row the csv module cannot parse
-    "unterminated_quote",  # a quoted value that never closes properly
-    "not_utf8",  # bytes that are not valid UTF-8
-    "column_count",  # not the header's number of columns
-    "missing_local_id",
-    "too_long",  # longer than MAX_VALUE_CHARS
-    "unsafe_character",  # a control, bidirectional or invisible character
-    "invalid_value",  # a value its field's normaliser refuses (an impossible date, ...)
-    "future_date",
-    "not_a_name",  # a name that begins like a spreadsheet formula
-    "invalid_nhs_number",  # warning: fails its check digit or format; stored as missing
-    "duplicate_local_id",  # warning: a later row of the same local id wins
-    "other",
-)
 
 
 @dataclass(frozen=True)
@@ -119,223 +100,6 @@ class IngestReport:
     def rejected_rows(self) -> int:
         """Number of distinct rows rejected (a row may have several problems)."""
         return len({problem.line for problem in self.rejected})
-
-
-@dataclass
-class _RawRow:
-    line: int
-    values: dict[str, str | None]  # mapping entry (field, local_id, extra) -> raw value
-    problem: RowProblem | None = None
-
-
-# --------------------------------------------------------------------------- readers
-
-
-def _check_mapping(source: SourceConfig, available: Sequence[str], what: str) -> dict[str, int]:
-    """Index of each mapped column among ``available``; SourceError naming every missing one."""
-    index: dict[str, int] = {}
-    for position, name in enumerate(available):
-        index.setdefault(name, position)
-    mapping = {**source.columns, **source.extra}
-    missing = [
-        f"mapping entry {entry!r} -> column {column!r}"
-        for entry, column in mapping.items()
-        if column not in index
-    ]
-    if missing:
-        raise SourceError(
-            f"source {source.path.name}: {what} has no column for " + ", ".join(missing)
-        )
-    return {entry: index[column] for entry, column in mapping.items()}
-
-
-def _decoded_lines(handle: Any, bad_lines: set[int]) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, text)`` for the file's lines; remember the numbers of lines
-    that are not UTF-8 (decoded with replacement characters)."""
-    for number, raw in enumerate(handle, start=1):
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError:
-            bad_lines.add(number)
-            yield number, raw.decode("utf-8", errors="replace")
-
-
-class _LineFeed:
-    """The lines a ``csv.reader`` reads, remembering those of the current record, with
-    push-back so that the lines a runaway quoted field swallowed are read again."""
-
-    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
-        self._lines = lines
-        self._back: collections.deque[tuple[int, str]] = collections.deque()
-        self.taken: list[tuple[int, str]] = []
-
-    def __iter__(self) -> _LineFeed:
-        return self
-
-    def __next__(self) -> str:
-        item = self._back.popleft() if self._back else next(self._lines)
-        self.taken.append(item)
-        return item[1]
-
-    def push_back(self, items: Sequence[tuple[int, str]]) -> None:
-        self._back.extendleft(reversed(items))
-
-
-def _cells_alone(text: str) -> list[str]:
-    """The cells of one physical line parsed on its own, leniently."""
-    return next(csv.reader([text], strict=False), [])
-
-
-def _looks_like_a_row(text: str, width: int, id_at: int) -> bool:
-    """Whether a line that a quoted value swallowed would be a row on its own: the header's
-    width and a local id (a row without one could never be stored)."""
-    cells = _cells_alone(text)
-    return len(cells) == width and bool(cells[id_at].strip())
-
-
-def _runaway_problem(
-    line_text: str, line: int, header: Sequence[str], fields_at: dict[int, str]
-) -> RowProblem:
-    """The problem of a line whose quoted value runs away: the column the quote opened in."""
-    column = max(len(_cells_alone(line_text)) - 1, 0)
-    where = f"column {header[column]!r}" if column < len(header) else f"column {column + 1}"
-    return RowProblem(
-        line,
-        fields_at.get(column, ""),
-        f"unterminated quoted field in {where} (a stray double quote?); "
-        "the lines after it were read as rows of their own",
-        "unterminated_quote",
-    )
-
-
-def _read_csv(source: SourceConfig) -> Iterator[_RawRow]:
-    """The rows of a CSV source, each with the line it starts on.
-
-    A quoted value may span lines. A quote that opens a value and never closes properly (a
-    stray double quote) would swallow the rows after it, so a record read over several lines
-    is taken only when the CSV is well formed (``strict``: a closing quote is followed by a
-    delimiter or the end of the line, and the file does not end inside quotes), it has the
-    header's number of columns, and no line it swallowed would be a row on its own (the
-    header's width and a local id). Otherwise its first line is rejected as an unterminated
-    quoted field (naming the column the quote opened, and its schema field when mapped) and
-    reading resumes on the next line, so every row after it is read again. A quoted value is
-    also bounded by the ``csv`` module's field size limit. A row written on one line is never
-    taken into a neighbour's value this way; a runaway that closes inside a later row's own
-    multi-line quoted value can still take that row's first line (the rest is then reported
-    as malformed). A row with the wrong number of columns, or bytes that are not valid
-    UTF-8, is rejected (``field`` empty: a whole-row problem).
-    """
-    bad_lines: set[int] = set()
-    try:
-        handle = source.path.open("rb")
-    except OSError as exc:
-        raise SourceError(f"source {source.path}: cannot open ({exc.strerror})") from None
-    with handle:
-        feed = _LineFeed(_decoded_lines(handle, bad_lines))
-        reader = csv.reader(feed, strict=True)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise SourceError(f"source {source.path.name}: empty file (no header line)") from None
-        except csv.Error:
-            raise SourceError(f"source {source.path.name}: malformed header line") from None
-        if 1 in bad_lines:
-            raise SourceError(f"source {source.path.name}: header line is not valid UTF-8")
-        header = [h.strip() for h in header]
-        positions = _check_mapping(source, header, "the header")
-        fields_at = {pos: entry for entry, pos in reversed(positions.items())}
-        id_at = positions[LOCAL_ID]
-        width = len(header)
-        while True:
-            feed.taken = []
-            try:
-                cells: list[str] | None = next(reader)
-            except StopIteration:
-                break
-            except csv.Error:
-                cells = None
-            taken = feed.taken
-            if not taken:
-                break
-            line = taken[0][0]
-            if len(taken) > 1 and (
-                cells is None
-                or len(cells) != width
-                or any(_looks_like_a_row(text, width, id_at) for _, text in taken[1:])
-            ):
-                feed.push_back(taken[1:])
-                yield _RawRow(line, {}, _runaway_problem(taken[0][1], line, header, fields_at))
-                continue
-            if cells is None:
-                yield _RawRow(line, {}, RowProblem(line, "", "malformed CSV row", "malformed_row"))
-                continue
-            if not cells:
-                continue  # a blank line
-            if any(number in bad_lines for number, _ in taken):
-                yield _RawRow(line, {}, RowProblem(line, "", "not valid UTF-8", "not_utf8"))
-                continue
-            if len(cells) != width:
-                yield _RawRow(
-                    line,
-                    {},
-                    RowProblem(
-                        line, "", f"expected {width} columns, got {len(cells)}", "column_count"
-                    ),
-                )
-                continue
-            yield _RawRow(line, {entry: cells[pos] for entry, pos in positions.items()})
-
-
-def _sqlite_text(value: object) -> str | None:
-    """A SQLite cell as text (numbers in their plain form); ValueError when not UTF-8."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _read_sqlite(source: SourceConfig) -> Iterator[_RawRow]:
-    if not source.path.is_file():
-        raise SourceError(f"source {source.path}: file not found")
-    conn = sqlite3.connect(f"{source.path.resolve().as_uri()}?mode=ro", uri=True)
-    conn.text_factory = bytes  # decode ourselves, so bad UTF-8 is a row problem
-    try:
-        try:
-            info = conn.execute(f"PRAGMA table_info({_quote(source.table)})").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise SourceError(f"source {source.path.name}: cannot read ({exc})") from None
-        if not info:
-            raise SourceError(f"source {source.path.name}: no table {source.table!r}")
-        names = [bytes(row[1]).decode("utf-8", "replace") for row in info]
-        positions = _check_mapping(source, names, f"table {source.table!r}")
-        entries = list(positions)
-        select = ", ".join(_quote(names[positions[e]]) for e in entries)
-        try:
-            cursor = conn.execute(f"SELECT rowid, {select} FROM {_quote(source.table)}")
-        except sqlite3.DatabaseError as exc:
-            raise SourceError(
-                f"source {source.path.name}: cannot select rows of {source.table!r} "
-                f"(a table needs a rowid) ({type(exc).__name__})"
-            ) from None
-        for row in cursor:
-            line = int(row[0])
-            try:
-                values = {e: _sqlite_text(v) for e, v in zip(entries, row[1:], strict=True)}
-            except UnicodeDecodeError:
-                yield _RawRow(line, {}, RowProblem(line, "", "not valid UTF-8", "not_utf8"))
-                continue
-            yield _RawRow(line, values)
-    finally:
-        conn.close()
 
 
 # --------------------------------------------------------------------------- ingest
@@ -436,17 +200,6 @@ def _stored_value(
     return canonical if spec.kind in CANONICAL_KINDS else value
 
 
-def check_source_header(source_cfg: SourceConfig) -> None:
-    """Open the source and check its header (CSV) or table (SQLite) against the mapping,
-    reading nothing past the first row; SourceError naming every missing column."""
-    reader = _read_csv if source_cfg.kind == "csv" else _read_sqlite
-    rows = reader(source_cfg)
-    try:
-        next(rows, None)
-    finally:
-        getattr(rows, "close", lambda: None)()  # the generator's file, now
-
-
 def ingest_source(
     store: NodeStore,
     source_cfg: SourceConfig,
@@ -458,9 +211,9 @@ def ingest_source(
     """Read one source into ``store`` (see the module docstring for the row rules), committing
     every ``chunk_rows`` rows."""
     if source_cfg.kind == "csv":
-        rows = _read_csv(source_cfg)
+        rows = read_csv(source_cfg)
     elif source_cfg.kind == "sqlite":
-        rows = _read_sqlite(source_cfg)
+        rows = read_sqlite(source_cfg)
     else:
         raise SourceError(f"source kind {source_cfg.kind!r}: expected 'csv' or 'sqlite'")
 
@@ -498,7 +251,7 @@ def ingest_source(
             reading.rejected.append(raw.problem)
         elif (
             accepted := reading.accept(
-                _RawRow(
+                RawRow(
                     raw.line,
                     {entry: source_cfg.own_value(entry, v) for entry, v in raw.values.items()},
                 )
@@ -545,7 +298,7 @@ class _Reading:
     warnings: list[RowProblem] = field(default_factory=list)
     first_line: dict[str, int] = field(default_factory=dict)
 
-    def accept(self, raw: _RawRow) -> tuple[str, dict[str, str | None]] | None:
+    def accept(self, raw: RawRow) -> tuple[str, dict[str, str | None]] | None:
         """The local id and stored fields of one read row, or None (and its problems
         recorded) when it is rejected."""
         line = raw.line

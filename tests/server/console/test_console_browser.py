@@ -9,7 +9,8 @@ invalid NHS number, an impossible date) shows the error summary. Security: anoth
 agency's staff certificate is refused, a POST without the CSRF token is refused, no page
 or redirect puts an identifier in a URL, and the node's audit entry of a console lookup
 names the staff member. axe-core (installed by ``make console-assets``) checks every page.
-Screenshots go to ``tests/artefacts/console/`` (gitignored).
+Screenshots go to ``tests/artefacts/console/`` (gitignored). The federation, the browser and
+the journey's steps and checks are :mod:`tests.helpers.console_browser`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import http.cookiejar
 import json
 import re
 import shutil
-import sqlite3
 import ssl
 import subprocess
 import time
@@ -28,267 +28,51 @@ import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from client.demo import _pick_children
-from linkage import synthetic
-from linkage.keys import LinkageSecret
-from linkage.normalise import normalise_date, normalise_sex
-from server.common.pki import export_pkcs12, init_pki, issue_certificate, revoke_certificate
+from server.common.pki import issue_certificate, revoke_certificate
 from server.console.app import KNOWN_PAGE_SIZE
 from server.console.forms import agency_label
-from server.launcher import (
-    AGENCIES,
-    CONSOLE_AGENCY,
-    DEMO_P12_PASSWORD,
-    STAFF,
-    Service,
-    jigsaw_command,
-    node_addresses,
-    reserve_ports,
-    start_service,
-    stop_services,
-    wait_ready,
-    write_agency_csv,
-    write_matcher_config,
-    write_node_config,
+from server.launcher import AGENCIES, CONSOLE_AGENCY
+from tests.helpers.console_browser import (
+    ARTEFACTS,
+    REPO,
+    ConsoleFederation,
+    Journey,
+    chromium,
+    console_federation,
+    fill_lookup,
+    form_values,
+    https_context,
+    new_context,
+    references_of,
+    sign_in,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-REPO = Path(__file__).resolve().parents[3]
-CHROMIUM = Path("/usr/bin/chromium")
-AXE = REPO / "server/console/frontend/node_modules/axe-core/axe.min.js"
-GOVUK = REPO / "server/console/frontend/node_modules/govuk-frontend"
-ARTEFACTS = REPO / "tests" / "artefacts" / "console"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-#: The console's node lets a person look up 5 children at once, then one every 10 seconds:
-#: low enough for a test to meet however slowly the machine answers.
-CONSOLE_NODE_LIMITS = {"rate_limits": {"lookups_per_minute": 6, "burst": 5}}
-
-
-def _jigsaw(*args: str) -> None:
-    subprocess.run(
-        jigsaw_command(*args),
-        check=True,
-        capture_output=True,
-        cwd=REPO,
-        timeout=300,
-    )
-
-
-@dataclass
-class ConsoleFederation:
-    root: Path
-    url: str
-    child: dict[str, str]
-    services: list[Service]
-    population: synthetic.SyntheticData
-
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFederation]:
-    if not CHROMIUM.is_file() or not GOVUK.is_dir():
-        pytest.fail("the console tests need `make console-assets` (Chromium and govuk-frontend)")
-    root = tmp_path_factory.mktemp("console-fed")
-    population = synthetic.generate_population(1000, seed=2026)
-    init_pki(root / "pki", agencies=AGENCIES, staff=STAFF, operators=["olivia"])
-    issue_certificate(root / "pki", f"{CONSOLE_AGENCY}-console", CONSOLE_AGENCY, "console")
-    issue_certificate(root / "pki", "carol", CONSOLE_AGENCY, "staff")  # meets the limits
-    export_pkcs12(root / "pki", "alice", DEMO_P12_PASSWORD.encode())
-    (root / "secret.hex").write_text(LinkageSecret.generate().to_hex() + "\n", "ascii")
-    (root / "data").mkdir()
-    for agency in AGENCIES:
-        write_agency_csv(
-            population.agencies[agency], root / "data" / f"{agency}.csv", bad_row=False
-        )
-    services: list[Service] = []
-    try:
-        matcher = start_service(
-            "matcher", ["matcher", "serve", "--config", str(write_matcher_config(root))],
-            root / "matcher",
-        )  # fmt: skip
-        services.append(matcher)
-        wait_ready([matcher])
-        addresses = node_addresses()
-        console_listen = f"127.0.0.1:{reserve_ports(1)[0]}"
-        configs = {
-            a: write_node_config(
-                root, a, matcher.address(), addresses=addresses,
-                console_listen=console_listen if a == CONSOLE_AGENCY else None,
-                overrides=CONSOLE_NODE_LIMITS if a == CONSOLE_AGENCY else None,
-            )
-            for a in AGENCIES
-        }  # fmt: skip
-        nodes = [
-            start_service(f"{a}-node", ["node", "serve", "--config", str(configs[a])], root / a)
-            for a in AGENCIES
-        ]
-        services += nodes
-        wait_ready(nodes)
-        for agency in AGENCIES:
-            _jigsaw("ingest", "--config", str(configs[agency]))
-            _jigsaw("publish", "--config", str(configs[agency]))
-        # an operator's batch link, then each node fetches its share of the result
-        pki = str(root / "pki")
-        _jigsaw("link", "--matcher", matcher.address(), "--pki", pki, "--identity", "olivia")
-        for agency in AGENCIES:
-            _jigsaw(
-                "linked", "--config", str(configs[agency]), "--agency", agency, "--pki", pki,
-                "--identity", "olivia", "--fetch", "--out", str(root / f"{agency}-linked.csv"),
-            )  # fmt: skip
-        console = start_service(
-            "console", ["console", "serve", "--config", str(configs[CONSOLE_AGENCY])],
-            root / CONSOLE_AGENCY,
-        )  # fmt: skip
-        services.append(console)
-        wait_ready([console])
-        child = _pick_children(population, 1, 2026)[0]
-        yield ConsoleFederation(
-            root,
-            f"https://localhost:{console.port_file.read_text().strip()}",
-            child,
-            services,
-            population,
-        )
-    finally:
-        codes = stop_services(services)
-    assert all(code == 0 for _, code in codes), codes
+    with console_federation(tmp_path_factory.mktemp("console-fed")) as fed:
+        yield fed
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
-
-
-def _context(browser: Any, federation: ConsoleFederation, person: str) -> Any:
-    """A fresh browser context presenting ``person``'s certificate (alice: her PKCS#12)."""
-    bundle = federation.root / "pki" / person
-    certificate: dict[str, Any] = {"origin": federation.url}
-    if (bundle / f"{person}.p12").is_file():
-        certificate |= {"pfxPath": str(bundle / f"{person}.p12"), "passphrase": DEMO_P12_PASSWORD}
-    else:
-        certificate |= {
-            "certPath": str(bundle / f"{person}.pem"),
-            "keyPath": str(bundle / f"{person}.key"),
-        }
-    # the federation CA is private: the test trusts it by ignoring the browser's own store,
-    # as a unit would by installing ca.pem; TLS still requires the client certificate
-    return browser.new_context(client_certificates=[certificate], ignore_https_errors=True)
-
-
-class Journey:
-    """One browser page, its screenshots, and every URL it visited (checked for identifiers)."""
-
-    def __init__(self, context: Any, federation: ConsoleFederation, name: str) -> None:
-        self.page = context.new_page()
-        self.federation = federation
-        self.name = name
-        self.urls: list[str] = []
-        self.page.on("framenavigated", lambda frame: self.urls.append(frame.url))
-        self.page.on("request", lambda request: self.urls.append(request.url))
-        self.step = 0
-
-    def shot(self, label: str) -> None:
-        self.step += 1
-        ARTEFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(
-            path=str(ARTEFACTS / f"{self.name}-{self.step:02d}-{label}.png"), full_page=True
-        )
-        check_accessibility(self.page, label)
-
-    def assert_no_identifier_in_urls(self, values: list[str]) -> None:
-        for url in self.urls:
-            lowered = url.lower()
-            for value in values:
-                assert value.lower() not in lowered, (
-                    f"an identifier reached a URL ({label_of(url)})"
-                )
-
-
-def label_of(url: str) -> str:
-    return url.split("?")[0].rsplit("/", 1)[-1] or "/"
-
-
-def check_accessibility(page: Any, label: str) -> None:
-    """axe-core, injected into the page, finds no violation (WCAG 2.x A and AA rules)."""
-    if not AXE.is_file():
-        pytest.fail("axe-core is missing: run `make console-assets`")
-    # the page's CSP forbids scripts; Playwright's evaluate runs in an isolated world
-    page.evaluate(AXE.read_text("utf-8") + "\n;0")
-    result = page.evaluate(
-        "async () => { const r = await axe.run(document, {runOnly: {type: 'tag', values: "
-        "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}}); "
-        "return r.violations.map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length, "
-        "help: v.help, target: v.nodes[0].target}))}"
-    )
-    assert result == [], f"axe violations on {label}: {json.dumps(result, indent=1)}"
-
-
-def _form_values(child: dict[str, str]) -> dict[str, str]:
-    date = normalise_date(child["date_of_birth"], field="date_of_birth") or ""
-    year, month, day = date.split("-")
-    return {
-        "given_name": child["given_name"],
-        "family_name": child["family_name"],
-        "dob-day": str(int(day)),
-        "dob-month": str(int(month)),
-        "dob-year": year,
-        "sex": normalise_sex(child["sex"], field="sex") or "",
-        "postcode": child["postcode"],
-    }
-
-
-def _sign_in(journey: Journey) -> None:
-    page = journey.page
-    page.goto(journey.federation.url + "/")
-    assert page.locator("h1").inner_text() == "Sign in"
-    journey.shot("sign-in")
-    page.get_by_role("button", name="Continue as alice").click()
-    assert page.locator("h1").inner_text() == "Look up a child", page.locator("main").inner_text()
-    assert page.locator("h1").inner_text() == "Look up a child"
-
-
-def _fill_lookup(page: Any, values: dict[str, str], *, nhs: str = "") -> None:
-    for field in ("given_name", "family_name", "postcode"):
-        page.fill(f"#{field}", values[field])
-    for part in ("day", "month", "year"):
-        page.fill(f"#dob-{part}", values[f"dob-{part}"])
-    page.check("#sex" if values["sex"] == "f" else f"#sex-{values['sex'] or 'unknown'}")
-    if nhs:
-        page.fill("#nhs_number", nhs)
-    page.check("#purpose")  # the first purpose of the list
-    page.fill("#note", "case 0001, strategy discussion")
 
 
 def test_staff_journey(browser: Any, federation: ConsoleFederation) -> None:
-    context = _context(browser, federation, "alice")
+    context = new_context(browser, federation, "alice")
     journey = Journey(context, federation, "journey")
     page = journey.page
-    _sign_in(journey)
-    values = _form_values(federation.child)
-    _fill_lookup(page, values)
+    sign_in(journey)
+    values = form_values(federation.child)
+    fill_lookup(page, values)
     journey.shot("lookup-form")
     page.get_by_role("button", name="Look up").click()
     heading = page.locator("h1").inner_text()
@@ -331,18 +115,6 @@ def test_staff_journey(browser: Any, federation: ConsoleFederation) -> None:
     assert all(e["details"]["via"] == f"{CONSOLE_AGENCY}-console" for e in console_entries)
 
 
-def _references(federation: ConsoleFederation) -> set[str]:
-    """Every agency's references (none may ever appear on a console page)."""
-    found: set[str] = set()
-    for agency in AGENCIES:
-        con = sqlite3.connect(federation.root / agency / "store.sqlite")
-        try:
-            found |= {r for (r,) in con.execute("SELECT reference FROM records")}
-        finally:
-            con.close()
-    return found
-
-
 def test_children_known_to_other_agencies(browser: Any, federation: ConsoleFederation) -> None:
     """The console lists the agency's own records the batch link joined to other agencies'
     records — the node's fetched list exactly, right against the synthetic ground truth —
@@ -357,12 +129,12 @@ def test_children_known_to_other_agencies(browser: Any, federation: ConsoleFeder
     truly = {
         lid for lid, child in child_of.items() if holders[child] - {agency_label(CONSOLE_AGENCY)}
     }
-    references = _references(federation)
+    references = references_of(federation)
 
-    context = _context(browser, federation, "alice")
+    context = new_context(browser, federation, "alice")
     journey = Journey(context, federation, "known")
     page = journey.page
-    _sign_in(journey)
+    sign_in(journey)
     page.get_by_role("link", name="Children known to other agencies").click()
     listed: dict[str, set[str]] = {}
     while True:
@@ -407,7 +179,7 @@ def test_children_known_to_other_agencies(browser: Any, federation: ConsoleFeder
 def test_an_operator_sees_the_nodes_status(browser: Any, federation: ConsoleFederation) -> None:
     """An operator of the federation signs in with the operator certificate and sees, in My
     activity, what the node's Status reports; the pages that act on records are refused."""
-    context = _context(browser, federation, "olivia")
+    context = new_context(browser, federation, "olivia")
     journey = Journey(context, federation, "operator")
     page = journey.page
     page.goto(federation.url + "/")
@@ -447,7 +219,7 @@ def test_an_operator_sees_the_nodes_status(browser: Any, federation: ConsoleFede
     context.close()
     # a certificate of another role (the agency's own node) is refused outright
     opener = urllib.request.build_opener(
-        urllib.request.HTTPSHandler(context=_https(federation, f"{CONSOLE_AGENCY}-node"))
+        urllib.request.HTTPSHandler(context=https_context(federation, f"{CONSOLE_AGENCY}-node"))
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         opener.open(federation.url + "/", timeout=10)
@@ -456,12 +228,12 @@ def test_an_operator_sees_the_nodes_status(browser: Any, federation: ConsoleFede
 
 
 def test_bad_input_shows_the_error_summary(browser: Any, federation: ConsoleFederation) -> None:
-    context = _context(browser, federation, "alice")
+    context = new_context(browser, federation, "alice")
     journey = Journey(context, federation, "bad-input")
     page = journey.page
-    _sign_in(journey)
-    values = _form_values(federation.child) | {"dob-day": "31", "dob-month": "2"}
-    _fill_lookup(page, values, nhs="1234567890")
+    sign_in(journey)
+    values = form_values(federation.child) | {"dob-day": "31", "dob-month": "2"}
+    fill_lookup(page, values, nhs="1234567890")
     page.get_by_role("button", name="Look up").click()
     summary = page.locator(".govuk-error-summary")
     assert summary.is_visible()
@@ -482,15 +254,15 @@ def test_the_nodes_limit_is_the_staff_members_and_says_when(
     then its rate: :data:`CONSOLE_NODE_LIMITS`): the node refuses her, not the console, and
     the page is the GOV.UK error summary saying when to try again (429, ``Retry-After``),
     with no trace and no value in it."""
-    context = _context(browser, federation, "carol")
+    context = new_context(browser, federation, "carol")
     journey = Journey(context, federation, "limits")
     page = journey.page
     page.goto(federation.url + "/")
     page.get_by_role("button", name="Continue as carol").click()
-    values = _form_values(federation.child)
+    values = form_values(federation.child)
     statuses = []
     for _ in range(12):
-        _fill_lookup(page, values)
+        fill_lookup(page, values)
         with page.expect_response(lambda r: r.url.endswith("/lookup")) as answered:
             page.get_by_role("button", name="Look up").click()
         statuses.append(answered.value.status)
@@ -520,17 +292,10 @@ def test_the_nodes_limit_is_the_staff_members_and_says_when(
     assert values["family_name"] not in audit
 
 
-def _https(federation: ConsoleFederation, person: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(federation.root / "pki/ca/ca.pem"))
-    bundle = federation.root / "pki" / person
-    context.load_cert_chain(bundle / f"{person}.pem", bundle / f"{person}.key")
-    return context
-
-
 def test_another_agencys_staff_certificate_is_refused(
     browser: Any, federation: ConsoleFederation
 ) -> None:
-    context = _context(browser, federation, "bob")  # police staff
+    context = new_context(browser, federation, "bob")  # police staff
     page = context.new_page()
     response = page.goto(federation.url + "/")
     assert response is not None and response.status == 403
@@ -545,7 +310,7 @@ def test_another_agencys_staff_certificate_is_refused(
 def test_a_post_without_the_csrf_token_is_refused(federation: ConsoleFederation) -> None:
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(
-        urllib.request.HTTPSHandler(context=_https(federation, "alice")),
+        urllib.request.HTTPSHandler(context=https_context(federation, "alice")),
         urllib.request.HTTPCookieProcessor(jar),
     )
 
@@ -584,7 +349,7 @@ def test_a_revoked_staff_certificate_is_refused_without_a_restart(
     def status() -> int:
         try:
             with urllib.request.urlopen(
-                federation.url + "/", context=_https(federation, "rhoda"), timeout=10
+                federation.url + "/", context=https_context(federation, "rhoda"), timeout=10
             ) as page:
                 return int(page.status)
         except urllib.error.HTTPError as refused:

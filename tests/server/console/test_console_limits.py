@@ -219,7 +219,9 @@ def test_pages_that_call_the_node_share_the_persons_limit(rig: Rig) -> None:
     statuses = [client.get("/known").status_code for _ in range(burst + 10)]
     first = statuses.index(429)
     assert burst <= first <= burst + 5 and set(statuses[:first]) == {200}
-    assert len(rig.node.calls) == first  # the refused views never reached the node
+    # the refused views never reached the node (a token that refills after the first refusal
+    # lets a later view through, which does)
+    assert len(rig.node.calls) == statuses.count(200)
     refused = client.get("/known")
     assert refused.status_code == 429 and "Try again in" in refused.text
     assert int(refused.headers["retry-after"]) >= 1
