@@ -284,6 +284,8 @@ FEDERATION_COLUMNS = [
     "lookup_r300_p99_ms",
     "lookup_r300_per_s",
     "lookup_c1_hit_rate",
+    "lookup_c1_top1",
+    "lookup_c1_top5",
     "lookup_c32_matcher_cpu_ms_per_lookup",
     "lookup_c32_node_cpu_ms_per_lookup",
     "lookup_c32_client_cpu_ms_per_lookup",
