@@ -184,21 +184,17 @@ def attack_rows(records: int, overlaps: Sequence[float], seed: int) -> list[dict
     for name in ("shipped", "shipped + address"):
         schema = VARIANTS[name][0]()
         encoded = encode_records(schema, KeySet(attack.AGENCIES_SECRET), encoded_columns)
-        side = attack.graph_side(encoded)
-        for overlap in overlaps:
-            _progress(f"graph attack on {name} at overlap {overlap}")
-            attacker_rows = attack.attacker_population(records, overlap, seed)
-            attacker_columns = attack.take_columns(columns, attacker_rows)
-            attacker = encode_records(schema, KeySet(attack.ATTACKER_SECRET), attacker_columns)
-            rate, _ = attack.graph_attack_rate(
-                encoded,
-                attacker,
-                child_ids[encoded_rows],
-                child_ids[attacker_rows],
-                schema=schema,
-                attacker_columns=attacker_columns,
-                encoded_side=side,
-            )
+        rates = attack.graph_attack_by_overlap(
+            encoded,
+            columns,
+            child_ids,
+            overlaps,
+            seed,
+            attack.attacker_encoder(schema),
+            progress=_progress,
+            label=f"graph attack on {name}",
+        )
+        for overlap, (rate, _) in rates.items():
             rows.append(
                 {
                     "attacked": f"graph + co-occurrence: {name}",

@@ -136,22 +136,17 @@ def attack_rows(records: int, overlaps: list[float], seed: int) -> list[dict[str
             "records": records,
             "frequency": max(v for k, v in shares.items() if k.endswith("_records")),
         }
-        side = attack.graph_side(encoded)
-        for overlap in overlaps:
-            _progress(f"attacking {name} at overlap {overlap}")
-            attacker_rows = attack.attacker_population(records, overlap, seed)
-            attacker_columns = attack.take_columns(columns, attacker_rows)
-            attacker = encode_records(schema, KeySet(attack.ATTACKER_SECRET), attacker_columns)
-            rate, _ = attack.graph_attack_rate(
-                encoded,
-                attacker,
-                child_ids[encoded_rows],
-                child_ids[attacker_rows],
-                schema=schema,
-                attacker_columns=attacker_columns,
-                encoded_side=side,
-            )
-            row[f"graph_{overlap}"] = rate
+        rates = attack.graph_attack_by_overlap(
+            encoded,
+            columns,
+            child_ids,
+            overlaps,
+            seed,
+            attack.attacker_encoder(schema),
+            progress=_progress,
+            label=f"attacking {name}",
+        )
+        row |= {f"graph_{overlap}": rate for overlap, (rate, _) in rates.items()}
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -37,7 +37,9 @@ Attacks:
 from __future__ import annotations
 
 from benchmarks.attack.combined import (
+    attacker_encoder,
     graph_attack,
+    graph_attack_by_overlap,
     graph_attack_rate,
 )
 from benchmarks.attack.cooccurrence import (
@@ -106,6 +108,7 @@ __all__ = [
     "SETTINGS",
     "GraphSide",
     "Setting",
+    "attacker_encoder",
     "attacker_population",
     "colour_seeds",
     "cooccurrence_attack",
@@ -117,6 +120,7 @@ __all__ = [
     "frequency_seeds",
     "frequency_shares",
     "graph_attack",
+    "graph_attack_by_overlap",
     "graph_attack_rate",
     "graph_side",
     "main",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks.attack.cooccurrence import cooccurrence_attack
 from benchmarks.attack.decoding import decode_and_match
-from benchmarks.attack.graph import GraphSide, structural_attack
-from linkage.encode import EncodedBatch
+from benchmarks.attack.graph import GraphSide, graph_side, structural_attack
+from benchmarks.attack.settings import ATTACKER_SECRET, attacker_population, take_columns
+from linkage.encode import EncodedBatch, encode_records
+from linkage.keys import KeySet
 from linkage.schema import (
     Schema,
 )
@@ -95,3 +98,51 @@ def graph_attack_rate(
     overlap = int(np.isin(encoded_ids, attacker_ids).sum())
     correct = int((encoded_ids[left] == attacker_ids[right]).sum())
     return correct / max(1, overlap), correct / max(1, left.shape[0])
+
+
+def graph_attack_by_overlap(
+    encoded: EncodedBatch,
+    pool_columns: dict[str, list[str | None]],
+    child_ids: NDArray[np.int64],
+    overlaps: Sequence[float],
+    seed: int,
+    encode_attacker: Callable[[dict[str, list[str | None]]], tuple[Schema, EncodedBatch]],
+    progress: Callable[[str], None] | None = None,
+    label: str = "",
+) -> dict[float, tuple[float, float]]:
+    """:func:`graph_attack_rate` at each overlap: ``encoded`` is rows ``0..n-1`` of the pool
+    (``pool_columns``, true children ``child_ids``), the attacker holds
+    :func:`~benchmarks.attack.settings.attacker_population` of it, encoded by
+    ``encode_attacker`` (its schema and batch); the encoded side's graph is built once.
+    ``progress`` is told "<label> at overlap <overlap>" before each."""
+    n = len(encoded)
+    side = graph_side(encoded)
+    out: dict[float, tuple[float, float]] = {}
+    for overlap in overlaps:
+        if progress is not None:
+            progress(f"{label} at overlap {overlap}")
+        rows = attacker_population(n, overlap, seed)
+        columns = take_columns(pool_columns, rows)
+        schema, attacker = encode_attacker(columns)
+        out[overlap] = graph_attack_rate(
+            encoded,
+            attacker,
+            child_ids[:n],
+            child_ids[rows],
+            schema=schema,
+            attacker_columns=columns,
+            encoded_side=side,
+        )
+    return out
+
+
+def attacker_encoder(
+    schema: Schema,
+) -> Callable[[dict[str, list[str | None]]], tuple[Schema, EncodedBatch]]:
+    """An ``encode_attacker`` for :func:`graph_attack_by_overlap`: the attacker encodes its
+    records under ``schema`` with its own secret."""
+
+    def encode(columns: dict[str, list[str | None]]) -> tuple[Schema, EncodedBatch]:
+        return schema, encode_records(schema, KeySet(ATTACKER_SECRET), columns)
+
+    return encode

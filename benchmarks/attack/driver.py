@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -13,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.attack.combined import graph_attack_rate
+from benchmarks.attack.combined import graph_attack_by_overlap
 from benchmarks.attack.frequency import frequency_shares
-from benchmarks.attack.graph import graph_side
 from benchmarks.attack.settings import (
     AGENCIES_SECRET,
     ATTACKER_SECRET,
@@ -24,7 +24,6 @@ from benchmarks.attack.settings import (
     SALT,
     SETTINGS,
     Setting,
-    attacker_population,
     encode_setting,
     one_record_per_child,
     publish_setting,
@@ -113,22 +112,19 @@ def run_attack(
             row["salt"] = setting.salt_source if setting.salt else ""
             row["hardening"] = dataclasses.asdict(setting.hardening) | {"salt": setting.salt}
         row |= frequency_shares(schema, encoded, encoded_columns, public_columns)
-        encoded_side = graph_side(encoded) if graph else None
-        for overlap in overlaps if graph else ():
-            attacker_rows = attacker_population(n_records, overlap, seed)
-            attacker_columns = take_columns(columns, attacker_rows)
-            attacker_schema, attacker = encode_setting(
-                base, setting, attacker_columns, ATTACKER_SECRET
-            )
-            rate, precision = graph_attack_rate(
+        rates = (
+            graph_attack_by_overlap(
                 encoded,
-                attacker,
-                child_ids[encoded_rows],
-                child_ids[attacker_rows],
-                schema=attacker_schema,
-                attacker_columns=attacker_columns,
-                encoded_side=encoded_side,
+                columns,
+                child_ids,
+                overlaps,
+                seed,
+                functools.partial(encode_setting, base, setting, secret=ATTACKER_SECRET),
             )
+            if graph
+            else {}
+        )
+        for overlap, (rate, precision) in rates.items():
             row[f"graph_{overlap}"] = rate
             row[f"graph_{overlap}_precision"] = precision
         if graph:
